@@ -1,0 +1,5 @@
+"""Turnout: a traffic management engine for Kubernetes service meshes."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""The control-plane engine: model -> validate -> compile -> IR -> xDS."""
+
+from __future__ import annotations

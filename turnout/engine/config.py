@@ -1,0 +1,55 @@
+"""Engine defaults, kept together so that every "unset" has one documented value."""
+
+from __future__ import annotations
+
+CONTROLLER_NAME = "turnout.dev/gateway-controller"
+"""`GatewayClass.spec.controllerName` (and `status.parents[].controllerName`) that is ours."""
+
+POLICY_GROUP = "policy.turnout.dev"
+"""API group of Turnout's own CRDs (FaultInjection)."""
+
+CLUSTER_DOMAIN = "cluster.local"
+"""Kubernetes cluster domain used in Service FQDNs and xDS listener names."""
+
+DEFAULT_REQUEST_TIMEOUT_MS: int | None = None
+"""Route `timeouts.request` when unset: no deadline, as Linkerd and Envoy do by default."""
+
+DEFAULT_BACKEND_REQUEST_TIMEOUT_MS: int | None = None
+"""Route `timeouts.backendRequest` when unset: no per-try deadline."""
+
+DEFAULT_RETRY_ATTEMPTS = 1
+"""GEP-1731 `retry.attempts` when a `retry` stanza omits it (retries after the first try)."""
+
+DEFAULT_RETRY_BACKOFF_MS = 25
+"""GEP-1731 `retry.backoff` when unset: Envoy's base interval, the minimum wait between tries."""
+
+DEFAULT_RETRY_CODES: tuple[int, ...] = ()
+"""GEP-1731 `retry.codes` when unset: only connection errors are retried."""
+
+DEFAULT_BUDGET_PERCENT = 20
+"""Retry budget: retries may add this percentage of requests (Linkerd's and GEP-3388's default)."""
+
+DEFAULT_BUDGET_INTERVAL_MS = 10_000
+"""Retry budget window (GEP-3388 `budget.interval` default 10s)."""
+
+DEFAULT_MIN_RETRY_COUNT = 10
+"""Retries always allowed per `DEFAULT_MIN_RETRY_INTERVAL_MS` whatever the budget (GEP-3388)."""
+
+DEFAULT_MIN_RETRY_INTERVAL_MS = 1_000
+"""Interval of the minimum retry rate (GEP-3388 `minRetryRate.interval` default 1s)."""
+
+INVALID_BACKEND_STATUS = 500
+"""HTTP status for the share of an invalid backendRef (Gateway API: 500)."""
+
+NO_BACKEND_STATUS = 500
+"""HTTP status for a rule whose weights are all zero or that has no backendRefs.
+
+Gateway API leaves "all weights 0" open; we treat it like the all-invalid rule (500 = no usable
+backend), which is also what Envoy answers for a route with no usable weighted cluster.
+"""
+
+NO_ROUTE_STATUS = 404
+"""HTTP status when no rule of the parent matches."""
+
+DEFAULT_REDIRECT_STATUS = 302
+"""`requestRedirect.statusCode` default."""

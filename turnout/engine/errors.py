@@ -1,0 +1,49 @@
+"""Exceptions of the engine: failures that are not a finding about the user's YAML.
+
+```
+MeshError
+ ├── LoadError            a file cannot be read or parsed (bad YAML); names file and doc index
+ ├── ValidationFailed     the input has error diagnostics; holds them all
+ ├── SourceError          a resource source (directory, Kubernetes) failed
+ └── ControlPlaneError    the xDS server failed
+```
+
+Findings about what the user wrote are `Diagnostic`s, not exceptions; an exception here
+means the operation could not go on at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from turnout.engine.diagnostics import Diagnostic
+
+
+class MeshError(Exception):
+    """Base of every Turnout engine exception."""
+
+
+class LoadError(MeshError):
+    """A file could not be read or parsed."""
+
+    def __init__(self, message: str, *, file: str, doc_index: int | None = None) -> None:
+        where = file if doc_index is None else f"{file}[{doc_index}]"
+        super().__init__(f"{where}: {message}")
+        self.file = file
+        self.doc_index = doc_index
+
+
+class ValidationFailed(MeshError):
+    """The input holds errors; `diagnostics` lists every one of them."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics = tuple(diagnostics)
+        super().__init__(f"{len(self.diagnostics)} problem(s); first: {self.diagnostics[0]}")
+
+
+class SourceError(MeshError):
+    """A resource source failed (directory unreadable, API server unreachable)."""
+
+
+class ControlPlaneError(MeshError):
+    """The control plane (xDS server) failed."""

@@ -1,0 +1,78 @@
+"""Core kinds the compiler reads: Namespace (labels), Service (ports), EndpointSlice."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, JsonValue
+
+from turnout.engine.model.base import (
+    Bool,
+    Int32,
+    LooseModel,
+    PortNumber,
+    Resource,
+    Str,
+)
+
+
+class Namespace(Resource):
+    kind: Literal["Namespace"] = "Namespace"
+    spec: dict[str, JsonValue] | None = None
+    status: dict[str, JsonValue] | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.name
+
+
+class ServicePort(LooseModel):
+    name: Str | None = None
+    port: PortNumber
+    target_port: Int32 | Str | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    app_protocol: Str | None = None
+
+
+class ServiceSpec(LooseModel):
+    type: Str = "ClusterIP"
+    cluster_ip: Str | None = Field(default=None, alias="clusterIP")
+    selector: dict[str, str] = Field(default_factory=dict)
+    ports: list[ServicePort] = Field(default_factory=list)
+
+
+class Service(Resource):
+    kind: Literal["Service"] = "Service"
+    spec: ServiceSpec = Field(default_factory=ServiceSpec)
+    status: dict[str, JsonValue] | None = None
+
+
+class EndpointConditions(LooseModel):
+    ready: Bool | None = None
+    serving: Bool | None = None
+    terminating: Bool | None = None
+
+
+class SliceEndpoint(LooseModel):
+    addresses: list[Str] = Field(min_length=1)
+    conditions: EndpointConditions = Field(default_factory=EndpointConditions)
+    zone: Str | None = None
+    node_name: Str | None = None
+
+
+class EndpointPort(LooseModel):
+    name: Str | None = None
+    port: PortNumber | None = None
+    protocol: Str = "TCP"
+    app_protocol: Str | None = None
+
+
+class EndpointSlice(Resource):
+    kind: Literal["EndpointSlice"] = "EndpointSlice"
+    address_type: Literal["IPv4", "IPv6", "FQDN"]
+    endpoints: list[SliceEndpoint] = Field(default_factory=list)
+    ports: list[EndpointPort] = Field(default_factory=list)
+
+    @property
+    def service_name(self) -> str | None:
+        return self.metadata.labels.get("kubernetes.io/service-name")

@@ -1,0 +1,153 @@
+"""Reading manifests: files, directories and stdin into raw documents, like `kubectl -f`.
+
+`-f FILE|DIR|-` may repeat; directories are walked recursively for *.yaml, *.yml and *.json
+(sorted, so the order is stable); a file may hold several YAML documents; a `kind: List`
+(or `<Kind>List`) contributes its `items`, each addressed as ``file[doc] items[i]``.
+Empty documents are skipped but still counted, so document indices match what an editor shows.
+
+A file that cannot be read raises `LoadError`; a document that is not valid YAML or not a
+mapping becomes an error diagnostic and the other documents still load.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from turnout.engine.diagnostics import Diagnostic, SourcePos, error
+from turnout.engine.errors import LoadError
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Document:
+    """One Kubernetes object as written, before any parsing."""
+
+    pos: SourcePos
+    raw: Mapping[str, object]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps timestamps as strings, as the API server's JSON does."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def expand_paths(paths: Iterable[str]) -> list[str]:
+    """Files named by `-f` arguments: files as given, directories walked recursively."""
+    out: list[str] = []
+    for arg in paths:
+        if arg == "-":
+            out.append(arg)
+            continue
+        p = Path(arg)
+        if p.is_dir():
+            out.extend(
+                str(f)
+                for f in sorted(p.rglob("*"))
+                if f.is_file() and f.suffix in MANIFEST_SUFFIXES
+            )
+        elif p.is_file():
+            out.append(arg)
+        else:
+            raise LoadError("no such file or directory", file=arg)
+    return out
+
+
+def read_text(file: str) -> str:
+    if file == "-":
+        return sys.stdin.read()
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LoadError(f"cannot read: {exc}", file=file) from exc
+
+
+def parse_text(text: str, *, file: str) -> tuple[list[Document], list[Diagnostic]]:
+    """Split one file's text into documents; bad YAML becomes a diagnostic."""
+    docs: list[Document] = []
+    diags: list[Diagnostic] = []
+    for index, loaded in enumerate(_split(text, file=file)):
+        pos = SourcePos(file=file, doc_index=index)
+        if isinstance(loaded, _Bad):
+            diags.append(error("InvalidYAML", loaded.message, pos))
+            continue
+        if loaded is None:
+            continue
+        if not isinstance(loaded, Mapping):
+            diags.append(error("InvalidDocument", "a document must be a mapping (an object)", pos))
+            continue
+        docs.extend(_unlist(loaded, pos, diags))
+    return docs, diags
+
+
+def load_documents(paths: Iterable[str]) -> tuple[list[Document], list[Diagnostic]]:
+    """Every document of every file named by `paths` (see module docstring)."""
+    docs: list[Document] = []
+    diags: list[Diagnostic] = []
+    for file in expand_paths(paths):
+        d, g = parse_text(read_text(file), file=file)
+        docs.extend(d)
+        diags.extend(g)
+    return docs, diags
+
+
+@dataclass(frozen=True, slots=True)
+class _Bad:
+    message: str
+
+
+def _split(text: str, *, file: str) -> Iterator[object]:
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        try:
+            yield json.loads(text)
+            return
+        except json.JSONDecodeError:
+            pass  # JSON-looking YAML (flow style); let the YAML parser judge it
+    stream = yaml.load_all(text, Loader=_Loader)
+    while True:
+        try:
+            yield next(stream)
+        except StopIteration:
+            return
+        except yaml.YAMLError as exc:
+            yield _Bad(f"invalid YAML: {_yaml_message(exc)}")
+            return
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return str(problem)
+
+
+def _unlist(
+    obj: Mapping[str, object], pos: SourcePos, diags: list[Diagnostic]
+) -> Iterator[Document]:
+    kind = obj.get("kind")
+    if isinstance(kind, str) and kind.endswith("List") and "items" in obj:
+        items = obj.get("items")
+        if not isinstance(items, list):
+            diags.append(error("InvalidDocument", "items must be a list", pos.at("items")))
+            return
+        for i, item in enumerate(items):
+            ipos = pos.at(f"items[{i}]")
+            if isinstance(item, Mapping):
+                yield Document(pos=ipos, raw=item)
+            else:
+                diags.append(error("InvalidDocument", "a list item must be an object", ipos))
+        return
+    yield Document(pos=pos, raw=obj)
