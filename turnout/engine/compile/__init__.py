@@ -1,0 +1,39 @@
+"""The compiler: a pure function from a `Resources` snapshot to IR, route status and diagnostics.
+
+`compile_table(resources)` does no I/O and uses no clock or randomness; the same snapshot
+always gives an equal `CompileResult`. Loading, schema/CEL validation and dropping invalid
+objects happen before it (`turnout.engine.pipeline`); semantic findings (a backend, parent
+or grant not among the inputs) come out of it as warnings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from turnout.engine import ir
+from turnout.engine.compile.context import Ctx
+from turnout.engine.compile.index import build_index
+from turnout.engine.compile.table import build_table
+from turnout.engine.diagnostics import Diagnostic, sorted_diagnostics
+from turnout.engine.model import Resources
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompileResult:
+    table: ir.RouteTable
+    statuses: tuple[ir.RouteStatus, ...]
+    """`status.parents` entries Turnout owns, one `RouteStatus` per route with any."""
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def compile_table(resources: Resources) -> CompileResult:
+    ctx = Ctx(index=build_index(resources))
+    table, statuses = build_table(ctx)
+    return CompileResult(
+        table=table,
+        statuses=tuple(statuses),
+        diagnostics=tuple(sorted_diagnostics(ctx.diags)),
+    )
+
+
+__all__ = ["CompileResult", "compile_table"]

@@ -1,0 +1,40 @@
+"""Per-compile state: the index, collected diagnostics, and the clusters referenced so far."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from turnout.engine.compile.index import Index
+from turnout.engine.diagnostics import Diagnostic
+
+
+@dataclass(slots=True)
+class ClusterUse:
+    namespace: str
+    service: str
+    port: int
+    grpc: bool = False
+    """Referenced by a GRPCRoute: the upstream speaks HTTP/2."""
+
+
+@dataclass(slots=True)
+class Ctx:
+    index: Index
+    diags: list[Diagnostic] = field(default_factory=list)
+    clusters: dict[str, ClusterUse] = field(default_factory=dict)
+
+    def report(self, diag: Diagnostic) -> None:
+        self.diags.append(diag)
+
+    def use_cluster(self, *, namespace: str, service: str, port: int, grpc: bool) -> str:
+        name = cluster_name(namespace, service, port)
+        use = self.clusters.get(name)
+        if use is None:
+            self.clusters[name] = ClusterUse(namespace, service, port, grpc)
+        elif grpc:
+            use.grpc = True
+        return name
+
+
+def cluster_name(namespace: str, service: str, port: int) -> str:
+    return f"{namespace}/{service}:{port}"

@@ -1,0 +1,117 @@
+"""HTTPRoute and GRPCRoute matches -> IR `Match` (HTTPROUTE-SEMANTICS §2).
+
+Paths are normalised here (a PathPrefix's trailing "/" is dropped, as matching is
+element-wise), header names are lower-cased, and every regular expression is compiled once
+to prove it is valid; the IR keeps only the pattern string. A gRPC method match becomes a
+path match on ``/<service>/<method>``, which is what the request's `:path` carries.
+"""
+
+from __future__ import annotations
+
+import re
+
+from turnout.engine import ir
+from turnout.engine.diagnostics import Diagnostic, SourcePos, error
+from turnout.engine.model.grpcroute import GRPCRouteMatch
+from turnout.engine.model.httproute import HTTPRouteMatch
+
+
+def normalize_prefix(value: str) -> str:
+    """``/abc/`` and ``/abc`` behave the same; ``/`` stays ``/``."""
+    return value.rstrip("/") or "/"
+
+
+def check_regex(pattern: str, pos: SourcePos) -> Diagnostic | None:
+    """Regexes are RE2-style and matched against the whole value; reject what does not compile."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return error("UnsupportedValue", f"invalid regular expression {pattern!r}: {exc}", pos)
+    return None
+
+
+def http_match(
+    m: HTTPRouteMatch, *, name: str, pos: SourcePos
+) -> tuple[ir.Match | None, list[Diagnostic]]:
+    diags: list[Diagnostic] = []
+    path: ir.PathMatch
+    if m.path.type == "Exact":
+        path = ir.ExactPath(value=m.path.value)
+    elif m.path.type == "PathPrefix":
+        path = ir.PrefixPath(value=normalize_prefix(m.path.value))
+    else:
+        bad = check_regex(m.path.value, pos.child("path.value"))
+        if bad:
+            diags.append(bad)
+        path = ir.RegexPath(pattern=m.path.value)
+    headers: list[ir.HeaderMatch] = []
+    seen: set[str] = set()
+    for i, h in enumerate(m.headers):
+        lname = h.name.lower()
+        if lname in seen:  # "only the first entry counts"
+            continue
+        seen.add(lname)
+        if h.type == "RegularExpression":
+            bad = check_regex(h.value, pos.child(f"headers[{i}].value"))
+            if bad:
+                diags.append(bad)
+        headers.append(ir.HeaderMatch(name=lname, kind=h.type, value=h.value))
+    query: list[ir.QueryMatch] = []
+    qseen: set[str] = set()
+    for i, q in enumerate(m.query_params):
+        if q.name in qseen:
+            continue
+        qseen.add(q.name)
+        if q.type == "RegularExpression":
+            bad = check_regex(q.value, pos.child(f"queryParams[{i}].value"))
+            if bad:
+                diags.append(bad)
+        query.append(ir.QueryMatch(name=q.name, kind=q.type, value=q.value))
+    if diags:
+        return None, diags
+    match = ir.Match(
+        name=name, path=path, headers=tuple(headers), query=tuple(query), method=m.method
+    )
+    return match, diags
+
+
+def grpc_match(
+    m: GRPCRouteMatch, *, name: str, pos: SourcePos
+) -> tuple[ir.Match | None, list[Diagnostic]]:
+    """GRPCRoute: service+method -> Exact ``/svc/method``; service only -> prefix ``/svc``;
+    method only or RegularExpression -> a regex over ``/<service>/<method>``."""
+    diags: list[Diagnostic] = []
+    path: ir.PathMatch = ir.PrefixPath(value="/")
+    meth = m.method
+    if meth is not None and (meth.service or meth.method):
+        if meth.type == "Exact":
+            if meth.service and meth.method:
+                path = ir.ExactPath(value=f"/{meth.service}/{meth.method}")
+            elif meth.service:
+                path = ir.PrefixPath(value=f"/{meth.service}")
+            else:
+                path = ir.RegexPath(pattern=f"/[^/]+/{re.escape(meth.method or '')}")
+        else:
+            svc = meth.service or "[^/]+"
+            method = meth.method or "[^/]+"
+            for part, field in ((meth.service, "service"), (meth.method, "method")):
+                if part:
+                    bad = check_regex(part, pos.child(f"method.{field}"))
+                    if bad:
+                        diags.append(bad)
+            path = ir.RegexPath(pattern=f"/{svc}/{method}")
+    headers: list[ir.HeaderMatch] = []
+    seen: set[str] = set()
+    for i, h in enumerate(m.headers):
+        lname = h.name.lower()
+        if lname in seen:
+            continue
+        seen.add(lname)
+        if h.type == "RegularExpression":
+            bad = check_regex(h.value, pos.child(f"headers[{i}].value"))
+            if bad:
+                diags.append(bad)
+        headers.append(ir.HeaderMatch(name=lname, kind=h.type, value=h.value))
+    if diags:
+        return None, diags
+    return ir.Match(name=name, path=path, headers=tuple(headers)), diags

@@ -1,0 +1,189 @@
+"""One route's rules -> IR `Rule`s for one parent (HTTPROUTE-SEMANTICS §2, §6–§8).
+
+A rule is compiled per parent because redirect ports and ReferenceGrant requirements depend
+on the parent. A rule whose matches cannot be compiled (an invalid regex) is dropped and
+reported; the route's other rules still serve ("one bad rule costs that rule").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from turnout.engine import ir
+from turnout.engine.compile.backends import RouteRef, resolve_backend
+from turnout.engine.compile.context import Ctx
+from turnout.engine.compile.durations import duration_ms
+from turnout.engine.compile.filters import ParentPort, compile_filters
+from turnout.engine.compile.matches import grpc_match, http_match
+from turnout.engine.diagnostics import SourcePos
+from turnout.engine.config import (
+    DEFAULT_BACKEND_REQUEST_TIMEOUT_MS,
+    DEFAULT_REQUEST_TIMEOUT_MS,
+    DEFAULT_RETRY_ATTEMPTS,
+    DEFAULT_RETRY_BACKOFF_MS,
+    DEFAULT_RETRY_CODES,
+)
+from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded
+from turnout.engine.model.grpcroute import GRPCRouteMatch, GRPCRouteRule
+from turnout.engine.model.httproute import HTTPRouteMatch, HTTPRouteRule, HTTPRouteRetry, HTTPRouteTimeouts
+
+
+@dataclass(slots=True)
+class RuleIssues:
+    unresolved: list[tuple[str, str]] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    """Messages for rules that were dropped."""
+
+
+def route_ref(loaded: Loaded[HTTPRoute] | Loaded[GRPCRoute]) -> RouteRef:
+    obj = loaded.obj
+    return RouteRef(kind=obj.kind, namespace=obj.namespace, name=obj.name)
+
+
+def compile_rules(
+    ctx: Ctx,
+    loaded: Loaded[HTTPRoute] | Loaded[GRPCRoute],
+    *,
+    parent: ParentPort,
+    needs_grant: bool,
+) -> tuple[list[ir.Rule], RuleIssues]:
+    obj = loaded.obj
+    ref = route_ref(loaded)
+    grpc = isinstance(obj, GRPCRoute)
+    base = f"{obj.kind.lower()}/{obj.namespace}/{obj.name}"
+    issues = RuleIssues()
+    rules: list[ir.Rule] = []
+    for i, rule in enumerate(obj.spec.rules):
+        name = f"{base}/rule/{i}"
+        pos = loaded.field(f"spec.rules[{i}]")
+        matches = _matches(ctx, rule, name=name, pos=pos)
+        if matches is None:
+            issues.dropped.append(f"Dropped Rule {i}: a match is invalid")
+            continue
+        prefix = _only_prefix(rule)
+        res = compile_filters(
+            ctx,
+            rule.filters,
+            rule_name=name,
+            route=ref,
+            parent=parent,
+            prefix=prefix,
+            needs_grant=needs_grant,
+            grpc=grpc,
+            pos=pos.child("filters"),
+        )
+        issues.unresolved.extend(res.unresolved)
+        backends: list[ir.WeightedBackend] = []
+        for j, br in enumerate(rule.backend_refs):
+            bpos = pos.child(f"backendRefs[{j}]")
+            target = resolve_backend(
+                ctx, br, route=ref, needs_grant=needs_grant, grpc=grpc, pos=bpos
+            )
+            if isinstance(target, ir.InvalidBackend):
+                issues.unresolved.append((target.reason, target.message))
+            bres = compile_filters(
+                ctx,
+                br.filters,
+                rule_name=f"{name}/backend/{j}",
+                route=ref,
+                parent=parent,
+                prefix=prefix,
+                needs_grant=needs_grant,
+                grpc=grpc,
+                pos=bpos.child("filters"),
+                allow_fault=False,
+            )
+            issues.unresolved.extend(bres.unresolved)
+            backends.append(
+                ir.WeightedBackend(
+                    name=f"{name}/backend/{j}",
+                    source=ir.SourceRef(
+                        kind=obj.kind, namespace=obj.namespace, name=obj.name,
+                        section=f"rule/{i}/backend/{j}",
+                    ),
+                    weight=br.weight,
+                    target=target,
+                    filters=tuple(bres.filters),
+                )
+            )
+        timeouts, retry = ir.Timeouts(), None
+        if isinstance(rule, HTTPRouteRule):
+            timeouts = compile_timeouts(rule.timeouts)
+            retry = compile_retry(rule.retry)
+        rules.append(
+            ir.Rule(
+                name=name,
+                source=ir.SourceRef(
+                    kind=obj.kind, namespace=obj.namespace, name=obj.name, section=f"rule/{i}"
+                ),
+                matches=tuple(matches),
+                filters=tuple(res.filters),
+                backends=tuple(backends),
+                timeouts=timeouts,
+                retry=retry,
+                fault=res.fault,
+                section_name=rule.name,
+            )
+        )
+    return rules, issues
+
+
+def _matches(
+    ctx: Ctx, rule: HTTPRouteRule | GRPCRouteRule, *, name: str, pos: SourcePos
+) -> list[ir.Match] | None:
+    out: list[ir.Match] = []
+    raw: list[HTTPRouteMatch] | list[GRPCRouteMatch]
+    if isinstance(rule, HTTPRouteRule):
+        raw = rule.matches or [HTTPRouteMatch()]
+        for k, m in enumerate(raw):
+            got, diags = http_match(m, name=f"{name}/match/{k}", pos=pos.child(f"matches[{k}]"))
+            for d in diags:
+                ctx.report(d)
+            if got is None:
+                return None
+            out.append(got)
+    else:
+        graw = rule.matches or [GRPCRouteMatch()]
+        for k, gm in enumerate(graw):
+            got, diags = grpc_match(gm, name=f"{name}/match/{k}", pos=pos.child(f"matches[{k}]"))
+            for d in diags:
+                ctx.report(d)
+            if got is None:
+                return None
+            out.append(got)
+    return out
+
+
+def _only_prefix(rule: HTTPRouteRule | GRPCRouteRule) -> str | None:
+    """The matched prefix a ReplacePrefixMatch replaces (CEL: exactly one PathPrefix match)."""
+    if isinstance(rule, HTTPRouteRule):
+        matches = rule.matches or [HTTPRouteMatch()]
+        if len(matches) == 1 and matches[0].path.type == "PathPrefix":
+            return matches[0].path.value
+    return None
+
+
+def compile_timeouts(t: HTTPRouteTimeouts | None) -> ir.Timeouts:
+    """"0s" disables a timeout (GEP-1742); unset takes our default (none)."""
+    if t is None:
+        return ir.Timeouts(
+            request_ms=DEFAULT_REQUEST_TIMEOUT_MS,
+            backend_request_ms=DEFAULT_BACKEND_REQUEST_TIMEOUT_MS,
+        )
+    request = duration_ms(t.request) if t.request is not None else DEFAULT_REQUEST_TIMEOUT_MS
+    backend = (
+        duration_ms(t.backend_request)
+        if t.backend_request is not None
+        else DEFAULT_BACKEND_REQUEST_TIMEOUT_MS
+    )
+    return ir.Timeouts(request_ms=request or None, backend_request_ms=backend or None)
+
+
+def compile_retry(r: HTTPRouteRetry | None) -> ir.RetryPolicy | None:
+    if r is None:
+        return None
+    return ir.RetryPolicy(
+        attempts=r.attempts if r.attempts is not None else DEFAULT_RETRY_ATTEMPTS,
+        codes=tuple(sorted(set(r.codes))) if r.codes else DEFAULT_RETRY_CODES,
+        backoff_ms=duration_ms(r.backoff) if r.backoff is not None else DEFAULT_RETRY_BACKOFF_MS,
+    )

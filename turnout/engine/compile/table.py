@@ -1,0 +1,344 @@
+"""Assembling the `RouteTable`: parents, virtual hosts, clusters, and route status.
+
+```
+routes (tie-break order) --parentRefs--> attachments --compile_rules--> rules per view
+   ServiceParent: producer view + one view per consumer namespace     (GAMMA §9)
+   GatewayParent: one virtual host per served hostname, most specific first (§4)
+every Service port -> a ServiceParent (a default rule to itself when no route attaches)
+every ServiceTarget -> a Cluster (endpoints from EndpointSlices, retry budget from policy)
+```
+Pure: no I/O, no clock, no randomness; the same snapshot always yields an equal table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from turnout.engine import ir
+from turnout.engine.compile.context import Ctx
+from turnout.engine.compile.durations import duration_ms
+from turnout.engine.compile.filters import ParentPort
+from turnout.engine.compile.hosts import host_specificity
+from turnout.engine.compile.parents import (
+    GatewayAttachment,
+    Ignored,
+    Rejected,
+    ServiceAttachment,
+    ServicePort,
+    parent_key,
+    resolve_parent,
+)
+from turnout.engine.compile.rules import compile_rules
+from turnout.engine.config import (
+    CLUSTER_DOMAIN,
+    CONTROLLER_NAME,
+    DEFAULT_BUDGET_INTERVAL_MS,
+    DEFAULT_BUDGET_PERCENT,
+    DEFAULT_MIN_RETRY_COUNT,
+    DEFAULT_MIN_RETRY_INTERVAL_MS,
+)
+from turnout.engine.diagnostics import warning
+from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded
+
+
+@dataclass(slots=True)
+class ServiceViews:
+    port: ServicePort
+    producer: list[ir.Rule] = field(default_factory=list)
+    consumers: dict[str, list[ir.Rule]] = field(default_factory=dict)
+    has_producer_routes: bool = False
+
+
+@dataclass(slots=True)
+class GatewayPort:
+    namespace: str
+    gateway: str
+    port: int
+    listeners: list[ir.Listener] = field(default_factory=list)
+    hosts: dict[str, list[ir.Rule]] = field(default_factory=dict)
+
+
+def service_authority(ns: str, name: str, port: int) -> str:
+    return f"{name}.{ns}.svc.{CLUSTER_DOMAIN}:{port}"
+
+
+def service_domains(ns: str, name: str, port: int) -> tuple[str, ...]:
+    names = (name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.{CLUSTER_DOMAIN}")
+    return names + tuple(f"{n}:{port}" for n in names)
+
+
+def build_table(ctx: Ctx) -> tuple[ir.RouteTable, list[ir.RouteStatus]]:
+    services: dict[tuple[str, str, int], ServiceViews] = {}
+    for (ns, name), svc in sorted(ctx.index.services.items()):
+        for p in svc.obj.spec.ports:
+            if p.protocol == "TCP":
+                services[(ns, name, p.port)] = ServiceViews(ServicePort(ns, name, p.port, p.name))
+    gateways = _gateway_ports(ctx)
+    statuses = [_attach_route(ctx, route, services, gateways) for route in ctx.index.routes]
+    parents: list[ir.Parent] = [_service_parent(ctx, v) for v in services.values()]
+    parents.extend(_gateway_parent(g) for g in gateways.values())
+    parents.sort(key=lambda p: p.name)
+    table = ir.RouteTable(parents=tuple(parents), clusters=_clusters(ctx))
+    return table, [s for s in statuses if s.parents]
+
+
+def _gateway_ports(ctx: Ctx) -> dict[tuple[str, str, int], GatewayPort]:
+    out: dict[tuple[str, str, int], GatewayPort] = {}
+    for (ns, name), gw in sorted(ctx.index.gateways.items()):
+        ours = ctx.index.gateway_is_ours(gw.obj)
+        if ours is False:
+            continue
+        if ours is None:
+            msg = (
+                f"GatewayClass {gw.obj.spec.gateway_class_name} not among the inputs; "
+                "assuming the Gateway is Turnout's"
+            )
+            ctx.report(warning("GatewayClassNotFound", msg, gw.field("spec.gatewayClassName")))
+        for li in gw.obj.spec.listeners:
+            if li.protocol not in ("HTTP", "HTTPS"):
+                continue
+            gp = out.setdefault((ns, name, li.port), GatewayPort(ns, name, li.port))
+            gp.listeners.append(ir.Listener(name=li.name, hostname=li.hostname, protocol=li.protocol))
+    return out
+
+
+def _attach_route(
+    ctx: Ctx,
+    route: Loaded[HTTPRoute] | Loaded[GRPCRoute],
+    services: dict[tuple[str, str, int], ServiceViews],
+    gateways: dict[tuple[str, str, int], GatewayPort],
+) -> ir.RouteStatus:
+    obj = route.obj
+    gen = obj.generation
+    parents: list[ir.ParentStatus] = []
+    for k, ref in enumerate(obj.spec.parent_refs):
+        pos = route.field(f"spec.parentRefs[{k}]")
+        outcome = resolve_parent(ctx, route, ref, pos=pos)
+        if isinstance(outcome, Ignored):
+            continue
+        key = parent_key(ref, obj.namespace)
+        if isinstance(outcome, Rejected):
+            ctx.report(warning(outcome.reason, outcome.message, pos))
+            parents.append(_status(key, gen, accepted=(False, outcome.reason, outcome.message)))
+            continue
+        unresolved: list[tuple[str, str]] = []
+        dropped: list[str] = []
+        compiled_any = False
+        if isinstance(outcome, ServiceAttachment):
+            if obj.spec.hostnames:
+                ctx.report(
+                    warning(
+                        "HostnamesIgnored",
+                        "hostnames have no meaning for a Service parent (GAMMA) and are ignored",
+                        route.field("spec.hostnames"),
+                    )
+                )
+            for sp in outcome.ports:
+                views = services.setdefault(
+                    (sp.namespace, sp.service, sp.port), ServiceViews(sp)
+                )
+                rules, issues = compile_rules(
+                    ctx, route, parent=ParentPort(port=sp.port, scheme="http"), needs_grant=False
+                )
+                unresolved += issues.unresolved
+                dropped += issues.dropped
+                compiled_any = compiled_any or bool(rules)
+                if outcome.producer:
+                    views.producer.extend(rules)
+                    views.has_producer_routes = True
+                else:
+                    views.consumers.setdefault(obj.namespace, []).extend(rules)
+        elif isinstance(outcome, GatewayAttachment):
+            gw = outcome.gateway.obj
+            for la in outcome.listeners:
+                li = la.listener
+                scheme = "https" if li.protocol == "HTTPS" else "http"
+                rules, issues = compile_rules(
+                    ctx, route, parent=ParentPort(port=li.port, scheme=scheme), needs_grant=True
+                )
+                unresolved += issues.unresolved
+                dropped += issues.dropped
+                compiled_any = compiled_any or bool(rules)
+                gp = gateways[(gw.namespace, gw.name, li.port)]
+                for host in la.hostnames:
+                    gp.hosts.setdefault(host, []).extend(rules)
+        parents.append(_attached_status(key, gen, compiled_any, unresolved, dropped))
+    return ir.RouteStatus(
+        route=ir.SourceRef(kind=obj.kind, namespace=obj.namespace, name=obj.name),
+        generation=gen,
+        parents=tuple(parents),
+    )
+
+
+def _cond(type_: str, ok: bool, reason: str, message: str, gen: int) -> ir.Condition:
+    return ir.Condition(
+        type=type_, status="True" if ok else "False", reason=reason, message=message,
+        observed_generation=gen,
+    )
+
+
+def _status(
+    key: ir.ParentRefKey, gen: int, *, accepted: tuple[bool, str, str],
+    resolved: tuple[bool, str, str] = (True, "ResolvedRefs", "all references resolved"),
+    extra: tuple[ir.Condition, ...] = (),
+) -> ir.ParentStatus:
+    conds = (
+        _cond("Accepted", accepted[0], accepted[1], accepted[2], gen),
+        _cond("ResolvedRefs", resolved[0], resolved[1], resolved[2], gen),
+        *extra,
+    )
+    return ir.ParentStatus(parent_ref=key, controller_name=CONTROLLER_NAME, conditions=conds)
+
+
+def _attached_status(
+    key: ir.ParentRefKey, gen: int, compiled_any: bool,
+    unresolved: list[tuple[str, str]], dropped: list[str],
+) -> ir.ParentStatus:
+    if compiled_any:
+        accepted = (True, "Accepted", "route accepted")
+    else:
+        accepted = (False, "UnsupportedValue", "no rule of the route could be compiled")
+    resolved = (True, "ResolvedRefs", "all references resolved")
+    if unresolved:
+        reason, message = unresolved[0]
+        resolved = (False, reason, message)
+    extra: tuple[ir.Condition, ...] = ()
+    if dropped and compiled_any:
+        extra = (_cond("PartiallyInvalid", True, "UnsupportedValue", "; ".join(dropped), gen),)
+    return _status(key, gen, accepted=accepted, resolved=resolved, extra=extra)
+
+
+def _service_parent(ctx: Ctx, v: ServiceViews) -> ir.ServiceParent:
+    sp = v.port
+    name = f"service/{sp.namespace}/{sp.service}:{sp.port}"
+    domains = service_domains(sp.namespace, sp.service, sp.port)
+    if v.has_producer_routes:
+        producer_rules = tuple(v.producer)
+    else:
+        producer_rules = (_default_rule(ctx, sp, name),)
+    consumers = tuple(
+        ir.ConsumerView(
+            namespace=ns,
+            vhost=ir.VirtualHost(name=f"{name}@{ns}", domains=domains, rules=tuple(rules)),
+        )
+        for ns, rules in sorted(v.consumers.items())
+    )
+    return ir.ServiceParent(
+        name=name,
+        namespace=sp.namespace,
+        service=sp.service,
+        port=sp.port,
+        port_name=sp.port_name,
+        authority=service_authority(sp.namespace, sp.service, sp.port),
+        producer=ir.VirtualHost(name=name, domains=domains, rules=producer_rules),
+        consumers=consumers,
+    )
+
+
+def _default_rule(ctx: Ctx, sp: ServicePort, parent_name: str) -> ir.Rule:
+    """"No route for the Service -> plain Service load-balancing" (GAMMA, Conf MeshBasic)."""
+    name = f"{parent_name}/default"
+    cluster = ctx.use_cluster(namespace=sp.namespace, service=sp.service, port=sp.port, grpc=False)
+    source = ir.SourceRef(kind="Service", namespace=sp.namespace, name=sp.service)
+    return ir.Rule(
+        name=name,
+        source=source,
+        matches=(ir.Match(name=f"{name}/match/0", path=ir.PrefixPath(value="/")),),
+        backends=(
+            ir.WeightedBackend(
+                name=f"{name}/backend/0",
+                source=source,
+                weight=1,
+                target=ir.ServiceTarget(
+                    cluster=cluster, namespace=sp.namespace, service=sp.service, port=sp.port
+                ),
+            ),
+        ),
+    )
+
+
+def _gateway_parent(g: GatewayPort) -> ir.GatewayParent:
+    name = f"gateway/{g.namespace}/{g.gateway}:{g.port}"
+    vhosts = tuple(
+        ir.VirtualHost(name=f"{name}/{host}", domains=(host,), rules=tuple(g.hosts[host]))
+        for host in sorted(g.hosts, key=host_specificity)
+    )
+    return ir.GatewayParent(
+        name=name, namespace=g.namespace, gateway=g.gateway, port=g.port,
+        listeners=tuple(g.listeners), vhosts=vhosts,
+    )
+
+
+def _clusters(ctx: Ctx) -> tuple[ir.Cluster, ...]:
+    out: list[ir.Cluster] = []
+    for name, use in sorted(ctx.clusters.items()):
+        svc = ctx.index.services.get((use.namespace, use.service))
+        port_name: str | None = None
+        app_protocol: str | None = None
+        if svc is not None:
+            for p in svc.obj.spec.ports:
+                if p.port == use.port:
+                    port_name, app_protocol = p.name, p.app_protocol
+        protocol: str = "grpc" if use.grpc else "http1"
+        if app_protocol in ("kubernetes.io/h2c", "h2c"):
+            protocol = "h2c"
+        elif app_protocol in ("grpc", "kubernetes.io/grpc"):
+            protocol = "grpc"
+        endpoints, known = _endpoints(ctx, use.namespace, use.service, port_name, use.port)
+        out.append(
+            ir.Cluster(
+                name=name,
+                namespace=use.namespace,
+                service=use.service,
+                port=use.port,
+                protocol=protocol,  # type: ignore[arg-type]
+                endpoints=endpoints,
+                endpoints_known=known,
+                retry_budget=_budget(ctx, use.namespace, use.service),
+            )
+        )
+    return tuple(out)
+
+
+def _endpoints(
+    ctx: Ctx, ns: str, service: str, port_name: str | None, port: int
+) -> tuple[tuple[ir.Endpoint, ...], bool]:
+    slices = ctx.index.slices.get((ns, service))
+    if not slices:
+        return (), False
+    found: set[ir.Endpoint] = set()
+    for loaded in slices:
+        sl = loaded.obj
+        ports = [p.port for p in sl.ports if p.port is not None and (p.name or None) == port_name]
+        if not ports and len(sl.ports) == 1 and sl.ports[0].port is not None:
+            ports = [sl.ports[0].port]
+        for ep in sl.endpoints:
+            ready = ep.conditions.ready is not False
+            for addr in ep.addresses:
+                for p in ports:
+                    found.add(ir.Endpoint(address=addr, port=p, ready=ready, zone=ep.zone))
+    ordered = sorted(found, key=lambda e: (e.zone or "", e.address, e.port))
+    return tuple(ordered), True
+
+
+def _budget(ctx: Ctx, ns: str, service: str) -> ir.RetryBudget:
+    """GEP-3388 XBackendTrafficPolicy.retryConstraint, else Linkerd's default budget."""
+    loaded = ctx.index.policies.get((ns, service))
+    rc = loaded.obj.spec.retry_constraint if loaded is not None else None
+    if rc is None:
+        return ir.RetryBudget(
+            percent=DEFAULT_BUDGET_PERCENT,
+            interval_ms=DEFAULT_BUDGET_INTERVAL_MS,
+            min_retry_count=DEFAULT_MIN_RETRY_COUNT,
+            min_retry_interval_ms=DEFAULT_MIN_RETRY_INTERVAL_MS,
+        )
+    rate = rc.min_retry_rate
+    return ir.RetryBudget(
+        percent=rc.budget.percent,
+        interval_ms=duration_ms(rc.budget.interval),
+        min_retry_count=rate.count if rate.count is not None else DEFAULT_MIN_RETRY_COUNT,
+        min_retry_interval_ms=(
+            duration_ms(rate.interval) if rate.interval else DEFAULT_MIN_RETRY_INTERVAL_MS
+        ),
+    )
+
