@@ -1,0 +1,155 @@
+"""IR parents -> xDS `Listener`s and their `RouteConfiguration`s.
+
+Data flow:
+
+```
+ServiceParent ─ view_of(client_namespace) ─> (route config name, ir.VirtualHost)
+   └─ api_listener(authority) ── HCM{rds -> that name, http_filters}   (proxyless gRPC, proxy)
+   └─ RouteConfiguration(name, [VirtualHost(domains = the Service's names)])
+GatewayParent
+   └─ Listener 0.0.0.0:PORT ── filter chain ── HCM{rds -> gateway/NS/NAME:PORT}
+   └─ RouteConfiguration(name, [one VirtualHost per IR vhost, domains as compiled])
+```
+
+The HCM's filters are the fault filter (empty config; routes and cluster weights override it),
+the CORS filter when a route of the configuration uses CORS (marked optional: proxyless gRPC
+has none), and the router, which must be last.
+
+It deliberately does not build routes (`routes.py`) or clusters (`clusters.py`), and it does
+not pick a client's view beyond the GAMMA consumer rule of docs/xds.md "Views per client".
+"""
+
+from __future__ import annotations
+
+import re
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+
+from turnout.engine import config, ir
+from turnout.engine.xds.routes import virtual_host_from
+from turnout.engine.xds.wire import (
+    CORS_FILTER,
+    FAULT_FILTER,
+    HCM_FILTER,
+    ROUTER_FILTER,
+    ads_config_source,
+    pack,
+)
+
+GATEWAY_BIND_ADDRESS = "0.0.0.0"
+
+_STAT_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def consumer_route_config_name(authority: str, client_namespace: str) -> str:
+    """`NAME.NS.svc.cluster.local:PORT@CLIENTNS`: the route config of a consumer view."""
+    return f"{authority}@{client_namespace}"
+
+
+def view_of(parent: ir.ServiceParent, client_namespace: str | None) -> tuple[str, ir.VirtualHost]:
+    """The route configuration name and routes a client in `client_namespace` sees: its
+    namespace's consumer routes when there are any (GAMMA), else the producer routes."""
+    for view in parent.consumers:
+        if client_namespace is not None and view.namespace == client_namespace:
+            return consumer_route_config_name(parent.authority, view.namespace), view.vhost
+    return parent.authority, parent.producer
+
+
+def service_domains(parent: ir.ServiceParent) -> tuple[str, ...]:
+    """`NAME`, `NAME.NS`, `NAME.NS.svc`, `NAME.NS.svc.<cluster domain>`, each also with
+    `:PORT`; the last one with the port is the listener name, so gRPC finds its host."""
+    names = (
+        parent.service,
+        f"{parent.service}.{parent.namespace}",
+        f"{parent.service}.{parent.namespace}.svc",
+        f"{parent.service}.{parent.namespace}.svc.{config.CLUSTER_DOMAIN}",
+    )
+    return tuple(d for name in names for d in (name, f"{name}:{parent.port}"))
+
+
+def uses_cors(vhosts: tuple[ir.VirtualHost, ...]) -> bool:
+    return any(
+        isinstance(f, ir.CorsFilter)
+        for vhost in vhosts
+        for rule in vhost.rules
+        for f in rule.filters
+    )
+
+
+def http_connection_manager(
+    *, listener_name: str, route_config_name: str, cors: bool
+) -> hcm_pb2.HttpConnectionManager:
+    http_filters = [
+        hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
+    ]
+    if cors:
+        http_filters.append(
+            hcm_pb2.HttpFilter(
+                name=CORS_FILTER, typed_config=pack(cors_pb2.Cors()), is_optional=True
+            )
+        )
+    # The router must be the last filter: Envoy and gRPC both reject anything else.
+    http_filters.append(
+        hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router()))
+    )
+    return hcm_pb2.HttpConnectionManager(
+        stat_prefix=_STAT_UNSAFE.sub("_", listener_name),
+        rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=route_config_name),
+        http_filters=http_filters,
+    )
+
+
+def service_resources(
+    parent: ir.ServiceParent, *, client_namespace: str | None
+) -> tuple[listener_pb2.Listener, route_pb2.RouteConfiguration]:
+    """The api_listener named after the authority (the `xds:///` target) and its routes."""
+    route_config_name, vhost = view_of(parent, client_namespace)
+    hcm = http_connection_manager(
+        listener_name=parent.authority,
+        route_config_name=route_config_name,
+        cors=uses_cors((vhost,)),
+    )
+    listener = listener_pb2.Listener(
+        name=parent.authority,
+        api_listener=api_listener_pb2.ApiListener(api_listener=pack(hcm)),
+    )
+    routes = route_pb2.RouteConfiguration(
+        name=route_config_name,
+        virtual_hosts=[virtual_host_from(vhost, domains=service_domains(parent))],
+    )
+    return listener, routes
+
+
+def gateway_resources(
+    parent: ir.GatewayParent,
+) -> tuple[listener_pb2.Listener, route_pb2.RouteConfiguration]:
+    """A listener bound to `0.0.0.0:PORT` whose one filter chain is the HCM."""
+    hcm = http_connection_manager(
+        listener_name=parent.name, route_config_name=parent.name, cors=uses_cors(parent.vhosts)
+    )
+    listener = listener_pb2.Listener(
+        name=parent.name,
+        address=address_pb2.Address(
+            socket_address=address_pb2.SocketAddress(
+                address=GATEWAY_BIND_ADDRESS, port_value=parent.port
+            )
+        ),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
+            )
+        ],
+    )
+    routes = route_pb2.RouteConfiguration(
+        name=parent.name,
+        virtual_hosts=[virtual_host_from(v, domains=v.domains) for v in parent.vhosts],
+    )
+    return listener, routes

@@ -1,0 +1,231 @@
+"""IR virtual hosts -> xDS `VirtualHost`s and `Route`s: matchers, actions, route metadata.
+
+Data flow:
+
+```
+ir.VirtualHost ─ flatten_matches ─> [(Rule, Match)] in precedence order
+                                       │ route_from(rule, match)
+                                       ├─ route_match_from(match)        path/headers/query/method
+                                       ├─ action: direct_response (ErrorResponse, no usable weight)
+                                       │        | redirect (RedirectFilter)
+                                       │        | route: weighted_clusters + timeout + retry
+                                       │                 + rewrites + mirrors   (filters.py)
+                                       ├─ headers to add/remove, per-filter fault / CORS config
+                                       └─ metadata.filter_metadata["turnout"]
+```
+
+Envoy and proxyless gRPC both take the first route that matches, so the order produced by
+`flatten_matches` *is* the precedence (docs/xds.md "RouteConfiguration").
+
+It deliberately does not validate regexes or header names (the compiler did) and does not
+build the RouteConfiguration around the virtual hosts (`listeners.py` does, with the names).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import wrappers_pb2
+
+from turnout.engine import config, ir
+from turnout.engine.xds import filters
+from turnout.engine.xds.wire import (
+    CORS_FILTER,
+    FAULT_FILTER,
+    INVALID_CLUSTER,
+    StructValue,
+    duration_from_ms,
+    metadata_from,
+    pack,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_ON = "connect-failure,reset,retriable-status-codes"
+"""Connection errors always retry (GEP-1731); statuses only those listed in the policy."""
+
+MIN_BACKOFF_MS = 1
+"""A zero GEP-1731 backoff becomes 1 ms: gRPC rejects a retry base_interval that is not > 0."""
+
+# Backend-level filters a ClusterWeight cannot carry (it has header mutations, a host rewrite
+# and per-filter config only); the compiler reports them, translate drops them.
+_BACKEND_UNSUPPORTED = (ir.RedirectFilter, ir.MirrorFilter, ir.CorsFilter)
+
+
+def flatten_matches(vhost: ir.VirtualHost) -> list[tuple[ir.Rule, ir.Match]]:
+    """All (rule, match) pairs, highest `ir.match_precedence` first; ties keep IR order (rule
+    index, then match index) because `sorted` is stable, also with `reverse=True`."""
+    pairs = [(rule, match) for rule in vhost.rules for match in rule.matches]
+    return sorted(pairs, key=lambda pair: ir.match_precedence(pair[1]), reverse=True)
+
+
+def virtual_host_from(vhost: ir.VirtualHost, *, domains: tuple[str, ...]) -> rc.VirtualHost:
+    return rc.VirtualHost(
+        name=vhost.name,
+        domains=list(domains),
+        routes=[route_from(rule, match) for rule, match in flatten_matches(vhost)],
+    )
+
+
+# --------------------------------------------------------------------------- matchers
+
+
+def string_matcher(kind: ir.MatchKind, value: str) -> string_pb2.StringMatcher:
+    if kind == "Exact":
+        return string_pb2.StringMatcher(exact=value)
+    return string_pb2.StringMatcher(safe_regex=filters.regex_matcher(value))
+
+
+def route_match_from(match: ir.Match) -> rc.RouteMatch:
+    """Exact -> `path`; PrefixPath("/") -> `prefix: "/"`; other prefixes ->
+    `path_separated_prefix` (element-wise, trailing "/" removed); regex -> `safe_regex`."""
+    out = rc.RouteMatch()
+    path = match.path
+    if isinstance(path, ir.ExactPath):
+        out.path = path.value
+    elif isinstance(path, ir.PrefixPath):
+        prefix = path.value.rstrip("/")
+        if prefix:
+            out.path_separated_prefix = prefix
+        else:
+            out.prefix = "/"
+    else:
+        out.safe_regex.CopyFrom(filters.regex_matcher(path.pattern))
+    if match.method is not None:
+        out.headers.append(
+            rc.HeaderMatcher(
+                name=":method", string_match=string_pb2.StringMatcher(exact=match.method)
+            )
+        )
+    out.headers.extend(
+        rc.HeaderMatcher(name=h.name, string_match=string_matcher(h.kind, h.value))
+        for h in match.headers
+    )
+    out.query_parameters.extend(
+        rc.QueryParameterMatcher(name=q.name, string_match=string_matcher(q.kind, q.value))
+        for q in match.query
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def route_from(rule: ir.Rule, match: ir.Match) -> rc.Route:
+    route = rc.Route(name=match.name, match=route_match_from(match))
+    route.metadata.CopyFrom(route_metadata(rule))
+    error = next((f for f in rule.filters if isinstance(f, ir.ErrorResponse)), None)
+    redirect = next((f for f in rule.filters if isinstance(f, ir.RedirectFilter)), None)
+    if error is not None:
+        route.direct_response.CopyFrom(direct_response(error.status, error.message))
+    elif redirect is not None:
+        route.redirect.CopyFrom(filters.redirect_action(redirect))
+    elif sum(max(b.weight, 0) for b in rule.backends) == 0:
+        # No backends, or all weights zero: no usable backend (and gRPC refuses all-zero
+        # weighted_clusters), so answer like Envoy does for an unusable route.
+        route.direct_response.CopyFrom(direct_response(config.NO_BACKEND_STATUS, ""))
+    else:
+        route.route.CopyFrom(route_action(rule))
+    filters.apply_header_filters(route, rule.filters)
+    if rule.fault is not None:
+        route.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(filters.http_fault(rule.fault)))
+    cors = next((f for f in rule.filters if isinstance(f, ir.CorsFilter)), None)
+    if cors is not None:
+        route.typed_per_filter_config[CORS_FILTER].CopyFrom(filters.cors_per_route(cors))
+    return route
+
+
+def direct_response(status: int, body: str) -> rc.DirectResponseAction:
+    out = rc.DirectResponseAction(status=status)
+    if body:
+        out.body.CopyFrom(base_pb2.DataSource(inline_string=body))
+    return out
+
+
+def route_metadata(rule: ir.Rule) -> base_pb2.Metadata:
+    """`filter_metadata["turnout"]`: rule, source, backends, and invalid backends' answers."""
+    src = rule.source
+    value: dict[str, StructValue] = {
+        "rule": rule.name,
+        "source": f"{src.kind}/{src.namespace}/{src.name}",
+        "backends": [b.name for b in rule.backends],
+    }
+    invalid: dict[str, StructValue] = {
+        b.name: {
+            "status": b.target.status,
+            "reason": b.target.reason,
+            "message": b.target.message,
+        }
+        for b in rule.backends
+        if isinstance(b.target, ir.InvalidBackend)
+    }
+    if invalid:
+        value["invalid"] = invalid
+    return metadata_from(value)
+
+
+def route_action(rule: ir.Rule) -> rc.RouteAction:
+    action = rc.RouteAction(
+        weighted_clusters=rc.WeightedCluster(clusters=[cluster_weight(b) for b in rule.backends]),
+    )
+    request_ms = rule.timeouts.request_ms
+    backend_ms = rule.timeouts.backend_request_ms
+    if rule.retry is not None and rule.retry.attempts > 0:
+        action.retry_policy.CopyFrom(retry_policy(rule.retry, per_try_ms=backend_ms))
+    elif backend_ms is not None:
+        # Without retries the only try is the whole exchange: its deadline is the smaller one.
+        request_ms = backend_ms if request_ms is None else min(request_ms, backend_ms)
+    # Envoy's default route timeout is 15 s; ours is none, which Envoy spells "0s".
+    action.timeout.CopyFrom(duration_from_ms(request_ms or 0))
+    rewrite = next((f for f in rule.filters if isinstance(f, ir.URLRewriteFilter)), None)
+    if rewrite is not None:
+        filters.apply_url_rewrite(action, rewrite)
+    action.request_mirror_policies.extend(filters.mirror_policies(rule.filters))
+    return action
+
+
+def retry_policy(retry: ir.RetryPolicy, *, per_try_ms: int | None) -> rc.RetryPolicy:
+    base_ms = max(retry.backoff_ms, MIN_BACKOFF_MS)
+    out = rc.RetryPolicy(
+        retry_on=RETRY_ON,
+        num_retries=wrappers_pb2.UInt32Value(value=retry.attempts),
+        retriable_status_codes=list(retry.codes),
+        retry_back_off=rc.RetryPolicy.RetryBackOff(
+            base_interval=duration_from_ms(base_ms),
+            max_interval=duration_from_ms(base_ms * 10),  # Envoy's and gRPC's default
+        ),
+    )
+    if per_try_ms is not None:
+        out.per_try_timeout.CopyFrom(duration_from_ms(per_try_ms))
+    return out
+
+
+def cluster_weight(backend: ir.WeightedBackend) -> rc.WeightedCluster.ClusterWeight:
+    """One `ClusterWeight`; an invalid backend keeps its weight on `turnout/invalid` and its
+    share is aborted with its status by a per-cluster fault config."""
+    out = rc.WeightedCluster.ClusterWeight(weight=wrappers_pb2.UInt32Value(value=backend.weight))
+    if isinstance(backend.target, ir.InvalidBackend):
+        out.name = INVALID_CLUSTER
+        out.typed_per_filter_config[FAULT_FILTER].CopyFrom(
+            filters.abort_always(backend.target.status)
+        )
+        return out
+    out.name = backend.target.cluster
+    filters.apply_header_filters(out, backend.filters)
+    for f in backend.filters:
+        if isinstance(f, ir.URLRewriteFilter) and f.hostname is not None:
+            out.host_rewrite_literal = f.hostname
+        elif isinstance(f, ir.ErrorResponse):
+            out.typed_per_filter_config[FAULT_FILTER].CopyFrom(filters.abort_always(f.status))
+        if isinstance(f, _BACKEND_UNSUPPORTED) or (
+            isinstance(f, ir.URLRewriteFilter) and f.path is not None
+        ):
+            log.warning(
+                "backend filter not expressible in xds, dropped backend=%s filter=%s",
+                backend.name,
+                type(f).__name__,
+            )
+    return out
