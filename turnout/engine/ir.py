@@ -116,10 +116,7 @@ def match_precedence(match: Match) -> tuple[int, int, int, int, int]:
     rank below Exact and PathPrefix (implementation-specific; Linkerd's order), longer first.
     """
     path = match.path
-    if isinstance(path, RegexPath):
-        length = len(path.pattern)
-    else:
-        length = len(path.value)
+    length = len(path.pattern) if isinstance(path, RegexPath) else len(path.value)
     return (
         PATH_KIND_RANK[type(path).__name__],
         length,

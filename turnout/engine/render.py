@@ -7,6 +7,7 @@ and empty tuples left out, file paths made relative to a root. No timestamps, no
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Iterable, Mapping
@@ -63,10 +64,8 @@ def to_data(value: object) -> Data:
 def diagnostic_data(diag: Diagnostic, *, root: Path | None = None) -> dict[str, object]:
     file = diag.pos.file
     if root is not None and file != "-":
-        try:
+        with contextlib.suppress(ValueError):
             file = Path(file).resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            pass
     return {
         "severity": diag.severity.value,
         "reason": diag.reason,

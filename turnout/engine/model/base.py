@@ -58,15 +58,25 @@ DURATION = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
 CONTROLLER = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$"
 
 Name = Annotated[StrictStr, StringConstraints(min_length=1, max_length=253)]
-ObjectName = Annotated[StrictStr, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+ObjectName = Annotated[
+    StrictStr, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+]
 Namespace = Annotated[StrictStr, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL)]
 Group = Annotated[StrictStr, StringConstraints(max_length=253, pattern=GROUP)]
 Kind = Annotated[StrictStr, StringConstraints(min_length=1, max_length=63, pattern=KIND)]
-SectionName = Annotated[StrictStr, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+SectionName = Annotated[
+    StrictStr, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+]
 Hostname = Annotated[StrictStr, StringConstraints(min_length=1, max_length=253, pattern=HOSTNAME)]
-PreciseHostname = Annotated[StrictStr, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
-HeaderName = Annotated[StrictStr, StringConstraints(min_length=1, max_length=256, pattern=HEADER_NAME)]
-HeaderValue = Annotated[StrictStr, StringConstraints(min_length=1, max_length=4096, pattern=HEADER_VALUE)]
+PreciseHostname = Annotated[
+    StrictStr, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+]
+HeaderName = Annotated[
+    StrictStr, StringConstraints(min_length=1, max_length=256, pattern=HEADER_NAME)
+]
+HeaderValue = Annotated[
+    StrictStr, StringConstraints(min_length=1, max_length=4096, pattern=HEADER_VALUE)
+]
 Duration = Annotated[StrictStr, StringConstraints(pattern=DURATION)]
 PortNumber = Annotated[StrictInt, Field(ge=1, le=65535)]
 Int32 = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]

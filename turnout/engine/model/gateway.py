@@ -83,7 +83,8 @@ class Listener(K8sModel):
 
 class GatewayAddress(K8sModel):
     type: AddressType = "IPAddress"
-    value: Annotated[StrictStr, StringConstraints(min_length=1, max_length=253)]
+    value: Annotated[StrictStr, StringConstraints(max_length=253)] | None = None
+    """Optional in the CRD: when unset the implementation picks an address of `type`."""
 
 
 class GatewaySpec(K8sModel):

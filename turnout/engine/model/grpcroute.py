@@ -12,6 +12,7 @@ from pydantic import Field, StrictStr, StringConstraints
 
 from turnout.engine.model.base import (
     BackendRef,
+    LocalObjectReference,
     HeaderName,
     Hostname,
     K8sModel,
@@ -23,7 +24,6 @@ from turnout.engine.model.base import (
 from turnout.engine.model.httproute import (
     HTTPHeaderFilter,
     HTTPRequestMirrorFilter,
-    LocalObjectReference,
     SessionPersistence,
 )
 
@@ -57,7 +57,9 @@ GRPC_FILTER_MEMBERS: dict[str, str] = {
 
 
 class GRPCRouteFilter(K8sModel):
-    type: Literal["RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror", "ExtensionRef"]
+    type: Literal[
+        "RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror", "ExtensionRef"
+    ]
     request_header_modifier: HTTPHeaderFilter | None = None
     response_header_modifier: HTTPHeaderFilter | None = None
     request_mirror: HTTPRequestMirrorFilter | None = None

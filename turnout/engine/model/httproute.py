@@ -43,7 +43,9 @@ CorsOrigin = Annotated[
         pattern=r"(^\*$)|(^(http(s)?):\/\/(((\*\.)?([a-zA-Z0-9\-]+\.)*[a-zA-Z0-9-]+|\*)(:([0-9]{1,5}))?)$)",
     ),
 ]
-CorsHeader = Annotated[StrictStr, StringConstraints(min_length=1, max_length=256, pattern=HEADER_NAME)]
+CorsHeader = Annotated[
+    StrictStr, StringConstraints(min_length=1, max_length=256, pattern=HEADER_NAME)
+]
 
 
 class HTTPPathMatch(K8sModel):
@@ -222,9 +224,7 @@ class SessionPersistence(K8sModel):
 
 class HTTPRouteRule(K8sModel):
     name: SectionName | None = None
-    matches: list[HTTPRouteMatch] = Field(
-        default_factory=lambda: [HTTPRouteMatch()], max_length=64
-    )
+    matches: list[HTTPRouteMatch] = Field(default_factory=lambda: [HTTPRouteMatch()], max_length=64)
     filters: list[HTTPRouteFilter] = Field(default_factory=list, max_length=16)
     backend_refs: list[HTTPBackendRef] = Field(default_factory=list, max_length=16)
     timeouts: HTTPRouteTimeouts | None = None

@@ -1,4 +1,4 @@
-"""Parsing raw documents into typed kinds, with schema errors as diagnostics.
+r"""Parsing raw documents into typed kinds, with schema errors as diagnostics.
 
 ```
 Document(raw) --kind_for()--> model class --pydantic--> Loaded(obj, pos, raw)
@@ -122,7 +122,9 @@ def parse_document(doc: Document) -> tuple[Loaded[Resource] | None, list[Diagnos
         diags.append(error("FieldValueRequired", "Required value", doc.pos.child("metadata.name")))
         return None, diags
     if kind in CLUSTER_SCOPED and obj.metadata.namespace:
-        obj = obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"namespace": None})})
+        obj = obj.model_copy(
+            update={"metadata": obj.metadata.model_copy(update={"namespace": None})}
+        )
     elif kind not in CLUSTER_SCOPED and not obj.metadata.namespace:
         obj = obj.model_copy(
             update={"metadata": obj.metadata.model_copy(update={"namespace": "default"})}
@@ -169,9 +171,14 @@ def field_path(loc: tuple[int | str, ...]) -> str:
 
 def _quote(value: object) -> str:
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace(
-            "\r", "\\r"
-        ) + '"'
+        return (
+            '"'
+            + value.replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+            + '"'
+        )
     return repr(value)
 
 
@@ -182,7 +189,9 @@ def _diagnostic(err: ErrorDetails, base: SourcePos) -> Diagnostic:
     value = err.get("input")
     if kind == "extra_forbidden":
         name = field_path(loc)
-        return error("FieldValueUnknown", f'unknown field "{name.rsplit(".", 1)[-1]}"', base.child(name))
+        return error(
+            "FieldValueUnknown", f'unknown field "{name.rsplit(".", 1)[-1]}"', base.child(name)
+        )
     pos = base.child(field_path(loc))
     if kind == "missing":
         return error("FieldValueRequired", "Required value", pos)
@@ -202,7 +211,9 @@ def _diagnostic(err: ErrorDetails, base: SourcePos) -> Diagnostic:
         )
     if kind == "string_too_long":
         return error(
-            "FieldValueTooLong", f"Too long: may not be more than {ctx.get('max_length')} bytes", pos
+            "FieldValueTooLong",
+            f"Too long: may not be more than {ctx.get('max_length')} bytes",
+            pos,
         )
     if kind == "string_too_short":
         return error(
@@ -237,8 +248,14 @@ def _diagnostic(err: ErrorDetails, base: SourcePos) -> Diagnostic:
         )
     if kind.endswith("_type") or kind.endswith("_parsing"):
         expected = kind.removesuffix("_type").removesuffix("_parsing").replace("model", "object")
-        expected = {"int": "integer", "str": "string", "bool": "boolean", "dict": "object",
-                    "list": "array", "datetime": "date-time"}.get(expected, expected)
+        expected = {
+            "int": "integer",
+            "str": "string",
+            "bool": "boolean",
+            "dict": "object",
+            "list": "array",
+            "datetime": "date-time",
+        }.get(expected, expected)
         return error(
             "FieldValueTypeInvalid",
             f"Invalid value: {_quote(value)}: must be of type {expected}",

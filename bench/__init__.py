@@ -1,0 +1,3 @@
+"""Benchmarks (`make bench`): printed as figures and ratios against a baseline of the same run."""
+
+from __future__ import annotations

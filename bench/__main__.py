@@ -1,0 +1,18 @@
+"""`python -m bench`: every benchmark in turn."""
+
+from __future__ import annotations
+
+import importlib
+
+BENCHMARKS = ("bench.compile", "bench.decide")
+
+
+def main() -> None:
+    for name in BENCHMARKS:
+        module = importlib.import_module(name)
+        module.main()
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""`mesh`: the command line. The only module that prints.
+
+```
+mesh validate -f PATH... [--crds PATH...] [--strict]
+mesh routes   -f PATH... [-o table|wide|yaml|json]
+mesh routes explain -f PATH... --via service/NS/NAME:PORT [--from-namespace NS]
+                    [--method M] --url URL [-H 'Name: value']... [-o text|json]
+mesh test     -f PATH... CONTRACT... [--junit FILE]
+mesh demo
+```
+Diagnostics go to stderr as ``file[doc] path: message (Reason)``; any error means exit 1
+(warnings too with `--strict`). Every command takes the output streams as arguments so tests
+can capture them (`main(argv, stdout=..., stderr=...)`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from turnout.engine.diagnostics import Diagnostic, Severity, has_errors
+from turnout.engine.errors import LoadError
+from turnout.engine.pipeline import compile_files
+from turnout.engine.render import dump_json, dump_yaml, result_data, to_data
+from turnout.meshctl import views
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNLOADABLE = 2
+
+
+def _add_files(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument(
+        "-f",
+        "--filename",
+        dest="files",
+        action="append",
+        required=required,
+        metavar="PATH",
+        help="manifest file, directory (recursive) or - for stdin; repeatable",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mesh", description="Turnout service mesh tooling")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="validate manifests like the API server would")
+    _add_files(p)
+    p.add_argument(
+        "--crds",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also validate against these CRDs (openAPIV3Schema + CEL rules)",
+    )
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
+    p = sub.add_parser("routes", help="show the compiled route tables")
+    _add_files(p, required=False)
+    p.add_argument("-o", "--output", choices=("table", "wide", "yaml", "json"), default="table")
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    rsub = p.add_subparsers(dest="routes_command", metavar="SUBCOMMAND")
+    e = rsub.add_parser("explain", help="explain how one request would be routed")
+    _add_files(e)
+    e.add_argument("--via", required=True, metavar="service/NS/NAME:PORT|gateway/NS/NAME:PORT")
+    e.add_argument("--from-namespace", metavar="NS", help="client namespace (consumer routes)")
+    e.add_argument("--method", "-X", default="GET")
+    e.add_argument("--url", required=True)
+    e.add_argument(
+        "-H", "--header", dest="headers", action="append", default=[], metavar="'Name: value'"
+    )
+    e.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
+    p = sub.add_parser("test", help="run route contract tests (for CI)")
+    _add_files(p)
+    p.add_argument("contracts", nargs="+", metavar="CONTRACT")
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+
+    sub.add_parser("demo", help="run the main job on the embedded default (examples/)")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=err,
+    )
+    try:
+        if args.command == "validate":
+            return run_validate(args, out, err)
+        if args.command == "routes":
+            if args.routes_command == "explain":
+                return run_explain(args, out, err)
+            return run_routes(args, out, err)
+        if args.command == "test":
+            return run_test(args, out, err)
+        if args.command == "demo":
+            return run_demo(out, err)
+    except LoadError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_UNLOADABLE if args.command == "test" else EXIT_FAILED
+    raise AssertionError(args.command)
+
+
+def print_diagnostics(diags: Sequence[Diagnostic], err: TextIO) -> None:
+    for d in diags:
+        print(str(d), file=err)
+    errors = sum(d.severity is Severity.ERROR for d in diags)
+    warnings = sum(d.severity is Severity.WARNING for d in diags)
+    if errors or warnings:
+        print(f"{errors} error(s), {warnings} warning(s)", file=err)
+
+
+def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    compiled = compile_files(args.files, crds=args.crds)
+    diags = compiled.diagnostics
+    if args.output == "json":
+        from turnout.engine.render import diagnostic_data
+
+        out.write(dump_json([diagnostic_data(d) for d in diags]))
+    else:
+        print_diagnostics(diags, err)
+        if not has_errors(diags, strict=args.strict):
+            n = len(compiled.inputs.resources.objects)
+            print(f"{n} object(s) valid", file=out)
+    return EXIT_FAILED if has_errors(diags, strict=args.strict) else EXIT_OK
+
+
+def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if not args.files:
+        print("error: mesh routes needs -f PATH (a live control plane comes later)", file=err)
+        return EXIT_FAILED
+    compiled = compile_files(args.files)
+    diags = compiled.diagnostics
+    print_diagnostics(diags, err)
+    result = compiled.result
+    if args.output == "yaml":
+        out.write(dump_yaml(result_data(result.table, result.statuses, ())))
+    elif args.output == "json":
+        out.write(dump_json(result_data(result.table, result.statuses, ())))
+    else:
+        wide = args.output == "wide"
+        rows = views.route_rows(result.table)
+        header = views.WIDE_COLUMNS if wide else views.TABLE_COLUMNS
+        out.write(views.format_table(header, [views.row_cells(r, wide=wide) for r in rows]))
+    return EXIT_FAILED if has_errors(diags, strict=args.strict) else EXIT_OK
+
+
+def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    print("error: mesh routes explain is not available yet", file=err)
+    return EXIT_FAILED
+
+
+def run_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    print("error: mesh test is not available yet", file=err)
+    return EXIT_UNLOADABLE
+
+
+def examples_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "examples"
+
+
+def run_demo(out: TextIO, err: TextIO) -> int:
+    ex = examples_dir()
+    print(f"$ mesh routes -f {ex}", file=out)
+    code = main(["routes", "-f", str(ex)], stdout=out, stderr=err)
+    return code
+
+
+_ = to_data
