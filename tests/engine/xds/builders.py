@@ -203,6 +203,17 @@ def route_of(rule: ir.Rule) -> rc.Route:
     return routes_of(translate_one(rule))[0]
 
 
+def route_for(rule: ir.Rule, path: str) -> rc.Route:
+    """The xDS route Envoy would pick for `path` in a table holding just `rule`: the first
+    whose path specifier matches (a PathPrefix is two routes, `path: P` and `prefix: P/`)."""
+    from tests.engine.xds.envoy_semantics import path_matches
+
+    for route in routes_of(translate_one(rule)):
+        if path_matches(route.match, path):
+            return route
+    raise AssertionError(f"no route of {rule.name} matches {path}")
+
+
 def mk_full_table() -> ir.RouteTable:
     """One table using every IR feature the translator maps (for the whole-output tests)."""
     fault = ir.FaultInjection(

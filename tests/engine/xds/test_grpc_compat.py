@@ -183,6 +183,17 @@ def test_retry_base_interval_positive(good: XdsResources) -> None:
     _caught(gc.retry_base_interval_positive, broken(good, "route_configs", zero))
 
 
+def test_path_specifier_supported(good: XdsResources) -> None:
+    assert list(gc.path_specifier_supported(good)) == []
+
+    def separated(configs: list[Message]) -> None:
+        route = configs[0].virtual_hosts[0].routes[0]  # type: ignore[attr-defined]
+        route.match.path_separated_prefix = "/api"
+
+    problems = _caught(gc.path_specifier_supported, broken(good, "route_configs", separated))
+    assert "path_separated_prefix" in problems[0]
+
+
 def test_weights_not_all_zero(good: XdsResources) -> None:
     assert list(gc.weights_not_all_zero(good)) == []
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.engine.xds.builders import mk_backend, mk_rule, route_of
+from tests.engine.xds.builders import mk_backend, mk_rule, route_for, route_of
 from tests.engine.xds.envoy_semantics import rewritten_path
 from turnout.engine import ir
 
@@ -49,7 +49,7 @@ def test_replace_prefix_match_rewrite_reproduces_section_7_4(
     request_path: str, prefix: str, replace: str, expected: str
 ) -> None:
     rewrite = ir.URLRewriteFilter(path=ir.ReplacePrefix(prefix=prefix, replacement=replace))
-    route = route_of(_rule_with(rewrite, prefix))
+    route = route_for(_rule_with(rewrite, prefix), request_path)
     assert rewritten_path(route, request_path) == expected
 
 
@@ -64,7 +64,7 @@ def test_replace_prefix_match_redirect_reproduces_section_7_4(
     redirect = ir.RedirectFilter(
         status_code=302, path=ir.ReplacePrefix(prefix=prefix, replacement=replace)
     )
-    route = route_of(_rule_with(redirect, prefix))
+    route = route_for(_rule_with(redirect, prefix), request_path)
     assert route.HasField("redirect")
     assert rewritten_path(route, request_path) == expected
 
@@ -77,24 +77,28 @@ def test_empty_replacement_uses_regex_rewrite_never_double_slash() -> None:
     assert action.regex_rewrite.substitution == "/"
 
 
-def test_non_empty_replacement_uses_prefix_rewrite() -> None:
+def test_non_empty_replacement_uses_one_anchored_regex_for_both_routes() -> None:
+    """A PathPrefix is two routes (`path: P`, `prefix: P/`); one `^P` regex serves both,
+    where a `prefix_rewrite` would have to differ between them."""
     rewrite = ir.URLRewriteFilter(path=ir.ReplacePrefix(prefix="/foo/", replacement="/xyz/"))
-    action = route_of(_rule_with(rewrite, "/foo")).route
-    assert action.prefix_rewrite == "/xyz"
-    assert not action.HasField("regex_rewrite")
+    for path in ("/foo", "/foo/bar"):
+        action = route_for(_rule_with(rewrite, "/foo"), path).route
+        assert not action.prefix_rewrite
+        assert action.regex_rewrite.pattern.regex == "^/foo"
+        assert action.regex_rewrite.substitution == "/xyz"
 
 
 def test_replace_full_path_rewrite_is_whole_path_regex() -> None:
     """Conf HTTPRouteRewritePath: ReplaceFullPath `/full-path-replacement`."""
     rewrite = ir.URLRewriteFilter(path=ir.ReplaceFullPath(value="/full-path-replacement"))
-    route = route_of(_rule_with(rewrite, "/full"))
+    route = route_for(_rule_with(rewrite, "/full"), "/full/path/original")
     assert route.route.regex_rewrite.pattern.regex == "^.*$"
     assert rewritten_path(route, "/full/path/original") == "/full-path-replacement"
 
 
 def test_replace_full_path_redirect_is_path_redirect() -> None:
     redirect = ir.RedirectFilter(status_code=301, path=ir.ReplaceFullPath(value="/new"))
-    route = route_of(_rule_with(redirect, "/old"))
+    route = route_for(_rule_with(redirect, "/old"), "/old/x")
     assert route.redirect.path_redirect == "/new"
     assert rewritten_path(route, "/old/x") == "/new"
 

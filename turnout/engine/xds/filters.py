@@ -101,9 +101,9 @@ def set_path_rewrite(target: rc.RouteAction | rc.RedirectAction, rewrite: ir.Pat
 
     * P == "" (the "/" prefix, matched as `prefix: "/"`): Envoy replaces the leading "/", so
       `prefix_rewrite = V + "/"` gives V + path; with V == "" the path is unchanged.
-    * P != "" (matched as `path_separated_prefix: P`): Envoy replaces exactly P, so
-      `prefix_rewrite = V` is right whenever V != "". With V == "", `prefix_rewrite` would have
-      to be "" (meaning unset) or "/" (giving `//bar`), so a regex does it:
+    * P != "" (matched by two routes, `path: P` and `prefix: "P/"`): a `prefix_rewrite`
+      would have to differ between the two, so a regex anchored at the start does it for
+      both: `^P` -> V turns `/foo/bar` into `/xyz/bar` and `/foo` into `/xyz`; with V == ""
       `^P/?` -> "/" turns `/foo/bar` into `/bar` and both `/foo` and `/foo/` into `/`.
     """
     if isinstance(rewrite, ir.ReplaceFullPath):
@@ -119,7 +119,7 @@ def set_path_rewrite(target: rc.RouteAction | rc.RedirectAction, rewrite: ir.Pat
             target.prefix_rewrite = replacement + "/"
         return
     if replacement:
-        target.prefix_rewrite = replacement
+        target.regex_rewrite.CopyFrom(regex_substitution(f"^{re2_escape(prefix)}", replacement))
     else:
         target.regex_rewrite.CopyFrom(regex_substitution(f"^{re2_escape(prefix)}/?", "/"))
 

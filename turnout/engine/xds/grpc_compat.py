@@ -7,7 +7,7 @@ contract 3), one function each so each has its own test. A problem reads
 ```
 Listener ─ HCM: router_filter_last, unknown_filters_optional
    └─ rds -> RouteConfiguration: virtual_host_domains_match_target
-                └─ Route: retry_num_retries_positive, retry_base_interval_positive,
+                └─ Route: path_specifier_supported, retry_num_retries_positive, retry_base_interval_positive,
                           weights_not_all_zero, referenced_clusters_exist
 Cluster: clusters_eds_over_ads, lb_policy_round_robin
 ClusterLoadAssignment: localities_have_weight
@@ -149,6 +149,18 @@ def retry_base_interval_positive(resources: XdsResources) -> Iterator[str]:
                 yield f"retry_base_interval_positive: {where}: retry base_interval must be > 0"
 
 
+GRPC_PATH_SPECIFIERS = frozenset({"prefix", "path", "safe_regex"})
+
+
+def path_specifier_supported(resources: XdsResources) -> Iterator[str]:
+    """gRPC's route parser knows `prefix`, `path` and `safe_regex` only; any other path
+    specifier (e.g. `path_separated_prefix`) rejects the whole RouteConfiguration."""
+    for where, route in _routes(resources):
+        which = route.match.WhichOneof("path_specifier")
+        if which not in GRPC_PATH_SPECIFIERS:
+            yield f"path_specifier_supported: {where}: path specifier {which} is not supported"
+
+
 def weights_not_all_zero(resources: XdsResources) -> Iterator[str]:
     for where, route in _routes(resources):
         if route.HasField("route") and route.route.HasField("weighted_clusters"):
@@ -172,6 +184,7 @@ GRPC_RULES: tuple[Rule, ...] = (
     lb_policy_round_robin,
     localities_have_weight,
     virtual_host_domains_match_target,
+    path_specifier_supported,
     retry_num_retries_positive,
     retry_base_interval_positive,
     weights_not_all_zero,

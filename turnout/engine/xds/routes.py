@@ -5,7 +5,7 @@ Data flow:
 ```
 ir.VirtualHost ─ flatten_matches ─> [(Rule, Match)] in precedence order
                                        │ route_from(rule, match)
-                                       ├─ route_match_from(match)        path/headers/query/method
+                                       ├─ route_matches_from(match)      path/headers/query/method
                                        ├─ action: direct_response (ErrorResponse, no usable weight)
                                        │        | redirect (RedirectFilter)
                                        │        | route: weighted_clusters + timeout + retry
@@ -66,7 +66,9 @@ def virtual_host_from(vhost: ir.VirtualHost, *, domains: tuple[str, ...]) -> rc.
     return rc.VirtualHost(
         name=vhost.name,
         domains=list(domains),
-        routes=[route_from(rule, match) for rule, match in flatten_matches(vhost)],
+        routes=[
+            route for rule, match in flatten_matches(vhost) for route in routes_from(rule, match)
+        ],
     )
 
 
@@ -79,21 +81,33 @@ def string_matcher(kind: ir.MatchKind, value: str) -> string_pb2.StringMatcher:
     return string_pb2.StringMatcher(safe_regex=filters.regex_matcher(value))
 
 
-def route_match_from(match: ir.Match) -> rc.RouteMatch:
-    """Exact -> `path`; PrefixPath("/") -> `prefix: "/"`; other prefixes ->
-    `path_separated_prefix` (element-wise, trailing "/" removed); regex -> `safe_regex`."""
-    out = rc.RouteMatch()
+def route_matches_from(match: ir.Match) -> list[rc.RouteMatch]:
+    """Exact -> `path`; PrefixPath("/") -> `prefix: "/"`; regex -> `safe_regex`.
+
+    Any other PathPrefix P becomes two matchers, `path: P` then `prefix: "P/"`, which together
+    are exactly the element-wise prefix of Gateway API. Envoy's `path_separated_prefix` says
+    the same in one matcher, but proxyless gRPC only understands `prefix`, `path` and
+    `safe_regex` and rejects a whole RouteConfiguration holding anything else."""
     path = match.path
+    if isinstance(path, ir.PrefixPath) and path.value.rstrip("/"):
+        prefix = path.value.rstrip("/")
+        exact, below = _route_match(match), _route_match(match)
+        exact.path = prefix
+        below.prefix = prefix + "/"
+        return [exact, below]
+    out = _route_match(match)
     if isinstance(path, ir.ExactPath):
         out.path = path.value
     elif isinstance(path, ir.PrefixPath):
-        prefix = path.value.rstrip("/")
-        if prefix:
-            out.path_separated_prefix = prefix
-        else:
-            out.prefix = "/"
+        out.prefix = "/"
     else:
         out.safe_regex.CopyFrom(filters.regex_matcher(path.pattern))
+    return [out]
+
+
+def _route_match(match: ir.Match) -> rc.RouteMatch:
+    """A RouteMatch with the method, header and query conditions (no path specifier yet)."""
+    out = rc.RouteMatch()
     if match.method is not None:
         out.headers.append(
             rc.HeaderMatcher(
@@ -114,8 +128,20 @@ def route_match_from(match: ir.Match) -> rc.RouteMatch:
 # --------------------------------------------------------------------------- routes
 
 
+def routes_from(rule: ir.Rule, match: ir.Match) -> list[rc.Route]:
+    """One Route per path matcher (two for a PathPrefix), all with the match's name."""
+    first = route_from(rule, match)
+    out = [first]
+    for extra in route_matches_from(match)[1:]:
+        route = rc.Route()
+        route.CopyFrom(first)
+        route.match.CopyFrom(extra)
+        out.append(route)
+    return out
+
+
 def route_from(rule: ir.Rule, match: ir.Match) -> rc.Route:
-    route = rc.Route(name=match.name, match=route_match_from(match))
+    route = rc.Route(name=match.name, match=route_matches_from(match)[0])
     route.metadata.CopyFrom(route_metadata(rule))
     error = next((f for f in rule.filters if isinstance(f, ir.ErrorResponse)), None)
     redirect = next((f for f in rule.filters if isinstance(f, ir.RedirectFilter)), None)
