@@ -1,6 +1,8 @@
-"""Golden tests of the xDS stage: `tests/golden/xds/<case>.in.yaml` (Kubernetes manifests, as
-users write them) is compiled by the engine's pipeline and translated; the rendered resources
-must equal `<case>.out.yaml`. `pytest --update-golden` rewrites the outputs (STYLE.md §3).
+"""Golden tests of the xDS stage: every compile case `tests/golden/compile/<case>.in.yaml`
+(Kubernetes manifests, as users write them) is compiled and translated; the rendered
+resources must equal `tests/golden/xds/<case>.out.yaml`. The inputs are shared with the
+compile stage so the two goldens of a case always describe the same manifests.
+`pytest --update-golden` rewrites the outputs (STYLE.md §3).
 
 An output is the default view (`translate(table)`) as YAML; when the table has GAMMA consumer
 routes, `consumer_views` adds each consumer namespace's listeners and route configurations
@@ -9,7 +11,6 @@ routes, `consumer_views` adds each consumer namespace's listeners and route conf
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,10 @@ import yaml
 
 from tests.conftest import GOLDEN
 from turnout.engine import ir
+from turnout.engine.pipeline import compile_files
 from turnout.engine.xds import XdsResources, translate
 
-CASES = sorted((GOLDEN / "xds").glob("*.in.yaml"))
-
-# Where the compiler's file entry point lives; the first one that imports is used.
-COMPILE_ENTRY_POINTS = ("turnout.engine.pipeline", "turnout.engine.compile")
+CASES = sorted((GOLDEN / "compile").glob("*.in.yaml"))
 
 
 def dump_yaml(data: object) -> str:
@@ -49,22 +48,13 @@ def render_resources(resources: XdsResources) -> str:
 
 
 def compile_case(src: Path) -> ir.RouteTable:
-    for module in COMPILE_ENTRY_POINTS:
-        try:
-            compile_files = importlib.import_module(module).compile_files
-        except (ImportError, AttributeError):
-            continue
-        compiled = compile_files([src])
-        result = getattr(compiled, "result", compiled)
-        table: ir.RouteTable = result.table
-        return table
-    pytest.skip("compiler not available yet (compile_files)")
+    return compile_files([src]).result.table
 
 
 @pytest.mark.parametrize("src", CASES, ids=lambda p: p.name.removesuffix(".in.yaml"))
 def test_xds_golden(src: Path, update_golden: bool) -> None:
     got = render(compile_case(src))
-    out = src.with_name(src.name.replace(".in.yaml", ".out.yaml"))
+    out = GOLDEN / "xds" / src.name.replace(".in.yaml", ".out.yaml")
     if update_golden:
         out.write_text(got)
     assert out.exists(), f"{out.name} missing: run pytest --update-golden and review it"

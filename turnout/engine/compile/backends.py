@@ -65,8 +65,10 @@ def resolve_backend(
     if ref.group != "" or ref.kind != "Service":
         group = ref.group or "core"
         return invalid("InvalidKind", f"unsupported backend kind {ref.kind} (group {group})")
-    if needs_grant and ns != route.namespace and not grant_allows(
-        ctx, route=route, to_ns=ns, to_kind="Service", to_name=ref.name
+    if (
+        needs_grant
+        and ns != route.namespace
+        and not grant_allows(ctx, route=route, to_ns=ns, to_kind="Service", to_name=ref.name)
     ):
         return invalid(
             "RefNotPermitted",

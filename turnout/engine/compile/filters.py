@@ -108,21 +108,23 @@ def compile_filters(
                 grpc=grpc,
                 pos=fpos.child("requestMirror.backendRef"),
             )
+            index, mirrors = mirrors, mirrors + 1  # invalid mirrors count: names stay stable
             if isinstance(target, ir.InvalidBackend):
                 out.unresolved.append((target.reason, target.message))
                 continue  # "the mirror is not configured"
             if mirror.fraction is not None:
-                per_million = ir.PER_MILLION * mirror.fraction.numerator // mirror.fraction.denominator
+                per_million = (
+                    ir.PER_MILLION * mirror.fraction.numerator // mirror.fraction.denominator
+                )
             elif mirror.percent is not None:
                 per_million = mirror.percent * ir.PER_MILLION // 100
             else:
                 per_million = ir.PER_MILLION
             out.filters.append(
                 ir.MirrorFilter(
-                    name=f"{rule_name}/mirror/{mirrors}", backend=target, per_million=per_million
+                    name=f"{rule_name}/mirror/{index}", backend=target, per_million=per_million
                 )
             )
-            mirrors += 1
         elif isinstance(f, HTTPRouteFilter):
             _http_only_filter(ctx, f, out, parent=parent, prefix=prefix, pos=fpos)
         if f.type == "ExtensionRef" and f.extension_ref:

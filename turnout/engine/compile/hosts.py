@@ -6,6 +6,8 @@ never ``example.com`` itself. Pure string functions; no DNS, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 ANY_HOST = "*"
 
 
@@ -16,7 +18,7 @@ def host_matches(host: str, pattern: str) -> bool:
     if pattern.startswith("*."):
         suffix = pattern[1:]  # ".example.com"
         if host.startswith("*."):
-            return host[1:].endswith(suffix) and len(host) > len(pattern) or host == pattern
+            return (host[1:].endswith(suffix) and len(host) > len(pattern)) or host == pattern
         return host.endswith(suffix) and len(host) > len(suffix)
     return host == pattern
 
@@ -58,3 +60,18 @@ def host_specificity(host: str) -> tuple[int, int, str]:
     if host.startswith("*."):
         return (1, -len(host), host)
     return (0, -len(host), host)
+
+
+def owning_listener(host: str, listeners: Iterable[tuple[str, str | None]]) -> str | None:
+    """Name of the listener that owns requests for `host` among `(name, hostname)` pairs of
+    listeners sharing a port, or None when none covers it.
+
+    "the most specific listener hostname that matches the Host wins (exact > longer wildcard >
+    shorter wildcard > no hostname); routes of a less specific listener must not see requests
+    that a more specific listener owns" (§4, GatewayHTTPListenerIsolation)."""
+    covering = [
+        (host_specificity(hostname or ANY_HOST), name)
+        for name, hostname in listeners
+        if host_matches(host, hostname or ANY_HOST)
+    ]
+    return min(covering)[1] if covering else None

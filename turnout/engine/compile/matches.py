@@ -79,7 +79,8 @@ def grpc_match(
     m: GRPCRouteMatch, *, name: str, pos: SourcePos
 ) -> tuple[ir.Match | None, list[Diagnostic]]:
     """GRPCRoute: service+method -> Exact ``/svc/method``; service only -> prefix ``/svc``;
-    method only or RegularExpression -> a regex over ``/<service>/<method>``."""
+    method only or RegularExpression -> a regex over ``/<service>/<method>`` (each regex part
+    in a non-capturing group)."""
     diags: list[Diagnostic] = []
     path: ir.PathMatch = ir.PrefixPath(value="/")
     meth = m.method
@@ -92,8 +93,10 @@ def grpc_match(
             else:
                 path = ir.RegexPath(pattern=f"/[^/]+/{re.escape(meth.method or '')}")
         else:
-            svc = meth.service or "[^/]+"
-            method = meth.method or "[^/]+"
+            # Each part is grouped: `a|b` as a service must not swallow the "/" and method
+            # (an ungrouped alternation would split the whole path pattern in two).
+            svc = f"(?:{meth.service})" if meth.service else "[^/]+"
+            method = f"(?:{meth.method})" if meth.method else "[^/]+"
             for part, field in ((meth.service, "service"), (meth.method, "method")):
                 if part:
                     bad = check_regex(part, pos.child(f"method.{field}"))

@@ -111,15 +111,18 @@ def _service_parent(
         msg = f"parent Service {ns}/{ref.name} not found among the inputs; assuming port {ref.port}"
         ctx.report(warning("ParentNotFound", msg, pos))
         return ServiceAttachment([ServicePort(ns, ref.name, ref.port, None)], producer)
+    # Only TCP ports are HTTP frontends: a route without `port` must not turn a UDP or SCTP
+    # port into a parent, and `port`/`sectionName` naming one selects nothing.
     ports = [
         ServicePort(ns, ref.name, p.port, p.name)
         for p in svc.obj.spec.ports
-        if (ref.port is None or p.port == ref.port)
+        if p.protocol == "TCP"
+        and (ref.port is None or p.port == ref.port)
         and (ref.section_name is None or p.name == ref.section_name)
     ]
     if not ports:
         want = f"port {ref.port}" if ref.port is not None else f"port named {ref.section_name}"
-        return Rejected("NoMatchingParent", f"Service {ns}/{ref.name} has no {want}")
+        return Rejected("NoMatchingParent", f"Service {ns}/{ref.name} has no TCP {want}")
     return ServiceAttachment(ports, producer)
 
 
@@ -133,7 +136,9 @@ def _gateway_parent(
 ) -> Outcome:
     gw = ctx.index.gateways.get((ns, ref.name))
     if gw is None:
-        ctx.report(warning("ParentNotFound", f"Gateway {ns}/{ref.name} not found among the inputs", pos))
+        ctx.report(
+            warning("ParentNotFound", f"Gateway {ns}/{ref.name} not found among the inputs", pos)
+        )
         return Ignored()
     if ctx.index.gateway_is_ours(gw.obj) is False:
         return Ignored()
@@ -147,7 +152,9 @@ def _gateway_parent(
         return Rejected("NoMatchingParent", "no listener matches the parentRef's sectionName/port")
     allowed = [li for li in listeners if _allows(ctx, li, route, gw_ns=ns)]
     if not allowed:
-        return Rejected("NotAllowedByListeners", "no listener allows this route's kind or namespace")
+        return Rejected(
+            "NotAllowedByListeners", "no listener allows this route's kind or namespace"
+        )
     att = GatewayAttachment(gw)
     for li in allowed:
         hosts = effective_hostnames(list(route.obj.spec.hostnames), li.hostname)
@@ -160,12 +167,17 @@ def _gateway_parent(
     return att
 
 
-def _allows(ctx: Ctx, li: Listener, route: Loaded[HTTPRoute] | Loaded[GRPCRoute], *, gw_ns: str) -> bool:
+def _allows(
+    ctx: Ctx, li: Listener, route: Loaded[HTTPRoute] | Loaded[GRPCRoute], *, gw_ns: str
+) -> bool:
+    """ "The listener protocol supports HTTPRoute (HTTP/HTTPS) and `allowedRoutes.kinds` (if
+    set) contains HTTPRoute" (§5): both must hold, so a TCP listener that lists HTTPRoute in
+    `kinds` still admits no HTTP route (it has no HTTP table to join)."""
     kind = route.obj.kind
-    if li.allowed_routes.kinds:
-        if not any(k.group == GW_GROUP and k.kind == kind for k in li.allowed_routes.kinds):
-            return False
-    elif li.protocol not in HTTP_PROTOCOLS:
+    if li.protocol not in HTTP_PROTOCOLS:
+        return False
+    kinds = li.allowed_routes.kinds
+    if kinds and not any(k.group == GW_GROUP and k.kind == kind for k in kinds):
         return False
     route_ns = route.obj.namespace
     frm = li.allowed_routes.namespaces.from_
@@ -192,4 +204,6 @@ def selector_matches(sel: LabelSelector, labels: dict[str, str]) -> bool:
             return False
         if expr.operator == "DoesNotExist" and has:
             return False
+        if expr.operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False  # the API server rejects other operators; never widen access
     return True

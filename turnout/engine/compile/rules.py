@@ -7,6 +7,7 @@ reported; the route's other rules still serve ("one bad rule costs that rule").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from turnout.engine import ir
@@ -15,7 +16,6 @@ from turnout.engine.compile.context import Ctx
 from turnout.engine.compile.durations import duration_ms
 from turnout.engine.compile.filters import ParentPort, compile_filters
 from turnout.engine.compile.matches import grpc_match, http_match
-from turnout.engine.diagnostics import SourcePos
 from turnout.engine.config import (
     DEFAULT_BACKEND_REQUEST_TIMEOUT_MS,
     DEFAULT_REQUEST_TIMEOUT_MS,
@@ -23,9 +23,16 @@ from turnout.engine.config import (
     DEFAULT_RETRY_BACKOFF_MS,
     DEFAULT_RETRY_CODES,
 )
+from turnout.engine.diagnostics import SourcePos
 from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded
-from turnout.engine.model.grpcroute import GRPCRouteMatch, GRPCRouteRule
-from turnout.engine.model.httproute import HTTPRouteMatch, HTTPRouteRule, HTTPRouteRetry, HTTPRouteTimeouts
+from turnout.engine.model.grpcroute import GRPCBackendRef, GRPCRouteMatch, GRPCRouteRule
+from turnout.engine.model.httproute import (
+    HTTPBackendRef,
+    HTTPRouteMatch,
+    HTTPRouteRetry,
+    HTTPRouteRule,
+    HTTPRouteTimeouts,
+)
 
 
 @dataclass(slots=True)
@@ -53,7 +60,8 @@ def compile_rules(
     base = f"{obj.kind.lower()}/{obj.namespace}/{obj.name}"
     issues = RuleIssues()
     rules: list[ir.Rule] = []
-    for i, rule in enumerate(obj.spec.rules):
+    all_rules: Sequence[HTTPRouteRule | GRPCRouteRule] = obj.spec.rules
+    for i, rule in enumerate(all_rules):
         name = f"{base}/rule/{i}"
         pos = loaded.field(f"spec.rules[{i}]")
         matches = _matches(ctx, rule, name=name, pos=pos)
@@ -74,7 +82,8 @@ def compile_rules(
         )
         issues.unresolved.extend(res.unresolved)
         backends: list[ir.WeightedBackend] = []
-        for j, br in enumerate(rule.backend_refs):
+        backend_refs: Sequence[HTTPBackendRef | GRPCBackendRef] = rule.backend_refs
+        for j, br in enumerate(backend_refs):
             bpos = pos.child(f"backendRefs[{j}]")
             target = resolve_backend(
                 ctx, br, route=ref, needs_grant=needs_grant, grpc=grpc, pos=bpos
@@ -98,7 +107,9 @@ def compile_rules(
                 ir.WeightedBackend(
                     name=f"{name}/backend/{j}",
                     source=ir.SourceRef(
-                        kind=obj.kind, namespace=obj.namespace, name=obj.name,
+                        kind=obj.kind,
+                        namespace=obj.namespace,
+                        name=obj.name,
                         section=f"rule/{i}/backend/{j}",
                     ),
                     weight=br.weight,
@@ -164,7 +175,7 @@ def _only_prefix(rule: HTTPRouteRule | GRPCRouteRule) -> str | None:
 
 
 def compile_timeouts(t: HTTPRouteTimeouts | None) -> ir.Timeouts:
-    """"0s" disables a timeout (GEP-1742); unset takes our default (none)."""
+    """ "0s" disables a timeout (GEP-1742); unset takes our default (none)."""
     if t is None:
         return ir.Timeouts(
             request_ms=DEFAULT_REQUEST_TIMEOUT_MS,

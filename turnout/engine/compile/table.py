@@ -18,7 +18,7 @@ from turnout.engine import ir
 from turnout.engine.compile.context import Ctx
 from turnout.engine.compile.durations import duration_ms
 from turnout.engine.compile.filters import ParentPort
-from turnout.engine.compile.hosts import host_specificity
+from turnout.engine.compile.hosts import host_specificity, owning_listener
 from turnout.engine.compile.parents import (
     GatewayAttachment,
     Ignored,
@@ -55,7 +55,8 @@ class GatewayPort:
     gateway: str
     port: int
     listeners: list[ir.Listener] = field(default_factory=list)
-    hosts: dict[str, list[ir.Rule]] = field(default_factory=dict)
+    hosts: dict[str, list[tuple[str, ir.Rule]]] = field(default_factory=dict)
+    """Served hostname -> (listener name, rule) in tie-break order."""
 
 
 def service_authority(ns: str, name: str, port: int) -> str:
@@ -98,7 +99,9 @@ def _gateway_ports(ctx: Ctx) -> dict[tuple[str, str, int], GatewayPort]:
             if li.protocol not in ("HTTP", "HTTPS"):
                 continue
             gp = out.setdefault((ns, name, li.port), GatewayPort(ns, name, li.port))
-            gp.listeners.append(ir.Listener(name=li.name, hostname=li.hostname, protocol=li.protocol))
+            gp.listeners.append(
+                ir.Listener(name=li.name, hostname=li.hostname, protocol=li.protocol)
+            )
     return out
 
 
@@ -134,15 +137,17 @@ def _attach_route(
                     )
                 )
             for sp in outcome.ports:
-                views = services.setdefault(
-                    (sp.namespace, sp.service, sp.port), ServiceViews(sp)
-                )
+                views = services.setdefault((sp.namespace, sp.service, sp.port), ServiceViews(sp))
                 rules, issues = compile_rules(
                     ctx, route, parent=ParentPort(port=sp.port, scheme="http"), needs_grant=False
                 )
                 unresolved += issues.unresolved
                 dropped += issues.dropped
                 compiled_any = compiled_any or bool(rules)
+                if not rules:
+                    # Not accepted: "a not-accepted parent gets no routing at all" (§10), so
+                    # it must not hide the default rule or the producer routes either.
+                    continue
                 if outcome.producer:
                     views.producer.extend(rules)
                     views.has_producer_routes = True
@@ -161,7 +166,7 @@ def _attach_route(
                 compiled_any = compiled_any or bool(rules)
                 gp = gateways[(gw.namespace, gw.name, li.port)]
                 for host in la.hostnames:
-                    gp.hosts.setdefault(host, []).extend(rules)
+                    gp.hosts.setdefault(host, []).extend((li.name, r) for r in rules)
         parents.append(_attached_status(key, gen, compiled_any, unresolved, dropped))
     return ir.RouteStatus(
         route=ir.SourceRef(kind=obj.kind, namespace=obj.namespace, name=obj.name),
@@ -172,13 +177,19 @@ def _attach_route(
 
 def _cond(type_: str, ok: bool, reason: str, message: str, gen: int) -> ir.Condition:
     return ir.Condition(
-        type=type_, status="True" if ok else "False", reason=reason, message=message,
+        type=type_,
+        status="True" if ok else "False",
+        reason=reason,
+        message=message,
         observed_generation=gen,
     )
 
 
 def _status(
-    key: ir.ParentRefKey, gen: int, *, accepted: tuple[bool, str, str],
+    key: ir.ParentRefKey,
+    gen: int,
+    *,
+    accepted: tuple[bool, str, str],
     resolved: tuple[bool, str, str] = (True, "ResolvedRefs", "all references resolved"),
     extra: tuple[ir.Condition, ...] = (),
 ) -> ir.ParentStatus:
@@ -191,8 +202,11 @@ def _status(
 
 
 def _attached_status(
-    key: ir.ParentRefKey, gen: int, compiled_any: bool,
-    unresolved: list[tuple[str, str]], dropped: list[str],
+    key: ir.ParentRefKey,
+    gen: int,
+    compiled_any: bool,
+    unresolved: list[tuple[str, str]],
+    dropped: list[str],
 ) -> ir.ParentStatus:
     if compiled_any:
         accepted = (True, "Accepted", "route accepted")
@@ -204,7 +218,9 @@ def _attached_status(
         resolved = (False, reason, message)
     extra: tuple[ir.Condition, ...] = ()
     if dropped and compiled_any:
-        extra = (_cond("PartiallyInvalid", True, "UnsupportedValue", "; ".join(dropped), gen),)
+        # Rules are compiled once per port/listener: report each dropped rule once.
+        message = "; ".join(dict.fromkeys(dropped))
+        extra = (_cond("PartiallyInvalid", True, "UnsupportedValue", message, gen),)
     return _status(key, gen, accepted=accepted, resolved=resolved, extra=extra)
 
 
@@ -212,10 +228,7 @@ def _service_parent(ctx: Ctx, v: ServiceViews) -> ir.ServiceParent:
     sp = v.port
     name = f"service/{sp.namespace}/{sp.service}:{sp.port}"
     domains = service_domains(sp.namespace, sp.service, sp.port)
-    if v.has_producer_routes:
-        producer_rules = tuple(v.producer)
-    else:
-        producer_rules = (_default_rule(ctx, sp, name),)
+    producer_rules = tuple(v.producer) if v.has_producer_routes else (_default_rule(ctx, sp, name),)
     consumers = tuple(
         ir.ConsumerView(
             namespace=ns,
@@ -236,7 +249,7 @@ def _service_parent(ctx: Ctx, v: ServiceViews) -> ir.ServiceParent:
 
 
 def _default_rule(ctx: Ctx, sp: ServicePort, parent_name: str) -> ir.Rule:
-    """"No route for the Service -> plain Service load-balancing" (GAMMA, Conf MeshBasic)."""
+    """ "No route for the Service -> plain Service load-balancing" (GAMMA, Conf MeshBasic)."""
     name = f"{parent_name}/default"
     cluster = ctx.use_cluster(namespace=sp.namespace, service=sp.service, port=sp.port, grpc=False)
     source = ir.SourceRef(kind="Service", namespace=sp.namespace, name=sp.service)
@@ -259,14 +272,33 @@ def _default_rule(ctx: Ctx, sp: ServicePort, parent_name: str) -> ir.Rule:
 
 def _gateway_parent(g: GatewayPort) -> ir.GatewayParent:
     name = f"gateway/{g.namespace}/{g.gateway}:{g.port}"
-    vhosts = tuple(
-        ir.VirtualHost(name=f"{name}/{host}", domains=(host,), rules=tuple(g.hosts[host]))
-        for host in sorted(g.hosts, key=host_specificity)
-    )
+    listeners = [(li.name, li.hostname) for li in g.listeners]
+    vhosts: list[ir.VirtualHost] = []
+    for host in sorted(g.hosts, key=host_specificity):
+        rules = _owned_rules(g.hosts[host], owning_listener(host, listeners))
+        if rules:
+            vhosts.append(ir.VirtualHost(name=f"{name}/{host}", domains=(host,), rules=rules))
     return ir.GatewayParent(
-        name=name, namespace=g.namespace, gateway=g.gateway, port=g.port,
-        listeners=tuple(g.listeners), vhosts=vhosts,
+        name=name,
+        namespace=g.namespace,
+        gateway=g.gateway,
+        port=g.port,
+        listeners=tuple(g.listeners),
+        vhosts=tuple(vhosts),
     )
+
+
+def _owned_rules(entries: list[tuple[str, ir.Rule]], owner: str | None) -> tuple[ir.Rule, ...]:
+    """The rules a virtual host serves: only those that came through the listener owning its
+    hostname ("routes of a less specific listener must not see requests that a more specific
+    listener owns", §4), each once even when a route reached it through several listeners."""
+    seen: set[str] = set()
+    out: list[ir.Rule] = []
+    for listener, rule in entries:
+        if listener == owner and rule.name not in seen:
+            seen.add(rule.name)
+            out.append(rule)
+    return tuple(out)
 
 
 def _clusters(ctx: Ctx) -> tuple[ir.Cluster, ...]:
@@ -341,4 +373,3 @@ def _budget(ctx: Ctx, ns: str, service: str) -> ir.RetryBudget:
             duration_ms(rate.interval) if rate.interval else DEFAULT_MIN_RETRY_INTERVAL_MS
         ),
     )
-
