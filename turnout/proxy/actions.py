@@ -1,0 +1,197 @@
+"""What a matched route tells the proxy to do: the `Decision` and its parts.
+
+```
+Decision
+ ├── route: RouteRef(name, rule, source)          None when nothing matched (404)
+ ├── action: Forward | Redirect | DirectResponse
+ │     Forward.backends: Backend(cluster, name, weight, invalid, header mutations, host rewrite)
+ │     Forward.pick(r)   cumulative weights, r in [0, total)
+ ├── request_headers / response_headers: HeaderMutation     route level (backend level on Backend)
+ ├── host_rewrite / path_rewrite, mirrors
+ └── request_timeout_ms, per_try_timeout_ms, retry, fault, cors
+```
+
+Every `Decision` is built once per table update (routes.py) and returned as is by `decide()`,
+so the per-request path allocates nothing for it. All of it is frozen, slotted data with int
+durations (`*_ms`) and per-million fractions, no floats. This module does no matching and no
+I/O; the functions that apply a decision to a request live in `filters.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from bisect import bisect_right
+from dataclasses import dataclass
+
+from turnout.proxy.mutations import NO_MUTATION, HeaderMutation, PathRewrite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteRef:
+    """Which route matched, with the IR names from the route metadata."""
+
+    name: str
+    """xDS route name = IR `Match.name`, e.g. ``httproute/shop/web/rule/0/match/1``."""
+    rule: str
+    """IR `Rule.name`, e.g. ``httproute/shop/web/rule/0``."""
+    source: str
+    """``KIND/NS/NAME`` of the route object."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidBackend:
+    """An unresolved backendRef: its share of traffic answers `status`."""
+
+    status: int
+    reason: str
+    """Gateway API ResolvedRefs reason (BackendNotFound, RefNotPermitted ...)."""
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backend:
+    """One weighted backend of a forwarding route."""
+
+    cluster: str
+    """Cluster name ``NS/NAME:PORT``; ``turnout/invalid`` for invalid backends."""
+    name: str
+    """IR `WeightedBackend.name`, e.g. ``httproute/shop/web/rule/0/backend/1``."""
+    weight: int
+    invalid: InvalidBackend | None = None
+    """None = a real backend; otherwise answer `invalid.status` instead of forwarding."""
+    request_headers: HeaderMutation = NO_MUTATION
+    """Backend-level request header filter, applied after the route's."""
+    response_headers: HeaderMutation = NO_MUTATION
+    """Backend-level response header filter, applied after the route's."""
+    host_rewrite: str | None = None
+    """Backend-level host rewrite; wins over the route's; None = none."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forward:
+    """Forward to one of `backends`, chosen by weight."""
+
+    backends: tuple[Backend, ...]
+    cumulative: tuple[int, ...]
+    """Running sums of the weights; the last is `total`."""
+    total: int
+    """Sum of the weights, > 0."""
+
+    @classmethod
+    def of(cls, backends: tuple[Backend, ...]) -> Forward:
+        running = 0
+        sums = []
+        for b in backends:
+            running += b.weight
+            sums.append(running)
+        return cls(backends=backends, cumulative=tuple(sums), total=running)
+
+    def pick(self, r: int) -> Backend:
+        """The backend owning ticket `r`, 0 <= r < total; zero weights own no ticket."""
+        if not 0 <= r < self.total:
+            raise ValueError(f"r must be in [0, {self.total}), got {r}")
+        return self.backends[bisect_right(self.cumulative, r)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    """Answer with a redirect; see `filters.redirect_location`."""
+
+    status: int
+    """301, 302, 303, 307 or 308."""
+    scheme: str | None = None
+    """None = the request's scheme."""
+    host: str | None = None
+    """None = the request's host without its port."""
+    port: int | None = None
+    """None = no port in Location (xDS ``port_redirect: 0``)."""
+    path: PathRewrite | None = None
+    """None = the request path unchanged."""
+    strip_query: bool = False
+    """False = keep the request's query string (the common behaviour, §7.2)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectResponse:
+    """Answer `status` with `body` without calling a backend."""
+
+    status: int
+    body: str = ""
+
+
+Action = Forward | Redirect | DirectResponse
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mirror:
+    """Send a copy of the request to `cluster` with probability `per_million` / 1e6."""
+
+    cluster: str
+    per_million: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    attempts: int
+    """Retries after the first try (GEP-1731 `attempts`), >= 1."""
+    retry_on: frozenset[str]
+    """Envoy `retry_on` tokens, e.g. connect-failure, reset, retriable-status-codes."""
+    codes: frozenset[int]
+    """Statuses retried when `retry_on` holds ``retriable-status-codes``."""
+    backoff_base_ms: int
+    """Minimum wait before a retry; the proxy grows it exponentially with jitter."""
+    backoff_max_ms: int
+    """Cap of the wait."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fault:
+    """Per-route fault injection (the `HTTPFault` per-filter config)."""
+
+    delay_ms: int = 0
+    delay_per_million: int = 0
+    """Probability of the delay in millionths; 0 = never."""
+    abort_http_status: int | None = None
+    abort_grpc_status: int | None = None
+    """At most one of the two abort statuses is set; both None = no abort."""
+    abort_per_million: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cors:
+    """CORS policy of a route (Gateway API §7.6), origins compiled to full-match regexes."""
+
+    allow_origins: tuple[re.Pattern[str], ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_s: int | None = None
+    """None = header not sent."""
+    allow_credentials: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """Everything the proxy needs to serve a request that reached one route."""
+
+    route: RouteRef | None
+    """None = nothing matched (the action is then a 404 `DirectResponse`)."""
+    action: Action
+    request_headers: HeaderMutation = NO_MUTATION
+    response_headers: HeaderMutation = NO_MUTATION
+    host_rewrite: str | None = None
+    """Host sent upstream; None = unchanged (a backend's own rewrite wins)."""
+    path_rewrite: PathRewrite | None = None
+    """None = path unchanged."""
+    mirrors: tuple[Mirror, ...] = ()
+    request_timeout_ms: int | None = None
+    """Deadline of the whole exchange including retries; None = no deadline."""
+    per_try_timeout_ms: int | None = None
+    """Deadline of each upstream try; None = none."""
+    retry: RetryPolicy | None = None
+    """None = no retries."""
+    fault: Fault | None = None
+    cors: Cors | None = None

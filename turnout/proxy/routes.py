@@ -1,0 +1,264 @@
+"""One xDS `Route` -> `CompiledRoute` (matcher + prebuilt `Decision`), once per update.
+
+```
+Route ─┬─ match ───────────────────────────────> matching.RouteMatcher
+       ├─ metadata.filter_metadata["turnout"] ──> RouteRef(rule, source), backend names, invalid
+       ├─ route | redirect | direct_response ───> Forward | Redirect | DirectResponse
+       ├─ *_headers_to_*, typed_per_filter_config (fault, cors)
+       └─ route.{timeout, retry_policy, request_mirror_policies, *_rewrite}
+```
+
+The field meanings are the ones of docs/xds.md. What the contract does not produce and the
+proxy cannot honour (cluster_header, host_rewrite_header, a filename body ...) is a
+`TableError`, never silently ignored, so the control plane hears about it as a NACK.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from google.protobuf import json_format
+
+from turnout.proxy.actions import (
+    Action,
+    Backend,
+    Cors,
+    Decision,
+    DirectResponse,
+    Fault,
+    Forward,
+    InvalidBackend,
+    Redirect,
+    RouteRef,
+)
+from turnout.proxy.config import CORS_FILTER, FAULT_FILTER, INVALID_CLUSTER, METADATA_NAMESPACE
+from turnout.proxy.errors import TableError
+from turnout.proxy.matching import CompiledRoute, PathCondition, compile_regex, matcher_from_xds
+from turnout.proxy.mutations import (
+    NO_MUTATION,
+    FullPath,
+    PathRewrite,
+    PrefixReplace,
+    RegexReplace,
+    re2_template,
+    strip_trailing_slash,
+)
+from turnout.proxy.policies import (
+    cors_from_any,
+    fault_from_any,
+    header_mutation,
+    mirrors_from_xds,
+    optional_ms,
+    retry_from_xds,
+)
+
+log = logging.getLogger(__name__)
+
+REDIRECT_STATUS = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
+"""RedirectAction.RedirectResponseCode -> HTTP status."""
+
+
+def _metadata(route: Any, *, where: str) -> dict[str, Any]:
+    if METADATA_NAMESPACE not in route.metadata.filter_metadata:
+        raise TableError(where, f'metadata.filter_metadata["{METADATA_NAMESPACE}"]', "missing")
+    meta: dict[str, Any] = json_format.MessageToDict(
+        route.metadata.filter_metadata[METADATA_NAMESPACE]
+    )
+    for key in ("rule", "source"):
+        if not isinstance(meta.get(key), str) or not meta[key]:
+            raise TableError(
+                where,
+                f'metadata.filter_metadata["{METADATA_NAMESPACE}"].{key}',
+                "missing or not a string",
+            )
+    return meta
+
+
+def _invalid(meta: dict[str, Any], name: str, *, where: str) -> InvalidBackend:
+    field = f'metadata.filter_metadata["{METADATA_NAMESPACE}"].invalid["{name}"]'
+    entry = meta.get("invalid", {}).get(name)
+    if not isinstance(entry, dict):
+        raise TableError(where, field, f"missing for a backend on {INVALID_CLUSTER}")
+    try:
+        return InvalidBackend(
+            status=int(entry["status"]),
+            reason=str(entry["reason"]),
+            message=str(entry.get("message", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TableError(where, field, f"want {{status, reason, message}}, got {entry!r}") from exc
+
+
+def _forward(ra: Any, meta: dict[str, Any], *, where: str) -> Forward:
+    spec = ra.WhichOneof("cluster_specifier")
+    names = meta.get("backends", [])
+    if spec == "cluster":
+        weights: list[tuple[str, int, Any]] = [(ra.cluster, 1, None)]
+    elif spec == "weighted_clusters":
+        weights = [(cw.name, cw.weight.value, cw) for cw in ra.weighted_clusters.clusters]
+    else:
+        raise TableError(where, "route.cluster_specifier", f"unsupported {spec!r}")
+    if not isinstance(names, list) or len(names) != len(weights):
+        raise TableError(
+            where,
+            f'metadata.filter_metadata["{METADATA_NAMESPACE}"].backends',
+            f"want {len(weights)} backend names (one per weighted cluster), got {names!r}",
+        )
+    backends = []
+    for i, ((cluster, weight, cw), name) in enumerate(zip(weights, names, strict=True)):
+        field = f"route.weighted_clusters.clusters[{i}]."
+        if cw is not None:
+            extra = set(cw.typed_per_filter_config) - {FAULT_FILTER}
+            if cw.cluster_header or extra:
+                raise TableError(
+                    where, field.rstrip("."), "cluster_header/typed_per_filter_config unsupported"
+                )
+        backends.append(
+            Backend(
+                cluster=cluster,
+                name=str(name),
+                weight=weight,
+                invalid=_invalid(meta, str(name), where=where)
+                if cluster == INVALID_CLUSTER
+                else None,
+                request_headers=header_mutation(cw, "request", where=where, field=field)
+                if cw
+                else NO_MUTATION,
+                response_headers=header_mutation(cw, "response", where=where, field=field)
+                if cw
+                else NO_MUTATION,
+                host_rewrite=(cw.host_rewrite_literal or None) if cw else None,
+            )
+        )
+    forward = Forward.of(tuple(backends))
+    if forward.total <= 0:
+        raise TableError(
+            where, "route.weighted_clusters", "all weights are zero (want a direct_response)"
+        )
+    return forward
+
+
+def _path_plan(
+    owner: Any, path: PathCondition, *, where: str, field: str, full: str | None
+) -> PathRewrite | None:
+    """prefix_rewrite / regex_rewrite (and `full` = path_redirect) of a RouteAction/RedirectAction."""
+    if full:
+        return FullPath(value=full)
+    if owner.prefix_rewrite:
+        if path.kind == "RegularExpression":
+            raise TableError(where, f"{field}.prefix_rewrite", "needs a path or prefix match")
+        prefix = path.value if path.kind == "Exact" else strip_trailing_slash(path.value)
+        return PrefixReplace(prefix=prefix, replacement=strip_trailing_slash(owner.prefix_rewrite))
+    if owner.HasField("regex_rewrite"):
+        rr = owner.regex_rewrite
+        pattern = compile_regex(
+            rr.pattern.regex, where=where, field=f"{field}.regex_rewrite.pattern.regex"
+        )
+        try:
+            template = re2_template(rr.substitution, groups=pattern.groups)
+        except ValueError as exc:
+            raise TableError(where, f"{field}.regex_rewrite.substitution", str(exc)) from exc
+        return RegexReplace(pattern=pattern, template=template, substitution=rr.substitution)
+    return None
+
+
+def _redirect(rd: Any, path: PathCondition, *, where: str) -> Redirect:
+    status = REDIRECT_STATUS.get(rd.response_code)
+    if status is None:
+        raise TableError(where, "redirect.response_code", f"unknown {rd.response_code}")
+    scheme = "https" if rd.https_redirect else (rd.scheme_redirect.lower() or None)
+    full = rd.path_redirect if rd.WhichOneof("path_rewrite_specifier") == "path_redirect" else None
+    return Redirect(
+        status=status,
+        scheme=scheme,
+        host=rd.host_redirect or None,
+        port=rd.port_redirect or None,
+        path=_path_plan(rd, path, where=where, field="redirect", full=full),
+        strip_query=rd.strip_query,
+    )
+
+
+def _direct(dr: Any, *, where: str) -> DirectResponse:
+    body = ""
+    if dr.HasField("body"):
+        kind = dr.body.WhichOneof("specifier")
+        if kind == "inline_string":
+            body = dr.body.inline_string
+        elif kind == "inline_bytes":
+            body = dr.body.inline_bytes.decode("utf-8", "replace")
+        else:
+            raise TableError(where, "direct_response.body", f"unsupported data source {kind!r}")
+    return DirectResponse(status=dr.status, body=body)
+
+
+_UNSUPPORTED_ROUTE_ACTION = (
+    "path_rewrite_policy",
+    "host_rewrite_header",
+    "host_rewrite_path_regex",
+    "retry_policy_typed_config",
+    "inline_cluster_specifier_plugin",
+)
+
+
+def _per_filter(route: Any, *, where: str) -> tuple[Fault | None, Cors | None]:
+    fault: Fault | None = None
+    cors: Cors | None = None
+    for key, any_msg in route.typed_per_filter_config.items():
+        field = f'typed_per_filter_config["{key}"]'
+        if key == FAULT_FILTER:
+            fault = fault_from_any(any_msg, where=where, field=field)
+        elif key == CORS_FILTER:
+            cors = cors_from_any(any_msg, where=where, field=field)
+        else:
+            raise TableError(where, field, "unsupported filter")
+    return fault, cors
+
+
+def route_from_xds(route: Any, *, position: int, where: str) -> CompiledRoute:
+    """Compile one `Route`; `where` names it for errors."""
+    matcher = matcher_from_xds(route.match, where=where)
+    meta = _metadata(route, where=where)
+    ref = RouteRef(name=route.name, rule=meta["rule"], source=meta["source"])
+    fault, cors = _per_filter(route, where=where)
+    kind = route.WhichOneof("action")
+    action: Action
+    extra: dict[str, Any] = {}
+    if kind == "route":
+        ra = route.route
+        for name in _UNSUPPORTED_ROUTE_ACTION:
+            if ra.HasField(name):
+                raise TableError(where, f"route.{name}", "unsupported")
+        if ra.HasField("auto_host_rewrite") and ra.auto_host_rewrite.value:
+            raise TableError(where, "route.auto_host_rewrite", "unsupported")
+        action = _forward(ra, meta, where=where)
+        per_try = (
+            optional_ms(ra.retry_policy, "per_try_timeout") if ra.HasField("retry_policy") else None
+        )
+        extra = {
+            "host_rewrite": ra.host_rewrite_literal or None,
+            "path_rewrite": _path_plan(ra, matcher.path, where=where, field="route", full=None),
+            "mirrors": mirrors_from_xds(ra.request_mirror_policies, where=where),
+            # docs/xds.md: `0s` = no deadline; an unset timeout is read the same way.
+            "request_timeout_ms": optional_ms(ra, "timeout"),
+            "per_try_timeout_ms": per_try,
+            "retry": retry_from_xds(ra.retry_policy, where=where)
+            if ra.HasField("retry_policy")
+            else None,
+        }
+    elif kind == "redirect":
+        action = _redirect(route.redirect, matcher.path, where=where)
+    elif kind == "direct_response":
+        action = _direct(route.direct_response, where=where)
+    else:
+        raise TableError(where, "action", f"unsupported {kind!r}")
+    decision = Decision(
+        route=ref,
+        action=action,
+        request_headers=header_mutation(route, "request", where=where, field=""),
+        response_headers=header_mutation(route, "response", where=where, field=""),
+        fault=fault,
+        cors=cors,
+        **extra,
+    )
+    return CompiledRoute(position=position, matcher=matcher, decision=decision)

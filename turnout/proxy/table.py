@@ -1,0 +1,291 @@
+"""The proxy's runtime table: xDS resources compiled once per update, looked up per request.
+
+```
+Listener ─HCM.rds─> RouteConfiguration ─> VirtualHost ─> Route ...     Cluster + ClusterLoadAssignment
+    │                     │                    │             │                   │
+    v                     v                    v             v                   v
+RuntimeTable.from_xds: {listener: HostIndex[VirtualHostTable]}    RouteIndex     {cluster: ClusterInfo}
+                                                        (routes.py, index.py)     (clusters.py)
+
+decide(request, listener=...)  listener dict -> host index -> route index -> prebuilt Decision
+explain(request, listener=...) same host lookup, then every route with the same matchers
+```
+
+`from_xds` validates everything it can before the table is used: a listener naming a missing
+RouteConfiguration, an invalid regex, a route naming an unknown cluster, a duplicate domain,
+routes whose order contradicts Gateway API precedence. Each failure is one `TableError` naming
+the resource and field: the NACK reason. A table is immutable once built; an update builds a
+new one and the proxy swaps the reference (keeping the last good table on error).
+
+Not here: endpoint picking and health (the balancer), retries, timeouts and faults in action
+(the request path), and the xDS stream itself (the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+
+from turnout.proxy.actions import Decision, DirectResponse, Forward
+from turnout.proxy.clusters import ClusterInfo, clusters_from_xds
+from turnout.proxy.config import (
+    CORS_FILTER,
+    FAULT_FILTER,
+    HCM_FILTER,
+    INVALID_CLUSTER,
+    NO_ROUTE_STATUS,
+    ROUTER_FILTER,
+)
+from turnout.proxy.errors import TableError
+from turnout.proxy.explain import Explanation, explain_routes
+from turnout.proxy.hosts import HostIndex
+from turnout.proxy.index import RouteIndex, ShadowedRouteError
+from turnout.proxy.policies import unpack
+from turnout.proxy.request import RequestInfo
+from turnout.proxy.routes import route_from_xds
+
+log = logging.getLogger(__name__)
+
+NO_ROUTE = Decision(
+    route=None, action=DirectResponse(status=NO_ROUTE_STATUS, body="no route matched")
+)
+"""Nothing in the virtual host matched, or no virtual host serves the Host."""
+NO_LISTENER = Decision(
+    route=None, action=DirectResponse(status=NO_ROUTE_STATUS, body="unknown listener")
+)
+"""The listener is not in the table (no such Service port)."""
+
+_KNOWN_HTTP_FILTERS = frozenset({FAULT_FILTER, CORS_FILTER, ROUTER_FILTER})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualHostTable:
+    name: str
+    domains: tuple[str, ...]
+    index: RouteIndex
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTable:
+    name: str
+    route_config: str
+    """Name of the RouteConfiguration (RDS)."""
+    http_filters: tuple[str, ...]
+    """HTTP filter names in order; the router is last."""
+    hosts: HostIndex[VirtualHostTable]
+
+
+def _route_config(rc: Any) -> tuple[VirtualHostTable, ...]:
+    where = f'RouteConfiguration "{rc.name}"'
+    for name in (
+        "request_headers_to_add",
+        "request_headers_to_remove",
+        "response_headers_to_add",
+        "response_headers_to_remove",
+    ):
+        if len(getattr(rc, name)):
+            raise TableError(where, name, "unsupported at route configuration level")
+    vhosts = []
+    seen: dict[str, str] = {}
+    for i, vh in enumerate(rc.virtual_hosts):
+        for name in (
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+            "request_mirror_policies",
+            "typed_per_filter_config",
+        ):
+            if len(getattr(vh, name)):
+                raise TableError(
+                    where, f"virtual_hosts[{i}].{name}", "unsupported at virtual host level"
+                )
+        if vh.HasField("retry_policy") or vh.HasField("cors"):
+            raise TableError(
+                where, f"virtual_hosts[{i}]", "retry_policy/cors unsupported at virtual host level"
+            )
+        for j, domain in enumerate(vh.domains):
+            other = seen.setdefault(domain.lower(), vh.name)
+            if other != vh.name or list(vh.domains).count(domain) > 1:
+                raise TableError(
+                    where, f"virtual_hosts[{i}].domains[{j}]", f"duplicate domain {domain!r}"
+                )
+            try:
+                HostIndex.build([(domain, None)])
+            except ValueError as exc:
+                raise TableError(where, f"virtual_hosts[{i}].domains[{j}]", str(exc)) from exc
+        routes = [
+            route_from_xds(
+                r, position=j, where=f'{where} virtual_hosts[{i}].routes[{j}] "{r.name}"'
+            )
+            for j, r in enumerate(vh.routes)
+        ]
+        try:
+            index = RouteIndex.build(routes)
+        except ShadowedRouteError as exc:
+            name = vh.routes[exc.position].name
+            raise TableError(
+                f'{where} virtual_hosts[{i}].routes[{exc.position}] "{name}"', "match", str(exc)
+            ) from exc
+        vhosts.append(VirtualHostTable(name=vh.name, domains=tuple(vh.domains), index=index))
+    return tuple(vhosts)
+
+
+def _listener(lst: Any) -> tuple[str, tuple[str, ...]]:
+    """(route config name, http filter names) of a Listener's HTTP connection manager."""
+    where = f'Listener "{lst.name}"'
+    if lst.HasField("api_listener"):
+        field = "api_listener.api_listener"
+        any_hcm = lst.api_listener.api_listener
+    else:
+        found = [
+            (f"filter_chains[{i}].filters[{j}].typed_config", f.typed_config)
+            for i, chain in enumerate(lst.filter_chains)
+            for j, f in enumerate(chain.filters)
+            if f.name == HCM_FILTER
+        ]
+        if len(found) != 1:
+            raise TableError(
+                where, "filter_chains", f"want exactly one {HCM_FILTER}, got {len(found)}"
+            )
+        field, any_hcm = found[0]
+    hcm = unpack(
+        any_hcm, http_connection_manager_pb2.HttpConnectionManager, where=where, field=field
+    )
+    if hcm.WhichOneof("route_specifier") != "rds":
+        raise TableError(where, f"{field}.route_specifier", "only rds is supported (docs/xds.md)")
+    filters = tuple(f.name for f in hcm.http_filters)
+    if not filters or filters[-1] != ROUTER_FILTER:
+        raise TableError(
+            where, f"{field}.http_filters", f"{ROUTER_FILTER} must be last, got {list(filters)}"
+        )
+    for k, name in enumerate(filters):
+        if name not in _KNOWN_HTTP_FILTERS:
+            raise TableError(where, f"{field}.http_filters[{k}]", f"unsupported filter {name!r}")
+    return hcm.rds.route_config_name, filters
+
+
+def _check_clusters(
+    rc_name: str, vhosts: tuple[VirtualHostTable, ...], clusters: dict[str, ClusterInfo]
+) -> None:
+    for i, vh in enumerate(vhosts):
+        for route in vh.index.routes:
+            d = route.decision
+            names = [m.cluster for m in d.mirrors]
+            if isinstance(d.action, Forward):
+                names += [b.cluster for b in d.action.backends]
+            for name in names:
+                if name != INVALID_CLUSTER and name not in clusters:
+                    assert d.route is not None
+                    where = f'RouteConfiguration "{rc_name}" virtual_hosts[{i}].routes[{route.position}] "{d.route.name}"'
+                    raise TableError(where, "route", f'cluster "{name}" not found')
+
+
+class RuntimeTable:
+    """Immutable routing state of one xDS snapshot."""
+
+    __slots__ = ("_listeners", "clusters", "listeners", "route_configs")
+
+    def __init__(
+        self,
+        *,
+        listeners: dict[str, ListenerTable],
+        route_configs: dict[str, tuple[VirtualHostTable, ...]],
+        clusters: dict[str, ClusterInfo],
+    ) -> None:
+        self.listeners = listeners
+        self._listeners = {name: lt.hosts for name, lt in listeners.items()}
+        self.route_configs = route_configs
+        self.clusters = clusters
+
+    @classmethod
+    def from_xds(
+        cls,
+        listeners: Iterable[Any],
+        route_configs: Iterable[Any],
+        *,
+        clusters: Iterable[Any] = (),
+        load_assignments: Iterable[Any] = (),
+    ) -> RuntimeTable:
+        """Compile protobuf resources (docs/xds.md) or raise `TableError`."""
+        cluster_infos = clusters_from_xds(clusters, load_assignments)
+        rcs: dict[str, tuple[VirtualHostTable, ...]] = {}
+        for rc in route_configs:
+            if rc.name in rcs:
+                raise TableError(f'RouteConfiguration "{rc.name}"', "name", "duplicate")
+            rcs[rc.name] = _route_config(rc)
+            _check_clusters(rc.name, rcs[rc.name], cluster_infos)
+        tables: dict[str, ListenerTable] = {}
+        for lst in listeners:
+            if lst.name in tables:
+                raise TableError(f'Listener "{lst.name}"', "name", "duplicate")
+            rc_name, filters = _listener(lst)
+            if rc_name not in rcs:
+                field = (
+                    "api_listener.api_listener.rds.route_config_name"
+                    if lst.HasField("api_listener")
+                    else "rds.route_config_name"
+                )
+                raise TableError(
+                    f'Listener "{lst.name}"', field, f'RouteConfiguration "{rc_name}" not found'
+                )
+            hosts = HostIndex.build((d, vh) for vh in rcs[rc_name] for d in vh.domains)
+            tables[lst.name] = ListenerTable(
+                name=lst.name, route_config=rc_name, http_filters=filters, hosts=hosts
+            )
+        log.info(
+            "runtime table built listeners=%d route_configs=%d routes=%d clusters=%d",
+            len(tables),
+            len(rcs),
+            sum(len(vh.index.routes) for vhs in rcs.values() for vh in vhs),
+            len(cluster_infos),
+        )
+        return cls(listeners=tables, route_configs=rcs, clusters=cluster_infos)
+
+    def decide(self, request: RequestInfo, *, listener: str) -> Decision:
+        """The decision for `request` on `listener`; a 404 `DirectResponse` when nothing matches."""
+        hosts = self._listeners.get(listener)
+        if hosts is None:
+            return NO_LISTENER
+        vh = hosts.lookup(request.authority)
+        if vh is None:
+            return NO_ROUTE
+        route = vh.index.select(request)
+        return NO_ROUTE if route is None else route.decision
+
+    def explain(self, request: RequestInfo, *, listener: str) -> Explanation:
+        """Evaluate every route of the chosen virtual host; see `explain.py`."""
+        lt = self.listeners.get(listener)
+        if lt is None:
+            return Explanation(
+                listener=listener,
+                authority=request.authority,
+                virtual_host=None,
+                host_reason=f"no listener {listener!r}",
+                verdicts=(),
+                winner=NO_LISTENER,
+            )
+        vh = lt.hosts.lookup(request.authority)
+        if vh is None:
+            return Explanation(
+                listener=listener,
+                authority=request.authority,
+                virtual_host=None,
+                host_reason=f"no virtual host of {lt.route_config!r} serves host {request.authority!r}",
+                verdicts=(),
+                winner=NO_ROUTE,
+            )
+        verdicts, winner = explain_routes(request, vh.index.routes, not_found=NO_ROUTE)
+        reason = f"host {request.authority!r} served by virtual host {vh.name!r} (domains {', '.join(vh.domains)})"
+        return Explanation(
+            listener=listener,
+            authority=request.authority,
+            virtual_host=vh.name,
+            host_reason=reason,
+            verdicts=verdicts,
+            winner=winner,
+        )
