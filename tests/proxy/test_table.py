@@ -272,3 +272,34 @@ def test_duplicate_and_unsupported_domains_are_rejected() -> None:
     c = mk_vhost([mk_route(mk_match("c/m"))], name="c", domains=["foo.*"])
     with pytest.raises(TableError, match="unsupported domain"):
         mk_table(vhosts=[c])
+
+
+def test_path_and_prefix_pair_is_fused_back_into_one_path_prefix_route() -> None:
+    """docs/xds.md emits PathPrefix /api as `path: /api` + `prefix: /api/`; the runtime table
+    holds one element-wise PathPrefix route again, so explain shows what the user wrote."""
+    from tests.proxy.builders import split_prefix_routes
+
+    table = mk_table(
+        *split_prefix_routes([mk_route("/api", name="m/api"), mk_route("/", name="m/root")])
+    )
+    for path, want in (("/api", "m/api"), ("/api/x", "m/api"), ("/apix", "m/root")):
+        request = RequestInfo(method="GET", authority="web", path=path)
+        assert table.decide(request, listener=LISTENER).route.name == want  # type: ignore[union-attr]
+        verdicts = table.explain(request, listener=LISTENER).verdicts
+        assert [v.route.name for v in verdicts] == ["m/api", "m/root"]
+    winner = table.explain(
+        RequestInfo(method="GET", authority="web", path="/api/x"), listener=LISTENER
+    )
+    assert "PathPrefix /api" in winner.verdicts[0].reason
+
+
+def test_a_pair_with_different_actions_is_not_fused() -> None:
+    from tests.proxy.builders import split_prefix_routes
+
+    exact, below = split_prefix_routes([mk_route("/api", name="m/api")])
+    below.route.timeout.FromMilliseconds(500)
+    table = mk_table(exact, below)
+    verdicts = table.explain(
+        RequestInfo(method="GET", authority="web", path="/api/x"), listener=LISTENER
+    ).verdicts
+    assert len(verdicts) == 2

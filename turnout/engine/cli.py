@@ -25,8 +25,10 @@ from typing import TextIO
 from turnout.engine.diagnostics import Diagnostic, Severity, has_errors
 from turnout.engine.errors import LoadError
 from turnout.engine.pipeline import compile_files
-from turnout.engine.render import dump_json, dump_yaml, result_data, to_data
-from turnout.meshctl import views
+from turnout.engine.render import dump_json, dump_yaml, result_data
+from turnout.meshctl import contracts as contracts_mod
+from turnout.meshctl import explain, views
+from turnout.meshctl.offline import OfflineMesh, Request, parse_via
 
 log = logging.getLogger(__name__)
 
@@ -161,25 +163,121 @@ def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_FAILED if has_errors(diags, strict=args.strict) else EXIT_OK
 
 
+def parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"-H must be 'Name: value', got {text!r}")
+    return name.strip(), value.strip()
+
+
 def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    print("error: mesh routes explain is not available yet", file=err)
-    return EXIT_FAILED
+    try:
+        via = parse_via(args.via, from_namespace=args.from_namespace)
+        request = Request(
+            method=args.method, url=args.url, headers=tuple(parse_header(h) for h in args.headers)
+        )
+        request.info()
+    except ValueError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    compiled = compile_files(args.files)
+    diags = compiled.diagnostics
+    print_diagnostics([d for d in diags if d.severity is not Severity.INFO], err)
+    table = compiled.result.table
+    if table.parent(via.parent) is None:
+        known = ", ".join(p.name for p in table.parents) or "none"
+        print(f"error: no parent {via.parent} in the manifests (parents: {known})", file=err)
+        return EXIT_FAILED
+    outcome = OfflineMesh(table).send(via, request)
+    if args.output == "json":
+        out.write(dump_json(explain.outcome_data(outcome)))
+    else:
+        out.write(explain.outcome_text(outcome))
+    return EXIT_FAILED if has_errors(diags) else EXIT_OK
 
 
 def run_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    print("error: mesh test is not available yet", file=err)
-    return EXIT_UNLOADABLE
+    compiled = compile_files(args.files)
+    diags = compiled.diagnostics
+    if has_errors(diags):
+        print_diagnostics(diags, err)
+        print("error: the manifests do not load cleanly", file=err)
+        return EXIT_UNLOADABLE
+    contracts = []
+    for path in args.contracts:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+            contracts.append((path, contracts_mod.load_contract(path, text)))
+        except (OSError, contracts_mod.ContractError) as exc:
+            print(f"error: {exc}", file=err)
+            return EXIT_UNLOADABLE
+    mesh = OfflineMesh(compiled.result.table)
+    results = [
+        contracts_mod.run_case(mesh, case, file=path)
+        for path, contract in contracts
+        for case in contract.cases
+    ]
+    for r in results:
+        print(f"{'PASS' if r.passed else 'FAIL'}  {r.file}: {r.name}", file=out)
+        if r.error is not None:
+            print(f"      error: {r.error}", file=out)
+        for d in r.diffs:
+            print(f"      {d}", file=out)
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed", file=out)
+    if args.junit:
+        Path(args.junit).write_text(contracts_mod.junit_xml(results), encoding="utf-8")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def examples_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "examples"
 
 
+DEMO_MANIFESTS = "emojivoto"
+"""The sample app's manifests under examples/."""
+
+
+DEMO_EXPLAINS = (
+    ("service/emojivoto/web:80", "http://web.emojivoto/api/vote", ("x-canary: true",)),
+    ("service/emojivoto/web:80", "http://web.emojivoto/", ("x-canary: true",)),
+    (
+        "service/emojivoto/voting:8080",
+        "http://voting.emojivoto:8080/emojivoto.v1.VotingService/VoteDoughnut",
+        (),
+    ),
+    ("gateway/emojivoto/public:80", "http://www.emojivoto.example/old-api/list?page=2", ()),
+    ("gateway/emojivoto/public:443", "https://www.emojivoto.example/old-api/list?page=2", ()),
+)
+
+
 def run_demo(out: TextIO, err: TextIO) -> int:
+    """The main job on the embedded default: the tables of examples/, a few explanations
+    and the example contracts (until the control plane runs the live demo)."""
     ex = examples_dir()
-    print(f"$ mesh routes -f {ex}", file=out)
-    code = main(["routes", "-f", str(ex)], stdout=out, stderr=err)
-    return code
-
-
-_ = to_data
+    manifests = ex / DEMO_MANIFESTS
+    rel = f"examples/{DEMO_MANIFESTS}/"
+    steps: list[tuple[str, list[str]]] = [
+        (f"mesh validate -f {rel}", ["validate", "-f", str(manifests)]),
+        (f"mesh routes -f {rel}", ["routes", "-f", str(manifests)]),
+    ]
+    for via, url, headers in DEMO_EXPLAINS:
+        argv = ["routes", "explain", "-f", str(manifests), "--via", via, "--url", url]
+        shown = f"mesh routes explain -f {rel} --via {via} --url {url}"
+        for h in headers:
+            argv += ["-H", h]
+            shown += f" -H '{h}'"
+        steps.append((shown, argv))
+    contracts = sorted(str(p) for p in (ex / "contracts").glob("*.yaml"))
+    steps.append(
+        (
+            f"mesh test -f {rel} examples/contracts/*.yaml",
+            ["test", "-f", str(manifests), *contracts],
+        )
+    )
+    worst = EXIT_OK
+    for shown, argv in steps:
+        print(f"\n$ {shown}", file=out)
+        out.flush()
+        worst = max(worst, main(argv, stdout=out, stderr=err))
+    return worst

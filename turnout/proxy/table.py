@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
@@ -44,6 +44,7 @@ from turnout.proxy.errors import TableError
 from turnout.proxy.explain import Explanation, explain_routes
 from turnout.proxy.hosts import HostIndex
 from turnout.proxy.index import RouteIndex, ShadowedRouteError
+from turnout.proxy.matching import CompiledRoute, PathCondition
 from turnout.proxy.policies import unpack
 from turnout.proxy.request import RequestInfo
 from turnout.proxy.routes import route_from_xds
@@ -125,7 +126,7 @@ def _route_config(rc: Any) -> tuple[VirtualHostTable, ...]:
             for j, r in enumerate(vh.routes)
         ]
         try:
-            index = RouteIndex.build(routes)
+            index = RouteIndex.build(fuse_prefix_pairs(routes))
         except ShadowedRouteError as exc:
             name = vh.routes[exc.position].name
             raise TableError(
@@ -133,6 +134,36 @@ def _route_config(rc: Any) -> tuple[VirtualHostTable, ...]:
             ) from exc
         vhosts.append(VirtualHostTable(name=vh.name, domains=tuple(vh.domains), index=index))
     return tuple(vhosts)
+
+
+def fuse_prefix_pairs(routes: list[CompiledRoute]) -> list[CompiledRoute]:
+    """Turn the translator's ``path: P`` + ``prefix: "P/"`` pairs back into one PathPrefix.
+
+    docs/xds.md emits a Gateway API PathPrefix as those two routes (same name, same action)
+    because proxyless gRPC lacks `path_separated_prefix`. Fused, the table has one route per
+    match again: one index entry, and `explain` speaks of "PathPrefix /api" as the user wrote
+    it. A pair is fused only when everything but the path specifier is equal."""
+    out: list[CompiledRoute] = []
+    i = 0
+    while i < len(routes):
+        first = routes[i]
+        second = routes[i + 1] if i + 1 < len(routes) else None
+        if (
+            second is not None
+            and first.matcher.path.kind == "Exact"
+            and second.matcher.path.below_only
+            and second.matcher.path.value == first.matcher.path.value
+            and first.decision == second.decision
+            and replace(first.matcher, path=second.matcher.path) == second.matcher
+        ):
+            value = first.matcher.path.value
+            path = PathCondition(kind="PathPrefix", value=value, with_slash=value + "/")
+            out.append(replace(first, matcher=replace(first.matcher, path=path)))
+            i += 2
+            continue
+        out.append(first)
+        i += 1
+    return out
 
 
 def _listener(lst: Any) -> tuple[str, tuple[str, ...]]:

@@ -12,10 +12,10 @@ from pydantic import Field, StrictStr, StringConstraints
 
 from turnout.engine.model.base import (
     BackendRef,
-    LocalObjectReference,
     HeaderName,
     Hostname,
     K8sModel,
+    LocalObjectReference,
     ParentReference,
     Resource,
     RouteStatus,
