@@ -7,6 +7,7 @@ which should stay near 10 (linear).
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -14,6 +15,9 @@ from typing import TypeVar
 from bench.synth import documents
 from turnout.engine.compile import compile_table
 from turnout.engine.model import parse_documents
+from turnout.engine.pipeline import gc_paused
+from turnout.engine.validate import validate_documents
+from turnout.engine.xds import translate
 
 T = TypeVar("T")
 
@@ -25,19 +29,15 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
 
 
 def stage_times(n: int) -> dict[str, float]:
-    from turnout.engine.validate import validate_all
-
+    """Each stage as `mesh` runs it (the pipeline pauses the cyclic GC for the batch)."""
     docs = documents(n)
-    (resources, _), t_parse = timed(lambda: parse_documents(docs))
-    _, t_validate = timed(lambda: validate_all(docs, resources, crds=()))
-    result, t_compile = timed(lambda: compile_table(resources))
-    times = {"parse": t_parse, "validate": t_validate, "compile": t_compile}
-    try:
-        from turnout.engine.xds import translate
-
-        _, times["xds"] = timed(lambda: translate(result.table))
-    except ImportError:
-        pass
+    with gc_paused():
+        (resources, _), t_parse = timed(lambda: parse_documents(docs))
+        _, t_validate = timed(lambda: validate_documents(docs, resources))
+        result, t_compile = timed(lambda: compile_table(resources))
+        _, t_xds = timed(lambda: translate(result.table))
+    gc.collect()
+    times = {"parse": t_parse, "validate": t_validate, "compile": t_compile, "xds": t_xds}
     times["total"] = sum(times.values())
     return times
 

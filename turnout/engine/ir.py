@@ -317,6 +317,9 @@ class InvalidBackend:
     reason: str
     """Gateway API ResolvedRefs reason: BackendNotFound, RefNotPermitted, InvalidKind ..."""
     message: str
+    ref: str = ""
+    """The reference as written, defaults applied: ``NS/NAME`` for a Service, ``Kind NS/NAME``
+    for anything else; what `mesh test` weights and `mesh routes` show for this share."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

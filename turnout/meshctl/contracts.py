@@ -150,8 +150,7 @@ def check(expect: Expectation, o: RequestOutcome) -> list[Diff]:
     if expect.weights is not None:
         got_weights: dict[str, int] = {}
         for b in o.backends:
-            key = b.service or f"<invalid {b.backend.name}>"
-            got_weights[key] = got_weights.get(key, 0) + b.weight
+            got_weights[b.ref] = got_weights.get(b.ref, 0) + b.weight
         if got_weights != expect.weights:
             diffs.append(Diff(field="weights", want=expect.weights, got=got_weights))
     if expect.redirect is not None:

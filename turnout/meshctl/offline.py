@@ -111,6 +111,8 @@ class BackendOutcome:
     backend: Backend
     service: str | None
     """``NS/NAME`` of the Service; None for an invalid backend."""
+    ref: str
+    """The backendRef as written (``NS/NAME``), for valid and invalid backends alike."""
     weight: int
     status: int
     upstream: UpstreamRequest | None
@@ -205,6 +207,7 @@ class OfflineMesh:
             return BackendOutcome(
                 backend=backend,
                 service=None,
+                ref=backend.invalid.ref or backend.name,
                 weight=backend.weight,
                 status=status,
                 upstream=None,
@@ -227,6 +230,7 @@ class OfflineMesh:
         return BackendOutcome(
             backend=backend,
             service=service,
+            ref=service,
             weight=backend.weight,
             status=status,
             upstream=upstream,

@@ -68,7 +68,7 @@ def describe_backend(b: ir.WeightedBackend) -> str:
     t = b.target
     if isinstance(t, ir.ServiceTarget):
         return f"{t.namespace}/{t.service}:{t.port} {b.weight}"
-    return f"<invalid {t.status} {t.reason}> {b.weight}"
+    return f"{t.ref} <invalid: {t.status} {t.reason}> {b.weight}"
 
 
 def describe_backends(rule: ir.Rule) -> str:

@@ -49,6 +49,8 @@ class InvalidBackend:
     reason: str
     """Gateway API ResolvedRefs reason (BackendNotFound, RefNotPermitted ...)."""
     message: str
+    ref: str = ""
+    """The backendRef as written (``NS/NAME``); "" when the control plane did not say."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

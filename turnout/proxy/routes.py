@@ -85,6 +85,7 @@ def _invalid(meta: dict[str, Any], name: str, *, where: str) -> InvalidBackend:
             status=int(entry["status"]),
             reason=str(entry["reason"]),
             message=str(entry.get("message", "")),
+            ref=str(entry.get("ref", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TableError(where, field, f"want {{status, reason, message}}, got {entry!r}") from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2 as rc
 
 from turnout.engine import config, ir
+from turnout.engine.compile.table import service_domains
 from turnout.engine.xds import XdsResources, translate
 
 NS = "shop"
@@ -22,7 +23,9 @@ def mk_target(service: str = "web", *, port: int = 80, ns: str = NS) -> ir.Servi
 
 
 def mk_invalid(*, status: int = 500, reason: str = "BackendNotFound") -> ir.InvalidBackend:
-    return ir.InvalidBackend(status=status, reason=reason, message="service shop/gone not found")
+    return ir.InvalidBackend(
+        status=status, reason=reason, message="service shop/gone not found", ref="shop/gone"
+    )
 
 
 def mk_backend(
@@ -113,7 +116,11 @@ def mk_service_parent(
         port=port,
         port_name="http",
         authority=authority,
-        producer=mk_vhost(*(rules or (mk_rule(),)), name=f"{ns}/{service}:{port}"),
+        producer=mk_vhost(
+            *(rules or (mk_rule(),)),
+            name=f"{ns}/{service}:{port}",
+            domains=service_domains(ns, service, port),
+        ),
         consumers=consumers,
     )
 

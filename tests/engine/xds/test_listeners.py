@@ -61,19 +61,14 @@ def test_cors_filter_is_added_optional_only_when_used() -> None:
     assert hcm.http_filters[1].is_optional
 
 
-def test_service_domains_are_the_service_names_with_and_without_port() -> None:
-    (config,) = translate_one(mk_rule()).route_configs
-    assert config.name == AUTHORITY
-    assert list(config.virtual_hosts[0].domains) == [
-        "web",
-        "web:80",
-        "web.shop",
-        "web.shop:80",
-        "web.shop.svc",
-        "web.shop.svc:80",
-        "web.shop.svc.cluster.local",
-        AUTHORITY,
-    ]
+def test_service_virtual_host_domains_are_the_compiled_ones() -> None:
+    """The compiler decides the domains (the Service's names and `*`: mesh routing is by
+    destination, not Host); the translator copies them."""
+    parent = mk_service_parent(mk_rule())
+    (config,) = translate(mk_table(parent)).route_configs
+    domains = tuple(config.virtual_hosts[0].domains)
+    assert domains == parent.producer.domains
+    assert config.name in domains and domains[-1] == "*"
 
 
 def test_gateway_parent_binds_its_port_with_the_hcm_in_a_filter_chain() -> None:

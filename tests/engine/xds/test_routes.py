@@ -190,6 +190,7 @@ def test_route_metadata_carries_rule_source_backends_and_invalid() -> None:
                 "status": 503,
                 "reason": "BackendNotFound",
                 "message": "service shop/gone not found",
+                "ref": "shop/gone",
             }
         },
     }

@@ -57,10 +57,15 @@ def resolve_backend(
 ) -> ir.ServiceTarget | ir.InvalidBackend:
     """Resolve one reference; problems become warnings at `pos` and an `InvalidBackend`."""
     ns = ref.namespace or route.namespace
+    written = f"{ns}/{ref.name}"
+    if ref.group != "" or ref.kind != "Service":
+        written = f"{ref.kind} {written}"
 
     def invalid(reason: str, message: str) -> ir.InvalidBackend:
         ctx.report(warning(reason, message, pos))
-        return ir.InvalidBackend(status=INVALID_BACKEND_STATUS, reason=reason, message=message)
+        return ir.InvalidBackend(
+            status=INVALID_BACKEND_STATUS, reason=reason, message=message, ref=written
+        )
 
     if ref.group != "" or ref.kind != "Service":
         group = ref.group or "core"

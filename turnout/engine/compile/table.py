@@ -64,8 +64,14 @@ def service_authority(ns: str, name: str, port: int) -> str:
 
 
 def service_domains(ns: str, name: str, port: int) -> tuple[str, ...]:
+    """The Service's names, with and without the port, then ``*``.
+
+    "the route is chosen by the destination Service (ClusterIP:port), not by Host" (GAMMA,
+    Conf MeshFrontendHostname): the listener already is the destination, so its one virtual
+    host serves any Host. The names come first for readers and for gRPC, which looks the
+    virtual host up by its target name."""
     names = (name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.{CLUSTER_DOMAIN}")
-    return names + tuple(f"{n}:{port}" for n in names)
+    return (*names, *(f"{n}:{port}" for n in names), "*")
 
 
 def build_table(ctx: Ctx) -> tuple[ir.RouteTable, list[ir.RouteStatus]]:

@@ -5,7 +5,7 @@ Data flow:
 ```
 ServiceParent ─ view_of(client_namespace) ─> (route config name, ir.VirtualHost)
    └─ api_listener(authority) ── HCM{rds -> that name, http_filters}   (proxyless gRPC, proxy)
-   └─ RouteConfiguration(name, [VirtualHost(domains = the Service's names)])
+   └─ RouteConfiguration(name, [VirtualHost(domains as compiled: the Service's names and *)])
 GatewayParent
    └─ Listener 0.0.0.0:PORT ── filter chain ── HCM{rds -> gateway/NS/NAME:PORT}
    └─ RouteConfiguration(name, [one VirtualHost per IR vhost, domains as compiled])
@@ -33,7 +33,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
-from turnout.engine import config, ir
+from turnout.engine import ir
 from turnout.engine.xds.routes import virtual_host_from
 from turnout.engine.xds.wire import (
     CORS_FILTER,
@@ -61,18 +61,6 @@ def view_of(parent: ir.ServiceParent, client_namespace: str | None) -> tuple[str
         if client_namespace is not None and view.namespace == client_namespace:
             return consumer_route_config_name(parent.authority, view.namespace), view.vhost
     return parent.authority, parent.producer
-
-
-def service_domains(parent: ir.ServiceParent) -> tuple[str, ...]:
-    """`NAME`, `NAME.NS`, `NAME.NS.svc`, `NAME.NS.svc.<cluster domain>`, each also with
-    `:PORT`; the last one with the port is the listener name, so gRPC finds its host."""
-    names = (
-        parent.service,
-        f"{parent.service}.{parent.namespace}",
-        f"{parent.service}.{parent.namespace}.svc",
-        f"{parent.service}.{parent.namespace}.svc.{config.CLUSTER_DOMAIN}",
-    )
-    return tuple(d for name in names for d in (name, f"{name}:{parent.port}"))
 
 
 def uses_cors(vhosts: tuple[ir.VirtualHost, ...]) -> bool:
@@ -123,7 +111,7 @@ def service_resources(
     )
     routes = route_pb2.RouteConfiguration(
         name=route_config_name,
-        virtual_hosts=[virtual_host_from(vhost, domains=service_domains(parent))],
+        virtual_hosts=[virtual_host_from(vhost, domains=vhost.domains)],
     )
     return listener, routes
 

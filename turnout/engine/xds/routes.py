@@ -4,7 +4,7 @@ Data flow:
 
 ```
 ir.VirtualHost ─ flatten_matches ─> [(Rule, Match)] in precedence order
-                                       │ route_from(rule, match)
+                                       │ rule_route(rule): one template per rule, copied per matcher
                                        ├─ route_matches_from(match)      path/headers/query/method
                                        ├─ action: direct_response (ErrorResponse, no usable weight)
                                        │        | redirect (RedirectFilter)
@@ -63,13 +63,20 @@ def flatten_matches(vhost: ir.VirtualHost) -> list[tuple[ir.Rule, ir.Match]]:
 
 
 def virtual_host_from(vhost: ir.VirtualHost, *, domains: tuple[str, ...]) -> rc.VirtualHost:
-    return rc.VirtualHost(
-        name=vhost.name,
-        domains=list(domains),
-        routes=[
-            route for rule, match in flatten_matches(vhost) for route in routes_from(rule, match)
-        ],
-    )
+    """Routes are built in place from one template per rule (action, metadata, filters),
+    copied per path matcher: a rule's matches share everything but name and match."""
+    out = rc.VirtualHost(name=vhost.name, domains=list(domains))
+    templates: dict[int, rc.Route] = {}
+    for rule, match in flatten_matches(vhost):
+        template = templates.get(id(rule))
+        if template is None:
+            template = templates[id(rule)] = rule_route(rule)
+        for path_match in route_matches_from(match):
+            route = out.routes.add()
+            route.CopyFrom(template)
+            route.name = match.name
+            route.match.CopyFrom(path_match)
+    return out
 
 
 # --------------------------------------------------------------------------- matchers
@@ -128,20 +135,9 @@ def _route_match(match: ir.Match) -> rc.RouteMatch:
 # --------------------------------------------------------------------------- routes
 
 
-def routes_from(rule: ir.Rule, match: ir.Match) -> list[rc.Route]:
-    """One Route per path matcher (two for a PathPrefix), all with the match's name."""
-    first = route_from(rule, match)
-    out = [first]
-    for extra in route_matches_from(match)[1:]:
-        route = rc.Route()
-        route.CopyFrom(first)
-        route.match.CopyFrom(extra)
-        out.append(route)
-    return out
-
-
-def route_from(rule: ir.Rule, match: ir.Match) -> rc.Route:
-    route = rc.Route(name=match.name, match=route_matches_from(match)[0])
+def rule_route(rule: ir.Rule) -> rc.Route:
+    """Everything a rule's routes share: metadata, action, header filters, per-filter config."""
+    route = rc.Route()
     route.metadata.CopyFrom(route_metadata(rule))
     error = next((f for f in rule.filters if isinstance(f, ir.ErrorResponse)), None)
     redirect = next((f for f in rule.filters if isinstance(f, ir.RedirectFilter)), None)
@@ -184,6 +180,7 @@ def route_metadata(rule: ir.Rule) -> base_pb2.Metadata:
             "status": b.target.status,
             "reason": b.target.reason,
             "message": b.target.message,
+            "ref": b.target.ref,
         }
         for b in rule.backends
         if isinstance(b.target, ir.InvalidBackend)
