@@ -21,12 +21,25 @@ def normalize_prefix(value: str) -> str:
     return value.rstrip("/") or "/"
 
 
+_NOT_RE2 = re.compile(r"(?<!\\)(?:\\\\)*(?:\(\?(?:=|!|<=|<!|P=|>)|\\[1-9])")
+"""Lookaround, backreferences and atomic groups: Python's `re` has them, RE2 does not."""
+
+
 def check_regex(pattern: str, pos: SourcePos) -> Diagnostic | None:
-    """Regexes are RE2-style and matched against the whole value; reject what does not compile."""
+    """Regexes are RE2 (what Envoy and gRPC use), matched against the whole value: reject
+    what does not compile, and what Python accepts but RE2 would refuse, so a table that
+    compiles here is never NACKed by an xDS client."""
     try:
         re.compile(pattern)
     except re.error as exc:
         return error("UnsupportedValue", f"invalid regular expression {pattern!r}: {exc}", pos)
+    bad = _NOT_RE2.search(pattern)
+    if bad is not None:
+        msg = (
+            f"regular expression {pattern!r} uses {bad.group(0)!r}: lookaround, backreferences "
+            "and atomic groups are not RE2 and Envoy and gRPC clients would reject them"
+        )
+        return error("UnsupportedValue", msg, pos)
     return None
 
 

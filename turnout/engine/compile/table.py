@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from turnout.engine import ir
+from turnout.engine.compile.conflicts import report_conflicts
 from turnout.engine.compile.context import Ctx
 from turnout.engine.compile.durations import duration_ms
 from turnout.engine.compile.filters import ParentPort
@@ -86,6 +87,7 @@ def build_table(ctx: Ctx) -> tuple[ir.RouteTable, list[ir.RouteStatus]]:
     parents.extend(_gateway_parent(g) for g in gateways.values())
     parents.sort(key=lambda p: p.name)
     table = ir.RouteTable(parents=tuple(parents), clusters=_clusters(ctx))
+    report_conflicts(ctx, table)
     return table, [s for s in statuses if s.parents]
 
 
