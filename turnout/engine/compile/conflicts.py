@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from turnout.engine import ir
 from turnout.engine.compile.context import Ctx
 from turnout.engine.diagnostics import warning
+from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded
 
 MatchKey = tuple[object, ...]
 
@@ -35,7 +36,9 @@ def views_of(parent: ir.Parent) -> Iterable[ir.VirtualHost]:
 
 def report_conflicts(ctx: Ctx, table: ir.RouteTable) -> None:
     """Warn once per shadowed match (a rule compiled for several parents warns once)."""
-    routes = {(r.obj.kind, r.obj.namespace, r.obj.name): r for r in ctx.index.routes}
+    routes: dict[tuple[str, str, str], Loaded[HTTPRoute] | Loaded[GRPCRoute]] = {
+        (r.obj.kind, r.obj.namespace, r.obj.name): r for r in ctx.index.routes
+    }
     reported: set[str] = set()
     for parent in table.parents:
         for vhost in views_of(parent):
