@@ -257,3 +257,28 @@ def test_demo_runs_the_main_job_on_the_examples() -> None:
     assert "$ mesh routes -f examples/emojivoto/" in out
     assert "$ mesh test -f examples/emojivoto/" in out
     assert " 0 failed" in out
+
+
+def test_validate_with_upstream_crds_reports_cel_rule_messages(tmp_path: Path) -> None:
+    from tests.conftest import GATEWAY_API, require_reference
+
+    crds = require_reference(GATEWAY_API / "crd" / "standard")
+    f = write(
+        tmp_path,
+        "r.yaml",
+        """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: shop}
+spec:
+  rules:
+  - filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https}
+    backendRefs: [{name: web, port: 80}]
+""",
+    )
+    code, _, err = run("validate", "-f", str(f), "--crds", str(crds))
+    assert code == 1
+    assert "RequestRedirect filter must not be used together with backendRefs" in err
+    assert f"{f}[0] spec.rules[0]:" in err
