@@ -6,6 +6,7 @@ import pytest
 from envoy.config.route.v3 import route_components_pb2 as rc
 
 from tests.proxy.builders import LISTENER, mk_backend, mk_match, mk_redirect, mk_route, mk_table
+from tests.semantics import REPLACE_PREFIX_TABLE, table_ids
 from turnout.proxy import (
     Decision,
     Forward,
@@ -29,25 +30,8 @@ def decide(
     return table.decide(request, listener=LISTENER), request
 
 
-# "This reproduces every row of the API table" (§7.4): request, prefix, replace, result.
-PREFIX_TABLE = [
-    ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
-    ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
-    ("/foo/bar", "/foo/", "/xyz", "/xyz/bar"),
-    ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
-    ("/foo", "/foo", "/xyz", "/xyz"),
-    ("/foo/", "/foo", "/xyz", "/xyz/"),
-    ("/foo/bar", "/foo", "", "/bar"),
-    ("/foo/", "/foo", "", "/"),
-    ("/foo", "/foo", "", "/"),
-    ("/foo/", "/foo", "/", "/"),
-    ("/foo", "/foo", "/", "/"),
-    # Conf HTTPRouteRewritePath
-    ("/prefix/one/two", "/prefix/one", "/one", "/one/two"),
-    ("/strip-prefix/three", "/strip-prefix", "/", "/three"),
-    ("/strip-prefix", "/strip-prefix", "/", "/"),
-]
-PREFIX_IDS = [f"{r}|{p}|{v or 'empty'}" for r, p, v, _ in PREFIX_TABLE]
+PREFIX_TABLE = REPLACE_PREFIX_TABLE
+PREFIX_IDS = table_ids(PREFIX_TABLE)
 
 
 @pytest.mark.parametrize(("path", "prefix", "replace", "want"), PREFIX_TABLE, ids=PREFIX_IDS)

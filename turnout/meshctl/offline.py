@@ -165,9 +165,10 @@ class OfflineMesh:
         explanation = rt.explain(info, listener=via.listener)
         decision = explanation.winner
         action = decision.action
-        if isinstance(action, Redirect):
-            location = redirect_location(decision, info, scheme)
-            headers = apply_response_filters(decision, None, action.status, ())
+        if isinstance(action, Redirect | DirectResponse):
+            location = (
+                redirect_location(decision, info, scheme) if isinstance(action, Redirect) else None
+            )
             return RequestOutcome(
                 via=via,
                 explanation=explanation,
@@ -175,17 +176,7 @@ class OfflineMesh:
                 status=action.status,
                 statuses=(action.status,),
                 redirect=location,
-                response_headers=headers,
-            )
-        if isinstance(action, DirectResponse):
-            headers = apply_response_filters(decision, None, action.status, ())
-            return RequestOutcome(
-                via=via,
-                explanation=explanation,
-                decision=decision,
-                status=action.status,
-                statuses=(action.status,),
-                response_headers=headers,
+                response_headers=apply_response_filters(decision, None, action.status, ()),
             )
         assert isinstance(action, Forward)
         outcomes = tuple(self._backend(decision, b, info) for b in action.backends)

@@ -8,24 +8,12 @@ import pytest
 
 from tests.engine.xds.builders import mk_backend, mk_rule, route_for, route_of
 from tests.engine.xds.envoy_semantics import rewritten_path
+from tests.semantics import REPLACE_PREFIX_TABLE
 from turnout.engine import ir
 
 # (request, prefix, replace, result): every row of the §7.4 table, then Conf HTTPRouteRewritePath.
 SECTION_7_4 = [
-    ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
-    ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
-    ("/foo/bar", "/foo/", "/xyz", "/xyz/bar"),
-    ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
-    ("/foo", "/foo", "/xyz", "/xyz"),
-    ("/foo/", "/foo", "/xyz", "/xyz/"),
-    ("/foo/bar", "/foo", "", "/bar"),
-    ("/foo/", "/foo", "", "/"),
-    ("/foo", "/foo", "", "/"),
-    ("/foo/", "/foo", "/", "/"),
-    ("/foo", "/foo", "/", "/"),
-    ("/prefix/one/two", "/prefix/one", "/one", "/one/two"),
-    ("/strip-prefix/three", "/strip-prefix", "/", "/three"),
-    ("/strip-prefix", "/strip-prefix", "/", "/"),
+    *REPLACE_PREFIX_TABLE,
     # The "/" prefix (matched as `prefix: "/"`): rest is the whole path.
     ("/foo/bar", "/", "/xyz", "/xyz/foo/bar"),
     ("/", "/", "/xyz", "/xyz/"),

@@ -9,11 +9,12 @@ path match on ``/<service>/<method>``, which is what the request's `:path` carri
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from turnout.engine import ir
 from turnout.engine.diagnostics import Diagnostic, SourcePos, error
-from turnout.engine.model.grpcroute import GRPCRouteMatch
-from turnout.engine.model.httproute import HTTPRouteMatch
+from turnout.engine.model.grpcroute import GRPCHeaderMatch, GRPCRouteMatch
+from turnout.engine.model.httproute import HTTPHeaderMatch, HTTPRouteMatch
 
 
 def normalize_prefix(value: str) -> str:
@@ -43,6 +44,29 @@ def check_regex(pattern: str, pos: SourcePos) -> Diagnostic | None:
     return None
 
 
+def header_matches(
+    headers: Sequence[HTTPHeaderMatch | GRPCHeaderMatch],
+    *,
+    pos: SourcePos,
+    diags: list[Diagnostic],
+) -> list[ir.HeaderMatch]:
+    """Header conditions with lower-cased names; "if the same name appears twice in one match
+    list, only the first entry counts"; regexes checked (problems appended to `diags`)."""
+    out: list[ir.HeaderMatch] = []
+    seen: set[str] = set()
+    for i, h in enumerate(headers):
+        lname = h.name.lower()
+        if lname in seen:
+            continue
+        seen.add(lname)
+        if h.type == "RegularExpression":
+            bad = check_regex(h.value, pos.child(f"headers[{i}].value"))
+            if bad:
+                diags.append(bad)
+        out.append(ir.HeaderMatch(name=lname, kind=h.type, value=h.value))
+    return out
+
+
 def http_match(
     m: HTTPRouteMatch, *, name: str, pos: SourcePos
 ) -> tuple[ir.Match | None, list[Diagnostic]]:
@@ -57,18 +81,7 @@ def http_match(
         if bad:
             diags.append(bad)
         path = ir.RegexPath(pattern=m.path.value)
-    headers: list[ir.HeaderMatch] = []
-    seen: set[str] = set()
-    for i, h in enumerate(m.headers):
-        lname = h.name.lower()
-        if lname in seen:  # "only the first entry counts"
-            continue
-        seen.add(lname)
-        if h.type == "RegularExpression":
-            bad = check_regex(h.value, pos.child(f"headers[{i}].value"))
-            if bad:
-                diags.append(bad)
-        headers.append(ir.HeaderMatch(name=lname, kind=h.type, value=h.value))
+    headers = header_matches(m.headers, pos=pos, diags=diags)
     query: list[ir.QueryMatch] = []
     qseen: set[str] = set()
     for i, q in enumerate(m.query_params):
@@ -116,18 +129,7 @@ def grpc_match(
                     if bad:
                         diags.append(bad)
             path = ir.RegexPath(pattern=f"/{svc}/{method}")
-    headers: list[ir.HeaderMatch] = []
-    seen: set[str] = set()
-    for i, h in enumerate(m.headers):
-        lname = h.name.lower()
-        if lname in seen:
-            continue
-        seen.add(lname)
-        if h.type == "RegularExpression":
-            bad = check_regex(h.value, pos.child(f"headers[{i}].value"))
-            if bad:
-                diags.append(bad)
-        headers.append(ir.HeaderMatch(name=lname, kind=h.type, value=h.value))
+    headers = header_matches(m.headers, pos=pos, diags=diags)
     if diags:
         return None, diags
     return ir.Match(name=name, path=path, headers=tuple(headers)), diags
