@@ -16,19 +16,33 @@ can capture them (`main(argv, stdout=..., stderr=...)`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+import uvloop
+
 from turnout.engine.diagnostics import Diagnostic, Severity, has_errors
 from turnout.engine.errors import LoadError
 from turnout.engine.pipeline import compile_files
 from turnout.engine.render import dump_json, dump_yaml, result_data
+from turnout.engine.xds import translate
 from turnout.meshctl import contracts as contracts_mod
 from turnout.meshctl import explain, views
 from turnout.meshctl.offline import OfflineMesh, Request, parse_via
+from turnout.proxy.runner import (
+    Address,
+    ProxyConfig,
+    StaticTable,
+    TableSource,
+    XdsSource,
+    run_proxy,
+)
+from turnout.proxy.table import RuntimeTable
+from turnout.proxy.xds_client import NodeInfo
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("contracts", nargs="+", metavar="CONTRACT")
     p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
 
+    p = sub.add_parser("proxy", help="run a proxy: outbound routing, inbound metrics, admin")
+    _add_files(p, required=False)
+    p.add_argument("--xds", metavar="HOST:PORT", help="ADS server to take tables from")
+    p.add_argument("--namespace", default="default", help="namespace of the workload")
+    p.add_argument(
+        "--workload",
+        default="deployment/proxy",
+        metavar="KIND/NAME",
+        help="the workload this proxy fronts (metrics labels), e.g. deployment/web",
+    )
+    p.add_argument("--pod", default="", help="pod name for the metrics' pod label")
+    p.add_argument("--outbound", metavar="HOST:PORT", help="where the app sends its requests")
+    p.add_argument("--inbound", metavar="HOST:PORT", help="where clients reach the app")
+    p.add_argument("--app", metavar="HOST:PORT", help="the local app (with --inbound)")
+    p.add_argument("--admin", metavar="HOST:PORT", help="/metrics, /ready, /live, /tap")
+
     sub.add_parser("demo", help="run the main job on the embedded default (examples/)")
     return parser
 
@@ -113,6 +143,8 @@ def main(
             return run_test(args, out, err)
         if args.command == "demo":
             return run_demo(out, err)
+        if args.command == "proxy":
+            return run_proxy_command(args, out, err)
     except LoadError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_UNLOADABLE if args.command == "test" else EXIT_FAILED
@@ -236,6 +268,69 @@ def examples_dir() -> Path:
 
 DEMO_MANIFESTS = "emojivoto"
 """The sample app's manifests under examples/."""
+
+
+def offline_runtime(
+    files: Sequence[str], *, namespace: str
+) -> tuple[RuntimeTable, list[Diagnostic]]:
+    """Compile manifests and build the runtime table a proxy in `namespace` would get."""
+    compiled = compile_files(files)
+    res = translate(compiled.result.table, client_namespace=namespace)
+    table = RuntimeTable.from_xds(
+        res.listeners,
+        res.route_configs,
+        clusters=res.clusters,
+        load_assignments=res.load_assignments,
+    )
+    return table, list(compiled.diagnostics)
+
+
+def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if bool(args.files) == bool(args.xds):
+        print("error: give exactly one of -f MANIFESTS and --xds HOST:PORT", file=err)
+        return EXIT_FAILED
+    kind, _, name = args.workload.partition("/")
+    try:
+        config = ProxyConfig(
+            namespace=args.namespace,
+            workload_kind=kind,
+            workload_name=name or kind,
+            pod=args.pod,
+            outbound=Address.parse(args.outbound) if args.outbound else None,
+            inbound=Address.parse(args.inbound) if args.inbound else None,
+            app=Address.parse(args.app) if args.app else None,
+            admin=Address.parse(args.admin) if args.admin else None,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    source: TableSource
+    if args.files:
+        table, diags = offline_runtime(args.files, namespace=args.namespace)
+        print_diagnostics([d for d in diags if d.severity is not Severity.INFO], err)
+        if has_errors(diags):
+            return EXIT_FAILED
+        source = StaticTable(table)
+    else:
+        node = NodeInfo(
+            id=f"{args.namespace}/{args.workload}/{args.pod or 'proxy'}",
+            cluster=args.namespace,
+            namespace=args.namespace,
+            workload=args.workload,
+        )
+        source = XdsSource(target=args.xds, node=node)
+    print(
+        f"proxy {args.namespace}/{args.workload}: outbound {args.outbound or '-'}, "
+        f"inbound {args.inbound or '-'} -> {args.app or '-'}, admin {args.admin or '-'}",
+        file=out,
+    )
+    out.flush()
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run_proxy(config, source))
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
 
 
 DEMO_EXPLAINS = (

@@ -2,11 +2,19 @@
 
 ```
 ProxyError
- └── TableError        an xDS update that cannot be applied (becomes the NACK reason)
+ ├── TableError              an xDS update that cannot be applied (becomes the NACK reason)
+ ├── UpstreamError           an exchange with an upstream endpoint failed (transport.client)
+ │    ├── UpstreamConnectError   no response started: refused, reset or closed before any
+ │    │    │                     response byte; safe to retry when the body is replayable
+ │    │    └── UpstreamConnectTimeout  (also an UpstreamTimeout) the TCP connect timed out
+ │    ├── UpstreamTimeout        the per-request deadline (`timeout_ms`) expired
+ │    └── UpstreamProtocolError  malformed response, or reset after the response started
+ └── ClientError             the downstream client broke its request (transport.server):
+                             malformed or timed-out body, or disconnected mid-request
 ```
 
-`UpstreamError` and its children (timeouts, connect and protocol errors) join this tree with
-the per-request path. User mistakes in routes are diagnostics in the engine, not exceptions
+The transport raises these once, at its boundary: OS and httptools exceptions never leave
+`turnout.proxy.transport` (each is chained as `__cause__`). User mistakes in routes are diagnostics in the engine, not exceptions
 here: by the time resources reach the proxy, a `TableError` means the control plane sent
 something the contract in `docs/xds.md` does not allow, or that this proxy cannot honour.
 """
@@ -37,3 +45,45 @@ class TableError(ProxyError):
         """Field path inside the resource, protobuf field names, ``[i]`` for list items."""
         self.message = message
         super().__init__(f"{resource} {field}: {message}")
+
+
+class UpstreamError(ProxyError):
+    """An exchange with an upstream endpoint failed; `endpoint` is its ``(host, port)``."""
+
+    def __init__(self, endpoint: tuple[str, int], message: str) -> None:
+        self.endpoint = endpoint
+        """The ``(host, port)`` the request was sent to."""
+        self.message = message
+        """What happened, lowercase, without headers or bodies."""
+        super().__init__(f"{endpoint[0]}:{endpoint[1]}: {message}")
+
+
+class UpstreamConnectError(UpstreamError):
+    """No response started: connect refused or failed, or the connection was closed or reset
+    before a single response byte arrived. The upstream did not answer this request; whether
+    it processed it is unknown unless the connection never opened."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The request's deadline (`timeout_ms`) expired before the response was complete."""
+
+
+class UpstreamConnectTimeout(UpstreamConnectError, UpstreamTimeout):
+    """The TCP connect did not finish within the pool's connect timeout (nothing was sent)."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The response was malformed, or the connection broke after the response had started."""
+
+
+class ClientError(ProxyError):
+    """The downstream client broke the request it is sending: a malformed or too slow body,
+    or a disconnect. `status` is the answer the server gives when nothing was sent yet
+    (400, 408); it is 499 for a disconnect, where no answer can be sent."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        """HTTP status the server answers with if the response has not started."""
+        self.message = message
+        """What happened, lowercase."""
+        super().__init__(f"{status}: {message}")

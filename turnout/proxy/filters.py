@@ -16,6 +16,7 @@ per-million fractions on the decision.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from turnout.proxy.actions import Backend, Decision, Redirect
 from turnout.proxy.config import UPSTREAM_SCHEME
@@ -58,7 +59,7 @@ def apply_request_filters(
 
 
 def apply_response_filters(
-    decision: Decision, backend: Backend | None, status: int, headers: HeaderPairs
+    decision: Decision, backend: Backend | None, status: int, headers: Sequence[tuple[str, str]]
 ) -> HeaderPairs:
     """Response headers after the route's, then the backend's, response header filter.
 

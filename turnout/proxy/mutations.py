@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,10 +63,10 @@ class HeaderMutation:
     def __bool__(self) -> bool:
         return bool(self.remove or self.ops)
 
-    def apply(self, headers: HeaderPairs) -> HeaderPairs:
+    def apply(self, headers: Sequence[tuple[str, str]]) -> HeaderPairs:
         """Return `headers` with this mutation applied; the input is not modified."""
         if not self:
-            return headers
+            return headers if isinstance(headers, tuple) else tuple(headers)
         out = (
             [h for h in headers if h[0].lower() not in self.remove]
             if self.remove

@@ -35,7 +35,7 @@ class MultiHeaders(Protocol):
     def items(self) -> Iterable[tuple[str, str]]: ...
 
 
-Headers = HeaderPairs | MultiHeaders
+Headers = HeaderPairs | list[tuple[str, str]] | MultiHeaders
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,13 +80,15 @@ def header_pairs(headers: Headers) -> HeaderPairs:
     """Return headers as a tuple of pairs whatever their container."""
     if isinstance(headers, tuple):
         return headers
+    if isinstance(headers, list):
+        return tuple(headers)
     return tuple(headers.items())
 
 
 def join_headers(headers: Headers) -> dict[str, str]:
     """Lower-cased name -> every value of that name joined with "," (RFC 7230 §3.2.2)."""
     joined: dict[str, str] = {}
-    for name, value in headers if isinstance(headers, tuple) else headers.items():
+    for name, value in headers if isinstance(headers, tuple | list) else headers.items():
         key = name.lower()
         prev = joined.get(key)
         joined[key] = value if prev is None else f"{prev},{value}"
@@ -131,7 +133,7 @@ class MatchContext:
         if name[:1] == ":":
             return self._pseudo(name)
         headers = self.request.headers
-        if not isinstance(headers, tuple):
+        if not isinstance(headers, tuple | list):
             values = headers.getall(name, [])
             return ",".join(values) if values else None
         if self._headers is None:

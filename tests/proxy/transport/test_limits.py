@@ -1,0 +1,190 @@
+"""What the listener does with bad, slow, oversized or vanishing clients and failing handlers.
+Bad input is crafted with raw sockets; every case must end with the connection closed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.proxy.transport.helpers import (
+    CountingHooks,
+    connect,
+    raw,
+    read_response,
+    running,
+)
+from turnout.proxy.transport import IncomingRequest, Limits, ResponseWriter
+
+
+async def ok(req: IncomingRequest, writer: ResponseWriter) -> None:
+    body = await req.body.read(1 << 20)
+    await writer.respond(200, [("x-path", req.path)], body or b"")
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+async def test_too_many_headers_is_431() -> None:
+    async with running(ok, limits=Limits(max_header_count=10)) as addr:
+        headers = b"".join(b"x-h%d: v\r\n" % i for i in range(11))
+        assert status_of(await raw(addr, b"GET / HTTP/1.1\r\n" + headers + b"\r\n")) == 431
+        headers = b"".join(b"x-h%d: v\r\n" % i for i in range(10))
+        good = await raw(addr, b"GET / HTTP/1.1\r\nConnection: close\r\n" + headers[9:] + b"\r\n")
+        assert status_of(good) == 200
+
+
+async def test_too_big_headers_is_431() -> None:
+    async with running(ok, limits=Limits(max_header_bytes=1024)) as addr:
+        big = b"GET / HTTP/1.1\r\nx-big: " + b"a" * 2000 + b"\r\n\r\n"
+        assert status_of(await raw(addr, big)) == 431
+        long_url = b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\n\r\n"
+        assert status_of(await raw(addr, long_url)) == 431
+        # an endless header trickled in small pieces is cut off too
+        async with connect(addr) as (reader, writer):
+            writer.write(b"GET / HTTP/1.1\r\nx-endless: ")
+            reply = b""
+            try:
+                for _ in range(40):
+                    writer.write(b"b" * 100)
+                    await writer.drain()
+                    await asyncio.sleep(0.001)
+                async with asyncio.timeout(3):
+                    reply = await reader.read(-1)
+            except ConnectionResetError:
+                pass  # the server closed while we were still sending: the 431 may be lost
+            assert reply == b"" or status_of(reply) == 431
+            assert reader.at_eof() or writer.transport.is_closing()
+
+
+async def test_garbage_is_400_and_closed() -> None:
+    async with running(ok) as addr:
+        for junk in (
+            b"garbage\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+            b"GET / HTTP/9.9\r\n\r\n",
+            b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\n\r\n",
+        ):
+            assert status_of(await raw(addr, junk)) == 400, junk
+
+
+async def test_garbage_after_a_good_request_answers_that_one_first() -> None:
+    async with running(ok) as addr:
+        reply = await raw(addr, b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n\x00\x01junk\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 OK")
+        assert b"x-path: /first" in reply
+        assert reply.count(b"HTTP/1.1 400") == 1
+
+
+async def test_slow_headers_are_408() -> None:
+    async with (
+        running(ok, limits=Limits(header_timeout_ms=100)) as addr,
+        connect(addr) as (reader, writer),
+    ):
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        async with asyncio.timeout(3):
+            assert status_of(await reader.read(-1)) == 408
+
+
+async def test_idle_keepalive_connection_is_closed() -> None:
+    async with (
+        running(ok, limits=Limits(keepalive_timeout_ms=100)) as addr,
+        connect(addr) as (reader, writer),
+    ):
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        async with asyncio.timeout(3):
+            assert (await read_response(reader))[0] == 200
+            assert await reader.read(-1) == b""
+
+
+async def test_slow_body_is_408() -> None:
+    async with (
+        running(ok, limits=Limits(body_timeout_ms=100)) as addr,
+        connect(addr) as (reader, writer),
+    ):
+        writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        async with asyncio.timeout(3):
+            assert status_of(await reader.read(-1)) == 408
+
+
+async def test_malformed_chunked_body_is_400() -> None:
+    async with running(ok) as addr:
+        reply = await raw(
+            addr, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+        )
+        assert status_of(reply) == 400
+
+
+async def test_handler_exception_is_500_and_the_connection_survives(
+    caplog: object,
+) -> None:
+    async def broken(req: IncomingRequest, writer: ResponseWriter) -> None:
+        if req.path == "/boom":
+            raise RuntimeError("boom")
+        await ok(req, writer)
+
+    async with running(broken) as addr, connect(addr) as (reader, writer):
+        writer.write(b"GET /boom HTTP/1.1\r\nHost: a\r\n\r\n")
+        async with asyncio.timeout(3):
+            assert (await read_response(reader))[0] == 500
+        assert status_of(await raw(addr, b"GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n")) == 200
+
+
+async def test_handler_that_does_not_answer_is_500() -> None:
+    async def silent(req: IncomingRequest, writer: ResponseWriter) -> None:
+        return None
+
+    async with running(silent) as addr:
+        assert status_of(await raw(addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")) == 500
+
+
+async def test_client_disconnect_cancels_the_handler() -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def slow(req: IncomingRequest, writer: ResponseWriter) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    hooks = CountingHooks()
+    async with running(slow, hooks=hooks) as addr:
+        async with connect(addr) as (_, writer):
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            async with asyncio.timeout(3):
+                await started.wait()
+        async with asyncio.timeout(3):
+            await cancelled.wait()
+    info, _error = hooks.closed[0]
+    assert info.requests == 1
+    assert info.bytes_read == len(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert info.bytes_written == 0
+
+
+async def test_connection_hooks_count_bytes() -> None:
+    hooks = CountingHooks()
+    async with running(ok, hooks=hooks) as addr:
+        request = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+        reply = await raw(addr, request)
+    ((info, error),) = hooks.closed
+    assert (info.direction, info.bytes_read, info.bytes_written) == (
+        "inbound",
+        len(request),
+        len(reply),
+    )
+    assert error is None
+    assert hooks.opened == [info]
+
+
+async def test_max_connections_closes_the_extra_ones() -> None:
+    async with (
+        running(ok, limits=Limits(max_connections=1)) as addr,
+        connect(addr) as (reader, writer),
+    ):
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        async with asyncio.timeout(3):
+            assert (await read_response(reader))[0] == 200
+        assert await raw(addr, b"GET / HTTP/1.1\r\n\r\n") == b""

@@ -1,0 +1,249 @@
+"""What the request path reports, in one place: metrics (Linkerd's families) and tap events.
+
+```
+Handler ── telemetry.exchange(...) ──> Exchange   one per request
+   .backend(b) .endpoint(addr)       who serves it (dst labels, target_addr)
+   .retry(...) .retry_skipped()      route retry counters
+   .response_head(status)            response latency (time to headers), tap `rsp`
+   .finish(status, error=...)        request/response counters, route and policy series, tap `end`
+```
+
+Label keys are cached by `ProxyMetrics`, so a request costs a few dictionary hits and
+integer increments; tap events are only built while someone is tapping. `finish` is
+idempotent: the first call counts, later ones are ignored.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from turnout.proxy.actions import Backend, Decision
+from turnout.proxy.metrics import REQUEST_TIMEOUT, PolicyRouteKey, ProxyMetrics
+from turnout.proxy.tap import TapEvent, TapHub, tap_id
+from turnout.proxy.transport.messages import IncomingRequest
+
+log = logging.getLogger(__name__)
+
+_NO_ADDR = ("0.0.0.0", 0)
+_TAP_BASE = itertools.count(1)
+
+
+def _addr(addr: tuple[str, int]) -> str:
+    return f"{addr[0]}:{addr[1]}"
+
+
+class Telemetry:
+    """Shared by every request of one proxy."""
+
+    __slots__ = ("clock", "metrics", "tap")
+
+    def __init__(
+        self, metrics: ProxyMetrics, tap: TapHub, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.metrics = metrics
+        self.tap = tap
+        self.clock = clock
+
+    def exchange(
+        self,
+        *,
+        direction: Literal["inbound", "outbound"],
+        request: IncomingRequest,
+        decision: Decision | None,
+        start: float,
+        target: tuple[str, int] | None = None,
+    ) -> Exchange:
+        ex = Exchange(self, direction, request, decision, start)
+        if target is not None:
+            ex.target = target
+        if self.tap.active:
+            ex.publish("req")
+        return ex
+
+
+class Exchange:
+    """One request's report; see the module docstring for the call order."""
+
+    __slots__ = (
+        "_done",
+        "decision",
+        "direction",
+        "dst_ns",
+        "dst_svc",
+        "head_at",
+        "owner",
+        "request",
+        "start",
+        "status",
+        "tap_id",
+        "target",
+    )
+
+    def __init__(
+        self,
+        owner: Telemetry,
+        direction: Literal["inbound", "outbound"],
+        request: IncomingRequest,
+        decision: Decision | None,
+        start: float,
+    ) -> None:
+        self.owner = owner
+        self.direction = direction
+        self.request = request
+        self.decision = decision
+        self.start = start
+        self.target: tuple[str, int] = request.local if direction == "inbound" else _NO_ADDR
+        self.dst_ns = ""
+        self.dst_svc = ""
+        self.head_at: float | None = None
+        self.status: int | None = None
+        self.tap_id = ""
+        self._done = False
+
+    def backend(self, backend: Backend) -> None:
+        ns, _, rest = backend.cluster.partition("/")
+        self.dst_ns, self.dst_svc = ns, rest.split(":", 1)[0]
+
+    def endpoint(self, addr: tuple[str, int]) -> None:
+        self.target = addr
+
+    def retry(self, *, status: int | None, error: Exception | None) -> None:
+        pk = self._policy_key()
+        if pk is not None:
+            self.owner.metrics.retry(pk)
+
+    def retry_skipped(self) -> None:
+        pk = self._policy_key()
+        if pk is not None:
+            self.owner.metrics.retry_overflow(pk)
+
+    def response_head(self, status: int) -> None:
+        self.head_at = self.owner.clock()
+        self.status = status
+        if self.owner.tap.active:
+            self.publish("rsp")
+
+    def finish(
+        self,
+        status: int | None,
+        *,
+        error: str = "",
+        grpc_status: int | None = None,
+        bytes_sent: int = 0,
+    ) -> None:
+        if self._done:
+            return
+        self._done = True
+        m = self.owner.metrics
+        now = self.owner.clock()
+        head = self.head_at if self.head_at is not None else now
+        latency_ms = (head - self.start) * 1000
+        if error == REQUEST_TIMEOUT or error == "REQUEST_TIMEOUT":
+            status_code: int | None = status if self.head_at is not None else None
+        else:
+            status_code = status
+        key = m.http(
+            direction=self.direction,
+            authority=self.request.host,
+            target_addr=self.target,
+            dst_namespace=self.dst_ns,
+            dst_service=self.dst_svc,
+        )
+        m.request(key)
+        m.response(
+            key,
+            status_code=status_code,
+            latency_ms=latency_ms,
+            grpc_status=grpc_status,
+            error=error,
+        )
+        decision = self.decision
+        if decision is not None and decision.route is not None:
+            rk = m.route(direction=self.direction, dst=self._dst(), rt_route=decision.route.rule)
+            m.route_request(rk)
+            m.route_response(
+                rk,
+                status_code=status_code,
+                latency_ms=latency_ms,
+                grpc_status=grpc_status,
+                error=error,
+            )
+            pk = self._policy_key()
+            if pk is not None:
+                m.route_status(pk, status_code=status_code, grpc_status=grpc_status, error=error)
+        if self.owner.tap.active:
+            if self.head_at is None:
+                self.status = status
+                self.head_at = now
+                self.publish("rsp")
+            self.publish(
+                "end", end=now, response_bytes=bytes_sent, grpc_status=grpc_status, reset=error
+            )
+
+    # ----------------------------------------------------------------------- helpers
+
+    def _dst(self) -> str:
+        return self.request.host
+
+    def _policy_key(self) -> PolicyRouteKey | None:
+        decision = self.decision
+        if decision is None or decision.route is None:
+            return None
+        kind, _, rest = decision.route.source.partition("/")
+        route_ns, _, route_name = rest.partition("/")
+        host = self.request.host
+        svc, _, port = host.partition(":")
+        parts = svc.split(".")
+        parent_ns = parts[1] if len(parts) > 1 else route_ns
+        return self.owner.metrics.policy_route(
+            parent_namespace=parent_ns,
+            parent_name=parts[0],
+            parent_port=int(port) if port.isdigit() else 80,
+            route_namespace=route_ns,
+            route_name=route_name,
+            route_kind=kind,
+        )
+
+    def publish(
+        self,
+        kind: Literal["req", "rsp", "end"],
+        *,
+        end: float | None = None,
+        response_bytes: int | None = None,
+        grpc_status: int | None = None,
+        reset: str = "",
+    ) -> None:
+        if not self.tap_id:
+            self.tap_id = tap_id(next(_TAP_BASE), 0)
+        req = self.request
+        decision = self.decision
+        latency = None
+        duration = None
+        if kind == "rsp" and self.head_at is not None:
+            latency = int((self.head_at - self.start) * 1_000_000)
+        if kind == "end" and end is not None and self.head_at is not None:
+            duration = int((end - self.head_at) * 1_000_000)
+        self.owner.tap.publish(
+            TapEvent(
+                kind=kind,
+                id=self.tap_id,
+                direction=self.direction,
+                src=_addr(req.peer),
+                dst=_addr(self.target),
+                tls="disabled",
+                method=req.method,
+                authority=req.host,
+                path=req.target,
+                route=decision.route.rule if decision is not None and decision.route else "",
+                status=self.status if kind != "req" else None,
+                latency_us=latency,
+                duration_us=duration,
+                response_bytes=response_bytes,
+                grpc_status=grpc_status,
+                reset_error=reset,
+            )
+        )

@@ -1,0 +1,51 @@
+"""The proxy's HTTP/1.1 transport: the listener (`serve_http`) and the upstream connection
+pool (`UpstreamPool`), both `asyncio.Protocol`s over httptools, plus the messages they hand
+to the request handler (docs/proxy.md is the contract).
+
+```
+client ─► server.serve_http ─► IncomingRequest + ResponseWriter ─► handler (not here)
+handler ─► client.UpstreamPool.request/upgrade ─► UpstreamResponse / UpgradedConnection
+```
+
+Nothing here routes, retries (beyond resending on a stale pooled connection) or counts
+metrics: `ConnectionHooks` hand the numbers to whoever does.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from turnout.proxy.transport.client import UpgradedConnection, UpstreamPool
+from turnout.proxy.transport.messages import (
+    HOP_BY_HOP,
+    ConnectionHooks,
+    ConnectionInfo,
+    Headers,
+    IncomingRequest,
+    Limits,
+    RequestBody,
+    ResponseWriter,
+    TunnelEnd,
+    UpstreamResponse,
+)
+from turnout.proxy.transport.server import Accept, Handler, serve_http
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "HOP_BY_HOP",
+    "Accept",
+    "ConnectionHooks",
+    "ConnectionInfo",
+    "Handler",
+    "Headers",
+    "IncomingRequest",
+    "Limits",
+    "RequestBody",
+    "ResponseWriter",
+    "TunnelEnd",
+    "UpgradedConnection",
+    "UpstreamPool",
+    "UpstreamResponse",
+    "serve_http",
+]

@@ -1,0 +1,676 @@
+"""`UpstreamPool`: pooled HTTP/1.1 keep-alive connections to upstream endpoints.
+
+```
+request(endpoint, ...) ─► idle[endpoint].pop()  (LIFO: the warmest connection)
+                          └─ none idle ─► loop.create_connection (connect timeout)
+        ─► transport.write(head + body)     (bytes body: one write)
+           or a sender task: chunked body, waiting on pause_writing (iterator body)
+        ◄─ HttpResponseParser callbacks ─► UpstreamResponse(head) + BodyStream (body)
+message complete + keep-alive ─► idle[endpoint].append(conn)  (+ idle timer)
+```
+
+One request is in flight per connection (no upstream pipelining). A pooled connection the
+peer closed while we were writing to it (the keep-alive race every pool meets) is detected
+when it closes before a single response byte: the request is then sent again, once, on a
+fresh connection, if its body is `bytes` (replayable) — as Go's `net/http` and Envoy do.
+Errors leave this module only as `UpstreamError` subclasses (turnout.proxy.errors), raised
+once here with the OS or parser exception as `__cause__`.
+
+Deliberately not here: retries on failures other than that stale-connection case (the
+handler owns retry policy and budgets), load balancing, TLS, HTTP/2, request pipelining,
+response trailers (parsed and dropped), and a response body timeout other than the request
+deadline `timeout_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator
+from typing import cast
+
+import httptools
+
+from turnout.proxy import config
+from turnout.proxy.errors import (
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from turnout.proxy.transport.messages import (
+    HOP_BY_HOP,
+    Address,
+    ConnectionHooks,
+    ConnectionInfo,
+    Headers,
+    TunnelEnd,
+    UpstreamResponse,
+    hook_close,
+    hook_open,
+)
+from turnout.proxy.transport.streams import BodyStream, WriteFlow
+
+log = logging.getLogger(__name__)
+
+_NO_BODY_STATUS = frozenset({204, 304})
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
+
+
+class _StopParsing(Exception):
+    """Raised from a parser callback to end `feed_data` (a HEAD response is complete)."""
+
+
+class _StaleConnection(UpstreamConnectError):
+    """A reused connection closed before any response byte: the keep-alive race."""
+
+
+def encode_request_head(
+    method: str,
+    target: str,
+    headers: Headers,
+    *,
+    endpoint: Address,
+    framing: str,
+) -> bytes:
+    """The request line and headers, hop-by-hop and framing headers replaced by `framing`
+    (already formatted lines). Raises `ValueError` for a CR or LF inside a header."""
+    parts = [method, " ", target, " HTTP/1.1\r\n"]
+    has_host = False
+    lines = 2
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            continue
+        if lname == "host":
+            has_host = True
+        parts += (name, ": ", value, "\r\n")
+        lines += 1
+    if not has_host:
+        parts.append(f"host: {endpoint[0]}:{endpoint[1]}\r\n")
+        lines += 1
+    parts += (framing, "\r\n")
+    head = "".join(parts)
+    # One C-level scan instead of a check per value: a CR/LF smuggled into a header value
+    # (or a method/target) would add lines and split the request.
+    if head.count("\n") != lines + framing.count("\n") or head.count("\r") != head.count("\n"):
+        raise ValueError("CR or LF inside the request line or a header")
+    return head.encode("latin-1")
+
+
+class _UpstreamConnection(asyncio.Protocol):
+    """One upstream TCP connection: writes requests, parses responses, one at a time."""
+
+    def __init__(self, pool: UpstreamPool, endpoint: Address) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.info: ConnectionInfo | None = None
+        self.flow = WriteFlow(self.loop, None)
+        self.closed = False
+        self.reused = False
+        self.busy = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+        # the exchange in flight
+        self._head: asyncio.Future[UpstreamResponse] | None = None
+        self._stream: BodyStream | None = None
+        self._headers: Headers = []
+        self._in_head = False
+        self._interim = False
+        self._received = False
+        self._head_only = False
+        self._keep_alive = False
+        self._until_eof = False
+        self._content_length: int | None = None
+        self._chunked = False
+        self._sent = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._sender: asyncio.Task[None] | None = None
+        # after a 101
+        self.upgraded = False
+        self.tunnel_peer: TunnelEnd | None = None
+        self.tunnel_buffer: list[bytes] = []
+        self.closed_waiter: asyncio.Future[None] = self.loop.create_future()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        self.transport = transport = cast(asyncio.Transport, transport)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.info = ConnectionInfo("outbound", self.endpoint, (local[0], local[1]))
+        hook_open(self.pool.hooks, self.info)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.info is not None
+        self.info.bytes_read += len(data)
+        if self.upgraded:
+            if self.tunnel_peer is not None:
+                self.tunnel_peer.send(data)
+            else:
+                self.tunnel_buffer.append(data)
+            return
+        if not self.busy:
+            log.debug("upstream sent data while idle endpoint=%s:%d", *self.endpoint)
+            self.abort()
+            return
+        self._received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0]
+            self.upgraded = True
+            if offset < len(data):
+                self.tunnel_buffer.append(data[offset:])
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _StopParsing):
+                return
+            self._fail(UpstreamProtocolError(self.endpoint, f"malformed response: {exc}"), exc)
+            self.abort()
+
+    def eof_received(self) -> bool | None:
+        return False  # close; connection_lost does the bookkeeping
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.pool._forget(self)
+        self.flow.close(
+            UpstreamProtocolError(self.endpoint, "connection closed while sending the request")
+        )
+        if self.busy:
+            self._lost_mid_exchange(exc)
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.close()
+        if not self.closed_waiter.done():
+            self.closed_waiter.set_result(None)
+        assert self.info is not None
+        hook_close(self.pool.hooks, self.info, exc)
+
+    def pause_writing(self) -> None:
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.pause_reading()
+        self.flow.pause()
+
+    def resume_writing(self) -> None:
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.resume_reading()
+        self.flow.resume()
+
+    # -- httptools callbacks -------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._in_head = True
+        self._content_length = None
+        self._chunked = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer: dropped
+        n = len(name)
+        if n == 14 and name.lower() == b"content-length":
+            self._content_length = int(value)
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            self._chunked = True
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._interim = True  # 100 Continue, 103 Early Hints: not forwarded
+            return
+        self._interim = False
+        self._keep_alive = self.parser.should_keep_alive()
+        if status == 101:
+            self.upgraded = True  # feed_data raises HttpParserUpgrade right after this
+        no_body = self._head_only or status in _NO_BODY_STATUS or status == 101
+        # HEAD: the announced length (no body follows); 204/304/101: none; else as framed
+        content_length = 0 if no_body and not self._head_only else self._content_length
+        self._until_eof = not no_body and content_length is None and not self._chunked
+        stream = BodyStream(
+            self.loop,
+            high_water=config.DEFAULT_READ_HIGH_WATER,
+            pause=self._pause_reading,
+            resume=self._resume_reading,
+        )
+        self._stream = stream
+        response = UpstreamResponse(
+            status=status,
+            headers=self._headers,
+            version=self.parser.get_http_version(),
+            content_length=content_length,
+            stream=stream,
+            release=functools.partial(self._release, stream),
+        )
+        head = self._head
+        if head is not None and not head.done():
+            head.set_result(response)
+        if self._head_only:
+            # llhttp cannot be told that a HEAD response has no body: stop this parser (the
+            # exception ends feed_data) and let a fresh one take the next response.
+            self.parser = httptools.HttpResponseParser(self)
+            self._complete()
+            raise _StopParsing
+
+    def on_body(self, body: bytes) -> None:
+        if self._stream is not None and not self._head_only:
+            self._stream.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if not self._head_only:
+            self._complete()
+
+    # -- the exchange --------------------------------------------------------------------
+
+    async def exchange(
+        self,
+        head: bytes,
+        body: bytes | AsyncIterator[bytes],
+        *,
+        method: str,
+        timeout_s: float | None,
+    ) -> UpstreamResponse:
+        transport = self.transport
+        assert transport is not None and self.info is not None
+        waiter: asyncio.Future[UpstreamResponse] = self.loop.create_future()
+        self._head = waiter
+        self._stream = None
+        self._received = False
+        self._interim = False
+        self._head_only = method == "HEAD"
+        self._sent = False
+        self.busy = True
+        self.info.requests += 1
+        if timeout_s is not None:
+            self._deadline = self.loop.call_later(timeout_s, self._expire, timeout_s)
+        if isinstance(body, bytes):
+            data = head + body if len(body) < 65536 else None
+            if data is None:
+                transport.writelines((head, body))
+                self.info.bytes_written += len(head) + len(body)
+            else:
+                transport.write(data)
+                self.info.bytes_written += len(data)
+            self._sent = True
+        else:
+            transport.write(head)
+            self.info.bytes_written += len(head)
+            self._sender = self.loop.create_task(
+                self._send_body(body), name=f"upstream-body {self.endpoint[0]}:{self.endpoint[1]}"
+            )
+            self._sender.add_done_callback(_log_crash)
+        ok = False
+        try:
+            response = await waiter
+            ok = True
+            return response
+        finally:
+            # The connection may already serve the next request: it went back to the pool
+            # as the response completed, before this coroutine resumed.
+            if self._head is waiter:
+                self._head = None
+            if not ok:
+                self.abort()
+
+    async def _send_body(self, body: AsyncIterator[bytes]) -> None:
+        transport = self.transport
+        assert transport is not None and self.info is not None
+        try:
+            async for chunk in body:
+                if self.closed:
+                    return
+                if not chunk:
+                    continue
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                self.info.bytes_written += len(chunk) + 4 + len(b"%x" % len(chunk))
+                await self.flow.drain()
+            if self.closed:
+                return
+            transport.write(b"0\r\n\r\n")
+            self.info.bytes_written += 5
+            self._sent = True
+        except UpstreamError:
+            return  # the connection broke; the exchange has its own error already
+        except Exception as exc:
+            # The source (usually the client's request body) failed: the upstream got a
+            # truncated body, so this connection is done; the caller sees the source's error.
+            log.debug("request body source failed endpoint=%s:%d error=%r", *self.endpoint, exc)
+            self._fail(exc, None)
+            self.abort()
+
+    def _complete(self) -> None:
+        """The response is complete on the wire; reuse the connection if we can."""
+        stream = self._stream
+        if stream is not None:
+            stream.feed_eof()
+        if not self._sent:
+            # An early response (before the whole request body went out): Go and Envoy both
+            # close such a connection rather than keep sending a body nobody reads.
+            self.abort()
+            return
+        self.busy = False
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self.upgraded:
+            return
+        if self._keep_alive and not self.closed:
+            self.reused = True
+            self.pool._put_idle(self)
+        else:
+            self.close()
+
+    def _release(self, stream: BodyStream) -> None:
+        stream.discard()
+        if not stream.at_eof and self._stream is stream and not self.closed:
+            self.abort()
+
+    def _expire(self, timeout_s: float) -> None:
+        self._deadline = None
+        err = UpstreamTimeout(self.endpoint, f"no complete response within {timeout_s:g} s")
+        self._fail(err, None)
+        self.abort()
+
+    def _fail(self, err: BaseException, cause: BaseException | None) -> None:
+        if cause is not None:
+            err.__cause__ = cause
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(err)
+        elif self._stream is not None:
+            self._stream.fail(err)
+
+    def _lost_mid_exchange(self, exc: Exception | None) -> None:
+        self.busy = False
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._sender is not None:
+            self._sender.cancel()
+        head = self._head
+        if head is not None and not head.done():
+            if self.upgraded:
+                return
+            if self._received:
+                err: UpstreamError = UpstreamProtocolError(
+                    self.endpoint, "connection closed in the response head"
+                )
+            elif self.reused:
+                err = _StaleConnection(self.endpoint, "reused connection closed before response")
+            else:
+                err = UpstreamConnectError(self.endpoint, "connection closed before response")
+            self._fail(err, exc)
+            return
+        stream = self._stream
+        if stream is None or stream.at_eof:
+            return
+        if self._until_eof and exc is None:
+            stream.feed_eof()  # a close-delimited body ends here (RFC 9112 §6.3 rule 8)
+        else:
+            self._fail(UpstreamProtocolError(self.endpoint, "connection closed mid-body"), exc)
+
+    # -- connection control --------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def idle_expired(self) -> None:
+        self.idle_timer = None
+        log.debug("idle upstream connection closed endpoint=%s:%d", *self.endpoint)
+        self.close()
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task crashed task=%s", task.get_name(), exc_info=task.exception())
+
+
+class UpgradedConnection:
+    """An upstream connection after `101 Switching Protocols`, for `ResponseWriter.tunnel`.
+
+    `response` is the 101 (its headers carry e.g. `Sec-WebSocket-Accept`); `protocol` is the
+    upstream's `Upgrade` value. Bytes the upstream sent right after its 101 are kept until
+    `attach()`.
+    """
+
+    __slots__ = ("_conn", "protocol", "response")
+
+    def __init__(self, conn: _UpstreamConnection, response: UpstreamResponse) -> None:
+        self._conn = conn
+        self.response = response
+        """The upstream's 101 response."""
+        self.protocol = next((v for k, v in response.headers if k.lower() == "upgrade"), "")
+        """The `Upgrade` value the upstream agreed to ("websocket")."""
+
+    def attach(self, peer: TunnelEnd) -> None:
+        """Send everything the upstream sends (buffered bytes first) to `peer`."""
+        conn = self._conn
+        conn.tunnel_peer = peer
+        buffered, conn.tunnel_buffer = conn.tunnel_buffer, []
+        for data in buffered:
+            peer.send(data)
+        if conn.closed:
+            peer.close()
+
+    def send(self, data: bytes) -> None:
+        conn = self._conn
+        if conn.transport is not None and not conn.closed:
+            conn.transport.write(data)
+            assert conn.info is not None
+            conn.info.bytes_written += len(data)
+
+    def pause_reading(self) -> None:
+        self._conn._pause_reading()
+
+    def resume_reading(self) -> None:
+        self._conn._resume_reading()
+
+    def close(self) -> None:
+        """Close after flushing what was written."""
+        self._conn.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._conn.closed
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._conn.closed_waiter)
+
+
+class UpstreamPool:
+    """Keep-alive HTTP/1.1 connections per upstream `(host, port)`, reused last-in first-out.
+
+    Idle connections are closed after `idle_timeout_ms`; at most `max_idle_per_endpoint` are
+    kept per endpoint. `hooks` sees every connection opened and closed (`direction` is
+    "outbound"). `close()` closes all of them.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_ms: int = config.DEFAULT_CONNECT_TIMEOUT_MS,
+        idle_timeout_ms: int = config.DEFAULT_POOL_IDLE_TIMEOUT_MS,
+        max_idle_per_endpoint: int = config.DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT,
+        hooks: ConnectionHooks | None = None,
+    ) -> None:
+        self.connect_timeout_ms = connect_timeout_ms
+        self.idle_timeout_ms = idle_timeout_ms
+        self.max_idle_per_endpoint = max_idle_per_endpoint
+        self.hooks = hooks
+        self._idle: dict[Address, list[_UpstreamConnection]] = {}
+        self._all: set[_UpstreamConnection] = set()
+
+    def idle_count(self, endpoint: Address) -> int:
+        """Idle connections pooled for `endpoint` right now."""
+        return len(self._idle.get(endpoint, ()))
+
+    @property
+    def open_count(self) -> int:
+        """Connections open (idle or busy) across all endpoints."""
+        return len(self._all)
+
+    async def request(
+        self,
+        endpoint: Address,
+        *,
+        method: str,
+        target: str,
+        headers: Headers,
+        body: bytes | AsyncIterator[bytes],
+        timeout_ms: int | None,
+    ) -> UpstreamResponse:
+        """Send one request and return the response once its head has arrived.
+
+        `timeout_ms` bounds the whole exchange, body included (None: no deadline). Raises
+        `UpstreamConnectError`, `UpstreamTimeout` or `UpstreamProtocolError`; an exception
+        from an iterator `body` is raised as is.
+        """
+        response, _ = await self._exchange(endpoint, method, target, headers, body, timeout_ms)
+        return response
+
+    async def upgrade(
+        self,
+        endpoint: Address,
+        *,
+        method: str,
+        target: str,
+        headers: Headers,
+        upgrade: str,
+        timeout_ms: int | None,
+    ) -> tuple[UpstreamResponse, UpgradedConnection | None]:
+        """Send an upgrade request (`Connection: upgrade`, `Upgrade: <upgrade>`). On a 101
+        the connection is handed over as an `UpgradedConnection` (never pooled again) and
+        `timeout_ms` stops applying; any other answer is an ordinary response and None."""
+        return await self._exchange(endpoint, method, target, headers, b"", timeout_ms, upgrade)
+
+    async def _exchange(
+        self,
+        endpoint: Address,
+        method: str,
+        target: str,
+        headers: Headers,
+        body: bytes | AsyncIterator[bytes],
+        timeout_ms: int | None,
+        upgrade: str | None = None,
+    ) -> tuple[UpstreamResponse, UpgradedConnection | None]:
+        if upgrade is not None:
+            framing = f"connection: upgrade\r\nupgrade: {upgrade}\r\n"
+        elif isinstance(body, bytes):
+            framing = (
+                ""
+                if not body and method in _BODYLESS_METHODS
+                else f"content-length: {len(body)}\r\n"
+            )
+        else:
+            framing = "transfer-encoding: chunked\r\n"
+        try:
+            head = encode_request_head(method, target, headers, endpoint=endpoint, framing=framing)
+        except ValueError as exc:
+            raise UpstreamProtocolError(endpoint, str(exc)) from exc
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_ms is None else loop.time() + timeout_ms / 1000
+        conn = self._pop_idle(endpoint)
+        if conn is None:
+            conn = await self._connect(endpoint)
+        try:
+            response = await conn.exchange(
+                head, body, method=method, timeout_s=_remaining(loop, deadline, endpoint)
+            )
+        except _StaleConnection:
+            if not isinstance(body, bytes):
+                raise
+            log.debug("stale pooled connection, sending again endpoint=%s:%d", *endpoint)
+            conn = await self._connect(endpoint)
+            response = await conn.exchange(
+                head, body, method=method, timeout_s=_remaining(loop, deadline, endpoint)
+            )
+        if conn.upgraded:
+            if upgrade is None:
+                conn.abort()
+                raise UpstreamProtocolError(endpoint, "101 to a request that asked no upgrade")
+            return response, UpgradedConnection(conn, response)
+        return response, None
+
+    def _pop_idle(self, endpoint: Address) -> _UpstreamConnection | None:
+        idle = self._idle.get(endpoint)
+        while idle:
+            conn = idle.pop()
+            if conn.idle_timer is not None:
+                conn.idle_timer.cancel()
+                conn.idle_timer = None
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                return conn
+        return None
+
+    async def _connect(self, endpoint: Address) -> _UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        host, port = endpoint
+        try:
+            async with asyncio.timeout(self.connect_timeout_ms / 1000):
+                _, conn = await loop.create_connection(
+                    lambda: _UpstreamConnection(self, endpoint), host, port
+                )
+        except TimeoutError as exc:
+            raise UpstreamConnectTimeout(
+                endpoint, f"connect timed out after {self.connect_timeout_ms} ms"
+            ) from exc
+        except OSError as exc:
+            raise UpstreamConnectError(endpoint, f"connect failed: {exc}") from exc
+        self._all.add(conn)
+        return conn
+
+    def _put_idle(self, conn: _UpstreamConnection) -> None:
+        idle = self._idle.setdefault(conn.endpoint, [])
+        if len(idle) >= self.max_idle_per_endpoint:
+            conn.close()
+            return
+        idle.append(conn)
+        conn.idle_timer = conn.loop.call_later(self.idle_timeout_ms / 1000, conn.idle_expired)
+
+    def _forget(self, conn: _UpstreamConnection) -> None:
+        self._all.discard(conn)
+        idle = self._idle.get(conn.endpoint)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    async def close(self) -> None:
+        """Close every connection (idle or busy) and wait until they are closed."""
+        conns = list(self._all)
+        for conn in conns:
+            conn.abort()
+        for conn in conns:
+            await conn.closed_waiter
+
+
+def _remaining(
+    loop: asyncio.AbstractEventLoop, deadline: float | None, endpoint: Address
+) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - loop.time()
+    if left <= 0:
+        raise UpstreamTimeout(endpoint, "deadline expired before the request was sent")
+    return left

@@ -1,0 +1,318 @@
+"""The values that cross the transport boundary (docs/proxy.md, "Contracts between them").
+
+```
+transport.server ──IncomingRequest(body: RequestBody)──► handler ──► ResponseWriter (server)
+handler ──UpstreamPool.request()──► transport.client ──UpstreamResponse──► handler
+                                                     ──UpgradedConnection──► writer.tunnel()
+both sides ──ConnectionInfo──► ConnectionHooks (metrics: TCP opens, closes, bytes)
+```
+
+Headers are `list[tuple[str, str]]`, names in the case received, values decoded as latin-1
+(the bytes on the wire, one to one). The handler passes end-to-end headers only: framing
+(`Content-Length`, `Transfer-Encoding`) and hop-by-hop headers (`HOP_BY_HOP`) belong to the
+transport, which drops any it is given and writes its own.
+
+This module holds plain data and protocols; it does no I/O and never parses HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from turnout.proxy import config
+from turnout.proxy.transport.streams import BodyStream
+
+if TYPE_CHECKING:
+    from turnout.proxy.transport.client import UpgradedConnection
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, str]]
+Address = tuple[str, int]
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "expect",
+    }
+)
+"""Lowercase names the transport owns (RFC 9110 §7.6.1 plus framing and `Expect`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """What one listener tolerates from its clients. Defaults: `turnout.proxy.config`."""
+
+    max_header_bytes: int = config.DEFAULT_MAX_HEADER_BYTES
+    """Request line plus headers, in bytes; more is answered 431 and the connection closed."""
+    max_header_count: int = config.DEFAULT_MAX_HEADER_COUNT
+    """Header fields per request; more is answered 431 and the connection closed."""
+    header_timeout_ms: int = config.DEFAULT_HEADER_TIMEOUT_MS
+    """Milliseconds from a request's first byte to its last header; then 408 and close."""
+    body_timeout_ms: int | None = config.DEFAULT_BODY_TIMEOUT_MS
+    """Milliseconds a body read may wait for the next bytes (None: no limit); on expiry the
+    read raises `ClientError(408)`."""
+    keepalive_timeout_ms: int = config.DEFAULT_KEEPALIVE_TIMEOUT_MS
+    """Milliseconds an idle connection (no request in progress) is kept open."""
+    send_timeout_ms: int | None = config.DEFAULT_SEND_TIMEOUT_MS
+    """Milliseconds a write may wait for a slow client to read (None: no limit); then abort."""
+    max_pipelined: int = config.DEFAULT_MAX_PIPELINED
+    """Parsed requests waiting behind the current one before reading pauses."""
+    read_high_water: int = config.DEFAULT_READ_HIGH_WATER
+    """Buffered body bytes per message above which reading pauses (back-pressure)."""
+    max_connections: int | None = config.DEFAULT_MAX_CONNECTIONS
+    """Client connections kept at once by one listener; None means no limit. Connections
+    over the limit are closed as soon as they are accepted."""
+
+
+class ConnectionInfo:
+    """One TCP connection, as the metrics see it. Counters are updated in place while the
+    connection lives; read them in `on_connection_close` for the final values."""
+
+    __slots__ = (
+        "bytes_read",
+        "bytes_written",
+        "direction",
+        "local",
+        "opened_at",
+        "peer",
+        "requests",
+    )
+
+    def __init__(
+        self, direction: Literal["inbound", "outbound"], peer: Address, local: Address
+    ) -> None:
+        self.direction: Literal["inbound", "outbound"] = direction
+        """"inbound": a client of our listener; "outbound": a pooled upstream connection."""
+        self.peer = peer
+        """The other end: the client's address, or the upstream endpoint."""
+        self.local = local
+        """Our end: the listener's address, or the local address of the upstream socket."""
+        self.opened_at = asyncio.get_running_loop().time()
+        """Loop time (seconds) when the connection was established."""
+        self.bytes_read = 0
+        """Bytes received so far (raw TCP payload, headers included)."""
+        self.bytes_written = 0
+        """Bytes handed to the transport so far (raw TCP payload)."""
+        self.requests = 0
+        """Requests carried: received (inbound) or sent (outbound)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"ConnectionInfo({self.direction} peer={self.peer} local={self.local}"
+            f" read={self.bytes_read} written={self.bytes_written} requests={self.requests})"
+        )
+
+
+class ConnectionHooks(Protocol):
+    """Connection lifecycle callbacks, for metrics. Called on the event loop; they must not
+    block or raise (an exception is logged and ignored)."""
+
+    def on_connection_open(self, conn: ConnectionInfo) -> None:
+        """A TCP connection was accepted (inbound) or connected (outbound)."""
+
+    def on_connection_close(self, conn: ConnectionInfo, error: BaseException | None) -> None:
+        """The connection is closed; `error` is why (None for an orderly close). Called once
+        for every `on_connection_open`."""
+
+
+def hook_open(hooks: ConnectionHooks | None, conn: ConnectionInfo) -> None:
+    """Call `hooks.on_connection_open`, logging (not raising) a crash."""
+    if hooks is not None:
+        try:
+            hooks.on_connection_open(conn)
+        except Exception:
+            log.exception("connection hook failed hook=open conn=%r", conn)
+
+
+def hook_close(
+    hooks: ConnectionHooks | None, conn: ConnectionInfo, error: BaseException | None
+) -> None:
+    """Call `hooks.on_connection_close`, logging (not raising) a crash."""
+    if hooks is not None:
+        try:
+            hooks.on_connection_close(conn, error)
+        except Exception:
+            log.exception("connection hook failed hook=close conn=%r", conn)
+
+
+class TunnelEnd(Protocol):
+    """One side of a spliced byte tunnel (`ResponseWriter.tunnel`): bytes that arrive on the
+    other side are `send()` here, and each side pauses the other's reading when its own write
+    buffer is full."""
+
+    def send(self, data: bytes) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class RequestBody:
+    """The body of an `IncomingRequest`, streamed from the client connection.
+
+    Reading it for the first time sends `100 Continue` when the client asked for it. Reads
+    wait at most `Limits.body_timeout_ms` for more bytes and raise `ClientError` (408 on a
+    timeout, 400 on a malformed chunked body, 499 when the client went away).
+    """
+
+    __slots__ = ("_stream", "content_length")
+
+    def __init__(self, stream: BodyStream, content_length: int | None) -> None:
+        self._stream = stream
+        self.content_length = content_length
+        """`Content-Length` of the request; None for a chunked body or none at all."""
+
+    async def read(self, limit: int) -> bytes | None:
+        """The whole body if it is at most `limit` bytes, else None; the body then stays
+        streamable with `chunks()` from its start. A request without a body reads b""."""
+        if self.content_length is not None and self.content_length > limit:
+            return None
+        return await self._stream.read_all(limit)
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The (rest of the) body, chunk by chunk, once."""
+        return _Chunks(self._stream)
+
+    @property
+    def complete(self) -> bool:
+        """The whole body has been received from the client (it may still be buffered)."""
+        return self._stream.at_eof
+
+
+class _Chunks:
+    """A plain async iterator (not an async generator: nothing to finalize, and cheaper)."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: BodyStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data = await self._stream.read_chunk()
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+
+@dataclass(slots=True, eq=False)
+class IncomingRequest:
+    """A request received by `serve_http`, handed to the handler once its head is parsed."""
+
+    method: str
+    """Request method, as sent ("GET")."""
+    target: str
+    """Raw request-target ("/p?q")."""
+    path: str
+    """The target before "?" ("/p")."""
+    query: str
+    """The target after "?" ("q"; "" when none)."""
+    headers: Headers
+    """As received: names in their case, order kept, values latin-1."""
+    host: str
+    """The Host header ("" when absent)."""
+    version: str
+    """HTTP version, "1.1" or "1.0"."""
+    keep_alive: bool
+    """The connection stays open after this exchange (no `Connection: close`, or HTTP/1.0
+    with `Connection: keep-alive`)."""
+    body: RequestBody
+    """The request body; reads as b"" when there is none."""
+    peer: Address
+    """The client's address."""
+    local: Address
+    """The listener's address."""
+    upgrade: str | None
+    """The `Upgrade` header value when the request asks for one (`Connection: upgrade`)."""
+
+
+class ResponseWriter(Protocol):
+    """How a handler answers. Either `respond()` once, or `start()`, `write()`..., `end()`,
+    or (for an upgrade request) `tunnel()`. Writes wait while the client is slow to read."""
+
+    @property
+    def started(self) -> bool:
+        """The status line has been sent: no retry and no error page is possible any more."""
+
+    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        """Send a whole response (one socket write for head and body). The transport writes
+        Content-Length; only when answering HEAD is a Content-Length in `headers` kept."""
+
+    async def start(
+        self, status: int, headers: Headers, *, content_length: int | None = None
+    ) -> None:
+        """Send the head of a streamed response. With `content_length` the body is sent as
+        is, else chunked (HTTP/1.1) or delimited by closing the connection (HTTP/1.0)."""
+
+    async def write(self, chunk: bytes) -> None:
+        """Send a piece of the body started with `start()`."""
+
+    async def end(self) -> None:
+        """Finish the body started with `start()`."""
+
+    async def tunnel(self, upstream: UpgradedConnection, headers: Headers | None = None) -> None:
+        """Answer `101 Switching Protocols` with `headers` (default: the upstream's 101
+        headers) and splice bytes both ways until either side closes; returns then."""
+
+
+class UpstreamResponse:
+    """A response from an upstream (`UpstreamPool.request`): the head, and the body streamed
+    from the connection. The connection goes back to the pool as soon as the whole body has
+    arrived; call `release()` in a `finally` to give up a body you do not read to the end."""
+
+    __slots__ = ("_release", "_stream", "content_length", "headers", "status", "version")
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        headers: Headers,
+        version: str,
+        content_length: int | None,
+        stream: BodyStream,
+        release: Callable[[], None],
+    ) -> None:
+        self.status = status
+        """Status code."""
+        self.headers = headers
+        """Headers as received, framing and hop-by-hop ones included (the writer drops
+        those)."""
+        self.version = version
+        """HTTP version of the response, "1.1" or "1.0"."""
+        self.content_length = content_length
+        """Body length when known in advance (Content-Length; 0 for 204/304/101); None for
+        chunked or close-delimited bodies. For a HEAD request: the length the upstream
+        announced (None if it did not), while the body itself is empty."""
+        self._stream = stream
+        self._release = release
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk, once. Raises `UpstreamProtocolError` when the
+        connection breaks mid-body and `UpstreamTimeout` when the request deadline expires."""
+        return _Chunks(self._stream)
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        data = await self._stream.read_all()
+        assert data is not None
+        return data
+
+    def release(self) -> None:
+        """Give up the rest of the body: if it has not fully arrived the connection is closed
+        (never reused). Safe to call more than once, and after the body was read."""
+        self._release()

@@ -1,0 +1,766 @@
+"""`serve_http`: the listener. One `asyncio.Protocol` per client connection, parsing with
+httptools (llhttp, in C) and answering in request order.
+
+```
+data_received ─► HttpRequestParser ─► on_headers_complete ─► _Exchange (IncomingRequest +
+      │              │                                        ResponseWriter), queued
+      │              └─► on_body ─► BodyStream ─► handler reads body (pause_reading above
+      │                                            Limits.read_high_water)
+      └─ limits: 431 (header bytes/count), 400 (malformed), 408 (header timeout)
+queue ─► one handler task at a time (pipelined requests wait their turn) ─► writer:
+   respond(): one transport.write(head + body) │ start()/write()/end(): chunked or sized
+   tunnel(): 101, then bytes spliced both ways with each side's flow control
+handler done ─► next queued request, or keep-alive timer, or close
+```
+
+Connections are counted and reported through `ConnectionHooks` (bytes read and written,
+requests). `accept(conn_info) -> bool` is the place for the inbound policy check (who may
+connect; with TLS, the peer identity too): it runs once per connection before any byte is
+read, and a False closes it.
+
+Deliberately not here: routing and everything else about what to answer (the handler's),
+HTTP/2, request trailers (parsed and dropped), the TLS setup itself (`ssl` is passed through
+to `loop.create_server`), graceful drain on shutdown, an idle timeout inside upgraded
+tunnels, and resuming keep-alive after a response that left the request body unread (the
+connection is closed instead, as h11 does, rather than reading and discarding the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as _ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import cast
+
+import httptools
+
+from turnout.proxy.errors import ClientError
+from turnout.proxy.transport.client import UpgradedConnection
+from turnout.proxy.transport.messages import (
+    HOP_BY_HOP,
+    ConnectionHooks,
+    ConnectionInfo,
+    Headers,
+    IncomingRequest,
+    Limits,
+    RequestBody,
+    ResponseWriter,
+    hook_close,
+    hook_open,
+)
+from turnout.proxy.transport.streams import BodyStream, WriteFlow
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[IncomingRequest, ResponseWriter], Awaitable[None]]
+"""Answers one request through the writer. If it raises before starting the response, the
+server answers 500 (`ClientError`: its status) and logs; it is cancelled when the client
+disconnects."""
+
+Accept = Callable[[ConnectionInfo], bool]
+
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
+_NO_BODY_STATUS = frozenset({204, 304})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _status_line(status: int) -> str:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if not 100 <= status <= 999:
+            raise ValueError(f"invalid status code {status}")
+        line = f"HTTP/1.1 {status} Unknown\r\n"
+    return line
+
+
+def _error_response(status: int) -> bytes:
+    phrase = HTTPStatus(status).phrase if status in _STATUS_LINES else "Error"
+    body = f"{phrase}\n".encode()
+    return (
+        f"{_status_line(status)}content-type: text/plain\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    ).encode() + body
+
+
+_ERRORS = {s: _error_response(s) for s in (400, 405, 408, 431, 500, 503)}
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: the request head is over a limit (431)."""
+
+
+class _Exchange:
+    """One request on a connection and its `ResponseWriter`."""
+
+    __slots__ = (
+        "chunked",
+        "close_delimited",
+        "conn",
+        "finished",
+        "must_close",
+        "no_body",
+        "remaining",
+        "request",
+        "started",
+        "stream",
+        "task",
+        "tunneling",
+    )
+
+    def __init__(
+        self, conn: HttpServerProtocol, request: IncomingRequest, stream: BodyStream
+    ) -> None:
+        self.conn = conn
+        self.request = request
+        self.stream = stream
+        self.task: asyncio.Task[None] | None = None
+        self.started = False
+        self.finished = False
+        self.must_close = not request.keep_alive
+        self.chunked = False
+        self.close_delimited = False
+        self.no_body = False
+        self.remaining: int | None = None
+        self.tunneling = False
+
+    # -- the ResponseWriter protocol ------------------------------------------------------
+
+    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        self._check_open()
+        # RFC 9110 §8.6: no Content-Length in a 204
+        framing = "" if status == 204 else f"content-length: {len(body)}\r\n"
+        head = self._encode_head(status, headers, framing)
+        self.started = self.finished = True
+        conn = self.conn
+        if self.request.method == "HEAD" or status in _NO_BODY_STATUS or not body:
+            conn.write(head)
+        elif len(body) < 65536:
+            conn.write(head + body)
+        else:
+            conn.writelines(head, body)
+        if conn.flow.paused:
+            await self._drain()
+
+    async def start(
+        self, status: int, headers: Headers, *, content_length: int | None = None
+    ) -> None:
+        self._check_open()
+        self.no_body = self.request.method == "HEAD" or status in _NO_BODY_STATUS
+        if content_length is not None:
+            framing = f"content-length: {content_length}\r\n"
+            self.remaining = 0 if self.no_body else content_length
+        elif self.no_body:
+            framing = ""
+        elif self.request.version == "1.1":
+            framing = "transfer-encoding: chunked\r\n"
+            self.chunked = True
+        else:
+            framing = ""
+            self.close_delimited = self.must_close = True
+        head = self._encode_head(status, headers, framing)
+        self.started = True
+        self.conn.write(head)
+        if self.conn.flow.paused:
+            await self._drain()
+
+    async def write(self, chunk: bytes) -> None:
+        if not self.started or self.finished:
+            raise RuntimeError("write() needs start() first and no end() yet")
+        if not chunk or self.no_body:
+            return
+        conn = self.conn
+        if conn.closed:
+            raise ClientError(499, "client disconnected")
+        if self.chunked:
+            conn.writelines(b"%x\r\n" % len(chunk), chunk, b"\r\n")
+        else:
+            if self.remaining is not None:
+                self.remaining -= len(chunk)
+                if self.remaining < 0:
+                    raise RuntimeError("body longer than the content_length given to start()")
+            conn.write(chunk)
+        if conn.flow.paused:
+            await self._drain()
+
+    async def end(self) -> None:
+        if not self.started:
+            raise RuntimeError("end() needs start() first")
+        if self.finished:
+            return
+        self.finished = True
+        if self.chunked and not self.conn.closed:
+            self.conn.write(b"0\r\n\r\n")
+        elif self.remaining:
+            # Fewer bytes than announced: the client would wait forever; only a reset tells it.
+            log.debug("response shorter than its content-length, aborting peer=%s", self.conn.peer)
+            self.conn.abort()
+
+    async def tunnel(self, upstream: UpgradedConnection, headers: Headers | None = None) -> None:
+        self._check_open()
+        if self.request.upgrade is None:
+            upstream.close()
+            raise RuntimeError("tunnel() needs a request that asked for an upgrade")
+        framing = f"connection: upgrade\r\nupgrade: {upstream.protocol}\r\n"
+        hdrs = upstream.response.headers if headers is None else headers
+        head = self._encode_head(101, hdrs, framing)
+        self.started = self.tunneling = self.must_close = True
+        conn = self.conn
+        conn.write(head)
+        try:
+            await conn.splice(upstream)
+        finally:
+            self.finished = True
+            upstream.close()
+            conn.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.started:
+            raise RuntimeError("the response has already started")
+        if self.conn.closed:
+            raise ClientError(499, "client disconnected")
+
+    def _encode_head(self, status: int, headers: Headers, framing: str) -> bytes:
+        parts = [_status_line(status)]
+        lines = 2
+        head_request = self.request.method == "HEAD"
+        for name, value in headers:
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                if not (head_request and lname == "content-length"):
+                    continue
+                # HEAD: the handler's Content-Length tells the size a GET would get
+                framing = ""
+            parts += (name, ": ", value, "\r\n")
+            lines += 1
+        if not self.stream.at_eof and not self.tunneling and status != 101:
+            self.must_close = True  # the request body is still coming: see the docstring
+        if self.must_close and status != 101:
+            parts.append("connection: close\r\n")
+            lines += 1
+        elif self.request.version == "1.0":
+            parts.append("connection: keep-alive\r\n")
+            lines += 1
+        parts += (framing, "\r\n")
+        head = "".join(parts)
+        # One scan instead of a check per value: CR/LF inside a value would split the response.
+        if head.count("\n") != lines + framing.count("\n") or head.count("\r") != head.count("\n"):
+            raise ValueError("CR or LF inside a response header")
+        return head.encode("latin-1")
+
+    async def _drain(self) -> None:
+        try:
+            await self.conn.flow.drain()
+        except TimeoutError:
+            self.conn.abort()
+            raise ClientError(408, "client too slow to read the response") from None
+
+    def send_continue(self) -> None:
+        """The handler started reading the body: tell the client to send it (RFC 9110 §10.1.1)."""
+        if not self.started and not self.conn.closed:
+            self.conn.write(_CONTINUE)
+
+
+class _ClientEnd:
+    """The client side of a tunnel, as the upstream side sees it."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: HttpServerProtocol) -> None:
+        self._conn = conn
+
+    def send(self, data: bytes) -> None:
+        if not self._conn.closed:
+            self._conn.write(data)
+
+    def pause_reading(self) -> None:
+        self._conn.set_reading(tunnel=False)
+
+    def resume_reading(self) -> None:
+        self._conn.set_reading(tunnel=True)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _Listener:
+    """What all connections of one `serve_http` share."""
+
+    __slots__ = ("accept", "handler", "hooks", "limits", "open")
+
+    def __init__(
+        self, handler: Handler, limits: Limits, hooks: ConnectionHooks | None, accept: Accept | None
+    ) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.hooks = hooks
+        self.accept = accept
+        self.open = 0
+
+
+class HttpServerProtocol(asyncio.Protocol):
+    """One client connection (see the module docstring)."""
+
+    def __init__(self, listener: _Listener) -> None:
+        self.listener = listener
+        self.limits = listener.limits
+        self.loop = asyncio.get_running_loop()
+        send_timeout = self.limits.send_timeout_ms
+        self.flow = WriteFlow(self.loop, None if send_timeout is None else send_timeout / 1000)
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.info: ConnectionInfo | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self.local: tuple[str, int] = ("", 0)
+        self.closed = False
+        self._counted = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._queue: deque[_Exchange] = deque()
+        self._active: _Exchange | None = None
+        self._parsing: _Exchange | None = None  # head complete, body still arriving
+        self._stopped = False  # no more requests are parsed on this connection
+        self._pending_error: int | None = None
+        self._paused_streams = 0
+        self._reading = True
+        self._tunnel_ok = True
+        # the head being parsed
+        self._in_head = False
+        self._url = b""
+        self._headers: Headers = []
+        self._head_size = 0
+        self._head_raw = 0
+        self._head_new = False
+        # after an upgrade request
+        self._upgraded = False
+        self._tunnel: UpgradedConnection | None = None
+        self._tunnel_buffer: list[bytes] = []
+        self._closed_waiter: asyncio.Future[None] = self.loop.create_future()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        self.transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.peer, self.local = (peer[0], peer[1]), (local[0], local[1])
+        self.info = info = ConnectionInfo("inbound", self.peer, self.local)
+        listener = self.listener
+        listener.open += 1
+        self._counted = True
+        hook_open(listener.hooks, info)
+        limit = self.limits.max_connections
+        if limit is not None and listener.open > limit:
+            log.debug("connection over the limit closed peer=%s limit=%d", self.peer, limit)
+            transport.abort()
+            return
+        if listener.accept is not None:
+            try:
+                allowed = listener.accept(info)
+            except Exception:
+                log.exception("accept check failed peer=%s", self.peer)
+                allowed = False
+            if not allowed:
+                log.debug("connection refused by policy peer=%s", self.peer)
+                transport.abort()
+                return
+        self._arm(self.limits.keepalive_timeout_ms, self._on_idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        info = self.info
+        assert info is not None
+        info.bytes_read += len(data)
+        if self._tunnel is not None:
+            self._tunnel.send(data)
+            return
+        if self._upgraded:
+            self._tunnel_buffer.append(data)
+            return
+        if self._stopped:
+            return
+        self._head_new = False
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._on_upgrade(data[exc.args[0] :])
+            return
+        except httptools.HttpParserError as exc:
+            too_large = isinstance(exc.__context__, _HeadTooLarge)
+            self._on_bad_input(431 if too_large else 400, exc)
+            return
+        if self._in_head and not self._head_new:
+            # the header being read is buffered inside httptools until it ends: count raw
+            # bytes too, so a single endless header cannot grow without bound
+            self._head_raw += len(data)
+            if self._head_raw > self.limits.max_header_bytes:
+                self._on_bad_input(431, None)
+
+    def eof_received(self) -> bool | None:
+        # A client's FIN is taken as a disconnect, as nginx does (`proxy_ignore_client_abort
+        # off`): a proxy must not keep upstream work going for a client that left. The cost:
+        # a client that half-closes after its request gets no answer.
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        err = ClientError(499, "client disconnected")
+        self.flow.close(err)
+        active = self._active
+        for exch in (active, self._parsing, *self._queue):
+            if exch is not None:
+                exch.stream.fail(err)
+        self._queue.clear()
+        if active is not None and active.task is not None and not active.tunneling:
+            active.task.cancel()
+        if self._tunnel is not None:
+            self._tunnel.close()
+        if not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+        if self._counted:
+            self.listener.open -= 1
+            self._counted = False
+        assert self.info is not None
+        hook_close(self.listener.hooks, self.info, exc)
+
+    def pause_writing(self) -> None:
+        self.flow.pause()
+        if self._tunnel is not None:
+            self._tunnel.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.flow.resume()
+        if self._tunnel is not None:
+            self._tunnel.resume_reading()
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_new = True
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._head_raw = 0
+        if self._active is None:
+            self._arm(self.limits.header_timeout_ms, self._on_header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > self.limits.max_header_bytes:
+            raise _HeadTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer: dropped
+        self._head_size += len(name) + len(value) + 4
+        headers = self._headers
+        if (
+            self._head_size > self.limits.max_header_bytes
+            or len(headers) >= self.limits.max_header_count
+        ):
+            raise _HeadTooLarge
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._active is None:
+            self._cancel_timer()
+        parser = self.parser
+        headers = self._headers
+        host = ""
+        content_length: int | None = None
+        has_body = False
+        expect = False
+        upgrade: str | None = None
+        for name, value in headers:
+            n = len(name)
+            if n == 4 and name.lower() == "host":
+                host = value
+            elif n == 14 and name.lower() == "content-length":
+                content_length = int(value)
+                has_body = content_length > 0
+            elif n == 17 and name.lower() == "transfer-encoding":
+                has_body = True
+            elif n == 6 and name.lower() == "expect":
+                expect = value.lower() == "100-continue"
+            elif n == 7 and name.lower() == "upgrade":
+                upgrade = value
+        method = parser.get_method().decode("ascii")
+        if parser.should_upgrade():
+            if method == "CONNECT":
+                raise ValueError("CONNECT is not supported")  # 400 via the callback error
+            has_body = False
+        else:
+            upgrade = None
+        version = parser.get_http_version()
+        target = self._url.decode("latin-1")
+        path, _, query = target.partition("?")
+        limits = self.limits
+        stream = BodyStream(
+            self.loop,
+            high_water=limits.read_high_water,
+            pause=self._pause_stream,
+            resume=self._resume_stream,
+            timeout_s=None if limits.body_timeout_ms is None else limits.body_timeout_ms / 1000,
+            timeout_error=_body_timeout,
+        )
+        if not has_body:
+            stream.feed_eof()
+        request = IncomingRequest(
+            method=method,
+            target=target,
+            path=path,
+            query=query,
+            headers=headers,
+            host=host,
+            version=version,
+            keep_alive=parser.should_keep_alive(),
+            body=RequestBody(stream, content_length),
+            peer=self.peer,
+            local=self.local,
+            upgrade=upgrade,
+        )
+        exch = _Exchange(self, request, stream)
+        if expect and has_body and version == "1.1":
+            stream.on_first_read = exch.send_continue
+        assert self.info is not None
+        self.info.requests += 1
+        self._parsing = exch
+        if self._active is None:
+            self._start(exch)
+        else:
+            self._queue.append(exch)
+            if len(self._queue) >= limits.max_pipelined:
+                self._update_reading()
+
+    def on_body(self, body: bytes) -> None:
+        exch = self._parsing
+        if exch is not None:
+            exch.stream.feed(body)
+
+    def on_message_complete(self) -> None:
+        exch = self._parsing
+        if exch is None:
+            return
+        self._parsing = None
+        exch.stream.feed_eof()
+        if not exch.request.keep_alive:
+            self._stopped = True  # llhttp refuses data after `Connection: close`; ignore it
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _start(self, exch: _Exchange) -> None:
+        self._active = exch
+        self._cancel_timer()
+        exch.task = self.loop.create_task(self._run(exch))
+
+    async def _run(self, exch: _Exchange) -> None:
+        try:
+            await self.listener.handler(exch.request, exch)
+        except ClientError as exc:
+            log.debug("client error peer=%s status=%d error=%s", self.peer, exc.status, exc)
+            self._answer_error(exch, exc.status)
+        except Exception:
+            log.exception(
+                "handler failed method=%s target=%.200s peer=%s",
+                exch.request.method,
+                exch.request.target,
+                self.peer,
+            )
+            self._answer_error(exch, 500)
+        else:
+            if not exch.started:
+                log.error("handler returned without responding target=%.200s", exch.request.target)
+                self._answer_error(exch, 500)
+            elif not exch.finished:
+                await exch.end()
+        finally:
+            self._done(exch)
+
+    def _answer_error(self, exch: _Exchange, status: int) -> None:
+        if exch.started or self.closed:
+            if not exch.finished:
+                self.abort()  # a half-sent response cannot be completed or taken back
+            return
+        exch.started = exch.finished = exch.must_close = True
+        if status != 499:
+            self.write(_ERRORS.get(status) or _error_response(status))
+
+    def _done(self, exch: _Exchange) -> None:
+        self._active = None
+        if self.closed:
+            return
+        stream = exch.stream
+        if exch.must_close or not stream.at_eof or self._upgraded:
+            self.close()
+            return
+        stream.discard()
+        if self._queue:
+            nxt = self._queue.popleft()
+            self._update_reading()
+            self._start(nxt)
+        elif self._pending_error is not None:
+            self._send_error_and_close(self._pending_error)
+        elif self._stopped:
+            self.close()  # the client half-closed: nothing more will come
+        elif self._in_head:
+            self._arm(self.limits.header_timeout_ms, self._on_header_timeout)
+        else:
+            self._arm(self.limits.keepalive_timeout_ms, self._on_idle_timeout)
+
+    def _on_bad_input(self, status: int, exc: BaseException | None) -> None:
+        self._stopped = True
+        exch = self._parsing
+        if exch is not None:
+            # broken body (bad chunk framing): the handler reading it sees a ClientError
+            self._parsing = None
+            exch.stream.fail(ClientError(400, f"malformed request body: {exc}"))
+            exch.must_close = True
+            if self._active is None and not self._queue:
+                self.close()
+            return
+        log.debug("bad request peer=%s status=%d error=%s", self.peer, status, exc)
+        if self._active is None:
+            self._send_error_and_close(status)
+        else:
+            self._pending_error = status  # answered after the requests before it
+
+    def _on_upgrade(self, rest: bytes) -> None:
+        self._upgraded = self._stopped = True
+        self._parsing = None
+        if rest:
+            self._tunnel_buffer.append(rest)
+        self.set_reading(tunnel=False)  # until the handler splices (or declines) the tunnel
+
+    async def splice(self, upstream: UpgradedConnection) -> None:
+        """Splice this connection and `upstream` until either closes (`tunnel()`)."""
+        self._tunnel = upstream
+        buffered, self._tunnel_buffer = self._tunnel_buffer, []
+        for data in buffered:
+            upstream.send(data)
+        upstream.attach(_ClientEnd(self))
+        self.set_reading(tunnel=True)
+        closed = asyncio.ensure_future(upstream.wait_closed())
+        try:
+            await asyncio.wait((self._closed_waiter, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _arm(self, ms: int, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(ms / 1000, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_idle_timeout(self) -> None:
+        self._timer = None
+        if self._active is None and not self._in_head:
+            log.debug("idle connection closed peer=%s", self.peer)
+            self.close()
+
+    def _on_header_timeout(self) -> None:
+        self._timer = None
+        if self._in_head and not self.closed:
+            self._on_bad_input(408, None)
+
+    # -- I/O -----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None and self.info is not None
+        self.transport.write(data)
+        self.info.bytes_written += len(data)
+
+    def writelines(self, *parts: bytes) -> None:
+        assert self.transport is not None and self.info is not None
+        self.transport.writelines(parts)
+        self.info.bytes_written += sum(map(len, parts))
+
+    def close(self) -> None:
+        """Close after the buffered writes are flushed."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def _send_error_and_close(self, status: int) -> None:
+        self._stopped = True
+        if not self.closed:
+            self.write(_ERRORS.get(status) or _error_response(status))
+            self.close()
+
+    def _pause_stream(self) -> None:
+        self._paused_streams += 1
+        self._update_reading()
+
+    def _resume_stream(self) -> None:
+        self._paused_streams -= 1
+        self._update_reading()
+
+    def set_reading(self, *, tunnel: bool) -> None:
+        """Pause (False) or resume (True) reading for the tunnel's flow control."""
+        self._tunnel_ok = tunnel
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        want = (
+            self._paused_streams == 0
+            and self._tunnel_ok
+            and len(self._queue) < self.limits.max_pipelined
+        )
+        if want == self._reading or self.transport is None or self.closed:
+            return
+        self._reading = want
+        if want:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+
+
+def _body_timeout() -> ClientError:
+    return ClientError(408, "request body timed out")
+
+
+async def serve_http(
+    handler: Handler,
+    *,
+    host: str,
+    port: int,
+    limits: Limits | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    hooks: ConnectionHooks | None = None,
+    accept: Accept | None = None,
+    backlog: int = 1024,
+    reuse_port: bool = False,
+) -> asyncio.Server:
+    """Listen on `host:port` (0: any free port; see `server.sockets`) and serve HTTP/1.1.
+
+    `limits` defaults to `Limits()`. `ssl` is handed to `loop.create_server` as is (TLS
+    termination comes later). `hooks` sees every connection open and close; `accept` is the
+    inbound policy check (see the module docstring). Closing the returned server stops
+    accepting; open connections end on their own (keep-alive timeout).
+    """
+    listener = _Listener(handler, limits or Limits(), hooks, accept)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: HttpServerProtocol(listener),
+        host,
+        port,
+        ssl=ssl,
+        backlog=backlog,
+        reuse_port=reuse_port or None,
+    )
+    log.info("listening host=%s port=%d", host, server.sockets[0].getsockname()[1])
+    return server
