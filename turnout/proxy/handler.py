@@ -40,7 +40,12 @@ from turnout.proxy.request import RequestInfo
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Exchange, Telemetry
 from turnout.proxy.transport.client import UpstreamPool
-from turnout.proxy.transport.messages import IncomingRequest, ResponseWriter, UpstreamResponse
+from turnout.proxy.transport.messages import (
+    IncomingRequest,
+    RequestBody,
+    ResponseWriter,
+    UpstreamResponse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +187,7 @@ class Handler:
             target=upstream.path_and_query,
             headers=fwd,
             body=body,
+            stream=req.body,
         )
 
     async def _exchange(
@@ -196,8 +202,11 @@ class Handler:
         target: str,
         headers: list[tuple[str, str]],
         body: bytes | None,
+        stream: RequestBody,
     ) -> None:
-        """Tries and retries inside the request deadline; then the response."""
+        """Tries and retries inside the request deadline; then the response. `body` is the
+        buffered (replayable) body, None when it is too big: then `stream` carries it, once,
+        and the request is never retried."""
         balancer = state.balancers.get(backend.cluster)
         budget = state.budgets.get(backend.cluster)
         retry = decision.retry
@@ -228,7 +237,7 @@ class Handler:
                     method=method,
                     target=target,
                     headers=headers,
-                    body=body if body is not None else b"",
+                    body=body if body is not None else stream.chunks(),
                     timeout_ms=timeout_ms,
                 )
             except UpstreamError as exc:
