@@ -23,7 +23,7 @@ from turnout.engine.config import (
     DEFAULT_RETRY_BACKOFF_MS,
     DEFAULT_RETRY_CODES,
 )
-from turnout.engine.diagnostics import SourcePos
+from turnout.engine.diagnostics import SourcePos, warning
 from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded
 from turnout.engine.model.grpcroute import GRPCBackendRef, GRPCRouteMatch, GRPCRouteRule
 from turnout.engine.model.httproute import (
@@ -103,6 +103,7 @@ def compile_rules(
                 allow_fault=False,
             )
             issues.unresolved.extend(bres.unresolved)
+            bres.filters = _backend_filters(ctx, bres.filters, pos=bpos.child("filters"))
             backends.append(
                 ir.WeightedBackend(
                     name=f"{name}/backend/{j}",
@@ -137,6 +138,31 @@ def compile_rules(
             )
         )
     return rules, issues
+
+
+BACKEND_FILTERS = (ir.RequestHeaderFilter, ir.ResponseHeaderFilter, ir.ErrorResponse)
+"""What a backendRef's own filter list can do in Turnout (and in xDS, per weighted cluster)."""
+
+
+def _backend_filters(ctx: Ctx, filters: list[ir.Filter], *, pos: SourcePos) -> list[ir.Filter]:
+    """Keep what a backend can apply; report the rest (a URLRewrite keeps only its hostname).
+
+    Gateway API leaves backendRef-level filters beyond header modifiers implementation-
+    specific; xDS has no per-weighted-cluster redirect, path rewrite, mirror or CORS."""
+    kept: list[ir.Filter] = []
+    for f in filters:
+        if isinstance(f, BACKEND_FILTERS):
+            kept.append(f)
+            continue
+        if isinstance(f, ir.URLRewriteFilter) and f.path is None:
+            kept.append(f)
+            continue
+        what = type(f).__name__.removesuffix("Filter")
+        msg = f"{what} is not supported on a backendRef (only on the rule); it is ignored"
+        ctx.report(warning("UnsupportedValue", msg, pos))
+        if isinstance(f, ir.URLRewriteFilter) and f.hostname is not None:
+            kept.append(ir.URLRewriteFilter(hostname=f.hostname))
+    return kept
 
 
 def _matches(
