@@ -6,6 +6,8 @@ mesh routes   -f PATH... [-o table|wide|yaml|json]
 mesh routes explain -f PATH... --via service/NS/NAME:PORT [--from-namespace NS]
                     [--method M] --url URL [-H 'Name: value']... [-o text|json]
 mesh test     -f PATH... CONTRACT... [--junit FILE]
+mesh serve --dir DIR [--xds HOST:PORT] [--admin HOST:PORT]
+mesh bootstrap --xds HOST:PORT --namespace NS --workload KIND/NAME
 mesh demo
 ```
 Diagnostics go to stderr as ``file[doc] path: message (Reason)``; any error means exit 1
@@ -18,17 +20,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 import uvloop
+from aiohttp import web
 
 from turnout.engine.diagnostics import Diagnostic, Severity, has_errors
-from turnout.engine.errors import LoadError
+from turnout.engine.errors import LoadError, MeshError
 from turnout.engine.pipeline import compile_files
-from turnout.engine.render import dump_json, dump_yaml, result_data
+from turnout.engine.render import diagnostic_data, dump_json, dump_yaml, result_data
+from turnout.engine.server import AdsServer, bootstrap_config
+from turnout.engine.sources import DirectorySource
 from turnout.engine.xds import translate
 from turnout.meshctl import contracts as contracts_mod
 from turnout.meshctl import explain, views
@@ -117,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app", metavar="HOST:PORT", help="the local app (with --inbound)")
     p.add_argument("--admin", metavar="HOST:PORT", help="/metrics, /ready, /live, /tap")
 
+    p = sub.add_parser("serve", help="run the control plane: watch manifests, serve ADS")
+    p.add_argument("--dir", required=True, metavar="DIR", help="manifests directory (watched)")
+    p.add_argument("--xds", default="127.0.0.1:18000", metavar="HOST:PORT", help="ADS (gRPC)")
+    p.add_argument(
+        "--admin", metavar="HOST:PORT", help="/ready /live /debug/table /debug/diagnostics"
+    )
+
+    p = sub.add_parser("bootstrap", help="print the gRPC xDS bootstrap JSON of a workload")
+    p.add_argument("--xds", required=True, metavar="HOST:PORT", help="the ADS server")
+    p.add_argument("--namespace", required=True, metavar="NS")
+    p.add_argument("--workload", required=True, metavar="KIND/NAME", help="deployment/NAME")
+    p.add_argument("--node-id", metavar="ID", help="node id (default grpc~NS~KIND/NAME)")
+
     sub.add_parser("demo", help="run the main job on the embedded default (examples/)")
     return parser
 
@@ -145,6 +164,10 @@ def main(
             return run_demo(out, err)
         if args.command == "proxy":
             return run_proxy_command(args, out, err)
+        if args.command == "serve":
+            return run_serve(args, out, err)
+        if args.command == "bootstrap":
+            return run_bootstrap(args, out, err)
     except LoadError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_UNLOADABLE if args.command == "test" else EXIT_FAILED
@@ -376,3 +399,99 @@ def run_demo(out: TextIO, err: TextIO) -> int:
         out.flush()
         worst = max(worst, main(argv, stdout=out, stderr=err))
     return worst
+
+
+# --------------------------------------------------------------------------- serve, bootstrap
+
+
+def run_bootstrap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    config = bootstrap_config(
+        xds=args.xds, namespace=args.namespace, workload=args.workload, node_id=args.node_id
+    )
+    out.write(dump_json(config))
+    return EXIT_OK
+
+
+def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`mesh serve`: directory source + ADS server (+ admin) until SIGINT/SIGTERM."""
+    try:
+        xds = Address.parse(args.xds)
+        admin = Address.parse(args.admin) if args.admin else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    try:
+        asyncio.run(_serve(Path(args.dir), xds=xds, admin=admin, out=out))
+    except MeshError as exc:  # cannot listen, not a directory
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+async def _serve(directory: Path, *, xds: Address, admin: Address | None, out: TextIO) -> None:
+    server = AdsServer()
+    source = DirectorySource(directory, publish=server.publish)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner: web.AppRunner | None = None
+    try:
+        port = await server.start(xds.host, xds.port)
+        print(f"xds listening on {xds.host}:{port}", file=out)
+        await source.start()
+        if admin is not None:
+            runner = web.AppRunner(_serve_admin_app(server, source), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, admin.host, admin.port).start()
+            print(f"admin listening on {admin.host}:{runner.addresses[0][1]}", file=out)
+        print(f"serving {directory} version={server.version}", file=out)
+        out.flush()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if runner is not None:
+            await runner.cleanup()
+        await source.stop()
+        await server.stop()
+
+
+def _serve_admin_app(server: AdsServer, source: DirectorySource) -> web.Application:
+    """/live, /ready (a valid table is served), /debug/table (YAML), /debug/diagnostics."""
+
+    async def live(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def ready(request: web.Request) -> web.Response:
+        if source.table is None:
+            return web.Response(status=503, text="no valid table loaded yet\n")
+        return web.Response(text=f"ok version={server.version}\n")
+
+    async def table(request: web.Request) -> web.Response:
+        result = source.status.result
+        if result is None:
+            return web.Response(status=404, text="no valid table loaded yet\n")
+        text = dump_yaml(result_data(result.table, result.statuses, ()))
+        return web.Response(text=text, content_type="application/yaml")
+
+    async def diagnostics(request: web.Request) -> web.Response:
+        st = source.status
+        data = {
+            "good_version": st.good_version,
+            "applied": st.applied,
+            "error": st.error,
+            "loads": st.loads,
+            "diagnostics": [diagnostic_data(d) for d in st.diagnostics],
+        }
+        return web.Response(text=dump_json(data), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/live", live)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/debug/table", table)
+    app.router.add_get("/debug/diagnostics", diagnostics)
+    return app

@@ -252,7 +252,8 @@ def test_backend_timeout_without_retries_bounds_the_single_try() -> None:
 def test_retry_policy_maps_attempts_codes_and_backoff() -> None:
     rule = mk_rule(retry=ir.RetryPolicy(attempts=3, codes=(500, 503), backoff_ms=100))
     retry = route_of(rule).route.retry_policy
-    assert retry.retry_on == "connect-failure,reset,retriable-status-codes"
+    assert retry.retry_on.startswith("connect-failure,reset,retriable-status-codes,")
+    assert "unavailable" in retry.retry_on.split(",")
     assert retry.num_retries.value == 3
     assert list(retry.retriable_status_codes) == [500, 503]
     assert retry.retry_back_off.base_interval.ToMilliseconds() == 100
@@ -275,3 +276,23 @@ def test_weighted_clusters_name_clusters_that_exist() -> None:
     )
     resources = translate(table)
     assert [c.name for c in resources.clusters] == ["shop/api:8080"]
+
+
+@pytest.mark.parametrize(
+    ("codes", "grpc_names"),
+    [
+        pytest.param((), ["unavailable"], id="connection-errors-only"),
+        pytest.param((503,), ["unavailable"], id="503-is-unavailable"),
+        pytest.param((500, 504), ["deadline-exceeded", "internal", "unavailable"], id="500-504"),
+        pytest.param((429, 502), ["resource-exhausted", "unavailable"], id="429-and-unmapped-502"),
+    ],
+)
+def test_retry_on_lists_grpc_status_names_for_proxyless_clients(
+    codes: tuple[int, ...], grpc_names: list[str]
+) -> None:
+    """gRPC clients retry only on gRPC status names; HTTP tokens stay for Envoy and us."""
+    from turnout.engine.xds.routes import RETRY_ON, retry_on
+
+    tokens = retry_on(codes).split(",")
+    assert tokens[:3] == RETRY_ON.split(",")
+    assert tokens[3:] == grpc_names

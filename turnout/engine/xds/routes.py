@@ -45,6 +45,25 @@ from turnout.engine.xds.wire import (
 log = logging.getLogger(__name__)
 
 RETRY_ON = "connect-failure,reset,retriable-status-codes"
+
+GRPC_RETRY_ON = {
+    500: "internal",
+    503: "unavailable",
+    504: "deadline-exceeded",
+    429: "resource-exhausted",
+}
+"""HTTP retry codes -> the gRPC status names gRPC clients (and Envoy, for gRPC requests)
+retry on. gRPC clients know only those names in `retry_on` and ignore the HTTP tokens, so a
+GEP-1731 retry also lists them; `unavailable` is always there, as it is how a connection
+error reaches a gRPC client (GEP-1731: a retry stanza SHOULD retry connection errors)."""
+
+
+def retry_on(codes: tuple[int, ...]) -> str:
+    """`retry_on` for a GEP-1731 retry: the HTTP conditions, then the gRPC status names."""
+    grpc = {"unavailable", *(GRPC_RETRY_ON[c] for c in codes if c in GRPC_RETRY_ON)}
+    return ",".join([RETRY_ON, *sorted(grpc)])
+
+
 """Connection errors always retry (GEP-1731); statuses only those listed in the policy."""
 
 MIN_BACKOFF_MS = 1
@@ -213,7 +232,7 @@ def route_action(rule: ir.Rule) -> rc.RouteAction:
 def retry_policy(retry: ir.RetryPolicy, *, per_try_ms: int | None) -> rc.RetryPolicy:
     base_ms = max(retry.backoff_ms, MIN_BACKOFF_MS)
     out = rc.RetryPolicy(
-        retry_on=RETRY_ON,
+        retry_on=retry_on(retry.codes),
         num_retries=wrappers_pb2.UInt32Value(value=retry.attempts),
         retriable_status_codes=list(retry.codes),
         retry_back_off=rc.RetryPolicy.RetryBackOff(

@@ -1,0 +1,97 @@
+"""`mesh serve` as a real process (ADS + admin on port 0, SIGTERM to stop) and `mesh bootstrap`."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import signal
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.engine.server.builders import manifest, mk_route, mk_service, weighted
+from tests.engine.server.test_ads import FAST, Tables, backends, node
+from turnout.engine.cli import main
+from turnout.proxy.xds_client import XdsClient
+
+ROOT = Path(__file__).resolve().parents[3]
+TIMEOUT_S = 10.0
+
+
+def test_bootstrap_prints_the_grpc_xds_bootstrap() -> None:
+    out = io.StringIO()
+    argv = ["bootstrap", "--xds", "10.0.0.1:18000", "--namespace", "shop"]
+    assert main([*argv, "--workload", "deployment/web"], stdout=out) == 0
+    assert json.loads(out.getvalue()) == {
+        "xds_servers": [
+            {
+                "server_uri": "10.0.0.1:18000",
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"],
+            }
+        ],
+        "node": {
+            "id": "grpc~shop~deployment/web",
+            "cluster": "web",
+            "metadata": {"namespace": "shop", "workload": "deployment/web"},
+        },
+    }
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_serve_watches_serves_ads_and_admin_and_stops_on_sigterm(tmp_path: Path) -> None:
+    docs = (mk_service("web"), mk_service("web-v2"))
+    (tmp_path / "mesh.yaml").write_text(
+        manifest(*docs, mk_route("web", rules=weighted(("web", 70), ("web-v2", 30))))
+    )
+    code = "import sys; from turnout.engine.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = ["serve", "--dir", str(tmp_path), "--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    try:
+        lines: list[str] = []
+        async with asyncio.timeout(TIMEOUT_S):
+            while not (lines and lines[-1].startswith("serving")):
+                line = (await proc.stdout.readline()).decode()
+                assert line, "mesh serve exited"
+                lines.append(line.strip())
+        xds = lines[0].rsplit(" ", 1)[1]
+        admin = "http://" + lines[1].rsplit(" ", 1)[1]
+        assert lines[2].endswith("version=1")
+
+        assert await asyncio.to_thread(get, admin + "/live") == (200, "ok\n")
+        assert await asyncio.to_thread(get, admin + "/ready") == (200, "ok version=1\n")
+        status, text = await asyncio.to_thread(get, admin + "/debug/table")
+        assert status == 200 and "service/shop/web:80" in text
+        status, text = await asyncio.to_thread(get, admin + "/debug/diagnostics")
+        assert status == 200 and json.loads(text)["good_version"] == 1
+
+        tables = Tables()
+        async with XdsClient(xds, node=node(), on_table=tables, settings=FAST):
+            table, _ = await tables.next()
+            assert backends(table) == {"shop/web:80": 70, "shop/web-v2:80": 30}
+
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(TIMEOUT_S):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,136 @@
+"""`StreamState`: the SotW protocol rules of one stream, table-driven, no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.rpc import status_pb2
+
+from tests.engine.server.builders import compile_table, manifest, mk_route, mk_service, weighted
+from turnout.engine.server.snapshots import Snapshot, View, build_view
+from turnout.engine.server.streams import StreamState
+from turnout.engine.xds import (
+    CLUSTER_TYPE,
+    LISTENER_TYPE,
+    LOAD_ASSIGNMENT_TYPE,
+    ROUTE_CONFIGURATION_TYPE,
+    translate,
+)
+
+WEB = "web.shop.svc.cluster.local:80"
+API = "api.shop.svc.cluster.local:80"
+
+
+def req(type_url: str, *names: str, nonce: str = "", version: str = "", error: str = "") -> Any:
+    r = discovery_pb2.DiscoveryRequest(
+        type_url=type_url, resource_names=names, response_nonce=nonce, version_info=version
+    )
+    if error:
+        r.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+    return r
+
+
+def snap(tmp_path: Path, version: int, v2: int = 10) -> tuple[Snapshot, View]:
+    text = manifest(
+        mk_service("web"),
+        mk_service("api"),
+        mk_route("web", rules=weighted(("web", 100 - v2), ("api", v2))),
+    )
+    table = compile_table(tmp_path, text)
+    return Snapshot(version=version, table=table), build_view(translate(table))
+
+
+MESSAGES = {
+    LISTENER_TYPE: listener_pb2.Listener,
+    ROUTE_CONFIGURATION_TYPE: route_pb2.RouteConfiguration,
+    CLUSTER_TYPE: cluster_pb2.Cluster,
+    LOAD_ASSIGNMENT_TYPE: endpoint_pb2.ClusterLoadAssignment,
+}
+
+
+def names(responses: list[Any]) -> dict[str, list[str]]:
+    """Kind -> resource names of each response."""
+    out = {}
+    for r in responses:
+        found = []
+        for packed in r.resources:
+            m = MESSAGES[r.type_url]()
+            packed.Unpack(m)
+            found.append(str(m.cluster_name if r.type_url == LOAD_ASSIGNMENT_TYPE else m.name))
+        out[r.type_url.rsplit(".", 1)[-1]] = sorted(found)
+    return out
+
+
+def test_empty_first_lds_is_a_wildcard_and_empty_rds_is_nothing(tmp_path: Path) -> None:
+    s = StreamState(peer="p")
+    first = req(LISTENER_TYPE)
+    first.node.CopyFrom(base_pb2.Node(id="n"))
+    s.on_request(first)
+    s.on_request(req(ROUTE_CONFIGURATION_TYPE))
+    out = s.due(*snap(tmp_path, 1))
+    assert names(out) == {"Listener": [API, WEB], "RouteConfiguration": []}
+
+
+def test_star_is_a_wildcard_and_named_lds_gets_only_its_names(tmp_path: Path) -> None:
+    s = StreamState(peer="p")
+    s.on_request(req(CLUSTER_TYPE, "*"))
+    s.on_request(req(LISTENER_TYPE, WEB))  # what grpcio asks for: its target only
+    assert names(s.due(*snap(tmp_path, 1))) == {
+        "Cluster": ["shop/api:80", "shop/web:80"],
+        "Listener": [WEB],
+    }
+
+
+def test_stale_nonce_is_ignored_and_acked_content_is_not_resent(tmp_path: Path) -> None:
+    s = StreamState(peer="p")
+    s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB))
+    [r1] = s.due(*snap(tmp_path, 1))
+    assert s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB, API, nonce="old")).kind == "stale"
+    assert s.subscriptions()["RDS"] == (WEB,)
+    assert (
+        s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB, nonce=r1.nonce, version="1")).kind == "ack"
+    )
+    assert s.due(*snap(tmp_path, 2)) == []  # same content in a new version: nothing to send
+    [r2] = s.due(*snap(tmp_path, 3, v2=50))
+    assert r2.version_info == "3" and r2.nonce != r1.nonce
+
+
+@pytest.mark.parametrize("narrow", [True, False], ids=["narrowed", "widened"])
+def test_a_subscription_change_sends_the_new_set(tmp_path: Path, narrow: bool) -> None:
+    s = StreamState(peer="p")
+    start = (WEB, API) if narrow else (WEB,)
+    s.on_request(req(ROUTE_CONFIGURATION_TYPE, *start))
+    [r1] = s.due(*snap(tmp_path, 1))
+    after = (WEB,) if narrow else (WEB, API)
+    s.on_request(req(ROUTE_CONFIGURATION_TYPE, *after, nonce=r1.nonce, version="1"))
+    assert names(s.due(*snap(tmp_path, 1))) == {"RouteConfiguration": sorted(after)}
+
+
+def test_nacked_content_is_not_resent_until_it_changes(tmp_path: Path) -> None:
+    s = StreamState(peer="p")
+    s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB))
+    [r1] = s.due(*snap(tmp_path, 1))
+    verdict = s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB, nonce=r1.nonce, error="bad regex"))
+    assert verdict.kind == "nack" and verdict.nack is not None
+    assert (verdict.nack.version, verdict.nack.reason) == ("1", "bad regex")
+    assert s.due(*snap(tmp_path, 1)) == []
+    assert s.due(*snap(tmp_path, 2)) == []  # a newer table with the same content: still not
+    assert len(s.due(*snap(tmp_path, 3, v2=70))) == 1
+
+
+def test_one_response_per_type_in_flight(tmp_path: Path) -> None:
+    s = StreamState(peer="p")
+    s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB))
+    [r1] = s.due(*snap(tmp_path, 1))
+    assert s.due(*snap(tmp_path, 2, v2=20)) == []  # r1 not yet ACKed
+    s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB, nonce=r1.nonce, version="1"))
+    [r3] = s.due(*snap(tmp_path, 3, v2=30))  # the newest, v2 is skipped
+    assert r3.version_info == "3"

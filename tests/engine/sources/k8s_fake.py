@@ -1,0 +1,432 @@
+"""A fake of the Kubernetes API server, in-process, for the Kubernetes source's tests.
+
+This is a fake, not a cluster: no API server (kind, k3d, envtest's etcd + kube-apiserver)
+can run on these machines, so the tests point the *real* `kubernetes` client at this aiohttp
+app on 127.0.0.1, port 0 (`FakeApiServer.api_client()` builds an `ApiClient` whose
+`Configuration.host` is ``http://127.0.0.1:PORT``). What it reproduces, and nothing more:
+
+- Paths: ``/api/v1/...`` and ``/apis/<group>/<version>/...``; collections across all
+  namespaces or in one (``namespaces/<ns>/<plural>``), objects, the ``/status`` subresource.
+  A collection that is not served (a CRD not installed) answers 404 with a `Status` body.
+- One global resourceVersion counter (etcd's revision): every write takes the next value.
+  LIST answers ``{items, metadata: {resourceVersion}}`` with the current revision; items
+  carry no `apiVersion`/`kind`, as the real server's list items of built-in kinds do not.
+  `limit` is ignored (one page, no `continue`), which a real server may also do.
+- WATCH (``?watch=true``) streams JSON lines (chunked) of ADDED/MODIFIED/DELETED events after
+  the given resourceVersion, then live ones; BOOKMARK events (only with
+  ``allowWatchBookmarks=true``) when `bookmark()` is called; `timeoutSeconds` ends the stream.
+  A resourceVersion older than the retained history (the last `history` events; `compact()`
+  drops it all) gets HTTP 200 with one ERROR event whose object is a `Status` with code 410,
+  then the stream ends, as the real server does ("too old resource version");
+  `expire_watches()` sends the same ERROR event on live streams.
+- PUT/PATCH (merge patch) of ``/status``: only `status` changes; a stale
+  `metadata.resourceVersion` answers 409 Conflict. `apply()` bumps `metadata.generation` when
+  anything but metadata and status changed (status writes never bump it).
+- Injected failures (`fail()`: e.g. 429 with `Retry-After`), hooks that run before a request
+  (`before()`, e.g. a concurrent writer causing a 409), a request log, `hold_watches()`.
+
+Not reproduced: authentication, admission and schema validation, label/field selectors,
+server-side apply, pagination, watch-list streaming, watch from resourceVersion "0".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from kubernetes import client as k8s_client
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ServedKind:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+@dataclass(slots=True, eq=False)
+class _Watcher:
+    kind: ServedKind
+    namespace: str | None
+    bookmarks: bool
+    queue: asyncio.Queue[Obj | None] = field(default_factory=asyncio.Queue)
+
+
+@dataclass(slots=True)
+class _Failure:
+    method: str
+    path: str
+    status: int
+    retry_after: str | None
+    times: int
+
+
+@dataclass(slots=True)
+class _Hook:
+    method: str
+    path: str
+    fn: Callable[[], None]
+    times: int
+
+
+def _status(code: int, reason: str, message: str) -> Obj:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+class FakeApiServer:
+    """See the module docstring. Start with ``async with FakeApiServer(kinds) as api``."""
+
+    def __init__(self, kinds: Iterable[ServedKind], *, history: int = 1000) -> None:
+        self.served: dict[tuple[str, str, str], ServedKind] = {
+            (k.group, k.version, k.plural): k for k in kinds
+        }
+        self.objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
+        """(group, kind) -> (namespace, name) -> stored object (with apiVersion and kind)."""
+        self.revision = 1
+        self.history: deque[tuple[int, ServedKind, Obj]] = deque(maxlen=history)
+        self.compacted = 1
+        """Watches from a resourceVersion below this get 410 Gone."""
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self._watchers: set[_Watcher] = set()
+        self._failures: list[_Failure] = []
+        self._hooks: list[_Hook] = []
+        self._watch_gate = asyncio.Event()
+        self._watch_gate.set()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> FakeApiServer:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._watch_gate.set()
+        for w in list(self._watchers):
+            w.queue.put_nowait(None)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def api_client(self) -> k8s_client.ApiClient:
+        cfg = k8s_client.Configuration()
+        cfg.host = self.url
+        cfg.connection_pool_maxsize = 64
+        return k8s_client.ApiClient(cfg)
+
+    # ------------------------------------------------------------------ test controls
+
+    def install(self, kind: ServedKind) -> None:
+        self.served[(kind.group, kind.version, kind.plural)] = kind
+
+    def uninstall(self, kind: ServedKind) -> None:
+        self.served.pop((kind.group, kind.version, kind.plural), None)
+
+    def apply(self, obj: Obj) -> Obj:
+        """Create or update (like `kubectl apply`, but `status`, if given, is stored too)."""
+        kind = self._kind_of(obj)
+        meta = obj.setdefault("metadata", {})
+        if kind.namespaced:
+            meta.setdefault("namespace", "default")
+        store = self.objects.setdefault((kind.group, kind.kind), {})
+        key = (meta.get("namespace", ""), meta["name"])
+        old = store.get(key)
+        new = copy.deepcopy(obj)
+        nmeta = new["metadata"]
+        if old is None:
+            nmeta.update(
+                generation=1,
+                uid=str(uuid.uuid4()),
+                creationTimestamp="2024-01-01T00:00:00Z",
+            )
+        else:
+            ometa = old["metadata"]
+            for k in ("uid", "creationTimestamp", "generation"):
+                nmeta[k] = ometa[k]
+            if _spec_of(old) != _spec_of(new):
+                nmeta["generation"] = ometa["generation"] + 1
+            if "status" not in new and "status" in old:
+                new["status"] = old["status"]
+        self._commit(kind, new, "ADDED" if old is None else "MODIFIED")
+        return copy.deepcopy(new)
+
+    def delete(self, kind: ServedKind, namespace: str, name: str) -> None:
+        store = self.objects.get((kind.group, kind.kind), {})
+        obj = store.pop((namespace if kind.namespaced else "", name))
+        self.revision += 1
+        obj["metadata"]["resourceVersion"] = str(self.revision)
+        self._emit(kind, "DELETED", obj)
+
+    def get(self, kind: ServedKind, namespace: str, name: str) -> Obj:
+        store = self.objects[(kind.group, kind.kind)]
+        return copy.deepcopy(store[(namespace if kind.namespaced else "", name)])
+
+    def bookmark(self) -> None:
+        """Send every watcher that asked for bookmarks one at the current revision."""
+        for w in list(self._watchers):
+            if w.bookmarks:
+                mark = {
+                    "kind": w.kind.kind,
+                    "apiVersion": w.kind.api_version,
+                    "metadata": {"resourceVersion": str(self.revision)},
+                }
+                w.queue.put_nowait({"type": "BOOKMARK", "object": mark})
+
+    def compact(self) -> None:
+        """Forget all history: a watch from any older resourceVersion gets 410 Gone."""
+        self.history.clear()
+        self.compacted = self.revision
+
+    def close_watches(self) -> None:
+        """End every open watch stream (as `timeoutSeconds` or a dropped connection would)."""
+        for w in list(self._watchers):
+            w.queue.put_nowait(None)
+
+    def expire_watches(self) -> None:
+        """Send every open watch an ERROR event with code 410, then end it."""
+        for w in list(self._watchers):
+            msg = "too old resource version (injected)"
+            w.queue.put_nowait({"type": "ERROR", "object": _status(410, "Expired", msg)})
+            w.queue.put_nowait(None)
+
+    def hold_watches(self) -> None:
+        """New watch requests wait (unanswered) until `release_watches()`."""
+        self._watch_gate.clear()
+
+    def release_watches(self) -> None:
+        self._watch_gate.set()
+
+    def fail(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int = 429,
+        retry_after: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """The next `times` requests of `method` whose path contains `path` get `status`."""
+        self._failures.append(_Failure(method, path, status, retry_after, times))
+
+    def before(self, method: str, path: str, fn: Callable[[], None], *, times: int = 1) -> None:
+        """Run `fn` before handling the next `times` matching requests."""
+        self._hooks.append(_Hook(method, path, fn, times))
+
+    def count(self, method: str, path: str, *, watch: bool | None = None) -> int:
+        return sum(
+            1
+            for m, p, q in self.requests
+            if m == method
+            and p == path
+            and (watch is None or (q.get("watch") in ("true", "1")) == watch)
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _kind_of(self, obj: Obj) -> ServedKind:
+        group = str(obj["apiVersion"]).rpartition("/")[0]
+        for k in self.served.values():
+            if k.group == group and k.kind == obj["kind"]:
+                return k
+        raise KeyError(f"{obj['apiVersion']} {obj['kind']} is not installed in the fake")
+
+    def _commit(self, kind: ServedKind, obj: Obj, event: str) -> None:
+        self.revision += 1
+        obj["metadata"]["resourceVersion"] = str(self.revision)
+        meta = obj["metadata"]
+        self.objects.setdefault((kind.group, kind.kind), {})[
+            (meta.get("namespace", ""), meta["name"])
+        ] = obj
+        self._emit(kind, event, obj)
+
+    def _emit(self, kind: ServedKind, event: str, obj: Obj) -> None:
+        if len(self.history) == self.history.maxlen:
+            self.compacted = self.history[0][0]
+        ev = {"type": event, "object": copy.deepcopy(obj)}
+        self.history.append((self.revision, kind, ev))
+        for w in list(self._watchers):
+            if _matches(w, kind, obj):
+                w.queue.put_nowait(ev)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        query = dict(request.query)
+        self.requests.append((request.method, request.path, query))
+        for hook in self._hooks:
+            if hook.times > 0 and hook.method == request.method and hook.path in request.path:
+                hook.times -= 1
+                hook.fn()
+        for f in self._failures:
+            if f.times > 0 and f.method == request.method and f.path in request.path:
+                f.times -= 1
+                headers = {"Retry-After": f.retry_after} if f.retry_after else {}
+                return web.json_response(
+                    _status(f.status, "Injected", f"injected {f.status}"),
+                    status=f.status,
+                    headers=headers,
+                )
+        route = self._route(request.path)
+        if route is None:
+            return web.json_response(
+                _status(404, "NotFound", "the server could not find the requested resource"),
+                status=404,
+            )
+        kind, namespace, name, sub = route
+        if name is None:
+            if request.method != "GET":
+                return web.json_response(_status(405, "MethodNotAllowed", "no"), status=405)
+            if query.get("watch") in ("true", "1"):
+                return await self._watch(request, kind, namespace, query)
+            return web.json_response(self._list(kind, namespace))
+        return await self._object(request, kind, namespace or "", name, sub)
+
+    def _route(self, path: str) -> tuple[ServedKind, str | None, str | None, str | None] | None:
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] == ["api"] and len(parts) >= 3:
+            group, version, rest = "", parts[1], parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 4:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return None
+        namespace = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            namespace, rest = rest[1], rest[2:]
+        kind = self.served.get((group, version, rest[0]))
+        if kind is None or len(rest) > 3:
+            return None
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        return kind, namespace, name, sub
+
+    def _list(self, kind: ServedKind, namespace: str | None) -> Obj:
+        store = self.objects.get((kind.group, kind.kind), {})
+        items = []
+        for (ns, _), obj in sorted(store.items()):
+            if namespace is None or ns == namespace:
+                item = copy.deepcopy(obj)
+                item.pop("apiVersion", None)
+                item.pop("kind", None)
+                items.append(item)
+        return {
+            "kind": f"{kind.kind}List",
+            "apiVersion": kind.api_version,
+            "metadata": {"resourceVersion": str(self.revision)},
+            "items": items,
+        }
+
+    async def _watch(
+        self, request: web.Request, kind: ServedKind, namespace: str | None, query: dict[str, str]
+    ) -> web.StreamResponse:
+        await self._watch_gate.wait()
+        resp = web.StreamResponse()
+        resp.content_type = "application/json"
+        await resp.prepare(request)
+        since = int(query.get("resourceVersion") or self.revision)
+        if since < self.compacted:
+            msg = f"too old resource version: {since} ({self.compacted})"
+            await _write(resp, {"type": "ERROR", "object": _status(410, "Expired", msg)})
+            return resp
+        watcher = _Watcher(kind, namespace, query.get("allowWatchBookmarks") == "true")
+        # Backlog and registration in one synchronous step: no event can fall between them.
+        backlog = [ev for rv, k, ev in self.history if rv > since and _matches(watcher, k, ev)]
+        self._watchers.add(watcher)
+        timeout = float(query.get("timeoutSeconds") or 1800)
+        try:
+            async with asyncio.timeout(timeout):
+                for old in backlog:
+                    await _write(resp, old)
+                while (ev := await watcher.queue.get()) is not None:
+                    await _write(resp, ev)
+        except (TimeoutError, ConnectionResetError):
+            pass
+        finally:
+            self._watchers.discard(watcher)
+        return resp
+
+    async def _object(
+        self, request: web.Request, kind: ServedKind, namespace: str, name: str, sub: str | None
+    ) -> web.Response:
+        store = self.objects.get((kind.group, kind.kind), {})
+        key = (namespace if kind.namespaced else "", name)
+        current = store.get(key)
+        if current is None:
+            msg = f'{kind.plural} "{name}" not found'
+            return web.json_response(_status(404, "NotFound", msg), status=404)
+        if request.method == "GET":
+            return web.json_response(current)
+        if sub != "status" or request.method not in ("PUT", "PATCH"):
+            return web.json_response(_status(405, "MethodNotAllowed", "not faked"), status=405)
+        body = await request.json()
+        want = (body.get("metadata") or {}).get("resourceVersion")
+        if want is not None and want != current["metadata"]["resourceVersion"]:
+            msg = (
+                f'Operation cannot be fulfilled on {kind.plural} "{name}": the object has been '
+                "modified; please apply your changes to the latest version and try again"
+            )
+            return web.json_response(_status(409, "Conflict", msg), status=409)
+        new = copy.deepcopy(current)
+        if request.method == "PUT":
+            new["status"] = body.get("status")
+        else:
+            new["status"] = _merge_patch(new.get("status") or {}, body.get("status") or {})
+        self._commit(kind, new, "MODIFIED")
+        return web.json_response(new)
+
+
+def _matches(w: _Watcher, kind: ServedKind, obj: Obj) -> bool:
+    if (w.kind.group, w.kind.kind) != (kind.group, kind.kind):
+        return False
+    if w.namespace is None:
+        return True
+    target = obj.get("object", obj)
+    return bool((target.get("metadata") or {}).get("namespace") == w.namespace)
+
+
+def _spec_of(obj: Obj) -> Obj:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _merge_patch(target: Obj, patch: Obj) -> Obj:
+    """RFC 7386 JSON merge patch."""
+    out = dict(target)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge_patch(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+async def _write(resp: web.StreamResponse, event: Obj) -> None:
+    await resp.write(json.dumps(event).encode() + b"\n")

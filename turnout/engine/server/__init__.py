@@ -1,0 +1,36 @@
+"""The control plane's ADS server: published tables in, xDS streams out.
+
+```
+engine.sources ──publish(table)──> AdsServer ── Snapshot(version, table) ───────────┐
+                                      │            view per client namespace,        │
+                                      │            translated once (snapshots.py)    │
+                                      v                                              v
+                 per ADS stream: StreamState (streams.py): subscriptions, nonces, ACK/NACK,
+                 only changed types resent ──> DiscoveryResponse ──> proxies, grpcio, Envoy
+bootstrap_config(...) ──> the gRPC xDS bootstrap a proxyless workload points at us with
+```
+
+Only this package (with `engine.xds` and the proxy's client) touches protobuf and grpc in the
+engine; it knows nothing of Kubernetes or where tables come from.
+"""
+
+from __future__ import annotations
+
+from turnout.engine.server.ads import AdsServer, Server, ServerStatus, StreamStatus
+from turnout.engine.server.bootstrap import bootstrap_config, service_target
+from turnout.engine.server.settings import ServerSettings
+from turnout.engine.server.snapshots import Translator, default_translator
+from turnout.engine.server.streams import Nack
+
+__all__ = [
+    "AdsServer",
+    "Nack",
+    "Server",
+    "ServerSettings",
+    "ServerStatus",
+    "StreamStatus",
+    "Translator",
+    "bootstrap_config",
+    "default_translator",
+    "service_target",
+]

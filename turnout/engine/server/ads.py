@@ -1,0 +1,352 @@
+"""`AdsServer`: the AggregatedDiscoveryService (state of the world, v3) on grpc.aio.
+
+```
+publish(table) ── equal to the current table? ── yes ──> nothing (same version)
+                        │ no
+                        v
+        current = Snapshot(version + 1, table); wake every stream     (latest value only)
+
+per stream (one grpc handler + one guarded reader task "ads-read <peer>"):
+  reader: context.read() ─> StreamState.on_request ─> log ACK/NACK ─> wake the stream
+  writer loop:  clear wakeup ─> snapshot = current ─> view = snapshot.view(namespace)
+                ─> StreamState.due(snapshot, view) ─> context.write (bounded) ─> wait wakeup
+```
+
+A stream reads `current` only when it wakes, so one that is slow (or still waiting for an
+ACK) jumps straight to the newest table: intermediate versions are skipped, never queued
+(`coalesceUpdates` in envoyproxy/gateway). Views are translated once per namespace per
+version (`snapshots.py`); what a stream is sent, ACKed and NACKed is `streams.py`.
+
+A NACK is logged at warning level once per (node, type, version) with the client's reason,
+and the rejected content is not sent again; the stream waits for a newer table.
+
+Deliberately not here: delta xDS (`DeltaAggregatedResources` answers UNIMPLEMENTED), TLS,
+resource TTLs, and where tables come from (`engine.sources`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from turnout.engine.errors import ControlPlaneError
+from turnout.engine.ir import RouteTable
+from turnout.engine.server.settings import ServerSettings
+from turnout.engine.server.snapshots import Snapshot, Translator, default_translator
+from turnout.engine.server.streams import Nack, StreamState, kind_of
+
+log = logging.getLogger(__name__)
+
+MAX_NACKS_REMEMBERED = 10_000
+"""(node, type, version) NACKs already logged at warning level; the memory is bounded."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamStatus:
+    """One open stream, for `/debug` endpoints and tests."""
+
+    peer: str
+    node_id: str
+    namespace: str | None
+    """The consumer view it gets; None = producer routes only."""
+    acked: dict[str, str]
+    """LDS/RDS/CDS/EDS -> last ACKed version."""
+    subscriptions: dict[str, tuple[str, ...]]
+    """LDS/RDS/CDS/EDS -> subscribed names (``("*",)`` = wildcard)."""
+    nacks: tuple[Nack, ...]
+    """The last unresolved NACK per type."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStatus:
+    version: int
+    """Version of the current table; 0 = nothing published yet."""
+    streams: tuple[StreamStatus, ...]
+    nacks: int
+    """NACKs received since start."""
+
+
+class _Stream:
+    def __init__(self, peer: str) -> None:
+        self.state = StreamState(peer=peer)
+        self.wakeup = asyncio.Event()
+
+
+def _create_guarded_task(coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+    """A named task whose crash or unexpected end is logged (kopf's `create_guarded_task`)."""
+
+    async def guard() -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.error("task crashed task=%s", name, exc_info=True)
+            raise
+
+    return asyncio.create_task(guard(), name=name)
+
+
+class AdsServer:
+    """Serves the latest published `RouteTable` to every ADS client, per node namespace."""
+
+    def __init__(
+        self,
+        *,
+        settings: ServerSettings | None = None,
+        translator: Translator = default_translator,
+    ) -> None:
+        self._settings = settings or ServerSettings()
+        self._translator = translator
+        self._current: Snapshot | None = None
+        self._streams: set[_Stream] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        """grpc's handler task of each open stream (`stop` waits for their cleanup)."""
+        self._server: grpc.aio.Server | None = None
+        self._nacks = 0
+        self._nacks_logged: set[tuple[str, str, str]] = set()
+        self.port = 0
+        """Bound port after `start` (useful with port 0)."""
+
+    # ---- tables
+
+    def publish(self, table: RouteTable) -> int:
+        """Make `table` the current one and push it; returns its version. A table equal to
+        the current one is not a new version (nothing is pushed)."""
+        current = self._current
+        if current is not None and current.table == table:
+            log.debug("table unchanged, not published version=%d", current.version)
+            return current.version
+        version = 1 if current is None else current.version + 1
+        self._current = Snapshot(version=version, table=table, translator=self._translator)
+        log.info(
+            "table published version=%d parents=%d clusters=%d streams=%d",
+            version,
+            len(table.parents),
+            len(table.clusters),
+            len(self._streams),
+        )
+        for stream in self._streams:
+            stream.wakeup.set()
+        return version
+
+    @property
+    def version(self) -> int:
+        """Version of the current table; 0 = nothing published yet."""
+        return 0 if self._current is None else self._current.version
+
+    @property
+    def table(self) -> RouteTable | None:
+        return None if self._current is None else self._current.table
+
+    def status(self) -> ServerStatus:
+        return ServerStatus(
+            version=self.version,
+            streams=tuple(
+                StreamStatus(
+                    peer=s.state.peer,
+                    node_id=s.state.node_id,
+                    namespace=s.state.namespace,
+                    acked=s.state.acked(),
+                    subscriptions=s.state.subscriptions(),
+                    nacks=tuple(s.state.nacks()),
+                )
+                for s in sorted(self._streams, key=lambda s: s.state.peer)
+            ),
+            nacks=self._nacks,
+        )
+
+    # ---- lifecycle
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on `host:port` (0 = any free port); returns the bound port."""
+        if self._server is not None:
+            raise RuntimeError("ads server already started")
+        s = self._settings
+        server = grpc.aio.server(
+            options=[
+                ("grpc.keepalive_time_ms", s.keepalive_ms),
+                ("grpc.keepalive_timeout_ms", s.keepalive_timeout_ms),
+                ("grpc.max_receive_message_length", s.max_message_bytes),
+                ("grpc.max_send_message_length", s.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ControlPlaneError(f"cannot listen on {address}: {exc}") from exc
+        await server.start()
+        self._server = server
+        log.info("ads server listening address=%s:%d", host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Close every stream and the listening socket (bounded); idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        s = self._settings
+        try:
+            async with asyncio.timeout(s.stop_timeout_ms / 1000):
+                await server.stop(grace=s.stop_grace_ms / 1000)
+                # grpc has cancelled the handlers; let them log and clean up before we return.
+                for task in list(self._handlers):
+                    task.cancel()
+                if self._handlers:
+                    await asyncio.wait(self._handlers)
+        except TimeoutError:
+            log.error("ads server did not stop in time streams=%d", len(self._streams))
+        log.info("ads server stopped version=%d", self.version)
+
+    async def __aenter__(self) -> AdsServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # ---- one stream
+
+    async def serve_stream(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        stream = _Stream(context.peer())
+        self._streams.add(stream)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
+        log.info("ads stream opened peer=%s", stream.state.peer)
+        reader = _create_guarded_task(
+            self._read_loop(context, stream), name=f"ads-read {stream.state.peer}"
+        )
+        try:
+            await self._write_loop(context, stream, reader)
+        finally:
+            self._streams.discard(stream)
+            if handler is not None:
+                self._handlers.discard(handler)
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=self._settings.stop_timeout_ms / 1000)
+            log.info(
+                "ads stream closed peer=%s node=%s acked=%s",
+                stream.state.peer,
+                stream.state.node_id,
+                stream.state.acked(),
+            )
+
+    async def _write_loop(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        stream: _Stream,
+        reader: asyncio.Task[None],
+    ) -> None:
+        timeout_s = self._settings.send_timeout_ms / 1000
+        while not reader.done():
+            stream.wakeup.clear()
+            snapshot = self._current
+            if snapshot is not None and stream.state.node_id:
+                view = await snapshot.view(stream.state.namespace)
+                for response in [] if view is None else stream.state.due(snapshot, view):
+                    try:
+                        async with asyncio.timeout(timeout_s):
+                            await context.write(response)
+                    except TimeoutError:
+                        log.warning(
+                            "ads client not reading, closing its stream peer=%s node=%s",
+                            stream.state.peer,
+                            stream.state.node_id,
+                        )
+                        return
+                    log.debug(
+                        "ads response sent peer=%s type=%s version=%s nonce=%s resources=%d",
+                        stream.state.peer,
+                        kind_of(response.type_url),
+                        response.version_info,
+                        response.nonce,
+                        len(response.resources),
+                    )
+            if not reader.done():
+                await stream.wakeup.wait()  # set by requests, publish() and the reader's end
+
+    async def _read_loop(
+        self, context: grpc.aio.ServicerContext[Any, Any], stream: _Stream
+    ) -> None:
+        try:
+            while True:
+                req = await context.read()  # cancelled by serve_stream when the stream ends
+                if req is grpc.aio.EOF:
+                    log.debug("ads client half-closed peer=%s", stream.state.peer)
+                    return
+                self._on_request(stream, req)
+        finally:
+            stream.wakeup.set()
+
+    def _on_request(self, stream: _Stream, req: Any) -> None:
+        state = stream.state
+        known = bool(state.node_id)
+        verdict = state.on_request(req)
+        if not known and state.node_id:
+            log.info(
+                "ads client identified peer=%s node=%s namespace=%s workload=%s",
+                state.peer,
+                state.node_id,
+                state.namespace,
+                state.workload,
+            )
+        log.debug(
+            "ads request peer=%s type=%s version=%s nonce=%s names=%d verdict=%s",
+            state.peer,
+            kind_of(req.type_url),
+            req.version_info,
+            req.response_nonce,
+            len(req.resource_names),
+            verdict.kind,
+        )
+        if verdict.nack is not None:
+            self._nacks += 1
+            nack = verdict.nack
+            key = (state.node_id, nack.type_url, nack.version)
+            level = logging.DEBUG if key in self._nacks_logged else logging.WARNING
+            if len(self._nacks_logged) >= MAX_NACKS_REMEMBERED:
+                self._nacks_logged.clear()
+            self._nacks_logged.add(key)
+            log.log(
+                level,
+                "ads update rejected (NACK), not resending it; waiting for a newer table "
+                "node=%s namespace=%s type=%s version=%s reason=%s",
+                state.node_id,
+                state.namespace,
+                kind_of(nack.type_url),
+                nack.version,
+                nack.reason,
+            )
+        elif verdict.kind == "unknown":
+            log.debug("ads request of a type we do not serve type_url=%s", req.type_url)
+        stream.wakeup.set()
+
+
+class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    def __init__(self, server: AdsServer) -> None:
+        self._server = server
+
+    async def StreamAggregatedResources(
+        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        # grpc cancels this task when the client goes away; serve_stream cleans up.
+        await self._server.serve_stream(context)
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not served")
+
+
+Server = AdsServer
+"""Alias: `turnout.engine.server.Server`."""

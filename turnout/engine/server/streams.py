@@ -1,0 +1,222 @@
+"""One ADS stream's protocol state (state of the world, v3): pure, no I/O and no clock.
+
+```
+DiscoveryRequest ─ on_request ─> per type_url `_TypeState`
+   no nonce                   a (re)subscription: answer it whatever we sent before
+   nonce != last sent nonce   stale (a newer response is on its way): ignored, per the xDS spec
+   nonce == last, no error    ACK (version == sent version) or a subscription change
+   nonce == last, error       NACK: remembered with the client's reason; the rejected content
+                              is not sent again (only a newer table whose content for this
+                              stream differs is)
+   either way                 the response is no longer in flight, resource_names replace
+                              the subscription (empty LDS/CDS = wildcard, "*" too)
+
+due(snapshot, view) ─> DiscoveryResponses, for each subscribed type in CDS, EDS, LDS, RDS order
+   (make before break) that
+     - has no response in flight (one per type: a slow client only ever gets the newest), and
+     - whose resources for this stream's subscription differ from what it was last sent
+       (or was never answered); equal content is never re-sent, so a table change that
+       leaves a type untouched for this client sends nothing of that type.
+```
+
+Each response carries the snapshot's version and a fresh nonce. A NACK does not clear what
+was sent, which is what stops a resend loop: the same content is never due again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from turnout.engine.server.snapshots import Snapshot, View
+from turnout.engine.xds import (
+    CLUSTER_TYPE,
+    LISTENER_TYPE,
+    LOAD_ASSIGNMENT_TYPE,
+    ROUTE_CONFIGURATION_TYPE,
+)
+
+log = logging.getLogger(__name__)
+
+SEND_ORDER = (CLUSTER_TYPE, LOAD_ASSIGNMENT_TYPE, LISTENER_TYPE, ROUTE_CONFIGURATION_TYPE)
+"""Clusters and endpoints before the listeners and routes that point at them (make before
+break, as the xDS spec's "eventual consistency considerations" advise)."""
+
+WILDCARD_TYPES = frozenset({LISTENER_TYPE, CLUSTER_TYPE})
+"""Types for which an empty first subscription means "everything" (legacy wildcard)."""
+
+WILDCARD_NAME = "*"
+
+_KINDS = {
+    LISTENER_TYPE: "LDS",
+    ROUTE_CONFIGURATION_TYPE: "RDS",
+    CLUSTER_TYPE: "CDS",
+    LOAD_ASSIGNMENT_TYPE: "EDS",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Nack:
+    """A rejected response, as the client reported it."""
+
+    type_url: str
+    version: str
+    """Version of the rejected response."""
+    reason: str
+    """`error_detail.message` (truncated)."""
+
+
+MAX_REASON_CHARS = 1_000
+"""NACK reasons longer than this are cut in logs and status (foreign text)."""
+
+
+@dataclass(slots=True)
+class _TypeState:
+    type_url: str
+    names: frozenset[str] | None = frozenset()
+    """Subscribed resource names; None = wildcard (every resource of the type)."""
+    subscribed: bool = False
+    sent: dict[str, Message] | None = None
+    """Resources of the last response on this subscription; None = not answered yet."""
+    sent_version: str = ""
+    nonce: str = ""
+    """Nonce of the last response of this type; "" = none sent."""
+    in_flight: bool = False
+    """A response awaits its ACK or NACK."""
+    acked_version: str | None = None
+    nack: Nack | None = None
+    """The last NACK; cleared by a later ACK."""
+
+
+@dataclass(slots=True)
+class RequestVerdict:
+    """What one request did, for the server's logs."""
+
+    kind: str
+    """"subscribe", "ack", "nack", "update" (names changed, not an ACK), "stale", "unknown"."""
+    nack: Nack | None = None
+
+
+@dataclass(slots=True)
+class StreamState:
+    """Protocol state of one ADS stream."""
+
+    peer: str
+    node_id: str = ""
+    namespace: str | None = None
+    """Node metadata `namespace`: which consumer view this stream gets; None = producer only."""
+    workload: str = ""
+    types: dict[str, _TypeState] = field(
+        default_factory=lambda: {url: _TypeState(url) for url in SEND_ORDER}
+    )
+    _nonces: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    # ---- requests
+
+    def on_request(self, req: Any) -> RequestVerdict:
+        if req.HasField("node") and not self.node_id:
+            self._identify(req.node)
+        t = self.types.get(req.type_url)
+        if t is None:
+            return RequestVerdict("unknown")
+        if req.response_nonce and req.response_nonce != t.nonce:
+            return RequestVerdict("stale")
+        names = frozenset(req.resource_names)
+        first = not t.subscribed
+        if WILDCARD_NAME in names or (
+            not names and t.type_url in WILDCARD_TYPES and (first or t.names is None)
+        ):
+            new_names: frozenset[str] | None = None
+        else:
+            new_names = names
+        t.names, t.subscribed = new_names, True
+        if not req.response_nonce:
+            # A new subscription (or a new stream's first request): always answer it.
+            t.sent, t.in_flight = None, False
+            return RequestVerdict("subscribe")
+        t.in_flight = False
+        if req.HasField("error_detail"):
+            t.nack = Nack(
+                type_url=t.type_url,
+                version=t.sent_version,
+                reason=str(req.error_detail.message)[:MAX_REASON_CHARS],
+            )
+            return RequestVerdict("nack", t.nack)
+        if req.version_info == t.sent_version:
+            t.acked_version, t.nack = t.sent_version, None
+            return RequestVerdict("ack")
+        return RequestVerdict("update")
+
+    def _identify(self, node: Any) -> None:
+        self.node_id = str(node.id)
+        meta = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+        ns = meta.get("namespace")
+        self.namespace = ns if isinstance(ns, str) and ns else None
+        workload = meta.get("workload")
+        self.workload = workload if isinstance(workload, str) else ""
+
+    # ---- responses
+
+    def due(self, snapshot: Snapshot, view: View) -> list[Any]:
+        """The responses this stream needs now (and marks them sent)."""
+        out = []
+        for url in SEND_ORDER:
+            t = self.types[url]
+            if not t.subscribed or t.in_flight:
+                continue
+            available = view.get(url, {})
+            if t.names is None:
+                chosen = sorted(available)
+            else:
+                chosen = sorted(n for n in t.names if n in available)
+            content = {n: available[n][0] for n in chosen}
+            if t.sent is not None and content == t.sent:
+                continue
+            nonce = str(next(self._nonces))
+            out.append(
+                discovery_pb2.DiscoveryResponse(
+                    version_info=snapshot.version_info,
+                    type_url=url,
+                    nonce=nonce,
+                    resources=[available[n][1] for n in chosen],
+                )
+            )
+            t.sent, t.sent_version, t.nonce, t.in_flight = (
+                content,
+                snapshot.version_info,
+                nonce,
+                True,
+            )
+        return out
+
+    # ---- status
+
+    def acked(self) -> dict[str, str]:
+        """LDS/RDS/CDS/EDS -> last ACKed version."""
+        return {
+            _KINDS[url]: t.acked_version
+            for url, t in self.types.items()
+            if t.acked_version is not None
+        }
+
+    def subscriptions(self) -> dict[str, tuple[str, ...]]:
+        """LDS/RDS/CDS/EDS -> subscribed names (``("*",)`` = wildcard), subscribed types only."""
+        return {
+            _KINDS[url]: (WILDCARD_NAME,) if t.names is None else tuple(sorted(t.names))
+            for url, t in self.types.items()
+            if t.subscribed
+        }
+
+    def nacks(self) -> list[Nack]:
+        return [t.nack for t in self.types.values() if t.nack is not None]
+
+
+def kind_of(type_url: str) -> str:
+    """LDS, RDS, CDS or EDS (the type URL itself for anything else)."""
+    return _KINDS.get(type_url, type_url)
