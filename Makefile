@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench bench-tools clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,21 @@ unit: setup
 
 test: lint typecheck unit
 
-bench: setup
+# wrk and nginx for bench/proxy.py (Debian packages; machines run as root). `apt-get update`
+# only when the install fails, e.g. on a fresh machine with empty package lists.
+BENCH_TOOLS := wrk nginx
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
+
+bench-tools:
+	@missing=""; for t in $(BENCH_TOOLS); do \
+	  command -v $$t >/dev/null 2>&1 || test -x /usr/sbin/$$t || missing="$$missing $$t"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  $(APT_INSTALL) $$missing || { apt-get update && $(APT_INSTALL) $$missing; }; \
+	fi
+
+bench: setup bench-tools
 	$(BIN)/python -m bench
 
 clean:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-BENCHMARKS = ("bench.compile", "bench.decide")
+BENCHMARKS = ("bench.compile", "bench.decide", "bench.proxy")
 
 
 def main() -> None:
