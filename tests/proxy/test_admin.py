@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from tests.proxy.test_metrics import parse_exposition, serve
 from tests.proxy.test_tap import mk_event, request_events
-from turnout.proxy.admin import bound_port, start_admin, tap_request_from_query
+from turnout.proxy.admin import AdminServer, bound_port, start_admin, tap_request_from_query
 from turnout.proxy.metrics import ProxyMetrics
 from turnout.proxy.tap import TapFilter, TapHub
 
@@ -26,7 +25,7 @@ class Admin:
     metrics: ProxyMetrics
     tap: TapHub
     ready: list[bool]
-    runner: web.AppRunner
+    runner: AdminServer
     session: aiohttp.ClientSession
 
 

@@ -19,36 +19,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
-
-import uvloop
-from aiohttp import web
+from typing import TYPE_CHECKING, TextIO
 
 from turnout.engine.diagnostics import Diagnostic, Severity, has_errors
 from turnout.engine.errors import LoadError, MeshError
-from turnout.engine.pipeline import compile_files
-from turnout.engine.render import diagnostic_data, dump_json, dump_yaml, result_data
-from turnout.engine.server import AdsServer, bootstrap_config
-from turnout.engine.sources import DirectorySource
-from turnout.engine.xds import translate
-from turnout.meshctl import contracts as contracts_mod
-from turnout.meshctl import explain, views
-from turnout.meshctl.offline import OfflineMesh, Request, parse_via
-from turnout.proxy.runner import (
-    Address,
-    ProxyConfig,
-    StaticTable,
-    TableSource,
-    XdsSource,
-    run_proxy,
-)
-from turnout.proxy.table import RuntimeTable
-from turnout.proxy.xds_client import NodeInfo
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from turnout.engine.server import AdsServer
+    from turnout.engine.sources import DirectorySource
+    from turnout.proxy.runner import Address
+    from turnout.proxy.table import RuntimeTable
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +58,7 @@ def _add_files(p: argparse.ArgumentParser, *, required: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+
     parser = argparse.ArgumentParser(prog="mesh", description="Turnout service mesh tooling")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -90,6 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_files(p, required=False)
     p.add_argument("-o", "--output", choices=("table", "wide", "yaml", "json"), default="table")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="add SUCCESS RPS LATENCY_P50/P95/P99 from proxies' /metrics (like linkerd viz routes)",
+    )
+    p.add_argument(
+        "--metrics",
+        "--admin",
+        dest="metrics",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="with --live: a proxy's metrics URL or admin HOST:PORT; repeatable",
+    )
+    p.add_argument(
+        "--window",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --live: seconds between the two scrapes (default 10)",
+    )
     rsub = p.add_subparsers(dest="routes_command", metavar="SUBCOMMAND")
     e = rsub.add_parser("explain", help="explain how one request would be routed")
     _add_files(e)
@@ -124,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", metavar="HOST:PORT", help="/metrics, /ready, /live, /tap")
 
     p = sub.add_parser("serve", help="run the control plane: watch manifests, serve ADS")
-    p.add_argument("--dir", required=True, metavar="DIR", help="manifests directory (watched)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dir", metavar="DIR", help="manifests directory (watched)")
+    src.add_argument("--kubernetes", action="store_true", help="list+watch the API server")
+    p.add_argument("--kubeconfig", metavar="FILE", help="with --kubernetes (default: in-cluster)")
+    p.add_argument("--context", metavar="NAME", help="with --kubernetes: kubeconfig context")
     p.add_argument("--xds", default="127.0.0.1:18000", metavar="HOST:PORT", help="ADS (gRPC)")
     p.add_argument(
         "--admin", metavar="HOST:PORT", help="/ready /live /debug/table /debug/diagnostics"
@@ -136,13 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", required=True, metavar="KIND/NAME", help="deployment/NAME")
     p.add_argument("--node-id", metavar="ID", help="node id (default grpc~NS~KIND/NAME)")
 
-    sub.add_parser("demo", help="run the main job on the embedded default (examples/)")
+    p = sub.add_parser("demo", help="run the sample app on the mesh and watch live route stats")
+    p.add_argument(
+        "--offline", action="store_true", help="only compile, explain and test examples/"
+    )
+    p.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)"
+    )
+    p.add_argument(
+        "--interval", type=float, default=5.0, metavar="SECONDS", help="refresh of the live table"
+    )
+    p.add_argument("--rps", type=float, default=20.0, help="vote-bot requests per second")
     return parser
 
 
 def main(
     argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
+
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     args = build_parser().parse_args(argv)
@@ -161,7 +186,7 @@ def main(
         if args.command == "test":
             return run_test(args, out, err)
         if args.command == "demo":
-            return run_demo(out, err)
+            return run_demo(args, out, err)
         if args.command == "proxy":
             return run_proxy_command(args, out, err)
         if args.command == "serve":
@@ -184,6 +209,9 @@ def print_diagnostics(diags: Sequence[Diagnostic], err: TextIO) -> None:
 
 
 def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from turnout.engine.pipeline import compile_files
+    from turnout.engine.render import diagnostic_data, dump_json
+
     compiled = compile_files(args.files, crds=args.crds)
     diags = compiled.diagnostics
     if args.output == "json":
@@ -199,14 +227,39 @@ def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from turnout.engine.pipeline import compile_files
+    from turnout.engine.render import dump_json, dump_yaml, result_data
+    from turnout.meshctl import views
+
     if not args.files:
         print("error: mesh routes needs -f PATH (a live control plane comes later)", file=err)
         return EXIT_FAILED
+    if args.live:
+        if args.output not in ("table", "wide"):
+            print("error: --live shows -o table or -o wide", file=err)
+            return EXIT_FAILED
+        if not args.metrics:
+            print("error: --live needs --metrics URL (a proxy's /metrics), repeatable", file=err)
+            return EXIT_FAILED
+        if args.window <= 0:
+            print("error: --window must be > 0", file=err)
+            return EXIT_FAILED
     compiled = compile_files(args.files)
     diags = compiled.diagnostics
     print_diagnostics(diags, err)
     result = compiled.result
-    if args.output == "yaml":
+    if args.live:
+        from turnout.meshctl import live
+
+        urls = [live.metrics_url(u) for u in args.metrics]
+        stats, errors = asyncio.run(live.live_stats(urls, window=args.window))
+        for e in errors:
+            print(f"warning: cannot scrape {e}", file=err)
+        rows = views.route_rows(result.table)
+        out.write(live.live_table(rows, stats, wide=args.output == "wide"))
+        if len(errors) == len(urls):
+            return EXIT_FAILED
+    elif args.output == "yaml":
         out.write(dump_yaml(result_data(result.table, result.statuses, ())))
     elif args.output == "json":
         out.write(dump_json(result_data(result.table, result.statuses, ())))
@@ -226,6 +279,11 @@ def parse_header(text: str) -> tuple[str, str]:
 
 
 def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from turnout.engine.pipeline import compile_files
+    from turnout.engine.render import dump_json
+    from turnout.meshctl import explain
+    from turnout.meshctl.offline import OfflineMesh, Request, parse_via
+
     try:
         via = parse_via(args.via, from_namespace=args.from_namespace)
         request = Request(
@@ -252,6 +310,10 @@ def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def run_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from turnout.engine.pipeline import compile_files
+    from turnout.meshctl import contracts as contracts_mod
+    from turnout.meshctl.offline import OfflineMesh
+
     compiled = compile_files(args.files)
     diags = compiled.diagnostics
     if has_errors(diags):
@@ -297,6 +359,10 @@ def offline_runtime(
     files: Sequence[str], *, namespace: str
 ) -> tuple[RuntimeTable, list[Diagnostic]]:
     """Compile manifests and build the runtime table a proxy in `namespace` would get."""
+    from turnout.engine.pipeline import compile_files
+    from turnout.engine.xds import translate
+    from turnout.proxy.table import RuntimeTable
+
     compiled = compile_files(files)
     res = translate(compiled.result.table, client_namespace=namespace)
     table = RuntimeTable.from_xds(
@@ -308,7 +374,44 @@ def offline_runtime(
     return table, list(compiled.diagnostics)
 
 
+def compile_for_proxy(files: Sequence[str], namespace: str) -> tuple[list[bytes], list[str], bool]:
+    """Run in a child process by `mesh proxy -f`: compile and translate the manifests and
+    return the serialized xDS resources (listeners, route configs, clusters, assignments, in
+    that order, as `type_url\0bytes`), the diagnostics as text, and whether any is an error.
+
+    The proxy process thus never imports the engine (pydantic, jsonschema, CEL...), which
+    keeps its resident memory to the proxy's own share."""
+    from turnout.engine.pipeline import compile_files
+    from turnout.engine.xds import translate
+
+    compiled = compile_files(files)
+    diags = [d for d in compiled.diagnostics if d.severity is not Severity.INFO]
+    res = translate(compiled.result.table, client_namespace=namespace)
+    blobs = [
+        f"{kind}\0".encode() + msg.SerializeToString()
+        for kind, group in enumerate(
+            (res.listeners, res.route_configs, res.clusters, res.load_assignments)
+        )
+        for msg in group
+    ]
+    return blobs, [str(d) for d in diags], has_errors(diags)
+
+
 def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import uvloop
+
+    from turnout.proxy.runner import (
+        Address,
+        ProxyConfig,
+        StaticTable,
+        TableSource,
+        XdsSource,
+        run_proxy,
+    )
+
     if bool(args.files) == bool(args.xds):
         print("error: give exactly one of -f MANIFESTS and --xds HOST:PORT", file=err)
         return EXIT_FAILED
@@ -329,12 +432,21 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         return EXIT_FAILED
     source: TableSource
     if args.files:
-        table, diags = offline_runtime(args.files, namespace=args.namespace)
-        print_diagnostics([d for d in diags if d.severity is not Severity.INFO], err)
-        if has_errors(diags):
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            blobs, diag_lines, failed = pool.submit(
+                compile_for_proxy, args.files, args.namespace
+            ).result()
+        for line in diag_lines:
+            print(line, file=err)
+        if failed:
             return EXIT_FAILED
-        source = StaticTable(table)
+        from turnout.proxy.table import RuntimeTable
+
+        source = StaticTable(RuntimeTable.from_serialized(blobs))
     else:
+        from turnout.proxy.xds_client import NodeInfo
+
         node = NodeInfo(
             id=f"{args.namespace}/{args.workload}/{args.pod or 'proxy'}",
             cluster=args.namespace,
@@ -369,9 +481,127 @@ DEMO_EXPLAINS = (
 )
 
 
-def run_demo(out: TextIO, err: TextIO) -> int:
-    """The main job on the embedded default: the tables of examples/, a few explanations
-    and the example contracts (until the control plane runs the live demo)."""
+def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`mesh demo`: the sample app on the embedded mesh with live route stats (see
+    turnout/demo); `--offline`: compile, explain and test examples/ only."""
+    if args.offline:
+        return run_offline_demo(out, err)
+    if args.interval <= 0 or (args.duration is not None and args.duration <= 0):
+        print("error: --interval and --duration must be > 0", file=err)
+        return EXIT_FAILED
+    try:
+        return asyncio.run(_live_demo(args, out, err))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import time
+
+    from turnout.demo.orchestrate import Demo, DemoError
+    from turnout.engine.pipeline import compile_files
+    from turnout.meshctl import live, views
+
+    def say(text: str = "") -> None:
+        print(text, file=out)
+        out.flush()
+
+    demo = Demo(examples=examples_dir() / DEMO_MANIFESTS, rps=args.rps)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    mesh_dir = demo.manifests / "mesh"
+    urls = demo.metrics_urls
+    shown = f"mesh routes -f {mesh_dir} --live " + " ".join(f"--metrics {u}" for u in urls)
+    code = EXIT_OK
+    started = time.monotonic()
+    try:
+        say(
+            f"mesh demo: emojivoto on the embedded mesh, all on 127.0.0.1 (work dir {demo.workdir})"
+        )
+        start = loop.create_task(demo.start())
+        stopping = loop.create_task(stop.wait())
+        await asyncio.wait({start, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not start.done():
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DemoError):
+                await start
+            return EXIT_OK
+        stopping.cancel()
+        start.result()
+        for name, pid in demo.pids.items():
+            say(f"started {name} pid={pid}")
+        say(
+            f"ready in {time.monotonic() - started:.1f}s: vote-bot sends {args.rps:g} rps to "
+            f"web through its outbound proxy; web calls emoji and voting proxyless (xds:///)"
+        )
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        prev = await live.scrape_all([*urls, *demo.inbound_urls.values()])
+        first = True
+        while not stop.is_set():
+            wait = args.interval
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+            crashed = demo.exited()
+            if crashed:
+                for c in crashed:
+                    say(f"error: {c.name} exited ({c.proc.returncode if c.proc else '?'}):")
+                    say(c.log_tail())
+                code = EXIT_FAILED
+                break
+            cur = await live.scrape_all([*urls, *demo.inbound_urls.values()])
+            stats, errors = live.route_stats(
+                [s for s in prev if s.url in urls], [s for s in cur if s.url in urls]
+            )
+            inbound = live.inbound_stats(prev, cur)
+            window = cur[0].at - prev[0].at
+            prev = cur
+            say(f"\n$ {shown} --window {window:.0f}    # {time.strftime('%H:%M:%S')}")
+            for e in errors:
+                say(f"warning: cannot scrape {e}")
+            compiled = compile_files([str(mesh_dir)])
+            rows = [r for r in views.route_rows(compiled.result.table) if r.view == ""]
+            out.write(live.live_table(rows, stats))
+            served = []
+            for name, url in demo.inbound_urls.items():
+                st = inbound.get(url)
+                cells = live.stats_cells(st)
+                served.append(f"{name} {cells[1]} ({cells[0]} success)")
+            say("answered by (inbound proxies): " + ", ".join(served))
+            if first:
+                first = False
+                say(
+                    "\ntry next:\n"
+                    f"  - edit {demo.route_file}: change the 90/10 weights and watch the split "
+                    "move (the inbound line above)\n"
+                    f"  - edit {mesh_dir / '40-voting-route.yaml'}: change the fault's delay "
+                    "and watch VoteDoughnut's latency\n"
+                    f"  - run: {shown} --window 5\n"
+                    f"  - logs: {demo.workdir / 'logs'}\n"
+                    "  - Ctrl-C stops everything"
+                )
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except DemoError as exc:
+        print(f"error: {exc}", file=err)
+        code = EXIT_FAILED
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        results = await demo.stop()
+        pids = " ".join(f"{name}={pid}" for name, pid, _ in results)
+        say(f"stopped {len(results)} process(es): {pids}")
+    return code
+
+
+def run_offline_demo(out: TextIO, err: TextIO) -> int:
+    """`mesh demo --offline`: the tables of examples/, a few explanations and the example
+    contracts, all in-process."""
+
     ex = examples_dir()
     manifests = ex / DEMO_MANIFESTS
     rel = f"examples/{DEMO_MANIFESTS}/"
@@ -405,6 +635,9 @@ def run_demo(out: TextIO, err: TextIO) -> int:
 
 
 def run_bootstrap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from turnout.engine.render import dump_json
+    from turnout.engine.server import bootstrap_config
+
     config = bootstrap_config(
         xds=args.xds, namespace=args.namespace, workload=args.workload, node_id=args.node_id
     )
@@ -414,6 +647,8 @@ def run_bootstrap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`mesh serve`: directory source + ADS server (+ admin) until SIGINT/SIGTERM."""
+    from turnout.proxy.runner import Address
+
     try:
         xds = Address.parse(args.xds)
         admin = Address.parse(args.admin) if args.admin else None
@@ -421,6 +656,13 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"error: {exc}", file=err)
         return EXIT_FAILED
     try:
+        if args.kubernetes:
+            asyncio.run(
+                _serve_kubernetes(
+                    xds=xds, kubeconfig=args.kubeconfig, context=args.context, out=out
+                )
+            )
+            return EXIT_OK
         asyncio.run(_serve(Path(args.dir), xds=xds, admin=admin, out=out))
     except MeshError as exc:  # cannot listen, not a directory
         print(f"error: {exc}", file=err)
@@ -430,7 +672,40 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+async def _serve_kubernetes(
+    *, xds: Address, kubeconfig: str | None, context: str | None, out: TextIO
+) -> None:
+    """`mesh serve --kubernetes`: list+watch, compile, serve ADS, write route status."""
+    from turnout.engine.cluster import start_cluster_control_plane
+    from turnout.engine.server import AdsServer
+
+    server = AdsServer()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    plane = None
+    try:
+        port = await server.start(xds.host, xds.port)
+        print(f"xds listening on {xds.host}:{port}", file=out)
+        plane = await start_cluster_control_plane(server, kubeconfig=kubeconfig, context=context)
+        print("watching the Kubernetes API", file=out)
+        out.flush()
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if plane is not None and plane.source is not None:
+            await plane.source.stop()
+        await server.stop()
+
+
 async def _serve(directory: Path, *, xds: Address, admin: Address | None, out: TextIO) -> None:
+    from aiohttp import web
+
+    from turnout.engine.server import AdsServer
+    from turnout.engine.sources import DirectorySource
+
     server = AdsServer()
     source = DirectorySource(directory, publish=server.publish)
     stop = asyncio.Event()
@@ -462,6 +737,9 @@ async def _serve(directory: Path, *, xds: Address, admin: Address | None, out: T
 
 def _serve_admin_app(server: AdsServer, source: DirectorySource) -> web.Application:
     """/live, /ready (a valid table is served), /debug/table (YAML), /debug/diagnostics."""
+    from aiohttp import web
+
+    from turnout.engine.render import diagnostic_data, dump_json, dump_yaml, result_data
 
     async def live(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -21,7 +21,7 @@ from turnout.engine.compile import CompileResult, compile_table
 from turnout.engine.diagnostics import Diagnostic, Severity, sorted_diagnostics
 from turnout.engine.model import Document, Resources
 from turnout.engine.render import result_data
-from turnout.engine.validate import validate_paths
+from turnout.engine.validate import validate_paths, validate_resources
 
 OWN_CRDS = Path(__file__).resolve().parents[2] / "crds"
 """Turnout's own CRDs (policy.turnout.dev): their schemas and CEL rules always apply."""
@@ -59,21 +59,39 @@ def load_inputs(paths: Sequence[str], *, crds: Sequence[str] = ()) -> Inputs:
 
 def _load_inputs(paths: Sequence[str], *, crds: Sequence[str]) -> Inputs:
     report = validate_paths(paths, crds=[str(OWN_CRDS), *crds])
-    bad = {
-        (d.pos.file, d.pos.doc_index, _item(d.pos.path))
-        for d in report.diagnostics
-        if d.severity is Severity.ERROR
-    }
-    kept = tuple(
-        o
-        for o in report.resources.objects
-        if (o.pos.file, o.pos.doc_index, _item(o.pos.path)) not in bad
-    )
     return Inputs(
         documents=report.documents,
-        resources=Resources(kept),
+        resources=drop_invalid(report.resources, report.diagnostics),
         diagnostics=report.diagnostics,
     )
+
+
+def drop_invalid(resources: Resources, diagnostics: Sequence[Diagnostic]) -> Resources:
+    """The objects none of whose documents has an error (the API server would refuse them)."""
+    bad = {
+        (d.pos.file, d.pos.doc_index, _item(d.pos.path))
+        for d in diagnostics
+        if d.severity is Severity.ERROR
+    }
+    return Resources(
+        tuple(
+            o
+            for o in resources.objects
+            if (o.pos.file, o.pos.doc_index, _item(o.pos.path)) not in bad
+        )
+    )
+
+
+def compile_snapshot(
+    resources: Resources, diagnostics: Sequence[Diagnostic] = ()
+) -> CompiledInputs:
+    """Compile objects that are already parsed (the Kubernetes source's snapshots): the
+    built-in rules run again, objects with errors are left out, the rest is compiled."""
+    with gc_paused():
+        diags = [*diagnostics, *validate_resources(resources)]
+        kept = drop_invalid(resources, diags)
+        inputs = Inputs(documents=(), resources=kept, diagnostics=tuple(sorted_diagnostics(diags)))
+        return CompiledInputs(inputs=inputs, result=compile_table(kept))
 
 
 def _item(path: str) -> str:

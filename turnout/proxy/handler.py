@@ -10,9 +10,12 @@ IncomingRequest ─ listener (Host -> Service) ─ decide() ─┬─ DirectResp
 ```
 
 `ProxyState` (table, balancers, budgets) is replaced as a whole on every table update; a
-request reads it once, so it finishes on the table it started with. Everything that can be
-built per table update is (decisions, matchers, cumulative weights); per request this module
-allocates the request info, the upstream header list and the few objects of the exchange.
+request reads it once, so it finishes on the table it started with. Its balancers and budgets
+are a per-table snapshot of the clusters (the `Balancer`/`Budget` objects themselves are
+shared across tables), so a retry or a mirror of a request whose cluster a later table
+dropped still finds the endpoints of its own table. Everything that can be built per table
+update is (decisions, matchers, cumulative weights); per request this module allocates the
+request info, the upstream header list and the few objects of the exchange.
 
 Inbound (in front of the local app) forwards every request to the app: routing is the
 client side's job, as in Linkerd; the inbound side counts what the app answers (the metrics
@@ -28,14 +31,15 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 from turnout.proxy.actions import Backend, Decision, DirectResponse, Forward, Redirect
-from turnout.proxy.balancer import Balancers
-from turnout.proxy.budget import Budgets
+from turnout.proxy.balancer import Balancer
+from turnout.proxy.budget import Budget
 from turnout.proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from turnout.proxy.filters import apply_request_filters, apply_response_filters, redirect_location
 from turnout.proxy.hosts import listener_for_host
+from turnout.proxy.metrics import RESPONSE_HEADERS_TIMEOUT
 from turnout.proxy.request import RequestInfo
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Exchange, Telemetry
@@ -82,13 +86,24 @@ HOP_BY_HOP = frozenset(
 _REASONS = {404: b"no route", 503: b"no ready endpoint", 504: b"timeout", 502: b"bad gateway"}
 
 
+T_co = TypeVar("T_co", covariant=True)
+
+
+class ByCluster(Protocol[T_co]):
+    """Per-cluster lookup: a `Balancers`/`Budgets`, or a mapping snapshot of one."""
+
+    def get(self, cluster: str, /) -> T_co | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyState:
     """Everything a request reads at its start; replaced whole on each table update."""
 
     table: RuntimeTable
-    balancers: Balancers
-    budgets: Budgets
+    balancers: ByCluster[Balancer]
+    """The table's clusters only, fixed for this state (not the live `Balancers`)."""
+    budgets: ByCluster[Budget]
+    """As `balancers`."""
     version: str = ""
 
 
@@ -245,13 +260,18 @@ class Handler:
             finally:
                 balancer.finish(ep, (self.clock() - t0) * 1000, failed=resp is None)
             status = resp.status if resp is not None else None
+            ex.attempt(status, error=_attempt_error(error))
             retriable = retry is not None and (
                 (status is not None and status in retry.codes)
                 or isinstance(error, UpstreamConnectError)
                 or (isinstance(error, UpstreamTimeout) and decision.per_try_timeout_ms is not None)
             )
-            if retriable and retry is not None and body is not None and attempt < retry.attempts:
-                if budget is None or budget.try_withdraw():
+            if retriable and retry is not None:
+                if body is None:
+                    ex.retry_skipped()  # not buffered: the body cannot be sent again
+                elif attempt >= retry.attempts:
+                    ex.retry_limit_exceeded()
+                elif budget is None or budget.try_withdraw():
                     if resp is not None:
                         resp.release()
                     attempt += 1
@@ -266,7 +286,10 @@ class Handler:
                         return
                     await asyncio.sleep(backoff / 1000)
                     continue
-                ex.retry_skipped()
+                else:
+                    ex.retry_skipped()
+            elif attempt > 0 and resp is not None:
+                ex.retry_success()
             if resp is None:
                 if isinstance(error, UpstreamTimeout):
                     await self._answer(
@@ -296,6 +319,7 @@ class Handler:
         ex.response_head(resp.status)
         sent = 0
         length = resp.content_length
+        failure: TimeoutError | UpstreamError | None = None
         try:
             async with _deadline(deadline, self.clock):
                 if length is not None and length <= SMALL_BODY_BYTES:
@@ -308,12 +332,28 @@ class Handler:
                         sent += len(chunk)
                         await writer.write(chunk)
                     await writer.end()
-        except TimeoutError:
-            ex.finish(resp.status, error="REQUEST_TIMEOUT", bytes_sent=sent)
-            raise
+        except (TimeoutError, UpstreamError) as exc:
+            if writer.started:
+                # Half a response cannot be taken back: count it, and let the listener
+                # close the client connection (it does that for an UpstreamError).
+                timeout = isinstance(exc, TimeoutError)
+                kind = "REQUEST_TIMEOUT" if timeout else type(exc).__name__
+                ex.finish(resp.status, error=kind, bytes_sent=sent)
+                if timeout:
+                    raise UpstreamTimeout(
+                        ex.target, "request deadline expired mid-response"
+                    ) from exc
+                raise
+            failure = exc
         finally:
             resp.release()
-        ex.finish(resp.status, bytes_sent=sent)
+        if failure is None:
+            ex.finish(resp.status, bytes_sent=sent)
+        elif isinstance(failure, TimeoutError):
+            await self._answer(writer, ex, 504, _REASONS[504], decision, backend, timeout=True)
+        else:
+            # The upstream broke before the client got anything (a body read whole first).
+            await self._answer(writer, ex, 502, _REASONS[502], decision, backend, error=failure)
 
     # ----------------------------------------------------------------------- inbound
 
@@ -458,6 +498,13 @@ def forward_headers(
     out = [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP and n.lower() != "host"]
     out.insert(0, ("host", host))
     return out
+
+
+def _attempt_error(error: UpstreamError | None) -> str:
+    """The `error` label of one try's outcome ("" when a response arrived)."""
+    if error is None:
+        return ""
+    return RESPONSE_HEADERS_TIMEOUT if isinstance(error, UpstreamTimeout) else type(error).__name__
 
 
 def _try_timeout(per_try_ms: int | None, deadline: float | None, now: float) -> int | None:

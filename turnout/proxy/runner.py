@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Protocol
 
-from aiohttp import web
-
-from turnout.proxy.admin import start_admin
+from turnout.proxy.admin import AdminServer, start_admin
 from turnout.proxy.balancer import Balancers
 from turnout.proxy.budget import Budgets
 from turnout.proxy.handler import Handler, ProxyState
@@ -35,7 +36,9 @@ from turnout.proxy.tap import TapHub
 from turnout.proxy.telemetry import Telemetry
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.server import serve_http
-from turnout.proxy.xds_client import NodeInfo, XdsClient
+
+if TYPE_CHECKING:
+    from turnout.proxy.xds_client import NodeInfo
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,10 @@ class XdsSource:
     node: NodeInfo
 
     async def run(self, on_table: OnTable) -> None:
+        # grpc is imported here, not at module load: a proxy fed from manifests (-f) never
+        # loads it (several MB of resident memory per proxy).
+        from turnout.proxy.xds_client import XdsClient
+
         client = XdsClient(self.target, node=self.node, on_table=on_table)
         client.start()
         try:
@@ -114,7 +121,7 @@ class Proxy:
     handlers: list[Handler] = field(default_factory=list)
     version: str | None = None
     servers: list[asyncio.Server] = field(default_factory=list)
-    admin: web.AppRunner | None = None
+    admin: AdminServer | None = None
 
     @property
     def ready(self) -> bool:
@@ -123,11 +130,19 @@ class Proxy:
     def apply(self, table: RuntimeTable, version: str) -> None:
         self.balancers.update(table.clusters)
         self.budgets.update(table.clusters)
+        # Snapshots, not the live objects: a request keeps the table it started with, so a
+        # retry after a swap that dropped its cluster must still find that cluster's balancer.
+        balancers = {n: b for n in table.clusters if (b := self.balancers.get(n)) is not None}
+        budgets = {n: g for n in table.clusters if (g := self.budgets.get(n)) is not None}
         state = ProxyState(
-            table=table, balancers=self.balancers, budgets=self.budgets, version=version
+            table=table,
+            balancers=MappingProxyType(balancers),
+            budgets=MappingProxyType(budgets),
+            version=version,
         )
         for h in self.handlers:
             h.swap(state)
+        settle_heap()
         self.version = version
         log.info(
             "table applied version=%s listeners=%d clusters=%d",
@@ -214,13 +229,34 @@ async def stop_proxy(proxy: Proxy, task: asyncio.Task[None]) -> None:
     await proxy.pool.close()
 
 
+def settle_heap() -> None:
+    """After a table swap: collect the old table, then freeze what is left.
+
+    A table is tens of thousands of long-lived objects; left in the collector's generations,
+    every full collection walks them all and pauses the request path for 40-60 ms. Frozen,
+    they are skipped. Unfreezing first lets the previous table's cycles be collected, so
+    repeated swaps do not leak."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 async def run_proxy(config: ProxyConfig, source: TableSource) -> None:
-    """Serve until cancelled (Ctrl-C / SIGTERM in `mesh proxy`)."""
+    """Serve until cancelled, SIGINT or SIGTERM (`mesh proxy`); then shut down cleanly."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
     proxy, task = await start_proxy(config, source)
     started = time.monotonic()
+    stopper = loop.create_task(stop.wait(), name="stop signal")
     try:
-        await task
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        stopper.cancel()
         log.info("proxy stopping after %.0fs", time.monotonic() - started)
         await stop_proxy(proxy, task)
 

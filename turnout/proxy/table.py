@@ -277,6 +277,28 @@ class RuntimeTable:
         )
         return cls(listeners=tables, route_configs=rcs, clusters=cluster_infos)
 
+    @classmethod
+    def from_serialized(cls, blobs: Iterable[bytes]) -> RuntimeTable:
+        """From resources serialized as ``b"<kind>\\0" + message bytes``, kind 0..3 =
+        Listener, RouteConfiguration, Cluster, ClusterLoadAssignment (how `mesh proxy -f`
+        hands over a table compiled in a child process)."""
+        from envoy.config.cluster.v3 import cluster_pb2
+        from envoy.config.endpoint.v3 import endpoint_pb2
+        from envoy.config.listener.v3 import listener_pb2
+        from envoy.config.route.v3 import route_pb2
+
+        types = (
+            listener_pb2.Listener,
+            route_pb2.RouteConfiguration,
+            cluster_pb2.Cluster,
+            endpoint_pb2.ClusterLoadAssignment,
+        )
+        groups: list[list[Any]] = [[], [], [], []]
+        for blob in blobs:
+            kind, _, data = blob.partition(b"\0")
+            groups[int(kind)].append(types[int(kind)].FromString(data))
+        return cls.from_xds(groups[0], groups[1], clusters=groups[2], load_assignments=groups[3])
+
     def decide(self, request: RequestInfo, *, listener: str) -> Decision:
         """The decision for `request` on `listener`; a 404 `DirectResponse` when nothing matches."""
         hosts = self._listeners.get(listener)

@@ -3,7 +3,9 @@
 ```
 Handler ── telemetry.exchange(...) ──> Exchange   one per request
    .backend(b) .endpoint(addr)       who serves it (dst labels, target_addr)
+   .attempt(status, error=...)       each try: route_actual_*, backend_* (policy families)
    .retry(...) .retry_skipped()      route retry counters
+   .retry_success() .retry_limit_exceeded()
    .response_head(status)            response latency (time to headers), tap `rsp`
    .finish(status, error=...)        request/response counters, route and policy series, tap `end`
 ```
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from turnout.proxy.actions import Backend, Decision
-from turnout.proxy.metrics import REQUEST_TIMEOUT, PolicyRouteKey, ProxyMetrics
+from turnout.proxy.metrics import REQUEST_TIMEOUT, BackendKey, PolicyRouteKey, ProxyMetrics
 from turnout.proxy.tap import TapEvent, TapHub, tap_id
 from turnout.proxy.transport.messages import IncomingRequest
 
@@ -73,6 +75,7 @@ class Exchange:
         "decision",
         "direction",
         "dst_ns",
+        "dst_port",
         "dst_svc",
         "head_at",
         "owner",
@@ -99,6 +102,7 @@ class Exchange:
         self.target: tuple[str, int] = request.local if direction == "inbound" else _NO_ADDR
         self.dst_ns = ""
         self.dst_svc = ""
+        self.dst_port = 0
         self.head_at: float | None = None
         self.status: int | None = None
         self.tap_id = ""
@@ -106,7 +110,23 @@ class Exchange:
 
     def backend(self, backend: Backend) -> None:
         ns, _, rest = backend.cluster.partition("/")
-        self.dst_ns, self.dst_svc = ns, rest.split(":", 1)[0]
+        svc, _, port = rest.partition(":")
+        self.dst_ns, self.dst_svc = ns, svc
+        self.dst_port = int(port) if port.isdigit() else 0
+
+    def attempt(self, status: int | None, *, error: str = "") -> None:
+        """One try sent to the backend (the first and every retry) and its outcome."""
+        decision = self.decision
+        if decision is None or decision.route is None:
+            return
+        m = self.owner.metrics
+        rk = m.route(direction=self.direction, dst=self._dst(), rt_route=decision.route.rule)
+        m.route_actual_request(rk)
+        m.route_actual_response(rk, status_code=status, error=error)
+        bk = self._backend_key()
+        if bk is not None:
+            m.backend_request(bk)
+            m.backend_response(bk, status_code=status, error=error)
 
     def endpoint(self, addr: tuple[str, int]) -> None:
         self.target = addr
@@ -117,9 +137,22 @@ class Exchange:
             self.owner.metrics.retry(pk)
 
     def retry_skipped(self) -> None:
+        """Retriable, but the budget is spent or the body was not buffered."""
         pk = self._policy_key()
         if pk is not None:
             self.owner.metrics.retry_overflow(pk)
+
+    def retry_limit_exceeded(self) -> None:
+        """Retriable, but every attempt is used."""
+        pk = self._policy_key()
+        if pk is not None:
+            self.owner.metrics.retry_limit_exceeded(pk)
+
+    def retry_success(self) -> None:
+        """A retry got an answer that is not retriable."""
+        pk = self._policy_key()
+        if pk is not None:
+            self.owner.metrics.retry_success(pk)
 
     def response_head(self, status: int) -> None:
         self.head_at = self.owner.clock()
@@ -185,6 +218,17 @@ class Exchange:
             )
 
     # ----------------------------------------------------------------------- helpers
+
+    def _backend_key(self) -> BackendKey | None:
+        pk = self._policy_key()
+        if pk is None or not self.dst_svc:
+            return None
+        return self.owner.metrics.policy_backend(
+            pk,
+            backend_namespace=self.dst_ns,
+            backend_name=self.dst_svc,
+            backend_port=self.dst_port,
+        )
 
     def _dst(self) -> str:
         return self.request.host

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from pathlib import Path
 
-from tests.proxy.e2e.backends import Backend
-from tests.proxy.e2e.harness import compile_runtime, start_mesh
+from tests.proxy.e2e.conftest import Lab
+from tests.proxy.e2e.harness import bounded
 
 ROUTE = """
 apiVersion: gateway.networking.k8s.io/v1
@@ -25,23 +23,17 @@ spec:
 """
 
 
-async def test_requests_follow_the_route_to_real_backends(tmp_path: Path) -> None:
-    v1, v2 = await Backend("v1").start(), await Backend("v2").start()
-    table = compile_runtime(tmp_path, {"web": [], "web-v1": [v1], "web-v2": [v2]}, ROUTE)
-    mesh = await start_mesh(table)
-    try:
-        await asyncio.sleep(0)
-        status, headers, body = await mesh.get("web.shop", "/v2/echo?x=1")
-        assert status == 200 and headers["x-backend"] == "v2"
-        echo = json.loads(body)
-        assert echo["headers"]["x-route"] == "v2" and echo["query"] == "x=1"
-        status, headers, _ = await mesh.get("web", "/other")
-        assert status == 200 and headers["x-backend"] == "v1"
-        status, _, _ = await mesh.get("nope.elsewhere", "/")
-        assert status == 404
-        text = await mesh.metrics()
-        assert 'response_total{direction="outbound"' in text
-    finally:
-        await mesh.close()
-        await v1.stop()
-        await v2.stop()
+@bounded(10)
+async def test_requests_follow_the_route_to_real_backends(lab: Lab) -> None:
+    v1, v2 = await lab.backend("v1"), await lab.backend("v2")
+    mesh = await lab.mesh({"web": [], "web-v1": [v1], "web-v2": [v2]}, ROUTE)
+    status, headers, body = await mesh.get("web.shop", "/v2/echo?x=1")
+    assert status == 200 and headers["x-backend"] == "v2"
+    echo = json.loads(body)
+    assert echo["headers"]["x-route"] == "v2" and echo["query"] == "x=1"
+    status, headers, _ = await mesh.get("web", "/other")
+    assert status == 200 and headers["x-backend"] == "v1"
+    status, _, _ = await mesh.get("nope.elsewhere", "/")
+    assert status == 404
+    text = await mesh.metrics()
+    assert 'response_total{direction="outbound"' in text

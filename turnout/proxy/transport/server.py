@@ -37,7 +37,7 @@ from typing import cast
 
 import httptools
 
-from turnout.proxy.errors import ClientError
+from turnout.proxy.errors import ClientError, UpstreamError
 from turnout.proxy.transport.client import UpgradedConnection
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
@@ -566,6 +566,11 @@ class HttpServerProtocol(asyncio.Protocol):
         except ClientError as exc:
             log.debug("client error peer=%s status=%d error=%s", self.peer, exc.status, exc)
             self._answer_error(exch, exc.status)
+        except UpstreamError as exc:
+            # The upstream broke a response already being relayed: an outside failure, not
+            # a bug of ours, so no traceback; the half-sent response is aborted.
+            log.debug("upstream failed mid-response peer=%s error=%s", self.peer, exc)
+            self._answer_error(exch, 502)
         except Exception:
             log.exception(
                 "handler failed method=%s target=%.200s peer=%s",
