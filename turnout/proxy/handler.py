@@ -29,7 +29,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
@@ -314,7 +314,7 @@ class Handler:
         deadline: float | None,
     ) -> None:
         headers = [(n, v) for n, v in resp.headers if n.lower() not in HOP_BY_HOP]
-        if decision is not None:
+        if decision.response_headers or (backend is not None and backend.response_headers):
             headers = list(apply_response_filters(decision, backend, resp.status, headers))
         ex.response_head(resp.status)
         sent = 0
@@ -520,11 +520,9 @@ def _backoff_ms(base: int, cap: int, attempt: int, rng: random.Random) -> float:
     return float(base + rng.random() * max(0, ceiling - base))
 
 
-@contextlib.asynccontextmanager
-async def _deadline(deadline: float | None, clock: Callable[[], float]) -> AsyncIterator[None]:
-    """The rest of the request deadline (None: no limit) as an `asyncio.timeout`."""
+def _deadline(deadline: float | None, clock: Callable[[], float]) -> asyncio.Timeout:
+    """The rest of the request deadline as an `asyncio.timeout` (None: no limit, which
+    `asyncio.timeout(None)` makes free: no timer is scheduled)."""
     if deadline is None:
-        yield
-        return
-    async with asyncio.timeout(max(0.0, deadline - clock())):
-        yield
+        return asyncio.timeout(None)
+    return asyncio.timeout(max(0.0, deadline - clock()))

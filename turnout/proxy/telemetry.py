@@ -24,7 +24,14 @@ from collections.abc import Callable
 from typing import Literal
 
 from turnout.proxy.actions import Backend, Decision
-from turnout.proxy.metrics import REQUEST_TIMEOUT, BackendKey, PolicyRouteKey, ProxyMetrics
+from turnout.proxy.metrics import (
+    REQUEST_TIMEOUT,
+    BackendKey,
+    HttpKey,
+    PolicyRouteKey,
+    ProxyMetrics,
+    RouteKey,
+)
 from turnout.proxy.tap import TapEvent, TapHub, tap_id
 from turnout.proxy.transport.messages import IncomingRequest
 
@@ -41,7 +48,16 @@ def _addr(addr: tuple[str, int]) -> str:
 class Telemetry:
     """Shared by every request of one proxy."""
 
-    __slots__ = ("clock", "metrics", "tap")
+    __slots__ = (
+        "backend_keys",
+        "clock",
+        "dsts",
+        "http_keys",
+        "metrics",
+        "policy_keys",
+        "route_keys",
+        "tap",
+    )
 
     def __init__(
         self, metrics: ProxyMetrics, tap: TapHub, *, clock: Callable[[], float] = time.monotonic
@@ -49,6 +65,43 @@ class Telemetry:
         self.metrics = metrics
         self.tap = tap
         self.clock = clock
+        # Label keys by what determines them, so a request costs dictionary hits only.
+        self.dsts: dict[str, tuple[str, str, int]] = {}
+        self.http_keys: dict[tuple[object, ...], HttpKey] = {}
+        self.route_keys: dict[tuple[str, str, str], RouteKey] = {}
+        self.policy_keys: dict[tuple[str, str], PolicyRouteKey] = {}
+        self.backend_keys: dict[tuple[object, ...], BackendKey] = {}
+
+    def dst_of(self, cluster: str) -> tuple[str, str, int]:
+        """``NS/NAME:PORT`` -> (NS, NAME, PORT), parsed once per cluster."""
+        got = self.dsts.get(cluster)
+        if got is None:
+            ns, _, rest = cluster.partition("/")
+            svc, _, port = rest.partition(":")
+            got = self.dsts[cluster] = (ns, svc, int(port) if port.isdigit() else 0)
+        return got
+
+    def http_key(self, ex: Exchange) -> HttpKey:
+        ck = (ex.direction, ex.request.host, ex.target, ex.dst_ns, ex.dst_svc)
+        key = self.http_keys.get(ck)
+        if key is None:
+            key = self.http_keys[ck] = self.metrics.http(
+                direction=ex.direction,
+                authority=ex.request.host,
+                target_addr=ex.target,
+                dst_namespace=ex.dst_ns,
+                dst_service=ex.dst_svc,
+            )
+        return key
+
+    def route_key(self, direction: Literal["inbound", "outbound"], dst: str, rule: str) -> RouteKey:
+        ck = (direction, dst, rule)
+        rk = self.route_keys.get(ck)
+        if rk is None:
+            rk = self.route_keys[ck] = self.metrics.route(
+                direction=direction, dst=dst, rt_route=rule
+            )
+        return rk
 
     def exchange(
         self,
@@ -109,10 +162,7 @@ class Exchange:
         self._done = False
 
     def backend(self, backend: Backend) -> None:
-        ns, _, rest = backend.cluster.partition("/")
-        svc, _, port = rest.partition(":")
-        self.dst_ns, self.dst_svc = ns, svc
-        self.dst_port = int(port) if port.isdigit() else 0
+        self.dst_ns, self.dst_svc, self.dst_port = self.owner.dst_of(backend.cluster)
 
     def attempt(self, status: int | None, *, error: str = "") -> None:
         """One try sent to the backend (the first and every retry) and its outcome."""
@@ -120,7 +170,7 @@ class Exchange:
         if decision is None or decision.route is None:
             return
         m = self.owner.metrics
-        rk = m.route(direction=self.direction, dst=self._dst(), rt_route=decision.route.rule)
+        rk = self.owner.route_key(self.direction, self.request.host, decision.route.rule)
         m.route_actual_request(rk)
         m.route_actual_response(rk, status_code=status, error=error)
         bk = self._backend_key()
@@ -179,13 +229,7 @@ class Exchange:
             status_code: int | None = status if self.head_at is not None else None
         else:
             status_code = status
-        key = m.http(
-            direction=self.direction,
-            authority=self.request.host,
-            target_addr=self.target,
-            dst_namespace=self.dst_ns,
-            dst_service=self.dst_svc,
-        )
+        key = self.owner.http_key(self)
         m.request(key)
         m.response(
             key,
@@ -196,7 +240,7 @@ class Exchange:
         )
         decision = self.decision
         if decision is not None and decision.route is not None:
-            rk = m.route(direction=self.direction, dst=self._dst(), rt_route=decision.route.rule)
+            rk = self.owner.route_key(self.direction, self.request.host, decision.route.rule)
             m.route_request(rk)
             m.route_response(
                 rk,
@@ -223,20 +267,31 @@ class Exchange:
         pk = self._policy_key()
         if pk is None or not self.dst_svc:
             return None
-        return self.owner.metrics.policy_backend(
-            pk,
-            backend_namespace=self.dst_ns,
-            backend_name=self.dst_svc,
-            backend_port=self.dst_port,
-        )
-
-    def _dst(self) -> str:
-        return self.request.host
+        cache = self.owner.backend_keys
+        ck = (pk, self.dst_ns, self.dst_svc, self.dst_port)
+        bk = cache.get(ck)
+        if bk is None:
+            bk = cache[ck] = self.owner.metrics.policy_backend(
+                pk,
+                backend_namespace=self.dst_ns,
+                backend_name=self.dst_svc,
+                backend_port=self.dst_port,
+            )
+        return bk
 
     def _policy_key(self) -> PolicyRouteKey | None:
         decision = self.decision
         if decision is None or decision.route is None:
             return None
+        cache = self.owner.policy_keys
+        ck = (decision.route.source, self.request.host)
+        pk = cache.get(ck)
+        if pk is None:
+            pk = cache[ck] = self._new_policy_key(decision)
+        return pk
+
+    def _new_policy_key(self, decision: Decision) -> PolicyRouteKey:
+        assert decision.route is not None
         kind, _, rest = decision.route.source.partition("/")
         route_ns, _, route_name = rest.partition("/")
         host = self.request.host
