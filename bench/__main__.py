@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-BENCHMARKS = ("bench.compile", "bench.decide", "bench.proxy")
+BENCHMARKS = ("bench.compile", "bench.decide", "bench.proxy", "bench.xds")
 
 
 def main() -> None:

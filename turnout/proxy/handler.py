@@ -258,7 +258,11 @@ class Handler:
             except UpstreamError as exc:
                 error = exc
             finally:
-                balancer.finish(ep, (self.clock() - t0) * 1000, failed=resp is None)
+                # A request the client abandoned (cancelled) says nothing about the
+                # endpoint: counting it as a failure let a load generator that closes its
+                # connections back every endpoint off and turn the next requests into 503s.
+                failed = error is not None
+                balancer.finish(ep, (self.clock() - t0) * 1000, failed=failed)
             status = resp.status if resp is not None else None
             ex.attempt(status, error=_attempt_error(error))
             retriable = retry is not None and (

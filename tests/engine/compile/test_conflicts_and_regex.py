@@ -86,3 +86,11 @@ def test_regexes_must_be_re2(pattern: str, refused: bool) -> None:
     assert (diag is not None) is refused
     if diag is not None:
         assert diag.reason == "UnsupportedValue" and diag.severity is Severity.ERROR
+
+
+@pytest.mark.parametrize("pattern", ["a++b", r"\Z", "(?#comment)x", "a{2}+"])
+def test_patterns_python_takes_but_re2_refuses_are_errors(pattern: str) -> None:
+    """Envoy and gRPC clients compile route regexes with RE2; a pattern only Python's `re`
+    accepts would be NACKed by every xDS client, so the compiler refuses it first."""
+    diag = check_regex(pattern, POS)
+    assert diag is not None and "is not RE2" in diag.message

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import re2  # type: ignore[import-untyped, unused-ignore]
+
 from turnout.engine import ir
 from turnout.engine.diagnostics import Diagnostic, SourcePos, error
 from turnout.engine.model.grpcroute import GRPCHeaderMatch, GRPCRouteMatch
@@ -22,8 +24,8 @@ def normalize_prefix(value: str) -> str:
     return value.rstrip("/") or "/"
 
 
-_NOT_RE2 = re.compile(r"(?<!\\)(?:\\\\)*(?:\(\?(?:=|!|<=|<!|P=|>)|\\[1-9])")
-"""Lookaround, backreferences and atomic groups: Python's `re` has them, RE2 does not."""
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
 
 
 def check_regex(pattern: str, pos: SourcePos) -> Diagnostic | None:
@@ -34,12 +36,11 @@ def check_regex(pattern: str, pos: SourcePos) -> Diagnostic | None:
         re.compile(pattern)
     except re.error as exc:
         return error("UnsupportedValue", f"invalid regular expression {pattern!r}: {exc}", pos)
-    bad = _NOT_RE2.search(pattern)
-    if bad is not None:
-        msg = (
-            f"regular expression {pattern!r} uses {bad.group(0)!r}: lookaround, backreferences "
-            "and atomic groups are not RE2 and Envoy and gRPC clients would reject them"
-        )
+    try:
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        msg = f"regular expression {pattern!r} is not RE2 (Envoy and gRPC clients would reject it): {reason}"
         return error("UnsupportedValue", msg, pos)
     return None
 

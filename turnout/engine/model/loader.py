@@ -33,8 +33,12 @@ class Document:
     raw: Mapping[str, object]
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps timestamps as strings, as the API server's JSON does."""
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[valid-type, misc]
+    """libyaml's safe loader (7x faster than the pure-Python one) that keeps timestamps as
+    strings, as the API server's JSON does."""
 
 
 _Loader.yaml_implicit_resolvers = {
