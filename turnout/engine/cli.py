@@ -144,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin", metavar="HOST:PORT", help="/ready /live /debug/table /debug/diagnostics"
     )
 
+    p = sub.add_parser("tap", help="stream a proxy's live requests (Linkerd's tap lines)")
+    p.add_argument("--admin", required=True, metavar="HOST:PORT", help="the proxy's admin port")
+    p.add_argument("--method", default="", help="only this method")
+    p.add_argument("--authority", default="", help="only this authority")
+    p.add_argument("--path", default="", help="only paths with this prefix")
+    p.add_argument("--max-rps", type=int, default=100, help="requests per second (0 = all)")
+    p.add_argument("-n", "--limit", type=int, default=0, help="stop after N events")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
     p = sub.add_parser("bootstrap", help="print the gRPC xDS bootstrap JSON of a workload")
     p.add_argument("--xds", required=True, metavar="HOST:PORT", help="the ADS server")
     p.add_argument("--namespace", required=True, metavar="NS")
@@ -193,6 +202,8 @@ def main(
             return run_serve(args, out, err)
         if args.command == "bootstrap":
             return run_bootstrap(args, out, err)
+        if args.command == "tap":
+            return run_tap(args, out, err)
     except LoadError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_UNLOADABLE if args.command == "test" else EXIT_FAILED
@@ -773,3 +784,32 @@ def _serve_admin_app(server: AdsServer, source: DirectorySource) -> web.Applicat
     app.router.add_get("/debug/table", table)
     app.router.add_get("/debug/diagnostics", diagnostics)
     return app
+
+
+def run_tap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`mesh tap`: print a proxy's tap stream (its admin `/tap`), one event per line."""
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode(
+        {
+            "format": args.output,
+            "method": args.method,
+            "authority": args.authority,
+            "path": args.path,
+            "max_rps": args.max_rps,
+            "limit": args.limit,
+        }
+    )
+    url = f"http://{args.admin}/tap?{query}"
+    try:
+        with urllib.request.urlopen(url, timeout=300) as resp:  # until limit, idle or Ctrl-C
+            for line in resp:
+                out.write(line.decode("utf-8", errors="replace"))
+                out.flush()
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"error: cannot tap {args.admin}: {exc}", file=err)
+        return EXIT_FAILED
+    return EXIT_OK

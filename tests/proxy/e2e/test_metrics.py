@@ -104,3 +104,27 @@ async def test_a_tap_stream_shows_req_rsp_and_end_for_each_request(lab: Lab) -> 
         assert rsp["dst"] == f"127.0.0.1:{v1.port}"
         assert isinstance(end["bytes"], int) and end["bytes"] > 0
     assert paths == {"/tapped/0", "/tapped/1", "/tapped/2"}
+
+
+@bounded(15)
+async def test_mesh_tap_prints_linkerd_tap_lines(lab: Lab) -> None:
+    """`mesh tap` prints `req`/`rsp`/`end` lines in `linkerd viz tap`'s format."""
+    import asyncio
+    import io
+
+    from turnout.engine.cli import main
+
+    v1 = await lab.backend("v1")
+    mesh = await lab.mesh({"web": [], "web-v1": [v1]}, ROUTES)
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["tap", "--admin", f"127.0.0.1:{mesh.admin}", "--path", "/tapped", "-n", "3"]
+    tap = asyncio.create_task(asyncio.to_thread(main, argv, stdout=out, stderr=err))
+    while not mesh.proxy.tap.active:  # the CLI has subscribed
+        await asyncio.sleep(0.01)
+    await mesh.get("web", "/tapped/x")
+    assert await tap == 0, err.getvalue()
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == ["req", "rsp", "end"]
+    assert "proxy=out" in lines[0] and ":method=GET :authority=web :path=/tapped/x" in lines[0]
+    assert ":status=200 latency=" in lines[1]
+    assert "response-length=" in lines[2]
