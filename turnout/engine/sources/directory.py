@@ -35,7 +35,7 @@ from turnout.engine.compile import CompileResult
 from turnout.engine.diagnostics import Diagnostic, Severity, has_errors
 from turnout.engine.errors import MeshError, SourceError
 from turnout.engine.ir import RouteTable
-from turnout.engine.pipeline import CompiledInputs, compile_files
+from turnout.engine.pipeline import CompiledInputs, IncrementalCompiler
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,12 @@ class DirectorySource:
         *,
         publish: Publish,
         settings: DirectorySettings | None = None,
-        compiler: Compiler = compile_files,
+        compiler: Compiler | None = None,
     ) -> None:
         self.directory = Path(directory)
         self._publish = publish
         self._settings = settings or DirectorySettings()
-        self._compile = compiler
+        self._compile = compiler if compiler is not None else IncrementalCompiler()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._watching = asyncio.Event()
