@@ -251,8 +251,8 @@ def test_mesh_test_exits_2_when_a_contract_or_the_manifests_cannot_load(tmp_path
     assert run("test", "-f", str(tmp_path / "missing"), str(CONTRACT))[0] == 2
 
 
-def test_demo_runs_the_main_job_on_the_examples() -> None:
-    code, out, _ = run("demo")
+def test_demo_offline_runs_the_main_job_on_the_examples() -> None:
+    code, out, _ = run("demo", "--offline")
     assert code == 0
     assert "$ mesh routes -f examples/emojivoto/" in out
     assert "$ mesh test -f examples/emojivoto/" in out
