@@ -45,6 +45,7 @@ from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Exchange, Telemetry
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.messages import (
+    HOP_BY_HOP,
     IncomingRequest,
     RequestBody,
     ResponseWriter,
@@ -66,22 +67,6 @@ MAX_MIRRORS_IN_FLIGHT = 64
 
 MIRROR_TIMEOUT_MS = 10_000
 """A mirrored copy gives up after this long."""
-
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-    }
-)
-"""Headers the transport owns (framing and connection management); never forwarded as is."""
 
 _REASONS = {404: b"no route", 503: b"no ready endpoint", 504: b"timeout", 502: b"bad gateway"}
 
