@@ -2,7 +2,7 @@
 
 ```
 validate_paths (load, parse, built-in schema and CEL rules, our crds/ and --crds)
--> drop invalid objects -> compile_table
+-> drop invalid objects -> smi_to_routes (adapters.smi: TrafficSplit -> HTTPRoute) -> compile_table
 ```
 This is what `mesh validate/routes/explain/test` and the golden tests run. An object with an
 error is left out of the compile, exactly as the API server would have refused it; its
@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from turnout.adapters.smi import smi_to_routes
 from turnout.engine.compile import CompileResult, compile_table
 from turnout.engine.diagnostics import Diagnostic, Severity, sorted_diagnostics, warning
 from turnout.engine.model import Document, Loaded, Resource, Resources
@@ -61,10 +62,12 @@ def load_inputs(paths: Sequence[str], *, crds: Sequence[str] = ()) -> Inputs:
 
 def _load_inputs(paths: Sequence[str], *, crds: Sequence[str]) -> Inputs:
     report = validate_paths(paths, crds=[str(OWN_CRDS), *crds])
+    diags = list(report.diagnostics)
+    resources = smi_to_routes(drop_invalid(report.resources, diags), diags)
     return Inputs(
         documents=report.documents,
-        resources=drop_invalid(report.resources, report.diagnostics),
-        diagnostics=report.diagnostics,
+        resources=resources,
+        diagnostics=tuple(sorted_diagnostics(diags)),
     )
 
 
@@ -91,7 +94,7 @@ def compile_snapshot(
     built-in rules run again, objects with errors are left out, the rest is compiled."""
     with gc_paused():
         diags = [*diagnostics, *validate_resources(resources)]
-        kept = drop_invalid(resources, diags)
+        kept = smi_to_routes(drop_invalid(resources, diags), diags)
         inputs = Inputs(documents=(), resources=kept, diagnostics=tuple(sorted_diagnostics(diags)))
         return CompiledInputs(inputs=inputs, result=compile_table(kept))
 
@@ -176,7 +179,7 @@ class IncrementalCompiler:
                     msg = f"{key[0]} {key[1]}/{key[2]} is defined again; this one replaces {objects[key].pos}"
                     diags.append(warning("DuplicateObject", msg, o.pos))
                 objects[key] = o
-        resources = drop_invalid(Resources(tuple(objects.values())), diags)
+        resources = smi_to_routes(drop_invalid(Resources(tuple(objects.values())), diags), diags)
         inputs = Inputs(
             documents=docs, resources=resources, diagnostics=tuple(sorted_diagnostics(diags))
         )

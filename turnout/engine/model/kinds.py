@@ -40,6 +40,14 @@ from turnout.engine.model.grpcroute import GRPCRoute
 from turnout.engine.model.httproute import HTTPRoute
 from turnout.engine.model.loader import Document
 from turnout.engine.model.policy import FaultInjection, XBackendTrafficPolicy
+from turnout.engine.model.smi import (
+    SPECS_GROUP,
+    SPLIT_GROUP,
+    HTTPRouteGroup,
+    TrafficSplit,
+    TrafficSplitV1alpha1,
+    TrafficSplitV1alpha2,
+)
 
 GW = "gateway.networking.k8s.io"
 GWX = "gateway.networking.x-k8s.io"
@@ -58,6 +66,13 @@ KINDS: dict[tuple[str, str], dict[str, type[Resource]]] = {
     ("", "Service"): {"v1": Service},
     ("discovery.k8s.io", "EndpointSlice"): {"v1": EndpointSlice},
     (POLICY_GROUP, "FaultInjection"): {"v1alpha1": FaultInjection},
+    (SPLIT_GROUP, "TrafficSplit"): {
+        "v1alpha1": TrafficSplitV1alpha1,
+        "v1alpha2": TrafficSplitV1alpha2,
+        "v1alpha3": TrafficSplit,
+        "v1alpha4": TrafficSplit,
+    },
+    (SPECS_GROUP, "HTTPRouteGroup"): {"v1alpha3": HTTPRouteGroup, "v1alpha4": HTTPRouteGroup},
 }
 """(group, kind) -> served version -> model."""
 
