@@ -50,7 +50,13 @@ class ClusterControlPlane:
             self.last = compiled
             self.published = self.server.publish(compiled.result.table)
             if self.source is not None:
-                await self.source.write_route_status(compiled.result.statuses)
+                # SMI TrafficSplits have no status subresource; only routes get status.
+                statuses = [
+                    s
+                    for s in compiled.result.statuses
+                    if s.route.kind in ("HTTPRoute", "GRPCRoute")
+                ]
+                await self.source.write_route_status(statuses)
 
 
 async def start_cluster_control_plane(

@@ -137,18 +137,18 @@ WATCHED_KINDS: tuple[KindSpec, ...] = (
         plural="xbackendtrafficpolicies",
     ),
     KindSpec(
+        # v1alpha1: what Flagger's linkerd provider writes, and our CRD's storage version
+        # (the SMI CRDs convert with strategy None, so this is how every object reads).
         kind="TrafficSplit",
         group="split.smi-spec.io",
-        version="v1alpha4",
+        version="v1alpha1",
         plural="trafficsplits",
-        parse=False,
     ),
     KindSpec(
         kind="HTTPRouteGroup",
         group="specs.smi-spec.io",
         version="v1alpha4",
         plural="httproutegroups",
-        parse=False,
     ),
 )
 """Every kind the compiler (or the SMI adapter) reads, at the version we list it."""
