@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench bench-tools clean
+.PHONY: setup demo test tools lint typecheck unit bench bench-tools clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,13 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest
 
-test: lint typecheck unit
+test: tools lint typecheck unit
+
+# Debian's prometheus for tests/flagger (Flagger's PromQL against a real Prometheus). Machines
+# run as root; `apt-get update` only when the install fails (fresh machine, empty lists).
+tools:
+	command -v prometheus >/dev/null 2>&1 || \
+	  ($(APT_INSTALL) prometheus || (apt-get update && $(APT_INSTALL) prometheus))
 
 # wrk and nginx for bench/proxy.py (Debian packages; machines run as root). `apt-get update`
 # only when the install fails, e.g. on a fresh machine with empty package lists.
