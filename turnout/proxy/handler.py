@@ -170,10 +170,22 @@ class Handler:
             msg = f"{backend.invalid.reason}: {backend.invalid.message}".encode()
             await self._answer(writer, ex, backend.invalid.status, msg, decision, backend)
             return
-        upstream = apply_request_filters(decision, info, backend)
-        fwd = forward_headers(upstream.headers, upstream.authority)
+        if (
+            decision.request_headers
+            or backend.request_headers
+            or decision.host_rewrite is not None
+            or backend.host_rewrite is not None
+            or decision.path_rewrite is not None
+        ):
+            upstream = apply_request_filters(decision, info, backend)
+            method, target = upstream.method, upstream.path_and_query
+            fwd = forward_headers(upstream.headers, upstream.authority)
+        else:  # no request filter: the request goes on as it came (the common case)
+            method = req.method
+            target = f"{req.path}?{req.query}" if req.query else req.path
+            fwd = forward_headers(req.headers, req.host)
         body = await self._body(req)
-        self._mirror(decision, state, req, upstream.path_and_query, fwd, body)
+        self._mirror(decision, state, req, target, fwd, body)
         budget = state.budgets.get(backend.cluster)
         if budget is not None:
             budget.deposit()
@@ -183,8 +195,8 @@ class Handler:
             decision,
             backend,
             state,
-            method=upstream.method,
-            target=upstream.path_and_query,
+            method=method,
+            target=target,
             headers=fwd,
             body=body,
             stream=req.body,
