@@ -114,7 +114,9 @@ class _UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.busy = False
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
+        """Loop time it went back to the pool; the pool's sweep closes it after the idle
+        timeout."""
         # the exchange in flight
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._stream: BodyStream | None = None
@@ -177,8 +179,6 @@ class _UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
         self.pool._forget(self)
         self.flow.close(
             UpstreamProtocolError(self.endpoint, "connection closed while sending the request")
@@ -438,7 +438,6 @@ class _UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     def idle_expired(self) -> None:
-        self.idle_timer = None
         log.debug("idle upstream connection closed endpoint=%s:%d", *self.endpoint)
         self.close()
 
@@ -522,6 +521,7 @@ class UpstreamPool:
         self.hooks = hooks
         self._idle: dict[Address, list[_UpstreamConnection]] = {}
         self._all: set[_UpstreamConnection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def idle_count(self, endpoint: Address) -> int:
         """Idle connections pooled for `endpoint` right now."""
@@ -618,9 +618,6 @@ class UpstreamPool:
         idle = self._idle.get(endpoint)
         while idle:
             conn = idle.pop()
-            if conn.idle_timer is not None:
-                conn.idle_timer.cancel()
-                conn.idle_timer = None
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn
         return None
@@ -647,8 +644,26 @@ class UpstreamPool:
         if len(idle) >= self.max_idle_per_endpoint:
             conn.close()
             return
+        conn.idle_since = conn.loop.time()
         idle.append(conn)
-        conn.idle_timer = conn.loop.call_later(self.idle_timeout_ms / 1000, conn.idle_expired)
+        if self._sweeper is None:
+            self._schedule_sweep(conn.loop)
+
+    def _schedule_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One timer for the whole pool instead of one per pooled connection: a connection
+        going idle on every request must not cost a timer each time."""
+        self._sweeper = loop.call_later(self.idle_timeout_ms / 2000, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close connections idle for `idle_timeout_ms` or more (oldest first in each list,
+        as idle connections are appended and reused last-in first-out)."""
+        self._sweeper = None
+        cutoff = loop.time() - self.idle_timeout_ms / 1000
+        for idle in list(self._idle.values()):
+            while idle and idle[0].idle_since <= cutoff:
+                idle.pop(0).idle_expired()
+        if any(self._idle.values()):
+            self._schedule_sweep(loop)
 
     def _forget(self, conn: _UpstreamConnection) -> None:
         self._all.discard(conn)
@@ -658,6 +673,9 @@ class UpstreamPool:
 
     async def close(self) -> None:
         """Close every connection (idle or busy) and wait until they are closed."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         conns = list(self._all)
         for conn in conns:
             conn.abort()
