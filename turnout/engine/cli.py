@@ -8,7 +8,7 @@ mesh routes explain -f PATH... --via service/NS/NAME:PORT [--from-namespace NS]
 mesh test     -f PATH... CONTRACT... [--junit FILE]
 mesh serve --dir DIR [--xds HOST:PORT] [--admin HOST:PORT]
 mesh bootstrap --xds HOST:PORT --namespace NS --workload KIND/NAME
-mesh demo
+mesh demo [canary [--fail] [--step-seconds S] [--provider linkerd|gatewayapi]]
 ```
 Diagnostics go to stderr as ``file[doc] path: message (Reason)``; any error means exit 1
 (warnings too with `--strict`). Every command takes the output streams as arguments so tests
@@ -170,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=5.0, metavar="SECONDS", help="refresh of the live table"
     )
     p.add_argument("--rps", type=float, default=20.0, help="vote-bot requests per second")
+    p.add_argument(
+        "scenario", nargs="?", choices=("canary",), help="canary: replay Flagger's canary steps"
+    )
+    p.add_argument("--fail", action="store_true", help="canary: the canary answers errors")
+    p.add_argument("--step-seconds", type=float, default=5.0, metavar="S", help="canary: one tick")
+    p.add_argument("--provider", choices=("linkerd", "gatewayapi"), default="linkerd")
     return parser
 
 
@@ -497,11 +503,35 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     turnout/demo); `--offline`: compile, explain and test examples/ only."""
     if args.offline:
         return run_offline_demo(out, err)
+    if args.scenario == "canary":
+        return run_canary_demo(args, out, err)
     if args.interval <= 0 or (args.duration is not None and args.duration <= 0):
         print("error: --interval and --duration must be > 0", file=err)
         return EXIT_FAILED
     try:
         return asyncio.run(_live_demo(args, out, err))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def run_canary_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`mesh demo canary`: replay Flagger's canary steps (turnout/demo/canary.py)."""
+    from turnout.demo import canary
+
+    if args.step_seconds <= 0:
+        print("error: --step-seconds must be > 0", file=err)
+        return EXIT_FAILED
+
+    def say(text: str) -> None:
+        print(text, file=out)
+        out.flush()
+
+    try:
+        return asyncio.run(
+            canary.run(
+                provider=args.provider, fail=args.fail, step_seconds=args.step_seconds, say=say
+            )
+        )
     except KeyboardInterrupt:
         return EXIT_OK
 
