@@ -42,7 +42,7 @@ def test_only_changed_files_are_validated_again(
     assert len(seen) == len(list((tmp_path / "m").rglob("*.yaml")))
     route = tmp_path / "m" / "mesh" / "30-web-route.yaml"
     route.write_text(route.read_text().replace("weight: 90", "weight: 50"))
-    os.utime(route, ns=(1, 2))  # a different mtime whatever the clock's resolution
+    os.utime(route, ns=(1, 2))
     seen.clear()
     again = compiler([tmp_path / "m"])
     assert seen == [str(route)]
@@ -50,3 +50,9 @@ def test_only_changed_files_are_validated_again(
     web = again.result.table.parent("service/emojivoto/web:80")
     assert isinstance(web, ir.ServiceParent)
     assert 50 in {b.weight for r in web.producer.rules for b in r.backends}
+    seen.clear()
+    os.utime(route, ns=(1, 2))  # same mtime, same size, new content: still seen
+    route.write_text(route.read_text().replace("weight: 50", "weight: 60"))
+    os.utime(route, ns=(1, 2))
+    compiler([tmp_path / "m"])
+    assert seen == [str(route)]

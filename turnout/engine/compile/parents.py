@@ -83,7 +83,9 @@ def resolve_parent(
     pos: SourcePos,
 ) -> Outcome:
     ns = ref.namespace or route.obj.namespace
-    if ref.group == "" and ref.kind == "Service":
+    # Linkerd (and Flagger's Linkerd e2e) write `group: core` for a Service parent; the
+    # status entry still echoes the ref as written (`parent_key`).
+    if ref.group in ("", "core") and ref.kind == "Service":
         return _service_parent(ctx, route, ref, ns=ns, pos=pos)
     if ref.group == GW_GROUP and ref.kind == "Gateway":
         return _gateway_parent(ctx, route, ref, ns=ns, pos=pos)

@@ -801,7 +801,10 @@ class KubernetesSource:
                     return StatusWrite(route=ref, outcome="stale")
                 old = list((obj.get("status") or {}).get("parents") or [])
                 now = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-                new = merge_route_parents(old, st, controller=self._controller, now=now)
+                spec_refs = list((obj.get("spec") or {}).get("parentRefs") or [])
+                new = merge_route_parents(
+                    old, st, controller=self._controller, now=now, spec_refs=spec_refs
+                )
                 if new == old:
                     return StatusWrite(route=ref, outcome="unchanged")
                 body = copy.deepcopy(obj)
@@ -914,13 +917,22 @@ def _ref_key(ref: Mapping[str, Any], route_ns: str) -> tuple[object, ...]:
 
 
 def merge_route_parents(
-    old: Sequence[Mapping[str, Any]], status: ir.RouteStatus, *, controller: str, now: str
+    old: Sequence[Mapping[str, Any]],
+    status: ir.RouteStatus,
+    *,
+    controller: str,
+    now: str,
+    spec_refs: Sequence[Mapping[str, Any]] = (),
 ) -> list[Raw]:
     """`status.parents` with our entries replaced by `status` and every other kept as is.
 
     Other controllers' entries keep their place; ours follow in compile order. A condition
-    keeps its old `lastTransitionTime` while its status and reason are unchanged."""
+    keeps its old `lastTransitionTime` while its status and reason are unchanged. Each
+    `parentRef` is the route's own `spec.parentRefs` entry, copied as written when one
+    matches (Flagger compares them field by field: a namespace we filled in would not
+    match a ref written without one)."""
     ns = status.route.namespace
+    as_written = {_ref_key(r, ns): dict(r) for r in spec_refs}
     others = [dict(p) for p in old if p.get("controllerName") != controller]
     previous = {
         _ref_key(p.get("parentRef") or {}, ns): p
@@ -930,6 +942,7 @@ def merge_route_parents(
     ours: list[Raw] = []
     for ps in status.parents:
         ref = parent_ref_to_wire(ps.parent_ref)
+        ref = as_written.get(_ref_key(ref, ns), ref)
         prev = previous.get(_ref_key(ref, ns)) or {}
         prev_conds = {c.get("type"): c for c in prev.get("conditions") or ()}
         conds: list[Raw] = []
