@@ -141,3 +141,20 @@ def test_not_accepted_consumer_route_creates_no_consumer_view() -> None:
     parent = result.table.parent("service/shop/web:80")
     assert isinstance(parent, ir.ServiceParent)
     assert parent.consumers == ()
+
+
+def test_a_service_parent_may_be_written_with_group_core() -> None:
+    """Linkerd and Flagger write `{group: core, kind: Service}` for a mesh parent; it is the
+    same parent as `group: ""`, and status echoes the ref as written."""
+    parent = {"group": "core", "kind": "Service", "name": "web", "port": 80}
+    result = compile_objects(
+        mk_service("shop", "web", 80),
+        mk_service("shop", "v2", 80),
+        mk_route(
+            "shop", "r", parents=[parent], rules=[mk_rule(backends=[{"name": "v2", "port": 80}])]
+        ),
+    )
+    assert not [d for d in result.diagnostics if d.reason == "InvalidKind"]
+    (status,) = result.statuses
+    assert status.parents[0].parent_ref.group == "core"
+    assert status.parents[0].conditions[0].status == "True"
