@@ -377,17 +377,10 @@ def offline_runtime(
 ) -> tuple[RuntimeTable, list[Diagnostic]]:
     """Compile manifests and build the runtime table a proxy in `namespace` would get."""
     from turnout.engine.pipeline import compile_files
-    from turnout.engine.xds import translate
-    from turnout.proxy.table import RuntimeTable
+    from turnout.meshctl.offline import runtime_table
 
     compiled = compile_files(files)
-    res = translate(compiled.result.table, client_namespace=namespace)
-    table = RuntimeTable.from_xds(
-        res.listeners,
-        res.route_configs,
-        clusters=res.clusters,
-        load_assignments=res.load_assignments,
-    )
+    table = runtime_table(compiled.result.table, client_namespace=namespace)
     return table, list(compiled.diagnostics)
 
 

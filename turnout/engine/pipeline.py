@@ -20,8 +20,9 @@ from pathlib import Path
 
 from turnout.adapters.smi import smi_to_routes
 from turnout.engine.compile import CompileResult, compile_table
-from turnout.engine.diagnostics import Diagnostic, Severity, sorted_diagnostics, warning
+from turnout.engine.diagnostics import Diagnostic, Severity, sorted_diagnostics
 from turnout.engine.model import Document, Loaded, Resource, Resources
+from turnout.engine.model.kinds import merge_objects
 from turnout.engine.model.loader import expand_paths
 from turnout.engine.render import result_data
 from turnout.engine.validate import CRDSet, load_crds, validate_paths, validate_resources
@@ -171,15 +172,8 @@ class IncrementalCompiler:
         self._cache = fresh
         docs = tuple(d for e in fresh.values() for d in e.documents)
         diags = [d for e in fresh.values() for d in e.diagnostics]
-        objects: dict[tuple[str, str, str], Loaded[Resource]] = {}
-        for e in fresh.values():
-            for o in e.resources:
-                key = (o.obj.kind, o.obj.metadata.namespace or "", o.obj.name)
-                if key in objects:
-                    msg = f"{key[0]} {key[1]}/{key[2]} is defined again; this one replaces {objects[key].pos}"
-                    diags.append(warning("DuplicateObject", msg, o.pos))
-                objects[key] = o
-        resources = smi_to_routes(drop_invalid(Resources(tuple(objects.values())), diags), diags)
+        merged = merge_objects((o for e in fresh.values() for o in e.resources), diags)
+        resources = smi_to_routes(drop_invalid(merged, diags), diags)
         inputs = Inputs(
             documents=docs, resources=resources, diagnostics=tuple(sorted_diagnostics(diags))
         )

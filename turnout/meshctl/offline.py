@@ -141,6 +141,17 @@ class RequestOutcome:
         return tuple(b for b in self.backends if b.weight > 0)
 
 
+def runtime_table(table: ir.RouteTable, *, client_namespace: str | None) -> RuntimeTable:
+    """The runtime table a proxy in `client_namespace` builds from this IR table's xDS."""
+    res = translate(table, client_namespace=client_namespace)
+    return RuntimeTable.from_xds(
+        res.listeners,
+        res.route_configs,
+        clusters=res.clusters,
+        load_assignments=res.load_assignments,
+    )
+
+
 @dataclass(slots=True)
 class OfflineMesh:
     table: ir.RouteTable
@@ -149,14 +160,9 @@ class OfflineMesh:
     def runtime(self, client_namespace: str | None) -> RuntimeTable:
         rt = self._runtimes.get(client_namespace)
         if rt is None:
-            res = translate(self.table, client_namespace=client_namespace)
-            rt = RuntimeTable.from_xds(
-                res.listeners,
-                res.route_configs,
-                clusters=res.clusters,
-                load_assignments=res.load_assignments,
+            rt = self._runtimes[client_namespace] = runtime_table(
+                self.table, client_namespace=client_namespace
             )
-            self._runtimes[client_namespace] = rt
         return rt
 
     def send(self, via: Via, request: Request) -> RequestOutcome:

@@ -39,7 +39,7 @@ from turnout.proxy.budget import Budget
 from turnout.proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from turnout.proxy.filters import apply_request_filters, apply_response_filters, redirect_location
 from turnout.proxy.hosts import listener_for_host
-from turnout.proxy.metrics import RESPONSE_HEADERS_TIMEOUT
+from turnout.proxy.metrics import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT
 from turnout.proxy.request import RequestInfo
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Exchange, Telemetry
@@ -338,7 +338,7 @@ class Handler:
                 # Half a response cannot be taken back: count it, and let the listener
                 # close the client connection (it does that for an UpstreamError).
                 timeout = isinstance(exc, TimeoutError)
-                kind = "REQUEST_TIMEOUT" if timeout else type(exc).__name__
+                kind = REQUEST_TIMEOUT if timeout else type(exc).__name__
                 ex.finish(resp.status, error=kind, bytes_sent=sent)
                 if timeout:
                     raise UpstreamTimeout(
@@ -429,7 +429,7 @@ class Handler:
         headers: list[tuple[str, str]] = [("content-type", "text/plain")]
         if decision is not None:
             headers = list(apply_response_filters(decision, backend, status, headers))
-        kind = "REQUEST_TIMEOUT" if timeout else (type(error).__name__ if error else "")
+        kind = REQUEST_TIMEOUT if timeout else (type(error).__name__ if error else "")
         ex.finish(status, error=kind)
         if not writer.started:
             await writer.respond(status, headers, body)

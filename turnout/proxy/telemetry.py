@@ -225,7 +225,7 @@ class Exchange:
         now = self.owner.clock()
         head = self.head_at if self.head_at is not None else now
         latency_ms = (head - self.start) * 1000
-        if error == REQUEST_TIMEOUT or error == "REQUEST_TIMEOUT":
+        if error == REQUEST_TIMEOUT:
             status_code: int | None = status if self.head_at is not None else None
         else:
             status_code = status

@@ -150,20 +150,28 @@ def parse_document(doc: Document) -> tuple[Loaded[Resource] | None, list[Diagnos
 def parse_documents(docs: Iterable[Document]) -> tuple[Resources, list[Diagnostic]]:
     """Parse every document; a later object with the same kind/namespace/name replaces the
     earlier one (as a second `kubectl apply` would) and is reported."""
-    by_key: dict[tuple[str, str, str], Loaded[Resource]] = {}
+    parsed: list[Loaded[Resource]] = []
     diags: list[Diagnostic] = []
     for doc in docs:
         loaded, d = parse_document(doc)
         diags.extend(d)
-        if loaded is None:
-            continue
+        if loaded is not None:
+            parsed.append(loaded)
+    return merge_objects(parsed, diags), diags
+
+
+def merge_objects(objects: Iterable[Loaded[Resource]], diags: list[Diagnostic]) -> Resources:
+    """One object per kind/namespace/name: a later one replaces an earlier one (as a second
+    `kubectl apply` would), reported as `DuplicateObject` in `diags`."""
+    by_key: dict[tuple[str, str, str], Loaded[Resource]] = {}
+    for loaded in objects:
         key = (loaded.obj.kind, loaded.obj.metadata.namespace or "", loaded.obj.name)
         if key in by_key:
             first = by_key[key].pos
             msg = f"{key[0]} {key[1]}/{key[2]} is defined again; this one replaces {first}"
             diags.append(warning("DuplicateObject", msg, loaded.pos))
         by_key[key] = loaded
-    return Resources(tuple(by_key.values())), diags
+    return Resources(tuple(by_key.values()))
 
 
 # --------------------------------------------------------------------------- error wording
