@@ -836,3 +836,7 @@ def run_tap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"error: cannot tap {args.admin}: {exc}", file=err)
         return EXIT_FAILED
     return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
