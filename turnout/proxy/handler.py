@@ -1,21 +1,28 @@
 """The per-request path: a `Decision` from the runtime table, applied to one HTTP request.
 
 ```
-IncomingRequest ─ listener (Host -> Service) ─ decide() ─┬─ DirectResponse / Redirect ─► answer
-                                                         └─ Forward
-   fault: delay, abort ── weighted backend (invalid share: its status) ── balancer endpoint
-   (none ready: 503) ── try: per-try timeout inside the request deadline (504)
-        └─ retriable status / connect error + replayable body + budget ─► backoff, try again
-   response filters ─► stream to the client; mirrors in the background; metrics; tap
+IncomingRequest ─ listener (Host -> Service) ─ decide() ─► _Call
+   fault: delay (a timer), abort ── DirectResponse / Redirect ─► answer
+   Forward: weighted backend (invalid share: its status) ── request filters ── mirrors
+   ── balancer endpoint (none ready: 503) ── try: per-try timeout inside the request
+   deadline (504) ── retriable status / connect error + replayable body + budget ─► backoff
+   timer, try again ── response filters ─► to the client (small bodies in one write,
+   others streamed with the client's flow control); metrics; tap
 ```
+
+The common request (no body, no upgrade) never creates a task or awaits: `_Call` is the
+`ResponseReceiver` of its upstream exchange and answers through the writer's synchronous
+calls, so a request costs a handful of callbacks and objects, not a coroutine chain. A
+request with a body is read first (up to `MAX_RETRY_BODY_BYTES`, else streamed and never
+retried) by a small coroutine that then runs the same `_Call`; an upgrade (WebSocket) is
+routed the same way and then spliced (`ResponseWriter.tunnel`).
 
 `ProxyState` (table, balancers, budgets) is replaced as a whole on every table update; a
 request reads it once, so it finishes on the table it started with. Its balancers and budgets
 are a per-table snapshot of the clusters (the `Balancer`/`Budget` objects themselves are
 shared across tables), so a retry or a mirror of a request whose cluster a later table
 dropped still finds the endpoints of its own table. Everything that can be built per table
-update is (decisions, matchers, cumulative weights); per request this module allocates the
-request info, the upstream header list and the few objects of the exchange.
+update is (decisions, matchers, cumulative weights).
 
 Inbound (in front of the local app) forwards every request to the app: routing is the
 client side's job, as in Linkerd; the inbound side counts what the app answers (the metrics
@@ -26,30 +33,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 from turnout.proxy.actions import Backend, Decision, DirectResponse, Forward, Redirect
 from turnout.proxy.balancer import Balancer
 from turnout.proxy.budget import Budget
-from turnout.proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from turnout.proxy.clusters import Endpoint
+from turnout.proxy.errors import (
+    ClientError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 from turnout.proxy.filters import apply_request_filters, apply_response_filters, redirect_location
 from turnout.proxy.hosts import listener_for_host
 from turnout.proxy.metrics import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT
 from turnout.proxy.request import RequestInfo
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Exchange, Telemetry
-from turnout.proxy.transport.client import UpstreamPool
+from turnout.proxy.transport.client import UpstreamPool, encode_request_head, request_framing
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
+    Headers,
     IncomingRequest,
-    RequestBody,
     ResponseWriter,
-    UpstreamResponse,
+    UpstreamHandle,
 )
 
 log = logging.getLogger(__name__)
@@ -112,273 +127,55 @@ class Handler:
         """Atomic: requests already running keep the state they read."""
         self.state = state
 
-    async def __call__(self, req: IncomingRequest, writer: ResponseWriter) -> None:
+    def __call__(self, req: IncomingRequest, writer: ResponseWriter) -> Awaitable[None] | None:
+        """Callback mode (returns None) for a request without a body; a coroutine that reads
+        the body, or sets up the tunnel, first otherwise (`serve_http`'s two modes)."""
         start = self.clock()
-        if self.direction == "inbound":
-            await self._inbound(req, writer, start)
-            return
         state = self.state
-        listener = self._listener(req.host)
-        info = RequestInfo(
-            method=req.method,
-            authority=req.host,
-            path=req.path,
-            query=req.query,
-            headers=req.headers,
-        )
-        decision = None if listener is None else state.table.decide(info, listener=listener)
-        ex = self.telemetry.exchange(
-            direction="outbound", request=req, decision=decision, start=start
-        )
-        if decision is None:
-            await self._answer(writer, ex, 404, b"unknown destination: " + req.host.encode())
-            return
-        await self._outbound(req, writer, info, decision, state, ex)
-
-    # ----------------------------------------------------------------------- outbound
-
-    async def _outbound(
-        self,
-        req: IncomingRequest,
-        writer: ResponseWriter,
-        info: RequestInfo,
-        decision: Decision,
-        state: ProxyState,
-        ex: Exchange,
-    ) -> None:
-        fault = decision.fault
-        if fault is not None:
-            if fault.delay_per_million and self._draw(fault.delay_per_million):
-                await asyncio.sleep(fault.delay_ms / 1000)
-            if fault.abort_per_million and self._draw(fault.abort_per_million):
-                await self._abort(writer, ex, decision)
-                return
-        action = decision.action
-        if isinstance(action, DirectResponse):
-            await self._answer(writer, ex, action.status, action.body.encode(), decision)
-            return
-        if isinstance(action, Redirect):
-            location = redirect_location(decision, info, "http")
-            headers = apply_response_filters(decision, None, action.status, ())
-            ex.finish(action.status)
-            await writer.respond(action.status, [("location", location), *headers], b"")
-            return
-        assert isinstance(action, Forward)
-        backend = action.pick(self.rng.randrange(action.total))
-        ex.backend(backend)
-        if backend.invalid is not None:
-            msg = f"{backend.invalid.reason}: {backend.invalid.message}".encode()
-            await self._answer(writer, ex, backend.invalid.status, msg, decision, backend)
-            return
-        if (
-            decision.request_headers
-            or backend.request_headers
-            or decision.host_rewrite is not None
-            or backend.host_rewrite is not None
-            or decision.path_rewrite is not None
-        ):
-            upstream = apply_request_filters(decision, info, backend)
-            method, target = upstream.method, upstream.path_and_query
-            fwd = forward_headers(upstream.headers, upstream.authority)
-        else:  # no request filter: the request goes on as it came (the common case)
-            method = req.method
-            target = f"{req.path}?{req.query}" if req.query else req.path
-            fwd = forward_headers(req.headers, req.host)
-        body = await self._body(req)
-        self._mirror(decision, state, req, target, fwd, body)
-        budget = state.budgets.get(backend.cluster)
-        if budget is not None:
-            budget.deposit()
-        await self._exchange(
-            writer,
-            ex,
-            decision,
-            backend,
-            state,
-            method=method,
-            target=target,
-            headers=fwd,
-            body=body,
-            stream=req.body,
-        )
-
-    async def _exchange(
-        self,
-        writer: ResponseWriter,
-        ex: Exchange,
-        decision: Decision,
-        backend: Backend,
-        state: ProxyState,
-        *,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        body: bytes | None,
-        stream: RequestBody,
-    ) -> None:
-        """Tries and retries inside the request deadline; then the response. `body` is the
-        buffered (replayable) body, None when it is too big: then `stream` carries it, once,
-        and the request is never retried."""
-        balancer = state.balancers.get(backend.cluster)
-        budget = state.budgets.get(backend.cluster)
-        retry = decision.retry
-        deadline = (
-            None
-            if decision.request_timeout_ms is None
-            else ex.start + decision.request_timeout_ms / 1000
-        )
-        attempt = 0
-        while True:
-            ep = balancer.pick() if balancer is not None else None
-            if ep is None:
-                await self._answer(writer, ex, 503, _REASONS[503], decision, backend)
-                return
-            timeout_ms = _try_timeout(decision.per_try_timeout_ms, deadline, self.clock())
-            if timeout_ms is not None and timeout_ms <= 0:
-                await self._answer(writer, ex, 504, _REASONS[504], decision, backend, timeout=True)
-                return
-            assert balancer is not None
-            ex.endpoint((ep.address, ep.port))
-            balancer.start(ep)
-            t0 = self.clock()
-            resp: UpstreamResponse | None = None
-            error: UpstreamError | None = None
-            try:
-                resp = await self.pool.request(
-                    (ep.address, ep.port),
-                    method=method,
-                    target=target,
-                    headers=headers,
-                    body=body if body is not None else stream.chunks(),
-                    timeout_ms=timeout_ms,
-                )
-            except UpstreamError as exc:
-                error = exc
-            finally:
-                # A request the client abandoned (cancelled) says nothing about the
-                # endpoint: counting it as a failure let a load generator that closes its
-                # connections back every endpoint off and turn the next requests into 503s.
-                failed = error is not None
-                balancer.finish(ep, (self.clock() - t0) * 1000, failed=failed)
-            status = resp.status if resp is not None else None
-            ex.attempt(status, error=_attempt_error(error))
-            retriable = retry is not None and (
-                (status is not None and status in retry.codes)
-                or isinstance(error, UpstreamConnectError)
-                or (isinstance(error, UpstreamTimeout) and decision.per_try_timeout_ms is not None)
+        if self.direction == "inbound":
+            assert self.app is not None
+            ex = self.telemetry.exchange(
+                direction="inbound", request=req, decision=None, start=start, target=self.app
             )
-            if retriable and retry is not None:
-                if body is None:
-                    ex.retry_skipped()  # not buffered: the body cannot be sent again
-                elif attempt >= retry.attempts:
-                    ex.retry_limit_exceeded()
-                elif budget is None or budget.try_withdraw():
-                    if resp is not None:
-                        resp.release()
-                    attempt += 1
-                    ex.retry(status=status, error=error)
-                    backoff = _backoff_ms(
-                        retry.backoff_base_ms, retry.backoff_max_ms, attempt, self.rng
-                    )
-                    if deadline is not None and self.clock() + backoff / 1000 >= deadline:
-                        await self._answer(
-                            writer, ex, 504, _REASONS[504], decision, backend, timeout=True
-                        )
-                        return
-                    await asyncio.sleep(backoff / 1000)
-                    continue
-                else:
-                    ex.retry_skipped()
-            elif attempt > 0 and resp is not None:
-                ex.retry_success()
-            if resp is None:
-                if isinstance(error, UpstreamTimeout):
-                    await self._answer(
-                        writer, ex, 504, _REASONS[504], decision, backend, timeout=True
-                    )
-                else:
-                    code = 503 if isinstance(error, UpstreamConnectError) else 502
-                    await self._answer(
-                        writer, ex, code, _REASONS[502], decision, backend, error=error
-                    )
-                return
-            await self._relay(writer, ex, decision, backend, resp, deadline)
-            return
-
-    async def _relay(
-        self,
-        writer: ResponseWriter,
-        ex: Exchange,
-        decision: Decision,
-        backend: Backend | None,
-        resp: UpstreamResponse,
-        deadline: float | None,
-    ) -> None:
-        headers = [(n, v) for n, v in resp.headers if n.lower() not in HOP_BY_HOP]
-        if decision.response_headers or (backend is not None and backend.response_headers):
-            headers = list(apply_response_filters(decision, backend, resp.status, headers))
-        ex.response_head(resp.status)
-        sent = 0
-        length = resp.content_length
-        failure: TimeoutError | UpstreamError | None = None
-        try:
-            async with _deadline(deadline, self.clock):
-                if length is not None and length <= SMALL_BODY_BYTES:
-                    body = await resp.read()
-                    sent = len(body)
-                    await writer.respond(resp.status, headers, body)
-                else:
-                    await writer.start(resp.status, headers, content_length=length)
-                    async for chunk in resp.chunks():
-                        sent += len(chunk)
-                        await writer.write(chunk)
-                    await writer.end()
-        except (TimeoutError, UpstreamError) as exc:
-            if writer.started:
-                # Half a response cannot be taken back: count it, and let the listener
-                # close the client connection (it does that for an UpstreamError).
-                timeout = isinstance(exc, TimeoutError)
-                kind = REQUEST_TIMEOUT if timeout else type(exc).__name__
-                ex.finish(resp.status, error=kind, bytes_sent=sent)
-                if timeout:
-                    raise UpstreamTimeout(
-                        ex.target, "request deadline expired mid-response"
-                    ) from exc
-                raise
-            failure = exc
-        finally:
-            resp.release()
-        if failure is None:
-            ex.finish(resp.status, bytes_sent=sent)
-        elif isinstance(failure, TimeoutError):
-            await self._answer(writer, ex, 504, _REASONS[504], decision, backend, timeout=True)
+            call = _Call(self, req, writer, ex, _NO_DECISION, state, None)
         else:
-            # The upstream broke before the client got anything (a body read whole first).
-            await self._answer(writer, ex, 502, _REASONS[502], decision, backend, error=failure)
-
-    # ----------------------------------------------------------------------- inbound
-
-    async def _inbound(self, req: IncomingRequest, writer: ResponseWriter, start: float) -> None:
-        assert self.app is not None
-        ex = self.telemetry.exchange(
-            direction="inbound", request=req, decision=None, start=start, target=self.app
-        )
-        headers = forward_headers(req.headers, req.host)
-        body = await self._body(req)
-        try:
-            resp = await self.pool.request(
-                self.app,
-                method=req.method,
-                target=req.target,
-                headers=headers,
-                body=body if body is not None else req.body.chunks(),
-                timeout_ms=None,
+            listener = self._listener(req.host)
+            decision = (
+                None
+                if listener is None
+                else state.table.decide(
+                    RequestInfo(
+                        method=req.method,
+                        authority=req.host,
+                        path=req.path,
+                        query=req.query,
+                        headers=req.headers,
+                    ),
+                    listener=listener,
+                )
             )
-        except UpstreamError as exc:
-            code = 504 if isinstance(exc, UpstreamTimeout) else 502
-            await self._answer(writer, ex, code, _REASONS[code], error=exc)
-            return
-        await self._relay(writer, ex, _NO_DECISION, None, resp, None)
+            ex = self.telemetry.exchange(
+                direction="outbound", request=req, decision=decision, start=start
+            )
+            if decision is None:
+                ex.finish(404)
+                writer.send(
+                    404,
+                    [("content-type", "text/plain")],
+                    b"unknown destination: " + req.host.encode(),
+                )
+                writer.complete()
+                return None
+            call = _Call(self, req, writer, ex, decision, state, None)
+        if req.upgrade is not None:
+            return call.run_upgrade()
+        if not req.body.complete:
+            return call.run_with_body()
+        call.body = b""
+        writer.on_cancel = call.cancel
+        call.finish = writer.complete
+        call.begin()
+        return None
 
     # ----------------------------------------------------------------------- helpers
 
@@ -392,62 +189,21 @@ class Handler:
         self._listeners[host] = got
         return got
 
-    def _draw(self, per_million: int) -> bool:
+    def draw(self, per_million: int) -> bool:
         return per_million >= 1_000_000 or self.rng.random() * 1_000_000 < per_million
 
-    async def _body(self, req: IncomingRequest) -> bytes | None:
-        """The whole body when it fits the retry cap (replayable), else None (streamed)."""
-        return await req.body.read(MAX_RETRY_BODY_BYTES)
-
-    async def _abort(self, writer: ResponseWriter, ex: Exchange, decision: Decision) -> None:
-        fault = decision.fault
-        assert fault is not None
-        if fault.abort_grpc_status is not None:
-            headers = [
-                ("content-type", "application/grpc"),
-                ("grpc-status", str(fault.abort_grpc_status)),
-                ("grpc-message", "fault injected"),
-            ]
-            ex.finish(200, grpc_status=fault.abort_grpc_status)
-            await writer.respond(200, headers, b"")
-            return
-        status = fault.abort_http_status or 500
-        await self._answer(writer, ex, status, b"fault injected", decision)
-
-    async def _answer(
-        self,
-        writer: ResponseWriter,
-        ex: Exchange,
-        status: int,
-        body: bytes,
-        decision: Decision | None = None,
-        backend: Backend | None = None,
-        *,
-        timeout: bool = False,
-        error: UpstreamError | None = None,
-    ) -> None:
-        headers: list[tuple[str, str]] = [("content-type", "text/plain")]
-        if decision is not None:
-            headers = list(apply_response_filters(decision, backend, status, headers))
-        kind = REQUEST_TIMEOUT if timeout else (type(error).__name__ if error else "")
-        ex.finish(status, error=kind)
-        if not writer.started:
-            await writer.respond(status, headers, body)
-
-    def _mirror(
+    def mirror(
         self,
         decision: Decision,
         state: ProxyState,
         req: IncomingRequest,
         target: str,
-        headers: list[tuple[str, str]],
-        body: bytes | None,
+        headers: Headers,
+        body: bytes,
     ) -> None:
         """Fire and forget: never awaited, bounded, failures only logged."""
-        if not decision.mirrors or body is None:
-            return
         for mirror in decision.mirrors:
-            if not self._draw(mirror.per_million) or len(self._mirrors) >= MAX_MIRRORS_IN_FLIGHT:
+            if not self.draw(mirror.per_million) or len(self._mirrors) >= MAX_MIRRORS_IN_FLIGHT:
                 continue
             balancer = state.balancers.get(mirror.cluster)
             ep = balancer.pick() if balancer is not None else None
@@ -461,12 +217,7 @@ class Handler:
             task.add_done_callback(self._mirrors.discard)
 
     async def _send_mirror(
-        self,
-        ep: tuple[str, int],
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
+        self, ep: tuple[str, int], method: str, target: str, headers: Headers, body: bytes
     ) -> None:
         try:
             resp = await self.pool.request(
@@ -489,6 +240,535 @@ class Handler:
                 await task
 
 
+class _Call:
+    """One request after its decision, driven by callbacks: timers (fault delay, retry
+    backoff) and the upstream exchange (`ResponseReceiver`). `finish` is called once at the
+    end (the writer's `complete()` in callback mode)."""
+
+    __slots__ = (
+        "attempt",
+        "backend",
+        "balancer",
+        "body",
+        "buffered",
+        "cancelled",
+        "deadline",
+        "decision",
+        "discarding",
+        "ep",
+        "ex",
+        "finish",
+        "h",
+        "handle",
+        "head",
+        "headed",
+        "method",
+        "req",
+        "resp_headers",
+        "sent",
+        "state",
+        "status",
+        "t0",
+        "target",
+        "timer",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        h: Handler,
+        req: IncomingRequest,
+        writer: ResponseWriter,
+        ex: Exchange,
+        decision: Decision,
+        state: ProxyState,
+        backend: Backend | None,
+    ) -> None:
+        self.h = h
+        self.req = req
+        self.writer = writer
+        self.ex = ex
+        self.decision = decision
+        self.state = state
+        self.backend = backend
+        self.finish: Callable[[], None] = _nothing
+        self.body: bytes | None = None
+        """The buffered (replayable) request body; None when too big: the request's own
+        stream carries it, once, and the request is never retried."""
+        self.cancelled = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.handle: UpstreamHandle | None = None
+        self.balancer: Balancer | None = None
+        self.ep: Endpoint | None = None
+        self.attempt = 0
+        self.t0 = 0.0
+        self.deadline: float | None = None
+        self.head = b""
+        self.method = req.method
+        self.target = req.target
+        self.headed = False
+        self.discarding = False
+        self.status = 0
+        self.resp_headers: Headers = []
+        self.buffered: list[bytes] | None = None
+        self.sent = 0
+
+    # -- the two async entries ------------------------------------------------------------
+
+    async def run_with_body(self) -> None:
+        """A request with a body: read it (up to the retry cap), then run as usual."""
+        self.body = await self.req.body.read(MAX_RETRY_BODY_BYTES)
+        await self._run_async(self.begin)
+
+    async def run_upgrade(self) -> None:
+        """An upgrade request: routed like any other, then spliced (never retried)."""
+        fault = self.decision.fault
+        if fault is not None and fault.delay_per_million and self.h.draw(fault.delay_per_million):
+            await asyncio.sleep(fault.delay_ms / 1000)
+        self.body = b""
+        if not self._prepare():
+            return
+        balancer, ep = self.balancer, self._pick()
+        if ep is None:
+            self._answer(503, _REASONS[503])
+            return
+        h, ex = self.h, self.ex
+        addr = (ep.address, ep.port) if self.backend is not None else self._app()
+        ex.endpoint(addr)
+        upgrade = self.req.upgrade
+        assert upgrade is not None
+        if balancer is not None:
+            balancer.start(ep)
+        t0 = h.clock()
+        failed = True
+        try:
+            resp, tunnel = await h.pool.upgrade(
+                addr,
+                method=self.method,
+                target=self.target,
+                headers=forward_headers(self.req.headers, self.req.host),
+                upgrade=upgrade,
+                timeout_ms=_try_timeout(self.decision.per_try_timeout_ms, self.deadline, t0),
+            )
+            failed = False
+        except UpstreamError as exc:
+            ex.attempt(None, error=_attempt_error(exc))
+            self._answer_error(exc)
+            return
+        finally:
+            if balancer is not None:
+                balancer.finish(ep, (h.clock() - t0) * 1000, failed=failed)
+        ex.attempt(resp.status)
+        ex.response_head(resp.status)
+        if tunnel is None:
+            body = await resp.read()
+            await self.writer.respond(
+                resp.status, self._response_headers(resp.status, resp.headers), body
+            )
+            ex.finish(resp.status, bytes_sent=len(body))
+            return
+        try:
+            await self.writer.tunnel(tunnel)
+        finally:
+            ex.finish(101)
+
+    async def _run_async(self, begin: Callable[[], None]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.finish = functools.partial(_resolve, done)
+        try:
+            begin()
+            await done
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+
+    # -- the flow -------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        fault = self.decision.fault
+        if fault is not None and fault.delay_per_million and self.h.draw(fault.delay_per_million):
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(fault.delay_ms / 1000, self._after_delay)
+            return
+        self._after_delay()
+
+    def _after_delay(self) -> None:
+        self.timer = None
+        if self.cancelled:
+            return
+        try:
+            if self._prepare():
+                self._try()
+        except Exception as exc:
+            self._crash(exc)
+
+    def _prepare(self) -> bool:
+        """Everything up to the first try; False when the request was answered already."""
+        decision, h, req = self.decision, self.h, self.req
+        if self.h.direction == "inbound":
+            self.deadline = None
+            self.head = self._encode(req.method, req.target, req.headers, req.host)
+            return bool(self.head)
+        fault = decision.fault
+        if fault is not None and fault.abort_per_million and h.draw(fault.abort_per_million):
+            self._abort_fault()
+            return False
+        action = decision.action
+        if isinstance(action, DirectResponse):
+            self._answer(action.status, action.body.encode())
+            return False
+        if isinstance(action, Redirect):
+            location = redirect_location(decision, _info(req), "http")
+            extra = apply_response_filters(decision, None, action.status, ())
+            self.ex.finish(action.status)
+            self.writer.send(action.status, [("location", location), *extra], b"")
+            self._done()
+            return False
+        assert isinstance(action, Forward)
+        backend = self.backend = action.pick(h.rng.randrange(action.total))
+        self.ex.backend(backend)
+        if backend.invalid is not None:
+            msg = f"{backend.invalid.reason}: {backend.invalid.message}".encode()
+            self._answer(backend.invalid.status, msg)
+            return False
+        state = self.state
+        if (
+            decision.request_headers
+            or backend.request_headers
+            or decision.host_rewrite is not None
+            or backend.host_rewrite is not None
+            or decision.path_rewrite is not None
+        ):
+            upstream = apply_request_filters(decision, _info(req), backend)
+            self.method, self.target = upstream.method, upstream.path_and_query
+            headers: Headers | tuple[tuple[str, str], ...] = upstream.headers
+            host = upstream.authority
+        else:  # no request filter: the request goes on as it came (the common case)
+            headers, host = req.headers, req.host
+        self.head = self._encode(self.method, self.target, headers, host)
+        if not self.head:
+            return False
+        if decision.mirrors and self.body is not None:
+            h.mirror(decision, state, req, self.target, forward_headers(headers, host), self.body)
+        self.balancer = state.balancers.get(backend.cluster)
+        budget = state.budgets.get(backend.cluster)
+        if budget is not None:
+            budget.deposit()
+        timeout = decision.request_timeout_ms
+        self.deadline = None if timeout is None else self.ex.start + timeout / 1000
+        return True
+
+    def _encode(
+        self, method: str, target: str, headers: Headers | tuple[tuple[str, str], ...], host: str
+    ) -> bytes:
+        body = self.body
+        framing = request_framing(method, body)
+        try:
+            return encode_request_head(method, target, headers, host=host, framing=framing)
+        except ValueError as exc:
+            self._answer(502, _REASONS[502], error=UpstreamProtocolError(("", 0), str(exc)))
+            return b""
+
+    def _pick(self) -> Endpoint | None:
+        if self.backend is None:
+            return _APP  # inbound: the app, whose address is the handler's
+        balancer = self.balancer
+        return balancer.pick() if balancer is not None else None
+
+    def _app(self) -> tuple[str, int]:
+        app = self.h.app
+        assert app is not None
+        return app
+
+    def _try(self) -> None:
+        self.timer = None
+        if self.cancelled:
+            return
+        ep = self._pick()
+        if ep is None:
+            self._answer(503, _REASONS[503])
+            return
+        h = self.h
+        now = h.clock()
+        decision = self.decision
+        timeout_ms = _try_timeout(decision.per_try_timeout_ms, self.deadline, now)
+        if timeout_ms is not None and timeout_ms <= 0:
+            self._answer(504, _REASONS[504], timeout=True)
+            return
+        if self.backend is None:
+            addr = self._app()
+        else:
+            addr = (ep.address, ep.port)
+            assert self.balancer is not None
+            self.balancer.start(ep)
+            self.ep = ep
+        self.ex.endpoint(addr)
+        self.t0 = now
+        self.headed = self.discarding = False
+        body = self.body
+        self.handle = h.pool.send(
+            addr,
+            method=self.method,
+            head=self.head,
+            body=body if body is not None else self.req.body.chunks(),
+            timeout_ms=timeout_ms,
+            receiver=self,
+        )
+
+    def _try_done(self, *, failed: bool) -> None:
+        ep, self.ep = self.ep, None
+        if ep is not None and self.balancer is not None:
+            self.balancer.finish(ep, (self.h.clock() - self.t0) * 1000, failed=failed)
+
+    def _should_retry(self, status: int | None, error: BaseException | None) -> bool:
+        """Counts the outcome of a retriable try; True: try again (after a backoff)."""
+        retry = self.decision.retry
+        if retry is None:
+            return False
+        retriable = (
+            (status is not None and status in retry.codes)
+            or isinstance(error, UpstreamConnectError)
+            or (isinstance(error, UpstreamTimeout) and self.decision.per_try_timeout_ms is not None)
+        )
+        ex = self.ex
+        if not retriable:
+            if self.attempt > 0 and status is not None:
+                ex.retry_success()
+            return False
+        if self.body is None:
+            ex.retry_skipped()  # not buffered: the body cannot be sent again
+            return False
+        if self.attempt >= retry.attempts:
+            ex.retry_limit_exceeded()
+            return False
+        budget = self.state.budgets.get(self.backend.cluster) if self.backend else None
+        if budget is not None and not budget.try_withdraw():
+            ex.retry_skipped()
+            return False
+        self.attempt += 1
+        ex.retry(status=status, error=error if isinstance(error, Exception) else None)
+        return True
+
+    def _backoff(self) -> None:
+        retry = self.decision.retry
+        assert retry is not None
+        h = self.h
+        backoff = _backoff_ms(retry.backoff_base_ms, retry.backoff_max_ms, self.attempt, h.rng)
+        if self.deadline is not None and h.clock() + backoff / 1000 >= self.deadline:
+            self._answer(504, _REASONS[504], timeout=True)
+            return
+        self.timer = asyncio.get_running_loop().call_later(backoff / 1000, self._try)
+
+    # -- ResponseReceiver -------------------------------------------------------------------
+
+    def on_head(
+        self, conn: UpstreamHandle, status: int, headers: Headers, content_length: int | None
+    ) -> None:
+        if self.cancelled:
+            conn.cancel(self)
+            return
+        try:
+            self.headed = True
+            self.handle = conn
+            self._try_done(failed=False)
+            self.ex.attempt(status)
+            if self._should_retry(status, None):
+                self.discarding = True  # read the rest, so the connection stays pooled
+                return
+            self.status = status
+            self.resp_headers = self._response_headers(status, headers)
+            self.ex.response_head(status)
+            if content_length is not None and content_length <= SMALL_BODY_BYTES:
+                self.buffered = []
+            else:
+                self.writer.begin(status, self.resp_headers, content_length=content_length)
+        except Exception as exc:
+            self._crash(exc)
+
+    def on_body(self, chunk: bytes) -> None:
+        if self.cancelled or self.discarding:
+            return
+        buffered = self.buffered
+        if buffered is not None:
+            buffered.append(chunk)
+            return
+        try:
+            self.sent += len(chunk)
+            if not self.writer.push(chunk) and self.handle is not None:
+                self.handle.pause_reading()
+                self.writer.on_writable = self._writable
+        except Exception as exc:
+            self._crash(exc)
+
+    def _writable(self) -> None:
+        self.writer.on_writable = None
+        if self.handle is not None and not self.cancelled:
+            self.handle.resume_reading()
+
+    def on_end(self) -> None:
+        self.handle = None
+        if self.cancelled:
+            return
+        try:
+            if self.discarding:
+                self._backoff()
+                return
+            buffered = self.buffered
+            if buffered is not None:
+                body = buffered[0] if len(buffered) == 1 else b"".join(buffered)
+                self.sent = len(body)
+                self.writer.send(self.status, self.resp_headers, body)
+            else:
+                self.writer.close_body()
+            self.ex.finish(self.status, bytes_sent=self.sent)
+            self._done()
+        except Exception as exc:
+            self._crash(exc)
+
+    def on_error(self, error: BaseException) -> None:
+        self.handle = None
+        if self.cancelled:
+            return
+        try:
+            if not self.headed:
+                self._try_done(failed=isinstance(error, UpstreamError))
+                self.ex.attempt(None, error=_attempt_error(error))
+                if self._should_retry(None, error):
+                    self._backoff()
+                else:
+                    self._answer_error(error)
+                return
+            if self.discarding:
+                self._backoff()  # the retriable response broke off: retry all the same
+                return
+            # mid-body: the per-try timer covers the request deadline when it is the shorter
+            timeout = (
+                isinstance(error, UpstreamTimeout) and self.decision.per_try_timeout_ms is None
+            )
+            if self.writer.started:
+                # Half a response cannot be taken back: count it and reset the client.
+                kind = REQUEST_TIMEOUT if timeout else type(error).__name__
+                self.ex.finish(self.status, error=kind, bytes_sent=self.sent)
+                self.writer.abort()
+                self._done()
+            elif timeout:
+                self._answer(504, _REASONS[504], timeout=True)
+            else:
+                self._answer(502, _REASONS[502], error=error)
+        except Exception as exc:
+            self._crash(exc)
+
+    # -- endings ------------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """The client went away: give everything up (the endpoint is not blamed)."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.cancel(self)
+        self._try_done(failed=False)
+        self._done()
+
+    def _done(self) -> None:
+        finish, self.finish = self.finish, _nothing
+        finish()
+
+    def _answer_error(self, error: BaseException) -> None:
+        if isinstance(error, ClientError):
+            # the client's body broke (malformed, too slow, gone): its own status
+            self.ex.finish(error.status, error=type(error).__name__)
+            if not self.writer.started and error.status != 499:
+                self.writer.send(
+                    error.status, [("content-type", "text/plain")], str(error).encode()
+                )
+            self._done()
+        elif isinstance(error, UpstreamTimeout):
+            self._answer(504, _REASONS[504], timeout=True)
+        elif self.backend is None:
+            self._answer(502, _REASONS[502], error=error)  # inbound: the app is not there
+        else:
+            code = 503 if isinstance(error, UpstreamConnectError) else 502
+            self._answer(code, _REASONS[502], error=error)
+
+    def _answer(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        timeout: bool = False,
+        error: BaseException | None = None,
+    ) -> None:
+        headers: Headers = [("content-type", "text/plain")]
+        if self.decision is not _NO_DECISION:
+            headers = list(apply_response_filters(self.decision, self.backend, status, headers))
+        kind = REQUEST_TIMEOUT if timeout else (type(error).__name__ if error else "")
+        self.ex.finish(status, error=kind)
+        if not self.writer.started:
+            self.writer.send(status, headers, body)
+        self._done()
+
+    def _abort_fault(self) -> None:
+        fault = self.decision.fault
+        assert fault is not None
+        if fault.abort_grpc_status is not None:
+            headers = [
+                ("content-type", "application/grpc"),
+                ("grpc-status", str(fault.abort_grpc_status)),
+                ("grpc-message", "fault injected"),
+            ]
+            self.ex.finish(200, grpc_status=fault.abort_grpc_status)
+            self.writer.send(200, headers, b"")
+            self._done()
+            return
+        self._answer(fault.abort_http_status or 500, b"fault injected")
+
+    def _crash(self, exc: Exception) -> None:
+        """A bug of ours in a callback: log it and end the request (500, or a reset)."""
+        log.error("request path failed target=%.200s", self.req.target, exc_info=exc)
+        if self.handle is not None:
+            self.handle.cancel(self)
+            self.handle = None
+        self._try_done(failed=False)
+        self.cancelled = True
+        self.ex.finish(500, error=type(exc).__name__)
+        if self.writer.started:
+            self.writer.abort()
+        else:
+            self.writer.send(500, [("content-type", "text/plain")], b"internal error")
+        self._done()
+
+    def _response_headers(self, status: int, headers: Headers) -> Headers:
+        decision, backend = self.decision, self.backend
+        if decision.response_headers or (backend is not None and backend.response_headers):
+            ends = [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP]
+            return list(apply_response_filters(decision, backend, status, ends))
+        return headers  # the writer drops hop-by-hop and framing headers itself
+
+
+def _nothing() -> None:
+    pass
+
+
+def _resolve(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+_APP = Endpoint(address="", port=0, healthy=True)
+"""Inbound: the endpoint is always the handler's app."""
+
+
+def _info(req: IncomingRequest) -> RequestInfo:
+    return RequestInfo(
+        method=req.method, authority=req.host, path=req.path, query=req.query, headers=req.headers
+    )
+
+
 _NO_DECISION = Decision(route=None, action=DirectResponse(status=200))
 
 
@@ -501,7 +781,7 @@ def forward_headers(
     return out
 
 
-def _attempt_error(error: UpstreamError | None) -> str:
+def _attempt_error(error: BaseException | None) -> str:
     """The `error` label of one try's outcome ("" when a response arrived)."""
     if error is None:
         return ""
@@ -519,11 +799,3 @@ def _backoff_ms(base: int, cap: int, attempt: int, rng: random.Random) -> float:
     """Exponential with full jitter above the base: never earlier than `base` (GEP-1731)."""
     ceiling = min(cap, base * (2 ** (attempt - 1)))
     return float(base + rng.random() * max(0, ceiling - base))
-
-
-def _deadline(deadline: float | None, clock: Callable[[], float]) -> asyncio.Timeout:
-    """The rest of the request deadline as an `asyncio.timeout` (None: no limit, which
-    `asyncio.timeout(None)` makes free: no timer is scheduled)."""
-    if deadline is None:
-        return asyncio.timeout(None)
-    return asyncio.timeout(max(0.0, deadline - clock()))

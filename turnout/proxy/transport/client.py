@@ -1,20 +1,27 @@
 """`UpstreamPool`: pooled HTTP/1.1 keep-alive connections to upstream endpoints.
 
 ```
-request(endpoint, ...) ─► idle[endpoint].pop()  (LIFO: the warmest connection)
-                          └─ none idle ─► loop.create_connection (connect timeout)
-        ─► transport.write(head + body)     (bytes body: one write)
-           or a sender task: chunked body, waiting on pause_writing (iterator body)
-        ◄─ HttpResponseParser callbacks ─► UpstreamResponse(head) + BodyStream (body)
-message complete + keep-alive ─► idle[endpoint].append(conn)  (+ idle timer)
+send(endpoint, head, body, receiver)            the callback API (the proxy's request path)
+   idle[endpoint].pop()  (LIFO: the warmest connection)
+   └─ none idle ─► a task connects (connect timeout), then sends
+   transport.write(head + body)     (bytes body: one write; iterator body: a sender task
+                                     waiting on pause_writing, chunked)
+   HttpResponseParser callbacks ─► receiver.on_head(handle, status, headers, length)
+                                   receiver.on_body(chunk)...  receiver.on_end()
+                                   or receiver.on_error(exc), once, instead of the rest
+   message complete + keep-alive ─► idle[endpoint].append(conn), before on_end
+request(...) / upgrade(...)                     the awaitable API: the same exchange through
+   a receiver that turns it into an UpstreamResponse (head future + BodyStream body)
 ```
 
-One request is in flight per connection (no upstream pipelining). A pooled connection the
-peer closed while we were writing to it (the keep-alive race every pool meets) is detected
-when it closes before a single response byte: the request is then sent again, once, on a
-fresh connection, if its body is `bytes` (replayable) — as Go's `net/http` and Envoy do.
-Errors leave this module only as `UpstreamError` subclasses (turnout.proxy.errors), raised
-once here with the OS or parser exception as `__cause__`.
+No callback is ever made from inside `send()`, and the callbacks of one exchange never
+overlap. One request is in flight per connection (no upstream pipelining). A pooled
+connection the peer closed while we were writing to it (the keep-alive race every pool meets)
+is detected when it closes before a single response byte: the request is then sent again,
+once, on a fresh connection, if its body is `bytes` (replayable) — as Go's `net/http` and
+Envoy do. Errors reach receivers only as `UpstreamError` subclasses (turnout.proxy.errors),
+made once here with the OS or parser exception as `__cause__`, or as the exception of a
+failing iterator body.
 
 Deliberately not here: retries on failures other than that stale-connection case (the
 handler owns retry policy and budgets), load balancing, TLS, HTTP/2, request pipelining,
@@ -25,7 +32,6 @@ deadline `timeout_ms`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import cast
@@ -46,7 +52,9 @@ from turnout.proxy.transport.messages import (
     ConnectionHooks,
     ConnectionInfo,
     Headers,
+    ResponseReceiver,
     TunnelEnd,
+    UpstreamHandle,
     UpstreamResponse,
     hook_close,
     hook_open,
@@ -70,25 +78,34 @@ class _StaleConnection(UpstreamConnectError):
 def encode_request_head(
     method: str,
     target: str,
-    headers: Headers,
+    headers: Headers | tuple[tuple[str, str], ...],
     *,
-    endpoint: Address,
     framing: str,
+    host: str | None = None,
+    endpoint: Address | None = None,
 ) -> bytes:
     """The request line and headers, hop-by-hop and framing headers replaced by `framing`
-    (already formatted lines). Raises `ValueError` for a CR or LF inside a header."""
-    parts = [method, " ", target, " HTTP/1.1\r\n"]
-    has_host = False
-    lines = 2
+    (already formatted lines, see `request_framing`). With `host`, that Host goes first and
+    any Host in `headers` is left out; else a request without one gets `endpoint`'s. Raises
+    `ValueError` for a CR or LF inside a header."""
+    if host is None:
+        parts = [method, " ", target, " HTTP/1.1\r\n"]
+        lines = 2
+    else:
+        parts = [method, " ", target, " HTTP/1.1\r\nhost: ", host, "\r\n"]
+        lines = 3
+    has_host = host is not None
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP:
             continue
         if lname == "host":
+            if host is not None:
+                continue
             has_host = True
         parts += (name, ": ", value, "\r\n")
         lines += 1
-    if not has_host:
+    if not has_host and endpoint is not None:
         parts.append(f"host: {endpoint[0]}:{endpoint[1]}\r\n")
         lines += 1
     parts += (framing, "\r\n")
@@ -100,13 +117,26 @@ def encode_request_head(
     return head.encode("latin-1")
 
 
+def request_framing(method: str, body: bytes | None, upgrade: str | None = None) -> str:
+    """The framing header lines of a request whose body is `body` (None: streamed, chunked),
+    or of an upgrade request, for `encode_request_head`."""
+    if upgrade is not None:
+        return f"connection: upgrade\r\nupgrade: {upgrade}\r\n"
+    if body is None:
+        return "transfer-encoding: chunked\r\n"
+    if not body and method in _BODYLESS_METHODS:
+        return ""
+    return f"content-length: {len(body)}\r\n"
+
+
 class _UpstreamConnection(asyncio.Protocol):
-    """One upstream TCP connection: writes requests, parses responses, one at a time."""
+    """One upstream TCP connection: writes requests, parses responses, one at a time, and
+    hands each response to the exchange's `ResponseReceiver`."""
 
     def __init__(self, pool: UpstreamPool, endpoint: Address) -> None:
         self.pool = pool
         self.endpoint = endpoint
-        self.loop = asyncio.get_running_loop()
+        self.loop = pool.loop or asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.info: ConnectionInfo | None = None
@@ -118,12 +148,13 @@ class _UpstreamConnection(asyncio.Protocol):
         """Loop time it went back to the pool; the pool's sweep closes it after the idle
         timeout."""
         # the exchange in flight
-        self._head: asyncio.Future[UpstreamResponse] | None = None
-        self._stream: BodyStream | None = None
+        self._receiver: ResponseReceiver | None = None
+        self._request: _Request | None = None
         self._headers: Headers = []
         self._in_head = False
         self._interim = False
         self._received = False
+        self._headed = False
         self._head_only = False
         self._keep_alive = False
         self._until_eof = False
@@ -137,6 +168,11 @@ class _UpstreamConnection(asyncio.Protocol):
         self.tunnel_peer: TunnelEnd | None = None
         self.tunnel_buffer: list[bytes] = []
         self.closed_waiter: asyncio.Future[None] = self.loop.create_future()
+
+    @property
+    def version(self) -> str:
+        """HTTP version of the response being parsed."""
+        return self.parser.get_http_version()
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -168,9 +204,14 @@ class _UpstreamConnection(asyncio.Protocol):
             self.upgraded = True
             if offset < len(data):
                 self.tunnel_buffer.append(data[offset:])
-        except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, _StopParsing):
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _StopParsing):
                 return
+            log.error("response callback failed endpoint=%s:%d", *self.endpoint, exc_info=cause)
+            self._fail(UpstreamProtocolError(self.endpoint, "response handling failed"), cause)
+            self.abort()
+        except httptools.HttpParserError as exc:
             self._fail(UpstreamProtocolError(self.endpoint, f"malformed response: {exc}"), exc)
             self.abort()
 
@@ -222,37 +263,25 @@ class _UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        status = self.parser.get_status_code()
+        parser = self.parser
+        status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._interim = True  # 100 Continue, 103 Early Hints: not forwarded
             return
         self._interim = False
-        self._keep_alive = self.parser.should_keep_alive()
+        self._keep_alive = parser.should_keep_alive()
         if status == 101:
             self.upgraded = True  # feed_data raises HttpParserUpgrade right after this
-        no_body = self._head_only or status in _NO_BODY_STATUS or status == 101
+        head_only = self._head_only
+        no_body = head_only or status in _NO_BODY_STATUS or status == 101
         # HEAD: the announced length (no body follows); 204/304/101: none; else as framed
-        content_length = 0 if no_body and not self._head_only else self._content_length
+        content_length = 0 if no_body and not head_only else self._content_length
         self._until_eof = not no_body and content_length is None and not self._chunked
-        stream = BodyStream(
-            self.loop,
-            high_water=config.DEFAULT_READ_HIGH_WATER,
-            pause=self._pause_reading,
-            resume=self._resume_reading,
-        )
-        self._stream = stream
-        response = UpstreamResponse(
-            status=status,
-            headers=self._headers,
-            version=self.parser.get_http_version(),
-            content_length=content_length,
-            stream=stream,
-            release=functools.partial(self._release, stream),
-        )
-        head = self._head
-        if head is not None and not head.done():
-            head.set_result(response)
-        if self._head_only:
+        self._headed = True
+        receiver = self._receiver
+        if receiver is not None:
+            receiver.on_head(self, status, self._headers, content_length)
+        if head_only:
             # llhttp cannot be told that a HEAD response has no body: stop this parser (the
             # exception ends feed_data) and let a fresh one take the next response.
             self.parser = httptools.HttpResponseParser(self)
@@ -260,8 +289,9 @@ class _UpstreamConnection(asyncio.Protocol):
             raise _StopParsing
 
     def on_body(self, body: bytes) -> None:
-        if self._stream is not None and not self._head_only:
-            self._stream.feed(body)
+        receiver = self._receiver
+        if receiver is not None:
+            receiver.on_body(body)
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -272,55 +302,54 @@ class _UpstreamConnection(asyncio.Protocol):
 
     # -- the exchange --------------------------------------------------------------------
 
-    async def exchange(
-        self,
-        head: bytes,
-        body: bytes | AsyncIterator[bytes],
-        *,
-        method: str,
-        timeout_s: float | None,
-    ) -> UpstreamResponse:
+    def start(self, request: _Request, receiver: ResponseReceiver) -> None:
+        """Send `request`; the response goes to `receiver`."""
         transport = self.transport
-        assert transport is not None and self.info is not None
-        waiter: asyncio.Future[UpstreamResponse] = self.loop.create_future()
-        self._head = waiter
-        self._stream = None
-        self._received = False
-        self._interim = False
-        self._head_only = method == "HEAD"
-        self._sent = False
+        info = self.info
+        assert transport is not None and info is not None
+        self._receiver = receiver
+        self._request = request
+        self._received = self._headed = self._interim = self._sent = False
+        self._head_only = request.method == "HEAD"
         self.busy = True
-        self.info.requests += 1
-        if timeout_s is not None:
-            self._deadline = self.loop.call_later(timeout_s, self._expire, timeout_s)
+        info.requests += 1
+        if request.deadline is not None:
+            self._deadline = self.loop.call_at(request.deadline, self._expire)
+        head, body = request.head, request.body
         if isinstance(body, bytes):
-            data = head + body if len(body) < 65536 else None
-            if data is None:
-                transport.writelines((head, body))
-                self.info.bytes_written += len(head) + len(body)
-            else:
+            if not body:
+                transport.write(head)
+                info.bytes_written += len(head)
+            elif len(body) < 65536:
+                data = head + body
                 transport.write(data)
-                self.info.bytes_written += len(data)
+                info.bytes_written += len(data)
+            else:
+                transport.writelines((head, body))
+                info.bytes_written += len(head) + len(body)
             self._sent = True
         else:
             transport.write(head)
-            self.info.bytes_written += len(head)
+            info.bytes_written += len(head)
             self._sender = self.loop.create_task(
                 self._send_body(body), name=f"upstream-body {self.endpoint[0]}:{self.endpoint[1]}"
             )
             self._sender.add_done_callback(_log_crash)
-        ok = False
-        try:
-            response = await waiter
-            ok = True
-            return response
-        finally:
-            # The connection may already serve the next request: it went back to the pool
-            # as the response completed, before this coroutine resumed.
-            if self._head is waiter:
-                self._head = None
-            if not ok:
-                self.abort()
+
+    def cancel(self, receiver: ResponseReceiver) -> None:
+        """`receiver` gives up its exchange: close the connection unless the response is
+        already complete (then it is in the pool, maybe serving someone else)."""
+        if self._receiver is receiver:
+            self._receiver = None
+            self.abort()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
 
     async def _send_body(self, body: AsyncIterator[bytes]) -> None:
         transport = self.transport
@@ -350,45 +379,41 @@ class _UpstreamConnection(asyncio.Protocol):
 
     def _complete(self) -> None:
         """The response is complete on the wire; reuse the connection if we can."""
-        stream = self._stream
-        if stream is not None:
-            stream.feed_eof()
-        if not self._sent:
-            # An early response (before the whole request body went out): Go and Envoy both
-            # close such a connection rather than keep sending a body nobody reads.
-            self.abort()
-            return
+        receiver = self._receiver
+        self._receiver = None
+        self._request = None
         self.busy = False
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        if self.upgraded:
-            return
-        if self._keep_alive and not self.closed:
+        if not self._sent:
+            # An early response (before the whole request body went out): Go and Envoy both
+            # close such a connection rather than keep sending a body nobody reads.
+            self.abort()
+        elif self.upgraded:
+            pass
+        elif self._keep_alive and not self.closed:
             self.reused = True
             self.pool._put_idle(self)
         else:
             self.close()
+        if receiver is not None:
+            receiver.on_end()
 
-    def _release(self, stream: BodyStream) -> None:
-        stream.discard()
-        if not stream.at_eof and self._stream is stream and not self.closed:
-            self.abort()
-
-    def _expire(self, timeout_s: float) -> None:
+    def _expire(self) -> None:
         self._deadline = None
-        err = UpstreamTimeout(self.endpoint, f"no complete response within {timeout_s:g} s")
-        self._fail(err, None)
+        request = self._request
+        timeout = "" if request is None else f" within {request.timeout_s:g} s"
+        self._fail(UpstreamTimeout(self.endpoint, f"no complete response{timeout}"), None)
         self.abort()
 
     def _fail(self, err: BaseException, cause: BaseException | None) -> None:
         if cause is not None:
             err.__cause__ = cause
-        head = self._head
-        if head is not None and not head.done():
-            head.set_exception(err)
-        elif self._stream is not None:
-            self._stream.fail(err)
+        receiver = self._receiver
+        self._receiver = None
+        if receiver is not None:
+            receiver.on_error(err)
 
     def _lost_mid_exchange(self, exc: Exception | None) -> None:
         self.busy = False
@@ -397,37 +422,37 @@ class _UpstreamConnection(asyncio.Protocol):
             self._deadline = None
         if self._sender is not None:
             self._sender.cancel()
-        head = self._head
-        if head is not None and not head.done():
-            if self.upgraded:
-                return
+        receiver = self._receiver
+        if receiver is None:
+            return
+        if not self._headed:
+            request = self._request
             if self._received:
                 err: UpstreamError = UpstreamProtocolError(
                     self.endpoint, "connection closed in the response head"
                 )
+            elif self.reused and request is not None and isinstance(request.body, bytes):
+                # the keep-alive race: send it again, once, on a fresh connection
+                log.debug("stale pooled connection, sending again endpoint=%s:%d", *self.endpoint)
+                self._receiver = None
+                self.pool._connect_and_start(self.endpoint, request, receiver)
+                return
             elif self.reused:
                 err = _StaleConnection(self.endpoint, "reused connection closed before response")
             else:
                 err = UpstreamConnectError(self.endpoint, "connection closed before response")
             self._fail(err, exc)
             return
-        stream = self._stream
-        if stream is None or stream.at_eof:
+        if self.upgraded:
+            self._receiver = None
             return
         if self._until_eof and exc is None:
-            stream.feed_eof()  # a close-delimited body ends here (RFC 9112 §6.3 rule 8)
+            self._receiver = None
+            receiver.on_end()  # a close-delimited body ends here (RFC 9112 §6.3 rule 8)
         else:
             self._fail(UpstreamProtocolError(self.endpoint, "connection closed mid-body"), exc)
 
     # -- connection control --------------------------------------------------------------
-
-    def _pause_reading(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -440,6 +465,113 @@ class _UpstreamConnection(asyncio.Protocol):
     def idle_expired(self) -> None:
         log.debug("idle upstream connection closed endpoint=%s:%d", *self.endpoint)
         self.close()
+
+
+class _Request:
+    """What `start()` sends, kept for the one resend after a stale pooled connection."""
+
+    __slots__ = ("body", "deadline", "head", "method", "timeout_s")
+
+    def __init__(
+        self,
+        head: bytes,
+        body: bytes | AsyncIterator[bytes],
+        method: str,
+        deadline: float | None,
+        timeout_s: float | None,
+    ) -> None:
+        self.head = head
+        self.body = body
+        self.method = method
+        self.deadline = deadline
+        """Loop time by which the whole response must have arrived (None: no limit)."""
+        self.timeout_s = timeout_s
+
+
+class _Connecting:
+    """The handle of an exchange waiting for a new connection."""
+
+    __slots__ = ("conn", "receiver", "task")
+
+    def __init__(self, receiver: ResponseReceiver) -> None:
+        self.receiver = receiver
+        self.conn: _UpstreamConnection | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def cancel(self, receiver: ResponseReceiver) -> None:
+        if self.conn is not None:
+            self.conn.cancel(receiver)
+        elif self.task is not None:
+            self.task.cancel()
+
+    def pause_reading(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+
+class _Awaiting:
+    """The receiver behind the awaitable API: the head as a future, the body as a stream."""
+
+    __slots__ = ("conn", "future", "loop", "stream")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[UpstreamResponse] = loop.create_future()
+        self.stream: BodyStream | None = None
+        self.conn: _UpstreamConnection | None = None
+
+    def on_head(
+        self,
+        conn: UpstreamHandle,
+        status: int,
+        headers: Headers,
+        content_length: int | None,
+    ) -> None:
+        assert isinstance(conn, _UpstreamConnection)
+        self.conn = conn
+        self.stream = stream = BodyStream(
+            self.loop,
+            high_water=config.DEFAULT_READ_HIGH_WATER,
+            pause=conn.pause_reading,
+            resume=conn.resume_reading,
+        )
+        if not self.future.done():
+            self.future.set_result(
+                UpstreamResponse(
+                    status=status,
+                    headers=headers,
+                    version=conn.version,
+                    content_length=content_length,
+                    stream=stream,
+                    release=self.release,
+                )
+            )
+
+    def on_body(self, chunk: bytes) -> None:
+        if self.stream is not None:
+            self.stream.feed(chunk)
+
+    def on_end(self) -> None:
+        if self.stream is not None:
+            self.stream.feed_eof()
+
+    def on_error(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+        elif self.stream is not None:
+            self.stream.fail(error)
+
+    def release(self) -> None:
+        stream = self.stream
+        if stream is not None:
+            stream.discard()
+            conn = self.conn
+            if not stream.at_eof and conn is not None and not conn.upgraded:
+                conn.cancel(self)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -482,10 +614,10 @@ class UpgradedConnection:
             conn.info.bytes_written += len(data)
 
     def pause_reading(self) -> None:
-        self._conn._pause_reading()
+        self._conn.pause_reading()
 
     def resume_reading(self) -> None:
-        self._conn._resume_reading()
+        self._conn.resume_reading()
 
     def close(self) -> None:
         """Close after flushing what was written."""
@@ -519,8 +651,10 @@ class UpstreamPool:
         self.idle_timeout_ms = idle_timeout_ms
         self.max_idle_per_endpoint = max_idle_per_endpoint
         self.hooks = hooks
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._idle: dict[Address, list[_UpstreamConnection]] = {}
         self._all: set[_UpstreamConnection] = set()
+        self._connecting: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
     def idle_count(self, endpoint: Address) -> int:
@@ -531,6 +665,68 @@ class UpstreamPool:
     def open_count(self) -> int:
         """Connections open (idle or busy) across all endpoints."""
         return len(self._all)
+
+    # -- the callback API ------------------------------------------------------------------
+
+    def send(
+        self,
+        endpoint: Address,
+        *,
+        method: str,
+        head: bytes,
+        body: bytes | AsyncIterator[bytes],
+        timeout_ms: int | None,
+        receiver: ResponseReceiver,
+    ) -> UpstreamHandle:
+        """Send one request whose head `encode_request_head` made; the response goes to
+        `receiver`, never before this returns. `timeout_ms` bounds the whole exchange, body
+        included (None: no deadline). The returned handle gives the exchange up
+        (`cancel(receiver)`) or pauses reading its response."""
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
+        if timeout_ms is None:
+            request = _Request(head, body, method, None, None)
+        else:
+            request = _Request(
+                head, body, method, loop.time() + timeout_ms / 1000, timeout_ms / 1000
+            )
+        idle = self._idle.get(endpoint)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                conn.start(request, receiver)
+                return conn
+        return self._connect_and_start(endpoint, request, receiver)
+
+    def _connect_and_start(
+        self, endpoint: Address, request: _Request, receiver: ResponseReceiver
+    ) -> _Connecting:
+        pending = _Connecting(receiver)
+        loop = self.loop or asyncio.get_running_loop()
+        task = loop.create_task(self._start_on_new(endpoint, request, pending))
+        pending.task = task
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+        task.add_done_callback(_log_crash)
+        return pending
+
+    async def _start_on_new(
+        self, endpoint: Address, request: _Request, pending: _Connecting
+    ) -> None:
+        receiver = pending.receiver
+        try:
+            conn = await self._connect(endpoint)
+            if request.deadline is not None and request.deadline <= conn.loop.time():
+                conn.close()
+                raise UpstreamTimeout(endpoint, "deadline expired before the request was sent")
+        except UpstreamError as exc:
+            receiver.on_error(exc)
+            return
+        pending.conn = conn
+        conn.start(request, receiver)
+
+    # -- the awaitable API -----------------------------------------------------------------
 
     async def request(
         self,
@@ -576,51 +772,34 @@ class UpstreamPool:
         timeout_ms: int | None,
         upgrade: str | None = None,
     ) -> tuple[UpstreamResponse, UpgradedConnection | None]:
-        if upgrade is not None:
-            framing = f"connection: upgrade\r\nupgrade: {upgrade}\r\n"
-        elif isinstance(body, bytes):
-            framing = (
-                ""
-                if not body and method in _BODYLESS_METHODS
-                else f"content-length: {len(body)}\r\n"
-            )
-        else:
-            framing = "transfer-encoding: chunked\r\n"
         try:
-            head = encode_request_head(method, target, headers, endpoint=endpoint, framing=framing)
+            head = encode_request_head(
+                method,
+                target,
+                headers,
+                endpoint=endpoint,
+                framing=request_framing(method, body if isinstance(body, bytes) else None, upgrade),
+            )
         except ValueError as exc:
             raise UpstreamProtocolError(endpoint, str(exc)) from exc
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_ms is None else loop.time() + timeout_ms / 1000
-        conn = self._pop_idle(endpoint)
-        if conn is None:
-            conn = await self._connect(endpoint)
+        receiver = _Awaiting(asyncio.get_running_loop())
+        handle = self.send(
+            endpoint, method=method, head=head, body=body, timeout_ms=timeout_ms, receiver=receiver
+        )
         try:
-            response = await conn.exchange(
-                head, body, method=method, timeout_s=_remaining(loop, deadline, endpoint)
-            )
-        except _StaleConnection:
-            if not isinstance(body, bytes):
-                raise
-            log.debug("stale pooled connection, sending again endpoint=%s:%d", *endpoint)
-            conn = await self._connect(endpoint)
-            response = await conn.exchange(
-                head, body, method=method, timeout_s=_remaining(loop, deadline, endpoint)
-            )
-        if conn.upgraded:
+            response = await receiver.future
+        except BaseException:
+            handle.cancel(receiver)
+            raise
+        conn = receiver.conn
+        if conn is not None and conn.upgraded:
             if upgrade is None:
                 conn.abort()
                 raise UpstreamProtocolError(endpoint, "101 to a request that asked no upgrade")
             return response, UpgradedConnection(conn, response)
         return response, None
 
-    def _pop_idle(self, endpoint: Address) -> _UpstreamConnection | None:
-        idle = self._idle.get(endpoint)
-        while idle:
-            conn = idle.pop()
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
-                return conn
-        return None
+    # -- connections -------------------------------------------------------------------------
 
     async def _connect(self, endpoint: Address) -> _UpstreamConnection:
         loop = asyncio.get_running_loop()
@@ -640,7 +819,9 @@ class UpstreamPool:
         return conn
 
     def _put_idle(self, conn: _UpstreamConnection) -> None:
-        idle = self._idle.setdefault(conn.endpoint, [])
+        idle = self._idle.get(conn.endpoint)
+        if idle is None:
+            idle = self._idle[conn.endpoint] = []
         if len(idle) >= self.max_idle_per_endpoint:
             conn.close()
             return
@@ -676,19 +857,10 @@ class UpstreamPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for task in list(self._connecting):
+            task.cancel()
         conns = list(self._all)
         for conn in conns:
             conn.abort()
         for conn in conns:
             await conn.closed_waiter
-
-
-def _remaining(
-    loop: asyncio.AbstractEventLoop, deadline: float | None, endpoint: Address
-) -> float | None:
-    if deadline is None:
-        return None
-    left = deadline - loop.time()
-    if left <= 0:
-        raise UpstreamTimeout(endpoint, "deadline expired before the request was sent")
-    return left

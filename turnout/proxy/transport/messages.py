@@ -160,6 +160,40 @@ class TunnelEnd(Protocol):
     def close(self) -> None: ...
 
 
+class UpstreamHandle(Protocol):
+    """An exchange in flight (`UpstreamPool.send`), as its receiver controls it."""
+
+    def cancel(self, receiver: ResponseReceiver, /) -> None:
+        """Give the exchange up: the connection is closed unless the response is complete."""
+
+    def pause_reading(self) -> None:
+        """Stop reading the response (the client is slow); the upstream is held back too."""
+
+    def resume_reading(self) -> None: ...
+
+
+class ResponseReceiver(Protocol):
+    """Where an upstream exchange reports (`UpstreamPool.send`): `on_head` once, then
+    `on_body` per chunk, then `on_end`; or `on_error` at any point, once, instead of what is
+    left. Called on the event loop, never from inside `send()`; they must not raise (a raise
+    is logged and ends the exchange with an error)."""
+
+    def on_head(
+        self, conn: UpstreamHandle, status: int, headers: Headers, content_length: int | None, /
+    ) -> None:
+        """The response head: `headers` as received (framing and hop-by-hop included);
+        `content_length` as for `UpstreamResponse.content_length`."""
+
+    def on_body(self, chunk: bytes, /) -> None: ...
+
+    def on_end(self) -> None:
+        """The whole response has arrived (the connection is already back in the pool)."""
+
+    def on_error(self, error: BaseException, /) -> None:
+        """`UpstreamConnectError`, `UpstreamTimeout`, `UpstreamProtocolError`, or the
+        exception of a failing iterator request body."""
+
+
 class RequestBody:
     """The body of an `IncomingRequest`, streamed from the client connection.
 
@@ -243,7 +277,18 @@ class IncomingRequest:
 
 class ResponseWriter(Protocol):
     """How a handler answers. Either `respond()` once, or `start()`, `write()`..., `end()`,
-    or (for an upgrade request) `tunnel()`. Writes wait while the client is slow to read."""
+    or (for an upgrade request) `tunnel()`. Writes wait while the client is slow to read.
+
+    A handler in callback mode (it returned None instead of an awaitable) uses the
+    synchronous twins instead, which never wait: `send()` (as `respond`), or `begin()`,
+    `push()`... and `close_body()`; then `complete()`, once, when it is done. When `push()`
+    returns False the client's buffer is full: stop and wait for `on_writable`.
+    """
+
+    on_cancel: Callable[[], None] | None
+    """Callback mode: called once if the client disconnects before `complete()`."""
+    on_writable: Callable[[], None] | None
+    """Callback mode: called when the client has read enough after `push()` said stop."""
 
     @property
     def started(self) -> bool:
@@ -268,6 +313,26 @@ class ResponseWriter(Protocol):
     async def tunnel(self, upstream: UpgradedConnection, headers: Headers | None = None) -> None:
         """Answer `101 Switching Protocols` with `headers` (default: the upstream's 101
         headers) and splice bytes both ways until either side closes; returns then."""
+
+    def send(self, status: int, headers: Headers, body: bytes) -> None:
+        """`respond()` without waiting for the client to read."""
+
+    def begin(self, status: int, headers: Headers, *, content_length: int | None = None) -> None:
+        """`start()` without waiting for the client to read."""
+
+    def push(self, chunk: bytes) -> bool:
+        """`write()` without waiting; False: the client's buffer is full (see `on_writable`).
+        Raises `ClientError(499)` when the client is gone."""
+
+    def close_body(self) -> None:
+        """`end()` (it never waits)."""
+
+    def complete(self) -> None:
+        """Callback mode: the handler is done with this request (a response not started is
+        answered 500; one not finished is ended)."""
+
+    def abort(self) -> None:
+        """Reset the client connection: a half-sent response that cannot be completed."""
 
 
 class UpstreamResponse:

@@ -55,10 +55,13 @@ from turnout.proxy.transport.streams import BodyStream, WriteFlow
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[IncomingRequest, ResponseWriter], Awaitable[None]]
-"""Answers one request through the writer. If it raises before starting the response, the
-server answers 500 (`ClientError`: its status) and logs; it is cancelled when the client
-disconnects."""
+Handler = Callable[[IncomingRequest, ResponseWriter], Awaitable[None] | None]
+"""Answers one request through the writer, in one of two ways. It returns an awaitable (an
+`async def` handler): the server runs it as a task, cancelled when the client disconnects;
+if it raises before starting the response, the server answers 500 (`ClientError`: its
+status) and logs. Or it returns None: it answers through the writer's synchronous calls
+from callbacks of its own and calls `writer.complete()` at the end; `writer.on_cancel` is
+called if the client disconnects first."""
 
 Accept = Callable[[ConnectionInfo], bool]
 
@@ -98,10 +101,13 @@ class _Exchange:
     __slots__ = (
         "chunked",
         "close_delimited",
+        "completed",
         "conn",
         "finished",
         "must_close",
         "no_body",
+        "on_cancel",
+        "on_writable",
         "remaining",
         "request",
         "started",
@@ -125,10 +131,20 @@ class _Exchange:
         self.no_body = False
         self.remaining: int | None = None
         self.tunneling = False
+        self.completed = False
+        self.on_cancel: Callable[[], None] | None = None
+        """Callback mode: called if the client disconnects before `complete()`."""
+        self.on_writable: Callable[[], None] | None = None
+        """Callback mode: called when the client has read enough after `push()` said stop."""
 
     # -- the ResponseWriter protocol ------------------------------------------------------
 
     async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        self.send(status, headers, body)
+        if self.conn.flow.paused:
+            await self._drain()
+
+    def send(self, status: int, headers: Headers, body: bytes) -> None:
         self._check_open()
         # RFC 9110 §8.6: no Content-Length in a 204
         framing = "" if status == 204 else f"content-length: {len(body)}\r\n"
@@ -141,12 +157,15 @@ class _Exchange:
             conn.write(head + body)
         else:
             conn.writelines(head, body)
-        if conn.flow.paused:
-            await self._drain()
 
     async def start(
         self, status: int, headers: Headers, *, content_length: int | None = None
     ) -> None:
+        self.begin(status, headers, content_length=content_length)
+        if self.conn.flow.paused:
+            await self._drain()
+
+    def begin(self, status: int, headers: Headers, *, content_length: int | None = None) -> None:
         self._check_open()
         self.no_body = self.request.method == "HEAD" or status in _NO_BODY_STATUS
         if content_length is not None:
@@ -163,15 +182,17 @@ class _Exchange:
         head = self._encode_head(status, headers, framing)
         self.started = True
         self.conn.write(head)
-        if self.conn.flow.paused:
-            await self._drain()
 
     async def write(self, chunk: bytes) -> None:
+        if not self.push(chunk):
+            await self._drain()
+
+    def push(self, chunk: bytes) -> bool:
         if not self.started or self.finished:
             raise RuntimeError("write() needs start() first and no end() yet")
-        if not chunk or self.no_body:
-            return
         conn = self.conn
+        if not chunk or self.no_body:
+            return not conn.flow.paused
         if conn.closed:
             raise ClientError(499, "client disconnected")
         if self.chunked:
@@ -183,9 +204,14 @@ class _Exchange:
                     raise RuntimeError("body longer than the content_length given to start()")
             conn.write(chunk)
         if conn.flow.paused:
-            await self._drain()
+            conn.arm_send_timeout()
+            return False
+        return True
 
     async def end(self) -> None:
+        self.close_body()
+
+    def close_body(self) -> None:
         if not self.started:
             raise RuntimeError("end() needs start() first")
         if self.finished:
@@ -197,6 +223,24 @@ class _Exchange:
             # Fewer bytes than announced: the client would wait forever; only a reset tells it.
             log.debug("response shorter than its content-length, aborting peer=%s", self.conn.peer)
             self.conn.abort()
+
+    def complete(self) -> None:
+        if self.completed:
+            return
+        self.completed = True
+        self.on_cancel = self.on_writable = None
+        conn = self.conn
+        if not self.started:
+            log.error("handler completed without responding target=%.200s", self.request.target)
+            conn._answer_error(self, 500)
+        elif not self.finished:
+            self.close_body()
+        conn._done(self)
+
+    def abort(self) -> None:
+        """Reset the client connection (a half-sent response that cannot be completed)."""
+        self.must_close = True
+        self.conn.abort()
 
     async def tunnel(self, upstream: UpgradedConnection, headers: Headers | None = None) -> None:
         self._check_open()
@@ -319,6 +363,8 @@ class HttpServerProtocol(asyncio.Protocol):
         self.closed = False
         self._counted = False
         self._timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._await_writable = False
         self._queue: deque[_Exchange] = deque()
         self._active: _Exchange | None = None
         self._parsing: _Exchange | None = None  # head complete, body still arriving
@@ -408,6 +454,9 @@ class HttpServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         err = ClientError(499, "client disconnected")
         self.flow.close(err)
         active = self._active
@@ -415,8 +464,12 @@ class HttpServerProtocol(asyncio.Protocol):
             if exch is not None:
                 exch.stream.fail(err)
         self._queue.clear()
-        if active is not None and active.task is not None and not active.tunneling:
-            active.task.cancel()
+        if active is not None and not active.tunneling:
+            if active.task is not None:
+                active.task.cancel()
+            elif active.on_cancel is not None and not active.completed:
+                on_cancel, active.on_cancel = active.on_cancel, None
+                on_cancel()
         if self._tunnel is not None:
             self._tunnel.close()
         if not self._closed_waiter.done():
@@ -434,8 +487,19 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.flow.resume()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._tunnel is not None:
             self._tunnel.resume_reading()
+        active = self._active
+        if active is not None and active.on_writable is not None and not active.completed:
+            active.on_writable()
+        elif self._await_writable and not self.closed:
+            self._await_writable = False
+            self._update_reading()
+            if self._active is None:
+                self._next()
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -558,11 +622,33 @@ class HttpServerProtocol(asyncio.Protocol):
     def _start(self, exch: _Exchange) -> None:
         self._active = exch
         self._cancel_timer()
-        exch.task = self.loop.create_task(self._run(exch))
-
-    async def _run(self, exch: _Exchange) -> None:
         try:
-            await self.listener.handler(exch.request, exch)
+            answer = self.listener.handler(exch.request, exch)
+        except Exception as exc:
+            self._handler_failed(exch, exc)
+            self._done(exch)
+            return
+        if answer is not None:
+            exch.task = self.loop.create_task(self._run(exch, answer))
+        # else: callback mode, exch.complete() ends it
+
+    def _handler_failed(self, exch: _Exchange, exc: Exception) -> None:
+        if isinstance(exc, ClientError):
+            log.debug("client error peer=%s status=%d error=%s", self.peer, exc.status, exc)
+            self._answer_error(exch, exc.status)
+            return
+        log.error(
+            "handler failed method=%s target=%.200s peer=%s",
+            exch.request.method,
+            exch.request.target,
+            self.peer,
+            exc_info=exc,
+        )
+        self._answer_error(exch, 500)
+
+    async def _run(self, exch: _Exchange, answer: Awaitable[None]) -> None:
+        try:
+            await answer
         except ClientError as exc:
             log.debug("client error peer=%s status=%d error=%s", self.peer, exc.status, exc)
             self._answer_error(exch, exc.status)
@@ -606,6 +692,16 @@ class HttpServerProtocol(asyncio.Protocol):
             self.close()
             return
         stream.discard()
+        if self.flow.paused:
+            # a callback-mode handler wrote without waiting: the client reads that first
+            self._await_writable = True
+            self._update_reading()
+            self.arm_send_timeout()
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """After an exchange: the next pipelined request, a pending error, or wait."""
         if self._queue:
             nxt = self._queue.popleft()
             self._update_reading()
@@ -662,6 +758,18 @@ class HttpServerProtocol(asyncio.Protocol):
     def _arm(self, ms: int, callback: Callable[[], None]) -> None:
         self._cancel_timer()
         self._timer = self.loop.call_later(ms / 1000, callback)
+
+    def arm_send_timeout(self) -> None:
+        """Callback mode: the client has `send_timeout_ms` to read what is buffered for it."""
+        ms = self.limits.send_timeout_ms
+        if ms is not None and self._send_timer is None and not self.closed:
+            self._send_timer = self.loop.call_later(ms / 1000, self._on_send_timeout)
+
+    def _on_send_timeout(self) -> None:
+        self._send_timer = None
+        if self.flow.paused:
+            log.debug("client too slow to read the response, aborting peer=%s", self.peer)
+            self.abort()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -723,6 +831,7 @@ class HttpServerProtocol(asyncio.Protocol):
         want = (
             self._paused_streams == 0
             and self._tunnel_ok
+            and not self._await_writable
             and len(self._queue) < self.limits.max_pipelined
         )
         if want == self._reading or self.transport is None or self.closed:
