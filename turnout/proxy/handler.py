@@ -63,6 +63,7 @@ from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
     Headers,
     IncomingRequest,
+    RawHeaders,
     ResponseWriter,
     UpstreamHandle,
 )
@@ -309,7 +310,7 @@ class _Call:
         self.headed = False
         self.discarding = False
         self.status = 0
-        self.resp_headers: Headers = []
+        self.resp_headers: Headers | RawHeaders = []
         self.buffered: list[bytes] | None = None
         self.sent = 0
 
@@ -562,7 +563,7 @@ class _Call:
     # -- ResponseReceiver -------------------------------------------------------------------
 
     def on_head(
-        self, conn: UpstreamHandle, status: int, headers: Headers, content_length: int | None
+        self, conn: UpstreamHandle, status: int, headers: RawHeaders, content_length: int | None
     ) -> None:
         if self.cancelled:
             conn.cancel(self)
@@ -742,10 +743,11 @@ class _Call:
             self.writer.send(500, [("content-type", "text/plain")], b"internal error")
         self._done()
 
-    def _response_headers(self, status: int, headers: Headers) -> Headers:
+    def _response_headers(self, status: int, headers: RawHeaders | Headers) -> Headers | RawHeaders:
         decision, backend = self.decision, self.backend
         if decision.response_headers or (backend is not None and backend.response_headers):
-            ends = [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP]
+            pairs = headers.decode() if isinstance(headers, RawHeaders) else headers
+            ends = [(n, v) for n, v in pairs if n.lower() not in HOP_BY_HOP]
             return list(apply_response_filters(decision, backend, status, ends))
         return headers  # the writer drops hop-by-hop and framing headers itself
 

@@ -45,16 +45,30 @@ def _addr(addr: tuple[str, int]) -> str:
     return f"{addr[0]}:{addr[1]}"
 
 
+MAX_CACHED_KEYS = 65_536
+"""Route key bundles cached (by host and route); past this the cache starts over, so
+clients sending arbitrary Host headers cannot grow it without bound."""
+
+
+class _RouteKeys:
+    """The metric keys every request of one route and Host needs, built once."""
+
+    __slots__ = ("backends", "policy", "route")
+
+    def __init__(self, route: RouteKey, policy: PolicyRouteKey) -> None:
+        self.route = route
+        self.policy = policy
+        self.backends: dict[tuple[str, str, int], BackendKey] = {}
+
+
 class Telemetry:
     """Shared by every request of one proxy."""
 
     __slots__ = (
-        "backend_keys",
         "clock",
         "dsts",
         "http_keys",
         "metrics",
-        "policy_keys",
         "route_keys",
         "tap",
     )
@@ -68,9 +82,7 @@ class Telemetry:
         # Label keys by what determines them, so a request costs dictionary hits only.
         self.dsts: dict[str, tuple[str, str, int]] = {}
         self.http_keys: dict[tuple[object, ...], HttpKey] = {}
-        self.route_keys: dict[tuple[str, str, str], RouteKey] = {}
-        self.policy_keys: dict[tuple[str, str], PolicyRouteKey] = {}
-        self.backend_keys: dict[tuple[object, ...], BackendKey] = {}
+        self.route_keys: dict[tuple[str, str, str, str], _RouteKeys] = {}
 
     def dst_of(self, cluster: str) -> tuple[str, str, int]:
         """``NS/NAME:PORT`` -> (NS, NAME, PORT), parsed once per cluster."""
@@ -94,14 +106,37 @@ class Telemetry:
             )
         return key
 
-    def route_key(self, direction: Literal["inbound", "outbound"], dst: str, rule: str) -> RouteKey:
-        ck = (direction, dst, rule)
-        rk = self.route_keys.get(ck)
-        if rk is None:
-            rk = self.route_keys[ck] = self.metrics.route(
-                direction=direction, dst=dst, rt_route=rule
+    def keys_for(
+        self, direction: Literal["inbound", "outbound"], host: str, decision: Decision
+    ) -> _RouteKeys:
+        """The route-level keys of requests for `host` that reached `decision`'s route."""
+        route = decision.route
+        assert route is not None
+        ck = (direction, host, route.rule, route.source)
+        keys = self.route_keys.get(ck)
+        if keys is None:
+            if len(self.route_keys) > MAX_CACHED_KEYS:
+                self.route_keys.clear()
+            keys = self.route_keys[ck] = _RouteKeys(
+                self.metrics.route(direction=direction, dst=host, rt_route=route.rule),
+                self._new_policy_key(route.source, host),
             )
-        return rk
+        return keys
+
+    def _new_policy_key(self, source: str, host: str) -> PolicyRouteKey:
+        kind, _, rest = source.partition("/")
+        route_ns, _, route_name = rest.partition("/")
+        svc, _, port = host.partition(":")
+        parts = svc.split(".")
+        parent_ns = parts[1] if len(parts) > 1 else route_ns
+        return self.metrics.policy_route(
+            parent_namespace=parent_ns,
+            parent_name=parts[0],
+            parent_port=int(port) if port.isdigit() else 80,
+            route_namespace=route_ns,
+            route_name=route_name,
+            route_kind=kind,
+        )
 
     def exchange(
         self,
@@ -125,6 +160,7 @@ class Exchange:
 
     __slots__ = (
         "_done",
+        "_keys",
         "decision",
         "direction",
         "dst_ns",
@@ -160,17 +196,20 @@ class Exchange:
         self.status: int | None = None
         self.tap_id = ""
         self._done = False
+        self._keys: _RouteKeys | None = None
+        if decision is not None and decision.route is not None:
+            self._keys = owner.keys_for(direction, request.host, decision)
 
     def backend(self, backend: Backend) -> None:
         self.dst_ns, self.dst_svc, self.dst_port = self.owner.dst_of(backend.cluster)
 
     def attempt(self, status: int | None, *, error: str = "") -> None:
         """One try sent to the backend (the first and every retry) and its outcome."""
-        decision = self.decision
-        if decision is None or decision.route is None:
+        keys = self._keys
+        if keys is None:
             return
         m = self.owner.metrics
-        rk = self.owner.route_key(self.direction, self.request.host, decision.route.rule)
+        rk = keys.route
         m.route_actual_request(rk)
         m.route_actual_response(rk, status_code=status, error=error)
         bk = self._backend_key()
@@ -238,9 +277,9 @@ class Exchange:
             grpc_status=grpc_status,
             error=error,
         )
-        decision = self.decision
-        if decision is not None and decision.route is not None:
-            rk = self.owner.route_key(self.direction, self.request.host, decision.route.rule)
+        keys = self._keys
+        if keys is not None:
+            rk = keys.route
             m.route_request(rk)
             m.route_response(
                 rk,
@@ -249,9 +288,9 @@ class Exchange:
                 grpc_status=grpc_status,
                 error=error,
             )
-            pk = self._policy_key()
-            if pk is not None:
-                m.route_status(pk, status_code=status_code, grpc_status=grpc_status, error=error)
+            m.route_status(
+                keys.policy, status_code=status_code, grpc_status=grpc_status, error=error
+            )
         if self.owner.tap.active:
             if self.head_at is None:
                 self.status = status
@@ -264,15 +303,14 @@ class Exchange:
     # ----------------------------------------------------------------------- helpers
 
     def _backend_key(self) -> BackendKey | None:
-        pk = self._policy_key()
-        if pk is None or not self.dst_svc:
+        keys = self._keys
+        if keys is None or not self.dst_svc:
             return None
-        cache = self.owner.backend_keys
-        ck = (pk, self.dst_ns, self.dst_svc, self.dst_port)
-        bk = cache.get(ck)
+        ck = (self.dst_ns, self.dst_svc, self.dst_port)
+        bk = keys.backends.get(ck)
         if bk is None:
-            bk = cache[ck] = self.owner.metrics.policy_backend(
-                pk,
+            bk = keys.backends[ck] = self.owner.metrics.policy_backend(
+                keys.policy,
                 backend_namespace=self.dst_ns,
                 backend_name=self.dst_svc,
                 backend_port=self.dst_port,
@@ -280,32 +318,8 @@ class Exchange:
         return bk
 
     def _policy_key(self) -> PolicyRouteKey | None:
-        decision = self.decision
-        if decision is None or decision.route is None:
-            return None
-        cache = self.owner.policy_keys
-        ck = (decision.route.source, self.request.host)
-        pk = cache.get(ck)
-        if pk is None:
-            pk = cache[ck] = self._new_policy_key(decision)
-        return pk
-
-    def _new_policy_key(self, decision: Decision) -> PolicyRouteKey:
-        assert decision.route is not None
-        kind, _, rest = decision.route.source.partition("/")
-        route_ns, _, route_name = rest.partition("/")
-        host = self.request.host
-        svc, _, port = host.partition(":")
-        parts = svc.split(".")
-        parent_ns = parts[1] if len(parts) > 1 else route_ns
-        return self.owner.metrics.policy_route(
-            parent_namespace=parent_ns,
-            parent_name=parts[0],
-            parent_port=int(port) if port.isdigit() else 80,
-            route_namespace=route_ns,
-            route_name=route_name,
-            route_kind=kind,
-        )
+        keys = self._keys
+        return None if keys is None else keys.policy
 
     def publish(
         self,

@@ -52,6 +52,7 @@ from turnout.proxy.transport.messages import (
     ConnectionHooks,
     ConnectionInfo,
     Headers,
+    RawHeaders,
     ResponseReceiver,
     TunnelEnd,
     UpstreamHandle,
@@ -150,7 +151,7 @@ class _UpstreamConnection(asyncio.Protocol):
         # the exchange in flight
         self._receiver: ResponseReceiver | None = None
         self._request: _Request | None = None
-        self._headers: Headers = []
+        self._headers: list[tuple[bytes, bytes]] = []
         self._in_head = False
         self._interim = False
         self._received = False
@@ -259,7 +260,7 @@ class _UpstreamConnection(asyncio.Protocol):
             self._content_length = int(value)
         elif n == 17 and name.lower() == b"transfer-encoding":
             self._chunked = True
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -280,7 +281,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self._headed = True
         receiver = self._receiver
         if receiver is not None:
-            receiver.on_head(self, status, self._headers, content_length)
+            receiver.on_head(self, status, RawHeaders(self._headers), content_length)
         if head_only:
             # llhttp cannot be told that a HEAD response has no body: stop this parser (the
             # exception ends feed_data) and let a fresh one take the next response.
@@ -528,7 +529,7 @@ class _Awaiting:
         self,
         conn: UpstreamHandle,
         status: int,
-        headers: Headers,
+        headers: RawHeaders,
         content_length: int | None,
     ) -> None:
         assert isinstance(conn, _UpstreamConnection)
@@ -543,7 +544,7 @@ class _Awaiting:
             self.future.set_result(
                 UpstreamResponse(
                     status=status,
-                    headers=headers,
+                    headers=headers.decode(),
                     version=conn.version,
                     content_length=content_length,
                     stream=stream,

@@ -51,6 +51,23 @@ HOP_BY_HOP = frozenset(
 )
 """Lowercase names the transport owns (RFC 9110 §7.6.1 plus framing and `Expect`)."""
 
+HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+
+
+class RawHeaders:
+    """Response headers as an upstream sent them, undecoded: `(name, value)` bytes pairs,
+    already checked by the parser (no CR or LF inside). A `ResponseWriter` writes them to
+    the client as they are, hop-by-hop and framing ones left out; `decode()` gives `Headers`
+    for whoever needs to look at them."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        self.pairs = pairs
+
+    def decode(self) -> Headers:
+        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.pairs]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
@@ -179,7 +196,12 @@ class ResponseReceiver(Protocol):
     is logged and ends the exchange with an error)."""
 
     def on_head(
-        self, conn: UpstreamHandle, status: int, headers: Headers, content_length: int | None, /
+        self,
+        conn: UpstreamHandle,
+        status: int,
+        headers: RawHeaders,
+        content_length: int | None,
+        /,
     ) -> None:
         """The response head: `headers` as received (framing and hop-by-hop included);
         `content_length` as for `UpstreamResponse.content_length`."""
@@ -294,7 +316,7 @@ class ResponseWriter(Protocol):
     def started(self) -> bool:
         """The status line has been sent: no retry and no error page is possible any more."""
 
-    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+    async def respond(self, status: int, headers: Headers | RawHeaders, body: bytes) -> None:
         """Send a whole response (one socket write for head and body). The transport writes
         Content-Length; only when answering HEAD is a Content-Length in `headers` kept."""
 
@@ -314,10 +336,12 @@ class ResponseWriter(Protocol):
         """Answer `101 Switching Protocols` with `headers` (default: the upstream's 101
         headers) and splice bytes both ways until either side closes; returns then."""
 
-    def send(self, status: int, headers: Headers, body: bytes) -> None:
+    def send(self, status: int, headers: Headers | RawHeaders, body: bytes) -> None:
         """`respond()` without waiting for the client to read."""
 
-    def begin(self, status: int, headers: Headers, *, content_length: int | None = None) -> None:
+    def begin(
+        self, status: int, headers: Headers | RawHeaders, *, content_length: int | None = None
+    ) -> None:
         """`start()` without waiting for the client to read."""
 
     def push(self, chunk: bytes) -> bool:

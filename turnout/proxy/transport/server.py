@@ -41,11 +41,13 @@ from turnout.proxy.errors import ClientError, UpstreamError
 from turnout.proxy.transport.client import UpgradedConnection
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
+    HOP_BY_HOP_BYTES,
     ConnectionHooks,
     ConnectionInfo,
     Headers,
     IncomingRequest,
     Limits,
+    RawHeaders,
     RequestBody,
     ResponseWriter,
     hook_close,
@@ -66,6 +68,7 @@ called if the client disconnects first."""
 Accept = Callable[[ConnectionInfo], bool]
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
+_STATUS_BYTES = {code: line.encode() for code, line in _STATUS_LINES.items()}
 _NO_BODY_STATUS = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -139,12 +142,12 @@ class _Exchange:
 
     # -- the ResponseWriter protocol ------------------------------------------------------
 
-    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+    async def respond(self, status: int, headers: Headers | RawHeaders, body: bytes) -> None:
         self.send(status, headers, body)
         if self.conn.flow.paused:
             await self._drain()
 
-    def send(self, status: int, headers: Headers, body: bytes) -> None:
+    def send(self, status: int, headers: Headers | RawHeaders, body: bytes) -> None:
         self._check_open()
         # RFC 9110 §8.6: no Content-Length in a 204
         framing = "" if status == 204 else f"content-length: {len(body)}\r\n"
@@ -165,7 +168,9 @@ class _Exchange:
         if self.conn.flow.paused:
             await self._drain()
 
-    def begin(self, status: int, headers: Headers, *, content_length: int | None = None) -> None:
+    def begin(
+        self, status: int, headers: Headers | RawHeaders, *, content_length: int | None = None
+    ) -> None:
         self._check_open()
         self.no_body = self.request.method == "HEAD" or status in _NO_BODY_STATUS
         if content_length is not None:
@@ -268,7 +273,9 @@ class _Exchange:
         if self.conn.closed:
             raise ClientError(499, "client disconnected")
 
-    def _encode_head(self, status: int, headers: Headers, framing: str) -> bytes:
+    def _encode_head(self, status: int, headers: Headers | RawHeaders, framing: str) -> bytes:
+        if isinstance(headers, RawHeaders):
+            return self._encode_raw_head(status, headers, framing)
         parts = [_status_line(status)]
         lines = 2
         head_request = self.request.method == "HEAD"
@@ -281,13 +288,9 @@ class _Exchange:
                 framing = ""
             parts += (name, ": ", value, "\r\n")
             lines += 1
-        if not self.stream.at_eof and not self.tunneling and status != 101:
-            self.must_close = True  # the request body is still coming: see the docstring
-        if self.must_close and status != 101:
-            parts.append("connection: close\r\n")
-            lines += 1
-        elif self.request.version == "1.0":
-            parts.append("connection: keep-alive\r\n")
+        connection = self._connection_line(status)
+        if connection:
+            parts.append(connection)
             lines += 1
         parts += (framing, "\r\n")
         head = "".join(parts)
@@ -295,6 +298,30 @@ class _Exchange:
         if head.count("\n") != lines + framing.count("\n") or head.count("\r") != head.count("\n"):
             raise ValueError("CR or LF inside a response header")
         return head.encode("latin-1")
+
+    def _encode_raw_head(self, status: int, headers: RawHeaders, framing: str) -> bytes:
+        """As `_encode_head`, for headers the upstream parser has checked already."""
+        line = _STATUS_BYTES.get(status)
+        parts = [line if line is not None else _status_line(status).encode("latin-1")]
+        head_request = self.request.method == "HEAD"
+        for name, value in headers.pairs:
+            lname = name.lower()
+            if lname in HOP_BY_HOP_BYTES:
+                if not (head_request and lname == b"content-length"):
+                    continue
+                framing = ""
+            parts += (name, b": ", value, b"\r\n")
+        parts += (self._connection_line(status).encode(), framing.encode(), b"\r\n")
+        return b"".join(parts)
+
+    def _connection_line(self, status: int) -> str:
+        if not self.stream.at_eof and not self.tunneling and status != 101:
+            self.must_close = True  # the request body is still coming: see the docstring
+        if self.must_close and status != 101:
+            return "connection: close\r\n"
+        if self.request.version == "1.0":
+            return "connection: keep-alive\r\n"
+        return ""
 
     async def _drain(self) -> None:
         try:
@@ -363,6 +390,9 @@ class HttpServerProtocol(asyncio.Protocol):
         self.closed = False
         self._counted = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._due = 0.0  # loop time of the armed timeout, 0: none
+        self._due_callback: Callable[[], None] = _nothing
         self._send_timer: asyncio.TimerHandle | None = None
         self._await_writable = False
         self._queue: deque[_Exchange] = deque()
@@ -385,6 +415,10 @@ class HttpServerProtocol(asyncio.Protocol):
         self._tunnel: UpgradedConnection | None = None
         self._tunnel_buffer: list[bytes] = []
         self._closed_waiter: asyncio.Future[None] = self.loop.create_future()
+        # every request without a body shares one empty, finished body
+        self._empty_stream = BodyStream(self.loop, high_water=1, pause=_nothing, resume=_nothing)
+        self._empty_stream.feed_eof()
+        self._no_body = RequestBody(self._empty_stream, None)
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -454,6 +488,9 @@ class HttpServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
@@ -566,16 +603,20 @@ class HttpServerProtocol(asyncio.Protocol):
         target = self._url.decode("latin-1")
         path, _, query = target.partition("?")
         limits = self.limits
-        stream = BodyStream(
-            self.loop,
-            high_water=limits.read_high_water,
-            pause=self._pause_stream,
-            resume=self._resume_stream,
-            timeout_s=None if limits.body_timeout_ms is None else limits.body_timeout_ms / 1000,
-            timeout_error=_body_timeout,
-        )
-        if not has_body:
-            stream.feed_eof()
+        if has_body:
+            stream = BodyStream(
+                self.loop,
+                high_water=limits.read_high_water,
+                pause=self._pause_stream,
+                resume=self._resume_stream,
+                timeout_s=None if limits.body_timeout_ms is None else limits.body_timeout_ms / 1000,
+                timeout_error=_body_timeout,
+            )
+            body = RequestBody(stream, content_length)
+        else:
+            body, stream = self._no_body, self._empty_stream
+            if content_length is not None:
+                body = RequestBody(stream, content_length)
         request = IncomingRequest(
             method=method,
             target=target,
@@ -585,7 +626,7 @@ class HttpServerProtocol(asyncio.Protocol):
             host=host,
             version=version,
             keep_alive=parser.should_keep_alive(),
-            body=RequestBody(stream, content_length),
+            body=body,
             peer=self.peer,
             local=self.local,
             upgrade=upgrade,
@@ -756,8 +797,32 @@ class HttpServerProtocol(asyncio.Protocol):
     # -- timers --------------------------------------------------------------------------
 
     def _arm(self, ms: int, callback: Callable[[], None]) -> None:
-        self._cancel_timer()
-        self._timer = self.loop.call_later(ms / 1000, callback)
+        """Call `callback` in `ms` unless re-armed or cancelled first. Cheap to call on every
+        request: one timer per connection is kept and moved only when it must fire sooner
+        (a timer that fires early just sleeps again until what is due)."""
+        due = self.loop.time() + ms / 1000
+        self._due = due
+        self._due_callback = callback
+        if self._timer is None or self._timer_at > due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(due, self._on_timer)
+            self._timer_at = due
+
+    def _cancel_timer(self) -> None:
+        self._due = 0.0
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        due = self._due
+        if not due or self.closed:
+            return
+        if self.loop.time() < due:
+            self._timer = self.loop.call_at(due, self._on_timer)
+            self._timer_at = due
+            return
+        self._due = 0.0
+        self._due_callback()
 
     def arm_send_timeout(self) -> None:
         """Callback mode: the client has `send_timeout_ms` to read what is buffered for it."""
@@ -771,19 +836,12 @@ class HttpServerProtocol(asyncio.Protocol):
             log.debug("client too slow to read the response, aborting peer=%s", self.peer)
             self.abort()
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def _on_idle_timeout(self) -> None:
-        self._timer = None
         if self._active is None and not self._in_head:
             log.debug("idle connection closed peer=%s", self.peer)
             self.close()
 
     def _on_header_timeout(self) -> None:
-        self._timer = None
         if self._in_head and not self.closed:
             self._on_bad_input(408, None)
 
@@ -841,6 +899,10 @@ class HttpServerProtocol(asyncio.Protocol):
             self.transport.resume_reading()
         else:
             self.transport.pause_reading()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _body_timeout() -> ClientError:
