@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from turnout.proxy.mutations import NO_MUTATION, HeaderMutation, PathRewrite
 
@@ -70,6 +70,17 @@ class Backend:
     """Backend-level response header filter, applied after the route's."""
     host_rewrite: str | None = None
     """Backend-level host rewrite; wins over the route's; None = none."""
+    rewrites: bool = field(init=False, repr=False, compare=False)
+    """Derived: a request filter changes requests sent to this backend."""
+    filters_response: bool = field(init=False, repr=False, compare=False)
+    """Derived: a response header filter applies."""
+
+    def __post_init__(self) -> None:
+        # worked out once per table, so the request path tests one flag
+        object.__setattr__(
+            self, "rewrites", bool(self.request_headers) or self.host_rewrite is not None
+        )
+        object.__setattr__(self, "filters_response", bool(self.response_headers))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,3 +208,17 @@ class Decision:
     """None = no retries."""
     fault: Fault | None = None
     cors: Cors | None = None
+    rewrites: bool = field(init=False, repr=False, compare=False)
+    """Derived: a route-level request filter (headers, host, path) changes the request."""
+    filters_response: bool = field(init=False, repr=False, compare=False)
+    """Derived: a route-level response header filter applies."""
+
+    def __post_init__(self) -> None:
+        # worked out once per table, so the request path tests one flag
+        rewrites = (
+            bool(self.request_headers)
+            or self.host_rewrite is not None
+            or self.path_rewrite is not None
+        )
+        object.__setattr__(self, "rewrites", rewrites)
+        object.__setattr__(self, "filters_response", bool(self.response_headers))

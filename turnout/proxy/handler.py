@@ -391,7 +391,11 @@ class _Call:
             loop = asyncio.get_running_loop()
             self.timer = loop.call_later(fault.delay_ms / 1000, self._after_delay)
             return
-        self._after_delay()
+        try:
+            if self._prepare():
+                self._try()
+        except Exception as exc:
+            self._crash(exc)
 
     def _after_delay(self) -> None:
         self.timer = None
@@ -415,35 +419,29 @@ class _Call:
             self._abort_fault()
             return False
         action = decision.action
-        if isinstance(action, DirectResponse):
-            self._answer(action.status, action.body.encode())
-            return False
-        if isinstance(action, Redirect):
+        if type(action) is not Forward:
+            if isinstance(action, DirectResponse):
+                self._answer(action.status, action.body.encode())
+                return False
+            assert isinstance(action, Redirect)
             location = redirect_location(decision, _info(req), "http")
             extra = apply_response_filters(decision, None, action.status, ())
             self.ex.finish(action.status)
             self.writer.send(action.status, [("location", location), *extra], b"")
             self._done()
             return False
-        assert isinstance(action, Forward)
-        backend = self.backend = action.pick(h.rng.randrange(action.total))
+        backend = self.backend = action.pick(int(h.rng.random() * action.total))
         self.ex.backend(backend)
         if backend.invalid is not None:
             msg = f"{backend.invalid.reason}: {backend.invalid.message}".encode()
             self._answer(backend.invalid.status, msg)
             return False
         state = self.state
-        if (
-            decision.request_headers
-            or backend.request_headers
-            or decision.host_rewrite is not None
-            or backend.host_rewrite is not None
-            or decision.path_rewrite is not None
-        ):
+        headers: Headers | tuple[tuple[str, str], ...]
+        if decision.rewrites or backend.rewrites:
             upstream = apply_request_filters(decision, _info(req), backend)
             self.method, self.target = upstream.method, upstream.path_and_query
-            headers: Headers | tuple[tuple[str, str], ...] = upstream.headers
-            host = upstream.authority
+            headers, host = upstream.headers, upstream.authority
         else:  # no request filter: the request goes on as it came (the common case)
             headers, host = req.headers, req.host
         self.head = self._encode(self.method, self.target, headers, host)
@@ -745,7 +743,7 @@ class _Call:
 
     def _response_headers(self, status: int, headers: RawHeaders | Headers) -> Headers | RawHeaders:
         decision, backend = self.decision, self.backend
-        if decision.response_headers or (backend is not None and backend.response_headers):
+        if decision.filters_response or (backend is not None and backend.filters_response):
             pairs = headers.decode() if isinstance(headers, RawHeaders) else headers
             ends = [(n, v) for n, v in pairs if n.lower() not in HOP_BY_HOP]
             return list(apply_response_filters(decision, backend, status, ends))

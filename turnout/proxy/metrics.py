@@ -264,13 +264,20 @@ class RouteKey:
 class _Statuses:
     """Counter by (http_status, grpc_status, error) for the policy families."""
 
-    __slots__ = ("by", "family", "labels")
+    __slots__ = ("by", "family", "fast", "labels")
 
     def __init__(self, family: _Family, labels: str) -> None:
         self.family, self.labels = family, labels
         self.by: dict[tuple[int | None, int | None, str], _Value] = {}
+        self.fast: dict[int | None, _Value] = {}
+        """Counters without gRPC status or error, by HTTP status: the common case."""
 
     def count(self, status_code: int | None, grpc_status: int | None, error: str) -> None:
+        if grpc_status is None and not error:
+            c = self.fast.get(status_code)
+            if c is not None:
+                c.v += 1
+                return
         c = self.by.get((status_code, grpc_status, error))
         if c is None:
             grpc = "" if grpc_status is None else _grpc_name(grpc_status)
@@ -279,6 +286,8 @@ class _Statuses:
             c = self.by[(status_code, grpc_status, error)] = self.family.cell(
                 f"{self.labels},{extra}"
             )
+            if grpc_status is None and not error:
+                self.fast[status_code] = c
         c.v += 1
 
 
@@ -488,7 +497,10 @@ class ProxyMetrics:
     ) -> None:
         """``route_response_total``/``route_response_latency_ms``: once per request, at its end
         (after any retries), with the final outcome."""
-        o = key.effective.outcome(status_code, grpc_status, error)
+        series = key.effective
+        o = series.fast.get(status_code) if grpc_status is None and not error else None
+        if o is None:
+            o = series.outcome(status_code, grpc_status, error)
         o.total.v += 1
         h = o.latency
         if h is not None:
@@ -509,7 +521,11 @@ class ProxyMetrics:
         error: str = "",
     ) -> None:
         """``route_actual_response_total``: once per attempt, with that attempt's outcome."""
-        key.actual.outcome(status_code, grpc_status, error).total.v += 1
+        series = key.actual
+        o = series.fast.get(status_code) if grpc_status is None and not error else None
+        if o is None:
+            o = series.outcome(status_code, grpc_status, error)
+        o.total.v += 1
 
     # -- policy route families -----------------------------------------------------------
 

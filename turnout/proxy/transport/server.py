@@ -148,12 +148,16 @@ class _Exchange:
             await self._drain()
 
     def send(self, status: int, headers: Headers | RawHeaders, body: bytes) -> None:
-        self._check_open()
+        conn = self.conn
+        if self.started or conn.closed:
+            self._check_open()  # raises
         # RFC 9110 §8.6: no Content-Length in a 204
         framing = "" if status == 204 else f"content-length: {len(body)}\r\n"
-        head = self._encode_head(status, headers, framing)
+        if type(headers) is RawHeaders:
+            head = self._encode_raw_head(status, headers, framing)
+        else:
+            head = self._encode_head(status, headers, framing)
         self.started = self.finished = True
-        conn = self.conn
         if self.request.method == "HEAD" or status in _NO_BODY_STATUS or not body:
             conn.write(head)
         elif len(body) < 65536:
@@ -311,7 +315,9 @@ class _Exchange:
                     continue
                 framing = ""
             parts += (name, b": ", value, b"\r\n")
-        parts += (self._connection_line(status).encode(), framing.encode(), b"\r\n")
+        if self.must_close or self.request.version == "1.0" or not self.stream.at_eof:
+            parts.append(self._connection_line(status).encode())
+        parts += (framing.encode(), b"\r\n")
         return b"".join(parts)
 
     def _connection_line(self, status: int) -> str:
