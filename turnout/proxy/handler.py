@@ -412,7 +412,7 @@ class _Call:
         decision, h, req = self.decision, self.h, self.req
         if self.h.direction == "inbound":
             self.deadline = None
-            self.head = self._encode(req.method, req.target, req.headers, req.host)
+            self.head = self._encode(req.method, req.target, req.headers, req.host, parsed=True)
             return bool(self.head)
         fault = decision.fault
         if fault is not None and fault.abort_per_million and h.draw(fault.abort_per_million):
@@ -438,13 +438,15 @@ class _Call:
             return False
         state = self.state
         headers: Headers | tuple[tuple[str, str], ...]
+        parsed = False
         if decision.rewrites or backend.rewrites:
             upstream = apply_request_filters(decision, _info(req), backend)
             self.method, self.target = upstream.method, upstream.path_and_query
             headers, host = upstream.headers, upstream.authority
         else:  # no request filter: the request goes on as it came (the common case)
             headers, host = req.headers, req.host
-        self.head = self._encode(self.method, self.target, headers, host)
+            parsed = True
+        self.head = self._encode(self.method, self.target, headers, host, parsed=parsed)
         if not self.head:
             return False
         if decision.mirrors and self.body is not None:
@@ -458,12 +460,19 @@ class _Call:
         return True
 
     def _encode(
-        self, method: str, target: str, headers: Headers | tuple[tuple[str, str], ...], host: str
+        self,
+        method: str,
+        target: str,
+        headers: Headers | tuple[tuple[str, str], ...],
+        host: str,
+        *,
+        parsed: bool,
     ) -> bytes:
-        body = self.body
-        framing = request_framing(method, body)
+        framing = request_framing(method, self.body)
         try:
-            return encode_request_head(method, target, headers, host=host, framing=framing)
+            return encode_request_head(
+                method, target, headers, host=host, framing=framing, parsed=parsed
+            )
         except ValueError as exc:
             self._answer(502, _REASONS[502], error=UpstreamProtocolError(("", 0), str(exc)))
             return b""

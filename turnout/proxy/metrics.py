@@ -291,6 +291,25 @@ class _Statuses:
         c.v += 1
 
 
+def _observe(
+    series: _StatusSeries,
+    status_code: int | None,
+    grpc_status: int | None,
+    error: str,
+    latency_ms: float,
+) -> None:
+    """Count one outcome in `series` (and its latency, where the series has a histogram)."""
+    o = series.fast.get(status_code) if grpc_status is None and not error else None
+    if o is None:
+        o = series.outcome(status_code, grpc_status, error)
+    o.total.v += 1
+    h = o.latency
+    if h is not None:
+        ms = int(latency_ms)
+        h.counts[bisect_left(LATENCY_BOUNDS_MS, ms)] += 1
+        h.sum += ms
+
+
 def _grpc_name(code: int) -> str:
     return GRPC_STATUS_NAMES[code] if 0 <= code < len(GRPC_STATUS_NAMES) else str(code)
 
@@ -456,15 +475,7 @@ class ProxyMetrics:
         """``response_total`` and ``response_latency_ms``: call once when the response stream
         ends or fails. `latency_ms` is from request headers to response headers; `status_code`
         None means no response was received (then no latency is recorded)."""
-        o = key.fast.get(status_code) if grpc_status is None and not error else None
-        if o is None:
-            o = key.outcome(status_code, grpc_status, error)
-        o.total.v += 1
-        h = o.latency
-        if h is not None:
-            ms = int(latency_ms)
-            h.counts[bisect_left(LATENCY_BOUNDS_MS, ms)] += 1
-            h.sum += ms
+        _observe(key, status_code, grpc_status, error, latency_ms)
 
     # -- legacy route families -----------------------------------------------------------
 
@@ -497,16 +508,7 @@ class ProxyMetrics:
     ) -> None:
         """``route_response_total``/``route_response_latency_ms``: once per request, at its end
         (after any retries), with the final outcome."""
-        series = key.effective
-        o = series.fast.get(status_code) if grpc_status is None and not error else None
-        if o is None:
-            o = series.outcome(status_code, grpc_status, error)
-        o.total.v += 1
-        h = o.latency
-        if h is not None:
-            ms = int(latency_ms)
-            h.counts[bisect_left(LATENCY_BOUNDS_MS, ms)] += 1
-            h.sum += ms
+        _observe(key.effective, status_code, grpc_status, error, latency_ms)
 
     def route_actual_request(self, key: RouteKey) -> None:
         """``route_actual_request_total``: once per attempt (first try and every retry)."""
@@ -521,11 +523,7 @@ class ProxyMetrics:
         error: str = "",
     ) -> None:
         """``route_actual_response_total``: once per attempt, with that attempt's outcome."""
-        series = key.actual
-        o = series.fast.get(status_code) if grpc_status is None and not error else None
-        if o is None:
-            o = series.outcome(status_code, grpc_status, error)
-        o.total.v += 1
+        _observe(key.actual, status_code, grpc_status, error, 0.0)
 
     # -- policy route families -----------------------------------------------------------
 
@@ -624,6 +622,40 @@ class ProxyMetrics:
         """``outbound_http_route_backend_response_statuses_total``: each attempt's outcome;
         a per-try timeout is ``status_code=None, error=RESPONSE_HEADERS_TIMEOUT``."""
         key.statuses.count(status_code, grpc_status, error)
+
+    # -- one call per event, for the request path -----------------------------------------
+
+    def attempt(
+        self, route: RouteKey, backend: BackendKey | None, *, status_code: int | None, error: str
+    ) -> None:
+        """One try: `route_actual_request`/`route_actual_response`, and with `backend`,
+        `backend_request`/`backend_response` (no gRPC status: the proxy carries HTTP/1.1)."""
+        route.actual.requests.v += 1
+        _observe(route.actual, status_code, None, error, 0.0)
+        if backend is not None:
+            backend.requests.v += 1
+            backend.statuses.count(status_code, None, error)
+
+    def finish(
+        self,
+        key: HttpKey,
+        route: RouteKey | None,
+        policy: PolicyRouteKey | None,
+        *,
+        status_code: int | None,
+        latency_ms: float,
+        grpc_status: int | None,
+        error: str,
+    ) -> None:
+        """One request's end: `request` and `response`, and with a route `route_request`,
+        `route_response` and `route_status`."""
+        key.requests.v += 1
+        _observe(key, status_code, grpc_status, error, latency_ms)
+        if route is not None:
+            route.effective.requests.v += 1
+            _observe(route.effective, status_code, grpc_status, error, latency_ms)
+        if policy is not None:
+            policy.statuses.count(status_code, grpc_status, error)
 
     def retry(self, key: PolicyRouteKey) -> None:
         """``outbound_http_route_retry_requests_total``: a retry is sent."""

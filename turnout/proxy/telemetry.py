@@ -206,16 +206,10 @@ class Exchange:
     def attempt(self, status: int | None, *, error: str = "") -> None:
         """One try sent to the backend (the first and every retry) and its outcome."""
         keys = self._keys
-        if keys is None:
-            return
-        m = self.owner.metrics
-        rk = keys.route
-        m.route_actual_request(rk)
-        m.route_actual_response(rk, status_code=status, error=error)
-        bk = self._backend_key()
-        if bk is not None:
-            m.backend_request(bk)
-            m.backend_response(bk, status_code=status, error=error)
+        if keys is not None:
+            self.owner.metrics.attempt(
+                keys.route, self._backend_key(), status_code=status, error=error
+            )
 
     def endpoint(self, addr: tuple[str, int]) -> None:
         self.target = addr
@@ -268,29 +262,16 @@ class Exchange:
             status_code: int | None = status if self.head_at is not None else None
         else:
             status_code = status
-        key = self.owner.http_key(self)
-        m.request(key)
-        m.response(
-            key,
+        keys = self._keys
+        m.finish(
+            self.owner.http_key(self),
+            None if keys is None else keys.route,
+            None if keys is None else keys.policy,
             status_code=status_code,
             latency_ms=latency_ms,
             grpc_status=grpc_status,
             error=error,
         )
-        keys = self._keys
-        if keys is not None:
-            rk = keys.route
-            m.route_request(rk)
-            m.route_response(
-                rk,
-                status_code=status_code,
-                latency_ms=latency_ms,
-                grpc_status=grpc_status,
-                error=error,
-            )
-            m.route_status(
-                keys.policy, status_code=status_code, grpc_status=grpc_status, error=error
-            )
         if self.owner.tap.active:
             if self.head_at is None:
                 self.status = status

@@ -84,11 +84,14 @@ def encode_request_head(
     framing: str,
     host: str | None = None,
     endpoint: Address | None = None,
+    parsed: bool = False,
 ) -> bytes:
     """The request line and headers, hop-by-hop and framing headers replaced by `framing`
     (already formatted lines, see `request_framing`). With `host`, that Host goes first and
     any Host in `headers` is left out; else a request without one gets `endpoint`'s. Raises
-    `ValueError` for a CR or LF inside a header."""
+    `ValueError` for a CR or LF inside a header, unless `parsed` says that method, target,
+    headers and host all come from the request parser as they are (it refuses CR and LF
+    there already)."""
     if host is None:
         parts = [method, " ", target, " HTTP/1.1\r\n"]
         lines = 2
@@ -111,6 +114,8 @@ def encode_request_head(
         lines += 1
     parts += (framing, "\r\n")
     head = "".join(parts)
+    if parsed:
+        return head.encode("latin-1")
     # One C-level scan instead of a check per value: a CR/LF smuggled into a header value
     # (or a method/target) would add lines and split the request.
     if head.count("\n") != lines + framing.count("\n") or head.count("\r") != head.count("\n"):

@@ -94,6 +94,10 @@ def _error_response(status: int) -> bytes:
 _ERRORS = {s: _error_response(s) for s in (400, 405, 408, 431, 500, 503)}
 
 
+_SPECIAL_LENGTHS = frozenset({4, 6, 7, 14, 17})
+"""Lengths of Host, Expect, Upgrade, Content-Length, Transfer-Encoding."""
+
+
 class _HeadTooLarge(Exception):
     """Raised from a parser callback: the request head is over a limit (431)."""
 
@@ -413,6 +417,11 @@ class HttpServerProtocol(asyncio.Protocol):
         self._in_head = False
         self._url = b""
         self._headers: Headers = []
+        self._host = ""
+        self._content_length: int | None = None
+        self._chunked = False
+        self._expect = False
+        self._upgrade: str | None = None
         self._head_size = 0
         self._head_raw = 0
         self._head_new = False
@@ -551,6 +560,10 @@ class HttpServerProtocol(asyncio.Protocol):
         self._head_new = True
         self._url = b""
         self._headers = []
+        self._host = ""
+        self._content_length = None
+        self._chunked = self._expect = False
+        self._upgrade = None
         self._head_size = 0
         self._head_raw = 0
         if self._active is None:
@@ -572,7 +585,23 @@ class HttpServerProtocol(asyncio.Protocol):
             or len(headers) >= self.limits.max_header_count
         ):
             raise _HeadTooLarge
+        n = len(name)
+        if n in _SPECIAL_LENGTHS:
+            self._special(n, name.lower(), value)
         headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def _special(self, n: int, lname: bytes, value: bytes) -> None:
+        """The headers the transport itself reads, noted as they are parsed."""
+        if n == 4 and lname == b"host":
+            self._host = value.decode("latin-1")
+        elif n == 14 and lname == b"content-length":
+            self._content_length = int(value)
+        elif n == 17 and lname == b"transfer-encoding":
+            self._chunked = True
+        elif n == 6 and lname == b"expect":
+            self._expect = value.lower() == b"100-continue"
+        elif n == 7 and lname == b"upgrade":
+            self._upgrade = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -580,24 +609,11 @@ class HttpServerProtocol(asyncio.Protocol):
             self._cancel_timer()
         parser = self.parser
         headers = self._headers
-        host = ""
-        content_length: int | None = None
-        has_body = False
-        expect = False
-        upgrade: str | None = None
-        for name, value in headers:
-            n = len(name)
-            if n == 4 and name.lower() == "host":
-                host = value
-            elif n == 14 and name.lower() == "content-length":
-                content_length = int(value)
-                has_body = content_length > 0
-            elif n == 17 and name.lower() == "transfer-encoding":
-                has_body = True
-            elif n == 6 and name.lower() == "expect":
-                expect = value.lower() == "100-continue"
-            elif n == 7 and name.lower() == "upgrade":
-                upgrade = value
+        host = self._host
+        content_length = self._content_length
+        has_body = self._chunked or (content_length is not None and content_length > 0)
+        expect = self._expect
+        upgrade = self._upgrade
         method = parser.get_method().decode("ascii")
         if parser.should_upgrade():
             if method == "CONNECT":
