@@ -492,23 +492,25 @@ class _Call:
         self.timer = None
         if self.cancelled:
             return
-        ep = self._pick()
+        balancer = self.balancer
+        ep = balancer.pick() if balancer is not None else self._pick()
         if ep is None:
             self._answer(503, _REASONS[503])
             return
         h = self.h
         now = h.clock()
         decision = self.decision
-        timeout_ms = _try_timeout(decision.per_try_timeout_ms, self.deadline, now)
-        if timeout_ms is not None and timeout_ms <= 0:
-            self._answer(504, _REASONS[504], timeout=True)
-            return
-        if self.backend is None:
+        timeout_ms: int | None = None
+        if decision.per_try_timeout_ms is not None or self.deadline is not None:
+            timeout_ms = _try_timeout(decision.per_try_timeout_ms, self.deadline, now)
+            if timeout_ms is not None and timeout_ms <= 0:
+                self._answer(504, _REASONS[504], timeout=True)
+                return
+        if balancer is None:
             addr = self._app()
         else:
             addr = (ep.address, ep.port)
-            assert self.balancer is not None
-            self.balancer.start(ep)
+            balancer.start(ep)
             self.ep = ep
         self.ex.endpoint(addr)
         self.t0 = now
@@ -578,14 +580,23 @@ class _Call:
         try:
             self.headed = True
             self.handle = conn
-            self._try_done(failed=False)
-            self.ex.attempt(status)
-            if self._should_retry(status, None):
+            ep = self.ep
+            if ep is not None and self.balancer is not None:
+                self.ep = None
+                self.balancer.finish(ep, (self.h.clock() - self.t0) * 1000, failed=False)
+            ex = self.ex
+            ex.attempt(status)
+            decision = self.decision
+            if decision.retry is not None and self._should_retry(status, None):
                 self.discarding = True  # read the rest, so the connection stays pooled
                 return
             self.status = status
-            self.resp_headers = self._response_headers(status, headers)
-            self.ex.response_head(status)
+            backend = self.backend
+            if decision.filters_response or (backend is not None and backend.filters_response):
+                self.resp_headers = self._response_headers(status, headers)
+            else:
+                self.resp_headers = headers  # the writer leaves hop-by-hop headers out
+            ex.response_head(status)
             if content_length is not None and content_length <= SMALL_BODY_BYTES:
                 self.buffered = []
             else:

@@ -95,6 +95,7 @@ _ERRORS = {s: _error_response(s) for s in (400, 405, 408, 431, 500, 503)}
 
 
 _SPECIAL_LENGTHS = frozenset({4, 6, 7, 14, 17})
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 """Lengths of Host, Expect, Upgrade, Content-Length, Transfer-Encoding."""
 
 
@@ -425,6 +426,9 @@ class HttpServerProtocol(asyncio.Protocol):
         self._head_size = 0
         self._head_raw = 0
         self._head_new = False
+        self._max_head = self.limits.max_header_bytes
+        self._max_count = self.limits.max_header_count
+        self._keepalive_ms = self.limits.keepalive_timeout_ms
         # after an upgrade request
         self._upgraded = False
         self._tunnel: UpgradedConnection | None = None
@@ -572,36 +576,32 @@ class HttpServerProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
-        if self._head_size > self.limits.max_header_bytes:
+        if self._head_size > self._max_head:
             raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a trailer: dropped
-        self._head_size += len(name) + len(value) + 4
+        size = self._head_size + len(name) + len(value) + 4
+        self._head_size = size
         headers = self._headers
-        if (
-            self._head_size > self.limits.max_header_bytes
-            or len(headers) >= self.limits.max_header_count
-        ):
+        if size > self._max_head or len(headers) >= self._max_count:
             raise _HeadTooLarge
         n = len(name)
         if n in _SPECIAL_LENGTHS:
-            self._special(n, name.lower(), value)
+            # the headers the transport itself reads, noted as they are parsed
+            lname = name.lower()
+            if lname == b"host":
+                self._host = value.decode("latin-1")
+            elif lname == b"content-length":
+                self._content_length = int(value)
+            elif lname == b"transfer-encoding":
+                self._chunked = True
+            elif lname == b"expect":
+                self._expect = value.lower() == b"100-continue"
+            elif lname == b"upgrade":
+                self._upgrade = value.decode("latin-1")
         headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
-    def _special(self, n: int, lname: bytes, value: bytes) -> None:
-        """The headers the transport itself reads, noted as they are parsed."""
-        if n == 4 and lname == b"host":
-            self._host = value.decode("latin-1")
-        elif n == 14 and lname == b"content-length":
-            self._content_length = int(value)
-        elif n == 17 and lname == b"transfer-encoding":
-            self._chunked = True
-        elif n == 6 and lname == b"expect":
-            self._expect = value.lower() == b"100-continue"
-        elif n == 7 and lname == b"upgrade":
-            self._upgrade = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -614,7 +614,8 @@ class HttpServerProtocol(asyncio.Protocol):
         has_body = self._chunked or (content_length is not None and content_length > 0)
         expect = self._expect
         upgrade = self._upgrade
-        method = parser.get_method().decode("ascii")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         if parser.should_upgrade():
             if method == "CONNECT":
                 raise ValueError("CONNECT is not supported")  # 400 via the callback error
@@ -754,14 +755,18 @@ class HttpServerProtocol(asyncio.Protocol):
         if exch.must_close or not stream.at_eof or self._upgraded:
             self.close()
             return
-        stream.discard()
+        if stream is not self._empty_stream:
+            stream.discard()
         if self.flow.paused:
             # a callback-mode handler wrote without waiting: the client reads that first
             self._await_writable = True
             self._update_reading()
             self.arm_send_timeout()
             return
-        self._next()
+        if self._queue or self._pending_error is not None or self._stopped or self._in_head:
+            self._next()
+        else:  # the common case: wait for the next request
+            self._arm(self._keepalive_ms, self._on_idle_timeout)
 
     def _next(self) -> None:
         """After an exchange: the next pipelined request, a pending error, or wait."""
