@@ -1,9 +1,9 @@
 """Pure functions that apply a `Decision` to a request or response; shared by proxy and CLI.
 
 ```
-Decision + RequestInfo + picked Backend ──apply_request_filters──> UpstreamRequest
+Decision + request (RouteRequest) + picked Backend ──apply_request_filters──> UpstreamRequest
 Decision + Backend + upstream headers   ──apply_response_filters─> headers for the client
-Decision(Redirect) + RequestInfo + scheme ──redirect_location────> Location header value
+Decision(Redirect) + request + scheme ──redirect_location────> Location header value
 ```
 
 Order of request filters: the route's header mutation, then the backend's (backendRef-level
@@ -22,7 +22,7 @@ from turnout.proxy.actions import Backend, Decision, Redirect
 from turnout.proxy.config import UPSTREAM_SCHEME
 from turnout.proxy.hosts import strip_port
 from turnout.proxy.mutations import FullPath, rewrite_path
-from turnout.proxy.request import HeaderPairs, RequestInfo, UpstreamRequest, header_pairs
+from turnout.proxy.request import HeaderPairs, RouteRequest, UpstreamRequest, header_pairs
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ WELL_KNOWN_PORTS = {"http": 80, "https": 443}
 
 
 def apply_request_filters(
-    decision: Decision, request: RequestInfo, backend: Backend | None
+    decision: Decision, request: RouteRequest, backend: Backend | None
 ) -> UpstreamRequest:
     """The request to send upstream to `backend` (None: route-level filters only)."""
     headers = decision.request_headers.apply(header_pairs(request.headers))
@@ -72,7 +72,7 @@ def apply_response_filters(
     return out
 
 
-def redirect_location(decision: Decision, request: RequestInfo, scheme: str) -> str:
+def redirect_location(decision: Decision, request: RouteRequest, scheme: str) -> str:
     """Location for a `Redirect` decision (Gateway API §7.2); `scheme` is the request's.
 
     Scheme: the filter's, else the request's. Host: the filter's, else the request host

@@ -55,10 +55,14 @@ from turnout.proxy.errors import (
 from turnout.proxy.filters import apply_request_filters, apply_response_filters, redirect_location
 from turnout.proxy.hosts import listener_for_host
 from turnout.proxy.metrics import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT
-from turnout.proxy.request import RequestInfo
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Exchange, Telemetry
-from turnout.proxy.transport.client import UpstreamPool, encode_request_head, request_framing
+from turnout.proxy.transport.client import (
+    UpstreamPool,
+    encode_forward_head,
+    encode_request_head,
+    request_framing,
+)
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
     Headers,
@@ -141,20 +145,7 @@ class Handler:
             call = _Call(self, req, writer, ex, _NO_DECISION, state, None)
         else:
             listener = self._listener(req.host)
-            decision = (
-                None
-                if listener is None
-                else state.table.decide(
-                    RequestInfo(
-                        method=req.method,
-                        authority=req.host,
-                        path=req.path,
-                        query=req.query,
-                        headers=req.headers,
-                    ),
-                    listener=listener,
-                )
-            )
+            decision = None if listener is None else state.table.decide(req, listener=listener)
             ex = self.telemetry.exchange(
                 direction="outbound", request=req, decision=decision, start=start
             )
@@ -412,7 +403,13 @@ class _Call:
         decision, h, req = self.decision, self.h, self.req
         if self.h.direction == "inbound":
             self.deadline = None
-            self.head = self._encode(req.method, req.target, req.headers, req.host, parsed=True)
+            self.head = encode_forward_head(
+                req.method,
+                req.target,
+                req.raw_headers,
+                host=req.host,
+                framing=request_framing(req.method, self.body),
+            )
             return bool(self.head)
         fault = decision.fault
         if fault is not None and fault.abort_per_million and h.draw(fault.abort_per_million):
@@ -424,7 +421,7 @@ class _Call:
                 self._answer(action.status, action.body.encode())
                 return False
             assert isinstance(action, Redirect)
-            location = redirect_location(decision, _info(req), "http")
+            location = redirect_location(decision, req, "http")
             extra = apply_response_filters(decision, None, action.status, ())
             self.ex.finish(action.status)
             self.writer.send(action.status, [("location", location), *extra], b"")
@@ -437,20 +434,26 @@ class _Call:
             self._answer(backend.invalid.status, msg)
             return False
         state = self.state
-        headers: Headers | tuple[tuple[str, str], ...]
-        parsed = False
         if decision.rewrites or backend.rewrites:
-            upstream = apply_request_filters(decision, _info(req), backend)
+            upstream = apply_request_filters(decision, req, backend)
             self.method, self.target = upstream.method, upstream.path_and_query
-            headers, host = upstream.headers, upstream.authority
+            headers: Headers | tuple[tuple[str, str], ...] = upstream.headers
+            host = upstream.authority
+            self.head = self._encode(self.method, self.target, headers, host)
+            if not self.head:
+                return False
         else:  # no request filter: the request goes on as it came (the common case)
-            headers, host = req.headers, req.host
-            parsed = True
-        self.head = self._encode(self.method, self.target, headers, host, parsed=parsed)
-        if not self.head:
-            return False
+            host = req.host
+            self.head = encode_forward_head(
+                self.method,
+                self.target,
+                req.raw_headers,
+                host=host,
+                framing=request_framing(self.method, self.body),
+            )
         if decision.mirrors and self.body is not None:
-            h.mirror(decision, state, req, self.target, forward_headers(headers, host), self.body)
+            mirrored = upstream.headers if decision.rewrites or backend.rewrites else req.headers
+            h.mirror(decision, state, req, self.target, forward_headers(mirrored, host), self.body)
         self.balancer = state.balancers.get(backend.cluster)
         budget = state.budgets.get(backend.cluster)
         if budget is not None:
@@ -460,19 +463,11 @@ class _Call:
         return True
 
     def _encode(
-        self,
-        method: str,
-        target: str,
-        headers: Headers | tuple[tuple[str, str], ...],
-        host: str,
-        *,
-        parsed: bool,
+        self, method: str, target: str, headers: Headers | tuple[tuple[str, str], ...], host: str
     ) -> bytes:
         framing = request_framing(method, self.body)
         try:
-            return encode_request_head(
-                method, target, headers, host=host, framing=framing, parsed=parsed
-            )
+            return encode_request_head(method, target, headers, host=host, framing=framing)
         except ValueError as exc:
             self._answer(502, _REASONS[502], error=UpstreamProtocolError(("", 0), str(exc)))
             return b""
@@ -781,12 +776,6 @@ def _resolve(done: asyncio.Future[None]) -> None:
 
 _APP = Endpoint(address="", port=0, healthy=True)
 """Inbound: the endpoint is always the handler's app."""
-
-
-def _info(req: IncomingRequest) -> RequestInfo:
-    return RequestInfo(
-        method=req.method, authority=req.host, path=req.path, query=req.query, headers=req.headers
-    )
 
 
 _NO_DECISION = Decision(route=None, action=DirectResponse(status=200))

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Iterator, Sequence
 
 from turnout.proxy.matching import CompiledRoute
-from turnout.proxy.request import MatchContext, RequestInfo
+from turnout.proxy.request import MatchContext, RouteRequest
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class RouteIndex:
             regex=tuple(regex),
         )
 
-    def select(self, request: RequestInfo) -> CompiledRoute | None:
+    def select(self, request: RouteRequest) -> CompiledRoute | None:
         """The route that handles `request`, or None (the caller answers 404)."""
         path = request.path
         ctx: MatchContext | None = None

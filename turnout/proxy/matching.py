@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from turnout.proxy.actions import Decision
 from turnout.proxy.errors import TableError
-from turnout.proxy.request import MatchContext, RequestInfo
+from turnout.proxy.request import MatchContext, RouteRequest
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class RouteMatcher:
     headers: tuple[ValueCondition, ...] = ()
     query: tuple[ValueCondition, ...] = ()
 
-    def conditions_hold(self, request: RequestInfo, ctx: MatchContext | None) -> bool:
+    def conditions_hold(self, request: RouteRequest, ctx: MatchContext | None) -> bool:
         """Method, headers and query (the path is known to match)."""
         if self.method is not None and request.method != self.method:
             return False
@@ -115,7 +115,7 @@ class RouteMatcher:
                 return False
         return all(q.test(ctx.query_param(q.name)) for q in self.query)
 
-    def first_failure(self, request: RequestInfo, ctx: MatchContext) -> str | None:
+    def first_failure(self, request: RouteRequest, ctx: MatchContext) -> str | None:
         """The first condition that fails, in plain words; None when the route matches."""
         if not self.path.matches(request.path):
             return f"path {request.path} does not match {self.path.describe()}"

@@ -1,7 +1,7 @@
 """What the runtime table sees of a request, and what it hands to the upstream side.
 
 ```
-RequestInfo ──decide()──> Decision ──apply_request_filters()──> UpstreamRequest
+RequestInfo / RouteRequest ──decide()──> Decision ──apply_request_filters()──> UpstreamRequest
      │
      └── MatchContext (per request, only when a candidate route has header/query conditions)
             lazily joins repeated headers (RFC 7230) and parses the query string once
@@ -36,6 +36,22 @@ class MultiHeaders(Protocol):
 
 
 Headers = HeaderPairs | list[tuple[str, str]] | MultiHeaders
+
+
+class RouteRequest(Protocol):
+    """What routing reads of a request: `RequestInfo`, or the proxy's `IncomingRequest`
+    (whose headers are decoded only if a route asks for them)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def authority(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def query(self) -> str: ...
+    @property
+    def headers(self) -> Headers: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +136,7 @@ class MatchContext:
 
     __slots__ = ("_headers", "_query", "request")
 
-    def __init__(self, request: RequestInfo) -> None:
+    def __init__(self, request: RouteRequest) -> None:
         self.request = request
         self._headers: dict[str, str] | None = None
         self._query: dict[str, str] | None = None

@@ -46,7 +46,7 @@ from turnout.proxy.hosts import HostIndex
 from turnout.proxy.index import RouteIndex, ShadowedRouteError
 from turnout.proxy.matching import CompiledRoute, PathCondition
 from turnout.proxy.policies import unpack
-from turnout.proxy.request import RequestInfo
+from turnout.proxy.request import RequestInfo, RouteRequest
 from turnout.proxy.routes import route_from_xds
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ class RuntimeTable:
             groups[int(kind)].append(types[int(kind)].FromString(data))
         return cls.from_xds(groups[0], groups[1], clusters=groups[2], load_assignments=groups[3])
 
-    def decide(self, request: RequestInfo, *, listener: str) -> Decision:
+    def decide(self, request: RouteRequest, *, listener: str) -> Decision:
         """The decision for `request` on `listener`; a 404 `DirectResponse` when nothing matches."""
         hosts = self._listeners.get(listener)
         if hosts is None:

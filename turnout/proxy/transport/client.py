@@ -48,11 +48,13 @@ from turnout.proxy.errors import (
 )
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
+    HOP_BY_HOP_BYTES,
     Address,
     ConnectionHooks,
     ConnectionInfo,
     Headers,
     RawHeaders,
+    RawPairs,
     ResponseReceiver,
     TunnelEnd,
     UpstreamHandle,
@@ -121,6 +123,25 @@ def encode_request_head(
     if head.count("\n") != lines + framing.count("\n") or head.count("\r") != head.count("\n"):
         raise ValueError("CR or LF inside the request line or a header")
     return head.encode("latin-1")
+
+
+_NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"host"}
+_NOT_FORWARDED_LENGTHS = frozenset(len(name) for name in _NOT_FORWARDED)
+
+
+def encode_forward_head(
+    method: str, target: str, headers: RawPairs, *, host: str, framing: str
+) -> bytes:
+    """`encode_request_head` for a request going on as it came: `headers` as the request
+    parser gave them (bytes, already free of CR and LF), Host set to `host` (from the
+    parsed request too)."""
+    parts = [f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1")]
+    for name, value in headers:
+        if len(name) in _NOT_FORWARDED_LENGTHS and name.lower() in _NOT_FORWARDED:
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(f"{framing}\r\n".encode("latin-1"))
+    return b"".join(parts)
 
 
 def request_framing(method: str, body: bytes | None, upgrade: str | None = None) -> str:

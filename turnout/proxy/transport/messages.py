@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, str]]
+RawPairs = list[tuple[bytes, bytes]]
 Address = tuple[str, int]
 
 HOP_BY_HOP = frozenset(
@@ -266,35 +267,89 @@ class _Chunks:
         return data
 
 
-@dataclass(slots=True, eq=False)
 class IncomingRequest:
-    """A request received by `serve_http`, handed to the handler once its head is parsed."""
+    """A request received by `serve_http`, handed to the handler once its head is parsed.
 
-    method: str
-    """Request method, as sent ("GET")."""
-    target: str
-    """Raw request-target ("/p?q")."""
-    path: str
-    """The target before "?" ("/p")."""
-    query: str
-    """The target after "?" ("q"; "" when none)."""
-    headers: Headers
-    """As received: names in their case, order kept, values latin-1."""
-    host: str
-    """The Host header ("" when absent)."""
-    version: str
-    """HTTP version, "1.1" or "1.0"."""
-    keep_alive: bool
-    """The connection stays open after this exchange (no `Connection: close`, or HTTP/1.0
-    with `Connection: keep-alive`)."""
-    body: RequestBody
-    """The request body; reads as b"" when there is none."""
-    peer: Address
-    """The client's address."""
-    local: Address
-    """The listener's address."""
-    upgrade: str | None
-    """The `Upgrade` header value when the request asks for one (`Connection: upgrade`)."""
+    Headers stay as the parser gave them (`raw_headers`, bytes) until someone reads
+    `headers`: a request routed by path and forwarded as it came is never decoded.
+    """
+
+    __slots__ = (
+        "_headers",
+        "body",
+        "host",
+        "keep_alive",
+        "local",
+        "method",
+        "path",
+        "peer",
+        "query",
+        "raw_headers",
+        "target",
+        "upgrade",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        path: str,
+        query: str,
+        raw_headers: RawPairs,
+        host: str,
+        version: str,
+        keep_alive: bool,
+        body: RequestBody,
+        peer: Address,
+        local: Address,
+        upgrade: str | None,
+    ) -> None:
+        self.method = method
+        """Request method, as sent ("GET")."""
+        self.target = target
+        """Raw request-target ("/p?q")."""
+        self.path = path
+        """The target before "?" ("/p")."""
+        self.query = query
+        """The target after "?" ("q"; "" when none)."""
+        self.raw_headers = raw_headers
+        """As received, undecoded: `(name, value)` bytes, checked by the parser."""
+        self.host = host
+        """The Host header ("" when absent)."""
+        self.version = version
+        """HTTP version, "1.1" or "1.0"."""
+        self.keep_alive = keep_alive
+        """The connection stays open after this exchange (no `Connection: close`, or
+        HTTP/1.0 with `Connection: keep-alive`)."""
+        self.body = body
+        """The request body; reads as b"" when there is none."""
+        self.peer = peer
+        """The client's address."""
+        self.local = local
+        """The listener's address."""
+        self.upgrade = upgrade
+        """The `Upgrade` header value when the request asks for one (`Connection: upgrade`)."""
+        self._headers: Headers | None = None
+
+    @property
+    def headers(self) -> Headers:
+        """As received: names in their case, order kept, values latin-1 (decoded once, on
+        first use)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = [
+                (n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw_headers
+            ]
+        return headers
+
+    @property
+    def authority(self) -> str:
+        """The Host header, as routing calls it."""
+        return self.host
+
+    def __repr__(self) -> str:
+        return f"IncomingRequest({self.method} {self.target!r} host={self.host!r})"
 
 
 class ResponseWriter(Protocol):

@@ -48,6 +48,7 @@ from turnout.proxy.transport.messages import (
     IncomingRequest,
     Limits,
     RawHeaders,
+    RawPairs,
     RequestBody,
     ResponseWriter,
     hook_close,
@@ -417,7 +418,7 @@ class HttpServerProtocol(asyncio.Protocol):
         # the head being parsed
         self._in_head = False
         self._url = b""
-        self._headers: Headers = []
+        self._headers: RawPairs = []
         self._host = ""
         self._content_length: int | None = None
         self._chunked = False
@@ -601,7 +602,7 @@ class HttpServerProtocol(asyncio.Protocol):
                 self._expect = value.lower() == b"100-continue"
             elif lname == b"upgrade":
                 self._upgrade = value.decode("latin-1")
-        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -641,18 +642,18 @@ class HttpServerProtocol(asyncio.Protocol):
             if content_length is not None:
                 body = RequestBody(stream, content_length)
         request = IncomingRequest(
-            method=method,
-            target=target,
-            path=path,
-            query=query,
-            headers=headers,
-            host=host,
-            version=version,
-            keep_alive=parser.should_keep_alive(),
-            body=body,
-            peer=self.peer,
-            local=self.local,
-            upgrade=upgrade,
+            method,
+            target,
+            path,
+            query,
+            headers,
+            host,
+            version,
+            parser.should_keep_alive(),
+            body,
+            self.peer,
+            self.local,
+            upgrade,
         )
         exch = _Exchange(self, request, stream)
         if expect and has_body and version == "1.1":
