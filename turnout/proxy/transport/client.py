@@ -125,6 +125,7 @@ def encode_request_head(
     return head.encode("latin-1")
 
 
+_HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP_BYTES)
 _NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"host"}
 _NOT_FORWARDED_LENGTHS = frozenset(len(name) for name in _NOT_FORWARDED)
 
@@ -177,7 +178,8 @@ class _UpstreamConnection(asyncio.Protocol):
         # the exchange in flight
         self._receiver: ResponseReceiver | None = None
         self._request: _Request | None = None
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: RawPairs = []
+        self._hop: RawPairs = []
         self._in_head = False
         self._interim = False
         self._received = False
@@ -274,6 +276,7 @@ class _UpstreamConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._headers = []
+        self._hop = []
         self._in_head = True
         self._content_length = None
         self._chunked = False
@@ -281,11 +284,15 @@ class _UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a trailer: dropped
-        n = len(name)
-        if n == 14 and name.lower() == b"content-length":
-            self._content_length = int(value)
-        elif n == 17 and name.lower() == b"transfer-encoding":
-            self._chunked = True
+        if len(name) in _HOP_LENGTHS:
+            lname = name.lower()
+            if lname in HOP_BY_HOP_BYTES:
+                if lname == b"content-length":
+                    self._content_length = int(value)
+                elif lname == b"transfer-encoding":
+                    self._chunked = True
+                self._hop.append((name, value))
+                return
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -307,7 +314,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self._headed = True
         receiver = self._receiver
         if receiver is not None:
-            receiver.on_head(self, status, RawHeaders(self._headers), content_length)
+            receiver.on_head(self, status, RawHeaders(self._headers, self._hop), content_length)
         if head_only:
             # llhttp cannot be told that a HEAD response has no body: stop this parser (the
             # exception ends feed_data) and let a fresh one take the next response.

@@ -56,18 +56,26 @@ HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 
 
 class RawHeaders:
-    """Response headers as an upstream sent them, undecoded: `(name, value)` bytes pairs,
-    already checked by the parser (no CR or LF inside). A `ResponseWriter` writes them to
-    the client as they are, hop-by-hop and framing ones left out; `decode()` gives `Headers`
-    for whoever needs to look at them."""
+    """Response headers as an upstream sent them, undecoded and already checked by the
+    parser (no CR or LF inside): the end-to-end ones in `pairs`, the hop-by-hop and framing
+    ones (`HOP_BY_HOP`) apart in `hop`. A `ResponseWriter` writes `pairs` to the client as
+    they are; `decode()` gives `Headers` (all of them) for whoever needs to look."""
 
-    __slots__ = ("pairs",)
+    __slots__ = ("hop", "pairs")
 
-    def __init__(self, pairs: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, pairs: RawPairs, hop: RawPairs | None = None) -> None:
         self.pairs = pairs
+        self.hop: RawPairs = [] if hop is None else hop
 
     def decode(self) -> Headers:
-        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.pairs]
+        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in (*self.pairs, *self.hop)]
+
+    def content_length(self) -> bytes | None:
+        """The Content-Length value as sent, None when there is none."""
+        for name, value in self.hop:
+            if name.lower() == b"content-length":
+                return value
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

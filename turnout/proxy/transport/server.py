@@ -41,7 +41,6 @@ from turnout.proxy.errors import ClientError, UpstreamError
 from turnout.proxy.transport.client import UpgradedConnection
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
-    HOP_BY_HOP_BYTES,
     ConnectionHooks,
     ConnectionInfo,
     Headers,
@@ -310,17 +309,17 @@ class _Exchange:
         return head.encode("latin-1")
 
     def _encode_raw_head(self, status: int, headers: RawHeaders, framing: str) -> bytes:
-        """As `_encode_head`, for headers the upstream parser has checked already."""
+        """As `_encode_head`, for headers the upstream parser has checked and sorted."""
         line = _STATUS_BYTES.get(status)
         parts = [line if line is not None else _status_line(status).encode("latin-1")]
-        head_request = self.request.method == "HEAD"
         for name, value in headers.pairs:
-            lname = name.lower()
-            if lname in HOP_BY_HOP_BYTES:
-                if not (head_request and lname == b"content-length"):
-                    continue
-                framing = ""
             parts += (name, b": ", value, b"\r\n")
+        if self.request.method == "HEAD":
+            # HEAD: the upstream's Content-Length tells the size a GET would get
+            length = headers.content_length()
+            if length is not None:
+                parts += (b"content-length: ", length, b"\r\n")
+                framing = ""
         if self.must_close or self.request.version == "1.0" or not self.stream.at_eof:
             parts.append(self._connection_line(status).encode())
         parts += (framing.encode(), b"\r\n")
