@@ -71,12 +71,12 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
-    """The real clock: `time.monotonic`."""
+    """The real clock: `time.monotonic` (the builtin itself, so reading it costs no Python
+    call on the request path)."""
 
     __slots__ = ()
 
-    def now(self) -> float:
-        return time.monotonic()
+    now = staticmethod(time.monotonic)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
