@@ -5,6 +5,9 @@ Each backend answers:
 - ``/delay/{ms}``: 200 after sleeping;
 - ``/flaky/{n}``: 503 for the first `n` requests it sees on that path, then 200;
 - ``/half``: 503 for every other request (a backend failing 50%);
+- ``/big/{n}``: 200 with `n` patterned bytes and a Content-Length;
+- ``/chunked/{n}``: the same bytes, chunked in 16 KiB pieces;
+- ``/ws``: a WebSocket that answers each text message with ``<name>: <message>``;
 - ``/slow-first/{ms}``: the first request on that path sleeps `ms` before its 200, later
   ones answer at once (proves that a per-try timeout is retried);
 - anything else (``/echo``...): 200 with a JSON echo of method, path, query, headers, body.
@@ -79,6 +82,25 @@ class Backend:
                 await asyncio.sleep(int(parts[1]) / 1000)
                 return web.Response(headers=headers, text="slow first")
             return web.Response(headers=headers, text="fast")
+        if parts[0] == "big" and len(parts) > 1:
+            size = int(parts[1])
+            return web.Response(headers=headers, body=_pattern(size))
+        if parts[0] == "chunked" and len(parts) > 1:
+            stream = web.StreamResponse(headers=headers)
+            stream.enable_chunked_encoding()
+            await stream.prepare(request)
+            data, step = _pattern(int(parts[1])), 16_384
+            for i in range(0, len(data), step):
+                await stream.write(data[i : i + step])
+            await stream.write_eof()
+            return stream
+        if parts[0] == "ws":
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for msg in ws:
+                if msg.type == web.WSMsgType.TEXT:
+                    await ws.send_str(f"{self.name}: {msg.data}")
+            return ws
         if parts[0] == "half":
             status = 503 if self.hits[path] % 2 else 200
             return web.Response(status=status, headers=headers, text="half")
@@ -109,6 +131,12 @@ class Backend:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+def _pattern(size: int) -> bytes:
+    """`size` bytes that are not all alike, so a lost or repeated piece shows."""
+    unit = bytes(range(256)) * 64
+    return (unit * (size // len(unit) + 1))[:size]
 
 
 @dataclass

@@ -274,7 +274,9 @@ class _UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
+    def _begin_message(self) -> None:
+        """What `on_message_begin` would do; called instead when a request is sent and after
+        an interim (1xx) response, which saves a parser callback per response."""
         self._headers = []
         self._hop = []
         self._in_head = True
@@ -319,6 +321,7 @@ class _UpstreamConnection(asyncio.Protocol):
             # llhttp cannot be told that a HEAD response has no body: stop this parser (the
             # exception ends feed_data) and let a fresh one take the next response.
             self.parser = httptools.HttpResponseParser(self)
+            self._begin_message()
             self._complete()
             raise _StopParsing
 
@@ -330,6 +333,7 @@ class _UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._interim:
             self._interim = False
+            self._begin_message()
             return
         if not self._head_only:
             self._complete()
@@ -344,6 +348,11 @@ class _UpstreamConnection(asyncio.Protocol):
         self._receiver = receiver
         self._request = request
         self._received = self._headed = self._interim = self._sent = False
+        self._headers = []
+        self._hop = []
+        self._in_head = True
+        self._content_length = None
+        self._chunked = False
         self._head_only = request.method == "HEAD"
         self.busy = True
         info.requests += 1

@@ -428,7 +428,8 @@ class HttpServerProtocol(asyncio.Protocol):
         self._head_new = False
         self._max_head = self.limits.max_header_bytes
         self._max_count = self.limits.max_header_count
-        self._keepalive_ms = self.limits.keepalive_timeout_ms
+        self._keepalive_s = self.limits.keepalive_timeout_ms / 1000
+        self._header_s = self.limits.header_timeout_ms / 1000
         # after an upgrade request
         self._upgraded = False
         self._tunnel: UpgradedConnection | None = None
@@ -571,7 +572,12 @@ class HttpServerProtocol(asyncio.Protocol):
         self._head_size = 0
         self._head_raw = 0
         if self._active is None:
-            self._arm(self.limits.header_timeout_ms, self._on_header_timeout)
+            # `_arm(header timeout)`, inlined: once per request
+            due = self.loop.time() + self._header_s
+            self._due = due
+            self._due_callback = self._on_header_timeout
+            if self._timer is None or self._timer_at > due:
+                self._move_timer(due)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -765,8 +771,12 @@ class HttpServerProtocol(asyncio.Protocol):
             return
         if self._queue or self._pending_error is not None or self._stopped or self._in_head:
             self._next()
-        else:  # the common case: wait for the next request
-            self._arm(self._keepalive_ms, self._on_idle_timeout)
+        else:  # the common case: wait for the next request (`_arm`, inlined)
+            due = self.loop.time() + self._keepalive_s
+            self._due = due
+            self._due_callback = self._on_idle_timeout
+            if self._timer is None or self._timer_at > due:
+                self._move_timer(due)
 
     def _next(self) -> None:
         """After an exchange: the next pipelined request, a pending error, or wait."""
@@ -831,10 +841,13 @@ class HttpServerProtocol(asyncio.Protocol):
         self._due = due
         self._due_callback = callback
         if self._timer is None or self._timer_at > due:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_at(due, self._on_timer)
-            self._timer_at = due
+            self._move_timer(due)
+
+    def _move_timer(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(due, self._on_timer)
+        self._timer_at = due
 
     def _cancel_timer(self) -> None:
         self._due = 0.0
