@@ -38,6 +38,7 @@ from turnout.proxy.transport.messages import IncomingRequest
 log = logging.getLogger(__name__)
 
 _NO_ADDR = ("0.0.0.0", 0)
+_NO_DST = ("", "", 0)
 _TAP_BASE = itertools.count(1)
 
 
@@ -94,15 +95,16 @@ class Telemetry:
         return got
 
     def http_key(self, ex: Exchange) -> HttpKey:
-        ck = (ex.direction, ex.request.host, ex.target, ex.dst_ns, ex.dst_svc)
+        ns, svc, _ = dst = ex.dst
+        ck = (ex.direction, ex.request.host, ex.target, dst)
         key = self.http_keys.get(ck)
         if key is None:
             key = self.http_keys[ck] = self.metrics.http(
                 direction=ex.direction,
                 authority=ex.request.host,
                 target_addr=ex.target,
-                dst_namespace=ex.dst_ns,
-                dst_service=ex.dst_svc,
+                dst_namespace=ns,
+                dst_service=svc,
             )
         return key
 
@@ -163,9 +165,7 @@ class Exchange:
         "_keys",
         "decision",
         "direction",
-        "dst_ns",
-        "dst_port",
-        "dst_svc",
+        "dst",
         "head_at",
         "owner",
         "request",
@@ -189,9 +189,8 @@ class Exchange:
         self.decision = decision
         self.start = start
         self.target: tuple[str, int] = request.local if direction == "inbound" else _NO_ADDR
-        self.dst_ns = ""
-        self.dst_svc = ""
-        self.dst_port = 0
+        self.dst = _NO_DST
+        """(namespace, service, port) of the backend picked; empty until then."""
         self.head_at: float | None = None
         self.status: int | None = None
         self.tap_id = ""
@@ -201,7 +200,7 @@ class Exchange:
             self._keys = owner.keys_for(direction, request.host, decision)
 
     def backend(self, backend: Backend) -> None:
-        self.dst_ns, self.dst_svc, self.dst_port = self.owner.dst_of(backend.cluster)
+        self.dst = self.owner.dst_of(backend.cluster)
 
     def attempt(self, status: int | None, *, error: str = "") -> None:
         """One try sent to the backend (the first and every retry) and its outcome."""
@@ -285,16 +284,14 @@ class Exchange:
 
     def _backend_key(self) -> BackendKey | None:
         keys = self._keys
-        if keys is None or not self.dst_svc:
+        dst = self.dst
+        if keys is None or not dst[1]:
             return None
-        ck = (self.dst_ns, self.dst_svc, self.dst_port)
-        bk = keys.backends.get(ck)
+        bk = keys.backends.get(dst)
         if bk is None:
-            bk = keys.backends[ck] = self.owner.metrics.policy_backend(
-                keys.policy,
-                backend_namespace=self.dst_ns,
-                backend_name=self.dst_svc,
-                backend_port=self.dst_port,
+            ns, svc, port = dst
+            bk = keys.backends[dst] = self.owner.metrics.policy_backend(
+                keys.policy, backend_namespace=ns, backend_name=svc, backend_port=port
             )
         return bk
 
