@@ -74,6 +74,8 @@ class Backend:
     """Derived: a request filter changes requests sent to this backend."""
     filters_response: bool = field(init=False, repr=False, compare=False)
     """Derived: a response header filter applies."""
+    dst: tuple[str, str, int] = field(init=False, repr=False, compare=False)
+    """Derived from `cluster`: (namespace, service, port), the metrics' ``dst_*`` labels."""
 
     def __post_init__(self) -> None:
         # worked out once per table, so the request path tests one flag
@@ -81,6 +83,9 @@ class Backend:
             self, "rewrites", bool(self.request_headers) or self.host_rewrite is not None
         )
         object.__setattr__(self, "filters_response", bool(self.response_headers))
+        ns, _, rest = self.cluster.partition("/")
+        svc, _, port = rest.partition(":")
+        object.__setattr__(self, "dst", (ns, svc, int(port) if port.isdigit() else 0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

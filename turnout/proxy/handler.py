@@ -144,7 +144,9 @@ class Handler:
             )
             call = _Call(self, req, writer, ex, _NO_DECISION, state, None)
         else:
-            listener = self._listener(req.host)
+            listener = self._listeners.get(req.host, "")
+            if listener == "":
+                listener = self._listener(req.host)
             decision = None if listener is None else state.table.decide(req, listener=listener)
             ex = self.telemetry.exchange(
                 direction="outbound", request=req, decision=decision, start=start

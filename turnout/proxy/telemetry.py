@@ -67,7 +67,6 @@ class Telemetry:
 
     __slots__ = (
         "clock",
-        "dsts",
         "http_keys",
         "metrics",
         "route_keys",
@@ -81,18 +80,8 @@ class Telemetry:
         self.tap = tap
         self.clock = clock
         # Label keys by what determines them, so a request costs dictionary hits only.
-        self.dsts: dict[str, tuple[str, str, int]] = {}
         self.http_keys: dict[tuple[object, ...], HttpKey] = {}
         self.route_keys: dict[tuple[str, str, str, str], _RouteKeys] = {}
-
-    def dst_of(self, cluster: str) -> tuple[str, str, int]:
-        """``NS/NAME:PORT`` -> (NS, NAME, PORT), parsed once per cluster."""
-        got = self.dsts.get(cluster)
-        if got is None:
-            ns, _, rest = cluster.partition("/")
-            svc, _, port = rest.partition(":")
-            got = self.dsts[cluster] = (ns, svc, int(port) if port.isdigit() else 0)
-        return got
 
     def http_key(self, ex: Exchange) -> HttpKey:
         ns, svc, _ = dst = ex.dst
@@ -200,7 +189,7 @@ class Exchange:
             self._keys = owner.keys_for(direction, request.host, decision)
 
     def backend(self, backend: Backend) -> None:
-        self.dst = self.owner.dst_of(backend.cluster)
+        self.dst = backend.dst
 
     def attempt(self, status: int | None, *, error: str = "") -> None:
         """One try sent to the backend (the first and every retry) and its outcome."""

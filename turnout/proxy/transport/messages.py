@@ -284,6 +284,7 @@ class IncomingRequest:
 
     __slots__ = (
         "_headers",
+        "authority",
         "body",
         "host",
         "keep_alive",
@@ -323,8 +324,8 @@ class IncomingRequest:
         """The target after "?" ("q"; "" when none)."""
         self.raw_headers = raw_headers
         """As received, undecoded: `(name, value)` bytes, checked by the parser."""
-        self.host = host
-        """The Host header ("" when absent)."""
+        self.host = self.authority = host
+        """The Host header ("" when absent); `authority` too, as routing calls it."""
         self.version = version
         """HTTP version, "1.1" or "1.0"."""
         self.keep_alive = keep_alive
@@ -350,11 +351,6 @@ class IncomingRequest:
                 (n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw_headers
             ]
         return headers
-
-    @property
-    def authority(self) -> str:
-        """The Host header, as routing calls it."""
-        return self.host
 
     def __repr__(self) -> str:
         return f"IncomingRequest({self.method} {self.target!r} host={self.host!r})"

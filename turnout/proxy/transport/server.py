@@ -683,7 +683,9 @@ class HttpServerProtocol(asyncio.Protocol):
         if exch is None:
             return
         self._parsing = None
-        exch.stream.feed_eof()
+        stream = exch.stream
+        if not stream.at_eof:
+            stream.feed_eof()
         if not exch.request.keep_alive:
             self._stopped = True  # llhttp refuses data after `Connection: close`; ignore it
 

@@ -40,7 +40,6 @@ class BodyStream:
 
     __slots__ = (
         "_chunks",
-        "_eof",
         "_exc",
         "_high",
         "_loop",
@@ -52,6 +51,7 @@ class BodyStream:
         "_timeout_error",
         "_timeout_s",
         "_waiter",
+        "at_eof",
         "discarding",
         "on_first_read",
     )
@@ -69,7 +69,8 @@ class BodyStream:
         self._loop = loop
         self._chunks: deque[bytes] = deque()
         self._size = 0
-        self._eof = False
+        self.at_eof = False
+        """The whole body has arrived (it may still be buffered)."""
         self._exc: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._high = high_water
@@ -101,7 +102,7 @@ class BodyStream:
             self._pause()
 
     def feed_eof(self) -> None:
-        self._eof = True
+        self.at_eof = True
         self._wake()
 
     def fail(self, exc: BaseException) -> None:
@@ -109,7 +110,7 @@ class BodyStream:
 
         A body that had fully arrived stays readable: a later disconnect does not spoil it.
         """
-        if self._eof:
+        if self.at_eof:
             return
         self._exc = exc
         self._chunks.clear()
@@ -125,14 +126,9 @@ class BodyStream:
         self._unpause()
 
     @property
-    def at_eof(self) -> bool:
-        """The whole body has arrived (it may still be buffered)."""
-        return self._eof
-
-    @property
     def exhausted(self) -> bool:
         """The whole body has arrived and has been read."""
-        return self._eof and not self._chunks
+        return self.at_eof and not self._chunks
 
     # -- consumer side ---------------------------------------------------------------------
 
@@ -148,7 +144,7 @@ class BodyStream:
         while not chunks:
             if self._exc is not None:
                 raise self._exc
-            if self._eof:
+            if self.at_eof:
                 return b""
             await self._wait()
         data = chunks.popleft()
@@ -211,24 +207,20 @@ class WriteFlow:
     """Write-side flow control for a protocol: `pause_writing`/`resume_writing` bookkeeping
     and an awaitable `drain()` bounded by `timeout_s`, like `StreamWriter.drain()`."""
 
-    __slots__ = ("_closed_exc", "_loop", "_paused", "_timeout_s", "_waiters")
+    __slots__ = ("_closed_exc", "_loop", "_timeout_s", "_waiters", "paused")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float | None) -> None:
         self._loop = loop
-        self._paused = False
+        self.paused = False
         self._waiters: list[asyncio.Future[None]] = []
         self._closed_exc: BaseException | None = None
         self._timeout_s = timeout_s
 
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
     def pause(self) -> None:
-        self._paused = True
+        self.paused = True
 
     def resume(self) -> None:
-        self._paused = False
+        self.paused = False
         self._release(None)
 
     def close(self, exc: BaseException) -> None:
@@ -244,7 +236,7 @@ class WriteFlow:
         """
         if self._closed_exc is not None:
             raise self._closed_exc
-        if not self._paused:
+        if not self.paused:
             return
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._waiters.append(waiter)
