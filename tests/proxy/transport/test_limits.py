@@ -86,6 +86,29 @@ async def test_slow_headers_are_408() -> None:
             assert status_of(await reader.read(-1)) == 408
 
 
+async def test_a_request_line_cut_short_is_closed_after_the_header_timeout() -> None:
+    """Bytes that start no head (a method cut short) still get only the header timeout."""
+    async with (
+        running(ok, limits=Limits(header_timeout_ms=100, keepalive_timeout_ms=60_000)) as addr,
+        connect(addr) as (reader, writer),
+    ):
+        writer.write(b"GE")
+        async with asyncio.timeout(3):
+            await reader.read(-1)  # closed well before the keep-alive timeout
+
+
+async def test_a_slow_head_of_a_second_request_is_408() -> None:
+    async with (
+        running(ok, limits=Limits(header_timeout_ms=100)) as addr,
+        connect(addr) as (reader, writer),
+    ):
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        async with asyncio.timeout(3):
+            assert (await read_response(reader))[0] == 200
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            assert status_of(await reader.read(-1)) == 408
+
+
 async def test_idle_keepalive_connection_is_closed() -> None:
     async with (
         running(ok, limits=Limits(keepalive_timeout_ms=100)) as addr,

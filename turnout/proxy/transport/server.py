@@ -482,6 +482,14 @@ class HttpServerProtocol(asyncio.Protocol):
             return
         if self._stopped:
             return
+        if self._active is None and self._parsing is None and not self._in_head:
+            # a new request starts with these bytes: it has the header timeout to send its
+            # head (`_arm`, inlined: once per request)
+            due = self.loop.time() + self._header_s
+            self._due = due
+            self._due_callback = self._on_header_timeout
+            if self._timer is None or self._timer_at > due:
+                self._move_timer(due)
         self._head_new = False
         try:
             self.parser.feed_data(data)
@@ -560,7 +568,9 @@ class HttpServerProtocol(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
+    def _begin_head(self) -> None:
+        """A new request head starts (from `on_url`, its first callback: a parser callback
+        less per request than `on_message_begin`)."""
         self._in_head = True
         self._head_new = True
         self._url = b""
@@ -571,15 +581,10 @@ class HttpServerProtocol(asyncio.Protocol):
         self._upgrade = None
         self._head_size = 0
         self._head_raw = 0
-        if self._active is None:
-            # `_arm(header timeout)`, inlined: once per request
-            due = self.loop.time() + self._header_s
-            self._due = due
-            self._due_callback = self._on_header_timeout
-            if self._timer is None or self._timer_at > due:
-                self._move_timer(due)
 
     def on_url(self, url: bytes) -> None:
+        if not self._in_head:
+            self._begin_head()
         self._url += url
         self._head_size += len(url)
         if self._head_size > self._max_head:
@@ -884,8 +889,14 @@ class HttpServerProtocol(asyncio.Protocol):
             self.close()
 
     def _on_header_timeout(self) -> None:
-        if self._in_head and not self.closed:
+        if self.closed:
+            return
+        if self._in_head:
             self._on_bad_input(408, None)
+        elif self._active is None and self._parsing is None:
+            # bytes came but no request line yet (stray CRLFs, a method cut short)
+            log.debug("no request head in time, closing peer=%s", self.peer)
+            self.close()
 
     # -- I/O -----------------------------------------------------------------------------
 
