@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import importlib
 
-BENCHMARKS = ("bench.compile", "bench.decide", "bench.proxy", "bench.xds")
+BENCHMARKS = (
+    "bench.compile",
+    "bench.decide",
+    "bench.request_path",
+    "bench.proxy",
+    "bench.xds",
+)
 
 
 def main() -> None:
