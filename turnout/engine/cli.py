@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inbound", metavar="HOST:PORT", help="where clients reach the app")
     p.add_argument("--app", metavar="HOST:PORT", help="the local app (with --inbound)")
     p.add_argument("--admin", metavar="HOST:PORT", help="/metrics, /ready, /live, /tap")
+    p.add_argument(
+        "--gateway",
+        metavar="NS/NAME[:PORT]",
+        help="serve that Gateway's listener (default port 80) on --outbound, as its data plane",
+    )
 
     p = sub.add_parser("serve", help="run the control plane: watch manifests, serve ADS")
     src = p.add_mutually_exclusive_group(required=True)
@@ -419,6 +424,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         StaticTable,
         TableSource,
         XdsSource,
+        parse_gateway,
         run_proxy,
     )
 
@@ -436,6 +442,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             inbound=Address.parse(args.inbound) if args.inbound else None,
             app=Address.parse(args.app) if args.app else None,
             admin=Address.parse(args.admin) if args.admin else None,
+            gateway=parse_gateway(args.gateway) if args.gateway else None,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=err)
@@ -465,7 +472,8 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         )
         source = XdsSource(target=args.xds, node=node)
     print(
-        f"proxy {args.namespace}/{args.workload}: outbound {args.outbound or '-'}, "
+        f"proxy {args.namespace}/{args.workload}: outbound {args.outbound or '-'}"
+        f"{f' (gateway {config.gateway})' if config.gateway else ''}, "
         f"inbound {args.inbound or '-'} -> {args.app or '-'}, admin {args.admin or '-'}",
         file=out,
     )

@@ -123,6 +123,9 @@ class Handler:
     namespace: str = "default"
     app: tuple[str, int] | None = None
     """Inbound only: where the local app listens."""
+    listener: str | None = None
+    """Outbound: the one listener every request is decided on (a Gateway's); None: the
+    Service listener the Host header names, as a mesh proxy does."""
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.monotonic
     _listeners: dict[str, str | None] = field(default_factory=dict)
@@ -144,7 +147,7 @@ class Handler:
             )
             call = _Call(self, req, writer, ex, _NO_DECISION, state, None)
         else:
-            listener = self._listeners.get(req.host, "")
+            listener = self.listener or self._listeners.get(req.host, "")
             if listener == "":
                 listener = self._listener(req.host)
             decision = None if listener is None else state.table.decide(req, listener=listener)

@@ -105,6 +105,22 @@ class ProxyConfig:
     inbound: Address | None = None
     app: Address | None = None
     admin: Address | None = None
+    gateway: str | None = None
+    """``NS/NAME:PORT``: the outbound port serves that Gateway listener (a north-south
+    gateway's data plane) instead of routing by the Service the Host header names."""
+
+    def gateway_listener(self) -> str | None:
+        """The runtime table's listener name for `gateway` (None: a mesh proxy)."""
+        return None if self.gateway is None else f"gateway/{self.gateway}"
+
+
+def parse_gateway(text: str) -> str:
+    """``NS/NAME`` or ``NS/NAME:PORT`` (default port 80) -> ``NS/NAME:PORT``."""
+    ref, sep, port = text.partition(":")
+    ns, slash, name = ref.partition("/")
+    if not (ns and slash and name) or "/" in name or (sep and not port.isdigit()):
+        raise ValueError(f"want NAMESPACE/NAME[:PORT] for --gateway, got {text!r}")
+    return f"{ns}/{name}:{port or 80}"
 
 
 @dataclass(slots=True)
@@ -175,6 +191,7 @@ async def start_proxy(config: ProxyConfig, source: TableSource) -> tuple[Proxy, 
             telemetry=telemetry,
             direction="outbound",
             namespace=config.namespace,
+            listener=config.gateway_listener(),
         )
         proxy.handlers.append(handler)
         proxy.servers.append(

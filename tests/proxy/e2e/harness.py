@@ -226,9 +226,16 @@ class Mesh:
         await stop_proxy(self.proxy, self.task)
 
 
-async def start_mesh(table: RuntimeTable, *, inbound_app: tuple[str, int] | None = None) -> Mesh:
-    """Start a proxy serving `table`; returns once the table is applied."""
+async def start_mesh(
+    table: RuntimeTable,
+    *,
+    inbound_app: tuple[str, int] | None = None,
+    gateway: str | None = None,
+) -> Mesh:
+    """Start a proxy serving `table` (as the data plane of `gateway`, ``NS/NAME:PORT``,
+    when given); returns once the table is applied."""
     config = ProxyConfig(
+        gateway=gateway,
         namespace=NS,
         workload_name="client",
         outbound=Address(host="127.0.0.1", port=0),
