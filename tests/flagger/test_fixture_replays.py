@@ -5,9 +5,12 @@ At every step:
 1. the compiled table (the IR `mesh routes` prints) holds, on the apex Service's (or the
    Gateway's) virtual host, exactly the rules, matches, weights, filters and timeouts the
    fixture object says (`test_compiled_table_follows_every_step`);
-2. for linkerd-canary and gatewayapi-linkerd-canary, 2,000 real requests through a real proxy
-   in front of real primary/canary backends split within 4 points of the weights, and exactly
-   0 / all at weights 0 and 100 (`test_real_proxy_split_follows_every_step`);
+2. for every sequence, real requests through a real proxy (a Gateway's data plane for the
+   north-south fixtures) in front of real primary/canary backends: 2,000 plain requests
+   split within 4 points of the weights, exactly 0 / all at weights 0 and 100; requests with
+   the A/B and affinity headers all where their rule says; the affinity cookie only from the
+   canary; mirrored copies at the canary, never at the client
+   (`test_real_proxy_follows_every_step`);
 3. A/B header and cookie matches, session-affinity cookies and mirrors, request by request
    through `OfflineMesh` (the proxy's own matching, in-process);
 4. HTTPRoute fixtures: the Kubernetes source + `ClusterControlPlane` write `status.parents`
@@ -23,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from fractions import Fraction
 from pathlib import Path
@@ -36,6 +41,7 @@ from tests.flagger.replay import (
     FIXTURES,
     GW,
     Obj,
+    RuleShape,
     Sequence,
     docs,
     expected_rules,
@@ -275,49 +281,177 @@ def runtime(tmp: Path, seq: Sequence, slices: list[Obj], obj: Obj, step: str) ->
     return table
 
 
-def canary_share(obj: Obj) -> Fraction:
-    [(_, backends, _, _)] = expected_rules(obj)
+CANDIDATES: tuple[dict[str, str], ...] = (
+    {},
+    FIREFOX,
+    INSIDER,
+    {"cookie": "theme=dark; flagger-cookie=aBcDeFgHiJ"},
+    {"x-canary": "insider"},
+)
+"""Request headers tried at every step: no header, then what the fixtures' A/B and
+session-affinity matches look for."""
+
+SAMPLE = 200
+"""Requests per header set that takes a rule of its own sending everything to one backend
+(all of them must go there); a rule that splits gets `REQUESTS`, as plain requests do."""
+
+
+def _holds(match: tuple[object, ...], headers: dict[str, str], path: str) -> bool:
+    """The fixture's own match, evaluated here independently of the proxy's matcher:
+    PathPrefix/Exact paths, Exact and RegularExpression (full match) headers."""
+    kind, value, wanted, query, method = match
+    assert isinstance(value, str) and isinstance(wanted, tuple)
+    if kind == "Exact" and path != value:
+        return False
+    if kind == "PathPrefix" and not (
+        value == "/" or path == value or path.startswith(value.rstrip("/") + "/")
+    ):
+        return False
+    if query or method not in (None, "GET"):
+        return False
+    for name, how, want in wanted:
+        got = headers.get(str(name))
+        if got is None:
+            return False
+        if how == "Exact" and got != want:
+            return False
+        if how == "RegularExpression" and re.fullmatch(str(want), got) is None:
+            return False
+    return True
+
+
+def rule_taken(rules: list[RuleShape], headers: dict[str, str], path: str) -> int | None:
+    """Index of the rule a request takes: Gateway API precedence for these fixtures' matches
+    (longer path, then more header matches), rule order on a tie."""
+
+    def weight(match: tuple[object, ...]) -> tuple[int, int]:
+        value, wanted = match[1], match[2]
+        assert isinstance(value, str) and isinstance(wanted, tuple)
+        return (len(value), len(wanted))
+
+    ranked = sorted(
+        (weight(m), -i)
+        for i, (matches, _, _, _) in enumerate(rules)
+        for m in matches
+        if _holds(m, headers, path)
+    )
+    return -ranked[-1][1] if ranked else None
+
+
+def pod_shares(rule: RuleShape, pod_of: dict[str, str]) -> dict[str, Fraction]:
+    """Share of each backend pod ("primary"/"canary") in the rule (services summed)."""
+    _, backends, _, _ = rule
     total = sum(w for _, w, _ in backends)
-    return Fraction(dict((s, w) for s, w, _ in backends)["podinfo-canary"], total)
+    out: dict[str, Fraction] = {}
+    for service, w, _ in backends:
+        out[pod_of[service]] = out.get(pod_of[service], Fraction(0)) + Fraction(w, total)
+    return out
 
 
-@pytest.mark.parametrize("name", ["linkerd-canary", "gatewayapi-linkerd-canary"])
-@bounded(40)
-async def test_real_proxy_split_follows_every_step(
+async def requests_through(
+    mesh: Mesh, host: str, headers: dict[str, str], n: int
+) -> list[tuple[int, str, tuple[str, ...]]]:
+    """`n` GETs from 32 concurrent loops: (status, x-backend, Set-Cookie values) each."""
+    out: list[tuple[int, str, tuple[str, ...]]] = []
+    left = iter(range(n))
+
+    async def worker() -> None:
+        for _ in left:
+            status, got, _ = await mesh.get(host, "/echo", headers=headers)
+            out.append((status, got.get("x-backend", ""), tuple(got.getall("set-cookie", []))))
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(32):
+            tg.create_task(worker())
+    return out
+
+
+def _set_cookies(filters: tuple[object, ...]) -> tuple[str, ...]:
+    out: tuple[str, ...] = ()
+    for f in filters:
+        assert isinstance(f, tuple)
+        if f[0] == "response-headers":
+            _, set_, add, _ = f
+            out += tuple(v for k, v in (*set_, *add) if k.lower() == "set-cookie")
+    return out
+
+
+def response_cookies(rule: RuleShape, pod_of: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Set-Cookie values each pod's responses carry: the rule's response header filters,
+    then its backend's."""
+    _, backends, rule_filters, _ = rule
+    out = {pod: _set_cookies(rule_filters) for pod in pod_of.values()}
+    for service, _, filters in backends:
+        out[pod_of[service]] += _set_cookies(filters)
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+@bounded(90)
+async def test_real_proxy_follows_every_step(
     name: str,
     lab: Lab,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Every step of every sequence through a real proxy (a Gateway's data plane for the
+    north-south fixtures) in front of real primary and canary backends: plain requests
+    split within 4 points of the weights (exactly 0 or all at 0 and 100); requests whose
+    headers a rule matches (A/B, session affinity) all go where that rule says; response
+    header filters (the affinity cookie) only on the backend that has them; and mirrored
+    copies reach the mirror backend but never the client."""
     seq = sequence(name)
     caplog.set_level(logging.WARNING)
     primary, canary = await lab.backend("primary"), await lab.backend("canary")
-    slices = endpoints(
-        [s for s in seq.static if s.get("kind") == "Service"],
-        {"podinfo-primary": primary, "podinfo": canary},
-    )
-    port = seq.parent.rsplit(":", 1)[1]
-    host = f"podinfo.test:{port}"
+    pods = {"podinfo-primary": primary, "podinfo": canary}
+    service_objs = [s for s in seq.static if s.get("kind") == "Service"]
+    slices = endpoints(service_objs, pods)
+    pod_of = {s["metadata"]["name"]: pods[s["spec"]["selector"]["app"]].name for s in service_objs}
+    gateway = seq.parent.removeprefix("gateway/") if seq.parent.startswith("gateway/") else None
+    host = seq.host or f"podinfo.test:{seq.parent.rsplit(':', 1)[1]}"
     mesh: Mesh | None = None
     report: list[str] = []
     for step, obj in seq.steps:
         table = runtime(lab.tmp, seq, slices, obj, step)
         if mesh is None:
-            mesh = await start_mesh(table)
+            mesh = await start_mesh(table, gateway=gateway)
             lab.meshes.append(mesh)
         else:
             mesh.apply(table, step)  # returns once the proxy uses the new table
-        p0, c0 = primary.total, canary.total
-        got = await mesh.load(host, "/echo", n=REQUESTS, workers=32)
-        to_primary, to_canary = primary.total - p0, canary.total - c0
-        assert got[(200, "primary")] + got[(200, "canary")] == REQUESTS, (step, got)
-        assert (to_primary, to_canary) == (got[(200, "primary")], got[(200, "canary")])
-        want = canary_share(obj)
-        share = to_canary / REQUESTS
-        report.append(f"{step}: want {float(want):.0%} got {share:.2%}")
-        if want in (0, 1):
-            assert to_canary == REQUESTS * want, (step, to_canary)
-        else:
-            assert abs(share - float(want)) <= TOLERANCE, (step, share, want)
+        rules = expected_rules(obj)
+        plain = rule_taken(rules, {}, "/echo")
+        for headers in CANDIDATES:
+            index = rule_taken(rules, headers, "/echo")
+            assert index is not None, (step, headers)
+            if headers and index == plain:
+                continue  # these headers change nothing here: the plain requests cover it
+            rule = rules[index]
+            want = pod_shares(rule, pod_of)
+            split = any(0 < w < 1 for w in want.values())
+            n = REQUESTS if not headers or split else SAMPLE
+            hits = {"primary": primary.total, "canary": canary.total}
+            got = await requests_through(mesh, host, headers, n)
+            seen = Counter(backend for status, backend, _ in got if status == 200)
+            assert sum(seen.values()) == n, (step, headers, Counter(got))
+            for pod in ("primary", "canary"):
+                share = seen[pod] / n
+                target = want.get(pod, Fraction(0))
+                if target in (0, 1):
+                    assert seen[pod] == n * target, (step, headers, pod, seen)
+                else:
+                    assert abs(share - float(target)) <= TOLERANCE, (step, pod, share, target)
+            cookies = response_cookies(rule, pod_of)
+            for _, backend, set_cookie in got:
+                assert set_cookie == cookies[backend], (step, headers, backend, set_cookie)
+            mirrors = [pod_of[str(f[1])] for f in rule[2] if f[0] == "mirror"]
+            for pod, server in (("primary", primary), ("canary", canary)):
+                extra = server.total - hits[pod] - seen[pod]
+                if pod in mirrors:
+                    # fire and forget, at most MAX_MIRRORS_IN_FLIGHT at once: some may drop
+                    assert 0 < extra <= n, (step, pod, extra)
+                else:
+                    assert extra == 0, (step, pod, extra)
+            if not headers:
+                report.append(f"{step}: {dict(seen)}")
     print(f"\n{name}: " + "; ".join(report))
 
 
