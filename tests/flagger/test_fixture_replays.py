@@ -442,7 +442,9 @@ async def test_real_proxy_follows_every_step(
             cookies = response_cookies(rule, pod_of)
             for _, backend, set_cookie in got:
                 assert set_cookie == cookies[backend], (step, headers, backend, set_cookie)
-            mirrors = [pod_of[str(f[1])] for f in rule[2] if f[0] == "mirror"]
+            mirrors = [
+                pod_of[str(f[1])] for f in rule[2] if isinstance(f, tuple) and f[0] == "mirror"
+            ]
             for pod, server in (("primary", primary), ("canary", canary)):
                 extra = server.total - hits[pod] - seen[pod]
                 if pod in mirrors:
