@@ -46,6 +46,58 @@ def grant_allows(ctx: Ctx, *, route: RouteRef, to_ns: str, to_kind: str, to_name
     return False
 
 
+def endpoints_of(
+    ctx: Ctx, ns: str, service: str, port_name: str | None, port: int
+) -> tuple[tuple[ir.Endpoint, ...], bool]:
+    """The endpoints of Service port `port` (named `port_name`) from the EndpointSlices, and
+    whether any slice of the Service was among the inputs at all (False: unknown)."""
+    slices = ctx.index.slices.get((ns, service))
+    if not slices:
+        return (), False
+    found: set[ir.Endpoint] = set()
+    for loaded in slices:
+        sl = loaded.obj
+        ports = [p.port for p in sl.ports if p.port is not None and (p.name or None) == port_name]
+        if not ports and len(sl.ports) == 1 and sl.ports[0].port is not None:
+            ports = [sl.ports[0].port]
+        for ep in sl.endpoints:
+            ready = ep.conditions.ready is not False
+            for addr in ep.addresses:
+                for p in ports:
+                    found.add(ir.Endpoint(address=addr, port=p, ready=ready, zone=ep.zone))
+    ordered = sorted(found, key=lambda e: (e.zone or "", e.address, e.port))
+    return tuple(ordered), True
+
+
+def check_ready(
+    ctx: Ctx, target: ir.ServiceTarget, *, weight: int, total: int, pos: SourcePos
+) -> None:
+    """Warn (`NoReadyEndpoints`) when a backend that gets traffic has no ready endpoint.
+
+    Only where endpoints are tracked (the inputs hold EndpointSlices, as a cluster's do): a
+    Service without any slice then has none. A backend of weight 0 (Flagger's idle canary,
+    scaled to zero) gets no requests, so it is not reported."""
+    if weight <= 0 or not ctx.index.slices:
+        return
+    svc = ctx.index.services.get((target.namespace, target.service))
+    port_name = None
+    if svc is not None:
+        port_name = next((p.name for p in svc.obj.spec.ports if p.port == target.port), None)
+    endpoints, _ = endpoints_of(ctx, target.namespace, target.service, port_name, target.port)
+    if any(e.ready for e in endpoints):
+        return
+    seen = f"{len(endpoints)} not ready" if endpoints else "none"
+    ctx.report(
+        warning(
+            "NoReadyEndpoints",
+            f"Service {target.namespace}/{target.service} port {target.port} has no ready "
+            f"endpoint ({seen}): the requests this backend gets (weight {weight} of {total}) "
+            "are answered 503 until its pods are ready",
+            pos,
+        )
+    )
+
+
 def resolve_backend(
     ctx: Ctx,
     ref: BackendObjectReference,

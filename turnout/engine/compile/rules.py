@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from turnout.engine import ir
-from turnout.engine.compile.backends import RouteRef, resolve_backend
+from turnout.engine.compile.backends import RouteRef, check_ready, resolve_backend
 from turnout.engine.compile.context import Ctx
 from turnout.engine.compile.durations import duration_ms
 from turnout.engine.compile.filters import ParentPort, compile_filters
@@ -90,6 +90,9 @@ def compile_rules(
             )
             if isinstance(target, ir.InvalidBackend):
                 issues.unresolved.append((target.reason, target.message))
+            else:
+                total = sum(b.weight for b in backend_refs)
+                check_ready(ctx, target, weight=br.weight, total=total, pos=bpos)
             bres = compile_filters(
                 ctx,
                 br.filters,

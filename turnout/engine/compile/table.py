@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from turnout.engine import ir
+from turnout.engine.compile.backends import endpoints_of
 from turnout.engine.compile.conflicts import report_conflicts
 from turnout.engine.compile.context import Ctx
 from turnout.engine.compile.durations import duration_ms
@@ -324,7 +325,7 @@ def _clusters(ctx: Ctx) -> tuple[ir.Cluster, ...]:
             protocol = "h2c"
         elif app_protocol in ("grpc", "kubernetes.io/grpc"):
             protocol = "grpc"
-        endpoints, known = _endpoints(ctx, use.namespace, use.service, port_name, use.port)
+        endpoints, known = endpoints_of(ctx, use.namespace, use.service, port_name, use.port)
         out.append(
             ir.Cluster(
                 name=name,
@@ -338,27 +339,6 @@ def _clusters(ctx: Ctx) -> tuple[ir.Cluster, ...]:
             )
         )
     return tuple(out)
-
-
-def _endpoints(
-    ctx: Ctx, ns: str, service: str, port_name: str | None, port: int
-) -> tuple[tuple[ir.Endpoint, ...], bool]:
-    slices = ctx.index.slices.get((ns, service))
-    if not slices:
-        return (), False
-    found: set[ir.Endpoint] = set()
-    for loaded in slices:
-        sl = loaded.obj
-        ports = [p.port for p in sl.ports if p.port is not None and (p.name or None) == port_name]
-        if not ports and len(sl.ports) == 1 and sl.ports[0].port is not None:
-            ports = [sl.ports[0].port]
-        for ep in sl.endpoints:
-            ready = ep.conditions.ready is not False
-            for addr in ep.addresses:
-                for p in ports:
-                    found.add(ir.Endpoint(address=addr, port=p, ready=ready, zone=ep.zone))
-    ordered = sorted(found, key=lambda e: (e.zone or "", e.address, e.port))
-    return tuple(ordered), True
 
 
 def _budget(ctx: Ctx, ns: str, service: str) -> ir.RetryBudget:
