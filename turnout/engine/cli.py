@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app", metavar="HOST:PORT", help="the local app (with --inbound)")
     p.add_argument("--admin", metavar="HOST:PORT", help="/metrics, /ready, /live, /tap")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes serving the listeners (SO_REUSEPORT; one admin port sums them)",
+    )
+    p.add_argument(
         "--gateway",
         metavar="NS/NAME[:PORT]",
         help="serve that Gateway's listener (default port 80) on --outbound, as its data plane",
@@ -421,12 +428,11 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     from turnout.proxy.runner import (
         Address,
         ProxyConfig,
-        StaticTable,
         TableSource,
-        XdsSource,
         parse_gateway,
         run_proxy,
     )
+    from turnout.proxy.workers import SourceSpec
 
     if bool(args.files) == bool(args.xds):
         print("error: give exactly one of -f MANIFESTS and --xds HOST:PORT", file=err)
@@ -443,7 +449,10 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             app=Address.parse(args.app) if args.app else None,
             admin=Address.parse(args.admin) if args.admin else None,
             gateway=parse_gateway(args.gateway) if args.gateway else None,
+            workers=args.workers,
         )
+        if args.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {args.workers}")
     except ValueError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_FAILED
@@ -458,9 +467,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             print(line, file=err)
         if failed:
             return EXIT_FAILED
-        from turnout.proxy.table import RuntimeTable
-
-        source = StaticTable(RuntimeTable.from_serialized(blobs))
+        spec = SourceSpec(blobs=tuple(blobs))
     else:
         from turnout.proxy.xds_client import NodeInfo
 
@@ -470,7 +477,8 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             namespace=args.namespace,
             workload=args.workload,
         )
-        source = XdsSource(target=args.xds, node=node)
+        spec = SourceSpec(xds=args.xds, node=node)
+    source = spec.source()
     print(
         f"proxy {args.namespace}/{args.workload}: outbound {args.outbound or '-'}"
         f"{f' (gateway {config.gateway})' if config.gateway else ''}, "
@@ -480,7 +488,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     out.flush()
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(run_proxy(config, source))
+            runner.run(run_proxy(config, source, spec=spec))
     except KeyboardInterrupt:
         pass
     return EXIT_OK

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, Literal
 from urllib.parse import parse_qsl
 
@@ -46,6 +46,7 @@ from turnout.proxy.tap import (
 )
 from turnout.proxy.transport.messages import IncomingRequest, ResponseWriter
 from turnout.proxy.transport.server import serve_http
+from turnout.proxy.workers import merge_metrics
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,17 @@ _TEXT = [("content-type", "text/plain; charset=utf-8")]
 class AdminServer:
     """The running admin endpoints; `cleanup()` stops listening and ends tap streams."""
 
-    def __init__(self, *, metrics: ProxyMetrics, tap: TapHub, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        metrics: ProxyMetrics,
+        tap: TapHub,
+        ready: Callable[[], bool],
+        peers: Callable[[], Awaitable[list[str]]] | None = None,
+    ) -> None:
         self.metrics = metrics
+        self.peers = peers
+        """Other workers' /metrics texts, merged into ours (`mesh proxy --workers`)."""
         self.tap = tap
         self.ready = ready
         self.streams: set[Subscription] = set()
@@ -89,7 +99,10 @@ class AdminServer:
         if req.method not in ("GET", "HEAD"):
             await writer.respond(405, _TEXT, b"method not allowed\n")
         elif req.path == "/metrics":
-            body = self.metrics.render().encode()
+            text = self.metrics.render()
+            if self.peers is not None:
+                text = merge_metrics([text, *await self.peers()])
+            body = text.encode()
             await writer.respond(200, [("content-type", METRICS_CONTENT_TYPE)], body)
         elif req.path == "/live":
             await writer.respond(200, _TEXT, b"live\n")
@@ -138,10 +151,11 @@ async def start_admin(
     metrics: ProxyMetrics,
     tap: TapHub,
     ready: Callable[[], bool],
+    peers: Callable[[], Awaitable[list[str]]] | None = None,
 ) -> AdminServer:
     """Serve the admin endpoints on `host`:`port` (0 = any free port, see `bound_port`).
     Stop with ``await admin.cleanup()``; open tap streams end at once."""
-    admin = AdminServer(metrics=metrics, tap=tap, ready=ready)
+    admin = AdminServer(metrics=metrics, tap=tap, ready=ready, peers=peers)
     admin.server = await serve_http(admin, host=host, port=port)
     log.info("admin listening addr=%s:%d", host, bound_port(admin))
     return admin

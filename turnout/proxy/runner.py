@@ -35,6 +35,7 @@ from turnout.proxy.tap import TapHub
 from turnout.proxy.telemetry import Telemetry
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.server import serve_http
+from turnout.proxy.workers import SourceSpec, Workers
 
 if TYPE_CHECKING:
     from turnout.proxy.xds_client import NodeInfo
@@ -108,6 +109,8 @@ class ProxyConfig:
     gateway: str | None = None
     """``NS/NAME:PORT``: the outbound port serves that Gateway listener (a north-south
     gateway's data plane) instead of routing by the Service the Host header names."""
+    workers: int = 1
+    """Processes serving the listeners (SO_REUSEPORT when more than one; `workers.py`)."""
 
     def gateway_listener(self) -> str | None:
         """The runtime table's listener name for `gateway` (None: a mesh proxy)."""
@@ -177,8 +180,15 @@ def build_proxy(config: ProxyConfig) -> Proxy:
     return Proxy(config=config, metrics=metrics, tap=TapHub(), pool=UpstreamPool())
 
 
-async def start_proxy(config: ProxyConfig, source: TableSource) -> tuple[Proxy, asyncio.Task[None]]:
-    """Start listeners and the table source; returns once every port is bound."""
+async def start_proxy(
+    config: ProxyConfig,
+    source: TableSource,
+    *,
+    peers: Callable[[], Awaitable[list[str]]] | None = None,
+    peers_ready: Callable[[], bool] | None = None,
+) -> tuple[Proxy, asyncio.Task[None]]:
+    """Start listeners and the table source; returns once every port is bound. `peers`
+    gives the other workers' metrics texts for /metrics, `peers_ready` their readiness."""
     proxy = build_proxy(config)
     empty = ProxyState(
         table=RuntimeTable.from_xds((), ()), balancers=proxy.balancers, budgets=proxy.budgets
@@ -195,7 +205,12 @@ async def start_proxy(config: ProxyConfig, source: TableSource) -> tuple[Proxy, 
         )
         proxy.handlers.append(handler)
         proxy.servers.append(
-            await serve_http(handler, host=config.outbound.host, port=config.outbound.port)
+            await serve_http(
+                handler,
+                host=config.outbound.host,
+                port=config.outbound.port,
+                reuse_port=config.workers > 1,
+            )
         )
     if config.inbound is not None:
         if config.app is None:
@@ -210,7 +225,12 @@ async def start_proxy(config: ProxyConfig, source: TableSource) -> tuple[Proxy, 
         )
         proxy.handlers.append(handler)
         proxy.servers.append(
-            await serve_http(handler, host=config.inbound.host, port=config.inbound.port)
+            await serve_http(
+                handler,
+                host=config.inbound.host,
+                port=config.inbound.port,
+                reuse_port=config.workers > 1,
+            )
         )
     if config.admin is not None:
         proxy.admin = await start_admin(
@@ -218,7 +238,8 @@ async def start_proxy(config: ProxyConfig, source: TableSource) -> tuple[Proxy, 
             config.admin.port,
             metrics=proxy.metrics,
             tap=proxy.tap,
-            ready=lambda: proxy.ready,
+            ready=lambda: proxy.ready and (peers_ready is None or peers_ready()),
+            peers=peers,
         )
     task = asyncio.get_running_loop().create_task(
         _guard(source.run(proxy.apply), "table source"), name="table source"
@@ -254,24 +275,42 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-async def run_proxy(config: ProxyConfig, source: TableSource) -> None:
-    """Serve until cancelled, SIGINT or SIGTERM (`mesh proxy`); then shut down cleanly."""
+async def run_proxy(
+    config: ProxyConfig, source: TableSource, *, spec: SourceSpec | None = None
+) -> None:
+    """Serve until cancelled, SIGINT or SIGTERM (`mesh proxy`); then shut down cleanly.
+    With `config.workers` > 1, `spec` tells the child workers where their tables come from."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    proxy, task = await start_proxy(config, source)
-    started = time.monotonic()
-    stopper = loop.create_task(stop.wait(), name="stop signal")
+    workers: Workers | None = None
+    if config.workers > 1:
+        if spec is None:
+            raise ValueError("several workers need a SourceSpec")
+        workers = Workers(config.workers, config, spec)
+        await workers.start()
     try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        proxy, task = await start_proxy(
+            config,
+            source,
+            peers=workers.metrics if workers is not None else None,
+            peers_ready=workers.ready if workers is not None else None,
+        )
+        started = time.monotonic()
+        stopper = loop.create_task(stop.wait(), name="stop signal")
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            log.info("proxy stopping after %.0fs", time.monotonic() - started)
+            await stop_proxy(proxy, task)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        stopper.cancel()
-        log.info("proxy stopping after %.0fs", time.monotonic() - started)
-        await stop_proxy(proxy, task)
+        if workers is not None:
+            await workers.stop()
 
 
 async def _guard(coro: Awaitable[None], name: str) -> None:
