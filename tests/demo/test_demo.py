@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from turnout.demo.orchestrate import rewrite_endpoints
 
@@ -71,3 +72,18 @@ def test_rewrite_endpoints_points_slices_at_the_given_ports(tmp_path: Path) -> N
     text = path.read_text()
     assert "port: 40001" in text and "port: 40002" in text
     assert "port: 18082" in text  # web-v2 untouched
+
+
+def test_a_slice_of_a_service_on_the_same_pods_follows_them(tmp_path: Path) -> None:
+    """`web` selects the pods of web-v1 and web-v2: its slices move with theirs."""
+    path = tmp_path / "20-endpoints.yaml"
+    path.write_text(
+        (ROOT / "examples/emojivoto/mesh/20-endpoints.yaml").read_text(), encoding="utf-8"
+    )
+    rewrite_endpoints(path, {"web-v1": 40001, "web-v2": 40002})
+    ports = {
+        doc["metadata"]["name"]: doc["ports"][0]["port"]
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc["metadata"]["labels"]["kubernetes.io/service-name"] == "web"
+    }
+    assert sorted(ports.values()) == [40001, 40002], ports

@@ -95,13 +95,23 @@ class Ports:
 
 
 def rewrite_endpoints(path: Path, ports: dict[str, int]) -> None:
-    """Point each EndpointSlice of `path` (by ``kubernetes.io/service-name``) at its port."""
+    """Point each EndpointSlice of `path` (by ``kubernetes.io/service-name``) at its port. A
+    slice of another Service on one of those pods (the same port as written: `web` selects
+    the pods of web-v1 and web-v2) follows that pod to its new port."""
     docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
-    for doc in docs:
+    slices = [d for d in docs if d.get("kind") == "EndpointSlice"]
+    moved: dict[int, int] = {}
+    for doc in slices:
         svc = doc.get("metadata", {}).get("labels", {}).get("kubernetes.io/service-name")
-        if doc.get("kind") == "EndpointSlice" and svc in ports:
+        if svc in ports:
             for port in doc.get("ports", []):
+                moved[port["port"]] = ports[svc]
                 port["port"] = ports[svc]
+    for doc in slices:
+        svc = doc.get("metadata", {}).get("labels", {}).get("kubernetes.io/service-name")
+        if svc not in ports:
+            for port in doc.get("ports", []):
+                port["port"] = moved.get(port["port"], port["port"])
     header = "# Rewritten by `mesh demo`: the ports of this run's local processes.\n"
     body = yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=None)
     path.write_text(header + body, encoding="utf-8")
