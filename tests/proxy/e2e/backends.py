@@ -16,7 +16,8 @@ count retries at the backend.
 
 `RawBackend` is a bare asyncio server for what aiohttp will not do on purpose: ``/reset``
 closes the connection before any response byte, ``/midbody/{length}`` sends a response head
-announcing `length` body bytes, 1000 of them, then resets the connection.
+announcing `length` body bytes, 1000 of them, then resets the connection; ``/interim`` sends
+a 103 Early Hints before its 200; ``/eof`` sends a body delimited by closing the connection.
 """
 
 from __future__ import annotations
@@ -160,6 +161,18 @@ class RawBackend:
             path = head.split(b" ", 2)[1].decode("latin-1")
             self.hits[path] += 1
             parts = path.strip("/").split("/")
+            if parts[0] == "interim":
+                writer.write(
+                    b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\nx-backend: raw\r\ncontent-length: 7\r\n\r\nhinted\n"
+                )
+                await writer.drain()
+                await reader.read()  # keep-alive: until the proxy closes or reuses
+                return
+            if parts[0] == "eof":
+                writer.write(b"HTTP/1.1 200 OK\r\nx-backend: raw\r\n\r\n" + b"y" * 100_000)
+                await writer.drain()
+                return  # the close ends the body (no Content-Length, not chunked)
             if parts[0] == "midbody":
                 announced = int(parts[1]) if len(parts) > 1 else 100_000
                 writer.write(

@@ -120,3 +120,47 @@ async def test_a_websocket_is_routed_and_spliced(lab: Lab) -> None:
             await ws.send_str(text)
             msg = await ws.receive(timeout=5)
             assert msg.type == aiohttp.WSMsgType.TEXT and msg.data == f"v1: {text}"
+
+
+RAW_ROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - backendRefs: [{name: raw, port: 80}]
+"""
+
+
+@bounded(15)
+async def test_an_interim_response_is_not_forwarded_and_the_final_one_is(lab: Lab) -> None:
+    raw = await lab.raw_backend()
+    mesh = await lab.mesh({"web": [], "raw": [raw]}, RAW_ROUTE)
+    status, headers, body = await mesh.get("web", "/interim")
+    assert (status, body, headers["x-backend"]) == (200, b"hinted\n", "raw")
+
+
+@bounded(15)
+async def test_a_close_delimited_body_is_relayed_whole(lab: Lab) -> None:
+    raw = await lab.raw_backend()
+    mesh = await lab.mesh({"web": [], "raw": [raw]}, RAW_ROUTE)
+    head, body = await _slow_read(mesh.outbound, "/eof")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    assert body == b"y" * 100_000
+
+
+@bounded(15)
+async def test_pipelined_requests_are_answered_in_order(lab: Lab) -> None:
+    mesh = await _mesh(lab)
+    reader, writer = await asyncio.open_connection("127.0.0.1", mesh.outbound)
+    try:
+        writer.write(
+            b"".join(f"GET /big/{n} HTTP/1.1\r\nHost: web\r\n\r\n".encode() for n in (30, 10, 20))
+        )
+        for n in (30, 10, 20):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and f"content-length: {n}\r\n".encode() in head
+            assert await reader.readexactly(n) == _pattern(n)
+    finally:
+        writer.close()
