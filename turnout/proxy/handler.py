@@ -387,16 +387,14 @@ class _Call:
             loop = asyncio.get_running_loop()
             self.timer = loop.call_later(fault.delay_ms / 1000, self._after_delay)
             return
-        try:
-            if self._prepare():
-                self._try()
-        except Exception as exc:
-            self._crash(exc)
+        self._go()
 
     def _after_delay(self) -> None:
         self.timer = None
-        if self.cancelled:
-            return
+        if not self.cancelled:
+            self._go()
+
+    def _go(self) -> None:
         try:
             if self._prepare():
                 self._try()

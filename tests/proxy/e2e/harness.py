@@ -21,6 +21,7 @@ import functools
 import json
 import re
 import socket
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -262,3 +263,27 @@ async def start_mesh(
         admin=admin_port,
         inbound=inbound,
     )
+
+
+async def start_cli_proxy(*args: str) -> asyncio.subprocess.Process:
+    """`python -m turnout.engine.cli proxy ARGS` as a process, output piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "turnout.engine.cli", "proxy", *args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def wait_admin_ready(admin: int, *, tries: int = 400) -> None:
+    """Until the admin port answers /ready 200 (the table is in); a test's own bound ends it."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        for _ in range(tries):
+            try:
+                async with session.get(f"http://127.0.0.1:{admin}/ready") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"admin :{admin} never answered /ready 200")

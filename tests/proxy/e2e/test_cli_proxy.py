@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
 
 from tests.proxy.e2e.conftest import Lab
-from tests.proxy.e2e.harness import bounded, dead_port, service_yaml
+from tests.proxy.e2e.harness import (
+    bounded,
+    dead_port,
+    service_yaml,
+    start_cli_proxy,
+    wait_admin_ready,
+)
 from tests.proxy.e2e.test_smoke import ROUTE
 
 
@@ -32,34 +37,13 @@ async def test_mesh_proxy_from_manifests_routes_and_stops_on_sigterm(
         )
     )
     outbound, admin = dead_port(), dead_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "turnout.engine.cli",
-        "proxy",
-        "-f",
-        str(manifests),
-        "--namespace",
-        "shop",
-        "--workload",
-        "deployment/client",
-        "--outbound",
-        f"127.0.0.1:{outbound}",
-        "--admin",
-        f"127.0.0.1:{admin}",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    proc = await start_cli_proxy(
+        *("-f", str(manifests), "--namespace", "shop", "--workload", "deployment/client"),
+        *("--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{admin}"),
     )
     try:
+        await wait_admin_ready(admin)  # the child compile and the listeners take a moment
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            for _ in range(200):  # the child compile and the listeners take a moment
-                try:
-                    async with session.get(f"http://127.0.0.1:{admin}/ready") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
             url = f"http://127.0.0.1:{outbound}/v2/x"
             async with session.get(url, headers={"Host": "web.shop"}) as resp:
                 assert resp.status == 200 and resp.headers["x-backend"] == "v2"

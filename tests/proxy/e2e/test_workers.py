@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
 
 from tests.proxy.e2e.conftest import Lab
-from tests.proxy.e2e.harness import bounded, dead_port, metric, service_yaml
+from tests.proxy.e2e.harness import (
+    bounded,
+    dead_port,
+    metric,
+    service_yaml,
+    start_cli_proxy,
+    wait_admin_ready,
+)
 from tests.proxy.e2e.test_smoke import ROUTE
 from turnout.proxy.workers import merge_metrics
 
@@ -96,29 +102,15 @@ async def test_two_workers_share_the_port_and_the_admin_port_counts_both(
         )
     )
     outbound, admin = dead_port(), dead_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "turnout.engine.cli", "proxy", "-f", str(manifests), "--workers", "2"),
+    proc = await start_cli_proxy(
+        *("-f", str(manifests), "--workers", "2"),
         *("--namespace", "shop", "--workload", "deployment/client"),
         *("--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{admin}"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
     workers: list[int] = []
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            for _ in range(400):  # compile, spawn the second worker, both tables in
-                try:
-                    async with session.get(f"http://127.0.0.1:{admin}/ready") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-            workers = [c for c in children(proc.pid) if Path(f"/proc/{c}/cmdline").exists()]
-            assert any(b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes() for c in workers), (
-                workers
-            )
+        await wait_admin_ready(admin)  # compile, spawn the second worker, both tables in
+        workers = [c for c in children(proc.pid) if Path(f"/proc/{c}/cmdline").exists()]
         url = f"http://127.0.0.1:{outbound}/echo"
         # the kernel spreads connections over both processes: hold 20 open and look
         [child] = [c for c in workers if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
