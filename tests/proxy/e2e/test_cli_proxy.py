@@ -20,22 +20,20 @@ from tests.proxy.e2e.harness import (
 from tests.proxy.e2e.test_smoke import ROUTE
 
 
+async def smoke_manifests(lab: Lab, tmp_path: Path) -> Path:
+    """The smoke test's route and Services, on two fresh backends (v1, v2), as a file."""
+    v1, v2 = await lab.backend("v1"), await lab.backend("v2")
+    manifests = tmp_path / "mesh.yaml"
+    docs = [service_yaml("web", []), service_yaml("web-v1", [v1]), service_yaml("web-v2", [v2])]
+    manifests.write_text("\n---\n".join([*docs, ROUTE]))
+    return manifests
+
+
 @bounded(30)
 async def test_mesh_proxy_from_manifests_routes_and_stops_on_sigterm(
     lab: Lab, tmp_path: Path
 ) -> None:
-    v1, v2 = await lab.backend("v1"), await lab.backend("v2")
-    manifests = tmp_path / "mesh.yaml"
-    manifests.write_text(
-        "\n---\n".join(
-            [
-                service_yaml("web", []),
-                service_yaml("web-v1", [v1]),
-                service_yaml("web-v2", [v2]),
-                ROUTE,
-            ]
-        )
-    )
+    manifests = await smoke_manifests(lab, tmp_path)
     outbound, admin = dead_port(), dead_port()
     proc = await start_cli_proxy(
         *("-f", str(manifests), "--namespace", "shop", "--workload", "deployment/client"),

@@ -15,11 +15,10 @@ from tests.proxy.e2e.harness import (
     bounded,
     dead_port,
     metric,
-    service_yaml,
     start_cli_proxy,
     wait_admin_ready,
 )
-from tests.proxy.e2e.test_smoke import ROUTE
+from tests.proxy.e2e.test_cli_proxy import smoke_manifests
 from turnout.proxy.workers import merge_metrics
 
 REQUESTS = 200
@@ -89,18 +88,7 @@ def children(pid: int) -> list[int]:
 async def test_two_workers_share_the_port_and_the_admin_port_counts_both(
     lab: Lab, tmp_path: Path
 ) -> None:
-    v1, v2 = await lab.backend("v1"), await lab.backend("v2")
-    manifests = tmp_path / "mesh.yaml"
-    manifests.write_text(
-        "\n---\n".join(
-            [
-                service_yaml("web", []),
-                service_yaml("web-v1", [v1]),
-                service_yaml("web-v2", [v2]),
-                ROUTE,
-            ]
-        )
-    )
+    manifests = await smoke_manifests(lab, tmp_path)
     outbound, admin = dead_port(), dead_port()
     proc = await start_cli_proxy(
         *("-f", str(manifests), "--workers", "2"),
