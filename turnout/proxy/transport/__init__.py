@@ -7,6 +7,7 @@ client ─► server.serve_http ─► IncomingRequest + ResponseWriter ─► h
 handler ─► client.UpstreamPool.request/upgrade ─► UpstreamResponse / UpgradedConnection
 ```
 
+Writes are held until the end of the loop's round and sent together (`batch.WriteBatch`).
 Nothing here routes, retries (beyond resending on a stale pooled connection) or counts
 metrics: `ConnectionHooks` hand the numbers to whoever does.
 """

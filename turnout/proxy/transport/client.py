@@ -46,6 +46,7 @@ from turnout.proxy.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from turnout.proxy.transport.batch import WriteBatch
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
     HOP_BY_HOP_BYTES,
@@ -361,7 +362,7 @@ class _UpstreamConnection(asyncio.Protocol):
         head, body = request.head, request.body
         if isinstance(body, bytes):
             if not body:
-                transport.write(head)
+                self.pool.batch.write(transport, head)
                 info.bytes_written += len(head)
             elif len(body) < 65536:
                 data = head + body
@@ -695,10 +696,19 @@ class UpstreamPool:
         self.max_idle_per_endpoint = max_idle_per_endpoint
         self.hooks = hooks
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._batch: WriteBatch | None = None
         self._idle: dict[Address, list[_UpstreamConnection]] = {}
         self._all: set[_UpstreamConnection] = set()
         self._connecting: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+
+    @property
+    def batch(self) -> WriteBatch:
+        """Request heads of one loop round, sent at its end (`batch.py`)."""
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = WriteBatch(self.loop or asyncio.get_running_loop())
+        return batch
 
     def idle_count(self, endpoint: Address) -> int:
         """Idle connections pooled for `endpoint` right now."""

@@ -38,6 +38,7 @@ from typing import cast
 import httptools
 
 from turnout.proxy.errors import ClientError, UpstreamError
+from turnout.proxy.transport.batch import WriteBatch
 from turnout.proxy.transport.client import UpgradedConnection
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
@@ -372,11 +373,18 @@ class _ClientEnd:
 class _Listener:
     """What all connections of one `serve_http` share."""
 
-    __slots__ = ("accept", "handler", "hooks", "limits", "open")
+    __slots__ = ("accept", "batch", "handler", "hooks", "limits", "open")
 
     def __init__(
-        self, handler: Handler, limits: Limits, hooks: ConnectionHooks | None, accept: Accept | None
+        self,
+        handler: Handler,
+        limits: Limits,
+        hooks: ConnectionHooks | None,
+        accept: Accept | None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        self.batch = WriteBatch(loop or asyncio.get_running_loop())
+        """Every connection's writes of one loop round, sent at its end (`batch.py`)."""
         self.handler = handler
         self.limits = limits
         self.hooks = hooks
@@ -391,6 +399,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self.listener = listener
         self.limits = listener.limits
         self.loop = asyncio.get_running_loop()
+        self.batch = listener.batch
         send_timeout = self.limits.send_timeout_ms
         self.flow = WriteFlow(self.loop, None if send_timeout is None else send_timeout / 1000)
         self.parser = httptools.HttpRequestParser(self)
@@ -902,17 +911,19 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None and self.info is not None
-        self.transport.write(data)
+        self.batch.write(self.transport, data)
         self.info.bytes_written += len(data)
 
     def writelines(self, *parts: bytes) -> None:
         assert self.transport is not None and self.info is not None
+        self.batch.flush()
         self.transport.writelines(parts)
         self.info.bytes_written += sum(map(len, parts))
 
     def close(self) -> None:
         """Close after the buffered writes are flushed."""
         if self.transport is not None and not self.transport.is_closing():
+            self.batch.flush()
             self.transport.close()
 
     def abort(self) -> None:
