@@ -46,6 +46,11 @@ hot path once a label combination has been seen; keys may be kept and reused fre
     m.retry_limit_exceeded(pk) / m.retry_overflow(pk)  # retryable, not retried (limit / budget
                                                        # or body too big)
 
+    # the request path (telemetry.py) makes one call per event instead, into the same cells:
+    m.attempt(rk, bk, status_code=, error=)           # each attempt: route_actual_*, backend_*
+    m.finish(key, rk, pk, status_code=, latency_ms=,  # the request's end: request/response,
+             grpc_status=, error=)                    # route_request/route_response, route_status
+
     tk = m.tcp(direction=, peer="src"|"dst", target_addr=(ip, port))
     m.tcp_open(tk)                                     # connection accepted / connected
     m.tcp_bytes(tk, read=, write=)                     # optional, as bytes flow
