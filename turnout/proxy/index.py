@@ -57,10 +57,15 @@ def segment_prefixes(path: str) -> Iterator[str]:
             return
 
 
+MAX_REMEMBERED = 4096
+"""Paths whose route a `RouteIndex` remembers (clients sending endless distinct paths only
+make it start over)."""
+
+
 class RouteIndex:
     """Routes of one virtual host, indexed by path kind."""
 
-    __slots__ = ("exact", "prefix", "regex", "routes")
+    __slots__ = ("_decided", "exact", "path_only", "prefix", "regex", "routes")
 
     def __init__(
         self,
@@ -75,6 +80,9 @@ class RouteIndex:
         self.exact = exact
         self.prefix = prefix
         self.regex = regex
+        self.path_only = not any(r.matcher.headers or r.matcher.query for r in routes)
+        """No route here looks at headers or the query: method and path decide."""
+        self._decided: dict[tuple[str, str], CompiledRoute | None] = {}
 
     @classmethod
     def build(cls, routes: Sequence[CompiledRoute]) -> RouteIndex:
@@ -128,6 +136,22 @@ class RouteIndex:
             prefix={k: tuple(v) for k, v in prefix.items()},
             regex=tuple(regex),
         )
+
+    def lookup(self, request: RouteRequest) -> CompiledRoute | None:
+        """`select`, remembered per (method, path) where method and path alone decide (no
+        route here has header or query conditions): a path seen before costs one dictionary
+        hit. At most `MAX_REMEMBERED` paths per virtual host; then it starts over."""
+        if not self.path_only:
+            return self.select(request)
+        key = (request.method, request.path)
+        decided = self._decided
+        if key in decided:
+            return decided[key]
+        route = self.select(request)
+        if len(decided) >= MAX_REMEMBERED:
+            decided.clear()
+        decided[key] = route
+        return route
 
     def select(self, request: RouteRequest) -> CompiledRoute | None:
         """The route that handles `request`, or None (the caller answers 404)."""

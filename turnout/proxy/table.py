@@ -307,7 +307,7 @@ class RuntimeTable:
         vh = hosts.lookup(request.authority)
         if vh is None:
             return NO_ROUTE
-        route = vh.index.select(request)
+        route = vh.index.lookup(request)
         return NO_ROUTE if route is None else route.decision
 
     def explain(self, request: RequestInfo, *, listener: str) -> Explanation:
