@@ -4,6 +4,8 @@ Bad input is crafted with raw sockets; every case must end with the connection c
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 
 from tests.proxy.transport.helpers import (
     CountingHooks,
@@ -211,3 +213,36 @@ async def test_max_connections_closes_the_extra_ones() -> None:
         async with asyncio.timeout(3):
             assert (await read_response(reader))[0] == 200
         assert await raw(addr, b"GET / HTTP/1.1\r\n\r\n") == b""
+
+
+async def test_a_client_that_never_reads_a_callback_answer_is_dropped_after_the_send_timeout() -> (
+    None
+):
+    """Pipelined requests each answered at once by a callback-mode handler (the answers leave
+    together at the end of the loop round); the client reads nothing: the connection is reset
+    after `send_timeout_ms` instead of holding the buffered bytes forever."""
+    body = b"x" * 60_000
+    requests = 200  # 12 MB: more than the kernel keeps for one socket
+
+    def send_big(req: IncomingRequest, writer: ResponseWriter) -> None:
+        writer.send(200, [], body)
+        writer.complete()
+
+    limits = Limits(send_timeout_ms=200, max_pipelined=requests)
+    async with running(send_big, limits=limits) as addr:  # type: ignore[arg-type]
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, addr)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * requests)
+            await asyncio.sleep(1.0)  # not reading: the server's buffer fills, then it gives up
+            got = 0
+            async with asyncio.timeout(5):
+                with contextlib.suppress(ConnectionError):
+                    while chunk := await reader.read(1 << 20):
+                        got += len(chunk)
+            assert got < requests * len(body)  # cut off: the answers never all came
+        finally:
+            writer.close()

@@ -218,10 +218,7 @@ class _Exchange:
                 if self.remaining < 0:
                     raise RuntimeError("body longer than the content_length given to start()")
             conn.write(chunk)
-        if conn.flow.paused:
-            conn.arm_send_timeout()
-            return False
-        return True
+        return not conn.flow.paused
 
     async def end(self) -> None:
         self.close_body()
@@ -556,6 +553,7 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.flow.pause()
+        self._arm_send_timeout()
         if self._tunnel is not None:
             self._tunnel.pause_reading()
 
@@ -783,7 +781,6 @@ class HttpServerProtocol(asyncio.Protocol):
             # a callback-mode handler wrote without waiting: the client reads that first
             self._await_writable = True
             self._update_reading()
-            self.arm_send_timeout()
             return
         if self._queue or self._pending_error is not None or self._stopped or self._in_head:
             self._next()
@@ -880,8 +877,10 @@ class HttpServerProtocol(asyncio.Protocol):
         self._due = 0.0
         self._due_callback()
 
-    def arm_send_timeout(self) -> None:
-        """Callback mode: the client has `send_timeout_ms` to read what is buffered for it."""
+    def _arm_send_timeout(self) -> None:
+        """The client has `send_timeout_ms` to read what is buffered for it, whoever wrote
+        it (a callback-mode handler never waits in `drain()`, and held writes reach the
+        transport only at the end of the loop round): then the connection is reset."""
         ms = self.limits.send_timeout_ms
         if ms is not None and self._send_timer is None and not self.closed:
             self._send_timer = self.loop.call_later(ms / 1000, self._on_send_timeout)
