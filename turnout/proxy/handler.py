@@ -325,16 +325,17 @@ class _Call:
         self.body = b""
         if not self._prepare():
             return
-        balancer, ep = self.balancer, self._pick()
-        if ep is None:
+        target = self._target()
+        if target is None:
             self._answer(503, _REASONS[503])
             return
+        ep, addr = target
+        balancer = self.balancer if ep is not None else None
         h, ex = self.h, self.ex
-        addr = (ep.address, ep.port) if self.backend is not None else self._app()
         ex.endpoint(addr)
         upgrade = self.req.upgrade
         assert upgrade is not None
-        if balancer is not None:
+        if balancer is not None and ep is not None:
             balancer.start(ep)
         t0 = h.clock()
         failed = True
@@ -353,7 +354,7 @@ class _Call:
             self._answer_error(exc)
             return
         finally:
-            if balancer is not None:
+            if balancer is not None and ep is not None:
                 balancer.finish(ep, (h.clock() - t0) * 1000, failed=failed)
         ex.attempt(resp.status)
         ex.response_head(resp.status)
@@ -475,26 +476,26 @@ class _Call:
             self._answer(502, _REASONS[502], error=UpstreamProtocolError(("", 0), str(exc)))
             return b""
 
-    def _pick(self) -> Endpoint | None:
+    def _target(self) -> tuple[Endpoint | None, tuple[str, int]] | None:
+        """Where the next try goes: the balancer's endpoint and its address (None: no ready
+        endpoint, a 503); inbound, no endpoint and the local app's address."""
         if self.backend is None:
-            return _APP  # inbound: the app, whose address is the handler's
+            app = self.h.app
+            assert app is not None
+            return None, app
         balancer = self.balancer
-        return balancer.pick() if balancer is not None else None
-
-    def _app(self) -> tuple[str, int]:
-        app = self.h.app
-        assert app is not None
-        return app
+        ep = balancer.pick() if balancer is not None else None
+        return None if ep is None else (ep, (ep.address, ep.port))
 
     def _try(self) -> None:
         self.timer = None
         if self.cancelled:
             return
-        balancer = self.balancer
-        ep = balancer.pick() if balancer is not None else self._pick()
-        if ep is None:
+        target = self._target()
+        if target is None:
             self._answer(503, _REASONS[503])
             return
+        ep, addr = target
         h = self.h
         now = h.clock()
         decision = self.decision
@@ -504,11 +505,8 @@ class _Call:
             if timeout_ms is not None and timeout_ms <= 0:
                 self._answer(504, _REASONS[504], timeout=True)
                 return
-        if balancer is None:
-            addr = self._app()
-        else:
-            addr = (ep.address, ep.port)
-            balancer.start(ep)
+        if ep is not None and self.balancer is not None:
+            self.balancer.start(ep)
             self.ep = ep
         self.ex.endpoint(addr)
         self.t0 = now
@@ -775,10 +773,6 @@ def _nothing() -> None:
 def _resolve(done: asyncio.Future[None]) -> None:
     if not done.done():
         done.set_result(None)
-
-
-_APP = Endpoint(address="", port=0, healthy=True)
-"""Inbound: the endpoint is always the handler's app."""
 
 
 _NO_DECISION = Decision(route=None, action=DirectResponse(status=200))
