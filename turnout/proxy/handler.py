@@ -687,6 +687,7 @@ class _Call:
         if handle is not None:
             handle.cancel(self)
         self._try_done(failed=False)
+        self.ex.abandon()
         self._done()
 
     def _done(self) -> None:

@@ -50,6 +50,10 @@ hot path once a label combination has been seen; keys may be kept and reused fre
     m.attempt(rk, bk, status_code=, error=)           # each attempt: route_actual_*, backend_*
     m.finish(key, rk, pk, status_code=, latency_ms=,  # the request's end: request/response,
              grpc_status=, error=)                    # route_request/route_response, route_status
+    t = m.plain_tally(ck, key, rk, pk, bk,            # a request answered by its only try:
+                      status_code=)                   # finish + attempt in one tally, cached in
+    t.n += 1; t.counts[bucket] += 1; t.sum += ms      # m.tallies; folded into the families
+                                                      # by render() (fold())
 
     tk = m.tcp(direction=, peer="src"|"dst", target_addr=(ip, port))
     m.tcp_open(tk)                                     # connection accepted / connected
@@ -283,6 +287,9 @@ class _Statuses:
             if c is not None:
                 c.v += 1
                 return
+        self.cell(status_code, grpc_status, error).v += 1
+
+    def cell(self, status_code: int | None, grpc_status: int | None, error: str) -> _Value:
         c = self.by.get((status_code, grpc_status, error))
         if c is None:
             grpc = "" if grpc_status is None else _grpc_name(grpc_status)
@@ -293,7 +300,7 @@ class _Statuses:
             )
             if grpc_status is None and not error:
                 self.fast[status_code] = c
-        c.v += 1
+        return c
 
 
 def _observe(
@@ -342,6 +349,43 @@ class BackendKey:
     def __init__(self, labels: str, fams: _Families) -> None:
         self.requests = fams.backend_requests.cell(labels)
         self.statuses = _Statuses(fams.backend_statuses, labels)
+
+
+class PlainTally:
+    """Requests of one label combination and status that took the plain path (one try,
+    answered, no error), counted with one increment each and folded into every family they
+    belong to when the registry is rendered (`ProxyMetrics.fold`): the request path then
+    touches one cell instead of a dozen."""
+
+    __slots__ = ("cells", "counts", "hists", "n", "sum")
+
+    def __init__(self, cells: tuple[_Value, ...], hists: tuple[_Histogram, ...]) -> None:
+        self.cells, self.hists = cells, hists
+        """Where each request counts once; where its latency counts."""
+        self.n = 0
+        self.counts = [0] * _N_BUCKETS
+        """Latency per bucket (as `_Histogram.counts`), since the last fold."""
+        self.sum = 0
+
+    def fold(self) -> None:
+        n = self.n
+        if not n:
+            return
+        for c in self.cells:
+            c.v += n
+        counts = self.counts
+        for h in self.hists:
+            hc = h.counts
+            for i, k in enumerate(counts):
+                hc[i] += k
+            h.sum += self.sum
+        self.n = self.sum = 0
+        self.counts = [0] * _N_BUCKETS
+
+
+MAX_TALLIES = 65_536
+"""Plain-path tallies kept (one per label combination and status); past this they are folded
+and started over, so arbitrary Host headers cannot grow them without bound."""
 
 
 class TcpKey:
@@ -425,6 +469,8 @@ class ProxyMetrics:
         self._policy: dict[tuple[object, ...], PolicyRouteKey] = {}
         self._backends: dict[tuple[object, ...], BackendKey] = {}
         self._tcp: dict[tuple[object, ...], TcpKey] = {}
+        self.tallies: dict[tuple[object, ...], PlainTally] = {}
+        """`plain_tally`'s by their caller's key; the request path reads it directly."""
 
     def _base(self, direction: Direction, *pairs: tuple[str, str]) -> str:
         return _join((("direction", direction), *self._workload, *pairs))
@@ -662,6 +708,47 @@ class ProxyMetrics:
         if policy is not None:
             policy.statuses.count(status_code, grpc_status, error)
 
+    def plain_tally(
+        self,
+        ck: tuple[object, ...],
+        key: HttpKey,
+        route: RouteKey | None,
+        policy: PolicyRouteKey | None,
+        backend: BackendKey | None,
+        *,
+        status_code: int,
+    ) -> PlainTally:
+        """The tally (stored in `tallies` under `ck`) standing for `finish` with
+        `status_code` and no error or gRPC status, plus, with `route`, one `attempt` with the
+        same outcome: what a request answered by its first try costs, in one cell."""
+        if len(self.tallies) >= MAX_TALLIES:
+            self.fold()
+            self.tallies.clear()
+        o = key.fast.get(status_code) or key.outcome(status_code, None, "")
+        cells = [key.requests, o.total]
+        hists = [o.latency]
+        if route is not None:
+            eff = route.effective
+            e = eff.fast.get(status_code) or eff.outcome(status_code, None, "")
+            act = route.actual
+            a = act.fast.get(status_code) or act.outcome(status_code, None, "")
+            assert a.latency is None  # attempts have no latency family (`attempt`)
+            cells += (eff.requests, e.total, act.requests, a.total)
+            hists.append(e.latency)
+        if policy is not None:
+            cells.append(policy.statuses.cell(status_code, None, ""))
+        if backend is not None:
+            cells += (backend.requests, backend.statuses.cell(status_code, None, ""))
+        tally = self.tallies[ck] = PlainTally(
+            tuple(cells), tuple(h for h in hists if h is not None)
+        )
+        return tally
+
+    def fold(self) -> None:
+        """Add what the tallies counted to the families (render does it first)."""
+        for tally in self.tallies.values():
+            tally.fold()
+
     def retry(self, key: PolicyRouteKey) -> None:
         """``outbound_http_route_retry_requests_total``: a retry is sent."""
         key.retries.v += 1
@@ -733,6 +820,7 @@ class ProxyMetrics:
     def render(self) -> str:
         """The whole registry in the Prometheus text format 0.0.4: families in a fixed order,
         series sorted by their labels. Families without series are left out."""
+        self.fold()
         out: list[str] = []
         for fam in self._fams.all():
             if fam.series:

@@ -12,7 +12,9 @@ Handler ── telemetry.exchange(...) ──> Exchange   one per request
 
 Label keys are cached by `ProxyMetrics`, so a request costs a few dictionary hits and
 integer increments; tap events are only built while someone is tapping. `finish` is
-idempotent: the first call counts, later ones are ignored.
+idempotent: the first call counts, later ones are ignored. A request answered by its first
+and only try (the common case) is counted at `finish` in one `PlainTally` cell, try and
+request together; `abandon()` (the client left) still counts what was tried.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Literal
 
 from turnout.proxy.actions import Backend, Decision
 from turnout.proxy.metrics import (
+    LATENCY_BOUNDS_MS,
     REQUEST_TIMEOUT,
     BackendKey,
     HttpKey,
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 _NO_ADDR = ("0.0.0.0", 0)
 _NO_DST = ("", "", 0)
 _TAP_BASE = itertools.count(1)
+_COUNTED = -1
+"""`Exchange._tried` once the tries are counted one by one (a retry, an error)."""
 
 
 def _addr(addr: tuple[str, int]) -> str:
@@ -70,6 +76,7 @@ class Telemetry:
         "http_keys",
         "metrics",
         "route_keys",
+        "tallies",
         "tap",
     )
 
@@ -82,6 +89,7 @@ class Telemetry:
         # Label keys by what determines them, so a request costs dictionary hits only.
         self.http_keys: dict[tuple[object, ...], HttpKey] = {}
         self.route_keys: dict[tuple[str, str, str, str], _RouteKeys] = {}
+        self.tallies = metrics.tallies
 
     def http_key(self, ex: Exchange) -> HttpKey:
         ns, svc, _ = dst = ex.dst
@@ -152,6 +160,7 @@ class Exchange:
     __slots__ = (
         "_done",
         "_keys",
+        "_tried",
         "decision",
         "direction",
         "dst",
@@ -185,6 +194,9 @@ class Exchange:
         self.tap_id = ""
         self._done = False
         self._keys: _RouteKeys | None = None
+        self._tried: int | None = None
+        """The first try's status while it is the only one and answered: counted with the
+        request's end (`finish`); `_COUNTED` once tries are counted one by one."""
         if decision is not None and decision.route is not None:
             self._keys = owner.keys_for(direction, request.host, decision)
 
@@ -194,10 +206,24 @@ class Exchange:
     def attempt(self, status: int | None, *, error: str = "") -> None:
         """One try sent to the backend (the first and every retry) and its outcome."""
         keys = self._keys
-        if keys is not None:
-            self.owner.metrics.attempt(
-                keys.route, self._backend_key(), status_code=status, error=error
-            )
+        if keys is None:
+            return
+        if self._tried is None and status is not None and not error:
+            self._tried = status  # counted at the end, with the request (`finish`)
+            return
+        self._count_tried()
+        self.owner.metrics.attempt(keys.route, self._backend_key(), status_code=status, error=error)
+
+    def abandon(self) -> None:
+        """The request ends without an answer of ours (the client left): what was tried
+        still counts."""
+        self._count_tried()
+
+    def _count_tried(self) -> None:
+        tried, self._tried = self._tried, _COUNTED
+        keys = self._keys
+        if tried is not None and tried != _COUNTED and keys is not None:
+            self.owner.metrics.attempt(keys.route, self._backend_key(), status_code=tried, error="")
 
     def endpoint(self, addr: tuple[str, int]) -> None:
         self.target = addr
@@ -242,15 +268,42 @@ class Exchange:
         if self._done:
             return
         self._done = True
-        m = self.owner.metrics
-        now = self.owner.clock()
+        owner = self.owner
+        now = owner.clock()
         head = self.head_at if self.head_at is not None else now
+        keys = self._keys
+        if (
+            not error
+            and grpc_status is None
+            and status is not None
+            and (keys is None or self._tried == status)
+        ):
+            # the plain path: answered by the first (only) try, or not routed (inbound)
+            ck = (self.direction, self.request.host, keys, self.target, self.dst, status)
+            tally = owner.tallies.get(ck)
+            if tally is None:
+                tally = owner.metrics.plain_tally(
+                    ck,
+                    owner.http_key(self),
+                    None if keys is None else keys.route,
+                    None if keys is None else keys.policy,
+                    None if keys is None else self._backend_key(),
+                    status_code=status,
+                )
+            tally.n += 1
+            ms = int((head - self.start) * 1000)
+            tally.counts[bisect_left(LATENCY_BOUNDS_MS, ms)] += 1
+            tally.sum += ms
+            if owner.tap.active:
+                self._publish_end(status, now, bytes_sent, grpc_status, error)
+            return
+        self._count_tried()
+        m = owner.metrics
         latency_ms = (head - self.start) * 1000
         if error == REQUEST_TIMEOUT:
             status_code: int | None = status if self.head_at is not None else None
         else:
             status_code = status
-        keys = self._keys
         m.finish(
             self.owner.http_key(self),
             None if keys is None else keys.route,
@@ -260,14 +313,19 @@ class Exchange:
             grpc_status=grpc_status,
             error=error,
         )
-        if self.owner.tap.active:
-            if self.head_at is None:
-                self.status = status
-                self.head_at = now
-                self.publish("rsp")
-            self.publish(
-                "end", end=now, response_bytes=bytes_sent, grpc_status=grpc_status, reset=error
-            )
+        if owner.tap.active:
+            self._publish_end(status, now, bytes_sent, grpc_status, error)
+
+    def _publish_end(
+        self, status: int | None, now: float, bytes_sent: int, grpc_status: int | None, error: str
+    ) -> None:
+        if self.head_at is None:
+            self.status = status
+            self.head_at = now
+            self.publish("rsp")
+        self.publish(
+            "end", end=now, response_bytes=bytes_sent, grpc_status=grpc_status, reset=error
+        )
 
     # ----------------------------------------------------------------------- helpers
 
