@@ -95,9 +95,9 @@ def _error_response(status: int) -> bytes:
 _ERRORS = {s: _error_response(s) for s in (400, 405, 408, 431, 500, 503)}
 
 
-_SPECIAL_LENGTHS = frozenset({4, 6, 7, 14, 17})
+_SPECIAL_LENGTHS = frozenset({4, 6, 7, 10, 14, 17})
+"""Lengths of Host, Expect, Upgrade, Connection, Content-Length, Transfer-Encoding."""
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-"""Lengths of Host, Expect, Upgrade, Content-Length, Transfer-Encoding."""
 
 
 class _HeadTooLarge(Exception):
@@ -428,6 +428,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._content_length: int | None = None
         self._chunked = False
         self._expect = False
+        self._connection = False
         self._upgrade: str | None = None
         self._head_size = 0
         self._head_raw = 0
@@ -584,7 +585,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._headers = []
         self._host = ""
         self._content_length = None
-        self._chunked = self._expect = False
+        self._chunked = self._expect = self._connection = False
         self._upgrade = None
         self._head_size = 0
         self._head_raw = 0
@@ -619,6 +620,8 @@ class HttpServerProtocol(asyncio.Protocol):
                 self._expect = value.lower() == b"100-continue"
             elif lname == b"upgrade":
                 self._upgrade = value.decode("latin-1")
+            elif lname == b"connection":
+                self._connection = True
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -634,13 +637,17 @@ class HttpServerProtocol(asyncio.Protocol):
         upgrade = self._upgrade
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
-        if parser.should_upgrade():
+        if (upgrade is not None or method == "CONNECT") and parser.should_upgrade():
             if method == "CONNECT":
                 raise ValueError("CONNECT is not supported")  # 400 via the callback error
             has_body = False
         else:
             upgrade = None
-        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
+        # HTTP/1.0 keeps the connection only when asked with `Connection: keep-alive`: kept
+        # without a Connection header, the request is HTTP/1.1 (llhttp takes no other
+        # version), which spares the parser's costly version string
+        version = "1.1" if keep_alive and not self._connection else parser.get_http_version()
         target = self._url.decode("latin-1")
         path, _, query = target.partition("?")
         limits = self.limits
@@ -666,7 +673,7 @@ class HttpServerProtocol(asyncio.Protocol):
             headers,
             host,
             version,
-            parser.should_keep_alive(),
+            keep_alive,
             body,
             self.peer,
             self.local,
