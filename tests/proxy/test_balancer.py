@@ -305,6 +305,36 @@ def test_update_keeps_state_for_unchanged_endpoints() -> None:
     assert balancer.pending(b) == 0
 
 
+def test_acquired_slots_are_picked_endpoints_counted_pending_until_released() -> None:
+    clock = FakeClock()
+    a, b = mk_ep(1), mk_ep(2)
+    balancer = mk_balancer(a, b, clock=clock)
+    slot = balancer.acquire()
+    assert slot is not None and slot.addr == (slot.endpoint.address, slot.endpoint.port)
+    other = b if slot.endpoint == a else a
+    assert balancer.pending(slot.endpoint) == 1
+    assert {balancer.pick() for _ in range(100)} == {other}  # equal estimates, one pending
+    balancer.release(slot, 500.0, failed=False)
+    assert balancer.pending(slot.endpoint) == 0
+    assert balancer.load(slot.endpoint) == 500.0  # the peak
+
+
+def test_a_slot_released_after_its_endpoint_was_dropped_changes_nothing() -> None:
+    clock = FakeClock()
+    a, b = mk_ep(1), mk_ep(2)
+    balancer = mk_balancer(a, clock=clock)
+    slot = balancer.acquire()
+    assert slot is not None and slot.endpoint == a
+    balancer.update((b,))
+    for _ in range(20):  # enough failures to trip it, were it still there
+        balancer.release(slot, 1.0, failed=True)
+    assert {balancer.pick() for _ in range(50)} == {b}
+    balancer.update((a, b))  # back, with fresh state: the old try is not its business
+    assert balancer.pending(a) == 0
+    assert balancer.load(a) == DEFAULT_EWMA_RTT_MS
+    assert {balancer.pick() for _ in range(200)} == {a, b}  # not backed off
+
+
 def test_an_endpoint_turning_unhealthy_keeps_its_state_but_is_not_picked() -> None:
     clock = FakeClock()
     a, b = mk_ep(1), mk_ep(2)

@@ -5,6 +5,8 @@ table swap: {name: ClusterInfo} ──Balancers.update──> Balancer per clust
                                                        for every unchanged address:port)
 request:    balancer.pick() ──> Endpoint | None (None: no ready endpoint, the handler's 503)
             balancer.start(ep) ... upstream attempt ... balancer.finish(ep, rtt_ms, failed=...)
+  or, the request path's:
+            slot = balancer.acquire() (pick + start) ... slot.addr ... balancer.release(slot, ...)
 ```
 
 The load of an endpoint is its RTT estimate times (pending + 1), the cost of tower's
@@ -101,13 +103,28 @@ Key = tuple[str, int]
 """An endpoint's identity across table swaps: (address, port)."""
 
 
-class _Slot:
-    """Mutable state of one endpoint; survives table swaps while its address:port does."""
+class Slot:
+    """Mutable state of one endpoint; survives table swaps while its address:port does.
+    `Balancer.acquire` hands one out for a try, `Balancer.release` takes it back."""
 
-    __slots__ = ("backoff_s", "endpoint", "failures", "pending", "rtt_ms", "stamp", "until")
+    __slots__ = (
+        "addr",
+        "backoff_s",
+        "endpoint",
+        "failures",
+        "pending",
+        "removed",
+        "rtt_ms",
+        "stamp",
+        "until",
+    )
 
     def __init__(self, endpoint: Endpoint, *, rtt_ms: float, now: float, backoff_s: float) -> None:
         self.endpoint = endpoint
+        self.addr: Key = (endpoint.address, endpoint.port)
+        """Where to connect: the endpoint's (address, port)."""
+        self.removed = False
+        """A table update dropped the endpoint: a try still on it changes nothing."""
         self.rtt_ms = rtt_ms
         """Peak-EWMA estimate as of `stamp`, in ms."""
         self.stamp = now
@@ -150,10 +167,10 @@ class Balancer:
         self._neg_inv_tau_s = -1000.0 / settings.decay_ms
         self._now = clock.now
         self._random = rng
-        self._by_key: dict[Key, _Slot] = {}
-        self._ready: list[_Slot] = []
+        self._by_key: dict[Key, Slot] = {}
+        self._ready: list[Slot] = []
         """Healthy endpoints that are not tripped: what P2C draws from."""
-        self._tripped: dict[Key, _Slot] = {}
+        self._tripped: dict[Key, Slot] = {}
         """Endpoints at or past `max_failures`: backed off, or waiting for a good probe."""
         self.update(endpoints)
 
@@ -163,12 +180,12 @@ class Balancer:
         """Install a new endpoint set, keeping the state of every unchanged address:port."""
         now = self._now()
         old = self._by_key
-        by_key: dict[Key, _Slot] = {}
+        by_key: dict[Key, Slot] = {}
         for ep in endpoints:
             key = (ep.address, ep.port)
             slot = old.get(key)
             if slot is None:
-                slot = _Slot(
+                slot = Slot(
                     ep,
                     rtt_ms=float(self._settings.default_rtt_ms),
                     now=now,
@@ -176,6 +193,9 @@ class Balancer:
                 )
             slot.endpoint = ep
             by_key[key] = slot
+        for key, slot in old.items():
+            if key not in by_key:
+                slot.removed = True
         self._by_key = by_key
         self._tripped = {k: s for k, s in self._tripped.items() if k in by_key}
         self._ready = [
@@ -191,6 +211,18 @@ class Balancer:
 
     def pick(self) -> Endpoint | None:
         """The ready endpoint of lower load among two drawn at random; None if none is ready."""
+        slot = self._choose()
+        return None if slot is None else slot.endpoint
+
+    def acquire(self) -> Slot | None:
+        """`pick` and `start` in one: the slot to send a try to (`slot.addr`), to give back
+        with `release` when the try ends; None if no endpoint is ready."""
+        slot = self._choose()
+        if slot is not None:
+            slot.pending += 1
+        return slot
+
+    def _choose(self) -> Slot | None:
         if self._tripped:
             probe = self._probe()
             if probe is not None:
@@ -198,7 +230,7 @@ class Balancer:
         ready = self._ready
         n = len(ready)
         if n < 2:
-            return ready[0].endpoint if n else None
+            return ready[0] if n else None
         rand = self._random
         i = int(rand() * n)
         j = int(rand() * (n - 1))
@@ -218,9 +250,7 @@ class Balancer:
             rtt = b.rtt_ms * exp(elapsed * k)
             b.rtt_ms = rtt if rtt > _RTT_FLOOR_MS else _RTT_FLOOR_MS
             b.stamp = now
-        return (
-            a.endpoint if a.rtt_ms * (a.pending + 1) <= b.rtt_ms * (b.pending + 1) else b.endpoint
-        )
+        return a if a.rtt_ms * (a.pending + 1) <= b.rtt_ms * (b.pending + 1) else b
 
     def start(self, ep: Endpoint) -> None:
         """An attempt to `ep` was sent: it counts as pending until `finish`."""
@@ -235,7 +265,12 @@ class Balancer:
         whose pending count never goes below zero.
         """
         slot = self._by_key.get((ep.address, ep.port))
-        if slot is None:
+        if slot is not None:
+            self.release(slot, rtt_ms, failed=failed)
+
+    def release(self, slot: Slot, rtt_ms: float, *, failed: bool) -> None:
+        """`finish` for a slot from `acquire` (a dropped endpoint's slot is ignored)."""
+        if slot.removed:
             return
         if slot.pending:
             slot.pending -= 1
@@ -268,7 +303,7 @@ class Balancer:
 
     # ------------------------------------------------------------------ internals
 
-    def _load(self, slot: _Slot, now: float) -> float:
+    def _load(self, slot: Slot, now: float) -> float:
         # tower's `PeakEwma::load` decays the estimate toward zero before reading it.
         elapsed = now - slot.stamp
         if elapsed > 0.0:
@@ -277,7 +312,7 @@ class Balancer:
             slot.stamp = now
         return slot.rtt_ms * (slot.pending + 1)
 
-    def _fail(self, slot: _Slot, rtt: float, now: float) -> None:
+    def _fail(self, slot: Slot, rtt: float, now: float) -> None:
         settings = self._settings
         elapsed = now - slot.stamp
         est = slot.rtt_ms * exp(elapsed * self._neg_inv_tau_s) if elapsed > 0.0 else slot.rtt_ms
@@ -306,7 +341,7 @@ class Balancer:
             int(backoff * 1000),
         )
 
-    def _probe(self) -> Endpoint | None:
+    def _probe(self) -> Slot | None:
         """A tripped endpoint whose backoff is over and that has no attempt in flight.
 
         Linkerd's failure accrual: after the penalty the endpoint gets one probe request of
@@ -315,10 +350,10 @@ class Balancer:
         now = self._now()
         for slot in self._tripped.values():
             if now >= slot.until and not slot.pending and slot.endpoint.healthy:
-                return slot.endpoint
+                return slot
         return None
 
-    def _recover(self, slot: _Slot) -> None:
+    def _recover(self, slot: Slot) -> None:
         slot.failures = 0
         slot.backoff_s = self._settings.min_backoff_ms / 1000.0
         key = (slot.endpoint.address, slot.endpoint.port)

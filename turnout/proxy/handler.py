@@ -42,9 +42,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 from turnout.proxy.actions import Backend, Decision, DirectResponse, Forward, Redirect
-from turnout.proxy.balancer import Balancer
+from turnout.proxy.balancer import Balancer, Slot
 from turnout.proxy.budget import Budget
-from turnout.proxy.clusters import Endpoint
 from turnout.proxy.errors import (
     ClientError,
     UpstreamConnectError,
@@ -252,7 +251,6 @@ class _Call:
         "deadline",
         "decision",
         "discarding",
-        "ep",
         "ex",
         "finish",
         "h",
@@ -263,6 +261,7 @@ class _Call:
         "req",
         "resp_headers",
         "sent",
+        "slot",
         "state",
         "status",
         "t0",
@@ -296,7 +295,8 @@ class _Call:
         self.timer: asyncio.TimerHandle | None = None
         self.handle: UpstreamHandle | None = None
         self.balancer: Balancer | None = None
-        self.ep: Endpoint | None = None
+        self.slot: Slot | None = None
+        """The balancer's endpoint of the try in flight (none inbound)."""
         self.attempt = 0
         self.t0 = 0.0
         self.deadline: float | None = None
@@ -329,14 +329,12 @@ class _Call:
         if target is None:
             self._answer(503, _REASONS[503])
             return
-        ep, addr = target
-        balancer = self.balancer if ep is not None else None
+        slot, addr = target
+        balancer = self.balancer
         h, ex = self.h, self.ex
         ex.endpoint(addr)
         upgrade = self.req.upgrade
         assert upgrade is not None
-        if balancer is not None and ep is not None:
-            balancer.start(ep)
         t0 = h.clock()
         failed = True
         try:
@@ -354,8 +352,8 @@ class _Call:
             self._answer_error(exc)
             return
         finally:
-            if balancer is not None and ep is not None:
-                balancer.finish(ep, (h.clock() - t0) * 1000, failed=failed)
+            if balancer is not None and slot is not None:
+                balancer.release(slot, (h.clock() - t0) * 1000, failed=failed)
         ex.attempt(resp.status)
         ex.response_head(resp.status)
         if tunnel is None:
@@ -476,26 +474,22 @@ class _Call:
             self._answer(502, _REASONS[502], error=UpstreamProtocolError(("", 0), str(exc)))
             return b""
 
-    def _target(self) -> tuple[Endpoint | None, tuple[str, int]] | None:
-        """Where the next try goes: the balancer's endpoint and its address (None: no ready
-        endpoint, a 503); inbound, no endpoint and the local app's address."""
+    def _target(self) -> tuple[Slot | None, tuple[str, int]] | None:
+        """Where the next try goes, taken from the balancer (`release` it when the try
+        ends): its slot and address (None: no ready endpoint, a 503); inbound, no slot and
+        the local app's address."""
         if self.backend is None:
             app = self.h.app
             assert app is not None
             return None, app
         balancer = self.balancer
-        ep = balancer.pick() if balancer is not None else None
-        return None if ep is None else (ep, (ep.address, ep.port))
+        slot = balancer.acquire() if balancer is not None else None
+        return None if slot is None else (slot, slot.addr)
 
     def _try(self) -> None:
         self.timer = None
         if self.cancelled:
             return
-        target = self._target()
-        if target is None:
-            self._answer(503, _REASONS[503])
-            return
-        ep, addr = target
         h = self.h
         now = h.clock()
         decision = self.decision
@@ -505,9 +499,11 @@ class _Call:
             if timeout_ms is not None and timeout_ms <= 0:
                 self._answer(504, _REASONS[504], timeout=True)
                 return
-        if ep is not None and self.balancer is not None:
-            self.balancer.start(ep)
-            self.ep = ep
+        target = self._target()
+        if target is None:
+            self._answer(503, _REASONS[503])
+            return
+        self.slot, addr = target
         self.ex.endpoint(addr)
         self.t0 = now
         self.headed = self.discarding = False
@@ -522,9 +518,9 @@ class _Call:
         )
 
     def _try_done(self, *, failed: bool) -> None:
-        ep, self.ep = self.ep, None
-        if ep is not None and self.balancer is not None:
-            self.balancer.finish(ep, (self.h.clock() - self.t0) * 1000, failed=failed)
+        slot, self.slot = self.slot, None
+        if slot is not None and self.balancer is not None:
+            self.balancer.release(slot, (self.h.clock() - self.t0) * 1000, failed=failed)
 
     def _should_retry(self, status: int | None, error: BaseException | None) -> bool:
         """Counts the outcome of a retriable try; True: try again (after a backoff)."""
@@ -576,10 +572,10 @@ class _Call:
         try:
             self.headed = True
             self.handle = conn
-            ep = self.ep
-            if ep is not None and self.balancer is not None:
-                self.ep = None
-                self.balancer.finish(ep, (self.h.clock() - self.t0) * 1000, failed=False)
+            slot = self.slot
+            if slot is not None and self.balancer is not None:
+                self.slot = None
+                self.balancer.release(slot, (self.h.clock() - self.t0) * 1000, failed=False)
             ex = self.ex
             ex.attempt(status)
             decision = self.decision

@@ -167,6 +167,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.endpoint = endpoint
         self.loop = pool.loop or asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
+        self.batch = pool.batch
         self.parser = httptools.HttpResponseParser(self)
         self.info: ConnectionInfo | None = None
         self.flow = WriteFlow(self.loop, None)
@@ -362,7 +363,7 @@ class _UpstreamConnection(asyncio.Protocol):
         head, body = request.head, request.body
         if isinstance(body, bytes):
             if not body:
-                self.pool.batch.write(transport, head)
+                self.batch.write(transport, head)
                 info.bytes_written += len(head)
             elif len(body) < 65536:
                 data = head + body
