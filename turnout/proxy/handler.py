@@ -141,18 +141,14 @@ class Handler:
         state = self.state
         if self.direction == "inbound":
             assert self.app is not None
-            ex = self.telemetry.exchange(
-                direction="inbound", request=req, decision=None, start=start, target=self.app
-            )
+            ex = Exchange(self.telemetry, "inbound", req, None, start, self.app)
             call = _Call(self, req, writer, ex, _NO_DECISION, state, None)
         else:
             listener = self.listener or self._listeners.get(req.host, "")
             if listener == "":
                 listener = self._listener(req.host)
             decision = None if listener is None else state.table.decide(req, listener=listener)
-            ex = self.telemetry.exchange(
-                direction="outbound", request=req, decision=decision, start=start
-            )
+            ex = Exchange(self.telemetry, "outbound", req, decision, start)
             if decision is None:
                 ex.finish(404)
                 writer.send(

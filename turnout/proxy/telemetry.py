@@ -146,12 +146,7 @@ class Telemetry:
         start: float,
         target: tuple[str, int] | None = None,
     ) -> Exchange:
-        ex = Exchange(self, direction, request, decision, start)
-        if target is not None:
-            ex.target = target
-        if self.tap.active:
-            ex.publish("req")
-        return ex
+        return Exchange(self, direction, request, decision, start, target)
 
 
 class Exchange:
@@ -180,13 +175,18 @@ class Exchange:
         request: IncomingRequest,
         decision: Decision | None,
         start: float,
+        target: tuple[str, int] | None = None,
     ) -> None:
+        """`target`: where the request goes, when known from the start (inbound: the app;
+        default: the listener's address inbound, else set by `endpoint`)."""
         self.owner = owner
         self.direction = direction
         self.request = request
         self.decision = decision
         self.start = start
-        self.target: tuple[str, int] = request.local if direction == "inbound" else _NO_ADDR
+        if target is None:
+            target = request.local if direction == "inbound" else _NO_ADDR
+        self.target: tuple[str, int] = target
         self.dst = _NO_DST
         """(namespace, service, port) of the backend picked; empty until then."""
         self.head_at: float | None = None
@@ -198,7 +198,13 @@ class Exchange:
         """The first try's status while it is the only one and answered: counted with the
         request's end (`finish`); `_COUNTED` once tries are counted one by one."""
         if decision is not None and decision.route is not None:
-            self._keys = owner.keys_for(direction, request.host, decision)
+            route = decision.route
+            keys = owner.route_keys.get((direction, request.host, route.rule, route.source))
+            if keys is None:
+                keys = owner.keys_for(direction, request.host, decision)
+            self._keys = keys
+        if owner.tap.active:
+            self.publish("req")
 
     def backend(self, backend: Backend) -> None:
         self.dst = backend.dst

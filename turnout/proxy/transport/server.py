@@ -157,6 +157,26 @@ class _Exchange:
         conn = self.conn
         if self.started or conn.closed:
             self._check_open()  # raises
+        request = self.request
+        if (
+            type(headers) is RawHeaders
+            and request.method != "HEAD"
+            and not self.must_close
+            and request.version != "1.0"
+            and self.stream.at_eof
+            and status not in _NO_BODY_STATUS
+            and len(body) < 65536
+        ):
+            # the common answer, a relayed response read whole: `_encode_raw_head` with no
+            # Connection header to add, and the body, in one write
+            line = _STATUS_BYTES.get(status)
+            parts = [line if line is not None else _status_line(status).encode("latin-1")]
+            for name, value in headers.pairs:
+                parts += (name, b": ", value, b"\r\n")
+            parts += (b"content-length: %d\r\n\r\n" % len(body), body)
+            self.started = self.finished = True
+            conn.write(b"".join(parts))
+            return
         # RFC 9110 §8.6: no Content-Length in a 204
         framing = "" if status == 204 else f"content-length: {len(body)}\r\n"
         if type(headers) is RawHeaders:
