@@ -456,7 +456,6 @@ class HttpServerProtocol(asyncio.Protocol):
         self._max_head = self.limits.max_header_bytes
         self._max_count = self.limits.max_header_count
         self._keepalive_s = self.limits.keepalive_timeout_ms / 1000
-        self._header_s = self.limits.header_timeout_ms / 1000
         # after an upgrade request
         self._upgraded = False
         self._tunnel: UpgradedConnection | None = None
@@ -509,14 +508,10 @@ class HttpServerProtocol(asyncio.Protocol):
             return
         if self._stopped:
             return
-        if self._active is None and self._parsing is None and not self._in_head:
-            # a new request starts with these bytes: it has the header timeout to send its
-            # head (`_arm`, inlined: once per request)
-            due = self.loop.time() + self._header_s
-            self._due = due
-            self._due_callback = self._on_header_timeout
-            if self._timer is None or self._timer_at > due:
-                self._move_timer(due)
+        # bytes of a new request: unless its head is complete in them, it has the header
+        # timeout to send the rest (from here; a whole head never needs the timer)
+        fresh = self._active is None and self._parsing is None and not self._in_head
+        heads = info.requests
         self._head_new = False
         try:
             self.parser.feed_data(data)
@@ -527,6 +522,8 @@ class HttpServerProtocol(asyncio.Protocol):
             too_large = isinstance(exc.__context__, _HeadTooLarge)
             self._on_bad_input(431 if too_large else 400, exc)
             return
+        if fresh and info.requests == heads and not self.closed:
+            self._arm(self.limits.header_timeout_ms, self._on_header_timeout)
         if self._in_head and not self._head_new:
             # the header being read is buffered inside httptools until it ends: count raw
             # bytes too, so a single endless header cannot grow without bound
@@ -646,8 +643,6 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        if self._active is None:
-            self._cancel_timer()
         parser = self.parser
         headers = self._headers
         host = self._host
@@ -732,7 +727,7 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def _start(self, exch: _Exchange) -> None:
         self._active = exch
-        self._cancel_timer()
+        self._due = 0.0  # `_cancel_timer`: no idle or header timeout while it runs
         try:
             answer = self.listener.handler(exch.request, exch)
         except Exception as exc:
