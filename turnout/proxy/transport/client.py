@@ -137,12 +137,12 @@ def encode_forward_head(
     """`encode_request_head` for a request going on as it came: `headers` as the request
     parser gave them (bytes, already free of CR and LF), Host set to `host` (from the
     parsed request too)."""
-    parts = [f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1")]
+    parts = [f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n{framing}".encode("latin-1")]
     for name, value in headers:
         if len(name) in _NOT_FORWARDED_LENGTHS and name.lower() in _NOT_FORWARDED:
             continue
         parts += (name, b": ", value, b"\r\n")
-    parts.append(f"{framing}\r\n".encode("latin-1"))
+    parts.append(b"\r\n")
     return b"".join(parts)
 
 
