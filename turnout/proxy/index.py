@@ -145,8 +145,10 @@ class RouteIndex:
             return self.select(request)
         key = (request.method, request.path)
         decided = self._decided
-        if key in decided:
+        try:
             return decided[key]
+        except KeyError:  # a path not seen yet (or since the last start over)
+            pass
         route = self.select(request)
         if len(decided) >= MAX_REMEMBERED:
             decided.clear()

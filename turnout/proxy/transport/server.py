@@ -593,23 +593,21 @@ class HttpServerProtocol(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------
 
-    def _begin_head(self) -> None:
-        """A new request head starts (from `on_url`, its first callback: a parser callback
-        less per request than `on_message_begin`)."""
-        self._in_head = True
-        self._head_new = True
-        self._url = b""
-        self._headers = []
-        self._host = ""
-        self._content_length = None
-        self._chunked = self._expect = self._connection = False
-        self._upgrade = None
-        self._head_size = 0
-        self._head_raw = 0
-
     def on_url(self, url: bytes) -> None:
         if not self._in_head:
-            self._begin_head()
+            # a new request head starts: its first callback (one less per request than
+            # `on_message_begin`)
+            self._in_head = self._head_new = True
+            self._url = url
+            self._headers = []
+            self._host = ""
+            self._content_length = self._upgrade = None
+            self._chunked = self._expect = self._connection = False
+            self._head_size = len(url)
+            self._head_raw = 0
+            if self._head_size > self._max_head:
+                raise _HeadTooLarge
+            return
         self._url += url
         self._head_size += len(url)
         if self._head_size > self._max_head:
