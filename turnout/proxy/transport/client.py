@@ -180,7 +180,8 @@ class _UpstreamConnection(asyncio.Protocol):
         # the exchange in flight
         self._receiver: ResponseReceiver | None = None
         self._request: _Request | None = None
-        self._headers: RawPairs = []
+        self._headers: list[bytes] = []
+        """The response head's end-to-end headers as `RawHeaders.lines`."""
         self._hop: RawPairs = []
         self._in_head = False
         self._interim = False
@@ -297,7 +298,7 @@ class _UpstreamConnection(asyncio.Protocol):
                     self._chunked = True
                 self._hop.append((name, value))
                 return
-        self._headers.append((name, value))
+        self._headers += (name, b": ", value, b"\r\n")  # `RawHeaders.lines`
 
     def on_headers_complete(self) -> None:
         self._in_head = False

@@ -57,15 +57,23 @@ HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 
 class RawHeaders:
     """Response headers as an upstream sent them, undecoded and already checked by the
-    parser (no CR or LF inside): the end-to-end ones in `pairs`, the hop-by-hop and framing
-    ones (`HOP_BY_HOP`) apart in `hop`. A `ResponseWriter` writes `pairs` to the client as
-    they are; `decode()` gives `Headers` (all of them) for whoever needs to look."""
+    parser (no CR or LF inside): the end-to-end ones as `lines`, the hop-by-hop and framing
+    ones (`HOP_BY_HOP`) apart in `hop`. A `ResponseWriter` writes `lines` to the client as
+    they are; `pairs` and `decode()` are for whoever needs to look."""
 
-    __slots__ = ("hop", "pairs")
+    __slots__ = ("hop", "lines")
 
-    def __init__(self, pairs: RawPairs, hop: RawPairs | None = None) -> None:
-        self.pairs = pairs
+    def __init__(self, lines: list[bytes], hop: RawPairs | None = None) -> None:
+        self.lines = lines
+        """Ready to join into a head: name, b": ", value, b"\\r\\n" for each header, in
+        order."""
         self.hop: RawPairs = [] if hop is None else hop
+
+    @property
+    def pairs(self) -> RawPairs:
+        """The end-to-end headers as (name, value)."""
+        lines = self.lines
+        return list(zip(lines[0::4], lines[2::4], strict=True))
 
     def decode(self) -> Headers:
         return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in (*self.pairs, *self.hop)]

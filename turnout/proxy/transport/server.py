@@ -171,8 +171,7 @@ class _Exchange:
             # Connection header to add, and the body, in one write
             line = _STATUS_BYTES.get(status)
             parts = [line if line is not None else _status_line(status).encode("latin-1")]
-            for name, value in headers.pairs:
-                parts += (name, b": ", value, b"\r\n")
+            parts += headers.lines
             parts += (b"content-length: %d\r\n\r\n" % len(body), body)
             self.started = self.finished = True
             conn.write(b"".join(parts))
@@ -330,8 +329,7 @@ class _Exchange:
         """As `_encode_head`, for headers the upstream parser has checked and sorted."""
         line = _STATUS_BYTES.get(status)
         parts = [line if line is not None else _status_line(status).encode("latin-1")]
-        for name, value in headers.pairs:
-            parts += (name, b": ", value, b"\r\n")
+        parts += headers.lines
         if self.request.method == "HEAD":
             # HEAD: the upstream's Content-Length tells the size a GET would get
             length = headers.content_length()
