@@ -86,9 +86,18 @@ spec:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOCAL, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: all held open while they are chosen (ports picked one at a
+    time can repeat, and a proxy that cannot bind its port would leave the load generator
+    measuring whatever else holds it)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind((LOCAL, 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def find_tool(name: str) -> str | None:
@@ -517,7 +526,7 @@ class Options:
 
 
 def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) -> None:
-    port_v1, port_v2, port_nginx, port_ours, port_admin = (free_port() for _ in range(5))
+    port_v1, port_v2, port_nginx, port_ours, port_admin, port_w, admin_w = free_ports(7)
     ports = {"port_v1": port_v1, "port_v2": port_v2}
     backend = start_nginx(procs, nginx, "backend", "nginx-backend.conf.tmpl", workdir, **ports)
     wait_ready(backend, port_v1, "backend")
@@ -566,6 +575,9 @@ def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) 
             got[name] = r.ok_rps
             if name not in results or r.ok_rps > results[name].ok_rps:
                 results[name] = r
+        for started in (backend, reference, ours):
+            if started.proc.poll() is not None:  # its port would be measured without it
+                raise RuntimeError(f"{started.name} exited during the load:\n{tail(started.log)}")
         ratios.append(got["ours"] / got["nginx"])
         print(
             f"    round {turn + 1}: nginx {got['nginx']:9,.0f} req/s   ours "
@@ -644,7 +656,6 @@ def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) 
         print(f"  mesh proxy exited early ({ours.proc.returncode}):\n{tail(ours.log)}")
 
     # On top, reported apart (the goal is for one process): workers sharing the port.
-    port_w, admin_w = free_port(), free_port()
     multi = procs.start(
         "mesh proxy --workers",
         [*mesh_argv(files, port_w, admin_w), "--workers", str(WORKERS)],
