@@ -1,13 +1,15 @@
 """What the request path reports, in one place: metrics (Linkerd's families) and tap events.
 
 ```
-Handler ── telemetry.exchange(...) ──> Exchange   one per request
-   .backend(b) .endpoint(addr)       who serves it (dst labels, target_addr)
+Handler ── Exchange(telemetry, ...) (or telemetry.exchange(...))   one per request, tap `req`
+   .backend(b) .endpoint(addr)       who serves it (dst labels, target_addr; the handler sets
+                                     `.dst` itself on its hot path)
    .attempt(status, error=...)       each try: route_actual_*, backend_* (policy families)
    .retry(...) .retry_skipped()      route retry counters
    .retry_success() .retry_limit_exceeded()
    .response_head(status)            response latency (time to headers), tap `rsp`
    .finish(status, error=...)        request/response counters, route and policy series, tap `end`
+   .abandon()                        the client left: the tries made still count
 ```
 
 Label keys are cached by `ProxyMetrics`, so a request costs a few dictionary hits and
