@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from turnout.proxy.actions import Backend, Decision, Forward, RouteRef
 from turnout.proxy.metrics import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT, ProxyMetrics
 from turnout.proxy.tap import TapHub
-from turnout.proxy.telemetry import Telemetry
+from turnout.proxy.telemetry import Exchange, Telemetry
 from turnout.proxy.transport.messages import IncomingRequest, RequestBody
 
 HOST = "web.shop.svc.cluster.local:80"
@@ -124,12 +124,13 @@ def through_telemetry(runs: list[Script]) -> str:
         decision = None
         if not s.inbound:
             decision = Decision(route=ROUTES[s.route], action=Forward.of(BACKENDS))
-        ex = t.exchange(
-            direction="inbound" if s.inbound else "outbound",
-            request=request(40000 + i),
-            decision=decision,
-            start=clock.now,
-            target=ENDPOINTS[s.endpoint] if s.inbound else None,
+        ex = Exchange(
+            t,
+            "inbound" if s.inbound else "outbound",
+            request(40000 + i),
+            decision,
+            clock.now,
+            ENDPOINTS[s.endpoint] if s.inbound else None,
         )
         if not s.inbound:
             ex.backend(BACKENDS[s.backend])

@@ -426,7 +426,7 @@ class _Call:
             self._done()
             return False
         backend = self.backend = action.pick(int(h.rng.random() * action.total))
-        self.ex.dst = backend.dst  # `ex.backend(backend)`, inlined
+        self.ex.backend(backend)
         if backend.invalid is not None:
             msg = f"{backend.invalid.reason}: {backend.invalid.message}".encode()
             self._answer(backend.invalid.status, msg)

@@ -1,9 +1,8 @@
 """What the request path reports, in one place: metrics (Linkerd's families) and tap events.
 
 ```
-Handler ── Exchange(telemetry, ...) (or telemetry.exchange(...))   one per request, tap `req`
-   .backend(b) .endpoint(addr)       who serves it (dst labels, target_addr; the handler sets
-                                     `.dst` itself on its hot path)
+Handler ── Exchange(telemetry, ...) ──> one per request, tap `req`
+   .backend(b) .endpoint(addr)       who serves it (dst labels, target_addr)
    .attempt(status, error=...)       each try: route_actual_*, backend_* (policy families)
    .retry(...) .retry_skipped()      route retry counters
    .retry_success() .retry_limit_exceeded()
@@ -138,17 +137,6 @@ class Telemetry:
             route_name=route_name,
             route_kind=kind,
         )
-
-    def exchange(
-        self,
-        *,
-        direction: Literal["inbound", "outbound"],
-        request: IncomingRequest,
-        decision: Decision | None,
-        start: float,
-        target: tuple[str, int] | None = None,
-    ) -> Exchange:
-        return Exchange(self, direction, request, decision, start, target)
 
 
 class Exchange:
