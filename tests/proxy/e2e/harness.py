@@ -107,6 +107,19 @@ def service_yaml(
     return "\n---\n".join(json.dumps(d) for d in docs)
 
 
+def route_to(backend: str) -> str:
+    """An HTTPRoute sending every request for Service `web` (port 80) to `backend`:80."""
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: {NS}}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: web, port: 80}}]
+  rules:
+  - backendRefs: [{{name: {backend}, port: 80}}]
+"""
+
+
 def compile_runtime(
     tmp: Path,
     services: Mapping[str, Sequence[Endpoint]],

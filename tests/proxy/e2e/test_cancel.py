@@ -8,17 +8,9 @@ import contextlib
 import aiohttp
 
 from tests.proxy.e2e.conftest import Lab
-from tests.proxy.e2e.harness import bounded
+from tests.proxy.e2e.harness import bounded, route_to
 
-ROUTE = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web, namespace: shop}
-spec:
-  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
-  rules:
-  - backendRefs: [{name: web-v1, port: 80}]
-"""
+ROUTE = route_to("web-v1")
 
 
 @bounded(15)

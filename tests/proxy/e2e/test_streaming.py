@@ -11,17 +11,9 @@ import aiohttp
 
 from tests.proxy.e2e.backends import _pattern
 from tests.proxy.e2e.conftest import Lab
-from tests.proxy.e2e.harness import Mesh, bounded
+from tests.proxy.e2e.harness import Mesh, bounded, route_to
 
-ROUTE = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web, namespace: shop}
-spec:
-  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
-  rules:
-  - backendRefs: [{name: web-v1, port: 80}]
-"""
+ROUTE = route_to("web-v1")
 
 BIG = 4 * 1024 * 1024
 
@@ -122,15 +114,7 @@ async def test_a_websocket_is_routed_and_spliced(lab: Lab) -> None:
             assert msg.type == aiohttp.WSMsgType.TEXT and msg.data == f"v1: {text}"
 
 
-RAW_ROUTE = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web, namespace: shop}
-spec:
-  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
-  rules:
-  - backendRefs: [{name: raw, port: 80}]
-"""
+RAW_ROUTE = route_to("raw")
 
 
 @bounded(15)
