@@ -83,6 +83,25 @@ async def test_weight_change_publishes_a_new_table(
     assert src.status.good_version == 2
 
 
+async def test_a_change_made_before_the_watch_is_on_is_loaded_all_the_same(
+    tmp_path: Path,
+) -> None:
+    """Written right after the first load, before the watch task ran at all (as a control
+    plane restarted and edited at once): the watch, once on, finds the directory changed."""
+    (tmp_path / "services.yaml").write_text(manifest(*SERVICES))
+    (tmp_path / "routes.yaml").write_text(routes(90, 10))
+    published = Published()
+    src = DirectorySource(tmp_path, publish=published, settings=SETTINGS)
+    await src.start()
+    (tmp_path / "routes.yaml").write_text(routes(0, 100))  # no await since the load
+    try:
+        assert weights(await published.next()) == [90, 10]
+        assert weights(await published.next()) == [0, 100]
+        assert src.status.good_version == 2
+    finally:
+        await src.stop()
+
+
 async def test_invalid_edit_is_logged_and_keeps_the_last_good_table_until_fixed(
     source: tuple[DirectorySource, Published],
     tmp_path: Path,

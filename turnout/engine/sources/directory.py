@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from turnout.engine.compile import CompileResult
 from turnout.engine.diagnostics import Diagnostic, Severity, has_errors
 from turnout.engine.errors import MeshError, SourceError
 from turnout.engine.ir import RouteTable
+from turnout.engine.model.loader import expand_paths
 from turnout.engine.pipeline import CompiledInputs, IncrementalCompiler
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,23 @@ class SourceStatus:
     """Wall-clock time (seconds since the epoch) of the last load; None = never."""
 
 
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def fingerprint(directory: Path) -> Fingerprint:
+    """The manifest files a load reads (`expand_paths`), each with its mtime and size."""
+    if not directory.is_dir():
+        return ()
+    out = []
+    for name in expand_paths([str(directory)]):
+        try:
+            st = os.stat(name)
+        except OSError:  # gone meanwhile: the watch reports it
+            continue
+        out.append((name, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
 def is_manifest(change: watchfiles.Change, path: str) -> bool:
     """The watch filter: manifest files only (editors' swap and backup files are ignored)."""
     name = Path(path).name
@@ -114,6 +133,8 @@ class DirectorySource:
         self._lock = asyncio.Lock()
         self._watching = asyncio.Event()
         self._stop_watch = asyncio.Event()
+        self._loaded: Fingerprint = ()
+        """The manifests on disk as the last load found them (`fingerprint`)."""
         self._status = SourceStatus(
             loads=0,
             good_version=None,
@@ -189,7 +210,15 @@ class DirectorySource:
             stop_event=self._stop_watch,
         )
         async for changes in watcher:
-            self._watching.set()  # any yield (the first tick at the latest): the watch is on
+            if not self._watching.is_set():
+                # any yield (the first tick at the latest): the watch is on. A change made
+                # between the first load and now was not seen by it: load again then.
+                self._watching.set()
+                now = await asyncio.to_thread(fingerprint, self.directory)
+                if not changes and now != self._loaded:
+                    log.info("manifests changed before the watch started, reloading")
+                    await self.load()
+                    continue
             if not changes:
                 continue
             names = sorted({Path(p).name for _, p in changes})
@@ -207,6 +236,7 @@ class DirectorySource:
         started = time.monotonic()
         prev = self._status
         try:
+            self._loaded = await asyncio.to_thread(fingerprint, self.directory)
             compiled = await asyncio.to_thread(self._compile, [self.directory])
         except (MeshError, OSError) as exc:
             return self._failed(f"{type(exc).__name__}: {exc}", level=logging.WARNING)
