@@ -287,7 +287,7 @@ def mesh_argv(files: Path, outbound: int, admin: int) -> list[str]:
 
 def run_mesh(argv: Sequence[str], profile: str | None) -> int:
     """`mesh ARGV` in this process, under cProfile when `profile` names a stats file."""
-    from turnout.engine.cli import main as mesh_main
+    from turnout.cli.main import main as mesh_main
 
     if profile is None:
         return mesh_main(list(argv))

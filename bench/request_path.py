@@ -36,7 +36,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.proxy import HOST, NS, manifests
-from turnout.engine.cli import offline_runtime
+from turnout.cli.offline import offline_runtime
 from turnout.proxy.handler import Handler, ProxyState
 from turnout.proxy.runner import ProxyConfig, build_proxy
 from turnout.proxy.table import RuntimeTable

@@ -36,14 +36,21 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
         ("turnout.engine.ir", "turnout.proxy", *THIRD_PARTY_IO),
         "adapters yield model objects only",
     ),
-    ("turnout.proxy", ("turnout.engine.model", "kubernetes"), "the proxy works from xDS"),
+    ("turnout.proxy", ("turnout.engine", "kubernetes"), "the proxy works from xDS"),
+    (
+        "turnout.engine",
+        ("turnout.proxy", "turnout.cli", "turnout.demo", "turnout.viz"),
+        "the engine is below the proxy, the CLI and the demo",
+    ),
+    ("turnout.demo", ("turnout.cli",), "only the entry points import the CLI"),
+    ("turnout.viz", ("turnout.engine", "turnout.proxy"), "viz reads expositions, nothing more"),
 ]
 
 ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
     (("kubernetes",), ("turnout.engine.sources",), "only sources use the kubernetes client"),
     (
         ("aiohttp",),
-        ("turnout.proxy", "turnout.engine.cli", "turnout.demo"),
+        ("turnout.proxy", "turnout.cli", "turnout.demo"),
         "only the proxy speaks HTTP",
     ),
     (
@@ -101,7 +108,7 @@ def test_module_respects_the_ownership_table(path: Path) -> None:
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
 def test_only_the_cli_prints(path: Path) -> None:
     mod = module_name(path)
-    if mod == "turnout.engine.cli":
+    if under(mod, "turnout.cli"):
         return
     tree = ast.parse(path.read_text(encoding="utf-8"))
     calls = [
@@ -109,7 +116,16 @@ def test_only_the_cli_prints(path: Path) -> None:
         for n in ast.walk(tree)
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
     ]
-    assert not calls, f"{mod} calls print() on lines {calls}; only turnout.engine.cli prints"
+    assert not calls, f"{mod} calls print() on lines {calls}; only turnout.cli prints"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_nothing_but_the_entry_points_imports_the_cli(path: Path) -> None:
+    mod = module_name(path)
+    if under(mod, "turnout.cli") or mod == "turnout.__main__":
+        return
+    bad = [f"{mod}:{n} imports {i}" for n, i in imports_of(path) if under(i, "turnout.cli")]
+    assert not bad, "\n".join(bad)
 
 
 def test_every_module_starts_with_future_annotations() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from turnout.engine.cli import main
+from turnout.cli.main import main
 
 HERE = Path(__file__).resolve().parent
 FOLDERS = sorted(p for p in HERE.iterdir() if (p / "contract.yaml").exists())

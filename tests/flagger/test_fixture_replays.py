@@ -53,8 +53,8 @@ from tests.flagger.replay import (
 from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.conftest import Lab, lab  # noqa: F401  (the `lab` fixture)
 from tests.proxy.e2e.harness import Mesh, bounded, start_mesh
+from turnout.cli.offline import OfflineMesh, Request, RequestOutcome, offline_runtime, parse_via
 from turnout.engine import ir
-from turnout.engine.cli import offline_runtime
 from turnout.engine.cluster import ClusterControlPlane
 from turnout.engine.config import CONTROLLER_NAME
 from turnout.engine.diagnostics import Severity
@@ -63,7 +63,6 @@ from turnout.engine.server import AdsServer
 from turnout.engine.server.settings import ServerSettings
 from turnout.engine.sources.directory import DirectorySettings, DirectorySource
 from turnout.engine.sources.k8s import WATCHED_KINDS, KubernetesSettings, KubernetesSource
-from turnout.meshctl.offline import OfflineMesh, Request, RequestOutcome, parse_via
 from turnout.proxy.table import RuntimeTable
 
 pytestmark = pytest.mark.slow

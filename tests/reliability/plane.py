@@ -148,7 +148,7 @@ class ServeProcess:
     proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> ServeProcess:
-        code = "import sys; from turnout.engine.cli import main; sys.exit(main(sys.argv[1:]))"
+        code = "import sys; from turnout.cli.main import main; sys.exit(main(sys.argv[1:]))"
         argv = ["-v", "serve", "--dir", str(self.directory), "--xds", f"127.0.0.1:{self.port}"]
         with self.log.open("ab") as stderr:
             self.proc = await asyncio.create_subprocess_exec(

@@ -49,12 +49,22 @@ import yaml
 from aiohttp import web
 
 from turnout.demo.lifecycle import setup_logging, stop_event
-from turnout.demo.orchestrate import HOST, Child, Demo, DemoError, mesh_command, rewrite_endpoints
-from turnout.meshctl import live
+from turnout.demo.orchestrate import (
+    EXAMPLES as SHIPPED,
+)
+from turnout.demo.orchestrate import (
+    HOST,
+    Child,
+    Demo,
+    DemoError,
+    mesh_command,
+    rewrite_endpoints,
+)
+from turnout.viz.stats import RouteStats, inbound_stats, scrape_all
 
 log = logging.getLogger(__name__)
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "canary"
+EXAMPLES = SHIPPED / "canary"
 """The walkthrough's own copy of everything it replays (never the reference fixtures)."""
 PROVIDERS = {"linkerd": "linkerd", "gatewayapi": "gatewayapi"}
 """`--provider` -> folder under examples/canary."""
@@ -371,7 +381,7 @@ class CanaryRun:
         return await self.demo.stop()
 
 
-def fmt_split(stats: dict[str, live.RouteStats | None]) -> str:
+def fmt_split(stats: dict[str, RouteStats | None]) -> str:
     """``podinfo-primary 108 req, podinfo 12 req (10% canary)``."""
     counts = {k: (v.total if v is not None else 0.0) for k, v in stats.items()}
     total = sum(counts.values())
@@ -399,7 +409,7 @@ async def run(*, provider: str, fail: bool, step_seconds: float, say: Callable[[
     folder = EXAMPLES / PROVIDERS[provider]
     steps, rollback = load_steps(folder)
     analysis = load_analysis(folder / "canary.yaml")
-    rel = folder.relative_to(EXAMPLES.parents[1])
+    rel = folder.relative_to(SHIPPED.parent)
     say(
         "mesh demo canary: replays Flagger's published behaviour (fluxcd/flagger v1.44.0, "
         f"provider {provider}) on the embedded mesh. This is NOT Flagger: no controller runs; "
@@ -438,7 +448,7 @@ async def run(*, provider: str, fail: bool, step_seconds: float, say: Callable[[
 
         async def wait_tick(what: str) -> bool:
             """Sleep one tick, then print what each inbound proxy answered; False on Ctrl-C."""
-            before = await live.scrape_all(list(urls.values()))
+            before = await scrape_all(list(urls.values()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), step_seconds)
             if stop.is_set():
@@ -446,8 +456,8 @@ async def run(*, provider: str, fail: bool, step_seconds: float, say: Callable[[
             crashed = r.demo.exited()
             if crashed:
                 raise DemoError(f"{crashed[0].name} exited:\n{crashed[0].log_tail()}")
-            after = await live.scrape_all(list(urls.values()))
-            got = live.inbound_stats(before, after)
+            after = await scrape_all(list(urls.values()))
+            got = inbound_stats(before, after)
             say(f"  {what}: seen by inbound proxies: {fmt_split({d: got.get(u) for d, u in urls.items()})}")  # fmt: skip
             return True
 
@@ -456,7 +466,7 @@ async def run(*, provider: str, fail: bool, step_seconds: float, say: Callable[[
             tick += 1
             say(
                 f"[tick {tick}] {event}: {step.kind} podinfo canary {step.canary} / "
-                f"primary {step.primary} ({step.path.relative_to(EXAMPLES.parents[1])})"
+                f"primary {step.primary} ({step.path.relative_to(SHIPPED.parent)})"
             )
 
         show(steps[0], f"Initialized: Initialization done! {name}")

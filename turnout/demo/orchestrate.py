@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import aiohttp
@@ -41,6 +42,10 @@ from turnout.demo import catalog
 from turnout.engine.server import bootstrap_config
 
 log = logging.getLogger(__name__)
+
+EXAMPLES = Path(str(resources.files("turnout.demo") / "examples"))
+"""The shipped examples (package data; `examples/` in a clone): the sample app, its
+contracts and the canary walkthrough's steps."""
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 30.0
@@ -122,11 +127,7 @@ def mesh_command() -> list[str]:
     script = Path(sys.executable).parent / "mesh"
     if script.exists():
         return [str(script)]
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from turnout.engine.cli import main; sys.exit(main())",
-    ]
+    return [sys.executable, "-m", "turnout"]
 
 
 @dataclass(slots=True)

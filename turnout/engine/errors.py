@@ -9,11 +9,13 @@ MeshError
 ```
 
 Findings about what the user wrote are `Diagnostic`s, not exceptions; an exception here
-means the operation could not go on at all.
+means the operation could not go on at all. Every one pickles (`mesh proxy -f` compiles in a
+child process and gets them back through a process pool).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from turnout.engine.diagnostics import Diagnostic
@@ -29,8 +31,15 @@ class LoadError(MeshError):
     def __init__(self, message: str, *, file: str, doc_index: int | None = None) -> None:
         where = file if doc_index is None else f"{file}[{doc_index}]"
         super().__init__(f"{where}: {message}")
+        self.message = message
+        """What is wrong, without the file."""
         self.file = file
         self.doc_index = doc_index
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return functools.partial(type(self), file=self.file, doc_index=self.doc_index), (
+            self.message,
+        )
 
 
 class ValidationFailed(MeshError):
@@ -39,6 +48,9 @@ class ValidationFailed(MeshError):
     def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
         self.diagnostics = tuple(diagnostics)
         super().__init__(f"{len(self.diagnostics)} problem(s); first: {self.diagnostics[0]}")
+
+    def __reduce__(self) -> tuple[object, tuple[tuple[Diagnostic, ...]]]:
+        return type(self), (self.diagnostics,)
 
 
 class SourceError(MeshError):

@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from turnout.adapters.smi import smi_to_routes
@@ -27,8 +28,9 @@ from turnout.engine.model.loader import expand_paths
 from turnout.engine.render import result_data
 from turnout.engine.validate import CRDSet, load_crds, validate_paths, validate_resources
 
-OWN_CRDS = Path(__file__).resolve().parents[2] / "crds"
-"""Turnout's own CRDs (policy.turnout.dev): their schemas and CEL rules always apply."""
+OWN_CRDS = Path(str(resources.files("turnout.engine") / "crds"))
+"""Turnout's own CRDs (package data; `crds/` in a clone): their schemas and CEL rules always
+apply."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,7 +13,7 @@ ProxyError
                              malformed or timed-out body, or disconnected mid-request
 ```
 
-The transport raises these once, at its boundary: OS and httptools exceptions never leave
+Every one pickles (`mesh proxy --workers` runs them in child processes). The transport raises these once, at its boundary: OS and httptools exceptions never leave
 `turnout.proxy.transport` (each is chained as `__cause__`). User mistakes in routes are diagnostics in the engine, not exceptions
 here: by the time resources reach the proxy, a `TableError` means the control plane sent
 something the contract in `docs/xds.md` does not allow, or that this proxy cannot honour.
@@ -46,6 +46,9 @@ class TableError(ProxyError):
         self.message = message
         super().__init__(f"{resource} {field}: {message}")
 
+    def __reduce__(self) -> tuple[object, tuple[str, str, str]]:
+        return type(self), (self.resource, self.field, self.message)
+
 
 class UpstreamError(ProxyError):
     """An exchange with an upstream endpoint failed; `endpoint` is its ``(host, port)``."""
@@ -56,6 +59,9 @@ class UpstreamError(ProxyError):
         self.message = message
         """What happened, lowercase, without headers or bodies."""
         super().__init__(f"{endpoint[0]}:{endpoint[1]}: {message}")
+
+    def __reduce__(self) -> tuple[object, tuple[tuple[str, int], str]]:
+        return type(self), (self.endpoint, self.message)
 
 
 class UpstreamConnectError(UpstreamError):
@@ -87,3 +93,6 @@ class ClientError(ProxyError):
         self.message = message
         """What happened, lowercase."""
         super().__init__(f"{status}: {message}")
+
+    def __reduce__(self) -> tuple[object, tuple[int, str]]:
+        return type(self), (self.status, self.message)

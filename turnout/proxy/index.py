@@ -40,6 +40,9 @@ class ShadowedRouteError(ValueError):
         self.position = position
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[object, tuple[int, str]]:
+        return type(self), (self.position, str(self))
+
 
 def segment_prefixes(path: str) -> Iterator[str]:
     """``/a/b/c`` -> ``/a/b/c``, ``/a/b``, ``/a``, ``/`` (the keys `select` probes)."""

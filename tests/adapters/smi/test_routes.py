@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from turnout.adapters.smi import smi_to_routes
+from turnout.cli.offline import OfflineMesh, Request, parse_via
 from turnout.engine.diagnostics import Diagnostic
 from turnout.engine.model import HTTPRoute, Resources, parse_documents, parse_text
 from turnout.engine.model.smi import TrafficSplitRoute
 from turnout.engine.pipeline import compile_files
-from turnout.meshctl.offline import OfflineMesh, Request, parse_via
 
 VIA = parse_via("service/test/podinfo:9898")
 

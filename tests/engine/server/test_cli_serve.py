@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.engine.server.builders import manifest, mk_route, mk_service, weighted
 from tests.engine.server.test_ads import FAST, Tables, backends, node
-from turnout.engine.cli import main
+from turnout.cli.main import main
 from turnout.proxy.xds_client import XdsClient
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -53,7 +53,7 @@ async def test_serve_watches_serves_ads_and_admin_and_stops_on_sigterm(tmp_path:
     (tmp_path / "mesh.yaml").write_text(
         manifest(*docs, mk_route("web", rules=weighted(("web", 70), ("web-v2", 30))))
     )
-    code = "import sys; from turnout.engine.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from turnout.cli.main import main; sys.exit(main(sys.argv[1:]))"
     argv = ["serve", "--dir", str(tmp_path), "--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

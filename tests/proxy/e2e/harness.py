@@ -32,7 +32,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from tests.proxy.e2e.backends import Backend, RawBackend
-from turnout.engine.cli import offline_runtime
+from turnout.cli.offline import offline_runtime
 from turnout.proxy.runner import (
     Address,
     OnTable,
@@ -279,10 +279,10 @@ async def start_mesh(
 
 
 async def start_cli_proxy(*args: str) -> asyncio.subprocess.Process:
-    """`python -m turnout.engine.cli proxy ARGS` as a process, output piped."""
+    """`python -m turnout.cli proxy ARGS` as a process, output piped."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
-        *("-m", "turnout.engine.cli", "proxy", *args),
+        *("-m", "turnout.cli", "proxy", *args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

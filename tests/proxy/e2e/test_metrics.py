@@ -112,7 +112,7 @@ async def test_mesh_tap_prints_linkerd_tap_lines(lab: Lab) -> None:
     import asyncio
     import io
 
-    from turnout.engine.cli import main
+    from turnout.cli.main import main
 
     v1 = await lab.backend("v1")
     mesh = await lab.mesh({"web": [], "web-v1": [v1]}, ROUTES)

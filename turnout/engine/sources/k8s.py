@@ -54,6 +54,7 @@ import asyncio
 import contextlib
 import copy
 import email.utils
+import functools
 import inspect
 import json
 import logging
@@ -201,8 +202,13 @@ class KubernetesApiError(SourceError):
 
     def __init__(self, message: str, *, status: int, retry_after: float | None = None) -> None:
         super().__init__(f"{message} (status {status})" if status else message)
+        self.message = message
         self.status = status
         self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        again = functools.partial(type(self), status=self.status, retry_after=self.retry_after)
+        return again, (self.message,)
 
     @property
     def transient(self) -> bool:

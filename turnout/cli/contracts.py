@@ -21,13 +21,10 @@ from xml.etree import ElementTree as ET
 import yaml
 from pydantic import ValidationError
 
+from turnout.cli.errors import ContractError
+from turnout.cli.offline import BackendOutcome, OfflineMesh, Request, RequestOutcome, Via
 from turnout.engine.model.contract import Contract, ContractCase, Expectation
 from turnout.engine.model.kinds import field_path
-from turnout.meshctl.offline import BackendOutcome, OfflineMesh, Request, RequestOutcome, Via
-
-
-class ContractError(Exception):
-    """A contract file that cannot be read or does not follow the format."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from turnout.engine.cli import main
+from turnout.cli import live, views
+from turnout.cli.main import main
 from turnout.engine.pipeline import compile_files
-from turnout.meshctl import live, views
 from turnout.proxy.metrics import ProxyMetrics
+from turnout.viz import stats as viz
 
 ROOT = Path(__file__).resolve().parents[2]
 EMOJIVOTO = ROOT / "examples" / "emojivoto"
@@ -42,12 +43,12 @@ LABELS = f'direction="outbound",namespace="loadgen",dst="web.emojivoto",rt_route
 
 def test_parse_text_reads_labels_with_escapes_and_skips_comments() -> None:
     text = '# HELP x y\n# TYPE x counter\nx{a="1",b="q\\"uo\\\\te\\n"} 3\nplain 4.5 1700000000\n\n'
-    got = live.parse_text(text)
+    got = viz.parse_text(text)
     assert got[0].name == "x" and dict(got[0].labels) == {"a": "1", "b": 'q"uo\\te\n'}
     assert got[0].value == 3
     assert (got[1].name, dict(got[1].labels), got[1].value) == ("plain", {}, 4.5)
-    with pytest.raises(live.ParseError):
-        live.parse_text('x{a="1} 3\n')
+    with pytest.raises(viz.ParseError):
+        viz.parse_text('x{a="1} 3\n')
 
 
 @pytest.mark.parametrize(
@@ -62,11 +63,11 @@ def test_parse_text_reads_labels_with_escapes_and_skips_comments() -> None:
 )
 def test_histogram_quantile_matches_prometheus(q: float, expected: float) -> None:
     buckets = [(1.0, 10.0), (5.0, 50.0), (10.0, 90.0), (math.inf, 100.0)]
-    assert live.histogram_quantile(q, buckets) == pytest.approx(expected)
+    assert viz.histogram_quantile(q, buckets) == pytest.approx(expected)
 
 
 def test_histogram_quantile_without_observations_is_nan() -> None:
-    assert math.isnan(live.histogram_quantile(0.5, [(1.0, 0.0), (math.inf, 0.0)]))
+    assert math.isnan(viz.histogram_quantile(0.5, [(1.0, 0.0), (math.inf, 0.0)]))
 
 
 def test_deltas_give_success_rate_rps_and_latency() -> None:
@@ -74,8 +75,8 @@ def test_deltas_give_success_rate_rps_and_latency() -> None:
     after = responses(LABELS, 195, 15) + hist(
         LABELS, {"1": 20, "5": 100, "10": 180, "+Inf": 210}
     )  # window: 95 successes, 5 failures; buckets 10 / 40 / 30 / 20 (cumulative 10/50/80/100)
-    stats = live.route_deltas(before, after, seconds=10.0)
-    st = stats[live.RouteKey(parent=WEB, rule=WEB_API)]
+    stats = viz.route_deltas(before, after, seconds=10.0)
+    st = stats[viz.RouteKey(parent=WEB, rule=WEB_API)]
     assert (st.success, st.failure) == (95, 5)
     assert live.stats_cells(st) == ["95.00%", "10.0rps", "5ms", "10ms", "10ms"]
     # p50: rank 50 = top of (1, 5] -> 5; p95 and p99 fall in +Inf -> 10.
@@ -86,13 +87,13 @@ def test_deltas_give_success_rate_rps_and_latency() -> None:
 def test_a_counter_that_went_down_was_reset() -> None:
     before = responses(LABELS, 500, 0)
     after = responses(LABELS, 30, 3)
-    st = live.route_deltas(before, after, seconds=3.0)[live.RouteKey(WEB, WEB_API)]
+    st = viz.route_deltas(before, after, seconds=3.0)[viz.RouteKey(WEB, WEB_API)]
     assert (st.success, st.failure, st.rps) == (30, 3, 11.0)
 
 
 def test_inbound_series_and_other_families_are_ignored() -> None:
     inbound = LABELS.replace('"outbound"', '"inbound"')
-    st = live.route_deltas("", responses(inbound, 5, 0) + "request_total 9\n", seconds=1.0)
+    st = viz.route_deltas("", responses(inbound, 5, 0) + "request_total 9\n", seconds=1.0)
     assert st == {}
 
 
@@ -104,8 +105,8 @@ def test_stats_from_real_proxy_metrics() -> None:
         m.route_request(rk)
         failed = i < 5
         m.route_response(rk, status_code=500 if failed else 200, latency_ms=3 if i < 50 else 30)
-    stats = live.route_deltas(before, m.render(), seconds=4.0)
-    st = stats[live.RouteKey(WEB, WEB_API)]
+    stats = viz.route_deltas(before, m.render(), seconds=4.0)
+    st = stats[viz.RouteKey(WEB, WEB_API)]
     # 50 observations of 3 ms (bucket (2, 3]) and 50 of 30 ms (bucket (20, 30]):
     # p50 = rank 50 = top of (2, 3] -> 3; p95: rank 95 in (20, 30]: 20 + 10 * 45/50 = 29.
     assert live.stats_cells(st) == ["95.00%", "25.0rps", "3ms", "29ms", "29ms"]
@@ -122,12 +123,12 @@ def test_stats_from_real_proxy_metrics() -> None:
     ],
 )
 def test_parent_of_dst(dst: str, ns: str, parent: str | None) -> None:
-    assert live.parent_of_dst(dst, namespace=ns) == parent
+    assert viz.parent_of_dst(dst, namespace=ns) == parent
 
 
 def test_live_table_appends_columns_to_the_routes_table() -> None:
     table = compile_files([str(EMOJIVOTO / "mesh")]).result.table
-    stats = live.route_deltas("", responses(LABELS, 19, 1), seconds=2.0)
+    stats = viz.route_deltas("", responses(LABELS, 19, 1), seconds=2.0)
     text = live.live_table(views.route_rows(table), stats)
     header, *lines = text.splitlines()
     assert header.split()[-5:] == list(live.LIVE_COLUMNS)
@@ -138,9 +139,9 @@ def test_live_table_appends_columns_to_the_routes_table() -> None:
 
 
 def test_metrics_url_accepts_admin_addresses() -> None:
-    assert live.metrics_url("127.0.0.1:4191") == "http://127.0.0.1:4191/metrics"
-    assert live.metrics_url("http://h:1/") == "http://h:1/metrics"
-    assert live.metrics_url("http://h:1/other") == "http://h:1/other"
+    assert viz.metrics_url("127.0.0.1:4191") == "http://127.0.0.1:4191/metrics"
+    assert viz.metrics_url("http://h:1/") == "http://h:1/metrics"
+    assert viz.metrics_url("http://h:1/other") == "http://h:1/other"
 
 
 class _Counting(BaseHTTPRequestHandler):
@@ -177,9 +178,9 @@ def metrics_server() -> Iterator[str]:
 async def test_live_stats_scrapes_twice_and_reports_unreachable_targets(
     metrics_server: str,
 ) -> None:
-    url = live.metrics_url(metrics_server)
-    stats, errors = await live.live_stats([url, "http://127.0.0.1:1/metrics"], window=0.2)
-    st = stats[live.RouteKey(WEB, WEB_API)]
+    url = viz.metrics_url(metrics_server)
+    stats, errors = await viz.live_stats([url, "http://127.0.0.1:1/metrics"], window=0.2)
+    st = stats[viz.RouteKey(WEB, WEB_API)]
     assert st.success == 10 and 0 < st.rps <= 10 / 0.2
     assert len(errors) == 1 and errors[0].startswith("http://127.0.0.1:1/metrics: ")
 

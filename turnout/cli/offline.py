@@ -16,12 +16,16 @@ whose EndpointSlices list no ready endpoint answers 503.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+from turnout.cli.errors import ViaError
 from turnout.engine import ir
 from turnout.engine.compile.table import service_authority
+from turnout.engine.diagnostics import Diagnostic
+from turnout.engine.pipeline import compile_files
 from turnout.engine.xds import translate
 from turnout.proxy import (
     Backend,
@@ -45,10 +49,6 @@ NO_ENDPOINTS_STATUS = 503
 """A valid Service with no ready endpoints (Gateway API: SHOULD answer 503)."""
 
 _VIA = re.compile(r"^(service|gateway)/([^/]+)/([^/:]+):(\d+)$")
-
-
-class ViaError(ValueError):
-    """A `--via`/`via:` that does not name a parent."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +150,15 @@ def runtime_table(table: ir.RouteTable, *, client_namespace: str | None) -> Runt
         clusters=res.clusters,
         load_assignments=res.load_assignments,
     )
+
+
+def offline_runtime(
+    files: Sequence[str], *, namespace: str
+) -> tuple[RuntimeTable, list[Diagnostic]]:
+    """Compile manifests and build the runtime table a proxy in `namespace` would get."""
+    compiled = compile_files(files)
+    table = runtime_table(compiled.result.table, client_namespace=namespace)
+    return table, list(compiled.diagnostics)
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ and mirrors; and the status the client gets.
 
 from __future__ import annotations
 
-from turnout.meshctl.offline import BackendOutcome, RequestOutcome
+from turnout.cli.offline import BackendOutcome, RequestOutcome
 from turnout.proxy import Decision
 
 

@@ -1,4 +1,5 @@
-"""`mesh routes --live`: route success rate, RPS and latency from proxies' `/metrics`.
+"""Route success rate, RPS and latency from proxies' `/metrics` (what `mesh routes --live`
+and the demos show).
 
 Like `linkerd viz routes`, but reading the proxies directly instead of Prometheus: every
 target is scraped twice, a window apart, and each route's numbers come from the counter and
@@ -11,21 +12,19 @@ scrape_all(urls) ─> Scrape(url, at, text) ──┐   (twice, `window` seconds
 parse_text ─> Sample(name, labels, value) ─> route_stats(before, after) ─> {RouteKey: RouteStats}
    route_response_total{direction="outbound",dst,rt_route,classification}   success, failure
    route_response_latency_ms_bucket{...,le}                                 histogram deltas
-RouteStats ─> success_rate / rps / quantile (histogram_quantile) ─> stats_cells ─> table columns
+RouteStats ─> success_rate / rps / quantile (histogram_quantile)
 ```
 
-Semantics (LINKERD-REFERENCE.md §b): SUCCESS = success / (success + failure) as ``%.2f%%``;
-RPS = (success + failure) / window as ``%.1frps``; LATENCY_Pnn = Prometheus
-`histogram_quantile` over the bucket deltas (linear interpolation inside the bucket, the
-lowest bucket starting at 0, a rank in ``+Inf`` answering the highest finite bound), shown
-as whole milliseconds (truncated, as Linkerd's ``uint64`` conversion does). A route without
-traffic in the window shows ``-`` in every column.
-
-Only ``direction="outbound"`` series count (the client side of each call, as `viz routes
---to` reads them); a route is keyed by its parent, derived from ``dst`` (the request's
-authority, a Service name in any of its DNS forms) and the series' ``namespace``, and by
-``rt_route`` (the IR rule name the proxy matched). Pure functions but `scrape` and
-`live_stats`, which only fetch text (stdlib `urllib` in a thread, with a timeout).
+Semantics (LINKERD-REFERENCE.md §b): success rate = success / (success + failure); RPS =
+(success + failure) / window; latency quantiles are Prometheus `histogram_quantile` over the
+bucket deltas (linear interpolation inside the bucket, the lowest bucket starting at 0, a
+rank in ``+Inf`` answering the highest finite bound). Only ``direction="outbound"`` series
+count (the client side of each call, as `viz routes --to` reads them); a route is keyed by
+its parent, derived from ``dst`` (the request's authority, a Service name in any of its DNS
+forms) and the series' ``namespace``, and by ``rt_route`` (the IR rule name the proxy
+matched). Pure functions but `scrape` and `live_stats`, which only fetch text (stdlib
+`urllib` in a thread, with a timeout). Formatting the numbers is the CLI's (`cli/live.py`).
+`ParseError` is this package's only exception (an exposition that does not parse).
 """
 
 from __future__ import annotations
@@ -39,19 +38,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from turnout.meshctl.views import (
-    TABLE_COLUMNS,
-    WIDE_COLUMNS,
-    RouteRow,
-    format_table,
-    row_cells,
-)
-
 K = TypeVar("K")
 RESPONSES = "route_response_total"
 LATENCY_BUCKETS = "route_response_latency_ms_bucket"
-LIVE_COLUMNS = ("SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99")
-QUANTILES = (0.5, 0.95, 0.99)
 CLUSTER_SUFFIX = ("svc", "cluster", "local")
 DEFAULT_HTTP_PORT = 80
 
@@ -348,22 +337,6 @@ def lookup(stats: Mapping[RouteKey, RouteStats], *, parent: str, rule: str) -> R
     ]
 
 
-def fmt_latency(ms: float | None) -> str:
-    return "-" if ms is None else f"{int(ms)}ms"
-
-
-def stats_cells(st: RouteStats | None) -> list[str]:
-    """SUCCESS RPS LATENCY_P50 LATENCY_P95 LATENCY_P99 as `viz routes` prints them."""
-    rate = None if st is None else st.success_rate
-    if st is None or rate is None:
-        return ["-"] * len(LIVE_COLUMNS)
-    return [
-        f"{rate * 100:.2f}%",
-        f"{st.rps:.1f}rps",
-        *(fmt_latency(st.quantile(q)) for q in QUANTILES),
-    ]
-
-
 # --------------------------------------------------------------------------- scraping
 
 
@@ -406,15 +379,3 @@ async def live_stats(
     await asyncio.sleep(window)
     after = await scrape_all(urls, timeout=timeout)
     return route_stats(before, after)
-
-
-def live_table(
-    rows: Sequence[RouteRow], stats: Mapping[RouteKey, RouteStats], *, wide: bool = False
-) -> str:
-    """The `mesh routes` table with the live columns appended to every row."""
-    header = (*(WIDE_COLUMNS if wide else TABLE_COLUMNS), *LIVE_COLUMNS)
-    cells = [
-        [*row_cells(r, wide=wide), *stats_cells(lookup(stats, parent=r.parent, rule=r.rule))]
-        for r in rows
-    ]
-    return format_table(header, cells)

@@ -1,0 +1,137 @@
+"""`mesh proxy` and `mesh tap`: run a proxy, stream a proxy's live requests.
+
+```
+mesh proxy -f FILES   spawn child: compile_for_proxy(files) ─> serialized xDS ─┐
+mesh proxy --xds ADDR ─────────────────────────────────── XdsClient ───────────┴─> run_proxy
+mesh tap --admin ADDR GET /tap?... ─> one line per request (Linkerd's tap format)
+```
+
+This module imports no engine code at the top: a proxy process never loads the engine
+(pydantic, jsonschema, CEL), which keeps its resident memory to the proxy's own share. With
+`-f`, the manifests are compiled in a child process that does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import TextIO
+
+import uvloop
+
+from turnout.cli.output import EXIT_FAILED, EXIT_OK
+from turnout.proxy.runner import Address, ProxyConfig, TableSource, parse_gateway, run_proxy
+from turnout.proxy.workers import SourceSpec
+from turnout.proxy.xds_client import NodeInfo
+
+
+def compile_for_proxy(files: Sequence[str], namespace: str) -> tuple[list[bytes], list[str], bool]:
+    """Run in a child process by `mesh proxy -f`: compile and translate the manifests and
+    return the serialized xDS resources (listeners, route configs, clusters, assignments, in
+    that order, as `type_url\\0bytes`), the diagnostics as text, and whether any is an error."""
+    # Imported here, in the child only: the proxy process never imports the engine.
+    from turnout.engine.diagnostics import Severity, has_errors
+    from turnout.engine.pipeline import compile_files
+    from turnout.engine.xds import translate
+
+    compiled = compile_files(files)
+    diags = [d for d in compiled.diagnostics if d.severity is not Severity.INFO]
+    res = translate(compiled.result.table, client_namespace=namespace)
+    blobs = [
+        f"{kind}\0".encode() + msg.SerializeToString()
+        for kind, group in enumerate(
+            (res.listeners, res.route_configs, res.clusters, res.load_assignments)
+        )
+        for msg in group
+    ]
+    return blobs, [str(d) for d in diags], has_errors(diags)
+
+
+def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if bool(args.files) == bool(args.xds):
+        print("error: give exactly one of -f MANIFESTS and --xds HOST:PORT", file=err)
+        return EXIT_FAILED
+    kind, _, name = args.workload.partition("/")
+    try:
+        config = ProxyConfig(
+            namespace=args.namespace,
+            workload_kind=kind,
+            workload_name=name or kind,
+            pod=args.pod,
+            outbound=Address.parse(args.outbound) if args.outbound else None,
+            inbound=Address.parse(args.inbound) if args.inbound else None,
+            app=Address.parse(args.app) if args.app else None,
+            admin=Address.parse(args.admin) if args.admin else None,
+            gateway=parse_gateway(args.gateway) if args.gateway else None,
+            workers=args.workers,
+        )
+        if args.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    except ValueError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    source: TableSource
+    if args.files:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            blobs, diag_lines, failed = pool.submit(
+                compile_for_proxy, args.files, args.namespace
+            ).result()
+        for line in diag_lines:
+            print(line, file=err)
+        if failed:
+            return EXIT_FAILED
+        spec = SourceSpec(blobs=tuple(blobs))
+    else:
+        node = NodeInfo(
+            id=f"{args.namespace}/{args.workload}/{args.pod or 'proxy'}",
+            cluster=args.namespace,
+            namespace=args.namespace,
+            workload=args.workload,
+        )
+        spec = SourceSpec(xds=args.xds, node=node)
+    source = spec.source()
+    print(
+        f"proxy {args.namespace}/{args.workload}: outbound {args.outbound or '-'}"
+        f"{f' (gateway {config.gateway})' if config.gateway else ''}, "
+        f"inbound {args.inbound or '-'} -> {args.app or '-'}, admin {args.admin or '-'}",
+        file=out,
+    )
+    out.flush()
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run_proxy(config, source, spec=spec))
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def run_tap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`mesh tap`: print a proxy's tap stream (its admin `/tap`), one event per line."""
+    query = urllib.parse.urlencode(
+        {
+            "format": args.output,
+            "method": args.method,
+            "authority": args.authority,
+            "path": args.path,
+            "max_rps": args.max_rps,
+            "limit": args.limit,
+        }
+    )
+    url = f"http://{args.admin}/tap?{query}"
+    try:
+        with urllib.request.urlopen(url, timeout=300) as resp:  # until limit, idle or Ctrl-C
+            for line in resp:
+                out.write(line.decode("utf-8", errors="replace"))
+                out.flush()
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"error: cannot tap {args.admin}: {exc}", file=err)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,210 @@
+"""`mesh demo`: the sample app on the embedded mesh with live route stats, the canary
+walkthrough (`mesh demo canary`) and the offline tour (`mesh demo --offline`).
+
+```
+mesh demo            demo.orchestrate.Demo: serve + apps + proxies + vote-bot (subprocesses)
+                     every --interval: viz.stats deltas ─> live.live_table ─> stdout
+mesh demo canary     demo.canary.run: Flagger's steps replayed against the live mesh
+mesh demo --offline  validate, routes, explain and test on the shipped examples, in process
+```
+
+The printing is here; what runs is in `turnout.demo`. Ctrl-C (SIGINT) or SIGTERM stops every
+child by pid and says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import time
+from typing import TextIO
+
+from turnout.cli import live, views
+from turnout.cli.output import EXIT_FAILED, EXIT_OK
+from turnout.demo import canary
+from turnout.demo.orchestrate import EXAMPLES, Demo, DemoError
+from turnout.engine.pipeline import compile_files
+from turnout.viz import stats
+
+DEMO_MANIFESTS = "emojivoto"
+"""The sample app's manifests under the shipped examples."""
+
+DEMO_EXPLAINS = (
+    ("service/emojivoto/web:80", "http://web.emojivoto/api/vote", ("x-canary: true",)),
+    ("service/emojivoto/web:80", "http://web.emojivoto/", ("x-canary: true",)),
+    (
+        "service/emojivoto/voting:8080",
+        "http://voting.emojivoto:8080/emojivoto.v1.VotingService/VoteDoughnut",
+        (),
+    ),
+    ("gateway/emojivoto/public:80", "http://www.emojivoto.example/old-api/list?page=2", ()),
+    ("gateway/emojivoto/public:443", "https://www.emojivoto.example/old-api/list?page=2", ()),
+)
+
+
+def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`mesh demo`: the sample app on the embedded mesh with live route stats (see
+    turnout/demo); `--offline`: compile, explain and test examples/ only."""
+    if args.offline:
+        return run_offline_demo(args, out, err)
+    if args.scenario == "canary":
+        return run_canary_demo(args, out, err)
+    if args.interval <= 0 or (args.duration is not None and args.duration <= 0):
+        print("error: --interval and --duration must be > 0", file=err)
+        return EXIT_FAILED
+    try:
+        return asyncio.run(_live_demo(args, out, err))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def run_canary_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`mesh demo canary`: replay Flagger's canary steps (turnout/demo/canary.py)."""
+    if args.step_seconds <= 0:
+        print("error: --step-seconds must be > 0", file=err)
+        return EXIT_FAILED
+
+    def say(text: str) -> None:
+        print(text, file=out)
+        out.flush()
+
+    try:
+        return asyncio.run(
+            canary.run(
+                provider=args.provider, fail=args.fail, step_seconds=args.step_seconds, say=say
+            )
+        )
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    def say(text: str = "") -> None:
+        print(text, file=out)
+        out.flush()
+
+    demo = Demo(examples=EXAMPLES / DEMO_MANIFESTS, rps=args.rps)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    mesh_dir = demo.manifests / "mesh"
+    urls = demo.metrics_urls
+    shown = f"mesh routes -f {mesh_dir} --live " + " ".join(f"--metrics {u}" for u in urls)
+    code = EXIT_OK
+    started = time.monotonic()
+    try:
+        say(
+            f"mesh demo: emojivoto on the embedded mesh, all on 127.0.0.1 (work dir {demo.workdir})"
+        )
+        start = loop.create_task(demo.start())
+        stopping = loop.create_task(stop.wait())
+        await asyncio.wait({start, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not start.done():
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DemoError):
+                await start
+            return EXIT_OK
+        stopping.cancel()
+        start.result()
+        for name, pid in demo.pids.items():
+            say(f"started {name} pid={pid}")
+        say(
+            f"ready in {time.monotonic() - started:.1f}s: vote-bot sends {args.rps:g} rps to "
+            f"web through its outbound proxy; web calls emoji and voting proxyless (xds:///)"
+        )
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        prev = await stats.scrape_all([*urls, *demo.inbound_urls.values()])
+        first = True
+        while not stop.is_set():
+            wait = args.interval
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+            crashed = demo.exited()
+            if crashed:
+                for c in crashed:
+                    say(f"error: {c.name} exited ({c.proc.returncode if c.proc else '?'}):")
+                    say(c.log_tail())
+                code = EXIT_FAILED
+                break
+            cur = await stats.scrape_all([*urls, *demo.inbound_urls.values()])
+            got, errors = stats.route_stats(
+                [s for s in prev if s.url in urls], [s for s in cur if s.url in urls]
+            )
+            inbound = stats.inbound_stats(prev, cur)
+            window = cur[0].at - prev[0].at
+            prev = cur
+            say(f"\n$ {shown} --window {window:.0f}    # {time.strftime('%H:%M:%S')}")
+            for e in errors:
+                say(f"warning: cannot scrape {e}")
+            compiled = compile_files([str(mesh_dir)])
+            rows = [r for r in views.route_rows(compiled.result.table) if r.view == ""]
+            out.write(live.live_table(rows, got))
+            served = []
+            for name, url in demo.inbound_urls.items():
+                st = inbound.get(url)
+                cells = live.stats_cells(st)
+                served.append(f"{name} {cells[1]} ({cells[0]} success)")
+            say("answered by (inbound proxies): " + ", ".join(served))
+            if first:
+                first = False
+                say(
+                    "\ntry next:\n"
+                    f"  - edit {demo.route_file}: change the 90/10 weights and watch the split "
+                    "move (the inbound line above)\n"
+                    f"  - edit {mesh_dir / '40-voting-route.yaml'}: change the fault's delay "
+                    "and watch VoteDoughnut's latency\n"
+                    f"  - run: {shown} --window 5\n"
+                    f"  - logs: {demo.workdir / 'logs'}\n"
+                    "  - Ctrl-C stops everything"
+                )
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except DemoError as exc:
+        print(f"error: {exc}", file=err)
+        code = EXIT_FAILED
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        results = await demo.stop()
+        pids = " ".join(f"{name}={pid}" for name, pid, _ in results)
+        say(f"stopped {len(results)} process(es): {pids}")
+    return code
+
+
+def run_offline_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`mesh demo --offline`: the tables of examples/, a few explanations and the example
+    contracts, all in-process."""
+
+    ex = EXAMPLES
+    manifests = ex / DEMO_MANIFESTS
+    rel = f"examples/{DEMO_MANIFESTS}/"
+    steps: list[tuple[str, list[str]]] = [
+        (f"mesh validate -f {rel}", ["validate", "-f", str(manifests)]),
+        (f"mesh routes -f {rel}", ["routes", "-f", str(manifests)]),
+    ]
+    for via, url, headers in DEMO_EXPLAINS:
+        argv = ["routes", "explain", "-f", str(manifests), "--via", via, "--url", url]
+        shown = f"mesh routes explain -f {rel} --via {via} --url {url}"
+        for h in headers:
+            argv += ["-H", h]
+            shown += f" -H '{h}'"
+        steps.append((shown, argv))
+    contracts = sorted(str(p) for p in (ex / "contracts").glob("*.yaml"))
+    steps.append(
+        (
+            f"mesh test -f {rel} examples/contracts/*.yaml",
+            ["test", "-f", str(manifests), *contracts],
+        )
+    )
+    worst = EXIT_OK
+    for shown, argv in steps:
+        print(f"\n$ {shown}", file=out)
+        out.flush()
+        worst = max(worst, args.mesh(argv))
+    return worst

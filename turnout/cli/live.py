@@ -1,0 +1,50 @@
+"""`mesh routes --live`: the route table with Linkerd's live columns.
+
+```
+viz.stats.live_stats(urls) ─> {RouteKey: RouteStats} ─┐
+views.route_rows(table) ─> [RouteRow] ────────────────┴─> live_table ─> text
+```
+
+Columns as `linkerd viz routes` prints them (LINKERD-REFERENCE.md §b): SUCCESS as
+``%.2f%%``, RPS as ``%.1frps``, LATENCY_Pnn as whole milliseconds (truncated, as Linkerd's
+``uint64`` conversion does); a route without traffic in the window shows ``-`` in every
+column. The numbers themselves come from `turnout.viz.stats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from turnout.cli.views import TABLE_COLUMNS, WIDE_COLUMNS, RouteRow, format_table, row_cells
+from turnout.viz.stats import RouteKey, RouteStats, lookup
+
+LIVE_COLUMNS = ("SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99")
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def fmt_latency(ms: float | None) -> str:
+    return "-" if ms is None else f"{int(ms)}ms"
+
+
+def stats_cells(st: RouteStats | None) -> list[str]:
+    """SUCCESS RPS LATENCY_P50 LATENCY_P95 LATENCY_P99 as `viz routes` prints them."""
+    rate = None if st is None else st.success_rate
+    if st is None or rate is None:
+        return ["-"] * len(LIVE_COLUMNS)
+    return [
+        f"{rate * 100:.2f}%",
+        f"{st.rps:.1f}rps",
+        *(fmt_latency(st.quantile(q)) for q in QUANTILES),
+    ]
+
+
+def live_table(
+    rows: Sequence[RouteRow], stats: Mapping[RouteKey, RouteStats], *, wide: bool = False
+) -> str:
+    """The `mesh routes` table with the live columns appended to every row."""
+    header = (*(WIDE_COLUMNS if wide else TABLE_COLUMNS), *LIVE_COLUMNS)
+    cells = [
+        [*row_cells(r, wide=wide), *stats_cells(lookup(stats, parent=r.parent, rule=r.rule))]
+        for r in rows
+    ]
+    return format_table(header, cells)

@@ -1,0 +1,219 @@
+"""`mesh`: the parser and the dispatch; each command family's code is in its own module.
+
+```
+mesh validate | routes [explain] | test     cli.manifests     manifests in, findings out
+mesh serve | bootstrap                      cli.control_plane the control plane
+mesh proxy | tap                            cli.data_plane    a proxy, a proxy's live requests
+mesh demo [canary] [--offline]              cli.demo          the sample app on the mesh
+mesh version                                here
+```
+
+`main(argv, stdout=..., stderr=...)` parses, sets up logging and runs the command with the
+given streams (tests capture them). A command's module is imported only when it runs, for
+start-up cost: a `mesh proxy` process must not load the engine (pydantic, jsonschema, CEL),
+nor `mesh tap` anything but the standard library. Exit codes are in `cli.output`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO, cast
+
+import turnout
+from turnout.cli.errors import CommandError
+from turnout.cli.output import EXIT_FAILED, EXIT_OK, EXIT_UNLOADABLE, add_files
+from turnout.engine.errors import LoadError
+
+Runner = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
+def _manifest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("validate", help="validate manifests like the API server would")
+    add_files(p)
+    p.add_argument(
+        "--crds",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also validate against these CRDs (openAPIV3Schema + CEL rules)",
+    )
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.set_defaults(run="manifests:run_validate")
+
+    p = sub.add_parser("routes", help="show the compiled route tables")
+    add_files(p, required=False)
+    p.add_argument("-o", "--output", choices=("table", "wide", "yaml", "json"), default="table")
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="add SUCCESS RPS LATENCY_P50/P95/P99 from proxies' /metrics (like linkerd viz routes)",
+    )
+    p.add_argument(
+        "--metrics",
+        "--admin",
+        dest="metrics",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="with --live: a proxy's metrics URL or admin HOST:PORT; repeatable",
+    )
+    p.add_argument(
+        "--window",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --live: seconds between the two scrapes (default 10)",
+    )
+    p.set_defaults(run="manifests:run_routes")
+    rsub = p.add_subparsers(dest="routes_command", metavar="SUBCOMMAND")
+    e = rsub.add_parser("explain", help="explain how one request would be routed")
+    add_files(e)
+    e.add_argument("--via", required=True, metavar="service/NS/NAME:PORT|gateway/NS/NAME:PORT")
+    e.add_argument("--from-namespace", metavar="NS", help="client namespace (consumer routes)")
+    e.add_argument("--method", "-X", default="GET")
+    e.add_argument("--url", required=True)
+    e.add_argument(
+        "-H", "--header", dest="headers", action="append", default=[], metavar="'Name: value'"
+    )
+    e.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    e.set_defaults(run="manifests:run_explain")
+
+    p = sub.add_parser("test", help="run route contract tests (for CI)")
+    add_files(p)
+    p.add_argument("contracts", nargs="+", metavar="CONTRACT")
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    p.set_defaults(run="manifests:run_test")
+
+
+def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the control plane: watch manifests, serve ADS")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dir", metavar="DIR", help="manifests directory (watched)")
+    src.add_argument("--kubernetes", action="store_true", help="list+watch the API server")
+    p.add_argument("--kubeconfig", metavar="FILE", help="with --kubernetes (default: in-cluster)")
+    p.add_argument("--context", metavar="NAME", help="with --kubernetes: kubeconfig context")
+    p.add_argument("--xds", default="127.0.0.1:18000", metavar="HOST:PORT", help="ADS (gRPC)")
+    p.add_argument(
+        "--admin", metavar="HOST:PORT", help="/ready /live /debug/table /debug/diagnostics"
+    )
+    p.set_defaults(run="control_plane:run_serve")
+
+    p = sub.add_parser("bootstrap", help="print the gRPC xDS bootstrap JSON of a workload")
+    p.add_argument("--xds", required=True, metavar="HOST:PORT", help="the ADS server")
+    p.add_argument("--namespace", required=True, metavar="NS")
+    p.add_argument("--workload", required=True, metavar="KIND/NAME", help="deployment/NAME")
+    p.add_argument("--node-id", metavar="ID", help="node id (default grpc~NS~KIND/NAME)")
+    p.set_defaults(run="control_plane:run_bootstrap")
+
+
+def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("proxy", help="run a proxy: outbound routing, inbound metrics, admin")
+    add_files(p, required=False)
+    p.add_argument("--xds", metavar="HOST:PORT", help="ADS server to take tables from")
+    p.add_argument("--namespace", default="default", help="namespace of the workload")
+    p.add_argument(
+        "--workload",
+        default="deployment/proxy",
+        metavar="KIND/NAME",
+        help="the workload this proxy fronts (metrics labels), e.g. deployment/web",
+    )
+    p.add_argument("--pod", default="", help="pod name for the metrics' pod label")
+    p.add_argument("--outbound", metavar="HOST:PORT", help="where the app sends its requests")
+    p.add_argument("--inbound", metavar="HOST:PORT", help="where clients reach the app")
+    p.add_argument("--app", metavar="HOST:PORT", help="the local app (with --inbound)")
+    p.add_argument("--admin", metavar="HOST:PORT", help="/metrics, /ready, /live, /tap")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes serving the listeners (SO_REUSEPORT; one admin port sums them)",
+    )
+    p.add_argument(
+        "--gateway",
+        metavar="NS/NAME[:PORT]",
+        help="serve that Gateway's listener (default port 80) on --outbound, as its data plane",
+    )
+    p.set_defaults(run="data_plane:run_proxy_command")
+
+    p = sub.add_parser("tap", help="stream a proxy's live requests (Linkerd's tap lines)")
+    p.add_argument("--admin", required=True, metavar="HOST:PORT", help="the proxy's admin port")
+    p.add_argument("--method", default="", help="only this method")
+    p.add_argument("--authority", default="", help="only this authority")
+    p.add_argument("--path", default="", help="only paths with this prefix")
+    p.add_argument("--max-rps", type=int, default=100, help="requests per second (0 = all)")
+    p.add_argument("-n", "--limit", type=int, default=0, help="stop after N events")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.set_defaults(run="data_plane:run_tap")
+
+
+def _demo_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="run the sample app on the mesh and watch live route stats")
+    p.add_argument(
+        "--offline", action="store_true", help="only compile, explain and test the examples"
+    )
+    p.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)"
+    )
+    p.add_argument(
+        "--interval", type=float, default=5.0, metavar="SECONDS", help="refresh of the live table"
+    )
+    p.add_argument("--rps", type=float, default=20.0, help="vote-bot requests per second")
+    p.add_argument(
+        "scenario", nargs="?", choices=("canary",), help="canary: replay Flagger's canary steps"
+    )
+    p.add_argument("--fail", action="store_true", help="canary: the canary answers errors")
+    p.add_argument("--step-seconds", type=float, default=5.0, metavar="S", help="canary: one tick")
+    p.add_argument("--provider", choices=("linkerd", "gatewayapi"), default="linkerd")
+    p.set_defaults(run="demo:run_demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mesh", description="Turnout service mesh tooling")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _manifest_parsers(sub)
+    _control_plane_parsers(sub)
+    _data_plane_parsers(sub)
+    _demo_parsers(sub)
+    p = sub.add_parser("version", help="print the version of Turnout")
+    p.set_defaults(run=None)
+    return parser
+
+
+def runner_of(spec: str) -> Runner:
+    """``"manifests:run_validate"`` -> the function, importing its module now."""
+    module, _, name = spec.partition(":")
+    return cast(Runner, getattr(importlib.import_module(f"turnout.cli.{module}"), name))
+
+
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=err,
+    )
+    if args.run is None:
+        print(f"mesh {turnout.__version__}", file=out)
+        return EXIT_OK
+    # `mesh demo --offline` runs other command lines with the same streams.
+    args.mesh = lambda more: main(more, stdout=out, stderr=err)
+    try:
+        return runner_of(args.run)(args, out, err)
+    except CommandError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_UNLOADABLE
+    except LoadError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_UNLOADABLE if args.command == "test" else EXIT_FAILED
