@@ -3,6 +3,7 @@
 Matches are written as IR `Match` objects (`mk_match`) and converted the way docs/xds.md
 says (`route_match`); `by_precedence` sorts them like the translator does, so a test states
 the Gateway API routes and the builder produces the xDS order the proxy will receive.
+Tap events (`mk_event`, `request_events`) are built here too, for the tap and admin tests.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
 from turnout.engine import ir
 from turnout.proxy import RuntimeTable
+from turnout.proxy.tap import TapEvent, TapKind, tap_id
 
 LISTENER = "web.shop.svc.cluster.local:80"
 SOURCE = "HTTPRoute/shop/web"
@@ -437,3 +439,38 @@ def mk_table(
 
 def wrap_bool(value: bool) -> wrappers_pb2.BoolValue:
     return wrappers_pb2.BoolValue(value=value)
+
+
+# -- tap events ------------------------------------------------------------------------
+
+
+def mk_event(
+    kind: TapKind = "req",
+    *,
+    stream: int = 1,
+    direction: str = "inbound",
+    method: str = "GET",
+    path: str = "/api",
+    authority: str = "web:80",
+    **extra: object,
+) -> TapEvent:
+    return TapEvent(
+        kind=kind,
+        id=tap_id(7, stream),
+        direction=direction,  # type: ignore[arg-type]
+        src="10.1.0.3:51234",
+        dst="10.1.0.5:8080",
+        tls="true",
+        method=method,
+        authority=authority,
+        path=path,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def request_events(stream: int, **kw: object) -> list[TapEvent]:
+    return [
+        mk_event("req", stream=stream, **kw),  # type: ignore[arg-type]
+        mk_event("rsp", stream=stream, status=200, latency_us=1520, **kw),  # type: ignore[arg-type]
+        mk_event("end", stream=stream, status=200, duration_us=40, response_bytes=12, **kw),  # type: ignore[arg-type]
+    ]

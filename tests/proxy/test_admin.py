@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from tests.proxy.test_metrics import parse_exposition, serve
-from tests.proxy.test_tap import mk_event, request_events
+from tests.proxy.builders import mk_event, request_events
+from tests.proxy.exposition import parse_exposition, serve
 from turnout.proxy.admin import AdminServer, bound_port, start_admin, tap_request_from_query
 from turnout.proxy.metrics import ProxyMetrics
 from turnout.proxy.tap import TapFilter, TapHub

@@ -6,14 +6,13 @@ import json
 
 import pytest
 
+from tests.proxy.builders import mk_event, request_events
 from turnout.proxy.tap import (
     TapEvent,
     TapFilter,
     TapHub,
-    TapKind,
     format_tap_json,
     format_tap_line,
-    tap_id,
     tap_json,
 )
 
@@ -24,38 +23,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def mk_event(
-    kind: TapKind = "req",
-    *,
-    stream: int = 1,
-    direction: str = "inbound",
-    method: str = "GET",
-    path: str = "/api",
-    authority: str = "web:80",
-    **extra: object,
-) -> TapEvent:
-    return TapEvent(
-        kind=kind,
-        id=tap_id(7, stream),
-        direction=direction,  # type: ignore[arg-type]
-        src="10.1.0.3:51234",
-        dst="10.1.0.5:8080",
-        tls="true",
-        method=method,
-        authority=authority,
-        path=path,
-        **extra,  # type: ignore[arg-type]
-    )
-
-
-def request_events(stream: int, **kw: object) -> list[TapEvent]:
-    return [
-        mk_event("req", stream=stream, **kw),  # type: ignore[arg-type]
-        mk_event("rsp", stream=stream, status=200, latency_us=1520, **kw),  # type: ignore[arg-type]
-        mk_event("end", stream=stream, status=200, duration_us=40, response_bytes=12, **kw),  # type: ignore[arg-type]
-    ]
 
 
 def drain(sub: object) -> list[TapEvent]:

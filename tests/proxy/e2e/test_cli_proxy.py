@@ -13,20 +13,10 @@ from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import (
     bounded,
     dead_port,
-    service_yaml,
     start_cli_proxy,
     wait_admin_ready,
 )
-from tests.proxy.e2e.test_smoke import ROUTE
-
-
-async def smoke_manifests(lab: Lab, tmp_path: Path) -> Path:
-    """The smoke test's route and Services, on two fresh backends (v1, v2), as a file."""
-    v1, v2 = await lab.backend("v1"), await lab.backend("v2")
-    manifests = tmp_path / "mesh.yaml"
-    docs = [service_yaml("web", []), service_yaml("web-v1", [v1]), service_yaml("web-v2", [v2])]
-    manifests.write_text("\n---\n".join([*docs, ROUTE]))
-    return manifests
+from tests.proxy.e2e.manifests import smoke_manifests
 
 
 @bounded(30)

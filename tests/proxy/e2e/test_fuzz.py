@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import Mesh
-from tests.proxy.e2e.test_limits import ROUTES
-from turnout.proxy.handler import HOP_BY_HOP
+from tests.proxy.e2e.manifests import LIMITS_ROUTES
+from turnout.proxy.transport.messages import HOP_BY_HOP
 
 TCHAR = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
 PCHAR = string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/"
@@ -66,7 +66,7 @@ class Proxy:
 
     async def _start(self) -> Mesh:
         v1, raw = await self.lab.backend("v1"), await self.lab.raw_backend()
-        return await self.lab.mesh({"web": [], "web-v1": [v1], "raw": [raw]}, ROUTES)
+        return await self.lab.mesh({"web": [], "web-v1": [v1], "raw": [raw]}, LIMITS_ROUTES)
 
     def send(self, data: bytes) -> bytes:
         async def go() -> bytes:

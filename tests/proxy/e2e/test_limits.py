@@ -7,26 +7,12 @@ import pytest
 
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import Mesh, bounded, metric
-
-ROUTES = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web, namespace: shop}
-spec:
-  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
-  rules:
-  - backendRefs: [{name: web-v1, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /raw}}]
-    filters:
-    - type: URLRewrite
-      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
-    backendRefs: [{name: raw, port: 80}]
-"""
+from tests.proxy.e2e.manifests import LIMITS_ROUTES
 
 
 async def _mesh(lab: Lab) -> Mesh:
     v1, raw = await lab.backend("v1"), await lab.raw_backend()
-    return await lab.mesh({"web": [], "web-v1": [v1], "raw": [raw]}, ROUTES)
+    return await lab.mesh({"web": [], "web-v1": [v1], "raw": [raw]}, LIMITS_ROUTES)
 
 
 def _status(answer: bytes) -> int:

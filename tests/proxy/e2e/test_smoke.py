@@ -6,27 +6,13 @@ import json
 
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import bounded
-
-ROUTE = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web, namespace: shop}
-spec:
-  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /v2}}]
-    filters:
-    - type: RequestHeaderModifier
-      requestHeaderModifier: {set: [{name: x-route, value: v2}]}
-    backendRefs: [{name: web-v2, port: 80}]
-  - backendRefs: [{name: web-v1, port: 80}]
-"""
+from tests.proxy.e2e.manifests import SMOKE_ROUTE
 
 
 @bounded(10)
 async def test_requests_follow_the_route_to_real_backends(lab: Lab) -> None:
     v1, v2 = await lab.backend("v1"), await lab.backend("v2")
-    mesh = await lab.mesh({"web": [], "web-v1": [v1], "web-v2": [v2]}, ROUTE)
+    mesh = await lab.mesh({"web": [], "web-v1": [v1], "web-v2": [v2]}, SMOKE_ROUTE)
     status, headers, body = await mesh.get("web.shop", "/v2/echo?x=1")
     assert status == 200 and headers["x-backend"] == "v2"
     echo = json.loads(body)

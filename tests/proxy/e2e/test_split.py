@@ -4,20 +4,7 @@ from __future__ import annotations
 
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import bounded
-
-
-def split(weights: dict[str, int], *, name: str = "web") -> str:
-    refs = "".join(f"\n    - {{name: {b}, port: 80, weight: {w}}}" for b, w in weights.items())
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  parentRefs: [{{group: "", kind: Service, name: {name}, port: 80}}]
-  rules:
-  - matches: [{{path: {{type: PathPrefix, value: /}}}}]
-    backendRefs:{refs}
-"""
+from tests.proxy.e2e.manifests import split
 
 
 @bounded(30)

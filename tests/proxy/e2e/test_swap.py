@@ -7,7 +7,7 @@ from collections import Counter
 
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import bounded
-from tests.proxy.e2e.test_split import split
+from tests.proxy.e2e.manifests import split
 
 
 @bounded(20)

@@ -19,7 +19,7 @@ from tests.proxy.e2e.harness import (
     start_cli_proxy,
     wait_admin_ready,
 )
-from tests.proxy.e2e.test_cli_proxy import smoke_manifests
+from tests.proxy.e2e.manifests import smoke_manifests
 from turnout.proxy.workers import merge_metrics
 
 REQUESTS = 200
