@@ -18,13 +18,9 @@ from tests.proxy.exposition import (
     serve,
     value,
 )
-from turnout.proxy.metrics import (
-    LATENCY_BOUNDS_MS,
-    REQUEST_TIMEOUT,
-    RESPONSE_HEADERS_TIMEOUT,
-    ProxyMetrics,
-    classify,
-)
+from turnout.proxy.families import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT, classify
+from turnout.proxy.metrics import ProxyMetrics
+from turnout.proxy.registry import LATENCY_BOUNDS_MS
 
 METRIC_QUERIES = REFERENCE / "flagger" / "fixtures" / "common" / "metric-queries.yaml"
 LINKERD_LE = [

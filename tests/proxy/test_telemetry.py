@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from turnout.proxy.actions import Backend, Decision, Forward, RouteRef
-from turnout.proxy.metrics import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT, ProxyMetrics
+from turnout.proxy.families import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT
+from turnout.proxy.metrics import ProxyMetrics
 from turnout.proxy.tap import TapHub
 from turnout.proxy.telemetry import Exchange, Telemetry
 from turnout.proxy.transport.messages import IncomingRequest, RequestBody

@@ -35,6 +35,7 @@ from typing import Final, Literal
 from urllib.parse import parse_qsl
 
 from turnout.proxy.metrics import ProxyMetrics
+from turnout.proxy.registry import merge_metrics
 from turnout.proxy.tap import (
     DEFAULT_TAP_QUEUE,
     Subscription,
@@ -46,7 +47,6 @@ from turnout.proxy.tap import (
 )
 from turnout.proxy.transport.messages import IncomingRequest, ResponseWriter
 from turnout.proxy.transport.server import serve_http
-from turnout.proxy.workers import merge_metrics
 
 log = logging.getLogger(__name__)
 

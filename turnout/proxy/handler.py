@@ -51,9 +51,9 @@ from turnout.proxy.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from turnout.proxy.families import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT
 from turnout.proxy.filters import apply_request_filters, apply_response_filters, redirect_location
 from turnout.proxy.hosts import listener_for_host
-from turnout.proxy.metrics import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Exchange, Telemetry
 from turnout.proxy.transport.client import (

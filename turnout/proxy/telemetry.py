@@ -28,15 +28,9 @@ from collections.abc import Callable
 from typing import Literal
 
 from turnout.proxy.actions import Backend, Decision
-from turnout.proxy.metrics import (
-    LATENCY_BOUNDS_MS,
-    REQUEST_TIMEOUT,
-    BackendKey,
-    HttpKey,
-    PolicyRouteKey,
-    ProxyMetrics,
-    RouteKey,
-)
+from turnout.proxy.families import REQUEST_TIMEOUT, BackendKey, HttpKey, PolicyRouteKey, RouteKey
+from turnout.proxy.metrics import ProxyMetrics
+from turnout.proxy.registry import LATENCY_BOUNDS_MS
 from turnout.proxy.tap import TapEvent, TapHub, tap_id
 from turnout.proxy.transport.messages import IncomingRequest
 

@@ -25,7 +25,6 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -43,9 +42,6 @@ STOP_TIMEOUT_S = 10.0
 """How long a child gets to stop after SIGTERM before it is killed."""
 FETCH_TIMEOUT_S = 2.0
 """How long the parent waits for a child's /metrics."""
-
-_EARLIEST = frozenset({"process_start_time_seconds"})
-"""Series merged by taking the smallest value (the others are summed)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,48 +172,6 @@ async def fetch(host: str, port: int, path: str) -> str:
     if not head.startswith(b"HTTP/1.1 200"):
         raise ValueError(f"{path}: {head[:40]!r}")
     return body.decode()
-
-
-# -- merging ------------------------------------------------------------------------------------
-
-
-def merge_metrics(texts: Sequence[str]) -> str:
-    """Prometheus texts of several workers as one: each series summed over the workers
-    (``process_start_time_seconds``: the earliest); families keep their first order and
-    stay grouped, as the text format requires."""
-    families: dict[str, tuple[list[str], dict[str, float]]] = {}
-    for text in texts:
-        family: tuple[list[str], dict[str, float]] | None = None
-        for line in text.splitlines():
-            if not line:
-                continue
-            if line.startswith("#"):
-                parts = line.split(" ", 3)
-                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
-                    family = families.setdefault(parts[2], ([], {}))
-                    if line not in family[0]:
-                        family[0].append(line)
-                continue
-            key, _, value = line.rpartition(" ")
-            if family is None:
-                family = families.setdefault(key.partition("{")[0], ([], {}))
-            samples = family[1]
-            v = float(value)
-            if key not in samples:
-                samples[key] = v
-            elif key.partition("{")[0] in _EARLIEST:
-                samples[key] = min(samples[key], v)
-            else:
-                samples[key] += v
-    out: list[str] = []
-    for comments, samples in families.values():
-        out += comments
-        out += (f"{key} {_number(v)}" for key, v in samples.items())
-    return "\n".join(out) + "\n"
-
-
-def _number(v: float) -> str:
-    return str(int(v)) if v.is_integer() and abs(v) < 2**53 else repr(v)
 
 
 # -- the child's side ---------------------------------------------------------------------------

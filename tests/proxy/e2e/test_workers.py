@@ -20,7 +20,7 @@ from tests.proxy.e2e.harness import (
     wait_admin_ready,
 )
 from tests.proxy.e2e.manifests import smoke_manifests
-from turnout.proxy.workers import merge_metrics
+from turnout.proxy.registry import merge_metrics
 
 REQUESTS = 200
 
