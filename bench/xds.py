@@ -45,15 +45,13 @@ from turnout.engine.ir import RouteTable
 from turnout.engine.pipeline import CompiledInputs, IncrementalCompiler
 from turnout.engine.server import AdsServer, ServerSettings
 from turnout.engine.sources import DirectorySettings, DirectorySource
-from turnout.proxy.xds_client import (
+from turnout.proxy.xds_client import NodeInfo, XdsClient, XdsSettings
+from turnout.proxy.xds_resources import (
     CLUSTER_TYPE,
     LISTENER_TYPE,
     LOAD_ASSIGNMENT_TYPE,
     ROUTE_CONFIGURATION_TYPE,
-    NodeInfo,
-    XdsClient,
-    XdsSettings,
-    _rds_names,
+    rds_names,
 )
 
 CLIENTS = 100
@@ -97,7 +95,7 @@ async def raw_stream(target: str, i: int, ready: asyncio.Queue[int]) -> None:
                 for packed in resp.resources:
                     lst = listener_pb2.Listener()
                     packed.Unpack(lst)
-                    rds |= _rds_names(lst)
+                    rds |= rds_names(lst)
                 wanted = (ROUTE_CONFIGURATION_TYPE, sorted(rds))
             elif url == CLUSTER_TYPE:
                 clusters = []

@@ -33,7 +33,7 @@ import grpc.aio
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 
-from turnout.proxy.xds_client import CLUSTER_TYPE, LISTENER_TYPE
+from turnout.proxy.xds_resources import CLUSTER_TYPE, LISTENER_TYPE
 
 log = logging.getLogger(__name__)
 

@@ -22,16 +22,18 @@ from turnout.engine.pipeline import compile_files
 from turnout.engine.xds import translate
 from turnout.proxy import Forward, RequestInfo, RuntimeTable
 from turnout.proxy.xds_client import (
-    CLUSTER_TYPE,
-    LISTENER_TYPE,
-    LOAD_ASSIGNMENT_TYPE,
-    ROUTE_CONFIGURATION_TYPE,
-    TYPE_URLS,
     NodeInfo,
     XdsClient,
     XdsSettings,
     XdsState,
     backoff_delay,
+)
+from turnout.proxy.xds_resources import (
+    CLUSTER_TYPE,
+    LISTENER_TYPE,
+    LOAD_ASSIGNMENT_TYPE,
+    ROUTE_CONFIGURATION_TYPE,
+    TYPE_URLS,
 )
 
 TIMEOUT_S = 5.0

@@ -9,8 +9,10 @@ ProxyError
  │    │    └── UpstreamConnectTimeout  (also an UpstreamTimeout) the TCP connect timed out
  │    ├── UpstreamTimeout        the per-request deadline (`timeout_ms`) expired
  │    └── UpstreamProtocolError  malformed response, or reset after the response started
- └── ClientError             the downstream client broke its request (transport.server):
-                             malformed or timed-out body, or disconnected mid-request
+ ├── ClientError             the downstream client broke its request (transport.server):
+ │                           malformed or timed-out body, or disconnected mid-request
+ └── XdsStreamError          the ADS stream could not be opened or broke (xds_client); the
+                             client backs off and reconnects, the last good table serving
 ```
 
 Every one pickles (`mesh proxy --workers` runs them in child processes). The transport raises these once, at its boundary: OS and httptools exceptions never leave
@@ -96,3 +98,8 @@ class ClientError(ProxyError):
 
     def __reduce__(self) -> tuple[object, tuple[int, str]]:
         return type(self), (self.status, self.message)
+
+
+class XdsStreamError(ProxyError):
+    """The ADS stream could not be opened or broke (`xds_client`); every grpc error becomes
+    one of these, and the client reconnects after a backoff."""
