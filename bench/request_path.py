@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.proxy import HOST, NS, manifests
 from turnout.cli.offline import offline_runtime
 from turnout.proxy.handler import Handler, ProxyState
-from turnout.proxy.runner import ProxyConfig, build_proxy
+from turnout.proxy.process import ProxyConfig
+from turnout.proxy.runner import build_proxy
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Telemetry
 from turnout.proxy.transport.client import UpstreamPool, _UpstreamConnection

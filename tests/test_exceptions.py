@@ -54,6 +54,7 @@ def example(cls: type[BaseException]) -> BaseException:
         "turnout.engine.errors.ValidationFailed": ((DIAG,),),
         "turnout.proxy.errors.TableError": ("Listener x", "filter_chains[0]", "bad"),
         "turnout.proxy.errors.ClientError": (400, "malformed body"),
+        "turnout.proxy.errors.ListenError": ("outbound", "127.0.0.1", 4140, "address in use"),
         "turnout.proxy.index.ShadowedRouteError": (3, "route 3 is shadowed by route 1"),
     }
     kwargs: dict[str, dict[str, object]] = {

@@ -42,7 +42,8 @@ from aiohttp import web
 
 from tests.conftest import REFERENCE, require_reference
 from tests.proxy.e2e.harness import bounded
-from turnout.proxy.runner import Address, Proxy, ProxyConfig, StaticTable, start_proxy, stop_proxy
+from turnout.proxy.process import Address, ProxyConfig, StaticTable
+from turnout.proxy.runner import Proxy, start_proxy, stop_proxy
 from turnout.proxy.table import RuntimeTable
 
 FIXTURES = REFERENCE / "flagger" / "fixtures" / "common"

@@ -32,7 +32,8 @@ from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.harness import service_yaml
 from turnout.engine.server import AdsServer, ServerSettings
 from turnout.engine.sources import DirectorySettings, DirectorySource
-from turnout.proxy.runner import Address, Proxy, ProxyConfig, XdsSource, start_proxy, stop_proxy
+from turnout.proxy.process import Address, ProxyConfig, XdsSource
+from turnout.proxy.runner import Proxy, start_proxy, stop_proxy
 from turnout.proxy.xds_client import NodeInfo
 
 ROOT = Path(__file__).resolve().parents[2]

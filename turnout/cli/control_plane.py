@@ -25,7 +25,7 @@ from turnout.engine.errors import MeshError
 from turnout.engine.render import diagnostic_data, dump_json, dump_yaml, result_data
 from turnout.engine.server import AdsServer, bootstrap_config
 from turnout.engine.sources import DirectorySource
-from turnout.proxy.runner import Address
+from turnout.proxy.process import Address
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,11 @@ from typing import TextIO
 
 import uvloop
 
-from turnout.cli.output import EXIT_FAILED, EXIT_OK
-from turnout.proxy.runner import Address, ProxyConfig, TableSource, parse_gateway, run_proxy
-from turnout.proxy.workers import SourceSpec
+from turnout.cli.output import EXIT_FAILED, EXIT_OK, EXIT_UNLOADABLE
+from turnout.proxy.errors import ListenError, WorkerError
+from turnout.proxy.process import Address, ProxyConfig, SourceSpec, TableSource, parse_gateway
+from turnout.proxy.runner import Listening
+from turnout.proxy.workers import run_proxy
 from turnout.proxy.xds_client import NodeInfo
 
 
@@ -96,18 +98,30 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         )
         spec = SourceSpec(xds=args.xds, node=node)
     source = spec.source()
-    print(
-        f"proxy {args.namespace}/{args.workload}: outbound {args.outbound or '-'}"
-        f"{f' (gateway {config.gateway})' if config.gateway else ''}, "
-        f"inbound {args.inbound or '-'} -> {args.app or '-'}, admin {args.admin or '-'}",
-        file=out,
-    )
-    out.flush()
+
+    def started(bound: Listening) -> None:  # after binding: the ports `:0` became
+        print(
+            f"proxy {args.namespace}/{args.workload}: outbound {bound.outbound or '-'}"
+            f"{f' (gateway {config.gateway})' if config.gateway else ''}, "
+            f"inbound {bound.inbound or '-'} -> {args.app or '-'}, admin {bound.admin or '-'}",
+            file=out,
+        )
+        out.flush()
+
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(run_proxy(config, source, spec=spec))
+            runner.run(run_proxy(config, source, spec=spec, on_listening=started))
     except KeyboardInterrupt:
         pass
+    except ListenError as exc:
+        print(
+            f"error: cannot listen on {exc.host}:{exc.port} (--{exc.listener}): {exc.reason}",
+            file=err,
+        )
+        return EXIT_UNLOADABLE
+    except WorkerError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_UNLOADABLE
     return EXIT_OK
 
 

@@ -11,8 +11,11 @@ ProxyError
  │    └── UpstreamProtocolError  malformed response, or reset after the response started
  ├── ClientError             the downstream client broke its request (transport.server):
  │                           malformed or timed-out body, or disconnected mid-request
- └── XdsStreamError          the ADS stream could not be opened or broke (xds_client); the
-                             client backs off and reconnects, the last good table serving
+ ├── XdsStreamError          the ADS stream could not be opened or broke (xds_client); the
+ │                           client backs off and reconnects, the last good table serving
+ ├── ListenError             a listener or the admin port cannot be bound (runner); `mesh
+ │                           proxy` prints it as one line and exits 2
+ └── WorkerError             a `--workers` child died or was silent during start-up (workers)
 ```
 
 Every one pickles (`mesh proxy --workers` runs them in child processes). The transport raises these once, at its boundary: OS and httptools exceptions never leave
@@ -103,3 +106,26 @@ class ClientError(ProxyError):
 class XdsStreamError(ProxyError):
     """The ADS stream could not be opened or broke (`xds_client`); every grpc error becomes
     one of these, and the client reconnects after a backoff."""
+
+
+class ListenError(ProxyError):
+    """A listening socket could not be opened (`runner.start_proxy`): the port is in use, the
+    address is not this host's, or binding it is not allowed. `mesh proxy` prints it as one
+    line and exits 2."""
+
+    def __init__(self, listener: str, host: str, port: int, reason: str) -> None:
+        self.listener = listener
+        """Which one: ``outbound``, ``inbound`` or ``admin`` (the flag that set it)."""
+        self.host = host
+        self.port = port
+        self.reason = reason
+        """Why, lowercase, e.g. ``address already in use``."""
+        super().__init__(f"cannot listen on {host}:{port} ({listener}): {reason}")
+
+    def __reduce__(self) -> tuple[object, tuple[str, str, int, str]]:
+        return type(self), (self.listener, self.host, self.port, self.reason)
+
+
+class WorkerError(ProxyError):
+    """A ``--workers`` child process did not start: it exited, or did not report its admin
+    port in time (`workers.Workers.start`)."""

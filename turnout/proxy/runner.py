@@ -1,4 +1,4 @@
-"""`mesh proxy`: one process with an outbound listener, an inbound listener and an admin port.
+"""One proxy in this process: an outbound listener, an inbound listener and an admin port.
 
 ```
 TableSource (static table | ADS client) ──on_table──> Proxy.apply(table, version)
@@ -6,11 +6,16 @@ TableSource (static table | ADS client) ──on_table──> Proxy.apply(table,
 serve_http(outbound) ─┐
 serve_http(inbound) ──┼─ shared UpstreamPool, ProxyMetrics, TapHub
 start_admin(admin) ───┘   /metrics /ready (a table applied) /live /tap
+start_proxy(config, source) -> (Proxy, source task)   every port bound, or ListenError
+proxy.listening() -> Listening: the addresses actually bound (what port 0 became)
+stop_proxy(proxy, task)                                listeners, handlers, admin, pool
 ```
 
-The table source is a seam: `mesh proxy -f` compiles manifests in the CLI (the proxy never
-imports the engine's model) and hands over a ready table; `mesh proxy --xds` uses the ADS
-client. `run_proxy` serves until cancelled and then closes listeners, the pool and tasks.
+The table source is a seam (`process.TableSource`): `mesh proxy -f` compiles manifests in
+the CLI (the proxy never imports the engine's model) and hands over a ready table; `mesh
+proxy --xds` uses the ADS client. A port that cannot be bound is a `ListenError` naming the
+listener and the address, and whatever was already bound is closed again. Serving until a
+signal, and the ``--workers`` child processes, are `workers.py`'s (which imports this).
 """
 
 from __future__ import annotations
@@ -19,111 +24,34 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
-import time
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
 
-from turnout.proxy.admin import AdminServer, start_admin
+from turnout.proxy.admin import AdminServer, bound_port, start_admin
 from turnout.proxy.balancer import Balancers
 from turnout.proxy.budget import Budgets
+from turnout.proxy.errors import ListenError
 from turnout.proxy.handler import Handler, ProxyState
 from turnout.proxy.metrics import ProxyMetrics
+from turnout.proxy.process import Address, ListenerName, ProxyConfig, TableSource
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.tap import TapHub
 from turnout.proxy.telemetry import Telemetry
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.server import serve_http
-from turnout.proxy.workers import SourceSpec, Workers
-
-if TYPE_CHECKING:
-    from turnout.proxy.xds_client import NodeInfo
 
 log = logging.getLogger(__name__)
 
-OnTable = Callable[[RuntimeTable, str], None]
-
-
-class TableSource(Protocol):
-    """Where tables come from; calls `on_table` for every table to apply."""
-
-    async def run(self, on_table: OnTable) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StaticTable:
-    """One table, applied once (``mesh proxy -f``: compiled in-process by the CLI)."""
-
-    table: RuntimeTable
-    version: str = "static"
-
-    async def run(self, on_table: OnTable) -> None:
-        on_table(self.table, self.version)
-        await asyncio.Event().wait()
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class XdsSource:
-    """Tables from an ADS server (``mesh proxy --xds HOST:PORT``)."""
+class Listening:
+    """Where a started proxy listens: the configured hosts with the ports actually bound
+    (a port given as 0 is the one the kernel chose). None: that listener is off."""
 
-    target: str
-    node: NodeInfo
-
-    async def run(self, on_table: OnTable) -> None:
-        # grpc is imported here, not at module load: a proxy fed from manifests (-f) never
-        # loads it (several MB of resident memory per proxy).
-        from turnout.proxy.xds_client import XdsClient
-
-        client = XdsClient(self.target, node=self.node, on_table=on_table)
-        client.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await client.stop()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Address:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Address:
-        host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"want HOST:PORT, got {text!r}")
-        return cls(host=host or "127.0.0.1", port=int(port))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProxyConfig:
-    namespace: str = "default"
-    workload_kind: str = "deployment"
-    workload_name: str = ""
-    pod: str = ""
     outbound: Address | None = None
     inbound: Address | None = None
-    app: Address | None = None
     admin: Address | None = None
-    gateway: str | None = None
-    """``NS/NAME:PORT``: the outbound port serves that Gateway listener (a north-south
-    gateway's data plane) instead of routing by the Service the Host header names."""
-    workers: int = 1
-    """Processes serving the listeners (SO_REUSEPORT when more than one; `workers.py`)."""
-
-    def gateway_listener(self) -> str | None:
-        """The runtime table's listener name for `gateway` (None: a mesh proxy)."""
-        return None if self.gateway is None else f"gateway/{self.gateway}"
-
-
-def parse_gateway(text: str) -> str:
-    """``NS/NAME`` or ``NS/NAME:PORT`` (default port 80) -> ``NS/NAME:PORT``."""
-    ref, sep, port = text.partition(":")
-    ns, slash, name = ref.partition("/")
-    if not (ns and slash and name) or "/" in name or (sep and not port.isdigit()):
-        raise ValueError(f"want NAMESPACE/NAME[:PORT] for --gateway, got {text!r}")
-    return f"{ns}/{name}:{port or 80}"
 
 
 @dataclass(slots=True)
@@ -139,6 +67,7 @@ class Proxy:
     handlers: list[Handler] = field(default_factory=list)
     version: str | None = None
     servers: list[asyncio.Server] = field(default_factory=list)
+    """The outbound listener first (when on), then the inbound one."""
     admin: AdminServer | None = None
 
     @property
@@ -169,6 +98,18 @@ class Proxy:
     def port_of(self, server: asyncio.Server) -> int:
         return int(server.sockets[0].getsockname()[1])
 
+    def listening(self) -> Listening:
+        """The addresses bound (`start_proxy` has returned)."""
+        config, servers = self.config, iter(self.servers)
+        out = inb = adm = None
+        if config.outbound is not None:
+            out = Address(host=config.outbound.host, port=self.port_of(next(servers)))
+        if config.inbound is not None:
+            inb = Address(host=config.inbound.host, port=self.port_of(next(servers)))
+        if config.admin is not None and self.admin is not None:
+            adm = Address(host=config.admin.host, port=bound_port(self.admin))
+        return Listening(outbound=out, inbound=inb, admin=adm)
+
 
 def build_proxy(config: ProxyConfig) -> Proxy:
     metrics = ProxyMetrics(
@@ -187,13 +128,39 @@ async def start_proxy(
     peers: Callable[[], Awaitable[list[str]]] | None = None,
     peers_ready: Callable[[], bool] | None = None,
 ) -> tuple[Proxy, asyncio.Task[None]]:
-    """Start listeners and the table source; returns once every port is bound. `peers`
-    gives the other workers' metrics texts for /metrics, `peers_ready` their readiness."""
+    """Bind the listeners and start the table source; returns once every port is bound.
+    A port that cannot be bound raises `ListenError` (the ports bound before it are closed
+    again). `peers` gives the other workers' metrics texts for /metrics, `peers_ready` their
+    readiness."""
+    if config.inbound is not None and config.app is None:
+        raise ValueError("--inbound needs --app HOST:PORT")
     proxy = build_proxy(config)
+    bound = False
+    try:
+        await _bind(proxy, peers=peers, peers_ready=peers_ready)
+        bound = True
+    finally:
+        if not bound:  # a ListenError, or cancelled half way: close what was opened
+            await _close_listeners(proxy)
+    task = asyncio.get_running_loop().create_task(
+        _guard(source.run(proxy.apply), "table source"), name="table source"
+    )
+    return proxy, task
+
+
+async def _bind(
+    proxy: Proxy,
+    *,
+    peers: Callable[[], Awaitable[list[str]]] | None,
+    peers_ready: Callable[[], bool] | None,
+) -> None:
+    """Open the outbound, inbound and admin sockets, in that order, into `proxy`."""
+    config = proxy.config
     empty = ProxyState(
         table=RuntimeTable.from_xds((), ()), balancers=proxy.balancers, budgets=proxy.budgets
     )
     telemetry = Telemetry(proxy.metrics, proxy.tap)
+    listeners: list[tuple[ListenerName, Address, Handler]] = []
     if config.outbound is not None:
         handler = Handler(
             state=empty,
@@ -203,18 +170,9 @@ async def start_proxy(
             namespace=config.namespace,
             listener=config.gateway_listener(),
         )
-        proxy.handlers.append(handler)
-        proxy.servers.append(
-            await serve_http(
-                handler,
-                host=config.outbound.host,
-                port=config.outbound.port,
-                reuse_port=config.workers > 1,
-            )
-        )
+        listeners.append(("outbound", config.outbound, handler))
     if config.inbound is not None:
-        if config.app is None:
-            raise ValueError("--inbound needs --app HOST:PORT")
+        assert config.app is not None
         handler = Handler(
             state=empty,
             pool=proxy.pool,
@@ -223,34 +181,54 @@ async def start_proxy(
             namespace=config.namespace,
             app=(config.app.host, config.app.port),
         )
-        proxy.handlers.append(handler)
-        proxy.servers.append(
-            await serve_http(
-                handler,
-                host=config.inbound.host,
-                port=config.inbound.port,
-                reuse_port=config.workers > 1,
+        listeners.append(("inbound", config.inbound, handler))
+    for name, addr, handler in listeners:
+        with _listen_errors(name, addr):
+            server = await serve_http(
+                handler, host=addr.host, port=addr.port, reuse_port=config.workers > 1
             )
-        )
+        proxy.handlers.append(handler)
+        proxy.servers.append(server)
     if config.admin is not None:
-        proxy.admin = await start_admin(
-            config.admin.host,
-            config.admin.port,
-            metrics=proxy.metrics,
-            tap=proxy.tap,
-            ready=lambda: proxy.ready and (peers_ready is None or peers_ready()),
-            peers=peers,
-        )
-    task = asyncio.get_running_loop().create_task(
-        _guard(source.run(proxy.apply), "table source"), name="table source"
-    )
-    return proxy, task
+        with _listen_errors("admin", config.admin):
+            proxy.admin = await start_admin(
+                config.admin.host,
+                config.admin.port,
+                metrics=proxy.metrics,
+                tap=proxy.tap,
+                ready=lambda: proxy.ready and (peers_ready is None or peers_ready()),
+                peers=peers,
+            )
+
+
+@contextlib.contextmanager
+def _listen_errors(listener: ListenerName, addr: Address) -> Iterator[None]:
+    """The one place a failed bind (an `OSError` from the loop) becomes a `ListenError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise ListenError(listener, addr.host, addr.port, _reason(exc)) from exc
+
+
+def _reason(exc: OSError) -> str:
+    """``address already in use``: the errno's text, lowercase, without the loop's prefix."""
+    if exc.errno is not None and exc.errno > 0:
+        text = os.strerror(exc.errno)
+    else:  # a resolver error (socket.gaierror) carries a negative code and its own text
+        text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
 
 
 async def stop_proxy(proxy: Proxy, task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    await _close_listeners(proxy)
+    proxy.tap.close()
+    await proxy.pool.close()
+
+
+async def _close_listeners(proxy: Proxy) -> None:
     for server in proxy.servers:
         server.close()
     for server in proxy.servers:
@@ -259,8 +237,6 @@ async def stop_proxy(proxy: Proxy, task: asyncio.Task[None]) -> None:
         await h.aclose()
     if proxy.admin is not None:
         await proxy.admin.cleanup()
-    proxy.tap.close()
-    await proxy.pool.close()
 
 
 def settle_heap() -> None:
@@ -273,44 +249,6 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-async def run_proxy(
-    config: ProxyConfig, source: TableSource, *, spec: SourceSpec | None = None
-) -> None:
-    """Serve until cancelled, SIGINT or SIGTERM (`mesh proxy`); then shut down cleanly.
-    With `config.workers` > 1, `spec` tells the child workers where their tables come from."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    workers: Workers | None = None
-    if config.workers > 1:
-        if spec is None:
-            raise ValueError("several workers need a SourceSpec")
-        workers = Workers(config.workers, config, spec)
-        await workers.start()
-    try:
-        proxy, task = await start_proxy(
-            config,
-            source,
-            peers=workers.metrics if workers is not None else None,
-            peers_ready=workers.ready if workers is not None else None,
-        )
-        started = time.monotonic()
-        stopper = loop.create_task(stop.wait(), name="stop signal")
-        try:
-            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-            log.info("proxy stopping after %.0fs", time.monotonic() - started)
-            await stop_proxy(proxy, task)
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        if workers is not None:
-            await workers.stop()
 
 
 async def _guard(coro: Awaitable[None], name: str) -> None:

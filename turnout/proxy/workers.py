@@ -1,14 +1,17 @@
-"""`mesh proxy --workers N`: N processes serve the same listeners, one admin port for all.
+"""`mesh proxy`: serve until a signal, as one process or as N (``--workers N``), one admin port.
 
 ```
-parent (worker 0): outbound/inbound listeners (SO_REUSEPORT) + the admin port
-  └─ spawns N-1 children: the same listeners (the kernel spreads new connections over the
-     processes) + an internal admin port on 127.0.0.1:0
-child ──pipe: ("admin", port), then ("ready",) once its first table is in──► parent
+run_proxy(config, source, spec=, on_listening=)
+  start_proxy: the parent's listeners (SO_REUSEPORT when N > 1) + the admin port, bound
+  first, so a port given as 0 is known ── ListenError if one cannot be bound
+  └─ N > 1: spawns N-1 children on the ports the parent bound (the kernel spreads new
+     connections over the processes), each with an internal admin port on 127.0.0.1:0
+  on_listening(Listening): the addresses bound (`mesh proxy` prints its start-up line)
+  SIGINT/SIGTERM ─► stop_proxy, then SIGTERM to every child, by pid
+child ──pipe: ("admin", port) | ("error", ListenError args); then ("ready",)──► parent
 parent /metrics = its own + every child's /metrics, summed series by series
 parent /ready   = its table is in and every child said ready
-parent stops (SIGINT/SIGTERM) ─► SIGTERM to every child, by pid; a child whose parent is
-gone (the pipe closes) stops by itself
+a child whose parent is gone (the pipe closes) stops by itself
 ```
 
 Every worker takes its tables the same way (`SourceSpec`: the serialized tables `-f`
@@ -25,14 +28,14 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from turnout.proxy.runner import ProxyConfig, TableSource
-    from turnout.proxy.xds_client import NodeInfo
+from turnout.proxy.errors import ListenError, WorkerError
+from turnout.proxy.process import Address, ProxyConfig, SourceSpec, TableSource
+from turnout.proxy.runner import Listening, Proxy, start_proxy, stop_proxy
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +47,66 @@ FETCH_TIMEOUT_S = 2.0
 """How long the parent waits for a child's /metrics."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SourceSpec:
-    """How a worker gets its tables, in a form that crosses a process boundary."""
+async def run_proxy(
+    config: ProxyConfig,
+    source: TableSource,
+    *,
+    spec: SourceSpec | None = None,
+    on_listening: Callable[[Listening], None] | None = None,
+) -> None:
+    """Serve until cancelled, SIGINT or SIGTERM (`mesh proxy`); then shut down cleanly.
+    With `config.workers` > 1, `spec` tells the child workers where their tables come from.
+    `on_listening` is called once every process listens, with the addresses bound."""
+    if config.workers > 1 and spec is None:
+        raise ValueError("several workers need a SourceSpec")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    workers = Workers(config.workers, spec) if spec is not None and config.workers > 1 else None
+    try:
+        proxy, task = await start_proxy(
+            config,
+            source,
+            peers=workers.metrics if workers is not None else None,
+            peers_ready=workers.ready if workers is not None else None,
+        )
+        try:
+            listening = proxy.listening()
+            if workers is not None:
+                await workers.start(_child_config(config, listening))
+            if on_listening is not None:
+                on_listening(listening)
+            started = loop.time()
+            await _serve(task, stop)
+            log.info("proxy stopping after %.0fs", loop.time() - started)
+        finally:
+            await stop_proxy(proxy, task)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        if workers is not None:
+            await workers.stop()
 
-    blobs: tuple[bytes, ...] = ()
-    """Serialized xDS resources (`RuntimeTable.from_serialized`), for ``-f``."""
-    xds: str | None = None
-    """ADS target, for ``--xds``."""
-    node: NodeInfo | None = None
 
-    def source(self) -> TableSource:
-        from turnout.proxy.runner import StaticTable, XdsSource
+def _child_config(config: ProxyConfig, listening: Listening) -> ProxyConfig:
+    """The parent's config on the ports the parent bound, with an internal admin port."""
+    return replace(
+        config,
+        outbound=listening.outbound,
+        inbound=listening.inbound,
+        admin=Address(host="127.0.0.1", port=0),
+    )
 
-        if self.xds is not None:
-            assert self.node is not None
-            return XdsSource(target=self.xds, node=self.node)
-        from turnout.proxy.table import RuntimeTable
 
-        return StaticTable(RuntimeTable.from_serialized(list(self.blobs)))
+async def _serve(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Until the table source ends (it should not) or `stop` is set."""
+    stopper = asyncio.get_running_loop().create_task(stop.wait(), name="stop signal")
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
 
 
 # -- the parent's side ------------------------------------------------------------------------
@@ -79,20 +123,20 @@ class _Child:
 class Workers:
     """The parent's handle on its N-1 child workers."""
 
-    def __init__(self, count: int, config: ProxyConfig, spec: SourceSpec) -> None:
+    def __init__(self, count: int, spec: SourceSpec) -> None:
         if count < 2:
             raise ValueError("Workers needs at least 2 workers (the parent is one)")
         self.count = count
-        self.config = config
         self.spec = spec
         self.children: list[_Child] = []
+        self.started = False
+        """Every child reported its admin port (before that, `ready` is False)."""
 
-    async def start(self) -> None:
-        """Spawn the children; returns once each has reported its admin port."""
+    async def start(self, config: ProxyConfig) -> None:
+        """Spawn the children with `config`; returns once each has reported its admin port.
+        A child that cannot bind raises its `ListenError`, one that dies or says nothing
+        in time `WorkerError` (`stop` then ends the others)."""
         ctx = multiprocessing.get_context("spawn")
-        from turnout.proxy.runner import Address
-
-        child_config = replace(self.config, admin=Address(host="127.0.0.1", port=0))
         for i in range(1, self.count):
             mine, theirs = ctx.Pipe()
             spec = self.spec
@@ -100,21 +144,16 @@ class Workers:
                 spec = replace(spec, node=replace(spec.node, id=f"{spec.node.id}/worker-{i}"))
             process = ctx.Process(
                 target=_child_main,
-                args=(child_config, spec, theirs),
+                args=(config, spec, theirs),
                 name=f"mesh-proxy-worker-{i}",
                 daemon=True,  # multiprocessing ends daemonic children if we die
             )
             process.start()
             theirs.close()
             self.children.append(_Child(process, mine))
-        loop = asyncio.get_running_loop()
-        for child in self.children:
-            message = await asyncio.wait_for(
-                loop.run_in_executor(None, child.conn.recv), START_TIMEOUT_S
-            )
-            kind, port = message
-            assert kind == "admin", message
-            child.admin_port = int(port)
+        for i, child in enumerate(self.children, start=1):
+            child.admin_port = await _admin_port(i, child)
+        self.started = True
         log.info(
             "workers started count=%d pids=%s",
             self.count,
@@ -123,6 +162,8 @@ class Workers:
 
     def ready(self) -> bool:
         """Every child has applied its first table (a non-blocking look at the pipes)."""
+        if not self.started:
+            return False
         for child in self.children:
             while not child.ready and child.conn.poll():
                 with contextlib.suppress(EOFError, OSError):
@@ -142,7 +183,7 @@ class Workers:
                 log.warning("worker metrics unavailable pid=%s error=%r", child.process.pid, exc)
                 return ""
 
-        return list(await asyncio.gather(*(one(c) for c in self.children)))
+        return list(await asyncio.gather(*(one(c) for c in self.children if c.admin_port)))
 
     async def stop(self) -> None:
         """SIGTERM each child by pid, wait, then SIGKILL what is left."""
@@ -158,6 +199,27 @@ class Workers:
                 child.process.kill()
                 await loop.run_in_executor(None, child.process.join, STOP_TIMEOUT_S)
             child.conn.close()
+
+
+async def _admin_port(i: int, child: _Child) -> int:
+    """The first message of child `i`: its admin port, or why it could not start."""
+    loop = asyncio.get_running_loop()
+    try:
+        message = await asyncio.wait_for(
+            loop.run_in_executor(None, child.conn.recv), START_TIMEOUT_S
+        )
+    except TimeoutError:
+        raise WorkerError(f"worker {i} did not start within {START_TIMEOUT_S:.0f}s") from None
+    except (EOFError, OSError):
+        await loop.run_in_executor(None, child.process.join, STOP_TIMEOUT_S)
+        code = child.process.exitcode
+        raise WorkerError(f"worker {i} exited during start-up (exit code {code})") from None
+    match message:
+        case ("admin", int(port)):
+            return port
+        case ("error", str(listener), str(host), int(port), str(reason)):
+            raise ListenError(listener, host, port, reason)
+    raise WorkerError(f"worker {i} sent {message!r} instead of its admin port")
 
 
 async def fetch(host: str, port: int, path: str) -> str:
@@ -192,28 +254,37 @@ def _child_main(config: ProxyConfig, spec: SourceSpec, conn: Connection) -> None
 
 
 async def _serve_child(config: ProxyConfig, spec: SourceSpec, conn: Connection) -> None:
-    from turnout.proxy.admin import bound_port
-    from turnout.proxy.runner import start_proxy, stop_proxy
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_reader(conn.fileno(), _on_parent_pipe, conn, stop)
-    proxy, task = await start_proxy(config, spec.source())
-    assert proxy.admin is not None
-    conn.send(("admin", bound_port(proxy.admin)))
+    try:
+        try:
+            proxy, task = await start_proxy(config, spec.source())
+        except ListenError as exc:
+            conn.send(("error", exc.listener, exc.host, exc.port, exc.reason))
+            return
+        try:
+            await _report(proxy, task, conn, stop)
+            await _serve(task, stop)
+        finally:
+            await stop_proxy(proxy, task)
+    finally:
+        loop.remove_reader(conn.fileno())
+
+
+async def _report(
+    proxy: Proxy, task: asyncio.Task[None], conn: Connection, stop: asyncio.Event
+) -> None:
+    """Tell the parent the admin port, then (polling) that the first table is in."""
+    admin = proxy.listening().admin
+    assert admin is not None
+    conn.send(("admin", admin.port))
     while not proxy.ready and not stop.is_set() and not task.done():
         await asyncio.sleep(0.02)
     if proxy.ready:
         conn.send(("ready",))
-    stopper = loop.create_task(stop.wait())
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        loop.remove_reader(conn.fileno())
-        stopper.cancel()
-        await stop_proxy(proxy, task)
 
 
 def _on_parent_pipe(conn: Connection, stop: asyncio.Event) -> None:

@@ -33,14 +33,8 @@ from multidict import CIMultiDict
 
 from tests.proxy.e2e.backends import Backend, RawBackend
 from turnout.cli.offline import offline_runtime
-from turnout.proxy.runner import (
-    Address,
-    OnTable,
-    Proxy,
-    ProxyConfig,
-    start_proxy,
-    stop_proxy,
-)
+from turnout.proxy.process import Address, OnTable, ProxyConfig
+from turnout.proxy.runner import Proxy, start_proxy, stop_proxy
 from turnout.proxy.table import RuntimeTable
 
 NS = "shop"

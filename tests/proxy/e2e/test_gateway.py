@@ -8,7 +8,7 @@ import pytest
 
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import bounded, start_mesh
-from turnout.proxy.runner import parse_gateway
+from turnout.proxy.process import parse_gateway
 
 ROUTES = """
 apiVersion: gateway.networking.k8s.io/v1

@@ -1,0 +1,145 @@
+"""What a proxy process is given: where it listens (`ProxyConfig`) and where its tables come
+from (`TableSource`), in forms that also cross a process boundary (`SourceSpec`).
+
+```
+mesh proxy flags ──(cli)──> ProxyConfig(outbound=Address, inbound=, app=, admin=, gateway=,
+                                        workers=N, namespace/workload labels)
+-f FILES  ──(cli compiles in a child)──> SourceSpec(blobs=serialized xDS) ─┐ .source()
+--xds ADDR ─────────────────────────────> SourceSpec(xds=ADDR, node=)  ────┤
+                                            StaticTable(table) | XdsSource(target, node)
+TableSource.run(on_table) ──on_table(table, version)──> runner.Proxy.apply
+```
+
+Everything here is plain frozen data or a small coroutine: `runner.py` (one proxy in this
+process) and `workers.py` (the child processes of ``--workers N``) both read it, and
+neither is imported by it, so the three form no circle. `ProxyConfig` and `SourceSpec`
+pickle: a spawned worker receives them as its arguments.
+
+Not here: parsing the command line (`turnout/cli/data_plane.py`), compiling manifests (the
+CLI's child process; the proxy never imports the engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from turnout.proxy.table import RuntimeTable
+
+if TYPE_CHECKING:
+    from turnout.proxy.xds_client import NodeInfo
+
+log = logging.getLogger(__name__)
+
+OnTable = Callable[[RuntimeTable, str], None]
+"""`on_table(table, version)`: install a table (`runner.Proxy.apply`)."""
+
+ListenerName = Literal["outbound", "inbound", "admin"]
+"""A proxy's listening sockets, named as the ``mesh proxy`` flags that configure them."""
+
+
+class TableSource(Protocol):
+    """Where tables come from; calls `on_table` for every table to apply."""
+
+    async def run(self, on_table: OnTable) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StaticTable:
+    """One table, applied once (``mesh proxy -f``: compiled in-process by the CLI)."""
+
+    table: RuntimeTable
+    version: str = "static"
+
+    async def run(self, on_table: OnTable) -> None:
+        on_table(self.table, self.version)
+        await asyncio.Event().wait()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class XdsSource:
+    """Tables from an ADS server (``mesh proxy --xds HOST:PORT``)."""
+
+    target: str
+    node: NodeInfo
+
+    async def run(self, on_table: OnTable) -> None:
+        # grpc is imported here, not at module load: a proxy fed from manifests (-f) never
+        # loads it (several MB of resident memory per proxy).
+        from turnout.proxy.xds_client import XdsClient
+
+        client = XdsClient(self.target, node=self.node, on_table=on_table)
+        client.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await client.stop()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceSpec:
+    """How a worker gets its tables, in a form that crosses a process boundary."""
+
+    blobs: tuple[bytes, ...] = ()
+    """Serialized xDS resources (`RuntimeTable.from_serialized`), for ``-f``."""
+    xds: str | None = None
+    """ADS target, for ``--xds``."""
+    node: NodeInfo | None = None
+    """This proxy's xDS node, for ``--xds``; each worker gets its own id from it."""
+
+    def source(self) -> TableSource:
+        if self.xds is not None:
+            assert self.node is not None
+            return XdsSource(target=self.xds, node=self.node)
+        return StaticTable(RuntimeTable.from_serialized(list(self.blobs)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Address:
+    host: str
+    port: int
+    """0: any free port (the bound one is in `runner.Listening`)."""
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """``HOST:PORT`` or ``:PORT`` (host 127.0.0.1); ValueError otherwise."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"want HOST:PORT, got {text!r}")
+        return cls(host=host or "127.0.0.1", port=int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConfig:
+    namespace: str = "default"
+    workload_kind: str = "deployment"
+    workload_name: str = ""
+    pod: str = ""
+    outbound: Address | None = None
+    inbound: Address | None = None
+    app: Address | None = None
+    admin: Address | None = None
+    gateway: str | None = None
+    """``NS/NAME:PORT``: the outbound port serves that Gateway listener (a north-south
+    gateway's data plane) instead of routing by the Service the Host header names."""
+    workers: int = 1
+    """Processes serving the listeners (SO_REUSEPORT when more than one; `workers.py`)."""
+
+    def gateway_listener(self) -> str | None:
+        """The runtime table's listener name for `gateway` (None: a mesh proxy)."""
+        return None if self.gateway is None else f"gateway/{self.gateway}"
+
+
+def parse_gateway(text: str) -> str:
+    """``NS/NAME`` or ``NS/NAME:PORT`` (default port 80) -> ``NS/NAME:PORT``."""
+    ref, sep, port = text.partition(":")
+    ns, slash, name = ref.partition("/")
+    if not (ns and slash and name) or "/" in name or (sep and not port.isdigit()):
+        raise ValueError(f"want NAMESPACE/NAME[:PORT] for --gateway, got {text!r}")
+    return f"{ns}/{name}:{port or 80}"
