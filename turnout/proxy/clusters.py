@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _HEALTHY = 1  # envoy.config.core.v3.HealthStatus.HEALTHY
 _UNKNOWN = 0  # endpoints without a status are treated as healthy, as Envoy does
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class ByCluster(Protocol[T_co]):
+    """Per-cluster lookup: a `Balancers`/`Budgets`, or a mapping snapshot of one."""
+
+    def get(self, cluster: str, /) -> T_co | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,6 +4,7 @@
 Decision + request (RouteRequest) + picked Backend ──apply_request_filters──> UpstreamRequest
 Decision + Backend + upstream headers   ──apply_response_filters─> headers for the client
 Decision(Redirect) + request + scheme ──redirect_location────> Location header value
+headers + host ──forward_headers──> end-to-end headers with Host (mirrors, upgrades)
 ```
 
 Order of request filters: the route's header mutation, then the backend's (backendRef-level
@@ -23,6 +24,7 @@ from turnout.proxy.config import UPSTREAM_SCHEME
 from turnout.proxy.hosts import strip_port
 from turnout.proxy.mutations import FullPath, rewrite_path
 from turnout.proxy.request import HeaderPairs, RouteRequest, UpstreamRequest, header_pairs
+from turnout.proxy.transport.messages import HOP_BY_HOP
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +96,12 @@ def redirect_location(decision: Decision, request: RouteRequest, scheme: str) ->
     own_query = isinstance(action.path, FullPath) and "?" in path
     query = "" if action.strip_query or own_query or not request.query else f"?{request.query}"
     return f"{out_scheme}://{netloc}{path}{query}"
+
+
+def forward_headers(
+    headers: list[tuple[str, str]] | tuple[tuple[str, str], ...], host: str
+) -> list[tuple[str, str]]:
+    """End-to-end headers with Host set to `host` (hop-by-hop and framing left out)."""
+    out = [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP and n.lower() != "host"]
+    out.insert(0, ("host", host))
+    return out
