@@ -24,6 +24,7 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from turnout.proxy.answers import Answer
 from turnout.proxy.mutations import NO_MUTATION, HeaderMutation, PathRewrite
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,12 @@ class InvalidBackend:
     message: str
     ref: str = ""
     """The backendRef as written (``NS/NAME``); "" when the control plane did not say."""
+    answer: Answer = field(init=False, repr=False, compare=False)
+    """Derived: `status`, ``l5d-proxy-error: invalid backend``, the reason in the body."""
+
+    def __post_init__(self) -> None:
+        detail = f"{self.reason}: {self.message}" if self.message else self.reason
+        object.__setattr__(self, "answer", Answer(self.status, "invalid backend", detail=detail))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,10 +141,22 @@ class Redirect:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DirectResponse:
-    """Answer `status` with `body` without calling a backend."""
+    """Answer `status` without calling a backend. In docs/xds.md every direct response is
+    one of the proxy's own answers (an unusable rule or filter, no route), so it carries
+    ``l5d-proxy-error`` (`answers.py`)."""
 
     status: int
     body: str = ""
+    """The detail: an ErrorResponse's message; "" for a rule without a usable backend."""
+    cause: str = field(default="", compare=False)
+    """The ``l5d-proxy-error`` value; "": ``no backends`` when `body` is empty, else
+    ``invalid filter`` (what the control plane sends a direct response for)."""
+    answer: Answer = field(init=False, repr=False, compare=False)
+    """Derived: status, headers and body, built once per table."""
+
+    def __post_init__(self) -> None:
+        cause = self.cause or ("invalid filter" if self.body else "no backends")
+        object.__setattr__(self, "answer", Answer(self.status, cause, detail=self.body))
 
 
 Action = Forward | Redirect | DirectResponse
@@ -176,6 +195,16 @@ class Fault:
     abort_grpc_status: int | None = None
     """At most one of the two abort statuses is set; both None = no abort."""
     abort_per_million: int = 0
+    abort: Answer | None = field(init=False, repr=False, compare=False)
+    """Derived: the answer of an abort (``l5d-proxy-error: fault injected``); None: none."""
+
+    def __post_init__(self) -> None:
+        abort = None
+        if self.abort_grpc_status is not None:
+            abort = Answer(200, "fault injected", grpc_status=self.abort_grpc_status)
+        elif self.abort_per_million:
+            abort = Answer(self.abort_http_status or 500, "fault injected")
+        object.__setattr__(self, "abort", abort)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

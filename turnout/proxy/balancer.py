@@ -203,6 +203,12 @@ class Balancer:
         ]
 
     @property
+    def backed_off(self) -> bool:
+        """Some endpoint is backed off after consecutive failures (when `pick()` is None,
+        every endpoint that is not is unready: the cluster is in fail-fast)."""
+        return bool(self._tripped)
+
+    @property
     def endpoints(self) -> tuple[Endpoint, ...]:
         """Every endpoint of the cluster, healthy or not, in EDS order."""
         return tuple(s.endpoint for s in self._by_key.values())

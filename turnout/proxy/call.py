@@ -2,7 +2,7 @@
 
 ```
 Handler ─ Decision ─► Call.begin ─ fault delay (a timer, `faults.py`) ─► _prepare: fault
-   abort, DirectResponse, Redirect, invalid share ─► the proxy's answer;
+   abort, DirectResponse, Redirect, invalid share ─► the proxy's answer (`answers.py`);
    Forward: request filters, mirrors ─► _try: balancer endpoint (none: 503), per-try timeout
    inside the request deadline (504) ─► UpstreamPool.send(receiver=self)
 on_head ─ retriable status, replayable body, budget (`retries.py`) ─► discard, backoff, _try
@@ -33,14 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from turnout.proxy import faults
+from turnout.proxy import answers, faults
 from turnout.proxy.actions import Backend, Decision, DirectResponse, Forward, Redirect
+from turnout.proxy.answers import Answer
 from turnout.proxy.balancer import Balancer, Slot
 from turnout.proxy.budget import Budget
 from turnout.proxy.clusters import ByCluster
 from turnout.proxy.errors import (
     ClientError,
-    UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -76,8 +76,6 @@ Direction = Literal["inbound", "outbound"]
 
 SMALL_BODY_BYTES = 64 * 1024
 """Responses up to this size (with a Content-Length) are read whole and written in one go."""
-
-_REASONS = {404: b"no route", 503: b"no ready endpoint", 504: b"timeout", 502: b"bad gateway"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,13 +247,13 @@ class Call:
             )
             return bool(self.head)
         fault = decision.fault
-        if fault is not None and faults.aborts(fault, h.draw):
-            self._abort_fault()
+        if fault is not None and fault.abort is not None and faults.aborts(fault, h.draw):
+            self._answer(fault.abort)
             return False
         action = decision.action
         if type(action) is not Forward:
             if isinstance(action, DirectResponse):
-                self._answer(action.status, action.body.encode())
+                self._answer(action.answer)
                 return False
             assert isinstance(action, Redirect)
             location = redirect_location(decision, req, "http")
@@ -267,8 +265,7 @@ class Call:
         backend = self.backend = action.pick(int(h.rng.random() * action.total))
         self.ex.backend(backend)
         if backend.invalid is not None:
-            msg = f"{backend.invalid.reason}: {backend.invalid.message}".encode()
-            self._answer(backend.invalid.status, msg)
+            self._answer(backend.invalid.answer)
             return False
         state = self.state
         if decision.rewrites or backend.rewrites:
@@ -306,7 +303,8 @@ class Call:
         try:
             return encode_request_head(method, target, headers, host=host, framing=framing)
         except ValueError as exc:
-            self._answer(502, _REASONS[502], error=UpstreamProtocolError(("", 0), str(exc)))
+            log.debug("request head not sendable after filters error=%s", exc)
+            self._answer(answers.INVALID_UPSTREAM_REQUEST, UpstreamProtocolError.__name__)
             return b""
 
     def _target(self) -> tuple[Slot | None, tuple[str, int]] | None:
@@ -332,11 +330,11 @@ class Call:
         if decision.per_try_timeout_ms is not None or self.deadline is not None:
             timeout_ms = try_timeout(decision.per_try_timeout_ms, self.deadline, now)
             if timeout_ms is not None and timeout_ms <= 0:
-                self._answer(504, _REASONS[504], timeout=True)
+                self._answer(answers.REQUEST_TIMEOUT, REQUEST_TIMEOUT)
                 return
         target = self._target()
         if target is None:
-            self._answer(503, _REASONS[503])
+            self._answer(self._unavailable())
             return
         self.slot, addr = target
         self.ex.endpoint(addr)
@@ -383,7 +381,7 @@ class Call:
         assert retry is not None
         delay = backoff_s(retry, self.attempt, self.h.rng)
         if self.deadline is not None and self.h.clock() + delay >= self.deadline:
-            self._answer(504, _REASONS[504], timeout=True)
+            self._answer(answers.REQUEST_TIMEOUT, REQUEST_TIMEOUT)
             return
         self.timer = asyncio.get_running_loop().call_later(delay, self._try)
 
@@ -482,16 +480,14 @@ class Call:
             timeout = (
                 isinstance(error, UpstreamTimeout) and self.decision.per_try_timeout_ms is None
             )
+            kind = REQUEST_TIMEOUT if timeout else type(error).__name__
             if self.writer.started:
                 # Half a response cannot be taken back: count it and reset the client.
-                kind = REQUEST_TIMEOUT if timeout else type(error).__name__
                 self.ex.finish(self.status, error=kind, bytes_sent=self.sent)
                 self.writer.abort()
                 self._done()
-            elif timeout:
-                self._answer(504, _REASONS[504], timeout=True)
             else:
-                self._answer(502, _REASONS[502], error=error)
+                self._answer(self._error_answer(error), kind)
         except Exception as exc:
             self._crash(exc)
 
@@ -517,48 +513,40 @@ class Call:
         finish()
 
     def _answer_error(self, error: BaseException) -> None:
-        if isinstance(error, ClientError):
-            # the client's body broke (malformed, too slow, gone): its own status
-            self.ex.finish(error.status, error=type(error).__name__)
-            if not self.writer.started and error.status != 499:
-                self.writer.send(
-                    error.status, [("content-type", "text/plain")], str(error).encode()
-                )
+        """End with the answer for `error`: the try ended before the response reached the
+        client (a client that broke its own body gets its status; one that left, nothing)."""
+        kind = REQUEST_TIMEOUT if isinstance(error, UpstreamTimeout) else type(error).__name__
+        if isinstance(error, ClientError) and error.status == 499:
+            self.ex.finish(499, error=kind)
             self._done()
-        elif isinstance(error, UpstreamTimeout):
-            self._answer(504, _REASONS[504], timeout=True)
-        elif self.backend is None:
-            self._answer(502, _REASONS[502], error=error)  # inbound: the app is not there
         else:
-            code = 503 if isinstance(error, UpstreamConnectError) else 502
-            self._answer(code, _REASONS[502], error=error)
+            self._answer(self._error_answer(error), kind)
 
-    def _answer(
-        self,
-        status: int,
-        body: bytes,
-        *,
-        timeout: bool = False,
-        error: BaseException | None = None,
-    ) -> None:
-        headers: Headers = [("content-type", "text/plain")]
-        if self.decision is not NO_DECISION:
-            headers = list(apply_response_filters(self.decision, self.backend, status, headers))
-        kind = REQUEST_TIMEOUT if timeout else (type(error).__name__ if error else "")
-        self.ex.finish(status, error=kind)
+    def _error_answer(self, error: BaseException) -> Answer:
+        """`answers.for_error`, told whether a timeout was the request deadline's (which
+        bounded the try in flight) or the try's own."""
+        per_try, deadline = self.decision.per_try_timeout_ms, self.deadline
+        request = per_try is None or (
+            deadline is not None and (deadline - self.t0) * 1000 <= per_try
+        )
+        return answers.for_error(error, inbound=self.backend is None, request_timeout=request)
+
+    def _unavailable(self) -> Answer:
+        """No endpoint for a try: none is ready, or every one is backed off (fail-fast)."""
+        failing = self.balancer is not None and self.balancer.backed_off
+        return answers.FAIL_FAST if failing else answers.NO_ENDPOINTS
+
+    def _answer(self, answer: Answer, error: str = "") -> None:
+        """End the request with one of the proxy's own answers; `error` is the metrics'
+        error label ("" for none)."""
+        headers: Headers = answer.headers
+        decision, backend = self.decision, self.backend
+        if decision.filters_response or (backend is not None and backend.filters_response):
+            headers = list(apply_response_filters(decision, backend, answer.status, headers))
+        self.ex.finish(answer.status, error=error, grpc_status=answer.grpc_status)
         if not self.writer.started:
-            self.writer.send(status, headers, body)
+            self.writer.send(answer.status, headers, answer.body)
         self._done()
-
-    def _abort_fault(self) -> None:
-        fault = self.decision.fault
-        assert fault is not None
-        if fault.abort_grpc_status is not None:
-            self.ex.finish(200, grpc_status=fault.abort_grpc_status)
-            self.writer.send(200, faults.grpc_abort_headers(fault.abort_grpc_status), b"")
-            self._done()
-            return
-        self._answer(fault.abort_http_status or 500, faults.ABORT_BODY)
 
     def _crash(self, exc: Exception) -> None:
         """A bug of ours in a callback: log it and end the request (500, or a reset)."""
@@ -572,7 +560,7 @@ class Call:
         if self.writer.started:
             self.writer.abort()
         else:
-            self.writer.send(500, [("content-type", "text/plain")], b"internal error")
+            self.writer.send(500, answers.UNEXPECTED.headers, answers.UNEXPECTED.body)
         self._done()
 
     def _response_headers(self, status: int, headers: RawHeaders | Headers) -> Headers | RawHeaders:

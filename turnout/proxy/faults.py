@@ -2,8 +2,8 @@
 
 ```
 Call.begin ── route has a Fault? ── delay_s(fault, draw) > 0 ─► a timer, then the request
-Call._prepare ─ aborts(fault, draw) ─► the abort: its HTTP status (body "fault
-                injected"), or gRPC: 200 with grpc-status / grpc-message, no body
+Call._prepare ─ aborts(fault, draw) ─► fault.abort: its HTTP status, or gRPC: 200 with
+                grpc-status / grpc-message; `l5d-proxy-error: fault injected` on both
 ```
 
 Delay and abort are independent draws, each with its own probability in millionths (as
@@ -21,12 +21,8 @@ import logging
 from collections.abc import Callable
 
 from turnout.proxy.actions import Fault
-from turnout.proxy.transport.messages import Headers
 
 log = logging.getLogger(__name__)
-
-ABORT_BODY = b"fault injected"
-"""The body of an HTTP abort."""
 
 
 def delay_s(fault: Fault, draw: Callable[[int], bool]) -> float:
@@ -39,12 +35,3 @@ def delay_s(fault: Fault, draw: Callable[[int], bool]) -> float:
 def aborts(fault: Fault, draw: Callable[[int], bool]) -> bool:
     """This request is answered by the fault instead of a backend."""
     return bool(fault.abort_per_million) and draw(fault.abort_per_million)
-
-
-def grpc_abort_headers(grpc_status: int) -> Headers:
-    """The trailers-only gRPC answer of an abort (HTTP 200, the status in the headers)."""
-    return [
-        ("content-type", "application/grpc"),
-        ("grpc-status", str(grpc_status)),
-        ("grpc-message", "fault injected"),
-    ]

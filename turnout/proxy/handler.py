@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from turnout.proxy.actions import Decision
+from turnout.proxy.answers import UNKNOWN_HOST
 from turnout.proxy.call import NO_DECISION, Call, Direction, ProxyState
 from turnout.proxy.errors import UpstreamError
 from turnout.proxy.hosts import listener_for_host
@@ -93,11 +94,7 @@ class Handler:
             ex = Exchange(self.telemetry, "outbound", req, decision, start)
             if decision is None:
                 ex.finish(404)
-                writer.send(
-                    404,
-                    [("content-type", "text/plain")],
-                    b"unknown destination: " + req.host.encode(),
-                )
+                writer.send(404, UNKNOWN_HOST.headers, UNKNOWN_HOST.body)
                 writer.complete()
                 return None
         if req.upgrade is not None:

@@ -51,12 +51,15 @@ from turnout.proxy.routes import route_from_xds
 
 log = logging.getLogger(__name__)
 
-NO_ROUTE = Decision(
-    route=None, action=DirectResponse(status=NO_ROUTE_STATUS, body="no route matched")
-)
+NO_ROUTE = Decision(route=None, action=DirectResponse(status=NO_ROUTE_STATUS, cause="no route"))
 """Nothing in the virtual host matched, or no virtual host serves the Host."""
 NO_LISTENER = Decision(
-    route=None, action=DirectResponse(status=NO_ROUTE_STATUS, body="unknown listener")
+    route=None,
+    action=DirectResponse(
+        status=NO_ROUTE_STATUS,
+        body="no such Service port in the table",
+        cause="unknown destination",
+    ),
 )
 """The listener is not in the table (no such Service port)."""
 

@@ -45,7 +45,7 @@ class UpgradeCall(Call):
             return
         target = self._target()
         if target is None:
-            self._answer(503, b"no ready endpoint")
+            self._answer(self._unavailable())
             return
         slot, addr = target
         balancer = self.balancer
