@@ -1,8 +1,10 @@
-"""Exceptions raised by the proxy.
+"""Exceptions raised by the proxy: one tree.
 
 ```
 ProxyError
  ├── TableError              an xDS update that cannot be applied (becomes the NACK reason)
+ ├── ShadowedRouteError      routes out of precedence order (index.py); table.py raises the
+ │                           TableError naming the route from it, so it never leaves the table
  ├── UpstreamError           an exchange with an upstream endpoint failed (transport.client)
  │    ├── UpstreamConnectError   no response started: refused, reset or closed before any
  │    │    │                     response byte; safe to retry when the body is replayable
@@ -18,10 +20,13 @@ ProxyError
  └── WorkerError             a `--workers` child died or was silent during start-up (workers)
 ```
 
-Every one pickles (`mesh proxy --workers` runs them in child processes). The transport raises these once, at its boundary: OS and httptools exceptions never leave
-`turnout.proxy.transport` (each is chained as `__cause__`). User mistakes in routes are diagnostics in the engine, not exceptions
-here: by the time resources reach the proxy, a `TableError` means the control plane sent
-something the contract in `docs/xds.md` does not allow, or that this proxy cannot honour.
+Every one pickles (`mesh proxy --workers` runs the proxy in child processes). The transport
+raises these once, at its boundary: OS and httptools exceptions never leave
+`turnout.proxy.transport` (each is chained as `__cause__`), grpc's never leave `xds_client`.
+What a client is answered for an upstream or client error is `answers.py`'s. User mistakes
+in routes are diagnostics in the engine, not exceptions here: by the time resources reach
+the proxy, a `TableError` means the control plane sent something the contract in
+`docs/xds.md` does not allow, or that this proxy cannot honour.
 """
 
 from __future__ import annotations
@@ -53,6 +58,20 @@ class TableError(ProxyError):
 
     def __reduce__(self) -> tuple[object, tuple[str, str, str]]:
         return type(self), (self.resource, self.field, self.message)
+
+
+class ShadowedRouteError(ProxyError):
+    """Routes of one virtual host out of Gateway API precedence order: a route listed after
+    one that would shadow it (`index.RouteIndex.build`). Never leaves the proxy as such:
+    `table.py` turns it into the `TableError` that names the route (the NACK reason)."""
+
+    def __init__(self, position: int, message: str) -> None:
+        self.position = position
+        """Index (in the virtual host's routes) of the later, shadowed route."""
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, tuple[int, str]]:
+        return type(self), (self.position, str(self))
 
 
 class UpstreamError(ProxyError):

@@ -27,21 +27,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 
+from turnout.proxy.errors import ShadowedRouteError
 from turnout.proxy.matching import CompiledRoute
 from turnout.proxy.request import MatchContext, RouteRequest
 
 log = logging.getLogger(__name__)
-
-
-class ShadowedRouteError(ValueError):
-    """A route is listed after a route that would shadow it; `position` is the later one."""
-
-    def __init__(self, position: int, message: str) -> None:
-        self.position = position
-        super().__init__(message)
-
-    def __reduce__(self) -> tuple[object, tuple[int, str]]:
-        return type(self), (self.position, str(self))
 
 
 def segment_prefixes(path: str) -> Iterator[str]:

@@ -40,10 +40,10 @@ from turnout.proxy.config import (
     NO_ROUTE_STATUS,
     ROUTER_FILTER,
 )
-from turnout.proxy.errors import TableError
+from turnout.proxy.errors import ShadowedRouteError, TableError
 from turnout.proxy.explain import Explanation, explain_routes
 from turnout.proxy.hosts import HostIndex
-from turnout.proxy.index import RouteIndex, ShadowedRouteError
+from turnout.proxy.index import RouteIndex
 from turnout.proxy.matching import CompiledRoute, PathCondition
 from turnout.proxy.policies import unpack
 from turnout.proxy.request import RequestInfo, RouteRequest
