@@ -1,14 +1,22 @@
-"""Turnout's proxy: the runtime table built from xDS and the functions that apply it.
+"""Turnout's proxy: xDS in, a runtime table, and the HTTP/1.1 request path that applies it.
 
 ```
-xDS resources ──RuntimeTable.from_xds──> RuntimeTable ──decide()──> Decision
-                                                        └─explain()─> Explanation
-Decision ──apply_request_filters / apply_response_filters / redirect_location──> wire values
-Host header ──listener_for_host──> listener name
+table source: -f (StaticTable) | --xds (xds_client + xds_resources) ──> RuntimeTable.from_xds
+  RuntimeTable (table, routes, index, matching, hosts, policies, clusters, actions)
+     decide(request, listener=) -> Decision       explain(...) -> Explanation (mesh routes explain)
+request path: transport.server ─► handler (listener, decide) ─► call (the flow: filters,
+  faults, retries, balancer, budget, answers) ─► transport.client ─► the backend
+reporting: telemetry ─► metrics (families, registry) and tap ─► admin /metrics /ready /tap
+process: runner (one proxy: listeners, admin, table swaps), workers (`mesh proxy`, N
+  processes), process (what a proxy is given: ProxyConfig, TableSource, SourceSpec)
 ```
 
-Works from the Envoy protobufs only (docs/xds.md is the contract); it imports neither
-`turnout.engine.model` nor kubernetes, and holds no HTTP client or server code yet.
+This package's names are the table API that `mesh routes explain`, `mesh test` and the tests
+use without a running proxy (`RuntimeTable`, `Decision` and its parts, `apply_*_filters`,
+`listener_for_host`); the running proxy is `workers.run_proxy`. It is Turnout's data plane,
+with its own HTTP/1.1 server and client (`transport/`), and works from the Envoy protobufs
+only (docs/xds.md is the contract, docs/proxy.md the design): it imports neither
+`turnout.engine` nor kubernetes.
 """
 
 from __future__ import annotations

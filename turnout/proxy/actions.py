@@ -12,7 +12,8 @@ Decision
 ```
 
 Every `Decision` is built once per table update (routes.py) and returned as is by `decide()`,
-so the per-request path allocates nothing for it. All of it is frozen, slotted data with int
+so the per-request path allocates nothing for it; so are the proxy's own answers it may give
+(`InvalidBackend.answer`, `DirectResponse.answer`, `Fault.abort`: `answers.Answer`). All of it is frozen, slotted data with int
 durations (`*_ms`) and per-million fractions, no floats. This module does no matching and no
 I/O; the functions that apply a decision to a request live in `filters.py`.
 """

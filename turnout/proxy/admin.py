@@ -57,7 +57,7 @@ MAX_TAP_STREAMS: Final = 8
 TAP_WRITE_TIMEOUT_S: Final = 5.0
 """Seconds a tap write may wait for the client to read before the stream is ended."""
 ADMIN_SHUTDOWN_TIMEOUT_S: Final = 5.0
-"""Seconds `runner.cleanup()` waits for in-flight admin requests."""
+"""Seconds `AdminServer.cleanup()` waits for in-flight admin requests."""
 
 _TEXT = [("content-type", "text/plain; charset=utf-8")]
 

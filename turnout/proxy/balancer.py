@@ -3,7 +3,7 @@
 ```
 table swap: {name: ClusterInfo} ──Balancers.update──> Balancer per cluster (state kept
                                                        for every unchanged address:port)
-request:    balancer.pick() ──> Endpoint | None (None: no ready endpoint, the handler's 503)
+request:    balancer.pick() ──> Endpoint | None (None: no ready endpoint, the answer 503)
             balancer.start(ep) ... upstream attempt ... balancer.finish(ep, rtt_ms, failed=...)
   or, the request path's:
             slot = balancer.acquire() (pick + start) ... slot.addr ... balancer.release(slot, ...)
@@ -32,7 +32,8 @@ jittered, doubling backoff; then the next request is its probe (one in flight at
 a success brings it back while a failure backs it off again, twice as long: Linkerd's
 consecutive failure accrual (`balancer.linkerd.io/failure-accrual: consecutive`), here on by
 default because xDS carries no setting for it. All ready endpoints backed off: `pick()` is
-None, as Linkerd answers 503.
+None, as Linkerd answers 503; `backed_off` tells that case ("service in fail-fast") from a
+cluster with no ready endpoint at all.
 
 Not here: health checking (only EDS `healthy` endpoints are eligible), endpoint weights,
 zone awareness, request queueing (Linkerd's per-backend queue), locks (one event loop) and

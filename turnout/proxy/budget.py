@@ -21,7 +21,7 @@ Both windows slide in `DEFAULT_BUDGET_SLOTS` buckets (10, as tower's budget), ea
 counters plus a running total, so a call costs O(1) and no timestamps are stored per request;
 a window therefore covers between (slots - 1) / slots and all of its interval.
 
-Not here: which outcomes are retriable, backoff, attempt limits (the handler's), concurrency
+Not here: which outcomes are retriable, backoff, attempt limits (`retries.py`), concurrency
 limits (Envoy's `retry_budget` counts active requests; ours counts requests over time, as
 Linkerd and GEP-3388 do), locks (one event loop). Time comes from an injectable `Clock`.
 """

@@ -1,19 +1,17 @@
-"""Route matchers compiled from `RouteMatch`, and the per-virtual-host index that uses them.
+"""Route matchers compiled from `RouteMatch`, once per table update.
 
 ```
-RouteMatch ──matcher_from_xds──> RouteMatcher(path, method, headers, query)
-routes (xDS order) ──RouteIndex.build──> exact:  {path: (route, ...)}
-                                          prefix: {normalized prefix: (route, ...)}
-                                          regex:  (route, ...)
-RouteIndex.select(request): exact bucket, then prefix buckets from the longest segment prefix
-of the path to "/", then the regex routes; inside a bucket the first route whose method,
-headers and query hold wins.
+RouteMatch ──matcher_from_xds──> RouteMatcher(path: PathCondition, method,
+                                              headers: ValueCondition..., query: ...)
+route + its prebuilt Decision ──> CompiledRoute (what `index.RouteIndex` buckets by path)
+RouteMatcher.conditions_hold(request, ctx)  method, headers, query (the index matched the path)
+RouteMatcher.first_failure(request, ctx)    the first condition that fails, in words (explain)
 ```
 
-The xDS order already encodes Gateway API precedence (docs/xds.md), so the index returns
-exactly the first route that a linear scan in xDS order would return. `RouteIndex.build`
-checks the one assumption that makes this true (no route is listed after a route that
-shadows it through a shorter prefix, a prefix or a regex) and refuses the table otherwise.
+The matchers answer "does this route match"; which route wins is the index's
+(`index.py`: buckets by exact path, prefix and regex, in xDS order, which already encodes
+Gateway API precedence) and, for ``mesh routes explain``, `explain.py`'s, with the same
+matchers, so the two cannot drift apart.
 
 Semantics: Exact is byte-for-byte; PathPrefix is element-wise (``/v2`` matches ``/v2``,
 ``/v2/`` and ``/v2/x``, never ``/v2example``); regexes use Python `re` with full-match

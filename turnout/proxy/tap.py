@@ -2,11 +2,11 @@
 
 ::
 
-    handler ──if hub.active: hub.publish(TapEvent)──> TapHub ──filter, rate limit──> Subscription
+    telemetry ──if hub.active: hub.publish(TapEvent)──> TapHub ──filter, rate limit──> Subscription
                                                                 (bounded queue; full = drop)
     admin /tap ──hub.subscribe(TapFilter)──> async for event in sub ──> NDJSON or tap lines
 
-The handler publishes three events per request, all carrying the request's fields, so a
+The request path (`telemetry.Exchange`) publishes three events per request, all carrying the request's fields, so a
 filter decides the same way for each of them:
 
 * ``req`` when the request headers have been received (`latency_us`/`status` unset),
@@ -16,7 +16,7 @@ filter decides the same way for each of them:
   `response_bytes`, and `grpc_status` or `reset_error` when there is one).
 
 Publishing never blocks and never raises: with no subscriber it is one list check (and the
-handler skips building the event at all by testing ``hub.active`` first); with subscribers a
+request path skips building the event at all by testing ``hub.active`` first); with subscribers a
 full queue drops the event and counts it. A subscription sees ``rsp``/``end`` only for the
 requests whose ``req`` it was given, so rate limiting (`max_rps`, per request like Linkerd's
 ``--max-rps``) and drops never leave a response without its request.

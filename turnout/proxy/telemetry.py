@@ -1,7 +1,7 @@
 """What the request path reports, in one place: metrics (Linkerd's families) and tap events.
 
 ```
-Handler ── Exchange(telemetry, ...) ──> one per request, tap `req`
+Handler ── Exchange(telemetry, ...) ──> one per request (the Call reports into it), tap `req`
    .backend(b) .endpoint(addr)       who serves it (dst labels, target_addr)
    .attempt(status, error=...)       each try: route_actual_*, backend_* (policy families)
    .retry(...) .retry_skipped()      route retry counters
