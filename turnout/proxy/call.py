@@ -28,17 +28,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal, Protocol
 
 from turnout.proxy import answers, faults
 from turnout.proxy.actions import Backend, Decision, DirectResponse, Forward, Redirect
 from turnout.proxy.answers import Answer
 from turnout.proxy.balancer import Balancer, Slot
-from turnout.proxy.budget import Budget
-from turnout.proxy.clusters import ByCluster
+from turnout.proxy.context import CallContext, ProxyState
 from turnout.proxy.errors import (
     ClientError,
     UpstreamError,
@@ -53,10 +49,8 @@ from turnout.proxy.filters import (
     redirect_location,
 )
 from turnout.proxy.retries import MAX_RETRY_BODY_BYTES, admit_retry, backoff_s, try_timeout
-from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Exchange
 from turnout.proxy.transport.client import (
-    UpstreamPool,
     encode_forward_head,
     encode_request_head,
     request_framing,
@@ -72,53 +66,9 @@ from turnout.proxy.transport.messages import (
 
 log = logging.getLogger(__name__)
 
-Direction = Literal["inbound", "outbound"]
 
 SMALL_BODY_BYTES = 64 * 1024
 """Responses up to this size (with a Content-Length) are read whole and written in one go."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyState:
-    """Everything a request reads at its start; replaced whole on each table update."""
-
-    table: RuntimeTable
-    balancers: ByCluster[Balancer]
-    """The table's clusters only, fixed for this state (not the live `Balancers`)."""
-    budgets: ByCluster[Budget]
-    """As `balancers`."""
-    version: str = ""
-
-
-class CallContext(Protocol):
-    """What a `Call` uses of the `Handler` (one listener's request path) that made it."""
-
-    pool: UpstreamPool
-    direction: Direction
-    app: tuple[str, int] | None
-    """Inbound only: where the local app listens."""
-    rng: random.Random
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        """Monotonic seconds."""
-        ...
-
-    def draw(self, per_million: int) -> bool:
-        """True with probability `per_million` / 1e6."""
-        ...
-
-    def mirror(
-        self,
-        decision: Decision,
-        state: ProxyState,
-        req: IncomingRequest,
-        target: str,
-        headers: Headers,
-        body: bytes,
-    ) -> None:
-        """Send `decision`'s mirrored copies; fire and forget."""
-        ...
 
 
 class Call:
@@ -252,15 +202,7 @@ class Call:
             return False
         action = decision.action
         if type(action) is not Forward:
-            if isinstance(action, DirectResponse):
-                self._answer(action.answer)
-                return False
-            assert isinstance(action, Redirect)
-            location = redirect_location(decision, req, "http")
-            extra = apply_response_filters(decision, None, action.status, ())
-            self.ex.finish(action.status)
-            self.writer.send(action.status, [("location", location), *extra], b"")
-            self._done()
+            self._answer_action(action)
             return False
         backend = self.backend = action.pick(int(h.rng.random() * action.total))
         self.ex.backend(backend)
@@ -295,6 +237,19 @@ class Call:
         timeout = decision.request_timeout_ms
         self.deadline = None if timeout is None else self.ex.start + timeout / 1000
         return True
+
+    def _answer_action(self, action: Redirect | DirectResponse | Forward) -> None:
+        """A route that answers without a backend: its redirect, or its direct response."""
+        if isinstance(action, DirectResponse):
+            self._answer(action.answer)
+            return
+        assert isinstance(action, Redirect)
+        decision = self.decision
+        location = redirect_location(decision, self.req, "http")
+        extra = apply_response_filters(decision, None, action.status, ())
+        self.ex.finish(action.status)
+        self.writer.send(action.status, [("location", location), *extra], b"")
+        self._done()
 
     def _encode(
         self, method: str, target: str, headers: Headers | tuple[tuple[str, str], ...], host: str

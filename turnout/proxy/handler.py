@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 
 from turnout.proxy.actions import Decision
 from turnout.proxy.answers import UNKNOWN_HOST
-from turnout.proxy.call import NO_DECISION, Call, Direction, ProxyState
+from turnout.proxy.call import NO_DECISION, Call
+from turnout.proxy.context import Direction, ProxyState
 from turnout.proxy.errors import UpstreamError
 from turnout.proxy.hosts import listener_for_host
 from turnout.proxy.telemetry import Exchange, Telemetry

@@ -156,6 +156,29 @@ async def _bind(
 ) -> None:
     """Open the outbound, inbound and admin sockets, in that order, into `proxy`."""
     config = proxy.config
+    for name, addr, handler in _handlers(proxy):
+        with _listen_errors(name, addr):
+            server = await serve_http(
+                handler, host=addr.host, port=addr.port, reuse_port=config.workers > 1
+            )
+        proxy.handlers.append(handler)
+        proxy.servers.append(server)
+    if config.admin is not None:
+        with _listen_errors("admin", config.admin):
+            proxy.admin = await start_admin(
+                config.admin.host,
+                config.admin.port,
+                metrics=proxy.metrics,
+                tap=proxy.tap,
+                ready=lambda: proxy.ready and (peers_ready is None or peers_ready()),
+                peers=peers,
+            )
+
+
+def _handlers(proxy: Proxy) -> list[tuple[ListenerName, Address, Handler]]:
+    """The outbound and inbound listeners to open, each with its handler (on an empty
+    table until the source's first one)."""
+    config = proxy.config
     empty = ProxyState(
         table=RuntimeTable.from_xds((), ()), balancers=proxy.balancers, budgets=proxy.budgets
     )
@@ -182,23 +205,7 @@ async def _bind(
             app=(config.app.host, config.app.port),
         )
         listeners.append(("inbound", config.inbound, handler))
-    for name, addr, handler in listeners:
-        with _listen_errors(name, addr):
-            server = await serve_http(
-                handler, host=addr.host, port=addr.port, reuse_port=config.workers > 1
-            )
-        proxy.handlers.append(handler)
-        proxy.servers.append(server)
-    if config.admin is not None:
-        with _listen_errors("admin", config.admin):
-            proxy.admin = await start_admin(
-                config.admin.host,
-                config.admin.port,
-                metrics=proxy.metrics,
-                tap=proxy.tap,
-                ready=lambda: proxy.ready and (peers_ready is None or peers_ready()),
-                peers=peers,
-            )
+    return listeners
 
 
 @contextlib.contextmanager
