@@ -73,6 +73,7 @@ def scripts(draw: st.DrawFn) -> Script:
     attempts = () if inbound else tuple(draw(st.lists(tries, min_size=0, max_size=3)))
     last = attempts[-1] if attempts else None
     kind = draw(st.sampled_from(["as-last-try", "own", "timeout", "error"]))
+    final: int | None
     if kind == "as-last-try" and last is not None and last.status is not None:
         final, error = last.status, ""
     elif kind == "timeout":
@@ -230,7 +231,7 @@ def test_plain_requests_are_counted_in_every_family_they_belong_to() -> None:
         "response_latency_ms_sum": 90,
         "route_response_latency_ms_sum": 90,
     }
-    got = {}
+    got: dict[str, int] = {}
     for line in text.splitlines():
         if line.startswith("#"):
             continue
