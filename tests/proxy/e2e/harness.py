@@ -5,6 +5,7 @@ compiles them the way `mesh proxy -f` does, starts the proxy's outbound, inbound
 listeners on free ports, and sends requests through them with an aiohttp client.
 
 ```
+httproute(rules) / route_to(backend, options=) -> route YAML for Service web
 compile_runtime(tmp, {"svc": [backend | port]}, ROUTES) -> RuntimeTable
 start_mesh(table) -> Mesh    (returns once the table is applied: no sleeping for it)
 mesh.get(host, path) / mesh.load(host, path, n=, workers=) / mesh.raw(bytes)
@@ -101,17 +102,25 @@ def service_yaml(
     return "\n---\n".join(json.dumps(d) for d in docs)
 
 
-def route_to(backend: str) -> str:
-    """An HTTPRoute sending every request for Service `web` (port 80) to `backend`:80."""
+def httproute(rules: str, *, name: str = "web") -> str:
+    """An HTTPRoute for Service `name` (port 80) with `rules`, the YAML list items under
+    ``rules:`` (indented by two spaces, each starting with ``- ``)."""
     return f"""
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: web, namespace: {NS}}}
+metadata: {{name: {name}, namespace: {NS}}}
 spec:
-  parentRefs: [{{group: "", kind: Service, name: web, port: 80}}]
+  parentRefs: [{{group: "", kind: Service, name: {name}, port: 80}}]
   rules:
-  - backendRefs: [{{name: {backend}, port: 80}}]
+{rules.strip(chr(10))}
 """
+
+
+def route_to(backend: str, *, options: str = "") -> str:
+    """An HTTPRoute sending every request for Service `web` (port 80) to `backend`:80;
+    `options` (YAML) are added to the rule, e.g. ``timeouts: {request: 100ms}``."""
+    rule = f"  - backendRefs: [{{name: {backend}, port: 80}}]"
+    return httproute(f"{rule}\n    {options}" if options else rule)
 
 
 def compile_runtime(

@@ -14,52 +14,34 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.proxy.e2e.conftest import Lab
-from tests.proxy.e2e.harness import NS, service_yaml
+from tests.proxy.e2e.harness import httproute, service_yaml
 
-SMOKE_ROUTE = f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: web, namespace: {NS}}}
-spec:
-  parentRefs: [{{group: "", kind: Service, name: web, port: 80}}]
-  rules:
-  - matches: [{{path: {{type: PathPrefix, value: /v2}}}}]
+SMOKE_ROUTE = httproute("""
+  - matches: [{path: {type: PathPrefix, value: /v2}}]
     filters:
     - type: RequestHeaderModifier
-      requestHeaderModifier: {{set: [{{name: x-route, value: v2}}]}}
-    backendRefs: [{{name: web-v2, port: 80}}]
-  - backendRefs: [{{name: web-v1, port: 80}}]
-"""
+      requestHeaderModifier: {set: [{name: x-route, value: v2}]}
+    backendRefs: [{name: web-v2, port: 80}]
+  - backendRefs: [{name: web-v1, port: 80}]
+""")
 
-LIMITS_ROUTES = f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: web, namespace: {NS}}}
-spec:
-  parentRefs: [{{group: "", kind: Service, name: web, port: 80}}]
-  rules:
-  - backendRefs: [{{name: web-v1, port: 80}}]
-  - matches: [{{path: {{type: PathPrefix, value: /raw}}}}]
+LIMITS_ROUTES = httproute("""
+  - backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /raw}}]
     filters:
     - type: URLRewrite
-      urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}}}
-    backendRefs: [{{name: raw, port: 80}}]
-"""
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: raw, port: 80}]
+""")
 
 
 def split(weights: dict[str, int], *, name: str = "web") -> str:
     """An HTTPRoute for Service `name` with one rule splitting over `weights`."""
     refs = "".join(f"\n    - {{name: {b}, port: 80, weight: {w}}}" for b, w in weights.items())
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  parentRefs: [{{group: "", kind: Service, name: {name}, port: 80}}]
-  rules:
-  - matches: [{{path: {{type: PathPrefix, value: /}}}}]
-    backendRefs:{refs}
-"""
+    return httproute(
+        f"  - matches: [{{path: {{type: PathPrefix, value: /}}}}]\n    backendRefs:{refs}",
+        name=name,
+    )
 
 
 async def smoke_manifests(lab: Lab, tmp_path: Path) -> Path:

@@ -25,18 +25,11 @@ def assert_answer(got: Got, status: int, cause: str, detail: str = "") -> None:
     assert detail in text, text
 
 
-def with_route_options(options: str) -> str:
-    """One rule for Service `web` to web-v1, with `options` (YAML) added to the rule."""
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: web, namespace: {NS}}}
-spec:
-  parentRefs: [{{group: "", kind: Service, name: web, port: 80}}]
-  rules:
-  - backendRefs: [{{name: web-v1, port: 80}}]
-    {options}
-"""
+def fault_filter(name: str) -> str:
+    """The rule option that applies FaultInjection `name` (ExtensionRef filter)."""
+    return f"""filters:
+    - type: ExtensionRef
+      extensionRef: {{group: policy.turnout.dev, kind: FaultInjection, name: {name}}}"""
 
 
 @bounded(10)
@@ -68,10 +61,8 @@ async def test_a_rule_without_usable_backends_answers_500_no_backends(lab: Lab) 
 @bounded(10)
 async def test_a_filter_that_cannot_be_applied_answers_500_invalid_filter(lab: Lab) -> None:
     v1 = await lab.backend("v1")
-    options = """filters:
-    - type: ExtensionRef
-      extensionRef: {group: policy.turnout.dev, kind: FaultInjection, name: missing}"""
-    mesh = await lab.mesh({"web": [], "web-v1": [v1]}, with_route_options(options))
+    options = fault_filter("missing")
+    mesh = await lab.mesh({"web": [], "web-v1": [v1]}, route_to("web-v1", options=options))
     assert_answer(await mesh.get("web", "/echo"), 500, "invalid filter", "not found")
     assert v1.total == 0
 
@@ -112,7 +103,7 @@ async def test_a_response_broken_off_before_anything_was_sent_answers_502(lab: L
 async def test_the_request_timeout_answers_504_request_timeout(lab: Lab) -> None:
     v1 = await lab.backend("v1")
     mesh = await lab.mesh(
-        {"web": [], "web-v1": [v1]}, with_route_options("timeouts: {request: 100ms}")
+        {"web": [], "web-v1": [v1]}, route_to("web-v1", options="timeouts: {request: 100ms}")
     )
     assert_answer(await mesh.get("web", "/delay/2000"), 504, "request timeout")
 
@@ -124,25 +115,20 @@ async def test_the_backend_request_timeout_answers_504_backend_request_timeout(l
     # only try is the request: the control plane sends the smaller timeout as the route's)
     options = """timeouts: {request: 5s, backendRequest: 100ms}
     retry: {codes: [503], attempts: 1, backoff: 1ms}"""
-    mesh = await lab.mesh({"web": [], "web-v1": [v1]}, with_route_options(options))
+    mesh = await lab.mesh({"web": [], "web-v1": [v1]}, route_to("web-v1", options=options))
     assert_answer(await mesh.get("web", "/delay/2000"), 504, "backend request timeout")
 
 
 @bounded(10)
 async def test_a_fault_abort_says_fault_injected(lab: Lab) -> None:
     v1 = await lab.backend("v1")
-    routes = f"""
+    fault = f"""
 apiVersion: policy.turnout.dev/v1alpha1
 kind: FaultInjection
 metadata: {{name: fault, namespace: {NS}}}
 spec: {{abort: {{httpStatus: 418}}}}
----
-{
-        with_route_options('''filters:
-    - type: ExtensionRef
-      extensionRef: {group: policy.turnout.dev, kind: FaultInjection, name: fault}''')
-    }
 """
+    routes = f"{fault}---{route_to('web-v1', options=fault_filter('fault'))}"
     mesh = await lab.mesh({"web": [], "web-v1": [v1]}, routes)
     assert_answer(await mesh.get("web", "/echo"), 418, "fault injected")
     assert v1.total == 0
