@@ -28,6 +28,7 @@ from turnout.proxy.transport.messages import (
     ResponseWriter,
     TunnelEnd,
     UpstreamResponse,
+    UpstreamTunnel,
 )
 from turnout.proxy.transport.server import Accept, Handler, serve_http
 
@@ -48,5 +49,6 @@ __all__ = [
     "UpgradedConnection",
     "UpstreamPool",
     "UpstreamResponse",
+    "UpstreamTunnel",
     "serve_http",
 ]

@@ -3,7 +3,7 @@
 ```
 transport.server ──IncomingRequest(body: RequestBody)──► handler ──► ResponseWriter (server)
 handler ──UpstreamPool.request()──► transport.client ──UpstreamResponse──► handler
-                                                     ──UpgradedConnection──► writer.tunnel()
+                                                     ──UpstreamTunnel──► writer.tunnel()
 both sides ──ConnectionInfo──► ConnectionHooks (metrics: TCP opens, closes, bytes)
 ```
 
@@ -12,7 +12,8 @@ Headers are `list[tuple[str, str]]`, names in the case received, values decoded 
 (`Content-Length`, `Transfer-Encoding`) and hop-by-hop headers (`HOP_BY_HOP`) belong to the
 transport, which drops any it is given and writes its own.
 
-This module holds plain data and protocols; it does no I/O and never parses HTTP.
+This module holds plain data and protocols (the seams, so it imports no other transport module
+but `streams`); it does no I/O and never parses HTTP.
 """
 
 from __future__ import annotations
@@ -21,13 +22,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from turnout.proxy import config
 from turnout.proxy.transport.streams import BodyStream
-
-if TYPE_CHECKING:
-    from turnout.proxy.transport.client import UpgradedConnection
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +190,24 @@ class TunnelEnd(Protocol):
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def close(self) -> None: ...
+
+
+class UpstreamTunnel(TunnelEnd, Protocol):
+    """The upstream end of a tunnel after its `101 Switching Protocols`, as
+    `ResponseWriter.tunnel` splices it (`client.UpgradedConnection` is the one there is)."""
+
+    @property
+    def response(self) -> UpstreamResponse:
+        """The upstream's 101 response (its headers carry e.g. `Sec-WebSocket-Accept`)."""
+
+    @property
+    def protocol(self) -> str:
+        """The `Upgrade` value the upstream agreed to ("websocket")."""
+
+    def attach(self, peer: TunnelEnd) -> None:
+        """Send everything the upstream sends (bytes it sent before, first) to `peer`."""
+
+    async def wait_closed(self) -> None: ...
 
 
 class UpstreamHandle(Protocol):
@@ -399,7 +415,7 @@ class ResponseWriter(Protocol):
     async def end(self) -> None:
         """Finish the body started with `start()`."""
 
-    async def tunnel(self, upstream: UpgradedConnection, headers: Headers | None = None) -> None:
+    async def tunnel(self, upstream: UpstreamTunnel, headers: Headers | None = None) -> None:
         """Answer `101 Switching Protocols` with `headers` (default: the upstream's 101
         headers) and splice bytes both ways until either side closes; returns then."""
 

@@ -39,7 +39,6 @@ import httptools
 
 from turnout.proxy.errors import ClientError, UpstreamError
 from turnout.proxy.transport.batch import WriteBatch
-from turnout.proxy.transport.client import UpgradedConnection
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
     ConnectionHooks,
@@ -51,6 +50,7 @@ from turnout.proxy.transport.messages import (
     RawPairs,
     RequestBody,
     ResponseWriter,
+    UpstreamTunnel,
     hook_close,
     hook_open,
 )
@@ -273,7 +273,7 @@ class _Exchange:
         self.must_close = True
         self.conn.abort()
 
-    async def tunnel(self, upstream: UpgradedConnection, headers: Headers | None = None) -> None:
+    async def tunnel(self, upstream: UpstreamTunnel, headers: Headers | None = None) -> None:
         self._check_open()
         if self.request.upgrade is None:
             upstream.close()
@@ -456,7 +456,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._keepalive_s = self.limits.keepalive_timeout_ms / 1000
         # after an upgrade request
         self._upgraded = False
-        self._tunnel: UpgradedConnection | None = None
+        self._tunnel: UpstreamTunnel | None = None
         self._tunnel_buffer: list[bytes] = []
         self._closed_waiter: asyncio.Future[None] = self.loop.create_future()
         # every request without a body shares one empty, finished body
@@ -848,7 +848,7 @@ class HttpServerProtocol(asyncio.Protocol):
             self._tunnel_buffer.append(rest)
         self.set_reading(tunnel=False)  # until the handler splices (or declines) the tunnel
 
-    async def splice(self, upstream: UpgradedConnection) -> None:
+    async def splice(self, upstream: UpstreamTunnel) -> None:
         """Splice this connection and `upstream` until either closes (`tunnel()`)."""
         self._tunnel = upstream
         buffered, self._tunnel_buffer = self._tunnel_buffer, []
