@@ -56,12 +56,8 @@ from turnout.proxy.hosts import listener_for_host
 from turnout.proxy.metrics import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Exchange, Telemetry
-from turnout.proxy.transport.client import (
-    UpstreamPool,
-    encode_forward_head,
-    encode_request_head,
-    request_framing,
-)
+from turnout.proxy.transport.client import UpstreamPool
+from turnout.proxy.transport.heads import encode_forward_head, encode_request_head, request_framing
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
     Headers,

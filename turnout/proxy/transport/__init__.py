@@ -4,7 +4,8 @@ to the request handler (docs/proxy.md is the contract).
 
 ```
 client ─► server.serve_http ─► IncomingRequest + ResponseWriter ─► handler (not here)
-handler ─► client.UpstreamPool.request/upgrade ─► UpstreamResponse / UpgradedConnection
+handler ─► heads.encode_*_head ─► client.UpstreamPool.send / request / upgrade
+          ─► upstream.UpstreamConnection ─► UpstreamResponse / UpgradedConnection
 ```
 
 Writes are held until the end of the loop's round and sent together (`batch.WriteBatch`).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-from turnout.proxy.transport.client import UpgradedConnection, UpstreamPool
+from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
     ConnectionHooks,
@@ -31,6 +32,7 @@ from turnout.proxy.transport.messages import (
     UpstreamTunnel,
 )
 from turnout.proxy.transport.server import Accept, Handler, serve_http
+from turnout.proxy.transport.upstream import UpgradedConnection
 
 log = logging.getLogger(__name__)
 

@@ -194,7 +194,7 @@ class TunnelEnd(Protocol):
 
 class UpstreamTunnel(TunnelEnd, Protocol):
     """The upstream end of a tunnel after its `101 Switching Protocols`, as
-    `ResponseWriter.tunnel` splices it (`client.UpgradedConnection` is the one there is)."""
+    `ResponseWriter.tunnel` splices it (`upstream.UpgradedConnection` is the one there is)."""
 
     @property
     def response(self) -> UpstreamResponse:
