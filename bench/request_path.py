@@ -42,8 +42,9 @@ from turnout.proxy.runner import ProxyConfig, build_proxy
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Telemetry
 from turnout.proxy.transport.client import UpstreamPool
+from turnout.proxy.transport.downstream import Listener
 from turnout.proxy.transport.messages import Limits
-from turnout.proxy.transport.server import HttpServerProtocol, _Listener
+from turnout.proxy.transport.server import HttpServerProtocol
 from turnout.proxy.transport.upstream import UpstreamConnection
 
 PORT_V1, PORT_V2 = 18081, 18082
@@ -113,7 +114,7 @@ def ours(n: int) -> float:
     proxy.handlers.append(handler)
     proxy.apply(table, "bench")  # as `mesh proxy` installs a table
     ups = {p: pooled(proxy.pool, p) for p in (PORT_V1, PORT_V2)}
-    listener = _Listener(handler, Limits(), None, None)
+    listener = Listener(handler, Limits(), None, None)
     server = HttpServerProtocol(listener)
     client = MemoryTransport(("127.0.0.1", 50000))
     server.connection_made(client)  # type: ignore[arg-type]

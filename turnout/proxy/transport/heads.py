@@ -1,10 +1,13 @@
-"""The bytes of HTTP/1.1 heads: request heads for upstreams. Pure functions and constants;
-no I/O, no connection state.
+"""The bytes of HTTP/1.1 heads: request heads for upstreams, status lines and the transport's
+own error answers. Pure functions and constants; no I/O, no connection state.
 
 ```
 handler ──encode_forward_head(parsed request)──┐  a request going on as it came
         ──encode_request_head(headers)─────────┼─► head bytes ─► UpstreamPool.send(head=...)
         ──request_framing(method, body)────────┘  (its Content-Length / chunked lines)
+writer  ──STATUS_BYTES / status_line(status)──► the first line of a response head
+server  ──ERRORS[status] / error_response()───► a whole answer the transport makes itself
+                                                (400, 408, 431, 500...; then close)
 ```
 
 Request heads drop the hop-by-hop and framing headers (`messages.HOP_BY_HOP`) they are
@@ -12,12 +15,14 @@ given and take `framing` instead; values from the request parser are free of CR 
 already, anything else is checked in one scan of the whole head.
 
 Not here: response heads, whose lines depend on the exchange (HEAD, keep-alive, a request
-body still coming: `server`), and parsing (httptools, in `server` and `upstream`).
+body still coming: `writer.ExchangeWriter`), and parsing (httptools, in `server` and
+`upstream`).
 """
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
@@ -112,5 +117,34 @@ def request_framing(method: str, body: bytes | None, upgrade: str | None = None)
 
 # -- responses ------------------------------------------------------------------------------
 
+STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
+"""Status code -> "HTTP/1.1 200 OK\\r\\n", for every code `http.HTTPStatus` names."""
+STATUS_BYTES = {code: line.encode() for code, line in STATUS_LINES.items()}
 NO_BODY_STATUS = frozenset({204, 304})
 """Statuses that never carry a body (RFC 9110 §15.3.5, §15.4.5)."""
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def status_line(status: int) -> str:
+    """The status line of `status`, "Unknown" for a code without a name; `ValueError` for
+    a code outside 100..999."""
+    line = STATUS_LINES.get(status)
+    if line is None:
+        if not 100 <= status <= 999:
+            raise ValueError(f"invalid status code {status}")
+        line = f"HTTP/1.1 {status} Unknown\r\n"
+    return line
+
+
+def error_response(status: int) -> bytes:
+    """A whole answer the transport makes itself: the phrase as a text body, then close."""
+    phrase = HTTPStatus(status).phrase if status in STATUS_LINES else "Error"
+    body = f"{phrase}\n".encode()
+    return (
+        f"{status_line(status)}content-type: text/plain\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    ).encode() + body
+
+
+ERRORS = {s: error_response(s) for s in (400, 405, 408, 431, 500, 503)}
+"""The answers made most often, made once."""

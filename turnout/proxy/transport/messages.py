@@ -1,26 +1,31 @@
 """The values that cross the transport boundary (docs/proxy.md, "Contracts between them").
 
 ```
-transport.server ──IncomingRequest(body: RequestBody)──► handler ──► ResponseWriter (server)
-handler ──UpstreamPool.request()──► transport.client ──UpstreamResponse──► handler
-                                                     ──UpstreamTunnel──► writer.tunnel()
+transport.server ──IncomingRequest(body: RequestBody)──► handler ──► ResponseWriter (writer)
+handler ──UpstreamPool.send(head, receiver)──► transport.client ──► ResponseReceiver.on_head/
+                                                                    on_body/on_end/on_error
+        ──UpstreamPool.request()/upgrade()──► UpstreamResponse, UpstreamTunnel ──► tunnel()
 both sides ──ConnectionInfo──► ConnectionHooks (metrics: TCP opens, closes, bytes)
 ```
 
 Headers are `list[tuple[str, str]]`, names in the case received, values decoded as latin-1
-(the bytes on the wire, one to one). The handler passes end-to-end headers only: framing
-(`Content-Length`, `Transfer-Encoding`) and hop-by-hop headers (`HOP_BY_HOP`) belong to the
-transport, which drops any it is given and writes its own.
+(the bytes on the wire, one to one); `RawHeaders` keeps an upstream's response undecoded.
+The handler passes end-to-end headers only: framing (`Content-Length`, `Transfer-Encoding`)
+and hop-by-hop headers (`HOP_BY_HOP`) belong to the transport, which drops any it is given
+and writes its own. The seams are `Protocol`s (`ResponseWriter`, `ResponseReceiver`,
+`UpstreamHandle`, `UpstreamTunnel`, `TunnelEnd`, `ConnectionHooks`), so this module imports
+no other transport module but `streams`: the listener and the pool both build on it.
 
-This module holds plain data and protocols (the seams, so it imports no other transport module
-but `streams`); it does no I/O and never parses HTTP.
+Not here: any I/O, HTTP parsing or head encoding (`heads`), and the classes that implement
+the protocols (`writer.ExchangeWriter`, `upstream.UpstreamConnection`,
+`upstream.UpgradedConnection`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -440,6 +445,19 @@ class ResponseWriter(Protocol):
 
     def abort(self) -> None:
         """Reset the client connection: a half-sent response that cannot be completed."""
+
+
+Handler = Callable[[IncomingRequest, ResponseWriter], Awaitable[None] | None]
+"""Answers one request through the writer, in one of two ways. It returns an awaitable (an
+`async def` handler): the server runs it as a task, cancelled when the client disconnects;
+if it raises before starting the response, the server answers 500 (`ClientError`: its
+status) and logs. Or it returns None: it answers through the writer's synchronous calls
+from callbacks of its own and calls `writer.complete()` at the end; `writer.on_cancel` is
+called if the client disconnects first."""
+
+Accept = Callable[[ConnectionInfo], bool]
+"""The inbound policy check of `serve_http`: once per connection, before any byte is read;
+False (or a raise, logged) closes the connection."""
 
 
 class UpstreamResponse:
