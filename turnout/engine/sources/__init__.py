@@ -2,7 +2,7 @@
 
 ```
 directory.py  DirectorySource: a watched manifests directory ─┐
-k8s.py        list+watch of the API server (a colleague's) ──────┴─> publish(RouteTable) -> version
+k8s/          list+watch of the API server ──────────────────────┴─> publish(RouteTable) -> version
 ```
 
 Sources load, validate and compile (`engine.pipeline`), keep the last good table when an

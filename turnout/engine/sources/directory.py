@@ -17,7 +17,7 @@ An invalid change is never applied, not even in part: the whole directory is one
 `mesh validate -f DIR` sees it, and one error anywhere keeps the previous table. Loads are
 serialized (one at a time); a change during a load is picked up by the next batch of events.
 
-Deliberately not here: Kubernetes (`k8s.py`), status write-back, serving anything.
+Deliberately not here: Kubernetes (`k8s/`), status write-back, serving anything.
 """
 
 from __future__ import annotations
