@@ -50,8 +50,9 @@ ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
     (("kubernetes",), ("turnout.engine.sources",), "only sources use the kubernetes client"),
     (
         ("aiohttp",),
-        ("turnout.proxy", "turnout.cli", "turnout.demo"),
-        "only the proxy speaks HTTP",
+        ("turnout.proxy", "turnout.cli", "turnout.demo", "turnout.engine.server.admin"),
+        "only the proxy speaks HTTP (and the control plane's admin port: /metrics, /ready and "
+        "the served table, what `mesh routes` reads)",
     ),
     (
         PROTOBUF,

@@ -26,6 +26,7 @@ from typing import TextIO, cast
 import turnout
 from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_FAILED, EXIT_OK, EXIT_UNLOADABLE, add_files
+from turnout.engine.config import DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS
 from turnout.engine.errors import LoadError
 
 Runner = Callable[[argparse.Namespace, TextIO, TextIO], int]
@@ -45,8 +46,11 @@ def _manifest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(run="manifests:run_validate")
 
-    p = sub.add_parser("routes", help="show the compiled route tables")
+    p = sub.add_parser(
+        "routes", help="show the route tables a control plane serves (or -f manifests compile to)"
+    )
     add_files(p, required=False)
+    add_control_plane(p)
     p.add_argument("-o", "--output", choices=("table", "wide", "yaml", "json"), default="table")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument(
@@ -73,7 +77,8 @@ def _manifest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(run="manifests:run_routes")
     rsub = p.add_subparsers(dest="routes_command", metavar="SUBCOMMAND")
     e = rsub.add_parser("explain", help="explain how one request would be routed")
-    add_files(e)
+    add_files(e, required=False)
+    add_control_plane(e)
     e.add_argument("--via", required=True, metavar="service/NS/NAME:PORT|gateway/NS/NAME:PORT")
     e.add_argument("--from-namespace", metavar="NS", help="client namespace (consumer routes)")
     e.add_argument("--method", "-X", default="GET")
@@ -91,6 +96,15 @@ def _manifest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(run="manifests:run_test")
 
 
+def add_control_plane(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--control-plane",
+        metavar="HOST:PORT",
+        help="the admin address of a running `mesh serve` to read the table from, when no -f"
+        f" is given (default {DEFAULT_ADMIN_ADDRESS})",
+    )
+
+
 def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the control plane: watch manifests, serve ADS")
     src = p.add_mutually_exclusive_group(required=True)
@@ -98,9 +112,18 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
     src.add_argument("--kubernetes", action="store_true", help="list+watch the API server")
     p.add_argument("--kubeconfig", metavar="FILE", help="with --kubernetes (default: in-cluster)")
     p.add_argument("--context", metavar="NAME", help="with --kubernetes: kubeconfig context")
-    p.add_argument("--xds", default="127.0.0.1:18000", metavar="HOST:PORT", help="ADS (gRPC)")
     p.add_argument(
-        "--admin", metavar="HOST:PORT", help="/ready /live /debug/table /debug/diagnostics"
+        "--xds",
+        default=DEFAULT_XDS_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"ADS (gRPC); :0 = any free port (default {DEFAULT_XDS_ADDRESS})",
+    )
+    p.add_argument(
+        "--admin",
+        default=DEFAULT_ADMIN_ADDRESS,
+        metavar="HOST:PORT",
+        help="/ready /live /metrics /debug/table /debug/diagnostics, what `mesh routes` reads"
+        f" (default {DEFAULT_ADMIN_ADDRESS})",
     )
     p.set_defaults(run="control_plane:run_serve")
 

@@ -6,7 +6,8 @@ kinds.py     KindSpec, WATCHED_KINDS: what is listed and watched; raw object -> 
 api.py       KubernetesApi: the kubernetes client on its own threads, retries, backoff,
              KubernetesApiError (the only place kubernetes and urllib3 errors are caught)
 watching.py  KubernetesSource: LIST -> WATCH(rv) -> 410 relist; debounced snapshots
-             ──on_snapshot(resources, diagnostics)──> the control plane (engine.plane)
+             ──on_snapshot(resources, diagnostics)──> start_kubernetes_source's callback
+             ──ResourceSnapshot──> engine.plane.ControlPlane (compile, publish, status)
 status.py    StatusWriter: our status.parents entries merged into each route (GET, PUT, 409)
 ```
 
@@ -24,7 +25,12 @@ from turnout.engine.sources.k8s.api import (
 )
 from turnout.engine.sources.k8s.kinds import ROUTE_KINDS, WATCHED_KINDS, KindSpec
 from turnout.engine.sources.k8s.status import StatusWrite, merge_route_parents
-from turnout.engine.sources.k8s.watching import KubernetesSource, OnSnapshot, Snapshot
+from turnout.engine.sources.k8s.watching import (
+    KubernetesSource,
+    OnSnapshot,
+    Snapshot,
+    start_kubernetes_source,
+)
 
 __all__ = [
     "DEFAULT_KUBERNETES_SETTINGS",
@@ -39,4 +45,5 @@ __all__ = [
     "StatusWrite",
     "api_client_from_environment",
     "merge_route_parents",
+    "start_kubernetes_source",
 ]

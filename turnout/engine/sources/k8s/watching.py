@@ -48,9 +48,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from turnout.engine import ir
+from turnout.engine.compile import CompileResult
 from turnout.engine.config import CONTROLLER_NAME
 from turnout.engine.diagnostics import Diagnostic, SourcePos, info, sorted_diagnostics
 from turnout.engine.model import Loaded, Resource, Resources
+from turnout.engine.plane import ControlPlane, ResourceSnapshot
 from turnout.engine.sources.k8s.api import (
     DEFAULT_KUBERNETES_SETTINGS,
     TEXT_ERROR_MAX,
@@ -61,6 +63,7 @@ from turnout.engine.sources.k8s.api import (
     WatchExpired,
 )
 from turnout.engine.sources.k8s.kinds import (
+    ROUTE_KINDS,
     WATCHED_KINDS,
     KindSpec,
     Raw,
@@ -394,3 +397,29 @@ async def _guard(coro: Awaitable[None], name: str) -> None:
         log.exception("task crashed task=%s", name)
     else:
         log.error("task exited unexpectedly task=%s", name)
+
+
+async def start_kubernetes_source(
+    plane: ControlPlane,
+    api_client: Any,
+    *,
+    settings: KubernetesSettings = DEFAULT_KUBERNETES_SETTINGS,
+) -> KubernetesSource:
+    """A started source whose every snapshot goes to `plane`, route status coming back to
+    the API server through the same source."""
+    source: KubernetesSource | None = None
+
+    async def write_status(result: CompileResult) -> None:
+        assert source is not None
+        # SMI TrafficSplits have no status subresource; only routes get status.
+        await source.write_route_status([s for s in result.statuses if s.route.kind in ROUTE_KINDS])
+
+    async def on_snapshot(resources: Resources, diagnostics: Sequence[Diagnostic]) -> None:
+        snapshot = ResourceSnapshot(
+            resources=resources, diagnostics=tuple(diagnostics), writer=write_status
+        )
+        await plane.apply(snapshot)
+
+    source = KubernetesSource(api_client, on_snapshot=on_snapshot, settings=settings)
+    await source.start()
+    return source
