@@ -3,7 +3,8 @@ walkthrough (`mesh demo canary`) and the offline tour (`mesh demo --offline`).
 
 ```
 mesh demo            demo.orchestrate.Demo: serve + apps + proxies + vote-bot (subprocesses)
-                     every --interval: viz.stats deltas ─> live.live_table ─> stdout
+                     every --interval: the table `mesh serve` serves (its admin port) +
+                     viz.stats deltas ─> live.live_table, rejected files ─> stdout
 mesh demo canary     demo.canary.run: Flagger's steps replayed against the live mesh
 mesh demo --offline  validate, routes, explain and test on the shipped examples, in process
 ```
@@ -19,13 +20,14 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from turnout.cli import live, views
+from turnout.cli import live, served, views
+from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_FAILED, EXIT_OK
 from turnout.demo import canary
-from turnout.demo.orchestrate import EXAMPLES, Demo, DemoError
-from turnout.engine.pipeline import compile_files
+from turnout.demo.orchestrate import EXAMPLES, HOST, Demo, DemoError
 from turnout.viz import stats
 
 DEMO_MANIFESTS = "emojivoto"
@@ -80,6 +82,31 @@ def run_canary_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
 
 
+def _served_or_error(address: str) -> served.Served | str:
+    try:
+        return served.read_served(address)
+    except CommandError as exc:
+        return str(exc)
+
+
+def say_served(
+    say: Callable[[str], None],
+    got: served.Served | str,
+    route_stats: Mapping[stats.RouteKey, stats.RouteStats],
+) -> None:
+    """The live table of what the control plane serves (mesh routes, producer views), and
+    what it rejected: the table is what traffic follows, a bad edit included."""
+    if isinstance(got, str):
+        say(f"warning: {got}")
+        return
+    if got.table is not None:
+        rows = [r for r in views.route_rows(got.table) if r.view == ""]
+        say(live.live_table(rows, route_stats).rstrip("\n"))
+    say(got.summary())
+    for d in (d for r in got.rejected for d in r.diagnostics):
+        say(f"  {d}")
+
+
 async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     def say(text: str = "") -> None:
         print(text, file=out)
@@ -92,7 +119,10 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         loop.add_signal_handler(sig, stop.set)
     mesh_dir = demo.manifests / "mesh"
     urls = demo.metrics_urls
-    shown = f"mesh routes -f {mesh_dir} --live " + " ".join(f"--metrics {u}" for u in urls)
+    plane = f"{HOST}:{demo.ports.serve_admin}"
+    shown = f"mesh routes --control-plane {plane} --live " + " ".join(
+        f"--metrics {u}" for u in urls
+    )
     code = EXIT_OK
     started = time.monotonic()
     try:
@@ -142,9 +172,7 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             say(f"\n$ {shown} --window {window:.0f}    # {time.strftime('%H:%M:%S')}")
             for e in errors:
                 say(f"warning: cannot scrape {e}")
-            compiled = compile_files([str(mesh_dir)])
-            rows = [r for r in views.route_rows(compiled.result.table) if r.view == ""]
-            out.write(live.live_table(rows, got))
+            say_served(say, await asyncio.to_thread(_served_or_error, plane), got)
             served = []
             for name, url in demo.inbound_urls.items():
                 st = inbound.get(url)

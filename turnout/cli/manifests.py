@@ -2,26 +2,30 @@
 
 ```
 -f PATH... ─> pipeline.compile_files ─┬─> validate: diagnostics (stderr), "N object(s) valid"
-                                      ├─> routes: views.route_rows ─> table | -o yaml|json
-                                      │           --live: viz.stats.live_stats ─> live columns
+--control-plane HOST:PORT (no -f) ─┐  │
+   served.read_served ─> IR ───────┴──┼─> routes: views.route_rows ─> table | -o yaml|json
+                       (load_tables)  │           --live: viz.stats.live_stats ─> live columns
                                       ├─> routes explain: OfflineMesh.send(via, request)
                                       └─> test: contracts.run_case per case ─> PASS/FAIL, JUnit
 ```
 
 Every command here runs the path live traffic takes (compile -> xDS -> runtime table), in
-process; nothing is sent anywhere but the proxies' `/metrics` that `--live` scrapes.
+process. `routes` and `routes explain` read the table a running control plane serves when
+no `-f` is given (its version and rejected inputs go to stderr); nothing else is fetched
+but the proxies' `/metrics` that `--live` scrapes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from turnout.cli import contracts as contracts_mod
-from turnout.cli import explain, live, views
-from turnout.cli.errors import ContractError
+from turnout.cli import explain, live, served, views
+from turnout.cli.errors import CommandError, ContractError, UsageError
 from turnout.cli.offline import OfflineMesh, Request, parse_via
 from turnout.cli.output import (
     EXIT_FAILED,
@@ -29,7 +33,9 @@ from turnout.cli.output import (
     EXIT_UNLOADABLE,
     print_diagnostics,
 )
-from turnout.engine.diagnostics import Severity, has_errors
+from turnout.engine import ir
+from turnout.engine.config import DEFAULT_ADMIN_ADDRESS
+from turnout.engine.diagnostics import Diagnostic, Severity, has_errors, sorted_diagnostics
 from turnout.engine.pipeline import compile_files
 from turnout.engine.render import diagnostic_data, dump_json, dump_yaml, result_data
 from turnout.viz import stats
@@ -48,13 +54,56 @@ def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_FAILED if has_errors(diags, strict=args.strict) else EXIT_OK
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tables:
+    """The table a command shows, with the findings to print and how it got them."""
+
+    table: ir.RouteTable
+    statuses: tuple[ir.RouteStatus, ...]
+    diagnostics: tuple[Diagnostic, ...]
+    """Findings to print (a control plane's rejected inputs included)."""
+    summary: str | None = None
+    """From a control plane: which one, the version it serves, what it rejected."""
+
+
+def load_tables(args: argparse.Namespace, err: TextIO) -> Tables:
+    """`-f PATH...` compiled here, or else the table a running control plane serves
+    (`--control-plane`, default the local `mesh serve`); `CommandError` when unreachable
+    or when it serves no table yet (its findings printed to `err` first)."""
+    if args.files:
+        if args.control_plane:
+            raise UsageError("-f and --control-plane exclude each other")
+        compiled = compile_files(args.files)
+        result = compiled.result
+        return Tables(
+            table=result.table, statuses=result.statuses, diagnostics=compiled.diagnostics
+        )
+    got = served.read_served(args.control_plane or DEFAULT_ADMIN_ADDRESS)
+    diags = [*got.diagnostics, *(d for r in got.rejected for d in r.diagnostics)]
+    if got.table is None:
+        print_diagnostics(diags, err)
+        raise CommandError(f"{got.summary()}: nothing to show")
+    return Tables(
+        table=got.table,
+        statuses=got.statuses,
+        diagnostics=tuple(sorted_diagnostics(diags)),
+        summary=got.summary(),
+    )
+
+
+def print_tables_findings(tables: Tables, err: TextIO, *, infos: bool = True) -> None:
+    if tables.summary is not None:
+        print(tables.summary, file=err)
+    diags = tables.diagnostics
+    print_diagnostics(
+        diags if infos else [d for d in diags if d.severity is not Severity.INFO], err
+    )
+
+
 def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if not args.files:
-        print("error: mesh routes needs -f PATH (a live control plane comes later)", file=err)
-        return EXIT_FAILED
     if args.live:
-        if args.output not in ("table", "wide"):
-            print("error: --live shows -o table or -o wide", file=err)
+        if args.output not in ("table", "wide", "json"):
+            print("error: --live shows -o table, -o wide or -o json", file=err)
             return EXIT_FAILED
         if not args.metrics:
             print("error: --live needs --metrics URL (a proxy's /metrics), repeatable", file=err)
@@ -62,17 +111,19 @@ def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.window <= 0:
             print("error: --window must be > 0", file=err)
             return EXIT_FAILED
-    compiled = compile_files(args.files)
-    diags = compiled.diagnostics
-    print_diagnostics(diags, err)
-    result = compiled.result
+    result = load_tables(args, err)
+    diags = result.diagnostics
+    print_tables_findings(result, err)
     if args.live:
         urls = [stats.metrics_url(u) for u in args.metrics]
         got, errors = asyncio.run(stats.live_stats(urls, window=args.window))
         for e in errors:
             print(f"warning: cannot scrape {e}", file=err)
         rows = views.route_rows(result.table)
-        out.write(live.live_table(rows, got, wide=args.output == "wide"))
+        if args.output == "json":
+            out.write(dump_json(live.live_data(rows, got)))
+        else:
+            out.write(live.live_table(rows, got, wide=args.output == "wide"))
         if len(errors) == len(urls):
             return EXIT_FAILED
     elif args.output == "yaml":
@@ -104,10 +155,10 @@ def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_FAILED
-    compiled = compile_files(args.files)
-    diags = compiled.diagnostics
-    print_diagnostics([d for d in diags if d.severity is not Severity.INFO], err)
-    table = compiled.result.table
+    tables = load_tables(args, err)
+    diags = tables.diagnostics
+    print_tables_findings(tables, err, infos=False)
+    table = tables.table
     if table.parent(via.parent) is None:
         known = ", ".join(p.name for p in table.parents) or "none"
         print(f"error: no parent {via.parent} in the manifests (parents: {known})", file=err)
