@@ -18,13 +18,12 @@ import io
 import json
 import shutil
 import socket
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from turnout.cli import demo
 from turnout.cli.main import main
@@ -152,37 +151,25 @@ def test_files_and_a_control_plane_exclude_each_other() -> None:
     assert code == 2 and err == "error: -f and --control-plane exclude each other\n"
 
 
-class _Api(BaseHTTPRequestHandler):
-    """A proxy's /metrics: each GET has 10 more successes on web's /api rule."""
-
-    hits = 0
-
-    def do_GET(self) -> None:
-        type(self).hits += 1
-        labels = f'direction="outbound",namespace="x",dst="web.emojivoto",rt_route="{API_RULE}"'
-        body = (
-            f'route_response_total{{{labels},classification="success"}} {10 * self.hits}\n'
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def proxy_metrics() -> Iterator[str]:
-    _Api.hits = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+async def proxy_metrics() -> AsyncIterator[str]:
+    """A proxy's /metrics in this loop: each GET has 10 more successes on web's /api rule."""
+    hits = 0
+    labels = f'direction="outbound",namespace="x",dst="web.emojivoto",rt_route="{API_RULE}"'
+
+    async def metrics(request: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        line = f'route_response_total{{{labels},classification="success"}} {10 * hits}\n'
+        return web.Response(text=line)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner, port = await start_admin(app, "127.0.0.1", 0)
     try:
-        yield f"127.0.0.1:{server.server_address[1]}"
+        yield f"127.0.0.1:{port}"
     finally:
-        server.shutdown()
-        server.server_close()
+        await runner.cleanup()
 
 
 def api_row(rows: list[dict[str, object]]) -> dict[str, object]:

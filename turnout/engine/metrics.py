@@ -54,6 +54,14 @@ def _head(name: str, help_text: str, kind: str) -> list[str]:
     return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
 
 
+def _samples(
+    name: str, help_text: str, kind: str, names: Sequence[str], values: Mapping[Labels, float]
+) -> list[str]:
+    out = _head(name, help_text, kind)
+    out += [f"{_series(name, names, key)} {_number(values[key])}" for key in sorted(values)]
+    return out
+
+
 @dataclass(slots=True)
 class Counter:
     name: str
@@ -68,10 +76,7 @@ class Counter:
         return self.values.get(labels, 0)
 
     def lines(self) -> list[str]:
-        out = _head(self.name, self.help, "counter")
-        for labels in sorted(self.values):
-            out.append(f"{_series(self.name, self.labels, labels)} {_number(self.values[labels])}")
-        return out
+        return _samples(self.name, self.help, "counter", self.labels, self.values)
 
 
 @dataclass(slots=True)
@@ -84,10 +89,7 @@ class Gauge:
     samples: Mapping[Labels, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
-        out = _head(self.name, self.help, "gauge")
-        for labels in sorted(self.samples):
-            out.append(f"{_series(self.name, self.labels, labels)} {_number(self.samples[labels])}")
-        return out
+        return _samples(self.name, self.help, "gauge", self.labels, self.samples)
 
 
 @dataclass(slots=True)

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.engine.server.builders import manifest, mk_route, mk_service, weighted
+from turnout.engine.diagnostics import has_errors
 from turnout.engine.ir import RouteTable, ServiceParent
+from turnout.engine.pipeline import IncrementalCompiler
 from turnout.engine.plane import ControlPlane
 from turnout.engine.sources import DirectorySettings, DirectorySource
 
@@ -215,3 +217,31 @@ async def test_a_start_on_a_directory_whose_only_file_is_bad_serves_an_empty_tab
         assert not rejected.kept and rejected.diagnostics
     finally:
         await src.stop()
+
+
+def regex_route(pattern: str) -> str:
+    rule = (
+        f"  - matches: [{{path: {{type: RegularExpression, value: {pattern!r}}}}}]\n"
+        "    backendRefs: [{name: web-v2, port: 80}]\n"
+    )
+    return mk_route("web", rules=rule + weighted(("web", 1)))
+
+
+def test_an_error_the_compiler_finds_rejects_that_file_too(tmp_path: Path) -> None:
+    """A regex RE2 refuses passes the schema; the compiler finds it, and only that file's
+    new version is held back (the incremental compiler, as the directory source runs it)."""
+    (tmp_path / "services.yaml").write_text(manifest(*SERVICES))
+    (tmp_path / "routes.yaml").write_text(regex_route("/v[0-9]+"))
+    compiler = IncrementalCompiler()
+    first = compiler([tmp_path])
+    assert first.rejected == () and not has_errors(first.diagnostics)
+    (tmp_path / "routes.yaml").write_text(regex_route("/(?=lookahead)"))  # Python yes, RE2 no
+    (tmp_path / "services.yaml").write_text(manifest(*SERVICES, mk_service("api")))
+    second = compiler([tmp_path])
+    [rejected] = second.rejected
+    assert rejected.file == str(tmp_path / "routes.yaml") and rejected.kept
+    assert [d.reason for d in rejected.diagnostics] == ["UnsupportedValue"]
+    assert not has_errors(second.diagnostics)
+    table = second.result.table
+    assert table.parent("service/shop/api:80") is not None  # the other file's change
+    assert table.parent("service/shop/web:80") == first.result.table.parent("service/shop/web:80")
