@@ -19,30 +19,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from turnout.cli import contracts as contracts_mod
 from turnout.cli import explain, live, served, views
-from turnout.cli.errors import CommandError, ContractError, UsageError
-from turnout.cli.offline import OfflineMesh, Request, parse_via
+from turnout.cli.errors import CommandError, UsageError
+from turnout.cli.offline import OfflineMesh, Request, parse_via, resolve_via
 from turnout.cli.output import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_UNLOADABLE,
+    compile_manifests,
     print_diagnostics,
 )
 from turnout.engine import ir
 from turnout.engine.config import DEFAULT_ADMIN_ADDRESS
 from turnout.engine.diagnostics import Diagnostic, Severity, has_errors, sorted_diagnostics
-from turnout.engine.pipeline import compile_files
+from turnout.engine.model import Resources
 from turnout.engine.render import diagnostic_data, dump_json, dump_yaml, result_data
 from turnout.viz import stats
 
 
 def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    compiled = compile_files(args.files, crds=args.crds)
+    compiled = compile_manifests(args.files, verb="validate", crds=args.crds)
     diags = compiled.diagnostics
     if args.output == "json":
         out.write(dump_json([diagnostic_data(d) for d in diags]))
@@ -64,19 +66,24 @@ class Tables:
     """Findings to print (a control plane's rejected inputs included)."""
     summary: str | None = None
     """From a control plane: which one, the version it serves, what it rejected."""
+    resources: Resources | None = None
+    """The compiled objects (from `-f` only): a `--via` without a port looks at them."""
 
 
-def load_tables(args: argparse.Namespace, err: TextIO) -> Tables:
+def load_tables(args: argparse.Namespace, err: TextIO, *, verb: str) -> Tables:
     """`-f PATH...` compiled here, or else the table a running control plane serves
     (`--control-plane`, default the local `mesh serve`); `CommandError` when unreachable
     or when it serves no table yet (its findings printed to `err` first)."""
     if args.files:
         if args.control_plane:
             raise UsageError("-f and --control-plane exclude each other")
-        compiled = compile_files(args.files)
+        compiled = compile_manifests(args.files, verb=verb)
         result = compiled.result
         return Tables(
-            table=result.table, statuses=result.statuses, diagnostics=compiled.diagnostics
+            table=result.table,
+            statuses=result.statuses,
+            diagnostics=compiled.diagnostics,
+            resources=compiled.inputs.resources,
         )
     got = served.read_served(args.control_plane or DEFAULT_ADMIN_ADDRESS)
     diags = [*got.diagnostics, *(d for r in got.rejected for d in r.diagnostics)]
@@ -103,15 +110,12 @@ def print_tables_findings(tables: Tables, err: TextIO, *, infos: bool = True) ->
 def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.live:
         if args.output not in ("table", "wide", "json"):
-            print("error: --live shows -o table, -o wide or -o json", file=err)
-            return EXIT_FAILED
+            raise UsageError("--live shows -o table, -o wide or -o json")
         if not args.metrics:
-            print("error: --live needs --metrics URL (a proxy's /metrics), repeatable", file=err)
-            return EXIT_FAILED
-        if args.window <= 0:
-            print("error: --window must be > 0", file=err)
-            return EXIT_FAILED
-    result = load_tables(args, err)
+            raise UsageError("--live needs --metrics URL (a proxy's /metrics), repeatable")
+        if not (math.isfinite(args.window) and args.window > 0):
+            raise UsageError(f"--window must be > 0, got {args.window:g}")
+    result = load_tables(args, err, verb="routes")
     diags = result.diagnostics
     print_tables_findings(result, err)
     if args.live:
@@ -141,28 +145,24 @@ def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
-        raise ValueError(f"-H must be 'Name: value', got {text!r}")
+        raise UsageError(f"-H must be 'Name: value', got {text!r}")
     return name.strip(), value.strip()
 
 
 def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    ref = parse_via(args.via, namespace=args.namespace)
+    request = Request(
+        method=args.method, url=args.url, headers=tuple(parse_header(h) for h in args.headers)
+    )
     try:
-        via = parse_via(args.via, from_namespace=args.from_namespace)
-        request = Request(
-            method=args.method, url=args.url, headers=tuple(parse_header(h) for h in args.headers)
-        )
         request.info()
     except ValueError as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_FAILED
-    tables = load_tables(args, err)
+        raise UsageError(f"--url: {exc}") from exc
+    tables = load_tables(args, err, verb="explain")
     diags = tables.diagnostics
     print_tables_findings(tables, err, infos=False)
     table = tables.table
-    if table.parent(via.parent) is None:
-        known = ", ".join(p.name for p in table.parents) or "none"
-        print(f"error: no parent {via.parent} in the manifests (parents: {known})", file=err)
-        return EXIT_FAILED
+    via = resolve_via(ref, table, resources=tables.resources, from_namespace=args.from_namespace)
     outcome = OfflineMesh(table).send(via, request)
     if args.output == "json":
         out.write(dump_json(explain.outcome_data(outcome)))
@@ -172,26 +172,21 @@ def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def run_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    compiled = compile_files(args.files)
+    compiled = compile_manifests(args.files, verb="test")
     diags = compiled.diagnostics
     if has_errors(diags):
         print_diagnostics(diags, err)
         print("error: the manifests do not load cleanly", file=err)
         return EXIT_UNLOADABLE
-    contracts = []
-    for path in args.contracts:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-            contracts.append((path, contracts_mod.load_contract(path, text)))
-        except (OSError, ContractError) as exc:
-            print(f"error: {exc}", file=err)
-            return EXIT_UNLOADABLE
+    cases, problems = contracts_mod.load_cases(
+        args.contracts, compiled.result.table, compiled.inputs.resources
+    )
+    for problem in problems:
+        print(f"error: {problem}", file=err)
+    if problems:
+        return EXIT_UNLOADABLE
     mesh = OfflineMesh(compiled.result.table)
-    results = [
-        contracts_mod.run_case(mesh, case, file=path)
-        for path, contract in contracts
-        for case in contract.cases
-    ]
+    results = [contracts_mod.run_case(mesh, c) for c in cases]
     for r in results:
         print(f"{'PASS' if r.passed else 'FAIL'}  {r.file}: {r.name}", file=out)
         if r.error is not None:
@@ -201,5 +196,13 @@ def run_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     failed = sum(not r.passed for r in results)
     print(f"{len(results) - failed} passed, {failed} failed", file=out)
     if args.junit:
-        Path(args.junit).write_text(contracts_mod.junit_xml(results), encoding="utf-8")
+        try:
+            Path(args.junit).write_text(contracts_mod.junit_xml(results), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--junit {args.junit}: cannot write: {_reason(exc)}") from exc
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _reason(exc: Exception) -> str:
+    """``[Errno 2] No such file or directory: 'x'`` -> ``No such file or directory``."""
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

@@ -152,7 +152,7 @@ def parse_document(doc: Document) -> tuple[Loaded[Resource] | None, list[Diagnos
     try:
         obj = model.model_validate(raw)
     except ValidationError as exc:
-        return None, [_diagnostic(e, doc.pos) for e in exc.errors()]
+        return None, [schema_diagnostic(e, doc.pos) for e in exc.errors()]
     diags: list[Diagnostic] = []
     if not obj.metadata.name:
         diags.append(error("FieldValueRequired", "Required value", doc.pos.child("metadata.name")))
@@ -251,7 +251,8 @@ def _quote(value: object) -> str:
     return repr(value)
 
 
-def _diagnostic(err: ErrorDetails, base: SourcePos) -> Diagnostic:
+def schema_diagnostic(err: ErrorDetails, base: SourcePos) -> Diagnostic:
+    """One pydantic error as the API server words a field error, at `base` + its field path."""
     loc = tuple(err["loc"])
     kind = err["type"]
     ctx = err.get("ctx") or {}
