@@ -345,3 +345,35 @@ def test_mesh_test_load_errors_name_file_document_field_and_line(tmp_path: Path)
         f"error: {c}[1] cases[0].request (line 15): Required value",
         f"error: {c}[1] cases[0].expect (line 15): Required value",
     ]
+
+
+def keys_of(data: object) -> set[str]:
+    if isinstance(data, dict):
+        return set(data) | {k for v in data.values() for k in keys_of(v)}
+    if isinstance(data, list):
+        return {k for v in data for k in keys_of(v)}
+    return set()
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_routes_machine_output_spells_fields_as_kubectl_get_does(fmt: str) -> None:
+    """Route status reads like `kubectl get httproute -o yaml`'s `status.parents`."""
+    code, out, _ = run("routes", "-f", str(EXAMPLES), "-o", fmt)
+    assert code == 0
+    data = yaml.safe_load(out) if fmt == "yaml" else json.loads(out)
+    web = next(s for s in data["status"] if s["route"]["name"] == "web")
+    parent = web["parents"][0]
+    assert set(parent) == {"parentRef", "controllerName", "conditions"}
+    assert parent["parentRef"] == {
+        "group": "",
+        "kind": "Service",
+        "name": "web",
+        "namespace": "emojivoto",
+        "port": 80,
+    }
+    assert {"type", "status", "reason", "message", "observedGeneration"} == set(
+        parent["conditions"][0]
+    )
+    snake = sorted(k for k in keys_of(data) if "_" in k and k.islower())
+    assert not snake, snake
+    assert "portName" in keys_of(data) and "port_name" not in keys_of(data)

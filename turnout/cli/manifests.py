@@ -131,9 +131,9 @@ def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if len(errors) == len(urls):
             return EXIT_FAILED
     elif args.output == "yaml":
-        out.write(dump_yaml(result_data(result.table, result.statuses, ())))
+        out.write(dump_yaml(result_data(result.table, result.statuses, (), camel=True)))
     elif args.output == "json":
-        out.write(dump_json(result_data(result.table, result.statuses, ())))
+        out.write(dump_json(result_data(result.table, result.statuses, (), camel=True)))
     else:
         wide = args.output == "wide"
         rows = views.route_rows(result.table)

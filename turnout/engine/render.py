@@ -7,12 +7,14 @@ to_data(RouteTable | RouteStatus | ...) ──> {snake_case: ..., "type": "Servi
 from_data(RouteTable, data) <── json.loads <──────────────────────────────────────────────┘
 ```
 
-This is the format of `mesh routes -o yaml|json` and of the golden `.out.yaml` files:
-dataclass fields in snake_case, union members tagged with ``type: <ClassName>``, `None`
-and empty tuples left out, file paths made relative to a root. No timestamps, no randomness.
-`from_data` is its exact inverse (a left-out field is `None` or `()`, whichever its type
-allows), which is how `mesh routes` reads the table a running control plane serves; data
-that does not fit raises `ValueError` naming the field.
+This is the format of the golden `.out.yaml` files: dataclass fields in snake_case, union
+members tagged with ``type: <ClassName>``, `None` and empty tuples left out, file paths made
+relative to a root. No timestamps, no randomness. `from_data` is its exact inverse (a
+left-out field is `None` or `()`, whichever its type allows), which is how `mesh routes`
+reads the table a running control plane serves; data that does not fit raises `ValueError`
+naming the field. With ``camel=True`` the field names are the Kubernetes spelling
+(``parentRef``, ``controllerName``, ``observedGeneration``), which is what `mesh routes -o
+yaml|json` prints, so route status reads like ``kubectl get httproute -o yaml``.
 """
 
 from __future__ import annotations
@@ -56,7 +58,16 @@ Data = dict[str, object] | list[object] | str | int | bool | None
 T = TypeVar("T")
 
 
-def to_data(value: object) -> Data:
+@functools.cache
+def camel_case(name: str) -> str:
+    """``observed_generation`` -> ``observedGeneration`` (Kubernetes' JSON field names)."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def to_data(value: object, *, camel: bool = False) -> Data:
+    """`value` as plain data; `camel` spells dataclass field names in camelCase (mapping keys
+    are the user's own, e.g. header names, and stay as they are)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, object] = {}
         if isinstance(value, TAGGED):
@@ -65,12 +76,12 @@ def to_data(value: object) -> Data:
             v = getattr(value, f.name)
             if v is None or v == ():
                 continue
-            out[f.name] = to_data(v)
+            out[camel_case(f.name) if camel else f.name] = to_data(v, camel=camel)
         return out
     if isinstance(value, tuple | list):
-        return [to_data(v) for v in value]
+        return [to_data(v, camel=camel) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): to_data(v) for k, v in value.items()}
+        return {str(k): to_data(v, camel=camel) for k, v in value.items()}
     if isinstance(value, str | int | bool) or value is None:
         return value
     raise TypeError(f"cannot render {type(value).__name__}")
@@ -97,10 +108,12 @@ def result_data(
     diagnostics: Iterable[Diagnostic],
     *,
     root: Path | None = None,
+    camel: bool = False,
 ) -> dict[str, object]:
+    """Table, route status and diagnostics; `camel`: Kubernetes field names (see `to_data`)."""
     return {
-        "table": to_data(table),
-        "status": [to_data(s) for s in statuses],
+        "table": to_data(table, camel=camel),
+        "status": [to_data(s, camel=camel) for s in statuses],
         "diagnostics": [diagnostic_data(d, root=root) for d in diagnostics],
     }
 
