@@ -10,7 +10,10 @@ mesh demo --offline  validate, routes, explain and test on the shipped examples,
 ```
 
 The printing is here; what runs is in `turnout.demo`. Ctrl-C (SIGINT) or SIGTERM stops every
-child by pid and says which.
+child by pid and says which. The "try next" commands run as printed in a new terminal:
+absolute paths, this venv's `mesh` by its full path, shell-quoted. The offline tour runs
+from the package's demo folder, so its commands and what they print say ``examples/...``
+as a clone's root has it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +31,7 @@ from turnout.cli import live, served, views
 from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_FAILED, EXIT_OK
 from turnout.demo import canary
-from turnout.demo.orchestrate import EXAMPLES, HOST, Demo, DemoError
+from turnout.demo.orchestrate import EXAMPLES, HOST, Demo, DemoError, mesh_command
 from turnout.viz import stats
 
 DEMO_MANIFESTS = "emojivoto"
@@ -111,12 +115,16 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    mesh_dir = demo.manifests / "mesh"
     urls = demo.metrics_urls
     plane = f"{HOST}:{demo.ports.serve_admin}"
-    shown = f"mesh routes --control-plane {plane} --live " + " ".join(
-        f"--metrics {u}" for u in urls
-    )
+    live_args = [
+        "routes",
+        "--control-plane",
+        plane,
+        "--live",
+        *(a for u in urls for a in ("--metrics", u)),
+    ]
+    shown = shlex.join(["mesh", *live_args])
     code = EXIT_OK
     started = time.monotonic()
     try:
@@ -175,16 +183,7 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             say("answered by (inbound proxies): " + ", ".join(served))
             if first:
                 first = False
-                say(
-                    "\ntry next:\n"
-                    f"  - edit {demo.route_file}: change the 90/10 weights and watch the split "
-                    "move (the inbound line above)\n"
-                    f"  - edit {mesh_dir / '40-voting-route.yaml'}: change the fault's delay "
-                    "and watch VoteDoughnut's latency\n"
-                    f"  - run: {shown} --window 5\n"
-                    f"  - logs: {demo.workdir / 'logs'}\n"
-                    "  - Ctrl-C stops everything"
-                )
+                say(try_next(demo, live_args))
             if deadline is not None and time.monotonic() >= deadline:
                 break
     except DemoError as exc:
@@ -199,34 +198,50 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return code
 
 
+def try_next(demo: Demo, live_args: list[str]) -> str:
+    """The hints after the first table; every "run:" line runs as printed in a new terminal."""
+    mesh = mesh_command()
+    live_cmd = shlex.join([*mesh, *live_args, "--window", "5"])
+    tap_cmd = shlex.join([*mesh, "tap", "--admin", f"{HOST}:{demo.ports.outbound_admin}"])
+    voting = demo.manifests / "mesh" / "40-voting-route.yaml"
+    return (
+        f"\ntry next (in another terminal; {shlex.join(mesh)} is this venv's mesh):\n"
+        f"  - edit {shlex.quote(str(demo.route_file))}: change the 90/10 weights and watch the "
+        "split move (the inbound line above)\n"
+        f"  - edit {shlex.quote(str(voting))}: change the fault's delay and watch "
+        "VoteDoughnut's latency\n"
+        f"  - run: {live_cmd}\n"
+        f"  - run: {tap_cmd} --limit 9\n"
+        f"  - logs: {shlex.quote(str(demo.workdir / 'logs'))}\n"
+        "  - Ctrl-C stops everything"
+    )
+
+
 def run_offline_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`mesh demo --offline`: the tables of examples/, a few explanations and the example
     contracts, all in-process."""
 
-    ex = EXAMPLES
-    manifests = ex / DEMO_MANIFESTS
+    here = EXAMPLES.parent
     rel = f"examples/{DEMO_MANIFESTS}/"
-    steps: list[tuple[str, list[str]]] = [
-        (f"mesh validate -f {rel}", ["validate", "-f", str(manifests)]),
-        (f"mesh routes -f {rel}", ["routes", "-f", str(manifests)]),
-    ]
+    steps: list[list[str]] = [["validate", "-f", rel], ["routes", "-f", rel]]
     for via, url, headers in DEMO_EXPLAINS:
-        argv = ["routes", "explain", "-f", str(manifests), "--via", via, "--url", url]
-        shown = f"mesh routes explain -f {rel} --via {via} --url {url}"
+        argv = ["routes", "explain", "-f", rel, "--via", via, "--url", url]
         for h in headers:
             argv += ["-H", h]
-            shown += f" -H '{h}'"
-        steps.append((shown, argv))
-    contracts = sorted(str(p) for p in (ex / "contracts").glob("*.yaml"))
-    steps.append(
-        (
-            f"mesh test -f {rel} examples/contracts/*.yaml",
-            ["test", "-f", str(manifests), *contracts],
-        )
+        steps.append(argv)
+    contracts = sorted(
+        p.relative_to(here).as_posix() for p in (EXAMPLES / "contracts").glob("*.yaml")
+    )
+    steps.append(["test", "-f", rel, *contracts])
+    print(
+        f"mesh demo --offline: the shipped examples, from {here} (to run these yourself: "
+        f"cd {shlex.quote(str(here))}; mesh is {shlex.join(mesh_command())})",
+        file=out,
     )
     worst = EXIT_OK
-    for shown, argv in steps:
-        print(f"\n$ {shown}", file=out)
-        out.flush()
-        worst = max(worst, args.mesh(argv))
+    with contextlib.chdir(here):
+        for argv in steps:
+            print(f"\n$ {shlex.join(['mesh', *argv])}", file=out)
+            out.flush()
+            worst = max(worst, args.mesh(argv))
     return worst
