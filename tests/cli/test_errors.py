@@ -79,6 +79,11 @@ USAGE = [
         "--xds: want HOST:PORT (port 0..65535), got '127.0.0.1'",
         id="bootstrap-xds",
     ),
+    pytest.param(
+        ("bootstrap", "--xds", "127.0.0.1:1", "--workload", "web"),
+        "--workload: want KIND/NAME (deployment/web), got 'web'",
+        id="bootstrap-workload",
+    ),
     pytest.param(("routes", "-f", EX, "--live"), "--live needs --metrics", id="live-no-metrics"),
     pytest.param(
         ("routes", "-f", EX, "--live", "--metrics", "127.0.0.1:1", "-o", "yaml"),
@@ -156,6 +161,11 @@ LOAD = [
         id="explain-url",
     ),
     pytest.param(
+        ("routes", "explain", "-f", EX, "--via", "svc/emojivoto/web", "-X", "", *URL),
+        "-X/--method must be an HTTP method (a token), got ''",
+        id="explain-method",
+    ),
+    pytest.param(
         ("test", "-f", EX, "MISSING"),
         "missing.yaml: cannot read: No such file or directory",
         id="test-contract-missing",
@@ -182,6 +192,7 @@ def test_a_usage_or_load_error_is_one_line_and_exit_code_2(
 
 PROXY = [
     pytest.param(("proxy",), "give exactly one of -f MANIFESTS and --xds", id="no-source"),
+    pytest.param(("proxy", "-f", EX, "--workload", "web/"), "--workload: want KIND/NAME", id="wl"),
     pytest.param(("proxy", "-f", EX, "--xds", "127.0.0.1:1"), "exactly one of", id="two-sources"),
     pytest.param(("proxy", "-f", EX, "--workers", "0"), "--workers: must be >= 1", id="workers"),
     pytest.param(

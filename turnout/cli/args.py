@@ -82,6 +82,14 @@ def host_port(text: str) -> str:
     return text
 
 
+def workload(text: str) -> str:
+    """``KIND/NAME`` (``deployment/web``): the metrics' workload label and the node id."""
+    kind, slash, name = text.partition("/")
+    if not (kind and slash and name) or "/" in name:
+        raise argparse.ArgumentTypeError(f"want KIND/NAME (deployment/web), got {text!r}")
+    return text
+
+
 def add_namespace(
     p: argparse.ArgumentParser, *, help: str, default: str | None = "default"
 ) -> None:

@@ -33,6 +33,7 @@ from turnout.cli.args import (
     non_negative_int,
     positive_float,
     positive_int,
+    workload,
 )
 from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files
@@ -149,7 +150,9 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
         "--xds", required=True, type=host_port, metavar="HOST:PORT", help="the ADS server"
     )
     add_namespace(p, help="namespace of the workload (default: default)")
-    p.add_argument("--workload", required=True, metavar="KIND/NAME", help="deployment/NAME")
+    p.add_argument(
+        "--workload", required=True, type=workload, metavar="KIND/NAME", help="deployment/NAME"
+    )
     p.add_argument("--node-id", metavar="ID", help="node id (default grpc~NS~KIND/NAME)")
     p.set_defaults(run="control_plane:run_bootstrap")
 
@@ -163,6 +166,7 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     add_namespace(p, help="namespace of the workload (default: default)")
     p.add_argument(
         "--workload",
+        type=workload,
         default="deployment/proxy",
         metavar="KIND/NAME",
         help="the workload this proxy fronts (metrics labels), e.g. deployment/web",

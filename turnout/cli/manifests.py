@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -142,6 +143,10 @@ def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_FAILED if has_errors(diags, strict=args.strict) else EXIT_OK
 
 
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+"""An HTTP method is a token (RFC 9110, section 9.1)."""
+
+
 def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
@@ -151,6 +156,8 @@ def parse_header(text: str) -> tuple[str, str]:
 
 def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     ref = parse_via(args.via, namespace=args.namespace)
+    if not _TOKEN.match(args.method):
+        raise UsageError(f"-X/--method must be an HTTP method (a token), got {args.method!r}")
     request = Request(
         method=args.method, url=args.url, headers=tuple(parse_header(h) for h in args.headers)
     )
