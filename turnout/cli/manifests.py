@@ -28,7 +28,7 @@ from typing import TextIO
 from turnout.cli import contracts as contracts_mod
 from turnout.cli import explain, live, served, views
 from turnout.cli.errors import CommandError, UsageError
-from turnout.cli.offline import OfflineMesh, Request, parse_via, resolve_via
+from turnout.cli.offline import OfflineMesh, Request, parse_via_ref, resolve_via
 from turnout.cli.output import (
     EXIT_FAILED,
     EXIT_OK,
@@ -155,7 +155,7 @@ def parse_header(text: str) -> tuple[str, str]:
 
 
 def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    ref = parse_via(args.via, namespace=args.namespace)
+    ref = parse_via_ref(args.via, namespace=args.namespace)
     if not _TOKEN.match(args.method):
         raise UsageError(f"-X/--method must be an HTTP method (a token), got {args.method!r}")
     request = Request(

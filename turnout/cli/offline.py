@@ -12,7 +12,7 @@ the client's status, and for every backend with a non-zero weight the request as
 backend sees it. Offline, a Service without EndpointSlices is assumed to answer 200; one
 whose EndpointSlices list no ready endpoint answers 503.
 
-A via names the parent: `parse_via` reads ``--via`` (the grammar is the contract format's,
+A via names the parent: `parse_via_ref` reads ``--via`` (the grammar is the contract format's,
 `engine.model.contract.parse_via_text`), `resolve_via` finds it among the table's parents and
 the manifests' Service and Gateway listener ports, defaulting a port that is the only one.
 """
@@ -76,12 +76,27 @@ class Via:
         return f"{self.kind.lower()}/{self.namespace}/{self.name}:{self.port}"
 
 
-def parse_via(text: str, *, namespace: str | None = None) -> ViaRef:
+def parse_via_ref(text: str, *, namespace: str | None = None) -> ViaRef:
     """``--via`` (see `parse_via_text`); `namespace` is ``-n`` (None: not given)."""
     try:
         return parse_via_text(text, namespace=namespace)
     except ValueError as exc:
         raise ViaError(f"--via: {exc}") from exc
+
+
+def parse_via(text: str, *, from_namespace: str | None = None) -> Via:
+    """A via with its port (``service/NS/NAME:PORT``), for callers without a table to pick
+    one from; `resolve_via` is the general path."""
+    ref = parse_via_ref(text)
+    if ref.port is None:
+        raise ViaError(f"--via: name the port ({ref.shown}:PORT), got {text!r}")
+    return Via(
+        kind=ref.kind,
+        namespace=ref.namespace,
+        name=ref.name,
+        port=ref.port,
+        from_namespace=from_namespace,
+    )
 
 
 def parent_names(table: ir.RouteTable, resources: Resources | None = None) -> list[str]:
