@@ -87,7 +87,7 @@ USAGE = [
     pytest.param(("routes", "-f", EX, "--live"), "--live needs --metrics", id="live-no-metrics"),
     pytest.param(
         ("routes", "-f", EX, "--live", "--metrics", "127.0.0.1:1", "-o", "yaml"),
-        "--live shows -o table or -o wide",
+        "--live shows -o table, -o wide or -o json",
         id="live-yaml",
     ),
     pytest.param(
@@ -175,6 +175,18 @@ LOAD = [
         ("test", "-f", EX, CONTRACT, "--junit", "NO_DIR"),
         "report.xml: cannot write: No such file or directory",
         id="test-junit-unwritable",
+    ),
+    pytest.param(("serve", "--dir", "MISSING"), "--dir: not a directory", id="serve-no-dir"),
+    pytest.param(("serve", "--dir", EX, "--xds", "nohost"), "--xds: want HOST:PORT", id="xds"),
+    pytest.param(
+        ("routes", "--control-plane", "127.0.0.1:1"),
+        "cannot reach the control plane at 127.0.0.1:1",
+        id="routes-no-control-plane",
+    ),
+    pytest.param(
+        ("routes", "explain", "--control-plane", "127.0.0.1:1", "--via", "svc/e/web:80", *URL),
+        "cannot reach the control plane at 127.0.0.1:1",
+        id="explain-no-control-plane",
     ),
 ]
 

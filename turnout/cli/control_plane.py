@@ -51,6 +51,8 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`mesh serve`: a source + the control plane + ADS + admin until SIGINT/SIGTERM."""
     xds = _address("--xds", args.xds)
     admin = _address("--admin", args.admin)
+    if args.dir is not None and not Path(args.dir).is_dir():  # before anything listens
+        raise UsageError(f"--dir: not a directory: {args.dir}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args, xds=xds, admin=admin, out=out))
     return EXIT_OK
