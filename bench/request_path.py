@@ -6,7 +6,7 @@ Run: ``.venv/bin/python -m bench.request_path [--requests 100000]``
 
 ```
 request bytes ─► HttpServerProtocol.data_received ─► Handler (90/10 route) ─► UpstreamPool
-   ─► _UpstreamConnection (memory transport) ◄─ response bytes fed back at once
+   ─► UpstreamConnection (memory transport) ◄─ response bytes fed back at once
    ─► ResponseWriter ─► memory transport (the bytes a client would read)
 ```
 
@@ -42,9 +42,11 @@ from turnout.proxy.process import ProxyConfig
 from turnout.proxy.runner import build_proxy
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.telemetry import Telemetry
-from turnout.proxy.transport.client import UpstreamPool, _UpstreamConnection
+from turnout.proxy.transport.client import UpstreamPool
+from turnout.proxy.transport.downstream import Listener
 from turnout.proxy.transport.messages import Limits
-from turnout.proxy.transport.server import HttpServerProtocol, _Listener
+from turnout.proxy.transport.server import HttpServerProtocol
+from turnout.proxy.transport.upstream import UpstreamConnection
 
 PORT_V1, PORT_V2 = 18081, 18082
 ROUNDS = 5
@@ -85,10 +87,10 @@ class MemoryTransport:
     def abort(self) -> None: ...
 
 
-def pooled(pool: UpstreamPool, port: int) -> tuple[_UpstreamConnection, MemoryTransport]:
+def pooled(pool: UpstreamPool, port: int) -> tuple[UpstreamConnection, MemoryTransport]:
     """One idle pooled connection to 127.0.0.1:`port` on a memory transport."""
     ep = ("127.0.0.1", port)
-    conn = _UpstreamConnection(pool, ep)
+    conn = UpstreamConnection(pool, ep)
     transport = MemoryTransport(ep)
     conn.connection_made(transport)  # type: ignore[arg-type]
     pool._all.add(conn)
@@ -113,7 +115,7 @@ def ours(n: int) -> float:
     proxy.handlers.append(handler)
     proxy.apply(table, "bench")  # as `mesh proxy` installs a table
     ups = {p: pooled(proxy.pool, p) for p in (PORT_V1, PORT_V2)}
-    listener = _Listener(handler, Limits(), None, None)
+    listener = Listener(handler, Limits(), None, None)
     server = HttpServerProtocol(listener)
     client = MemoryTransport(("127.0.0.1", 50000))
     server.connection_made(client)  # type: ignore[arg-type]

@@ -43,6 +43,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from bench.synth import route, service
 from turnout.engine.ir import RouteTable
 from turnout.engine.pipeline import CompiledInputs, IncrementalCompiler
+from turnout.engine.plane import ControlPlane
 from turnout.engine.server import AdsServer, ServerSettings
 from turnout.engine.sources import DirectorySettings, DirectorySource
 from turnout.proxy.xds_client import NodeInfo, XdsClient, XdsSettings
@@ -209,7 +210,7 @@ async def push_latency(mode: str, debounce_ms: int) -> None:
         port = await server.start("127.0.0.1", 0)
         source = DirectorySource(
             tmp,
-            publish=publish,
+            plane=ControlPlane(publish=publish),
             compiler=compiler,
             settings=DirectorySettings(debounce_ms=debounce_ms, watch_tick_ms=100),
         )
@@ -320,7 +321,10 @@ async def recompile() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = big_files(Path(tmp))
         source = DirectorySource(
-            tmp, publish=publish, compiler=compiler, settings=DirectorySettings(debounce_ms=50)
+            tmp,
+            plane=ControlPlane(publish=publish),
+            compiler=compiler,
+            settings=DirectorySettings(debounce_ms=50),
         )
         started = time.perf_counter()
         await source.start()  # the initial full load

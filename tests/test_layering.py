@@ -50,8 +50,9 @@ ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
     (("kubernetes",), ("turnout.engine.sources",), "only sources use the kubernetes client"),
     (
         ("aiohttp",),
-        ("turnout.proxy", "turnout.cli", "turnout.demo"),
-        "only the proxy speaks HTTP",
+        ("turnout.proxy", "turnout.cli", "turnout.demo", "turnout.engine.server.admin"),
+        "only the proxy speaks HTTP (and the control plane's admin port: /metrics, /ready and "
+        "the served table, what `mesh routes` reads)",
     ),
     (
         PROTOBUF,
@@ -136,3 +137,105 @@ def test_every_module_starts_with_future_annotations() -> None:
         and "from __future__ import annotations" not in p.read_text(encoding="utf-8")
     ]
     assert not missing, f"missing 'from __future__ import annotations': {missing}"
+
+
+def is_type_checking(test: ast.expr) -> bool:
+    """`TYPE_CHECKING` or `typing.TYPE_CHECKING`, as an `if` test."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def turnout_imports(path: Path, known: set[str], *, everything: bool = False) -> set[str]:
+    """The turnout modules `path` imports when it is imported: statements run at import time
+    (not inside functions), `if TYPE_CHECKING:` blocks left out; with `everything`, those
+    too. `from P import n` counts as importing `P.n` when that is a module, else `P`."""
+    mod = module_name(path)
+    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(stmts: list[ast.stmt]) -> None:
+        for node in stmts:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not everything:
+                continue
+            if isinstance(node, ast.If) and is_type_checking(node.test) and not everything:
+                visit(node.orelse)
+                continue
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name in known)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.rsplit(".", node.level - 1)[0]
+                    base = f"{parent}.{base}" if base else parent
+                for alias in node.names:
+                    if f"{base}.{alias.name}" in known:
+                        found.add(f"{base}.{alias.name}")
+                    elif base in known:
+                        found.add(base)
+            for field in ("body", "orelse", "finalbody"):
+                visit([n for n in getattr(node, field, []) if isinstance(n, ast.stmt)])
+            for handler in getattr(node, "handlers", []):
+                visit(handler.body)
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)).body)
+    found.discard(mod)
+    return found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def connect(mod: str) -> None:
+        index[mod] = low[mod] = len(index)
+        stack.append(mod)
+        for dep in sorted(graph[mod]):
+            if dep not in index:
+                connect(dep)
+                low[mod] = min(low[mod], low[dep])
+            elif dep in stack:
+                low[mod] = min(low[mod], index[dep])
+        if low[mod] == index[mod]:
+            component = stack[stack.index(mod) :]
+            del stack[stack.index(mod) :]
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for mod in sorted(graph):
+        if mod not in index:
+            connect(mod)
+    return sorted(cycles)
+
+
+def describe_cycles(cycles: list[list[str]], graph: dict[str, set[str]]) -> str:
+    return "\n".join(
+        " <-> ".join(c)
+        + "\n  "
+        + "\n  ".join(f"{m} imports {sorted(graph[m] & set(c))}" for m in c)
+        for c in cycles
+    )
+
+
+def test_module_level_imports_have_no_cycles() -> None:
+    """What runs at import time forms a DAG: a cycle there makes import order matter and
+    hides which module is the lower layer. `if TYPE_CHECKING:` imports are left out."""
+    names = {module_name(p): p for p in MODULES}
+    graph = {mod: turnout_imports(p, set(names)) for mod, p in names.items()}
+    cycles = import_cycles(graph)
+    assert not cycles, "import cycles:\n" + describe_cycles(cycles, graph)
+
+
+def test_the_transport_has_no_import_cycles_even_for_type_checking() -> None:
+    """Inside `proxy/transport/` even type-only and function-level imports form a DAG
+    (issue 10: `client` and `messages` imported each other under TYPE_CHECKING): each module
+    there has a place in one order, streams and messages at the bottom, the pool and the
+    listener on top."""
+    names = {module_name(p): p for p in MODULES}
+    transport = {m: p for m, p in names.items() if under(m, "turnout.proxy.transport")}
+    graph = {m: turnout_imports(p, set(transport), everything=True) for m, p in transport.items()}
+    cycles = import_cycles(graph)
+    assert not cycles, "import cycles:\n" + describe_cycles(cycles, graph)

@@ -180,8 +180,8 @@ def test_explain_no_match_is_404_and_an_unknown_parent_fails(tmp_path: Path) -> 
         "--url",
         "http://nope/",
     )
-    assert code == 1
-    assert "no parent service/emojivoto/nope:80" in err
+    assert code == 2
+    assert "no parent service/emojivoto/nope:80 in the manifests (services: " in err
 
 
 def test_explain_invalid_backend_share_answers_500(tmp_path: Path) -> None:
@@ -282,3 +282,98 @@ spec:
     assert code == 1
     assert "RequestRedirect filter must not be used together with backendRefs" in err
     assert f"{f}[0] spec.rules[0]:" in err
+
+
+@pytest.mark.parametrize(
+    ("via", "namespace", "parent"),
+    [
+        pytest.param("service/emojivoto/web:80", None, "service/emojivoto/web:80", id="full"),
+        pytest.param("Service/emojivoto/web", None, "service/emojivoto/web:80", id="one-port"),
+        pytest.param("svc/web", "emojivoto", "service/emojivoto/web:80", id="svc-n"),
+        pytest.param("svc/voting", "emojivoto", "service/emojivoto/voting:8080", id="grpc-port"),
+        pytest.param("gtw/emojivoto/public:443", None, "gateway/emojivoto/public:443", id="gtw"),
+    ],
+)
+def test_explain_takes_the_via_forms_kubectl_users_write(
+    via: str, namespace: str | None, parent: str
+) -> None:
+    argv = ["routes", "explain", "-f", str(EXAMPLES), "--via", via, "--url", "http://x/"]
+    if namespace is not None:
+        argv += ["-n", namespace]
+    code, out, err = run(*argv, "-o", "json")
+    assert code == 0, err
+    assert json.loads(out)["parent"] == parent
+
+
+CONTRACT_UNKNOWN_VIA = """\
+cases:
+- name: known
+  via: svc/emojivoto/web
+  request: {url: "http://web.emojivoto/"}
+  expect: {status: 200}
+- name: typo in the service
+  via: {kind: Service, namespace: emojivoto, name: webb, port: 80}
+  request: {url: "http://web.emojivoto/"}
+  expect: {status: 200}
+- name: a gateway with two ports
+  via: gateway/emojivoto/public
+  request: {url: "http://www.emojivoto.example/"}
+  expect: {status: 301}
+"""
+
+
+def test_mesh_test_names_the_file_and_case_of_a_via_not_in_the_manifests(tmp_path: Path) -> None:
+    c = write(tmp_path, "c.yaml", CONTRACT_UNKNOWN_VIA)
+    code, out, err = run("test", "-f", str(EXAMPLES), str(c))
+    assert code == 2
+    assert out == ""  # no case ran: not "FAIL status: want 200, got 404"
+    assert err.splitlines() == [
+        f"error: {c}[0] cases[1].via (line 7): case 'typo in the service': no parent "
+        "service/emojivoto/webb:80 in the manifests (services: service/emojivoto/emoji:8080, "
+        "service/emojivoto/voting-v2:8080, service/emojivoto/voting:8080, "
+        "service/emojivoto/web-v1:80, service/emojivoto/web-v2:80, service/emojivoto/web:80)",
+        f"error: {c}[0] cases[2].via (line 11): case 'a gateway with two ports': "
+        "gateway/emojivoto/public has ports 80, 443: name one (gateway/emojivoto/public:PORT)",
+    ]
+
+
+def test_mesh_test_load_errors_name_file_document_field_and_line(tmp_path: Path) -> None:
+    c = write(tmp_path, "c.yaml", CONTRACT_WRONG + "---\ncases:\n- name: x\n  via: svc/web\n")
+    code, out, err = run("test", "-f", str(EXAMPLES), str(c))
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        f"error: {c}[1] cases[0].request (line 15): Required value",
+        f"error: {c}[1] cases[0].expect (line 15): Required value",
+    ]
+
+
+def keys_of(data: object) -> set[str]:
+    if isinstance(data, dict):
+        return set(data) | {k for v in data.values() for k in keys_of(v)}
+    if isinstance(data, list):
+        return {k for v in data for k in keys_of(v)}
+    return set()
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_routes_machine_output_spells_fields_as_kubectl_get_does(fmt: str) -> None:
+    """Route status reads like `kubectl get httproute -o yaml`'s `status.parents`."""
+    code, out, _ = run("routes", "-f", str(EXAMPLES), "-o", fmt)
+    assert code == 0
+    data = yaml.safe_load(out) if fmt == "yaml" else json.loads(out)
+    web = next(s for s in data["status"] if s["route"]["name"] == "web")
+    parent = web["parents"][0]
+    assert set(parent) == {"parentRef", "controllerName", "conditions"}
+    assert parent["parentRef"] == {
+        "group": "",
+        "kind": "Service",
+        "name": "web",
+        "namespace": "emojivoto",
+        "port": 80,
+    }
+    assert {"type", "status", "reason", "message", "observedGeneration"} == set(
+        parent["conditions"][0]
+    )
+    snake = sorted(k for k in keys_of(data) if "_" in k and k.islower())
+    assert not snake, snake
+    assert "portName" in keys_of(data) and "port_name" not in keys_of(data)

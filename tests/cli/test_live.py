@@ -195,5 +195,5 @@ def test_cli_routes_live(metrics_server: str) -> None:
 
 def test_cli_routes_live_needs_a_metrics_url() -> None:
     err = io.StringIO()
-    assert main(["routes", "-f", str(EMOJIVOTO), "--live"], stdout=io.StringIO(), stderr=err) == 1
+    assert main(["routes", "-f", str(EMOJIVOTO), "--live"], stdout=io.StringIO(), stderr=err) == 2
     assert "--metrics" in err.getvalue()

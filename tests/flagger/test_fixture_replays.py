@@ -13,7 +13,7 @@ At every step:
    (`test_real_proxy_follows_every_step`);
 3. A/B header and cookie matches, session-affinity cookies and mirrors, request by request
    through `OfflineMesh` (the proxy's own matching, in-process);
-4. HTTPRoute fixtures: the Kubernetes source + `ClusterControlPlane` write `status.parents`
+4. HTTPRoute fixtures: the Kubernetes source + `ControlPlane` write `status.parents`
    back to the fake API server with `Accepted=True`, `ResolvedRefs=True` and
    `observedGeneration == metadata.generation`; and every sequence replayed through the
    directory source reaches the right table.
@@ -55,14 +55,14 @@ from tests.proxy.e2e.conftest import Lab, lab  # noqa: F401  (the `lab` fixture)
 from tests.proxy.e2e.harness import Mesh, bounded, start_mesh
 from turnout.cli.offline import OfflineMesh, Request, RequestOutcome, offline_runtime, parse_via
 from turnout.engine import ir
-from turnout.engine.cluster import ClusterControlPlane
 from turnout.engine.config import CONTROLLER_NAME
 from turnout.engine.diagnostics import Severity
 from turnout.engine.pipeline import compile_files
+from turnout.engine.plane import ControlPlane
 from turnout.engine.server import AdsServer
 from turnout.engine.server.settings import ServerSettings
 from turnout.engine.sources.directory import DirectorySettings, DirectorySource
-from turnout.engine.sources.k8s import WATCHED_KINDS, KubernetesSettings, KubernetesSource
+from turnout.engine.sources.k8s import WATCHED_KINDS, KubernetesSettings, start_kubernetes_source
 from turnout.proxy.table import RuntimeTable
 
 pytestmark = pytest.mark.slow
@@ -503,7 +503,7 @@ async def test_directory_source_replay_reaches_every_step(name: str, tmp_path: P
     route = watched / "routing.yaml"
     _, first = seq.steps[0]
     route.write_text(yaml.safe_dump(first))
-    source = DirectorySource(watched, publish=publish, settings=FAST_DIR)
+    source = DirectorySource(watched, plane=ControlPlane(publish=publish), settings=FAST_DIR)
     await source.start()
     try:
         await source.wait_watching(timeout_ms=5_000)
@@ -568,13 +568,13 @@ async def test_kubernetes_source_writes_accepted_status_for_every_put(
     for obj in seq.static:
         fake.apply(served_version(obj))
     server = AdsServer(settings=ServerSettings(stop_grace_ms=0))
-    plane = ClusterControlPlane(server=server)
+    plane = ControlPlane(publish=server.publish)
     api = fake.api_client()
-    plane.source = KubernetesSource(api, on_snapshot=plane.on_snapshot, settings=FAST_K8S)
     kind = SERVED["HTTPRoute"]
     generations = []
     try:
-        async with plane.source:
+        source = await start_kubernetes_source(plane, api, settings=FAST_K8S)
+        try:
             for step, obj in seq.steps:
                 # GET + full PUT: Flagger sends the whole object back with a new spec.
                 put = served_version(obj)
@@ -584,8 +584,7 @@ async def test_kubernetes_source_writes_accepted_status_for_every_put(
                     lambda: status_current(fake.get(kind, "test", "podinfo")),
                     lambda step=step: f"{name} {step}: {fake.get(kind, 'test', 'podinfo')}",  # type: ignore[misc]
                 )
-                assert plane.last is not None
-                assert table_matches(plane.last.result.table, seq, obj), step
+                assert table_matches(plane.table, seq, obj), step
                 route = fake.get(kind, "test", "podinfo")
                 gen = route["metadata"]["generation"]
                 [entry] = our_parents(route)
@@ -597,6 +596,8 @@ async def test_kubernetes_source_writes_accepted_status_for_every_put(
                 for ctype in ("Accepted", "ResolvedRefs"):
                     assert conds[ctype]["status"] == "True", (step, conds)
                     assert conds[ctype]["observedGeneration"] == gen, (step, conds)
+        finally:
+            await source.stop()
     finally:
         api.close()  # type: ignore[no-untyped-call]
     # Each step with a new spec is a new generation; a PUT of an equal spec is not.

@@ -2,7 +2,8 @@
 
 ```
 route files (tmp dir) ──watch──> control plane ──ADS──> proxy (start_proxy + XdsSource)
-  write_atomic()                  InProcessPlane:  AdsServer + DirectorySource      │
+  write_atomic()                  InProcessPlane:  DirectorySource -> ControlPlane  │
+                                                   -> AdsServer                      │
                                   ServeProcess:    `mesh serve` subprocess (SIGKILL) │
 Load: N requester loops ──HTTP──> proxy outbound ──> Backend "v1" / "v2" / "v3" (aiohttp)
       every answer counted; anything but a 200 (or an exception) is a failure
@@ -30,6 +31,7 @@ import aiohttp
 
 from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.harness import service_yaml
+from turnout.engine.plane import ControlPlane
 from turnout.engine.server import AdsServer, ServerSettings
 from turnout.engine.sources import DirectorySettings, DirectorySource
 from turnout.proxy.process import Address, ProxyConfig, XdsSource
@@ -110,7 +112,8 @@ def route_yaml(
 
 @dataclass
 class InProcessPlane:
-    """`mesh serve` in this process: AdsServer + DirectorySource (fast debounce)."""
+    """`mesh serve` in this process: DirectorySource (fast debounce) -> ControlPlane ->
+    AdsServer."""
 
     directory: Path
     port: int = 0
@@ -120,9 +123,8 @@ class InProcessPlane:
     async def start(self) -> InProcessPlane:
         self.server = AdsServer(settings=ServerSettings(stop_grace_ms=0))
         self.port = await self.server.start("127.0.0.1", self.port)
-        self.source = DirectorySource(
-            self.directory, publish=self.server.publish, settings=FAST_DIR
-        )
+        plane = ControlPlane(publish=self.server.publish)
+        self.source = DirectorySource(self.directory, plane=plane, settings=FAST_DIR)
         await self.source.start()
         await self.source.wait_watching(timeout_ms=5_000)
         return self
@@ -141,7 +143,8 @@ class InProcessPlane:
 
 @dataclass
 class ServeProcess:
-    """`mesh serve --dir DIR --xds 127.0.0.1:PORT` as a real process, killed with SIGKILL."""
+    """`mesh serve --dir DIR --xds 127.0.0.1:PORT --admin 127.0.0.1:0` as a real process,
+    killed with SIGKILL."""
 
     directory: Path
     log: Path
@@ -151,6 +154,7 @@ class ServeProcess:
     async def start(self) -> ServeProcess:
         code = "import sys; from turnout.cli.main import main; sys.exit(main(sys.argv[1:]))"
         argv = ["-v", "serve", "--dir", str(self.directory), "--xds", f"127.0.0.1:{self.port}"]
+        argv += ["--admin", "127.0.0.1:0"]  # not the default port: a local `mesh serve` has it
         with self.log.open("ab") as stderr:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,

@@ -47,10 +47,10 @@ class Rig:
     async def change(self, text: str) -> None:
         """Write the route file and wait until the directory source has loaded it."""
         assert self.plane.source is not None
-        loads = self.plane.source.status.loads
+        changes = self.plane.source.status.changes
         write_atomic(self.routes, text)
         source = self.plane.source
-        await until(lambda: source.status.loads > loads, timeout_s=5, what="the reload")
+        await until(lambda: source.status.changes > changes, timeout_s=5, what="the reload")
 
 
 @pytest.fixture
@@ -146,7 +146,9 @@ async def test_an_invalid_change_is_never_applied_and_the_next_valid_one_is(
     assert rig.plane.source is not None
     status = rig.plane.source.status
     assert not status.applied
-    assert [d for d in status.diagnostics if d.severity.value == "error"], what
+    [rejected] = status.rejected  # the route file, kept at its last good version
+    assert rejected.kept and rejected.file == str(rig.routes), what
+    assert [d for d in rejected.diagnostics if d.severity.value == "error"], what
     rig.load.mark()
     await until(
         lambda: rig.load.sent > sent + 500, timeout_s=10, what="500 requests after the change"

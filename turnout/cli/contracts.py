@@ -1,8 +1,10 @@
 """`mesh test`: contract cases evaluated against the offline mesh, and a JUnit report.
 
 ```
-contract.yaml --load_contract--> Contract(cases)        (a bad file: ContractError -> exit 2)
-case --OfflineMesh.send(via, request)--> RequestOutcome --check_case--> CaseResult(diffs)
+contract.yaml --load_cases--> [ContractCase + resolved Via]   (a file that is not a contract,
+                                                          or a via not in the manifests:
+                                                          ContractError, one line each -> 2)
+case --OfflineMesh.send(via, request)--> RequestOutcome --check--> CaseResult(diffs)
 results --junit_xml--> JUnit XML text
 ```
 
@@ -16,15 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from xml.etree import ElementTree as ET
 
-import yaml
-from pydantic import ValidationError
-
-from turnout.cli.errors import ContractError
-from turnout.cli.offline import BackendOutcome, OfflineMesh, Request, RequestOutcome, Via
-from turnout.engine.model.contract import Contract, ContractCase, Expectation
-from turnout.engine.model.kinds import field_path
+from turnout.cli.errors import ContractError, ViaError
+from turnout.cli.offline import (
+    BackendOutcome,
+    OfflineMesh,
+    Request,
+    RequestOutcome,
+    Via,
+    resolve_via,
+)
+from turnout.engine import ir
+from turnout.engine.model import Resources
+from turnout.engine.model.contract import ContractCase, ContractProblem, Expectation, load_contracts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,16 +58,43 @@ class CaseResult:
         return not self.diffs and self.error is None
 
 
-def load_contract(path: str, text: str) -> Contract:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ContractError(f"{path}: invalid YAML: {exc}") from exc
-    try:
-        return Contract.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{field_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ContractError(f"{path}: {problems}") from exc
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedCase:
+    file: str
+    case: ContractCase
+    via: Via
+    """The case's via, resolved against the manifests (its port defaulted)."""
+
+
+def load_cases(
+    paths: Sequence[str], table: ir.RouteTable, resources: Resources | None = None
+) -> tuple[list[LoadedCase], list[ContractProblem]]:
+    """Every case of every contract file, with its via resolved against `table`; or the
+    problems (each names file, document, field and line) that keep some from running."""
+    cases: list[LoadedCase] = []
+    problems: list[ContractProblem] = []
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ContractError(f"{path}: cannot read: {reason}") from exc
+        docs, found = load_contracts(text, file=path)
+        problems += found
+        for doc in docs:
+            for i, case in enumerate(doc.contract.cases):
+                try:
+                    via = resolve_via(
+                        case.via,
+                        table,
+                        resources=resources,
+                        from_namespace=case.via.from_namespace,
+                    )
+                except ViaError as exc:
+                    problems.append(doc.problem(f"cases[{i}].via", f"case {case.name!r}: {exc}"))
+                    continue
+                cases.append(LoadedCase(file=path, case=case, via=via))
+    return cases, problems
 
 
 def _headers(case: ContractCase) -> tuple[tuple[str, str], ...]:
@@ -70,17 +105,11 @@ def _headers(case: ContractCase) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def run_case(mesh: OfflineMesh, case: ContractCase, *, file: str) -> CaseResult:
-    via = Via(
-        kind=case.via.kind,
-        namespace=case.via.namespace,
-        name=case.via.name,
-        port=case.via.port,
-        from_namespace=case.via.from_namespace,
-    )
+def run_case(mesh: OfflineMesh, loaded: LoadedCase) -> CaseResult:
+    case, file = loaded.case, loaded.file
     request = Request(method=case.request.method, url=case.request.url, headers=_headers(case))
     try:
-        outcome = mesh.send(via, request)
+        outcome = mesh.send(loaded.via, request)
     except ValueError as exc:
         return CaseResult(file=file, name=case.name, error=str(exc))
     return CaseResult(file=file, name=case.name, diffs=tuple(check(case.expect, outcome)))

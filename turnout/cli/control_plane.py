@@ -1,33 +1,42 @@
 """`mesh serve` and `mesh bootstrap`: run the control plane, print a gRPC client's bootstrap.
 
 ```
-mesh serve --dir DIR       DirectorySource ──publish──> AdsServer (xDS)     admin: /ready /live
-mesh serve --kubernetes    KubernetesSource ─> cluster control plane ─┘      /debug/table ...
+mesh serve --dir DIR       DirectorySource ──┐                        AdsServer (--xds)
+mesh serve --kubernetes    KubernetesSource ─┴─> engine.plane.ControlPlane ──publish──┘
+                                                 admin (--admin): /ready /live /metrics
+                                                 /debug/table /debug/diagnostics
 mesh bootstrap             bootstrap_config(xds, namespace, workload) ─> JSON on stdout
 ```
 
-`serve` runs until SIGINT or SIGTERM and stops every part it started, in reverse order.
+`serve` binds the xDS port, then the admin port (each `:0` prints the port it got), then
+starts the source; a port already in use is one line naming its flag (exit 2). It runs
+until SIGINT or SIGTERM and stops every part it started, in reverse order.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
-from aiohttp import web
-
-from turnout.cli.output import EXIT_FAILED, EXIT_OK
-from turnout.engine.errors import MeshError
-from turnout.engine.render import diagnostic_data, dump_json, dump_yaml, result_data
+from turnout.cli.errors import UsageError
+from turnout.cli.output import EXIT_OK
+from turnout.engine.errors import ControlPlaneError, MeshError
+from turnout.engine.plane import ControlPlane
+from turnout.engine.render import dump_json
 from turnout.engine.server import AdsServer, bootstrap_config
+from turnout.engine.server.admin import admin_app, start_admin
 from turnout.engine.sources import DirectorySource
 from turnout.proxy.process import Address
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def run_bootstrap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -39,121 +48,83 @@ def run_bootstrap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """`mesh serve`: directory source + ADS server (+ admin) until SIGINT/SIGTERM."""
-    try:
-        xds = Address.parse(args.xds)
-        admin = Address.parse(args.admin) if args.admin else None
-    except ValueError as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_FAILED
-    try:
-        if args.kubernetes:
-            asyncio.run(
-                _serve_kubernetes(
-                    xds=xds, kubeconfig=args.kubeconfig, context=args.context, out=out
-                )
-            )
-            return EXIT_OK
-        asyncio.run(_serve(Path(args.dir), xds=xds, admin=admin, out=out))
-    except MeshError as exc:  # cannot listen, not a directory
-        print(f"error: {exc}", file=err)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        pass
+    """`mesh serve`: a source + the control plane + ADS + admin until SIGINT/SIGTERM."""
+    xds = _address("--xds", args.xds)
+    admin = _address("--admin", args.admin)
+    if args.dir is not None and not Path(args.dir).is_dir():  # before anything listens
+        raise UsageError(f"--dir: not a directory: {args.dir}")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args, xds=xds, admin=admin, out=out))
     return EXIT_OK
 
 
-async def _serve_kubernetes(
-    *, xds: Address, kubeconfig: str | None, context: str | None, out: TextIO
-) -> None:
-    """`mesh serve --kubernetes`: list+watch, compile, serve ADS, write route status."""
-    # Imported here for start-up cost: the kubernetes client takes half a second to import
-    # and `mesh serve --dir` never needs it.
-    from turnout.engine.cluster import start_cluster_control_plane
-
-    server = AdsServer()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    plane = None
+def _address(flag: str, text: str) -> Address:
     try:
-        port = await server.start(xds.host, xds.port)
-        print(f"xds listening on {xds.host}:{port}", file=out)
-        plane = await start_cluster_control_plane(server, kubeconfig=kubeconfig, context=context)
-        print("watching the Kubernetes API", file=out)
-        out.flush()
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if plane is not None and plane.source is not None:
-            await plane.source.stop()
-        await server.stop()
+        return Address.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
-async def _serve(directory: Path, *, xds: Address, admin: Address | None, out: TextIO) -> None:
-    server = AdsServer()
-    source = DirectorySource(directory, publish=server.publish)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runner: web.AppRunner | None = None
+async def _bind(flag: str, start: Awaitable[T]) -> T:
     try:
-        port = await server.start(xds.host, xds.port)
-        print(f"xds listening on {xds.host}:{port}", file=out)
+        return await start
+    except ControlPlaneError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+Stop = Callable[[], Awaitable[None]]
+
+
+async def _start_source(args: argparse.Namespace, plane: ControlPlane) -> tuple[str, Stop]:
+    """The source `args` name, started: what `serve` says it serves, and how to stop it."""
+    if args.kubernetes:
+        # Imported here for start-up cost: the kubernetes client takes half a second to
+        # import and `mesh serve --dir` never needs it.
+        from turnout.engine.sources.k8s import api_client_from_environment, start_kubernetes_source
+
+        try:
+            api = await asyncio.to_thread(
+                api_client_from_environment, kubeconfig=args.kubeconfig, context=args.context
+            )
+        except MeshError as exc:
+            raise UsageError(f"--kubernetes: {exc}") from None
+        k8s = await start_kubernetes_source(plane, api)
+        return "the Kubernetes API", k8s.stop
+    source = DirectorySource(Path(args.dir), plane=plane)
+    try:
         await source.start()
-        if admin is not None:
-            runner = web.AppRunner(_serve_admin_app(server, source), access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, admin.host, admin.port).start()
-            print(f"admin listening on {admin.host}:{runner.addresses[0][1]}", file=out)
-        print(f"serving {directory} version={server.version}", file=out)
+    except MeshError as exc:
+        raise UsageError(f"--dir: {exc}") from None
+    return str(source.directory), source.stop
+
+
+async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out: TextIO) -> None:
+    server = AdsServer()
+    plane = ControlPlane(publish=server.publish)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = None
+    stop_source: Stop | None = None
+    try:
+        port = await _bind("--xds", server.start(xds.host, xds.port))
+        print(f"xds listening on {xds.host}:{port}", file=out)
+        app = admin_app(plane, server)
+        runner, admin_port = await _bind("--admin", start_admin(app, admin.host, admin.port))
+        print(f"admin listening on {admin.host}:{admin_port}", file=out)
+        what, stop_source = await _start_source(args, plane)
+        rejected = len(plane.status.rejected)
+        more = f" rejected={rejected}" if rejected else ""
+        print(f"serving {what} version={server.version}{more}", file=out)
         out.flush()
         await stop.wait()
         log.info("shutting down")
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if stop_source is not None:
+            await stop_source()
         if runner is not None:
             await runner.cleanup()
-        await source.stop()
         await server.stop()
-
-
-def _serve_admin_app(server: AdsServer, source: DirectorySource) -> web.Application:
-    """/live, /ready (a valid table is served), /debug/table (YAML), /debug/diagnostics."""
-
-    async def live(request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def ready(request: web.Request) -> web.Response:
-        if source.table is None:
-            return web.Response(status=503, text="no valid table loaded yet\n")
-        return web.Response(text=f"ok version={server.version}\n")
-
-    async def table(request: web.Request) -> web.Response:
-        result = source.status.result
-        if result is None:
-            return web.Response(status=404, text="no valid table loaded yet\n")
-        text = dump_yaml(result_data(result.table, result.statuses, ()))
-        return web.Response(text=text, content_type="application/yaml")
-
-    async def diagnostics(request: web.Request) -> web.Response:
-        st = source.status
-        data = {
-            "good_version": st.good_version,
-            "applied": st.applied,
-            "error": st.error,
-            "loads": st.loads,
-            "diagnostics": [diagnostic_data(d) for d in st.diagnostics],
-        }
-        return web.Response(text=dump_json(data), content_type="application/json")
-
-    app = web.Application()
-    app.router.add_get("/live", live)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/debug/table", table)
-    app.router.add_get("/debug/diagnostics", diagnostics)
-    return app

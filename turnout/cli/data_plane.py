@@ -24,6 +24,7 @@ from typing import TextIO
 
 import uvloop
 
+from turnout.cli.errors import UsageError
 from turnout.cli.output import EXIT_FAILED, EXIT_OK, EXIT_UNLOADABLE
 from turnout.proxy.errors import ListenError, WorkerError
 from turnout.proxy.process import Address, ProxyConfig, SourceSpec, TableSource, parse_gateway
@@ -32,18 +33,31 @@ from turnout.proxy.workers import run_proxy
 from turnout.proxy.xds_client import NodeInfo
 
 
-def compile_for_proxy(files: Sequence[str], namespace: str) -> tuple[list[bytes], list[str], bool]:
+def compile_for_proxy(
+    files: Sequence[str], namespace: str, gateway: str | None = None
+) -> tuple[list[bytes], list[str], bool]:
     """Run in a child process by `mesh proxy -f`: compile and translate the manifests and
     return the serialized xDS resources (listeners, route configs, clusters, assignments, in
-    that order, as `type_url\\0bytes`), the diagnostics as text, and whether any is an error."""
+    that order, as `type_url\\0bytes`), the diagnostics as text, and whether any is an error.
+    Input with no object, or a `gateway` (``NS/NAME:PORT``) the manifests have no listener
+    for, raises `UsageError` (it pickles back to the parent like the engine's `LoadError`)."""
     # Imported here, in the child only: the proxy process never imports the engine.
+    from turnout.cli.output import compile_manifests
     from turnout.engine.diagnostics import Severity, has_errors
-    from turnout.engine.pipeline import compile_files
     from turnout.engine.xds import translate
 
-    compiled = compile_files(files)
+    compiled = compile_manifests(files, verb="proxy")
     diags = [d for d in compiled.diagnostics if d.severity is not Severity.INFO]
-    res = translate(compiled.result.table, client_namespace=namespace)
+    table = compiled.result.table
+    if gateway is not None and not has_errors(diags) and table.parent(f"gateway/{gateway}") is None:
+        known = [
+            p.name.removeprefix("gateway/") for p in table.parents if p.name.startswith("gateway/")
+        ]
+        raise UsageError(
+            f"--gateway {gateway}: the manifests have no listener of that Gateway on that port "
+            f"(gateways: {', '.join(known) or 'none'})"
+        )
+    res = translate(table, client_namespace=namespace)
     blobs = [
         f"{kind}\0".encode() + msg.SerializeToString()
         for kind, group in enumerate(
@@ -56,8 +70,11 @@ def compile_for_proxy(files: Sequence[str], namespace: str) -> tuple[list[bytes]
 
 def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if bool(args.files) == bool(args.xds):
-        print("error: give exactly one of -f MANIFESTS and --xds HOST:PORT", file=err)
-        return EXIT_FAILED
+        raise UsageError("give exactly one of -f MANIFESTS and --xds HOST:PORT")
+    if bool(args.inbound) != bool(args.app):
+        raise UsageError("--inbound HOST:PORT and --app HOST:PORT go together")
+    if args.gateway and not args.outbound:
+        raise UsageError("--gateway serves the Gateway's listener on --outbound HOST:PORT: give it")
     kind, _, name = args.workload.partition("/")
     try:
         config = ProxyConfig(
@@ -72,22 +89,20 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             gateway=parse_gateway(args.gateway) if args.gateway else None,
             workers=args.workers,
         )
-        if args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
     except ValueError as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_FAILED
+        raise UsageError(str(exc)) from exc
     source: TableSource
     if args.files:
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
             blobs, diag_lines, failed = pool.submit(
-                compile_for_proxy, args.files, args.namespace
+                compile_for_proxy, args.files, args.namespace, config.gateway
             ).result()
         for line in diag_lines:
             print(line, file=err)
         if failed:
-            return EXIT_FAILED
+            print("error: the manifests do not load cleanly; the proxy did not start", file=err)
+            return EXIT_UNLOADABLE
         spec = SourceSpec(blobs=tuple(blobs))
     else:
         node = NodeInfo(

@@ -3,13 +3,17 @@ walkthrough (`mesh demo canary`) and the offline tour (`mesh demo --offline`).
 
 ```
 mesh demo            demo.orchestrate.Demo: serve + apps + proxies + vote-bot (subprocesses)
-                     every --interval: viz.stats deltas ─> live.live_table ─> stdout
+                     every --interval: the table `mesh serve` serves (its admin port) +
+                     viz.stats deltas ─> live.live_table, rejected files ─> stdout
 mesh demo canary     demo.canary.run: Flagger's steps replayed against the live mesh
 mesh demo --offline  validate, routes, explain and test on the shipped examples, in process
 ```
 
 The printing is here; what runs is in `turnout.demo`. Ctrl-C (SIGINT) or SIGTERM stops every
-child by pid and says which.
+child by pid and says which. The "try next" commands run as printed in a new terminal:
+absolute paths, this venv's `mesh` by its full path, shell-quoted. The offline tour runs
+from the package's demo folder, so its commands and what they print say ``examples/...``
+as a clone's root has it.
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 import signal
 import time
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from turnout.cli import live, views
+from turnout.cli import live, served, views
+from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_FAILED, EXIT_OK
 from turnout.demo import canary
-from turnout.demo.orchestrate import EXAMPLES, Demo, DemoError
-from turnout.engine.pipeline import compile_files
+from turnout.demo.orchestrate import EXAMPLES, HOST, Demo, DemoError, mesh_command
 from turnout.viz import stats
 
 DEMO_MANIFESTS = "emojivoto"
@@ -51,9 +57,6 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return run_offline_demo(args, out, err)
     if args.scenario == "canary":
         return run_canary_demo(args, out, err)
-    if args.interval <= 0 or (args.duration is not None and args.duration <= 0):
-        print("error: --interval and --duration must be > 0", file=err)
-        return EXIT_FAILED
     try:
         return asyncio.run(_live_demo(args, out, err))
     except KeyboardInterrupt:
@@ -62,9 +65,6 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def run_canary_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`mesh demo canary`: replay Flagger's canary steps (turnout/demo/canary.py)."""
-    if args.step_seconds <= 0:
-        print("error: --step-seconds must be > 0", file=err)
-        return EXIT_FAILED
 
     def say(text: str) -> None:
         print(text, file=out)
@@ -80,6 +80,31 @@ def run_canary_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
 
 
+def _served_or_error(address: str) -> served.Served | str:
+    try:
+        return served.read_served(address)
+    except CommandError as exc:
+        return str(exc)
+
+
+def say_served(
+    say: Callable[[str], None],
+    got: served.Served | str,
+    route_stats: Mapping[stats.RouteKey, stats.RouteStats],
+) -> None:
+    """The live table of what the control plane serves (mesh routes, producer views), and
+    what it rejected: the table is what traffic follows, a bad edit included."""
+    if isinstance(got, str):
+        say(f"warning: {got}")
+        return
+    if got.table is not None:
+        rows = [r for r in views.route_rows(got.table) if r.view == ""]
+        say(live.live_table(rows, route_stats).rstrip("\n"))
+    say(got.summary())
+    for d in (d for r in got.rejected for d in r.diagnostics):
+        say(f"  {d}")
+
+
 async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     def say(text: str = "") -> None:
         print(text, file=out)
@@ -90,9 +115,16 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    mesh_dir = demo.manifests / "mesh"
     urls = demo.metrics_urls
-    shown = f"mesh routes -f {mesh_dir} --live " + " ".join(f"--metrics {u}" for u in urls)
+    plane = f"{HOST}:{demo.ports.serve_admin}"
+    live_args = [
+        "routes",
+        "--control-plane",
+        plane,
+        "--live",
+        *(a for u in urls for a in ("--metrics", u)),
+    ]
+    shown = shlex.join(["mesh", *live_args])
     code = EXIT_OK
     started = time.monotonic()
     try:
@@ -142,9 +174,7 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             say(f"\n$ {shown} --window {window:.0f}    # {time.strftime('%H:%M:%S')}")
             for e in errors:
                 say(f"warning: cannot scrape {e}")
-            compiled = compile_files([str(mesh_dir)])
-            rows = [r for r in views.route_rows(compiled.result.table) if r.view == ""]
-            out.write(live.live_table(rows, got))
+            say_served(say, await asyncio.to_thread(_served_or_error, plane), got)
             served = []
             for name, url in demo.inbound_urls.items():
                 st = inbound.get(url)
@@ -153,16 +183,7 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             say("answered by (inbound proxies): " + ", ".join(served))
             if first:
                 first = False
-                say(
-                    "\ntry next:\n"
-                    f"  - edit {demo.route_file}: change the 90/10 weights and watch the split "
-                    "move (the inbound line above)\n"
-                    f"  - edit {mesh_dir / '40-voting-route.yaml'}: change the fault's delay "
-                    "and watch VoteDoughnut's latency\n"
-                    f"  - run: {shown} --window 5\n"
-                    f"  - logs: {demo.workdir / 'logs'}\n"
-                    "  - Ctrl-C stops everything"
-                )
+                say(try_next(demo, live_args))
             if deadline is not None and time.monotonic() >= deadline:
                 break
     except DemoError as exc:
@@ -177,34 +198,50 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return code
 
 
+def try_next(demo: Demo, live_args: list[str]) -> str:
+    """The hints after the first table; every "run:" line runs as printed in a new terminal."""
+    mesh = mesh_command()
+    live_cmd = shlex.join([*mesh, *live_args, "--window", "5"])
+    tap_cmd = shlex.join([*mesh, "tap", "--admin", f"{HOST}:{demo.ports.outbound_admin}"])
+    voting = demo.manifests / "mesh" / "40-voting-route.yaml"
+    return (
+        f"\ntry next (in another terminal; {shlex.join(mesh)} is this venv's mesh):\n"
+        f"  - edit {shlex.quote(str(demo.route_file))}: change the 90/10 weights and watch the "
+        "split move (the inbound line above)\n"
+        f"  - edit {shlex.quote(str(voting))}: change the fault's delay and watch "
+        "VoteDoughnut's latency\n"
+        f"  - run: {live_cmd}\n"
+        f"  - run: {tap_cmd} --limit 9\n"
+        f"  - logs: {shlex.quote(str(demo.workdir / 'logs'))}\n"
+        "  - Ctrl-C stops everything"
+    )
+
+
 def run_offline_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`mesh demo --offline`: the tables of examples/, a few explanations and the example
     contracts, all in-process."""
 
-    ex = EXAMPLES
-    manifests = ex / DEMO_MANIFESTS
+    here = EXAMPLES.parent
     rel = f"examples/{DEMO_MANIFESTS}/"
-    steps: list[tuple[str, list[str]]] = [
-        (f"mesh validate -f {rel}", ["validate", "-f", str(manifests)]),
-        (f"mesh routes -f {rel}", ["routes", "-f", str(manifests)]),
-    ]
+    steps: list[list[str]] = [["validate", "-f", rel], ["routes", "-f", rel]]
     for via, url, headers in DEMO_EXPLAINS:
-        argv = ["routes", "explain", "-f", str(manifests), "--via", via, "--url", url]
-        shown = f"mesh routes explain -f {rel} --via {via} --url {url}"
+        argv = ["routes", "explain", "-f", rel, "--via", via, "--url", url]
         for h in headers:
             argv += ["-H", h]
-            shown += f" -H '{h}'"
-        steps.append((shown, argv))
-    contracts = sorted(str(p) for p in (ex / "contracts").glob("*.yaml"))
-    steps.append(
-        (
-            f"mesh test -f {rel} examples/contracts/*.yaml",
-            ["test", "-f", str(manifests), *contracts],
-        )
+        steps.append(argv)
+    contracts = sorted(
+        p.relative_to(here).as_posix() for p in (EXAMPLES / "contracts").glob("*.yaml")
+    )
+    steps.append(["test", "-f", rel, *contracts])
+    print(
+        f"mesh demo --offline: the shipped examples, from {here} (to run these yourself: "
+        f"cd {shlex.quote(str(here))}; mesh is {shlex.join(mesh_command())})",
+        file=out,
     )
     worst = EXIT_OK
-    for shown, argv in steps:
-        print(f"\n$ {shown}", file=out)
-        out.flush()
-        worst = max(worst, args.mesh(argv))
+    with contextlib.chdir(here):
+        for argv in steps:
+            print(f"\n$ {shlex.join(['mesh', *argv])}", file=out)
+            out.flush()
+            worst = max(worst, args.mesh(argv))
     return worst

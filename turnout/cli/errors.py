@@ -4,11 +4,13 @@
 CommandError            main() prints "error: <message>" and exits 2 (usage or load error)
  ├── UsageError         flags that do not fit together, a value out of range
  ├── ViaError           a --via (or a contract case's via) that names no parent
- └── ContractError      a contract file that cannot be read or does not follow the format
+ └── ContractError      a contract file that cannot be read
 ```
 
 Findings (invalid manifests, failed contract cases) are not exceptions: commands report them
-and exit 1. The engine's `MeshError` tree (`turnout.engine.errors`) covers what the engine
+and exit 1. A contract that does not follow the format is reported problem by problem (file,
+document, field, line; `engine.model.contract`) and exits 2 as well. `cli.args.MeshParser`
+raises `UsageError` for a bad command line instead of printing argparse's usage block. The engine's `MeshError` tree (`turnout.engine.errors`) covers what the engine
 raises; `main` turns a `LoadError` into the same one line.
 """
 
@@ -28,4 +30,4 @@ class ViaError(CommandError, ValueError):
 
 
 class ContractError(CommandError):
-    """A contract file that cannot be read or does not follow the format."""
+    """A contract file that cannot be read."""

@@ -3,12 +3,14 @@
 ```
 viz.stats.live_stats(urls) ─> {RouteKey: RouteStats} ─┐
 views.route_rows(table) ─> [RouteRow] ────────────────┴─> live_table ─> text
+                                                          live_data  ─> -o json rows
 ```
 
 Columns as `linkerd viz routes` prints them (LINKERD-REFERENCE.md §b): SUCCESS as
 ``%.2f%%``, RPS as ``%.1frps``, LATENCY_Pnn as whole milliseconds (truncated, as Linkerd's
 ``uint64`` conversion does); a route without traffic in the window shows ``-`` in every
-column. The numbers themselves come from `turnout.viz.stats`.
+column (``null`` in `live_data`, whose numbers are unformatted). The numbers themselves
+come from `turnout.viz.stats`.
 """
 
 from __future__ import annotations
@@ -48,3 +50,21 @@ def live_table(
         for r in rows
     ]
     return format_table(header, cells)
+
+
+def live_data(
+    rows: Sequence[RouteRow], stats: Mapping[RouteKey, RouteStats]
+) -> list[dict[str, object]]:
+    """`--live -o json`: each row's fields with its numbers (None without traffic):
+    ``success_rate`` in [0, 1], ``rps``, ``latency_ms_p50/p95/p99``."""
+    out: list[dict[str, object]] = []
+    for r in rows:
+        st = lookup(stats, parent=r.parent, rule=r.rule)
+        rate = None if st is None else st.success_rate
+        item: dict[str, object] = {f: getattr(r, f) for f in RouteRow.__dataclass_fields__}
+        item["success_rate"] = rate
+        item["rps"] = None if st is None or rate is None else st.rps
+        for q in QUANTILES:
+            item[f"latency_ms_p{round(q * 100)}"] = None if st is None else st.quantile(q)
+        out.append(item)
+    return out

@@ -11,7 +11,9 @@ mesh version                                here
 `main(argv, stdout=..., stderr=...)` parses, sets up logging and runs the command with the
 given streams (tests capture them). A command's module is imported only when it runs, for
 start-up cost: a `mesh proxy` process must not load the engine (pydantic, jsonschema, CEL),
-nor `mesh tap` anything but the standard library. Exit codes are in `cli.output`.
+nor `mesh tap` anything but the standard library. Exit codes are in `cli.output` and in every
+`--help` (`cli.args`): a bad flag, a `CommandError` or a `LoadError` is one line,
+``error: ...``, and exit code 2.
 """
 
 from __future__ import annotations
@@ -24,8 +26,18 @@ from collections.abc import Callable, Sequence
 from typing import TextIO, cast
 
 import turnout
+from turnout.cli.args import (
+    MeshParser,
+    add_namespace,
+    host_port,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    workload,
+)
 from turnout.cli.errors import CommandError
-from turnout.cli.output import EXIT_FAILED, EXIT_OK, EXIT_UNLOADABLE, add_files
+from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files
+from turnout.engine.config import DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS
 from turnout.engine.errors import LoadError
 
 Runner = Callable[[argparse.Namespace, TextIO, TextIO], int]
@@ -45,8 +57,11 @@ def _manifest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(run="manifests:run_validate")
 
-    p = sub.add_parser("routes", help="show the compiled route tables")
+    p = sub.add_parser(
+        "routes", help="show the route tables a control plane serves (or -f manifests compile to)"
+    )
     add_files(p, required=False)
+    add_control_plane(p)
     p.add_argument("-o", "--output", choices=("table", "wide", "yaml", "json"), default="table")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument(
@@ -73,8 +88,16 @@ def _manifest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(run="manifests:run_routes")
     rsub = p.add_subparsers(dest="routes_command", metavar="SUBCOMMAND")
     e = rsub.add_parser("explain", help="explain how one request would be routed")
-    add_files(e)
-    e.add_argument("--via", required=True, metavar="service/NS/NAME:PORT|gateway/NS/NAME:PORT")
+    add_files(e, required=False)
+    add_control_plane(e)
+    e.add_argument(
+        "--via",
+        required=True,
+        metavar="KIND/[NS/]NAME[:PORT]",
+        help="the parent: service/NS/NAME:PORT, svc/NAME -n NS, gateway/NS/NAME (kind any case;"
+        " svc, gtw); the port may be left out when there is only one",
+    )
+    add_namespace(e, default=None, help="namespace of a --via that names none (default: default)")
     e.add_argument("--from-namespace", metavar="NS", help="client namespace (consumer routes)")
     e.add_argument("--method", "-X", default="GET")
     e.add_argument("--url", required=True)
@@ -91,6 +114,15 @@ def _manifest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(run="manifests:run_test")
 
 
+def add_control_plane(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--control-plane",
+        metavar="HOST:PORT",
+        help="the admin address of a running `mesh serve` to read the table from, when no -f"
+        f" is given (default {DEFAULT_ADMIN_ADDRESS})",
+    )
+
+
 def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the control plane: watch manifests, serve ADS")
     src = p.add_mutually_exclusive_group(required=True)
@@ -98,16 +130,29 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
     src.add_argument("--kubernetes", action="store_true", help="list+watch the API server")
     p.add_argument("--kubeconfig", metavar="FILE", help="with --kubernetes (default: in-cluster)")
     p.add_argument("--context", metavar="NAME", help="with --kubernetes: kubeconfig context")
-    p.add_argument("--xds", default="127.0.0.1:18000", metavar="HOST:PORT", help="ADS (gRPC)")
     p.add_argument(
-        "--admin", metavar="HOST:PORT", help="/ready /live /debug/table /debug/diagnostics"
+        "--xds",
+        default=DEFAULT_XDS_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"ADS (gRPC); :0 = any free port (default {DEFAULT_XDS_ADDRESS})",
+    )
+    p.add_argument(
+        "--admin",
+        default=DEFAULT_ADMIN_ADDRESS,
+        metavar="HOST:PORT",
+        help="/ready /live /metrics /debug/table /debug/diagnostics, what `mesh routes` reads"
+        f" (default {DEFAULT_ADMIN_ADDRESS})",
     )
     p.set_defaults(run="control_plane:run_serve")
 
     p = sub.add_parser("bootstrap", help="print the gRPC xDS bootstrap JSON of a workload")
-    p.add_argument("--xds", required=True, metavar="HOST:PORT", help="the ADS server")
-    p.add_argument("--namespace", required=True, metavar="NS")
-    p.add_argument("--workload", required=True, metavar="KIND/NAME", help="deployment/NAME")
+    p.add_argument(
+        "--xds", required=True, type=host_port, metavar="HOST:PORT", help="the ADS server"
+    )
+    add_namespace(p, help="namespace of the workload (default: default)")
+    p.add_argument(
+        "--workload", required=True, type=workload, metavar="KIND/NAME", help="deployment/NAME"
+    )
     p.add_argument("--node-id", metavar="ID", help="node id (default grpc~NS~KIND/NAME)")
     p.set_defaults(run="control_plane:run_bootstrap")
 
@@ -115,22 +160,29 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
 def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("proxy", help="run a proxy: outbound routing, inbound metrics, admin")
     add_files(p, required=False)
-    p.add_argument("--xds", metavar="HOST:PORT", help="ADS server to take tables from")
-    p.add_argument("--namespace", default="default", help="namespace of the workload")
+    p.add_argument(
+        "--xds", type=host_port, metavar="HOST:PORT", help="ADS server to take tables from"
+    )
+    add_namespace(p, help="namespace of the workload (default: default)")
     p.add_argument(
         "--workload",
+        type=workload,
         default="deployment/proxy",
         metavar="KIND/NAME",
         help="the workload this proxy fronts (metrics labels), e.g. deployment/web",
     )
     p.add_argument("--pod", default="", help="pod name for the metrics' pod label")
-    p.add_argument("--outbound", metavar="HOST:PORT", help="where the app sends its requests")
-    p.add_argument("--inbound", metavar="HOST:PORT", help="where clients reach the app")
-    p.add_argument("--app", metavar="HOST:PORT", help="the local app (with --inbound)")
-    p.add_argument("--admin", metavar="HOST:PORT", help="/metrics, /ready, /live, /tap")
+    p.add_argument(
+        "--outbound", type=host_port, metavar="HOST:PORT", help="where the app sends its requests"
+    )
+    p.add_argument(
+        "--inbound", type=host_port, metavar="HOST:PORT", help="where clients reach the app"
+    )
+    p.add_argument("--app", type=host_port, metavar="HOST:PORT", help="the local app (--inbound)")
+    p.add_argument("--admin", type=host_port, metavar="HOST:PORT", help="/metrics /ready /tap")
     p.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="processes serving the listeners (SO_REUSEPORT; one admin port sums them)",
@@ -143,12 +195,18 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(run="data_plane:run_proxy_command")
 
     p = sub.add_parser("tap", help="stream a proxy's live requests (Linkerd's tap lines)")
-    p.add_argument("--admin", required=True, metavar="HOST:PORT", help="the proxy's admin port")
+    p.add_argument(
+        "--admin", required=True, type=host_port, metavar="HOST:PORT", help="the proxy's admin"
+    )
     p.add_argument("--method", default="", help="only this method")
     p.add_argument("--authority", default="", help="only this authority")
     p.add_argument("--path", default="", help="only paths with this prefix")
-    p.add_argument("--max-rps", type=int, default=100, help="requests per second (0 = all)")
-    p.add_argument("-n", "--limit", type=int, default=0, help="stop after N events")
+    p.add_argument(
+        "--max-rps", type=non_negative_int, default=100, help="requests per second (0 = all)"
+    )
+    p.add_argument(
+        "--limit", type=non_negative_int, default=0, metavar="N", help="stop after N events"
+    )
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(run="data_plane:run_tap")
 
@@ -159,23 +217,34 @@ def _demo_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--offline", action="store_true", help="only compile, explain and test the examples"
     )
     p.add_argument(
-        "--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)"
+        "--duration",
+        type=positive_float,
+        metavar="SECONDS",
+        help="stop after this long (default: Ctrl-C)",
     )
     p.add_argument(
-        "--interval", type=float, default=5.0, metavar="SECONDS", help="refresh of the live table"
+        "--interval",
+        type=positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="refresh of the live table",
     )
-    p.add_argument("--rps", type=float, default=20.0, help="vote-bot requests per second")
+    p.add_argument("--rps", type=positive_float, default=20.0, help="vote-bot requests per second")
     p.add_argument(
         "scenario", nargs="?", choices=("canary",), help="canary: replay Flagger's canary steps"
     )
     p.add_argument("--fail", action="store_true", help="canary: the canary answers errors")
-    p.add_argument("--step-seconds", type=float, default=5.0, metavar="S", help="canary: one tick")
+    p.add_argument(
+        "--step-seconds", type=positive_float, default=5.0, metavar="S", help="canary: one tick"
+    )
     p.add_argument("--provider", choices=("linkerd", "gatewayapi"), default="linkerd")
     p.set_defaults(run="demo:run_demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mesh", description="Turnout service mesh tooling")
+    parser: argparse.ArgumentParser = MeshParser(
+        prog="mesh", description="Turnout service mesh tooling"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _manifest_parsers(sub)
@@ -198,7 +267,11 @@ def main(
 ) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except CommandError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_UNLOADABLE
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
@@ -211,9 +284,6 @@ def main(
     args.mesh = lambda more: main(more, stdout=out, stderr=err)
     try:
         return runner_of(args.run)(args, out, err)
-    except CommandError as exc:
+    except (CommandError, LoadError) as exc:
         print(f"error: {exc}", file=err)
         return EXIT_UNLOADABLE
-    except LoadError as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_UNLOADABLE if args.command == "test" else EXIT_FAILED

@@ -11,11 +11,14 @@ views differ) and answers `send(via, request)` with a `RequestOutcome`: the matc
 the client's status, and for every backend with a non-zero weight the request as that
 backend sees it. Offline, a Service without EndpointSlices is assumed to answer 200; one
 whose EndpointSlices list no ready endpoint answers 503.
+
+A via names the parent: `parse_via_ref` reads ``--via`` (the grammar is the contract format's,
+`engine.model.contract.parse_via_text`), `resolve_via` finds it among the table's parents and
+the manifests' Service and Gateway listener ports, defaulting a port that is the only one.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,6 +28,8 @@ from turnout.cli.errors import ViaError
 from turnout.engine import ir
 from turnout.engine.compile.table import service_authority
 from turnout.engine.diagnostics import Diagnostic
+from turnout.engine.model import Gateway, Resources, Service
+from turnout.engine.model.contract import ViaRef, parse_via_text
 from turnout.engine.pipeline import compile_files
 from turnout.engine.xds import translate
 from turnout.proxy import (
@@ -48,7 +53,8 @@ ASSUMED_BACKEND_STATUS = 200
 NO_ENDPOINTS_STATUS = 503
 """A valid Service with no ready endpoints (Gateway API: SHOULD answer 503)."""
 
-_VIA = re.compile(r"^(service|gateway)/([^/]+)/([^/:]+):(\d+)$")
+VIA_SHOWN = 8
+"""How many parents a "no such parent" message lists before it says how many there are."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,17 +76,74 @@ class Via:
         return f"{self.kind.lower()}/{self.namespace}/{self.name}:{self.port}"
 
 
+def parse_via_ref(text: str, *, namespace: str | None = None) -> ViaRef:
+    """``--via`` (see `parse_via_text`); `namespace` is ``-n`` (None: not given)."""
+    try:
+        return parse_via_text(text, namespace=namespace)
+    except ValueError as exc:
+        raise ViaError(f"--via: {exc}") from exc
+
+
 def parse_via(text: str, *, from_namespace: str | None = None) -> Via:
-    """``service/NS/NAME:PORT`` or ``gateway/NS/NAME:PORT``."""
-    m = _VIA.match(text)
-    if m is None:
-        raise ViaError(f"--via must be service/NS/NAME:PORT or gateway/NS/NAME:PORT, got {text!r}")
-    kind: Literal["Service", "Gateway"] = "Service" if m.group(1) == "service" else "Gateway"
+    """A via with its port (``service/NS/NAME:PORT``), for callers without a table to pick
+    one from; `resolve_via` is the general path."""
+    ref = parse_via_ref(text)
+    if ref.port is None:
+        raise ViaError(f"--via: name the port ({ref.shown}:PORT), got {text!r}")
     return Via(
-        kind=kind,
-        namespace=m.group(2),
-        name=m.group(3),
-        port=int(m.group(4)),
+        kind=ref.kind,
+        namespace=ref.namespace,
+        name=ref.name,
+        port=ref.port,
+        from_namespace=from_namespace,
+    )
+
+
+def parent_names(table: ir.RouteTable, resources: Resources | None = None) -> list[str]:
+    """Every parent a via may name: the table's, plus (with the manifests' objects) every
+    Service port and Gateway listener port, HTTP or not: a Gateway whose only listener is TLS
+    is in the manifests, and a request through it finds no HTTP route (404)."""
+    names = {p.name for p in table.parents}
+    for o in resources.objects if resources is not None else ():
+        obj, ns = o.obj, o.obj.metadata.namespace
+        if isinstance(obj, Service):
+            names.update(f"service/{ns}/{obj.name}:{p.port}" for p in obj.spec.ports)
+        elif isinstance(obj, Gateway):
+            names.update(f"gateway/{ns}/{obj.name}:{li.port}" for li in obj.spec.listeners)
+    return sorted(names)
+
+
+def resolve_via(
+    ref: ViaRef,
+    table: ir.RouteTable,
+    *,
+    resources: Resources | None = None,
+    from_namespace: str | None = None,
+) -> Via:
+    """The parent `ref` names (`parent_names`): its port defaults when the Service has one
+    port (a Gateway one listener port); ViaError when there is no such parent, or more than
+    one port to choose from."""
+    known = parent_names(table, resources)
+    prefix = f"{ref.shown}:"
+    ports = sorted(int(n.removeprefix(prefix)) for n in known if n.startswith(prefix))
+    port = ref.port
+    if port is None and len(ports) == 1:
+        port = ports[0]
+    elif port is None and ports:
+        listed = ", ".join(map(str, ports))
+        raise ViaError(f"{ref.shown} has ports {listed}: name one ({ref.shown}:PORT)")
+    if port is None or port not in ports:
+        shown = ref.shown if port is None else f"{ref.shown}:{port}"
+        same = [n for n in known if n.startswith(f"{ref.kind.lower()}/")]
+        listed = ", ".join(same[:VIA_SHOWN]) or "none"
+        if len(same) > VIA_SHOWN:
+            listed += f", ... ({len(same)} in all)"
+        raise ViaError(f"no parent {shown} in the manifests ({ref.kind.lower()}s: {listed})")
+    return Via(
+        kind=ref.kind,
+        namespace=ref.namespace,
+        name=ref.name,
+        port=port,
         from_namespace=from_namespace,
     )
 

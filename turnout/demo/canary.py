@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -399,21 +400,38 @@ def fmt_check(c: Check, a: Analysis) -> str:
     )
 
 
+def watch_hints(r: CanaryRun) -> str:
+    """Commands that show the walkthrough from another terminal, runnable as printed: this
+    venv's `mesh` by its full path, absolute paths, shell-quoted."""
+    mesh, p = mesh_command(), r.ports
+    live = [*mesh, "routes", "-f", str(r.demo.manifests), "--live", "--window", "5",
+            "--metrics", f"http://{HOST}:{p['outbound_admin']}/metrics"]  # fmt: skip
+    tap = [*mesh, "tap", "--admin", f"{HOST}:{p['admin_canary']}", "--limit", "9"]
+    query = f"http://{HOST}:{p['prometheus']}/api/v1/query?query=sum(rate(response_total[30s]))"
+    return (
+        f"watch it (in another terminal; {shlex.join(mesh)} is this venv's mesh):\n"
+        f"  - run: {shlex.join(live)}\n"
+        f"  - run: {shlex.join(tap)}\n"
+        f"  - prometheus: {query}\n"
+        f"  - the routing object now served: {shlex.quote(str(r.demo.manifests / ROUTE_FILE))}"
+    )
+
+
 async def run(*, provider: str, fail: bool, step_seconds: float, say: Callable[[str], None]) -> int:
     """The whole walkthrough; returns the exit code (0 promoted or rolled back as expected)."""
     binary = shutil.which("prometheus")
     if binary is None:
-        say("error: prometheus is not installed (`make tools` installs Debian's `prometheus`); "
-            "the walkthrough evaluates Flagger's queries against a real Prometheus")  # fmt: skip
+        say("error: prometheus is not installed: the walkthrough evaluates Flagger's queries "
+            "against a real Prometheus (Debian/Ubuntu: apt-get install prometheus; in a clone: "
+            "make tools)")  # fmt: skip
         return 1
     folder = EXAMPLES / PROVIDERS[provider]
     steps, rollback = load_steps(folder)
     analysis = load_analysis(folder / "canary.yaml")
-    rel = folder.relative_to(SHIPPED.parent)
     say(
         "mesh demo canary: replays Flagger's published behaviour (fluxcd/flagger v1.44.0, "
         f"provider {provider}) on the embedded mesh. This is NOT Flagger: no controller runs; "
-        f"the routing objects of {rel}/steps/ are written in Flagger's order and Flagger's "
+        f"the routing objects of {folder / 'steps'}/ are written in Flagger's order and Flagger's "
         "built-in Linkerd queries are sent to a real Prometheus."
     )
     stop = asyncio.Event()
@@ -443,6 +461,7 @@ async def run(*, provider: str, fail: bool, step_seconds: float, say: Callable[[
             f"to http://{APEX_HOST}/ through its outbound proxy; one tick = {step_seconds:g}s "
             f"(Flagger: analysis.interval, >= 10s); threshold {analysis.threshold}"
         )
+        say(watch_hints(r))
         urls = r.inbound_urls
         tick = 0
 
@@ -466,7 +485,7 @@ async def run(*, provider: str, fail: bool, step_seconds: float, say: Callable[[
             tick += 1
             say(
                 f"[tick {tick}] {event}: {step.kind} podinfo canary {step.canary} / "
-                f"primary {step.primary} ({step.path.relative_to(SHIPPED.parent)})"
+                f"primary {step.primary} (steps/{step.path.name})"
             )
 
         show(steps[0], f"Initialized: Initialization done! {name}")

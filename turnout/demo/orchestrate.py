@@ -58,7 +58,9 @@ SLICE_SERVICES = ("web-v1", "web-v2", "emoji", "voting", "voting-v2")
 
 
 class DemoError(RuntimeError):
-    """A child did not start or did not become ready."""
+    """A child did not start, did not become ready or exited: the demo package's only
+    exception (no tree to draw). `mesh demo` prints it as one line plus the child's log
+    tail; the engine's and the proxy's trees never see it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,3 +53,10 @@ NO_ROUTE_STATUS = 404
 
 DEFAULT_REDIRECT_STATUS = 302
 """`requestRedirect.statusCode` default."""
+
+DEFAULT_XDS_ADDRESS = "127.0.0.1:18000"
+"""`mesh serve --xds`: where the ADS server listens (gRPC)."""
+
+DEFAULT_ADMIN_ADDRESS = "127.0.0.1:18001"
+"""`mesh serve --admin` (/ready, /metrics, /debug/...), and where `mesh routes` finds the
+local control plane when no `-f` is given (`--control-plane`)."""

@@ -1,16 +1,23 @@
-"""The offline pipeline: files -> documents -> typed objects -> validation -> compile.
+"""The pipeline: files (or parsed objects) -> validation -> compile.
 
 ```
-validate_paths (load, parse, built-in schema and CEL rules, our crds/ and --crds)
--> drop invalid objects -> smi_to_routes (adapters.smi: TrafficSplit -> HTTPRoute) -> compile_table
+compile_files     validate_paths (load, parse, built-in schema and CEL rules, our crds/ and
+                  --crds) -> drop invalid objects -> smi_to_routes -> compile_table
+compile_snapshot  parsed objects (the Kubernetes source) -> built-in rules -> drop invalid
+                  -> smi_to_routes -> compile_table; each dropped object is `Rejected`
+IncrementalCompiler  a watched directory, per file: unchanged files keep their validated
+                  objects; a file with errors is `Rejected` and keeps its last good version
+                  (or is left out if it never was good); every other file is compiled
 ```
-This is what `mesh validate/routes/explain/test` and the golden tests run. An object with an
-error is left out of the compile, exactly as the API server would have refused it; its
-errors are in the diagnostics. Only this module and the sources do file I/O in the engine.
+`compile_files` is what `mesh validate/routes/explain/test` and the golden tests run: an
+object with an error is left out of the compile, exactly as the API server would have
+refused it, and its errors are in the diagnostics. Only this module and the sources do file
+I/O in the engine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 from collections.abc import Iterator, Sequence
@@ -21,7 +28,14 @@ from pathlib import Path
 
 from turnout.adapters.smi import smi_to_routes
 from turnout.engine.compile import CompileResult, compile_table
-from turnout.engine.diagnostics import Diagnostic, Severity, sorted_diagnostics
+from turnout.engine.diagnostics import (
+    Diagnostic,
+    Severity,
+    SourcePos,
+    error,
+    has_errors,
+    sorted_diagnostics,
+)
 from turnout.engine.model import Document, Loaded, Resource, Resources
 from turnout.engine.model.kinds import merge_objects
 from turnout.engine.model.loader import expand_paths
@@ -94,12 +108,30 @@ def compile_snapshot(
     resources: Resources, diagnostics: Sequence[Diagnostic] = ()
 ) -> CompiledInputs:
     """Compile objects that are already parsed (the Kubernetes source's snapshots): the
-    built-in rules run again, objects with errors are left out, the rest is compiled."""
+    built-in rules run again, objects with errors are left out (each one `Rejected`), the
+    rest is compiled."""
     with gc_paused():
         diags = [*diagnostics, *validate_resources(resources)]
         kept = smi_to_routes(drop_invalid(resources, diags), diags)
-        inputs = Inputs(documents=(), resources=kept, diagnostics=tuple(sorted_diagnostics(diags)))
-        return CompiledInputs(inputs=inputs, result=compile_table(kept))
+        findings = [d for d in diags if d.severity is not Severity.ERROR]
+        inputs = Inputs(
+            documents=(), resources=kept, diagnostics=tuple(sorted_diagnostics(findings))
+        )
+        return CompiledInputs(
+            inputs=inputs, result=compile_table(kept), rejected=rejected_by_file(diags)
+        )
+
+
+def rejected_by_file(diagnostics: Sequence[Diagnostic]) -> tuple[Rejected, ...]:
+    """One `Rejected` (left out) per file that has an error, with that file's errors."""
+    errors: dict[str, list[Diagnostic]] = {}
+    for d in diagnostics:
+        if d.severity is Severity.ERROR:
+            errors.setdefault(d.pos.file, []).append(d)
+    return tuple(
+        Rejected(file=f, kept=False, diagnostics=tuple(sorted_diagnostics(ds)))
+        for f, ds in sorted(errors.items())
+    )
 
 
 def _item(path: str) -> str:
@@ -110,9 +142,25 @@ def _item(path: str) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Rejected:
+    """An input (a file, or a Kubernetes object ``k8s:<Kind>/<ns>/<name>``) held back."""
+
+    file: str
+    kept: bool
+    """True: its last good version is compiled instead; False: it is left out (it never was
+    good, or it is an object the API server source has only in its new version)."""
+    diagnostics: tuple[Diagnostic, ...]
+    """Why: its errors (an unreadable file has one, reason `FileUnreadable`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CompiledInputs:
     inputs: Inputs
     result: CompileResult
+    rejected: tuple[Rejected, ...] = ()
+    """Inputs held back from this compile, by file; their errors are here, not in
+    `inputs.diagnostics`. Only the control plane's compiles reject (`compile_files` leaves
+    invalid objects out and reports them in the diagnostics)."""
 
     @property
     def diagnostics(self) -> tuple[Diagnostic, ...]:
@@ -143,11 +191,16 @@ class IncrementalCompiler:
     file's parse and validation plus the compile of the whole table (which is a pure
     function of all objects and is always redone).
 
-    Per-object validation does not depend on other objects, which is what makes the reuse
-    exact; cross-file duplicates are found again on every call."""
+    A file with an error (its own, or one the compiler finds in it) is `Rejected`, as the
+    API server rejects one bad object and accepts the rest: its last good version is
+    compiled in its place, or nothing if it never was good, and every other file is
+    applied. Per-object validation does not depend on other objects, which is what makes
+    the reuse exact; cross-file duplicates are found again on every call."""
 
     crds: Sequence[str] = ()
     _cache: dict[str, _FileEntry] = field(default_factory=dict)
+    _good: dict[str, _FileEntry] = field(default_factory=dict)
+    """The last version of each file that was compiled without an error."""
     _crd_set: CRDSet | None = None
 
     def __call__(self, paths: Sequence[str | Path]) -> CompiledInputs:
@@ -157,29 +210,85 @@ class IncrementalCompiler:
     def _compile(self, paths: list[str]) -> CompiledInputs:
         if self._crd_set is None:
             self._crd_set, _ = load_crds([str(OWN_CRDS), *self.crds])
-        files = expand_paths(paths)
         fresh: dict[str, _FileEntry] = {}
-        for file in files:
-            stamp = hashlib.blake2b(Path(file).read_bytes(), digest_size=16).digest()
-            entry = self._cache.get(file)
-            if entry is None or entry.stamp != stamp:
-                report = validate_paths([file], crds=self._crd_set)
-                entry = _FileEntry(
-                    stamp=stamp,
-                    documents=report.documents,
-                    resources=report.resources.objects,
-                    diagnostics=report.diagnostics,
-                )
-            fresh[file] = entry
+        rejected: dict[str, Rejected] = {}
+        for file in expand_paths(paths):
+            entry = self._read(file)
+            if isinstance(entry, Rejected):
+                rejected[file] = entry
+            else:
+                fresh[file] = entry
         self._cache = fresh
-        docs = tuple(d for e in fresh.values() for d in e.documents)
-        diags = [d for e in fresh.values() for d in e.diagnostics]
-        merged = merge_objects((o for e in fresh.values() for o in e.resources), diags)
-        resources = smi_to_routes(drop_invalid(merged, diags), diags)
-        inputs = Inputs(
-            documents=docs, resources=resources, diagnostics=tuple(sorted_diagnostics(diags))
-        )
-        return CompiledInputs(inputs=inputs, result=compile_table(resources))
+        chosen = {f: e for f, e in fresh.items() if not has_errors(e.diagnostics)}
+        for file, entry in fresh.items():
+            if file not in chosen:
+                rejected[file] = self._hold_back(file, entry.diagnostics, chosen)
+        for file in rejected:  # unreadable ones too: their last good version, if any
+            if file in self._good and file not in chosen:
+                chosen[file] = self._good[file]
+        while True:
+            compiled = _compile_entries(chosen)
+            bad = _compile_errors(compiled, chosen, self._good)
+            if not bad:
+                break
+            for file, errors in bad.items():
+                own = fresh[file].diagnostics if file in fresh else ()
+                del chosen[file]
+                rejected[file] = self._hold_back(file, (*own, *errors), chosen)
+        self._good = chosen
+        return dataclasses.replace(compiled, rejected=tuple(rejected[f] for f in sorted(rejected)))
+
+    def _read(self, file: str) -> _FileEntry | Rejected:
+        """The file's entry, from the cache when its bytes did not change."""
+        try:
+            data = Path(file).read_bytes()
+        except OSError as exc:
+            why = error("FileUnreadable", f"cannot read: {exc}", SourcePos(file, 0))
+            return Rejected(file=file, kept=file in self._good, diagnostics=(why,))
+        stamp = hashlib.blake2b(data, digest_size=16).digest()
+        entry = self._cache.get(file)
+        if entry is None or entry.stamp != stamp:
+            report = validate_paths([file], crds=self._crd_set)
+            entry = _FileEntry(
+                stamp=stamp,
+                documents=report.documents,
+                resources=report.resources.objects,
+                diagnostics=report.diagnostics,
+            )
+        return entry
+
+    def _hold_back(
+        self, file: str, diagnostics: Sequence[Diagnostic], chosen: dict[str, _FileEntry]
+    ) -> Rejected:
+        good = self._good.get(file)
+        if good is not None:
+            chosen[file] = good
+        errors = tuple(d for d in sorted_diagnostics(diagnostics) if d.severity is Severity.ERROR)
+        return Rejected(file=file, kept=good is not None, diagnostics=errors)
+
+
+def _compile_entries(entries: dict[str, _FileEntry]) -> CompiledInputs:
+    docs = tuple(d for e in entries.values() for d in e.documents)
+    diags = [d for e in entries.values() for d in e.diagnostics]
+    merged = merge_objects((o for e in entries.values() for o in e.resources), diags)
+    resources = smi_to_routes(drop_invalid(merged, diags), diags)
+    inputs = Inputs(
+        documents=docs, resources=resources, diagnostics=tuple(sorted_diagnostics(diags))
+    )
+    return CompiledInputs(inputs=inputs, result=compile_table(resources))
+
+
+def _compile_errors(
+    compiled: CompiledInputs, chosen: dict[str, _FileEntry], good: dict[str, _FileEntry]
+) -> dict[str, list[Diagnostic]]:
+    """Errors the compile found in files compiled in a new version (a last good version
+    compiled without them before), by file."""
+    out: dict[str, list[Diagnostic]] = {}
+    for d in compiled.diagnostics:
+        f = d.pos.file
+        if d.severity is Severity.ERROR and f in chosen and chosen[f] is not good.get(f):
+            out.setdefault(f, []).append(d)
+    return out
 
 
 def golden_data(compiled: CompiledInputs, *, root: Path) -> dict[str, object]:

@@ -50,11 +50,7 @@ from turnout.proxy.filters import (
 )
 from turnout.proxy.retries import MAX_RETRY_BODY_BYTES, admit_retry, backoff_s, try_timeout
 from turnout.proxy.telemetry import Exchange
-from turnout.proxy.transport.client import (
-    encode_forward_head,
-    encode_request_head,
-    request_framing,
-)
+from turnout.proxy.transport.heads import encode_forward_head, encode_request_head, request_framing
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
     Headers,

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import GATEWAY_API, require_reference
-from turnout.engine.diagnostics import Severity
+from turnout.engine.diagnostics import Severity, SourcePos
 from turnout.engine.errors import LoadError
 from turnout.engine.model import HTTPRoute, Service, load_documents, parse_documents
+from turnout.engine.model.kinds import served_kinds
+from turnout.engine.model.loader import Document
 
 SVC = {
     "apiVersion": "v1",
@@ -96,9 +98,6 @@ def test_unknown_kinds_are_reported_not_fatal_and_unserved_versions_fail(tmp_pat
 
 
 def test_httproute_v1beta1_is_served() -> None:
-    from turnout.engine.diagnostics import SourcePos
-    from turnout.engine.model.loader import Document
-
     doc = Document(
         pos=SourcePos(file="f", doc_index=0), raw=route("gateway.networking.k8s.io/v1beta1")
     )
@@ -119,3 +118,64 @@ def test_every_reference_valid_example_loads_without_errors() -> None:
     for f in sorted(root.rglob("*.yaml")):
         _, diags = parse_documents(load_documents([str(f)])[0])
         assert not [d for d in diags if d.severity is Severity.ERROR], f
+
+
+def doc_of(api: str, kind: str) -> Document:
+    raw = {"apiVersion": api, "kind": kind, "metadata": {"name": "x", "namespace": "shop"}}
+    return Document(pos=SourcePos(file="r.yaml", doc_index=0), raw=raw)
+
+
+@pytest.mark.parametrize(
+    ("api", "kind", "near"),
+    [
+        pytest.param("gateway.networking.k8s.io/v1", "HTTPRoutes", "HTTPRoute", id="plural"),
+        pytest.param("gateway.networking.k8s.io/v1", "httproute", "HTTPRoute", id="lowercase"),
+        pytest.param("gateway.networking.k8s.io/v1", "Gatway", "Gateway", id="missing-letter"),
+        pytest.param("v1", "Services", "Service", id="core-group"),
+        pytest.param("split.smi-spec.io/v1alpha4", "TrafficSplits", "TrafficSplit", id="smi"),
+        pytest.param("gateway.networking.k8s.io/v1", "Frobnicator", None, id="no-near-kind"),
+    ],
+)
+def test_a_kind_typo_in_a_known_group_is_kubectls_no_matches_error(
+    api: str, kind: str, near: str | None
+) -> None:
+    resources, diags = parse_documents([doc_of(api, kind)])
+    (diag,) = diags
+    assert not resources.objects
+    assert diag.severity is Severity.ERROR and diag.reason == "NoKindMatch"
+    assert diag.pos.path == "kind"
+    assert diag.message.startswith(f'no matches for kind "{kind}" in version "{api}" (')
+    group = api.rpartition("/")[0]
+    for served in served_kinds(group):
+        assert served in diag.message
+    if near is None:
+        assert "did you mean" not in diag.message
+    else:
+        assert diag.message.endswith(f'did you mean "{near}"?)')
+
+
+@pytest.mark.parametrize(
+    ("api", "kind"),
+    [
+        pytest.param("gateway.networking.k8s.io/v1", "BackendTLSPolicy", id="served-not-used"),
+        pytest.param("v1", "ConfigMap", id="core-not-used"),
+        pytest.param("apps/v1", "Deployment", id="unknown-group"),
+        pytest.param("flagger.app/v1beta1", "Canary", id="other-crd"),
+    ],
+)
+def test_kinds_a_group_serves_but_turnout_does_not_use_stay_ignored(api: str, kind: str) -> None:
+    _, diags = parse_documents([doc_of(api, kind)])
+    assert [(d.severity, d.reason) for d in diags] == [(Severity.INFO, "UnknownKind")]
+
+
+def test_every_kind_of_the_upstream_crds_is_served() -> None:
+    """`OTHER_SERVED_KINDS` keeps up with the Gateway API CRDs: no real kind reads as a typo."""
+    import yaml
+
+    root = require_reference(GATEWAY_API / "crd" / "experimental")
+    for f in sorted(root.glob("*.yaml")):
+        for crd in yaml.safe_load_all(f.read_text()):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = crd["spec"]
+            assert spec["names"]["kind"] in served_kinds(spec["group"]), f

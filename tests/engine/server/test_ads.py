@@ -8,71 +8,30 @@ short "nothing else arrives" checks after a NACK and a no-op publish.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from tests.engine.server.builders import compile_table, manifest, mk_route, mk_service, weighted
-from turnout.engine.ir import RouteTable
-from turnout.engine.server import AdsServer, ServerSettings
-from turnout.engine.xds import ROUTE_CONFIGURATION_TYPE, XdsResources, translate
-from turnout.proxy import Forward, RequestInfo, RuntimeTable
-from turnout.proxy.xds_client import NodeInfo, XdsClient, XdsSettings
-
-TIMEOUT_S = 5.0
-QUIET_S = 0.3
-"""How long "nothing more happens" is watched for (a resend loop would show within ms)."""
-WEB = "web.shop.svc.cluster.local:80"
-WEB_V2 = "shop/web-v2:80"
-WEB_V1 = "shop/web:80"
-V2_LISTENER = "web-v2.shop.svc.cluster.local:80"
-FAST = XdsSettings(
-    backoff_base_ms=20,
-    backoff_max_ms=200,
-    connect_timeout_ms=2_000,
-    send_timeout_ms=2_000,
-    idle_timeout_ms=10_000,
-    dependency_timeout_ms=2_000,
-    stop_timeout_ms=2_000,
+from tests.engine.server.ads_kit import (
+    FAST,
+    QUIET_S,
+    TIMEOUT_S,
+    V2_LISTENER,
+    WEB,
+    WEB_V1,
+    WEB_V2,
+    Tables,
+    backends,
+    corrupting,
+    node,
+    split,
 )
-SERVICES = (mk_service("web"), mk_service("web-v2"))
-
-
-def split(v1: int, v2: int) -> str:
-    return manifest(*SERVICES, mk_route("web", rules=weighted(("web", v1), ("web-v2", v2))))
-
-
-def node(ns: str = "shop", name: str = "client") -> NodeInfo:
-    return NodeInfo(id=f"{ns}/{name}", cluster=name, namespace=ns, workload=f"deployment/{name}")
-
-
-class Tables:
-    """`on_table`: every (table, version) handed over, awaitable in order."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-        self._queue: asyncio.Queue[tuple[RuntimeTable, str]] = asyncio.Queue()
-
-    def __call__(self, table: RuntimeTable, version: str) -> None:
-        self.seen.append(version)
-        self._queue.put_nowait((table, version))
-
-    async def next(self) -> tuple[RuntimeTable, str]:
-        async with asyncio.timeout(TIMEOUT_S):
-            return await self._queue.get()
-
-
-def backends(
-    table: RuntimeTable, *, authority: str = "web", headers: tuple[tuple[str, str], ...] = ()
-) -> dict[str, int]:
-    decision = table.decide(
-        RequestInfo(method="GET", authority=authority, path="/", headers=headers), listener=WEB
-    )
-    assert isinstance(decision.action, Forward), decision
-    return {b.cluster: b.weight for b in decision.action.backends}
+from tests.engine.server.builders import compile_table, manifest, mk_route, mk_service, weighted
+from turnout.engine.server import AdsServer, ServerSettings
+from turnout.engine.xds import ROUTE_CONFIGURATION_TYPE
+from turnout.proxy.xds_client import XdsClient
 
 
 @pytest.fixture
@@ -181,29 +140,6 @@ async def test_slow_stream_skips_intermediate_versions(
     assert version == "4"
     assert backends(table) == {WEB_V1: 60, WEB_V2: 40}
     assert tables.seen == ["1", "4"]
-
-
-def corrupting(bad: RouteTable) -> Callable[[RouteTable, str | None], XdsResources]:
-    """A translator that serves an invalid regex in `web`'s routes when given `bad`."""
-
-    def translator(table: RouteTable, ns: str | None) -> XdsResources:
-        res = translate(table, client_namespace=ns)
-        if table != bad:
-            return res
-        rcs = []
-        for rc in res.route_configs:
-            rc = copy.deepcopy(rc)
-            if rc.name == WEB:
-                rc.virtual_hosts[0].routes[0].match.safe_regex.regex = "/(["
-            rcs.append(rc)
-        return XdsResources(
-            listeners=res.listeners,
-            route_configs=tuple(rcs),
-            clusters=res.clusters,
-            load_assignments=res.load_assignments,
-        )
-
-    return translator
 
 
 async def test_nack_is_logged_once_not_resent_and_a_newer_table_recovers(

@@ -6,14 +6,19 @@ import asyncio
 import io
 import json
 import signal
+import socket
+import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from tests.engine.server.ads_kit import FAST, Tables, backends, node
 from tests.engine.server.builders import manifest, mk_route, mk_service, weighted
-from tests.engine.server.test_ads import FAST, Tables, backends, node
-from turnout.cli.main import main
+from turnout.cli.main import build_parser, main
+from turnout.engine.config import DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS
 from turnout.proxy.xds_client import XdsClient
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -81,7 +86,7 @@ async def test_serve_watches_serves_ads_and_admin_and_stops_on_sigterm(tmp_path:
         status, text = await asyncio.to_thread(get, admin + "/debug/table")
         assert status == 200 and "service/shop/web:80" in text
         status, text = await asyncio.to_thread(get, admin + "/debug/diagnostics")
-        assert status == 200 and json.loads(text)["good_version"] == 1
+        assert status == 200 and json.loads(text)["version"] == 1
 
         tables = Tables()
         async with XdsClient(xds, node=node(), on_table=tables, settings=FAST):
@@ -95,3 +100,30 @@ async def test_serve_watches_serves_ads_and_admin_and_stops_on_sigterm(tmp_path:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_serve_listens_on_the_default_addresses_unless_told() -> None:
+    args = build_parser().parse_args(["serve", "--dir", "x"])
+    assert (args.xds, args.admin) == (DEFAULT_XDS_ADDRESS, DEFAULT_ADMIN_ADDRESS)
+    routes = build_parser().parse_args(["routes"])
+    assert routes.files is None and routes.control_plane is None  # -> DEFAULT_ADMIN_ADDRESS
+
+
+@pytest.mark.parametrize("flag", ["--xds", "--admin"])
+def test_a_port_in_use_is_one_line_naming_the_flag_and_exit_2(flag: str, tmp_path: Path) -> None:
+    (tmp_path / "mesh.yaml").write_text(manifest(mk_service("web")))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        ports = {"--xds": "127.0.0.1:0", "--admin": "127.0.0.1:0", flag: busy}
+        argv = ["serve", "--dir", str(tmp_path), *(x for kv in ports.items() for x in kv)]
+        done = subprocess.run(
+            [sys.executable, "-m", "turnout", *argv],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S * 3,
+            cwd=ROOT,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: {flag}: cannot listen on {busy}: address already in use\n"

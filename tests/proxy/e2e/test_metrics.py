@@ -117,7 +117,7 @@ async def test_mesh_tap_prints_linkerd_tap_lines(lab: Lab) -> None:
     v1 = await lab.backend("v1")
     mesh = await lab.mesh({"web": [], "web-v1": [v1]}, ROUTES)
     out, err = io.StringIO(), io.StringIO()
-    argv = ["tap", "--admin", f"127.0.0.1:{mesh.admin}", "--path", "/tapped", "-n", "3"]
+    argv = ["tap", "--admin", f"127.0.0.1:{mesh.admin}", "--path", "/tapped", "--limit", "3"]
     tap = asyncio.create_task(asyncio.to_thread(main, argv, stdout=out, stderr=err))
     while not mesh.proxy.tap.active:  # the CLI has subscribed
         await asyncio.sleep(0.01)

@@ -9,12 +9,14 @@ The pydantic models restate the CRD `openAPIV3Schema` (types, enums, patterns, l
 ranges, required and unknown fields), so a document that parses here passes the API server's
 schema check. Error messages follow the API server's field-error wording
 (``Unsupported value: "NOTREAL": supported values: "GET", ...``). Kinds that Turnout does
-not know are reported as `UnknownKind` (info) and skipped; a known kind at a version that is
-not served is an error, as `kubectl apply` would fail on it.
+not use are reported as `UnknownKind` (info) and skipped; a known kind at a version that is
+not served, or a kind that a group Turnout knows does not serve (a typo: `kind: HTTPRoutes`),
+is an error, as `kubectl apply` would fail on it (``no matches for kind ... in version ...``).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -76,6 +78,22 @@ KINDS: dict[tuple[str, str], dict[str, type[Resource]]] = {
 }
 """(group, kind) -> served version -> model."""
 
+OTHER_SERVED_KINDS: dict[str, frozenset[str]] = {
+    GW: frozenset({"BackendTLSPolicy", "ListenerSet"}),
+    GWX: frozenset({"XBackend", "XListenerSet", "XMesh"}),
+    "": frozenset(
+        {
+            *("Binding", "ComponentStatus", "ConfigMap", "Endpoints", "Event", "LimitRange"),
+            *("List", "Node", "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodTemplate"),
+            *("ReplicationController", "ResourceQuota", "Secret", "ServiceAccount"),
+        }
+    ),
+    SPECS_GROUP: frozenset({"TCPRoute", "UDPRoute"}),
+}
+"""Kinds the groups of `KINDS` serve that Turnout does not use (the Gateway API CRDs of
+shared/reference, core v1, SMI specs v1alpha4): skipped as `UnknownKind`. Any other kind in
+one of these groups is one the API server has no mapping for, so it is an error."""
+
 CLUSTER_SCOPED = frozenset({"GatewayClass", "Namespace"})
 
 R = TypeVar("R", bound=Resource)
@@ -121,6 +139,9 @@ def parse_document(doc: Document) -> tuple[Loaded[Resource] | None, list[Diagnos
     group, version = split_api_version(api_version)
     versions = KINDS.get((group, kind))
     if versions is None:
+        group_kinds = served_kinds(group)
+        if group_kinds and kind not in group_kinds:
+            return None, [_no_kind_match(kind, api_version, group, group_kinds, doc.pos)]
         msg = f"kind {kind} ({api_version}) is not used by Turnout; ignored"
         return None, [info("UnknownKind", msg, doc.pos)]
     model = versions.get(version)
@@ -131,7 +152,7 @@ def parse_document(doc: Document) -> tuple[Loaded[Resource] | None, list[Diagnos
     try:
         obj = model.model_validate(raw)
     except ValidationError as exc:
-        return None, [_diagnostic(e, doc.pos) for e in exc.errors()]
+        return None, [schema_diagnostic(e, doc.pos) for e in exc.errors()]
     diags: list[Diagnostic] = []
     if not obj.metadata.name:
         diags.append(error("FieldValueRequired", "Required value", doc.pos.child("metadata.name")))
@@ -145,6 +166,31 @@ def parse_document(doc: Document) -> tuple[Loaded[Resource] | None, list[Diagnos
             update={"metadata": obj.metadata.model_copy(update={"namespace": "default"})}
         )
     return Loaded(obj=obj, pos=doc.pos, raw=raw), diags
+
+
+def served_kinds(group: str) -> list[str]:
+    """Every kind `group` serves, sorted; [] for a group Turnout does not know."""
+    ours = {kind for g, kind in KINDS if g == group}
+    if not ours:
+        return []
+    return sorted(ours | OTHER_SERVED_KINDS.get(group, frozenset()))
+
+
+def _no_kind_match(
+    kind: str, api_version: str, group: str, served: list[str], pos: SourcePos
+) -> Diagnostic:
+    """kubectl's ``no matches for kind "HTTPRoutes" in version "..."``, plus what the group
+    serves and the nearest kind (case first: `httproute` means `HTTPRoute`)."""
+    near = [k for k in served if k.lower() == kind.lower()] or difflib.get_close_matches(
+        kind, served, n=1, cutoff=0.6
+    )
+    hint = f'; did you mean "{near[0]}"?' if near else ""
+    where = group or "the core group (v1)"
+    msg = (
+        f'no matches for kind "{kind}" in version "{api_version}" '
+        f"({where} serves {', '.join(served)}{hint})"
+    )
+    return error("NoKindMatch", msg, pos.child("kind"))
 
 
 def parse_documents(docs: Iterable[Document]) -> tuple[Resources, list[Diagnostic]]:
@@ -205,7 +251,8 @@ def _quote(value: object) -> str:
     return repr(value)
 
 
-def _diagnostic(err: ErrorDetails, base: SourcePos) -> Diagnostic:
+def schema_diagnostic(err: ErrorDetails, base: SourcePos) -> Diagnostic:
+    """One pydantic error as the API server words a field error, at `base` + its field path."""
     loc = tuple(err["loc"])
     kind = err["type"]
     ctx = err.get("ctx") or {}

@@ -6,7 +6,9 @@
 Empty documents are skipped but still counted, so document indices match what an editor shows.
 
 A file that cannot be read raises `LoadError`; a document that is not valid YAML or not a
-mapping becomes an error diagnostic and the other documents still load.
+mapping becomes an error diagnostic and the other documents still load. `field_lines` maps a
+document's field paths to the lines they are on, for inputs whose errors also give the line
+(contract files).
 """
 
 from __future__ import annotations
@@ -128,6 +130,21 @@ def _split(text: str, *, file: str) -> Iterator[object]:
         except yaml.YAMLError as exc:
             yield _Bad(f"invalid YAML: {_yaml_message(exc)}")
             return
+
+
+def field_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    """Every field path of a composed YAML document (``cases[1].via.kind``, the spelling of
+    `SourcePos.path`) -> its 1-based line: a mapping entry's key line, a list item's first."""
+    lines = {prefix: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = f"{prefix}.{key.value}" if prefix else str(key.value)
+            lines.update(field_lines(value, path))
+            lines[path] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.update(field_lines(item, f"{prefix}[{i}]"))
+    return lines
 
 
 def _yaml_message(exc: yaml.YAMLError) -> str:

@@ -8,10 +8,12 @@ engine.sources ──publish(table)──> AdsServer ── Snapshot(version, ta
                  per ADS stream: StreamState (streams.py): subscriptions, nonces, ACK/NACK,
                  only changed types resent ──> DiscoveryResponse ──> proxies, grpcio, Envoy
 bootstrap_config(...) ──> the gRPC xDS bootstrap a proxyless workload points at us with
+admin.py: the control plane's admin port (aiohttp, imported on its own): /ready, /metrics,
+          the served table and the last change's findings (`mesh routes` reads them)
 ```
 
 Only this package (with `engine.xds` and the proxy's client) touches protobuf and grpc in the
-engine; it knows nothing of Kubernetes or where tables come from.
+engine; it knows nothing of Kubernetes or where tables come from (`engine.plane` publishes).
 """
 
 from __future__ import annotations

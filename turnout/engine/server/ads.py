@@ -18,7 +18,9 @@ ACK) jumps straight to the newest table: intermediate versions are skipped, neve
 version (`snapshots.py`); what a stream is sent, ACKed and NACKed is `streams.py`.
 
 A NACK is logged at warning level once per (node, type, version) with the client's reason,
-and the rejected content is not sent again; the stream waits for a newer table.
+and the rejected content is not sent again; the stream waits for a newer table. Responses
+sent, ACKs and NACKs are counted by type URL where they happen (`AdsMetrics`); connected
+clients by node are counted when scraped.
 
 Deliberately not here: delta xDS (`DeltaAggregatedResources` answers UNIMPLEMENTED), TLS,
 resource TTLs, and where tables come from (`engine.sources`).
@@ -27,9 +29,11 @@ resource TTLs, and where tables come from (`engine.sources`).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -38,6 +42,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from turnout.engine.errors import ControlPlaneError
 from turnout.engine.ir import RouteTable
+from turnout.engine.metrics import Counter, Family, Gauge
 from turnout.engine.server.settings import ServerSettings
 from turnout.engine.server.snapshots import Snapshot, Translator, default_translator
 from turnout.engine.server.streams import Nack, StreamState, kind_of
@@ -71,6 +76,43 @@ class ServerStatus:
     streams: tuple[StreamStatus, ...]
     nacks: int
     """NACKs received since start."""
+
+
+def ensure_free(host: str, port: int) -> None:
+    """Raise `OSError` (EADDRINUSE) when something already listens on `host:port`.
+
+    SO_REUSEADDR as servers set it, so a port whose old connections linger in TIME_WAIT (a
+    restart on the same port) is free; port 0 is always free."""
+    if port == 0:
+        return
+    for family, kind, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(addr)
+
+
+def _by_type(name: str, help_text: str) -> Counter:
+    return Counter(name, help_text, ("type_url",))
+
+
+@dataclass(slots=True)
+class AdsMetrics:
+    """The ADS server's counters, by type URL; one increment per xDS message, none per
+    proxied request."""
+
+    pushes: Counter = field(
+        default_factory=lambda: _by_type(
+            "turnout_xds_pushes_total", "DiscoveryResponses sent to clients."
+        )
+    )
+    acks: Counter = field(
+        default_factory=lambda: _by_type("turnout_xds_acks_total", "Responses clients ACKed.")
+    )
+    nacks: Counter = field(
+        default_factory=lambda: _by_type(
+            "turnout_xds_nacks_total", "Responses clients rejected (NACKed)."
+        )
+    )
 
 
 class _Stream:
@@ -112,6 +154,7 @@ class AdsServer:
         self._server: grpc.aio.Server | None = None
         self._nacks = 0
         self._nacks_logged: set[tuple[str, str, str]] = set()
+        self.metrics = AdsMetrics()
         self.port = 0
         """Bound port after `start` (useful with port 0)."""
 
@@ -163,6 +206,22 @@ class AdsServer:
             nacks=self._nacks,
         )
 
+    def metric_families(self) -> list[Family]:
+        """Connected clients by node (counted now), then the counters."""
+        clients: dict[tuple[str, ...], float] = {}
+        for s in self._streams:
+            if s.state.node_id:  # a stream counts once its client said who it is
+                key = (s.state.node_id,)
+                clients[key] = clients.get(key, 0) + 1
+        connected = Gauge(
+            "turnout_xds_connected_clients",
+            "Open ADS streams, by the node id their client sent.",
+            ("node",),
+            clients,
+        )
+        m = self.metrics
+        return [connected, m.pushes, m.acks, m.nacks]
+
     # ---- lifecycle
 
     async def start(self, host: str, port: int) -> int:
@@ -182,7 +241,13 @@ class AdsServer:
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
+            # grpc's own bind failure is a C-core log line on stderr plus a vague error;
+            # a port already taken is the common case and gets a clear one-line error.
+            ensure_free(host, port)
             self.port = server.add_insecure_port(address)
+        except OSError as exc:
+            why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ControlPlaneError(f"cannot listen on {address}: {why or exc}") from exc
         except RuntimeError as exc:
             raise ControlPlaneError(f"cannot listen on {address}: {exc}") from exc
         await server.start()
@@ -264,6 +329,7 @@ class AdsServer:
                             stream.state.node_id,
                         )
                         return
+                    self.metrics.pushes.inc(response.type_url)
                     log.debug(
                         "ads response sent peer=%s type=%s version=%s nonce=%s resources=%d",
                         stream.state.peer,
@@ -309,8 +375,11 @@ class AdsServer:
             len(req.resource_names),
             verdict.kind,
         )
+        if verdict.kind == "ack":
+            self.metrics.acks.inc(req.type_url)
         if verdict.nack is not None:
             self._nacks += 1
+            self.metrics.nacks.inc(req.type_url)
             nack = verdict.nack
             key = (state.node_id, nack.type_url, nack.version)
             level = logging.DEBUG if key in self._nacks_logged else logging.WARNING

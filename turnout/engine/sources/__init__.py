@@ -1,17 +1,19 @@
 """Where the control plane's resources come from.
 
 ```
-directory.py  DirectorySource: a watched manifests directory ─┐
-k8s.py        list+watch of the API server (a colleague's) ──────┴─> publish(RouteTable) -> version
+directory.py  DirectorySource: a watched manifests directory ──DirectorySnapshot──┐
+k8s/          KubernetesSource: list+watch of the API server ──ResourceSnapshot───┴─>
+                                      engine.plane.ControlPlane.apply: compile, publish, status
 ```
 
-Sources load, validate and compile (`engine.pipeline`), keep the last good table when an
-input has errors, and hand good tables to `engine.server.AdsServer.publish`. Only this package
-uses the kubernetes client.
+Sources watch and hand snapshots to the control plane (`engine.plane`), which compiles them
+off the loop, keeps the last good version of what is rejected and publishes the table. Only
+this package uses the kubernetes client (`k8s/`, imported on its own: it is slow to import
+and `mesh serve --dir` never needs it).
 """
 
 from __future__ import annotations
 
-from turnout.engine.sources.directory import DirectorySettings, DirectorySource, SourceStatus
+from turnout.engine.sources.directory import DirectorySettings, DirectorySnapshot, DirectorySource
 
-__all__ = ["DirectorySettings", "DirectorySource", "SourceStatus"]
+__all__ = ["DirectorySettings", "DirectorySnapshot", "DirectorySource"]

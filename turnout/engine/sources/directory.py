@@ -1,23 +1,23 @@
-"""`DirectorySource`: a watched directory of manifests -> compiled tables -> `publish`.
+"""`DirectorySource`: a watched directory of manifests -> snapshots -> the control plane.
 
 ```
 start() ── initial load ─────────────────────────────────┐
 awatch(directory, debounce) ── changes to *.yaml/yml/json ┤
                                                           v
-        asyncio.to_thread(compile_files([directory]))   load + validate + compile, off the loop
-                  │ LoadError / OSError / a bug ──> log, keep the last good table
-                  │ error diagnostics            ──> log each `file[doc] path: message (Reason)`
-                  │                                  at warning level, keep the last good table
-                  v ok (warnings logged too)
-        publish(table) -> version                     the ADS server dedups equal tables
-        status: last diagnostics, last good version/table, last error
+        plane.apply(DirectorySnapshot)    the control plane compiles it off the loop
+              │ IncrementalCompiler([directory]): unchanged files reuse their validated
+              │ objects; a file with errors keeps its last good version (or is left out
+              │ if it never was good) and every other file is applied
+              v
+        publish(table) -> version, status, metrics   (engine.plane.ControlPlane)
 ```
 
-An invalid change is never applied, not even in part: the whole directory is one input, as
-`mesh validate -f DIR` sees it, and one error anywhere keeps the previous table. Loads are
+A bad file costs that file, not the directory, as the API server rejects one bad object and
+accepts the rest; the rejected file and why are in the control plane's status. Loads are
 serialized (one at a time); a change during a load is picked up by the next batch of events.
 
-Deliberately not here: Kubernetes (`k8s.py`), status write-back, serving anything.
+Deliberately not here: compiling, publishing and status (`engine.plane`), Kubernetes
+(`k8s/`), serving anything.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,11 @@ from pathlib import Path
 import watchfiles
 
 from turnout.engine.compile import CompileResult
-from turnout.engine.diagnostics import Diagnostic, Severity, has_errors
 from turnout.engine.errors import MeshError, SourceError
 from turnout.engine.ir import RouteTable
 from turnout.engine.model.loader import expand_paths
 from turnout.engine.pipeline import CompiledInputs, IncrementalCompiler
+from turnout.engine.plane import ControlPlane, PlaneStatus
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +54,6 @@ see it)."""
 DEFAULT_STOP_TIMEOUT_MS = 5_000
 """`stop()`: upper bound on waiting for the watch task to end."""
 
-Publish = Callable[[RouteTable], int]
-"""Hands a good table to the server; returns the version it got (`AdsServer.publish`)."""
-
 Compiler = Callable[[Sequence[Path]], CompiledInputs]
 """The load + validate + compile step (`compile_files`); a seam for tests."""
 
@@ -71,24 +67,22 @@ class DirectorySettings:
     """Poll instead of using OS notifications (network filesystems, some containers)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SourceStatus:
-    """What the admin endpoints show."""
+@dataclass(frozen=True, slots=True)
+class DirectorySnapshot:
+    """The directory as it is now, compiled (in the control plane's thread) by `compiler`."""
 
-    loads: int
-    """Loads attempted (the initial one included)."""
-    good_version: int | None
-    """Version `publish` gave the last good table; None = no good table yet."""
-    result: CompileResult | None
-    """The last good compile (its table is the one served); None = none yet."""
-    diagnostics: tuple[Diagnostic, ...]
-    """Diagnostics of the last load, good or not."""
-    applied: bool
-    """Whether the last load was applied (False: it had errors or failed)."""
-    error: str | None
-    """Why the last load failed outright (unreadable file, internal error); None = it did not."""
-    loaded_at: float | None
-    """Wall-clock time (seconds since the epoch) of the last load; None = never."""
+    directory: Path
+    compiler: Compiler
+
+    @property
+    def origin(self) -> str:
+        return f"directory {self.directory}"
+
+    def compile(self) -> CompiledInputs:
+        return self.compiler([self.directory])
+
+    async def write_status(self, result: CompileResult) -> None:
+        """Files have no status to write back."""
 
 
 Fingerprint = tuple[tuple[str, int, int], ...]
@@ -99,7 +93,11 @@ def fingerprint(directory: Path) -> Fingerprint:
     if not directory.is_dir():
         return ()
     out = []
-    for name in expand_paths([str(directory)]):
+    try:
+        names = expand_paths([str(directory)])
+    except MeshError:  # the directory went away meanwhile: the load reports it
+        return ()
+    for name in names:
         try:
             st = os.stat(name)
         except OSError:  # gone meanwhile: the watch reports it
@@ -115,18 +113,18 @@ def is_manifest(change: watchfiles.Change, path: str) -> bool:
 
 
 class DirectorySource:
-    """Compiles `directory` at start and on every change, and publishes good tables."""
+    """Hands `directory` to `plane` at start and on every change."""
 
     def __init__(
         self,
         directory: Path | str,
         *,
-        publish: Publish,
+        plane: ControlPlane,
         settings: DirectorySettings | None = None,
         compiler: Compiler | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self._publish = publish
+        self.plane = plane
         self._settings = settings or DirectorySettings()
         self._compile = compiler if compiler is not None else IncrementalCompiler()
         self._task: asyncio.Task[None] | None = None
@@ -135,25 +133,16 @@ class DirectorySource:
         self._stop_watch = asyncio.Event()
         self._loaded: Fingerprint = ()
         """The manifests on disk as the last load found them (`fingerprint`)."""
-        self._status = SourceStatus(
-            loads=0,
-            good_version=None,
-            result=None,
-            diagnostics=(),
-            applied=False,
-            error=None,
-            loaded_at=None,
-        )
 
     @property
-    def status(self) -> SourceStatus:
-        return self._status
+    def status(self) -> PlaneStatus:
+        """The control plane's status (what the last load did)."""
+        return self.plane.status
 
     @property
     def table(self) -> RouteTable | None:
-        """The last good table; None until one loaded."""
-        result = self._status.result
-        return None if result is None else result.table
+        """The table being served; None until one loaded."""
+        return self.plane.table
 
     # ---- lifecycle
 
@@ -228,81 +217,7 @@ class DirectorySource:
     # ---- one load
 
     async def load(self) -> bool:
-        """Compile the directory and publish it if it has no errors; True when applied."""
+        """Hand the directory to the control plane; True when a table was published."""
         async with self._lock:
-            return await self._load()
-
-    async def _load(self) -> bool:
-        started = time.monotonic()
-        prev = self._status
-        try:
             self._loaded = await asyncio.to_thread(fingerprint, self.directory)
-            compiled = await asyncio.to_thread(self._compile, [self.directory])
-        except (MeshError, OSError) as exc:
-            return self._failed(f"{type(exc).__name__}: {exc}", level=logging.WARNING)
-        except Exception as exc:  # a bug: keep serving the last good table (STYLE §4)
-            log.error("manifests load crashed directory=%s", self.directory, exc_info=True)
-            return self._failed(f"internal error: {exc!r}", level=logging.ERROR)
-        diags = compiled.diagnostics
-        for d in diags:
-            if d.severity is not Severity.INFO:
-                log.warning("manifest %s: %s", d.severity.value, d)
-        elapsed_ms = int((time.monotonic() - started) * 1000)
-        if has_errors(diags):
-            errors = sum(d.severity is Severity.ERROR for d in diags)
-            log.warning(
-                "manifests rejected, keeping the last good table errors=%d version=%s directory=%s",
-                errors,
-                prev.good_version,
-                self.directory,
-            )
-            self._status = _replace(prev, diagnostics=diags, applied=False, error=None)
-            return False
-        version = self._publish(compiled.result.table)
-        log.info(
-            "manifests applied version=%d parents=%d elapsed_ms=%d directory=%s",
-            version,
-            len(compiled.result.table.parents),
-            elapsed_ms,
-            self.directory,
-        )
-        self._status = _replace(
-            prev,
-            good_version=version,
-            result=compiled.result,
-            diagnostics=diags,
-            applied=True,
-            error=None,
-        )
-        return True
-
-    def _failed(self, error: str, *, level: int) -> bool:
-        prev = self._status
-        log.log(
-            level,
-            "manifests not loaded, keeping the last good table version=%s error=%s",
-            prev.good_version,
-            error,
-        )
-        self._status = _replace(prev, diagnostics=(), applied=False, error=error)
-        return False
-
-
-def _replace(
-    prev: SourceStatus,
-    *,
-    diagnostics: tuple[Diagnostic, ...],
-    applied: bool,
-    error: str | None,
-    good_version: int | None = None,
-    result: CompileResult | None = None,
-) -> SourceStatus:
-    return SourceStatus(
-        loads=prev.loads + 1,
-        good_version=prev.good_version if good_version is None else good_version,
-        result=prev.result if result is None else result,
-        diagnostics=diagnostics,
-        applied=applied,
-        error=error,
-        loaded_at=time.time(),
-    )
+            return await self.plane.apply(DirectorySnapshot(self.directory, self._compile))

@@ -3,24 +3,35 @@ pool (`UpstreamPool`), both `asyncio.Protocol`s over httptools, plus the message
 to the request handler (docs/proxy.md is the contract).
 
 ```
-client ─► server.serve_http ─► IncomingRequest + ResponseWriter ─► handler (not here)
-handler ─► client.UpstreamPool.request/upgrade ─► UpstreamResponse / UpgradedConnection
+client ─► server.serve_http ─► HttpServerProtocol (server: parsing; downstream: exchanges
+          in order, timers) ─► IncomingRequest + ExchangeWriter (writer) ─► handler (not here)
+handler ─► heads.encode_*_head ─► client.UpstreamPool.send / request / upgrade
+          ─► UpstreamConnection (upstream) ─► ResponseReceiver / UpstreamResponse /
+             UpgradedConnection ─► writer.tunnel()
 ```
 
-Writes are held until the end of the loop's round and sent together (`batch.WriteBatch`).
-Nothing here routes, retries (beyond resending on a stale pooled connection) or counts
-metrics: `ConnectionHooks` hand the numbers to whoever does.
+The modules import each other in one order (tests/test_layering.py holds it): `streams`
+(body buffers, write flow), `batch`, `messages` (the values and the `Protocol` seams),
+`heads` (head bytes); then `writer` -> `downstream` -> `server` on one side and `upstream`
+-> `client` on the other, neither side importing the other. Writes are held until the end
+of the loop's round and sent together (`batch.WriteBatch`).
+
+Nothing here routes, balances, retries (beyond resending once on a stale pooled
+connection) or counts metrics: `ConnectionHooks` hand the numbers to whoever does. No TLS
+setup, no HTTP/2.
 """
 
 from __future__ import annotations
 
 import logging
 
-from turnout.proxy.transport.client import UpgradedConnection, UpstreamPool
+from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
+    Accept,
     ConnectionHooks,
     ConnectionInfo,
+    Handler,
     Headers,
     IncomingRequest,
     Limits,
@@ -28,8 +39,10 @@ from turnout.proxy.transport.messages import (
     ResponseWriter,
     TunnelEnd,
     UpstreamResponse,
+    UpstreamTunnel,
 )
-from turnout.proxy.transport.server import Accept, Handler, serve_http
+from turnout.proxy.transport.server import serve_http
+from turnout.proxy.transport.upstream import UpgradedConnection
 
 log = logging.getLogger(__name__)
 
@@ -48,5 +61,6 @@ __all__ = [
     "UpgradedConnection",
     "UpstreamPool",
     "UpstreamResponse",
+    "UpstreamTunnel",
     "serve_http",
 ]

@@ -1,9 +1,22 @@
 """Writes held to the end of the event loop's round, then sent in one go.
 
+```
+downstream.write(data) / upstream start(bodiless head) ─► WriteBatch.write(transport, data)
+   first write of the round ─► loop.call_soon(_round_end)
+   ... every other callback of this round of ready sockets runs ...
+_round_end ─► flush(): transport.write(data) for each, in order (closing ones skipped)
+close / writelines ─► flush() first, so nothing held is lost or overtaken
+```
+
 A proxy that writes each answer the moment it has it wakes the peer (the client, the upstream)
 once per write; holding the writes of one round of ready sockets until every callback of that
 round has run sends them back to back, so a peer still busy with the first one needs no
-second wake-up. `flush()` first is how to close a connection without losing what is held.
+second wake-up. One batch per listener (`downstream.Listener`) and one per pool
+(`client.UpstreamPool.batch`).
+
+Not here: flow control (a held write is not counted by `WriteFlow` until it reaches the
+transport: `downstream`'s send timeout covers that), and merging writes into one buffer
+(each stays its own `transport.write`).
 """
 
 from __future__ import annotations

@@ -1,33 +1,36 @@
 """The values that cross the transport boundary (docs/proxy.md, "Contracts between them").
 
 ```
-transport.server ──IncomingRequest(body: RequestBody)──► handler ──► ResponseWriter (server)
-handler ──UpstreamPool.request()──► transport.client ──UpstreamResponse──► handler
-                                                     ──UpgradedConnection──► writer.tunnel()
+transport.server ──IncomingRequest(body: RequestBody)──► handler ──► ResponseWriter (writer)
+handler ──UpstreamPool.send(head, receiver)──► transport.client ──► ResponseReceiver.on_head/
+                                                                    on_body/on_end/on_error
+        ──UpstreamPool.request()/upgrade()──► UpstreamResponse, UpstreamTunnel ──► tunnel()
 both sides ──ConnectionInfo──► ConnectionHooks (metrics: TCP opens, closes, bytes)
 ```
 
 Headers are `list[tuple[str, str]]`, names in the case received, values decoded as latin-1
-(the bytes on the wire, one to one). The handler passes end-to-end headers only: framing
-(`Content-Length`, `Transfer-Encoding`) and hop-by-hop headers (`HOP_BY_HOP`) belong to the
-transport, which drops any it is given and writes its own.
+(the bytes on the wire, one to one); `RawHeaders` keeps an upstream's response undecoded.
+The handler passes end-to-end headers only: framing (`Content-Length`, `Transfer-Encoding`)
+and hop-by-hop headers (`HOP_BY_HOP`) belong to the transport, which drops any it is given
+and writes its own. The seams are `Protocol`s (`ResponseWriter`, `ResponseReceiver`,
+`UpstreamHandle`, `UpstreamTunnel`, `TunnelEnd`, `ConnectionHooks`), so this module imports
+no other transport module but `streams`: the listener and the pool both build on it.
 
-This module holds plain data and protocols; it does no I/O and never parses HTTP.
+Not here: any I/O, HTTP parsing or head encoding (`heads`), and the classes that implement
+the protocols (`writer.ExchangeWriter`, `upstream.UpstreamConnection`,
+`upstream.UpgradedConnection`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from turnout.proxy import config
 from turnout.proxy.transport.streams import BodyStream
-
-if TYPE_CHECKING:
-    from turnout.proxy.transport.client import UpgradedConnection
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +195,24 @@ class TunnelEnd(Protocol):
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def close(self) -> None: ...
+
+
+class UpstreamTunnel(TunnelEnd, Protocol):
+    """The upstream end of a tunnel after its `101 Switching Protocols`, as
+    `ResponseWriter.tunnel` splices it (`upstream.UpgradedConnection` is the one there is)."""
+
+    @property
+    def response(self) -> UpstreamResponse:
+        """The upstream's 101 response (its headers carry e.g. `Sec-WebSocket-Accept`)."""
+
+    @property
+    def protocol(self) -> str:
+        """The `Upgrade` value the upstream agreed to ("websocket")."""
+
+    def attach(self, peer: TunnelEnd) -> None:
+        """Send everything the upstream sends (bytes it sent before, first) to `peer`."""
+
+    async def wait_closed(self) -> None: ...
 
 
 class UpstreamHandle(Protocol):
@@ -399,7 +420,7 @@ class ResponseWriter(Protocol):
     async def end(self) -> None:
         """Finish the body started with `start()`."""
 
-    async def tunnel(self, upstream: UpgradedConnection, headers: Headers | None = None) -> None:
+    async def tunnel(self, upstream: UpstreamTunnel, headers: Headers | None = None) -> None:
         """Answer `101 Switching Protocols` with `headers` (default: the upstream's 101
         headers) and splice bytes both ways until either side closes; returns then."""
 
@@ -424,6 +445,19 @@ class ResponseWriter(Protocol):
 
     def abort(self) -> None:
         """Reset the client connection: a half-sent response that cannot be completed."""
+
+
+Handler = Callable[[IncomingRequest, ResponseWriter], Awaitable[None] | None]
+"""Answers one request through the writer, in one of two ways. It returns an awaitable (an
+`async def` handler): the server runs it as a task, cancelled when the client disconnects;
+if it raises before starting the response, the server answers 500 (`ClientError`: its
+status) and logs. Or it returns None: it answers through the writer's synchronous calls
+from callbacks of its own and calls `writer.complete()` at the end; `writer.on_cancel` is
+called if the client disconnects first."""
+
+Accept = Callable[[ConnectionInfo], bool]
+"""The inbound policy check of `serve_http`: once per connection, before any byte is read;
+False (or a raise, logged) closes the connection."""
 
 
 class UpstreamResponse:

@@ -9,10 +9,15 @@ coroutine ─► transport.write ─► (write buffer over the high water: pause
                                  └─► WriteFlow.drain() waits until resume_writing
 ```
 
-`BodyStream` is the one body queue of the transport: request bodies (server side) and
-response bodies (client side) both go through it. It never copies data; chunks are handed out
+`BodyStream` is the one body queue of the transport: request bodies (`server`, read by the
+handler through `RequestBody`) and response bodies of the awaitable API (`client.request`,
+read through `UpstreamResponse`) both go through it; the callback API (`UpstreamPool.send`)
+hands chunks to its receiver with no queue. It never copies data; chunks are handed out
 as the parser produced them. `WriteFlow` is the `drain()` that streams give you, for
-protocols. Neither does any I/O itself nor knows about HTTP framing.
+protocols (`downstream`, `upstream`).
+
+Not here: any I/O (the protocols pause and resume their transports through the callbacks
+given) and HTTP framing (the parsers have already removed it).
 """
 
 from __future__ import annotations

@@ -1,0 +1,246 @@
+"""The `mesh` a non-editable install gives, run from outside the clone: every core command
+works with nothing but the wheel (package data for the built-in CRDs, the demo's sample app
+and the canary steps; the clone's `examples/` are only the user's input files here).
+
+Each command runs as its own process with a timeout, in an empty working directory, so the
+clone's `turnout/` cannot be imported by accident (`test_the_wheel_is_what_runs` checks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+EMOJIVOTO = EXAMPLES / "emojivoto"
+TIMEOUT_S = 60
+
+
+def mesh(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(venv / "bin" / "mesh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_the_wheel_is_what_runs(wheel_venv: Path, tmp_path: Path) -> None:
+    code = "import turnout, turnout.cli.main; print(turnout.__file__)"
+    got = subprocess.run(
+        [str(wheel_venv / "bin" / "python"), "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=tmp_path,
+        check=True,
+    )
+    where = Path(got.stdout.strip())
+    assert "site-packages" in where.parts, where
+    assert not where.is_relative_to(ROOT / "turnout")
+    assert not list((wheel_venv / "lib").glob("python*/site-packages/__editable__*"))
+    for data in ("engine/crds", "demo/examples/emojivoto/mesh", "demo/examples/canary/linkerd"):
+        folder = where.parent / data
+        assert folder.is_dir() and not folder.is_symlink(), folder
+
+
+def test_version_and_python_dash_m(wheel_venv: Path, tmp_path: Path) -> None:
+    got = mesh(wheel_venv, "version", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert re.fullmatch(r"mesh \d+\.\d+\.\d+\S*\n", got.stdout)
+    other = subprocess.run(
+        [str(wheel_venv / "bin" / "python"), "-m", "turnout", "version"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=tmp_path,
+    )
+    assert other.stdout == got.stdout
+
+
+def test_validate_routes_explain_and_test(wheel_venv: Path, tmp_path: Path) -> None:
+    got = mesh(wheel_venv, "validate", "-f", str(EMOJIVOTO), cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert re.search(r"\d+ object\(s\) valid", got.stdout)
+
+    got = mesh(wheel_venv, "routes", "-f", str(EMOJIVOTO), cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert "HTTPRoute/emojivoto/web" in got.stdout
+
+    via = ("--via", "service/emojivoto/web:80", "--url", "http://web.emojivoto/")
+    got = mesh(wheel_venv, "routes", "explain", "-f", str(EMOJIVOTO), *via, "-H", "x-canary: true", cwd=tmp_path)  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert "web-v2" in got.stdout
+
+    contracts = sorted(str(p) for p in (EXAMPLES / "contracts").glob("*.yaml"))
+    got = mesh(wheel_venv, "test", "-f", str(EMOJIVOTO), *contracts, cwd=tmp_path)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert re.search(r"\b[1-9]\d* passed, 0 failed", got.stdout)
+
+
+def test_demo_offline(wheel_venv: Path, tmp_path: Path) -> None:
+    got = mesh(wheel_venv, "demo", "--offline", cwd=tmp_path)
+    assert got.returncode == 0, got.stdout[-2000:] + got.stderr[-2000:]
+    assert "$ mesh validate" in got.stdout
+    assert re.search(r"\b[1-9]\d* passed, 0 failed", got.stdout)
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def poll(url: str, *, until: float, want: int = 200) -> tuple[int, str]:
+    got = (0, "")
+    while time.monotonic() < until:
+        got = get(url)
+        if got[0] == want:
+            return got
+        time.sleep(0.05)
+    return got
+
+
+@contextlib.contextmanager
+def running(argv: list[str], *, cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def wait_line(log: Path, pattern: str, *, proc: subprocess.Popen[bytes], until: float) -> str:
+    while time.monotonic() < until:
+        m = re.search(pattern, log.read_text(errors="replace"), re.MULTILINE)
+        if m:
+            return m.group(1)
+        assert proc.poll() is None, log.read_text(errors="replace")
+        time.sleep(0.05)
+    raise AssertionError(f"no {pattern!r} in:\n{log.read_text(errors='replace')}")
+
+
+def test_serve_dir_reaches_ready_with_a_table(wheel_venv: Path, tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    shutil.copytree(EMOJIVOTO, manifests)
+    argv = [str(wheel_venv / "bin" / "mesh"), "serve", "--dir", str(manifests)]
+    argv += ["--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+    log = tmp_path / "serve.log"
+    until = time.monotonic() + TIMEOUT_S
+    with running(argv, cwd=tmp_path, log=log) as proc:
+        admin = wait_line(log, r"^admin listening on (\S+)$", proc=proc, until=until)
+        status, body = poll(f"http://{admin}/ready", until=until)
+        assert status == 200 and body.startswith("ok version="), (status, body)
+        status, table = get(f"http://{admin}/debug/table")
+        assert status == 200
+        assert "httproute/emojivoto/web" in table
+
+
+ROUTED = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec: {{ports: [{{port: 80}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-v2, namespace: shop}}
+spec: {{ports: [{{port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-v2-1
+  namespace: shop
+  labels: {{kubernetes.io/service-name: web-v2}}
+addressType: IPv4
+ports: [{{port: {port}}}]
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: shop}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: web, port: 80}}]
+  rules:
+  - backendRefs: [{{name: web-v2, port: 80}}]
+"""
+
+
+class _Backend(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"web-v2 saw {self.path}".encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_proxy_f_answers_a_routed_request(wheel_venv: Path, tmp_path: Path) -> None:
+    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    try:
+        routes = tmp_path / "routes.yaml"
+        routes.write_text(ROUTED.format(port=backend.server_address[1]))
+        outbound, admin = free_port(), free_port()
+        argv = [str(wheel_venv / "bin" / "mesh"), "proxy", "-f", str(routes)]
+        argv += ["--namespace", "shop", "--outbound", f"127.0.0.1:{outbound}"]
+        argv += ["--admin", f"127.0.0.1:{admin}"]
+        until = time.monotonic() + TIMEOUT_S
+        with running(argv, cwd=tmp_path, log=tmp_path / "proxy.log") as proc:
+            status, _ = poll(f"http://127.0.0.1:{admin}/ready", until=until)
+            assert status == 200, (tmp_path / "proxy.log").read_text()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{outbound}/hello", headers={"Host": "web.shop"}
+            )
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                assert resp.status == 200
+                assert resp.read() == b"web-v2 saw /hello"
+            assert proc.poll() is None
+    finally:
+        backend.shutdown()
+        backend.server_close()
+
+
+@pytest.mark.parametrize("missing", ["validate", "routes", "proxy"])
+def test_a_missing_file_is_one_line_not_a_traceback(
+    wheel_venv: Path, tmp_path: Path, missing: str
+) -> None:
+    got = mesh(wheel_venv, missing, "-f", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert got.returncode in (1, 2), got
+    assert "Traceback" not in got.stderr
+    assert "nope.yaml" in got.stderr

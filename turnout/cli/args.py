@@ -1,0 +1,97 @@
+"""The parser's shared parts: one-line usage errors, value checks, the `-n` flag, the exit
+codes in `--help`.
+
+```
+argv ─> MeshParser.parse_args ─┬─> Namespace ─> the command
+                               └─> a bad flag or value: UsageError("mesh demo: argument
+                                   --rps: must be > 0, got 0; see 'mesh demo --help'")
+                                   ─> main prints "error: ..." and exits 2
+```
+
+argparse's own `error()` prints the whole usage block and exits from inside `parse_args`;
+`MeshParser` raises `UsageError` instead, so a mistake is one line on stderr and `main`
+decides the exit code, the same way for a bad flag as for a bad value a command finds.
+The `type=` checks here run at parse time (`--rps 0`, `--workers 0`, `--admin nohost`) so a
+command never starts on a value it cannot use. Standard library only: `mesh tap` and
+`mesh proxy` import this and must stay light.
+
+Not here: what a value means (addresses are parsed by the proxy's `Address`, vias by
+`cli.offline`); the exit code constants (`cli.output`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+from turnout.cli.errors import UsageError
+
+EXIT_CODES_HELP = """\
+exit codes (every command):
+  0  ok
+  1  findings: invalid manifests, failed contract cases, a proxy that cannot be reached
+  2  usage or load errors: a bad flag or value, a missing or unreadable file, no objects
+     in the input, manifests a command cannot run on, a --via or --gateway not in them"""
+
+
+class MeshParser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose errors are one `UsageError` line, with the exit codes as the
+    epilog of every `--help` (subparsers are made of the same class)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("epilog", EXIT_CODES_HELP)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}; see '{self.prog} --help'")
+
+
+N = TypeVar("N", int, float)
+
+
+def _checked(kind: Callable[[str], N], test: Callable[[N], bool], want: str) -> Callable[[str], N]:
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"want a number {want}, got {text!r}") from None
+        if not (math.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text}")
+        return value
+
+    return parse
+
+
+positive_float = _checked(float, lambda v: v > 0, "> 0")
+"""``--rps``, ``--interval``, ``--duration``, ``--step-seconds``: a finite number > 0."""
+positive_int = _checked(int, lambda v: v >= 1, ">= 1")
+"""``--workers``: a whole number >= 1."""
+non_negative_int = _checked(int, lambda v: v >= 0, ">= 0")
+"""``--max-rps``, ``--limit``: a whole number >= 0 (0: no limit)."""
+
+
+def host_port(text: str) -> str:
+    """``HOST:PORT`` (``:PORT`` means 127.0.0.1; port 0 asks for any free port), checked and
+    returned as written."""
+    _, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"want HOST:PORT (port 0..65535), got {text!r}")
+    return text
+
+
+def workload(text: str) -> str:
+    """``KIND/NAME`` (``deployment/web``): the metrics' workload label and the node id."""
+    kind, slash, name = text.partition("/")
+    if not (kind and slash and name) or "/" in name:
+        raise argparse.ArgumentTypeError(f"want KIND/NAME (deployment/web), got {text!r}")
+    return text
+
+
+def add_namespace(
+    p: argparse.ArgumentParser, *, help: str, default: str | None = "default"
+) -> None:
+    """``-n/--namespace`` as kubectl has it (default ``default``)."""
+    p.add_argument("-n", "--namespace", default=default, metavar="NS", help=help)

@@ -1,0 +1,256 @@
+"""The control plane: a source's snapshot -> compile off the loop -> last good -> publish -> status.
+
+```
+DirectorySource  ── DirectorySnapshot (the watched directory, its incremental compiler) ─┐
+KubernetesSource ── ResourceSnapshot (parsed objects, route status written back) ───────┤
+                                                                                        v
+ControlPlane.apply(snapshot)      one at a time, in the order they come
+   asyncio.to_thread(snapshot.compile) ─ raises ─> log, keep serving the last good table,
+        │ CompiledInputs(result, diagnostics, rejected)      status.error, a rejected change
+        v
+   publish(table) -> version         (AdsServer.publish: an equal table is not a new version)
+   snapshot.write_status(result)     (Kubernetes: routes' status.parents; a directory: none)
+   status: PlaneStatus               what /debug/diagnostics and `mesh routes` show
+   metrics: PlaneMetrics             versions, changes, rejected changes, compile seconds
+```
+
+Both sources take this one path. What a source rejects is per input, as the API server
+rejects one bad object and accepts the rest: a file (or object) with errors is `Rejected`
+by the compile, with its errors, and every other input is published. A change is applied in
+full when nothing was rejected; `last_good_version` is the version of the last such change.
+A compile that fails outright (an unreadable directory, a bug) publishes nothing.
+
+Deliberately not here: watching (`engine.sources`), serving xDS (`engine.server`), HTTP
+(`engine.server.admin`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from turnout.engine.compile import CompileResult
+from turnout.engine.diagnostics import Diagnostic, Severity
+from turnout.engine.errors import MeshError
+from turnout.engine.ir import RouteTable
+from turnout.engine.metrics import Counter, Family, Gauge, Histogram
+from turnout.engine.model import Resources
+from turnout.engine.pipeline import CompiledInputs, Rejected, compile_snapshot
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[RouteTable], int]
+"""Hands a table to the xDS server; returns the version it got (`AdsServer.publish`)."""
+
+WriteStatus = Callable[[CompileResult], Awaitable[object]]
+
+
+class Snapshot(Protocol):
+    """What a source hands the control plane: something to compile, and where status goes."""
+
+    @property
+    def origin(self) -> str:
+        """For logs: ``directory DIR``, ``kubernetes``."""
+        ...
+
+    def compile(self) -> CompiledInputs:
+        """Load, validate and compile (blocking: the control plane calls it in a thread)."""
+        ...
+
+    async def write_status(self, result: CompileResult) -> None:
+        """After a publish: route status back to where the objects came from."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceSnapshot:
+    """Objects already parsed (the Kubernetes source's snapshot)."""
+
+    resources: Resources
+    diagnostics: tuple[Diagnostic, ...] = ()
+    origin: str = "kubernetes"
+    writer: WriteStatus | None = None
+
+    def compile(self) -> CompiledInputs:
+        return compile_snapshot(self.resources, self.diagnostics)
+
+    async def write_status(self, result: CompileResult) -> None:
+        if self.writer is not None:
+            await self.writer(result)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaneStatus:
+    """What the admin endpoints and `mesh routes` show."""
+
+    changes: int = 0
+    """Snapshots taken (the first one included), applied or not."""
+    version: int | None = None
+    """Version `publish` gave the table being served; None = no table yet."""
+    result: CompileResult | None = None
+    """The compile being served; None = none yet."""
+    diagnostics: tuple[Diagnostic, ...] = ()
+    """Diagnostics of the last change's compiled inputs (warnings, infos); () if it failed."""
+    rejected: tuple[Rejected, ...] = ()
+    """What the last change held back, each with why (see `Rejected.kept`)."""
+    error: str | None = None
+    """Why the last change failed outright (nothing published); None = it did not."""
+    last_good_version: int | None = None
+    """Version of the last change applied in full (nothing rejected); None = none yet."""
+    changed_at: float | None = None
+    """Wall-clock time (seconds since the epoch) of the last change; None = never."""
+
+    @property
+    def applied(self) -> bool:
+        """The last change was applied in full."""
+        return self.changes > 0 and self.error is None and not self.rejected
+
+
+@dataclass(slots=True)
+class PlaneMetrics:
+    """Counted where the compiles happen; the versions are read at scrape time."""
+
+    changes: Counter = field(
+        default_factory=lambda: Counter(
+            "turnout_control_plane_changes_total", "Source snapshots taken (applied or not)."
+        )
+    )
+    rejected: Counter = field(
+        default_factory=lambda: Counter(
+            "turnout_control_plane_rejected_changes_total",
+            "Changes that held back an input (a file or object with errors) or failed outright.",
+        )
+    )
+    compile_seconds: Histogram = field(
+        default_factory=lambda: Histogram(
+            "turnout_control_plane_compile_duration_seconds",
+            "Load, validate and compile of one change, off the event loop.",
+        )
+    )
+
+    def families(self, status: PlaneStatus) -> list[Family]:
+        return [
+            Gauge(
+                "turnout_control_plane_table_version",
+                "Version of the table being served (0 = none yet).",
+                samples={(): status.version or 0},
+            ),
+            Gauge(
+                "turnout_control_plane_last_good_version",
+                "Version of the last change applied in full, nothing rejected (0 = none yet).",
+                samples={(): status.last_good_version or 0},
+            ),
+            Gauge(
+                "turnout_control_plane_rejected_inputs",
+                "Files or objects the last change held back (each keeps its last good "
+                "version or is left out).",
+                samples={(): len(status.rejected)},
+            ),
+            self.changes,
+            self.rejected,
+            self.compile_seconds,
+        ]
+
+
+class ControlPlane:
+    """Takes snapshots from a source, compiles them off the loop and publishes the tables."""
+
+    def __init__(self, *, publish: Publish, clock: Callable[[], float] = time.time) -> None:
+        self._publish = publish
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._status = PlaneStatus()
+        self.metrics = PlaneMetrics()
+
+    @property
+    def status(self) -> PlaneStatus:
+        return self._status
+
+    @property
+    def table(self) -> RouteTable | None:
+        """The table being served; None until one was published."""
+        result = self._status.result
+        return None if result is None else result.table
+
+    async def apply(self, snapshot: Snapshot) -> bool:
+        """Compile `snapshot` and publish its table; True when one was published."""
+        async with self._lock:  # applied in order, one at a time
+            return await self._apply(snapshot)
+
+    async def _apply(self, snapshot: Snapshot) -> bool:
+        prev = self._status
+        self.metrics.changes.inc()
+        started = time.monotonic()
+        try:
+            compiled = await asyncio.to_thread(snapshot.compile)
+        except (MeshError, OSError) as exc:
+            return self._failed(snapshot, f"{type(exc).__name__}: {exc}", level=logging.WARNING)
+        except Exception as exc:  # a bug: keep serving the last good table (STYLE §4)
+            log.error("compile crashed origin=%s", snapshot.origin, exc_info=True)
+            return self._failed(snapshot, f"internal error: {exc!r}", level=logging.ERROR)
+        finally:
+            self.metrics.compile_seconds.observe(time.monotonic() - started)
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        _log_findings(compiled.diagnostics, compiled.rejected)
+        version = self._publish(compiled.result.table)
+        full = not compiled.rejected
+        if not full:
+            self.metrics.rejected.inc()
+        self._status = PlaneStatus(
+            changes=prev.changes + 1,
+            version=version,
+            result=compiled.result,
+            diagnostics=compiled.diagnostics,
+            rejected=compiled.rejected,
+            last_good_version=version if full else prev.last_good_version,
+            changed_at=self._clock(),
+        )
+        log.info(
+            "change applied version=%d parents=%d rejected=%d elapsed_ms=%d origin=%s",
+            version,
+            len(compiled.result.table.parents),
+            len(compiled.rejected),
+            elapsed_ms,
+            snapshot.origin,
+        )
+        try:
+            await snapshot.write_status(compiled.result)
+        except Exception:
+            log.error("status write-back failed origin=%s", snapshot.origin, exc_info=True)
+        return True
+
+    def _failed(self, snapshot: Snapshot, error: str, *, level: int) -> bool:
+        prev = self._status
+        self.metrics.rejected.inc()
+        log.log(
+            level,
+            "change not applied, keeping the last good table version=%s origin=%s error=%s",
+            prev.version,
+            snapshot.origin,
+            error,
+        )
+        self._status = PlaneStatus(
+            changes=prev.changes + 1,
+            version=prev.version,
+            result=prev.result,
+            error=error,
+            last_good_version=prev.last_good_version,
+            changed_at=self._clock(),
+        )
+        return False
+
+
+def _log_findings(diagnostics: Sequence[Diagnostic], rejected: Sequence[Rejected]) -> None:
+    """Warnings once per change, each `file[doc] path: message (Reason)`."""
+    for d in diagnostics:
+        if d.severity is not Severity.INFO:
+            log.warning("manifest %s: %s", d.severity.value, d)
+    for r in rejected:
+        kept = "keeping its last good version" if r.kept else "left out"
+        log.warning("input rejected, %s file=%s errors=%d", kept, r.file, len(r.diagnostics))
+        for d in r.diagnostics:
+            log.warning("manifest %s: %s", d.severity.value, d)

@@ -1,0 +1,114 @@
+"""The control plane's admin port (aiohttp): health, metrics, the table it serves, its findings.
+
+```
+GET /live                       ok
+GET /ready                      200 "ok version=N" once a table is served, else 503
+GET /metrics                    Prometheus text: PlaneMetrics (versions, changes, rejected
+                                changes, compile seconds) + the ADS server's (clients by
+                                node, pushes, ACKs, NACKs by type URL)
+GET /debug/table                the served table and route status as YAML (`mesh routes -o yaml`)
+GET /debug/table?format=json    {"version", "table", "status"}: `render.to_data`, which
+                                `render.from_data` turns back into the IR (`mesh routes`)
+GET /debug/diagnostics          {"version", "last_good_version", "applied", "error",
+                                 "changes", "diagnostics", "rejected": [{file, kept,
+                                 diagnostics}]}: what the last change did and why
+```
+
+`start_admin` binds the port and names it when it cannot (`ControlPlaneError`). Everything
+here reads state the control plane and the ADS server already keep; nothing is computed
+per proxied request. Deliberately not here: the proxy's admin (`turnout.proxy.admin`).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from aiohttp import web
+
+from turnout.engine.errors import ControlPlaneError
+from turnout.engine.metrics import render
+from turnout.engine.plane import ControlPlane, PlaneStatus
+from turnout.engine.render import diagnostic_data, dump_json, dump_yaml, result_data, to_data
+from turnout.engine.server.ads import AdsServer
+
+log = logging.getLogger(__name__)
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+def diagnostics_data(status: PlaneStatus) -> dict[str, object]:
+    """What `/debug/diagnostics` answers."""
+    return {
+        "version": status.version,
+        "last_good_version": status.last_good_version,
+        "applied": status.applied,
+        "error": status.error,
+        "changes": status.changes,
+        "diagnostics": [diagnostic_data(d) for d in status.diagnostics],
+        "rejected": [
+            {
+                "file": r.file,
+                "kept": r.kept,
+                "diagnostics": [diagnostic_data(d) for d in r.diagnostics],
+            }
+            for r in status.rejected
+        ],
+    }
+
+
+def admin_app(plane: ControlPlane, server: AdsServer) -> web.Application:
+    async def live(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def ready(request: web.Request) -> web.Response:
+        if plane.table is None:
+            return web.Response(status=503, text="no valid table loaded yet\n")
+        return web.Response(text=f"ok version={server.version}\n")
+
+    async def metrics(request: web.Request) -> web.Response:
+        families = [*plane.metrics.families(plane.status), *server.metric_families()]
+        resp = web.Response(text=render(families))
+        resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        return resp
+
+    async def table(request: web.Request) -> web.Response:
+        st = plane.status
+        if st.result is None:
+            return web.Response(status=404, text="no valid table loaded yet\n")
+        if request.query.get("format") == "json":
+            data = {
+                "version": st.version,
+                "table": to_data(st.result.table),
+                "status": [to_data(s) for s in st.result.statuses],
+            }
+            return web.Response(text=dump_json(data), content_type="application/json")
+        text = dump_yaml(result_data(st.result.table, st.result.statuses, ()))
+        return web.Response(text=text, content_type="application/yaml")
+
+    async def diagnostics(request: web.Request) -> web.Response:
+        data = diagnostics_data(plane.status)
+        return web.Response(text=dump_json(data), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/live", live)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/debug/table", table)
+    app.router.add_get("/debug/diagnostics", diagnostics)
+    return app
+
+
+async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve `app` on `host:port` (0 = any free port); returns the runner and the bound port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ControlPlaneError(f"cannot listen on {host}:{port}: {why or exc}") from exc
+    bound = int(runner.addresses[0][1])
+    log.info("admin listening address=%s:%d", host, bound)
+    return runner, bound

@@ -1,0 +1,132 @@
+"""What the Kubernetes source lists and watches, and how one raw object becomes a model object.
+
+```
+WATCHED_KINDS: KindSpec(kind, group, version, plural, namespaced, parse)
+      │ path(ns, name)        /apis/GROUP/VERSION[/namespaces/NS]/PLURAL[/NAME]
+      v
+raw object (JSON) ──key──> (namespace, name)
+      │ parse_object          file ``k8s:<Kind>/<ns>/<name>``, doc 0 ──> engine.model
+      v
+(Loaded[Resource] | None, diagnostics)
+```
+
+`status_only_change` tells a route edit that matters (spec, labels, ...) from one that only
+moved its status or bookkeeping (`resourceVersion`, `managedFields`): our own status write
+comes back on the watch, and recompiling for it would only feed the write-back loop.
+
+Deliberately not here: requests (`api.py`), the watch loop (`watching.py`), validation
+(schemas, CEL: the pipeline's job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from turnout.engine.config import POLICY_GROUP
+from turnout.engine.diagnostics import Diagnostic, SourcePos
+from turnout.engine.model import Document, Loaded, Resource, parse_document
+
+Raw = dict[str, Any]
+"""A JSON object as the API server sends it (narrowed only by `engine.model`)."""
+
+GW = "gateway.networking.k8s.io"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KindSpec:
+    """One watched collection."""
+
+    kind: str
+    group: str
+    """API group; "" = core."""
+    version: str
+    plural: str
+    namespaced: bool = True
+    parse: bool = True
+    """False: kept raw for an adapter (SMI), not run through `parse_document`."""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        """Collection (all namespaces) or object path."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if namespace and self.namespaced:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return f"{base}/{name}" if name else base
+
+
+WATCHED_KINDS: tuple[KindSpec, ...] = (
+    KindSpec(kind="HTTPRoute", group=GW, version="v1", plural="httproutes"),
+    KindSpec(kind="GRPCRoute", group=GW, version="v1", plural="grpcroutes"),
+    KindSpec(kind="Gateway", group=GW, version="v1", plural="gateways"),
+    KindSpec(
+        kind="GatewayClass", group=GW, version="v1", plural="gatewayclasses", namespaced=False
+    ),
+    KindSpec(kind="ReferenceGrant", group=GW, version="v1beta1", plural="referencegrants"),
+    KindSpec(kind="Service", group="", version="v1", plural="services"),
+    KindSpec(kind="EndpointSlice", group="discovery.k8s.io", version="v1", plural="endpointslices"),
+    KindSpec(kind="Namespace", group="", version="v1", plural="namespaces", namespaced=False),
+    KindSpec(
+        kind="FaultInjection", group=POLICY_GROUP, version="v1alpha1", plural="faultinjections"
+    ),
+    KindSpec(
+        kind="XBackendTrafficPolicy",
+        group="gateway.networking.x-k8s.io",
+        version="v1alpha1",
+        plural="xbackendtrafficpolicies",
+    ),
+    KindSpec(
+        # v1alpha1: what Flagger's linkerd provider writes, and our CRD's storage version
+        # (the SMI CRDs convert with strategy None, so this is how every object reads).
+        kind="TrafficSplit",
+        group="split.smi-spec.io",
+        version="v1alpha1",
+        plural="trafficsplits",
+    ),
+    KindSpec(
+        kind="HTTPRouteGroup",
+        group="specs.smi-spec.io",
+        version="v1alpha4",
+        plural="httproutegroups",
+    ),
+)
+"""Every kind the compiler (or the SMI adapter) reads, at the version we list it."""
+
+ROUTE_KINDS = {k.kind: k for k in WATCHED_KINDS if k.kind in ("HTTPRoute", "GRPCRoute")}
+
+
+def object_key(raw: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, name) of a raw object; "" for what is missing."""
+    meta = raw.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def parse_object(
+    spec: KindSpec, raw: Raw
+) -> tuple[Loaded[Resource] | None, tuple[Diagnostic, ...]]:
+    """One raw object as the model reads it, positioned at ``k8s:<Kind>/<ns>/<name>``."""
+    ns, name = object_key(raw)
+    where = f"{ns}/{name}" if spec.namespaced else name
+    doc = Document(pos=SourcePos(f"k8s:{spec.kind}/{where}", 0), raw=raw)
+    loaded, diags = parse_document(doc)
+    return loaded, tuple(diags)
+
+
+_VOLATILE_META = ("resourceVersion", "managedFields")
+
+
+def status_only_change(spec: KindSpec, old: Raw, new: Raw) -> bool:
+    """True when a route changed only in status (and bookkeeping): nothing to recompile."""
+    if spec.kind not in ROUTE_KINDS:
+        return False
+
+    def content(raw: Raw) -> Raw:
+        meta = {k: v for k, v in (raw.get("metadata") or {}).items() if k not in _VOLATILE_META}
+        return {**{k: v for k, v in raw.items() if k != "status"}, "metadata": meta}
+
+    return content(old) == content(new)

@@ -1,0 +1,425 @@
+r"""The Kubernetes source: list+watch what the compiler reads and publish snapshots.
+
+One guarded task per kind (``k8s-watch-<Kind>``) runs this state machine; a publisher task
+(``k8s-snapshots``) turns the per-kind stores into debounced snapshots.
+
+```
+        ┌─────────────── 410 Gone (HTTP status or ERROR event code 410) ──────────────┐
+        v                                                                              │
+  ──> LIST ──ok: store := items, rv := list rv──> WATCH(rv) ──event/BOOKMARK: rv := object rv
+       │ ^                                         │  ^ │
+       │ │                                         │  │ └─ stream ended (timeoutSeconds): WATCH(rv)
+       │ │                                         │  └─── transient (0/429/5xx, inactivity):
+       │ │                                         │       backoff "attempt #n/N", WATCH(rv)
+       │ │   COOLDOWN <── attempts exhausted, 401/403/other ──┘ (store kept, last known)
+       │ └──────┘
+       └─ 404 ──> MISSING (CRD not installed: logged once, store emptied, LIST again slowly)
+```
+
+Every request is retried on transient failures (`api.py`). A watch has a server-side `timeoutSeconds` and a client-side inactivity timeout that every line
+(event or bookmark) pushes back.
+
+Snapshots::
+
+    store[kind][(ns, name)] = raw --change--> dirty --debounce--> parse_document (cached per
+    object version, file ``k8s:<Kind>/<ns>/<name>``, doc 0) --> Resources + diagnostics
+    --> on_snapshot(resources, diagnostics)
+
+The first snapshot waits until every kind has listed once (or is known missing or failing),
+so the compiler never sees routes without their Services. A status-only change of a route
+(our own write-back, or another controller's) does not publish a snapshot: that would only
+feed the write-back loop. SMI kinds are kept raw (`Snapshot.unparsed`) for the SMI adapter.
+
+Deliberately not here: requests and retries (`api.py`), what is watched (`kinds.py`), status
+write-back (`status.py`, reached through `write_route_status`), and compiling (the control
+plane, `engine.plane`, takes each snapshot from `on_snapshot`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from turnout.engine import ir
+from turnout.engine.compile import CompileResult
+from turnout.engine.config import CONTROLLER_NAME
+from turnout.engine.diagnostics import Diagnostic, SourcePos, info, sorted_diagnostics
+from turnout.engine.model import Loaded, Resource, Resources
+from turnout.engine.plane import ControlPlane, ResourceSnapshot
+from turnout.engine.sources.k8s.api import (
+    DEFAULT_KUBERNETES_SETTINGS,
+    TEXT_ERROR_MAX,
+    KubernetesApi,
+    KubernetesApiError,
+    KubernetesSettings,
+    Sleep,
+    WatchExpired,
+)
+from turnout.engine.sources.k8s.kinds import (
+    ROUTE_KINDS,
+    WATCHED_KINDS,
+    KindSpec,
+    Raw,
+    object_key,
+    parse_object,
+    status_only_change,
+)
+from turnout.engine.sources.k8s.status import StatusWrite, StatusWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    version: int
+    """1, 2, 3 ... per published snapshot."""
+    resources: Resources
+    diagnostics: tuple[Diagnostic, ...]
+    """Schema findings of the objects (invalid ones are left out) and kinds not installed."""
+    unparsed: Mapping[str, tuple[Mapping[str, object], ...]]
+    """Raw objects of kinds kept for adapters (`TrafficSplit`, `HTTPRouteGroup`)."""
+
+
+OnSnapshot = Callable[[Resources, Sequence[Diagnostic]], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class _Entry:
+    raw: Raw
+    parsed: tuple[Loaded[Resource] | None, tuple[Diagnostic, ...]] | None = None
+
+
+@dataclass(slots=True)
+class _KindState:
+    spec: KindSpec
+    objects: dict[tuple[str, str], _Entry] = field(default_factory=dict)
+    resource_version: str | None = None
+    synced: bool = False
+    missing: bool = False
+
+
+class KubernetesSource:
+    """List+watch the API server and publish snapshots; write route status back.
+
+    `api_client` is a kubernetes `ApiClient` (see `api_client_from_environment`; tests pass
+    one pointed at a fake server). `on_snapshot(resources, diagnostics)` may be sync or
+    async; the latest snapshot, with the raw SMI objects, is also `self.latest`. `sleep` and
+    `rng` are the seams for backoff waits. Use ``async with`` or `start()`/`stop()`.
+    """
+
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        on_snapshot: OnSnapshot,
+        settings: KubernetesSettings = DEFAULT_KUBERNETES_SETTINGS,
+        kinds: Sequence[KindSpec] = WATCHED_KINDS,
+        controller_name: str = CONTROLLER_NAME,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        workers = len(kinds) + settings.status_concurrency + 2
+        self._api = KubernetesApi(
+            api_client, settings=settings, pool_size=workers, sleep=sleep, rng=rng
+        )
+        self._status = StatusWriter(
+            self._api, settings=settings, controller=controller_name, clock=clock
+        )
+        self._on_snapshot = on_snapshot
+        self._settings = settings
+        self._sleep = sleep
+        self._states = {k.kind: _KindState(k) for k in kinds}
+        self._dirty = asyncio.Event()
+        self._synced = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.latest: Snapshot | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> KubernetesSource:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start one watch task per kind and the publisher; returns at once."""
+        for state in self._states.values():
+            self._spawn(self._run_kind(state), f"k8s-watch-{state.spec.kind}")
+        self._spawn(self._publish(), "k8s-snapshots")
+
+    async def stop(self) -> None:
+        """Cancel every task and wait for it; then release the threads (the source, and
+        `write_route_status`, cannot be used after this)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._api.close()
+
+    def resource_version(self, kind: str) -> str | None:
+        """The last resourceVersion seen for `kind` (from a list, an event or a bookmark)."""
+        return self._states[kind].resource_version
+
+    async def write_route_status(self, statuses: Sequence[ir.RouteStatus]) -> list[StatusWrite]:
+        """Write Turnout's `status.parents` entries of each route (`status.py`)."""
+        return await self._status.write_route_status(statuses)
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(_guard(coro, name), name=name))
+
+    # ---------------------------------------------------------------- list + watch
+
+    async def _run_kind(self, state: _KindState) -> None:
+        spec = state.spec
+        while True:
+            try:
+                await self._list(state)
+                await self._watch(state)
+            except WatchExpired:
+                log.info(
+                    "watch expired kind=%s rv=%s; relisting", spec.kind, state.resource_version
+                )
+            except KubernetesApiError as exc:
+                if exc.status == 404:
+                    await self._missing(state)
+                    continue
+                log.error(
+                    "kind failed kind=%s: %s; relisting in %.0fs",
+                    spec.kind,
+                    exc,
+                    self._settings.cooldown_s,
+                )
+                self._mark_synced(state)
+                await self._sleep(self._settings.cooldown_s)
+
+    async def _missing(self, state: _KindState) -> None:
+        if not state.missing:
+            log.warning(
+                "kind not installed kind=%s api=%s; retrying every %.0fs",
+                state.spec.kind,
+                state.spec.api_version,
+                self._settings.missing_kind_retry_s,
+            )
+        state.missing = True
+        if state.objects:
+            state.objects = {}
+            self._dirty.set()
+        self._mark_synced(state)
+        await self._sleep(self._settings.missing_kind_retry_s)
+
+    async def _list(self, state: _KindState) -> None:
+        spec = state.spec
+        items: dict[tuple[str, str], _Entry] = {}
+        token = ""
+        while True:
+            query = [("limit", str(self._settings.page_size))]
+            if token:
+                query.append(("continue", token))
+            try:
+                page = await self._api.request("GET", spec.path(), query)
+            except KubernetesApiError as exc:
+                if exc.status == 410:  # the continue token expired: start over
+                    raise WatchExpired from exc
+                raise
+            for raw in page.get("items") or ():
+                entry = self._entry(state, raw)
+                items[object_key(entry.raw)] = entry
+            meta = page.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            if not token:
+                break
+        if state.missing:
+            log.info("kind installed kind=%s api=%s", spec.kind, spec.api_version)
+            state.missing = False
+        state.resource_version = str(meta.get("resourceVersion") or "") or None
+        old = {k: e.raw["metadata"].get("resourceVersion") for k, e in state.objects.items()}
+        new = {k: e.raw["metadata"].get("resourceVersion") for k, e in items.items()}
+        if old != new:
+            state.objects = items
+            self._dirty.set()
+        log.info("listed kind=%s objects=%d rv=%s", spec.kind, len(items), state.resource_version)
+        self._mark_synced(state)
+
+    async def _watch(self, state: _KindState) -> None:
+        """Watch from the state's rv until an error that needs a relist (raised)."""
+        s = self._settings
+        failures = 0
+        while True:
+            query = [
+                ("watch", "true"),
+                ("allowWatchBookmarks", "true"),
+                ("resourceVersion", state.resource_version or ""),
+                ("timeoutSeconds", str(s.watch_timeout_s)),
+            ]
+            try:
+                stream = await self._api.open_watch(state.spec.path(), query)
+                try:
+                    while (line := await self._api.next_line(stream)) is not None:
+                        self._apply(state, line)
+                        failures = 0
+                finally:
+                    stream.abort()
+                log.debug("watch ended kind=%s rv=%s", state.spec.kind, state.resource_version)
+            except KubernetesApiError as exc:
+                if exc.status == 410:
+                    raise WatchExpired from exc
+                failures += 1
+                if not exc.transient or failures >= s.attempts:
+                    raise
+                await self._api.backoff(exc, failures)
+
+    def _apply(self, state: _KindState, line: bytes) -> None:
+        """Apply one watch line; raises `WatchExpired` on an ERROR event with code 410."""
+        try:
+            event = json.loads(line)
+            kind, obj = event["type"], event["object"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise KubernetesApiError(
+                f"bad watch line: {line[:TEXT_ERROR_MAX]!r}", status=0
+            ) from exc
+        if kind == "ERROR":
+            code = int(obj.get("code") or 0)
+            if code == 410:
+                raise WatchExpired
+            raise KubernetesApiError(f"watch error: {obj.get('message', '')}", status=code)
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind in ("ADDED", "MODIFIED"):
+            entry = self._entry(state, obj)
+            key = object_key(entry.raw)
+            old = state.objects.get(key)
+            state.objects[key] = entry
+            if old is None or not status_only_change(state.spec, old.raw, entry.raw):
+                self._dirty.set()
+        elif kind == "DELETED":
+            if state.objects.pop(object_key(obj), None) is not None:
+                self._dirty.set()
+        elif kind != "BOOKMARK":
+            log.debug("unknown watch event type=%s kind=%s", kind, state.spec.kind)
+        if rv:
+            state.resource_version = str(rv)
+        log.debug("watch event type=%s kind=%s rv=%s", kind, state.spec.kind, rv)
+
+    def _entry(self, state: _KindState, raw: Raw) -> _Entry:
+        # LIST items carry no apiVersion/kind; every parser needs them.
+        raw = {**raw, "apiVersion": state.spec.api_version, "kind": state.spec.kind}
+        raw.setdefault("metadata", {})
+        return _Entry(raw)
+
+    def _mark_synced(self, state: _KindState) -> None:
+        state.synced = True
+        if all(s.synced for s in self._states.values()):
+            self._synced.set()
+
+    # ---------------------------------------------------------------- snapshots
+
+    async def _publish(self) -> None:
+        await self._synced.wait()
+        self._dirty.set()  # the first snapshot, even when everything is empty
+        version = 0
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self._settings.debounce_s)
+            self._dirty.clear()
+            snapshot = await self._snapshot(version + 1)
+            version = snapshot.version
+            self.latest = snapshot
+            log.info(
+                "snapshot published version=%d objects=%d diagnostics=%d",
+                version,
+                len(snapshot.resources.objects),
+                len(snapshot.diagnostics),
+            )
+            try:
+                result = self._on_snapshot(snapshot.resources, snapshot.diagnostics)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("snapshot callback failed version=%d", version)
+
+    async def _snapshot(self, version: int) -> Snapshot:
+        todo = [
+            (state.spec, e)
+            for state in self._states.values()
+            if state.spec.parse
+            for e in state.objects.values()
+            if e.parsed is None
+        ]
+        # Parsing thousands of objects would stall the loop; only new versions are parsed.
+        results = await asyncio.to_thread(lambda: [parse_object(spec, e.raw) for spec, e in todo])
+        for (_, e), result in zip(todo, results, strict=True):
+            e.parsed = result
+        objects: list[Loaded[Resource]] = []
+        diags: list[Diagnostic] = []
+        unparsed: dict[str, tuple[Mapping[str, object], ...]] = {}
+        for state in self._states.values():
+            spec = state.spec
+            if state.missing:
+                msg = f"{spec.kind} ({spec.api_version}) is not installed in the cluster"
+                diags.append(info("KindNotInstalled", msg, SourcePos(f"k8s:{spec.kind}", 0)))
+            entries = [state.objects[k] for k in sorted(state.objects)]
+            if not spec.parse:
+                unparsed[spec.kind] = tuple(e.raw for e in entries)
+                continue
+            for e in entries:
+                if e.parsed is None:  # arrived while the others were parsed
+                    e.parsed = parse_object(spec, e.raw)
+                loaded, found = e.parsed
+                diags.extend(found)
+                if loaded is not None:
+                    objects.append(loaded)
+        return Snapshot(
+            version=version,
+            resources=Resources(tuple(objects)),
+            diagnostics=tuple(sorted_diagnostics(diags)),
+            unparsed=unparsed,
+        )
+
+    # ---------------------------------------------------------------- status write-back
+
+
+async def _guard(coro: Awaitable[None], name: str) -> None:
+    """Log a crash or an unexpected exit of a background task (kopf's `guard`)."""
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("task crashed task=%s", name)
+    else:
+        log.error("task exited unexpectedly task=%s", name)
+
+
+async def start_kubernetes_source(
+    plane: ControlPlane,
+    api_client: Any,
+    *,
+    settings: KubernetesSettings = DEFAULT_KUBERNETES_SETTINGS,
+) -> KubernetesSource:
+    """A started source whose every snapshot goes to `plane`, route status coming back to
+    the API server through the same source."""
+    source: KubernetesSource | None = None
+
+    async def write_status(result: CompileResult) -> None:
+        assert source is not None
+        # SMI TrafficSplits have no status subresource; only routes get status.
+        await source.write_route_status([s for s in result.statuses if s.route.kind in ROUTE_KINDS])
+
+    async def on_snapshot(resources: Resources, diagnostics: Sequence[Diagnostic]) -> None:
+        snapshot = ResourceSnapshot(
+            resources=resources, diagnostics=tuple(diagnostics), writer=write_status
+        )
+        await plane.apply(snapshot)
+
+    source = KubernetesSource(api_client, on_snapshot=on_snapshot, settings=settings)
+    await source.start()
+    return source

@@ -1,0 +1,150 @@
+"""The bytes of HTTP/1.1 heads: request heads for upstreams, status lines and the transport's
+own error answers. Pure functions and constants; no I/O, no connection state.
+
+```
+handler ──encode_forward_head(parsed request)──┐  a request going on as it came
+        ──encode_request_head(headers)─────────┼─► head bytes ─► UpstreamPool.send(head=...)
+        ──request_framing(method, body)────────┘  (its Content-Length / chunked lines)
+writer  ──STATUS_BYTES / status_line(status)──► the first line of a response head
+server  ──ERRORS[status] / error_response()───► a whole answer the transport makes itself
+                                                (400, 408, 431, 500...; then close)
+```
+
+Request heads drop the hop-by-hop and framing headers (`messages.HOP_BY_HOP`) they are
+given and take `framing` instead; values from the request parser are free of CR and LF
+already, anything else is checked in one scan of the whole head.
+
+Not here: response heads, whose lines depend on the exchange (HEAD, keep-alive, a request
+body still coming: `writer.ExchangeWriter`), and parsing (httptools, in `server` and
+`upstream`).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from turnout.proxy.transport.messages import (
+    HOP_BY_HOP,
+    HOP_BY_HOP_BYTES,
+    Address,
+    Headers,
+    RawPairs,
+)
+
+log = logging.getLogger(__name__)
+
+# -- requests -------------------------------------------------------------------------------
+
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
+_NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"host"}
+_NOT_FORWARDED_LENGTHS = frozenset(len(name) for name in _NOT_FORWARDED)
+
+
+def encode_request_head(
+    method: str,
+    target: str,
+    headers: Headers | tuple[tuple[str, str], ...],
+    *,
+    framing: str,
+    host: str | None = None,
+    endpoint: Address | None = None,
+    parsed: bool = False,
+) -> bytes:
+    """The request line and headers, hop-by-hop and framing headers replaced by `framing`
+    (already formatted lines, see `request_framing`). With `host`, that Host goes first and
+    any Host in `headers` is left out; else a request without one gets `endpoint`'s. Raises
+    `ValueError` for a CR or LF inside a header, unless `parsed` says that method, target,
+    headers and host all come from the request parser as they are (it refuses CR and LF
+    there already)."""
+    if host is None:
+        parts = [method, " ", target, " HTTP/1.1\r\n"]
+        lines = 2
+    else:
+        parts = [method, " ", target, " HTTP/1.1\r\nhost: ", host, "\r\n"]
+        lines = 3
+    has_host = host is not None
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            continue
+        if lname == "host":
+            if host is not None:
+                continue
+            has_host = True
+        parts += (name, ": ", value, "\r\n")
+        lines += 1
+    if not has_host and endpoint is not None:
+        parts.append(f"host: {endpoint[0]}:{endpoint[1]}\r\n")
+        lines += 1
+    parts += (framing, "\r\n")
+    head = "".join(parts)
+    if parsed:
+        return head.encode("latin-1")
+    # One C-level scan instead of a check per value: a CR/LF smuggled into a header value
+    # (or a method/target) would add lines and split the request.
+    if head.count("\n") != lines + framing.count("\n") or head.count("\r") != head.count("\n"):
+        raise ValueError("CR or LF inside the request line or a header")
+    return head.encode("latin-1")
+
+
+def encode_forward_head(
+    method: str, target: str, headers: RawPairs, *, host: str, framing: str
+) -> bytes:
+    """`encode_request_head` for a request going on as it came: `headers` as the request
+    parser gave them (bytes, already free of CR and LF), Host set to `host` (from the
+    parsed request too)."""
+    parts = [f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n{framing}".encode("latin-1")]
+    for name, value in headers:
+        if len(name) in _NOT_FORWARDED_LENGTHS and name.lower() in _NOT_FORWARDED:
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def request_framing(method: str, body: bytes | None, upgrade: str | None = None) -> str:
+    """The framing header lines of a request whose body is `body` (None: streamed, chunked),
+    or of an upgrade request, for `encode_request_head`."""
+    if upgrade is not None:
+        return f"connection: upgrade\r\nupgrade: {upgrade}\r\n"
+    if body is None:
+        return "transfer-encoding: chunked\r\n"
+    if not body and method in _BODYLESS_METHODS:
+        return ""
+    return f"content-length: {len(body)}\r\n"
+
+
+# -- responses ------------------------------------------------------------------------------
+
+STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
+"""Status code -> "HTTP/1.1 200 OK\\r\\n", for every code `http.HTTPStatus` names."""
+STATUS_BYTES = {code: line.encode() for code, line in STATUS_LINES.items()}
+NO_BODY_STATUS = frozenset({204, 304})
+"""Statuses that never carry a body (RFC 9110 §15.3.5, §15.4.5)."""
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def status_line(status: int) -> str:
+    """The status line of `status`, "Unknown" for a code without a name; `ValueError` for
+    a code outside 100..999."""
+    line = STATUS_LINES.get(status)
+    if line is None:
+        if not 100 <= status <= 999:
+            raise ValueError(f"invalid status code {status}")
+        line = f"HTTP/1.1 {status} Unknown\r\n"
+    return line
+
+
+def error_response(status: int) -> bytes:
+    """A whole answer the transport makes itself: the phrase as a text body, then close."""
+    phrase = HTTPStatus(status).phrase if status in STATUS_LINES else "Error"
+    body = f"{phrase}\n".encode()
+    return (
+        f"{status_line(status)}content-type: text/plain\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    ).encode() + body
+
+
+ERRORS = {s: error_response(s) for s in (400, 405, 408, 431, 500, 503)}
+"""The answers made most often, made once."""
