@@ -31,7 +31,7 @@ one. A retry the budget or the limit refuses makes no answer of its own: the las
 stands (its response, or the answer for its error). Redirects and upstream responses carry
 no `l5d-proxy-error`. Not here: Linkerd's ``l5d-proxy-connection: close`` (we keep the
 client's connection open), answers the transport makes for a malformed request head
-(400/431/408, `transport/server.py`).
+(400/431/408, `transport/heads.py`).
 """
 
 from __future__ import annotations
