@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TextIO
@@ -144,6 +142,11 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 
 def run_tap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`mesh tap`: print a proxy's tap stream (its admin `/tap`), one event per line."""
+    # Imported here for memory: urllib.request brings http.client and email (about 1 MB),
+    # which a proxy process never needs.
+    import urllib.parse
+    import urllib.request
+
     query = urllib.parse.urlencode(
         {
             "format": args.output,
