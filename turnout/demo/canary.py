@@ -17,17 +17,12 @@ loadgen ──> mesh proxy (outbound) ──TrafficSplit/HTTPRoute podinfo──
 mesh serve --dir <tmp>/manifests   prometheus (scrapes every proxy's /metrics each second)
 ```
 
-Subprocess entry points (started by the orchestrator, not meant to be run by hand)::
-
-    python -m turnout.demo.canary app --port N --version v2 [--ok-every K]
-    python -m turnout.demo.canary load --proxy HOST:PORT --host podinfo.test:9898 [--rps R]
-
+The app and the load generator it starts are `turnout.demo.podinfo`.
 Nothing here prints: `run` reports through the `say` callback the CLI gives it.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -40,16 +35,14 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
-from aiohttp import web
 
-from turnout.demo.lifecycle import setup_logging, stop_event
 from turnout.demo.orchestrate import (
     EXAMPLES as SHIPPED,
 )
@@ -61,6 +54,7 @@ from turnout.demo.orchestrate import (
     mesh_command,
     rewrite_endpoints,
 )
+from turnout.demo.podinfo import APEX_HOST, LOAD_RPS
 from turnout.viz.stats import RouteStats, inbound_stats, scrape_all
 
 log = logging.getLogger(__name__)
@@ -72,14 +66,12 @@ PROVIDERS = {"linkerd": "linkerd", "gatewayapi": "gatewayapi"}
 NAMESPACE = "test"
 TARGET = "podinfo"
 """The Canary's targetRef: the canary workload; the primary workload is ``podinfo-primary``."""
-APEX_HOST = "podinfo.test:9898"
 ROUTE_FILE = "30-route.yaml"
 """Where the current routing object goes in the watched directory."""
 OK_EVERY = 4
 """With `--fail`, the canary answers 200 to every 4th request only, 500 to the others: about
 25% success, far below 99% from the first check on (a milder rate can pass a check on a
 handful of requests by chance)."""
-LOAD_RPS = 40.0
 READY_TIMEOUT_S = 30.0
 
 # Flagger's built-in Linkerd queries (pkg/metrics/observers/linkerd.go), byte for byte.
@@ -292,7 +284,7 @@ class CanaryRun:
         self.apply(first)
         p, d = self.ports, self.demo
         mesh = mesh_command()
-        me = [sys.executable, "-m", "turnout.demo.canary"]
+        me = [sys.executable, "-m", "turnout.demo.podinfo"]
         xds = f"{HOST}:{p['xds']}"
         serve = await d.spawn(
             "serve", [*mesh, "serve", "--dir", str(d.manifests), "--xds", xds,
@@ -544,84 +536,3 @@ async def run(*, provider: str, fail: bool, step_seconds: float, say: Callable[[
         pids = " ".join(f"{n}={pid}" for n, pid, _ in results)
         say(f"stopped {len(results)} process(es): {pids}")
     return code
-
-
-# -- the subprocesses ----------------------------------------------------------------------------
-
-
-async def serve_app(*, port: int, version: str, ok_every: int) -> None:
-    """A podinfo-like app: ``GET /`` answers its version as JSON. With `ok_every` > 0 only
-    every `ok_every`-th request answers 200, the others 500 (``/ready`` always 200)."""
-    served = 0
-
-    async def handle(request: web.Request) -> web.Response:
-        nonlocal served
-        if request.path == "/ready":
-            return web.json_response({"status": "OK"})
-        served += 1
-        if ok_every and served % ok_every != 0:
-            return web.json_response({"error": "canary failure", "version": version}, status=500)
-        return web.json_response({"hostname": f"podinfo-{version}", "version": version})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, HOST, port).start()
-    log.info("podinfo %s on %s:%d (ok every %d)", version, HOST, port, ok_every)
-    try:
-        await stop_event().wait()
-    finally:
-        await runner.cleanup()
-
-
-async def load(*, proxy: str, host: str, rps: float) -> None:
-    """``GET /`` at `rps` through the outbound proxy with Host `host`, like Flagger's load tester."""
-    stop = stop_event()
-    sent = 0
-    in_flight: set[asyncio.Task[None]] = set()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-
-        async def one() -> None:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(f"http://{proxy}/", headers={"host": host}) as resp:
-                    await resp.read()
-
-        t0 = time.monotonic()
-        while not stop.is_set():
-            if len(in_flight) < 64:
-                task = asyncio.create_task(one())
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-            sent += 1
-            delay = t0 + sent / rps - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-        for task in in_flight:
-            task.cancel()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m turnout.demo.canary")
-    sub = p.add_subparsers(dest="what", required=True)
-    a = sub.add_parser("app")
-    a.add_argument("--port", type=int, required=True)
-    a.add_argument("--version", default="v1")
-    a.add_argument("--ok-every", type=int, default=0, help="fail all other requests")
-    lg = sub.add_parser("load")
-    lg.add_argument("--proxy", required=True)
-    lg.add_argument("--host", default=APEX_HOST)
-    lg.add_argument("--rps", type=float, default=LOAD_RPS)
-    args = p.parse_args(argv)
-    if args.what == "app":
-        setup_logging(f"podinfo-{args.version}")
-        asyncio.run(serve_app(port=args.port, version=args.version, ok_every=args.ok_every))
-    else:
-        setup_logging("loadtester")
-        asyncio.run(load(proxy=args.proxy, host=args.host, rps=args.rps))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
