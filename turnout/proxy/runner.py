@@ -69,6 +69,8 @@ class Proxy:
     servers: list[asyncio.Server] = field(default_factory=list)
     """The outbound listener first (when on), then the inbound one."""
     admin: AdminServer | None = None
+    gateway_missing: bool = False
+    """`--gateway` names a listener the last applied table lacks (said once, not per table)."""
 
     @property
     def ready(self) -> bool:
@@ -94,6 +96,26 @@ class Proxy:
             len(table.listeners),
             len(table.clusters),
         )
+        self._check_gateway(table)
+
+    def _check_gateway(self, table: RuntimeTable) -> None:
+        """With `--gateway`, say once when the table has no such Gateway listener (every
+        request then answers 404 unknown destination) and once when it comes back. With
+        `-f` the CLI refuses such a Gateway up front; over xDS only a table can tell."""
+        listener = self.config.gateway_listener()
+        if listener is None:
+            return
+        missing = listener not in table.listeners
+        if missing and not self.gateway_missing:
+            known = sorted(n for n in table.listeners if n.startswith("gateway/")) or ["none"]
+            log.warning(
+                "gateway listener not in the table gateway=%s gateways=%s",
+                self.config.gateway,
+                ",".join(known),
+            )
+        elif not missing and self.gateway_missing:
+            log.info("gateway listener in the table gateway=%s", self.config.gateway)
+        self.gateway_missing = missing
 
     def port_of(self, server: asyncio.Server) -> int:
         return int(server.sockets[0].getsockname()[1])
