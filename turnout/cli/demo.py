@@ -31,7 +31,8 @@ from turnout.cli import live, served, views
 from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_FAILED, EXIT_OK
 from turnout.demo import canary
-from turnout.demo.orchestrate import EXAMPLES, HOST, Demo, DemoError, mesh_command
+from turnout.demo.lifecycle import DemoError, started_unless_stopped
+from turnout.demo.orchestrate import EXAMPLES, HOST, Demo, mesh_command
 from turnout.viz import stats
 
 DEMO_MANIFESTS = "emojivoto"
@@ -131,16 +132,8 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         say(
             f"mesh demo: emojivoto on the embedded mesh, all on 127.0.0.1 (work dir {demo.workdir})"
         )
-        start = loop.create_task(demo.start())
-        stopping = loop.create_task(stop.wait())
-        await asyncio.wait({start, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not start.done():
-            start.cancel()
-            with contextlib.suppress(asyncio.CancelledError, DemoError):
-                await start
+        if not await started_unless_stopped(demo.start(), stop):
             return EXIT_OK
-        stopping.cancel()
-        start.result()
         for name, pid in demo.pids.items():
             say(f"started {name} pid={pid}")
         say(

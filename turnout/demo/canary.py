@@ -43,17 +43,9 @@ from typing import Any
 import aiohttp
 import yaml
 
-from turnout.demo.orchestrate import (
-    EXAMPLES as SHIPPED,
-)
-from turnout.demo.orchestrate import (
-    HOST,
-    Child,
-    Demo,
-    DemoError,
-    mesh_command,
-    rewrite_endpoints,
-)
+from turnout.demo.lifecycle import DemoError, started_unless_stopped
+from turnout.demo.orchestrate import EXAMPLES as SHIPPED
+from turnout.demo.orchestrate import HOST, Child, Demo, mesh_command, rewrite_endpoints
 from turnout.demo.podinfo import APEX_HOST, LOAD_RPS
 from turnout.viz.stats import RouteStats, inbound_stats, scrape_all
 
@@ -436,16 +428,8 @@ async def run(*, provider: str, fail: bool, step_seconds: float, say: Callable[[
     name = f"{TARGET}.{NAMESPACE}"
     try:
         say(f"work dir {r.demo.workdir}; canary app {f'FAILS all but 1 request in {OK_EVERY}' if fail else 'healthy'}")  # fmt: skip
-        start = loop.create_task(r.start(steps[0]))
-        stopping = loop.create_task(stop.wait())
-        await asyncio.wait({start, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not start.done():
-            start.cancel()
-            with contextlib.suppress(asyncio.CancelledError, DemoError):
-                await start
+        if not await started_unless_stopped(r.start(steps[0]), stop):
             return 0
-        stopping.cancel()
-        start.result()
         for child, pid in r.demo.pids.items():
             say(f"started {child} pid={pid}")
         say(

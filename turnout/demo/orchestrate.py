@@ -39,6 +39,7 @@ import aiohttp
 import yaml
 
 from turnout.demo import catalog
+from turnout.demo.lifecycle import DemoError
 from turnout.engine.server import bootstrap_config
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,6 @@ ROUTE_FILE = Path("mesh") / "30-web-route.yaml"
 WEB_HOST = f"web.{catalog.NAMESPACE}"
 SLICE_SERVICES = ("web-v1", "web-v2", "emoji", "voting", "voting-v2")
 """Services whose EndpointSlice gets this run's port."""
-
-
-class DemoError(RuntimeError):
-    """A child did not start, did not become ready or exited: the demo package's only
-    exception (no tree to draw). `mesh demo` prints it as one line plus the child's log
-    tail; the engine's and the proxy's trees never see it."""
 
 
 @dataclass(frozen=True, slots=True)
