@@ -145,7 +145,9 @@ def wait_line(log: Path, pattern: str, *, proc: subprocess.Popen[bytes], until: 
     raise AssertionError(f"no {pattern!r} in:\n{log.read_text(errors='replace')}")
 
 
-def test_serve_dir_reaches_ready_with_a_table(wheel_venv: Path, tmp_path: Path) -> None:
+def test_serve_dir_reaches_ready_with_a_table_mesh_routes_reads(
+    wheel_venv: Path, tmp_path: Path
+) -> None:
     manifests = tmp_path / "manifests"
     shutil.copytree(EMOJIVOTO, manifests)
     argv = [str(wheel_venv / "bin" / "mesh"), "serve", "--dir", str(manifests)]
@@ -159,6 +161,10 @@ def test_serve_dir_reaches_ready_with_a_table(wheel_venv: Path, tmp_path: Path) 
         status, table = get(f"http://{admin}/debug/table")
         assert status == 200
         assert "httproute/emojivoto/web" in table
+        got = mesh(wheel_venv, "routes", "--control-plane", admin, cwd=tmp_path)
+        assert got.returncode == 0, got.stderr
+        assert "HTTPRoute/emojivoto/web" in got.stdout
+        assert f"control plane {admin}: serving version" in got.stderr
 
 
 ROUTED = """\
