@@ -1,9 +1,10 @@
 """One listener's request path: from an incoming request to its `Call`, plus the mirrors.
 
 ```
-IncomingRequest ─ outbound: listener (the Gateway's, or the Service the Host header names;
-                  cached per Host) ─ decide() ─► Decision (none: 404) ─┐
-                ─ inbound: the local app, no routing ───────────────────┴─► Call (`call.py`)
+IncomingRequest ─ path normalized (`paths.py`; refused: 400) ─┐
+  ─ outbound: listener (the Gateway's, or the Service the Host header names; cached per
+    Host) ─ decide() ─► Decision (none: 404) ─┐
+  ─ inbound: the local app, no routing ────────┴─► Call (`call.py`)
   no body, no upgrade: Call.begin() in the parser's callback (no task, no await)
   a body: Call.run_with_body() (read up to the retry cap first); an upgrade: run_upgrade()
 Call ─ mirror(decision, ...) ─► copies to the mirror clusters: fire and forget, bounded
@@ -38,6 +39,7 @@ from turnout.proxy.call import NO_DECISION, Call
 from turnout.proxy.context import Direction, ProxyState
 from turnout.proxy.errors import UpstreamError
 from turnout.proxy.hosts import listener_for_host
+from turnout.proxy.paths import Refusal, normalize_request
 from turnout.proxy.telemetry import Exchange, Telemetry
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.messages import Headers, IncomingRequest, ResponseWriter
@@ -82,15 +84,24 @@ class Handler:
         the body, or sets up the tunnel, first otherwise (`serve_http`'s two modes)."""
         start = self.clock()
         state = self.state
+        refusal = normalize_request(req)  # before anything reads the path
         decision: Decision | None
         if self.direction == "inbound":
             assert self.app is not None
             ex = Exchange(self.telemetry, "inbound", req, None, start, self.app)
+            if refusal is not None:
+                self._refuse(ex, writer, refusal)
+                return None
             decision = NO_DECISION
         else:
             listener = self.listener or self._listeners.get(req.host, "")
             if listener == "":
                 listener = self._listener(req.host)
+            if refusal is not None:
+                self._refuse(
+                    Exchange(self.telemetry, "outbound", req, None, start), writer, refusal
+                )
+                return None
             decision = None if listener is None else state.table.decide(req, listener=listener)
             ex = Exchange(self.telemetry, "outbound", req, decision, start)
             if decision is None:
@@ -120,6 +131,13 @@ class Handler:
         got = listener_for_host(host, namespace=self.namespace) if host else None
         self._listeners[host] = got
         return got
+
+    def _refuse(self, ex: Exchange, writer: ResponseWriter, refusal: Refusal) -> None:
+        """The 400 of a path that cannot be normalized (`paths.py`), before any routing."""
+        answer = refusal.answer
+        ex.finish(answer.status)
+        writer.send(answer.status, answer.headers, answer.body)
+        writer.complete()
 
     def draw(self, per_million: int) -> bool:
         return per_million >= 1_000_000 or self.rng.random() * 1_000_000 < per_million

@@ -16,8 +16,10 @@ matchers, so the two cannot drift apart.
 Semantics: Exact is byte-for-byte; PathPrefix is element-wise (``/v2`` matches ``/v2``,
 ``/v2/`` and ``/v2/x``, never ``/v2example``); regexes use Python `re` with full-match
 semantics. Header names are case-insensitive and repeated headers are joined with ","; query
-names are case-sensitive and the first value counts. Nothing is normalised or decoded in the
-path. Only the conditions docs/xds.md produces are accepted; anything else is a `TableError`.
+names are case-sensitive and the first value counts. Requests arrive with normalized paths
+(`paths.py`), so Exact and prefix values are normalized the same way when compiled (a value
+that normalizes to nothing a request can have, such as ``/a%2Fb``, is a `TableError`).
+Only the conditions docs/xds.md produces are accepted; anything else is a `TableError`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Literal
 
 from turnout.proxy.actions import Decision
 from turnout.proxy.errors import TableError
+from turnout.proxy.paths import Refusal, normalize_any
 from turnout.proxy.request import MatchContext, RouteRequest
 
 log = logging.getLogger(__name__)
@@ -217,15 +220,25 @@ _UNSUPPORTED_MATCH_FIELDS = (
 )
 
 
+def _normal_value(value: str, *, where: str, field: str) -> str:
+    """A path the route matches, in the normal form requests are matched in (`paths.py`)."""
+    normal = normalize_any(value)
+    if isinstance(normal, Refusal):
+        raise TableError(where, field, f"{value!r} can never match: {normal.reason}")
+    return normal
+
+
 def _path_condition(match: Any, *, where: str) -> PathCondition:
     spec = match.WhichOneof("path_specifier")
     if spec == "path":
-        return PathCondition(kind="Exact", value=match.path)
+        value = _normal_value(match.path, where=where, field="match.path")
+        return PathCondition(kind="Exact", value=value)
     if spec == "prefix":
         value = match.prefix
-        if value == "/":
-            return PathCondition(kind="PathPrefix", value="/", with_slash="/")
         if value.startswith("/") and value.endswith("/") and not value.endswith("//"):
+            value = _normal_value(value, where=where, field="match.prefix")
+            if value == "/":
+                return PathCondition(kind="PathPrefix", value="/", with_slash="/")
             # Element-wise "below P" (paired with `path: P` by the translator).
             return PathCondition(
                 kind="PathPrefix", value=value[:-1], with_slash=value, below_only=True
@@ -241,6 +254,10 @@ def _path_condition(match: Any, *, where: str) -> PathCondition:
                 "match.path_separated_prefix",
                 f"must start and not end with '/', got {value!r}",
             )
+        value = _normal_value(value, where=where, field="match.path_separated_prefix")
+        value = value.rstrip("/")  # "/a/." is "/a/": the prefix "/a"
+        if not value:
+            return PathCondition(kind="PathPrefix", value="/", with_slash="/")
         return PathCondition(kind="PathPrefix", value=value, with_slash=value + "/")
     if spec == "safe_regex":
         pattern = match.safe_regex.regex

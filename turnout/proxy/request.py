@@ -8,18 +8,21 @@ RequestInfo / RouteRequest ──decide()──> Decision ──apply_request_fi
 ```
 
 `RequestInfo.headers` is either a tuple of ``(name, value)`` pairs or a case-insensitive
-multidict (aiohttp's `CIMultiDictProxy`, anything with `getall`). Nothing here reads bodies,
-decodes percent-escapes in the path or normalises it: Gateway API leaves path normalisation
-unspecified and the proxy matches the path as received.
+multidict (aiohttp's `CIMultiDictProxy`, anything with `getall`). A `RouteRequest`'s `path`
+is in normal form (`paths.py`: merged slashes, no dot segments, unreserved escapes decoded):
+the handler normalizes the proxy's requests before routing, and `RequestInfo` normalizes its
+own path when it is built (`refusal` says why a path cannot be). Nothing here reads bodies.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from urllib.parse import unquote
+
+from turnout.proxy.paths import Refusal, normalize_any
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ Headers = HeaderPairs | list[tuple[str, str]] | MultiHeaders
 
 class RouteRequest(Protocol):
     """What routing reads of a request: `RequestInfo`, or the proxy's `IncomingRequest`
-    (whose headers are decoded only if a route asks for them)."""
+    (whose headers are decoded only if a route asks for them). `path` is normalized
+    (`paths.normalize_path`): what routes, policies and the backend see alike."""
 
     @property
     def method(self) -> str: ...
@@ -56,18 +60,32 @@ class RouteRequest(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestInfo:
-    """One downstream request, as far as routing needs it."""
+    """One downstream request, as far as routing needs it (`mesh routes explain`, `mesh
+    test`): its path is normalized as the proxy normalizes the requests it receives."""
 
     method: str
     """Upper-case HTTP method token."""
     authority: str
     """Host header / ``:authority``, possibly with ``:port``."""
     path: str
-    """Path without the query string, exactly as received."""
+    """Path without the query string, normalized when built (`paths.normalize_any`); as
+    given when it is refused."""
     query: str = ""
-    """Raw query string without the leading ``?``; empty = none."""
+    """Raw query string without the leading ``?``; empty = none (never normalized)."""
     headers: Headers = ()
     """Request headers: ``(name, value)`` pairs in any case, or a case-insensitive multidict."""
+    raw_path: str = field(init=False, compare=False)
+    """The path as given."""
+    refusal: Refusal | None = field(init=False, compare=False)
+    """Why the proxy would answer 400 for this path; None: it routes the normalized one."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "raw_path", self.path)
+        normal = normalize_any(self.path)
+        refused = isinstance(normal, Refusal)
+        object.__setattr__(self, "refusal", normal if refused else None)
+        if not refused:
+            object.__setattr__(self, "path", normal)
 
     @classmethod
     def from_target(

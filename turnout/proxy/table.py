@@ -45,6 +45,7 @@ from turnout.proxy.explain import Explanation, explain_routes
 from turnout.proxy.hosts import HostIndex
 from turnout.proxy.index import RouteIndex
 from turnout.proxy.matching import CompiledRoute, PathCondition
+from turnout.proxy.paths import INVALID_PATH, Refusal
 from turnout.proxy.policies import unpack
 from turnout.proxy.request import RequestInfo, RouteRequest
 from turnout.proxy.routes import route_from_xds
@@ -62,6 +63,13 @@ NO_LISTENER = Decision(
     ),
 )
 """The listener is not in the table (no such Service port)."""
+
+
+def refused(refusal: Refusal) -> Decision:
+    """What a refused path gets, as a decision: the handler's 400 (`paths.py`)."""
+    action = DirectResponse(status=400, body=refusal.reason, cause=INVALID_PATH)
+    return Decision(route=None, action=action)
+
 
 _KNOWN_HTTP_FILTERS = frozenset({FAULT_FILTER, CORS_FILTER, ROUTER_FILTER})
 
@@ -303,7 +311,10 @@ class RuntimeTable:
         return cls.from_xds(groups[0], groups[1], clusters=groups[2], load_assignments=groups[3])
 
     def decide(self, request: RouteRequest, *, listener: str) -> Decision:
-        """The decision for `request` on `listener`; a 404 `DirectResponse` when nothing matches."""
+        """The decision for `request` on `listener`; a 404 `DirectResponse` when nothing matches.
+
+        The path is taken as normal (`paths.py`): the handler normalizes first, and a
+        `RequestInfo` with a `refusal` is its caller's to answer (`explain` does)."""
         hosts = self._listeners.get(listener)
         if hosts is None:
             return NO_LISTENER
@@ -314,7 +325,18 @@ class RuntimeTable:
         return NO_ROUTE if route is None else route.decision
 
     def explain(self, request: RequestInfo, *, listener: str) -> Explanation:
-        """Evaluate every route of the chosen virtual host; see `explain.py`."""
+        """Evaluate every route of the chosen virtual host; see `explain.py`. The request's
+        path is the normalized one; a refused path is explained as its 400."""
+        if request.refusal is not None:
+            return Explanation(
+                listener=listener,
+                authority=request.authority,
+                virtual_host=None,
+                host_reason=f"path {request.raw_path!r} refused before routing: "
+                f"{request.refusal.reason}",
+                verdicts=(),
+                winner=refused(request.refusal),
+            )
         lt = self.listeners.get(listener)
         if lt is None:
             return Explanation(
