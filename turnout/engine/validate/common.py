@@ -43,6 +43,10 @@ T = TypeVar("T")
 
 _FORBIDS = re.compile(r"must be nil|must not be specified|must not be used together|cannot contain")
 
+PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$")
+"""The characters Gateway API allows in a path (the CRD's rule on `matches[].path.value`):
+RFC 3986 pchars and "/", other bytes percent-encoded."""
+
 
 def reason_for(message: str) -> str:
     """The reason code of a CEL rule's failure, from its message.

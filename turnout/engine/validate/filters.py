@@ -7,15 +7,17 @@ filter_list_rules(filters, pos=...filters, members=FILTER_MEMBERS)
   '- per filter (pos=...filters[i]):
        union consistency (member for `type` set, other members absent)
        requestMirror: percent XOR fraction, numerator <= denominator, Service port
-       requestRedirect.path / urlRewrite.path: type <-> replaceFullPath / replacePrefixMatch
+       requestRedirect.path / urlRewrite.path: type <-> replaceFullPath / replacePrefixMatch,
+         and (ours, the CRD has no pattern) the value in the path characters of path matches
        cors: '*' alone in allowOrigins / allowMethods / allowHeaders; set uniqueness
        externalAuth (exp): protocol <-> grpc / http, Service port, set uniqueness
        header modifiers: set[] / add[] keyed by name, remove[] a set
 ```
 
 RequestMirror and ExtensionRef may repeat, as the CRD allows. The messages are the CRD's CEL
-messages (identical at rule and backendRef level). This module does not decide where a
-ReplacePrefixMatch filter may appear; that depends on the rule's matches (`validate.httproute`).
+messages (identical at rule and backendRef level); `PATH_VALUE` is worded as its path rule.
+This module does not decide where a ReplacePrefixMatch filter may appear; that depends on
+the rule's matches (`validate.httproute`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from turnout.engine.model.httproute import (
     HTTPRouteFilter,
 )
 from turnout.engine.validate.common import (
+    PATH_CHARS,
     backend_port_rule,
     rule_error,
     unique_names,
@@ -55,6 +58,10 @@ NOT_REPEATED = (
 """Filter types that may appear at most once in one filters list (the others may repeat)."""
 
 MIRROR_ONE_OF = "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter"
+PATH_VALUE = f"must only contain valid characters (matching {PATH_CHARS.pattern})"
+"""Turnout's rule for `replaceFullPath` / `replacePrefixMatch`: the CRD has no pattern for
+them (only maxLength), so a space, a NUL or a CR would reach the upstream request line or
+`Location`. The pattern is the one the CRD gives path matches; "" keeps its meaning."""
 FRACTION = "numerator must be less than or equal to denominator"
 
 
@@ -135,7 +142,8 @@ def mirror_rules(m: HTTPRequestMirrorFilter, pos: SourcePos) -> list[Diagnostic]
 
 
 def path_modifier_rules(p: HTTPPathModifier, pos: SourcePos) -> list[Diagnostic]:
-    """`type` names the one replacement field that is set (both directions)."""
+    """`type` names the one replacement field that is set (both directions); the value
+    must be a path a request line and a Location header can carry (`PATH_VALUE`)."""
     out: list[Diagnostic] = []
     checks = (
         ("ReplaceFullPath", "replaceFullPath", p.replace_full_path),
@@ -146,6 +154,8 @@ def path_modifier_rules(p: HTTPPathModifier, pos: SourcePos) -> list[Diagnostic]
             out.append(rule_error(f"{field} must be specified when type is set to '{kind}'", pos))
         if value is not None and p.type != kind:
             out.append(rule_error(f"type must be '{kind}' when {field} is set", pos))
+        if value and PATH_CHARS.match(value) is None:
+            out.append(rule_error(PATH_VALUE, pos.child(field)))
     return out
 
 

@@ -22,7 +22,6 @@ patterns, lengths) happened while parsing (`engine.model`); they are not repeate
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from turnout.engine.diagnostics import Diagnostic, SourcePos
@@ -36,6 +35,7 @@ from turnout.engine.model.httproute import (
 )
 from turnout.engine.model.kinds import Loaded
 from turnout.engine.validate.common import (
+    PATH_CHARS,
     Channel,
     backend_port_rule,
     duration_ms,
@@ -61,7 +61,6 @@ PREFIX_MATCH_MESSAGES = {
 }
 BACKEND_TIMEOUT = "backendRequest timeout cannot be longer than request timeout"
 
-_PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$")
 _EXACT_OR_PREFIX = "when type one of ['Exact', 'PathPrefix']"
 _PATH_RULES: tuple[tuple[str, Callable[[str], bool]], ...] = (
     (
@@ -77,9 +76,9 @@ _PATH_RULES: tuple[tuple[str, Callable[[str], bool]], ...] = (
     (f"must not end with '/..' {_EXACT_OR_PREFIX}", lambda v: not v.endswith("/..")),
     (f"must not end with '/.' {_EXACT_OR_PREFIX}", lambda v: not v.endswith("/.")),
     (
-        "must only contain valid characters (matching "
-        "^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$) for types ['Exact', 'PathPrefix']",
-        lambda v: _PATH_CHARS.match(v) is not None,
+        f"must only contain valid characters (matching {PATH_CHARS.pattern}) "
+        "for types ['Exact', 'PathPrefix']",
+        lambda v: PATH_CHARS.match(v) is not None,
     ),
 )
 PATH_TYPE = "type must be one of ['Exact', 'PathPrefix', 'RegularExpression']"
