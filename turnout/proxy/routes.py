@@ -10,7 +10,9 @@ Route ─┬─ match ───────────────────�
 
 The field meanings are the ones of docs/xds.md. What the contract does not produce and the
 proxy cannot honour (cluster_header, host_rewrite_header, a filename body ...) is a
-`TableError`, never silently ignored, so the control plane hears about it as a NACK.
+`TableError`, never silently ignored, so the control plane hears about it as a NACK; so is a
+rewrite, redirect or host value with a byte a request line or a header cannot carry (a
+space, CR, LF or NUL: `sendable`), whatever control plane sent it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,15 @@ log = logging.getLogger(__name__)
 
 REDIRECT_STATUS = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
 """RedirectAction.RedirectResponseCode -> HTTP status."""
+
+
+def sendable(value: str, *, where: str, field: str) -> str:
+    """`value`, which goes into a request line, a Host or a Location as it is: visible
+    ASCII only, so no space, CR, LF or NUL can split or end what it is written into
+    (RFC 9112 §3: the request line is three tokens; a header line ends at CRLF)."""
+    if value and not (value.isascii() and value.isprintable() and " " not in value):
+        raise TableError(where, field, f"{value!r} cannot be sent: want visible ASCII only")
+    return value
 
 
 def _metadata(route: Any, *, where: str) -> dict[str, Any]:
@@ -115,6 +126,8 @@ def _forward(ra: Any, meta: dict[str, Any], *, where: str) -> Forward:
                 raise TableError(
                     where, field.rstrip("."), "cluster_header/typed_per_filter_config unsupported"
                 )
+        host = cw.host_rewrite_literal if cw is not None else ""
+        sendable(host, where=where, field=f"{field}host_rewrite_literal")
         backends.append(
             Backend(
                 cluster=cluster,
@@ -129,7 +142,7 @@ def _forward(ra: Any, meta: dict[str, Any], *, where: str) -> Forward:
                 response_headers=header_mutation(cw, "response", where=where, field=field)
                 if cw
                 else NO_MUTATION,
-                host_rewrite=(cw.host_rewrite_literal or None) if cw else None,
+                host_rewrite=host or None,
             )
         )
     forward = Forward.of(tuple(backends))
@@ -145,14 +158,16 @@ def _path_plan(
 ) -> PathRewrite | None:
     """prefix_rewrite / regex_rewrite (and `full` = path_redirect) of a RouteAction/RedirectAction."""
     if full:
-        return FullPath(value=full)
+        return FullPath(value=sendable(full, where=where, field=f"{field}.path_redirect"))
     if owner.prefix_rewrite:
+        sendable(owner.prefix_rewrite, where=where, field=f"{field}.prefix_rewrite")
         if path.kind == "RegularExpression":
             raise TableError(where, f"{field}.prefix_rewrite", "needs a path or prefix match")
         prefix = path.value if path.kind == "Exact" else strip_trailing_slash(path.value)
         return PrefixReplace(prefix=prefix, replacement=strip_trailing_slash(owner.prefix_rewrite))
     if owner.HasField("regex_rewrite"):
         rr = owner.regex_rewrite
+        sendable(rr.substitution, where=where, field=f"{field}.regex_rewrite.substitution")
         pattern = compile_regex(
             rr.pattern.regex, where=where, field=f"{field}.regex_rewrite.pattern.regex"
         )
@@ -168,6 +183,8 @@ def _redirect(rd: Any, path: PathCondition, *, where: str) -> Redirect:
     status = REDIRECT_STATUS.get(rd.response_code)
     if status is None:
         raise TableError(where, "redirect.response_code", f"unknown {rd.response_code}")
+    sendable(rd.host_redirect, where=where, field="redirect.host_redirect")
+    sendable(rd.scheme_redirect, where=where, field="redirect.scheme_redirect")
     scheme = "https" if rd.https_redirect else (rd.scheme_redirect.lower() or None)
     full = rd.path_redirect if rd.WhichOneof("path_rewrite_specifier") == "path_redirect" else None
     return Redirect(
@@ -233,11 +250,12 @@ def route_from_xds(route: Any, *, position: int, where: str) -> CompiledRoute:
         if ra.HasField("auto_host_rewrite") and ra.auto_host_rewrite.value:
             raise TableError(where, "route.auto_host_rewrite", "unsupported")
         action = _forward(ra, meta, where=where)
+        host = sendable(ra.host_rewrite_literal, where=where, field="route.host_rewrite_literal")
         per_try = (
             optional_ms(ra.retry_policy, "per_try_timeout") if ra.HasField("retry_policy") else None
         )
         extra = {
-            "host_rewrite": ra.host_rewrite_literal or None,
+            "host_rewrite": host or None,
             "path_rewrite": _path_plan(ra, matcher.path, where=where, field="route", full=None),
             "mirrors": mirrors_from_xds(ra.request_mirror_policies, where=where),
             # docs/xds.md: `0s` = no deadline; an unset timeout is read the same way.
