@@ -133,6 +133,7 @@ def through_telemetry(runs: list[Script]) -> str:
             decision,
             clock.now,
             ENDPOINTS[s.endpoint] if s.inbound else None,
+            authority=HOST,
         )
         if not s.inbound:
             ex.backend(BACKENDS[s.backend])

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 Direction = Literal["inbound", "outbound"]
 Peer = Literal["src", "dst"]
 
+UNKNOWN_AUTHORITY: Final = "unknown"
+"""``authority`` of an outbound request whose Host names nothing in the table (no Service
+listener, no virtual host): one series for all of them, so clients cannot choose labels."""
 REQUEST_TIMEOUT: Final = "REQUEST_TIMEOUT"
 """``error`` value: the route's request timeout expired (Linkerd's policy-route error label)."""
 RESPONSE_HEADERS_TIMEOUT: Final = "RESPONSE_HEADERS_TIMEOUT"

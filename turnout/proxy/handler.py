@@ -2,9 +2,9 @@
 
 ```
 IncomingRequest ─ path normalized (`paths.py`; refused: 400) ─┐
-  ─ outbound: listener (the Gateway's, or the Service the Host header names; cached per
-    Host) ─ decide() ─► Decision (none: 404) ─┐
-  ─ inbound: the local app, no routing ────────┴─► Call (`call.py`)
+  ─ outbound: listener (the Gateway's, or the Service the Host header names) and metrics
+    authority, cached per Host ─ decide() ─► Decision (none: 404) ─┐
+  ─ inbound: the local app, no routing ─────────────────────────────┴─► Call (`call.py`)
   no body, no upgrade: Call.begin() in the parser's callback (no task, no await)
   a body: Call.run_with_body() (read up to the retry cap first); an upgrade: run_upgrade()
 Call ─ mirror(decision, ...) ─► copies to the mirror clusters: fire and forget, bounded
@@ -55,6 +55,9 @@ MAX_MIRRORS_IN_FLIGHT = 64
 MIRROR_TIMEOUT_MS = 10_000
 """A mirrored copy gives up after this long."""
 
+MAX_REMEMBERED_HOSTS = 4096
+"""Host headers whose listener and label a handler remembers (then it starts over)."""
+
 
 @dataclass(slots=True)
 class Handler:
@@ -72,12 +75,14 @@ class Handler:
     Service listener the Host header names, as a mesh proxy does."""
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.monotonic
-    _listeners: dict[str, str | None] = field(default_factory=dict)
+    _hosts: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+    """Host header -> (listener, metrics authority); see `_host`."""
     _mirrors: set[asyncio.Task[None]] = field(default_factory=set)
 
     def swap(self, state: ProxyState) -> None:
         """Atomic: requests already running keep the state they read."""
         self.state = state
+        self._hosts.clear()  # the metrics labels of hosts depend on the table
 
     def __call__(self, req: IncomingRequest, writer: ResponseWriter) -> Awaitable[None] | None:
         """Callback mode (returns None) for a request without a body; a coroutine that reads
@@ -88,22 +93,22 @@ class Handler:
         decision: Decision | None
         if self.direction == "inbound":
             assert self.app is not None
-            ex = Exchange(self.telemetry, "inbound", req, None, start, self.app)
+            ex = Exchange(self.telemetry, "inbound", req, None, start, self.app, authority=req.host)
             if refusal is not None:
                 self._refuse(ex, writer, refusal)
                 return None
             decision = NO_DECISION
         else:
-            listener = self.listener or self._listeners.get(req.host, "")
-            if listener == "":
-                listener = self._listener(req.host)
+            seen = self._hosts.get(req.host)
+            if seen is None:
+                seen = self._host(req.host, state)
+            listener, authority = seen
             if refusal is not None:
-                self._refuse(
-                    Exchange(self.telemetry, "outbound", req, None, start), writer, refusal
-                )
+                ex = Exchange(self.telemetry, "outbound", req, None, start, authority=authority)
+                self._refuse(ex, writer, refusal)
                 return None
             decision = None if listener is None else state.table.decide(req, listener=listener)
-            ex = Exchange(self.telemetry, "outbound", req, decision, start)
+            ex = Exchange(self.telemetry, "outbound", req, decision, start, authority=authority)
             if decision is None:
                 ex.finish(404)
                 writer.send(404, UNKNOWN_HOST.headers, UNKNOWN_HOST.body)
@@ -122,15 +127,17 @@ class Handler:
 
     # ----------------------------------------------------------------------- helpers
 
-    def _listener(self, host: str) -> str | None:
-        cached = self._listeners.get(host, "")
-        if cached != "":
-            return cached
-        if len(self._listeners) > 4096:
-            self._listeners.clear()
-        got = listener_for_host(host, namespace=self.namespace) if host else None
-        self._listeners[host] = got
-        return got
+    def _host(self, host: str, state: ProxyState) -> tuple[str | None, str]:
+        """(listener, metrics authority) for a Host header, remembered until the table
+        changes: the authority is the table's domain the Host matched, or "unknown"."""
+        if self.listener is not None:
+            listener: str | None = self.listener
+        else:
+            listener = listener_for_host(host, namespace=self.namespace) if host else None
+        if len(self._hosts) >= MAX_REMEMBERED_HOSTS:
+            self._hosts.clear()
+        seen = self._hosts[host] = (listener, state.table.authority_label(host, listener=listener))
+        return seen
 
     def _refuse(self, ex: Exchange, writer: ResponseWriter, refusal: Refusal) -> None:
         """The 400 of a path that cannot be normalized (`paths.py`), before any routing."""

@@ -6,6 +6,7 @@ Host header ──HostIndex.lookup───> virtual host:
                 1. exact domain            (a raw "name:port" dict first, to skip allocations)
                 2. "*.suffix" wildcards, longest suffix first
                 3. "*"
+Host header ──HostIndex.domain_for──> the domain it matched by (the metrics' `authority`)
 ```
 
 The port in the Host header is ignored (Gateway API §4: ``very.specific.com:1234`` matches
@@ -101,6 +102,23 @@ class HostIndex(Generic[T]):
                     return found
                 i = host.find(".", i + 1)
         return self.any
+
+    def domain_for(self, authority: str) -> str | None:
+        """The domain `lookup` matches `authority` by, as indexed (lower case; ``*.SUFFIX``,
+        ``*``); None when none does. Bounded by the table, unlike the Host header itself, so
+        it can be a metric label."""
+        lowered = authority.lower()
+        if lowered in self.raw:
+            return lowered
+        host = strip_port(lowered)
+        if host in self.exact:
+            return host
+        i = host.find(".")
+        while i > 0:
+            if host[i:] in self.suffix:
+                return "*" + host[i:]
+            i = host.find(".", i + 1)
+        return None if self.any is None else "*"
 
 
 def listener_for_host(

@@ -21,9 +21,13 @@ Classification (legacy families): ``failure`` for 5xx, a gRPC status other than 
 ``error`` or no response at all; otherwise ``success`` (Linkerd's default response classes).
 What to call when is in `ProxyMetrics`'s docstring.
 
+No label is the client's choice: the outbound ``authority`` and route ``dst`` are the table's
+domain the Host matched, or ``unknown`` (`families.UNKNOWN_AUTHORITY`) when it names nothing
+in the table, so the series are bounded by the table; paths, methods and headers are never
+labels. The one exception is opt-in: `inbound_authority` (Linkerd's "unsafe" setting).
+
 Not here: locking (one event loop owns it), series expiry (Linkerd drops series idle for 10
-min; ours live until restart), a cap on the number of series (the outbound ``authority``
-label is as unbounded as Linkerd's).
+min; ours live until restart).
 """
 
 from __future__ import annotations
@@ -109,7 +113,9 @@ class ProxyMetrics:
             (k, v) for k, v in (("namespace", namespace), (workload_kind, workload_name), ("pod", pod)) if v
         )  # fmt: skip
         self._workload_labels = join_labels(self._workload)
-        self._inbound_authority = inbound_authority
+        self.inbound_authority = inbound_authority
+        """Inbound series carry ``authority`` (the Host as sent: unbounded, Linkerd's
+        "unsafe" setting)."""
         self.start_time = time.time() if start_time is None else start_time
         self._http: dict[tuple[object, ...], HttpKey] = {}
         self._routes: dict[tuple[str, str, str], RouteKey] = {}
@@ -141,7 +147,7 @@ class ProxyMetrics:
         dropped (Linkerd's cardinality default) and so are ``dst_*``."""
         if direction == "inbound":
             dst_namespace = dst_service = ""
-            if not self._inbound_authority:
+            if not self.inbound_authority:
                 authority = ""
         ck = (direction, authority, target_addr, dst_namespace, dst_service, tls, no_tls_reason)
         key = self._http.get(ck)

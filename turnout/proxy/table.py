@@ -42,6 +42,7 @@ from turnout.proxy.config import (
 )
 from turnout.proxy.errors import ShadowedRouteError, TableError
 from turnout.proxy.explain import Explanation, explain_routes
+from turnout.proxy.families import UNKNOWN_AUTHORITY
 from turnout.proxy.hosts import HostIndex
 from turnout.proxy.index import RouteIndex
 from turnout.proxy.matching import CompiledRoute, PathCondition
@@ -323,6 +324,14 @@ class RuntimeTable:
             return NO_ROUTE
         route = vh.index.lookup(request)
         return NO_ROUTE if route is None else route.decision
+
+    def authority_label(self, authority: str, *, listener: str | None) -> str:
+        """The metrics' ``authority`` of requests for `authority` on `listener`: the domain
+        its virtual host was chosen by (`HostIndex.domain_for`), or ``unknown`` when the
+        listener or the virtual host is not in this table. Per Host, not per request."""
+        hosts = None if listener is None else self._listeners.get(listener)
+        domain = None if hosts is None else hosts.domain_for(authority)
+        return UNKNOWN_AUTHORITY if domain is None else domain
 
     def explain(self, request: RequestInfo, *, listener: str) -> Explanation:
         """Evaluate every route of the chosen virtual host; see `explain.py`. The request's

@@ -11,6 +11,8 @@ Handler ── Exchange(telemetry, ...) ──> one per request (the Call report
    .abandon()                        the client left: the tries made still count
 ```
 
+The ``authority`` an `Exchange` is given is already bounded (the handler's, from the table:
+`RuntimeTable.authority_label`); it, not the Host header, keys every cache here.
 Label keys are cached by `ProxyMetrics`, so a request costs a few dictionary hits and
 integer increments; tap events are only built while someone is tapping. `finish` is
 idempotent: the first call counts, later ones are ignored. A request answered by its first
@@ -48,8 +50,8 @@ def _addr(addr: tuple[str, int]) -> str:
 
 
 MAX_CACHED_KEYS = 65_536
-"""Route key bundles cached (by host and route); past this the cache starts over, so
-clients sending arbitrary Host headers cannot grow it without bound."""
+"""Key bundles cached (by authority label and route or endpoint); past this a cache starts
+over. The labels are bounded by the table (`Exchange`'s `authority`), so this is a backstop."""
 
 
 class _RouteKeys:
@@ -69,6 +71,7 @@ class Telemetry:
     __slots__ = (
         "clock",
         "http_keys",
+        "inbound_authority",
         "metrics",
         "route_keys",
         "tallies",
@@ -85,15 +88,18 @@ class Telemetry:
         self.http_keys: dict[tuple[object, ...], HttpKey] = {}
         self.route_keys: dict[tuple[str, str, str, str], _RouteKeys] = {}
         self.tallies = metrics.tallies
+        self.inbound_authority = metrics.inbound_authority
 
     def http_key(self, ex: Exchange) -> HttpKey:
         ns, svc, _ = dst = ex.dst
-        ck = (ex.direction, ex.request.host, ex.target, dst)
+        ck = (ex.direction, ex.authority, ex.target, dst)
         key = self.http_keys.get(ck)
         if key is None:
+            if len(self.http_keys) > MAX_CACHED_KEYS:
+                self.http_keys.clear()
             key = self.http_keys[ck] = self.metrics.http(
                 direction=ex.direction,
-                authority=ex.request.host,
+                authority=ex.authority,
                 target_addr=ex.target,
                 dst_namespace=ns,
                 dst_service=svc,
@@ -103,7 +109,8 @@ class Telemetry:
     def keys_for(
         self, direction: Literal["inbound", "outbound"], host: str, decision: Decision
     ) -> _RouteKeys:
-        """The route-level keys of requests for `host` that reached `decision`'s route."""
+        """The route-level keys of requests for `host` (the authority label, not the Host
+        header) that reached `decision`'s route."""
         route = decision.route
         assert route is not None
         ck = (direction, host, route.rule, route.source)
@@ -140,6 +147,7 @@ class Exchange:
         "_done",
         "_keys",
         "_tried",
+        "authority",
         "decision",
         "direction",
         "dst",
@@ -160,10 +168,18 @@ class Exchange:
         decision: Decision | None,
         start: float,
         target: tuple[str, int] | None = None,
+        *,
+        authority: str,
     ) -> None:
         """`target`: where the request goes, when known from the start (inbound: the app;
-        default: the listener's address inbound, else set by `endpoint`)."""
+        default: the listener's address inbound, else set by `endpoint`). `authority`: the
+        ``authority`` (and route ``dst``) label, bounded by the table (outbound: the domain
+        the Host matched, or ``unknown``; inbound: the Host, kept only when the metrics
+        keep inbound authorities)."""
         self.owner = owner
+        if direction == "inbound" and not owner.inbound_authority:
+            authority = ""
+        self.authority = authority
         self.direction = direction
         self.request = request
         self.decision = decision
@@ -183,9 +199,9 @@ class Exchange:
         request's end (`finish`); `_COUNTED` once tries are counted one by one."""
         if decision is not None and decision.route is not None:
             route = decision.route
-            keys = owner.route_keys.get((direction, request.host, route.rule, route.source))
+            keys = owner.route_keys.get((direction, authority, route.rule, route.source))
             if keys is None:
-                keys = owner.keys_for(direction, request.host, decision)
+                keys = owner.keys_for(direction, authority, decision)
             self._keys = keys
         if owner.tap.active:
             self.publish("req")
@@ -269,7 +285,7 @@ class Exchange:
             and (keys is None or self._tried == status)
         ):
             # the plain path: answered by the first (only) try, or not routed (inbound)
-            ck = (self.direction, self.request.host, keys, self.target, self.dst, status)
+            ck = (self.direction, self.authority, keys, self.target, self.dst, status)
             tally = owner.tallies.get(ck)
             if tally is None:
                 tally = owner.metrics.plain_tally(
