@@ -117,7 +117,7 @@ class Handler:
         if req.upgrade is not None:
             return UpgradeCall(self, req, writer, ex, decision, state, None).run()
         call = Call(self, req, writer, ex, decision, state, None)
-        if not req.body.complete:
+        if not req.body.exhausted:
             return call.run_with_body()
         call.body = b""
         writer.on_cancel = call.cancel

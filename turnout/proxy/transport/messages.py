@@ -282,8 +282,16 @@ class RequestBody:
 
     @property
     def complete(self) -> bool:
-        """The whole body has been received from the client (it may still be buffered)."""
+        """The whole body has been received from the client (it may still be buffered:
+        a pipelined request's body often has arrived whole before its turn; `exhausted`
+        says whether anything is left to read)."""
         return self._stream.at_eof
+
+    @property
+    def exhausted(self) -> bool:
+        """Nothing is left to read: the request has no body, or it has all been read."""
+        stream = self._stream
+        return stream.at_eof and not stream.buffered
 
 
 class _Chunks:

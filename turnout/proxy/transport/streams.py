@@ -52,11 +52,11 @@ class BodyStream:
         "_pause",
         "_paused",
         "_resume",
-        "_size",
         "_timeout_error",
         "_timeout_s",
         "_waiter",
         "at_eof",
+        "buffered",
         "discarding",
         "on_first_read",
     )
@@ -73,7 +73,8 @@ class BodyStream:
     ) -> None:
         self._loop = loop
         self._chunks: deque[bytes] = deque()
-        self._size = 0
+        self.buffered = 0
+        """Bytes received and not read yet."""
         self.at_eof = False
         """The whole body has arrived (it may still be buffered)."""
         self._exc: BaseException | None = None
@@ -96,13 +97,13 @@ class BodyStream:
         if self.discarding or self._exc is not None:
             return
         self._chunks.append(data)
-        self._size += len(data)
+        self.buffered += len(data)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        if self._size > self._high and not self._paused:
+        if self.buffered > self._high and not self._paused:
             self._paused = True
             self._pause()
 
@@ -119,7 +120,7 @@ class BodyStream:
             return
         self._exc = exc
         self._chunks.clear()
-        self._size = 0
+        self.buffered = 0
         self._unpause()
         self._wake()
 
@@ -127,13 +128,13 @@ class BodyStream:
         """Drop what is buffered and whatever comes later (the consumer went away)."""
         self.discarding = True
         self._chunks.clear()
-        self._size = 0
+        self.buffered = 0
         self._unpause()
 
     @property
     def exhausted(self) -> bool:
         """The whole body has arrived and has been read."""
-        return self.at_eof and not self._chunks
+        return self.at_eof and not self.buffered
 
     # -- consumer side ---------------------------------------------------------------------
 
@@ -141,7 +142,7 @@ class BodyStream:
         """Put `data` back in front (after a read that went over a caller's limit)."""
         if data:
             self._chunks.appendleft(data)
-            self._size += len(data)
+            self.buffered += len(data)
 
     async def read_chunk(self) -> bytes:
         """The next chunk; b"" at the end of the body."""
@@ -153,8 +154,8 @@ class BodyStream:
                 return b""
             await self._wait()
         data = chunks.popleft()
-        self._size -= len(data)
-        if self._paused and self._size <= self._low:
+        self.buffered -= len(data)
+        if self._paused and self.buffered <= self._low:
             self._unpause()
         return data
 
