@@ -56,6 +56,7 @@ def example(cls: type[BaseException]) -> BaseException:
         "turnout.proxy.errors.ClientError": (400, "malformed body"),
         "turnout.proxy.errors.ListenError": ("outbound", "127.0.0.1", 4140, "address in use"),
         "turnout.proxy.errors.ShadowedRouteError": (3, "route 3 is shadowed by route 1"),
+        "turnout.proxy.transport.refusals.Refused": (400, "more than one Host header"),
     }
     kwargs: dict[str, dict[str, object]] = {
         "turnout.engine.errors.LoadError": {"file": "routes.yaml", "doc_index": 1},

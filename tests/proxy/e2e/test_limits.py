@@ -44,7 +44,7 @@ async def test_too_many_request_headers_are_answered_431(lab: Lab) -> None:
     [
         b"\x00\x01\x02 garbage\r\n\r\n",
         b"GET\r\n\r\n",
-        b"GET /echo HTTP/9.9\r\nhost: web\r\n\r\n",
+        b"GET /echo HTTP/1.9\r\nhost: web\r\n\r\n",
         b"GET /echo HTTP/1.1\r\nbad header\r\n\r\n",
         b"GET /e cho HTTP/1.1\r\nhost: web\r\n\r\n",
     ],

@@ -7,7 +7,8 @@ handler ──encode_forward_head(parsed request)──┐  a request going on a
         ──request_framing(method, body)────────┘  (its Content-Length / chunked lines)
 writer  ──STATUS_BYTES / status_line(status)──► the first line of a response head
 server  ──ERRORS[status] / error_response()───► a whole answer the transport makes itself
-                                                (400, 408, 431, 500...; then close)
+                                                (400, 408, 431, 501, 505, 500...; then
+                                                close), with `l5d-proxy-error`
 ```
 
 Request heads drop the hop-by-hop and framing headers (`messages.HOP_BY_HOP`) they are
@@ -136,15 +137,31 @@ def status_line(status: int) -> str:
     return line
 
 
+_CAUSES = {
+    400: "malformed request",
+    408: "request timeout",
+    431: "request header too large",
+    500: "unexpected error",
+    501: "transfer coding not implemented",
+    502: "upstream protocol error",
+    505: "http version not supported",
+}
+"""The `l5d-proxy-error` of the transport's own answers (other statuses: their phrase)."""
+
+
 def error_response(status: int) -> bytes:
-    """A whole answer the transport makes itself: the phrase as a text body, then close."""
-    phrase = HTTPStatus(status).phrase if status in STATUS_LINES else "Error"
-    body = f"{phrase}\n".encode()
+    """A whole answer the transport makes itself, then close: its cause in
+    `l5d-proxy-error` and as a text body, like the proxy's answers (`proxy/answers.py`)."""
+    cause = _CAUSES.get(status)
+    if cause is None:
+        cause = HTTPStatus(status).phrase.lower() if status in STATUS_LINES else "error"
+    body = f"{cause}\n".encode()
     return (
-        f"{status_line(status)}content-type: text/plain\r\ncontent-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
+        f"{status_line(status)}content-type: text/plain; charset=utf-8\r\n"
+        f"l5d-proxy-error: {cause}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
     ).encode() + body
 
 
-ERRORS = {s: error_response(s) for s in (400, 405, 408, 431, 500, 503)}
-"""The answers made most often, made once."""
+ERRORS = {s: error_response(s) for s in (400, 405, 408, 431, 500, 501, 502, 503, 505)}
+"""The transport's answers, made once: its refusals of a request head (400, 408, 431, 501,
+505, `refusals.py`) and a handler's failures (500, 502, or a `ClientError`'s status)."""

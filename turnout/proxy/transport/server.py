@@ -7,22 +7,24 @@ data_received ─► HttpRequestParser ─► on_url/on_header (head limits: 431
       │              │                  ─► IncomingRequest + ExchangeWriter ─► _start or queued
       │              └─► on_body ─► BodyStream ─► handler reads body (pause_reading above
       │                                            Limits.read_high_water)
-      ├─ malformed: 400; header timeout: 408 (answered after the requests before it)
+      ├─ refused (`refusals`): 400, 501, 505; header timeout: 408 (answered after the
+      │  requests before it, then close)
       └─ upgrade request: bytes after its head are held for the tunnel
 ```
 
 `HttpServerProtocol` is the reading half: its parser callbacks build each request as the
 head is parsed (the headers the transport itself reads, Host, Content-Length,
-Transfer-Encoding, Expect, Upgrade, Connection, are noted on the way, and headers stay
-undecoded bytes). The rest of a connection's life, one handler at a time, pipelining,
-timers and output, is `downstream.DownstreamConnection`, which it extends, and each
-answer's bytes are `writer.ExchangeWriter`'s. Connections are counted and reported through
-`ConnectionHooks`; `accept` is the place for the inbound policy check (who may connect;
-with TLS, the peer identity too): it runs once per connection before any byte is read.
+Transfer-Encoding, Expect, Upgrade, Connection, are noted and checked on the way, and
+headers stay undecoded bytes). The rest of a connection's life, one handler at a time,
+pipelining, timers and output, is `downstream.DownstreamConnection`, which it extends, and
+each answer's bytes are `writer.ExchangeWriter`'s. Connections are counted and reported
+through `ConnectionHooks`; `accept` is the place for the inbound policy check (who may
+connect; with TLS, the peer identity too): it runs once per connection before any byte is
+read.
 
 Deliberately not here: routing and everything else about what to answer (the handler's),
-HTTP/2, CONNECT (answered 400), request trailers (parsed and dropped), and the TLS setup itself (`ssl` is
-passed through to `loop.create_server`).
+HTTP/2, CONNECT (answered 400), request trailers (parsed and
+dropped), and the TLS setup itself (`ssl` is passed through to `loop.create_server`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ from turnout.proxy.transport.messages import (
     RequestBody,
     hook_open,
 )
+from turnout.proxy.transport.refusals import (
+    Refused,
+    check_transfer_coding,
+    check_version,
+    status_for,
+)
 from turnout.proxy.transport.streams import BodyStream
 from turnout.proxy.transport.writer import ExchangeWriter
 
@@ -55,10 +63,6 @@ log = logging.getLogger(__name__)
 _SPECIAL_LENGTHS = frozenset({4, 6, 7, 10, 14, 17})
 """Lengths of Host, Expect, Upgrade, Connection, Content-Length, Transfer-Encoding."""
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-
-
-class _HeadTooLarge(Exception):
-    """Raised from a parser callback: the request head is over a limit (431)."""
 
 
 class HttpServerProtocol(DownstreamConnection):
@@ -70,9 +74,9 @@ class HttpServerProtocol(DownstreamConnection):
         # the head being parsed
         self._url = b""
         self._headers: RawPairs = []
-        self._host = ""
+        self._host: str | None = None  # None: no Host header (yet)
         self._content_length: int | None = None
-        self._chunked = False
+        self._coding: bytes | None = None  # the Transfer-Encoding value
         self._expect = False
         self._connection = False
         self._upgrade: str | None = None
@@ -136,8 +140,7 @@ class HttpServerProtocol(DownstreamConnection):
             self._on_upgrade(data[exc.args[0] :])
             return
         except httptools.HttpParserError as exc:
-            too_large = isinstance(exc.__context__, _HeadTooLarge)
-            self._on_bad_input(431 if too_large else 400, exc)
+            self._on_parse_error(exc, data)
             return
         if fresh and info.requests == heads and not self.closed:
             self._arm(self.limits.header_timeout_ms, self._on_header_timeout)
@@ -147,6 +150,15 @@ class HttpServerProtocol(DownstreamConnection):
             self._head_raw += len(data)
             if self._head_raw > self.limits.max_header_bytes:
                 self._on_bad_input(431, None)
+
+    def _on_parse_error(self, exc: httptools.HttpParserError, data: bytes) -> None:
+        status = status_for(
+            exc,
+            data,
+            coding_seen=self._coding is not None,
+            version=self.parser.get_http_version(),
+        )
+        self._on_bad_input(status, exc)
 
     def eof_received(self) -> bool | None:
         # A client's FIN is taken as a disconnect, as nginx does (`proxy_ignore_client_abort
@@ -163,18 +175,17 @@ class HttpServerProtocol(DownstreamConnection):
             self._in_head = self._head_new = True
             self._url = url
             self._headers = []
-            self._host = ""
-            self._content_length = self._upgrade = None
-            self._chunked = self._expect = self._connection = False
+            self._host = self._content_length = self._upgrade = self._coding = None
+            self._expect = self._connection = False
             self._head_size = len(url)
             self._head_raw = 0
             if self._head_size > self._max_head:
-                raise _HeadTooLarge
+                raise Refused(431, "request target over max_header_bytes")
             return
         self._url += url
         self._head_size += len(url)
         if self._head_size > self._max_head:
-            raise _HeadTooLarge
+            raise Refused(431, "request target over max_header_bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
@@ -183,17 +194,21 @@ class HttpServerProtocol(DownstreamConnection):
         self._head_size = size
         headers = self._headers
         if size > self._max_head or len(headers) >= self._max_count:
-            raise _HeadTooLarge
+            raise Refused(431, "request head over max_header_bytes or max_header_count")
         n = len(name)
         if n in _SPECIAL_LENGTHS:
             # the headers the transport itself reads, noted as they are parsed
             lname = name.lower()
             if lname == b"host":
+                if self._host is not None:  # RFC 9112 §3.2: more than one Host is a 400
+                    raise Refused(400, "more than one Host header")
                 self._host = value.decode("latin-1")
             elif lname == b"content-length":
                 self._content_length = int(value)
             elif lname == b"transfer-encoding":
-                self._chunked = True
+                if self._coding is not None:  # nginx: a repeated Transfer-Encoding is a 400
+                    raise Refused(400, "more than one Transfer-Encoding header")
+                self._coding = value
             elif lname == b"expect":
                 self._expect = value.lower() == b"100-continue"
             elif lname == b"upgrade":
@@ -207,23 +222,32 @@ class HttpServerProtocol(DownstreamConnection):
         parser = self.parser
         headers = self._headers
         host = self._host
+        if host is None:
+            host = ""
         content_length = self._content_length
-        has_body = self._chunked or (content_length is not None and content_length > 0)
+        coding = self._coding
+        has_body = coding is not None or (content_length is not None and content_length > 0)
         expect = self._expect
         upgrade = self._upgrade
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+        keep_alive = parser.should_keep_alive()
+        # Only HTTP/1.1 (of the versions llhttp takes: 0.9, 1.0, 1.1, 2.0) keeps the
+        # connection without a Connection header asking so: the request is 1.1, which
+        # spares the parser's costly version string
+        if keep_alive and not self._connection:
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+            check_version(version)
+        if coding is not None:
+            check_transfer_coding(coding, version)
         if (upgrade is not None or method == "CONNECT") and parser.should_upgrade():
             if method == "CONNECT":
                 raise ValueError("CONNECT is not supported")  # 400 via the callback error
             has_body = False
         else:
             upgrade = None
-        keep_alive = parser.should_keep_alive()
-        # HTTP/1.0 keeps the connection only when asked with `Connection: keep-alive`: kept
-        # without a Connection header, the request is HTTP/1.1 (llhttp takes no other
-        # version), which spares the parser's costly version string
-        version = "1.1" if keep_alive and not self._connection else parser.get_http_version()
         target = self._url.decode("latin-1")
         path, _, query = target.partition("?")
         limits = self.limits

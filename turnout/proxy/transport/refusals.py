@@ -1,0 +1,102 @@
+"""What the listener refuses in a request head and with which status (RFC 9112, answered as
+nginx answers the same bytes).
+
+```
+server's parser callbacks ─ over a head limit ──────────────────────────► Refused(431)
+                          ─ a second Host ──────────────────────────────► Refused(400)
+                          ─ HTTP/0.9, HTTP/2.0 (any major but 1) ───────► Refused(505)
+   check_transfer_coding ─ a second Transfer-Encoding, or one in 1.0 ───► Refused(400)
+                          ─ a value other than `chunked` ───────────────► Refused(501)
+a httptools error ─ status_for(error, data, ...): a Refused's status; what llhttp itself
+                    rejects: 505 for a major version but 1 (and the HTTP/2 preface), 501 for
+                    a coding after `chunked` (400 in HTTP/1.0), 400 for anything else
+```
+
+Transfer codings: nginx accepts exactly `chunked` and answers 501 to every other value,
+`gzip, chunked` and `chunked, gzip` alike (RFC 9112 §6.1 lets a server refuse a coding it
+does not implement with 501; a proxy that does not decode codings must not forward a body
+whose length it cannot tell). The statuses' answers (with `l5d-proxy-error`) are
+`heads.ERRORS`.
+
+Not here: the parsing itself (httptools, `server`), Content-Length checks (llhttp refuses
+a bad or doubled one, and one beside Transfer-Encoding), what the answers look like.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """Raised from a parser callback: the request head is answered `status` and the
+    connection closed (httptools re-raises it as the `__context__` of its own error, and
+    no caller outside `server` sees it)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+# llhttp's reasons (`llhttp_get_error_reason`) for what it refuses itself
+_BAD_VERSION = "Invalid HTTP version"
+_H2_PREFACE = "Pause on PRI/Upgrade"  # "PRI * HTTP/2.0": an HTTP/2 connection preface
+_CODING_AFTER_CHUNKED = "Invalid `Transfer-Encoding` header value"
+_VERSION = re.compile(rb" HTTP/(\d)\.(\d)")
+
+
+def check_version(version: str) -> None:
+    """Refuse (505) a request that claims a version other than HTTP/1.0 and 1.1 (llhttp
+    takes 0.9 and 2.0 too): RFC 9110 §15.6.6, as nginx answers a major version above 1."""
+    if version != "1.1" and version != "1.0":
+        raise Refused(505, f"HTTP/{version} request on an HTTP/1 connection")
+
+
+def check_transfer_coding(value: bytes, version: str) -> None:
+    """Refuse a request's Transfer-Encoding unless it is `chunked` in HTTP/1.1: in 1.0
+    400 (RFC 9112 §6.1: a 1.0 message with one is faulty framing), any other coding 501."""
+    if version != "1.1":
+        raise Refused(400, "Transfer-Encoding in an HTTP/1.0 request")
+    if value.strip(b" \t").lower() != b"chunked":
+        raise Refused(501, f"transfer coding {value[:64]!r} not implemented")
+
+
+def status_for(error: Exception, data: bytes, *, coding_seen: bool, version: str) -> int:
+    """The status answering a request httptools could not parse from `data` (the bytes
+    of the failing `feed_data`): `coding_seen` says a Transfer-Encoding came before,
+    `version` is the parser's (only read for a coding llhttp rejects)."""
+    cause = error.__context__
+    if isinstance(cause, Refused):
+        return cause.status
+    reason = str(error)
+    if reason == _BAD_VERSION:
+        return _version_status(data)
+    if reason == _H2_PREFACE:
+        return 505
+    if reason == _CODING_AFTER_CHUNKED:
+        # llhttp stops at a coding after `chunked` (or at a second Transfer-Encoding)
+        # before the header reaches the callbacks: the answer check_transfer_coding gives
+        if coding_seen or version != "1.1":
+            return 400
+        return 501
+    return 400
+
+
+def _version_status(data: bytes) -> int:
+    """llhttp refused the version digits: 505 when its major is not 1, 400 for 1.2 to 1.9
+    (a minor version we do not take, not another protocol). The failing request line is
+    the first in `data` with a version other than 1.0 and 1.1; 400 if it is not there
+    (its "HTTP/" came in an earlier read)."""
+    for match in _VERSION.finditer(data):
+        major, minor = match.groups()
+        if major != b"1":
+            return 505
+        if minor not in (b"0", b"1"):
+            return 400
+    return 400
