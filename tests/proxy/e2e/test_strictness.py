@@ -1,13 +1,121 @@
 """RFC 9112 strictness through the whole proxy: heads nginx refuses are refused with
-`l5d-proxy-error` and never reach a backend."""
+`l5d-proxy-error` and never reach a backend, and an `Upgrade: h2c` request is routed as
+plain HTTP/1.1, never tunnelled on a backend's 101 (which would carry the connection's
+later requests past routing)."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import bounded
 from tests.proxy.e2e.manifests import SMOKE_ROUTE
+from tests.proxy.transport.helpers import read_response
+
+H2C = (
+    b"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+)
+
+
+class H2cBackend:
+    """A backend that takes an h2c upgrade when offered one (101, then it owns the
+    connection: whatever follows is `tunnelled`), and answers anything else 200."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self.tunnelled = b""
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                if b"\r\nupgrade: h2c" in head.lower():
+                    writer.write(b"HTTP/1.1 101 Switching Protocols\r\n")
+                    writer.write(b"connection: upgrade\r\nupgrade: h2c\r\n\r\n")
+                    while data := await reader.read(65536):
+                        self.tunnelled += data
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nx-backend: h2c\r\ncontent-length: 5\r\n\r\nplain")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> H2cBackend:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def _h2c_backend() -> AsyncIterator[H2cBackend]:
+    backend = await H2cBackend().start()
+    try:
+        yield backend
+    finally:
+        await backend.stop()
+
+
+@bounded(15)
+async def test_an_h2c_upgrade_is_routed_as_plain_http_and_never_tunnelled(lab: Lab) -> None:
+    v2 = await lab.backend("v2")
+    async with _h2c_backend() as h2c:
+        mesh = await lab.mesh({"web": [], "web-v1": [h2c.port], "web-v2": [v2]}, SMOKE_ROUTE)
+        reader, writer = await asyncio.open_connection("127.0.0.1", mesh.outbound)
+        try:
+            # the h2c request goes to web-v1; the next one, on the same connection, is
+            # routed by its own path to web-v2, not sent down a tunnel to web-v1
+            writer.write(
+                b"GET /h2c HTTP/1.1\r\nHost: web\r\n" + H2C + b"\r\n"
+                b"GET /v2/echo HTTP/1.1\r\nHost: web\r\n\r\n"
+            )
+            async with asyncio.timeout(5):
+                first = await read_response(reader)
+                second = await read_response(reader)
+        finally:
+            writer.close()
+    assert (first[0], first[1]["x-backend"], first[2]) == (200, "h2c", b"plain")
+    assert (second[0], second[1]["x-backend"]) == (200, "v2")
+    assert json.loads(second[2])["path"] == "/v2/echo"
+    assert len(h2c.heads) == 1 and h2c.tunnelled == b""
+    got = h2c.heads[0].lower()
+    assert b"upgrade" not in got and b"http2-settings" not in got
+
+
+@bounded(15)
+async def test_an_h2c_upgrade_with_a_body_reaches_the_backend_with_it(lab: Lab) -> None:
+    v1 = await lab.backend("v1")
+    mesh = await lab.mesh({"web": [], "web-v1": [v1]}, SMOKE_ROUTE)
+    status, headers, body = await mesh.get(
+        "web",
+        "/echo",
+        method="POST",
+        data=b"hello",
+        headers=[
+            ("Upgrade", "h2c"),
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("HTTP2-Settings", "AAMAAABk"),
+        ],
+    )
+    assert (status, headers["x-backend"]) == (200, "v1")
+    echo = json.loads(body)
+    assert echo["body"] == "hello"
+    assert "upgrade" not in echo["headers"] and "http2-settings" not in echo["headers"]
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """RFC 9112 strictness of the listener on request heads, answered as nginx answers the same
-bytes, each answer with `l5d-proxy-error` and the connection closed.
+bytes, each answer with `l5d-proxy-error` and the connection closed; and the h2c upgrade
+taken out of a request (as Envoy does), so it is served as plain HTTP/1.1.
 
 The handler here echoes what it was given (method, path, upgrade, headers and body), so a
 test sees what a request that got through looked like to the proxy's request path.
@@ -155,3 +156,95 @@ async def test_transport_answers_carry_l5d_proxy_error() -> None:
             reply = await raw(addr, b"\x00garbage\r\n\r\n")
     assert _answer(reply) == (400, "malformed request")
     assert reply.endswith(b"\r\n\r\nmalformed request\n")
+
+
+# -- h2c ---------------------------------------------------------------------------------
+
+H2C = b"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+
+
+def _seen(body: bytes) -> dict[str, object]:
+    seen: dict[str, object] = json.loads(body)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        (b"", b""),
+        (b"Content-Length: 5\r\n", b"hello"),
+        (b"Transfer-Encoding: chunked\r\n", CHUNKED_BODY),
+    ],
+    ids=["no-body", "content-length", "chunked"],
+)
+async def test_an_h2c_upgrade_is_served_as_plain_http_1_1(framing: bytes, body: bytes) -> None:
+    async with running(echo) as addr, connect(addr) as (reader, writer):
+        # the h2c request, then a pipelined one: both answered on this connection
+        writer.write(
+            b"POST /h2c HTTP/1.1\r\n"
+            + HOST
+            + H2C
+            + framing
+            + b"\r\n"
+            + body
+            + b"GET /next HTTP/1.1\r\n"
+            + HOST
+            + b"\r\n"
+        )
+        async with asyncio.timeout(5):
+            status, headers, got = await read_response(reader)
+            next_status, _, next_body = await read_response(reader)
+    assert status == 200 and "upgrade" not in headers
+    seen = _seen(got)
+    assert seen["path"] == "/h2c" and seen["upgrade"] is None
+    names = [n for n, _ in seen["headers"]]  # type: ignore[attr-defined]
+    assert "upgrade" not in names and "http2-settings" not in names
+    assert ["connection", "Upgrade, HTTP2-Settings"] not in seen["headers"]  # type: ignore[operator]
+    assert seen["body"] == ("hello" if body else "")
+    assert (next_status, _seen(next_body)["path"]) == (200, "/next")
+
+
+async def test_connection_keeps_the_tokens_that_are_not_h2c_ones() -> None:
+    async with running(echo) as addr, connect(addr) as (reader, writer):
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: H2C\r\nConnection: keep-alive, upgrade, "
+            b"http2-settings\r\nHTTP2-Settings: AAMAAABk\r\n\r\n"
+        )
+        async with asyncio.timeout(5):
+            _, _, got = await read_response(reader)
+    assert ["connection", "keep-alive"] in _seen(got)["headers"]  # type: ignore[operator]
+
+
+async def test_an_upgrade_offering_h2c_and_websocket_keeps_websocket_only() -> None:
+    async with running(echo) as addr, connect(addr) as (reader, writer):
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: h2c, websocket\r\n"
+            b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABk\r\n\r\n"
+        )
+        async with asyncio.timeout(5):
+            _, _, got = await read_response(reader)
+    seen = _seen(got)
+    assert seen["upgrade"] == "websocket"
+    assert "http2-settings" not in [n for n, _ in seen["headers"]]  # type: ignore[attr-defined]
+
+
+async def test_two_h2c_upgrades_in_a_row_are_both_served_plain() -> None:
+    one = b"GET /%d HTTP/1.1\r\n" + HOST + H2C + b"\r\n"
+    async with running(echo) as addr, connect(addr) as (reader, writer):
+        writer.write(one % 1 + one % 2)
+        async with asyncio.timeout(5):
+            paths = [_seen((await read_response(reader))[2])["path"] for _ in range(2)]
+    assert paths == ["/1", "/2"]
+
+
+async def test_a_bad_request_after_an_h2c_one_is_still_refused() -> None:
+    async with running(echo) as addr:
+        async with asyncio.timeout(5):
+            reply = await raw(
+                addr,
+                b"GET /1 HTTP/1.1\r\n"
+                + HOST
+                + H2C
+                + b"\r\nGET /2 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            )
+    assert reply.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 400 Bad Request" in reply

@@ -1,5 +1,5 @@
 """What the listener refuses in a request head and with which status (RFC 9112, answered as
-nginx answers the same bytes).
+nginx answers the same bytes), and the `h2c` upgrade it takes out of a request.
 
 ```
 server's parser callbacks ─ over a head limit ──────────────────────────► Refused(431)
@@ -10,13 +10,17 @@ server's parser callbacks ─ over a head limit ──────────�
 a httptools error ─ status_for(error, data, ...): a Refused's status; what llhttp itself
                     rejects: 505 for a major version but 1 (and the HTTP/2 preface), 501 for
                     a coding after `chunked` (400 in HTTP/1.0), 400 for anything else
+Upgrade with h2c ─ without_h2c: the other tokens stay an upgrade (websocket); none left:
+                   plain_head, the head again without Upgrade and HTTP2-Settings, parsed
+                   by a new parser as a plain HTTP/1.1 request
 ```
 
 Transfer codings: nginx accepts exactly `chunked` and answers 501 to every other value,
 `gzip, chunked` and `chunked, gzip` alike (RFC 9112 §6.1 lets a server refuse a coding it
 does not implement with 501; a proxy that does not decode codings must not forward a body
-whose length it cannot tell). The statuses' answers (with `l5d-proxy-error`) are
-`heads.ERRORS`.
+whose length it cannot tell). `h2c` is removed as Envoy does: a tunnel after the backend's
+101 would carry later requests past per-request routing. The statuses' answers (with
+`l5d-proxy-error`) are `heads.ERRORS`.
 
 Not here: the parsing itself (httptools, `server`), Content-Length checks (llhttp refuses
 a bad or doubled one, and one beside Transfer-Encoding), what the answers look like.
@@ -26,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import re
+
+from turnout.proxy.transport.messages import RawPairs
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +106,45 @@ def _version_status(data: bytes) -> int:
         if minor not in (b"0", b"1"):
             return 400
     return 400
+
+
+# -- h2c ---------------------------------------------------------------------------------
+
+_H2C_DROPPED = frozenset({b"upgrade", b"http2-settings"})
+"""Headers of an h2c upgrade left out of the plain request (Connection is rewritten)."""
+_CONNECTION_TOKENS_DROPPED = frozenset({"upgrade", "http2-settings"})
+
+
+def without_h2c(upgrade: str) -> str | None:
+    """The `Upgrade` tokens but `h2c` (RFC 9110 §7.8, a comma-separated list), None when
+    none is left."""
+    tokens = [t.strip() for t in upgrade.split(",")]
+    rest = [t for t in tokens if t and t.lower() != "h2c"]
+    return ", ".join(rest) if rest else None
+
+
+def drop_http2_settings(headers: RawPairs) -> None:
+    """Remove `HTTP2-Settings` from `headers` in place (an upgrade that keeps other
+    tokens: the h2c part of it goes)."""
+    headers[:] = [(n, v) for n, v in headers if n.lower() != b"http2-settings"]
+
+
+def plain_head(method: bytes, target: bytes, version: str, headers: RawPairs) -> bytes:
+    """The request head again without its h2c upgrade: no Upgrade or HTTP2-Settings, and
+    Connection without the `upgrade` and `http2-settings` tokens (left out when nothing
+    else remains), as Envoy's HTTP/1 codec rewrites it. The parts come from the parser, so
+    they hold no CR or LF."""
+    parts = [method, b" ", target, b" HTTP/", version.encode(), b"\r\n"]
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _H2C_DROPPED:
+            continue
+        if lname == b"connection":
+            tokens = [t.strip() for t in value.decode("latin-1").split(",")]
+            kept = [t for t in tokens if t and t.lower() not in _CONNECTION_TOKENS_DROPPED]
+            if not kept:
+                continue
+            value = ", ".join(kept).encode("latin-1")
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)

@@ -9,7 +9,8 @@ data_received ─► HttpRequestParser ─► on_url/on_header (head limits: 431
       │                                            Limits.read_high_water)
       ├─ refused (`refusals`): 400, 501, 505; header timeout: 408 (answered after the
       │  requests before it, then close)
-      └─ upgrade request: bytes after its head are held for the tunnel
+      ├─ upgrade request: bytes after its head are held for the tunnel
+      └─ h2c upgrade: the head is parsed again without it, by a new parser (`_after_upgrade`)
 ```
 
 `HttpServerProtocol` is the reading half: its parser callbacks build each request as the
@@ -23,7 +24,7 @@ connect; with TLS, the peer identity too): it runs once per connection before an
 read.
 
 Deliberately not here: routing and everything else about what to answer (the handler's),
-HTTP/2, CONNECT (answered 400), request trailers (parsed and
+HTTP/2 (and its h2c upgrade), CONNECT (answered 400), request trailers (parsed and
 dropped), and the TLS setup itself (`ssl` is passed through to `loop.create_server`).
 """
 
@@ -53,7 +54,10 @@ from turnout.proxy.transport.refusals import (
     Refused,
     check_transfer_coding,
     check_version,
+    drop_http2_settings,
+    plain_head,
     status_for,
+    without_h2c,
 )
 from turnout.proxy.transport.streams import BodyStream
 from turnout.proxy.transport.writer import ExchangeWriter
@@ -86,6 +90,7 @@ class HttpServerProtocol(DownstreamConnection):
         self._max_head = self.limits.max_header_bytes
         self._max_count = self.limits.max_header_count
         self._no_body = RequestBody(self._empty_stream, None)
+        self._plain_head: bytes | None = None  # an h2c upgrade's head, to parse again
 
     # -- asyncio.Protocol (connection_lost and the writing side: DownstreamConnection) --------
 
@@ -137,8 +142,8 @@ class HttpServerProtocol(DownstreamConnection):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self._on_upgrade(data[exc.args[0] :])
-            return
+            if not self._after_upgrade(data, exc.args[0]):
+                return
         except httptools.HttpParserError as exc:
             self._on_parse_error(exc, data)
             return
@@ -150,6 +155,27 @@ class HttpServerProtocol(DownstreamConnection):
             self._head_raw += len(data)
             if self._head_raw > self.limits.max_header_bytes:
                 self._on_bad_input(431, None)
+
+    def _after_upgrade(self, data: bytes, offset: int) -> bool:
+        """llhttp stopped at `offset` after an upgrade request's head: the tunnel's bytes
+        follow; or, when that upgrade was h2c only (`_without_h2c`), a new parser reads
+        the head again as a plain request, then the rest. False: parsing has stopped."""
+        while True:
+            rest = data[offset:]
+            head, self._plain_head = self._plain_head, None
+            if head is None:
+                self._on_upgrade(rest)
+                return False
+            self.parser = httptools.HttpRequestParser(self)
+            data = head + rest
+            try:
+                self.parser.feed_data(data)
+                return True
+            except httptools.HttpParserUpgrade as exc:
+                offset = exc.args[0]
+            except httptools.HttpParserError as exc:
+                self._on_parse_error(exc, data)
+                return False
 
     def _on_parse_error(self, exc: httptools.HttpParserError, data: bytes) -> None:
         status = status_for(
@@ -245,6 +271,10 @@ class HttpServerProtocol(DownstreamConnection):
         if (upgrade is not None or method == "CONNECT") and parser.should_upgrade():
             if method == "CONNECT":
                 raise ValueError("CONNECT is not supported")  # 400 via the callback error
+            if upgrade is not None and "h2c" in upgrade.lower():
+                upgrade = self._without_h2c(upgrade, raw_method, version)
+                if upgrade is None:
+                    return  # parsed again as a plain request (`_after_upgrade`)
             has_body = False
         else:
             upgrade = None
@@ -291,6 +321,18 @@ class HttpServerProtocol(DownstreamConnection):
             self._queue.append(exch)
             if len(self._queue) >= limits.max_pipelined:
                 self._update_reading()
+
+    def _without_h2c(self, upgrade: str, method: bytes, version: str) -> str | None:
+        """Take `h2c` out of an upgrade request (see `refusals`): the other tokens, or
+        None when there are none: the head is then kept to be parsed again as a plain
+        request once llhttp has stopped after it."""
+        rest = without_h2c(upgrade)
+        if rest is None:
+            self._plain_head = plain_head(method, self._url, version, self._headers)
+        else:
+            drop_http2_settings(self._headers)
+        log.debug("h2c upgrade removed peer=%s upgrade=%.100s", self.peer, rest)
+        return rest
 
     def on_body(self, body: bytes) -> None:
         exch = self._parsing
