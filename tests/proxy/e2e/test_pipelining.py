@@ -9,16 +9,14 @@ it received (`Backend.seen`), and each echoed answer says it too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.proxy.e2e.backends import Backend, _pattern
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import Mesh, bounded, route_to
-from tests.proxy.transport.helpers import read_response
+from tests.proxy.transport.helpers import connect, read_response
 
 ROUTE = route_to("web-v1")
 
@@ -43,17 +41,6 @@ def _get(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: web\r\n\r\n".encode()
 
 
-@contextlib.asynccontextmanager
-async def _client(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
 async def _answers(reader: asyncio.StreamReader, n: int) -> list[tuple[int, str, str]]:
     """`n` answers: status, and the echoed path and body (a body that is no echo: as text)."""
     out = []
@@ -76,7 +63,7 @@ def _received(backend: Backend) -> dict[str, str]:
 @bounded(15)
 async def test_a_body_pipelined_behind_a_get_reaches_the_backend(lab: Lab, chunked: bool) -> None:
     mesh, backend = await _mesh(lab)
-    async with _client(mesh.outbound) as (reader, writer):
+    async with connect(("127.0.0.1", mesh.outbound)) as (reader, writer):
         writer.write(_get("/first") + _post("/second", b"hello world", chunked=chunked))
         answers = await _answers(reader, 2)
     assert answers == [(200, "/first", ""), (200, "/second", "hello world")]
@@ -91,7 +78,7 @@ async def test_every_body_of_a_pipeline_in_one_write_reaches_the_backend(lab: La
     data = b"".join(
         _post(path, body, chunked=i % 2 == 0) for i, (path, body) in enumerate(bodies.items())
     )
-    async with _client(mesh.outbound) as (reader, writer):
+    async with connect(("127.0.0.1", mesh.outbound)) as (reader, writer):
         writer.write(data)
         answers = await _answers(reader, n)
     want = {path: body.decode() for path, body in bodies.items()}
@@ -107,7 +94,7 @@ async def test_a_pipelined_body_split_across_writes_reaches_the_backend(
     mesh, backend = await _mesh(lab)
     data = _get("/delay/200") + _post("/second", b"split in three", chunked=chunked)
     cut = [len(_get("/delay/200")) + 20, len(data) - 5]
-    async with _client(mesh.outbound) as (reader, writer):
+    async with connect(("127.0.0.1", mesh.outbound)) as (reader, writer):
         for start, end in zip([0, *cut], [*cut, len(data)], strict=True):
             writer.write(data[start:end])
             await writer.drain()
@@ -123,7 +110,7 @@ async def test_a_body_arriving_while_the_first_response_is_slow_is_kept(
     lab: Lab, chunked: bool
 ) -> None:
     mesh, backend = await _mesh(lab)
-    async with _client(mesh.outbound) as (reader, writer):
+    async with connect(("127.0.0.1", mesh.outbound)) as (reader, writer):
         writer.write(_get("/delay/300"))
         await backend.wait_hits("/delay/300", 1)
         writer.write(_post("/second", b"while you wait", chunked=chunked))
@@ -137,7 +124,7 @@ async def test_a_pipelined_body_reaches_the_local_app_inbound(lab: Lab) -> None:
     app = await lab.backend("app")
     mesh = await lab.mesh({"web": []}, ROUTE, inbound_app=("127.0.0.1", app.port))
     assert mesh.inbound is not None
-    async with _client(mesh.inbound) as (reader, writer):
+    async with connect(("127.0.0.1", mesh.inbound)) as (reader, writer):
         writer.write(_get("/first") + _post("/second", b"hello world"))
         answers = await _answers(reader, 2)
     assert answers == [(200, "/first", ""), (200, "/second", "hello world")]
@@ -153,7 +140,7 @@ async def test_a_big_body_queued_behind_a_slow_response_is_streamed_whole(
     # water (256 KiB) reading pauses while the request waits its turn, then resumes.
     mesh, backend = await _mesh(lab)
     data = _pattern(size)
-    async with _client(mesh.outbound) as (reader, writer):
+    async with connect(("127.0.0.1", mesh.outbound)) as (reader, writer):
         writer.write(_get("/delay/200") + _post("/second", data))
         answers = await _answers(reader, 2)
     assert answers[1] == (200, "/second", data.decode("latin-1"))

@@ -6,16 +6,16 @@ later requests past routing)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import pytest
 
+from tests.proxy.e2e.backends import RawBackend
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import bounded
 from tests.proxy.e2e.manifests import SMOKE_ROUTE
-from tests.proxy.transport.helpers import read_response
+from tests.proxy.transport.helpers import connect, read_response
 
 H2C = (
     b"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
@@ -23,15 +23,13 @@ H2C = (
 )
 
 
-class H2cBackend:
+@dataclass
+class H2cBackend(RawBackend):
     """A backend that takes an h2c upgrade when offered one (101, then it owns the
     connection: whatever follows is `tunnelled`), and answers anything else 200."""
 
-    def __init__(self) -> None:
-        self.heads: list[bytes] = []
-        self.tunnelled = b""
-        self.server: asyncio.Server | None = None
-        self.port = 0
+    heads: list[bytes] = field(default_factory=list)
+    tunnelled: bytes = b""
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -51,44 +49,24 @@ class H2cBackend:
         finally:
             writer.close()
 
-    async def start(self) -> H2cBackend:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def _h2c_backend() -> AsyncIterator[H2cBackend]:
-    backend = await H2cBackend().start()
-    try:
-        yield backend
-    finally:
-        await backend.stop()
-
 
 @bounded(15)
 async def test_an_h2c_upgrade_is_routed_as_plain_http_and_never_tunnelled(lab: Lab) -> None:
     v2 = await lab.backend("v2")
-    async with _h2c_backend() as h2c:
-        mesh = await lab.mesh({"web": [], "web-v1": [h2c.port], "web-v2": [v2]}, SMOKE_ROUTE)
-        reader, writer = await asyncio.open_connection("127.0.0.1", mesh.outbound)
-        try:
-            # the h2c request goes to web-v1; the next one, on the same connection, is
-            # routed by its own path to web-v2, not sent down a tunnel to web-v1
-            writer.write(
-                b"GET /h2c HTTP/1.1\r\nHost: web\r\n" + H2C + b"\r\n"
-                b"GET /v2/echo HTTP/1.1\r\nHost: web\r\n\r\n"
-            )
-            async with asyncio.timeout(5):
-                first = await read_response(reader)
-                second = await read_response(reader)
-        finally:
-            writer.close()
+    h2c = H2cBackend()
+    await h2c.start()
+    lab.backends.append(h2c)  # stopped with the lab
+    mesh = await lab.mesh({"web": [], "web-v1": [h2c], "web-v2": [v2]}, SMOKE_ROUTE)
+    async with connect(("127.0.0.1", mesh.outbound)) as (reader, writer):
+        # the h2c request goes to web-v1; the next one, on the same connection, is routed
+        # by its own path to web-v2, not sent down a tunnel to web-v1
+        writer.write(
+            b"GET /h2c HTTP/1.1\r\nHost: web\r\n" + H2C + b"\r\n"
+            b"GET /v2/echo HTTP/1.1\r\nHost: web\r\n\r\n"
+        )
+        async with asyncio.timeout(5):
+            first = await read_response(reader)
+            second = await read_response(reader)
     assert (first[0], first[1]["x-backend"], first[2]) == (200, "h2c", b"plain")
     assert (second[0], second[1]["x-backend"]) == (200, "v2")
     assert json.loads(second[2])["path"] == "/v2/echo"
