@@ -76,6 +76,7 @@ async def _send(mesh: Mesh, target: str) -> tuple[int, dict[str, str], str]:
 CASES = [
     # (request-target, status, backend that answered, request-target it got); "" for the
     # proxy's own 400 (l5d-proxy-error: invalid path), "parser" for the HTTP parser's 400
+    # (l5d-proxy-error: malformed request)
     ("/admin/x", 200, "admin", "/admin/x"),
     ("/public/../admin", 200, "admin", "/admin"),
     ("//admin", 200, "admin", "/admin"),
@@ -117,7 +118,7 @@ async def test_every_spelling_of_a_path_is_routed_and_forwarded_normalized(
     got_status, headers, body = await _send(mesh, target)
     assert got_status == status, (target, got_status, body)
     if backend == "parser":
-        assert "l5d-proxy-error" not in headers
+        assert headers["l5d-proxy-error"] == "malformed request"
         assert admin.targets == public.targets == []
         return
     if status == 400:
