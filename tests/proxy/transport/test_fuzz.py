@@ -134,7 +134,9 @@ def test_random_bytes_never_crash_the_listener() -> None:
             if linger:
                 # garbage, then a request that ends the connection: read to the end
                 h.runner.run(
-                    h.send_and_read(payload + b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                    h.send_and_read(
+                        payload + b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                    )
                 )
             else:
                 h.runner.run(h.send(payload))

@@ -54,6 +54,8 @@ REFUSED = [
     pytest.param(b"GET / HTTP/1.1\r\nHost: b\r\nHost: a\r\n\r\n", 400, id="two-hosts-reversed"),
     pytest.param(b"GET / HTTP/1.1\r\nHost:\r\nHost: a\r\n\r\n", 400, id="empty-host-then-host"),
     pytest.param(b"GET / HTTP/1.1\r\nhost: a\r\nHOST: a\r\n\r\n", 400, id="same-host-twice"),
+    pytest.param(b"GET / HTTP/1.1\r\n\r\n", 400, id="no-host-in-1.1"),
+    pytest.param(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400, id="no-host-in-1.1-close"),
     pytest.param(coded(b"chunked", version=b"1.0"), 400, id="chunked-in-http-1.0"),
     pytest.param(coded(b"gzip, chunked"), 501, id="gzip-then-chunked"),
     pytest.param(coded(b"chunked, gzip"), 501, id="chunked-then-gzip"),

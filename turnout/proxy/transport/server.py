@@ -266,6 +266,9 @@ class HttpServerProtocol(DownstreamConnection):
         else:
             version = parser.get_http_version()
             check_version(version)
+        if self._host is None and version == "1.1":
+            # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host
+            raise Refused(400, "HTTP/1.1 request without a Host header")
         if coding is not None:
             check_transfer_coding(coding, version)
         if (upgrade is not None or method == "CONNECT") and parser.should_upgrade():
