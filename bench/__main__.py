@@ -10,6 +10,7 @@ BENCHMARKS = (
     "bench.request_path",
     "bench.proxy",
     "bench.xds",
+    "bench.control_plane",
 )
 
 
