@@ -17,6 +17,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,12 @@ from tests.engine.server.ads_kit import (
 )
 from tests.engine.server.builders import compile_table, manifest, mk_route, mk_service, weighted
 from turnout.engine import ir
+from turnout.engine.compile import CompileResult
 from turnout.engine.plane import ControlPlane
-from turnout.engine.render import from_data
+from turnout.engine.render import dump_yaml, from_data, result_data
 from turnout.engine.server import AdsServer, ServerSettings, Translator, default_translator
 from turnout.engine.server.admin import admin_app, start_admin
+from turnout.engine.server.renders import Format, TableRenders, render_table
 from turnout.engine.sources import DirectorySettings, DirectorySource
 from turnout.engine.xds import LISTENER_TYPE, ROUTE_CONFIGURATION_TYPE
 from turnout.proxy.xds_client import XdsClient
@@ -108,7 +111,9 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
     """Starts the control plane on `tmp_path` (write the manifests first)."""
     stack: list[Callable[[], Awaitable[None]]] = []
 
-    async def make(translator: Translator = default_translator) -> Plane:
+    async def make(
+        translator: Translator = default_translator, renders: TableRenders | None = None
+    ) -> Plane:
         server = AdsServer(translator=translator, settings=ServerSettings(stop_grace_ms=0))
         await server.start("127.0.0.1", 0)
         stack.append(server.stop)
@@ -117,7 +122,8 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
         await source.start()
         stack.append(source.stop)
         await source.wait_watching(timeout_ms=int(TIMEOUT_S * 1000))
-        runner, port = await start_admin(admin_app(plane, server), "127.0.0.1", 0)
+        app = admin_app(plane, server, renders=renders)
+        runner, port = await start_admin(app, "127.0.0.1", 0)
         stack.append(runner.cleanup)
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
         stack.append(session.close)
@@ -215,3 +221,94 @@ async def test_metrics_count_pushes_acks_and_a_real_nack_by_type_and_clients_by_
     async with asyncio.timeout(TIMEOUT_S):  # gone clients are no longer counted
         while [s for s in await p.metrics() if s.name == "turnout_xds_connected_clients"]:
             await asyncio.sleep(0.02)
+
+
+class GatedRender:
+    """`TableRenders`' render seam: counts renders, and holds each one (on the render thread)
+    until `gate` is set, so a test can act while a render is in progress."""
+
+    def __init__(self, *, gated: bool = False, fail_first: bool = False) -> None:
+        self.calls: list[tuple[int, Format]] = []
+        self.started = threading.Event()
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+        self._fail = fail_first
+
+    def __call__(self, version: int, result: CompileResult, fmt: Format) -> bytes:
+        self.calls.append((version, fmt))
+        self.started.set()
+        self.gate.wait(TIMEOUT_S)
+        if self._fail:
+            self._fail = False
+            raise RuntimeError("render bug")
+        return render_table(version, result, fmt)
+
+
+async def test_an_xds_client_is_answered_while_debug_table_renders(
+    start: Start, tmp_path: Path
+) -> None:
+    (tmp_path / "web.yaml").write_text(split(90, 10))
+    render = GatedRender(gated=True)
+    p = await start(renders=TableRenders(render=render))
+    order: list[str] = []
+    fetch = asyncio.create_task(p.get("/debug/table"))
+    fetch.add_done_callback(lambda _: order.append("debug/table"))
+    tables = Tables()
+    client = None
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            while not render.started.is_set():
+                await asyncio.sleep(0.01)
+        client = p.client(tables)  # subscribes while the table is being rendered
+        table, _ = await tables.next()
+        order.append("xds")
+        assert backends(table) == {WEB_V1: 90, WEB_V2: 10}
+        render.gate.set()
+        status, text = await fetch
+        assert status == 200 and "service/shop/web:80" in text
+        assert order == ["xds", "debug/table"]
+    finally:
+        render.gate.set()
+        if client is not None:
+            await client.stop()
+
+
+async def test_debug_table_is_rendered_once_per_version_and_format(
+    start: Start, tmp_path: Path
+) -> None:
+    (tmp_path / "web.yaml").write_text(split(90, 10))
+    render = GatedRender()
+    p = await start(renders=TableRenders(render=render))
+    answers = await asyncio.gather(*(p.get("/debug/table") for _ in range(4)))
+    answers.append(await p.get("/debug/table"))
+    result = p.plane.status.result
+    assert result is not None
+    yaml_text = dump_yaml(result_data(result.table, result.statuses, ()))
+    assert answers == [(200, yaml_text)] * 5  # the text `mesh routes -o yaml` prints
+    for _ in range(3):
+        status, text = await p.get("/debug/table?format=json")
+        assert status == 200
+        assert from_data(ir.RouteTable, json.loads(text)["table"]) == result.table
+    assert render.calls == [(1, "yaml"), (1, "json")]
+
+    changes = p.plane.status.changes
+    (tmp_path / "web.yaml").write_text(split(50, 50))
+    await p.changed(changes)
+    for _ in range(2):
+        status, text = await p.get("/debug/table")
+        assert status == 200 and "weight: 50" in text
+    assert render.calls == [(1, "yaml"), (1, "json"), (2, "yaml")]
+
+
+async def test_a_failed_render_is_answered_500_and_tried_again(
+    start: Start, tmp_path: Path
+) -> None:
+    (tmp_path / "web.yaml").write_text(split(90, 10))
+    render = GatedRender(fail_first=True)
+    p = await start(renders=TableRenders(render=render))
+    status, _ = await p.get("/debug/table")
+    assert status == 500
+    status, text = await p.get("/debug/table")
+    assert status == 200 and "service/shop/web:80" in text
+    assert render.calls == [(1, "yaml"), (1, "yaml")]

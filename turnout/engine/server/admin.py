@@ -7,8 +7,10 @@ GET /metrics                    Prometheus text: PlaneMetrics (versions, changes
                                 changes, compile seconds) + the ADS server's (clients by
                                 node, pushes, ACKs, NACKs by type URL)
 GET /debug/table                the served table and route status as YAML (`mesh routes -o yaml`)
-GET /debug/table?format=json    {"version", "table", "status"}: `render.to_data`, which
-                                `render.from_data` turns back into the IR (`mesh routes`)
+GET /debug/table?format=json    {"version", "table", "status"} on one line: `render.to_data`'s
+                                form, which `render.from_data` turns back into the IR
+                                (`mesh routes`); both rendered once per version, off the
+                                loop, and streamed (`renders.py`)
 GET /debug/diagnostics          {"version", "last_good_version", "applied", "error",
                                  "changes", "diagnostics", "rejected": [{file, kept,
                                  diagnostics}]}: what the last change did and why
@@ -16,11 +18,14 @@ GET /debug/diagnostics          {"version", "last_good_version", "applied", "err
 
 `start_admin` binds the port and names it when it cannot (`ControlPlaneError`). Everything
 here reads state the control plane and the ADS server already keep; nothing is computed
-per proxied request. Deliberately not here: the proxy's admin (`turnout.proxy.admin`).
+per proxied request, and nothing that grows with the table is computed on the event loop
+(the table's text is rendered on a thread of its own, once per version). Deliberately not
+here: the proxy's admin (`turnout.proxy.admin`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 
@@ -29,8 +34,14 @@ from aiohttp import web
 from turnout.engine.errors import ControlPlaneError
 from turnout.engine.metrics import render
 from turnout.engine.plane import ControlPlane, PlaneStatus
-from turnout.engine.render import diagnostic_data, dump_json, dump_yaml, result_data, to_data
+from turnout.engine.render import diagnostic_data, dump_json
 from turnout.engine.server.ads import AdsServer
+from turnout.engine.server.renders import (
+    CHUNK_BYTES,
+    SEND_TIMEOUT_MS,
+    Format,
+    TableRenders,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +68,16 @@ def diagnostics_data(status: PlaneStatus) -> dict[str, object]:
     }
 
 
-def admin_app(plane: ControlPlane, server: AdsServer) -> web.Application:
+CONTENT_TYPES: dict[Format, str] = {"yaml": "application/yaml", "json": "application/json"}
+
+
+def admin_app(
+    plane: ControlPlane, server: AdsServer, *, renders: TableRenders | None = None
+) -> web.Application:
+    """The admin routes; `renders`: where `/debug/table` bodies come from (the test seam for
+    a slow or counted render; default `TableRenders()`, stopped with the app)."""
+    tables = renders if renders is not None else TableRenders()
+
     async def live(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -72,31 +92,53 @@ def admin_app(plane: ControlPlane, server: AdsServer) -> web.Application:
         resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return resp
 
-    async def table(request: web.Request) -> web.Response:
+    async def table(request: web.Request) -> web.StreamResponse:
         st = plane.status
-        if st.result is None:
+        if st.result is None or st.version is None:
             return web.Response(status=404, text="no valid table loaded yet\n")
-        if request.query.get("format") == "json":
-            data = {
-                "version": st.version,
-                "table": to_data(st.result.table),
-                "status": [to_data(s) for s in st.result.statuses],
-            }
-            return web.Response(text=dump_json(data), content_type="application/json")
-        text = dump_yaml(result_data(st.result.table, st.result.statuses, ()))
-        return web.Response(text=text, content_type="application/yaml")
+        fmt: Format = "json" if request.query.get("format") == "json" else "yaml"
+        body = await tables.get(st.version, st.result, fmt)
+        if body is None:
+            return web.Response(status=500, text="the table could not be rendered (logged)\n")
+        return await stream(request, body, CONTENT_TYPES[fmt])
 
     async def diagnostics(request: web.Request) -> web.Response:
         data = diagnostics_data(plane.status)
         return web.Response(text=dump_json(data), content_type="application/json")
 
+    async def stop_renders(app: web.Application) -> None:
+        tables.close()
+
     app = web.Application()
+    app.on_cleanup.append(stop_renders)
     app.router.add_get("/live", live)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/debug/table", table)
     app.router.add_get("/debug/diagnostics", diagnostics)
     return app
+
+
+async def stream(request: web.Request, body: bytes, content_type: str) -> web.StreamResponse:
+    """`body` in `CHUNK_BYTES` pieces, each sent once the client took the last (aiohttp's
+    drain), so a big body costs no copy per client; a client that takes none for
+    `SEND_TIMEOUT_MS` is cut off."""
+    resp = web.StreamResponse()
+    resp.content_type = content_type
+    resp.charset = "utf-8"
+    resp.content_length = len(body)
+    await resp.prepare(request)
+    view = memoryview(body)
+    try:
+        for start in range(0, len(body), CHUNK_BYTES):
+            async with asyncio.timeout(SEND_TIMEOUT_MS / 1000):
+                await resp.write(view[start : start + CHUNK_BYTES])
+        await resp.write_eof()
+    except TimeoutError:
+        log.info("admin client too slow, closing peer=%s path=%s", request.remote, request.path)
+        if request.transport is not None:
+            request.transport.close()
+    return resp
 
 
 async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:

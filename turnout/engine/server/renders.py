@@ -1,0 +1,108 @@
+"""The served table as `/debug/table` bytes: rendered once per version and format, off the loop.
+
+```
+GET /debug/table[?format=json] ── TableRenders.get(version, result, format)
+      │ first request of (version, format): one render task ──> a one-thread executor
+      │     render(version, result, format) -> bytes            (YAML: libyaml's emitter;
+      │ every other request of it awaits the same task)           JSON: the C encoder)
+      v
+  the bytes, kept until a newer version is asked for ──> written in CHUNK_BYTES pieces,
+                                                         each within SEND_TIMEOUT_MS
+```
+
+The table is frozen, so its text is too: a version is rendered at most once per format,
+however many clients ask, and only the newest version's renders are kept (a request still
+waiting on an older one keeps its own task alive until it has its answer). The renders run on
+their own thread, one at a time, so the event loop keeps answering xDS, and the default
+executor (compiles, xDS translations) is never crowded by them. A render that fails (a bug)
+is logged once, answered 500, and tried again by the next request.
+
+Deliberately not here: HTTP routing (`admin.py`), the formats themselves (`engine.render`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+from turnout.engine.compile import CompileResult
+from turnout.engine.memory import release_memory
+from turnout.engine.render import dump_json_compact, dump_yaml
+
+log = logging.getLogger(__name__)
+
+Format = Literal["yaml", "json"]
+
+Render = Callable[[int, CompileResult, Format], bytes]
+"""`(version, result, format) -> body`; `render_table`, or a test's wrapper around it."""
+
+CHUNK_BYTES = 256 * 1024
+"""A large body is written this much at a time, each piece after the last was taken."""
+
+SEND_TIMEOUT_MS = 10_000
+"""A client that takes no piece of the body for this long has its connection closed."""
+
+
+def render_table(version: int, result: CompileResult, fmt: Format) -> bytes:
+    """`/debug/table`'s body: YAML as `mesh routes -o yaml` prints it (table, status, no
+    diagnostics), or JSON ``{"version", "table", "status"}`` that `render.from_data` reads."""
+    if fmt == "json":
+        data = {"version": version, "table": result.table, "status": result.statuses}
+        text = dump_json_compact(data)
+    else:
+        text = dump_yaml({"table": result.table, "status": result.statuses, "diagnostics": ()})
+    body = text.encode()
+    del text
+    release_memory()
+    return body
+
+
+class TableRenders:
+    """`/debug/table` bodies of the newest version asked for, one render each."""
+
+    def __init__(self, *, render: Render = render_table) -> None:
+        self._render = render
+        self._version: int | None = None
+        self._tasks: dict[Format, asyncio.Task[bytes | None]] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admin-render")
+
+    async def get(self, version: int, result: CompileResult, fmt: Format) -> bytes | None:
+        """The body of `version` (whose compile is `result`) in `fmt`; None: the render
+        failed (logged)."""
+        if version != self._version:
+            self._version, self._tasks = version, {}
+        task = self._tasks.get(fmt)
+        if task is None:
+            task = asyncio.create_task(
+                self._run(version, result, fmt), name=f"admin-render v{version} {fmt}"
+            )
+            self._tasks[fmt] = task
+        # Shielded: one client going away must not cancel a render others wait for.
+        return await asyncio.shield(task)
+
+    async def _run(self, version: int, result: CompileResult, fmt: Format) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            body = await loop.run_in_executor(self._executor, self._render, version, result, fmt)
+        except Exception:
+            log.error("debug table render failed version=%d format=%s", version, fmt, exc_info=True)
+            if self._version == version:
+                self._tasks.pop(fmt, None)  # the next request tries again
+            return None
+        log.info(
+            "debug table rendered version=%d format=%s bytes=%d elapsed_ms=%d",
+            version,
+            fmt,
+            len(body),
+            int((time.monotonic() - started) * 1000),
+        )
+        return body
+
+    def close(self) -> None:
+        """Stop the render thread (a render in progress finishes; none starts)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
