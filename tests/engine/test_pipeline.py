@@ -56,3 +56,16 @@ def test_only_changed_files_are_validated_again(
     os.utime(route, ns=(1, 2))
     compiler([tmp_path / "m"])
     assert seen == [str(route)]
+
+
+def test_a_watched_directory_keeps_no_raw_yaml(tmp_path: Path) -> None:
+    """The directory source's compiler keeps typed objects only: the parsed YAML dicts
+    (10,000 routes: 45 MB) go once the objects are validated."""
+    shutil.copytree(EXAMPLES, tmp_path / "m")
+    compiler = IncrementalCompiler()
+    compiled = compiler([tmp_path / "m"])
+    assert compiled.inputs.documents == ()
+    objects = compiled.inputs.resources.objects
+    assert objects and all(not o.raw for o in objects)
+    again = compiler([tmp_path / "m"])  # from the cache: still equal to a full compile
+    assert again.result == compile_files([tmp_path / "m"]).result

@@ -37,6 +37,7 @@ from turnout.engine.compile import CompileResult
 from turnout.engine.diagnostics import Diagnostic, Severity
 from turnout.engine.errors import MeshError
 from turnout.engine.ir import RouteTable
+from turnout.engine.memory import release_memory
 from turnout.engine.metrics import Counter, Family, Gauge, Histogram
 from turnout.engine.model import Resources
 from turnout.engine.pipeline import CompiledInputs, Rejected, compile_snapshot
@@ -186,7 +187,7 @@ class ControlPlane:
         self.metrics.changes.inc()
         started = time.monotonic()
         try:
-            compiled = await asyncio.to_thread(snapshot.compile)
+            compiled = await asyncio.to_thread(_compile, snapshot)
         except (MeshError, OSError) as exc:
             return self._failed(snapshot, f"{type(exc).__name__}: {exc}", level=logging.WARNING)
         except Exception as exc:  # a bug: keep serving the last good table (STYLE §4)
@@ -242,6 +243,14 @@ class ControlPlane:
             changed_at=self._clock(),
         )
         return False
+
+
+def _compile(snapshot: Snapshot) -> CompiledInputs:
+    """`snapshot.compile()`, then the heap the compile freed goes back to the OS."""
+    try:
+        return snapshot.compile()
+    finally:
+        release_memory()
 
 
 def _log_findings(diagnostics: Sequence[Diagnostic], rejected: Sequence[Rejected]) -> None:

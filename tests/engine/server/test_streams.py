@@ -12,6 +12,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
 from tests.engine.server.builders import compile_table, manifest, mk_route, mk_service, weighted
@@ -134,3 +135,19 @@ def test_one_response_per_type_in_flight(tmp_path: Path) -> None:
     s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB, nonce=r1.nonce, version="1"))
     [r3] = s.due(*snap(tmp_path, 3, v2=30))  # the newest, v2 is skipped
     assert r3.version_info == "3"
+
+
+def test_a_view_keeps_wire_bytes_only_and_equal_tables_pack_equal(tmp_path: Path) -> None:
+    """A view is what goes on the wire: no decoded message is kept beside it (for 10,000
+    routes they weighed 6 times their bytes), and equal content packs to equal bytes, which
+    is how a stream tells a change from none."""
+    _, view = snap(tmp_path, 1)
+    _, again = snap(tmp_path, 2)
+    for url, named in view.items():
+        assert named, url
+        for packed in named.values():
+            assert isinstance(packed, any_pb2.Any) and packed.type_url == url
+    assert view == again
+    _, changed = snap(tmp_path, 3, v2=20)
+    assert changed[ROUTE_CONFIGURATION_TYPE] != view[ROUTE_CONFIGURATION_TYPE]
+    assert changed[LISTENER_TYPE] == view[LISTENER_TYPE]

@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import json_format
-from google.protobuf.message import Message
+from google.protobuf import any_pb2, json_format
 
 from turnout.engine.server.snapshots import Snapshot, View
 from turnout.engine.xds import (
@@ -82,8 +81,8 @@ class _TypeState:
     names: frozenset[str] | None = frozenset()
     """Subscribed resource names; None = wildcard (every resource of the type)."""
     subscribed: bool = False
-    sent: dict[str, Message] | None = None
-    """Resources of the last response on this subscription; None = not answered yet."""
+    sent: dict[str, any_pb2.Any] | None = None
+    """Resources of the last response on this subscription, packed; None = not answered yet."""
     sent_version: str = ""
     nonce: str = ""
     """Nonce of the last response of this type; "" = none sent."""
@@ -175,7 +174,7 @@ class StreamState:
                 chosen = sorted(available)
             else:
                 chosen = sorted(n for n in t.names if n in available)
-            content = {n: available[n][0] for n in chosen}
+            content = {n: available[n] for n in chosen}
             if t.sent is not None and content == t.sent:
                 continue
             nonce = str(next(self._nonces))
@@ -184,7 +183,7 @@ class StreamState:
                     version_info=snapshot.version_info,
                     type_url=url,
                     nonce=nonce,
-                    resources=[available[n][1] for n in chosen],
+                    resources=[available[n] for n in chosen],
                 )
             )
             t.sent, t.sent_version, t.nonce, t.in_flight = (

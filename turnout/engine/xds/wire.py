@@ -44,9 +44,10 @@ _RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
 
 
 def pack(message: Message) -> any_pb2.Any:
-    """`Any` with the standard `type.googleapis.com/` prefix."""
+    """`Any` with the standard `type.googleapis.com/` prefix, serialized deterministically
+    (map entries sorted), so equal messages pack to equal bytes."""
     packed = any_pb2.Any()
-    packed.Pack(message)
+    packed.Pack(message, deterministic=True)
     return packed
 
 
