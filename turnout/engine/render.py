@@ -2,8 +2,9 @@
 
 ```
 to_data(RouteTable | RouteStatus | ...) ──> {snake_case: ..., "type": "ServiceParent"} ──┐
-                                     dump_yaml / dump_json (mesh routes -o, golden files,
-                                     the control plane's /debug/table?format=json)        │
+                                     dump_yaml / dump_json (mesh routes -o, golden files)  │
+dump_yaml / dump_json_compact(IR)   the same text from the IR itself, without the copy     │
+                                     (the control plane's /debug/table, ?format=json)      │
 from_data(RouteTable, data) <── json.loads <──────────────────────────────────────────────┘
 ```
 
@@ -206,8 +207,8 @@ def _union(members: tuple[object, ...], data: object, path: str) -> object:
 def _dataclass(cls: type, data: object, path: str) -> object:
     raw = _mapping(data, path)
     hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    extra = set(raw) - names - ({"type"} if cls in TAGGED else set())
+    names = [f.name for f in dataclasses.fields(cls)]  # in order: the first bad field is named
+    extra = set(raw) - set(names) - ({"type"} if cls in TAGGED else set())
     if extra:
         raise ValueError(f"{path}: unknown field(s) {', '.join(sorted(extra))}")
     if cls in TAGGED and raw.get("type", cls.__name__) != cls.__name__:

@@ -65,7 +65,9 @@ def test_a_diagnostic_round_trips() -> None:
     ("data", "error"),
     [
         pytest.param({"parents": {}}, "table.parents: expected a list", id="not-a-list"),
-        pytest.param({"clusters": [{"name": 1}]}, "table.clusters[0]: ", id="bad-field"),
+        pytest.param(
+            {"clusters": [{"name": 1}]}, "table.clusters[0].name: expected str", id="bad-field"
+        ),
         pytest.param(
             {"parents": [{"type": "Nope"}]},
             "table.parents[0]: type 'Nope' is not one of",

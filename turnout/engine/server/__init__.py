@@ -10,6 +10,7 @@ engine.sources ──publish(table)──> AdsServer ── Snapshot(version, ta
 bootstrap_config(...) ──> the gRPC xDS bootstrap a proxyless workload points at us with
 admin.py: the control plane's admin port (aiohttp, imported on its own): /ready, /metrics,
           the served table and the last change's findings (`mesh routes` reads them)
+renders.py: /debug/table's bodies, rendered once per version on a thread of their own
 ```
 
 Only this package (with `engine.xds` and the proxy's client) touches protobuf and grpc in the
