@@ -61,7 +61,8 @@ KNOWN_RETRY_ON = frozenset(
 # --- transport (turnout.proxy.transport): listener limits and upstream pool ---------------
 
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
-"""Request line plus header block, in bytes; beyond it the server answers 431 and closes."""
+"""Request line plus header block, in bytes; beyond it the server answers 431 and closes (414
+when the request-target alone is longer: RFC 9112 §3)."""
 
 DEFAULT_MAX_HEADER_COUNT = 100
 """Header fields per request; beyond it the server answers 431 and closes."""

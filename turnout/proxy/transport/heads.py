@@ -7,7 +7,7 @@ handler ──encode_forward_head(parsed request)──┐  a request going on a
         ──request_framing(method, body)────────┘  (its Content-Length / chunked lines)
 writer  ──STATUS_BYTES / status_line(status)──► the first line of a response head
 server  ──ERRORS[status] / error_response()───► a whole answer the transport makes itself
-                                                (400, 408, 431, 501, 505, 500...; then
+                                                (400, 408, 414, 431, 501, 505, 500...; then
                                                 close), with `l5d-proxy-error`
 ```
 
@@ -140,6 +140,7 @@ def status_line(status: int) -> str:
 _CAUSES = {
     400: "malformed request",
     408: "request timeout",
+    414: "uri too long",
     431: "request header too large",
     500: "unexpected error",
     501: "transfer coding not implemented",
@@ -162,6 +163,6 @@ def error_response(status: int) -> bytes:
     ).encode() + body
 
 
-ERRORS = {s: error_response(s) for s in (400, 405, 408, 431, 500, 501, 502, 503, 505)}
-"""The transport's answers, made once: its refusals of a request head (400, 408, 431, 501,
-505, `refusals.py`) and a handler's failures (500, 502, or a `ClientError`'s status)."""
+ERRORS = {s: error_response(s) for s in (400, 405, 408, 414, 431, 500, 501, 502, 503, 505)}
+"""The transport's answers, made once: its refusals of a request head (400, 408, 414, 431,
+501, 505, `refusals.py`) and a handler's failures (500, 502, or a `ClientError`'s status)."""

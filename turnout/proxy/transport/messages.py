@@ -94,7 +94,8 @@ class Limits:
     """What one listener tolerates from its clients. Defaults: `turnout.proxy.config`."""
 
     max_header_bytes: int = config.DEFAULT_MAX_HEADER_BYTES
-    """Request line plus headers, in bytes; more is answered 431 and the connection closed."""
+    """Request line plus headers, in bytes; more is answered 431 (414 when the request-target
+    alone is over it) and the connection closed."""
     max_header_count: int = config.DEFAULT_MAX_HEADER_COUNT
     """Header fields per request; more is answered 431 and the connection closed."""
     header_timeout_ms: int = config.DEFAULT_HEADER_TIMEOUT_MS

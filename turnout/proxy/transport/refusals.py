@@ -2,7 +2,8 @@
 nginx answers the same bytes), and the `h2c` upgrade it takes out of a request.
 
 ```
-server's parser callbacks ─ over a head limit ──────────────────────────► Refused(431)
+server's parser callbacks ─ a request-target over max_header_bytes ─────► Refused(414)
+                          ─ a head over a limit ────────────────────────► Refused(431)
                           ─ a second Host, or none in HTTP/1.1 ─────────► Refused(400)
                           ─ HTTP/0.9, HTTP/2.0 (any major but 1) ───────► Refused(505)
    check_transfer_coding ─ a second Transfer-Encoding, or one in 1.0 ───► Refused(400)

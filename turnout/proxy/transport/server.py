@@ -206,12 +206,12 @@ class HttpServerProtocol(DownstreamConnection):
             self._head_size = len(url)
             self._head_raw = 0
             if self._head_size > self._max_head:
-                raise Refused(431, "request target over max_header_bytes")
+                raise Refused(414, "request target over max_header_bytes")
             return
         self._url += url
         self._head_size += len(url)
         if self._head_size > self._max_head:
-            raise Refused(431, "request target over max_header_bytes")
+            raise Refused(414, "request target over max_header_bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
