@@ -69,6 +69,8 @@ class Recorder:
         self.unreadable: list[str] = []
         """Requests the recorder could not frame (the proxy sent something malformed)."""
         self._conns: set[socket.socket] = set()
+        self.open: set[int] = set()
+        """The backend connections (by number) the proxy has not closed yet."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept, name="recorder", daemon=True)
@@ -103,6 +105,7 @@ class Recorder:
             with self._lock:
                 self._conns.add(conn)
                 n, self.accepted = self.accepted, self.accepted + 1
+                self.open.add(n)
             threading.Thread(target=self._serve, args=(conn, n), daemon=True).start()
 
     def _serve(self, conn: socket.socket, n: int) -> None:
@@ -143,6 +146,7 @@ class Recorder:
         finally:
             with self._lock:
                 self._conns.discard(conn)
+                self.open.discard(n)
             _close(conn)
 
 
