@@ -45,10 +45,10 @@ def _own(rec: Recorded) -> bytes:
     return response(f"{rec.method} {rec.target}".encode())
 
 
-def _requests(lab: Lab, paths: Sequence[str], *, workers: int) -> list[Message | None]:
+def _requests(lab: Lab, paths: Sequence[str], *, workers: int) -> list[Message | str]:
     """GET each path (Host: web), `workers` keep-alive connections in parallel; the answers
-    in the order of `paths` (None: no answer)."""
-    out: list[Message | None] = [None] * len(paths)
+    in the order of `paths` (no answer: how the exchange ended, "close" or "timeout")."""
+    out: list[Message | str] = [""] * len(paths)
     lanes = [list(range(i, len(paths), workers)) for i in range(workers)]
 
     def lane(indexes: list[int]) -> None:
@@ -58,8 +58,12 @@ def _requests(lab: Lab, paths: Sequence[str], *, workers: int) -> list[Message |
                 client = Client(lab.proxy.outbound, timeout_s=1.0)
             client.send(get(paths[i]))
             got = client.read(1)
-            answer = out[i] = got.answers[0] if got.answers else None
-            if answer is None or got.end != "open" or answer.header("connection") == "close":
+            answer = out[i] = got.answers[0] if got.answers else got.end
+            if (
+                isinstance(answer, str)
+                or got.end != "open"
+                or answer.header("connection") == "close"
+            ):
                 client.close()
                 client = None
         if client is not None:
@@ -70,9 +74,9 @@ def _requests(lab: Lab, paths: Sequence[str], *, workers: int) -> list[Message |
     return out
 
 
-def _statuses(answers: Sequence[Message | None]) -> list[str]:
-    """The distinct statuses, most frequent first ("none" for no answer)."""
-    counts = Counter("none" if m is None else str(m.status) for m in answers)
+def _statuses(answers: Sequence[Message | str]) -> list[str]:
+    """The distinct statuses (or ends without an answer), most frequent first."""
+    counts = Counter(m if isinstance(m, str) else str(m.status) for m in answers)
     return [s for s, _ in counts.most_common()]
 
 
@@ -94,7 +98,7 @@ def _crossing(lab: Lab, case: Case, *, tainted: str, every: int) -> Outcome:
     paths = [f"{tainted}/{i}" if every and i % every == 0 else f"/c/{i}" for i in range(200)]
     got = _requests(lab, paths, workers=20)
     clean = [(p, m) for p, m in zip(paths, got, strict=True) if not p.startswith(tainted)]
-    crossed = [p for p, m in clean if m is None or m.body != f"GET {p}".encode()]
+    crossed = [p for p, m in clean if isinstance(m, str) or m.body != f"GET {p}".encode()]
     answers = ["own answers"] if not crossed else [f"{len(crossed)}/{len(clean)} crossed"]
     return Outcome(
         answers=answers,
@@ -170,7 +174,7 @@ def _hosts_bounded(lab: Lab, case: Case) -> Outcome:
         client.read(1)
     before = series()
     hosts = [f"h{i}.example" for i in range(2_000)]
-    got: list[Message | None] = []
+    got: list[Message | str] = []
     with Client(lab.proxy.outbound) as client:  # pipelined, 100 at a time
         for i in range(0, len(hosts), 100):
             client.send(b"".join(get("/", host=h) for h in hosts[i : i + 100]))
