@@ -1,7 +1,7 @@
 """The attack harness: raw bytes into a real proxy process, a recording backend behind it.
 
 ```
-exchange(raw) ──TCP──> `python -m turnout proxy -f table.yaml` ──TCP──> Recorder (thread)
+exchange(raw) ──TCP──> `mesh proxy -f table.yaml` (LAUNCH) ──────TCP──> Recorder (thread)
   answers parsed          outbound 127.0.0.1:0, admin 127.0.0.1:0        every request kept:
   (status, headers,       routes: /admin -> web-admin  (x-route: admin)   request line, headers,
    body) or "close"               /slow  -> web-main   (x-route: slow,    body bytes; answers
@@ -13,8 +13,9 @@ A `Case` says what to send, how the backend answers (`Answer`), what the proxy m
 and which requests must reach the backend (`Recorded.summary`: ``GET /admin [admin]``,
 with the body when there is one). `Lab.run(case)` plays it and returns an `Outcome`; the
 test module compares and appends a `Result` to `RESULTS`, which `conftest.py` prints as a
-table at the end of the run. Cases that need more than one exchange (concurrent clients,
-memory, file descriptors, metrics) carry their own `scenario`.
+table at the end of the run. After each case, a plain GET must still work. Cases that
+need more than one exchange (concurrent clients, memory, file descriptors, metrics) carry
+their own `scenario`.
 
 Everything listens on 127.0.0.1, every socket has a timeout, and the recorder's threads
 end with the proxy's connections (or at `stop`). Not here: the cases (`attack_cases.py`,
