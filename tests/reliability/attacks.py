@@ -85,15 +85,17 @@ class Recorder:
         with self._lock:
             self.seen, self.unreadable, self.answer = [], [], answer
             self.replied = 0
-            conns, self._conns = self._conns, set()
-        for conn in conns:
-            _close(conn)
+            conns = list(self._conns)
+        for conn in conns:  # wakes its thread, which closes it
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
         self._listener.close()
         self.reset()
+        until(lambda: not self._conns, timeout_s=5)
 
     def _accept(self) -> None:
         while not self._stop.is_set():
