@@ -60,6 +60,7 @@ def example(cls: type[BaseException]) -> BaseException:
     }
     kwargs: dict[str, dict[str, object]] = {
         "turnout.engine.errors.LoadError": {"file": "routes.yaml", "doc_index": 1},
+        "turnout.engine.errors.LimitExceeded": {"file": "bomb.yaml", "doc_index": 0},
         "turnout.engine.sources.k8s.api.KubernetesApiError": {"status": 429, "retry_after": 2.5},
     }
     if name in args or name in kwargs:

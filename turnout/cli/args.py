@@ -72,6 +72,19 @@ positive_int = _checked(int, lambda v: v >= 1, ">= 1")
 non_negative_int = _checked(int, lambda v: v >= 0, ">= 0")
 """``--max-rps``, ``--limit``: a whole number >= 0 (0: no limit)."""
 
+_BYTE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
+_BYTE_UNITS |= {"ki": 1024, "mi": 1024**2, "gi": 1024**3}
+
+
+def byte_size(text: str) -> int:
+    """``--max-file-size``: bytes, as a whole number with an optional Kubernetes quantity
+    suffix (``16Mi``, ``512Ki``, ``20M``; ``MiB`` is read as ``Mi``), >= 1."""
+    digits = text.rstrip("BbIiKkMmGg")
+    unit = text[len(digits) :].lower().removesuffix("b")
+    if not digits.isdigit() or unit not in _BYTE_UNITS or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"want a size like 16Mi or 3145728, got {text!r}")
+    return int(digits) * _BYTE_UNITS[unit]
+
 
 def host_port(text: str) -> str:
     """``HOST:PORT`` (``:PORT`` means 127.0.0.1; port 0 asks for any free port), checked and

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from turnout.cli.errors import ContractError, ViaError
@@ -31,8 +30,11 @@ from turnout.cli.offline import (
     resolve_via,
 )
 from turnout.engine import ir
+from turnout.engine.config import DEFAULT_MAX_FILE_BYTES
+from turnout.engine.errors import LimitExceeded, LoadError
 from turnout.engine.model import Resources
 from turnout.engine.model.contract import ContractCase, ContractProblem, Expectation, load_contracts
+from turnout.engine.model.limits import ManifestLimits, read_manifest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,19 +69,28 @@ class LoadedCase:
 
 
 def load_cases(
-    paths: Sequence[str], table: ir.RouteTable, resources: Resources | None = None
+    paths: Sequence[str],
+    table: ir.RouteTable,
+    resources: Resources | None = None,
+    *,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> tuple[list[LoadedCase], list[ContractProblem]]:
     """Every case of every contract file, with its via resolved against `table`; or the
-    problems (each names file, document, field and line) that keep some from running."""
+    problems (each names file, document, field and line) that keep some from running. A file
+    over a cap raises `LimitExceeded` (the caps of manifests: `engine.model.limits`)."""
     cases: list[LoadedCase] = []
     problems: list[ContractProblem] = []
+    limits = ManifestLimits(max_file_bytes=max_file_bytes)
     for path in paths:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            text = read_manifest(path, limits=limits)
+        except LimitExceeded:
+            raise
+        except LoadError as exc:
+            cause = exc.__cause__
+            reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
             raise ContractError(f"{path}: cannot read: {reason}") from exc
-        docs, found = load_contracts(text, file=path)
+        docs, found = load_contracts(text, file=path, limits=limits)
         problems += found
         for doc in docs:
             for i, case in enumerate(doc.contract.cases):

@@ -27,6 +27,8 @@ from typing import TextIO, TypeVar
 from turnout.cli.errors import UsageError
 from turnout.cli.output import EXIT_OK
 from turnout.engine.errors import ControlPlaneError, MeshError
+from turnout.engine.model.limits import ManifestLimits
+from turnout.engine.pipeline import IncrementalCompiler
 from turnout.engine.plane import ControlPlane
 from turnout.engine.render import dump_json
 from turnout.engine.server import AdsServer, bootstrap_config
@@ -90,7 +92,10 @@ async def _start_source(args: argparse.Namespace, plane: ControlPlane) -> tuple[
             raise UsageError(f"--kubernetes: {exc}") from None
         k8s = await start_kubernetes_source(plane, api)
         return "the Kubernetes API", k8s.stop
-    source = DirectorySource(Path(args.dir), plane=plane)
+    limits = ManifestLimits(max_file_bytes=args.max_file_size)
+    source = DirectorySource(
+        Path(args.dir), plane=plane, compiler=IncrementalCompiler(limits=limits)
+    )
     try:
         await source.start()
     except MeshError as exc:

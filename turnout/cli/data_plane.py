@@ -31,7 +31,10 @@ from turnout.proxy.workers import run_proxy
 
 
 def compile_for_proxy(
-    files: Sequence[str], namespace: str, gateway: str | None = None
+    files: Sequence[str],
+    namespace: str,
+    gateway: str | None = None,
+    max_file_bytes: int | None = None,
 ) -> tuple[list[bytes], list[str], bool]:
     """Run in a child process by `mesh proxy -f`: compile and translate the manifests and
     return the serialized xDS resources (listeners, route configs, clusters, assignments, in
@@ -43,7 +46,11 @@ def compile_for_proxy(
     from turnout.engine.diagnostics import Severity, has_errors
     from turnout.engine.xds import translate
 
-    compiled = compile_manifests(files, verb="proxy")
+    compiled = (
+        compile_manifests(files, verb="proxy")
+        if max_file_bytes is None
+        else compile_manifests(files, verb="proxy", max_file_bytes=max_file_bytes)
+    )
     diags = [d for d in compiled.diagnostics if d.severity is not Severity.INFO]
     table = compiled.result.table
     if gateway is not None and not has_errors(diags) and table.parent(f"gateway/{gateway}") is None:
@@ -93,7 +100,11 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
             blobs, diag_lines, failed = pool.submit(
-                compile_for_proxy, args.files, args.namespace, config.gateway
+                compile_for_proxy,
+                args.files,
+                args.namespace,
+                config.gateway,
+                args.max_file_size,
             ).result()
         for line in diag_lines:
             print(line, file=err)

@@ -36,7 +36,7 @@ from turnout.cli.args import (
     workload,
 )
 from turnout.cli.errors import CommandError
-from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files
+from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files, add_max_file_size
 from turnout.engine.config import DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS
 from turnout.engine.errors import LoadError
 
@@ -130,6 +130,7 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
     src.add_argument("--kubernetes", action="store_true", help="list+watch the API server")
     p.add_argument("--kubeconfig", metavar="FILE", help="with --kubernetes (default: in-cluster)")
     p.add_argument("--context", metavar="NAME", help="with --kubernetes: kubeconfig context")
+    add_max_file_size(p)
     p.add_argument(
         "--xds",
         default=DEFAULT_XDS_ADDRESS,

@@ -45,7 +45,9 @@ from turnout.viz import stats
 
 
 def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    compiled = compile_manifests(args.files, verb="validate", crds=args.crds)
+    compiled = compile_manifests(
+        args.files, verb="validate", crds=args.crds, max_file_bytes=args.max_file_size
+    )
     diags = compiled.diagnostics
     if args.output == "json":
         out.write(dump_json([diagnostic_data(d) for d in diags]))
@@ -78,7 +80,7 @@ def load_tables(args: argparse.Namespace, err: TextIO, *, verb: str) -> Tables:
     if args.files:
         if args.control_plane:
             raise UsageError("-f and --control-plane exclude each other")
-        compiled = compile_manifests(args.files, verb=verb)
+        compiled = compile_manifests(args.files, verb=verb, max_file_bytes=args.max_file_size)
         result = compiled.result
         return Tables(
             table=result.table,
@@ -179,14 +181,17 @@ def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def run_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    compiled = compile_manifests(args.files, verb="test")
+    compiled = compile_manifests(args.files, verb="test", max_file_bytes=args.max_file_size)
     diags = compiled.diagnostics
     if has_errors(diags):
         print_diagnostics(diags, err)
         print("error: the manifests do not load cleanly", file=err)
         return EXIT_UNLOADABLE
     cases, problems = contracts_mod.load_cases(
-        args.contracts, compiled.result.table, compiled.inputs.resources
+        args.contracts,
+        compiled.result.table,
+        compiled.inputs.resources,
+        max_file_bytes=args.max_file_size,
     )
     for problem in problems:
         print(f"error: {problem}", file=err)

@@ -19,7 +19,9 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from turnout.cli.args import byte_size
 from turnout.cli.errors import UsageError
+from turnout.engine.config import DEFAULT_MAX_FILE_BYTES
 from turnout.engine.diagnostics import Diagnostic, Severity
 
 if TYPE_CHECKING:
@@ -42,6 +44,18 @@ def add_files(p: argparse.ArgumentParser, *, required: bool = True) -> None:
         metavar="PATH",
         help="manifest file, directory (recursive) or - for stdin; repeatable",
     )
+    add_max_file_size(p)
+
+
+def add_max_file_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-file-size",
+        type=byte_size,
+        default=DEFAULT_MAX_FILE_BYTES,
+        metavar="SIZE",
+        help="refuse manifest files larger than this, unread (default 16Mi; each document"
+        " is capped at 3Mi, the API server's request limit, whatever this says)",
+    )
 
 
 def print_diagnostics(diags: Sequence[Diagnostic], err: TextIO) -> None:
@@ -54,16 +68,22 @@ def print_diagnostics(diags: Sequence[Diagnostic], err: TextIO) -> None:
 
 
 def compile_manifests(
-    files: Sequence[str], *, verb: str, crds: Sequence[str] = ()
+    files: Sequence[str],
+    *,
+    verb: str,
+    crds: Sequence[str] = (),
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> CompiledInputs:
     """`compile_files`, but input that holds no object at all (an empty file, a directory
     without manifests) is a usage error, as ``kubectl apply`` says "no objects passed to
     apply", instead of an empty table that looks like success."""
     # Imported here for start-up cost: `mesh tap` and `mesh proxy` import this module and
     # must not load the engine (pydantic, jsonschema, CEL).
+    from turnout.engine.model.limits import ManifestLimits
     from turnout.engine.pipeline import compile_files
 
-    compiled = compile_files(files, crds=crds)
+    limits = ManifestLimits(max_file_bytes=max_file_bytes)
+    compiled = compile_files(files, crds=crds, limits=limits)
     if not compiled.inputs.documents and not compiled.diagnostics:
         named = ", ".join(files)
         raise UsageError(f"no objects passed to {verb} ({named}: no YAML or JSON documents)")

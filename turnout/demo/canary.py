@@ -41,11 +41,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
 from turnout.demo.lifecycle import DemoError, started_unless_stopped
 from turnout.demo.orchestrate import EXAMPLES as SHIPPED
-from turnout.demo.orchestrate import HOST, Child, Demo, mesh_command, rewrite_endpoints
+from turnout.demo.orchestrate import (
+    HOST,
+    Child,
+    Demo,
+    mesh_command,
+    rewrite_endpoints,
+    yaml_documents,
+)
 from turnout.demo.podinfo import APEX_HOST, LOAD_RPS
 from turnout.viz.stats import RouteStats, inbound_stats, scrape_all
 
@@ -151,7 +157,7 @@ def load_steps(folder: Path) -> tuple[list[Step], Step]:
     """The numbered steps of `folder`/steps in order, and its rollback object."""
     steps: list[Step] = []
     for path in sorted((folder / "steps").glob("*.yaml")):
-        doc = next(d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d)
+        doc = yaml_documents(path)[0]
         canary, primary = weights_of(doc)
         steps.append(Step(path, phase_of(path.stem), canary, primary, str(doc["kind"])))
     rollback = [s for s in steps if s.phase == "rollback"]
@@ -173,7 +179,7 @@ class Analysis:
 
 
 def load_analysis(canary_file: Path) -> Analysis:
-    doc = next(d for d in yaml.safe_load_all(canary_file.read_text(encoding="utf-8")) if d)
+    doc = yaml_documents(canary_file)[0]
     analysis = doc["spec"]["analysis"]
     rate = next(m for m in analysis["metrics"] if "success" in m["name"])
     dur = next(m for m in analysis["metrics"] if m is not rate)

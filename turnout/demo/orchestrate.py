@@ -34,12 +34,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
 
 from turnout.demo import catalog
 from turnout.demo.lifecycle import DemoError
+from turnout.engine.model.limits import BadYAML, load_yaml, read_manifest
 from turnout.engine.server import bootstrap_config
 
 log = logging.getLogger(__name__)
@@ -96,11 +98,23 @@ class Ports:
         )
 
 
+def yaml_documents(path: Path) -> list[Any]:
+    """The non-empty documents of one of the demo's YAML files, read like every manifest
+    (`engine.model.limits`: capped, aliases never expanded)."""
+    docs: list[Any] = []
+    for doc in load_yaml(read_manifest(str(path)), file=str(path)):
+        if isinstance(doc, BadYAML):
+            raise DemoError(f"{path}: {doc.message}")
+        if doc:
+            docs.append(doc)
+    return docs
+
+
 def rewrite_endpoints(path: Path, ports: dict[str, int]) -> None:
     """Point each EndpointSlice of `path` (by ``kubernetes.io/service-name``) at its port. A
     slice of another Service on one of those pods (the same port as written: `web` selects
     the pods of web-v1 and web-v2) follows that pod to its new port."""
-    docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    docs = yaml_documents(path)
     slices = [d for d in docs if d.get("kind") == "EndpointSlice"]
     moved: dict[int, int] = {}
     for doc in slices:

@@ -60,3 +60,20 @@ DEFAULT_XDS_ADDRESS = "127.0.0.1:18000"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:18001"
 """`mesh serve --admin` (/ready, /metrics, /debug/...), and where `mesh routes` finds the
 local control plane when no `-f` is given (`--control-plane`)."""
+
+MAX_DOCUMENT_BYTES = 3 * 1024 * 1024
+"""Largest YAML document (one object, or one `kind: List`) a manifest may hold: the API
+server's request limit (3 MiB), so what loads here could also be applied to a cluster."""
+
+DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
+"""Largest manifest file read (`--max-file-size`): several documents of up to
+`MAX_DOCUMENT_BYTES` each (10,000 routes as `mesh` writes them take 5 MiB)."""
+
+MAX_DOCUMENT_NODES = 1_000_000
+"""Most values (mappings, lists, scalars) one document may hold, each alias counted as the
+values it repeats: a YAML alias bomb ("billion laughs") expands past it in a few levels and
+is refused before anything walks the expansion."""
+
+MAX_DOCUMENT_DEPTH = 100
+"""Deepest nesting of mappings and lists in a document (an HTTPRoute is 8 deep, the Gateway
+API CRDs 24); deeper input would exhaust Python's recursion limit in the stages after it."""

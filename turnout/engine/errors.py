@@ -3,6 +3,7 @@
 ```
 MeshError
  ├── LoadError            a file cannot be read or parsed (bad YAML); names file and doc index
+ │    └── LimitExceeded   a file or document over a size, alias or nesting cap
  ├── ValidationFailed     the input has error diagnostics; holds them all
  ├── SourceError          a resource source (directory, Kubernetes) failed
  └── ControlPlaneError    the xDS server failed
@@ -40,6 +41,12 @@ class LoadError(MeshError):
         return functools.partial(type(self), file=self.file, doc_index=self.doc_index), (
             self.message,
         )
+
+
+class LimitExceeded(LoadError):
+    """A manifest file or document is over one of the caps (`engine.model.limits`): too
+    big, an alias expansion too large, nested too deep. It is refused before anything
+    expands it; the message names the cap."""
 
 
 class ValidationFailed(MeshError):

@@ -37,8 +37,10 @@ from turnout.engine.diagnostics import (
     has_errors,
     sorted_diagnostics,
 )
+from turnout.engine.errors import LimitExceeded, LoadError
 from turnout.engine.model import Document, Loaded, Resource, Resources
 from turnout.engine.model.kinds import merge_objects
+from turnout.engine.model.limits import DEFAULT_LIMITS, ManifestLimits, read_manifest_bytes
 from turnout.engine.model.loader import expand_paths
 from turnout.engine.render import result_data
 from turnout.engine.validate import CRDSet, load_crds, validate_paths, validate_resources
@@ -73,14 +75,17 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_inputs(paths: Sequence[str], *, crds: Sequence[str] = ()) -> Inputs:
-    """Load and validate; raises `LoadError` only when a file cannot be read at all."""
+def load_inputs(
+    paths: Sequence[str], *, crds: Sequence[str] = (), limits: ManifestLimits = DEFAULT_LIMITS
+) -> Inputs:
+    """Load and validate; raises `LoadError` only when a file cannot be read at all, or
+    `LimitExceeded` when one is over a cap (`engine.model.limits`)."""
     with gc_paused():
-        return _load_inputs(paths, crds=crds)
+        return _load_inputs(paths, crds=crds, limits=limits)
 
 
-def _load_inputs(paths: Sequence[str], *, crds: Sequence[str]) -> Inputs:
-    report = validate_paths(paths, crds=[str(OWN_CRDS), *crds])
+def _load_inputs(paths: Sequence[str], *, crds: Sequence[str], limits: ManifestLimits) -> Inputs:
+    report = validate_paths(paths, crds=[str(OWN_CRDS), *crds], limits=limits)
     diags = list(report.diagnostics)
     resources = smi_to_routes(drop_invalid(report.resources, diags), diags)
     return Inputs(
@@ -152,7 +157,8 @@ class Rejected:
     """True: its last good version is compiled instead; False: it is left out (it never was
     good, or it is an object the API server source has only in its new version)."""
     diagnostics: tuple[Diagnostic, ...]
-    """Why: its errors (an unreadable file has one, reason `FileUnreadable`)."""
+    """Why: its errors (an unreadable file has one, reason `FileUnreadable`; one over a cap,
+    `LimitExceeded`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,8 +175,13 @@ class CompiledInputs:
         return tuple(sorted_diagnostics([*self.inputs.diagnostics, *self.result.diagnostics]))
 
 
-def compile_files(paths: Sequence[str | Path], *, crds: Sequence[str] = ()) -> CompiledInputs:
-    inputs = load_inputs([str(p) for p in paths], crds=crds)
+def compile_files(
+    paths: Sequence[str | Path],
+    *,
+    crds: Sequence[str] = (),
+    limits: ManifestLimits = DEFAULT_LIMITS,
+) -> CompiledInputs:
+    inputs = load_inputs([str(p) for p in paths], crds=crds, limits=limits)
     with gc_paused():
         result = compile_table(inputs.resources)
     return CompiledInputs(inputs=inputs, result=result)
@@ -207,9 +218,11 @@ class IncrementalCompiler:
     API server rejects one bad object and accepts the rest: its last good version is
     compiled in its place, or nothing if it never was good, and every other file is
     applied. Per-object validation does not depend on other objects, which is what makes
-    the reuse exact; cross-file duplicates are found again on every call."""
+    the reuse exact; cross-file duplicates are found again on every call. A file that
+    cannot be read, or is over a cap of `limits`, is rejected the same way."""
 
     crds: Sequence[str] = ()
+    limits: ManifestLimits = DEFAULT_LIMITS
     _cache: dict[str, _FileEntry] = field(default_factory=dict)
     _good: dict[str, _FileEntry] = field(default_factory=dict)
     """The last version of each file that was compiled without an error."""
@@ -253,20 +266,21 @@ class IncrementalCompiler:
     def _read(self, file: str) -> _FileEntry | Rejected:
         """The file's entry, from the cache when its bytes did not change."""
         try:
-            data = Path(file).read_bytes()
-        except OSError as exc:
-            why = error("FileUnreadable", f"cannot read: {exc}", SourcePos(file, 0))
+            data = read_manifest_bytes(file, limits=self.limits)
+            stamp = hashlib.blake2b(data, digest_size=16).digest()
+            entry = self._cache.get(file)
+            if entry is not None and entry.stamp == stamp:
+                return entry
+            report = validate_paths([file], crds=self._crd_set, limits=self.limits)
+        except LoadError as exc:
+            reason = "LimitExceeded" if isinstance(exc, LimitExceeded) else "FileUnreadable"
+            why = error(reason, exc.message, SourcePos(file, exc.doc_index or 0))
             return Rejected(file=file, kept=file in self._good, diagnostics=(why,))
-        stamp = hashlib.blake2b(data, digest_size=16).digest()
-        entry = self._cache.get(file)
-        if entry is None or entry.stamp != stamp:
-            report = validate_paths([file], crds=self._crd_set)
-            entry = _FileEntry(
-                stamp=stamp,
-                resources=tuple(_without_raw(o) for o in report.resources.objects),
-                diagnostics=report.diagnostics,
-            )
-        return entry
+        return _FileEntry(
+            stamp=stamp,
+            resources=tuple(_without_raw(o) for o in report.resources.objects),
+            diagnostics=report.diagnostics,
+        )
 
     def _hold_back(
         self, file: str, diagnostics: Sequence[Diagnostic], chosen: dict[str, _FileEntry]

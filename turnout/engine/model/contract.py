@@ -12,7 +12,7 @@ cases:
 ```
 
 ```
-text --yaml.compose_all--> nodes --field_lines--> field path -> line
+text --compose_yaml (limits)--> nodes --field_lines--> field path -> line
                            nodes --construct, Contract.model_validate--> ContractDocument
                                    errors --> ContractProblem("c.yaml[0] cases[1].via.kind
                                               (line 7): Unsupported value: ...")
@@ -30,12 +30,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-import yaml
 from pydantic import Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from turnout.engine.diagnostics import SourcePos
 from turnout.engine.model.base import K8sModel
 from turnout.engine.model.kinds import schema_diagnostic
+from turnout.engine.model.limits import (
+    DEFAULT_LIMITS,
+    BadYAML,
+    Composed,
+    ManifestLimits,
+    compose_yaml,
+)
 from turnout.engine.model.loader import field_lines
 
 VIA_KINDS: Mapping[str, Literal["Service", "Gateway"]] = {
@@ -169,27 +175,29 @@ def line_of(lines: Mapping[str, int], path: str) -> int | None:
         path = path[: max(cut, 0)]
 
 
-def load_contracts(text: str, *, file: str) -> tuple[list[ContractDocument], list[ContractProblem]]:
+def load_contracts(
+    text: str, *, file: str, limits: ManifestLimits = DEFAULT_LIMITS
+) -> tuple[list[ContractDocument], list[ContractProblem]]:
     """Every non-empty document of a contract file, or the problems of those that are not
-    contracts (bad YAML ends the file: what follows cannot be split into documents)."""
+    contracts (bad YAML ends the file: what follows cannot be split into documents). A file
+    over a cap (`limits`) raises `LimitExceeded`."""
     docs: list[ContractDocument] = []
     problems: list[ContractProblem] = []
-    nodes: list[yaml.Node] = []
+    nodes: list[Composed] = []
     bad_yaml: ContractProblem | None = None
-    try:
-        nodes.extend(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        line = mark.line + 1 if mark is not None else None
-        pos = SourcePos(file=file, doc_index=len(nodes))
-        bad_yaml = ContractProblem(pos=pos, line=line, message=f"invalid YAML: {problem}")
-    for index, node in enumerate(nodes):
-        raw = yaml.SafeLoader("").construct_document(node)
+    for composed in compose_yaml(text, file=file, limits=limits):
+        if isinstance(composed, BadYAML):
+            pos = SourcePos(file=file, doc_index=len(nodes))
+            message = f"invalid YAML: {composed.problem}"
+            bad_yaml = ContractProblem(pos=pos, line=composed.line, message=message)
+        else:
+            nodes.append(composed)
+    for index, composed in enumerate(nodes):
+        raw = composed.construct()
         if raw is None:
             continue
         pos = SourcePos(file=file, doc_index=index)
-        lines = field_lines(node)
+        lines = field_lines(composed.node, line_offset=composed.line_offset)
         try:
             contract = Contract.model_validate(raw)
         except ValidationError as exc:

@@ -5,16 +5,15 @@
 (or `<Kind>List`) contributes its `items`, each addressed as ``file[doc] items[i]``.
 Empty documents are skipped but still counted, so document indices match what an editor shows.
 
-A file that cannot be read raises `LoadError`; a document that is not valid YAML or not a
-mapping becomes an error diagnostic and the other documents still load. `field_lines` maps a
-document's field paths to the lines they are on, for inputs whose errors also give the line
-(contract files).
+A file that cannot be read raises `LoadError`, and one over a cap (`limits`: file and
+document size, alias expansion, nesting) raises `LimitExceeded` before it is expanded; a
+document that is not valid YAML or not a mapping becomes an error diagnostic and the other
+documents still load. `field_lines` maps a document's field paths to the lines they are on,
+for inputs whose errors also give the line (contract files).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,13 @@ import yaml
 
 from turnout.engine.diagnostics import Diagnostic, SourcePos, error
 from turnout.engine.errors import LoadError
+from turnout.engine.model.limits import (
+    DEFAULT_LIMITS,
+    BadYAML,
+    ManifestLimits,
+    load_yaml,
+    read_manifest,
+)
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -33,20 +39,6 @@ class Document:
 
     pos: SourcePos
     raw: Mapping[str, object]
-
-
-_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):  # type: ignore[valid-type, misc]
-    """libyaml's safe loader (7x faster than the pure-Python one) that keeps timestamps as
-    strings, as the API server's JSON does."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
 
 
 def expand_paths(paths: Iterable[str]) -> list[str]:
@@ -70,22 +62,21 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
     return out
 
 
-def read_text(file: str) -> str:
-    if file == "-":
-        return sys.stdin.read()
-    try:
-        return Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LoadError(f"cannot read: {exc}", file=file) from exc
+def read_text(file: str, *, limits: ManifestLimits = DEFAULT_LIMITS) -> str:
+    """The text of `file` ("-" is stdin); over `limits.max_file_bytes` it is not read."""
+    return read_manifest(file, limits=limits)
 
 
-def parse_text(text: str, *, file: str) -> tuple[list[Document], list[Diagnostic]]:
-    """Split one file's text into documents; bad YAML becomes a diagnostic."""
+def parse_text(
+    text: str, *, file: str, limits: ManifestLimits = DEFAULT_LIMITS
+) -> tuple[list[Document], list[Diagnostic]]:
+    """Split one file's text into documents; bad YAML becomes a diagnostic, a cap exceeded
+    raises `LimitExceeded`."""
     docs: list[Document] = []
     diags: list[Diagnostic] = []
-    for index, loaded in enumerate(_split(text, file=file)):
+    for index, loaded in enumerate(load_yaml(text, file=file, limits=limits)):
         pos = SourcePos(file=file, doc_index=index)
-        if isinstance(loaded, _Bad):
+        if isinstance(loaded, BadYAML):
             diags.append(error("InvalidYAML", loaded.message, pos))
             continue
         if loaded is None:
@@ -97,62 +88,33 @@ def parse_text(text: str, *, file: str) -> tuple[list[Document], list[Diagnostic
     return docs, diags
 
 
-def load_documents(paths: Iterable[str]) -> tuple[list[Document], list[Diagnostic]]:
+def load_documents(
+    paths: Iterable[str], *, limits: ManifestLimits = DEFAULT_LIMITS
+) -> tuple[list[Document], list[Diagnostic]]:
     """Every document of every file named by `paths` (see module docstring)."""
     docs: list[Document] = []
     diags: list[Diagnostic] = []
     for file in expand_paths(paths):
-        d, g = parse_text(read_text(file), file=file)
+        d, g = parse_text(read_text(file, limits=limits), file=file, limits=limits)
         docs.extend(d)
         diags.extend(g)
     return docs, diags
 
 
-@dataclass(frozen=True, slots=True)
-class _Bad:
-    message: str
-
-
-def _split(text: str, *, file: str) -> Iterator[object]:
-    stripped = text.lstrip()
-    if stripped.startswith(("{", "[")):
-        try:
-            yield json.loads(text)
-            return
-        except json.JSONDecodeError:
-            pass  # JSON-looking YAML (flow style); let the YAML parser judge it
-    stream = yaml.load_all(text, Loader=_Loader)
-    while True:
-        try:
-            yield next(stream)
-        except StopIteration:
-            return
-        except yaml.YAMLError as exc:
-            yield _Bad(f"invalid YAML: {_yaml_message(exc)}")
-            return
-
-
-def field_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+def field_lines(node: yaml.Node, prefix: str = "", *, line_offset: int = 0) -> dict[str, int]:
     """Every field path of a composed YAML document (``cases[1].via.kind``, the spelling of
-    `SourcePos.path`) -> its 1-based line: a mapping entry's key line, a list item's first."""
-    lines = {prefix: node.start_mark.line + 1}
+    `SourcePos.path`) -> its 1-based line: a mapping entry's key line, a list item's first.
+    `line_offset`: lines before the text the node's marks count from (`Composed`)."""
+    lines = {prefix: node.start_mark.line + 1 + line_offset}
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             path = f"{prefix}.{key.value}" if prefix else str(key.value)
-            lines.update(field_lines(value, path))
-            lines[path] = key.start_mark.line + 1
+            lines.update(field_lines(value, path, line_offset=line_offset))
+            lines[path] = key.start_mark.line + 1 + line_offset
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            lines.update(field_lines(item, f"{prefix}[{i}]"))
+            lines.update(field_lines(item, f"{prefix}[{i}]", line_offset=line_offset))
     return lines
-
-
-def _yaml_message(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    if mark is not None:
-        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return str(problem)
 
 
 def _unlist(

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import jsonschema
-import yaml
 from celpy import celtypes
 
 from turnout.engine.diagnostics import Diagnostic, SourcePos, error, warning
 from turnout.engine.model.kinds import split_api_version
+from turnout.engine.model.limits import DEFAULT_LIMITS, BadYAML, ManifestLimits, load_yaml
 from turnout.engine.model.loader import Document, expand_paths, read_text
 from turnout.engine.validate.cel import CELEngine, CELRule, Failed, Unsupported, to_cel
 from turnout.engine.validate.common import reason_for
@@ -79,24 +79,22 @@ class CRDSet:
         return self.versions.get((group, kind, version))
 
 
-def load_crds(paths: Iterable[str]) -> tuple[CRDSet, list[Diagnostic]]:
+def load_crds(
+    paths: Iterable[str], *, limits: ManifestLimits = DEFAULT_LIMITS
+) -> tuple[CRDSet, list[Diagnostic]]:
     """Every served version of every CustomResourceDefinition in `paths` (files or dirs).
 
-    Raises `LoadError` for an unreadable file; a CRD without a usable schema is an error
-    diagnostic at its position.
+    Raises `LoadError` for an unreadable file (`LimitExceeded` over a cap); a CRD without a
+    usable schema is an error diagnostic at its position.
     """
     crds = CRDSet()
     diags: list[Diagnostic] = []
     for file in expand_paths(paths):
-        try:
-            docs = list(yaml.load_all(read_text(file), Loader=yaml.CSafeLoader))
-        except yaml.YAMLError as exc:
-            diags.append(
-                error("InvalidYAML", f"invalid YAML: {exc}", SourcePos(file=file, doc_index=0))
-            )
-            continue
-        for index, doc in enumerate(docs):
-            if isinstance(doc, Mapping) and doc.get("kind") == "CustomResourceDefinition":
+        text = read_text(file, limits=limits)
+        for index, doc in enumerate(load_yaml(text, file=file, limits=limits)):
+            if isinstance(doc, BadYAML):
+                diags.append(error("InvalidYAML", doc.message, SourcePos(file, index)))
+            elif isinstance(doc, Mapping) and doc.get("kind") == "CustomResourceDefinition":
                 _add_crd(crds, doc, SourcePos(file=file, doc_index=index), diags)
     log.info("crds loaded versions=%d", len(crds.versions))
     return crds, diags

@@ -11,7 +11,8 @@ validate_paths(paths, crds=...)                              -> ValidationReport
 
 All diagnostics of all stages end up in one sorted list without exact duplicates; the built-in
 rules and the CRD path word the same finding the same way, so a finding both report shows once.
-Nothing here prints or raises for a user error; an unreadable file raises `LoadError`.
+Nothing here prints or raises for a user error; an unreadable file raises `LoadError`, and a
+file over a cap (size, alias expansion, nesting: `engine.model.limits`) `LimitExceeded`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from turnout.engine.diagnostics import Diagnostic, Severity, has_errors, sorted_diagnostics
 from turnout.engine.model.kinds import Resources, parse_documents
+from turnout.engine.model.limits import DEFAULT_LIMITS, ManifestLimits
 from turnout.engine.model.loader import Document, load_documents
 from turnout.engine.validate.common import Channel
 from turnout.engine.validate.crds import CRDSet, load_crds, validate_with_crds
@@ -71,21 +73,23 @@ def validate_paths(
     *,
     crds: str | Iterable[str] | CRDSet | None = None,
     channel: Channel = "experimental",
+    limits: ManifestLimits = DEFAULT_LIMITS,
 ) -> ValidationReport:
     """Load, parse and validate every manifest under `paths` (files, directories, "-").
 
     `crds` names CRD files or directories (or is an already loaded `CRDSet`); with it each
     document of a kind they define is also checked with jsonschema and its CEL rules.
     `channel` selects the standard or experimental Gateway API rules for the built-in checks.
+    `limits` caps each file and document (CRD files too).
     """
-    docs, diags = load_documents(paths)
+    docs, diags = load_documents(paths, limits=limits)
     resources, parse_diags = parse_documents(docs)
     diags += parse_diags
     crd_set: CRDSet | None
     if crds is None or isinstance(crds, CRDSet):
         crd_set = crds
     else:
-        crd_set, crd_diags = load_crds([crds] if isinstance(crds, str) else crds)
+        crd_set, crd_diags = load_crds([crds] if isinstance(crds, str) else crds, limits=limits)
         diags += crd_diags
     diags += validate_documents(docs, resources, crds=crd_set, channel=channel)
     report = ValidationReport(
