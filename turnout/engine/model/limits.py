@@ -183,7 +183,7 @@ def compose_yaml(
         size = _text_bytes(text, start, end, limits.max_document_bytes)
         if size > limits.max_document_bytes:
             raise LimitExceeded(
-                f"document is {_mib(size)}, over the {_mib(limits.max_document_bytes)} limit"
+                f"document is {_size(size)}, over the {_size(limits.max_document_bytes)} limit"
                 " on one document (the API server's request limit)",
                 file=file,
                 doc_index=index,
@@ -245,13 +245,17 @@ def _shallow_tree(text: str, start: int, end: int, limits: ManifestLimits) -> bo
 
 def _too_big_file(size: int, cap: int, file: str) -> LimitExceeded:
     return LimitExceeded(
-        f"file is {_mib(size)}, over the {_mib(cap)} limit on one file (--max-file-size)",
+        f"file is {_size(size)}, over the {_size(cap)} limit on one file (--max-file-size)",
         file=file,
     )
 
 
-def _mib(n: int) -> str:
-    return f"{n / MIB:.1f} MiB" if n % MIB else f"{n // MIB} MiB"
+def _size(n: int) -> str:
+    """``3 MiB``, ``3.2 MiB``, ``16 KiB``, ``900 bytes``."""
+    for unit, name in ((MIB, "MiB"), (1024, "KiB")):
+        if n >= unit:
+            return f"{n // unit} {name}" if n % unit == 0 else f"{n / unit:.1f} {name}"
+    return f"{n} bytes"
 
 
 def _bad(
@@ -275,7 +279,7 @@ def _json(text: str, *, file: str, limits: ManifestLimits) -> object:
     size = _text_bytes(text, 0, len(text), limits.max_document_bytes)
     if size > limits.max_document_bytes:
         raise LimitExceeded(
-            f"document is {_mib(size)}, over the {_mib(limits.max_document_bytes)} limit"
+            f"document is {_size(size)}, over the {_size(limits.max_document_bytes)} limit"
             " on one document (the API server's request limit)",
             file=file,
             doc_index=0,
