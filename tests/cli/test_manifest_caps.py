@@ -184,7 +184,10 @@ async def serving(tmp_path: Path) -> AsyncIterator[Serving]:
     finally:
         if proc.returncode is None:
             proc.terminate()
-            async with asyncio.timeout(10):
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:  # a control plane stuck in a compile (the bug this tests)
+                proc.kill()
                 await proc.wait()
 
 
