@@ -11,6 +11,7 @@ BENCHMARKS = (
     "bench.proxy",
     "bench.xds",
     "bench.control_plane",
+    "bench.manifests",
 )
 
 
