@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine.model import hostile
 from tests.engine.server.builders import manifest, mk_route, mk_service, weighted
 from turnout.engine.diagnostics import has_errors
 from turnout.engine.ir import RouteTable, ServiceParent
+from turnout.engine.model.limits import ManifestLimits
 from turnout.engine.pipeline import IncrementalCompiler
 from turnout.engine.plane import ControlPlane
 from turnout.engine.sources import DirectorySettings, DirectorySource
@@ -245,3 +247,35 @@ def test_an_error_the_compiler_finds_rejects_that_file_too(tmp_path: Path) -> No
     table = second.result.table
     assert table.parent("service/shop/api:80") is not None  # the other file's change
     assert table.parent("service/shop/web:80") == first.result.table.parent("service/shop/web:80")
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason", "message"),
+    [
+        pytest.param(
+            hostile.nested(1500).encode(), "LimitExceeded", "nested more", id="nested-past-the-cap"
+        ),
+        pytest.param(b"x" * 5000, "LimitExceeded", "file is 4.9 KiB", id="over-max-file-bytes"),
+        pytest.param(b"kind: \xff\n", "FileUnreadable", "cannot read", id="not-utf8"),
+    ],
+)
+def test_a_file_that_cannot_be_loaded_is_rejected_alone(
+    tmp_path: Path, bad: bytes, reason: str, message: str
+) -> None:
+    """Over a cap or not text: that file keeps its last good version (the caps are
+    `engine.model.limits`; here the file cap is 4 KiB) and the other file's change applies."""
+    (tmp_path / "services.yaml").write_text(manifest(*SERVICES))
+    (tmp_path / "routes.yaml").write_text(routes(90, 10))
+    compiler = IncrementalCompiler(limits=ManifestLimits(max_file_bytes=4096))
+    first = compiler([tmp_path])
+    assert first.rejected == ()
+    (tmp_path / "routes.yaml").write_bytes(bad)
+    (tmp_path / "services.yaml").write_text(manifest(*SERVICES, mk_service("api")))
+    second = compiler([tmp_path])
+    [rejected] = second.rejected
+    assert rejected.file == str(tmp_path / "routes.yaml") and rejected.kept
+    [why] = rejected.diagnostics
+    assert why.reason == reason and message in why.message
+    table = second.result.table
+    assert table.parent("service/shop/api:80") is not None
+    assert weights(table) == [90, 10]
