@@ -9,6 +9,7 @@ the test instead of exhausting the machine (the billion laughs took 3.3 GB and a
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -25,6 +26,7 @@ import pytest
 
 from tests.engine.model import hostile
 from tests.engine.server.builders import manifest, mk_route, mk_service, weighted
+from turnout.cli.args import byte_size
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMORY_LIMIT = 1536 * 1024 * 1024
@@ -212,3 +214,24 @@ async def test_serve_rejects_a_bomb_added_to_the_folder_and_keeps_serving(
     _, metrics = await serving.get("/metrics")
     assert "turnout_control_plane_rejected_changes_total 1" in metrics
     assert serving.proc.returncode is None
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("3145728", 3 * 1024 * 1024),
+        ("16Mi", 16 * 1024 * 1024),
+        ("16MiB", 16 * 1024 * 1024),
+        ("512Ki", 512 * 1024),
+        ("20M", 20_000_000),
+        ("1Gi", 1024**3),
+    ],
+)
+def test_max_file_size_takes_bytes_or_a_quantity(text: str, size: int) -> None:
+    assert byte_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "16x", "Mi", "-1", "1.5Mi", "16iB"])
+def test_max_file_size_refuses_what_is_not_a_size(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="want a size like 16Mi"):
+        byte_size(text)
