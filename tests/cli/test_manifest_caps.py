@@ -159,6 +159,7 @@ class Serving:
 @pytest.fixture
 async def serving(tmp_path: Path) -> AsyncIterator[Serving]:
     (tmp_path / "good.yaml").write_text(good_manifests())
+    log = (tmp_path / "serve.log").open("wb")
     argv = ["serve", "--dir", str(tmp_path), "--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -166,18 +167,19 @@ async def serving(tmp_path: Path) -> AsyncIterator[Serving]:
         MAIN,
         *argv,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=log,
         cwd=ROOT,
         env=ENV,
         preexec_fn=limited,
     )
+    log.close()  # the child holds its own copy
     assert proc.stdout is not None
     try:
         admin = ""
         async with asyncio.timeout(15):
             while True:
                 line = (await proc.stdout.readline()).decode()
-                assert line, "mesh serve exited"
+                assert line, "mesh serve exited: " + (tmp_path / "serve.log").read_text()[-2000:]
                 if line.startswith("admin listening on"):
                     admin = "http://" + line.split()[-1]
                 if line.startswith("serving"):

@@ -29,8 +29,6 @@ from tests.reliability.wire import HOLD, Client, Message, Recorded, Reply, fixed
 
 UPSTREAM = "upstream"
 """The issue 11 branch fixing the proxy's upstream side (pool, heads, 101, timeouts)."""
-CAPS = "caps"
-"""The issue 11 branch capping manifest size and YAML alias expansion."""
 
 RSS_BOUND_MB = 64
 """Growth of the proxy's RSS allowed over four 16 MB upstream heads (relayed: +150 MB)."""
@@ -364,7 +362,6 @@ CONTROL_PLANE_CASES = [
         reached=None,
         label=f"mesh validate: 10^7 aliases in {where}",
         nginx="(API server: 3 MiB cap, alias cap)",
-        xfail=CAPS,
     )
     for where in ("annotations", "spec")
 ]
