@@ -244,3 +244,46 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
     else:
         body = b""
     return status, headers, body
+
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+"""What a raw upstream does with one connection: `script(reader, writer, connection_number)`."""
+
+
+@contextlib.asynccontextmanager
+async def raw_upstream(script: Script) -> AsyncIterator[tuple[Address, list[int]]]:
+    """A bare TCP server on 127.0.0.1 running `script` per connection, for the bytes no
+    well-behaved HTTP server writes; yields its address and the count of connections."""
+    count = [0]
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        count[0] += 1
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            await script(reader, writer, count[0])
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield ("127.0.0.1", server.sockets[0].getsockname()[1]), count
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request (head, and its Content-Length body) from a raw upstream's connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return head + await reader.readexactly(int(line.split(b":")[1]))
+    return head

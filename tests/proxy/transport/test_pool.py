@@ -4,12 +4,17 @@ stale keep-alive connections, refused connects, timeouts, resets and malformed a
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.proxy.transport.helpers import Address, Backend, CountingHooks
+from tests.proxy.transport.helpers import (
+    Address,
+    Backend,
+    CountingHooks,
+    raw_upstream,
+    read_request,
+)
 from turnout.proxy.errors import (
     UpstreamConnectError,
     UpstreamError,
@@ -18,45 +23,7 @@ from turnout.proxy.errors import (
 )
 from turnout.proxy.transport import UpstreamPool
 
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-@contextlib.asynccontextmanager
-async def raw_upstream(script: Script) -> AsyncIterator[tuple[Address, list[int]]]:
-    """A TCP server running `script(reader, writer, connection_number)` per connection."""
-    count = [0]
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        count[0] += 1
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            await script(reader, writer, count[0])
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield ("127.0.0.1", server.sockets[0].getsockname()[1]), count
-    finally:
-        server.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return head + await reader.readexactly(int(line.split(b":")[1]))
-    return head
 
 
 async def get(pool: UpstreamPool, addr: Address, **kw: object) -> tuple[int, bytes]:

@@ -7,7 +7,8 @@ send(endpoint, head, body, receiver)            the callback API (the proxy's re
    └─ none idle ─► a task connects (connect timeout), then starts: `_Connecting` is the
                    handle meanwhile
    response complete + keep-alive ─► _put_idle: idle[endpoint].append(conn) (at most
-                   max_idle_per_endpoint; one sweep timer closes those idle too long)
+                   max_idle_per_endpoint, each connection once; one sweep timer closes
+                   those idle too long); a closing one is dropped at once (_unpool)
 request(...) / upgrade(...)                     the awaitable API: the same exchange through
    `_Awaiting`, a receiver that makes an UpstreamResponse (head future + BodyStream body);
    a 101 hands the connection over as an UpgradedConnection
@@ -217,6 +218,11 @@ class UpstreamPool:
         idle = self._idle.get(endpoint)
         while idle:
             conn = idle.pop()
+            conn.pooled = False
+            if conn.busy:
+                log.error("busy connection found idle endpoint=%s:%d", *endpoint)
+                conn.abort()
+                continue
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 conn.start(request, receiver)
                 return conn
@@ -342,6 +348,8 @@ class UpstreamPool:
         return conn
 
     def _put_idle(self, conn: UpstreamConnection) -> None:
+        if conn.pooled:
+            return  # released twice: a connection in the list twice would serve two requests
         idle = self._idle.get(conn.endpoint)
         if idle is None:
             idle = self._idle[conn.endpoint] = []
@@ -349,6 +357,7 @@ class UpstreamPool:
             conn.close()
             return
         conn.idle_since = conn.loop.time()
+        conn.pooled = True
         idle.append(conn)
         if self._sweeper is None:
             self._schedule_sweep(conn.loop)
@@ -365,15 +374,20 @@ class UpstreamPool:
         cutoff = loop.time() - self.idle_timeout_ms / 1000
         for idle in list(self._idle.values()):
             while idle and idle[0].idle_since <= cutoff:
-                idle.pop(0).idle_expired()
+                conn = idle.pop(0)
+                conn.pooled = False
+                conn.idle_expired()
         if any(self._idle.values()):
             self._schedule_sweep(loop)
 
+    def _unpool(self, conn: UpstreamConnection) -> None:
+        if conn.pooled:
+            conn.pooled = False
+            self._idle[conn.endpoint].remove(conn)
+
     def _forget(self, conn: UpstreamConnection) -> None:
         self._all.discard(conn)
-        idle = self._idle.get(conn.endpoint)
-        if idle and conn in idle:
-            idle.remove(conn)
+        self._unpool(conn)
 
     async def close(self) -> None:
         """Close every connection (idle or busy) and wait until they are closed."""

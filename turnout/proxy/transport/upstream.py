@@ -8,13 +8,17 @@ start(OutgoingRequest, receiver)  (from the pool: an idle connection, or a new o
    HttpResponseParser callbacks ─► receiver.on_head(self, status, RawHeaders, length)
                                    receiver.on_body(chunk)...  receiver.on_end()
                                    or receiver.on_error(exc), once, instead of the rest
-   message complete + keep-alive ─► pool._put_idle(self), before on_end
+   message complete ─► once the read is parsed to its end: nothing after the response
+                       + keep-alive ─► pool._put_idle(self), then on_end; bytes after it
+                       (or on an idle connection) ─► closed, never pooled
    closed before a response byte on a reused connection ─► pool._connect_and_start (resend)
    101 ─► UpgradedConnection: bytes spliced to a TunnelEnd, never pooled again
 ```
 
 The callbacks of one exchange never overlap, and one request is in flight at a time (no
-pipelining). A pooled connection the peer closed while we were writing to it (the
+pipelining), so a byte past the end of a response answers no request: the connection is
+closed (its response still delivered), as is one that sends anything while idle; otherwise
+the surplus would be read as the answer to the next request sent on it. A pooled connection the peer closed while we were writing to it (the
 keep-alive race every pool meets) is detected when it closes before a single response
 byte: the request is then sent again, once, on a fresh connection, if its body is `bytes`
 (replayable), as Go's `net/http` and Envoy do. Errors reach receivers only as
@@ -65,8 +69,9 @@ log = logging.getLogger(__name__)
 _HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP_BYTES)
 
 
-class _StopParsing(Exception):
-    """Raised from a parser callback to end `feed_data` (a HEAD response is complete)."""
+class _BadResponse(Exception):
+    """Raised from a parser callback to end `feed_data`: the upstream broke the exchange's
+    framing (the message is the `UpstreamProtocolError`'s)."""
 
 
 class _StaleConnection(UpstreamConnectError):
@@ -84,7 +89,11 @@ class ConnectionPool(Protocol):
         """Where bodiless request heads wait for the end of the loop's round."""
 
     def _put_idle(self, conn: UpstreamConnection) -> None:
-        """The response is complete and the connection may be reused."""
+        """The response is complete and the connection may be reused (a connection already
+        idle stays in the pool once)."""
+
+    def _unpool(self, conn: UpstreamConnection) -> None:
+        """The connection must not be reused (it is closing)."""
 
     def _forget(self, conn: UpstreamConnection) -> None:
         """The connection is closed."""
@@ -111,6 +120,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.busy = False
+        self.pooled = False
+        """In the pool's idle list (`client.UpstreamPool` keeps it true)."""
         self.idle_since = 0.0
         """Loop time it went back to the pool; the pool's sweep closes it after the idle
         timeout."""
@@ -130,6 +141,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._content_length: int | None = None
         self._chunked = False
         self._sent = False
+        self._settling = False
+        """The response completed in the read being parsed: `_settle` follows."""
+        self._ended: ResponseReceiver | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._sender: asyncio.Task[None] | None = None
         # after a 101
@@ -162,8 +176,10 @@ class UpstreamConnection(asyncio.Protocol):
                 self.tunnel_buffer.append(data)
             return
         if not self.busy:
+            # a response to no request: whatever it is, the connection is out of step
             log.debug("upstream sent data while idle endpoint=%s:%d", *self.endpoint)
             self.abort()
+            self.pool._unpool(self)
             return
         self._received = True
         try:
@@ -174,15 +190,22 @@ class UpstreamConnection(asyncio.Protocol):
             if offset < len(data):
                 self.tunnel_buffer.append(data[offset:])
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _StopParsing):
-                return
-            log.error("response callback failed endpoint=%s:%d", *self.endpoint, exc_info=cause)
-            self._fail(UpstreamProtocolError(self.endpoint, "response handling failed"), cause)
-            self.abort()
+            self._callback_failed(exc.__context__)
         except httptools.HttpParserError as exc:
+            # after a complete response, too: bytes past its end that are not even HTTP
             self._fail(UpstreamProtocolError(self.endpoint, f"malformed response: {exc}"), exc)
             self.abort()
+        if self._settling:
+            self._settle()
+
+    def _callback_failed(self, cause: BaseException | None) -> None:
+        if isinstance(cause, _BadResponse):
+            log.debug("bad response endpoint=%s:%d error=%s", *self.endpoint, cause)
+            self._fail(UpstreamProtocolError(self.endpoint, str(cause)), None)
+        else:
+            log.error("response callback failed endpoint=%s:%d", *self.endpoint, exc_info=cause)
+            self._fail(UpstreamProtocolError(self.endpoint, "response handling failed"), cause)
+        self.abort()
 
     def eof_received(self) -> bool | None:
         return False  # close; connection_lost does the bookkeeping
@@ -214,9 +237,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------
 
-    def _begin_message(self) -> None:
-        """What `on_message_begin` would do; called instead when a request is sent and after
-        an interim (1xx) response, which saves a parser callback per response."""
+    def on_message_begin(self) -> None:
+        if not self.busy:
+            # a message after the response completed in this same read: no request of ours
+            # asked for it (a second response, or a body past the Content-Length)
+            raise _BadResponse("response longer than its framing")
         self._headers = []
         self._hop = []
         self._in_head = True
@@ -258,22 +283,22 @@ class UpstreamConnection(asyncio.Protocol):
         if receiver is not None:
             receiver.on_head(self, status, RawHeaders(self._headers, self._hop), content_length)
         if head_only:
-            # llhttp cannot be told that a HEAD response has no body: stop this parser (the
-            # exception ends feed_data) and let a fresh one take the next response.
+            # llhttp cannot be told that a HEAD response has no body: a fresh parser takes
+            # the next response; this one reads the rest of this read as a body, so a byte
+            # after the head still shows (`on_body`, `on_message_begin`).
             self.parser = httptools.HttpResponseParser(self)
-            self._begin_message()
             self._complete()
-            raise _StopParsing
 
     def on_body(self, body: bytes) -> None:
         receiver = self._receiver
         if receiver is not None:
             receiver.on_body(body)
+        elif not self.busy:
+            raise _BadResponse("response longer than its framing")
 
     def on_message_complete(self) -> None:
         if self._interim:
-            self._interim = False
-            self._begin_message()
+            self._interim = False  # on_message_begin starts the next head
             return
         if not self._head_only:
             self._complete()
@@ -288,11 +313,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._receiver = receiver
         self._request = request
         self._received = self._headed = self._interim = self._sent = False
-        self._headers = []
-        self._hop = []
-        self._in_head = True
-        self._content_length = None
-        self._chunked = False
         self._head_only = request.method == "HEAD"
         self.busy = True
         info.requests += 1
@@ -361,21 +381,31 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
 
     def _complete(self) -> None:
-        """The response is complete on the wire; reuse the connection if we can."""
-        receiver = self._receiver
+        """The response is complete on the wire (a parser callback): the exchange is over,
+        and `_settle` follows once the rest of the read is parsed."""
+        self._ended = self._receiver
         self._receiver = None
         self._request = None
         self.busy = False
+        self._settling = True
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+
+    def _settle(self) -> None:
+        """After the read that completed a response: reuse the connection if we can (not if
+        anything followed the response: it is closing then), then tell the receiver. The
+        receiver hears last, so that a request it sends at once can take this connection."""
+        self._settling = False
+        receiver, self._ended = self._ended, None
+        transport = self.transport
         if not self._sent:
             # An early response (before the whole request body went out): Go and Envoy both
             # close such a connection rather than keep sending a body nobody reads.
             self.abort()
         elif self.upgraded:
             pass
-        elif self._keep_alive and not self.closed:
+        elif self._keep_alive and transport is not None and not transport.is_closing():
             self.reused = True
             self.pool._put_idle(self)
         else:
