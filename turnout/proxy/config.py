@@ -97,6 +97,16 @@ DEFAULT_POOL_IDLE_TIMEOUT_MS = 60_000
 DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT = 64
 """Idle keep-alive connections kept per upstream ``(host, port)``; more are closed."""
 
+DEFAULT_UPSTREAM_MAX_HEADER_BYTES = 16 * 1024
+"""Header block of an upstream's response (names and values, each header counted with 4
+bytes for ": " and CRLF), or the trailers of its body, as the listener's
+`DEFAULT_MAX_HEADER_BYTES`; beyond it the exchange fails (502) and the connection is closed,
+having read little more than this."""
+
+DEFAULT_UPSTREAM_MAX_HEADER_COUNT = 100
+"""Header fields of an upstream's response head, as the listener's
+`DEFAULT_MAX_HEADER_COUNT`; beyond it the exchange fails (502) and the connection is closed."""
+
 # --------------------------------------------------------------------------- balancer
 
 DEFAULT_EWMA_RTT_MS = 30

@@ -69,3 +69,30 @@ async def test_a_response_overrunning_its_length_never_reaches_another_client(la
         wrong = await _mismatches(mesh, paths, workers=50)
         assert wrong == []
         assert connections[0] >= 31  # each poisoned connection was closed, never reused
+
+
+@bounded(20)
+async def test_a_16mb_response_header_is_answered_502_and_not_read(lab: Lab) -> None:
+    sent_whole: list[bool] = []
+
+    async def huge_header(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * (16 << 20) + b"\r\n")
+        try:
+            await writer.drain()
+            sent_whole.append(True)
+        except ConnectionError:
+            sent_whole.append(False)  # the proxy closed it, having stopped reading
+        writer.write(b"content-length: 2\r\n\r\nok")
+
+    async with raw_upstream(huge_header) as ((_, port), _):
+        mesh = await lab.mesh({"web": [], "web-v1": [port]}, ROUTE)
+        got = await asyncio.gather(*(mesh.get("web", f"/{i}") for i in range(10)))
+        for status, headers, _ in got:
+            assert status == 502, (status, headers)
+            assert headers.getall("l5d-proxy-error") == ["upstream protocol error"]
+            assert "x-big" not in headers
+        async with asyncio.timeout(5):
+            while len(sent_whole) < 10:
+                await asyncio.sleep(0.01)
+        assert sent_whole == [False] * 10

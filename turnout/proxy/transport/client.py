@@ -150,7 +150,9 @@ class UpstreamPool:
     """Keep-alive HTTP/1.1 connections per upstream `(host, port)`, reused last-in first-out.
 
     Idle connections are closed after `idle_timeout_ms`; at most `max_idle_per_endpoint` are
-    kept per endpoint. `hooks` sees every connection opened and closed (`direction` is
+    kept per endpoint. A response head over `max_header_bytes` or `max_header_count` (trailers
+    over `max_header_bytes`) fails its exchange with `UpstreamProtocolError` and closes the
+    connection. `hooks` sees every connection opened and closed (`direction` is
     "outbound"). `close()` closes all of them.
     """
 
@@ -160,11 +162,15 @@ class UpstreamPool:
         connect_timeout_ms: int = config.DEFAULT_CONNECT_TIMEOUT_MS,
         idle_timeout_ms: int = config.DEFAULT_POOL_IDLE_TIMEOUT_MS,
         max_idle_per_endpoint: int = config.DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT,
+        max_header_bytes: int = config.DEFAULT_UPSTREAM_MAX_HEADER_BYTES,
+        max_header_count: int = config.DEFAULT_UPSTREAM_MAX_HEADER_COUNT,
         hooks: ConnectionHooks | None = None,
     ) -> None:
         self.connect_timeout_ms = connect_timeout_ms
         self.idle_timeout_ms = idle_timeout_ms
         self.max_idle_per_endpoint = max_idle_per_endpoint
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
         self.hooks = hooks
         self.loop: asyncio.AbstractEventLoop | None = None
         self._batch: WriteBatch | None = None

@@ -18,10 +18,13 @@ start(OutgoingRequest, receiver)  (from the pool: an idle connection, or a new o
 The callbacks of one exchange never overlap, and one request is in flight at a time (no
 pipelining), so a byte past the end of a response answers no request: the connection is
 closed (its response still delivered), as is one that sends anything while idle; otherwise
-the surplus would be read as the answer to the next request sent on it. A pooled connection the peer closed while we were writing to it (the
-keep-alive race every pool meets) is detected when it closes before a single response
-byte: the request is then sent again, once, on a fresh connection, if its body is `bytes`
-(replayable), as Go's `net/http` and Envoy do. Errors reach receivers only as
+the surplus would be read as the answer to the next request sent on it. A head over the
+pool's `max_header_bytes` or `max_header_count` fails the exchange and closes the
+connection; so do that many bytes read without the parser reporting anything (one header
+that long, which httptools would buffer whole). A pooled connection the peer closed while
+we were writing to it (the keep-alive race every pool meets) is detected when it closes
+before a single response byte: the request is then sent again, once, on a fresh
+connection, if its body is `bytes` (replayable), as Go's `net/http` and Envoy do. Errors reach receivers only as
 `UpstreamError` subclasses (turnout.proxy.errors), made once here with the OS or parser
 exception as `__cause__`, or as the exception of a failing iterator body.
 
@@ -69,6 +72,9 @@ log = logging.getLogger(__name__)
 _HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP_BYTES)
 
 
+_HEAD_TOO_LARGE = "response head over max_header_bytes or max_header_count"
+
+
 class _BadResponse(Exception):
     """Raised from a parser callback to end `feed_data`: the upstream broke the exchange's
     framing (the message is the `UpstreamProtocolError`'s)."""
@@ -83,6 +89,8 @@ class ConnectionPool(Protocol):
 
     loop: asyncio.AbstractEventLoop | None
     hooks: ConnectionHooks | None
+    max_header_bytes: int
+    max_header_count: int
 
     @property
     def batch(self) -> WriteBatch:
@@ -131,6 +139,15 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[bytes] = []
         """The response head's end-to-end headers as `RawHeaders.lines`."""
         self._hop: RawPairs = []
+        self._head_size = 0
+        """Bytes of the head's (or the trailers') headers so far, 4 more for each."""
+        self._head_count = 0
+        self._unparsed = 0
+        """Bytes read since the parser last reported a header or body bytes: a header still
+        being read, which httptools keeps whole until it ends."""
+        self._heard = False
+        self._max_head = pool.max_header_bytes
+        self._max_count = pool.max_header_count
         self._in_head = False
         self._interim = False
         self._received = False
@@ -182,6 +199,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool._unpool(self)
             return
         self._received = True
+        self._heard = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -197,6 +215,15 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
         if self._settling:
             self._settle()
+        elif self._heard:
+            self._unparsed = 0
+        elif not self.closed:
+            # nothing came of these bytes: a header (or trailer) longer than a read, which
+            # httptools would buffer to any size
+            unparsed = self._unparsed = self._unparsed + len(data)
+            if unparsed > self._max_head:
+                self._fail(UpstreamProtocolError(self.endpoint, _HEAD_TOO_LARGE), None)
+                self.abort()
 
     def _callback_failed(self, cause: BaseException | None) -> None:
         if isinstance(cause, _BadResponse):
@@ -245,12 +272,22 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers = []
         self._hop = []
         self._in_head = True
+        self._head_size = self._head_count = self._unparsed = 0
         self._content_length = None
         self._chunked = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._heard = True
+        size = self._head_size + len(name) + len(value) + 4
+        self._head_size = size
+        if size > self._max_head:
+            raise _BadResponse(_HEAD_TOO_LARGE)
         if not self._in_head:
-            return  # a trailer: dropped
+            return  # a trailer: within the size, then dropped
+        count = self._head_count + 1
+        self._head_count = count
+        if count > self._max_count:
+            raise _BadResponse(_HEAD_TOO_LARGE)
         if len(name) in _HOP_LENGTHS:
             lname = name.lower()
             if lname in HOP_BY_HOP_BYTES:
@@ -264,6 +301,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_size = 0  # trailers have their own allowance
         parser = self.parser
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
@@ -290,6 +328,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._complete()
 
     def on_body(self, body: bytes) -> None:
+        self._heard = True
         receiver = self._receiver
         if receiver is not None:
             receiver.on_body(body)
