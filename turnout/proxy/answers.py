@@ -16,6 +16,8 @@ status  l5d-proxy-error             when
 504     request timeout             the route's request timeout expired (timeouts.request)
 504     backend request timeout     the last try's own timeout expired (timeouts.backendRequest)
 504     connect timeout             the TCP connect did not finish in time
+504     upstream read timeout       no timeout on the route, and the upstream was silent for
+                                    the pool's read timeout before the response started
 502     upstream protocol error     malformed response, or the connection broke mid-exchange
 502     invalid upstream request    request filters made a head that cannot be sent
 500     unexpected error            a bug of ours (logged)
@@ -43,6 +45,7 @@ from turnout.proxy.errors import (
     ClientError,
     UpstreamConnectError,
     UpstreamConnectTimeout,
+    UpstreamReadTimeout,
     UpstreamTimeout,
 )
 from turnout.proxy.transport.messages import Headers
@@ -103,6 +106,7 @@ FAIL_FAST = Answer(
 REQUEST_TIMEOUT = Answer(504, "request timeout")
 BACKEND_REQUEST_TIMEOUT = Answer(504, "backend request timeout")
 CONNECT_TIMEOUT = Answer(504, "connect timeout")
+READ_TIMEOUT = Answer(504, "upstream read timeout")
 PROTOCOL_ERROR = Answer(502, "upstream protocol error")
 INVALID_UPSTREAM_REQUEST = Answer(502, "invalid upstream request")
 UNEXPECTED = Answer(500, "unexpected error")
@@ -123,6 +127,8 @@ def for_error(error: BaseException, *, inbound: bool, request_timeout: bool) -> 
         return _client(error.status)
     if isinstance(error, UpstreamConnectTimeout):
         return CONNECT_TIMEOUT
+    if isinstance(error, UpstreamReadTimeout):
+        return READ_TIMEOUT
     if isinstance(error, UpstreamTimeout):
         return REQUEST_TIMEOUT if request_timeout else BACKEND_REQUEST_TIMEOUT
     if isinstance(error, UpstreamConnectError):

@@ -97,6 +97,13 @@ DEFAULT_POOL_IDLE_TIMEOUT_MS = 60_000
 DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT = 64
 """Idle keep-alive connections kept per upstream ``(host, port)``; more are closed."""
 
+DEFAULT_UPSTREAM_READ_TIMEOUT_MS: int | None = 60_000
+"""Longest silence of an upstream on an exchange that has no deadline of its own (a route
+without `timeouts.request` or `timeouts.backendRequest`, the inbound app): from the end of
+the request to the response head, and between two reads of its body. Then 504 `upstream
+read timeout`, or the client's connection reset when the response had started. None: wait
+forever. nginx's `proxy_read_timeout` has the same meaning and default."""
+
 DEFAULT_UPSTREAM_MAX_HEADER_BYTES = 16 * 1024
 """Header block of an upstream's response (names and values, each header counted with 4
 bytes for ": " and CRLF), or the trailers of its body, as the listener's

@@ -10,6 +10,8 @@ ProxyError
  │    │    │                     response byte; safe to retry when the body is replayable
  │    │    └── UpstreamConnectTimeout  (also an UpstreamTimeout) the TCP connect timed out
  │    ├── UpstreamTimeout        the per-request deadline (`timeout_ms`) expired
+ │    │    └── UpstreamReadTimeout  no deadline, and the upstream sent nothing for the
+ │    │                             pool's `read_timeout_ms`
  │    └── UpstreamProtocolError  malformed response, or reset after the response started
  ├── ClientError             the downstream client broke its request (transport.server):
  │                           malformed or timed-out body, or disconnected mid-request
@@ -96,6 +98,11 @@ class UpstreamConnectError(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     """The request's deadline (`timeout_ms`) expired before the response was complete."""
+
+
+class UpstreamReadTimeout(UpstreamTimeout):
+    """An exchange without a deadline of its own (`timeout_ms` None) heard nothing from the
+    upstream for the pool's `read_timeout_ms`: no response head, or a body that stopped."""
 
 
 class UpstreamConnectTimeout(UpstreamConnectError, UpstreamTimeout):

@@ -12,7 +12,7 @@ import asyncio
 
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import Mesh, bounded, route_to
-from tests.proxy.transport.helpers import raw_upstream, read_request
+from tests.proxy.transport.helpers import connect, raw_upstream, read_request
 
 ROUTE = route_to("web-v1")
 
@@ -96,3 +96,60 @@ async def test_a_16mb_response_header_is_answered_502_and_not_read(lab: Lab) -> 
             while len(sent_whole) < 10:
                 await asyncio.sleep(0.01)
         assert sent_whole == [False] * 10
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+    """`/never`: no answer at all; `/stall/N`: a head announcing N bytes, 1000 of them, then
+    silence; `/late`: a whole answer after 0.6 s."""
+    while True:
+        path = (await read_request(reader)).split(b" ", 2)[1]
+        if path == b"/late":
+            await asyncio.sleep(0.6)
+            writer.write(_answer(b"late"))
+        elif path.startswith(b"/stall/"):
+            size = int(path.rsplit(b"/", 1)[1])
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"x" * 1000)
+        elif path == b"/never":
+            await reader.read()
+            return
+        await writer.drain()
+
+
+async def _fast_read_timeout(lab: Lab, port: int, route: str = ROUTE) -> Mesh:
+    mesh = await lab.mesh({"web": [], "web-v1": [port]}, route)
+    mesh.proxy.pool.read_timeout_ms = 300  # the default is 60 s
+    return mesh
+
+
+@bounded(15)
+async def test_a_backend_that_never_answers_is_504_without_a_route_timeout(lab: Lab) -> None:
+    async with raw_upstream(_silent) as ((_, port), _):
+        mesh = await _fast_read_timeout(lab, port)
+        status, headers, body = await mesh.get("web", "/never")
+        assert status == 504, (status, headers, body)
+        assert headers.getall("l5d-proxy-error") == ["upstream read timeout"]
+        # a small body that stops is still buffered: nothing was sent, a 504 can be
+        status, headers, _ = await mesh.get("web", "/stall/2000")
+        assert (status, headers.getall("l5d-proxy-error")) == (504, ["upstream read timeout"])
+
+
+@bounded(15)
+async def test_a_streamed_body_that_stops_closes_the_client_connection(lab: Lab) -> None:
+    async with raw_upstream(_silent) as ((_, port), _):
+        mesh = await _fast_read_timeout(lab, port)
+        async with connect(("127.0.0.1", mesh.outbound)) as (reader, writer):
+            writer.write(b"GET /stall/1000000 HTTP/1.1\r\nHost: web\r\n\r\n")
+            got = await reader.read(-1)  # until the proxy closes: the answer cannot complete
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), got[:200]
+        assert b"content-length: 1000000" in head.lower()
+        assert len(body) == 1000
+
+
+@bounded(15)
+async def test_a_route_timeout_replaces_the_read_timeout(lab: Lab) -> None:
+    async with raw_upstream(_silent) as ((_, port), _):
+        route = route_to("web-v1", options="timeouts: {request: 5s}")
+        mesh = await _fast_read_timeout(lab, port, route)
+        status, _, body = await mesh.get("web", "/late")
+        assert (status, body) == (200, b"late")

@@ -1,7 +1,8 @@
 """What the pool tolerates from an upstream's response head: at most `max_header_bytes` and
 `max_header_count` (the listener's limits, mirrored), else an `UpstreamProtocolError` and
-the connection closed, having read little more than the cap. Raw asyncio upstreams on
-127.0.0.1 write the exact bytes."""
+the connection closed, having read little more than the cap; and how long it waits for a
+silent upstream when the exchange has no deadline (`read_timeout_ms`). Raw asyncio
+upstreams on 127.0.0.1 write the exact bytes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import asyncio
 import pytest
 
 from tests.proxy.transport.helpers import Address, CountingHooks, raw_upstream, read_request
-from turnout.proxy.errors import UpstreamProtocolError
+from turnout.proxy.errors import UpstreamProtocolError, UpstreamReadTimeout
 from turnout.proxy.transport import UpstreamPool
 
 CAP = 16 * 1024
@@ -74,5 +75,82 @@ async def test_a_head_at_the_limits_is_answered() -> None:
         pool = UpstreamPool(max_header_bytes=len(lines) + 20, max_header_count=100)
         try:
             assert await get(pool, addr) == (200, b"ok")
+        finally:
+            await pool.close()
+
+
+async def _never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+    await read_request(reader)
+    await reader.read()  # silent until the pool closes
+
+
+async def _stalls_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int):
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    await writer.drain()
+    await reader.read()
+
+
+async def test_a_silent_upstream_times_out_without_a_deadline() -> None:
+    async with raw_upstream(_never) as (addr, _):
+        pool = UpstreamPool(read_timeout_ms=300)
+        try:
+            with pytest.raises(UpstreamReadTimeout, match="no response head"):
+                await pool.request(
+                    addr, method="GET", target="/", headers=[], body=b"", timeout_ms=None
+                )
+            async with asyncio.timeout(2):
+                while pool.open_count:  # closed, not pooled
+                    await asyncio.sleep(0.005)
+        finally:
+            await pool.close()
+
+
+async def test_a_body_that_stops_times_out_without_a_deadline() -> None:
+    async with raw_upstream(_stalls_mid_body) as (addr, _):
+        pool = UpstreamPool(read_timeout_ms=300)
+        try:
+            resp = await pool.request(
+                addr, method="GET", target="/", headers=[], body=b"", timeout_ms=None
+            )
+            with pytest.raises(UpstreamReadTimeout, match="more of the response body"):
+                await resp.read()
+        finally:
+            await pool.close()
+
+
+async def test_the_read_timeout_is_a_silence_not_a_total() -> None:
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
+        for _ in range(40):  # 0.8 s in all, never more than 20 ms without a byte
+            await asyncio.sleep(0.02)
+            writer.write(b"x")
+            await writer.drain()
+        await reader.read()
+
+    async with raw_upstream(trickle) as (addr, _):
+        pool = UpstreamPool(read_timeout_ms=400)
+        try:
+            resp = await pool.request(
+                addr, method="GET", target="/", headers=[], body=b"", timeout_ms=None
+            )
+            assert await resp.read() == b"x" * 40
+        finally:
+            await pool.close()
+
+
+async def test_an_exchange_with_a_deadline_is_not_cut_by_the_read_timeout() -> None:
+    async def late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int):
+        await read_request(reader)
+        await asyncio.sleep(0.6)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await reader.read()
+
+    async with raw_upstream(late) as (addr, _):
+        pool = UpstreamPool(read_timeout_ms=200)
+        try:
+            assert await get(pool, addr) == (200, b"ok")  # timeout_ms=10_000: its own
         finally:
             await pool.close()

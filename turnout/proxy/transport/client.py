@@ -12,6 +12,8 @@ send(endpoint, head, body, receiver)            the callback API (the proxy's re
 request(...) / upgrade(...)                     the awaitable API: the same exchange through
    `_Awaiting`, a receiver that makes an UpstreamResponse (head future + BodyStream body);
    a 101 hands the connection over as an UpgradedConnection
+exchange without a deadline ─► the read sweep (every read_timeout_ms / 4, while any is in
+                   flight) fails those silent for read_timeout_ms: UpstreamReadTimeout
 ```
 
 No callback is ever made from inside `send()`. What one connection does with an exchange
@@ -152,7 +154,9 @@ class UpstreamPool:
     Idle connections are closed after `idle_timeout_ms`; at most `max_idle_per_endpoint` are
     kept per endpoint. A response head over `max_header_bytes` or `max_header_count` (trailers
     over `max_header_bytes`) fails its exchange with `UpstreamProtocolError` and closes the
-    connection. `hooks` sees every connection opened and closed (`direction` is
+    connection. An exchange sent without a deadline (`timeout_ms` None) fails with
+    `UpstreamReadTimeout` when the upstream is silent for `read_timeout_ms` (None: never);
+    one sweep timer per pool checks the connections, not a timer per request. `hooks` sees every connection opened and closed (`direction` is
     "outbound"). `close()` closes all of them.
     """
 
@@ -164,6 +168,7 @@ class UpstreamPool:
         max_idle_per_endpoint: int = config.DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT,
         max_header_bytes: int = config.DEFAULT_UPSTREAM_MAX_HEADER_BYTES,
         max_header_count: int = config.DEFAULT_UPSTREAM_MAX_HEADER_COUNT,
+        read_timeout_ms: int | None = config.DEFAULT_UPSTREAM_READ_TIMEOUT_MS,
         hooks: ConnectionHooks | None = None,
     ) -> None:
         self.connect_timeout_ms = connect_timeout_ms
@@ -171,6 +176,7 @@ class UpstreamPool:
         self.max_idle_per_endpoint = max_idle_per_endpoint
         self.max_header_bytes = max_header_bytes
         self.max_header_count = max_header_count
+        self.read_timeout_ms = read_timeout_ms
         self.hooks = hooks
         self.loop: asyncio.AbstractEventLoop | None = None
         self._batch: WriteBatch | None = None
@@ -178,6 +184,7 @@ class UpstreamPool:
         self._all: set[UpstreamConnection] = set()
         self._connecting: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._read_sweeper: asyncio.TimerHandle | None = None
 
     @property
     def batch(self) -> WriteBatch:
@@ -231,6 +238,8 @@ class UpstreamPool:
                 continue
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 conn.start(request, receiver)
+                if request.deadline is None:
+                    self._watch_reads(loop)
                 return conn
         return self._connect_and_start(endpoint, request, receiver)
 
@@ -260,6 +269,8 @@ class UpstreamPool:
             return
         pending.conn = conn
         conn.start(request, receiver)
+        if request.deadline is None:
+            self._watch_reads(conn.loop)
 
     # -- the awaitable API -----------------------------------------------------------------
 
@@ -386,6 +397,33 @@ class UpstreamPool:
         if any(self._idle.values()):
             self._schedule_sweep(loop)
 
+    def _watch_reads(self, loop: asyncio.AbstractEventLoop) -> None:
+        """An exchange without a deadline started: make sure the read sweep runs."""
+        if self._read_sweeper is None and self.read_timeout_ms is not None:
+            self._schedule_read_sweep(loop, self.read_timeout_ms)
+
+    def _schedule_read_sweep(self, loop: asyncio.AbstractEventLoop, timeout_ms: int) -> None:
+        # every quarter of the timeout: a silence is cut between 1 and 1.25 times it
+        self._read_sweeper = loop.call_later(timeout_ms / 4000, self._read_sweep, loop)
+
+    def _read_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the exchanges without a deadline whose upstream has been silent for
+        `read_timeout_ms`; again while any such exchange is in flight."""
+        self._read_sweeper = None
+        timeout_ms = self.read_timeout_ms
+        if timeout_ms is None:
+            return
+        cutoff = loop.time() - timeout_ms / 1000
+        watched = False
+        for conn in list(self._all):
+            if conn.busy and conn.watched:
+                if conn.active_at <= cutoff:
+                    conn.read_expired(timeout_ms)
+                else:
+                    watched = True
+        if watched:
+            self._schedule_read_sweep(loop, timeout_ms)
+
     def _unpool(self, conn: UpstreamConnection) -> None:
         if conn.pooled:
             conn.pooled = False
@@ -397,9 +435,10 @@ class UpstreamPool:
 
     async def close(self) -> None:
         """Close every connection (idle or busy) and wait until they are closed."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for timer in (self._sweeper, self._read_sweeper):
+            if timer is not None:
+                timer.cancel()
+        self._sweeper = self._read_sweeper = None
         for task in list(self._connecting):
             task.cancel()
         conns = list(self._all)

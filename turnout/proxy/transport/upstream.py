@@ -30,8 +30,9 @@ exception as `__cause__`, or as the exception of a failing iterator body.
 
 Not here: the idle lists, connecting and the awaitable API (`client.UpstreamPool`, seen
 from here as `ConnectionPool`), head encoding (`heads`), retries other than that one
-resend, TLS, HTTP/2, response trailers (parsed and dropped), and a body timeout other than
-the request deadline.
+resend, TLS, HTTP/2, response trailers (parsed and dropped), and the timer of the read
+timeout (an exchange without a deadline: the pool's sweep reads `active_at` and calls
+`read_expired`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from turnout.proxy.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamReadTimeout,
     UpstreamTimeout,
 )
 from turnout.proxy.transport.batch import WriteBatch
@@ -77,7 +79,8 @@ _HEAD_TOO_LARGE = "response head over max_header_bytes or max_header_count"
 
 class _BadResponse(Exception):
     """Raised from a parser callback to end `feed_data`: the upstream broke the exchange's
-    framing (the message is the `UpstreamProtocolError`'s)."""
+    framing (the message is the `UpstreamProtocolError`'s). Outside the proxy's tree on
+    purpose: it never leaves this module, which turns it into that error."""
 
 
 class _StaleConnection(UpstreamConnectError):
@@ -130,6 +133,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.busy = False
         self.pooled = False
         """In the pool's idle list (`client.UpstreamPool` keeps it true)."""
+        self.watched = False
+        """The exchange in flight has no deadline: the pool's read sweep times its silences."""
+        self.active_at = 0.0
+        """Loop time the exchange last made progress: sent its request (or a piece of its
+        body), or read from the upstream."""
         self.idle_since = 0.0
         """Loop time it went back to the pool; the pool's sweep closes it after the idle
         timeout."""
@@ -200,6 +208,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._received = True
         self._heard = False
+        self.active_at = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -354,6 +363,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._received = self._headed = self._interim = self._sent = False
         self._head_only = request.method == "HEAD"
         self.busy = True
+        self.watched = request.deadline is None
+        self.active_at = self.loop.time()
         info.requests += 1
         if request.deadline is not None:
             self._deadline = self.loop.call_at(request.deadline, self._expire)
@@ -405,11 +416,13 @@ class UpstreamConnection(asyncio.Protocol):
                 transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
                 self.info.bytes_written += len(chunk) + 4 + len(b"%x" % len(chunk))
                 await self.flow.drain()
+                self.active_at = self.loop.time()  # the upstream is not due to answer yet
             if self.closed:
                 return
             transport.write(b"0\r\n\r\n")
             self.info.bytes_written += 5
             self._sent = True
+            self.active_at = self.loop.time()
         except UpstreamError:
             return  # the connection broke; the exchange has its own error already
         except Exception as exc:
@@ -457,6 +470,13 @@ class UpstreamConnection(asyncio.Protocol):
         request = self._request
         timeout = "" if request is None else f" within {request.timeout_s:g} s"
         self._fail(UpstreamTimeout(self.endpoint, f"no complete response{timeout}"), None)
+        self.abort()
+
+    def read_expired(self, timeout_ms: int) -> None:
+        """The pool's read sweep: the upstream has been silent for `timeout_ms`."""
+        what = "response head" if not self._headed else "more of the response body"
+        log.debug("upstream silent endpoint=%s:%d waiting=%s", *self.endpoint, what)
+        self._fail(UpstreamReadTimeout(self.endpoint, f"no {what} within {timeout_ms} ms"), None)
         self.abort()
 
     def _fail(self, err: BaseException, cause: BaseException | None) -> None:
