@@ -13,7 +13,7 @@ handler ─► heads.encode_*_head ─► client.UpstreamPool.send / request / u
 The modules import each other in one order (tests/test_layering.py holds it): `streams`
 (body buffers, write flow), `batch`, `messages` (the values and the `Protocol` seams),
 `heads` (head bytes); then `writer` -> `downstream` -> `server` on one side and `upstream`
--> `client` on the other, neither side importing the other. Writes are held until the end
+-> `upgraded` -> `client` on the other, neither side importing the other. Writes are held until the end
 of the loop's round and sent together (`batch.WriteBatch`).
 
 Nothing here routes, balances, retries (beyond resending once on a stale pooled
@@ -42,7 +42,7 @@ from turnout.proxy.transport.messages import (
     UpstreamTunnel,
 )
 from turnout.proxy.transport.server import serve_http
-from turnout.proxy.transport.upstream import UpgradedConnection
+from turnout.proxy.transport.upgraded import UpgradedConnection
 
 log = logging.getLogger(__name__)
 

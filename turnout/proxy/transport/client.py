@@ -52,12 +52,8 @@ from turnout.proxy.transport.messages import (
     UpstreamResponse,
 )
 from turnout.proxy.transport.streams import BodyStream
-from turnout.proxy.transport.upstream import (
-    OutgoingRequest,
-    UpgradedConnection,
-    UpstreamConnection,
-    log_crash,
-)
+from turnout.proxy.transport.upgraded import UpgradedConnection
+from turnout.proxy.transport.upstream import OutgoingRequest, UpstreamConnection, log_crash
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ no other transport module but `streams`: the listener and the pool both build on
 
 Not here: any I/O, HTTP parsing or head encoding (`heads`), and the classes that implement
 the protocols (`writer.ExchangeWriter`, `upstream.UpstreamConnection`,
-`upstream.UpgradedConnection`).
+`upgraded.UpgradedConnection`).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class TunnelEnd(Protocol):
 
 class UpstreamTunnel(TunnelEnd, Protocol):
     """The upstream end of a tunnel after its `101 Switching Protocols`, as
-    `ResponseWriter.tunnel` splices it (`upstream.UpgradedConnection` is the one there is)."""
+    `ResponseWriter.tunnel` splices it (`upgraded.UpgradedConnection` is the one there is)."""
 
     @property
     def response(self) -> UpstreamResponse:

@@ -1,5 +1,5 @@
 """One upstream HTTP/1.1 connection (`UpstreamConnection`, an `asyncio.Protocol` over
-httptools) and what it becomes after a 101 (`UpgradedConnection`).
+httptools); what it becomes after a 101 is `upgraded.UpgradedConnection`.
 
 ```
 start(OutgoingRequest, receiver)  (from the pool: an idle connection, or a new one)
@@ -12,7 +12,7 @@ start(OutgoingRequest, receiver)  (from the pool: an idle connection, or a new o
                        + keep-alive ─► pool._put_idle(self), then on_end; bytes after it
                        (or on an idle connection) ─► closed, never pooled
    closed before a response byte on a reused connection ─► pool._connect_and_start (resend)
-   101 ─► UpgradedConnection: bytes spliced to a TunnelEnd, never pooled again
+   101 ─► upgraded.UpgradedConnection: bytes spliced to a TunnelEnd, never pooled again
 ```
 
 The callbacks of one exchange never overlap, and one request is in flight at a time (no
@@ -63,7 +63,6 @@ from turnout.proxy.transport.messages import (
     ResponseReceiver,
     TunnelEnd,
     UpstreamHandle,
-    UpstreamResponse,
     hook_close,
     hook_open,
 )
@@ -564,55 +563,3 @@ def log_crash(task: asyncio.Task[None]) -> None:
     """Done callback of a task nobody awaits (a body sender, a connect): log its crash."""
     if not task.cancelled() and task.exception() is not None:
         log.error("task crashed task=%s", task.get_name(), exc_info=task.exception())
-
-
-class UpgradedConnection:
-    """An upstream connection after `101 Switching Protocols`, for `ResponseWriter.tunnel`.
-
-    `response` is the 101 (its headers carry e.g. `Sec-WebSocket-Accept`); `protocol` is the
-    upstream's `Upgrade` value. Bytes the upstream sent right after its 101 are kept until
-    `attach()`.
-    """
-
-    __slots__ = ("_conn", "protocol", "response")
-
-    def __init__(self, conn: UpstreamConnection, response: UpstreamResponse) -> None:
-        self._conn = conn
-        self.response = response
-        """The upstream's 101 response."""
-        self.protocol = next((v for k, v in response.headers if k.lower() == "upgrade"), "")
-        """The `Upgrade` value the upstream agreed to ("websocket")."""
-
-    def attach(self, peer: TunnelEnd) -> None:
-        """Send everything the upstream sends (buffered bytes first) to `peer`."""
-        conn = self._conn
-        conn.tunnel_peer = peer
-        buffered, conn.tunnel_buffer = conn.tunnel_buffer, []
-        for data in buffered:
-            peer.send(data)
-        if conn.closed:
-            peer.close()
-
-    def send(self, data: bytes) -> None:
-        conn = self._conn
-        if conn.transport is not None and not conn.closed:
-            conn.transport.write(data)
-            assert conn.info is not None
-            conn.info.bytes_written += len(data)
-
-    def pause_reading(self) -> None:
-        self._conn.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._conn.resume_reading()
-
-    def close(self) -> None:
-        """Close after flushing what was written."""
-        self._conn.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._conn.closed
-
-    async def wait_closed(self) -> None:
-        await asyncio.shield(self._conn.closed_waiter)
