@@ -9,6 +9,7 @@ answer it got is its own; `/poison/...` answers carry a second, unrequested resp
 from __future__ import annotations
 
 import asyncio
+import os
 
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import Mesh, bounded, route_to
@@ -153,3 +154,31 @@ async def test_a_route_timeout_replaces_the_read_timeout(lab: Lab) -> None:
         mesh = await _fast_read_timeout(lab, port, route)
         status, _, body = await mesh.get("web", "/late")
         assert (status, body) == (200, b"late")
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@bounded(30)
+async def test_a_101_to_a_plain_request_is_502_and_leaks_no_connection(lab: Lab) -> None:
+    async def switches(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                     b"connection: upgrade\r\n\r\nwelcome")  # fmt: skip
+        await writer.drain()
+        await reader.read()  # open for as long as the proxy keeps its end
+
+    async with raw_upstream(switches) as ((host, port), connections):
+        mesh = await lab.mesh({"web": [], "web-v1": [port]}, ROUTE, inbound_app=(host, port))
+        status, headers, _ = await mesh.get("web", "/first")
+        assert (status, headers.getall("l5d-proxy-error")) == (502, ["upstream protocol error"])
+        # inbound, to the local app: no balancer takes the endpoint out after 7 failures,
+        # so every request meets the 101
+        before = _open_fds()  # the test's own sockets (client, proxy and backend) included
+        got = [(await mesh.get("web", f"/{i}", port=mesh.inbound))[0] for i in range(200)]
+        assert got == [502] * 200
+        async with asyncio.timeout(5):
+            while _open_fds() > before + 10:  # each upstream connection closed (both ends)
+                await asyncio.sleep(0.01)
+        assert connections[0] == 201

@@ -1,6 +1,7 @@
 """An upstream connection whose peer sends bytes no request asked for is closed, never
 reused: bytes past the end of a response (in the same read), and bytes on an idle pooled
-connection. Raw asyncio upstreams on 127.0.0.1 write the exact bytes."""
+connection, and a 101 to a request that asked no upgrade. Raw asyncio upstreams on 127.0.0.1
+write the exact bytes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import pytest
 
 from tests.proxy.transport.helpers import Address, raw_upstream, read_request
+from turnout.proxy.errors import UpstreamProtocolError
 from turnout.proxy.transport import UpstreamPool
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -113,5 +115,25 @@ async def test_a_connection_released_twice_is_pooled_once() -> None:
             # two concurrent requests cannot share it: the second one opens its own
             assert await asyncio.gather(get(pool, addr), get(pool, addr)) == [(200, b"ok")] * 2
             assert connections[0] == 2
+        finally:
+            await pool.close()
+
+
+async def test_a_101_to_a_request_that_asked_no_upgrade_is_refused_and_closed() -> None:
+    async def switches(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                     b"connection: upgrade\r\n\r\nwelcome")  # fmt: skip
+        await writer.drain()
+        await reader.read()
+
+    async with raw_upstream(switches) as (addr, _):
+        pool = UpstreamPool()
+        try:
+            with pytest.raises(UpstreamProtocolError, match="asked no upgrade"):
+                await get(pool, addr)
+            async with asyncio.timeout(2):
+                while pool.open_count:
+                    await asyncio.sleep(0.005)
         finally:
             await pool.close()

@@ -210,19 +210,22 @@ class UpstreamPool:
         body: bytes | AsyncIterator[bytes],
         timeout_ms: int | None,
         receiver: ResponseReceiver,
+        upgrade: bool = False,
     ) -> UpstreamHandle:
         """Send one request whose head `encode_request_head` made; the response goes to
         `receiver`, never before this returns. `timeout_ms` bounds the whole exchange, body
-        included (None: no deadline). The returned handle gives the exchange up
-        (`cancel(receiver)`) or pauses reading its response."""
+        included (None: no deadline). Only an `upgrade` request (its head asks for one) may
+        be answered 101; a 101 to any other is an `UpstreamProtocolError`, the connection
+        closed. The returned handle gives the exchange up (`cancel(receiver)`) or pauses
+        reading its response."""
         loop = self.loop
         if loop is None:
             loop = self.loop = asyncio.get_running_loop()
         if timeout_ms is None:
-            request = OutgoingRequest(head, body, method, None, None)
+            request = OutgoingRequest(head, body, method, None, None, upgrade)
         else:
             request = OutgoingRequest(
-                head, body, method, loop.time() + timeout_ms / 1000, timeout_ms / 1000
+                head, body, method, loop.time() + timeout_ms / 1000, timeout_ms / 1000, upgrade
             )
         idle = self._idle.get(endpoint)
         while idle:
@@ -326,7 +329,13 @@ class UpstreamPool:
             raise UpstreamProtocolError(endpoint, str(exc)) from exc
         receiver = _Awaiting(asyncio.get_running_loop())
         handle = self.send(
-            endpoint, method=method, head=head, body=body, timeout_ms=timeout_ms, receiver=receiver
+            endpoint,
+            method=method,
+            head=head,
+            body=body,
+            timeout_ms=timeout_ms,
+            receiver=receiver,
+            upgrade=upgrade is not None,
         )
         try:
             response = await receiver.future
@@ -334,10 +343,7 @@ class UpstreamPool:
             handle.cancel(receiver)
             raise
         conn = receiver.conn
-        if conn is not None and conn.upgraded:
-            if upgrade is None:
-                conn.abort()
-                raise UpstreamProtocolError(endpoint, "101 to a request that asked no upgrade")
+        if conn is not None and conn.upgraded:  # only an upgrade request gets that far
             return response, UpgradedConnection(conn, response)
         return response, None
 

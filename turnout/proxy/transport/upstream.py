@@ -318,6 +318,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._interim = False
         self._keep_alive = parser.should_keep_alive()
         if status == 101:
+            request = self._request
+            if request is None or not request.upgrade:
+                # no tunnel to splice it to: the connection is neither HTTP nor ours any more
+                raise _BadResponse("101 to a request that asked no upgrade")
             self.upgraded = True  # feed_data raises HttpParserUpgrade right after this
         head_only = self._head_only
         no_body = head_only or status in NO_BODY_STATUS or status == 101
@@ -541,7 +545,7 @@ class UpstreamConnection(asyncio.Protocol):
 class OutgoingRequest:
     """What `start()` sends, kept for the one resend after a stale pooled connection."""
 
-    __slots__ = ("body", "deadline", "head", "method", "timeout_s")
+    __slots__ = ("body", "deadline", "head", "method", "timeout_s", "upgrade")
 
     def __init__(
         self,
@@ -550,10 +554,13 @@ class OutgoingRequest:
         method: str,
         deadline: float | None,
         timeout_s: float | None,
+        upgrade: bool = False,
     ) -> None:
         self.head = head
         self.body = body
         self.method = method
+        self.upgrade = upgrade
+        """The head asks for an upgrade: the one kind of request a 101 may answer."""
         self.deadline = deadline
         """Loop time by which the whole response must have arrived (None: no limit)."""
         self.timeout_s = timeout_s
