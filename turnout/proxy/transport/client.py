@@ -405,24 +405,30 @@ class UpstreamPool:
             self._schedule_read_sweep(loop, self.read_timeout_ms)
 
     def _schedule_read_sweep(self, loop: asyncio.AbstractEventLoop, timeout_ms: int) -> None:
-        # every quarter of the timeout: a silence is cut between 1 and 1.25 times it
+        # every quarter of the timeout, and 4 quiet sweeps in a row expire an exchange: a
+        # silence is cut between 1 and 1.25 times the timeout
         self._read_sweeper = loop.call_later(timeout_ms / 4000, self._read_sweep, loop)
 
     def _read_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         """Fail the exchanges without a deadline whose upstream has been silent for
-        `read_timeout_ms`; again while any such exchange is in flight."""
+        `read_timeout_ms` (no `progress` over 4 sweeps); again while any is in flight."""
         self._read_sweeper = None
         timeout_ms = self.read_timeout_ms
         if timeout_ms is None:
             return
-        cutoff = loop.time() - timeout_ms / 1000
         watched = False
         for conn in list(self._all):
-            if conn.busy and conn.watched:
-                if conn.active_at <= cutoff:
-                    conn.read_expired(timeout_ms)
-                else:
-                    watched = True
+            if not (conn.busy and conn.watched):
+                continue
+            if conn.progress != conn.swept:
+                conn.swept = conn.progress
+                conn.quiet_sweeps = 0
+            elif conn.quiet_sweeps >= 3:
+                conn.read_expired(timeout_ms)
+                continue
+            else:
+                conn.quiet_sweeps += 1
+            watched = True
         if watched:
             self._schedule_read_sweep(loop, timeout_ms)
 

@@ -31,7 +31,7 @@ exception as `__cause__`, or as the exception of a failing iterator body.
 Not here: the idle lists, connecting and the awaitable API (`client.UpstreamPool`, seen
 from here as `ConnectionPool`), head encoding (`heads`), retries other than that one
 resend, TLS, HTTP/2, response trailers (parsed and dropped), and the timer of the read
-timeout (an exchange without a deadline: the pool's sweep reads `active_at` and calls
+timeout (an exchange without a deadline: the pool's sweep compares `progress` and calls
 `read_expired`).
 """
 
@@ -134,9 +134,13 @@ class UpstreamConnection(asyncio.Protocol):
         """In the pool's idle list (`client.UpstreamPool` keeps it true)."""
         self.watched = False
         """The exchange in flight has no deadline: the pool's read sweep times its silences."""
-        self.active_at = 0.0
-        """Loop time the exchange last made progress: sent its request (or a piece of its
-        body), or read from the upstream."""
+        self.progress = 0
+        """Reads, and writes of a request or a piece of its body, so far: a count the read
+        sweep compares (cheaper than reading the clock on every read)."""
+        self.swept = -1
+        """`progress` at the read sweep before."""
+        self.quiet_sweeps = 0
+        """Read sweeps in a row that saw no progress."""
         self.idle_since = 0.0
         """Loop time it went back to the pool; the pool's sweep closes it after the idle
         timeout."""
@@ -146,15 +150,17 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[bytes] = []
         """The response head's end-to-end headers as `RawHeaders.lines`."""
         self._hop: RawPairs = []
-        self._head_size = 0
-        """Bytes of the head's (or the trailers') headers so far, 4 more for each."""
-        self._head_count = 0
+        self._read_size = 0
+        """Bytes of the read being parsed."""
+        self._head_reads = 0
+        """Bytes of the reads before this one that the head being parsed spans."""
+        self._trailer_size = 0
         self._unparsed = 0
-        """Bytes read since the parser last reported a header or body bytes: a header still
-        being read, which httptools keeps whole until it ends."""
+        """Bytes read, outside a head, since the parser last reported anything: a trailer
+        longer than a read, which httptools keeps whole until it ends."""
         self._heard = False
         self._max_head = pool.max_header_bytes
-        self._max_count = pool.max_header_count
+        self._max_lines = 4 * pool.max_header_count
         self._in_head = False
         self._interim = False
         self._received = False
@@ -192,7 +198,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.info is not None
-        self.info.bytes_read += len(data)
+        size = self._read_size = len(data)
+        self.info.bytes_read += size
         if self.upgraded:
             if self.tunnel_peer is not None:
                 self.tunnel_peer.send(data)
@@ -207,7 +214,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._received = True
         self._heard = False
-        self.active_at = self.loop.time()
+        self.progress += 1
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -223,15 +230,30 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
         if self._settling:
             self._settle()
+        elif self._in_head:
+            # the head goes on in the next read; a header longer than a read is kept whole
+            # by httptools until it ends, so count what its reads hold
+            self._head_reads += size
+            if self._head_reads > self._max_head:
+                self._head_too_large()
         elif self._heard:
             self._unparsed = 0
-        elif not self.closed:
-            # nothing came of these bytes: a header (or trailer) longer than a read, which
-            # httptools would buffer to any size
-            unparsed = self._unparsed = self._unparsed + len(data)
-            if unparsed > self._max_head:
-                self._fail(UpstreamProtocolError(self.endpoint, _HEAD_TOO_LARGE), None)
-                self.abort()
+        else:
+            self._unparsed += size  # the same for a trailer
+            if self._unparsed > self._max_head:
+                self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        if not self.closed:
+            self._fail(UpstreamProtocolError(self.endpoint, _HEAD_TOO_LARGE), None)
+            self.abort()
+
+    def _head_bytes(self) -> int:
+        """The head's size as the cap counts it: names and values, 4 more bytes each."""
+        size = sum(map(len, self._headers))  # the lines hold ": " and CRLF already
+        for name, value in self._hop:
+            size += len(name) + len(value) + 4
+        return size
 
     def _callback_failed(self, cause: BaseException | None) -> None:
         if isinstance(cause, _BadResponse):
@@ -280,22 +302,17 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers = []
         self._hop = []
         self._in_head = True
-        self._head_size = self._head_count = self._unparsed = 0
+        self._head_reads = 0
         self._content_length = None
         self._chunked = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._heard = True
-        size = self._head_size + len(name) + len(value) + 4
-        self._head_size = size
-        if size > self._max_head:
-            raise _BadResponse(_HEAD_TOO_LARGE)
-        if not self._in_head:
-            return  # a trailer: within the size, then dropped
-        count = self._head_count + 1
-        self._head_count = count
-        if count > self._max_count:
-            raise _BadResponse(_HEAD_TOO_LARGE)
+        if not self._in_head:  # a trailer: counted, then dropped
+            self._heard = True
+            self._trailer_size += len(name) + len(value) + 4
+            if self._trailer_size > self._max_head:
+                raise _BadResponse(_HEAD_TOO_LARGE)
+            return
         if len(name) in _HOP_LENGTHS:
             lname = name.lower()
             if lname in HOP_BY_HOP_BYTES:
@@ -309,7 +326,14 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_size = 0  # trailers have their own allowance
+        self._heard = True
+        self._trailer_size = 0
+        # the caps, once per head: the exact size only when its reads could exceed it
+        if len(self._headers) + 4 * len(self._hop) > self._max_lines or (
+            self._head_reads + self._read_size > self._max_head
+            and self._head_bytes() > self._max_head
+        ):
+            raise _BadResponse(_HEAD_TOO_LARGE)
         parser = self.parser
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
@@ -367,7 +391,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_only = request.method == "HEAD"
         self.busy = True
         self.watched = request.deadline is None
-        self.active_at = self.loop.time()
+        self.progress += 1
         info.requests += 1
         if request.deadline is not None:
             self._deadline = self.loop.call_at(request.deadline, self._expire)
@@ -419,13 +443,13 @@ class UpstreamConnection(asyncio.Protocol):
                 transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
                 self.info.bytes_written += len(chunk) + 4 + len(b"%x" % len(chunk))
                 await self.flow.drain()
-                self.active_at = self.loop.time()  # the upstream is not due to answer yet
+                self.progress += 1  # the upstream is not due to answer yet
             if self.closed:
                 return
             transport.write(b"0\r\n\r\n")
             self.info.bytes_written += 5
             self._sent = True
-            self.active_at = self.loop.time()
+            self.progress += 1
         except UpstreamError:
             return  # the connection broke; the exchange has its own error already
         except Exception as exc:
