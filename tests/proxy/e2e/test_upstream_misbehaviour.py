@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import Mesh, bounded, route_to
 from tests.proxy.transport.helpers import connect, raw_upstream, read_request
@@ -182,3 +184,40 @@ async def test_a_101_to_a_plain_request_is_502_and_leaks_no_connection(lab: Lab)
             while _open_fds() > before + 10:  # each upstream connection closed (both ends)
                 await asyncio.sleep(0.01)
         assert connections[0] == 201
+
+
+CONNECTION_OPTIONS = (
+    b"HTTP/1.1 200 OK\r\nConnection: x-secret, X-Other\r\nX-Secret: 1\r\nx-other: 2\r\n"
+    b"Keep-Alive: timeout=5\r\nconnection: keep-alive,x-third\r\nX-Third: 3\r\n"
+    b"Proxy-Authenticate: Basic\r\nX-Kept: yes\r\ncontent-length: 2\r\n\r\nok"
+)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param("", id="as-received"),
+        pytest.param(
+            "filters: [{type: ResponseHeaderModifier, responseHeaderModifier: "
+            "{add: [{name: x-added, value: a}]}}]",
+            id="with-a-response-filter",
+        ),
+    ],
+)
+@bounded(15)
+async def test_headers_named_in_the_upstream_connection_header_stay_behind(
+    lab: Lab, options: str
+) -> None:
+    async def named(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int):
+        while True:
+            await read_request(reader)
+            writer.write(CONNECTION_OPTIONS)
+            await writer.drain()
+
+    async with raw_upstream(named) as ((_, port), _):
+        mesh = await lab.mesh({"web": [], "web-v1": [port]}, route_to("web-v1", options=options))
+        status, headers, body = await mesh.get("web", "/")
+        assert (status, body) == (200, b"ok")
+        assert headers.get("x-kept") == "yes"
+        for gone in ("x-secret", "x-other", "x-third", "keep-alive", "proxy-authenticate"):
+            assert gone not in headers, (gone, headers)

@@ -5,6 +5,8 @@ own error answers. Pure functions and constants; no I/O, no connection state.
 handler ──encode_forward_head(parsed request)──┐  a request going on as it came
         ──encode_request_head(headers)─────────┼─► head bytes ─► UpstreamPool.send(head=...)
         ──request_framing(method, body)────────┘  (its Content-Length / chunked lines)
+upstream ──without_connection_options(lines, hop)──► a response's end-to-end headers, less
+                                                those its Connection header names
 writer  ──STATUS_BYTES / status_line(status)──► the first line of a response head
 server  ──ERRORS[status] / error_response()───► a whole answer the transport makes itself
                                                 (400, 408, 414, 431, 501, 505, 500...; then
@@ -124,6 +126,29 @@ STATUS_BYTES = {code: line.encode() for code, line in STATUS_LINES.items()}
 NO_BODY_STATUS = frozenset({204, 304})
 """Statuses that never carry a body (RFC 9110 §15.3.5, §15.4.5)."""
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+_CONNECTION_KEYWORDS = frozenset({b"", b"close", b"keep-alive", b"upgrade"})
+"""Connection tokens that name no end-to-end header (the last two are hop-by-hop already)."""
+
+
+def without_connection_options(lines: list[bytes], hop: RawPairs) -> list[bytes]:
+    """A response's end-to-end header `lines` (`RawHeaders.lines`) less every header its
+    `Connection` headers (in `hop`) name: those are hop-by-hop too (RFC 9110 §7.6.1), e.g.
+    `Connection: x-secret` makes `X-Secret` the upstream's business only. `lines` itself
+    when nothing is named (`Connection: keep-alive`, `close`, none at all)."""
+    named: set[bytes] = set()
+    for name, value in hop:
+        if len(name) == 10 and name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    named -= _CONNECTION_KEYWORDS
+    if not named:
+        return lines
+    kept: list[bytes] = []
+    for i in range(0, len(lines), 4):
+        if lines[i].lower() not in named:
+            kept += lines[i : i + 4]
+    return kept
 
 
 def status_line(status: int) -> str:

@@ -52,7 +52,7 @@ from turnout.proxy.errors import (
     UpstreamTimeout,
 )
 from turnout.proxy.transport.batch import WriteBatch
-from turnout.proxy.transport.heads import NO_BODY_STATUS
+from turnout.proxy.transport.heads import NO_BODY_STATUS, without_connection_options
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP_BYTES,
     Address,
@@ -74,6 +74,8 @@ _HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP_BYTES)
 
 
 _HEAD_TOO_LARGE = "response head over max_header_bytes or max_header_count"
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
+"""Connection values that name no other header (the common ones, checked in one lookup)."""
 
 
 class _BadResponse(Exception):
@@ -150,6 +152,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[bytes] = []
         """The response head's end-to-end headers as `RawHeaders.lines`."""
         self._hop: RawPairs = []
+        self._named = False
+        """The Connection header names other headers (`without_connection_options`)."""
         self._read_size = 0
         """Bytes of the read being parsed."""
         self._head_reads = 0
@@ -302,6 +306,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers = []
         self._hop = []
         self._in_head = True
+        self._named = False
         self._head_reads = 0
         self._content_length = None
         self._chunked = False
@@ -320,6 +325,8 @@ class UpstreamConnection(asyncio.Protocol):
                     self._content_length = int(value)
                 elif lname == b"transfer-encoding":
                     self._chunked = True
+                elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+                    self._named = True
                 self._hop.append((name, value))
                 return
         self._headers += (name, b": ", value, b"\r\n")  # `RawHeaders.lines`
@@ -355,7 +362,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._headed = True
         receiver = self._receiver
         if receiver is not None:
-            receiver.on_head(self, status, RawHeaders(self._headers, self._hop), content_length)
+            hop, lines = self._hop, self._headers
+            if self._named:
+                lines = without_connection_options(lines, hop)
+            receiver.on_head(self, status, RawHeaders(lines, hop), content_length)
         if head_only:
             # llhttp cannot be told that a HEAD response has no body: a fresh parser takes
             # the next response; this one reads the rest of this read as a body, so a byte
