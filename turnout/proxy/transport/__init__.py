@@ -12,8 +12,8 @@ handler ─► heads.encode_*_head ─► client.UpstreamPool.send / request / u
 
 The modules import each other in one order (tests/test_layering.py holds it): `streams`
 (body buffers, write flow), `batch`, `messages` (the values and the `Protocol` seams),
-`heads` (head bytes); then `writer` -> `downstream` -> `server` on one side and `upstream`
--> `upgraded` -> `client` on the other, neither side importing the other. Writes are held until the end
+`heads` (head bytes); then `writer` -> `downstream` -> `server` on one side and `pooled`
+-> `upstream` -> `upgraded` -> `client` on the other, neither side importing the other. Writes are held until the end
 of the loop's round and sent together (`batch.WriteBatch`).
 
 Nothing here routes, balances, retries (beyond resending once on a stale pooled

@@ -17,9 +17,9 @@ exchange without a deadline ─► the read sweep (every read_timeout_ms / 4, wh
 ```
 
 No callback is ever made from inside `send()`. What one connection does with an exchange
-(writing, parsing, the deadline, the one resend after a stale pooled connection, which
-errors a receiver sees) is `upstream.UpstreamConnection`'s; request heads are made with
-`heads.encode_request_head` / `encode_forward_head`.
+(writing, the deadline, the one resend after a stale pooled connection, which errors a
+receiver sees) is `pooled.PooledConnection`'s, and parsing `upstream.UpstreamConnection`'s;
+request heads are made with `heads.encode_request_head` / `encode_forward_head`.
 
 Deliberately not here: retries other than that stale-connection resend (the handler owns
 retry policy and budgets), load balancing (the handler picks the endpoint), a limit on busy
@@ -51,9 +51,10 @@ from turnout.proxy.transport.messages import (
     UpstreamHandle,
     UpstreamResponse,
 )
+from turnout.proxy.transport.pooled import OutgoingRequest, PooledConnection, log_crash
 from turnout.proxy.transport.streams import BodyStream
 from turnout.proxy.transport.upgraded import UpgradedConnection
-from turnout.proxy.transport.upstream import OutgoingRequest, UpstreamConnection, log_crash
+from turnout.proxy.transport.upstream import UpstreamConnection
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +177,8 @@ class UpstreamPool:
         self.hooks = hooks
         self.loop: asyncio.AbstractEventLoop | None = None
         self._batch: WriteBatch | None = None
-        self._idle: dict[Address, list[UpstreamConnection]] = {}
-        self._all: set[UpstreamConnection] = set()
+        self._idle: dict[Address, list[PooledConnection]] = {}
+        self._all: set[PooledConnection] = set()
         self._connecting: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._read_sweeper: asyncio.TimerHandle | None = None
@@ -366,7 +367,7 @@ class UpstreamPool:
         self._all.add(conn)
         return conn
 
-    def _put_idle(self, conn: UpstreamConnection) -> None:
+    def _put_idle(self, conn: PooledConnection) -> None:
         if conn.pooled:
             return  # released twice: a connection in the list twice would serve two requests
         idle = self._idle.get(conn.endpoint)
@@ -432,12 +433,12 @@ class UpstreamPool:
         if watched:
             self._schedule_read_sweep(loop, timeout_ms)
 
-    def _unpool(self, conn: UpstreamConnection) -> None:
+    def _unpool(self, conn: PooledConnection) -> None:
         if conn.pooled:
             conn.pooled = False
             self._idle[conn.endpoint].remove(conn)
 
-    def _forget(self, conn: UpstreamConnection) -> None:
+    def _forget(self, conn: PooledConnection) -> None:
         self._all.discard(conn)
         self._unpool(conn)
 

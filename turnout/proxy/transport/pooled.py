@@ -1,0 +1,390 @@
+"""One upstream connection's life in the pool (`PooledConnection`): the exchange in flight,
+writing its request, and every way it ends. `upstream.UpstreamConnection` extends it with
+the reading half (the response parser), as `server` extends `downstream` on the listener.
+
+```
+start(OutgoingRequest, receiver)  (from the pool: an idle connection, or a new one)
+   bytes body: transport.write(head + body)    iterator body: a sender task, chunked,
+               (no body: the pool's WriteBatch)               waiting on pause_writing
+   the reader ─► _complete (message complete, in a parser callback) ─► _settle once the read
+                 is parsed: keep-alive and nothing after it ─► pool._put_idle(self), then
+                 receiver.on_end(); else closed, never pooled
+   deadline (_expire) / the pool's read sweep (read_expired) / _fail ─► receiver.on_error
+   closed before a response byte on a reused connection ─► pool._connect_and_start (resend)
+```
+
+One request is in flight at a time (no pipelining). A pooled connection the peer closed
+while we were writing to it (the keep-alive race every pool meets) is detected when it
+closes before a single response byte: the request is then sent again, once, on a fresh
+connection, if its body is `bytes` (replayable), as Go's `net/http` and Envoy do. Errors
+reach receivers only as `UpstreamError` subclasses (turnout.proxy.errors), made once with
+the OS or parser exception as `__cause__`, or as the exception of a failing iterator body.
+
+Not here: parsing (`upstream`), the idle lists, connecting, the read sweep's timer and the
+awaitable API (`client.UpstreamPool`, seen from here as `ConnectionPool`), head encoding
+(`heads`), retries other than that one resend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol, cast
+
+from turnout.proxy.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamReadTimeout,
+    UpstreamTimeout,
+)
+from turnout.proxy.transport.batch import WriteBatch
+from turnout.proxy.transport.messages import (
+    Address,
+    ConnectionHooks,
+    ConnectionInfo,
+    ResponseReceiver,
+    TunnelEnd,
+    UpstreamHandle,
+    hook_close,
+    hook_open,
+)
+from turnout.proxy.transport.streams import WriteFlow
+
+log = logging.getLogger(__name__)
+
+
+class _StaleConnection(UpstreamConnectError):
+    """A reused connection closed before any response byte: the keep-alive race."""
+
+
+class ConnectionPool(Protocol):
+    """What a connection needs from the pool that owns it (`client.UpstreamPool`)."""
+
+    loop: asyncio.AbstractEventLoop | None
+    hooks: ConnectionHooks | None
+    max_header_bytes: int
+    max_header_count: int
+
+    @property
+    def batch(self) -> WriteBatch:
+        """Where bodiless request heads wait for the end of the loop's round."""
+
+    def _put_idle(self, conn: PooledConnection) -> None:
+        """The response is complete and the connection may be reused (a connection already
+        idle stays in the pool once)."""
+
+    def _unpool(self, conn: PooledConnection) -> None:
+        """The connection must not be reused (it is closing)."""
+
+    def _forget(self, conn: PooledConnection) -> None:
+        """The connection is closed."""
+
+    def _connect_and_start(
+        self, endpoint: Address, request: OutgoingRequest, receiver: ResponseReceiver
+    ) -> UpstreamHandle:
+        """Send `request` again on a new connection (the stale-connection resend)."""
+
+
+class PooledConnection(asyncio.Protocol):
+    """One upstream TCP connection as the pool and an exchange see it: `start` a request,
+    `cancel`, pause and resume reading, `close`/`abort`; the reader (`UpstreamConnection`)
+    calls `_complete`, `_fail` and reads the state here."""
+
+    def __init__(self, pool: ConnectionPool, endpoint: Address) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        self.loop = pool.loop or asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.batch = pool.batch
+        self.info: ConnectionInfo | None = None
+        self.flow = WriteFlow(self.loop, None)
+        self.closed = False
+        self.reused = False
+        self.busy = False
+        self.pooled = False
+        """In the pool's idle list (`client.UpstreamPool` keeps it true)."""
+        self.watched = False
+        """The exchange in flight has no deadline: the pool's read sweep times its silences."""
+        self.progress = 0
+        """Reads, and writes of a request or a piece of its body, so far: a count the read
+        sweep compares (cheaper than reading the clock on every read)."""
+        self.swept = -1
+        """`progress` at the read sweep before."""
+        self.quiet_sweeps = 0
+        """Read sweeps in a row that saw no progress."""
+        self.idle_since = 0.0
+        """Loop time it went back to the pool; the pool's sweep closes it after the idle
+        timeout."""
+        # the exchange in flight
+        self._receiver: ResponseReceiver | None = None
+        self._request: OutgoingRequest | None = None
+        self._interim = False
+        self._received = False
+        self._headed = False
+        self._head_only = False
+        self._keep_alive = False
+        self._until_eof = False
+        self._sent = False
+        self._settling = False
+        """The response completed in the read being parsed: `_settle` follows."""
+        self._ended: ResponseReceiver | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._sender: asyncio.Task[None] | None = None
+        # after a 101
+        self.upgraded = False
+        self.tunnel_peer: TunnelEnd | None = None
+        self.tunnel_buffer: list[bytes] = []
+        self.closed_waiter: asyncio.Future[None] = self.loop.create_future()
+
+    # -- asyncio.Protocol (data_received: the reader's) ---------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        self.transport = transport = cast(asyncio.Transport, transport)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.info = ConnectionInfo("outbound", self.endpoint, (local[0], local[1]))
+        hook_open(self.pool.hooks, self.info)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        self.flow.close(
+            UpstreamProtocolError(self.endpoint, "connection closed while sending the request")
+        )
+        if self.busy:
+            self._lost_mid_exchange(exc)
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.close()
+        if not self.closed_waiter.done():
+            self.closed_waiter.set_result(None)
+        assert self.info is not None
+        hook_close(self.pool.hooks, self.info, exc)
+
+    def pause_writing(self) -> None:
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.pause_reading()
+        self.flow.pause()
+
+    def resume_writing(self) -> None:
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.resume_reading()
+        self.flow.resume()
+
+    # -- the exchange --------------------------------------------------------------------
+
+    def start(self, request: OutgoingRequest, receiver: ResponseReceiver) -> None:
+        """Send `request`; the response goes to `receiver`."""
+        transport = self.transport
+        info = self.info
+        assert transport is not None and info is not None
+        self._receiver = receiver
+        self._request = request
+        self._received = self._headed = self._interim = self._sent = False
+        self._head_only = request.method == "HEAD"
+        self.busy = True
+        self.watched = request.deadline is None
+        self.progress += 1
+        info.requests += 1
+        if request.deadline is not None:
+            self._deadline = self.loop.call_at(request.deadline, self._expire)
+        head, body = request.head, request.body
+        if isinstance(body, bytes):
+            if not body:
+                self.batch.write(transport, head)
+                info.bytes_written += len(head)
+            elif len(body) < 65536:
+                data = head + body
+                transport.write(data)
+                info.bytes_written += len(data)
+            else:
+                transport.writelines((head, body))
+                info.bytes_written += len(head) + len(body)
+            self._sent = True
+        else:
+            transport.write(head)
+            info.bytes_written += len(head)
+            self._sender = self.loop.create_task(
+                self._send_body(body), name=f"upstream-body {self.endpoint[0]}:{self.endpoint[1]}"
+            )
+            self._sender.add_done_callback(log_crash)
+
+    def cancel(self, receiver: ResponseReceiver) -> None:
+        """`receiver` gives up its exchange: close the connection unless the response is
+        already complete (then it is in the pool, maybe serving someone else)."""
+        if self._receiver is receiver:
+            self._receiver = None
+            self.abort()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    async def _send_body(self, body: AsyncIterator[bytes]) -> None:
+        transport = self.transport
+        assert transport is not None and self.info is not None
+        try:
+            async for chunk in body:
+                if self.closed:
+                    return
+                if not chunk:
+                    continue
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                self.info.bytes_written += len(chunk) + 4 + len(b"%x" % len(chunk))
+                await self.flow.drain()
+                self.progress += 1  # the upstream is not due to answer yet
+            if self.closed:
+                return
+            transport.write(b"0\r\n\r\n")
+            self.info.bytes_written += 5
+            self._sent = True
+            self.progress += 1
+        except UpstreamError:
+            return  # the connection broke; the exchange has its own error already
+        except Exception as exc:
+            # The source (usually the client's request body) failed: the upstream got a
+            # truncated body, so this connection is done; the caller sees the source's error.
+            log.debug("request body source failed endpoint=%s:%d error=%r", *self.endpoint, exc)
+            self._fail(exc, None)
+            self.abort()
+
+    def _complete(self) -> None:
+        """The response is complete on the wire (a parser callback): the exchange is over,
+        and `_settle` follows once the rest of the read is parsed."""
+        self._ended = self._receiver
+        self._receiver = None
+        self._request = None
+        self.busy = False
+        self._settling = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _settle(self) -> None:
+        """After the read that completed a response: reuse the connection if we can (not if
+        anything followed the response: it is closing then), then tell the receiver. The
+        receiver hears last, so that a request it sends at once can take this connection."""
+        self._settling = False
+        receiver, self._ended = self._ended, None
+        transport = self.transport
+        if not self._sent:
+            # An early response (before the whole request body went out): Go and Envoy both
+            # close such a connection rather than keep sending a body nobody reads.
+            self.abort()
+        elif self.upgraded:
+            pass
+        elif self._keep_alive and transport is not None and not transport.is_closing():
+            self.reused = True
+            self.pool._put_idle(self)
+        else:
+            self.close()
+        if receiver is not None:
+            receiver.on_end()
+
+    def _expire(self) -> None:
+        self._deadline = None
+        request = self._request
+        timeout = "" if request is None else f" within {request.timeout_s:g} s"
+        self._fail(UpstreamTimeout(self.endpoint, f"no complete response{timeout}"), None)
+        self.abort()
+
+    def read_expired(self, timeout_ms: int) -> None:
+        """The pool's read sweep: the upstream has been silent for `timeout_ms`."""
+        what = "response head" if not self._headed else "more of the response body"
+        log.debug("upstream silent endpoint=%s:%d waiting=%s", *self.endpoint, what)
+        self._fail(UpstreamReadTimeout(self.endpoint, f"no {what} within {timeout_ms} ms"), None)
+        self.abort()
+
+    def _fail(self, err: BaseException, cause: BaseException | None) -> None:
+        if cause is not None:
+            err.__cause__ = cause
+        receiver = self._receiver
+        self._receiver = None
+        if receiver is not None:
+            receiver.on_error(err)
+
+    def _lost_mid_exchange(self, exc: Exception | None) -> None:
+        self.busy = False
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._sender is not None:
+            self._sender.cancel()
+        receiver = self._receiver
+        if receiver is None:
+            return
+        if not self._headed:
+            request = self._request
+            if self._received:
+                err: UpstreamError = UpstreamProtocolError(
+                    self.endpoint, "connection closed in the response head"
+                )
+            elif self.reused and request is not None and isinstance(request.body, bytes):
+                # the keep-alive race: send it again, once, on a fresh connection
+                log.debug("stale pooled connection, sending again endpoint=%s:%d", *self.endpoint)
+                self._receiver = None
+                self.pool._connect_and_start(self.endpoint, request, receiver)
+                return
+            elif self.reused:
+                err = _StaleConnection(self.endpoint, "reused connection closed before response")
+            else:
+                err = UpstreamConnectError(self.endpoint, "connection closed before response")
+            self._fail(err, exc)
+            return
+        if self.upgraded:
+            self._receiver = None
+            return
+        if self._until_eof and exc is None:
+            self._receiver = None
+            receiver.on_end()  # a close-delimited body ends here (RFC 9112 §6.3 rule 8)
+        else:
+            self._fail(UpstreamProtocolError(self.endpoint, "connection closed mid-body"), exc)
+
+    # -- connection control --------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def idle_expired(self) -> None:
+        log.debug("idle upstream connection closed endpoint=%s:%d", *self.endpoint)
+        self.close()
+
+
+class OutgoingRequest:
+    """What `start()` sends, kept for the one resend after a stale pooled connection."""
+
+    __slots__ = ("body", "deadline", "head", "method", "timeout_s", "upgrade")
+
+    def __init__(
+        self,
+        head: bytes,
+        body: bytes | AsyncIterator[bytes],
+        method: str,
+        deadline: float | None,
+        timeout_s: float | None,
+        upgrade: bool = False,
+    ) -> None:
+        self.head = head
+        self.body = body
+        self.method = method
+        self.upgrade = upgrade
+        """The head asks for an upgrade: the one kind of request a 101 may answer."""
+        self.deadline = deadline
+        """Loop time by which the whole response must have arrived (None: no limit)."""
+        self.timeout_s = timeout_s
+
+
+def log_crash(task: asyncio.Task[None]) -> None:
+    """Done callback of a task nobody awaits (a body sender, a connect): log its crash."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task crashed task=%s", task.get_name(), exc_info=task.exception())
