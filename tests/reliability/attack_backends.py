@@ -27,9 +27,6 @@ from pathlib import Path
 from tests.reliability.attacks import Case, Lab, Outcome, until
 from tests.reliability.wire import HOLD, Client, Message, Recorded, Reply, fixed, get, response
 
-UPSTREAM = "upstream"
-"""The issue 11 branch fixing the proxy's upstream side (pool, heads, 101, timeouts)."""
-
 RSS_BOUND_MB = 64
 """Growth of the proxy's RSS allowed over four 16 MB upstream heads (relayed: +150 MB)."""
 FD_SLACK = 4
@@ -214,7 +211,6 @@ BACKEND_CASES = [
         reached=None,
         label="200 GETs, 20 clients; /poison answers twice",
         nginx="each its own (upstream connection closed)",
-        xfail=UPSTREAM,
     ),
     Case(
         id="unsolicited-data-idle",
@@ -235,7 +231,6 @@ BACKEND_CASES = [
         reached=None,
         label="4 clients; backend sends a 16 MB header",
         nginx="502 (proxy_buffer_size)",
-        xfail=UPSTREAM,
     ),
     Case(
         id="upstream-101-to-get",
@@ -246,7 +241,6 @@ BACKEND_CASES = [
         reached=None,
         label="15 GETs answered 101 (and 15 plain ones)",
         nginx="502",
-        xfail=UPSTREAM,
     ),
     Case(
         id="upstream-connection-x-secret",
@@ -258,7 +252,6 @@ BACKEND_CASES = [
         absent=("x-secret",),
         label="backend: Connection: x-secret, x-secret: …",
         nginx="200 without x-secret",
-        xfail=UPSTREAM,
     ),
     Case(
         id="never-answers-route-timeout",
@@ -290,7 +283,6 @@ BACKEND_CASES = [
         label="GET /hang (no route timeout; read timeout 1s)",
         nginx="504 (proxy_read_timeout, 60s)",
         wait_s=3.0,
-        xfail=UPSTREAM,
     ),
 ]
 

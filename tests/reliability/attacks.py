@@ -1,7 +1,7 @@
 """The attack harness: raw bytes into a real proxy process, a recording backend behind it.
 
 ```
-exchange(raw) ──TCP──> `mesh proxy -f table.yaml` (LAUNCH) ──────TCP──> Recorder (thread)
+exchange(raw) ──TCP──> `mesh proxy -f table.yaml` ───────────────TCP──> Recorder (thread)
   answers parsed          outbound 127.0.0.1:0, admin 127.0.0.1:0        every request kept:
   (status, headers,       routes: /admin -> web-admin  (x-route: admin)   request line, headers,
    body) or "close"               /slow  -> web-main   (x-route: slow,    body bytes; answers
@@ -206,28 +206,16 @@ def _service(name: str, port: int | None) -> str:
     )
 
 
-POOL_SETTINGS = {"read_timeout_ms": 1_000}
-"""Settings of the proxy's upstream pool that have no command-line flag, given as the
-defaults `UpstreamPool` takes (a setting this version lacks is left out): the read timeout
-of exchanges without a deadline (60 s by default) is 1 s, so a backend that never answers
-a route without a timeout is answered 504 within the set's bounds."""
-
-LAUNCH = f"""
-import sys
-from turnout.proxy.transport.client import UpstreamPool
-defaults = UpstreamPool.__init__.__kwdefaults__
-defaults.update({{k: v for k, v in {POOL_SETTINGS!r}.items() if k in defaults}})
-from turnout.cli.main import main
-sys.exit(main(sys.argv[1:]))
-"""
-"""`mesh ARGS` with `POOL_SETTINGS` applied first."""
+READ_TIMEOUT = "1s"
+"""The proxy's `--upstream-read-timeout` (60 s by default): a backend that never answers a
+route without a timeout is answered 504 within the set's bounds."""
 
 _LISTENING = re.compile(r"outbound 127\.0\.0\.1:(\d+).* admin 127\.0\.0\.1:(\d+)")
 
 
 @dataclass
 class ProxyProcess:
-    """`mesh proxy -f MANIFEST` (`LAUNCH`) on ports the kernel picks (read back from the
+    """`mesh proxy -f MANIFEST` on ports the kernel picks (read back from the
     line it prints once listening); stopped with SIGTERM, killed if it lingers."""
 
     manifest: Path
@@ -237,9 +225,10 @@ class ProxyProcess:
     admin: int = 0
 
     def start(self, *, timeout_s: float = 20.0) -> ProxyProcess:
-        argv = [sys.executable, "-c", LAUNCH, "proxy", "-f", str(self.manifest)]
+        argv = [sys.executable, "-m", "turnout", "proxy", "-f", str(self.manifest)]
         argv += ["--namespace", "shop", "--workload", "deployment/attacker"]
         argv += ["--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+        argv += ["--upstream-read-timeout", READ_TIMEOUT]
         with self.log.open("wb") as err:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err)
         assert self.proc.stdout is not None
@@ -328,8 +317,8 @@ class Case:
     `answers` (statuses in order, "close" when the proxy must then close) and `reached`
     (`Recorded.summary` of each request the backend must get, in order; None: not
     checked). `absent`: header names that must appear neither at the backend nor in an
-    answer. `nginx`: what nginx 1.22 answers the same bytes. `xfail`: the branch of issue 11
-    that fixes it, while it is not merged."""
+    answer. `nginx`: what nginx 1.22 answers the same bytes. `xfail`: why a known defect is
+    not fixed yet (the case is then a strict xfail)."""
 
     id: str
     group: str

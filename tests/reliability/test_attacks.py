@@ -2,9 +2,8 @@
 `attack_cases.CASES`, its answer and what reached the backend appended to `RESULTS` (printed
 as a table at the end of the run by `conftest.py`).
 
-Cases a branch of issue 11 fixes are strict xfails until that branch is merged: the merge
-makes them pass, pytest then reports XPASS(strict) as a failure, and the merger removes
-`xfail=` from the case.
+A case with `xfail=REASON` is a known defect not fixed yet: a strict xfail, so the fix makes
+pytest report XPASS(strict) as a failure until the fix also removes `xfail=` from the case.
 """
 
 from __future__ import annotations
@@ -21,9 +20,7 @@ from tests.reliability.attacks import RESULTS, Case, Lab, Result, judge, running
 def _param(case: Case) -> object:
     marks = []
     if case.xfail:
-        marks.append(
-            pytest.mark.xfail(strict=True, reason=f"issue 11: fixed on branch {case.xfail}")
-        )
+        marks.append(pytest.mark.xfail(strict=True, reason=f"known defect: {case.xfail}"))
     return pytest.param(case, id=case.id, marks=marks)
 
 

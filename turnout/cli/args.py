@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
@@ -84,6 +85,19 @@ def byte_size(text: str) -> int:
     if not digits.isdigit() or unit not in _BYTE_UNITS or int(digits) < 1:
         raise argparse.ArgumentTypeError(f"want a size like 16Mi or 3145728, got {text!r}")
     return int(digits) * _BYTE_UNITS[unit]
+
+
+_DURATION = re.compile(r"(?:[0-9]{1,5}(?:h|m|s|ms))+|0")
+_DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
+_DURATION_MS = {"h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
+
+
+def duration_ms(text: str) -> int:
+    """``--upstream-read-timeout``: a Gateway API Duration (``60s``, ``1m30s``, ``500ms``)
+    or ``0``, in milliseconds."""
+    if not _DURATION.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"want a duration like 60s, 1m30s or 500ms, got {text!r}")
+    return sum(int(n) * _DURATION_MS[unit] for n, unit in _DURATION_PART.findall(text))
 
 
 def host_port(text: str) -> str:

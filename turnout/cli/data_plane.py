@@ -92,6 +92,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             admin=Address.parse(args.admin) if args.admin else None,
             gateway=parse_gateway(args.gateway) if args.gateway else None,
             workers=args.workers,
+            upstream_read_timeout_ms=args.upstream_read_timeout or None,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc

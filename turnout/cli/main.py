@@ -29,6 +29,7 @@ import turnout
 from turnout.cli.args import (
     MeshParser,
     add_namespace,
+    duration_ms,
     host_port,
     non_negative_int,
     positive_float,
@@ -39,6 +40,7 @@ from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files, add_max_file_size
 from turnout.engine.config import DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS
 from turnout.engine.errors import LoadError
+from turnout.proxy.config import DEFAULT_UPSTREAM_READ_TIMEOUT_MS
 
 Runner = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
@@ -192,6 +194,14 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--gateway",
         metavar="NS/NAME[:PORT]",
         help="serve that Gateway's listener (default port 80) on --outbound, as its data plane",
+    )
+    p.add_argument(
+        "--upstream-read-timeout",
+        type=duration_ms,
+        default=DEFAULT_UPSTREAM_READ_TIMEOUT_MS,
+        metavar="DURATION",
+        help="longest upstream silence on a request whose route sets no timeout, then 504"
+        " (default 60s; 0: wait forever)",
     )
     p.set_defaults(run="data_plane:run_proxy_command")
 

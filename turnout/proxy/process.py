@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from turnout.proxy.config import DEFAULT_UPSTREAM_READ_TIMEOUT_MS
 from turnout.proxy.table import RuntimeTable
 
 if TYPE_CHECKING:
@@ -130,6 +131,9 @@ class ProxyConfig:
     gateway's data plane) instead of routing by the Service the Host header names."""
     workers: int = 1
     """Processes serving the listeners (SO_REUSEPORT when more than one; `workers.py`)."""
+    upstream_read_timeout_ms: int | None = DEFAULT_UPSTREAM_READ_TIMEOUT_MS
+    """The upstream pool's `read_timeout_ms` (`config.DEFAULT_UPSTREAM_READ_TIMEOUT_MS`):
+    longest upstream silence on an exchange without a deadline; None: wait forever."""
 
     def gateway_listener(self) -> str | None:
         """The runtime table's listener name for `gateway` (None: a mesh proxy)."""

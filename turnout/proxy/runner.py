@@ -140,7 +140,8 @@ def build_proxy(config: ProxyConfig) -> Proxy:
         workload_name=config.workload_name,
         pod=config.pod,
     )
-    return Proxy(config=config, metrics=metrics, tap=TapHub(), pool=UpstreamPool())
+    pool = UpstreamPool(read_timeout_ms=config.upstream_read_timeout_ms)
+    return Proxy(config=config, metrics=metrics, tap=TapHub(), pool=pool)
 
 
 async def start_proxy(
