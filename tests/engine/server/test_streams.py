@@ -15,7 +15,14 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
-from tests.engine.server.builders import compile_table, manifest, mk_route, mk_service, weighted
+from tests.engine.server.builders import (
+    compile_table,
+    manifest,
+    mk_endpoints,
+    mk_route,
+    mk_service,
+    weighted,
+)
 from turnout.engine.server.snapshots import Snapshot, View, build_view
 from turnout.engine.server.streams import StreamState
 from turnout.engine.xds import (
@@ -39,10 +46,15 @@ def req(type_url: str, *names: str, nonce: str = "", version: str = "", error: s
     return r
 
 
-def snap(tmp_path: Path, version: int, v2: int = 10) -> tuple[Snapshot, View]:
+def snap(
+    tmp_path: Path, version: int, v2: int = 10, web_port: int | None = None
+) -> tuple[Snapshot, View]:
+    """`web` splitting to `api` (`v2` percent); with `web_port`, `web` has an endpoint there."""
+    endpoints = () if web_port is None else (mk_endpoints("web", web_port),)
     text = manifest(
         mk_service("web"),
         mk_service("api"),
+        *endpoints,
         mk_route("web", rules=weighted(("web", 100 - v2), ("api", v2))),
     )
     table = compile_table(tmp_path, text)
@@ -94,14 +106,50 @@ def test_stale_nonce_is_ignored_and_acked_content_is_not_resent(tmp_path: Path) 
     s = StreamState(peer="p")
     s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB))
     [r1] = s.due(*snap(tmp_path, 1))
-    assert s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB, API, nonce="old")).kind == "stale"
+    assert s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB, nonce="old")).kind == "stale"
     assert s.subscriptions()["RDS"] == (WEB,)
+    assert s.due(*snap(tmp_path, 2, v2=20)) == []  # still waiting for r1's answer
     assert (
         s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB, nonce=r1.nonce, version="1")).kind == "ack"
     )
     assert s.due(*snap(tmp_path, 2)) == []  # same content in a new version: nothing to send
     [r2] = s.due(*snap(tmp_path, 3, v2=50))
     assert r2.version_info == "3" and r2.nonce != r1.nonce
+
+
+def test_stale_nonce_with_new_names_gets_the_new_names_at_once(tmp_path: Path) -> None:
+    """The exact race: a table change sends CDS then EDS (endpoints of a cluster changed);
+    the client, on reading CDS (a cluster is back), asks EDS for the new cluster too, with
+    the EDS nonce it has, which our EDS response has made stale. The names still count
+    (xDS protocol: the nonce only says which response a request answers), and the new
+    cluster's endpoints go out without waiting for the first EDS response's ACK."""
+    s = StreamState(peer="p")
+    first = req(CLUSTER_TYPE)
+    first.node.CopyFrom(base_pb2.Node(id="n"))
+    s.on_request(first)
+    s.on_request(req(LOAD_ASSIGNMENT_TYPE, "shop/web:80"))
+    cds1, eds1 = s.due(*snap(tmp_path, 1))
+    s.on_request(req(CLUSTER_TYPE, nonce=cds1.nonce, version="1"))
+    s.on_request(req(LOAD_ASSIGNMENT_TYPE, "shop/web:80", nonce=eds1.nonce, version="1"))
+    # A new table in which web's endpoints changed: CDS, then EDS, go out in one breath.
+    cds2, eds2 = s.due(*snap(tmp_path, 2, v2=20, web_port=8081))
+    assert (cds2.type_url, eds2.type_url) == (CLUSTER_TYPE, LOAD_ASSIGNMENT_TYPE)
+    # The client read cds2 (and wants api's endpoints now) before eds2 reached it.
+    verdict = s.on_request(
+        req(LOAD_ASSIGNMENT_TYPE, "shop/api:80", "shop/web:80", nonce=eds1.nonce, version="1")
+    )
+    assert verdict.kind == "stale-update"
+    assert s.subscriptions()["EDS"] == ("shop/api:80", "shop/web:80")
+    [eds3] = s.due(*snap(tmp_path, 2, v2=20, web_port=8081))
+    assert names([eds3]) == {"ClusterLoadAssignment": ["shop/api:80", "shop/web:80"]}
+    assert eds3.nonce not in (eds1.nonce, eds2.nonce)
+    # The client's answer to eds2 (now stale, same names) changes nothing; eds3's ACK is one.
+    late = req(LOAD_ASSIGNMENT_TYPE, "shop/api:80", "shop/web:80", nonce=eds2.nonce, version="2")
+    assert s.on_request(late).kind == "stale"
+    assert s.due(*snap(tmp_path, 2, v2=20, web_port=8081)) == []
+    ack = req(LOAD_ASSIGNMENT_TYPE, "shop/api:80", "shop/web:80", nonce=eds3.nonce, version="2")
+    assert s.on_request(ack).kind == "ack"
+    assert s.acked()["EDS"] == "2"
 
 
 @pytest.mark.parametrize("narrow", [True, False], ids=["narrowed", "widened"])

@@ -2,14 +2,20 @@
 
 ```
 DiscoveryRequest ─ on_request ─> per type_url `_TypeState`
+   every request              resource_names replace the subscription (empty LDS/CDS =
+                              wildcard, "*" too), whatever its nonce
    no nonce                   a (re)subscription: answer it whatever we sent before
-   nonce != last sent nonce   stale (a newer response is on its way): ignored, per the xDS spec
+   nonce != last sent nonce   stale: not an ACK or NACK of anything (a newer response is on
+                              its way). Same names: ignored. New names: the client changed
+                              its subscription before it saw our latest response, so that
+                              response answers the old names: the new set is due now, with a
+                              fresh nonce (waiting for the ACK would wait for a client that
+                              may itself wait for these very resources)
    nonce == last, no error    ACK (version == sent version) or a subscription change
    nonce == last, error       NACK: remembered with the client's reason; the rejected content
                               is not sent again (only a newer table whose content for this
                               stream differs is)
-   either way                 the response is no longer in flight, resource_names replace
-                              the subscription (empty LDS/CDS = wildcard, "*" too)
+   nonce == last, either way  the response is no longer in flight
 
 due(snapshot, view) ─> DiscoveryResponses, for each subscribed type in CDS, EDS, LDS, RDS order
    (make before break) that
@@ -98,7 +104,8 @@ class RequestVerdict:
     """What one request did, for the server's logs."""
 
     kind: str
-    """"subscribe", "ack", "nack", "update" (names changed, not an ACK), "stale", "unknown"."""
+    """"subscribe", "ack", "nack", "update" (names changed, not an ACK), "stale-update" (names
+    changed by a request with a stale nonce), "stale" (ignored), "unknown"."""
     nack: Nack | None = None
 
 
@@ -124,8 +131,6 @@ class StreamState:
         t = self.types.get(req.type_url)
         if t is None:
             return RequestVerdict("unknown")
-        if req.response_nonce and req.response_nonce != t.nonce:
-            return RequestVerdict("stale")
         names = frozenset(req.resource_names)
         first = not t.subscribed
         if WILDCARD_NAME in names or (
@@ -134,7 +139,15 @@ class StreamState:
             new_names: frozenset[str] | None = None
         else:
             new_names = names
+        changed = first or new_names != t.names
         t.names, t.subscribed = new_names, True
+        if req.response_nonce and req.response_nonce != t.nonce:
+            # The nonce says only that this is no ACK or NACK of our latest response; the
+            # names still stand (xDS protocol), and a changed set is answered now.
+            if not changed:
+                return RequestVerdict("stale")
+            t.in_flight = False
+            return RequestVerdict("stale-update")
         if not req.response_nonce:
             # A new subscription (or a new stream's first request): always answer it.
             t.sent, t.in_flight = None, False
