@@ -72,6 +72,8 @@ class FakeAds(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[
         """Every DiscoveryRequest received, in order, across streams and restarts."""
         self.responses: list[Any] = []
         """Every DiscoveryResponse sent."""
+        self.stale: list[Any] = []
+        """The requests ignored because their nonce was stale."""
         self.streams_opened = 0
         self._held: set[str] = set()
         self._streams: list[_Stream] = []
@@ -157,6 +159,7 @@ class FakeAds(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[
                 await self._record(req)
                 t = req.type_url
                 if req.response_nonce and req.response_nonce != stream.nonces.get(t):
+                    self.stale.append(req)
                     continue  # stale: the server has sent a newer response since
                 names = frozenset(req.resource_names)
                 stream.names[t] = None if t in _WILDCARD and not names else names

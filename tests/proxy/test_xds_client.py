@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.engine.server.ads_kit import backends, comeback
 from tests.proxy.ads_fake import FakeAds, Snapshot, is_ack, is_nack
 from turnout.engine.pipeline import compile_files
 from turnout.engine.xds import translate
@@ -321,11 +323,47 @@ async def test_dependencies_arriving_out_of_order_are_waited_for_not_nacked(
         await until(lambda: any(r.type_url == LOAD_ASSIGNMENT_TYPE for r in ads.responses))
         await asyncio.sleep(0.05)  # let the client read it: still incomplete
         assert not client.ready and not tables.seen
-        assert not [r for r in ads.requests if r.response_nonce]  # neither ACK nor NACK yet
+        # Received but incomplete: ACKed (the server hears our subscription), never NACKed,
+        # and nothing is applied until the routes arrive.
+        await until(lambda: acked(ads, "1") == {LISTENER_TYPE, CLUSTER_TYPE, LOAD_ASSIGNMENT_TYPE})
+        assert not [r for r in ads.requests if is_nack(r)]
+        assert not client.ready and client.status.versions == ()
         ads.release(ROUTE_CONFIGURATION_TYPE)
         table, version = await tables.next()
         assert version == "1" and backend(table, "/v2") == "shop/web-v2:80"
         await until(lambda: acked(ads, "1") == set(TYPE_URLS))
+    assert not [r for r in ads.requests if is_nack(r)]
+
+
+async def test_new_names_and_changed_content_in_one_update_never_wait_for_the_timer(
+    ads: FakeAds, tables: Tables, tmp_path: Path
+) -> None:
+    """Issue 11's sequence against a server that ignores stale requests outright (as the xDS
+    spec allows a server to): v3 brings `web-v2` back (a listener's route config and a
+    cluster's endpoints to subscribe to) and changes `web`'s route config and endpoints, so
+    each RDS/EDS request naming the new resources is stale on arrival. Only the answer to
+    the RDS and EDS responses can carry those names: the client must give it at once, not
+    hold it until the resources it has just asked for arrive (which would be never)."""
+    patient = dataclasses.replace(FAST, dependency_timeout_ms=60_000)
+    ads.set_snapshot("1", mk_snapshot(tmp_path, comeback(1)))
+    async with asyncio.timeout(TIMEOUT_S), mk_client(ads, tables, patient) as client:
+        await tables.next()
+        ads.set_snapshot("2", mk_snapshot(tmp_path, comeback(2)))
+        await until(lambda: acked(ads, "2") == set(TYPE_URLS))  # and narrowed to web only
+        assert backends(tables.seen[-1][0]) == {"shop/web:80": 100}
+        ads.set_snapshot("3", mk_snapshot(tmp_path, comeback(3)))
+        table, version = await tables.next()
+        while backends(table) != {"shop/web:80": 0, "shop/web-v2:80": 100}:
+            table, version = await tables.next()
+        assert version == "3"
+        assert [e.port for e in table.clusters["shop/web-v2:80"].endpoints] == [8090]
+        assert [e.port for e in table.clusters["shop/web:80"].endpoints] == [8081]
+        assert client.status.dependency_timeouts == 0
+        # The race did happen: requests naming the new resources were ignored as stale.
+        assert {r.type_url for r in ads.stale if WEB_V2 in r.resource_names} == {
+            ROUTE_CONFIGURATION_TYPE
+        }
+        assert [r for r in ads.stale if "shop/web-v2:80" in r.resource_names]
     assert not [r for r in ads.requests if is_nack(r)]
 
 

@@ -11,8 +11,9 @@
   any state ── stop() ──> STOPPED           (the last good table survives every arrow)
 
 STREAMING: response ─> XdsResources.on_response ─> Verdict: requests to the writer queue,
-           a new table to on_table(table, version); some response waiting for a dependency
-           arms the dependency timer (settle(force=True) when it fires)
+           a new table to on_table(table, version); received resources waiting for a
+           dependency (ACKed all the same) arm the dependency timer (settle(force=True)
+           "building anyway" when it fires, counted in `XdsStatus.dependency_timeouts`)
 ```
 
 One session = one channel + one stream. A reader task decodes responses and hands them to
@@ -109,7 +110,7 @@ class XdsStatus:
     table_version: str | None
     """Version passed to `on_table` with the current table; None = no table yet."""
     versions: tuple[tuple[str, str], ...]
-    """(type URL, last ACKed version) for the types ACKed at least once."""
+    """(type URL, version in the current table) for the types applied at least once."""
     attempt: int
     """Reconnect attempt in progress or last made; 0 = none since the last healthy stream."""
     acks: int
@@ -118,6 +119,9 @@ class XdsStatus:
     """Why the last stream ended; None = never ended."""
     last_nack: str | None
     """error_detail of the last NACK; None = none sent."""
+    dependency_timeouts: int = 0
+    """Times the dependency timer fired and a table was built with what had arrived
+    ("building anyway"); a healthy server and client never get there."""
 
     def summary(self) -> str:
         return (
@@ -176,6 +180,7 @@ class XdsClient:
         self._nacks = 0
         self._last_error: str | None = None
         self._last_nack: str | None = None
+        self._dependency_timeouts = 0
 
     # ---- public state
 
@@ -204,6 +209,7 @@ class XdsClient:
             nacks=self._nacks,
             last_error=self._last_error,
             last_nack=self._last_nack,
+            dependency_timeouts=self._dependency_timeouts,
         )
 
     # ---- lifecycle
@@ -381,7 +387,7 @@ class XdsClient:
             )
         if verdict.waiting:
             log.debug("xds update waits for %s", ", ".join(verdict.waiting))
-        if self._resources.pending():  # only incomplete updates stay pending
+        if self._resources.waiting():  # only incomplete updates stay unapplied
             if self._timer is None:
                 delay = self._settings.dependency_timeout_ms / 1000
                 self._timer = asyncio.get_running_loop().call_later(delay, self._dependency_timeout)
@@ -398,6 +404,7 @@ class XdsClient:
 
     def _dependency_timeout(self) -> None:
         self._timer = None
+        self._dependency_timeouts += 1
         missing = self._resources.missing()
         log.warning(
             "xds dependencies still missing after %dms, building anyway missing=%s",

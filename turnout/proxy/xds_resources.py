@@ -2,26 +2,40 @@
 
 ```
 per response, in `XdsResources.on_response`, with no I/O and no clock:
-  DiscoveryResponse ─decode─> candidate resources of its type, response pending (version, nonce)
+  DiscoveryResponse ─decode─> candidate resources of its type (not applied yet)
+      ├─ cannot decode: NACK it at once (previous version, its nonce, error_detail)
       ├─ LDS changed: RDS names = listeners' rds names ─┐ widen/narrow: send a DiscoveryRequest
-      ├─ CDS changed: EDS names = cluster names ────────┘ with the new resource_names
+      ├─ CDS changed: EDS names = cluster names ────────┘ with the new resource_names and
+      │                                                   that type's latest nonce
       └─ every named RouteConfiguration / Cluster / ClusterLoadAssignment present?
-            no  ─> wait (no ACK, no NACK); after `dependency_timeout_ms`, `settle(force=True)`
+            no  ─> ACK the response now, apply nothing yet (wait); after
+                   `dependency_timeout_ms`, `settle(force=True)` builds with what is there
             yes ─> RuntimeTable.from_xds(all candidates)
-                     ok         ─> ACK every pending response; the Verdict carries the table
-                     TableError ─> NACK every pending response (previous version, nonce,
-                                   error_detail = the TableError text); candidates revert to
-                                   the last accepted set; the last good table keeps serving
+                     ok         ─> ACK what is unanswered; the Verdict carries the table
+                     TableError ─> NACK every response not applied yet (previous version,
+                                   latest nonce, error_detail = the TableError text);
+                                   candidates revert to the last applied set; the last good
+                                   table keeps serving
 ```
+
+Why a waiting response is ACKed, not held: in the state of the world protocol a server sends
+the next response of a type once the last one is answered, and it may ignore a request whose
+nonce is stale (one sent before that type's latest response arrived). A subscription change
+made when, say, CDS arrives races the EDS response already on its way; only the answer to that
+EDS response (which carries the new names) is sure to be heard. Holding it until the new
+endpoints arrive would wait for something the server was never told to send. A table is still
+all or nothing: the ACK says "received and subscribed", the table is built once the set is
+complete, exactly as a cluster warms until its endpoints arrive.
 
 Subscriptions: Listeners and Clusters are wildcards (empty `resource_names`), RouteConfigurations
 and ClusterLoadAssignments are named by the candidate listeners and clusters. A response whose
-content equals the accepted set is ACKed without rebuilding (the Verdict has no table).
+content equals the applied set is ACKed without rebuilding (the Verdict has no table).
 
 Each call returns a `Verdict`: the DiscoveryRequests to send (ACKs, NACKs, subscription
 changes) in order, and a new table if one was built. The stream, its timers and the
-callback are `xds_client.py`'s. Not here: the delta protocol, per-resource ACKs (a table is
-all or nothing), resource TTLs.
+callback are `xds_client.py`'s. Not here: the delta protocol, per-resource validation before
+the set is complete (a response that breaks the table is NACKed when the table is built),
+resource TTLs.
 """
 
 from __future__ import annotations
@@ -137,13 +151,19 @@ class TypeState:
     accepted: dict[str, Any] = field(default_factory=dict)
     """Resources of the current table."""
     accepted_version: str | None = None
-    """Version last ACKed; None = never."""
+    """Version of the resources in the current table; None = never applied."""
+    acked_version: str = ""
+    """Version last ACKed on this stream (what requests carry as `version_info`); starts a
+    stream as `accepted_version`."""
     candidate: dict[str, Any] = field(default_factory=dict)
     """Latest received view, what the next build uses."""
     nonce: str = ""
     """Nonce of the latest response of this stream."""
     pending: str | None = None
     """Version of the latest response not yet ACKed or NACKed; None = none."""
+    unapplied: str | None = None
+    """Version of the latest response whose resources are not in the table yet (waiting for
+    dependencies, ACKed or not); None = the candidate is applied or reverted."""
     sent_names: frozenset[str] | None = None
     """Subscription last sent on this stream; None = nothing sent yet."""
 
@@ -173,7 +193,7 @@ class Verdict:
     error: str | None = None
     """The NACK reason when the update was rejected."""
     waiting: list[str] = field(default_factory=list)
-    """Dependencies still missing (the pending responses wait for them)."""
+    """Dependencies still missing (what was received waits for them, ACKed)."""
     acks: int = 0
     nacks: int = 0
 
@@ -192,11 +212,12 @@ class XdsResources:
 
     def start_stream(self) -> list[Any]:
         """Forget what an old stream left pending; the first requests of a new stream carry
-        the accepted versions, so a server may skip what we already have."""
+        the applied versions, so a server may skip what we already have."""
         for t in self.types.values():
-            t.candidate, t.pending, t.nonce, t.sent_names = dict(t.accepted), None, "", None
+            t.candidate, t.nonce, t.sent_names = dict(t.accepted), "", None
+            t.pending, t.unapplied, t.acked_version = None, None, t.accepted_version or ""
         lds, cds = self.types[LISTENER_TYPE], self.types[CLUSTER_TYPE]
-        wildcards = [t.request(version=t.accepted_version or "") for t in (lds, cds)]
+        wildcards = [t.request(version=t.acked_version) for t in (lds, cds)]
         return wildcards + self._resubscribe()
 
     def on_response(self, response: Any) -> Verdict:
@@ -210,13 +231,15 @@ class XdsResources:
         except TableError as exc:
             error = str(exc)
             return Verdict(
-                requests=[t.request(version=t.accepted_version or "", error=error)], error=error
+                requests=[t.request(version=t.accepted_version or "", error=error)],
+                error=error,
+                nacks=1,
             )
         if t.names is None:
             t.candidate = resources
         else:
             t.candidate.update((k, v) for k, v in resources.items() if k in t.names)
-        t.pending = response.version_info
+        t.pending = t.unapplied = response.version_info
         self.last_version = response.version_info
         requests = self._resubscribe()
         verdict = self.settle(force=False)
@@ -225,7 +248,8 @@ class XdsResources:
 
     def _resubscribe(self) -> list[Any]:
         """Point RDS at the candidate listeners' route configs and EDS at the candidate
-        clusters; a request for each subscription that changed."""
+        clusters; a request for each subscription that changed (with that type's latest
+        nonce: the newest response we have of it)."""
         rds, eds = self.types[ROUTE_CONFIGURATION_TYPE], self.types[LOAD_ASSIGNMENT_TYPE]
         wanted = (
             (
@@ -247,12 +271,12 @@ class XdsResources:
             # An empty first request would read as a wildcard: only send "none" to narrow.
             if names != t.sent_names and (names or t.sent_names):
                 t.sent_names = names
-                out.append(t.request(version=t.accepted_version or ""))
+                out.append(t.request(version=t.acked_version))
         return out
 
-    def pending(self) -> bool:
-        """Some response is neither ACKed nor NACKed (it waits for its dependencies)."""
-        return any(t.pending is not None for t in self.types.values())
+    def waiting(self) -> bool:
+        """Some received resources are not applied yet (they wait for their dependencies)."""
+        return any(t.unapplied is not None for t in self.types.values())
 
     def missing(self) -> list[str]:
         """What the candidate set still lacks, as `Kind "name"`."""
@@ -260,7 +284,7 @@ class XdsResources:
         out = [
             f"{_KINDS[t.type_url]}s (first response)"
             for t in (lds, cds)
-            if t.pending is None and t.accepted_version is None
+            if t.unapplied is None and t.accepted_version is None
         ]
         assert rds.names is not None and eds.names is not None
         out += [f'RouteConfiguration "{n}"' for n in sorted(rds.names - rds.candidate.keys())]
@@ -270,45 +294,63 @@ class XdsResources:
         return out
 
     def settle(self, *, force: bool) -> Verdict:
-        """ACK or NACK the pending responses once the candidate set is complete (or, with
-        `force`, as it is: a missing dependency then NACKs; the first LDS and CDS responses are
-        always waited for, an empty table is no table)."""
-        pending = [t for t in self.types.values() if t.pending is not None]
-        if not pending:
+        """Apply the received resources once the candidate set is complete (or, with `force`,
+        as it is: a missing dependency then NACKs; the first LDS and CDS responses are always
+        waited for, an empty table is no table). While incomplete, every response is ACKed
+        anyway: the answer is what tells the server our subscription (module docstring)."""
+        unapplied = [t for t in self.types.values() if t.unapplied is not None]
+        if not unapplied:
             return Verdict()
         missing = self.missing()
         first = [m for m in missing if m.endswith("(first response)")]
         if first or (missing and not force):
-            return Verdict(waiting=missing)
+            requests = self._answer()
+            return Verdict(requests=requests, waiting=missing, acks=len(requests))
         if self.table is not None and all(t.candidate == t.accepted for t in self.types.values()):
-            return Verdict(requests=self._accept(pending), acks=len(pending))
+            requests = self._accept()
+            return Verdict(requests=requests, acks=len(requests))
         lds, rds, cds, eds = (self.types[url].candidate.values() for url in TYPE_URLS)
         try:
             table = RuntimeTable.from_xds(lds, rds, clusters=cds, load_assignments=eds)
         except TableError as exc:
-            return self._reject(pending, str(exc))
+            return self._reject(str(exc))
         except Exception as exc:  # a bug in from_xds must not end the stream: NACK, keep serving
             log.error("runtime table build failed version=%s", self.last_version, exc_info=True)
-            return self._reject(pending, f"internal error: {exc!r}")
+            return self._reject(f"internal error: {exc!r}")
         self.table, self.table_version = table, self.last_version
-        return Verdict(requests=self._accept(pending), table=table, acks=len(pending))
+        requests = self._accept()
+        return Verdict(requests=requests, table=table, acks=len(requests))
 
-    def _accept(self, pending: list[TypeState]) -> list[Any]:
-        for t in self.types.values():
-            t.accepted = dict(t.candidate)
+    def _answer(self) -> list[Any]:
+        """ACK every unanswered response (received, not applied yet)."""
         out = []
-        for t in pending:
-            assert t.pending is not None
-            t.accepted_version, t.pending = t.pending, None
-            out.append(t.request(version=t.accepted_version))
+        for t in self.types.values():
+            if t.pending is not None:
+                t.acked_version, t.pending = t.pending, None
+                out.append(t.request(version=t.acked_version))
         return out
 
-    def _reject(self, pending: list[TypeState], error: str) -> Verdict:
+    def _accept(self) -> list[Any]:
+        """The candidates are the table now: ACK what is still unanswered."""
+        for t in self.types.values():
+            t.accepted = dict(t.candidate)
+            if t.unapplied is not None:
+                t.accepted_version, t.unapplied = t.unapplied, None
+        return self._answer()
+
+    def _reject(self, error: str) -> Verdict:
+        """NACK every response not applied (one already ACKed while it waited too, with the
+        latest nonce: a server that has sent a newer one since ignores it) and go back to the
+        applied set."""
         out = []
-        for t in pending:
-            t.pending = None
-            out.append(t.request(version=t.accepted_version or "", error=error))
+        for t in self.types.values():
+            if t.unapplied is None:
+                continue
+            t.pending = t.unapplied = None
+            t.acked_version = t.accepted_version or ""
+            out.append(t.request(version=t.acked_version, error=error))
         for t in self.types.values():
             t.candidate = dict(t.accepted)
+        nacks = len(out)
         out += self._resubscribe()
-        return Verdict(requests=out, error=error, nacks=len(pending))
+        return Verdict(requests=out, error=error, nacks=nacks)
