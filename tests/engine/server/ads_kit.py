@@ -11,7 +11,7 @@ import asyncio
 import copy
 from collections.abc import Callable
 
-from tests.engine.server.builders import manifest, mk_route, mk_service, weighted
+from tests.engine.server.builders import manifest, mk_endpoints, mk_route, mk_service, weighted
 from turnout.engine.ir import RouteTable
 from turnout.engine.xds import XdsResources, translate
 from turnout.proxy import Forward, RequestInfo, RuntimeTable
@@ -91,3 +91,23 @@ def corrupting(bad: RouteTable) -> Callable[[RouteTable, str | None], XdsResourc
         )
 
     return translator
+
+
+def comeback(step: int, *, web_port: int = 8080, v2_port: int = 8090) -> str:
+    """The issue-11 sequence, one manifest per step (a Flagger 0/100 step on a canary whose
+    Service went away and came back):
+
+    1. `web` and `web-v2`, each with an endpoint; all traffic on `web`;
+    2. `web-v2` is gone (its Service, so its listener, route config, cluster and endpoints);
+    3. `web-v2` is back AND `web`'s endpoint moved AND all traffic goes to `web-v2`: one
+       change that both adds names the client must newly subscribe to (a listener's route
+       config, a cluster's endpoints) and changes content of those very types (`web`'s
+       route config and endpoints), so the server sends CDS, EDS, LDS, RDS in one breath.
+    """
+    web = (mk_service("web"), mk_endpoints("web", web_port if step < 3 else web_port + 1))
+    canary = (mk_service("web-v2"), mk_endpoints("web-v2", v2_port))
+    if step == 1:
+        return manifest(*web, *canary, mk_route("web", rules=weighted(("web", 100), ("web-v2", 0))))
+    if step == 2:
+        return manifest(*web, mk_route("web", rules=weighted(("web", 100))))
+    return manifest(*web, *canary, mk_route("web", rules=weighted(("web", 0), ("web-v2", 100))))
