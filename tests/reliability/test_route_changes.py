@@ -10,7 +10,9 @@ write_atomic(routes.yaml) x 100 ──> InProcessPlane (debounce 20 ms) ──AD
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from tests.proxy.e2e.backends import Backend
-from tests.proxy.e2e.harness import bounded
+from tests.proxy.e2e.harness import bounded, service_yaml
 from tests.reliability.plane import (
+    HOST,
     InProcessPlane,
     Load,
     route_yaml,
@@ -39,6 +42,7 @@ class Rig:
     proxy: Proxy
     load: Load
     routes: Path
+    backends: Mapping[str, Backend]
 
     def applied(self) -> bool:
         """The proxy runs the control plane's current version."""
@@ -53,16 +57,24 @@ class Rig:
         await until(lambda: source.status.changes > changes, timeout_s=5, what="the reload")
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def open_rig(
+    tmp_path: Path, routes_text: Callable[[Mapping[str, Backend]], str] | None = None
+) -> AsyncIterator[Rig]:
+    """Backends v1..v3, the plane, the proxy and the load; `routes_text(backends)` is the
+    first routes.yaml (then services.yaml holds only `web` and `web-v3`)."""
     async with AsyncExitStack() as stack:
         backends = {}
         for name in ("v1", "v2", "v3"):
             backends[name] = await Backend(name).start()
             stack.push_async_callback(backends[name].stop)
-        (tmp_path / "services.yaml").write_text(services_yaml(backends))
         routes = tmp_path / "routes.yaml"
-        write_atomic(routes, route_yaml({"v1": 100, "v2": 0}))
+        if routes_text is None:
+            (tmp_path / "services.yaml").write_text(services_yaml(backends))
+            write_atomic(routes, route_yaml({"v1": 100, "v2": 0}))
+        else:
+            (tmp_path / "services.yaml").write_text(services_yaml({"v3": backends["v3"]}))
+            write_atomic(routes, routes_text(backends))
         plane = await InProcessPlane(tmp_path).start()
         stack.push_async_callback(plane.stop)
         proxy = await stack.enter_async_context(running_proxy(plane.port))
@@ -70,7 +82,13 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             Load(proxy.port_of(proxy.servers[0]), workers=20).running()
         )
         await until(lambda: load.settled_on("v1"), timeout_s=5, what="traffic on v1")
-        yield Rig(plane=plane, proxy=proxy, load=load, routes=routes)
+        yield Rig(plane=plane, proxy=proxy, load=load, routes=routes, backends=backends)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with open_rig(tmp_path) as r:
+        yield r
 
 
 def nth_change(i: int) -> tuple[str, str, str]:
@@ -162,3 +180,36 @@ async def test_an_invalid_change_is_never_applied_and_the_next_valid_one_is(
     assert rig.plane.version == good_version + 1
     assert rig.load.failed == 0, rig.load.errors
     print(f"\ninvalid change ({what}): {rig.load.sent} requests, {rig.load.failed} failed")
+
+
+def comeback_routes(backends: Mapping[str, Backend], *, canary: bool, v1_on: str = "v1") -> str:
+    """routes.yaml of the issue-11 sequence: web-v1 (its endpoint on backend `v1_on`), with
+    `canary` also the web-v2 Service, and the route: all on v1, or, with `canary`, the
+    Flagger step 0/100 to v2 when v1's endpoint has moved, else 100/0."""
+    docs = [service_yaml(f"{HOST}-v1", [backends[v1_on]])]
+    if canary:
+        docs.append(service_yaml(f"{HOST}-v2", [backends["v2"]]))
+    weights = {"v1": 100} if not canary else {"v1": 100, "v2": 0}
+    if v1_on != "v1":
+        weights = {"v1": 0, "v2": 100}
+    return "\n---\n".join([*docs, route_yaml(weights)])
+
+
+@bounded(30)
+async def test_a_canary_service_that_comes_back_takes_its_step_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11 through the proxy: the canary's Service goes away and comes back in the
+    change that also moves web-v1's endpoint and sends 100% to the canary. Each of web-v2's
+    new resources (listener's route config, cluster's endpoints) is asked for while that
+    type's response is on its way; the step must land by the normal path, without the
+    proxy's 15 s "building anyway" (it used to keep all traffic on v1 for 15 s)."""
+    caplog.set_level(logging.WARNING, logger="turnout.proxy.xds_client")
+    async with open_rig(tmp_path, lambda b: comeback_routes(b, canary=True)) as rig:
+        await rig.change(comeback_routes(rig.backends, canary=False))
+        await settled(rig, "v1", "v1")
+        await rig.change(comeback_routes(rig.backends, canary=True, v1_on="v3"))
+        took = await settled(rig, "v2", "v2")
+        assert rig.load.failed == 0, rig.load.errors
+    assert "building anyway" not in caplog.text
+    print(f"\ncanary back with a 0/100 step: traffic on v2 after {took * 1000:.0f} ms")
