@@ -12,6 +12,7 @@ BENCHMARKS = (
     "bench.xds",
     "bench.control_plane",
     "bench.manifests",
+    "bench.resubscribe",
 )
 
 

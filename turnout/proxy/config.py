@@ -178,8 +178,9 @@ harmless when nothing changed). Dead TCP peers are caught sooner by the keepaliv
 
 DEFAULT_XDS_DEPENDENCY_TIMEOUT_MS = 15_000
 """How long an update may wait for the RouteConfigurations, Clusters and load assignments it
-names before the client builds anyway, so a missing one is NACKed instead of blocking the
-stream forever (Envoy's `initial_fetch_timeout` and gRPC's does-not-exist timer are 15 s)."""
+names before the client builds anyway, so a missing one is NACKed instead of waited for
+forever (Envoy's `initial_fetch_timeout` and gRPC's does-not-exist timer are 15 s). The wait
+never holds the stream: responses are ACKed as they arrive (`xds_resources.py`)."""
 
 DEFAULT_XDS_KEEPALIVE_MS = 300_000
 """HTTP/2 ping interval on the ADS channel; gRPC servers refuse pings more frequent than
