@@ -207,6 +207,7 @@ def main() -> None:
         f"  web-v2 back + step: median {ms(statistics.median(comeback))}  max {ms(worst)}"
         f"  ({verdict}: < {GOAL_MS:.0f} ms, building anyway x{fallbacks})"
     )
+    print(f"  each run (back + step): {', '.join(ms(v).strip() for v in comeback)}")
     ratio = statistics.median(comeback) / statistics.median(plain)
     print(f"  ratio (median): {ratio:.1f}x", flush=True)
 
