@@ -125,6 +125,14 @@ FRAMING = [
         nginx="200, no Upgrade forwarded",
     ),
     framing(
+        "connection-named-request-header",
+        b"GET /hop HTTP/1.1\r\n" + H + b"Connection: x-secret, keep-alive\r\nX-Secret: 1\r\n\r\n",
+        ("200",),
+        reached=("GET /hop [main]",),
+        absent=("x-secret",),
+        nginx="(RFC 9110 §7.6.1: removed)",
+    ),
+    framing(
         "pipelined-get-then-post",
         get("/first") + post("/second", b"Content-Length: 11\r\n", b"hello world"),
         ("200", "200"),

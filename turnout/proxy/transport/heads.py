@@ -25,6 +25,7 @@ body still coming: `writer.ExchangeWriter`), and parsing (httptools, in `server`
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from http import HTTPStatus
 
 from turnout.proxy.transport.messages import (
@@ -67,9 +68,12 @@ def encode_request_head(
         parts = [method, " ", target, " HTTP/1.1\r\nhost: ", host, "\r\n"]
         lines = 3
     has_host = host is not None
+    named: frozenset[bytes] = frozenset()
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP:
+            if lname == "connection":
+                named |= _connection_options((value.encode("latin-1", "replace"),))
             continue
         if lname == "host":
             if host is not None:
@@ -77,6 +81,20 @@ def encode_request_head(
             has_host = True
         parts += (name, ": ", value, "\r\n")
         lines += 1
+    if named:  # headers the client's Connection header names are for this hop only
+        return encode_request_head(
+            method,
+            target,
+            tuple(
+                (n, v)
+                for n, v in headers
+                if n.lower() != "connection" and n.lower().encode("latin-1") not in named
+            ),
+            framing=framing,
+            host=host,
+            endpoint=endpoint,
+            parsed=parsed,
+        )
     if not has_host and endpoint is not None:
         parts.append(f"host: {endpoint[0]}:{endpoint[1]}\r\n")
         lines += 1
@@ -98,10 +116,18 @@ def encode_forward_head(
     parser gave them (bytes, already free of CR and LF), Host set to `host` (from the
     parsed request too)."""
     parts = [f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n{framing}".encode("latin-1")]
+    connection: list[bytes] | None = None
     for name, value in headers:
         if len(name) in _NOT_FORWARDED_LENGTHS and name.lower() in _NOT_FORWARDED:
+            if len(name) == 10 and name.lower() == b"connection":
+                connection = [*(connection or ()), value]
             continue
         parts += (name, b": ", value, b"\r\n")
+    if connection is not None and (named := _connection_options(connection)):
+        # headers the client's Connection header names are for this hop only (RFC 9110 §7.6.1)
+        dropped = named | {b"connection"}
+        kept = [(n, v) for n, v in headers if n.lower() not in dropped]
+        return encode_forward_head(method, target, kept, host=host, framing=framing)
     parts.append(b"\r\n")
     return b"".join(parts)
 
@@ -137,11 +163,9 @@ def without_connection_options(lines: list[bytes], hop: RawPairs) -> list[bytes]
     `Connection` headers (in `hop`) name: those are hop-by-hop too (RFC 9110 §7.6.1), e.g.
     `Connection: x-secret` makes `X-Secret` the upstream's business only. `lines` itself
     when nothing is named (`Connection: keep-alive`, `close`, none at all)."""
-    named: set[bytes] = set()
-    for name, value in hop:
-        if len(name) == 10 and name.lower() == b"connection":
-            named.update(token.strip().lower() for token in value.split(b","))
-    named -= _CONNECTION_KEYWORDS
+    named = _connection_options(
+        value for name, value in hop if len(name) == 10 and name.lower() == b"connection"
+    )
     if not named:
         return lines
     kept: list[bytes] = []
@@ -149,6 +173,13 @@ def without_connection_options(lines: list[bytes], hop: RawPairs) -> list[bytes]
         if lines[i].lower() not in named:
             kept += lines[i : i + 4]
     return kept
+
+
+def _connection_options(values: Iterable[bytes]) -> frozenset[bytes]:
+    """The lower-cased header names that `Connection` header `values` name (its keywords
+    `close`, `keep-alive` and `upgrade` left out)."""
+    named = {token.strip().lower() for value in values for token in value.split(b",")}
+    return frozenset(named - _CONNECTION_KEYWORDS)
 
 
 def status_line(status: int) -> str:
