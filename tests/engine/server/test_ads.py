@@ -35,16 +35,6 @@ from turnout.proxy.xds_client import XdsClient
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[AdsServer]:
-    srv = AdsServer(settings=ServerSettings(stop_grace_ms=0, stop_timeout_ms=2_000))
-    await srv.start("127.0.0.1", 0)
-    try:
-        yield srv
-    finally:
-        await srv.stop()
-
-
-@pytest.fixture
 async def connect(server: AdsServer) -> AsyncIterator[Callable[..., XdsClient]]:
     clients: list[XdsClient] = []
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -36,22 +35,12 @@ from tests.engine.server.ads_kit import (
     node,
 )
 from tests.engine.server.builders import compile_table
-from turnout.engine.server import AdsServer, ServerSettings
+from turnout.engine.server import AdsServer
 from turnout.proxy import RuntimeTable
 from turnout.proxy.xds_client import XdsClient
 
 PATIENT = dataclasses.replace(FAST, dependency_timeout_ms=60_000)
 """A dependency timer far beyond the test's bound: only the normal path can pass."""
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[AdsServer]:
-    srv = AdsServer(settings=ServerSettings(stop_grace_ms=0, stop_timeout_ms=2_000))
-    await srv.start("127.0.0.1", 0)
-    try:
-        yield srv
-    finally:
-        await srv.stop()
 
 
 def endpoints(table: RuntimeTable, cluster: str) -> list[tuple[str, int]]:
