@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from collections.abc import Callable
 
 from tests.engine.server.builders import manifest, mk_endpoints, mk_route, mk_service, weighted
@@ -33,6 +34,8 @@ FAST = XdsSettings(
     dependency_timeout_ms=2_000,
     stop_timeout_ms=2_000,
 )
+PATIENT = dataclasses.replace(FAST, dependency_timeout_ms=60_000)
+"""A dependency timer far beyond the test's bound: only the normal path can pass."""
 SERVICES = (mk_service("web"), mk_service("web-v2"))
 
 

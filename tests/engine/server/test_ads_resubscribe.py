@@ -16,14 +16,13 @@ reach v3 by the normal path (the test's own bound is 5 s) and the timer never fi
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from pathlib import Path
 
 import pytest
 
 from tests.engine.server.ads_kit import (
-    FAST,
+    PATIENT,
     TIMEOUT_S,
     V2_LISTENER,
     WEB,
@@ -38,9 +37,6 @@ from tests.engine.server.builders import compile_table
 from turnout.engine.server import AdsServer
 from turnout.proxy import RuntimeTable
 from turnout.proxy.xds_client import XdsClient
-
-PATIENT = dataclasses.replace(FAST, dependency_timeout_ms=60_000)
-"""A dependency timer far beyond the test's bound: only the normal path can pass."""
 
 
 def endpoints(table: RuntimeTable, cluster: str) -> list[tuple[str, int]]:

@@ -13,20 +13,24 @@ DiscoveryRequest ─ on_request ─> per type_url `_TypeState`
                               may itself wait for these very resources)
    nonce == last, no error    ACK (version == sent version) or a subscription change
    nonce == last, error       NACK: remembered with the client's reason; the rejected content
-                              is not sent again (only a newer table whose content for this
-                              stream differs is)
+                              is not sent again for the same table, but once with each newer
+                              table (a client that rejects a set rolls every type back, so
+                              content it rejected only for another type's sake is what it
+                              lacks now)
    nonce == last, either way  the response is no longer in flight
 
 due(snapshot, view) ─> DiscoveryResponses, for each subscribed type in CDS, EDS, LDS, RDS order
    (make before break) that
      - has no response in flight (one per type: a slow client only ever gets the newest), and
      - whose resources for this stream's subscription differ from what it was last sent
-       (or was never answered); equal content is never re-sent, so a table change that
-       leaves a type untouched for this client sends nothing of that type.
+       (or was never answered), or were NACKed for an older table; other equal content is
+       never re-sent, so a table change that leaves a type untouched for this client sends
+       nothing of that type.
 ```
 
 Each response carries the snapshot's version and a fresh nonce. A NACK does not clear what
-was sent, which is what stops a resend loop: the same content is never due again.
+was sent, which is what stops a resend loop: NACKed content is due again only with a newer
+table, so at most once per table version.
 """
 
 from __future__ import annotations
@@ -189,7 +193,8 @@ class StreamState:
                 chosen = sorted(n for n in t.names if n in available)
             content = {n: available[n] for n in chosen}
             if t.sent is not None and content == t.sent:
-                continue
+                if t.nack is None or t.nack.version == snapshot.version_info:
+                    continue
             nonce = str(next(self._nonces))
             out.append(
                 discovery_pb2.DiscoveryResponse(
