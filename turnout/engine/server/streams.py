@@ -192,9 +192,9 @@ class StreamState:
             else:
                 chosen = sorted(n for n in t.names if n in available)
             content = {n: available[n] for n in chosen}
-            if t.sent is not None and content == t.sent:
-                if t.nack is None or t.nack.version == snapshot.version_info:
-                    continue
+            nacked_older = t.nack is not None and t.nack.version != snapshot.version_info
+            if t.sent is not None and content == t.sent and not nacked_older:
+                continue
             nonce = str(next(self._nonces))
             out.append(
                 discovery_pb2.DiscoveryResponse(
