@@ -4,7 +4,8 @@ stale keep-alive connections, refused connects, timeouts, resets and malformed a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import socket
+import struct
 
 import pytest
 
@@ -61,26 +62,65 @@ async def test_requests_reuse_the_last_returned_connection(
     assert all(info.bytes_read > 0 and info.bytes_written > 0 for info, _ in hooks.closed)
 
 
-async def test_stale_pooled_connection_is_retried_once_on_a_fresh_one() -> None:
-    async def one_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int):
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with SO_LINGER 0: the peer gets a RST, not a FIN."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def test_a_request_the_backend_read_is_not_sent_again_by_the_pool() -> None:
+    """The backend answers one request, then reads the next and resets: it saw that
+    request, so the pool reports an error (a try for the retry policy), no silent resend."""
+    seen = [0]
+
+    async def one_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int):
         await read_request(reader)
+        seen[0] += 1
         writer.write(OK)  # keep-alive...
         await writer.drain()
-        await read_request(reader)  # ...but the next request meets a closing server
+        await read_request(reader)  # ...but the next request is read, then reset
+        seen[0] += 1
+        reset(writer)
 
-    async with raw_upstream(one_then_close) as (addr, count):
+    async with raw_upstream(one_then_reset) as (addr, count):
         pool = UpstreamPool()
         try:
             assert await get(pool, addr) == (200, b"ok")
-            assert await get(pool, addr, method="POST", body=b"replayable") == (200, b"ok")
-            assert count[0] == 2
-            # a streamed body cannot be sent again: the caller learns nothing was answered
-
-            async def stream() -> AsyncIterator[bytes]:
-                yield b"once"
-
             with pytest.raises(UpstreamConnectError):
-                await get(pool, addr, method="POST", body=stream())
+                await get(pool, addr, method="POST", body=b"replayable")
+            assert seen[0] == 2  # not 3: the reset request was not sent a second time
+            assert count[0] == 1
+        finally:
+            await pool.close()
+
+
+async def test_idle_connection_closed_by_the_backend_is_replaced() -> None:
+    """The benign case: the backend's keep-alive timeout closes an idle pooled connection;
+    the next request goes on a fresh one and the backend sees it once."""
+    seen = [0]
+
+    async def one_then_idle_close(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
+    ) -> None:
+        await read_request(reader)
+        seen[0] += 1
+        writer.write(OK)
+        await writer.drain()
+        if n == 1:
+            writer.close()  # the keep-alive timeout, while the connection is idle
+
+    async with raw_upstream(one_then_idle_close) as (addr, count):
+        pool = UpstreamPool()
+        try:
+            assert await get(pool, addr) == (200, b"ok")
+            for _ in range(100):  # until the pool has seen the close (bounded)
+                if pool.idle_count(addr) == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert await get(pool, addr, method="POST", body=b"x") == (200, b"ok")
+            assert seen[0] == 2  # one each: nothing sent twice
+            assert count[0] == 2
         finally:
             await pool.close()
 

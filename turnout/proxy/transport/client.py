@@ -17,7 +17,7 @@ exchange without a deadline ─► the read sweep (every read_timeout_ms / 4, wh
 ```
 
 No callback is ever made from inside `send()`. What one connection does with an exchange
-(writing, the deadline, the one resend after a stale pooled connection, which errors a
+(writing, the deadline, the one resend of an unwritten request on a closing pooled connection, which errors a
 receiver sees) is `pooled.PooledConnection`'s, and parsing `upstream.UpstreamConnection`'s;
 request heads are made with `heads.encode_request_head` / `encode_forward_head`.
 

@@ -10,13 +10,14 @@ start(OutgoingRequest, receiver)  (from the pool: an idle connection, or a new o
                  is parsed: keep-alive and nothing after it ─► pool._put_idle(self), then
                  receiver.on_end(); else closed, never pooled
    deadline (_expire) / the pool's read sweep (read_expired) / _fail ─► receiver.on_error
-   closed before a response byte on a reused connection ─► pool._connect_and_start (resend)
+   closed on a reused connection before the request was written ─► pool._connect_and_start
 ```
 
-One request is in flight at a time (no pipelining). A pooled connection the peer closed
-while we were writing to it (the keep-alive race every pool meets) is detected when it
-closes before a single response byte: the request is then sent again, once, on a fresh
-connection, if its body is `bytes` (replayable), as Go's `net/http` and Envoy do. Errors
+One request is in flight at a time (no pipelining). A pooled connection found closing
+before the request was written is sent again, once, on a fresh connection (the upstream
+cannot have seen it). Once request bytes went to the socket, a close before any response
+byte is an error (`_StaleConnection`, a connect error): the upstream may have seen the
+request, so only the route's retry policy (`retries`) may try it again, counted as a try. Errors
 reach receivers only as `UpstreamError` subclasses (turnout.proxy.errors), made once with
 the OS or parser exception as `__cause__`, or as the exception of a failing iterator body.
 
@@ -127,6 +128,8 @@ class PooledConnection(asyncio.Protocol):
         self._keep_alive = False
         self._until_eof = False
         self._sent = False
+        self._wrote = False
+        """Request bytes went to the socket: the upstream may have seen the request."""
         self._settling = False
         """The response completed in the read being parsed: `_settle` follows."""
         self._ended: ResponseReceiver | None = None
@@ -182,6 +185,7 @@ class PooledConnection(asyncio.Protocol):
         self._receiver = receiver
         self._request = request
         self._received = self._headed = self._interim = self._sent = False
+        self._wrote = False
         self._head_only = request.method == "HEAD"
         self.busy = True
         self.watched = request.deadline is None
@@ -190,6 +194,9 @@ class PooledConnection(asyncio.Protocol):
         if request.deadline is not None:
             self._deadline = self.loop.call_at(request.deadline, self._expire)
         head, body = request.head, request.body
+        if transport.is_closing():
+            return  # nothing written: connection_lost sends it again on a fresh connection
+        self._wrote = True
         if isinstance(body, bytes):
             if not body:
                 self.batch.write(transport, head)
@@ -324,8 +331,14 @@ class PooledConnection(asyncio.Protocol):
                 err: UpstreamError = UpstreamProtocolError(
                     self.endpoint, "connection closed in the response head"
                 )
-            elif self.reused and request is not None and isinstance(request.body, bytes):
-                # the keep-alive race: send it again, once, on a fresh connection
+            elif (
+                self.reused
+                and not self._wrote
+                and request is not None
+                and isinstance(request.body, bytes)
+            ):
+                # closed before a byte of the request was written: the upstream cannot
+                # have seen it, so sending it again on a fresh connection is no extra try
                 log.debug("stale pooled connection, sending again endpoint=%s:%d", *self.endpoint)
                 self._receiver = None
                 self.pool._connect_and_start(self.endpoint, request, receiver)
