@@ -155,3 +155,30 @@ def test_budgets_keep_state_while_the_parameters_hold() -> None:
     budgets.update({"db": mk_cluster("db", mk_params(50))})
     assert budgets.get("web") is None
     assert budgets.get("db") is new_db
+
+
+def test_a_burst_of_route_retries_within_the_floor_is_never_refused() -> None:
+    """A quiet backend: a burst of requests that each want one retry, up to the floor's
+    count within one floor interval, all get it, whatever the phase of the sliding window."""
+    for start in (1000.0, 1000.05, 1000.099, 1000.95):
+        clock = FakeClock(start)
+        budget = Budget(DEFAULT_RETRY_BUDGET, clock=clock)
+        for _ in range(DEFAULT_RETRY_BUDGET.min_retry_count):
+            budget.deposit()
+            assert budget.try_withdraw()
+            clock.advance(0.001)
+
+
+def test_one_backends_retries_do_not_spend_anothers_budget() -> None:
+    """The budget is per backend Service (per cluster, GEP-3388 puts it on the Service):
+    exhausting one leaves another's floor and ratio whole."""
+    clock = FakeClock()
+    budgets = Budgets(clock=clock)
+    budgets.update({"web": mk_cluster("web", None), "db": mk_cluster("db", None)})
+    web, db = budgets.get("web"), budgets.get("db")
+    assert web is not None and db is not None and web is not db
+    for _ in range(100):
+        web.deposit()
+    assert withdraw_all(web) == 20 + DEFAULT_RETRY_BUDGET.min_retry_count
+    assert not web.try_withdraw()
+    assert withdraw_all(db) == DEFAULT_RETRY_BUDGET.min_retry_count
