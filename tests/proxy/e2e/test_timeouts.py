@@ -49,7 +49,9 @@ async def _timed(lab: Lab, path: str) -> tuple[int, bytes, float, int]:
 async def test_the_request_timeout_answers_504_after_about_200_ms(lab: Lab) -> None:
     status, _, elapsed, _ = await _timed(lab, "/bounded/delay/1000")
     assert status == 504
-    assert 0.2 <= elapsed < 0.4, elapsed
+    # the route's 200 ms, not the backend's 1 s; asyncio may fire a timer up to its clock
+    # resolution early, and a loaded machine answers late, so the bounds are loose
+    assert 0.19 <= elapsed < 0.9, elapsed
 
 
 @bounded(10)
