@@ -20,6 +20,7 @@ import logging
 import re
 from typing import Any
 
+from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 
@@ -162,6 +163,21 @@ def unpack(any_msg: Any, message_type: Any, *, where: str, field: str) -> Any:
     if any_msg.TypeName() != msg.DESCRIPTOR.full_name or not any_msg.Unpack(msg):
         raise TableError(where, field, f"want {msg.DESCRIPTOR.full_name}, got {any_msg.TypeName()}")
     return msg
+
+
+def unwrap_filter_config(any_msg: Any, *, where: str, field: str) -> tuple[Any | None, bool]:
+    """A per-route filter config, bare or in a `FilterConfig`: `(config, is_optional)`.
+
+    `config` is None when the wrapper says `disabled` (the filter is off for the route)."""
+    wrapper_type = route_components_pb2.FilterConfig
+    if any_msg.TypeName() != wrapper_type.DESCRIPTOR.full_name:
+        return any_msg, False
+    fc = unpack(any_msg, wrapper_type, where=where, field=field)
+    if fc.disabled:
+        return None, fc.is_optional
+    if not fc.HasField("config"):
+        raise TableError(where, f"{field}.config", "FilterConfig without config")
+    return fc.config, fc.is_optional
 
 
 def fault_from_any(any_msg: Any, *, where: str, field: str) -> Fault:

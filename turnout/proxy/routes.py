@@ -53,6 +53,7 @@ from turnout.proxy.policies import (
     mirrors_from_xds,
     optional_ms,
     retry_from_xds,
+    unwrap_filter_config,
 )
 
 log = logging.getLogger(__name__)
@@ -222,13 +223,16 @@ _UNSUPPORTED_ROUTE_ACTION = (
 def _per_filter(route: Any, *, where: str) -> tuple[Fault | None, Cors | None]:
     fault: Fault | None = None
     cors: Cors | None = None
-    for key, any_msg in route.typed_per_filter_config.items():
+    for key, wrapped in route.typed_per_filter_config.items():
         field = f'typed_per_filter_config["{key}"]'
+        any_msg, optional = unwrap_filter_config(wrapped, where=where, field=field)
+        if any_msg is None:
+            continue
         if key == FAULT_FILTER:
             fault = fault_from_any(any_msg, where=where, field=field)
         elif key == CORS_FILTER:
             cors = cors_from_any(any_msg, where=where, field=field)
-        else:
+        elif not optional:
             raise TableError(where, field, "unsupported filter")
     return fault, cors
 
