@@ -219,6 +219,18 @@ class Cors:
     max_age_s: int | None = None
     """None = header not sent."""
     allow_credentials: bool = False
+    any_origin: bool = field(init=False, repr=False, compare=False)
+    """Derived: allowOrigins has `*` (a pattern matching everything)."""
+    methods_value: str = field(init=False, repr=False, compare=False)
+    headers_value: str = field(init=False, repr=False, compare=False)
+    expose_value: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # joined once per table, so the request path only copies them
+        object.__setattr__(self, "any_origin", any(p.pattern == ".*" for p in self.allow_origins))
+        object.__setattr__(self, "methods_value", ", ".join(self.allow_methods))
+        object.__setattr__(self, "headers_value", ", ".join(self.allow_headers))
+        object.__setattr__(self, "expose_value", ", ".join(self.expose_headers))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,8 +30,8 @@ import functools
 import logging
 from collections.abc import Callable
 
-from turnout.proxy import answers, faults
-from turnout.proxy.actions import Backend, Decision, DirectResponse, Forward, Redirect
+from turnout.proxy import answers, cors, faults
+from turnout.proxy.actions import Backend, Cors, Decision, DirectResponse, Forward, Redirect
 from turnout.proxy.answers import Answer
 from turnout.proxy.balancer import Balancer, Slot
 from turnout.proxy.context import CallContext, ProxyState
@@ -79,6 +79,7 @@ class Call:
         "body",
         "buffered",
         "cancelled",
+        "cors_extra",
         "deadline",
         "decision",
         "discarding",
@@ -123,6 +124,8 @@ class Call:
         """The buffered (replayable) request body; None when too big: the request's own
         stream carries it, once, and the request is never retried."""
         self.cancelled = False
+        self.cors_extra: list[tuple[str, str]] = []
+        """CORS headers the response gains (the route's CORS filter, a matching Origin)."""
         self.timer: asyncio.TimerHandle | None = None
         self.handle: UpstreamHandle | None = None
         self.balancer: Balancer | None = None
@@ -192,6 +195,8 @@ class Call:
                 framing=request_framing(req.method, self.body),
             )
             return bool(self.head)
+        if decision.cors is not None and self._cors(decision.cors):
+            return False
         fault = decision.fault
         if fault is not None and fault.abort is not None and faults.aborts(fault, h.draw):
             self._answer(fault.abort)
@@ -232,6 +237,17 @@ class Call:
             budget.deposit()
         timeout = decision.request_timeout_ms
         self.deadline = None if timeout is None else self.ex.start + timeout / 1000
+        return True
+
+    def _cors(self, policy: Cors) -> bool:
+        """A preflight is answered here (True); an actual request notes its CORS headers."""
+        answer, self.cors_extra = cors.for_request(policy, self.req.method, self.req.raw_headers)
+        if answer is None:
+            return False
+        self.ex.finish(200)
+        if not self.writer.started:
+            self.writer.send(200, answer, b"")
+        self._done()
         return True
 
     def _answer_action(self, action: Redirect | DirectResponse | Forward) -> None:
@@ -359,7 +375,11 @@ class Call:
                 return
             self.status = status
             backend = self.backend
-            if decision.filters_response or (backend is not None and backend.filters_response):
+            if (
+                decision.filters_response
+                or self.cors_extra
+                or (backend is not None and backend.filters_response)
+            ):
                 self.resp_headers = self._response_headers(status, headers)
             else:
                 self.resp_headers = headers  # the writer leaves hop-by-hop headers out
@@ -494,6 +514,8 @@ class Call:
         decision, backend = self.decision, self.backend
         if decision.filters_response or (backend is not None and backend.filters_response):
             headers = list(apply_response_filters(decision, backend, answer.status, headers))
+        if self.cors_extra:
+            headers = [*headers, *self.cors_extra]
         self.ex.finish(answer.status, error=error, grpc_status=answer.grpc_status)
         if not self.writer.started:
             self.writer.send(answer.status, headers, answer.body)
@@ -519,7 +541,11 @@ class Call:
         if decision.filters_response or (backend is not None and backend.filters_response):
             pairs = headers.decode() if isinstance(headers, RawHeaders) else headers
             ends = [(n, v) for n, v in pairs if n.lower() not in HOP_BY_HOP]
-            return list(apply_response_filters(decision, backend, status, ends))
+            out = list(apply_response_filters(decision, backend, status, ends))
+            return [*out, *self.cors_extra] if self.cors_extra else out
+        if self.cors_extra:
+            pairs = headers.decode() if isinstance(headers, RawHeaders) else headers
+            return [*((n, v) for n, v in pairs if n.lower() not in HOP_BY_HOP), *self.cors_extra]
         return headers  # the writer drops hop-by-hop and framing headers itself
 
 

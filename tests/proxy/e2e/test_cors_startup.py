@@ -1,11 +1,13 @@
-"""A route with a CORS filter no longer stops `mesh proxy -f` at start-up: the translator's
-`FilterConfig`-wrapped `CorsPolicy` is read back and the proxy serves the route."""
+"""A route with a CORS filter no longer stops `mesh proxy -f` at start-up (the translator's
+`FilterConfig`-wrapped `CorsPolicy` is read back), and the proxy does CORS: a preflight is
+answered by the proxy, an actual request's response gains the headers when its Origin matches."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -26,8 +28,22 @@ CORS_ROUTE = httproute("""
         allowMethods: [GET, PUT]
         allowCredentials: true
         maxAge: 60
+        exposeHeaders: [x-backend]
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /open}}]
+    filters:
+    - type: CORS
+      cors:
+        allowOrigins: ["*"]
+        allowMethods: [GET]
     backendRefs: [{name: web-v1, port: 80}]
 """)
+GOOD, EVIL = "https://a.example.com", "https://example.com.evil.test"
+PREFLIGHT = {"Access-Control-Request-Method": "PUT"}
+
+
+def cors_of(headers: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith("access-control-")}
 
 
 @bounded(40)
@@ -51,6 +67,37 @@ async def test_mesh_proxy_f_with_a_cors_route_starts_and_answers(lab: Lab, tmp_p
             url = f"http://127.0.0.1:{outbound}/x"
             async with session.get(url, headers={"Host": "web.shop"}) as resp:
                 assert (resp.status, resp.headers["x-backend"]) == (200, "v1")
+                assert cors_of(resp.headers) == {}
+            hdrs = {"Host": "web.shop", "Origin": GOOD}
+            async with session.options(url, headers={**hdrs, **PREFLIGHT}) as resp:
+                assert resp.status == 200 and "x-backend" not in resp.headers  # not forwarded
+                assert cors_of(resp.headers) == {
+                    "access-control-allow-origin": GOOD,
+                    "access-control-allow-methods": "GET, PUT",
+                    "access-control-allow-credentials": "true",
+                    "access-control-max-age": "60",
+                }
+                assert resp.headers["vary"] == "Origin"
+            async with session.get(url, headers=hdrs) as resp:
+                assert resp.headers["x-backend"] == "v1"
+                assert cors_of(resp.headers) == {
+                    "access-control-allow-origin": GOOD,
+                    "access-control-allow-credentials": "true",
+                    "access-control-expose-headers": "x-backend",
+                }
+                assert resp.headers["vary"] == "Origin"
+            for origin in (EVIL, "https://example.com", "http://a.example.com"):
+                bad = {"Host": "web.shop", "Origin": origin}
+                async with session.options(url, headers={**bad, **PREFLIGHT}) as resp:
+                    assert resp.status == 200 and "x-backend" not in resp.headers
+                    assert cors_of(resp.headers) == {}
+                async with session.get(url, headers=bad) as resp:
+                    assert resp.headers["x-backend"] == "v1"
+                    assert cors_of(resp.headers) == {}
+            open_url = f"http://127.0.0.1:{outbound}/open"
+            async with session.get(open_url, headers={"Host": "web.shop", "Origin": EVIL}) as resp:
+                assert resp.headers["x-backend"] == "v1"
+                assert cors_of(resp.headers) == {"access-control-allow-origin": "*"}
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
