@@ -16,8 +16,7 @@ The modules import each other in one order (tests/test_layering.py holds it): `s
 -> `upstream` -> `upgraded` -> `client` on the other, neither side importing the other. Writes are held until the end
 of the loop's round and sent together (`batch.WriteBatch`).
 
-Nothing here routes, balances, retries (beyond resending once on a stale pooled
-connection) or counts metrics: `ConnectionHooks` hand the numbers to whoever does. No TLS
+Nothing here routes, balances, retries or counts metrics: `ConnectionHooks` hand the numbers to whoever does. No TLS
 setup, no HTTP/2.
 """
 

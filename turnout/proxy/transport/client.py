@@ -17,12 +17,11 @@ exchange without a deadline ─► the read sweep (every read_timeout_ms / 4, wh
 ```
 
 No callback is ever made from inside `send()`. What one connection does with an exchange
-(writing, the deadline, the one resend of an unwritten request on a closing pooled
-connection, which errors a receiver sees) is `pooled.PooledConnection`'s, and parsing
+(writing, the deadline, which errors a receiver sees) is `pooled.PooledConnection`'s, and parsing
 `upstream.UpstreamConnection`'s; request heads are made with `heads.encode_request_head` / `encode_forward_head`.
 
-Deliberately not here: retries other than that unwritten-request resend (the handler owns
-retry policy and budgets), load balancing (the handler picks the endpoint), a limit on busy
+Deliberately not here: retries, not even of a request a reused connection closed on (the
+handler owns retry policy and budgets), load balancing (the handler picks the endpoint), a limit on busy
 connections, TLS and HTTP/2.
 """
 

@@ -10,20 +10,19 @@ start(OutgoingRequest, receiver)  (from the pool: an idle connection, or a new o
                  is parsed: keep-alive and nothing after it ─► pool._put_idle(self), then
                  receiver.on_end(); else closed, never pooled
    deadline (_expire) / the pool's read sweep (read_expired) / _fail ─► receiver.on_error
-   closed on a reused connection before the request was written ─► pool._connect_and_start
 ```
 
-One request is in flight at a time (no pipelining). A pooled connection found closing
-before the request was written is sent again, once, on a fresh connection (the upstream
-cannot have seen it). Once request bytes went to the socket, a close before any response
-byte is an error (`_StaleConnection`, a connect error): the upstream may have seen the
-request, so only the route's retry policy (`retries`) may try it again, counted as a try. Errors
+One request is in flight at a time (no pipelining), and the pool never sends a request
+twice: it starts only connections that are not closing, so a request always reaches the
+socket, and a close before any response byte is an error (`_StaleConnection` on a reused
+connection, a connect error): the upstream may have seen the request, so only the route's
+retry policy (`retries`) may try it again, counted as a try. Errors
 reach receivers only as `UpstreamError` subclasses (turnout.proxy.errors), made once with
 the OS or parser exception as `__cause__`, or as the exception of a failing iterator body.
 
 Not here: parsing (`upstream`), the idle lists, connecting, the read sweep's timer and the
 awaitable API (`client.UpstreamPool`, seen from here as `ConnectionPool`), head encoding
-(`heads`), retries other than that one resend.
+(`heads`), retries.
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ from turnout.proxy.transport.messages import (
     ConnectionInfo,
     ResponseReceiver,
     TunnelEnd,
-    UpstreamHandle,
     hook_close,
     hook_open,
 )
@@ -81,11 +79,6 @@ class ConnectionPool(Protocol):
 
     def _forget(self, conn: PooledConnection) -> None:
         """The connection is closed."""
-
-    def _connect_and_start(
-        self, endpoint: Address, request: OutgoingRequest, receiver: ResponseReceiver
-    ) -> UpstreamHandle:
-        """Send `request` again on a new connection (the stale-connection resend)."""
 
 
 class PooledConnection(asyncio.Protocol):
@@ -128,8 +121,6 @@ class PooledConnection(asyncio.Protocol):
         self._keep_alive = False
         self._until_eof = False
         self._sent = False
-        self._wrote = False
-        """Request bytes went to the socket: the upstream may have seen the request."""
         self._settling = False
         """The response completed in the read being parsed: `_settle` follows."""
         self._ended: ResponseReceiver | None = None
@@ -185,7 +176,6 @@ class PooledConnection(asyncio.Protocol):
         self._receiver = receiver
         self._request = request
         self._received = self._headed = self._interim = self._sent = False
-        self._wrote = False
         self._head_only = request.method == "HEAD"
         self.busy = True
         self.watched = request.deadline is None
@@ -194,9 +184,6 @@ class PooledConnection(asyncio.Protocol):
         if request.deadline is not None:
             self._deadline = self.loop.call_at(request.deadline, self._expire)
         head, body = request.head, request.body
-        if transport.is_closing():
-            return  # nothing written: connection_lost sends it again on a fresh connection
-        self._wrote = True
         if isinstance(body, bytes):
             if not body:
                 self.batch.write(transport, head)
@@ -326,23 +313,10 @@ class PooledConnection(asyncio.Protocol):
         if receiver is None:
             return
         if not self._headed:
-            request = self._request
             if self._received:
                 err: UpstreamError = UpstreamProtocolError(
                     self.endpoint, "connection closed in the response head"
                 )
-            elif (
-                self.reused
-                and not self._wrote
-                and request is not None
-                and isinstance(request.body, bytes)
-            ):
-                # closed before a byte of the request was written: the upstream cannot
-                # have seen it, so sending it again on a fresh connection is no extra try
-                log.debug("stale pooled connection, sending again endpoint=%s:%d", *self.endpoint)
-                self._receiver = None
-                self.pool._connect_and_start(self.endpoint, request, receiver)
-                return
             elif self.reused:
                 err = _StaleConnection(self.endpoint, "reused connection closed before response")
             else:
@@ -374,7 +348,7 @@ class PooledConnection(asyncio.Protocol):
 
 
 class OutgoingRequest:
-    """What `start()` sends, kept for the one resend after a stale pooled connection."""
+    """What `start()` sends: the request, its deadline, and whether it asks for an upgrade."""
 
     __slots__ = ("body", "deadline", "head", "method", "timeout_s", "upgrade")
 
