@@ -182,12 +182,7 @@ def compose_yaml(
     for start, end in _segments(text):
         size = _text_bytes(text, start, end, limits.max_document_bytes)
         if size > limits.max_document_bytes:
-            raise LimitExceeded(
-                f"document is {_size(size)}, over the {_size(limits.max_document_bytes)} limit"
-                " on one document (the API server's request limit)",
-                file=file,
-                doc_index=index,
-            )
+            raise _too_big_document(size, limits.max_document_bytes, file, index)
         bound = 2 * (1 + sum(text.count(c, start, end) for c in _NODE_INDICATORS))
         fast = _LIBYAML and bound <= limits.max_nodes
         loader = _Loader(text[start:end])
@@ -250,6 +245,15 @@ def _too_big_file(size: int, cap: int, file: str) -> LimitExceeded:
     )
 
 
+def _too_big_document(size: int, cap: int, file: str, index: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"document is {_size(size)}, over the {_size(cap)} limit on one document"
+        " (the API server's request limit)",
+        file=file,
+        doc_index=index,
+    )
+
+
 def _size(n: int) -> str:
     """``3 MiB``, ``3.2 MiB``, ``16 KiB``, ``900 bytes``."""
     for unit, name in ((MIB, "MiB"), (1024, "KiB")):
@@ -278,12 +282,7 @@ def _json(text: str, *, file: str, limits: ManifestLimits) -> object:
     where = Where(file, 0, 0)
     size = _text_bytes(text, 0, len(text), limits.max_document_bytes)
     if size > limits.max_document_bytes:
-        raise LimitExceeded(
-            f"document is {_size(size)}, over the {_size(limits.max_document_bytes)} limit"
-            " on one document (the API server's request limit)",
-            file=file,
-            doc_index=0,
-        )
+        raise _too_big_document(size, limits.max_document_bytes, file, 0)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError:

@@ -231,10 +231,6 @@ class UpstreamPool:
         while idle:
             conn = idle.pop()
             conn.pooled = False
-            if conn.busy:
-                log.error("busy connection found idle endpoint=%s:%d", *endpoint)
-                conn.abort()
-                continue
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 conn.start(request, receiver)
                 if request.deadline is None:
