@@ -48,6 +48,17 @@ def test_a_command_loads_only_what_it_needs(
     assert heavy <= set(allowed), f"mesh {' '.join(argv)} loads {sorted(heavy - set(allowed))}"
 
 
+def test_the_parser_loads_no_proxy() -> None:
+    """Every command builds the whole parser: its defaults must not import the proxy (its
+    package pulls in the transport and httptools), or `mesh validate` pays for them too."""
+    code = "import json, sys, turnout.cli.main; print(json.dumps(sorted(sys.modules)))"
+    got = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    modules = set(json.loads(got.stdout))
+    assert not {m for m in modules if m.startswith("turnout.proxy") or m == "httptools"}
+
+
 def test_the_probe_sees_heavy_imports() -> None:
     """The check above could pass by looking at nothing: `mesh validate` does load them."""
     assert {"pydantic", "jsonschema", "celpy"} <= loaded("validate", "-f", "x.yaml")

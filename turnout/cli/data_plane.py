@@ -24,6 +24,7 @@ import uvloop
 
 from turnout.cli.errors import UsageError
 from turnout.cli.output import EXIT_FAILED, EXIT_OK, EXIT_UNLOADABLE
+from turnout.proxy.config import DEFAULT_UPSTREAM_READ_TIMEOUT_MS
 from turnout.proxy.errors import ListenError, WorkerError
 from turnout.proxy.process import Address, ProxyConfig, SourceSpec, TableSource, parse_gateway
 from turnout.proxy.runner import Listening
@@ -33,8 +34,8 @@ from turnout.proxy.workers import run_proxy
 def compile_for_proxy(
     files: Sequence[str],
     namespace: str,
-    gateway: str | None = None,
-    max_file_bytes: int | None = None,
+    gateway: str | None,
+    max_file_bytes: int,
 ) -> tuple[list[bytes], list[str], bool]:
     """Run in a child process by `mesh proxy -f`: compile and translate the manifests and
     return the serialized xDS resources (listeners, route configs, clusters, assignments, in
@@ -46,11 +47,7 @@ def compile_for_proxy(
     from turnout.engine.diagnostics import Severity, has_errors
     from turnout.engine.xds import translate
 
-    compiled = (
-        compile_manifests(files, verb="proxy")
-        if max_file_bytes is None
-        else compile_manifests(files, verb="proxy", max_file_bytes=max_file_bytes)
-    )
+    compiled = compile_manifests(files, verb="proxy", max_file_bytes=max_file_bytes)
     diags = [d for d in compiled.diagnostics if d.severity is not Severity.INFO]
     table = compiled.result.table
     if gateway is not None and not has_errors(diags) and table.parent(f"gateway/{gateway}") is None:
@@ -92,7 +89,11 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             admin=Address.parse(args.admin) if args.admin else None,
             gateway=parse_gateway(args.gateway) if args.gateway else None,
             workers=args.workers,
-            upstream_read_timeout_ms=args.upstream_read_timeout or None,
+            upstream_read_timeout_ms=(
+                DEFAULT_UPSTREAM_READ_TIMEOUT_MS
+                if args.upstream_read_timeout is None
+                else args.upstream_read_timeout or None
+            ),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc

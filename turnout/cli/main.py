@@ -40,7 +40,6 @@ from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files, add_max_file_size
 from turnout.engine.config import DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS
 from turnout.engine.errors import LoadError
-from turnout.proxy.config import DEFAULT_UPSTREAM_READ_TIMEOUT_MS
 
 Runner = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
@@ -198,7 +197,6 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument(
         "--upstream-read-timeout",
         type=duration_ms,
-        default=DEFAULT_UPSTREAM_READ_TIMEOUT_MS,
         metavar="DURATION",
         help="longest upstream silence on a request whose route sets no timeout, then 504"
         " (default 60s; 0: wait forever)",
