@@ -511,9 +511,10 @@ class Call:
         """End the request with one of the proxy's own answers; `error` is the metrics'
         error label ("" for none)."""
         headers: Headers = answer.headers
-        decision, backend = self.decision, self.backend
-        if decision.filters_response or (backend is not None and backend.filters_response):
-            headers = list(apply_response_filters(decision, backend, answer.status, headers))
+        if self._filters_response():
+            headers = list(
+                apply_response_filters(self.decision, self.backend, answer.status, headers)
+            )
         if self.cors_extra:
             headers = [*headers, *self.cors_extra]
         self.ex.finish(answer.status, error=error, grpc_status=answer.grpc_status)
@@ -536,17 +537,22 @@ class Call:
             self.writer.send(500, answers.UNEXPECTED.headers, answers.UNEXPECTED.body)
         self._done()
 
+    def _filters_response(self) -> bool:
+        """The route or the chosen backend modifies response headers."""
+        backend = self.backend
+        return self.decision.filters_response or (backend is not None and backend.filters_response)
+
     def _response_headers(self, status: int, headers: RawHeaders | Headers) -> Headers | RawHeaders:
-        decision, backend = self.decision, self.backend
-        if decision.filters_response or (backend is not None and backend.filters_response):
-            pairs = headers.decode() if isinstance(headers, RawHeaders) else headers
-            ends = [(n, v) for n, v in pairs if n.lower() not in HOP_BY_HOP]
-            out = list(apply_response_filters(decision, backend, status, ends))
-            return [*out, *self.cors_extra] if self.cors_extra else out
-        if self.cors_extra:
-            pairs = headers.decode() if isinstance(headers, RawHeaders) else headers
-            return [*((n, v) for n, v in pairs if n.lower() not in HOP_BY_HOP), *self.cors_extra]
-        return headers  # the writer drops hop-by-hop and framing headers itself
+        """The upstream's headers as the client gets them: end-to-end ones, after the response
+        filters, plus the CORS headers (`headers` itself when there is neither)."""
+        filtered = self._filters_response()
+        if not filtered and not self.cors_extra:
+            return headers  # the writer drops hop-by-hop and framing headers itself
+        pairs = headers.decode() if isinstance(headers, RawHeaders) else headers
+        out: Headers = [(n, v) for n, v in pairs if n.lower() not in HOP_BY_HOP]
+        if filtered:
+            out = list(apply_response_filters(self.decision, self.backend, status, out))
+        return [*out, *self.cors_extra]
 
 
 def _nothing() -> None:
