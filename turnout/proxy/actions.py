@@ -221,16 +221,25 @@ class Cors:
     allow_credentials: bool = False
     any_origin: bool = field(init=False, repr=False, compare=False)
     """Derived: allowOrigins has `*` (a pattern matching everything)."""
-    methods_value: str = field(init=False, repr=False, compare=False)
-    headers_value: str = field(init=False, repr=False, compare=False)
+    methods_value: str | None = field(init=False, repr=False, compare=False)
+    """Access-Control-Allow-Methods of a preflight; None: echo the request's
+    Access-Control-Request-Method (a `*` with credentials: the spec forbids sending `*`)."""
+    headers_value: str | None = field(init=False, repr=False, compare=False)
+    """Access-Control-Allow-Headers; None: echo Access-Control-Request-Headers (likewise)."""
     expose_value: str = field(init=False, repr=False, compare=False)
+    """Access-Control-Expose-Headers ("": none); with credentials, never `*`."""
 
     def __post_init__(self) -> None:
         # joined once per table, so the request path only copies them
+        creds = self.allow_credentials
         object.__setattr__(self, "any_origin", any(p.pattern == ".*" for p in self.allow_origins))
-        object.__setattr__(self, "methods_value", ", ".join(self.allow_methods))
-        object.__setattr__(self, "headers_value", ", ".join(self.allow_headers))
-        object.__setattr__(self, "expose_value", ", ".join(self.expose_headers))
+        for name, values in (
+            ("methods_value", self.allow_methods),
+            ("headers_value", self.allow_headers),
+        ):
+            object.__setattr__(self, name, None if creds and "*" in values else ", ".join(values))
+        exposed = [h for h in self.expose_headers if not (creds and h == "*")]
+        object.__setattr__(self, "expose_value", ", ".join(exposed))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,7 +2,8 @@
 
 ```
 for_request(cors, method, raw) -> (preflight answer's headers or None, headers to add)
-preflight(cors, origin)  -> headers of the proxy's own answer to a preflight (none: no match)
+preflight(cors, origin, method, headers) -> headers of the proxy's own answer to a preflight
+                          (none: no match)
 actual(cors, origin)     -> headers added to the response of an actual request (none: no match)
 ```
 
@@ -24,17 +25,19 @@ def for_request(
 ) -> tuple[HeaderList | None, HeaderList]:
     """`(headers of the preflight answer, None when not a preflight; headers the response
     of an actual request gains)`, from the request's raw headers."""
-    origin = request_method = None
+    origin = request_method = request_headers = None
     for name, value in raw_headers:
         lower = name.lower()
         if lower == b"origin":
             origin = value.decode("latin-1")
         elif lower == b"access-control-request-method":
-            request_method = value
+            request_method = value.decode("latin-1")
+        elif lower == b"access-control-request-headers":
+            request_headers = value.decode("latin-1")
     if origin is None:
         return None, []
     if method == "OPTIONS" and request_method is not None:
-        return preflight(cors, origin), []
+        return preflight(cors, origin, request_method, request_headers), []
     return None, actual(cors, origin)
 
 
@@ -61,14 +64,21 @@ def _common(cors: Cors, origin: str) -> HeaderList | None:
     return out
 
 
-def preflight(cors: Cors, origin: str) -> HeaderList:
+def preflight(
+    cors: Cors, origin: str, request_method: str, request_headers: str | None = None
+) -> HeaderList:
+    """The proxy's answer to a preflight asking for `request_method` (and
+    `request_headers`, Access-Control-Request-Headers): with credentials, a `*` in
+    allowMethods or allowHeaders is answered with what was asked, never `*` (GEP-1767)."""
     out = _common(cors, origin)
     if out is None:
         return []
     if cors.allow_methods:
-        out.append(("access-control-allow-methods", cors.methods_value))
+        out.append(("access-control-allow-methods", cors.methods_value or request_method))
     if cors.allow_headers:
-        out.append(("access-control-allow-headers", cors.headers_value))
+        allowed = cors.headers_value if cors.headers_value is not None else request_headers
+        if allowed:
+            out.append(("access-control-allow-headers", allowed))
     if cors.max_age_s is not None:
         out.append(("access-control-max-age", str(cors.max_age_s)))
     return out
@@ -78,6 +88,6 @@ def actual(cors: Cors, origin: str) -> HeaderList:
     out = _common(cors, origin)
     if out is None:
         return []
-    if cors.expose_headers:
+    if cors.expose_value:
         out.append(("access-control-expose-headers", cors.expose_value))
     return out
