@@ -9,7 +9,6 @@ the test instead of exhausting the machine (the billion laughs took 3.3 GB and a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -19,14 +18,13 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.engine.model import hostile
 from tests.engine.server.builders import manifest, mk_route, mk_service, weighted
-from turnout.cli.args import byte_size
+from tests.reliability.plane import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMORY_LIMIT = 1536 * 1024 * 1024
@@ -133,107 +131,53 @@ def test_benign_aliases_still_validate(tmp_path: Path) -> None:
 # ---- mesh serve --dir
 
 
-def get(url: str) -> tuple[int, str]:
+def get(plane: ServeProcess, path: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{plane.admin}{path}", timeout=5) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
 
 
-@dataclass
-class Serving:
-    proc: asyncio.subprocess.Process
-    admin: str
+async def admin(plane: ServeProcess, path: str) -> tuple[int, str]:
+    return await asyncio.to_thread(get, plane, path)
 
-    async def get(self, path: str) -> tuple[int, str]:
-        return await asyncio.to_thread(get, self.admin + path)
 
-    async def diagnostics(self) -> dict[str, object]:
-        status, text = await self.get("/debug/diagnostics")
-        assert status == 200
-        data: dict[str, object] = json.loads(text)
-        return data
+async def diagnostics(plane: ServeProcess) -> dict[str, object]:
+    status, text = await admin(plane, "/debug/diagnostics")
+    assert status == 200
+    data: dict[str, object] = json.loads(text)
+    return data
 
 
 @pytest.fixture
-async def serving(tmp_path: Path) -> AsyncIterator[Serving]:
+async def serving(tmp_path: Path) -> AsyncIterator[ServeProcess]:
     (tmp_path / "good.yaml").write_text(good_manifests())
-    log = (tmp_path / "serve.log").open("wb")
-    argv = ["serve", "--dir", str(tmp_path), "--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        MAIN,
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log,
-        cwd=ROOT,
-        env=ENV,
-        preexec_fn=limited,
-    )
-    log.close()  # the child holds its own copy
-    assert proc.stdout is not None
+    plane = ServeProcess(tmp_path, tmp_path / "serve.log", env=ENV, preexec=limited)
     try:
-        admin = ""
-        async with asyncio.timeout(15):
-            while True:
-                line = (await proc.stdout.readline()).decode()
-                assert line, "mesh serve exited: " + (tmp_path / "serve.log").read_text()[-2000:]
-                if line.startswith("admin listening on"):
-                    admin = "http://" + line.split()[-1]
-                if line.startswith("serving"):
-                    break
-        yield Serving(proc, admin)
+        yield await plane.start()
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:  # a control plane stuck in a compile (the bug this tests)
-                proc.kill()
-                await proc.wait()
+        await plane.kill()  # also when stuck in a compile (the bug this tests)
 
 
 async def test_serve_rejects_a_bomb_added_to_the_folder_and_keeps_serving(
-    tmp_path: Path, serving: Serving
+    tmp_path: Path, serving: ServeProcess
 ) -> None:
-    assert await serving.get("/ready") == (200, "ok version=1\n")
+    assert await admin(serving, "/ready") == (200, "ok version=1\n")
     (tmp_path / "bomb.yaml").write_text(hostile.laughs_in_spec())
     async with asyncio.timeout(TIMEOUT_S):
-        while not (await serving.diagnostics())["rejected"]:
-            assert serving.proc.returncode is None, "mesh serve died"
+        while not (await diagnostics(serving))["rejected"]:
+            assert serving.proc is not None and serving.proc.returncode is None, "mesh serve died"
             await asyncio.sleep(0.05)
-    data = await serving.diagnostics()
+    data = await diagnostics(serving)
     [rejected] = data["rejected"]  # type: ignore[misc]
     assert rejected["file"] == str(tmp_path / "bomb.yaml") and not rejected["kept"]
     [why] = rejected["diagnostics"]
     assert why["reason"] == "LimitExceeded"
     assert why["message"].startswith("document holds more than 1,000,000 values")
-    assert await serving.get("/ready") == (200, "ok version=1\n")
-    status, table = await serving.get("/debug/table")
+    assert await admin(serving, "/ready") == (200, "ok version=1\n")
+    status, table = await admin(serving, "/debug/table")
     assert status == 200 and "service/shop/web:80" in table
-    _, metrics = await serving.get("/metrics")
+    _, metrics = await admin(serving, "/metrics")
     assert "turnout_control_plane_rejected_changes_total 1" in metrics
-    assert serving.proc.returncode is None
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [
-        ("3145728", 3 * 1024 * 1024),
-        ("16Mi", 16 * 1024 * 1024),
-        ("16MiB", 16 * 1024 * 1024),
-        ("512Ki", 512 * 1024),
-        ("20M", 20_000_000),
-        ("1Gi", 1024**3),
-    ],
-)
-def test_max_file_size_takes_bytes_or_a_quantity(text: str, size: int) -> None:
-    assert byte_size(text) == size
-
-
-@pytest.mark.parametrize("text", ["", "0", "16x", "Mi", "-1", "1.5Mi", "16iB"])
-def test_max_file_size_refuses_what_is_not_a_size(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="want a size like 16Mi"):
-        byte_size(text)
+    assert serving.proc is not None and serving.proc.returncode is None

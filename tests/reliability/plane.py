@@ -144,11 +144,15 @@ class InProcessPlane:
 @dataclass
 class ServeProcess:
     """`mesh serve --dir DIR --xds 127.0.0.1:PORT --admin 127.0.0.1:0` as a real process,
-    killed with SIGKILL."""
+    killed with SIGKILL; `env` and `preexec` (e.g. a memory limit) for the child."""
 
     directory: Path
     log: Path
     port: int = 0
+    admin: int = 0
+    """The admin port it bound (read from its output)."""
+    env: Mapping[str, str] | None = None
+    preexec: Callable[[], None] | None = None
     proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> ServeProcess:
@@ -164,14 +168,18 @@ class ServeProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
                 cwd=ROOT,
+                env=self.env,
+                preexec_fn=self.preexec,
             )
         assert self.proc.stdout is not None
         async with asyncio.timeout(15):
             while True:
                 line = (await self.proc.stdout.readline()).decode()
-                assert line, f"mesh serve exited, see {self.log}"
+                assert line, f"mesh serve exited: {self.log.read_text()[-2000:]}"
                 if line.startswith("xds listening on"):
                     self.port = int(line.rsplit(":", 1)[1])
+                if line.startswith("admin listening on"):
+                    self.admin = int(line.rsplit(":", 1)[1])
                 if line.startswith("serving"):
                     return self
 
