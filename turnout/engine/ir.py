@@ -23,7 +23,7 @@ them once per table update. Only the standard library is imported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 PER_MILLION = 1_000_000
@@ -387,11 +387,39 @@ class ServiceParent:
     consumers: tuple[ConsumerView, ...] = ()
 
 
+REDACTED = {"redact": True}
+"""Field metadata: renders print ``[redacted]`` for the value (private keys)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificatePair:
+    """One certificate of an HTTPS listener, from a `kubernetes.io/tls` Secret."""
+
+    source: SourceRef
+    """The Secret."""
+    chain_pem: str
+    """The leaf first, then its intermediates (`tls.crt`)."""
+    key_pem: str = field(metadata=REDACTED, repr=False)
+    """The private key (`tls.key`); never rendered."""
+    names: tuple[str, ...] = ()
+    """The leaf's DNS names (subjectAltName), for readers."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTLS:
+    """TLS termination on a listener (`tls.mode: Terminate`)."""
+
+    certificates: tuple[CertificatePair, ...] = ()
+    """The refs that resolved, in `certificateRefs` order; empty: every handshake is refused."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
     name: str
     hostname: str | None
     protocol: str
+    tls: ListenerTLS | None = None
+    """Set on HTTPS listeners."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

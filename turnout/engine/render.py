@@ -67,15 +67,21 @@ def camel_case(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-_FIELD_NAMES: dict[tuple[type, bool], tuple[tuple[str, str], ...]] = {}
+_FIELD_NAMES: dict[tuple[type, bool], tuple[tuple[str, str, bool], ...]] = {}
+
+REDACTED = "[redacted]"
+"""What a render prints for a field marked ``metadata={"redact": True}`` (private keys)."""
 
 
-def _field_names(cls: type, camel: bool) -> tuple[tuple[str, str], ...]:
-    """(attribute, rendered name) of each field of dataclass `cls`, in declaration order."""
+def _field_names(cls: type, camel: bool) -> tuple[tuple[str, str, bool], ...]:
+    """(attribute, rendered name, redacted) of each field of dataclass `cls`, in order."""
     names = _FIELD_NAMES.get((cls, camel))
     if names is None:
         fields = dataclasses.fields(cls)
-        names = tuple((f.name, camel_case(f.name) if camel else f.name) for f in fields)
+        names = tuple(
+            (f.name, camel_case(f.name) if camel else f.name, bool(f.metadata.get("redact")))
+            for f in fields
+        )
         _FIELD_NAMES[(cls, camel)] = names
     return names
 
@@ -86,11 +92,11 @@ def fields_data(value: object, *, camel: bool = False) -> list[tuple[str, object
     out: list[tuple[str, object]] = []
     if isinstance(value, TAGGED):
         out.append(("type", type(value).__name__))
-    for attr, name in _field_names(type(value), camel):
+    for attr, name, redact in _field_names(type(value), camel):
         v = getattr(value, attr)
         if v is None or v == ():
             continue
-        out.append((name, v))
+        out.append((name, REDACTED if redact else v))
     return out
 
 

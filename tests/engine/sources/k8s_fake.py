@@ -64,6 +64,7 @@ class _Watcher:
     kind: ServedKind
     namespace: str | None
     bookmarks: bool
+    fields: dict[str, str] | None = None
     queue: asyncio.Queue[Obj | None] = field(default_factory=asyncio.Queue)
 
 
@@ -304,9 +305,12 @@ class FakeApiServer:
         if name is None:
             if request.method != "GET":
                 return web.json_response(_status(405, "MethodNotAllowed", "no"), status=405)
+            fields = _field_selector(query.get("fieldSelector"))
+            if isinstance(fields, web.Response):
+                return fields
             if query.get("watch") in ("true", "1"):
-                return await self._watch(request, kind, namespace, query)
-            return web.json_response(self._list(kind, namespace))
+                return await self._watch(request, kind, namespace, query, fields)
+            return web.json_response(self._list(kind, namespace, fields))
         return await self._object(request, kind, namespace or "", name, sub)
 
     def _route(self, path: str) -> tuple[ServedKind, str | None, str | None, str | None] | None:
@@ -327,11 +331,13 @@ class FakeApiServer:
         sub = rest[2] if len(rest) > 2 else None
         return kind, namespace, name, sub
 
-    def _list(self, kind: ServedKind, namespace: str | None) -> Obj:
+    def _list(
+        self, kind: ServedKind, namespace: str | None, fields: dict[str, str] | None = None
+    ) -> Obj:
         store = self.objects.get((kind.group, kind.kind), {})
         items = []
         for (ns, _), obj in sorted(store.items()):
-            if namespace is None or ns == namespace:
+            if (namespace is None or ns == namespace) and _fields_match(fields, obj):
                 item = copy.deepcopy(obj)
                 item.pop("apiVersion", None)
                 item.pop("kind", None)
@@ -344,7 +350,12 @@ class FakeApiServer:
         }
 
     async def _watch(
-        self, request: web.Request, kind: ServedKind, namespace: str | None, query: dict[str, str]
+        self,
+        request: web.Request,
+        kind: ServedKind,
+        namespace: str | None,
+        query: dict[str, str],
+        fields: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         await self._watch_gate.wait()
         resp = web.StreamResponse()
@@ -355,7 +366,7 @@ class FakeApiServer:
             msg = f"too old resource version: {since} ({self.compacted})"
             await _write(resp, {"type": "ERROR", "object": _status(410, "Expired", msg)})
             return resp
-        watcher = _Watcher(kind, namespace, query.get("allowWatchBookmarks") == "true")
+        watcher = _Watcher(kind, namespace, query.get("allowWatchBookmarks") == "true", fields)
         # Backlog and registration in one synchronous step: no event can fall between them.
         backlog = [ev for rv, k, ev in self.history if rv > since and _matches(watcher, k, ev)]
         self._watchers.add(watcher)
@@ -405,10 +416,39 @@ class FakeApiServer:
 def _matches(w: _Watcher, kind: ServedKind, obj: Obj) -> bool:
     if (w.kind.group, w.kind.kind) != (kind.group, kind.kind):
         return False
+    target = obj.get("object", obj)
+    if not _fields_match(w.fields, target):
+        return False
     if w.namespace is None:
         return True
-    target = obj.get("object", obj)
     return bool((target.get("metadata") or {}).get("namespace") == w.namespace)
+
+
+_SELECTABLE = frozenset({"type", "metadata.name", "metadata.namespace"})
+"""Field selectors this fake serves (what a real server allows for Secrets); others: 400."""
+
+
+def _field_selector(text: str | None) -> dict[str, str] | web.Response | None:
+    """`type=kubernetes.io/tls,metadata.name=x` -> its terms (only `=`; `!=` is not needed)."""
+    if not text:
+        return None
+    terms: dict[str, str] = {}
+    for term in text.split(","):
+        name, sep, value = term.partition("=")
+        if not sep or name not in _SELECTABLE:
+            msg = f"field label not supported: {name}"
+            return web.json_response(_status(400, "BadRequest", msg), status=400)
+        terms[name] = value
+    return terms
+
+
+def _fields_match(fields: dict[str, str] | None, obj: Obj) -> bool:
+    if not fields:
+        return True
+    meta = obj.get("metadata") or {}
+    have = {"type": obj.get("type", ""), "metadata.name": meta.get("name", "")}
+    have["metadata.namespace"] = meta.get("namespace", "")
+    return all(have[k] == v for k, v in fields.items())
 
 
 def _spec_of(obj: Obj) -> Obj:

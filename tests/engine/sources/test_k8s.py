@@ -80,6 +80,13 @@ def every_kind(ns: str = "shop") -> list[dict[str, Any]]:
         mk_service(ns, "web"),
         mk_service(ns, "web-canary"),
         {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "web-tls", "namespace": ns},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": "", "tls.key": ""},
+        },
+        {
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
             "metadata": {

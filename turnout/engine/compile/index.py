@@ -23,6 +23,7 @@ from turnout.engine.model import (
     Namespace,
     ReferenceGrant,
     Resources,
+    Secret,
     Service,
     XBackendTrafficPolicy,
 )
@@ -33,6 +34,7 @@ Route = HTTPRoute | GRPCRoute
 @dataclass(slots=True)
 class Index:
     services: dict[tuple[str, str], Loaded[Service]] = field(default_factory=dict)
+    secrets: dict[tuple[str, str], Loaded[Secret]] = field(default_factory=dict)
     namespaces: dict[str, Loaded[Namespace]] = field(default_factory=dict)
     gateways: dict[tuple[str, str], Loaded[Gateway]] = field(default_factory=dict)
     classes: dict[str, Loaded[GatewayClass]] = field(default_factory=dict)
@@ -68,6 +70,8 @@ def build_index(resources: Resources) -> Index:
         key = (obj.namespace, obj.name)
         if isinstance(obj, Service):
             idx.services[key] = loaded  # type: ignore[assignment]
+        elif isinstance(obj, Secret):
+            idx.secrets[key] = loaded  # type: ignore[assignment]
         elif isinstance(obj, Namespace):
             idx.namespaces[obj.name] = loaded  # type: ignore[assignment]
         elif isinstance(obj, Gateway):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from turnout.engine import ir
 from turnout.engine.compile.backends import endpoints_of
+from turnout.engine.compile.certificates import listener_tls
 from turnout.engine.compile.conflicts import report_conflicts
 from turnout.engine.compile.context import Ctx
 from turnout.engine.compile.durations import duration_ms
@@ -104,12 +105,28 @@ def _gateway_ports(ctx: Ctx) -> dict[tuple[str, str, int], GatewayPort]:
                 "assuming the Gateway is Turnout's"
             )
             ctx.report(warning("GatewayClassNotFound", msg, gw.field("spec.gatewayClassName")))
-        for li in gw.obj.spec.listeners:
+        for i, li in enumerate(gw.obj.spec.listeners):
             if li.protocol not in ("HTTP", "HTTPS"):
                 continue
+            if li.protocol == "HTTPS" and li.tls is not None and li.tls.mode != "Terminate":
+                msg = "an HTTPS listener terminates TLS (tls.mode Terminate); it is left out"
+                ctx.report(
+                    warning("UnsupportedValue", msg, gw.field(f"spec.listeners[{i}].tls.mode"))
+                )
+                continue
             gp = out.setdefault((ns, name, li.port), GatewayPort(ns, name, li.port))
+            if gp.listeners and gp.listeners[0].protocol != li.protocol:
+                msg = (
+                    f"listener {gp.listeners[0].name} serves {gp.listeners[0].protocol} on port "
+                    f"{li.port}; a port is either HTTP or HTTPS, so this one is left out"
+                )
+                ctx.report(
+                    warning("ProtocolConflict", msg, gw.field(f"spec.listeners[{i}].protocol"))
+                )
+                continue
+            tls = listener_tls(ctx, gw, i, li.tls) if li.protocol == "HTTPS" else None
             gp.listeners.append(
-                ir.Listener(name=li.name, hostname=li.hostname, protocol=li.protocol)
+                ir.Listener(name=li.name, hostname=li.hostname, protocol=li.protocol, tls=tls)
             )
     return out
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from turnout.engine.model.base import ParentReference, Resource
-from turnout.engine.model.core import EndpointSlice, Namespace, Service
+from turnout.engine.model.core import EndpointSlice, Namespace, Secret, Service
 from turnout.engine.model.gateway import Gateway, GatewayClass, ReferenceGrant
 from turnout.engine.model.grpcroute import GRPCRoute
 from turnout.engine.model.httproute import HTTPRoute
@@ -29,6 +29,7 @@ __all__ = [
     "ReferenceGrant",
     "Resource",
     "Resources",
+    "Secret",
     "Service",
     "XBackendTrafficPolicy",
     "load_documents",

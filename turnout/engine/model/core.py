@@ -1,7 +1,10 @@
-"""Core kinds the compiler reads: Namespace (labels), Service (ports), EndpointSlice."""
+"""Core kinds the compiler reads: Namespace (labels), Service (ports), EndpointSlice, Secret
+(a Gateway listener's certificates)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Literal
 
 from pydantic import Field, JsonValue
@@ -76,3 +79,29 @@ class EndpointSlice(Resource):
     @property
     def service_name(self) -> str | None:
         return self.metadata.labels.get("kubernetes.io/service-name")
+
+
+TLS_SECRET_TYPE = "kubernetes.io/tls"
+
+
+class Secret(Resource):
+    """A core Secret; Gateway listeners read `kubernetes.io/tls` ones (`tls.crt`, `tls.key`)."""
+
+    kind: Literal["Secret"] = "Secret"
+    type: Str = "Opaque"
+    data: dict[str, str] = Field(default_factory=dict)
+    """Base64 values, as the API server serves them."""
+    string_data: dict[str, str] = Field(default_factory=dict, alias="stringData")
+    """Plain values (manifests only): they win over `data`, as the API server merges them."""
+
+    def value(self, key: str) -> bytes | None:
+        """The decoded value of `key`; None when absent or not valid base64."""
+        if key in self.string_data:
+            return self.string_data[key].encode()
+        raw = self.data.get(key)
+        if raw is None:
+            return None
+        try:
+            return base64.b64decode(raw, validate=True)
+        except binascii.Error:
+            return None

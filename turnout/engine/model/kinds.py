@@ -28,7 +28,7 @@ from pydantic_core import ErrorDetails
 from turnout.engine.config import POLICY_GROUP
 from turnout.engine.diagnostics import Diagnostic, SourcePos, error, info, warning
 from turnout.engine.model.base import Resource
-from turnout.engine.model.core import EndpointSlice, Namespace, Service
+from turnout.engine.model.core import EndpointSlice, Namespace, Secret, Service
 from turnout.engine.model.gateway import (
     Gateway,
     GatewayClass,
@@ -66,6 +66,7 @@ KINDS: dict[tuple[str, str], dict[str, type[Resource]]] = {
     (GWX, "XBackendTrafficPolicy"): {"v1alpha1": XBackendTrafficPolicy},
     ("", "Namespace"): {"v1": Namespace},
     ("", "Service"): {"v1": Service},
+    ("", "Secret"): {"v1": Secret},
     ("discovery.k8s.io", "EndpointSlice"): {"v1": EndpointSlice},
     (POLICY_GROUP, "FaultInjection"): {"v1alpha1": FaultInjection},
     (SPLIT_GROUP, "TrafficSplit"): {
@@ -85,7 +86,7 @@ OTHER_SERVED_KINDS: dict[str, frozenset[str]] = {
         {
             *("Binding", "ComponentStatus", "ConfigMap", "Endpoints", "Event", "LimitRange"),
             *("List", "Node", "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodTemplate"),
-            *("ReplicationController", "ResourceQuota", "Secret", "ServiceAccount"),
+            *("ReplicationController", "ResourceQuota", "ServiceAccount"),
         }
     ),
     SPECS_GROUP: frozenset({"TCPRoute", "UDPRoute"}),

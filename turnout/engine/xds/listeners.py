@@ -8,6 +8,8 @@ ServiceParent ─ view_of(client_namespace) ─> (route config name, ir.VirtualH
    └─ RouteConfiguration(name, [VirtualHost(domains as compiled: the Service's names and *)])
 GatewayParent
    └─ Listener 0.0.0.0:PORT ── filter chain ── HCM{rds -> gateway/NS/NAME:PORT}
+        HTTPS: one filter chain per listener, most specific hostname first:
+        server_names [hostname] + tls transport socket (DownstreamTlsContext, certs inline)
    └─ RouteConfiguration(name, [one VirtualHost per IR vhost, domains as compiled])
 ```
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import re
 
-from envoy.config.core.v3 import address_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
@@ -32,6 +34,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from turnout.engine import ir
 from turnout.engine.xds.routes import virtual_host_from
@@ -40,6 +43,7 @@ from turnout.engine.xds.wire import (
     FAULT_FILTER,
     HCM_FILTER,
     ROUTER_FILTER,
+    TLS_TRANSPORT_SOCKET,
     ads_config_source,
     pack,
 )
@@ -123,6 +127,12 @@ def gateway_resources(
     hcm = http_connection_manager(
         listener_name=parent.name, route_config_name=parent.name, cors=uses_cors(parent.vhosts)
     )
+    hcm_filter = listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))
+    tls_listeners = [li for li in parent.listeners if li.tls is not None]
+    if tls_listeners:
+        chains = [_tls_chain(li, hcm_filter) for li in _most_specific_first(tls_listeners)]
+    else:
+        chains = [listener_components_pb2.FilterChain(filters=[hcm_filter])]
     listener = listener_pb2.Listener(
         name=parent.name,
         address=address_pb2.Address(
@@ -130,14 +140,55 @@ def gateway_resources(
                 address=GATEWAY_BIND_ADDRESS, port_value=parent.port
             )
         ),
-        filter_chains=[
-            listener_components_pb2.FilterChain(
-                filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
-            )
-        ],
+        filter_chains=chains,
     )
     routes = route_pb2.RouteConfiguration(
         name=parent.name,
         virtual_hosts=[virtual_host_from(v, domains=v.domains) for v in parent.vhosts],
     )
     return listener, routes
+
+
+def _most_specific_first(listeners: list[ir.Listener]) -> list[ir.Listener]:
+    """Exact hostnames, then longer wildcards, then shorter ones, then no hostname."""
+
+    def key(li: ir.Listener) -> tuple[int, int]:
+        if li.hostname is None:
+            return (2, 0)
+        if li.hostname.startswith("*."):
+            return (1, -len(li.hostname))
+        return (0, 0)
+
+    return sorted(listeners, key=key)
+
+
+def _tls_chain(
+    li: ir.Listener, hcm_filter: listener_components_pb2.Filter
+) -> listener_components_pb2.FilterChain:
+    """One HTTPS listener: SNI `server_names` from its hostname, its certificates inline."""
+    assert li.tls is not None
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=tls_pb2.CommonTlsContext(
+            tls_params=common_pb2.TlsParameters(
+                tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2
+            ),
+            alpn_protocols=["http/1.1"],
+            tls_certificates=[
+                common_pb2.TlsCertificate(
+                    certificate_chain=base_pb2.DataSource(inline_bytes=c.chain_pem.encode()),
+                    private_key=base_pb2.DataSource(inline_bytes=c.key_pem.encode()),
+                )
+                for c in li.tls.certificates
+            ],
+        )
+    )
+    return listener_components_pb2.FilterChain(
+        name=li.name,
+        filter_chain_match=listener_components_pb2.FilterChainMatch(
+            server_names=[li.hostname] if li.hostname else []
+        ),
+        transport_socket=base_pb2.TransportSocket(
+            name=TLS_TRANSPORT_SOCKET, typed_config=pack(context)
+        ),
+        filters=[hcm_filter],
+    )

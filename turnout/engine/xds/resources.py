@@ -76,6 +76,9 @@ class XdsResources:
         }
 
 
+REDACTED = "[redacted]"
+
+
 def _as_dict(message: Message) -> dict[str, object]:
     """`MessageToDict` with proto field names; fields at their default value are omitted
     (so `lb_policy: ROUND_ROBIN`, enum value 0, does not appear)."""
@@ -84,7 +87,8 @@ def _as_dict(message: Message) -> dict[str, object]:
 
 def _plain(value: dict[str, object]) -> dict[str, object]:
     # MessageToDict returns OrderedDicts for unpacked `Any`s; YAML dumpers want plain dicts.
-    return {k: _plain_value(v) for k, v in value.items()}
+    # A listener's private keys are never rendered (a TlsCertificate's `private_key`).
+    return {k: REDACTED if k == "private_key" else _plain_value(v) for k, v in value.items()}
 
 
 def _plain_value(value: object) -> object:

@@ -34,6 +34,7 @@ FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 ROUTER_FILTER = "envoy.filters.http.router"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 TYPE_PREFIX = "type.googleapis.com/"

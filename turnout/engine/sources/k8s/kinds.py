@@ -46,6 +46,8 @@ class KindSpec:
     namespaced: bool = True
     parse: bool = True
     """False: kept raw for an adapter (SMI), not run through `parse_document`."""
+    field_selector: str | None = None
+    """Sent with every list and watch (Secrets: only `kubernetes.io/tls` ones are read)."""
 
     @property
     def api_version(self) -> str:
@@ -69,6 +71,13 @@ WATCHED_KINDS: tuple[KindSpec, ...] = (
     ),
     KindSpec(kind="ReferenceGrant", group=GW, version="v1beta1", plural="referencegrants"),
     KindSpec(kind="Service", group="", version="v1", plural="services"),
+    KindSpec(
+        kind="Secret",
+        group="",
+        version="v1",
+        plural="secrets",
+        field_selector="type=kubernetes.io/tls",
+    ),
     KindSpec(kind="EndpointSlice", group="discovery.k8s.io", version="v1", plural="endpointslices"),
     KindSpec(kind="Namespace", group="", version="v1", plural="namespaces", namespaced=False),
     KindSpec(

@@ -223,6 +223,8 @@ class KubernetesSource:
         token = ""
         while True:
             query = [("limit", str(self._settings.page_size))]
+            if spec.field_selector:
+                query.append(("fieldSelector", spec.field_selector))
             if token:
                 query.append(("continue", token))
             try:
@@ -261,6 +263,8 @@ class KubernetesSource:
                 ("resourceVersion", state.resource_version or ""),
                 ("timeoutSeconds", str(s.watch_timeout_s)),
             ]
+            if state.spec.field_selector:
+                query.append(("fieldSelector", state.spec.field_selector))
             try:
                 stream = await self._api.open_watch(state.spec.path(), query)
                 try:
