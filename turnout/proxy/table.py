@@ -191,10 +191,11 @@ def _listener(lst: Any) -> tuple[str, tuple[str, ...]]:
             for j, f in enumerate(chain.filters)
             if f.name == HCM_FILTER
         ]
-        if len(found) != 1:
-            raise TableError(
-                where, "filter_chains", f"want exactly one {HCM_FILTER}, got {len(found)}"
-            )
+        if not found:
+            raise TableError(where, "filter_chains", f"want a {HCM_FILTER}, got none")
+        # HTTPS: one chain per Gateway listener (SNI), all with the same connection manager.
+        if len({f.value for _, f in found}) != 1:
+            raise TableError(where, "filter_chains", f"every chain's {HCM_FILTER} must be the same")
         field, any_hcm = found[0]
     hcm = unpack(
         any_hcm, http_connection_manager_pb2.HttpConnectionManager, where=where, field=field
