@@ -99,6 +99,10 @@ def _header_value(text: str) -> str:
 
 UNKNOWN_HOST = Answer(404, "unknown destination", detail="the Host header names no Service")
 """(The 404s of a known host, `table.NO_ROUTE` and `table.NO_LISTENER`, are direct responses.)"""
+MISDIRECTED = Answer(
+    421, "misdirected request", detail="the Host header is not a hostname of the TLS listener"
+)
+"""HTTPS: the Host belongs to another listener than the one SNI chose (Gateway API)."""
 NO_ENDPOINTS = Answer(503, "no ready endpoints")
 FAIL_FAST = Answer(
     503, "service in fail-fast", detail="every endpoint is backed off after consecutive failures"

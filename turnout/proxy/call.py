@@ -257,7 +257,8 @@ class Call:
             return
         assert isinstance(action, Redirect)
         decision = self.decision
-        location = redirect_location(decision, self.req, "http")
+        scheme = "http" if self.req.tls is None else "https"
+        location = redirect_location(decision, self.req, scheme)
         extra = apply_response_filters(decision, None, action.status, ())
         self.ex.finish(action.status)
         self.writer.send(action.status, [("location", location), *extra], b"")

@@ -29,6 +29,8 @@ FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 ROUTER_FILTER = "envoy.filters.http.router"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+"""A Gateway filter chain's transport socket for HTTPS (`listener_tls.py`)."""
 
 UPSTREAM_SCHEME = "http"
 """Scheme of every upstream request: mesh traffic between sidecars is cleartext (h2c too)."""

@@ -3,7 +3,8 @@
 ```
 IncomingRequest ─ path normalized (`paths.py`; refused: 400) ─┐
   ─ outbound: listener (the Gateway's, or the Service the Host header names) and metrics
-    authority, cached per Host ─ decide() ─► Decision (none: 404) ─┐
+    authority, cached per Host ─ over TLS, a Host not of the SNI's listener: 421
+    ─ decide() ─► Decision (none: 404) ─┐
   ─ inbound: the local app, no routing ─────────────────────────────┴─► Call (`call.py`)
   no body, no upgrade: Call.begin() in the parser's callback (no task, no await)
   a body: Call.run_with_body() (read up to the retry cap first); an upgrade: run_upgrade()
@@ -34,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from turnout.proxy.actions import Decision
-from turnout.proxy.answers import UNKNOWN_HOST
+from turnout.proxy.answers import MISDIRECTED, UNKNOWN_HOST, Answer
 from turnout.proxy.call import NO_DECISION, Call
 from turnout.proxy.context import Direction, ProxyState
 from turnout.proxy.errors import UpstreamError
@@ -107,12 +108,15 @@ class Handler:
                 ex = Exchange(self.telemetry, "outbound", req, None, start, authority=authority)
                 self._refuse(ex, writer, refusal)
                 return None
+            tls = req.tls
+            if tls is not None and not tls.allows(req.host):
+                ex = Exchange(self.telemetry, "outbound", req, None, start, authority=authority)
+                self._answer(ex, writer, MISDIRECTED)
+                return None
             decision = None if listener is None else state.table.decide(req, listener=listener)
             ex = Exchange(self.telemetry, "outbound", req, decision, start, authority=authority)
             if decision is None:
-                ex.finish(404)
-                writer.send(404, UNKNOWN_HOST.headers, UNKNOWN_HOST.body)
-                writer.complete()
+                self._answer(ex, writer, UNKNOWN_HOST)
                 return None
         if req.upgrade is not None:
             return UpgradeCall(self, req, writer, ex, decision, state, None).run()
@@ -126,6 +130,12 @@ class Handler:
         return None
 
     # ----------------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _answer(ex: Exchange, writer: ResponseWriter, answer: Answer) -> None:
+        ex.finish(answer.status)
+        writer.send(answer.status, answer.headers, answer.body)
+        writer.complete()
 
     def _host(self, host: str, state: ProxyState) -> tuple[str | None, str]:
         """(listener, metrics authority) for a Host header, remembered until the table

@@ -3,7 +3,7 @@
 ```
 TableSource (static table | ADS client) ──on_table──> Proxy.apply(table, version)
       balancers.update, budgets.update ──> ProxyState ──swap──> outbound / inbound Handler
-serve_http(outbound) ─┐
+serve_http(outbound) ─┐  --gateway on an HTTPS port: TLS (SNI chains from each table)
 serve_http(inbound) ──┼─ shared UpstreamPool, ProxyMetrics, TapHub
 start_admin(admin) ───┘   /metrics /ready (a table applied) /live /tap
 start_proxy(config, source) -> (Proxy, source task)   every port bound, or ListenError
@@ -25,6 +25,7 @@ import contextlib
 import gc
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ from turnout.proxy.tap import TapHub
 from turnout.proxy.telemetry import Telemetry
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.server import serve_http
+from turnout.proxy.transport.tls import TlsSlot
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,17 @@ class Proxy:
     admin: AdminServer | None = None
     gateway_missing: bool = False
     """`--gateway` names a listener the last applied table lacks (said once, not per table)."""
+    tls: TlsSlot = field(default_factory=TlsSlot)
+    """The `--gateway` port's certificates, replaced per table (`transport/tls.py`)."""
+    tls_on: bool = False
+    """The outbound socket terminates TLS now (`tls_wanted`: the last table says it should)."""
+    tls_wanted: bool = False
+    _rebinder: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
-        return self.version is not None
+        """A table is applied and the outbound socket serves it as it says (TLS or not)."""
+        return self.version is not None and self.tls_on == self.tls_wanted
 
     def apply(self, table: RuntimeTable, version: str) -> None:
         self.balancers.update(table.clusters)
@@ -97,6 +106,49 @@ class Proxy:
             len(table.clusters),
         )
         self._check_gateway(table)
+        self._check_tls(table)
+
+    def _check_tls(self, table: RuntimeTable) -> None:
+        """A Gateway port's HTTPS chains take effect for the next handshake; when the port
+        turns from plain HTTP to HTTPS or back, the socket is served again (`_rebind`).
+        A table without the listener keeps the port as it is."""
+        name = self.config.gateway_listener()
+        lt = None if name is None else table.listeners.get(name)
+        if lt is None or self.config.outbound is None:
+            return
+        if lt.tls is not None:
+            self.tls.terminator = lt.tls
+        self.tls_wanted = lt.tls is not None
+        if self.tls_wanted != self.tls_on and (self._rebinder is None or self._rebinder.done()):
+            self._rebinder = asyncio.get_running_loop().create_task(
+                _guard(self._rebind(), "tls rebind"), name="tls rebind"
+            )
+
+    async def _rebind(self) -> None:
+        """Serve the outbound socket again, with or without TLS, without closing it: a new
+        server on a duplicate of the listening descriptor, then the old server closes (its
+        connections live on). Until then /ready says no."""
+        while self.tls_on != self.tls_wanted:
+            on = self.tls_wanted
+            old = self.servers[0]
+            listening = old.sockets[0]
+            dup = socket.fromfd(listening.fileno(), listening.family, listening.type)
+            assert self.config.outbound is not None
+            try:
+                new = await serve_http(
+                    self.handlers[0],
+                    host=self.config.outbound.host,
+                    port=0,
+                    sock=dup,
+                    tls=self.tls if on else None,
+                )
+            except BaseException:
+                dup.close()
+                raise
+            self.servers[0] = new
+            old.close()
+            self.tls_on = on
+            log.info("gateway port served again tls=%s", "on" if on else "off")
 
     def _check_gateway(self, table: RuntimeTable) -> None:
         """With `--gateway`, say once when the table has no such Gateway listener (every
@@ -250,9 +302,12 @@ def _reason(exc: OSError) -> str:
 
 
 async def stop_proxy(proxy: Proxy, task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for t in (task, proxy._rebinder):
+        if t is None:
+            continue
+        t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
     await _close_listeners(proxy)
     proxy.tap.close()
     await proxy.pool.close()

@@ -45,11 +45,13 @@ from turnout.proxy.explain import Explanation, explain_routes
 from turnout.proxy.families import UNKNOWN_AUTHORITY
 from turnout.proxy.hosts import HostIndex
 from turnout.proxy.index import RouteIndex
+from turnout.proxy.listener_tls import terminator_from_listener
 from turnout.proxy.matching import CompiledRoute, PathCondition
 from turnout.proxy.paths import INVALID_PATH, Refusal
 from turnout.proxy.policies import unpack
 from turnout.proxy.request import RequestInfo, RouteRequest
 from turnout.proxy.routes import route_from_xds
+from turnout.proxy.transport.tls import Terminator
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ class ListenerTable:
     http_filters: tuple[str, ...]
     """HTTP filter names in order; the router is last."""
     hosts: HostIndex[VirtualHostTable]
+    tls: Terminator | None = None
+    """A Gateway port's HTTPS listeners (`listener_tls.py`); None: plain HTTP."""
 
 
 def _route_config(rc: Any) -> tuple[VirtualHostTable, ...]:
@@ -278,8 +282,9 @@ class RuntimeTable:
                     f'Listener "{lst.name}"', field, f'RouteConfiguration "{rc_name}" not found'
                 )
             hosts = HostIndex.build((d, vh) for vh in rcs[rc_name] for d in vh.domains)
+            tls = None if lst.HasField("api_listener") else terminator_from_listener(lst)
             tables[lst.name] = ListenerTable(
-                name=lst.name, route_config=rc_name, http_filters=filters, hosts=hosts
+                name=lst.name, route_config=rc_name, http_filters=filters, hosts=hosts, tls=tls
             )
         log.info(
             "runtime table built listeners=%d route_configs=%d routes=%d clusters=%d",

@@ -263,6 +263,8 @@ async def start_mesh(
     applied = asyncio.Event()
     proxy, task = await start_proxy(config, _ReadySource(table, applied))
     await applied.wait()
+    while not proxy.ready:  # a Gateway port turning HTTPS is served again first
+        await asyncio.sleep(0.005)
     outbound = proxy.port_of(proxy.servers[0])
     inbound = proxy.port_of(proxy.servers[1]) if inbound_app else None
     assert proxy.admin is not None

@@ -44,6 +44,7 @@ from turnout.proxy.transport.messages import (
     hook_close,
 )
 from turnout.proxy.transport.streams import BodyStream, WriteFlow
+from turnout.proxy.transport.tls import Chain, TlsSlot
 from turnout.proxy.transport.writer import ExchangeWriter
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 class Listener:
     """What all connections of one `serve_http` share."""
 
-    __slots__ = ("accept", "batch", "handler", "hooks", "limits", "open")
+    __slots__ = ("accept", "batch", "handler", "hooks", "limits", "open", "tls")
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class Listener:
         hooks: ConnectionHooks | None,
         accept: Accept | None,
         loop: asyncio.AbstractEventLoop | None = None,
+        tls: TlsSlot | None = None,
     ) -> None:
         self.batch = WriteBatch(loop or asyncio.get_running_loop())
         """Every connection's writes of one loop round, sent at its end (`batch.py`)."""
@@ -70,6 +72,8 @@ class Listener:
         self.accept = accept
         self.open = 0
         """Connections open now (for `Limits.max_connections`)."""
+        self.tls = tls
+        """TLS termination (`tls.py`): each connection learns its listener's chain."""
 
 
 class DownstreamConnection(asyncio.Protocol):
@@ -87,6 +91,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.peer: tuple[str, int] = ("", 0)
         self.local: tuple[str, int] = ("", 0)
         self.closed = False
+        self.chain: Chain | None = None
+        """With TLS: the listener (certificate, hostnames) the handshake chose."""
         self._counted = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0

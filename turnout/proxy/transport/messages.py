@@ -31,6 +31,7 @@ from typing import Literal, Protocol
 
 from turnout.proxy import config
 from turnout.proxy.transport.streams import BodyStream
+from turnout.proxy.transport.tls import Chain
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +334,7 @@ class IncomingRequest:
         "query",
         "raw_headers",
         "target",
+        "tls",
         "upgrade",
         "version",
     )
@@ -377,6 +379,8 @@ class IncomingRequest:
         """The listener's address."""
         self.upgrade = upgrade
         """The `Upgrade` header value when the request asks for one (`Connection: upgrade`)."""
+        self.tls: Chain | None = None
+        """Received over TLS: the listener its handshake chose (`tls.py`); None: plain."""
         self._headers: Headers | None = None
 
     @property

@@ -25,13 +25,15 @@ read.
 
 Deliberately not here: routing and everything else about what to answer (the handler's),
 HTTP/2 (and its h2c upgrade), CONNECT (answered 400), request trailers (parsed and
-dropped), and the TLS setup itself (`ssl` is passed through to `loop.create_server`).
+dropped), and TLS itself: `loop.create_server` runs the handshake, `tls.py` chooses the
+certificate, and the connection only learns the chosen listener once it is made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl as _ssl
 from typing import cast
 
@@ -60,6 +62,7 @@ from turnout.proxy.transport.refusals import (
     without_h2c,
 )
 from turnout.proxy.transport.streams import BodyStream
+from turnout.proxy.transport.tls import TlsSlot
 from turnout.proxy.transport.writer import ExchangeWriter
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,13 @@ class HttpServerProtocol(DownstreamConnection):
         listener.open += 1
         self._counted = True
         hook_open(listener.hooks, info)
+        if listener.tls is not None:
+            # the handshake is over (`ssl=` of create_server): which listener did SNI choose?
+            self.chain = listener.tls.session(transport.get_extra_info("ssl_object"))
+            if self.chain is None:
+                log.debug("tls connection without a chosen listener closed peer=%s", self.peer)
+                transport.abort()
+                return
         limit = self.limits.max_connections
         if limit is not None and listener.open > limit:
             log.debug("connection over the limit closed peer=%s limit=%d", self.peer, limit)
@@ -312,6 +322,7 @@ class HttpServerProtocol(DownstreamConnection):
             self.local,
             upgrade,
         )
+        request.tls = self.chain
         exch = ExchangeWriter(self, request, stream)
         if expect and has_body and version == "1.1":
             stream.on_first_read = exch.send_continue
@@ -372,27 +383,52 @@ async def serve_http(
     port: int,
     limits: Limits | None = None,
     ssl: _ssl.SSLContext | None = None,
+    tls: TlsSlot | None = None,
     hooks: ConnectionHooks | None = None,
     accept: Accept | None = None,
     backlog: int = 1024,
     reuse_port: bool = False,
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
-    """Listen on `host:port` (0: any free port; see `server.sockets`) and serve HTTP/1.1.
+    """Listen on `host:port` (0: any free port; see `server.sockets`), or on the bound
+    `sock`, and serve HTTP/1.1.
 
-    `limits` defaults to `Limits()`. `ssl` is handed to `loop.create_server` as is (TLS
-    termination comes later). `hooks` sees every connection open and close; `accept` is the
-    inbound policy check (see the module docstring). Closing the returned server stops
+    `limits` defaults to `Limits()`. `tls` terminates TLS with SNI-chosen certificates
+    (`tls.py`; each request then carries its listener's chain); `ssl` is a fixed context
+    handed to `loop.create_server` as is (one of the two at most). The handshake gets
+    `Limits.header_timeout_ms`. `hooks` sees every connection open and close; `accept` is
+    the inbound policy check (see the module docstring). Closing the returned server stops
     accepting; open connections end on their own (keep-alive timeout).
     """
-    listener = Listener(handler, limits or Limits(), hooks, accept)
+    if ssl is not None and tls is not None:
+        raise ValueError("serve_http takes ssl or tls, not both")
+    limits = limits or Limits()
+    listener = Listener(handler, limits, hooks, accept, tls=tls)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: HttpServerProtocol(listener),
+    context = tls.context if tls is not None else ssl
+    timeout = None if context is None else limits.header_timeout_ms / 1000
+
+    def factory() -> HttpServerProtocol:
+        return HttpServerProtocol(listener)
+
+    if sock is not None:
+        server = await loop.create_server(
+            factory, sock=sock, ssl=context, ssl_handshake_timeout=timeout, backlog=backlog
+        )
+    else:
+        server = await loop.create_server(
+            factory,
+            host,
+            port,
+            ssl=context,
+            ssl_handshake_timeout=timeout,
+            backlog=backlog,
+            reuse_port=reuse_port or None,
+        )
+    log.info(
+        "listening host=%s port=%d tls=%s",
         host,
-        port,
-        ssl=ssl,
-        backlog=backlog,
-        reuse_port=reuse_port or None,
+        server.sockets[0].getsockname()[1],
+        "off" if context is None else "on",
     )
-    log.info("listening host=%s port=%d", host, server.sockets[0].getsockname()[1])
     return server
