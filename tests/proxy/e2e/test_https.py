@@ -9,16 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import signal
 import ssl
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 
 from tests.certs import Authority, Leaf, secret_yaml
 from tests.proxy.e2e.conftest import Lab
-from tests.proxy.e2e.harness import Endpoint, Mesh, bounded, start_mesh
+from tests.proxy.e2e.harness import (
+    Endpoint,
+    Mesh,
+    bounded,
+    dead_port,
+    service_yaml,
+    start_cli_proxy,
+    start_mesh,
+    wait_admin_ready,
+)
 from turnout.proxy.table import RuntimeTable
 
 GATEWAY = """
@@ -302,3 +314,67 @@ async def test_http_listeners_redirect_to_https_with_the_right_port(lab: Lab) ->
     assert (status, headers["location"]) == (301, "https://www.example.com/a?b=1")
     status, headers, _ = await mesh.get("www.example.com:80", "/tls-port")
     assert (status, headers["location"]) == (302, "https://www.example.com:8443/tls-port")
+
+
+def _sockets(pid: int) -> int:
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+@bounded(60)
+async def test_mesh_proxy_with_two_workers_terminates_tls_in_both(lab: Lab, tmp_path: Path) -> None:
+    """The command users run: `mesh proxy -f --gateway NS/NAME:443 --workers 2`; each
+    process terminates TLS (a connection the kernel gives either one gets the certificate)."""
+    certs = Certs()
+    v1, v2 = await lab.backend("v1"), await lab.backend("v2")
+    docs = [service_yaml("web-v1", [v1]), service_yaml("web-v2", [v2])]
+    docs += [
+        secret_yaml("shop", n, leaf)
+        for n, leaf in (("www-cert", certs.www), ("wild-cert", certs.wild))
+    ]
+    docs.append(GATEWAY.format(wild_secret="wild-cert", extra_listener=""))
+    manifests = tmp_path / "gateway.yaml"
+    manifests.write_text("\n---\n".join(docs))
+    outbound, admin = dead_port(), dead_port()
+    proc = await start_cli_proxy(
+        *("-f", str(manifests), "--workers", "2", "--gateway", "shop/public:443"),
+        *("--namespace", "shop", "--outbound", f"127.0.0.1:{outbound}"),
+        *("--admin", f"127.0.0.1:{admin}"),
+    )
+    held: list[asyncio.StreamWriter] = []
+    try:
+        await wait_admin_ready(admin)
+        pids = [proc.pid, *(c for c in _children(proc.pid) if b"spawn_main" in _cmdline(c))]
+        assert len(pids) == 2, pids
+        before = {pid: _sockets(pid) for pid in pids}
+        ctx = certs.client()
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", outbound, ssl=ctx, server_hostname="www.example.com"
+            )
+            held.append(writer)
+            writer.write(b"GET /echo HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
+            status, headers, _ = await _response(reader)
+            assert (status, headers["x-backend"]) == (200, "v1")
+        after = {pid: _sockets(pid) for pid in pids}
+        assert all(after[p] > before[p] for p in pids), (before, after)
+    finally:
+        for writer in held:
+            writer.close()
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 20)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
