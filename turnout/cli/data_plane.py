@@ -76,6 +76,8 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         raise UsageError("--inbound HOST:PORT and --app HOST:PORT go together")
     if args.gateway and not args.outbound:
         raise UsageError("--gateway serves the Gateway's listener on --outbound HOST:PORT: give it")
+    if args.gateway and args.service_listeners:
+        raise UsageError("--service-listeners is a mesh proxy's; a --gateway proxy has none")
     kind, _, name = args.workload.partition("/")
     try:
         config = ProxyConfig(
@@ -89,6 +91,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             admin=Address.parse(args.admin) if args.admin else None,
             gateway=parse_gateway(args.gateway) if args.gateway else None,
             workers=args.workers,
+            service_listeners=args.service_listeners,
             upstream_read_timeout_ms=(
                 DEFAULT_UPSTREAM_READ_TIMEOUT_MS
                 if args.upstream_read_timeout is None

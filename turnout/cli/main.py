@@ -195,6 +195,12 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="serve that Gateway's listener (default port 80) on --outbound, as its data plane",
     )
     p.add_argument(
+        "--service-listeners",
+        action="store_true",
+        help="also listen on each Service's cluster IP and port of the table: the address a"
+        " client connects to is its destination Service (not with --gateway)",
+    )
+    p.add_argument(
         "--upstream-read-timeout",
         type=duration_ms,
         metavar="DURATION",

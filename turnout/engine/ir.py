@@ -385,6 +385,10 @@ class ServiceParent:
     producer: VirtualHost
     """Producer routes, or a default rule to the Service itself when no route attaches."""
     consumers: tuple[ConsumerView, ...] = ()
+    addresses: tuple[str, ...] = ()
+    """The Service's cluster IPs (`clusterIP`, then the rest of `clusterIPs`): a client that
+    connects to one of them at `port` is sending to this parent; empty for a headless
+    Service or one whose manifest has none yet."""
 
 
 REDACTED = {"redact": True}

@@ -2,8 +2,9 @@
 
 ```
 IncomingRequest ─ path normalized (`paths.py`; refused: 400) ─┐
-  ─ outbound: listener (the Gateway's, or the Service the Host header names) and metrics
-    authority, cached per Host ─ over TLS, a Host not of the SNI's listener: 421
+  ─ outbound: listener (the Gateway's; in a mesh the Service at the address connected to,
+    or the Service the Host header names) or a pass-through to the endpoint addressed,
+    and the metrics authority, cached per Host ─ over TLS, a Host not of the SNI's listener: 421
     ─ decide() ─► Decision (none: 404) ─┐
   ─ inbound: the local app, no routing ─────────────────────────────┴─► Call (`call.py`)
   no body, no upgrade: Call.begin() in the parser's callback (no task, no await)
@@ -38,7 +39,9 @@ from turnout.proxy.actions import Decision
 from turnout.proxy.answers import MISDIRECTED, UNKNOWN_HOST, Answer
 from turnout.proxy.call import NO_DECISION, Call
 from turnout.proxy.context import Direction, ProxyState
+from turnout.proxy.destinations import address_of
 from turnout.proxy.errors import UpstreamError
+from turnout.proxy.families import UNKNOWN_AUTHORITY
 from turnout.proxy.hosts import listener_for_host
 from turnout.proxy.paths import Refusal, normalize_request
 from turnout.proxy.telemetry import Exchange, Telemetry
@@ -76,8 +79,11 @@ class Handler:
     Service listener the Host header names, as a mesh proxy does."""
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.monotonic
-    _hosts: dict[str, tuple[str | None, str]] = field(default_factory=dict)
-    """Host header -> (listener, metrics authority); see `_host`."""
+    address: tuple[str, int] | None = None
+    """Outbound, mesh: this listener is bound to a Service's address (`--service-listeners`):
+    that Service is every request's destination, whatever the Host (`destinations.py`)."""
+    _hosts: dict[str, tuple[str | Decision | None, str]] = field(default_factory=dict)
+    """Host header -> (listener or pass-through decision, metrics authority); see `_host`."""
     _mirrors: set[asyncio.Task[None]] = field(default_factory=set)
 
     def swap(self, state: ProxyState) -> None:
@@ -113,7 +119,12 @@ class Handler:
                 ex = Exchange(self.telemetry, "outbound", req, None, start, authority=authority)
                 self._answer(ex, writer, MISDIRECTED)
                 return None
-            decision = None if listener is None else state.table.decide(req, listener=listener)
+            if listener is None:
+                decision = None
+            elif isinstance(listener, str):
+                decision = state.table.decide(req, listener=listener)
+            else:
+                decision = listener  # a pass-through to the endpoint the client named
             ex = Exchange(self.telemetry, "outbound", req, decision, start, authority=authority)
             if decision is None:
                 self._answer(ex, writer, UNKNOWN_HOST)
@@ -137,16 +148,30 @@ class Handler:
         writer.send(answer.status, answer.headers, answer.body)
         writer.complete()
 
-    def _host(self, host: str, state: ProxyState) -> tuple[str | None, str]:
-        """(listener, metrics authority) for a Host header, remembered until the table
-        changes: the authority is the table's domain the Host matched, or "unknown"."""
-        if self.listener is not None:
-            listener: str | None = self.listener
+    def _host(self, host: str, state: ProxyState) -> tuple[str | Decision | None, str]:
+        """(listener or pass-through, metrics authority) for a Host header, remembered until
+        the table changes: the authority is the table's domain the Host matched, the
+        destination's name when the address chose it, or "unknown"."""
+        table = state.table
+        dest: str | Decision | None
+        address = None
+        if self.listener is None:
+            address = self.address or (address_of(host) if host else None)
+        if address is not None:
+            dest = table.destinations.lookup(address)
+            if dest is None:
+                label = UNKNOWN_AUTHORITY
+            else:
+                label = dest if isinstance(dest, str) else f"{address[0]}:{address[1]}"
         else:
-            listener = listener_for_host(host, namespace=self.namespace) if host else None
+            if self.listener is not None:
+                dest = self.listener
+            else:
+                dest = listener_for_host(host, namespace=self.namespace) if host else None
+            label = table.authority_label(host, listener=dest)
         if len(self._hosts) >= MAX_REMEMBERED_HOSTS:
             self._hosts.clear()
-        seen = self._hosts[host] = (listener, state.table.authority_label(host, listener=listener))
+        seen = self._hosts[host] = (dest, label)
         return seen
 
     def _refuse(self, ex: Exchange, writer: ResponseWriter, refusal: Refusal) -> None:

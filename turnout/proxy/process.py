@@ -129,6 +129,9 @@ class ProxyConfig:
     gateway: str | None = None
     """``NS/NAME:PORT``: the outbound port serves that Gateway listener (a north-south
     gateway's data plane) instead of routing by the Service the Host header names."""
+    service_listeners: bool = False
+    """Also listen on every Service address of the table (`service_listeners.py`): the socket
+    a request arrives on names its destination Service."""
     workers: int = 1
     """Processes serving the listeners (SO_REUSEPORT when more than one; `workers.py`)."""
     upstream_read_timeout_ms: int | None = DEFAULT_UPSTREAM_READ_TIMEOUT_MS

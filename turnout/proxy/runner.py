@@ -5,6 +5,7 @@ TableSource (static table | ADS client) ──on_table──> Proxy.apply(table,
       balancers.update, budgets.update ──> ProxyState ──swap──> outbound / inbound Handler
 serve_http(outbound) ─┐  --gateway on an HTTPS port: TLS (SNI chains from each table)
 serve_http(inbound) ──┼─ shared UpstreamPool, ProxyMetrics, TapHub
+ServiceListeners ─────┤  --service-listeners: a socket per Service address of each table
 start_admin(admin) ───┘   /metrics /ready (a table applied) /live /tap
 start_proxy(config, source) -> (Proxy, source task)   every port bound, or ListenError
 proxy.listening() -> Listening: the addresses actually bound (what port 0 became)
@@ -36,6 +37,7 @@ from turnout.proxy.errors import ListenError
 from turnout.proxy.handler import Handler, ProxyState
 from turnout.proxy.metrics import ProxyMetrics
 from turnout.proxy.process import Address, ListenerName, ProxyConfig, TableSource
+from turnout.proxy.service_listeners import ServiceListeners
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.tap import TapHub
 from turnout.proxy.telemetry import Telemetry
@@ -79,11 +81,18 @@ class Proxy:
     """The outbound socket terminates TLS now (`tls_wanted`: the last table says it should)."""
     tls_wanted: bool = False
     _rebinder: asyncio.Task[None] | None = None
+    services: ServiceListeners | None = None
+    """`--service-listeners`: a socket per Service address of the table."""
 
     @property
     def ready(self) -> bool:
-        """A table is applied and the outbound socket serves it as it says (TLS or not)."""
-        return self.version is not None and self.tls_on == self.tls_wanted
+        """A table is applied and the sockets serve it as it says (TLS or not, every
+        Service address tried)."""
+        return (
+            self.version is not None
+            and self.tls_on == self.tls_wanted
+            and (self.services is None or self.services.synced)
+        )
 
     def apply(self, table: RuntimeTable, version: str) -> None:
         self.balancers.update(table.clusters)
@@ -97,6 +106,8 @@ class Proxy:
         state = ProxyState(table=table, balancers=balancers, budgets=budgets, version=version)
         for h in self.handlers:
             h.swap(state)
+        if self.services is not None:
+            self.services.update(state)
         settle_heap()
         self.version = version
         log.info(
@@ -231,6 +242,20 @@ async def _bind(
 ) -> None:
     """Open the outbound, inbound and admin sockets, in that order, into `proxy`."""
     config = proxy.config
+    if config.service_listeners:
+        telemetry = Telemetry(proxy.metrics, proxy.tap)
+        empty = _empty_state(proxy)
+
+        def service_handler(address: tuple[str, int]) -> Handler:
+            return Handler(
+                state=empty,
+                pool=proxy.pool,
+                telemetry=telemetry,
+                namespace=config.namespace,
+                address=address,
+            )
+
+        proxy.services = ServiceListeners(service_handler, reuse_port=config.workers > 1)
     for name, addr, handler in _handlers(proxy):
         with _listen_errors(name, addr):
             server = await serve_http(
@@ -254,9 +279,7 @@ def _handlers(proxy: Proxy) -> list[tuple[ListenerName, Address, Handler]]:
     """The outbound and inbound listeners to open, each with its handler (on an empty
     table until the source's first one)."""
     config = proxy.config
-    empty = ProxyState(
-        table=RuntimeTable.from_xds((), ()), balancers=proxy.balancers, budgets=proxy.budgets
-    )
+    empty = _empty_state(proxy)
     telemetry = Telemetry(proxy.metrics, proxy.tap)
     listeners: list[tuple[ListenerName, Address, Handler]] = []
     if config.outbound is not None:
@@ -281,6 +304,13 @@ def _handlers(proxy: Proxy) -> list[tuple[ListenerName, Address, Handler]]:
         )
         listeners.append(("inbound", config.inbound, handler))
     return listeners
+
+
+def _empty_state(proxy: Proxy) -> ProxyState:
+    """What handlers serve until the source's first table."""
+    return ProxyState(
+        table=RuntimeTable.from_xds((), ()), balancers=proxy.balancers, budgets=proxy.budgets
+    )
 
 
 @contextlib.contextmanager
@@ -309,6 +339,8 @@ async def stop_proxy(proxy: Proxy, task: asyncio.Task[None]) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await t
     await _close_listeners(proxy)
+    if proxy.services is not None:
+        await proxy.services.close()
     proxy.tap.close()
     await proxy.pool.close()
 

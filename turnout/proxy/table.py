@@ -40,6 +40,12 @@ from turnout.proxy.config import (
     NO_ROUTE_STATUS,
     ROUTER_FILTER,
 )
+from turnout.proxy.destinations import (
+    NO_DESTINATIONS,
+    Destinations,
+    build_destinations,
+    service_addresses,
+)
 from turnout.proxy.errors import ShadowedRouteError, TableError
 from turnout.proxy.explain import Explanation, explain_routes
 from turnout.proxy.families import UNKNOWN_AUTHORITY
@@ -236,7 +242,7 @@ def _check_clusters(
 class RuntimeTable:
     """Immutable routing state of one xDS snapshot."""
 
-    __slots__ = ("_listeners", "clusters", "listeners", "route_configs")
+    __slots__ = ("_listeners", "clusters", "destinations", "listeners", "route_configs")
 
     def __init__(
         self,
@@ -244,11 +250,15 @@ class RuntimeTable:
         listeners: dict[str, ListenerTable],
         route_configs: dict[str, tuple[VirtualHostTable, ...]],
         clusters: dict[str, ClusterInfo],
+        destinations: Destinations = NO_DESTINATIONS,
     ) -> None:
         self.listeners = listeners
         self._listeners = {name: lt.hosts for name, lt in listeners.items()}
         self.route_configs = route_configs
         self.clusters = clusters
+        """The table's clusters, plus one ``passthrough/IP:PORT`` per endpoint address."""
+        self.destinations = destinations
+        """Service addresses and endpoint addresses (`destinations.py`)."""
 
     @classmethod
     def from_xds(
@@ -268,6 +278,7 @@ class RuntimeTable:
             rcs[rc.name] = _route_config(rc)
             _check_clusters(rc.name, rcs[rc.name], cluster_infos)
         tables: dict[str, ListenerTable] = {}
+        addresses: list[tuple[str, tuple[str, int]]] = []
         for lst in listeners:
             if lst.name in tables:
                 raise TableError(f'Listener "{lst.name}"', "name", "duplicate")
@@ -282,7 +293,11 @@ class RuntimeTable:
                     f'Listener "{lst.name}"', field, f'RouteConfiguration "{rc_name}" not found'
                 )
             hosts = HostIndex.build((d, vh) for vh in rcs[rc_name] for d in vh.domains)
-            tls = None if lst.HasField("api_listener") else terminator_from_listener(lst)
+            if lst.HasField("api_listener"):
+                tls = None
+                addresses.extend((lst.name, a) for a in service_addresses(lst))
+            else:
+                tls = terminator_from_listener(lst)
             tables[lst.name] = ListenerTable(
                 name=lst.name, route_config=rc_name, http_filters=filters, hosts=hosts, tls=tls
             )
@@ -293,7 +308,13 @@ class RuntimeTable:
             sum(len(vh.index.routes) for vhs in rcs.values() for vh in vhs),
             len(cluster_infos),
         )
-        return cls(listeners=tables, route_configs=rcs, clusters=cluster_infos)
+        destinations, passthrough = build_destinations(addresses, cluster_infos)
+        return cls(
+            listeners=tables,
+            route_configs=rcs,
+            clusters={**cluster_infos, **passthrough},
+            destinations=destinations,
+        )
 
     @classmethod
     def from_serialized(cls, blobs: Iterable[bytes]) -> RuntimeTable:

@@ -130,9 +130,12 @@ class Telemetry:
         svc, _, port = host.partition(":")
         parts = svc.split(".")
         parent_ns = parts[1] if len(parts) > 1 else route_ns
+        parent_name = parts[0]
+        if svc[:1].isdigit():  # an endpoint's address (IPv4)
+            parent_ns, parent_name = route_ns, svc
         return self.metrics.policy_route(
             parent_namespace=parent_ns,
-            parent_name=parts[0],
+            parent_name=parent_name,
             parent_port=int(port) if port.isdigit() else 80,
             route_namespace=route_ns,
             route_name=route_name,

@@ -73,15 +73,24 @@ def _port(ep: Endpoint) -> int:
 
 
 def service_yaml(
-    name: str, backends: Sequence[Endpoint], *, port: int = 80, ready: bool = True
+    name: str,
+    backends: Sequence[Endpoint],
+    *,
+    port: int = 80,
+    ready: bool = True,
+    cluster_ip: str | None = None,
 ) -> str:
-    """A Service and, when `backends` is not empty, an EndpointSlice with one endpoint on
-    127.0.0.1 at the first backend's port (`ready=False`: the endpoint is not ready)."""
+    """A Service (with `cluster_ip` when given) and, when `backends` is not empty, an
+    EndpointSlice with one endpoint on 127.0.0.1 at the first backend's port (`ready=False`:
+    the endpoint is not ready)."""
+    spec: dict[str, object] = {"ports": [{"name": "http", "port": port}]}
+    if cluster_ip is not None:
+        spec["clusterIP"] = cluster_ip
     svc: dict[str, object] = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": NS},
-        "spec": {"ports": [{"name": "http", "port": port}]},
+        "spec": spec,
     }
     docs: list[dict[str, object]] = [svc]
     if backends:
@@ -248,11 +257,13 @@ async def start_mesh(
     *,
     inbound_app: tuple[str, int] | None = None,
     gateway: str | None = None,
+    service_listeners: bool = False,
 ) -> Mesh:
     """Start a proxy serving `table` (as the data plane of `gateway`, ``NS/NAME:PORT``,
     when given); returns once the table is applied."""
     config = ProxyConfig(
         gateway=gateway,
+        service_listeners=service_listeners,
         namespace=NS,
         workload_name="client",
         outbound=Address(host="127.0.0.1", port=0),

@@ -271,7 +271,18 @@ def _service_parent(ctx: Ctx, v: ServiceViews) -> ir.ServiceParent:
         authority=service_authority(sp.namespace, sp.service, sp.port),
         producer=ir.VirtualHost(name=name, domains=domains, rules=producer_rules),
         consumers=consumers,
+        addresses=_cluster_ips(ctx, sp),
     )
+
+
+def _cluster_ips(ctx: Ctx, sp: ServicePort) -> tuple[str, ...]:
+    """The Service's cluster IPs, `clusterIP` first; none for a headless Service."""
+    svc = ctx.index.services.get((sp.namespace, sp.service))
+    if svc is None:
+        return ()
+    spec = svc.obj.spec
+    ips = [ip for ip in (spec.cluster_ip, *spec.cluster_ips) if ip and ip != "None"]
+    return tuple(dict.fromkeys(ips))
 
 
 def _default_rule(ctx: Ctx, sp: ServicePort, parent_name: str) -> ir.Rule:

@@ -40,6 +40,7 @@ class ServicePort(LooseModel):
 class ServiceSpec(LooseModel):
     type: Str = "ClusterIP"
     cluster_ip: Str | None = Field(default=None, alias="clusterIP")
+    cluster_ips: list[Str] = Field(default_factory=list, alias="clusterIPs")
     selector: dict[str, str] = Field(default_factory=dict)
     ports: list[ServicePort] = Field(default_factory=list)
 

@@ -45,6 +45,7 @@ from turnout.engine.xds.wire import (
     ROUTER_FILTER,
     TLS_TRANSPORT_SOCKET,
     ads_config_source,
+    metadata_from,
     pack,
 )
 
@@ -113,6 +114,11 @@ def service_resources(
         name=parent.authority,
         api_listener=api_listener_pb2.ApiListener(api_listener=pack(hcm)),
     )
+    if parent.addresses:
+        # where clients connect to send to this Service (docs/xds.md "Destinations")
+        listener.metadata.CopyFrom(
+            metadata_from({"addresses": list(parent.addresses), "port": parent.port})
+        )
     routes = route_pb2.RouteConfiguration(
         name=route_config_name,
         virtual_hosts=[virtual_host_from(vhost, domains=vhost.domains)],
