@@ -117,6 +117,22 @@ def test_routes_machine_output_holds_table_and_status(fmt: str) -> None:
     assert accepted["web"] == "True"
 
 
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_routes_machine_output_holds_gateway_status_as_kubectl_shows_it(fmt: str) -> None:
+    """`gatewayStatus` reads like `kubectl get gateway -o yaml`'s `status`."""
+    code, out, _ = run("routes", "-f", str(EXAMPLES), "-o", fmt)
+    assert code == 0
+    data = yaml.safe_load(out) if fmt == "yaml" else json.loads(out)
+    (public,) = [g for g in data["gatewayStatus"] if g["gateway"]["name"] == "public"]
+    assert {c["type"]: c["status"] for c in public["conditions"]} == {
+        "Accepted": "True",
+        "Programmed": "True",
+    }
+    listeners = {li["name"]: li for li in public["listeners"]}
+    assert {n: li["attachedRoutes"] for n, li in listeners.items()} == {"http": 1, "https": 1}
+    assert {"name", "supportedKinds", "attachedRoutes", "conditions"} == set(listeners["http"])
+
+
 def test_explain_says_why_the_header_rule_lost_to_a_longer_prefix() -> None:
     code, out, _ = run(
         "routes",

@@ -71,6 +71,7 @@ class Tables:
     """From a control plane: which one, the version it serves, what it rejected."""
     resources: Resources | None = None
     """The compiled objects (from `-f` only): a `--via` without a port looks at them."""
+    gateway_statuses: tuple[ir.GatewayStatus, ...] = ()
 
 
 def load_tables(args: argparse.Namespace, err: TextIO, *, verb: str) -> Tables:
@@ -87,6 +88,7 @@ def load_tables(args: argparse.Namespace, err: TextIO, *, verb: str) -> Tables:
             statuses=result.statuses,
             diagnostics=compiled.diagnostics,
             resources=compiled.inputs.resources,
+            gateway_statuses=result.gateway_statuses,
         )
     got = served.read_served(args.control_plane or DEFAULT_ADMIN_ADDRESS)
     diags = [*got.diagnostics, *(d for r in got.rejected for d in r.diagnostics)]
@@ -98,6 +100,7 @@ def load_tables(args: argparse.Namespace, err: TextIO, *, verb: str) -> Tables:
         statuses=got.statuses,
         diagnostics=tuple(sorted_diagnostics(diags)),
         summary=got.summary(),
+        gateway_statuses=got.gateway_statuses,
     )
 
 
@@ -133,10 +136,11 @@ def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(live.live_table(rows, got, wide=args.output == "wide"))
         if len(errors) == len(urls):
             return EXIT_FAILED
-    elif args.output == "yaml":
-        out.write(dump_yaml(result_data(result.table, result.statuses, (), camel=True)))
-    elif args.output == "json":
-        out.write(dump_json(result_data(result.table, result.statuses, (), camel=True)))
+    elif args.output in ("yaml", "json"):
+        data = result_data(
+            result.table, result.statuses, (), camel=True, gateways=result.gateway_statuses
+        )
+        out.write(dump_yaml(data) if args.output == "yaml" else dump_json(data))
     else:
         wide = args.output == "wide"
         rows = views.route_rows(result.table)

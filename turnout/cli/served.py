@@ -48,6 +48,7 @@ class Served:
     statuses: tuple[ir.RouteStatus, ...]
     diagnostics: tuple[Diagnostic, ...]
     """Of the last change's compiled inputs (warnings and infos)."""
+    gateway_statuses: tuple[ir.GatewayStatus, ...] = ()
     rejected: tuple[RejectedInput, ...]
     """What the last change held back, and why."""
     error: str | None
@@ -106,12 +107,16 @@ def read_served(address: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Served
     status, body = _get(address, "/debug/table?format=json", timeout_s)
     table: ir.RouteTable | None = None
     statuses: tuple[ir.RouteStatus, ...] = ()
+    gateways: tuple[ir.GatewayStatus, ...] = ()
     version: int | None = None
     try:
         if status == 200:
             data = _json(address, "/debug/table", body)
             table = from_data(ir.RouteTable, data.get("table"), path="table")
             statuses = tuple(from_data(ir.RouteStatus, s) for s in _list(data.get("status")))
+            gateways = tuple(
+                from_data(ir.GatewayStatus, g) for g in _list(data.get("gatewayStatus"))
+            )
             version = _int(data.get("version"))
         elif status != 404:  # 404: no table served yet
             raise CommandError(f"{address}/debug/table: HTTP {status}")
@@ -120,6 +125,7 @@ def read_served(address: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Served
             version=version,
             table=table,
             statuses=statuses,
+            gateway_statuses=gateways,
             diagnostics=tuple(diagnostic_from_data(d) for d in _list(diags.get("diagnostics"))),
             rejected=tuple(_rejected(r) for r in _list(diags.get("rejected"))),
             error=str(diags["error"]) if diags.get("error") else None,

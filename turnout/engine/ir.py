@@ -7,6 +7,7 @@ RouteTable
  │           └── Rule(matches, filters, backends, timeouts, retry, fault)   tie-break order
  │                 └── WeightedBackend(weight, target: ServiceTarget | InvalidBackend, filters)
  └── clusters: Cluster(service port, endpoints, retry budget)
+RouteStatus, GatewayStatus(listeners: ListenerStatus)   what the sources write back
 ```
 
 Rules inside a virtual host are kept in Gateway API *tie-break* order (oldest route first, then
@@ -525,3 +526,34 @@ class RouteStatus:
     route: SourceRef
     generation: int
     parents: tuple[ParentStatus, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteGroupKind:
+    group: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerStatus:
+    """`status.listeners[]` of one `spec.listeners[]` entry (same `name`)."""
+
+    name: str
+    supported_kinds: tuple[RouteGroupKind, ...]
+    """The route kinds this listener admits and Turnout serves on its protocol."""
+    attached_routes: int
+    """Routes accepted through this listener (a route counts once per listener)."""
+    conditions: tuple[Condition, ...]
+    """Accepted, Programmed, ResolvedRefs, Conflicted."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayStatus:
+    """The `status` of one Gateway of Turnout's GatewayClass (or of an unknown class)."""
+
+    gateway: SourceRef
+    generation: int
+    conditions: tuple[Condition, ...]
+    """Accepted, Programmed."""
+    listeners: tuple[ListenerStatus, ...]
+    """In `spec.listeners` order."""

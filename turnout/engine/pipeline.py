@@ -316,4 +316,6 @@ def _compile_errors(
 def golden_data(compiled: CompiledInputs, *, root: Path) -> dict[str, object]:
     """What a golden compile `.out.yaml` holds: table, status and diagnostics."""
     r = compiled.result
-    return result_data(r.table, r.statuses, compiled.diagnostics, root=root)
+    return result_data(
+        r.table, r.statuses, compiled.diagnostics, root=root, gateways=r.gateway_statuses
+    )

@@ -9,7 +9,7 @@ ControlPlane.apply(snapshot)      one at a time, in the order they come
         │ CompiledInputs(result, diagnostics, rejected)      status.error, a rejected change
         v
    publish(table) -> version         (AdsServer.publish: an equal table is not a new version)
-   snapshot.write_status(result)     (Kubernetes: routes' status.parents; a directory: none)
+   snapshot.write_status(result)     (Kubernetes: route and Gateway status; a directory: none)
    status: PlaneStatus               what /debug/diagnostics and `mesh routes` show
    metrics: PlaneMetrics             versions, changes, rejected changes, compile seconds
 ```
@@ -63,7 +63,7 @@ class Snapshot(Protocol):
         ...
 
     async def write_status(self, result: CompileResult) -> None:
-        """After a publish: route status back to where the objects came from."""
+        """After a publish: route and Gateway status back to where the objects came from."""
         ...
 
 

@@ -136,13 +136,19 @@ def result_data(
     *,
     root: Path | None = None,
     camel: bool = False,
+    gateways: Iterable[ir.GatewayStatus] = (),
 ) -> dict[str, object]:
-    """Table, route status and diagnostics; `camel`: Kubernetes field names (see `to_data`)."""
-    return {
+    """Table, route status, Gateway status (when there is any) and diagnostics; `camel`:
+    Kubernetes field names (see `to_data`)."""
+    data: dict[str, object] = {
         "table": to_data(table, camel=camel),
         "status": [to_data(s, camel=camel) for s in statuses],
-        "diagnostics": [diagnostic_data(d, root=root) for d in diagnostics],
     }
+    gateway_data = [to_data(g, camel=camel) for g in gateways]
+    if gateway_data:
+        data["gatewayStatus"] = gateway_data
+    data["diagnostics"] = [diagnostic_data(d, root=root) for d in diagnostics]
+    return data
 
 
 def from_data(cls: type[T], data: object, *, path: str = "") -> T:

@@ -7,6 +7,7 @@ runs the compiler. Nothing here touches the file system.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 
 from turnout.engine.compile import CompileResult, compile_table
@@ -164,3 +165,17 @@ def compile_objects(*objects: Raw) -> CompileResult:
     resources, diags = parse_documents(docs)
     assert not diags, [str(d) for d in diags]
     return compile_table(resources)
+
+
+def mk_tls_secret(ns: str, name: str, chain_pem: bytes, key_pem: bytes) -> Raw:
+    """A `kubernetes.io/tls` Secret holding `chain_pem` (leaf first) and its key."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(chain_pem).decode(),
+            "tls.key": base64.b64encode(key_pem).decode(),
+        },
+    }

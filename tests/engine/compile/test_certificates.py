@@ -150,7 +150,9 @@ def test_a_reference_grant_allows_a_secret_in_another_namespace() -> None:
     assert reasons(result) == []
 
 
-def test_http_and_https_on_one_port_conflict() -> None:
+def test_http_and_https_on_one_port_conflict_and_neither_is_served() -> None:
+    """ "The implementation MUST NOT pick one conflicting Listener as the winner. ALL
+    indistinct Listeners must not be accepted" (GatewaySpec.Listeners)."""
     result = compile_objects(
         mk_gateway_class(),
         mk_gateway(
@@ -161,9 +163,11 @@ def test_http_and_https_on_one_port_conflict() -> None:
         ),
         secret("edge", "foo-tls", FOO),
     )
-    (li,) = gateway_listeners(result)
-    assert li.name == "plain"
-    assert reasons(result) == [("ProtocolConflict", "spec.listeners[1].protocol")]
+    assert [p.name for p in result.table.parents] == []
+    assert reasons(result) == [
+        ("ProtocolConflict", "spec.listeners[0].protocol"),
+        ("ProtocolConflict", "spec.listeners[1].protocol"),
+    ]
 
 
 def test_xds_has_one_tls_chain_per_listener_most_specific_first() -> None:

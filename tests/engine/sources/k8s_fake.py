@@ -19,9 +19,13 @@ app on 127.0.0.1, port 0 (`FakeApiServer.api_client()` builds an `ApiClient` who
   drops it all) gets HTTP 200 with one ERROR event whose object is a `Status` with code 410,
   then the stream ends, as the real server does ("too old resource version");
   `expire_watches()` sends the same ERROR event on live streams.
-- PUT/PATCH (merge patch) of ``/status``: only `status` changes; a stale
-  `metadata.resourceVersion` answers 409 Conflict. `apply()` bumps `metadata.generation` when
-  anything but metadata and status changed (status writes never bump it).
+- PUT/PATCH (merge patch) of ``/status``: only `status` changes (spec and metadata in the
+  body are ignored); a stale `metadata.resourceVersion` answers 409 Conflict; a write that
+  changes nothing takes no resourceVersion and sends no event. `apply()` bumps
+  `metadata.generation` when anything but metadata and status changed (status writes never
+  bump it).
+- CRD `status` defaults (`status_defaults`, by kind): an object created without a status
+  gets the default, as the Gateway CRD's ``Accepted/Programmed: Unknown, Pending``.
 - Injected failures (`fail()`: e.g. 429 with `Retry-After`), hooks that run before a request
   (`before()`, e.g. a concurrent writer causing a 409), a request log, `hold_watches()`.
 
@@ -36,7 +40,7 @@ import copy
 import json
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +104,15 @@ def _status(code: int, reason: str, message: str) -> Obj:
 class FakeApiServer:
     """See the module docstring. Start with ``async with FakeApiServer(kinds) as api``."""
 
-    def __init__(self, kinds: Iterable[ServedKind], *, history: int = 1000) -> None:
+    def __init__(
+        self,
+        kinds: Iterable[ServedKind],
+        *,
+        history: int = 1000,
+        status_defaults: Mapping[str, Obj] | None = None,
+    ) -> None:
+        self.status_defaults = dict(status_defaults or {})
+        """kind -> the `status` an object created without one gets (a CRD's default)."""
         self.served: dict[tuple[str, str, str], ServedKind] = {
             (k.group, k.version, k.plural): k for k in kinds
         }
@@ -165,6 +177,8 @@ class FakeApiServer:
         new = copy.deepcopy(obj)
         nmeta = new["metadata"]
         if old is None:
+            if "status" not in new and kind.kind in self.status_defaults:
+                new["status"] = copy.deepcopy(self.status_defaults[kind.kind])
             nmeta.update(
                 generation=1,
                 uid=str(uuid.uuid4()),
@@ -409,6 +423,8 @@ class FakeApiServer:
             new["status"] = body.get("status")
         else:
             new["status"] = _merge_patch(new.get("status") or {}, body.get("status") or {})
+        if new == current:  # a no-op write: etcd is not touched, no event
+            return web.json_response(current)
         self._commit(kind, new, "MODIFIED")
         return web.json_response(new)
 

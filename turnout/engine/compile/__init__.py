@@ -1,4 +1,4 @@
-"""The compiler: a pure function from a `Resources` snapshot to IR, route status and diagnostics.
+"""The compiler: a pure function from a `Resources` snapshot to IR, route and Gateway status, and diagnostics.
 
 `compile_table(resources)` does no I/O and uses no clock or randomness; the same snapshot
 always gives an equal `CompileResult`. Loading, schema/CEL validation and dropping invalid
@@ -24,14 +24,17 @@ class CompileResult:
     statuses: tuple[ir.RouteStatus, ...]
     """`status.parents` entries Turnout owns, one `RouteStatus` per route with any."""
     diagnostics: tuple[Diagnostic, ...]
+    gateway_statuses: tuple[ir.GatewayStatus, ...] = ()
+    """`status` of every Gateway Turnout serves (its class ours or not among the inputs)."""
 
 
 def compile_table(resources: Resources) -> CompileResult:
     ctx = Ctx(index=build_index(resources))
-    table, statuses = build_table(ctx)
+    table, statuses, gateway_statuses = build_table(ctx)
     return CompileResult(
         table=table,
         statuses=tuple(statuses),
+        gateway_statuses=tuple(gateway_statuses),
         diagnostics=tuple(sorted_diagnostics(ctx.diags)),
     )
 

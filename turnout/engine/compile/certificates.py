@@ -30,22 +30,26 @@ NOT_PERMITTED = "RefNotPermitted"
 
 def listener_tls(
     ctx: Ctx, gw: Loaded[Gateway], index: int, tls: GatewayTLSConfig | None
-) -> ir.ListenerTLS:
-    """The certificates of `gw`'s listener number `index` (an HTTPS listener)."""
+) -> tuple[ir.ListenerTLS, list[tuple[str, str]]]:
+    """The certificates of `gw`'s listener number `index` (an HTTPS listener), and the
+    (reason, message) of each ref that did not resolve (its `ResolvedRefs=False`)."""
     pairs: list[ir.CertificatePair] = []
+    problems: list[tuple[str, str]] = []
     refs = tls.certificate_refs if tls is not None else []
     for j, ref in enumerate(refs):
         where = gw.field(f"spec.listeners[{index}].tls.certificateRefs[{j}]")
         pair, reason, message = _resolve(ctx, gw.obj, ref)
         if pair is None:
             ctx.report(warning(reason, message, where))
+            problems.append((reason, f"certificateRefs[{j}]: {message}"))
         else:
             pairs.append(pair)
     if not refs:
         where = gw.field(f"spec.listeners[{index}].tls")
         msg = "an HTTPS listener needs tls.certificateRefs; its handshakes are refused"
         ctx.report(warning(INVALID_REF, msg, where))
-    return ir.ListenerTLS(certificates=tuple(pairs))
+        problems.append((INVALID_REF, msg))
+    return ir.ListenerTLS(certificates=tuple(pairs)), problems
 
 
 def _resolve(

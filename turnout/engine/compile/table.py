@@ -4,6 +4,8 @@
 routes (tie-break order) --parentRefs--> attachments --compile_rules--> rules per view
    ServiceParent: producer view + one view per consumer namespace     (GAMMA §9)
    GatewayParent: one virtual host per served hostname, most specific first (§4)
+Gateways (`gateways.py`): served listeners -> GatewayParents; accepted routes per listener ->
+   GatewayStatus (attachedRoutes, listener and Gateway conditions)
 every Service port -> a ServiceParent (a default rule to itself when no route attaches)
 every ServiceTarget -> a Cluster (endpoints from EndpointSlices, retry budget from policy)
 ```
@@ -16,11 +18,16 @@ from dataclasses import dataclass, field
 
 from turnout.engine import ir
 from turnout.engine.compile.backends import endpoints_of
-from turnout.engine.compile.certificates import listener_tls
 from turnout.engine.compile.conflicts import report_conflicts
 from turnout.engine.compile.context import Ctx
 from turnout.engine.compile.durations import duration_ms
 from turnout.engine.compile.filters import ParentPort
+from turnout.engine.compile.gateways import (
+    Attachments,
+    ListenerState,
+    evaluate_gateways,
+    gateway_status,
+)
 from turnout.engine.compile.hosts import host_specificity, owning_listener
 from turnout.engine.compile.parents import (
     GatewayAttachment,
@@ -77,56 +84,45 @@ def service_domains(ns: str, name: str, port: int) -> tuple[str, ...]:
     return (*names, *(f"{n}:{port}" for n in names), "*")
 
 
-def build_table(ctx: Ctx) -> tuple[ir.RouteTable, list[ir.RouteStatus]]:
+def build_table(
+    ctx: Ctx,
+) -> tuple[ir.RouteTable, list[ir.RouteStatus], list[ir.GatewayStatus]]:
     services: dict[tuple[str, str, int], ServiceViews] = {}
     for (ns, name), svc in sorted(ctx.index.services.items()):
         for p in svc.obj.spec.ports:
             if p.protocol == "TCP":
                 services[(ns, name, p.port)] = ServiceViews(ServicePort(ns, name, p.port, p.name))
-    gateways = _gateway_ports(ctx)
-    statuses = [_attach_route(ctx, route, services, gateways) for route in ctx.index.routes]
+    listeners = evaluate_gateways(ctx)
+    gateways = _gateway_ports(listeners)
+    attached = Attachments()
+    statuses = [
+        _attach_route(ctx, route, services, gateways, attached) for route in ctx.index.routes
+    ]
     parents: list[ir.Parent] = [_service_parent(ctx, v) for v in services.values()]
     parents.extend(_gateway_parent(g) for g in gateways.values())
     parents.sort(key=lambda p: p.name)
     table = ir.RouteTable(parents=tuple(parents), clusters=_clusters(ctx))
     report_conflicts(ctx, table)
-    return table, [s for s in statuses if s.parents]
+    gateway_statuses = [
+        gateway_status(ctx.index.gateways[key].obj, states, attached)
+        for key, states in listeners.items()
+    ]
+    return table, [s for s in statuses if s.parents], gateway_statuses
 
 
-def _gateway_ports(ctx: Ctx) -> dict[tuple[str, str, int], GatewayPort]:
+def _gateway_ports(
+    gateways: dict[tuple[str, str], list[ListenerState]],
+) -> dict[tuple[str, str, int], GatewayPort]:
+    """The served listeners of each Gateway, grouped by port (`gateways.py` decides which)."""
     out: dict[tuple[str, str, int], GatewayPort] = {}
-    for (ns, name), gw in sorted(ctx.index.gateways.items()):
-        ours = ctx.index.gateway_is_ours(gw.obj)
-        if ours is False:
-            continue
-        if ours is None:
-            msg = (
-                f"GatewayClass {gw.obj.spec.gateway_class_name} not among the inputs; "
-                "assuming the Gateway is Turnout's"
-            )
-            ctx.report(warning("GatewayClassNotFound", msg, gw.field("spec.gatewayClassName")))
-        for i, li in enumerate(gw.obj.spec.listeners):
-            if li.protocol not in ("HTTP", "HTTPS"):
+    for (ns, name), states in gateways.items():
+        for st in states:
+            if not st.served:
                 continue
-            if li.protocol == "HTTPS" and li.tls is not None and li.tls.mode != "Terminate":
-                msg = "an HTTPS listener terminates TLS (tls.mode Terminate); it is left out"
-                ctx.report(
-                    warning("UnsupportedValue", msg, gw.field(f"spec.listeners[{i}].tls.mode"))
-                )
-                continue
+            li = st.listener
             gp = out.setdefault((ns, name, li.port), GatewayPort(ns, name, li.port))
-            if gp.listeners and gp.listeners[0].protocol != li.protocol:
-                msg = (
-                    f"listener {gp.listeners[0].name} serves {gp.listeners[0].protocol} on port "
-                    f"{li.port}; a port is either HTTP or HTTPS, so this one is left out"
-                )
-                ctx.report(
-                    warning("ProtocolConflict", msg, gw.field(f"spec.listeners[{i}].protocol"))
-                )
-                continue
-            tls = listener_tls(ctx, gw, i, li.tls) if li.protocol == "HTTPS" else None
             gp.listeners.append(
-                ir.Listener(name=li.name, hostname=li.hostname, protocol=li.protocol, tls=tls)
+                ir.Listener(name=li.name, hostname=li.hostname, protocol=li.protocol, tls=st.tls)
             )
     return out
 
@@ -136,9 +132,11 @@ def _attach_route(
     route: Loaded[HTTPRoute] | Loaded[GRPCRoute],
     services: dict[tuple[str, str, int], ServiceViews],
     gateways: dict[tuple[str, str, int], GatewayPort],
+    attached: Attachments,
 ) -> ir.RouteStatus:
     obj = route.obj
     gen = obj.generation
+    source = ir.SourceRef(kind=obj.kind, namespace=obj.namespace, name=obj.name)
     parents: list[ir.ParentStatus] = []
     for k, ref in enumerate(obj.spec.parent_refs):
         pos = route.field(f"spec.parentRefs[{k}]")
@@ -190,15 +188,16 @@ def _attach_route(
                 unresolved += issues.unresolved
                 dropped += issues.dropped
                 compiled_any = compiled_any or bool(rules)
-                gp = gateways[(gw.namespace, gw.name, li.port)]
+                gp = gateways.get((gw.namespace, gw.name, li.port))
+                if gp is None:
+                    continue  # no listener on this port is served (conflicted, unsupported)
                 for host in la.hostnames:
                     gp.hosts.setdefault(host, []).extend((li.name, r) for r in rules)
+            if compiled_any:  # attachedRoutes counts accepted routes only (ListenerStatus)
+                for la in outcome.listeners:
+                    attached.add(gw, la.listener.name, source)
         parents.append(_attached_status(key, gen, compiled_any, unresolved, dropped))
-    return ir.RouteStatus(
-        route=ir.SourceRef(kind=obj.kind, namespace=obj.namespace, name=obj.name),
-        generation=gen,
-        parents=tuple(parents),
-    )
+    return ir.RouteStatus(route=source, generation=gen, parents=tuple(parents))
 
 
 def _cond(type_: str, ok: bool, reason: str, message: str, gen: int) -> ir.Condition:

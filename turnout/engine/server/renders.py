@@ -48,13 +48,16 @@ SEND_TIMEOUT_MS = 10_000
 
 
 def render_table(version: int, result: CompileResult, fmt: Format) -> bytes:
-    """`/debug/table`'s body: YAML as `mesh routes -o yaml` prints it (table, status, no
-    diagnostics), or JSON ``{"version", "table", "status"}`` that `render.from_data` reads."""
+    """`/debug/table`'s body: YAML as `mesh routes -o yaml` prints it (table, status,
+    Gateway status, no diagnostics), or JSON ``{"version", "table", "status",
+    "gatewayStatus"}`` that `render.from_data` reads."""
+    data: dict[str, object] = {"table": result.table, "status": result.statuses}
+    if result.gateway_statuses:
+        data["gatewayStatus"] = result.gateway_statuses
     if fmt == "json":
-        data = {"version": version, "table": result.table, "status": result.statuses}
-        text = dump_json_compact(data)
+        text = dump_json_compact({"version": version, **data})
     else:
-        text = dump_yaml({"table": result.table, "status": result.statuses, "diagnostics": ()})
+        text = dump_yaml({**data, "diagnostics": ()})
     body = text.encode()
     del text
     release_memory()

@@ -1,5 +1,5 @@
 """`mesh serve --kubernetes`'s source: list+watch the API server, publish snapshots, write
-route status back.
+route and Gateway status back.
 
 ```
 kinds.py     KindSpec, WATCHED_KINDS: what is listed and watched; raw object -> model object
@@ -8,7 +8,8 @@ api.py       KubernetesApi: the kubernetes client on its own threads, retries, b
 watching.py  KubernetesSource: LIST -> WATCH(rv) -> 410 relist; debounced snapshots
              ──on_snapshot(resources, diagnostics)──> start_kubernetes_source's callback
              ──ResourceSnapshot──> engine.plane.ControlPlane (compile, publish, status)
-status.py    StatusWriter: our status.parents entries merged into each route (GET, PUT, 409)
+status.py    StatusWriter: our status.parents entries merged into each route, our Gateways'
+             status (listeners, attachedRoutes, conditions) (GET, PUT, 409)
 ```
 
 Only this package (and `engine.sources`) uses the kubernetes client; it validates and

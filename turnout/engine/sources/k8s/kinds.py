@@ -10,7 +10,7 @@ raw object (JSON) ──key──> (namespace, name)
 (Loaded[Resource] | None, diagnostics)
 ```
 
-`status_only_change` tells a route edit that matters (spec, labels, ...) from one that only
+`status_only_change` tells a route (or Gateway) edit that matters (spec, labels, ...) from one that only
 moved its status or bookkeeping (`resourceVersion`, `managedFields`): our own status write
 comes back on the watch, and recompiling for it would only feed the write-back loop.
 
@@ -107,6 +107,10 @@ WATCHED_KINDS: tuple[KindSpec, ...] = (
 """Every kind the compiler (or the SMI adapter) reads, at the version we list it."""
 
 ROUTE_KINDS = {k.kind: k for k in WATCHED_KINDS if k.kind in ("HTTPRoute", "GRPCRoute")}
+GATEWAY_KIND = next(k for k in WATCHED_KINDS if k.kind == "Gateway")
+GATEWAY_CLASS_KIND = next(k for k in WATCHED_KINDS if k.kind == "GatewayClass")
+STATUS_KINDS = frozenset({*ROUTE_KINDS, GATEWAY_KIND.kind})
+"""Kinds whose status Turnout writes: a change only there publishes no snapshot."""
 
 
 def object_key(raw: Mapping[str, Any]) -> tuple[str, str]:
@@ -130,8 +134,9 @@ _VOLATILE_META = ("resourceVersion", "managedFields")
 
 
 def status_only_change(spec: KindSpec, old: Raw, new: Raw) -> bool:
-    """True when a route changed only in status (and bookkeeping): nothing to recompile."""
-    if spec.kind not in ROUTE_KINDS:
+    """True when a route or Gateway changed only in status (and bookkeeping): nothing to
+    recompile."""
+    if spec.kind not in STATUS_KINDS:
         return False
 
     def content(raw: Raw) -> Raw:

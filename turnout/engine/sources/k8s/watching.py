@@ -27,8 +27,8 @@ Snapshots::
 
 The first snapshot waits until every kind has listed once (or is known missing or failing),
 so the compiler never sees routes without their Services. A status-only change of a route
-(our own write-back, or another controller's) does not publish a snapshot: that would only
-feed the write-back loop. SMI kinds are kept raw (`Snapshot.unparsed`) for the SMI adapter.
+or a Gateway (our own write-back, or another controller's) does not publish a snapshot: that
+would only feed the write-back loop. SMI kinds are kept raw (`Snapshot.unparsed`) for the SMI adapter.
 
 Deliberately not here: requests and retries (`api.py`), what is watched (`kinds.py`), status
 write-back (`status.py`, reached through `write_route_status`), and compiling (the control
@@ -173,6 +173,10 @@ class KubernetesSource:
     async def write_route_status(self, statuses: Sequence[ir.RouteStatus]) -> list[StatusWrite]:
         """Write Turnout's `status.parents` entries of each route (`status.py`)."""
         return await self._status.write_route_status(statuses)
+
+    async def write_gateway_status(self, statuses: Sequence[ir.GatewayStatus]) -> list[StatusWrite]:
+        """Write the `status` of each Gateway of our GatewayClass (`status.py`)."""
+        return await self._status.write_gateway_status(statuses)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         self._tasks.append(asyncio.create_task(_guard(coro, name), name=name))
@@ -409,14 +413,15 @@ async def start_kubernetes_source(
     *,
     settings: KubernetesSettings = DEFAULT_KUBERNETES_SETTINGS,
 ) -> KubernetesSource:
-    """A started source whose every snapshot goes to `plane`, route status coming back to
-    the API server through the same source."""
+    """A started source whose every snapshot goes to `plane`, route and Gateway status
+    coming back to the API server through the same source."""
     source: KubernetesSource | None = None
 
     async def write_status(result: CompileResult) -> None:
         assert source is not None
-        # SMI TrafficSplits have no status subresource; only routes get status.
+        # SMI TrafficSplits have no status subresource; only routes and Gateways get status.
         await source.write_route_status([s for s in result.statuses if s.route.kind in ROUTE_KINDS])
+        await source.write_gateway_status(result.gateway_statuses)
 
     async def on_snapshot(resources: Resources, diagnostics: Sequence[Diagnostic]) -> None:
         snapshot = ResourceSnapshot(
