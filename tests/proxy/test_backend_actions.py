@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.matcher.v3 import string_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2
 
 from tests.conftest import GOLDEN
@@ -17,6 +19,7 @@ from turnout.engine.xds import translate
 from turnout.proxy import (
     Backend,
     Decision,
+    DirectResponse,
     Forward,
     Redirect,
     RequestInfo,
@@ -173,3 +176,34 @@ def test_a_disabled_config_is_no_backend_action() -> None:
 def test_an_unsendable_redirect_host_is_refused_with_its_field() -> None:
     with pytest.raises(TableError, match=r'\["turnout.filters.http.backend"\].redirect.host'):
         mk_table(_with(_pack(mk_redirect(host="a b"))))
+
+
+# --------------------------------------------------------------------------- backend aborts
+
+
+def _abort(status: int, per_million: int) -> any_pb2.Any:
+    fault = fault_pb2.HTTPFault()
+    fault.abort.http_status = status
+    fault.abort.percentage.numerator = per_million
+    fault.abort.percentage.denominator = percent_pb2.FractionalPercent.MILLION
+    packed = any_pb2.Any()
+    packed.Pack(fault)
+    return packed
+
+
+def test_a_real_backend_with_a_full_abort_answers_its_share() -> None:
+    """docs/xds.md: a backend-level ErrorResponse (an unresolved ExtensionRef, which "MUST
+    NOT be skipped") is a 100% abort on its ClusterWeight; the share answers it."""
+    cw = mk_backend("shop/a:80")
+    cw[0].typed_per_filter_config["envoy.filters.http.fault"].CopyFrom(_abort(500, 1_000_000))
+    _, _, forward = _decide_hand(mk_route("/", backends=[cw]), "/")
+    (backend,) = forward.backends
+    assert backend.abort == DirectResponse(status=500, cause="invalid filter")
+    assert backend.local is backend.abort and backend.invalid is None
+
+
+def test_a_partial_abort_on_a_weighted_cluster_is_refused() -> None:
+    cw = mk_backend("shop/a:80")
+    cw[0].typed_per_filter_config["envoy.filters.http.fault"].CopyFrom(_abort(500, 500_000))
+    with pytest.raises(TableError, match="must abort 100%"):
+        mk_table(mk_route("/", backends=[cw]))

@@ -291,18 +291,21 @@ class OfflineMesh:
             )
         cluster = self.table.cluster(backend.cluster)
         service = f"{cluster.namespace}/{cluster.service}" if cluster else backend.cluster
-        if backend.redirect is not None:  # its share is answered, the Service never called
-            status = backend.redirect.status
-            location = redirect_location(decision, info, scheme, backend)
+        local = backend.local  # a filter that cannot be applied, or the backend's redirect
+        if local is not None:
+            location = (
+                redirect_location(decision, info, scheme, backend) if backend.redirect else None
+            )
+            why = "a backend filter cannot be applied"
             return BackendOutcome(
                 backend=backend,
                 service=service,
                 ref=service,
                 weight=backend.weight,
-                status=status,
+                status=local.status,
                 upstream=None,
-                response_headers=apply_response_filters(decision, backend, status, ()),
-                note=f"redirected to {location}",
+                response_headers=apply_response_filters(decision, backend, local.status, ()),
+                note=f"redirected to {location}" if location else f"answered by the proxy: {why}",
                 redirect=location,
             )
         status, note = ASSUMED_BACKEND_STATUS, "assumed to answer 200 (offline)"

@@ -88,11 +88,14 @@ class Backend:
     """Backend-level path rewrite; wins over the route's; None = none."""
     redirect: Redirect | None = None
     """Backend-level redirect: this backend's share is answered with it; None = forward."""
+    abort: DirectResponse | None = None
+    """A backend-level filter that must not be skipped and cannot be applied (an unresolved
+    ExtensionRef: its ClusterWeight's 100% fault abort): the share answers it; None = none."""
     rewrites: bool = field(init=False, repr=False, compare=False)
     """Derived: a request filter changes requests sent to this backend."""
     local: DirectResponse | Redirect | None = field(init=False, repr=False, compare=False)
     """Derived: what answers this backend's share instead of an upstream: the invalid
-    backend's response, else `redirect`; None = forward."""
+    backend's response, else `abort`, else `redirect`; None = forward."""
     filters_response: bool = field(init=False, repr=False, compare=False)
     """Derived: a response header filter applies."""
     dst: tuple[str, str, int] = field(init=False, repr=False, compare=False)
@@ -106,7 +109,9 @@ class Backend:
             or self.path_rewrite is not None
         )
         object.__setattr__(self, "rewrites", rewrites)
-        local = self.invalid.response if self.invalid is not None else self.redirect
+        local: DirectResponse | Redirect | None = self.redirect
+        if self.invalid is not None or self.abort is not None:
+            local = self.invalid.response if self.invalid is not None else self.abort
         object.__setattr__(self, "local", local)
         object.__setattr__(self, "filters_response", bool(self.response_headers))
         ns, _, rest = self.cluster.partition("/")

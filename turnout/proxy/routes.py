@@ -68,6 +68,8 @@ from turnout.proxy.policies import (
 
 log = logging.getLogger(__name__)
 
+PER_MILLION = 1_000_000
+
 REDIRECT_STATUS = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
 """RedirectAction.RedirectResponseCode -> HTTP status."""
 
@@ -131,7 +133,7 @@ def _forward(ra: Any, meta: dict[str, Any], path: PathCondition, *, where: str) 
     backends = []
     for i, ((cluster, weight, cw), name) in enumerate(zip(weights, names, strict=True)):
         field = f"route.weighted_clusters.clusters[{i}]."
-        redirect, rewrite = None, None
+        redirect, rewrite, abort = None, None, None
         if cw is not None:
             extra = set(cw.typed_per_filter_config) - {FAULT_FILTER, BACKEND_FILTER}
             if cw.cluster_header or extra:
@@ -139,6 +141,8 @@ def _forward(ra: Any, meta: dict[str, Any], path: PathCondition, *, where: str) 
                     where, field.rstrip("."), "cluster_header/typed_per_filter_config unsupported"
                 )
             redirect, rewrite = _backend_action(cw, path, where=where, field=field)
+            if cluster != INVALID_CLUSTER:
+                abort = _backend_abort(cw, where=where, field=field)
         host = cw.host_rewrite_literal if cw is not None else ""
         sendable(host, where=where, field=f"{field}host_rewrite_literal")
         backends.append(
@@ -158,6 +162,7 @@ def _forward(ra: Any, meta: dict[str, Any], path: PathCondition, *, where: str) 
                 host_rewrite=host or None,
                 path_rewrite=rewrite,
                 redirect=redirect,
+                abort=abort,
             )
         )
     forward = Forward.of(tuple(backends))
@@ -201,6 +206,29 @@ def _backend_action(
     if optional:
         return None, None
     raise TableError(where, field, f"want a RedirectAction or RouteAction, got {kind}")
+
+
+def _backend_abort(cw: Any, *, where: str, field: str) -> DirectResponse | None:
+    """A real backend's fault config: docs/xds.md puts one there only for a backend-level
+    `ErrorResponse` (a filter that must not be skipped), as a 100% HTTP abort."""
+    if FAULT_FILTER not in cw.typed_per_filter_config:
+        return None
+    field = f'{field}typed_per_filter_config["{FAULT_FILTER}"]'
+    packed, _ = unwrap_filter_config(
+        cw.typed_per_filter_config[FAULT_FILTER], where=where, field=field
+    )
+    if packed is None:
+        return None
+    fault = fault_from_any(packed, where=where, field=field)
+    if (
+        fault.delay_per_million
+        or fault.abort_per_million < PER_MILLION
+        or fault.abort_http_status is None
+    ):
+        raise TableError(
+            where, field, "a weighted cluster's fault must abort 100% with an HTTP status"
+        )
+    return DirectResponse(status=fault.abort_http_status, cause="invalid filter")
 
 
 def _path_plan(

@@ -87,3 +87,29 @@ async def test_a_backend_url_rewrite_changes_the_path_and_host_for_that_backend_
         seen[name] += 1
     assert seen["v1"] > 0 and seen["v2"] > 0, seen
     assert set(v2.hits) == {"/v2/item"} and set(v1.hits) == {"/shop/item"}
+
+
+UNRESOLVED = """
+        {type: ExtensionRef, extensionRef: {group: policy.turnout.dev, kind: FaultInjection,
+         name: missing}}"""
+
+
+@bounded(15)
+async def test_an_unresolved_extension_ref_on_a_backend_fails_its_share_not_skipped(
+    lab: Lab,
+) -> None:
+    """ "If a reference to a custom filter type cannot be resolved, the filter MUST NOT be
+    skipped. Instead, requests that would have been processed by that filter MUST receive a
+    HTTP error response." Only web-v2's share carries the filter."""
+    v1, v2 = await lab.backend("v1"), await lab.backend("v2")
+    mesh = await lab.mesh({"web": [], "web-v1": [v1], "web-v2": [v2]}, _route(UNRESOLVED))
+    seen: Counter[int] = Counter()
+    for _ in range(60):
+        status, headers, _ = await mesh.get("web.shop:80", "/shop/item")
+        seen[status] += 1
+        if status == 500:
+            assert headers["l5d-proxy-error"] == "invalid filter"
+        else:
+            assert status == 200 and headers["x-backend"] == "v1"
+    assert set(seen) == {200, 500}, seen
+    assert v2.total == 0 and v1.total == seen[200]
