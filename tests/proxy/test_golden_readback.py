@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from envoy.config.route.v3 import route_components_pb2 as rc
 
 from tests.conftest import GOLDEN
 from turnout.engine.pipeline import compile_files
@@ -15,12 +16,36 @@ from turnout.engine.xds import translate
 from turnout.proxy import RuntimeTable
 
 CASES = sorted((GOLDEN / "compile").glob("*.in.yaml"))
+FILTER_CONFIG = "envoy.config.route.v3.FilterConfig"
 EMITTED = {
     ("route", "envoy.filters.http.fault", "envoy.extensions.filters.http.fault.v3.HTTPFault"),
-    ("route", "envoy.filters.http.cors", "envoy.config.route.v3.FilterConfig"),
+    (
+        "route",
+        "envoy.filters.http.cors",
+        f"{FILTER_CONFIG}/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+    ),
     ("cluster", "envoy.filters.http.fault", "envoy.extensions.filters.http.fault.v3.HTTPFault"),
+    (
+        "cluster",
+        "turnout.filters.http.backend",
+        f"{FILTER_CONFIG}/envoy.config.route.v3.RedirectAction",
+    ),
+    (
+        "cluster",
+        "turnout.filters.http.backend",
+        f"{FILTER_CONFIG}/envoy.config.route.v3.RouteAction",
+    ),
 }
-"""(where, filter key, packed type) the translator writes (`turnout/engine/xds/routes.py`)."""
+"""(where, filter key, packed type) the translator writes (`turnout/engine/xds/routes.py`);
+a `FilterConfig` wrapper is followed by the type it wraps."""
+
+
+def _type_of(packed: Any) -> str:
+    if packed.TypeName() != FILTER_CONFIG:
+        return str(packed.TypeName())
+    wrapper = rc.FilterConfig()
+    assert packed.Unpack(wrapper)
+    return f"{FILTER_CONFIG}/{wrapper.config.TypeName()}"
 
 
 def per_filter_configs(route_configs: Any) -> set[tuple[str, str, str]]:
@@ -29,10 +54,10 @@ def per_filter_configs(route_configs: Any) -> set[tuple[str, str, str]]:
         for vh in rcfg.virtual_hosts:
             for route in vh.routes:
                 for key, packed in route.typed_per_filter_config.items():
-                    seen.add(("route", key, packed.TypeName()))
+                    seen.add(("route", key, _type_of(packed)))
                 for cw in route.route.weighted_clusters.clusters:
                     for key, packed in cw.typed_per_filter_config.items():
-                        seen.add(("cluster", key, packed.TypeName()))
+                        seen.add(("cluster", key, _type_of(packed)))
     return seen
 
 

@@ -57,6 +57,8 @@ def backend_data(b: BackendOutcome) -> dict[str, object]:
         "status": b.status,
         "note": b.note,
     }
+    if b.redirect is not None:
+        out["redirect"] = b.redirect
     if b.upstream is not None:
         u = b.upstream
         out["request"] = {

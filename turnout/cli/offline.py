@@ -182,6 +182,8 @@ class BackendOutcome:
     """The request as the backend sees it; None when it never reaches a backend."""
     response_headers: tuple[tuple[str, str], ...]
     note: str = ""
+    redirect: str | None = None
+    """Location when this backend's own RequestRedirect answers its share; else None."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,18 +259,22 @@ class OfflineMesh:
                 response_headers=apply_response_filters(decision, None, action.status, ()),
             )
         assert isinstance(action, Forward)
-        outcomes = tuple(self._backend(decision, b, info) for b in action.backends)
+        outcomes = tuple(self._backend(decision, b, info, scheme) for b in action.backends)
         statuses = tuple(sorted({b.status for b in outcomes if b.weight > 0}))
+        locations = {b.redirect for b in outcomes if b.weight > 0}
         return RequestOutcome(
             via=via,
             explanation=explanation,
             decision=decision,
             status=statuses[0] if len(statuses) == 1 else None,
             statuses=statuses,
+            redirect=locations.pop() if len(locations) == 1 else None,
             backends=outcomes,
         )
 
-    def _backend(self, decision: Decision, backend: Backend, info: RequestInfo) -> BackendOutcome:
+    def _backend(
+        self, decision: Decision, backend: Backend, info: RequestInfo, scheme: str
+    ) -> BackendOutcome:
         fault = decision.fault
         if backend.invalid is not None:
             status = backend.invalid.status
@@ -285,6 +291,23 @@ class OfflineMesh:
             )
         cluster = self.table.cluster(backend.cluster)
         service = f"{cluster.namespace}/{cluster.service}" if cluster else backend.cluster
+        local = backend.local  # a filter that cannot be applied, or the backend's redirect
+        if local is not None:
+            location = (
+                redirect_location(decision, info, scheme, backend) if backend.redirect else None
+            )
+            why = "a backend filter cannot be applied"
+            return BackendOutcome(
+                backend=backend,
+                service=service,
+                ref=service,
+                weight=backend.weight,
+                status=local.status,
+                upstream=None,
+                response_headers=apply_response_filters(decision, backend, local.status, ()),
+                note=f"redirected to {location}" if location else f"answered by the proxy: {why}",
+                redirect=location,
+            )
         status, note = ASSUMED_BACKEND_STATUS, "assumed to answer 200 (offline)"
         if cluster is not None and cluster.endpoints_known:
             if any(e.ready for e in cluster.endpoints):

@@ -4,7 +4,8 @@
 Decision
  ├── route: RouteRef(name, rule, source)          None when nothing matched (404)
  ├── action: Forward | Redirect | DirectResponse
- │     Forward.backends: Backend(cluster, name, weight, invalid, header mutations, host rewrite)
+ │     Forward.backends: Backend(cluster, name, weight, invalid, header mutations,
+ │                               host/path rewrite, redirect: its share answers it)
  │     Forward.pick(r)   cumulative weights, r in [0, total)
  ├── request_headers / response_headers: HeaderMutation     route level (backend level on Backend)
  ├── host_rewrite / path_rewrite, mirrors
@@ -53,12 +54,17 @@ class InvalidBackend:
     message: str
     ref: str = ""
     """The backendRef as written (``NS/NAME``); "" when the control plane did not say."""
+    response: DirectResponse = field(init=False, repr=False, compare=False)
+    """Derived: how the share is answered, `status` with ``l5d-proxy-error: invalid
+    backend`` and the reason in the body."""
     answer: Answer = field(init=False, repr=False, compare=False)
-    """Derived: `status`, ``l5d-proxy-error: invalid backend``, the reason in the body."""
+    """Derived: `response.answer`."""
 
     def __post_init__(self) -> None:
         detail = f"{self.reason}: {self.message}" if self.message else self.reason
-        object.__setattr__(self, "answer", Answer(self.status, "invalid backend", detail=detail))
+        response = DirectResponse(status=self.status, body=detail, cause="invalid backend")
+        object.__setattr__(self, "response", response)
+        object.__setattr__(self, "answer", response.answer)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,8 +84,18 @@ class Backend:
     """Backend-level response header filter, applied after the route's."""
     host_rewrite: str | None = None
     """Backend-level host rewrite; wins over the route's; None = none."""
+    path_rewrite: PathRewrite | None = None
+    """Backend-level path rewrite; wins over the route's; None = none."""
+    redirect: Redirect | None = None
+    """Backend-level redirect: this backend's share is answered with it; None = forward."""
+    abort: DirectResponse | None = None
+    """A backend-level filter that must not be skipped and cannot be applied (an unresolved
+    ExtensionRef: its ClusterWeight's 100% fault abort): the share answers it; None = none."""
     rewrites: bool = field(init=False, repr=False, compare=False)
     """Derived: a request filter changes requests sent to this backend."""
+    local: DirectResponse | Redirect | None = field(init=False, repr=False, compare=False)
+    """Derived: what answers this backend's share instead of an upstream: the invalid
+    backend's response, else `abort`, else `redirect`; None = forward."""
     filters_response: bool = field(init=False, repr=False, compare=False)
     """Derived: a response header filter applies."""
     dst: tuple[str, str, int] = field(init=False, repr=False, compare=False)
@@ -87,9 +103,16 @@ class Backend:
 
     def __post_init__(self) -> None:
         # worked out once per table, so the request path tests one flag
-        object.__setattr__(
-            self, "rewrites", bool(self.request_headers) or self.host_rewrite is not None
+        rewrites = (
+            bool(self.request_headers)
+            or self.host_rewrite is not None
+            or self.path_rewrite is not None
         )
+        object.__setattr__(self, "rewrites", rewrites)
+        local: DirectResponse | Redirect | None = self.redirect
+        if self.invalid is not None or self.abort is not None:
+            local = self.invalid.response if self.invalid is not None else self.abort
+        object.__setattr__(self, "local", local)
         object.__setattr__(self, "filters_response", bool(self.response_headers))
         ns, _, rest = self.cluster.partition("/")
         svc, _, port = rest.partition(":")

@@ -207,8 +207,8 @@ class Call:
             return False
         backend = self.backend = action.pick(int(h.rng.random() * action.total))
         self.ex.backend(backend)
-        if backend.invalid is not None:
-            self._answer(backend.invalid.answer)
+        if backend.local is not None:  # an invalid share, or a backend that redirects
+            self._answer_action(backend.local)
             return False
         state = self.state
         if decision.rewrites or backend.rewrites:
@@ -251,15 +251,15 @@ class Call:
         return True
 
     def _answer_action(self, action: Redirect | DirectResponse | Forward) -> None:
-        """A route that answers without a backend: its redirect, or its direct response."""
+        """No upstream: the route's (or picked backend's) redirect or direct response."""
         if isinstance(action, DirectResponse):
             self._answer(action.answer)
             return
         assert isinstance(action, Redirect)
         decision = self.decision
         scheme = "http" if self.req.tls is None else "https"
-        location = redirect_location(decision, self.req, scheme)
-        extra = apply_response_filters(decision, None, action.status, ())
+        location = redirect_location(decision, self.req, scheme, self.backend)
+        extra = apply_response_filters(decision, self.backend, action.status, ())
         self.ex.finish(action.status)
         self.writer.send(action.status, [("location", location), *extra], b"")
         self._done()

@@ -27,6 +27,9 @@ METADATA_NAMESPACE = "turnout"
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
+BACKEND_FILTER = "turnout.filters.http.backend"
+"""`ClusterWeight.typed_per_filter_config` key of a backend's redirect or path rewrite
+(docs/xds.md "Backend filters"); no HTTP filter of the chain has this name."""
 ROUTER_FILTER = "envoy.filters.http.router"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"

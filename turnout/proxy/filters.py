@@ -3,13 +3,14 @@
 ```
 Decision + request (RouteRequest) + picked Backend ──apply_request_filters──> UpstreamRequest
 Decision + Backend + upstream headers   ──apply_response_filters─> headers for the client
-Decision(Redirect) + request + scheme ──redirect_location────> Location header value
+Decision(Redirect) | Backend.redirect + request + scheme ──redirect_location──> Location
 headers + host ──forward_headers──> end-to-end headers with Host (mirrors, upgrades)
 ```
 
 Order of request filters: the route's header mutation, then the backend's (backendRef-level
-filters run only for the picked backend, Gateway API §7.9); host rewrite (the backend's wins
-over the route's); path rewrite keeping the query string (§7.4). Nothing here does I/O,
+filters run only for the picked backend, Gateway API §7.9); host rewrite and path rewrite
+(the backend's wins over the route's: a backend's ReplacePrefixMatch is of the rule's prefix,
+which the route's rewrite would already have replaced), keeping the query string (§7.4). Nothing here does I/O,
 randomness or mirroring: the proxy decides whether a mirror or fault fires from the
 per-million fractions on the decision.
 """
@@ -36,10 +37,11 @@ def apply_request_filters(
 ) -> UpstreamRequest:
     """The request to send upstream to `backend` (None: route-level filters only)."""
     headers = decision.request_headers.apply(header_pairs(request.headers))
-    host = decision.host_rewrite
+    host, rewrite = decision.host_rewrite, decision.path_rewrite
     if backend is not None:
         headers = backend.request_headers.apply(headers)
         host = backend.host_rewrite or host
+        rewrite = backend.path_rewrite or rewrite
     authority = request.authority
     if host is not None and host != authority:
         authority = host
@@ -49,8 +51,8 @@ def apply_request_filters(
                 for n, v in headers
             )
     path = request.path
-    if decision.path_rewrite is not None:
-        path = rewrite_path(decision.path_rewrite, path)
+    if rewrite is not None:
+        path = rewrite_path(rewrite, path)
     return UpstreamRequest(
         method=request.method,
         scheme=UPSTREAM_SCHEME,
@@ -74,8 +76,12 @@ def apply_response_filters(
     return out
 
 
-def redirect_location(decision: Decision, request: RouteRequest, scheme: str) -> str:
-    """Location for a `Redirect` decision (Gateway API §7.2); `scheme` is the request's.
+def redirect_location(
+    decision: Decision, request: RouteRequest, scheme: str, backend: Backend | None = None
+) -> str:
+    """Location for a `Redirect` decision, or for the picked `backend`'s own redirect
+    (Gateway API §7.2, §7.9); `scheme` is the request's. Either is built from the request
+    as the client sent it: a route's URLRewrite changes only what an upstream is sent.
 
     Scheme: the filter's, else the request's. Host: the filter's, else the request host
     without its port. Port: the resolved filter port (``port_redirect: 0`` = none), left out
@@ -83,7 +89,7 @@ def redirect_location(decision: Decision, request: RouteRequest, scheme: str) ->
     the request path. The query string is kept unless `strip_query` or a full replacement
     carries its own query.
     """
-    action = decision.action
+    action = backend.redirect if backend is not None and backend.redirect else decision.action
     if not isinstance(action, Redirect):
         raise ValueError(f"not a redirect: {type(action).__name__}")
     out_scheme = action.scheme or scheme

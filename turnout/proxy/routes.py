@@ -5,6 +5,8 @@ Route ─┬─ match ───────────────────�
        ├─ metadata.filter_metadata["turnout"] ──> RouteRef(rule, source), backend names, invalid
        ├─ route | redirect | direct_response ───> Forward | Redirect | DirectResponse
        ├─ *_headers_to_*, typed_per_filter_config (fault, cors)
+       ├─ weighted_clusters[i]: headers, host_rewrite_literal, typed_per_filter_config
+       │    ["turnout.filters.http.backend"] ──> Backend.redirect | Backend.path_rewrite
        └─ route.{timeout, retry_policy, request_mirror_policies, *_rewrite}
 ```
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from envoy.config.route.v3 import route_components_pb2 as rc
 from google.protobuf import json_format
 
 from turnout.proxy.actions import (
@@ -34,7 +37,13 @@ from turnout.proxy.actions import (
     Redirect,
     RouteRef,
 )
-from turnout.proxy.config import CORS_FILTER, FAULT_FILTER, INVALID_CLUSTER, METADATA_NAMESPACE
+from turnout.proxy.config import (
+    BACKEND_FILTER,
+    CORS_FILTER,
+    FAULT_FILTER,
+    INVALID_CLUSTER,
+    METADATA_NAMESPACE,
+)
 from turnout.proxy.errors import TableError
 from turnout.proxy.matching import CompiledRoute, PathCondition, compile_regex, matcher_from_xds
 from turnout.proxy.mutations import (
@@ -53,10 +62,13 @@ from turnout.proxy.policies import (
     mirrors_from_xds,
     optional_ms,
     retry_from_xds,
+    unpack,
     unwrap_filter_config,
 )
 
 log = logging.getLogger(__name__)
+
+PER_MILLION = 1_000_000
 
 REDIRECT_STATUS = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
 """RedirectAction.RedirectResponseCode -> HTTP status."""
@@ -103,7 +115,7 @@ def _invalid(meta: dict[str, Any], name: str, *, where: str) -> InvalidBackend:
         raise TableError(where, field, f"want {{status, reason, message}}, got {entry!r}") from exc
 
 
-def _forward(ra: Any, meta: dict[str, Any], *, where: str) -> Forward:
+def _forward(ra: Any, meta: dict[str, Any], path: PathCondition, *, where: str) -> Forward:
     spec = ra.WhichOneof("cluster_specifier")
     names = meta.get("backends", [])
     if spec == "cluster":
@@ -121,12 +133,16 @@ def _forward(ra: Any, meta: dict[str, Any], *, where: str) -> Forward:
     backends = []
     for i, ((cluster, weight, cw), name) in enumerate(zip(weights, names, strict=True)):
         field = f"route.weighted_clusters.clusters[{i}]."
+        redirect, rewrite, abort = None, None, None
         if cw is not None:
-            extra = set(cw.typed_per_filter_config) - {FAULT_FILTER}
+            extra = set(cw.typed_per_filter_config) - {FAULT_FILTER, BACKEND_FILTER}
             if cw.cluster_header or extra:
                 raise TableError(
                     where, field.rstrip("."), "cluster_header/typed_per_filter_config unsupported"
                 )
+            redirect, rewrite = _backend_action(cw, path, where=where, field=field)
+            if cluster != INVALID_CLUSTER:
+                abort = _backend_abort(cw, where=where, field=field)
         host = cw.host_rewrite_literal if cw is not None else ""
         sendable(host, where=where, field=f"{field}host_rewrite_literal")
         backends.append(
@@ -144,6 +160,9 @@ def _forward(ra: Any, meta: dict[str, Any], *, where: str) -> Forward:
                 if cw
                 else NO_MUTATION,
                 host_rewrite=host or None,
+                path_rewrite=rewrite,
+                redirect=redirect,
+                abort=abort,
             )
         )
     forward = Forward.of(tuple(backends))
@@ -152,6 +171,64 @@ def _forward(ra: Any, meta: dict[str, Any], *, where: str) -> Forward:
             where, "route.weighted_clusters", "all weights are zero (want a direct_response)"
         )
     return forward
+
+
+_REWRITE_ONLY = frozenset({"prefix_rewrite", "regex_rewrite"})
+"""The RouteAction fields a `BACKEND_FILTER` rewrite may set (docs/xds.md "Backend filters")."""
+
+
+def _backend_action(
+    cw: Any, path: PathCondition, *, where: str, field: str
+) -> tuple[Redirect | None, PathRewrite | None]:
+    """A ClusterWeight's `BACKEND_FILTER` config: a `RedirectAction` (the share answers it) or
+    a `RouteAction` holding only a path rewrite; (None, None) without one. An optional config
+    of another type is skipped, as an optional filter config is."""
+    if BACKEND_FILTER not in cw.typed_per_filter_config:
+        return None, None
+    field = f'{field}typed_per_filter_config["{BACKEND_FILTER}"]'
+    packed, optional = unwrap_filter_config(
+        cw.typed_per_filter_config[BACKEND_FILTER], where=where, field=field
+    )
+    if packed is None:
+        return None, None
+    kind = packed.TypeName()
+    if kind == rc.RedirectAction.DESCRIPTOR.full_name:
+        rd = unpack(packed, rc.RedirectAction, where=where, field=field)
+        return _redirect(rd, path, where=where, field=f"{field}.redirect"), None
+    if kind == rc.RouteAction.DESCRIPTOR.full_name:
+        ra = unpack(packed, rc.RouteAction, where=where, field=field)
+        other = {f.name for f, _ in ra.ListFields()} - _REWRITE_ONLY
+        if other:
+            raise TableError(
+                where, field, f"a backend rewrite sets only a path, got {sorted(other)}"
+            )
+        return None, _path_plan(ra, path, where=where, field=f"{field}.route", full=None)
+    if optional:
+        return None, None
+    raise TableError(where, field, f"want a RedirectAction or RouteAction, got {kind}")
+
+
+def _backend_abort(cw: Any, *, where: str, field: str) -> DirectResponse | None:
+    """A real backend's fault config: docs/xds.md puts one there only for a backend-level
+    `ErrorResponse` (a filter that must not be skipped), as a 100% HTTP abort."""
+    if FAULT_FILTER not in cw.typed_per_filter_config:
+        return None
+    field = f'{field}typed_per_filter_config["{FAULT_FILTER}"]'
+    packed, _ = unwrap_filter_config(
+        cw.typed_per_filter_config[FAULT_FILTER], where=where, field=field
+    )
+    if packed is None:
+        return None
+    fault = fault_from_any(packed, where=where, field=field)
+    if (
+        fault.delay_per_million
+        or fault.abort_per_million < PER_MILLION
+        or fault.abort_http_status is None
+    ):
+        raise TableError(
+            where, field, "a weighted cluster's fault must abort 100% with an HTTP status"
+        )
+    return DirectResponse(status=fault.abort_http_status, cause="invalid filter")
 
 
 def _path_plan(
@@ -180,12 +257,12 @@ def _path_plan(
     return None
 
 
-def _redirect(rd: Any, path: PathCondition, *, where: str) -> Redirect:
+def _redirect(rd: Any, path: PathCondition, *, where: str, field: str = "redirect") -> Redirect:
     status = REDIRECT_STATUS.get(rd.response_code)
     if status is None:
-        raise TableError(where, "redirect.response_code", f"unknown {rd.response_code}")
-    sendable(rd.host_redirect, where=where, field="redirect.host_redirect")
-    sendable(rd.scheme_redirect, where=where, field="redirect.scheme_redirect")
+        raise TableError(where, f"{field}.response_code", f"unknown {rd.response_code}")
+    sendable(rd.host_redirect, where=where, field=f"{field}.host_redirect")
+    sendable(rd.scheme_redirect, where=where, field=f"{field}.scheme_redirect")
     scheme = "https" if rd.https_redirect else (rd.scheme_redirect.lower() or None)
     full = rd.path_redirect if rd.WhichOneof("path_rewrite_specifier") == "path_redirect" else None
     return Redirect(
@@ -193,7 +270,7 @@ def _redirect(rd: Any, path: PathCondition, *, where: str) -> Redirect:
         scheme=scheme,
         host=rd.host_redirect or None,
         port=rd.port_redirect or None,
-        path=_path_plan(rd, path, where=where, field="redirect", full=full),
+        path=_path_plan(rd, path, where=where, field=field, full=full),
         strip_query=rd.strip_query,
     )
 
@@ -253,7 +330,7 @@ def route_from_xds(route: Any, *, position: int, where: str) -> CompiledRoute:
                 raise TableError(where, f"route.{name}", "unsupported")
         if ra.HasField("auto_host_rewrite") and ra.auto_host_rewrite.value:
             raise TableError(where, "route.auto_host_rewrite", "unsupported")
-        action = _forward(ra, meta, where=where)
+        action = _forward(ra, meta, matcher.path, where=where)
         host = sendable(ra.host_rewrite_literal, where=where, field="route.host_rewrite_literal")
         per_try = (
             optional_ms(ra.retry_policy, "per_try_timeout") if ra.HasField("retry_policy") else None

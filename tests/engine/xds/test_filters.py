@@ -203,3 +203,64 @@ def test_cors_is_an_optional_per_route_cors_policy() -> None:
         "x-b",
     )
     assert (policy.max_age, policy.allow_credentials.value) == ("60", True)
+
+
+# --------------------------------------------------------------------------- backend actions
+
+
+def _backend_config(cw: rc.WeightedCluster.ClusterWeight) -> rc.FilterConfig:
+    wrapper = rc.FilterConfig()
+    assert cw.typed_per_filter_config["turnout.filters.http.backend"].Unpack(wrapper)
+    return wrapper
+
+
+def test_backend_redirect_is_an_optional_redirect_action_on_the_cluster_weight() -> None:
+    """Envoy's ClusterWeight has no redirect: it travels under Turnout's key, optional, so
+    Envoy and proxyless gRPC ignore it (docs/xds.md "Backend filters")."""
+    redirect = ir.RedirectFilter(status_code=301, hostname="moved.example", port=8080)
+    route = route_of(mk_rule(backends=(mk_backend(filters=(redirect,)),)))
+    (cw,) = route.route.weighted_clusters.clusters
+    wrapper = _backend_config(cw)
+    assert wrapper.is_optional
+    action = rc.RedirectAction()
+    assert wrapper.config.Unpack(action)
+    assert (action.host_redirect, action.port_redirect, action.response_code) == (
+        "moved.example",
+        8080,
+        rc.RedirectAction.MOVED_PERMANENTLY,
+    )
+    assert route.WhichOneof("action") == "route"
+
+
+def test_backend_path_rewrite_is_a_route_action_with_only_the_rewrite() -> None:
+    rewrite = ir.URLRewriteFilter(
+        hostname="h.example", path=ir.ReplacePrefix(prefix="/api", replacement="/v2")
+    )
+    (cw,) = route_of(
+        mk_rule(backends=(mk_backend(filters=(rewrite,)),))
+    ).route.weighted_clusters.clusters
+    assert cw.host_rewrite_literal == "h.example"
+    action = rc.RouteAction()
+    assert _backend_config(cw).config.Unpack(action)
+    assert [f.name for f, _ in action.ListFields()] == ["regex_rewrite"]
+    assert (action.regex_rewrite.pattern.regex, action.regex_rewrite.substitution) == (
+        "^/api",
+        "/v2",
+    )
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        pytest.param(ir.URLRewriteFilter(hostname="h.example"), id="hostname-only"),
+        pytest.param(
+            ir.URLRewriteFilter(path=ir.ReplacePrefix(prefix="/", replacement="")),
+            id="root-prefix-to-nothing",
+        ),
+    ],
+)
+def test_a_backend_rewrite_that_keeps_the_path_adds_no_config(rewrite: ir.URLRewriteFilter) -> None:
+    (cw,) = route_of(
+        mk_rule(backends=(mk_backend(filters=(rewrite,)),))
+    ).route.weighted_clusters.clusters
+    assert "turnout.filters.http.backend" not in cw.typed_per_filter_config

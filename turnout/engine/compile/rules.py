@@ -23,7 +23,7 @@ from turnout.engine.config import (
     DEFAULT_RETRY_BACKOFF_MS,
     DEFAULT_RETRY_CODES,
 )
-from turnout.engine.diagnostics import SourcePos, warning
+from turnout.engine.diagnostics import SourcePos, error, warning
 from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded
 from turnout.engine.model.grpcroute import GRPCBackendRef, GRPCRouteMatch, GRPCRouteRule
 from turnout.engine.model.httproute import (
@@ -69,6 +69,11 @@ def compile_rules(
             issues.dropped.append(f"Dropped Rule {i}: a match is invalid")
             continue
         prefix = _only_prefix(rule)
+        if prefix is None and (where := _backend_prefix_rewrite(rule)) is not None:
+            msg = "ReplacePrefixMatch needs the rule's only match to be a PathPrefix"
+            ctx.report(error("UnsupportedValue", f"{msg}; the rule is dropped", pos.child(where)))
+            issues.dropped.append(f"Dropped Rule {i}: {msg}")
+            continue
         res = compile_filters(
             ctx,
             rule.filters,
@@ -143,28 +148,36 @@ def compile_rules(
     return rules, issues
 
 
-BACKEND_FILTERS = (ir.RequestHeaderFilter, ir.ResponseHeaderFilter, ir.ErrorResponse)
-"""What a backendRef's own filter list can do in Turnout (and in xDS, per weighted cluster)."""
+BACKEND_FILTERS = (
+    ir.RequestHeaderFilter,
+    ir.ResponseHeaderFilter,
+    ir.RedirectFilter,
+    ir.URLRewriteFilter,
+    ir.ErrorResponse,
+)
+"""What a backendRef's own filter list can do in Turnout: header modifiers, a redirect that
+answers the backend's share, a URL rewrite of what that backend is sent (HTTPROUTE-SEMANTICS
+§7.9; Extended features HTTPRouteBackendRequestRedirect / HTTPRouteBackendURLRewrite)."""
+
+_FILTER_TYPES: dict[type, str] = {ir.MirrorFilter: "RequestMirror", ir.CorsFilter: "CORS"}
+"""The Gateway API filter type of what a backend leaves out, for its diagnostic."""
 
 
 def _backend_filters(ctx: Ctx, filters: list[ir.Filter], *, pos: SourcePos) -> list[ir.Filter]:
-    """Keep what a backend can apply; report the rest (a URLRewrite keeps only its hostname).
+    """Keep what a backend can apply; report the rest (mirrors, CORS).
 
-    Gateway API leaves backendRef-level filters beyond header modifiers implementation-
-    specific; xDS has no per-weighted-cluster redirect, path rewrite, mirror or CORS."""
+    Gateway API leaves backendRef-level filters beyond those of `BACKEND_FILTERS`
+    implementation-specific. A redirect or rewrite is resolved exactly as at rule level (the
+    parent's port, the rule's only PathPrefix for ReplacePrefixMatch), and a rule-level
+    RequestRedirect never meets one: CEL forbids it on a rule with backendRefs."""
     kept: list[ir.Filter] = []
     for f in filters:
         if isinstance(f, BACKEND_FILTERS):
             kept.append(f)
             continue
-        if isinstance(f, ir.URLRewriteFilter) and f.path is None:
-            kept.append(f)
-            continue
-        what = type(f).__name__.removesuffix("Filter")
+        what = _FILTER_TYPES.get(type(f), type(f).__name__)
         msg = f"{what} is not supported on a backendRef (only on the rule); it is ignored"
         ctx.report(warning("UnsupportedValue", msg, pos))
-        if isinstance(f, ir.URLRewriteFilter) and f.hostname is not None:
-            kept.append(ir.URLRewriteFilter(hostname=f.hostname))
     return kept
 
 
@@ -200,6 +213,21 @@ def _only_prefix(rule: HTTPRouteRule | GRPCRouteRule) -> str | None:
         matches = rule.matches or [HTTPRouteMatch()]
         if len(matches) == 1 and matches[0].path.type == "PathPrefix":
             return matches[0].path.value
+    return None
+
+
+def _backend_prefix_rewrite(rule: HTTPRouteRule | GRPCRouteRule) -> str | None:
+    """Where a backendRef uses ReplacePrefixMatch (``backendRefs[j].filters[k]``), if any.
+
+    The CRD checks this with `exists_one`, so two backendRefs doing it escape the CEL rule and
+    reach us; the API reference still says the route is then not accepted (§7.4)."""
+    if not isinstance(rule, HTTPRouteRule):
+        return None
+    for j, br in enumerate(rule.backend_refs):
+        for k, f in enumerate(br.filters):
+            mod = f.request_redirect or f.url_rewrite
+            if mod is not None and mod.path is not None and mod.path.type == "ReplacePrefixMatch":
+                return f"backendRefs[{j}].filters[{k}]"
     return None
 
 

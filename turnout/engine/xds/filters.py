@@ -151,6 +151,24 @@ def redirect_action(redirect: ir.RedirectFilter) -> rc.RedirectAction:
     return action
 
 
+def backend_action(f: ir.RedirectFilter | ir.URLRewriteFilter) -> any_pb2.Any | None:
+    """A backend's redirect or path rewrite, for `ClusterWeight.typed_per_filter_config`
+    under `BACKEND_FILTER`: an optional `FilterConfig` holding a `RedirectAction` (the share
+    answers it), or a `RouteAction` whose only field is the path rewrite (the share is sent
+    the rewritten path). None: a rewrite that leaves the path alone (its hostname is
+    `host_rewrite_literal`)."""
+    if isinstance(f, ir.RedirectFilter):
+        config = pack(redirect_action(f))
+    else:
+        action = rc.RouteAction()
+        if f.path is not None:
+            set_path_rewrite(action, f.path)
+        if not action.ListFields():  # no path, or a prefix "/" replaced by "": a no-op
+            return None
+        config = pack(action)
+    return pack(rc.FilterConfig(config=config, is_optional=True))
+
+
 # --------------------------------------------------------------------------- mirrors
 
 

@@ -33,6 +33,7 @@ from google.protobuf import wrappers_pb2
 from turnout.engine import config, ir
 from turnout.engine.xds import filters
 from turnout.engine.xds.wire import (
+    BACKEND_FILTER,
     CORS_FILTER,
     FAULT_FILTER,
     INVALID_CLUSTER,
@@ -69,9 +70,9 @@ def retry_on(codes: tuple[int, ...]) -> str:
 MIN_BACKOFF_MS = 1
 """A zero GEP-1731 backoff becomes 1 ms: gRPC rejects a retry base_interval that is not > 0."""
 
-# Backend-level filters a ClusterWeight cannot carry (it has header mutations, a host rewrite
-# and per-filter config only); the compiler reports them, translate drops them.
-_BACKEND_UNSUPPORTED = (ir.RedirectFilter, ir.MirrorFilter, ir.CorsFilter)
+# Backend-level filters a ClusterWeight cannot carry at all; the compiler reports them,
+# translate drops them. Redirects and path rewrites travel under `BACKEND_FILTER`.
+_BACKEND_UNSUPPORTED = (ir.MirrorFilter, ir.CorsFilter)
 
 
 def flatten_matches(vhost: ir.VirtualHost) -> list[tuple[ir.Rule, ir.Match]]:
@@ -260,11 +261,13 @@ def cluster_weight(backend: ir.WeightedBackend) -> rc.WeightedCluster.ClusterWei
     for f in backend.filters:
         if isinstance(f, ir.URLRewriteFilter) and f.hostname is not None:
             out.host_rewrite_literal = f.hostname
+        if isinstance(f, ir.RedirectFilter | ir.URLRewriteFilter):
+            action = filters.backend_action(f)
+            if action is not None:
+                out.typed_per_filter_config[BACKEND_FILTER].CopyFrom(action)
         elif isinstance(f, ir.ErrorResponse):
             out.typed_per_filter_config[FAULT_FILTER].CopyFrom(filters.abort_always(f.status))
-        if isinstance(f, _BACKEND_UNSUPPORTED) or (
-            isinstance(f, ir.URLRewriteFilter) and f.path is not None
-        ):
+        elif isinstance(f, _BACKEND_UNSUPPORTED):
             log.warning(
                 "backend filter not expressible in xds, dropped backend=%s filter=%s",
                 backend.name,

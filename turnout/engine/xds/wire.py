@@ -32,6 +32,10 @@ INVALID_CLUSTER = "turnout/invalid"
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
+BACKEND_FILTER = "turnout.filters.http.backend"
+"""`typed_per_filter_config` key on a `ClusterWeight` for what Envoy cannot say per weighted
+cluster: a backend's redirect or path rewrite (docs/xds.md "Backend filters"); no HTTP filter
+has this name, so it is always wrapped in an optional `FilterConfig`."""
 ROUTER_FILTER = "envoy.filters.http.router"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
