@@ -32,11 +32,10 @@ from collections.abc import Callable
 
 from turnout.proxy import answers, cors, faults
 from turnout.proxy.actions import Backend, Cors, Decision, DirectResponse, Forward, Redirect
-from turnout.proxy.answers import Answer
 from turnout.proxy.balancer import Balancer, Slot
 from turnout.proxy.context import CallContext, ProxyState
+from turnout.proxy.endings import Endings, nothing
 from turnout.proxy.errors import (
-    ClientError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -52,7 +51,6 @@ from turnout.proxy.retries import MAX_RETRY_BODY_BYTES, admit_retry, backoff_s, 
 from turnout.proxy.telemetry import Exchange
 from turnout.proxy.transport.heads import encode_forward_head, encode_request_head, request_framing
 from turnout.proxy.transport.messages import (
-    HOP_BY_HOP,
     Headers,
     IncomingRequest,
     RawHeaders,
@@ -67,7 +65,7 @@ SMALL_BODY_BYTES = 64 * 1024
 """Responses up to this size (with a Content-Length) are read whole and written in one go."""
 
 
-class Call:
+class Call(Endings):
     """One request after its decision, driven by callbacks: timers (fault delay, retry
     backoff) and the upstream exchange (`ResponseReceiver`). `finish` is called once at the
     end (the writer's `complete()` in callback mode)."""
@@ -119,7 +117,7 @@ class Call:
         self.decision = decision
         self.state = state
         self.backend = backend
-        self.finish: Callable[[], None] = _nothing
+        self.finish: Callable[[], None] = nothing
         self.body: bytes | None = None
         """The buffered (replayable) request body; None when too big: the request's own
         stream carries it, once, and the request is never retried."""
@@ -480,49 +478,6 @@ class Call:
         self.ex.abandon()
         self._done()
 
-    def _done(self) -> None:
-        finish, self.finish = self.finish, _nothing
-        finish()
-
-    def _answer_error(self, error: BaseException) -> None:
-        """End with the answer for `error`: the try ended before the response reached the
-        client (a client that broke its own body gets its status; one that left, nothing)."""
-        kind = REQUEST_TIMEOUT if isinstance(error, UpstreamTimeout) else type(error).__name__
-        if isinstance(error, ClientError) and error.status == 499:
-            self.ex.finish(499, error=kind)
-            self._done()
-        else:
-            self._answer(self._error_answer(error), kind)
-
-    def _error_answer(self, error: BaseException) -> Answer:
-        """`answers.for_error`, told whether a timeout was the request deadline's (which
-        bounded the try in flight) or the try's own."""
-        per_try, deadline = self.decision.per_try_timeout_ms, self.deadline
-        request = per_try is None or (
-            deadline is not None and (deadline - self.t0) * 1000 <= per_try
-        )
-        return answers.for_error(error, inbound=self.backend is None, request_timeout=request)
-
-    def _unavailable(self) -> Answer:
-        """No endpoint for a try: none is ready, or every one is backed off (fail-fast)."""
-        failing = self.balancer is not None and self.balancer.backed_off
-        return answers.FAIL_FAST if failing else answers.NO_ENDPOINTS
-
-    def _answer(self, answer: Answer, error: str = "") -> None:
-        """End the request with one of the proxy's own answers; `error` is the metrics'
-        error label ("" for none)."""
-        headers: Headers = answer.headers
-        if self._filters_response():
-            headers = list(
-                apply_response_filters(self.decision, self.backend, answer.status, headers)
-            )
-        if self.cors_extra:
-            headers = [*headers, *self.cors_extra]
-        self.ex.finish(answer.status, error=error, grpc_status=answer.grpc_status)
-        if not self.writer.started:
-            self.writer.send(answer.status, headers, answer.body)
-        self._done()
-
     def _crash(self, exc: Exception) -> None:
         """A bug of ours in a callback: log it and end the request (500, or a reset)."""
         log.error("request path failed target=%.200s", self.req.target, exc_info=exc)
@@ -537,27 +492,6 @@ class Call:
         else:
             self.writer.send(500, answers.UNEXPECTED.headers, answers.UNEXPECTED.body)
         self._done()
-
-    def _filters_response(self) -> bool:
-        """The route or the chosen backend modifies response headers."""
-        backend = self.backend
-        return self.decision.filters_response or (backend is not None and backend.filters_response)
-
-    def _response_headers(self, status: int, headers: RawHeaders | Headers) -> Headers | RawHeaders:
-        """The upstream's headers as the client gets them: end-to-end ones, after the response
-        filters, plus the CORS headers (`headers` itself when there is neither)."""
-        filtered = self._filters_response()
-        if not filtered and not self.cors_extra:
-            return headers  # the writer drops hop-by-hop and framing headers itself
-        pairs = headers.decode() if isinstance(headers, RawHeaders) else headers
-        out: Headers = [(n, v) for n, v in pairs if n.lower() not in HOP_BY_HOP]
-        if filtered:
-            out = list(apply_response_filters(self.decision, self.backend, status, out))
-        return [*out, *self.cors_extra]
-
-
-def _nothing() -> None:
-    pass
 
 
 def _resolve(done: asyncio.Future[None]) -> None:
