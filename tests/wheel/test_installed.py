@@ -13,6 +13,7 @@ import http.server
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -250,3 +251,29 @@ def test_a_missing_file_is_one_line_not_a_traceback(
     assert got.returncode == 2, got
     assert "Traceback" not in got.stderr
     assert got.stderr.count("\n") == 1 and "nope.yaml" in got.stderr, got.stderr
+
+
+def test_proxy_terminates_tls_on_an_https_gateway_port(wheel_venv: Path, tmp_path: Path) -> None:
+    """The example's HTTPS listener, from the wheel: its certificate by SNI, 421 for a Host
+    that is not the listener's."""
+    outbound, admin = free_port(), free_port()
+    argv = [str(wheel_venv / "bin" / "mesh"), "proxy", "-f", str(EMOJIVOTO)]
+    argv += ["--gateway", "emojivoto/public:443", "--outbound", f"127.0.0.1:{outbound}"]
+    argv += ["--admin", f"127.0.0.1:{admin}"]
+    until = time.monotonic() + TIMEOUT_S
+    with running(argv, cwd=tmp_path, log=tmp_path / "proxy.log"):
+        status, _ = poll(f"http://127.0.0.1:{admin}/ready", until=until)
+        assert status == 200, (tmp_path / "proxy.log").read_text()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the example's is self-signed
+        with (
+            socket.create_connection(("127.0.0.1", outbound), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="www.emojivoto.example") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None and b"emojivoto.example" in der
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 421 "), answer[:200]
