@@ -197,10 +197,14 @@ class ServeProcess:
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(xds_port: int) -> AsyncIterator[Proxy]:
-    """Our proxy (outbound listener) fed by `XdsSource`; yields once a table is applied."""
+async def running_proxy(xds_port: int, *, gateway: str | None = None) -> AsyncIterator[Proxy]:
+    """Our proxy (outbound listener; a Gateway's, ``NS/NAME:PORT``, when given) fed by
+    `XdsSource`; yields once a table is applied."""
     config = ProxyConfig(
-        namespace=NS, workload_name="client", outbound=Address(host="127.0.0.1", port=0)
+        namespace=NS,
+        workload_name="client",
+        outbound=Address(host="127.0.0.1", port=0),
+        gateway=gateway,
     )
     node = NodeInfo(id=f"{NS}/client/reliability", cluster="client", namespace=NS, workload="c")
     proxy, task = await start_proxy(config, XdsSource(target=f"127.0.0.1:{xds_port}", node=node))
