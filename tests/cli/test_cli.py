@@ -103,6 +103,36 @@ def test_routes_table_has_one_row_per_rule() -> None:
     )
 
 
+def test_routes_table_shows_a_backends_own_redirect_and_rewrite(tmp_path: Path) -> None:
+    routes = write(
+        tmp_path,
+        "split.yaml",
+        """
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - backendRefs:
+    - name: web
+      port: 80
+      filters: [{type: URLRewrite, urlRewrite: {hostname: new.example}}]
+    - name: web
+      port: 80
+      filters: [{type: RequestRedirect, requestRedirect: {statusCode: 301, hostname: b.example}}]
+""",
+    )
+    code, out, _ = run("routes", "-f", str(routes))
+    assert code == 0
+    assert "shop/web:80 1 (rewrite), shop/web:80 1 (redirect 301)" in out
+
+
 @pytest.mark.parametrize("fmt", ["yaml", "json"])
 def test_routes_machine_output_holds_table_and_status(fmt: str) -> None:
     code, out, _ = run("routes", "-f", str(EXAMPLES), "-o", fmt)

@@ -66,9 +66,15 @@ def describe_match(m: ir.Match) -> str:
 
 def describe_backend(b: ir.WeightedBackend) -> str:
     t = b.target
-    if isinstance(t, ir.ServiceTarget):
-        return f"{t.namespace}/{t.service}:{t.port} {b.weight}"
-    return f"{t.ref} <invalid: {t.status} {t.reason}> {b.weight}"
+    if not isinstance(t, ir.ServiceTarget):
+        return f"{t.ref} <invalid: {t.status} {t.reason}> {b.weight}"
+    own = [
+        f"redirect {f.status_code}" if isinstance(f, ir.RedirectFilter) else "rewrite"
+        for f in b.filters
+        if isinstance(f, ir.RedirectFilter | ir.URLRewriteFilter)
+    ]
+    extra = f" ({', '.join(own)})" if own else ""
+    return f"{t.namespace}/{t.service}:{t.port} {b.weight}{extra}"
 
 
 def describe_backends(rule: ir.Rule) -> str:
