@@ -1,0 +1,301 @@
+"""Run conformance folders on the wire: echo backends, real proxies, upstream's requests.
+
+```
+run_folders(folders, parallel=3) ─ per folder, at most `parallel` at once:
+  echo per Service (every port) ─> manifests + EndpointSlices (127.0.0.1:echo) + TLS Secrets
+  ─> one `mesh proxy` per via (Gateway port / mesh client namespace), started together
+  ─> each upstream test: its cases in order, each request sent through its proxy and checked
+     (checks.py) ─> Outcome PASS / FAIL / SKIP (feature not claimed) / XFAIL / XPASS
+  ─> proxies stopped, echoes stopped
+```
+
+Cases of one folder run one after another (mirrors and attempts are counted as deltas at
+the echoes); folders are independent, so they run side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import aiohttp
+import yaml
+from cryptography import x509
+from multidict import CIMultiDict
+from yarl import URL
+
+from tests.certs import Authority, secret_yaml
+from tests.conformance.cases import Case, Folder, Request, UpstreamTest, load_folder
+from tests.conformance.checks import check_answer, check_sample
+from tests.conformance.echo import Echo
+from tests.conformance.features import SUPPORTED
+from tests.conformance.proxies import RunningProxy, start_proxy
+
+REQUEST_SECONDS = 10
+MIRROR_WAIT_SECONDS = 3
+
+
+@dataclass
+class Outcome:
+    folder: str
+    name: str
+    features: tuple[str, ...]
+    outcome: str
+    """PASS, FAIL, SKIP, XFAIL (a known bug, failing as it must) or XPASS (strict: a failure)."""
+    details: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+    echo: Mapping[str, object] | None
+    """The echo backend's JSON when one answered, else None."""
+    ms: int
+    serial: int | None
+    """The serial of the certificate the TLS handshake presented (None: plain HTTP)."""
+
+
+@dataclass
+class Lab:
+    """One folder's running world."""
+
+    folder: Folder
+    echoes: dict[str, Echo]
+    proxies: dict[str, RunningProxy]
+    session: aiohttp.ClientSession
+    ca: Authority
+    serials: dict[str, int]
+    """TLS Secret ``NS/NAME`` -> its leaf's serial."""
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cadata=self.ca.ca_pem.decode())
+
+
+async def start_echoes(manifests: str) -> dict[str, Echo]:
+    echoes: dict[str, Echo] = {}
+    for doc in yaml.safe_load_all(manifests):
+        if isinstance(doc, dict) and doc.get("kind") == "Service":
+            meta, spec = doc["metadata"], doc.get("spec", {})
+            ports = tuple(int(p["port"]) for p in spec.get("ports", []))
+            echo = Echo(meta.get("namespace", "default"), meta["name"], ports)
+            echoes[echo.name] = await echo.start()
+    return echoes
+
+
+def endpoint_slices(manifests: str, echoes: Mapping[str, Echo]) -> list[str]:
+    """An EndpointSlice per Service: its ports on the echo's 127.0.0.1 sockets, by name."""
+    out = []
+    for doc in yaml.safe_load_all(manifests):
+        if not (isinstance(doc, dict) and doc.get("kind") == "Service"):
+            continue
+        meta = doc["metadata"]
+        echo = echoes[f"{meta.get('namespace', 'default')}/{meta['name']}"]
+        ports = []
+        for p in doc.get("spec", {}).get("ports", []):
+            one: dict[str, object] = {"port": echo.listening[int(p["port"])], "protocol": "TCP"}
+            if p.get("name"):
+                one["name"] = p["name"]
+            ports.append(one)
+        out.append(
+            json.dumps(
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": f"{echo.service}-echo",
+                        "namespace": echo.namespace,
+                        "labels": {"kubernetes.io/service-name": echo.service},
+                    },
+                    "addressType": "IPv4",
+                    "ports": ports,
+                    "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+                }
+            )
+        )
+    return out
+
+
+async def send(lab: Lab, proxy: RunningProxy, req: Request) -> Answer:
+    """One request through `proxy`, as a client of the Gateway / mesh would send it."""
+    scheme = "https" if req.https else "http"
+    url = URL(f"{scheme}://127.0.0.1:{proxy.outbound}{req.target}", encoded=True)
+    headers = [("Host", req.host), *req.headers]
+    started = time.monotonic()
+    if not req.https:
+        return await _exchange(lab.session, req.method, url, headers, started, None)
+    sni = req.sni or req.host.rsplit(":", 1)[0]
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        return await _exchange(session, req.method, url, headers, started, (lab.tls_context(), sni))
+
+
+async def _exchange(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    headers: Sequence[tuple[str, str]],
+    started: float,
+    tls: tuple[ssl.SSLContext, str] | None,
+) -> Answer:
+    extra: dict[str, object] = {}
+    if tls is not None:
+        extra = {"ssl": tls[0], "server_hostname": tls[1]}
+    async with session.request(
+        method,
+        url,
+        headers=list(headers),
+        allow_redirects=False,
+        timeout=aiohttp.ClientTimeout(total=REQUEST_SECONDS),
+        **extra,  # type: ignore[arg-type]
+    ) as resp:
+        serial = None
+        if tls is not None and resp.connection is not None and resp.connection.transport:
+            der = resp.connection.transport.get_extra_info("ssl_object").getpeercert(True)
+            serial = x509.load_der_x509_certificate(der).serial_number
+        body = await resp.read()
+        ms = int((time.monotonic() - started) * 1000)
+        echo = None
+        if resp.headers.get("x-echo-service"):
+            echo = cast(Mapping[str, object], json.loads(body))
+        return Answer(resp.status, CIMultiDict(resp.headers), body, echo, ms, serial)
+
+
+async def run_case(lab: Lab, case: Case) -> list[str]:
+    """What went wrong for one case (empty: it holds)."""
+    proxy = lab.proxies[case.via.key]
+    if case.expect.sample is not None:
+        sample = case.expect.sample
+        counts: dict[str, int] = {}
+        pending = iter(range(sample.requests))
+
+        async def worker() -> None:
+            for _ in pending:
+                a = await send(lab, proxy, case.request)
+                who = (
+                    f"{a.echo['namespace']}/{a.echo['service']}" if a.echo else f"status/{a.status}"
+                )
+                counts[who] = counts.get(who, 0) + 1
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(8):
+                tg.create_task(worker())
+        return check_sample(sample, counts)
+    before = {name: len(e.seen) for name, e in lab.echoes.items()}
+    answer = await send(lab, proxy, case.request)
+    problems = check_answer(case.expect, answer, lab.serials)
+    if case.expect.mirrors:
+        problems += await _check_mirrors(lab, case, before)
+    for name, n in case.expect.attempts.items():
+        got = len(lab.echoes[name].seen) - before[name]
+        if got != n:
+            problems.append(f"attempts at {name}: want {n}, got {got}")
+    return problems
+
+
+async def _check_mirrors(lab: Lab, case: Case, before: Mapping[str, int]) -> list[str]:
+    problems = []
+    deadline = time.monotonic() + MIRROR_WAIT_SECONDS
+    for name in case.expect.mirrors:
+        echo = lab.echoes[name]
+        while len(echo.seen) - before[name] < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        copies = echo.seen[before[name] :]
+        if len(copies) != 1:
+            problems.append(f"mirror {name}: want 1 copy of the request, got {len(copies)}")
+            continue
+        want_path = case.expect.path or case.request.target
+        if copies[0]["path"] != want_path:
+            problems.append(f"mirror {name}: path {copies[0]['path']!r}, want {want_path!r}")
+    return problems
+
+
+async def run_test(lab: Lab, test: UpstreamTest) -> Outcome:
+    result = Outcome(lab.folder.name, test.name, test.features, "PASS")
+    started = time.monotonic()
+    missing = [f for f in test.features if f not in SUPPORTED]
+    if missing:
+        result.outcome = "SKIP"
+        result.details = [f"feature(s) not claimed by Turnout: {', '.join(missing)}"]
+        return result
+    for case in test.cases:
+        try:
+            problems = await run_case(lab, case)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            problems = [f"request failed: {type(exc).__name__}: {exc}"]
+        result.details += [f"{case.name}: {p}" for p in problems]
+    result.seconds = time.monotonic() - started
+    if test.xfail is not None:
+        result.outcome = "XFAIL" if result.details else "XPASS"
+        if not result.details:
+            result.details = [f"expected to fail ({test.xfail}) but passed"]
+    elif result.details:
+        result.outcome = "FAIL"
+    return result
+
+
+async def run_folder(folder: Folder, tmp: Path) -> list[Outcome]:
+    echoes = await start_echoes(folder.manifests)
+    proxies: dict[str, RunningProxy] = {}
+    ca = Authority()
+    try:
+        docs = [folder.manifests, *endpoint_slices(folder.manifests, echoes)]
+        serials = {}
+        for s in folder.secrets:
+            leaf = ca.leaf(*s.hosts)
+            docs.append(secret_yaml(s.namespace, s.name, leaf))
+            serials[f"{s.namespace}/{s.name}"] = leaf.serial
+        manifests = tmp / "manifests.yaml"
+        manifests.write_text("\n---\n".join(docs))
+
+        async def start(i: int, key: str) -> None:
+            via = next(v for v in folder.vias if v.key == key)
+            proxies[key] = await start_proxy(via, manifests, tmp / f"proxy-{i}.log")
+
+        async with asyncio.TaskGroup() as tg:
+            for i, via in enumerate(folder.vias):
+                tg.create_task(start(i, via.key))
+        async with aiohttp.ClientSession() as session:
+            lab = Lab(folder, echoes, proxies, session, ca, serials)
+            return [await run_test(lab, t) for t in folder.tests]
+    finally:
+        for p in proxies.values():
+            await p.stop()
+        for e in echoes.values():
+            await e.stop()
+
+
+async def _run_one(path: Path, gate: asyncio.Semaphore) -> list[Outcome]:
+    async with gate:
+        folder = load_folder(path)
+        with tempfile.TemporaryDirectory(prefix=f"conformance-{path.name}-") as tmp:
+            try:
+                return await run_folder(folder, Path(tmp))
+            except Exception as exc:  # a folder that cannot start fails its tests, not the run
+                why = _describe(exc)
+        return [
+            Outcome(folder.name, t.name, t.features, "FAIL", [f"setup: {why}"])
+            for t in folder.tests
+        ]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def run_folders(paths: Sequence[Path], *, parallel: int = 3) -> list[Outcome]:
+    """Every upstream test of `paths`, in folder order."""
+    gate = asyncio.Semaphore(parallel)
+    per_folder = await asyncio.gather(*(_run_one(p, gate) for p in paths))
+    return [r for results in per_folder for r in results]
