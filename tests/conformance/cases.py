@@ -228,7 +228,10 @@ def _expect(v: object, where: str) -> Expect:
         _keys(s, {"requests", "weights", "tolerance"}, f"{where}.sample")
         weights = {str(k): int(cast(int, w)) for k, w in _map(s["weights"], where).items()}
         sample = Sample(int(cast(int, s["requests"])), weights, int(cast(int, s["tolerance"])))
-    strs = lambda key: {str(k): str(x) for k, x in _map(m.get(key, {}), where).items()}  # noqa: E731
+
+    def strs(key: str) -> dict[str, str]:
+        return {str(k): str(x) for k, x in _map(m.get(key, {}), f"{where}.{key}").items()}
+
     return Expect(
         status=int(cast(int, m["status"])) if "status" in m else None,
         backend=_ns_name(m["backend"], f"{where}.backend") if "backend" in m else None,

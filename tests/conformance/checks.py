@@ -60,9 +60,13 @@ def _check_backend(want: Expect, got: Answer) -> list[str]:
     )
     if not needs_echo:
         return []
-    echo = got.echo
-    if echo is None:
+    if got.echo is None:
         return [f"no echo backend answered (status {got.status}: {_snippet(got.body)!r})"]
+    return check_echo(want, got.echo)
+
+
+def check_echo(want: Expect, echo: Mapping[str, object]) -> list[str]:
+    """The request as an echo backend saw it (who, path, Host, headers) against `want`."""
     problems = []
     who = f"{echo['namespace']}/{echo['service']}"
     if want.backend is not None and who != want.backend:

@@ -108,8 +108,8 @@ class Echo:
         if fail and (times is None or self.attempts[target] <= int(times)):
             if fail == "reset":
                 assert request.transport is not None
-                request.transport.abort()
-                raise ConnectionResetError("fail=reset")
+                request.transport.abort()  # no answer byte: the proxy sees a reset
+                return web.Response(status=599)
             return web.Response(status=int(fail), text=f"{fail} from {self.name}")
         if delay := request.query.get("delay"):
             await asyncio.sleep(duration_s(delay))
