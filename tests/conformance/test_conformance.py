@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.cases import folders, load_folder
-from tests.conformance.features import SUPPORTED
+from tests.conformance.cases import CaseError, UpstreamTest, folders, load_folder
+from tests.conformance.features import PARTIAL, SUPPORTED
 from tests.conformance.runner import Outcome, run_folders
 
 HERE = Path(__file__).resolve()
 FOLDERS = {p.name: p for p in folders()}
-TESTS = [(f.name, t.name) for f in map(load_folder, FOLDERS.values()) for t in f.tests]
+LOADED = [(f.name, t) for f in map(load_folder, FOLDERS.values()) for t in f.tests]
+TESTS = [(folder, t.name) for folder, t in LOADED]
 
 pytestmark = pytest.mark.slow
 
@@ -53,4 +54,34 @@ def test_upstream_conformance_test(
     if r.outcome == "XFAIL":
         pytest.xfail(f"known Turnout bug:\n{details}")
     assert r.outcome == "PASS", f"{r.name} ({', '.join(r.features)}):\n{details}"
-    assert all(f in SUPPORTED for f in r.features)
+
+
+def _partial(t: UpstreamTest) -> list[str]:
+    return [f for f in t.features if f in PARTIAL]
+
+
+def test_a_known_failure_needs_a_partial_feature_so_no_claimed_feature_fails() -> None:
+    claimed_but_failing = [t.name for _, t in LOADED if t.xfail and not _partial(t)]
+    assert not claimed_but_failing, "drop their features from SUPPORTED or fix Turnout"
+
+
+def test_every_claimed_feature_is_exercised_by_a_test_that_must_pass() -> None:
+    exercised = {f for _, t in LOADED if t.xfail is None for f in t.features}
+    assert not (SUPPORTED | set(PARTIAL)) - exercised
+
+
+def test_a_typo_in_a_case_file_is_an_error_naming_the_file_and_field(tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "manifests.yaml").write_text("")
+    (folder / "conformance.yaml").write_text(
+        "tests:\n- name: T\n  features: [Gateway]\n  cases:\n  - name: c\n"
+        "    via: {kind: Gateway, namespace: n, name: g, port: 80}\n"
+        "    request: {url: 'http://x/'}\n    expect: {status: 200, staus: 404}\n"
+    )
+    with pytest.raises(
+        CaseError,
+        match=r"^bad/conformance.yaml tests\[0\]\.cases\[0\]\.expect: "
+        r"unknown field\(s\) staus$",
+    ):
+        load_folder(folder)
