@@ -15,7 +15,7 @@ tests:
   - name: what this request checks
     via: {kind: Gateway, namespace: NS, name: GW, port: 80}      # a `mesh proxy --gateway`
     # via: {kind: Service, namespace: NS, name: SVC, port: 80, fromNamespace: CLIENT}  # mesh
-    request: {url: 'http://host/path?q', method: GET, headers: {n: v}, sni: host}
+    request: {url: 'http://host/path?q', method: GET, headers: {n: v}, sni: host, websocket: false}
     expect: {status: 200, backend: {name: B, namespace: NS}, ...}   # keys: `Expect`
 ```
 
@@ -67,6 +67,8 @@ class Sample:
     """``NS/NAME`` of an echo (or ``status/500``) -> its weight; 0: never answers."""
     tolerance: int
     """Allowed distance of each observed share from its expected one, in percent points."""
+    mirrors: Mapping[str, int] = field(default_factory=dict)
+    """``NS/NAME`` of a mirror -> the percent of the sampled requests it must receive a copy of."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,8 @@ class Request:
     headers: tuple[tuple[str, str], ...] = ()
     sni: str | None = None
     """TLS server name (https only); default: the URL's host."""
+    websocket: bool = False
+    """Open a WebSocket (the URL's path) and expect a text and a binary message echoed."""
 
     @property
     def https(self) -> bool:
@@ -199,7 +203,7 @@ def _via(v: object, where: str) -> Via:
 
 def _request(v: object, where: str) -> Request:
     m = _map(v, where)
-    _keys(m, {"url", "method", "headers", "sni"}, where)
+    _keys(m, {"url", "method", "headers", "sni", "websocket"}, where)
     headers: list[tuple[str, str]] = []
     for k, val in _map(m.get("headers", {}), f"{where}.headers").items():
         for one in val if isinstance(val, list) else [val]:
@@ -209,6 +213,7 @@ def _request(v: object, where: str) -> Request:
         method=str(m.get("method", "GET")),
         headers=tuple(headers),
         sni=str(m["sni"]) if "sni" in m else None,
+        websocket=bool(m.get("websocket", False)),
     )
 
 
@@ -225,9 +230,12 @@ def _expect(v: object, where: str) -> Expect:
     sample = None
     if "sample" in m:
         s = _map(m["sample"], f"{where}.sample")
-        _keys(s, {"requests", "weights", "tolerance"}, f"{where}.sample")
+        _keys(s, {"requests", "weights", "tolerance", "mirrors"}, f"{where}.sample")
         weights = {str(k): int(cast(int, w)) for k, w in _map(s["weights"], where).items()}
-        sample = Sample(int(cast(int, s["requests"])), weights, int(cast(int, s["tolerance"])))
+        mirrors = {str(k): int(cast(int, n)) for k, n in _map(s.get("mirrors", {}), where).items()}
+        sample = Sample(
+            int(cast(int, s["requests"])), weights, int(cast(int, s["tolerance"])), mirrors
+        )
 
     def strs(key: str) -> dict[str, str]:
         return {str(k): str(x) for k, x in _map(m.get(key, {}), f"{where}.{key}").items()}

@@ -86,8 +86,9 @@ def check_echo(want: Expect, echo: Mapping[str, object]) -> list[str]:
     return problems
 
 
-def check_sample(want: Sample, counts: Mapping[str, int]) -> list[str]:
-    """Each share within `tolerance` points of its weight; weight 0 and unnamed: no answer."""
+def check_sample(want: Sample, counts: Mapping[str, int], copies: Mapping[str, int]) -> list[str]:
+    """Each share within `tolerance` points of its weight; weight 0 and unnamed: no answer;
+    each mirror's copies within `tolerance` points of its percent of the requests."""
     total = sum(want.weights.values())
     problems = []
     for who, n in sorted(counts.items()):
@@ -102,5 +103,12 @@ def check_sample(want: Sample, counts: Mapping[str, int]) -> list[str]:
             problems.append(
                 f"sample: {who} took {share:.1f}% of {want.requests}, want {expected:.1f}%"
                 f" ±{want.tolerance}"
+            )
+    for who, percent in sorted(want.mirrors.items()):
+        share = 100 * copies.get(who, 0) / want.requests
+        if abs(share - percent) > want.tolerance:
+            problems.append(
+                f"sample: mirror {who} got copies of {share:.1f}% of {want.requests} requests,"
+                f" want {percent}% ±{want.tolerance}"
             )
     return problems

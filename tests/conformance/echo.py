@@ -17,6 +17,7 @@ make a backend misbehave, so that retry and timeout cases can be written as plai
 
 `attempts[target]` counts every request a backend received, so a case can assert how many
 tries (retries, mirrored copies) reached it. Answers also carry ``x-echo-service: NS/NAME``.
+A WebSocket upgrade gets a WebSocket that sends each message back unchanged.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ class Echo:
         return [s for s in self.seen if s["path"] == target]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._websocket(request)
         target = request.raw_path
         self.attempts[target] += 1
         sock = request.transport.get_extra_info("sockname") if request.transport else None
@@ -118,3 +121,15 @@ class Echo:
             content_type="application/json",
             headers={"x-echo-service": self.name},
         )
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        """A WebSocket that sends every text and binary message back as it came."""
+        self.attempts[request.raw_path] += 1
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == web.WSMsgType.TEXT:
+                await ws.send_str(msg.data)
+            elif msg.type == web.WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws

@@ -29,9 +29,12 @@ SUPPORTED: frozenset[str] = frozenset(
         "HTTPRoutePathRewrite",
         "HTTPRouteRequestMirror",
         "HTTPRouteRequestMultipleMirrors",
+        "HTTPRouteRequestPercentageMirror",
         "HTTPRouteRequestTimeout",
         "HTTPRouteBackendTimeout",
         "HTTPRouteParentRefPort",
+        "HTTPRouteNamedRouteRule",
+        "HTTPRouteBackendProtocolWebSocket",
         "HTTPRoute303RedirectStatusCode",
         "HTTPRoute307RedirectStatusCode",
         "HTTPRoute308RedirectStatusCode",
@@ -42,6 +45,8 @@ SUPPORTED: frozenset[str] = frozenset(
         "MeshHTTPRouteRedirectPort",
         "MeshHTTPRouteRedirectPath",
         "MeshHTTPRouteQueryParamMatching",
+        "MeshHTTPRouteBackendRequestHeaderModification",
+        "MeshHTTPRouteNamedRouteRule",
     }
 )
 

@@ -13,8 +13,10 @@ whose tail a failed start reports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +49,7 @@ class RunningProxy:
                 async with asyncio.timeout(10):
                     await self.process.wait()
             except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+                await _kill(self.process)
 
 
 def _args(via: Via, manifests: Path) -> list[str]:
@@ -76,6 +77,7 @@ async def start_proxy(via: Via, manifests: Path, log: Path) -> RunningProxy:
             stderr=err,
             stdin=asyncio.subprocess.DEVNULL,
             env=env,
+            start_new_session=True,  # its own process group, killed whole (`_kill`)
         )
     assert proc.stdout is not None
     try:
@@ -91,9 +93,20 @@ async def start_proxy(via: Via, manifests: Path, log: Path) -> RunningProxy:
             await _wait_ready(running)
             return running
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
+        await _kill(proc)
         raise ProxyStartError(f"{via.key}: not ready in {START_SECONDS}s\n{_tail(log)}") from None
+    except (Exception, asyncio.CancelledError):
+        # another proxy of the folder failed (the TaskGroup cancels this one): no orphan
+        await _kill(proc)
+        raise
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the proxy's process group: the proxy and what it spawned (its compile worker
+    holds the stdout pipe, and `wait` returns only once every holder is gone)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
 
 
 async def _wait_ready(p: RunningProxy) -> None:

@@ -41,6 +41,7 @@ from tests.conformance.proxies import RunningProxy, start_proxy
 
 REQUEST_SECONDS = 10
 MIRROR_WAIT_SECONDS = 3
+FOLDER_SECONDS = 120
 
 
 @dataclass
@@ -199,8 +200,11 @@ def _answer(
 async def run_case(lab: Lab, case: Case) -> list[str]:
     """What went wrong for one case (empty: it holds)."""
     proxy = lab.proxies[case.via.key]
+    if case.request.websocket:
+        return await _check_websocket(lab, proxy, case.request)
     if case.expect.sample is not None:
         sample = case.expect.sample
+        mirrored = {name: len(lab.echoes[name].seen) for name in sample.mirrors}
         counts: dict[str, int] = {}
         pending = iter(range(sample.requests))
 
@@ -215,7 +219,8 @@ async def run_case(lab: Lab, case: Case) -> list[str]:
         async with asyncio.TaskGroup() as tg:
             for _ in range(8):
                 tg.create_task(worker())
-        return check_sample(sample, counts)
+        copies = {name: await _settled(lab.echoes[name]) - n for name, n in mirrored.items()}
+        return check_sample(sample, counts, copies)
     before = {name: len(e.seen) for name, e in lab.echoes.items()}
     answer = await send(lab, proxy, case.request)
     problems = check_answer(case.expect, answer, lab.serials)
@@ -226,6 +231,41 @@ async def run_case(lab: Lab, case: Case) -> list[str]:
         if got != n:
             problems.append(f"attempts at {name}: want {n}, got {got}")
     return problems
+
+
+WS_TEXT = "Websocket Support!"
+WS_BINARY = bytes(range(1, 8))
+
+
+async def _check_websocket(lab: Lab, proxy: RunningProxy, req: Request) -> list[str]:
+    """Upstream's WebSocket check: a text and a binary message come back unchanged."""
+    url = URL(f"http://127.0.0.1:{proxy.outbound}{req.target}", encoded=True)
+    try:
+        async with lab.session.ws_connect(
+            url, headers={"Host": req.host}, timeout=aiohttp.ClientWSTimeout(ws_close=5)
+        ) as ws:
+            await ws.send_str(WS_TEXT)
+            text = await ws.receive(timeout=REQUEST_SECONDS)
+            await ws.send_bytes(WS_BINARY)
+            binary = await ws.receive(timeout=REQUEST_SECONDS)
+    except aiohttp.WSServerHandshakeError as exc:
+        return [f"websocket handshake refused: {exc.status} {exc.message}"]
+    problems = []
+    if text.data != WS_TEXT:
+        problems.append(f"websocket text reply {text.data!r}, want {WS_TEXT!r}")
+    if binary.data != WS_BINARY:
+        problems.append(f"websocket binary reply {binary.data!r}, want {WS_BINARY!r}")
+    return problems
+
+
+async def _settled(echo: Echo) -> int:
+    """How many requests `echo` has received once mirrored copies stop arriving."""
+    deadline = time.monotonic() + MIRROR_WAIT_SECONDS
+    seen = -1
+    while len(echo.seen) != seen and time.monotonic() < deadline:
+        seen = len(echo.seen)
+        await asyncio.sleep(0.2)
+    return len(echo.seen)
 
 
 async def _check_mirrors(lab: Lab, case: Case, before: Mapping[str, int]) -> list[str]:
@@ -248,11 +288,8 @@ async def _check_mirrors(lab: Lab, case: Case, before: Mapping[str, int]) -> lis
 async def run_test(lab: Lab, test: UpstreamTest) -> Outcome:
     result = Outcome(lab.folder.name, test.name, test.features, "PASS")
     started = time.monotonic()
-    missing = [f for f in test.features if f not in SUPPORTED and f not in PARTIAL]
-    if missing:
-        result.outcome = "SKIP"
-        result.details = [f"feature(s) not claimed by Turnout: {', '.join(missing)}"]
-        return result
+    if _unclaimed(test):
+        return _skipped(lab.folder, test)
     for case in test.cases:
         try:
             problems = await run_case(lab, case)
@@ -269,7 +306,18 @@ async def run_test(lab: Lab, test: UpstreamTest) -> Outcome:
     return result
 
 
+def _unclaimed(test: UpstreamTest) -> list[str]:
+    return [f for f in test.features if f not in SUPPORTED and f not in PARTIAL]
+
+
+def _skipped(folder: Folder, test: UpstreamTest) -> Outcome:
+    why = f"feature(s) not claimed by Turnout: {', '.join(_unclaimed(test))}"
+    return Outcome(folder.name, test.name, test.features, "SKIP", [why])
+
+
 async def run_folder(folder: Folder, tmp: Path) -> list[Outcome]:
+    if all(_unclaimed(t) for t in folder.tests):  # nothing to send: start nothing
+        return [_skipped(folder, t) for t in folder.tests]
     echoes = await start_echoes(folder.manifests)
     proxies: dict[str, RunningProxy] = {}
     ca = Authority()
@@ -305,7 +353,10 @@ async def _run_one(path: Path, gate: asyncio.Semaphore) -> list[Outcome]:
         folder = load_folder(path)
         with tempfile.TemporaryDirectory(prefix=f"conformance-{path.name}-") as tmp:
             try:
-                return await run_folder(folder, Path(tmp))
+                async with asyncio.timeout(FOLDER_SECONDS):
+                    return await run_folder(folder, Path(tmp))
+            except TimeoutError:
+                why = f"the folder did not finish in {FOLDER_SECONDS}s"
             except Exception as exc:  # a folder that cannot start fails its tests, not the run
                 why = _describe(exc)
         return [
