@@ -17,6 +17,8 @@ tests:
     # via: {kind: Service, namespace: NS, name: SVC, port: 80, fromNamespace: CLIENT}  # mesh
     request: {url: 'http://host/path?q', method: GET, headers: {n: v}, sni: host, websocket: false}
     expect: {status: 200, backend: {name: B, namespace: NS}, ...}   # keys: `Expect`
+    # expect.sample: {requests: N, weights: {NS/NAME: W}, tolerance: T, mirrors: {NS/NAME: P},
+    #                 backendHeader: NAME}                             # keys: `Sample`
 ```
 
 Anything else in a file is an error naming the file and the field, so a typo cannot turn
@@ -69,6 +71,9 @@ class Sample:
     """Allowed distance of each observed share from its expected one, in percent points."""
     mirrors: Mapping[str, int] = field(default_factory=dict)
     """``NS/NAME`` of a mirror -> the percent of the sampled requests it must receive a copy of."""
+    backend_header: str | None = None
+    """A request header that must name, on every sampled request, the echo that got it
+    (a backendRef-level filter ran for the backend picked, and only for it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,11 +235,17 @@ def _expect(v: object, where: str) -> Expect:
     sample = None
     if "sample" in m:
         s = _map(m["sample"], f"{where}.sample")
-        _keys(s, {"requests", "weights", "tolerance", "mirrors"}, f"{where}.sample")
+        _keys(
+            s, {"requests", "weights", "tolerance", "mirrors", "backendHeader"}, f"{where}.sample"
+        )
         weights = {str(k): int(cast(int, w)) for k, w in _map(s["weights"], where).items()}
         mirrors = {str(k): int(cast(int, n)) for k, n in _map(s.get("mirrors", {}), where).items()}
         sample = Sample(
-            int(cast(int, s["requests"])), weights, int(cast(int, s["tolerance"])), mirrors
+            int(cast(int, s["requests"])),
+            weights,
+            int(cast(int, s["tolerance"])),
+            mirrors,
+            str(s["backendHeader"]) if "backendHeader" in s else None,
         )
 
     def strs(key: str) -> dict[str, str]:
