@@ -15,6 +15,10 @@ make a backend misbehave, so that retry and timeout cases can be written as plai
 - ``fail=503&times=2``: the first `times` requests with this exact target answer 503
   (``times`` omitted: every one); ``fail=reset`` closes the connection instead, no answer.
 
+A request header ``X-Echo-Set-Header: Name: value, Other: value`` makes the answer carry
+those response headers (upstream's echo does the same), so response filters have backend-sent
+headers to overwrite, append to and remove.
+
 `attempts[target]` counts every request a backend received, so a case can assert how many
 tries (retries, mirrored copies) reached it. Answers also carry ``x-echo-service: NS/NAME``.
 A WebSocket upgrade gets a WebSocket that sends each message back unchanged.
@@ -116,11 +120,16 @@ class Echo:
             return web.Response(status=int(fail), text=f"{fail} from {self.name}")
         if delay := request.query.get("delay"):
             await asyncio.sleep(duration_s(delay))
-        return web.Response(
+        response = web.Response(
             text=json.dumps(echo),
             content_type="application/json",
             headers={"x-echo-service": self.name},
         )
+        for pair in request.headers.get("X-Echo-Set-Header", "").split(","):
+            name, sep, value = pair.partition(":")
+            if sep:
+                response.headers.add(name.strip(), value.strip())
+        return response
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         """A WebSocket that sends every text and binary message back as it came."""
