@@ -17,7 +17,7 @@ def render(results: Sequence[Outcome], seconds: float) -> tuple[str, bool]:
     lines = []
     for r in results:
         features = ",".join(r.features)
-        lines.append(f"{r.outcome:<5} {r.name:<52} {r.folder:<40} {features}")
+        lines.append(f"{r.outcome:<5} {r.name:<50} {r.seconds:4.1f}s  {r.folder}  [{features}]")
         if r.outcome != "PASS":
             lines += [f"      {d}" for d in r.details[:12]]
             if len(r.details) > 12:

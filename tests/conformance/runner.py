@@ -1,7 +1,7 @@
 """Run conformance folders on the wire: echo backends, real proxies, upstream's requests.
 
 ```
-run_folders(folders, parallel=3) ─ per folder, at most `parallel` at once:
+run_folders(folders, parallel=2) ─ per folder, at most `parallel` at once:
   echo per Service (every port) ─> manifests + EndpointSlices (127.0.0.1:echo) + TLS Secrets
   ─> one `mesh proxy` per via (Gateway port / mesh client namespace), started together
   ─> each upstream test: its cases in order, each request sent through its proxy and checked
@@ -184,8 +184,23 @@ async def _tls_exchange(lab: Lab, port: int, req: Request, sni: str, started: fl
         headers.add(name.strip(), value.strip())
     if "content-length" in headers:
         body = body[: int(headers["content-length"])]
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunk(body)
     serial = x509.load_der_x509_certificate(der).serial_number
     return _answer(int(lines[0].split()[1]), headers, body, started, serial)
+
+
+def _dechunk(data: bytes) -> bytes:
+    """A chunked body (the connection closed after it) as its bytes; trailers dropped."""
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)
 
 
 def _answer(
@@ -392,7 +407,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def run_folders(paths: Sequence[Path], *, parallel: int = 3) -> list[Outcome]:
+async def run_folders(paths: Sequence[Path], *, parallel: int = 2) -> list[Outcome]:
     """Every upstream test of `paths`, in folder order."""
     gate = asyncio.Semaphore(parallel)
     per_folder = await asyncio.gather(*(_run_one(p, gate) for p in paths))
