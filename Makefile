@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test tools lint typecheck unit standalone wheel-test bench bench-tools clean
+.PHONY: setup demo test tools lint typecheck unit conformance standalone wheel-test bench bench-tools clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ unit: setup
 	$(BIN)/pytest
 
 test: tools lint typecheck unit standalone wheel-test
+
+# Gateway API conformance on the wire (tests/conformance): real `mesh proxy` processes in front
+# of echo backends, one report line per upstream test. `unit` runs the same suite as pytest items.
+conformance: setup
+	$(BIN)/python -m tests.conformance
 
 # The suite stands alone: with no upstream reference data (../shared) everything collects,
 # and the tests that read it skip with their reason instead of failing.
