@@ -38,7 +38,8 @@ SUPPORTED: frozenset[str] = frozenset(
         "HTTPRoute303RedirectStatusCode",
         "HTTPRoute307RedirectStatusCode",
         "HTTPRoute308RedirectStatusCode",
-        # Mesh profile (extended; the core feature Mesh is PARTIAL)
+        # Mesh profile
+        "Mesh",
         "MeshConsumerRoute",
         "MeshHTTPRouteRewritePath",
         "MeshHTTPRouteSchemeRedirect",
@@ -50,7 +51,4 @@ SUPPORTED: frozenset[str] = frozenset(
     }
 )
 
-PARTIAL: Mapping[str, str] = {
-    "Mesh": "MeshFrontendHostname fails: the mesh proxy takes the destination from the Host "
-    "header, not from the address the client connected to",
-}
+PARTIAL: Mapping[str, str] = {}

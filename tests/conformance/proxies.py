@@ -2,8 +2,13 @@
 
 ```
 mesh proxy -f DIR --gateway NS/NAME:PORT -n NS --outbound 127.0.0.1:0 --admin 127.0.0.1:0
-mesh proxy -f DIR -n CLIENT_NS                 --outbound 127.0.0.1:0 --admin 127.0.0.1:0
+mesh proxy -f DIR -n CLIENT_NS --service-listeners --outbound 127.0.0.1:0 --admin 127.0.0.1:0
 ```
+
+A mesh proxy listens on each Service's cluster IP (its own manifests give the Services
+addresses of their own on 127.0.0.0/8, as each client pod has its own network), and a mesh
+request is sent to the Service's address, as a mesh client sends it: the address names the
+destination, the Host header only chooses among its routes.
 
 The proxy prints the ports it bound on its first stdout line; `start_proxy` reads them,
 then polls the admin `/ready` until the table is in. Logs go to a file beside the manifests,
@@ -18,7 +23,8 @@ import os
 import re
 import signal
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -41,6 +47,8 @@ class RunningProxy:
     outbound: int
     admin: int
     log: Path
+    addresses: Mapping[str, str] = field(default_factory=dict)
+    """Mesh: Service ``NS/NAME`` -> its cluster IP in this proxy's manifests."""
 
     async def stop(self) -> None:
         if self.process.returncode is None:
@@ -57,14 +65,16 @@ def _args(via: Via, manifests: Path) -> list[str]:
     if via.kind == "Gateway":
         gateway = f"{via.namespace}/{via.name}:{via.port}"
         return [*args, "--gateway", gateway, "-n", via.namespace]
-    return [*args, "-n", via.from_namespace or via.namespace]
+    return [*args, "-n", via.from_namespace or via.namespace, "--service-listeners"]
 
 
 def _tail(log: Path) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
 
 
-async def start_proxy(via: Via, manifests: Path, log: Path) -> RunningProxy:
+async def start_proxy(
+    via: Via, manifests: Path, log: Path, addresses: Mapping[str, str] | None = None
+) -> RunningProxy:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -89,7 +99,9 @@ async def start_proxy(via: Via, manifests: Path, log: Path) -> RunningProxy:
                 raise ProxyStartError(
                     f"{via.key}: mesh proxy exited {proc.returncode}: {line}{_tail(log)}"
                 )
-            running = RunningProxy(via, proc, int(m.group(1)), int(m.group(2)), log)
+            running = RunningProxy(
+                via, proc, int(m.group(1)), int(m.group(2)), log, dict(addresses or {})
+            )
             await _wait_ready(running)
             return running
     except TimeoutError:

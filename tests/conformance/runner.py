@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import ssl
 import tempfile
@@ -33,7 +34,15 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from tests.certs import Authority, secret_yaml
-from tests.conformance.cases import Case, Folder, Request, Sample, UpstreamTest, load_folder
+from tests.conformance.cases import (
+    Case,
+    Folder,
+    Request,
+    Sample,
+    UpstreamTest,
+    Via,
+    load_folder,
+)
 from tests.conformance.checks import check_answer, check_echo, check_sample
 from tests.conformance.echo import Echo
 from tests.conformance.features import PARTIAL, SUPPORTED
@@ -128,10 +137,38 @@ def endpoint_slices(manifests: str, echoes: Mapping[str, Echo]) -> list[str]:
     return out
 
 
-async def send(lab: Lab, proxy: RunningProxy, req: Request) -> Answer:
-    """One request through `proxy`, as a client of the Gateway / mesh would send it."""
+_NETWORKS = itertools.cycle(range(100, 250))
+"""Second octets of the 127.0.0.0/8 networks mesh proxies' Services get (one per proxy)."""
+
+
+def with_cluster_ips(manifests: str, network: int) -> tuple[str, dict[str, str]]:
+    """`manifests` with a cluster IP ``127.NETWORK.0.N`` for every Service that has none,
+    and Service ``NS/NAME`` -> its cluster IP."""
+    docs = list(yaml.safe_load_all(manifests))
+    addresses: dict[str, str] = {}
+    for doc in docs:
+        if not (isinstance(doc, dict) and doc.get("kind") == "Service"):
+            continue
+        meta, spec = doc["metadata"], doc.setdefault("spec", {})
+        key = f"{meta.get('namespace', 'default')}/{meta['name']}"
+        if not spec.get("clusterIP"):
+            spec["clusterIP"] = f"127.{network}.0.{len(addresses) + 1}"
+        addresses[key] = spec["clusterIP"]
+    return yaml.safe_dump_all([d for d in docs if d is not None]), addresses
+
+
+def address_of(proxy: RunningProxy, via: Via) -> str:
+    """Where a request for `via` through `proxy` goes: a mesh Service's address (the
+    destination), or the Gateway proxy's port."""
+    if via.kind == "Service":
+        return f"{proxy.addresses[f'{via.namespace}/{via.name}']}:{via.port}"
+    return f"127.0.0.1:{proxy.outbound}"
+
+
+async def send(lab: Lab, proxy: RunningProxy, req: Request, via: Via) -> Answer:
+    """One request for `via` through `proxy`, as a client of the Gateway / mesh sends it."""
     scheme = "https" if req.https else "http"
-    url = URL(f"{scheme}://127.0.0.1:{proxy.outbound}{req.target}", encoded=True)
+    url = URL(f"{scheme}://{address_of(proxy, via)}{req.target}", encoded=True)
     headers = [("Host", req.host), *req.headers]
     started = time.monotonic()
     if not req.https:
@@ -217,7 +254,7 @@ async def run_case(lab: Lab, case: Case) -> list[str]:
     """What went wrong for one case (empty: it holds)."""
     proxy = lab.proxies[case.via.key]
     if case.request.websocket:
-        return await _check_websocket(lab, proxy, case.request)
+        return await _check_websocket(lab, proxy, case.request, case.via)
     if case.expect.sample is not None:
         # Shares are random: like upstream, a distribution that misses is sampled again
         # (a zero-weight backend answering fails every round, so it still fails the case).
@@ -227,7 +264,7 @@ async def run_case(lab: Lab, case: Case) -> list[str]:
                 break
         return problems
     before = {name: len(e.seen) for name, e in lab.echoes.items()}
-    answer = await send(lab, proxy, case.request)
+    answer = await send(lab, proxy, case.request, case.via)
     problems = check_answer(case.expect, answer, lab.serials)
     if case.expect.mirrors:
         problems += await _check_mirrors(lab, case, before)
@@ -242,9 +279,9 @@ WS_TEXT = "Websocket Support!"
 WS_BINARY = bytes(range(1, 8))
 
 
-async def _check_websocket(lab: Lab, proxy: RunningProxy, req: Request) -> list[str]:
+async def _check_websocket(lab: Lab, proxy: RunningProxy, req: Request, via: Via) -> list[str]:
     """Upstream's WebSocket check: a text and a binary message come back unchanged."""
-    url = URL(f"http://127.0.0.1:{proxy.outbound}{req.target}", encoded=True)
+    url = URL(f"http://{address_of(proxy, via)}{req.target}", encoded=True)
     try:
         async with lab.session.ws_connect(
             url, headers={"Host": req.host}, timeout=aiohttp.ClientWSTimeout(ws_close=5)
@@ -272,7 +309,7 @@ async def _sample(lab: Lab, proxy: RunningProxy, case: Case, sample: Sample) -> 
 
     async def worker() -> None:
         for _ in pending:
-            a = await send(lab, proxy, case.request)
+            a = await send(lab, proxy, case.request, case.via)
             who = f"{a.echo['namespace']}/{a.echo['service']}" if a.echo else f"status/{a.status}"
             counts[who] = counts.get(who, 0) + 1
             if a.echo is not None and sample.backend_header is not None:
@@ -364,12 +401,18 @@ async def run_folder(folder: Folder, tmp: Path) -> list[Outcome]:
             leaf = ca.leaf(*s.hosts)
             docs.append(secret_yaml(s.namespace, s.name, leaf))
             serials[f"{s.namespace}/{s.name}"] = leaf.serial
-        manifests = tmp / "manifests.yaml"
-        manifests.write_text("\n---\n".join(docs))
+        text = "\n---\n".join(docs)
 
         async def start(i: int, key: str) -> None:
             via = next(v for v in folder.vias if v.key == key)
-            proxies[key] = await start_proxy(via, manifests, tmp / f"proxy-{i}.log")
+            manifests = tmp / f"manifests-{i}.yaml"
+            addresses: dict[str, str] = {}
+            if via.kind == "Service":
+                mesh, addresses = with_cluster_ips(text, next(_NETWORKS))
+                manifests.write_text(mesh)
+            else:
+                manifests.write_text(text)
+            proxies[key] = await start_proxy(via, manifests, tmp / f"proxy-{i}.log", addresses)
 
         async with asyncio.TaskGroup() as tg:
             for i, via in enumerate(folder.vias):
