@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from turnout.engine.identity.errors import InvalidRequest, PreconditionFailed
@@ -64,17 +64,21 @@ def _describe(name: x509.GeneralName) -> str:
     return f"{kinds.get(type(name), type(name).__name__)}:{name.value}"
 
 
+def _key_kind(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"ECDSA {key.curve.name}"
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    return type(key).__name__.removesuffix("PublicKey")
+
+
 def check_csr(csr: x509.CertificateSigningRequest, identity: str) -> CheckedCsr:
     """`csr`, checked for a leaf of `identity`; the refusal says which rule it breaks."""
     if not csr.is_signature_valid:
         raise InvalidRequest("certificate_signing_request: its signature does not verify")
     key = csr.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        what = f"ECDSA {key.curve.name}" if isinstance(key, ec.EllipticCurvePublicKey) else None
-        raise PreconditionFailed(
-            f"CSR key is {what or type(key).__name__.removeprefix('_')}; only ECDSA P-256"
-            " keys are accepted"
-        )
+        raise PreconditionFailed(f"CSR key is {_key_kind(key)}; only ECDSA P-256 keys are accepted")
     names = _names(csr)
     dns = [n.value for n in names if isinstance(n, x509.DNSName)]
     extra = [_describe(n) for n in names if not isinstance(n, x509.DNSName)]
