@@ -166,4 +166,7 @@ def certs_pem(certs: Iterable[x509.Certificate]) -> bytes:
 
 def load_certs_pem(data: bytes) -> Sequence[x509.Certificate]:
     """Every certificate of a PEM file; `ValueError` when there is none or one is broken."""
-    return x509.load_pem_x509_certificates(data)
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ValueError("not a PEM file of certificates") from None

@@ -317,7 +317,8 @@ class AuthorityFiles:
                 )
             except StoreError as exc:
                 self.error = str(exc)
-                log.warning("identity issuer not (re)loaded, keeping the last good one: %s", exc)
+                kept = "keeping the last good one" if self._authority else "none to issue with"
+                log.warning("identity issuer not loaded (%s): %s", kept, exc)
         return self._authority
 
     @property
