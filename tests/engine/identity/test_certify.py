@@ -47,6 +47,7 @@ class Ca:
             AuthorityFiles(self.dir, clock=self.clock),
             JoinTokenVerifier(self.key, clock=self.clock),
             clock=self.clock,
+            reload_interval_ms=0,
         )
 
     def token(self, sa: ServiceAccount = SHOP_WEB, *, ttl_s: int = 3600) -> bytes:

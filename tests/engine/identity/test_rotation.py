@@ -84,6 +84,7 @@ class Running:
             AuthorityFiles(d, clock=self.clock),
             JoinTokenVerifier(key, clock=self.clock),
             clock=self.clock,
+            reload_interval_ms=0,
         )
 
     async def leaf(self) -> Leaf:

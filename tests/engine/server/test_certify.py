@@ -33,7 +33,12 @@ from turnout.engine.identity.service import IdentityService
 from turnout.engine.identity.store import AuthorityFiles, load_material
 from turnout.engine.identity.tokens import JoinTokenVerifier, issue_join_token
 from turnout.engine.server import AdsServer, ServerSettings
-from turnout.engine.server.certify import METHOD, CertifyRequest, CertifyResponse
+from turnout.engine.server.certify import (
+    METHOD,
+    CertifyRequest,
+    CertifyResponse,
+    certify_handler,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 10.0
@@ -65,10 +70,8 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     d = init_dir(tmp_path / "id")
     clock = FakeClock()
     files = AuthorityFiles(d, clock=clock)
-    service = IdentityService(
-        files, JoinTokenVerifier(load_material(d).token_key, clock=clock), clock=clock
-    )
-    from turnout.engine.server.certify import certify_handler
+    verifier = JoinTokenVerifier(load_material(d).token_key, clock=clock)
+    service = IdentityService(files, verifier, clock=clock, reload_interval_ms=0)
 
     srv = AdsServer(
         settings=ServerSettings(stop_grace_ms=0, stop_timeout_ms=2_000),
@@ -144,7 +147,6 @@ async def test_no_valid_issuer_is_unavailable(served: Served, tmp_path: Path) ->
     assert fresh.refresh() is None
     # The running service keeps its last good issuer; a new one has none: Unavailable.
     service = IdentityService(fresh, JoinTokenVerifier(served.key, clock=served.clock))
-    from turnout.engine.server.certify import certify_handler
 
     srv = AdsServer(settings=ServerSettings(stop_grace_ms=0), handlers=[certify_handler(service)])
     port = await srv.start("127.0.0.1", 0)
@@ -190,8 +192,12 @@ async def test_serve_with_identity_dir_certifies_and_takes_a_rotation_without_re
 
         rotate = ["identity", "rotate", "--dir", str(d), "--anchor"]
         assert main(rotate, stdout=io.StringIO(), stderr=io.StringIO()) == 0
-        second = await certify(xds, WEB, token, mk_csr())
-        assert len(x509.load_pem_x509_certificates(second.trust_anchors)) == 2
+        async with asyncio.timeout(TIMEOUT_S):  # the service looks at the files once a second
+            while True:
+                second = await certify(xds, WEB, token, mk_csr())
+                if len(x509.load_pem_x509_certificates(second.trust_anchors)) == 2:
+                    break
+                await asyncio.sleep(0.1)
         now = dt.datetime.now(dt.UTC)
         assert verify(first.leaf_certificate, first.intermediate_certificates,
                       second.trust_anchors, at=now)  # fmt: skip

@@ -81,9 +81,8 @@ async def test_certify_in_kubernetes_mode_issues_for_the_reviewed_account_only(
     tmp_path: Path, verifier: TokenReviewVerifier
 ) -> None:
     clock = FakeClock()
-    service = IdentityService(
-        AuthorityFiles(init_dir(tmp_path / "id"), clock=clock), verifier, clock=clock
-    )
+    files = AuthorityFiles(init_dir(tmp_path / "id"), clock=clock)
+    service = IdentityService(files, verifier, clock=clock)
     leaf = await service.certify(identity=WEB, token=b"web-token", csr=mk_csr())
     assert WEB in verify(leaf.der, leaf.chain, leaf.bundle_pem, at=T0 + dt.timedelta(seconds=1))
     other = "api.shop.serviceaccount.identity.cluster.local"

@@ -2,7 +2,8 @@
 
 ```
 certify(identity, token, csr)
-  1. the issuer of DIR, re-read if its files changed ──none valid──> IssuerUnavailable
+  1. the issuer of DIR, re-read if its files changed (looked at once a second at most)
+                                                   ──none valid──> IssuerUnavailable
   2. identity parses as <sa>.<ns>.serviceaccount.identity.<domain> ──> else InvalidRequest
   3. the CSR parses, verifies, and passes csr.check_csr ──> InvalidRequest / PreconditionFailed
   4. TokenVerifier.verify(token) -> ServiceAccount ──> TokenInvalid / TokenNotAuthenticated
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 
-from turnout.engine.identity.authority import Leaf
+from turnout.engine.identity.authority import Authority, Leaf
 from turnout.engine.identity.clock import Clock, utc_now
 from turnout.engine.identity.csr import check_csr, parse_csr
 from turnout.engine.identity.errors import (
@@ -30,6 +33,7 @@ from turnout.engine.identity.errors import (
     PreconditionFailed,
 )
 from turnout.engine.identity.names import identity_name, parse_identity
+from turnout.engine.identity.settings import DEFAULT_RELOAD_INTERVAL_MS
 from turnout.engine.identity.store import AuthorityFiles
 from turnout.engine.identity.tokens import TokenVerifier
 
@@ -40,11 +44,21 @@ class IdentityService:
     """Issues leaves from the CA in `files` to workloads `verifier` vouches for."""
 
     def __init__(
-        self, files: AuthorityFiles, verifier: TokenVerifier, *, clock: Clock = utc_now
+        self,
+        files: AuthorityFiles,
+        verifier: TokenVerifier,
+        *,
+        clock: Clock = utc_now,
+        reload_interval_ms: int = DEFAULT_RELOAD_INTERVAL_MS,
     ) -> None:
         self.files = files
         self._verifier = verifier
         self._clock = clock
+        self._reload_s = reload_interval_ms / 1000
+        self._checked_at = -math.inf
+        """`time.monotonic()` of the last look at the files."""
+        self._authority: Authority | None = None
+        self._lock = asyncio.Lock()
         self.issued = 0
         """Leaves issued since start."""
         self.refused = 0
@@ -68,8 +82,16 @@ class IdentityService:
         )
         return leaf
 
+    async def _current(self) -> Authority | None:
+        async with self._lock:  # one look at a time; AuthorityFiles is not thread-safe
+            now = time.monotonic()
+            if self._authority is None or now - self._checked_at >= self._reload_s:
+                self._checked_at = now
+                self._authority = await asyncio.to_thread(self.files.refresh)
+            return self._authority
+
     async def _certify(self, identity: str, token: bytes, csr: bytes) -> Leaf:
-        authority = await asyncio.to_thread(self.files.refresh)
+        authority = await self._current()
         if authority is None:
             raise IssuerUnavailable(f"no valid issuer loaded: {self.files.error}")
         domain = authority.settings.domain

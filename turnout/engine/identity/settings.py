@@ -26,6 +26,10 @@ DEFAULT_ISSUER_LIFETIME_MS = 365 * 24 * 3_600_000
 DEFAULT_JOIN_TOKEN_TTL_MS = 24 * 3_600_000
 """`mesh identity token --ttl`."""
 
+DEFAULT_RELOAD_INTERVAL_MS = 1_000
+"""The serving side looks at the directory's files at most this often (on a Certify call),
+so a rotation reaches new leaves within a second; 0 = on every call (tests)."""
+
 REFRESH_FRACTION_PERCENT = 70
 """A proxy renews its leaf when this share of the remaining validity has passed
 (Linkerd's `refresh_in`); the control plane only reports it."""
