@@ -164,3 +164,13 @@ def test_status_exits_1_when_the_issuer_expires_within_60_days(tmp_path: Path) -
     code, out, _ = mesh("identity", "status", "--dir", str(d))
     assert code == 1
     assert out.splitlines()[-1].startswith("× issuer expires ")
+
+
+def test_serve_with_a_bad_identity_dir_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    d = tmp_path / "id"
+    d.mkdir()
+    argv = ("serve", "--dir", str(tmp_path), "--identity-dir", str(d), "--xds", "127.0.0.1:0")
+    code, out, err = mesh(*argv)
+    assert (code, out) == (2, "")
+    missing = f"{d}/config.json: missing; is this an identity directory (mesh identity init)?"
+    assert err == f"error: --identity-dir: {missing}\n"

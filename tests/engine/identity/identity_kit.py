@@ -59,8 +59,11 @@ def mk_csr(
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
-def init_dir(path: Path, *, now: dt.datetime = T0, **settings: object) -> Path:
-    init_store(path, IdentitySettings(**settings), now=now)  # type: ignore[arg-type]
+def init_dir(
+    path: Path, settings: IdentitySettings | None = None, *, now: dt.datetime = T0
+) -> Path:
+    """An initialised CA directory (default settings unless given)."""
+    init_store(path, settings or IdentitySettings(), now=now)
     return path
 
 

@@ -30,6 +30,7 @@ from turnout.engine.identity.errors import (
 )
 from turnout.engine.identity.names import ServiceAccount
 from turnout.engine.identity.service import IdentityService
+from turnout.engine.identity.settings import IdentitySettings
 from turnout.engine.identity.store import AuthorityFiles, load_material
 from turnout.engine.identity.tokens import JoinTokenVerifier, issue_join_token
 
@@ -39,8 +40,8 @@ SHOP_WEB = ServiceAccount(namespace="shop", name="web")
 class Ca:
     """An initialised directory, its service and a join token maker, on one fake clock."""
 
-    def __init__(self, path: Path, **settings: object) -> None:
-        self.dir = init_dir(path, **settings)
+    def __init__(self, path: Path, settings: IdentitySettings | None = None) -> None:
+        self.dir = init_dir(path, settings)
         self.clock = FakeClock()
         self.key = load_material(self.dir).token_key
         self.service = IdentityService(
@@ -102,7 +103,10 @@ async def test_a_cn_equal_to_the_identity_is_kept(ca: Ca) -> None:
 async def test_the_lifetime_is_configurable_and_not_after_is_clamped_to_the_issuer(
     tmp_path: Path,
 ) -> None:
-    ca = Ca(tmp_path / "id", leaf_lifetime_ms=2 * 3_600_000, issuer_lifetime_ms=3 * 3_600_000)
+    hour = 3_600_000
+    ca = Ca(
+        tmp_path / "id", IdentitySettings(leaf_lifetime_ms=2 * hour, issuer_lifetime_ms=3 * hour)
+    )
     leaf = await ca.service.certify(identity=WEB, token=ca.token(), csr=mk_csr())
     assert leaf.valid_until == T0 + dt.timedelta(hours=2, seconds=20)
     ca.clock.advance(hours=2)  # the issuer (made at T0, 3h) has 1h left; the leaf would be 2h

@@ -30,10 +30,6 @@ DEFAULT_RELOAD_INTERVAL_MS = 1_000
 """The serving side looks at the directory's files at most this often (on a Certify call),
 so a rotation reaches new leaves within a second; 0 = on every call (tests)."""
 
-REFRESH_FRACTION_PERCENT = 70
-"""A proxy renews its leaf when this share of the remaining validity has passed
-(Linkerd's `refresh_in`); the control plane only reports it."""
-
 TOKEN_AUDIENCE = "identity.turnout.dev"
 """Audience of the tokens the identity service accepts: join tokens carry it, and a
 TokenReview asks for it (Linkerd's is ``identity.l5d.io``)."""
