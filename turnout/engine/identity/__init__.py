@@ -8,6 +8,8 @@ authority.py  Authority: issuer + trust bundle in memory; issue() -> Leaf (Linke
 store.py      the identity directory: init, rotate (issuer, anchor in 3 steps), AuthorityFiles
 tokens.py     TokenVerifier (the seam), join tokens (HS256 JWT) of the embedded mode
 service.py    IdentityService.certify: the checks in order, then the leaf
+errors.py     IdentityError tree (StoreError; CertifyRefused with its gRPC code name)
+settings.py   DEFAULT_* and IdentitySettings (config.json); clock.py: the Clock seam
 ```
 
 `mesh identity init|rotate|token` (`cli.security`) write the directory; `mesh serve

@@ -135,8 +135,8 @@ class Authority:
         """A leaf for `sa`'s identity on the CSR's key (the CSR is already checked)."""
         s = self.settings
         skew = dt.timedelta(milliseconds=s.clock_skew_ms)
-        not_after = min(now + dt.timedelta(milliseconds=s.leaf_lifetime_ms) + skew,
-                        self.chain_not_after)  # fmt: skip
+        lifetime = dt.timedelta(milliseconds=s.leaf_lifetime_ms)
+        not_after = min(now + lifetime + skew, self.chain_not_after)
         if not_after <= now:
             raise IssuerUnavailable(
                 f"the issuer chain expired at {self.chain_not_after.isoformat()}; rotate it"
