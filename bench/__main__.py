@@ -13,6 +13,7 @@ BENCHMARKS = (
     "bench.control_plane",
     "bench.manifests",
     "bench.resubscribe",
+    "bench.identity",
 )
 
 

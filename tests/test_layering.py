@@ -32,6 +32,11 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("turnout.engine.xds", ("aiohttp", "kubernetes"), "xDS translation is transport-free"),
     ("turnout.engine.server", ("kubernetes",), "the ADS server knows no Kubernetes"),
     (
+        "turnout.engine.identity",
+        (*THIRD_PARTY_IO, *PROTOBUF, "turnout.engine.server", "turnout.engine.sources"),
+        "the CA is crypto only: gRPC is engine.server's, TokenReview engine.sources'",
+    ),
+    (
         "turnout.adapters",
         ("turnout.engine.ir", "turnout.proxy", *THIRD_PARTY_IO),
         "adapters yield model objects only",

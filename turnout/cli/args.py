@@ -100,6 +100,14 @@ def duration_ms(text: str) -> int:
     return sum(int(n) * _DURATION_MS[unit] for n, unit in _DURATION_PART.findall(text))
 
 
+def positive_duration_ms(text: str) -> int:
+    """``--lifetime``, ``--ttl``: a duration as `duration_ms` reads it, at least one second."""
+    ms = duration_ms(text)
+    if ms < 1000:
+        raise argparse.ArgumentTypeError(f"must be at least 1s, got {text!r}")
+    return ms
+
+
 def host_port(text: str) -> str:
     """``HOST:PORT`` (``:PORT`` means 127.0.0.1; port 0 asks for any free port), checked and
     returned as written."""

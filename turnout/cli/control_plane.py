@@ -5,6 +5,8 @@ mesh serve --dir DIR       DirectorySource ──┐                        AdsS
 mesh serve --kubernetes    KubernetesSource ─┴─> engine.plane.ControlPlane ──publish──┘
                                                  admin (--admin): /ready /live /metrics
                                                  /debug/table /debug/diagnostics
+mesh serve --identity-dir DIR   + IdentityService (Certify) on the --xds port; tokens are
+                                join tokens, or TokenReviews with --kubernetes
 mesh bootstrap             bootstrap_config(xds, namespace, workload) ─> JSON on stdout
 ```
 
@@ -22,7 +24,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from turnout.cli.errors import UsageError
 from turnout.cli.output import EXIT_OK
@@ -55,9 +57,22 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     admin = _address("--admin", args.admin)
     if args.dir is not None and not Path(args.dir).is_dir():  # before anything listens
         raise UsageError(f"--dir: not a directory: {args.dir}")
+    if args.identity_dir is not None:
+        _check_identity_dir(Path(args.identity_dir))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args, xds=xds, admin=admin, out=out))
     return EXIT_OK
+
+
+def _check_identity_dir(directory: Path) -> None:
+    # Imported here for start-up cost: `mesh serve` without identity never loads the CA.
+    from turnout.engine.identity.errors import StoreError
+    from turnout.engine.identity.store import load_material
+
+    try:
+        load_material(directory)
+    except StoreError as exc:
+        raise UsageError(f"--identity-dir: {exc}") from None
 
 
 def _address(flag: str, text: str) -> Address:
@@ -77,19 +92,26 @@ async def _bind(flag: str, start: Awaitable[T]) -> T:
 Stop = Callable[[], Awaitable[None]]
 
 
-async def _start_source(args: argparse.Namespace, plane: ControlPlane) -> tuple[str, Stop]:
+async def _kubernetes_client(args: argparse.Namespace) -> Any:
+    # Imported here for start-up cost: the kubernetes client takes half a second to
+    # import and `mesh serve --dir` never needs it.
+    from turnout.engine.sources.k8s import api_client_from_environment
+
+    try:
+        return await asyncio.to_thread(
+            api_client_from_environment, kubeconfig=args.kubeconfig, context=args.context
+        )
+    except MeshError as exc:
+        raise UsageError(f"--kubernetes: {exc}") from None
+
+
+async def _start_source(
+    args: argparse.Namespace, plane: ControlPlane, api: Any
+) -> tuple[str, Stop]:
     """The source `args` name, started: what `serve` says it serves, and how to stop it."""
     if args.kubernetes:
-        # Imported here for start-up cost: the kubernetes client takes half a second to
-        # import and `mesh serve --dir` never needs it.
-        from turnout.engine.sources.k8s import api_client_from_environment, start_kubernetes_source
+        from turnout.engine.sources.k8s import start_kubernetes_source
 
-        try:
-            api = await asyncio.to_thread(
-                api_client_from_environment, kubeconfig=args.kubeconfig, context=args.context
-            )
-        except MeshError as exc:
-            raise UsageError(f"--kubernetes: {exc}") from None
         k8s = await start_kubernetes_source(plane, api)
         return "the Kubernetes API", k8s.stop
     limits = ManifestLimits(max_file_bytes=args.max_file_size)
@@ -103,8 +125,45 @@ async def _start_source(args: argparse.Namespace, plane: ControlPlane) -> tuple[
     return str(source.directory), source.stop
 
 
+async def _identity(args: argparse.Namespace, api: Any) -> tuple[list[Any], str, Stop | None]:
+    """The identity service's gRPC handler(s), what `serve` says of it, how to stop it."""
+    if args.identity_dir is None:
+        return [], "", None
+    from turnout.engine.identity.service import IdentityService
+    from turnout.engine.identity.store import AuthorityFiles
+    from turnout.engine.identity.tokens import JoinTokenVerifier, TokenVerifier
+    from turnout.engine.server.certify import certify_handler
+
+    files = AuthorityFiles(Path(args.identity_dir))
+    authority = await asyncio.to_thread(files.refresh)  # run_serve checked it already
+    if authority is None:
+        raise UsageError(f"--identity-dir: {files.error}")
+    verifier: TokenVerifier
+    stop: Stop | None = None
+    if api is not None:
+        from turnout.engine.sources.k8s.tokenreview import TokenReviewVerifier
+
+        reviews = TokenReviewVerifier(api)
+        verifier, tokens = reviews, "TokenReview"
+
+        async def stop_reviews() -> None:
+            reviews.close()
+
+        stop = stop_reviews
+    else:
+        verifier, tokens = JoinTokenVerifier(files.token_key), "join tokens"
+    what = (
+        f"identity service on the xds port: trust domain {authority.settings.domain},"
+        f" issuer sha256={authority.issuer_sha256[:16]}, anchors={len(authority.anchors)},"
+        f" tokens: {tokens}"
+    )
+    return [certify_handler(IdentityService(files, verifier))], what, stop
+
+
 async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out: TextIO) -> None:
-    server = AdsServer()
+    api = await _kubernetes_client(args) if args.kubernetes else None
+    handlers, identity, stop_identity = await _identity(args, api)
+    server = AdsServer(handlers=handlers)
     plane = ControlPlane(publish=server.publish)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -115,10 +174,12 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
     try:
         port = await _bind("--xds", server.start(xds.host, xds.port))
         print(f"xds listening on {xds.host}:{port}", file=out)
+        if identity:
+            print(identity, file=out)
         app = admin_app(plane, server)
         runner, admin_port = await _bind("--admin", start_admin(app, admin.host, admin.port))
         print(f"admin listening on {admin.host}:{admin_port}", file=out)
-        what, stop_source = await _start_source(args, plane)
+        what, stop_source = await _start_source(args, plane, api)
         rejected = len(plane.status.rejected)
         more = f" rejected={rejected}" if rejected else ""
         print(f"serving {what} version={server.version}{more}", file=out)
@@ -133,3 +194,5 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
         if runner is not None:
             await runner.cleanup()
         await server.stop()
+        if stop_identity is not None:
+            await stop_identity()

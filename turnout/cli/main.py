@@ -4,6 +4,7 @@
 mesh validate | routes [explain] | test     cli.manifests     manifests in, findings out
 mesh serve | bootstrap                      cli.control_plane the control plane
 mesh proxy | tap                            cli.data_plane    a proxy, a proxy's live requests
+mesh identity init | rotate | token | status cli.security     the mesh CA's directory
 mesh demo [canary] [--offline]              cli.demo          the sample app on the mesh
 mesh version                                here
 ```
@@ -32,6 +33,7 @@ from turnout.cli.args import (
     duration_ms,
     host_port,
     non_negative_int,
+    positive_duration_ms,
     positive_float,
     positive_int,
     workload,
@@ -40,6 +42,11 @@ from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files, add_max_file_size
 from turnout.engine.config import DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS
 from turnout.engine.errors import LoadError
+from turnout.engine.identity.settings import (
+    DEFAULT_JOIN_TOKEN_TTL_MS,
+    DEFAULT_LEAF_LIFETIME_MS,
+    DEFAULT_TRUST_DOMAIN,
+)
 
 Runner = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
@@ -145,6 +152,12 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
         help="/ready /live /metrics /debug/table /debug/diagnostics, what `mesh routes` reads"
         f" (default {DEFAULT_ADMIN_ADDRESS})",
     )
+    p.add_argument(
+        "--identity-dir",
+        metavar="DIR",
+        help="serve the identity service (Certify) on the --xds port from this CA directory"
+        " (mesh identity init); tokens: join tokens, or TokenReviews with --kubernetes",
+    )
     p.set_defaults(run="control_plane:run_serve")
 
     p = sub.add_parser("bootstrap", help="print the gRPC xDS bootstrap JSON of a workload")
@@ -226,6 +239,57 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(run="data_plane:run_tap")
 
 
+def _security_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("identity", help="the mesh CA: trust anchor, issuer, join tokens")
+    isub = p.add_subparsers(dest="identity_command", required=True, metavar="SUBCOMMAND")
+
+    def dir_flag(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--dir", required=True, metavar="DIR", help="the identity directory")
+
+    q = isub.add_parser("init", help="create a trust anchor, an issuer and a join token key")
+    dir_flag(q)
+    q.add_argument(
+        "--domain", default=DEFAULT_TRUST_DOMAIN, help="trust domain (default %(default)s)"
+    )
+    q.add_argument(
+        "--lifetime",
+        type=positive_duration_ms,
+        default=DEFAULT_LEAF_LIFETIME_MS,
+        metavar="DURATION",
+        help="validity of issued leaves, e.g. 24h, 90m (default 24h)",
+    )
+    q.set_defaults(run="security:run_identity_init")
+
+    q = isub.add_parser("rotate", help="rotate the issuer, or the anchor in three steps")
+    dir_flag(q)
+    which = q.add_mutually_exclusive_group(required=True)
+    which.add_argument("--issuer", action="store_true", help="a new issuer from the anchor")
+    which.add_argument(
+        "--anchor", action="store_true", help="step 1: trust a new anchor next to the old one"
+    )
+    which.add_argument(
+        "--drop-old-anchor", action="store_true", help="step 3: trust only the new anchor"
+    )
+    q.set_defaults(run="security:run_identity_rotate")
+
+    q = isub.add_parser("token", help="print a join token for a service account (embedded mode)")
+    dir_flag(q)
+    add_namespace(q, help="namespace of the service account (default: default)")
+    q.add_argument("--service-account", required=True, metavar="SA")
+    q.add_argument(
+        "--ttl",
+        type=positive_duration_ms,
+        default=DEFAULT_JOIN_TOKEN_TTL_MS,
+        metavar="DURATION",
+        help="how long the token is accepted (default 24h)",
+    )
+    q.set_defaults(run="security:run_identity_token")
+
+    q = isub.add_parser("status", help="what the CA trusts and when it expires")
+    dir_flag(q)
+    q.set_defaults(run="security:run_identity_status")
+
+
 def _demo_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run the sample app on the mesh and watch live route stats")
     p.add_argument(
@@ -265,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_parsers(sub)
     _control_plane_parsers(sub)
     _data_plane_parsers(sub)
+    _security_parsers(sub)
     _demo_parsers(sub)
     p = sub.add_parser("version", help="print the version of Turnout")
     p.set_defaults(run=None)

@@ -26,6 +26,12 @@ app on 127.0.0.1, port 0 (`FakeApiServer.api_client()` builds an `ApiClient` who
   bump it).
 - CRD `status` defaults (`status_defaults`, by kind): an object created without a status
   gets the default, as the Gateway CRD's ``Accepted/Programmed: Unknown, Pending``.
+- TokenReview (``POST /apis/authentication.k8s.io/v1/tokenreviews``, 201 Created) for tokens
+  registered with `add_token(token, username, audiences)`: `status.authenticated`,
+  `status.user.username`, `status.audiences` (the requested ones the token has; the server's
+  own, `https://kubernetes.default.svc.cluster.local`, when none is asked), and for an unknown
+  token or no common audience `authenticated: false` with `status.error`, as kube-apiserver's
+  token authenticators answer.
 - Injected failures (`fail()`: e.g. 429 with `Retry-After`), hooks that run before a request
   (`before()`, e.g. a concurrent writer causing a 409), a request log, `hold_watches()`.
 
@@ -48,6 +54,10 @@ from aiohttp import web
 from kubernetes import client as k8s_client
 
 Obj = dict[str, Any]
+
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
+API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+"""The API server's own audience: what a token review without audiences checks against."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +140,8 @@ class FakeApiServer:
         self._watch_gate.set()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.tokens: dict[str, tuple[str, tuple[str, ...]]] = {}
+        """token -> (username, audiences) TokenReview authenticates."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -205,6 +217,12 @@ class FakeApiServer:
     def get(self, kind: ServedKind, namespace: str, name: str) -> Obj:
         store = self.objects[(kind.group, kind.kind)]
         return copy.deepcopy(store[(namespace if kind.namespaced else "", name)])
+
+    def add_token(
+        self, token: str, username: str, *, audiences: Iterable[str] = (API_AUDIENCE,)
+    ) -> None:
+        """A token TokenReview authenticates as `username` for `audiences`."""
+        self.tokens[token] = (username, tuple(audiences))
 
     def bookmark(self) -> None:
         """Send every watcher that asked for bookmarks one at the current revision."""
@@ -309,6 +327,8 @@ class FakeApiServer:
                     status=f.status,
                     headers=headers,
                 )
+        if request.method == "POST" and request.path == TOKEN_REVIEWS:
+            return await self._token_review(request)
         route = self._route(request.path)
         if route is None:
             return web.json_response(
@@ -396,6 +416,35 @@ class FakeApiServer:
         finally:
             self._watchers.discard(watcher)
         return resp
+
+    async def _token_review(self, request: web.Request) -> web.Response:
+        review = await request.json()
+        spec = review.get("spec") or {}
+        wanted = list(spec.get("audiences") or [API_AUDIENCE])
+        known = self.tokens.get(str(spec.get("token") or ""))
+        status: Obj = {"user": {}}
+        if known is None:
+            status["error"] = "[invalid bearer token, token lookup failed]"
+        else:
+            username, audiences = known
+            common = [a for a in wanted if a in audiences]
+            if not common:
+                status["error"] = (
+                    f"[invalid bearer token, token audiences {list(audiences)} is invalid for"
+                    f" the target audiences {wanted}]"
+                )
+            else:
+                groups = ["system:authenticated"]
+                if username.startswith("system:serviceaccount:"):
+                    ns = username.split(":")[2]
+                    groups += ["system:serviceaccounts", f"system:serviceaccounts:{ns}"]
+                status = {
+                    "authenticated": True,
+                    "user": {"username": username, "uid": str(uuid.uuid4()), "groups": groups},
+                    "audiences": common,
+                }
+        body = {**review, "metadata": {"creationTimestamp": None}, "status": status}
+        return web.json_response(body, status=201)
 
     async def _object(
         self, request: web.Request, kind: ServedKind, namespace: str, name: str, sub: str | None

@@ -22,7 +22,8 @@ and the rejected content is not sent again; the stream waits for a newer table. 
 sent, ACKs and NACKs are counted by type URL where they happen (`AdsMetrics`); connected
 clients by node are counted when scraped.
 
-Deliberately not here: delta xDS (`DeltaAggregatedResources` answers UNIMPLEMENTED), TLS,
+Other services can share the port (`handlers`: `mesh serve --identity-dir` adds the identity
+service, `certify.py`). Deliberately not here: delta xDS (`DeltaAggregatedResources` answers UNIMPLEMENTED), TLS,
 resource TTLs, and where tables come from (`engine.sources`).
 """
 
@@ -32,7 +33,7 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,8 +145,11 @@ class AdsServer:
         *,
         settings: ServerSettings | None = None,
         translator: Translator = default_translator,
+        handlers: Sequence[grpc.GenericRpcHandler] = (),
     ) -> None:
         self._settings = settings or ServerSettings()
+        self._handlers_extra = tuple(handlers)
+        """More services on the same port (the identity service, `certify.py`)."""
         self._translator = translator
         self._current: Snapshot | None = None
         self._streams: set[_Stream] = set()
@@ -239,6 +243,8 @@ class AdsServer:
             ]
         )
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+        if self._handlers_extra:
+            server.add_generic_rpc_handlers(self._handlers_extra)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             # grpc's own bind failure is a C-core log line on stderr plus a vague error;

@@ -10,6 +10,8 @@ watching.py  KubernetesSource: LIST -> WATCH(rv) -> 410 relist; debounced snapsh
              ──ResourceSnapshot──> engine.plane.ControlPlane (compile, publish, status)
 status.py    StatusWriter: our status.parents entries merged into each route, our Gateways'
              status (listeners, attachedRoutes, conditions) (GET, PUT, 409)
+tokenreview.py  TokenReviewVerifier: a service account token -> its account, for the
+             identity service (`mesh serve --kubernetes --identity-dir`)
 ```
 
 Only this package (and `engine.sources`) uses the kubernetes client; it validates and
