@@ -20,6 +20,7 @@ from cryptography import x509
 from tests.certs import Authority, secret_yaml
 from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.harness import bounded, service_yaml
+from tests.proxy.transport.helpers import read_response
 from tests.reliability.plane import InProcessPlane, running_proxy, until, write_atomic
 
 GATEWAY = """
@@ -52,17 +53,6 @@ spec:
 REQUEST = b"GET /echo HTTP/1.1\r\nHost: www.example.com\r\n\r\n"
 
 
-async def answer(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    length = next(
-        (int(v) for n, _, v in (x.partition(":") for x in lines) if n.lower() == "content-length"),
-        0,
-    )
-    await reader.readexactly(length)
-    return int(lines[0].split()[1])
-
-
 def serial(writer: asyncio.StreamWriter) -> int:
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     return x509.load_der_x509_certificate(der).serial_number
@@ -90,7 +80,7 @@ async def test_a_renewed_secret_reaches_new_handshakes_without_a_restart(tmp_pat
             try:
                 assert serial(old) == first.serial
                 old.write(REQUEST)
-                assert await answer(reader) == 200
+                assert (await read_response(reader))[0] == 200
                 version = proxy.version
                 write_atomic(secret, secret_yaml("shop", "www-cert", renewed))
                 await until(lambda: proxy.version != version, timeout_s=10, what="the new table")
@@ -102,7 +92,7 @@ async def test_a_renewed_secret_reaches_new_handshakes_without_a_restart(tmp_pat
                 # the connection made before: same certificate, still served
                 assert serial(old) == first.serial
                 old.write(REQUEST)
-                assert await answer(reader) == 200
+                assert (await read_response(reader))[0] == 200
             finally:
                 old.close()
                 with contextlib.suppress(OSError, ssl.SSLError):

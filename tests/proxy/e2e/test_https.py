@@ -31,6 +31,7 @@ from tests.proxy.e2e.harness import (
     start_mesh,
     wait_admin_ready,
 )
+from tests.proxy.transport.helpers import read_response
 from turnout.proxy.table import RuntimeTable
 
 GATEWAY = """
@@ -146,25 +147,12 @@ async def exchange(
         for host in hosts:
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
             await writer.drain()
-            answers.append(await _response(reader))
+            answers.append(await read_response(reader))
         return answers, serial
     finally:
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
-
-
-async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return status, headers, body
 
 
 async def gateway(lab: Lab, t: RuntimeTable, port: int = 443) -> Mesh:
@@ -273,7 +261,7 @@ async def test_certificates_rotate_without_a_restart(lab: Lab) -> None:
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         assert x509.load_der_x509_certificate(der).serial_number == certs.www.serial
         writer.write(b"GET /echo HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
-        status, headers, _ = await _response(reader)
+        status, headers, _ = await read_response(reader)
         assert (status, headers["x-backend"]) == (200, "v1")
     finally:
         writer.close()
@@ -357,7 +345,7 @@ async def test_mesh_proxy_with_two_workers_terminates_tls_in_both(lab: Lab, tmp_
             )
             held.append(writer)
             writer.write(b"GET /echo HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
-            status, headers, _ = await _response(reader)
+            status, headers, _ = await read_response(reader)
             assert (status, headers["x-backend"]) == (200, "v1")
         after = {pid: _sockets(pid) for pid in pids}
         assert all(after[p] > before[p] for p in pids), (before, after)
