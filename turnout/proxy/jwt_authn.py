@@ -274,9 +274,12 @@ class Authenticator:
         self._locations = tuple(locs)
 
     @classmethod
-    def of(cls, rules: Sequence[JwtRule], **settings: Any) -> Authenticator:
-        keysets = {r.issuer: KeySet(r.jwks_uri, inline=r.jwks, **settings) for r in rules}
-        return cls(rules, keysets)
+    def of(
+        cls, rules: Sequence[JwtRule], *, istio_statuses: bool = False, **keyset: Any
+    ) -> Authenticator:
+        """The rules with a `KeySet` each (`keyset`: its refresh, cooldown, timeout)."""
+        keysets = {r.issuer: KeySet(r.jwks_uri, inline=r.jwks, **keyset) for r in rules}
+        return cls(rules, keysets, istio_statuses=istio_statuses)
 
     def start(self) -> None:
         for ks in self.keysets.values():

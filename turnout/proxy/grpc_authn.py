@@ -1,0 +1,124 @@
+"""JWT authentication for Python gRPC servers (`grpc.aio`), the proxyless side of `jwt_authn`.
+
+```
+server = grpc.aio.server(interceptors=[JwtInterceptor(authenticator, require=True)])
+call ─ metadata `authorization: Bearer <t>` (or the rules' fromHeaders) ─ Authenticator
+   no token ─ require: UNAUTHENTICATED (16); else the handler runs, `principal()` is None
+   rejected (401) ─ UNAUTHENTICATED (16), details = the reason ("Jwt is expired", ...)
+   rejected (403: audience with istio_statuses) ─ PERMISSION_DENIED (7)
+   valid ─ the handler runs; `principal()` / `claims()` give the token's, for this call
+```
+
+The statuses follow the HTTP-to-gRPC mapping (401 -> 16, 403 -> 7) that a client going
+through a proxy sees, so a client cannot tell a proxyless server from a proxied one. The
+`Authenticator` (and its JWKS fetching) runs on the server's event loop; start it there
+(`authenticator.start()`) and close it on shutdown.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+
+from turnout.proxy.jwt_authn import Authenticated, Authenticator, Rejected
+
+_PRINCIPAL: contextvars.ContextVar[Authenticated | None] = contextvars.ContextVar(
+    "turnout_jwt_principal", default=None
+)
+
+
+def principal() -> str | None:
+    """The calling token's ``<iss>/<sub>`` inside a handler (None: no token)."""
+    found = _PRINCIPAL.get()
+    return None if found is None else found.principal
+
+
+def claims() -> Mapping[str, Any]:
+    """The calling token's claims inside a handler (empty: no token)."""
+    found = _PRINCIPAL.get()
+    return {} if found is None else found.claims
+
+
+class JwtInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Checks each call's token before its handler runs (see the module docstring)."""
+
+    def __init__(self, authenticator: Authenticator, *, require: bool = False) -> None:
+        self.authenticator = authenticator
+        self.require = require
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        metadata = [(str(k), str(v)) for k, v in (details.invocation_metadata or ())]
+        outcome = await self.authenticator.authenticate(metadata, "")
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        if isinstance(outcome, Rejected):
+            code = (
+                grpc.StatusCode.PERMISSION_DENIED
+                if outcome.status == 403
+                else grpc.StatusCode.UNAUTHENTICATED
+            )
+            return _refusing(handler, code, outcome.reason)
+        if not isinstance(outcome, Authenticated):
+            if self.require:
+                return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED, "Jwt is missing")
+            return handler
+        return _with_principal(handler, outcome)
+
+
+def _refusing(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, reason: str
+) -> grpc.RpcMethodHandler:
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, reason)
+
+    return _same_kind(handler, refuse)
+
+
+def _with_principal(handler: grpc.RpcMethodHandler, who: Authenticated) -> grpc.RpcMethodHandler:
+    inner = (
+        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    )
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        token = _PRINCIPAL.set(who)
+        try:
+            result = inner(request, context)
+            return await result if inspect.isawaitable(result) else result
+        finally:
+            _PRINCIPAL.reset(token)
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        token = _PRINCIPAL.set(who)
+        try:
+            result = inner(request, context)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            elif inspect.isawaitable(result):
+                await result
+        finally:
+            _PRINCIPAL.reset(token)
+
+    streaming = handler.unary_stream is not None or handler.stream_stream is not None
+    return _same_kind(handler, stream if streaming else call)
+
+
+def _same_kind(handler: grpc.RpcMethodHandler, fn: Callable[..., Any]) -> grpc.RpcMethodHandler:
+    """A handler of the same streaming kind and serializers as `handler`, running `fn`."""
+    args = (handler.request_deserializer, handler.response_serializer)
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(fn, *args)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(fn, *args)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(fn, *args)
+    return grpc.stream_stream_rpc_method_handler(fn, *args)
