@@ -47,6 +47,7 @@ from turnout.proxy.errors import (
     UpstreamConnectTimeout,
     UpstreamReadTimeout,
     UpstreamTimeout,
+    UpstreamTlsError,
 )
 from turnout.proxy.transport.messages import Headers
 
@@ -112,6 +113,8 @@ BACKEND_REQUEST_TIMEOUT = Answer(504, "backend request timeout")
 CONNECT_TIMEOUT = Answer(504, "connect timeout")
 READ_TIMEOUT = Answer(504, "upstream read timeout")
 PROTOCOL_ERROR = Answer(502, "upstream protocol error")
+TLS_FAILED = Answer(502, "upstream tls failed")
+"""Mesh TLS to the endpoint failed (wrong identity, untrusted certificate): Linkerd's 502."""
 INVALID_UPSTREAM_REQUEST = Answer(502, "invalid upstream request")
 UNEXPECTED = Answer(500, "unexpected error")
 
@@ -135,6 +138,8 @@ def for_error(error: BaseException, *, inbound: bool, request_timeout: bool) -> 
         return READ_TIMEOUT
     if isinstance(error, UpstreamTimeout):
         return REQUEST_TIMEOUT if request_timeout else BACKEND_REQUEST_TIMEOUT
+    if isinstance(error, UpstreamTlsError):
+        return TLS_FAILED
     if isinstance(error, UpstreamConnectError):
         answers = _INBOUND_CONNECT if inbound else _OUTBOUND_CONNECT
         return answers[_connect_cause(error.__cause__)]

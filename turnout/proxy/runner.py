@@ -223,7 +223,7 @@ def build_proxy(config: ProxyConfig) -> Proxy:
         from turnout.proxy.identity.material import Material
         from turnout.proxy.identity.state import IdentityState
 
-        proxy.identity = IdentityState(Material.generate(config.identity.name))
+        proxy.identity = pool.mesh = IdentityState(Material.generate(config.identity.name))
     return proxy
 
 

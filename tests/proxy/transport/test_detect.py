@@ -46,6 +46,7 @@ class Mesh:
         ctx.load_verify_locations(cadata=ca.ca_pem.decode())
         ctx.verify_mode = ssl.CERT_OPTIONAL
         self.server_context: ssl.SSLContext | None = ctx
+        self.client_context: ssl.SSLContext | None = None
 
     def peer_identity(self, ssl_object: object) -> str:
         return peer_identity(ssl_object)

@@ -490,6 +490,11 @@ class MeshTls(Protocol):
         """The context for the next handshake (None: no certificate yet, TLS refused)."""
         ...
 
+    @property
+    def client_context(self) -> ssl.SSLContext | None:
+        """The context mesh TLS to an upstream uses (None: no certificate yet)."""
+        ...
+
     def peer_identity(self, ssl_object: object) -> str:
         """The verified client identity of a handshake's ``ssl_object`` ("": none)."""
         ...
