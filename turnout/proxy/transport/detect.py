@@ -118,9 +118,13 @@ class DetectingServer:
     async def _serve(self, conn: socket.socket) -> None:
         try:
             kind = await self._sniff(conn)
-        except (OSError, asyncio.CancelledError):
+        except asyncio.CancelledError:
             conn.close()
             raise
+        except OSError as exc:  # reset while peeking
+            log.debug("inbound connection failed before detection: %s", exc)
+            conn.close()
+            return
         if kind is None:
             conn.close()
             return
