@@ -154,7 +154,7 @@ class Proxy:
         while self.tls_on != self.tls_wanted:
             on = self.tls_wanted
             old = self.servers[0]
-            assert isinstance(old, asyncio.Server)
+            assert not isinstance(old, DetectingServer)  # the outbound socket never detects
             listening = old.sockets[0]
             dup = socket.fromfd(listening.fileno(), listening.family, listening.type)
             assert self.config.outbound is not None
