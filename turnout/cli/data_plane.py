@@ -18,6 +18,7 @@ import asyncio
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import TextIO
 
 import uvloop
@@ -26,7 +27,15 @@ from turnout.cli.errors import UsageError
 from turnout.cli.output import EXIT_FAILED, EXIT_OK, EXIT_UNLOADABLE
 from turnout.proxy.config import DEFAULT_UPSTREAM_READ_TIMEOUT_MS
 from turnout.proxy.errors import ListenError, WorkerError
-from turnout.proxy.process import Address, ProxyConfig, SourceSpec, TableSource, parse_gateway
+from turnout.proxy.identity.names import is_identity
+from turnout.proxy.process import (
+    Address,
+    IdentityConfig,
+    ProxyConfig,
+    SourceSpec,
+    TableSource,
+    parse_gateway,
+)
 from turnout.proxy.runner import Listening
 from turnout.proxy.workers import run_proxy
 
@@ -69,6 +78,28 @@ def compile_for_proxy(
     return blobs, [str(d) for d in diags], has_errors(diags)
 
 
+def _identity_config(args: argparse.Namespace) -> IdentityConfig | None:
+    """``--identity`` and its two companions, checked (one line for what is wrong)."""
+    if args.identity is None:
+        if args.identity_token_file or args.identity_addr:
+            raise UsageError("--identity-token-file and --identity-addr need --identity NAME")
+        return None
+    if not is_identity(args.identity):
+        raise UsageError(
+            f"--identity {args.identity!r}: not an identity name"
+            " (<sa>.<ns>.serviceaccount.identity.<domain>)"
+        )
+    if not args.identity_token_file:
+        raise UsageError("--identity needs --identity-token-file FILE (the token proving it)")
+    token = Path(args.identity_token_file)
+    if not token.is_file():
+        raise UsageError(f"--identity-token-file {token}: no such file")
+    addr = args.identity_addr or args.xds
+    if not addr:
+        raise UsageError("--identity needs --identity-addr HOST:PORT (or --xds: the same port)")
+    return IdentityConfig(name=args.identity, token_file=str(token), addr=str(Address.parse(addr)))
+
+
 def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if bool(args.files) == bool(args.xds):
         raise UsageError("give exactly one of -f MANIFESTS and --xds HOST:PORT")
@@ -78,6 +109,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         raise UsageError("--gateway serves the Gateway's listener on --outbound HOST:PORT: give it")
     if args.gateway and args.service_listeners:
         raise UsageError("--service-listeners is a mesh proxy's; a --gateway proxy has none")
+    identity = _identity_config(args)
     kind, _, name = args.workload.partition("/")
     try:
         config = ProxyConfig(
@@ -92,6 +124,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             gateway=parse_gateway(args.gateway) if args.gateway else None,
             workers=args.workers,
             service_listeners=args.service_listeners,
+            identity=identity,
             upstream_read_timeout_ms=(
                 DEFAULT_UPSTREAM_READ_TIMEOUT_MS
                 if args.upstream_read_timeout is None

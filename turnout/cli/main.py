@@ -220,6 +220,24 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="longest upstream silence on a request whose route sets no timeout, then 504"
         " (default 60s; 0: wait forever)",
     )
+    p.add_argument(
+        "--identity",
+        metavar="NAME",
+        help="mesh TLS (docs/mtls.md) as this identity, <sa>.<ns>.serviceaccount.identity.<domain>:"
+        " the inbound port then takes TLS and plaintext, endpoints with an identity get mTLS",
+    )
+    p.add_argument(
+        "--identity-token-file",
+        metavar="FILE",
+        help="the token proving the identity (mesh identity token, or a service account"
+        " token); read again on every renewal",
+    )
+    p.add_argument(
+        "--identity-addr",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="the identity service (default: the --xds address)",
+    )
     p.set_defaults(run="data_plane:run_proxy_command")
 
     p = sub.add_parser("tap", help="stream a proxy's live requests (Linkerd's tap lines)")

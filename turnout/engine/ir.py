@@ -444,12 +444,20 @@ class GatewayParent:
 Parent = ServiceParent | GatewayParent
 
 
+IDENTITY_ANNOTATION = "identity.turnout.dev/name"
+"""EndpointSlice annotation: the identity (``<sa>.<ns>.serviceaccount.identity.<domain>``)
+every endpoint of the slice serves mesh TLS as (docs/xds.md "Endpoint identities")."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Endpoint:
     address: str
     port: int
     ready: bool = True
     zone: str | None = None
+    identity: str | None = None
+    """The workload identity its proxy serves mesh TLS as (the EndpointSlice annotation
+    `IDENTITY_ANNOTATION`); None: not meshed, plaintext."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,6 +19,8 @@ status  l5d-proxy-error             when
 504     upstream read timeout       no timeout on the route, and the upstream was silent for
                                     the pool's read timeout before the response started
 502     upstream protocol error     malformed response, or the connection broke mid-exchange
+502     upstream tls failed         mesh TLS to the endpoint failed: its certificate is not
+                                    the expected identity or not of the trust bundle
 502     invalid upstream request    request filters made a head that cannot be sent
 500     unexpected error            a bug of ours (logged)
 400/408 malformed request body /    the client's own body broke (its status; nothing to
@@ -47,6 +49,7 @@ from turnout.proxy.errors import (
     UpstreamConnectTimeout,
     UpstreamReadTimeout,
     UpstreamTimeout,
+    UpstreamTlsError,
 )
 from turnout.proxy.transport.messages import Headers
 
@@ -112,6 +115,8 @@ BACKEND_REQUEST_TIMEOUT = Answer(504, "backend request timeout")
 CONNECT_TIMEOUT = Answer(504, "connect timeout")
 READ_TIMEOUT = Answer(504, "upstream read timeout")
 PROTOCOL_ERROR = Answer(502, "upstream protocol error")
+TLS_FAILED = Answer(502, "upstream tls failed")
+"""Mesh TLS to the endpoint failed (wrong identity, untrusted certificate): Linkerd's 502."""
 INVALID_UPSTREAM_REQUEST = Answer(502, "invalid upstream request")
 UNEXPECTED = Answer(500, "unexpected error")
 
@@ -135,6 +140,8 @@ def for_error(error: BaseException, *, inbound: bool, request_timeout: bool) -> 
         return READ_TIMEOUT
     if isinstance(error, UpstreamTimeout):
         return REQUEST_TIMEOUT if request_timeout else BACKEND_REQUEST_TIMEOUT
+    if isinstance(error, UpstreamTlsError):
+        return TLS_FAILED
     if isinstance(error, UpstreamConnectError):
         answers = _INBOUND_CONNECT if inbound else _OUTBOUND_CONNECT
         return answers[_connect_cause(error.__cause__)]

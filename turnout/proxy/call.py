@@ -302,7 +302,7 @@ class Call(Endings):
         if target is None:
             self._answer(self._unavailable())
             return
-        self.slot, addr = target
+        self.slot, addr = slot, addr = target
         self.ex.endpoint(addr)
         self.t0 = now
         self.headed = self.discarding = False
@@ -314,6 +314,7 @@ class Call(Endings):
             body=body if body is not None else self.req.body.chunks(),
             timeout_ms=timeout_ms,
             receiver=self,
+            identity=None if slot is None else slot.endpoint.identity,
         )
 
     def _try_done(self, *, failed: bool) -> None:

@@ -47,6 +47,9 @@ class Endpoint:
     healthy: bool
     zone: str | None = None
     """Locality zone; None = unknown."""
+    identity: str | None = None
+    """The server identity mesh TLS expects of it (LbEndpoint metadata
+    ``turnout.identity``; docs/xds.md "Endpoint identities"); None: plaintext."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,9 +123,26 @@ def _endpoints(cla: Any) -> tuple[Endpoint, ...]:
                     port=sock.port_value,
                     healthy=lb.health_status in (_HEALTHY, _UNKNOWN),
                     zone=zone,
+                    identity=_identity(lb, cla.cluster_name),
                 )
             )
     return tuple(out)
+
+
+def _identity(lb: Any, cluster: str) -> str | None:
+    meta = lb.metadata.filter_metadata
+    if METADATA_NAMESPACE not in meta:
+        return None
+    value = meta[METADATA_NAMESPACE].fields.get("identity")
+    if value is None:
+        return None
+    if value.WhichOneof("kind") != "string_value" or not value.string_value:
+        raise TableError(
+            f'ClusterLoadAssignment "{cluster}"',
+            f'lb_endpoints.metadata.filter_metadata["{METADATA_NAMESPACE}"].identity',
+            "want a non-empty string",
+        )
+    return str(value.string_value)
 
 
 def clusters_from_xds(

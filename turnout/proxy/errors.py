@@ -9,6 +9,8 @@ ProxyError
  │    ├── UpstreamConnectError   no response started: refused, reset or closed before any
  │    │    │                     response byte; safe to retry when the body is replayable
  │    │    └── UpstreamConnectTimeout  (also an UpstreamTimeout) the TCP connect timed out
+ │    ├── UpstreamTlsError       mesh TLS to the endpoint failed: its certificate does not
+ │    │                         verify against the bundle or is not the expected identity
  │    ├── UpstreamTimeout        the per-request deadline (`timeout_ms`) expired
  │    │    └── UpstreamReadTimeout  no deadline, and the upstream sent nothing for the
  │    │                             pool's `read_timeout_ms`
@@ -94,6 +96,12 @@ class UpstreamConnectError(UpstreamError):
     """No response started: connect refused or failed, or the connection was closed or reset
     before a single response byte arrived. The upstream did not answer this request; whether
     it processed it is unknown unless the connection never opened."""
+
+
+class UpstreamTlsError(UpstreamError):
+    """Mesh TLS to the endpoint failed (no request byte was sent): the server's certificate
+    does not chain to the trust bundle or does not name the identity discovery expects, or
+    this proxy has no certificate yet. Answered 502, not retried (docs/mtls.md)."""
 
 
 class UpstreamTimeout(UpstreamError):

@@ -269,6 +269,8 @@ class LinkerdFamilies:
         self.tcp_read = Family("tcp_read_bytes_total", c, "Total count of bytes read from peers.")  # fmt: skip
         self.tcp_write = Family("tcp_write_bytes_total", c, "Total count of bytes written to peers.")  # fmt: skip
         self.tcp_close = Family("tcp_close_total", c, "Total count of closed connections.")
+        self.identity_expiration = Family("identity_cert_expiration_timestamp_seconds", g, "Time when this proxy's current mTLS identity certificate will expire (in seconds since the UNIX epoch).")  # fmt: skip
+        self.identity_refresh = Family("identity_cert_refresh_count", c, "The total number of times this proxy's mTLS identity certificate has been refreshed by the Identity service.")  # fmt: skip
 
     def all(self) -> tuple[Family | HistogramFamily, ...]:
         return tuple(vars(self).values())

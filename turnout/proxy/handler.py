@@ -202,14 +202,22 @@ class Handler:
             if ep is None:
                 continue
             task = asyncio.get_running_loop().create_task(
-                self._send_mirror((ep.address, ep.port), req.method, target, headers, body),
+                self._send_mirror(
+                    (ep.address, ep.port), req.method, target, headers, body, ep.identity
+                ),
                 name=f"mirror {mirror.cluster}",
             )
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
 
     async def _send_mirror(
-        self, ep: tuple[str, int], method: str, target: str, headers: Headers, body: bytes
+        self,
+        ep: tuple[str, int],
+        method: str,
+        target: str,
+        headers: Headers,
+        body: bytes,
+        identity: str | None = None,
     ) -> None:
         try:
             resp = await self.pool.request(
@@ -219,6 +227,7 @@ class Handler:
                 headers=headers,
                 body=body,
                 timeout_ms=MIRROR_TIMEOUT_MS,
+                identity=identity,
             )
             await resp.read()
         except UpstreamError as exc:

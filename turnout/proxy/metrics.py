@@ -468,6 +468,15 @@ class ProxyMetrics:
             )
         c.v += 1
 
+    # -- identity ------------------------------------------------------------------------
+
+    def identity_issued(self, valid_until: float) -> None:
+        """A leaf certificate was installed: ``identity_cert_refresh_count`` + 1 and
+        ``identity_cert_expiration_timestamp_seconds`` = its NotAfter (whole seconds)."""
+        f = self._fams
+        f.identity_expiration.cell(self._workload_labels).v = int(valid_until)
+        f.identity_refresh.cell(self._workload_labels).v += 1
+
     # -- exposition ----------------------------------------------------------------------
 
     def render(self) -> str:

@@ -117,6 +117,20 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class IdentityConfig:
+    """``--identity``: this proxy's workload identity and where it gets its certificate."""
+
+    name: str
+    """``<sa>.<ns>.serviceaccount.identity.<domain>``: the leaf's DNS SAN."""
+    token_file: str
+    """A join token or service account token, read again on every Certify call."""
+    addr: str
+    """The identity service, ``HOST:PORT`` (`mesh serve --identity-dir`'s xDS port)."""
+    detect_timeout_ms: int = 10_000
+    """Inbound: how long a connection may stay silent before it is taken as plaintext."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProxyConfig:
     namespace: str = "default"
     workload_kind: str = "deployment"
@@ -134,6 +148,9 @@ class ProxyConfig:
     a request arrives on names its destination Service."""
     workers: int = 1
     """Processes serving the listeners (SO_REUSEPORT when more than one; `workers.py`)."""
+    identity: IdentityConfig | None = None
+    """Mesh TLS (docs/mtls.md): the inbound port detects TLS, upstream endpoints with an
+    expected identity are reached over mTLS. None: plaintext only, as before."""
     upstream_read_timeout_ms: int | None = DEFAULT_UPSTREAM_READ_TIMEOUT_MS
     """The upstream pool's `read_timeout_ms` (`config.DEFAULT_UPSTREAM_READ_TIMEOUT_MS`):
     longest upstream silence on an exchange without a deadline; None: wait forever."""

@@ -40,7 +40,7 @@ N_BUCKETS: Final = len(LATENCY_BOUNDS_MS) + 1
 """Buckets per histogram, ``+Inf`` included."""
 _LE: Final = tuple(f'le="{b}"' for b in (*LATENCY_BOUNDS_MS, "+Inf"))
 
-_EARLIEST = frozenset({"process_start_time_seconds"})
+_EARLIEST = frozenset({"process_start_time_seconds", "identity_cert_expiration_timestamp_seconds"})
 """Series `merge_metrics` merges by taking the smallest value (the others are summed)."""
 
 

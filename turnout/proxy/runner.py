@@ -29,6 +29,8 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from turnout.proxy.admin import AdminServer, bound_port, start_admin
 from turnout.proxy.balancer import Balancers
@@ -42,8 +44,13 @@ from turnout.proxy.table import RuntimeTable
 from turnout.proxy.tap import TapHub
 from turnout.proxy.telemetry import Telemetry
 from turnout.proxy.transport.client import UpstreamPool
+from turnout.proxy.transport.detect import DetectingServer, serve_detecting
 from turnout.proxy.transport.server import serve_http
 from turnout.proxy.transport.tls import TlsSlot
+
+if TYPE_CHECKING:
+    from turnout.proxy.identity.client import IdentityClient
+    from turnout.proxy.identity.state import IdentityState
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +77,7 @@ class Proxy:
     budgets: Budgets = field(default_factory=Budgets)
     handlers: list[Handler] = field(default_factory=list)
     version: str | None = None
-    servers: list[asyncio.Server] = field(default_factory=list)
+    servers: list[asyncio.Server | DetectingServer] = field(default_factory=list)
     """The outbound listener first (when on), then the inbound one."""
     admin: AdminServer | None = None
     gateway_missing: bool = False
@@ -83,6 +90,10 @@ class Proxy:
     _rebinder: asyncio.Task[None] | None = None
     services: ServiceListeners | None = None
     """`--service-listeners`: a socket per Service address of the table."""
+    identity: IdentityState | None = None
+    """`--identity`: the key, the current leaf and the TLS contexts made from it."""
+    identity_client: IdentityClient | None = None
+    _identity_task: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -92,6 +103,7 @@ class Proxy:
             self.version is not None
             and self.tls_on == self.tls_wanted
             and (self.services is None or self.services.synced)
+            and (self.identity_client is None or self.identity_client.ready.is_set())
         )
 
     def apply(self, table: RuntimeTable, version: str) -> None:
@@ -142,6 +154,7 @@ class Proxy:
         while self.tls_on != self.tls_wanted:
             on = self.tls_wanted
             old = self.servers[0]
+            assert not isinstance(old, DetectingServer)  # the outbound socket never detects
             listening = old.sockets[0]
             dup = socket.fromfd(listening.fileno(), listening.family, listening.type)
             assert self.config.outbound is not None
@@ -180,7 +193,7 @@ class Proxy:
             log.info("gateway listener in the table gateway=%s", self.config.gateway)
         self.gateway_missing = missing
 
-    def port_of(self, server: asyncio.Server) -> int:
+    def port_of(self, server: asyncio.Server | DetectingServer) -> int:
         return int(server.sockets[0].getsockname()[1])
 
     def listening(self) -> Listening:
@@ -204,7 +217,32 @@ def build_proxy(config: ProxyConfig) -> Proxy:
         pod=config.pod,
     )
     pool = UpstreamPool(read_timeout_ms=config.upstream_read_timeout_ms)
-    return Proxy(config=config, metrics=metrics, tap=TapHub(), pool=pool)
+    proxy = Proxy(config=config, metrics=metrics, tap=TapHub(), pool=pool)
+    if config.identity is not None:
+        # imported here: cryptography loads only in a proxy with an identity
+        from turnout.proxy.identity.material import Material
+        from turnout.proxy.identity.state import IdentityState
+
+        proxy.identity = pool.mesh = IdentityState(Material.generate(config.identity.name))
+    return proxy
+
+
+def _start_identity(proxy: Proxy) -> None:
+    """`--identity`: the Certify client, renewing in the background (grpc is imported only
+    here, so a proxy without an identity never loads it)."""
+    from turnout.proxy.identity.client import IdentityClient
+
+    ident = proxy.config.identity
+    assert ident is not None and proxy.identity is not None
+    proxy.identity_client = client = IdentityClient(
+        proxy.identity,
+        target=ident.addr,
+        token_file=Path(ident.token_file),
+        on_issued=lambda issued: proxy.metrics.identity_issued(issued.valid_until),
+    )
+    proxy._identity_task = asyncio.get_running_loop().create_task(
+        _guard(client.run(), "identity client"), name="identity client"
+    )
 
 
 async def start_proxy(
@@ -221,6 +259,8 @@ async def start_proxy(
     if config.inbound is not None and config.app is None:
         raise ValueError("--inbound needs --app HOST:PORT")
     proxy = build_proxy(config)
+    if proxy.identity is not None:
+        _start_identity(proxy)
     bound = False
     try:
         await _bind(proxy, peers=peers, peers_ready=peers_ready)
@@ -257,10 +297,22 @@ async def _bind(
 
         proxy.services = ServiceListeners(service_handler, reuse_port=config.workers > 1)
     for name, addr, handler in _handlers(proxy):
+        server: asyncio.Server | DetectingServer
         with _listen_errors(name, addr):
-            server = await serve_http(
-                handler, host=addr.host, port=addr.port, reuse_port=config.workers > 1
-            )
+            if name == "inbound" and proxy.identity is not None:
+                assert config.identity is not None
+                server = await serve_detecting(
+                    handler,
+                    host=addr.host,
+                    port=addr.port,
+                    mesh=proxy.identity,
+                    reuse_port=config.workers > 1,
+                    detect_timeout_ms=config.identity.detect_timeout_ms,
+                )
+            else:
+                server = await serve_http(
+                    handler, host=addr.host, port=addr.port, reuse_port=config.workers > 1
+                )
         proxy.handlers.append(handler)
         proxy.servers.append(server)
     if config.admin is not None:
@@ -332,7 +384,7 @@ def _reason(exc: OSError) -> str:
 
 
 async def stop_proxy(proxy: Proxy, task: asyncio.Task[None]) -> None:
-    for t in (task, proxy._rebinder):
+    for t in (task, proxy._rebinder, proxy._identity_task):
         if t is None:
             continue
         t.cancel()

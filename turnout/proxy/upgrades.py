@@ -63,6 +63,7 @@ class UpgradeCall(Call):
                 headers=forward_headers(self.req.headers, self.req.host),
                 upgrade=upgrade,
                 timeout_ms=try_timeout(self.decision.per_try_timeout_ms, self.deadline, t0),
+                identity=None if slot is None else slot.endpoint.identity,
             )
             failed = False
         except UpstreamError as exc:

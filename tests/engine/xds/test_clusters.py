@@ -103,3 +103,14 @@ def test_clusters_and_assignments_are_sorted_by_name() -> None:
         "shop/a:80",
         "shop/b:80",
     ]
+
+
+def test_a_meshed_endpoint_carries_its_identity_in_lb_endpoint_metadata_only() -> None:
+    ident = "web.shop.serviceaccount.identity.cluster.local"
+    meshed = ir.Endpoint(address="10.0.0.1", port=8080, identity=ident)
+    bare = ir.Endpoint(address="10.0.0.2", port=8080)
+    _, cla = _one(mk_cluster(endpoints=(meshed, bare)))
+    first, second = cla.endpoints[0].lb_endpoints
+    meta = json_format.MessageToDict(first.metadata.filter_metadata[METADATA_KEY])
+    assert meta == {"identity": ident}
+    assert not second.HasField("metadata")

@@ -57,6 +57,7 @@ def endpoints_of(
     found: set[ir.Endpoint] = set()
     for loaded in slices:
         sl = loaded.obj
+        identity = sl.metadata.annotations.get(ir.IDENTITY_ANNOTATION) or None
         ports = [p.port for p in sl.ports if p.port is not None and (p.name or None) == port_name]
         if not ports and len(sl.ports) == 1 and sl.ports[0].port is not None:
             ports = [sl.ports[0].port]
@@ -64,7 +65,11 @@ def endpoints_of(
             ready = ep.conditions.ready is not False
             for addr in ep.addresses:
                 for p in ports:
-                    found.add(ir.Endpoint(address=addr, port=p, ready=ready, zone=ep.zone))
+                    found.add(
+                        ir.Endpoint(
+                            address=addr, port=p, ready=ready, zone=ep.zone, identity=identity
+                        )
+                    )
     ordered = sorted(found, key=lambda e: (e.zone or "", e.address, e.port))
     return tuple(ordered), True
 

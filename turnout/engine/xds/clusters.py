@@ -113,7 +113,7 @@ def lb_endpoint(endpoint: ir.Endpoint) -> endpoint_components_pb2.LbEndpoint:
         if endpoint.ready
         else health_check_pb2.HealthStatus.UNHEALTHY
     )
-    return endpoint_components_pb2.LbEndpoint(
+    out = endpoint_components_pb2.LbEndpoint(
         endpoint=endpoint_components_pb2.Endpoint(
             address=address_pb2.Address(
                 socket_address=address_pb2.SocketAddress(
@@ -123,6 +123,9 @@ def lb_endpoint(endpoint: ir.Endpoint) -> endpoint_components_pb2.LbEndpoint:
         ),
         health_status=health,
     )
+    if endpoint.identity is not None:  # meshed: the identity a client proxy must verify
+        out.metadata.CopyFrom(metadata_from({"identity": endpoint.identity}))
+    return out
 
 
 def invalid_cluster() -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment]:

@@ -16,8 +16,10 @@ The modules import each other in one order (tests/test_layering.py holds it): `s
 -> `upstream` -> `upgraded` -> `client` on the other, neither side importing the other. Writes are held until the end
 of the loop's round and sent together (`batch.WriteBatch`).
 
-Nothing here routes, balances, retries or counts metrics: `ConnectionHooks` hand the numbers to whoever does. No TLS
-setup, no HTTP/2.
+Mesh TLS (docs/mtls.md): `detect.serve_detecting` peeks each inbound connection and serves
+it over TLS or plaintext; the pool opens TLS to an endpoint sent with an expected identity.
+Nothing here routes, balances, retries or counts metrics: `ConnectionHooks` hand the numbers
+to whoever does. No certificate handling beyond loading contexts, no HTTP/2.
 """
 
 from __future__ import annotations

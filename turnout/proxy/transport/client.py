@@ -20,15 +20,24 @@ No callback is ever made from inside `send()`. What one connection does with an 
 (writing, the deadline, which errors a receiver sees) is `pooled.PooledConnection`'s, and parsing
 `upstream.UpstreamConnection`'s; request heads are made with `heads.encode_request_head` / `encode_forward_head`.
 
+Mesh TLS: an exchange sent with `identity=` (the endpoint's expected identity, from
+discovery) goes over a connection of its own pool key `(host, port, identity)`, opened with
+the proxy's client context (`mesh.client_context`: its leaf presented, the trust bundle the
+only CA) and `server_hostname=identity`, so `ssl` refuses a server certificate that does not
+chain to the bundle or does not name that identity (`UpstreamTlsError`, no byte sent).
+Without `mesh` (the proxy has no identity) the identity is ignored: plaintext, as Linkerd
+sends when identity is off.
+
 Deliberately not here: retries, not even of a request a reused connection closed on (the
 handler owns retry policy and budgets), load balancing (the handler picks the endpoint), a limit on busy
-connections, TLS and HTTP/2.
+connections, TLS other than mesh TLS, and HTTP/2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 
 from turnout.proxy import config
@@ -38,6 +47,7 @@ from turnout.proxy.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
+    UpstreamTlsError,
 )
 from turnout.proxy.transport.batch import WriteBatch
 from turnout.proxy.transport.heads import encode_request_head, request_framing
@@ -45,6 +55,7 @@ from turnout.proxy.transport.messages import (
     Address,
     ConnectionHooks,
     Headers,
+    MeshTls,
     RawHeaders,
     ResponseReceiver,
     UpstreamHandle,
@@ -56,6 +67,9 @@ from turnout.proxy.transport.upgraded import UpgradedConnection
 from turnout.proxy.transport.upstream import UpstreamConnection
 
 log = logging.getLogger(__name__)
+
+PoolKey = tuple[str, int] | tuple[str, int, str]
+"""An idle list's key: the endpoint, plus the expected identity for mesh TLS."""
 
 
 class _Connecting:
@@ -176,11 +190,13 @@ class UpstreamPool:
         self.hooks = hooks
         self.loop: asyncio.AbstractEventLoop | None = None
         self._batch: WriteBatch | None = None
-        self._idle: dict[Address, list[PooledConnection]] = {}
+        self._idle: dict[PoolKey, list[PooledConnection]] = {}
         self._all: set[PooledConnection] = set()
         self._connecting: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._read_sweeper: asyncio.TimerHandle | None = None
+        self.mesh: MeshTls | None = None
+        """The proxy's identity (`--identity`): what `identity=` exchanges use for mTLS."""
 
     @property
     def batch(self) -> WriteBatch:
@@ -190,9 +206,10 @@ class UpstreamPool:
             batch = self._batch = WriteBatch(self.loop or asyncio.get_running_loop())
         return batch
 
-    def idle_count(self, endpoint: Address) -> int:
-        """Idle connections pooled for `endpoint` right now."""
-        return len(self._idle.get(endpoint, ()))
+    def idle_count(self, endpoint: Address, identity: str | None = None) -> int:
+        """Idle connections pooled for `endpoint` (over mesh TLS to `identity`) right now."""
+        key = endpoint if identity is None else (*endpoint, identity)
+        return len(self._idle.get(key, ()))
 
     @property
     def open_count(self) -> int:
@@ -211,13 +228,15 @@ class UpstreamPool:
         timeout_ms: int | None,
         receiver: ResponseReceiver,
         upgrade: bool = False,
+        identity: str | None = None,
     ) -> UpstreamHandle:
         """Send one request whose head `encode_request_head` made; the response goes to
         `receiver`, never before this returns. `timeout_ms` bounds the whole exchange, body
         included (None: no deadline). Only an `upgrade` request (its head asks for one) may
         be answered 101; a 101 to any other is an `UpstreamProtocolError`, the connection
         closed. The returned handle gives the exchange up (`cancel(receiver)`) or pauses
-        reading its response."""
+        reading its response. `identity`: the endpoint's expected identity, for mesh TLS
+        (see the module docstring)."""
         loop = self.loop
         if loop is None:
             loop = self.loop = asyncio.get_running_loop()
@@ -227,7 +246,13 @@ class UpstreamPool:
             request = OutgoingRequest(
                 head, body, method, loop.time() + timeout_ms / 1000, timeout_ms / 1000, upgrade
             )
-        idle = self._idle.get(endpoint)
+        key: PoolKey = endpoint
+        if identity is not None:
+            if self.mesh is None:
+                identity = None  # no identity of our own: plaintext
+            else:
+                key = (endpoint[0], endpoint[1], identity)
+        idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
             conn.pooled = False
@@ -236,14 +261,18 @@ class UpstreamPool:
                 if request.deadline is None:
                     self._watch_reads(loop)
                 return conn
-        return self._connect_and_start(endpoint, request, receiver)
+        return self._connect_and_start(endpoint, request, receiver, identity)
 
     def _connect_and_start(
-        self, endpoint: Address, request: OutgoingRequest, receiver: ResponseReceiver
+        self,
+        endpoint: Address,
+        request: OutgoingRequest,
+        receiver: ResponseReceiver,
+        identity: str | None,
     ) -> _Connecting:
         pending = _Connecting(receiver)
         loop = self.loop or asyncio.get_running_loop()
-        task = loop.create_task(self._start_on_new(endpoint, request, pending))
+        task = loop.create_task(self._start_on_new(endpoint, request, pending, identity))
         pending.task = task
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
@@ -251,11 +280,15 @@ class UpstreamPool:
         return pending
 
     async def _start_on_new(
-        self, endpoint: Address, request: OutgoingRequest, pending: _Connecting
+        self,
+        endpoint: Address,
+        request: OutgoingRequest,
+        pending: _Connecting,
+        identity: str | None,
     ) -> None:
         receiver = pending.receiver
         try:
-            conn = await self._connect(endpoint)
+            conn = await self._connect(endpoint, identity)
             if request.deadline is not None and request.deadline <= conn.loop.time():
                 conn.close()
                 raise UpstreamTimeout(endpoint, "deadline expired before the request was sent")
@@ -278,6 +311,7 @@ class UpstreamPool:
         headers: Headers,
         body: bytes | AsyncIterator[bytes],
         timeout_ms: int | None,
+        identity: str | None = None,
     ) -> UpstreamResponse:
         """Send one request and return the response once its head has arrived.
 
@@ -285,7 +319,9 @@ class UpstreamPool:
         `UpstreamConnectError`, `UpstreamTimeout` or `UpstreamProtocolError`; an exception
         from an iterator `body` is raised as is.
         """
-        response, _ = await self._exchange(endpoint, method, target, headers, body, timeout_ms)
+        response, _ = await self._exchange(
+            endpoint, method, target, headers, body, timeout_ms, identity=identity
+        )
         return response
 
     async def upgrade(
@@ -297,11 +333,14 @@ class UpstreamPool:
         headers: Headers,
         upgrade: str,
         timeout_ms: int | None,
+        identity: str | None = None,
     ) -> tuple[UpstreamResponse, UpgradedConnection | None]:
         """Send an upgrade request (`Connection: upgrade`, `Upgrade: <upgrade>`). On a 101
         the connection is handed over as an `UpgradedConnection` (never pooled again) and
         `timeout_ms` stops applying; any other answer is an ordinary response and None."""
-        return await self._exchange(endpoint, method, target, headers, b"", timeout_ms, upgrade)
+        return await self._exchange(
+            endpoint, method, target, headers, b"", timeout_ms, upgrade, identity=identity
+        )
 
     async def _exchange(
         self,
@@ -312,6 +351,8 @@ class UpstreamPool:
         body: bytes | AsyncIterator[bytes],
         timeout_ms: int | None,
         upgrade: str | None = None,
+        *,
+        identity: str | None = None,
     ) -> tuple[UpstreamResponse, UpgradedConnection | None]:
         try:
             head = encode_request_head(
@@ -332,6 +373,7 @@ class UpstreamPool:
             timeout_ms=timeout_ms,
             receiver=receiver,
             upgrade=upgrade is not None,
+            identity=identity,
         )
         try:
             response = await receiver.future
@@ -345,29 +387,57 @@ class UpstreamPool:
 
     # -- connections -------------------------------------------------------------------------
 
-    async def _connect(self, endpoint: Address) -> UpstreamConnection:
+    async def _connect(self, endpoint: Address, identity: str | None = None) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         host, port = endpoint
+        ctx = self._tls_context(endpoint, identity)
         try:
             async with asyncio.timeout(self.connect_timeout_ms / 1000):
-                _, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(self, endpoint), host, port
-                )
+                if ctx is None:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(self, endpoint), host, port
+                    )
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(self, endpoint),
+                        host,
+                        port,
+                        ssl=ctx,
+                        server_hostname=identity,
+                    )
+        except ssl.SSLError as exc:  # before OSError: it is one
+            raise UpstreamTlsError(
+                endpoint, f"tls to {identity} failed: {_tls_reason(exc)}"
+            ) from exc
         except TimeoutError as exc:
             raise UpstreamConnectTimeout(
                 endpoint, f"connect timed out after {self.connect_timeout_ms} ms"
             ) from exc
         except OSError as exc:
             raise UpstreamConnectError(endpoint, f"connect failed: {exc}") from exc
+        if ctx is not None:
+            assert identity is not None
+            conn.key = (host, port, identity)
+            if conn.info is not None:
+                conn.info.tls = True
         self._all.add(conn)
         return conn
+
+    def _tls_context(self, endpoint: Address, identity: str | None) -> ssl.SSLContext | None:
+        """The client context for mesh TLS to `identity` (None: plaintext)."""
+        if identity is None or self.mesh is None:
+            return None
+        ctx = self.mesh.client_context
+        if ctx is None:
+            raise UpstreamTlsError(endpoint, f"tls to {identity}: no identity certificate yet")
+        return ctx
 
     def _put_idle(self, conn: PooledConnection) -> None:
         if conn.pooled:
             return  # released twice: a connection in the list twice would serve two requests
-        idle = self._idle.get(conn.endpoint)
+        idle = self._idle.get(conn.key)
         if idle is None:
-            idle = self._idle[conn.endpoint] = []
+            idle = self._idle[conn.key] = []
         if len(idle) >= self.max_idle_per_endpoint:
             conn.close()
             return
@@ -431,7 +501,7 @@ class UpstreamPool:
     def _unpool(self, conn: PooledConnection) -> None:
         if conn.pooled:
             conn.pooled = False
-            self._idle[conn.endpoint].remove(conn)
+            self._idle[conn.key].remove(conn)
 
     def _forget(self, conn: PooledConnection) -> None:
         self._all.discard(conn)
@@ -450,3 +520,9 @@ class UpstreamPool:
             conn.abort()
         for conn in conns:
             await conn.closed_waiter
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return exc.verify_message.lower()
+    return (exc.reason or str(exc)).lower().replace("_", " ")

@@ -40,6 +40,7 @@ from turnout.proxy.transport.messages import (
     ConnectionInfo,
     Handler,
     Limits,
+    MeshTls,
     UpstreamTunnel,
     hook_close,
 )
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 class Listener:
     """What all connections of one `serve_http` share."""
 
-    __slots__ = ("accept", "batch", "handler", "hooks", "limits", "open", "tls")
+    __slots__ = ("accept", "batch", "handler", "hooks", "limits", "mesh", "open", "tls")
 
     def __init__(
         self,
@@ -63,6 +64,7 @@ class Listener:
         accept: Accept | None,
         loop: asyncio.AbstractEventLoop | None = None,
         tls: TlsSlot | None = None,
+        mesh: MeshTls | None = None,
     ) -> None:
         self.batch = WriteBatch(loop or asyncio.get_running_loop())
         """Every connection's writes of one loop round, sent at its end (`batch.py`)."""
@@ -74,6 +76,9 @@ class Listener:
         """Connections open now (for `Limits.max_connections`)."""
         self.tls = tls
         """TLS termination (`tls.py`): each connection learns its listener's chain."""
+        self.mesh = mesh
+        """Mesh TLS (`detect.py`): connections read their client's identity and requests
+        carry it in `l5d-client-id` (a client's own is dropped)."""
 
 
 class DownstreamConnection(asyncio.Protocol):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -124,11 +125,13 @@ class ConnectionInfo:
     __slots__ = (
         "bytes_read",
         "bytes_written",
+        "client_id",
         "direction",
         "local",
         "opened_at",
         "peer",
         "requests",
+        "tls",
     )
 
     def __init__(
@@ -148,6 +151,11 @@ class ConnectionInfo:
         """Bytes handed to the transport so far (raw TCP payload)."""
         self.requests = 0
         """Requests carried: received (inbound) or sent (outbound)."""
+        self.tls = False
+        """Mesh TLS: the inbound connection was TLS terminated with this proxy's identity
+        (`MeshTls`), or the upstream one was originated with it."""
+        self.client_id = ""
+        """Inbound mesh TLS: the client certificate's identity ("": none, or plaintext)."""
 
     def __repr__(self) -> str:
         return (
@@ -325,6 +333,7 @@ class IncomingRequest:
         "_headers",
         "authority",
         "body",
+        "client_id",
         "host",
         "keep_alive",
         "local",
@@ -381,6 +390,9 @@ class IncomingRequest:
         """The `Upgrade` header value when the request asks for one (`Connection: upgrade`)."""
         self.tls: Chain | None = None
         """Received over TLS: the listener its handshake chose (`tls.py`); None: plain."""
+        self.client_id = ""
+        """Received over mesh TLS from a client whose certificate names this identity; the
+        transport has then also put it in `l5d-client-id` (and dropped any the client sent)."""
         self._headers: Headers | None = None
 
     @property
@@ -467,6 +479,26 @@ if it raises before starting the response, the server answers 500 (`ClientError`
 status) and logs. Or it returns None: it answers through the writer's synchronous calls
 from callbacks of its own and calls `writer.complete()` at the end; `writer.on_cancel` is
 called if the client disconnects first."""
+
+
+class MeshTls(Protocol):
+    """The proxy's identity as an inbound listener with TLS detection sees it
+    (`detect.serve_detecting`; the proxy's `identity.IdentityState` is one)."""
+
+    @property
+    def server_context(self) -> ssl.SSLContext | None:
+        """The context for the next handshake (None: no certificate yet, TLS refused)."""
+        ...
+
+    @property
+    def client_context(self) -> ssl.SSLContext | None:
+        """The context mesh TLS to an upstream uses (None: no certificate yet)."""
+        ...
+
+    def peer_identity(self, ssl_object: object) -> str:
+        """The verified client identity of a handshake's ``ssl_object`` ("": none)."""
+        ...
+
 
 Accept = Callable[[ConnectionInfo], bool]
 """The inbound policy check of `serve_http`: once per connection, before any byte is read;

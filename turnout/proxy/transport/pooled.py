@@ -89,6 +89,9 @@ class PooledConnection(asyncio.Protocol):
     def __init__(self, pool: ConnectionPool, endpoint: Address) -> None:
         self.pool = pool
         self.endpoint = endpoint
+        self.key: tuple[str, int] | tuple[str, int, str] = endpoint
+        """The pool's idle list this connection returns to: the endpoint, plus the expected
+        identity for a mesh TLS connection (`client.UpstreamPool`)."""
         self.loop = pool.loop or asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.batch = pool.batch

@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 
 _SPECIAL_LENGTHS = frozenset({4, 6, 7, 10, 14, 17})
 """Lengths of Host, Expect, Upgrade, Connection, Content-Length, Transfer-Encoding."""
+_MESH_LENGTHS = _SPECIAL_LENGTHS | {13}
+"""And of l5d-client-id, on a mesh TLS listener (where the transport owns that header)."""
+CLIENT_ID_HEADER = b"l5d-client-id"
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
@@ -94,6 +97,8 @@ class HttpServerProtocol(DownstreamConnection):
         self._max_count = self.limits.max_header_count
         self._no_body = RequestBody(self._empty_stream, None)
         self._plain_head: bytes | None = None  # an h2c upgrade's head, to parse again
+        self._special = _SPECIAL_LENGTHS if listener.mesh is None else _MESH_LENGTHS
+        self._client_id = b""  # mesh TLS: the verified client identity
 
     # -- asyncio.Protocol (connection_lost and the writing side: DownstreamConnection) --------
 
@@ -115,6 +120,12 @@ class HttpServerProtocol(DownstreamConnection):
                 log.debug("tls connection without a chosen listener closed peer=%s", self.peer)
                 transport.abort()
                 return
+        elif listener.mesh is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                info.tls = True
+                info.client_id = listener.mesh.peer_identity(ssl_object)
+                self._client_id = info.client_id.encode("ascii")
         limit = self.limits.max_connections
         if limit is not None and listener.open > limit:
             log.debug("connection over the limit closed peer=%s limit=%d", self.peer, limit)
@@ -232,7 +243,7 @@ class HttpServerProtocol(DownstreamConnection):
         if size > self._max_head or len(headers) >= self._max_count:
             raise Refused(431, "request head over max_header_bytes or max_header_count")
         n = len(name)
-        if n in _SPECIAL_LENGTHS:
+        if n in self._special:
             # the headers the transport itself reads, noted as they are parsed
             lname = name.lower()
             if lname == b"host":
@@ -251,6 +262,8 @@ class HttpServerProtocol(DownstreamConnection):
                 self._upgrade = value.decode("latin-1")
             elif lname == b"connection":
                 self._connection = True
+            elif lname == CLIENT_ID_HEADER:
+                return  # only on a mesh listener: the client's own is never believed
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -323,6 +336,9 @@ class HttpServerProtocol(DownstreamConnection):
             upgrade,
         )
         request.tls = self.chain
+        if self._client_id:
+            headers.append((CLIENT_ID_HEADER, self._client_id))
+            request.client_id = self.info.client_id  # type: ignore[union-attr]
         exch = ExchangeWriter(self, request, stream)
         if expect and has_body and version == "1.1":
             stream.on_first_read = exch.send_continue

@@ -81,6 +81,12 @@ def load_context(pairs: tuple[Pair, ...], alpn: tuple[str, ...] = ("http/1.1",))
     return ctx
 
 
+def load_pair(ctx: ssl.SSLContext, pair: Pair) -> None:
+    """Load `pair` into `ctx` (through a private temporary file, see the module docstring);
+    `ssl.SSLError` or `OSError` when it does not load."""
+    _load_pair(ctx, pair)
+
+
 def _load_pair(ctx: ssl.SSLContext, pair: Pair) -> None:
     where = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
     fd, path = tempfile.mkstemp(prefix="turnout-tls-", suffix=".pem", dir=where)

@@ -1,0 +1,212 @@
+"""`serve_detecting`: one inbound port for mesh TLS and plaintext (PERMISSIVE), told apart
+by peeking at each connection's first bytes.
+
+```
+listening socket ─ loop.sock_accept ─► socket ─ readable (add_reader) ─ recv(6, MSG_PEEK)
+   ├─ 16 03 0x .. .. 01 (a TLS record holding a ClientHello) ─► connect_accepted_socket(
+   │      HttpServerProtocol, ssl=mesh.server_context)   the handshake, then HTTP/1.1;
+   │      the connection reads its client's identity (`MeshTls.peer_identity`)
+   ├─ anything else, or nothing within detect_timeout_ms ─► connect_accepted_socket(
+   │      HttpServerProtocol) plaintext, as an unmeshed client sends
+   └─ end of stream before a byte ─► closed
+```
+
+Why not `create_server` plus `start_tls`: uvloop 0.23 hands the ClientHello to the old
+protocol when `loop.start_tls` is called on the server side after `connection_made`
+(SECURITY-REFERENCE §5.2-5.3), and nothing already read can be replayed into the TLS
+layer. Peeking leaves the bytes in the kernel, and the context is chosen per accepted
+socket, so a renewed certificate or a new trust bundle is used by the next handshake.
+Works the same on asyncio's loop and on uvloop (tests/proxy/transport/test_detect.py).
+
+The rule is Linkerd's first bytes (§1.6) without its SNI step: any ClientHello is
+terminated with this proxy's identity (no opaque TLS pass-through yet). The timeout is
+Linkerd's default, 10 s: a server-first protocol waits that long, then plaintext.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Literal
+
+from turnout.proxy.transport.downstream import Listener
+from turnout.proxy.transport.messages import (
+    Accept,
+    ConnectionHooks,
+    Handler,
+    Limits,
+    MeshTls,
+)
+from turnout.proxy.transport.server import HttpServerProtocol
+
+log = logging.getLogger(__name__)
+
+DETECT_TIMEOUT_MS = 10_000
+_PARTIAL_WAIT_S = 0.005
+
+Kind = Literal["tls", "plain"]
+
+
+def is_client_hello(head: bytes) -> bool:
+    """The first 6 bytes are a TLS handshake record (version 3.1-3.4) with a ClientHello."""
+    return (
+        len(head) >= 6
+        and head[0] == 0x16
+        and head[1] == 0x03
+        and 1 <= head[2] <= 4
+        and head[5] == 0x01
+    )
+
+
+class DetectingServer:
+    """What `serve_detecting` returns: `sockets`, `close()`, `wait_closed()`, as an
+    `asyncio.Server` has them. Closing stops accepting (and detecting); open connections
+    end on their own."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        listener: Listener,
+        mesh: MeshTls,
+        detect_timeout_ms: int,
+    ) -> None:
+        self._sock = sock
+        self._listener = listener
+        self._mesh = mesh
+        self._timeout_s = detect_timeout_ms / 1000
+        self._loop = asyncio.get_running_loop()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._acceptor = self._loop.create_task(self._accept_loop(), name="inbound accept")
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return () if self._sock.fileno() < 0 else (self._sock,)
+
+    def close(self) -> None:
+        self._acceptor.cancel()
+        for task in list(self._pending):
+            task.cancel()
+        if self._sock.fileno() >= 0:
+            self._sock.close()
+
+    async def wait_closed(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._acceptor
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def _factory(self) -> HttpServerProtocol:
+        return HttpServerProtocol(self._listener)
+
+    async def _accept_loop(self) -> None:
+        loop = self._loop
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self._sock)
+            except OSError as exc:  # EMFILE and the like: wait, then accept again
+                log.warning("inbound accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = loop.create_task(self._serve(conn))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            kind = await self._sniff(conn)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except OSError as exc:  # reset while peeking
+            log.debug("inbound connection failed before detection: %s", exc)
+            conn.close()
+            return
+        if kind is None:
+            conn.close()
+            return
+        ctx = None
+        if kind == "tls":
+            ctx = self._mesh.server_context
+            if ctx is None:
+                log.debug("tls connection closed: no identity certificate yet")
+                conn.close()
+                return
+        timeout = None if ctx is None else self._listener.limits.header_timeout_ms / 1000
+        try:
+            await self._loop.connect_accepted_socket(
+                self._factory, conn, ssl=ctx, ssl_handshake_timeout=timeout
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            log.debug("inbound %s connection failed: %s", kind, exc)
+            conn.close()
+
+    async def _sniff(self, conn: socket.socket) -> Kind | None:
+        """TLS, plaintext, or None: the client closed before sending a byte."""
+        deadline = self._loop.time() + self._timeout_s
+        while True:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0 or not await self._readable(conn, remaining):
+                return "plain"  # silent client (server-first protocol): plaintext
+            try:
+                head = conn.recv(6, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            if not head:
+                return None
+            if head[0] != 0x16:
+                return "plain"
+            if len(head) >= 6:
+                return "tls" if is_client_hello(head) else "plain"
+            await asyncio.sleep(_PARTIAL_WAIT_S)  # a record header in pieces: the rest
+
+    async def _readable(self, conn: socket.socket, timeout_s: float) -> bool:
+        fut: asyncio.Future[None] = self._loop.create_future()
+        fd = conn.fileno()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        self._loop.add_reader(fd, ready)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await fut
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._loop.remove_reader(fd)
+
+
+async def serve_detecting(
+    handler: Handler,
+    *,
+    host: str,
+    port: int,
+    mesh: MeshTls,
+    limits: Limits | None = None,
+    hooks: ConnectionHooks | None = None,
+    accept: Accept | None = None,
+    backlog: int = 1024,
+    reuse_port: bool = False,
+    detect_timeout_ms: int = DETECT_TIMEOUT_MS,
+) -> DetectingServer:
+    """Listen on `host:port` (0: any free port) and serve HTTP/1.1 over mesh TLS or
+    plaintext, each connection as its first bytes say (see the module docstring)."""
+    limits = limits or Limits()
+    listener = Listener(handler, limits, hooks, accept, mesh=mesh)
+    sock = socket.create_server(
+        (host, port), backlog=backlog, reuse_port=reuse_port, family=_family(host)
+    )
+    sock.setblocking(False)
+    server = DetectingServer(sock, listener, mesh, detect_timeout_ms)
+    log.info("listening host=%s port=%d tls=detect", host, sock.getsockname()[1])
+    return server
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
