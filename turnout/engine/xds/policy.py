@@ -18,7 +18,9 @@ get gRFC A41 RBAC instead (later work). Not served yet: the ADS server does not 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 from google.protobuf import json_format, struct_pb2
 from xds.type.v3 import typed_struct_pb2
@@ -54,13 +56,18 @@ class PolicyResources:
         }
 
 
-def typed_struct(type_url: str, node: object) -> typed_struct_pb2.TypedStruct:
+def struct_of(data: Mapping[str, object]) -> struct_pb2.Struct:
+    """Plain data (`to_data` output: dicts, lists, str, int, bool) as a Struct."""
     value = struct_pb2.Struct()
+    value.update(cast(Mapping[str, Any], data))
+    return value
+
+
+def typed_struct(type_url: str, node: object) -> typed_struct_pb2.TypedStruct:
     data = to_data(node)
     if not isinstance(data, dict):
         raise TypeError(f"cannot render {type(node).__name__} as a struct")
-    value.update(data)
-    return typed_struct_pb2.TypedStruct(type_url=type_url, value=value)
+    return typed_struct_pb2.TypedStruct(type_url=type_url, value=struct_of(data))
 
 
 def server_resource(server: InboundServer) -> typed_struct_pb2.TypedStruct:
@@ -78,8 +85,7 @@ def policy_resources(table: PolicyTable) -> PolicyResources:
         "cluster_networks": to_data(table.cluster_networks),
         "namespace_defaults": to_data(table.namespace_defaults),
     }
-    value = struct_pb2.Struct()
-    value.update(defaults)
+    value = struct_of(defaults)
     return PolicyResources(
         servers=tuple(
             (s.name, server_resource(s)) for s in sorted(table.servers, key=lambda s: s.name)
