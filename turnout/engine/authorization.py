@@ -331,10 +331,13 @@ def in_networks(networks: tuple[Network, ...], ip: str) -> bool:
     except ValueError:
         return False
     for net in networks:
-        if addr in ipaddress.ip_network(net.cidr, strict=False) and not any(
-            addr in ipaddress.ip_network(e, strict=False) for e in net.excluded
-        ):
-            return True
+        try:
+            if addr in ipaddress.ip_network(net.cidr, strict=False) and not any(
+                addr in ipaddress.ip_network(e, strict=False) for e in net.excluded
+            ):
+                return True
+        except ValueError:  # validation refuses these; never widen on one that slipped by
+            continue
     return False
 
 

@@ -7,6 +7,7 @@ Every case compiles a golden input (`tests/golden/policy/`) through the real pip
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 import pytest
 
@@ -398,3 +399,23 @@ def test_compile_is_pure() -> None:
     inputs, first = compile_policy_files([GOLDEN / "policy" / "istio-allow-deny.in.yaml"])
     again = compile_policy(inputs.resources)
     assert again.table == first.table and hash(again.table) == hash(first.table)
+
+
+def test_istio_principal_star_means_any_identity_even_with_others(tmp_path: Path) -> None:
+    """`principals: ["*", x]`: `*` matches any authenticated client (the values OR)."""
+    f = tmp_path / "p.yaml"
+    f.write_text(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: p, namespace: a}\n"
+        "spec: {rules: [{from: [{source: {principals: ['*', cluster.local/ns/a/sa/x]}}]}]}\n"
+    )
+    _, result = compile_policy_files([f])
+    w = Workload(namespace="a")
+    meshed = decide(
+        result.table,
+        workload=w,
+        port=80,
+        client=Client(identity=ident("y", "b"), ip="1.1.1.1", tls=True),
+    )
+    plain = decide(result.table, workload=w, port=80, client=Client(identity=None, ip="1.1.1.1"))
+    assert meshed.allowed and not plain.allowed

@@ -147,6 +147,26 @@ CASES = [
         'condition key "experimental.envoy.filters.x" is not supported by Turnout',
         id="istio-when-key-unsupported",
     ),
+    pytest.param(
+        doc(
+            "security.istio.io/v1",
+            "AuthorizationPolicy",
+            "{rules: [{to: [{operation: {ports: [http]}}]}]}",
+        ),
+        "spec.rules[0].to[0].operation.ports[0]",
+        'Invalid value: "http": must be a port number (1-65535)',
+        id="istio-port-not-a-number",
+    ),
+    pytest.param(
+        doc(
+            "security.istio.io/v1",
+            "AuthorizationPolicy",
+            "{rules: [{when: [{key: source.ip, values: [10.0.0.0/33]}]}]}",
+        ),
+        "spec.rules[0].when[0].values[0]",
+        'Invalid value: "10.0.0.0/33": not an IP address or CIDR',
+        id="istio-when-source-ip-not-a-cidr",
+    ),
 ]
 
 

@@ -72,10 +72,12 @@ def service_account(text: str, namespace: str) -> ServiceAccountIdentity:
 def peer_from(src: IstioSource, namespace: str) -> Peer:
     needs_identity = bool(src.principals or src.namespaces or src.service_accounts)
     tls: TLSRequirement = "authenticated" if needs_identity else "any"
-    identities = (
-        *(principal_match(p) for p in src.principals if p != "*"),
+    identities: tuple[IdentityMatch, ...] = (
+        *(principal_match(p) for p in src.principals),
         *(service_account(s, namespace) for s in src.service_accounts),
     )
+    if "*" in src.principals:  # any authenticated client, whatever else is listed
+        identities = ()
     return Peer(
         tls=tls,
         identities=identities,
@@ -198,6 +200,10 @@ def _policy(
         svc = services.get((ref.namespace or ns, ref.name))
         if svc is None:
             msg = f"Service {ref.namespace or ns}/{ref.name} not found; the policy selects nothing through it"
+            diags.append(warning("TargetNotFound", msg, o.field(f"spec.targetRefs[{i}]")))
+            continue
+        if not svc.spec.selector:
+            msg = f"Service {ref.namespace or ns}/{ref.name} has no selector; the policy selects no workload through it"
             diags.append(warning("TargetNotFound", msg, o.field(f"spec.targetRefs[{i}]")))
             continue
         selectors.append(WorkloadSelector(labels=tuple(sorted(svc.spec.selector.items()))))

@@ -245,8 +245,32 @@ def validate_istio_authorizationpolicy(
                     if parse_network(text) is None:
                         msg = f'Invalid value: "{text}": not an IP address or CIDR'
                         diags.append(error(INVALID, msg, at.child(f"{field}[{k}]")))
+        for t, to in enumerate(rule.to):
+            op = to.operation
+            for field, ports in (("ports", op.ports), ("notPorts", op.not_ports)):
+                for k, text in enumerate(ports):
+                    if not (text.isdigit() and 1 <= int(text) <= 65535):
+                        msg = f'Invalid value: "{text}": must be a port number (1-65535)'
+                        at = pos.child(f"rules[{r}].to[{t}].operation.{field}[{k}]")
+                        diags.append(error(INVALID, msg, at))
         for w, cond in enumerate(rule.when):
+            at = pos.child(f"rules[{r}].when[{w}]")
             if not WHEN_KEYS.match(cond.key):
                 msg = f'condition key "{cond.key}" is not supported by Turnout'
-                diags.append(error(UNSUPPORTED, msg, pos.child(f"rules[{r}].when[{w}].key")))
+                diags.append(error(UNSUPPORTED, msg, at.child("key")))
+            diags += _condition_values(cond.key, cond.values, at.child("values"))
+            diags += _condition_values(cond.key, cond.not_values, at.child("notValues"))
+    return diags
+
+
+def _condition_values(key: str, values: Sequence[str], pos: SourcePos) -> list[Diagnostic]:
+    """IP keys take addresses or CIDRs; `destination.port` takes port numbers."""
+    diags: list[Diagnostic] = []
+    for i, text in enumerate(values):
+        if key in ("source.ip", "remote.ip") and parse_network(text) is None:
+            msg = f'Invalid value: "{text}": not an IP address or CIDR'
+            diags.append(error(INVALID, msg, pos.child(f"[{i}]")))
+        elif key == "destination.port" and not (text.isdigit() and 1 <= int(text) <= 65535):
+            msg = f'Invalid value: "{text}": must be a port number (1-65535)'
+            diags.append(error(INVALID, msg, pos.child(f"[{i}]")))
     return diags
