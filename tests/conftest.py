@@ -30,12 +30,14 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """With --update-golden, delete outputs whose input is gone. An xDS output's input is the
-    compile case of the same name (the two stages share their inputs)."""
+    compile case of the same name (the two stages share their inputs); a policy xDS output's
+    (`xds-policy/`) is the policy case of the same name."""
     if not session.config.getoption("--update-golden"):
         return
     for out in GOLDEN.rglob("*.out.yaml"):
         name = out.name.replace(".out.yaml", ".in.yaml")
-        if not (out.with_name(name).exists() or (GOLDEN / "compile" / name).exists()):
+        shared = GOLDEN / ("policy" if out.parent.name == "xds-policy" else "compile") / name
+        if not (out.with_name(name).exists() or shared.exists()):
             out.unlink()
 
 

@@ -37,9 +37,19 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
         "the CA is crypto only: gRPC is engine.server's, TokenReview engine.sources'",
     ),
     (
-        "turnout.adapters",
+        "turnout.engine.ir_policy",
+        ("pydantic", "yaml", "turnout.engine.model", *THIRD_PARTY_IO, *PROTOBUF),
+        "the policy IR is stdlib-only frozen data (plus engine.ir's SourceRef)",
+    ),
+    (
+        "turnout.adapters.smi",
         ("turnout.engine.ir", "turnout.proxy", *THIRD_PARTY_IO),
-        "adapters yield model objects only",
+        "the SMI adapter yields model objects only",
+    ),
+    (
+        "turnout.adapters",
+        ("turnout.proxy", *THIRD_PARTY_IO),
+        "adapters are pure: model objects in, model objects (SMI) or the policy IR out",
     ),
     ("turnout.proxy", ("turnout.engine", "kubernetes"), "the proxy works from xDS"),
     (

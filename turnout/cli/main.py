@@ -2,6 +2,7 @@
 
 ```
 mesh validate | routes [explain] | test     cli.manifests     manifests in, findings out
+  routes explain --from-identity/--from-ip  cli.authz         + the destination's authorization
 mesh serve | bootstrap                      cli.control_plane the control plane
 mesh proxy | tap                            cli.data_plane    a proxy, a proxy's live requests
 mesh identity init | rotate | token | status cli.security     the mesh CA's directory
@@ -107,6 +108,17 @@ def _manifest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_namespace(e, default=None, help="namespace of a --via that names none (default: default)")
     e.add_argument("--from-namespace", metavar="NS", help="client namespace (consumer routes)")
+    e.add_argument(
+        "--from-identity",
+        metavar="IDENTITY",
+        help="client mTLS identity (<sa>.<ns>.serviceaccount.identity.<domain>): also decide"
+        " authorization at the destination (docs/policy.md)",
+    )
+    e.add_argument(
+        "--from-ip",
+        metavar="IP",
+        help="client address for the authorization decision (default 10.0.0.1)",
+    )
     e.add_argument("--method", "-X", default="GET")
     e.add_argument("--url", required=True)
     e.add_argument(

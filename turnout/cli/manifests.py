@@ -23,10 +23,10 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from turnout.cli import authz, explain, live, served, views
 from turnout.cli import contracts as contracts_mod
-from turnout.cli import explain, live, served, views
 from turnout.cli.errors import CommandError, UsageError
 from turnout.cli.offline import OfflineMesh, Request, parse_via_ref, resolve_via
 from turnout.cli.output import (
@@ -43,12 +43,15 @@ from turnout.engine.model import Resources
 from turnout.engine.render import diagnostic_data, dump_json, dump_yaml, result_data
 from turnout.viz import stats
 
+if TYPE_CHECKING:
+    from turnout.engine.pipeline import CompiledInputs
+
 
 def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     compiled = compile_manifests(
         args.files, verb="validate", crds=args.crds, max_file_bytes=args.max_file_size
     )
-    diags = compiled.diagnostics
+    diags = sorted_diagnostics([*compiled.diagnostics, *policy_diagnostics(compiled)])
     if args.output == "json":
         out.write(dump_json([diagnostic_data(d) for d in diags]))
     else:
@@ -57,6 +60,14 @@ def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             n = len(compiled.inputs.resources.objects)
             print(f"{n} object(s) valid", file=out)
     return EXIT_FAILED if has_errors(diags, strict=args.strict) else EXIT_OK
+
+
+def policy_diagnostics(compiled: CompiledInputs) -> tuple[Diagnostic, ...]:
+    """What compiling the authorization policy found (a missing authentication failing
+    closed, a policy that reaches no Server); none when there is no policy."""
+    from turnout.adapters.policy import compile_policy
+
+    return compile_policy(compiled.inputs.resources).diagnostics
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,10 +188,28 @@ def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     table = tables.table
     via = resolve_via(ref, table, resources=tables.resources, from_namespace=args.from_namespace)
     outcome = OfflineMesh(table).send(via, request)
+    decision: dict[str, object] | None = None
+    if args.from_identity is not None or args.from_ip is not None:
+        if tables.resources is None:
+            raise UsageError(
+                "--from-identity/--from-ip need the manifests (-f), not a control plane"
+            )
+        decision = authz.authorization_data(
+            via,
+            request,
+            tables.resources,
+            identity=args.from_identity,
+            ip=args.from_ip or "10.0.0.1",
+        )
     if args.output == "json":
-        out.write(dump_json(explain.outcome_data(outcome)))
+        data = explain.outcome_data(outcome)
+        if decision is not None:
+            data["authorization"] = decision
+        out.write(dump_json(data))
     else:
         out.write(explain.outcome_text(outcome))
+        if decision is not None:
+            out.write(authz.authorization_text(decision))
     return EXIT_FAILED if has_errors(diags) else EXIT_OK
 
 

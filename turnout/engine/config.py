@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 CONTROLLER_NAME = "turnout.dev/gateway-controller"
 """`GatewayClass.spec.controllerName` (and `status.parents[].controllerName`) that is ours."""
 
@@ -77,3 +79,24 @@ is refused before anything walks the expansion."""
 MAX_DOCUMENT_DEPTH = 100
 """Deepest nesting of mappings and lists in a document (an HTTPRoute is 8 deep, the Gateway
 API CRDs 24); deeper input would exhaust Python's recursion limit in the stages after it."""
+
+# --------------------------------------------------------------------------- authorization
+
+DEFAULT_INBOUND_POLICY: Literal["all-unauthenticated"] = "all-unauthenticated"
+"""Linkerd's cluster default (`proxy.defaultInboundPolicy`): a port with no Server, in a
+namespace without `config.linkerd.io/default-inbound-policy`, allows every client."""
+
+DEFAULT_CLUSTER_NETWORKS: tuple[str, ...] = (
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fd00::/8",
+)
+"""Linkerd's `clusterNetworks` Helm default: what the `cluster-*` default policies admit."""
+
+DEFAULT_ISTIO_ROOT_NAMESPACE = "istio-system"
+"""Istio's root namespace: an AuthorizationPolicy there applies mesh-wide."""
+
+DEFAULT_POLICY_ANNOTATION = "config.linkerd.io/default-inbound-policy"
+"""The Namespace annotation that overrides the cluster default policy for its workloads."""

@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
+from turnout.adapters.policy import PolicyResult, compile_policy
 from turnout.adapters.smi import smi_to_routes
 from turnout.engine.compile import CompileResult, compile_table
 from turnout.engine.diagnostics import (
@@ -42,7 +43,7 @@ from turnout.engine.model import Document, Loaded, Resource, Resources
 from turnout.engine.model.kinds import merge_objects
 from turnout.engine.model.limits import DEFAULT_LIMITS, ManifestLimits, read_manifest_bytes
 from turnout.engine.model.loader import expand_paths
-from turnout.engine.render import result_data
+from turnout.engine.render import diagnostic_data, result_data, to_data
 from turnout.engine.validate import CRDSet, load_crds, validate_paths, validate_resources
 
 OWN_CRDS = Path(str(resources.files("turnout.engine") / "crds"))
@@ -185,6 +186,26 @@ def compile_files(
     with gc_paused():
         result = compile_table(inputs.resources)
     return CompiledInputs(inputs=inputs, result=result)
+
+
+def compile_policy_files(
+    paths: Sequence[str | Path],
+    *,
+    crds: Sequence[str] = (),
+    limits: ManifestLimits = DEFAULT_LIMITS,
+) -> tuple[Inputs, PolicyResult]:
+    """Load and validate as `compile_files` does, then compile the authorization policy."""
+    inputs = load_inputs([str(p) for p in paths], crds=crds, limits=limits)
+    return inputs, compile_policy(inputs.resources)
+
+
+def policy_golden_data(inputs: Inputs, result: PolicyResult, *, root: Path) -> dict[str, object]:
+    """What a golden policy `.out.yaml` holds: the policy table and every diagnostic."""
+    diags = sorted_diagnostics([*inputs.diagnostics, *result.diagnostics])
+    return {
+        "policy": to_data(result.table),
+        "diagnostics": [diagnostic_data(d, root=root) for d in diags],
+    }
 
 
 @dataclass(slots=True)

@@ -33,7 +33,7 @@ from typing import Literal, TypeVar, Union, cast
 
 import yaml
 
-from turnout.engine import ir
+from turnout.engine import ir, ir_policy
 from turnout.engine.diagnostics import Diagnostic, Severity, SourcePos
 
 TAGGED: tuple[type, ...] = (
@@ -53,6 +53,10 @@ TAGGED: tuple[type, ...] = (
     ir.InvalidBackend,
     ir.ServiceParent,
     ir.GatewayParent,
+    ir_policy.ExactIdentity,
+    ir_policy.IdentitySuffix,
+    ir_policy.ServiceAccountIdentity,
+    ir_policy.PrincipalMatch,
 )
 """Members of IR unions: rendered with a `type` key so the reader knows which one it is."""
 

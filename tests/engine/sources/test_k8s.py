@@ -31,7 +31,7 @@ from turnout.engine.sources.k8s import (
 OURS = "turnout.dev/gateway-controller"
 OTHER = "example.com/other-controller"
 SERVED = {
-    k.kind: ServedKind(k.group, k.version, k.plural, k.kind, k.namespaced) for k in WATCHED_KINDS
+    k.key: ServedKind(k.group, k.version, k.plural, k.kind, k.namespaced) for k in WATCHED_KINDS
 }
 SETTINGS = KubernetesSettings(
     debounce_s=0.05,
@@ -159,6 +159,48 @@ def every_kind(ns: str = "shop") -> list[dict[str, Any]]:
             "metadata": {"name": "group", "namespace": ns},
             "spec": {"matches": [{"name": "all", "pathRegex": "/.*"}]},
         },
+        *policy_kinds(ns),
+    ]
+
+
+def policy_kinds(ns: str) -> list[dict[str, Any]]:
+    """One object of each authorization kind (Linkerd and Istio)."""
+    linkerd, istio = "policy.linkerd.io", "security.istio.io"
+
+    def obj(api: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "apiVersion": api,
+            "kind": kind,
+            "metadata": {"name": "p", "namespace": ns},
+            "spec": spec,
+        }
+
+    return [
+        obj(
+            f"{linkerd}/v1beta3",
+            "Server",
+            {"podSelector": {"matchLabels": {"app": "web"}}, "port": 8080},
+        ),
+        obj(
+            f"{linkerd}/v1beta1",
+            "ServerAuthorization",
+            {"server": {"name": "p"}, "client": {"unauthenticated": True}},
+        ),
+        obj(
+            f"{linkerd}/v1alpha1",
+            "AuthorizationPolicy",
+            {
+                "targetRef": {"group": linkerd, "kind": "Server", "name": "p"},
+                "requiredAuthenticationRefs": [
+                    {"group": linkerd, "kind": "MeshTLSAuthentication", "name": "p"}
+                ],
+            },
+        ),
+        obj(f"{linkerd}/v1alpha1", "MeshTLSAuthentication", {"identities": ["*"]}),
+        obj(f"{linkerd}/v1alpha1", "NetworkAuthentication", {"networks": [{"cidr": "0.0.0.0/0"}]}),
+        obj(f"{istio}/v1", "AuthorizationPolicy", {"action": "DENY", "rules": [{}]}),
+        obj(f"{istio}/v1", "PeerAuthentication", {"mtls": {"mode": "STRICT"}}),
+        obj(f"{istio}/v1", "RequestAuthentication", {"jwtRules": [{"issuer": "https://id"}]}),
     ]
 
 
@@ -250,6 +292,12 @@ async def test_initial_list_produces_a_snapshot_with_every_kind(fake: FakeApiSer
         unparsed = source.latest.unparsed
     assert [d for d in diags if d.severity is not Severity.INFO] == []
     assert {o.obj.kind for o in resources.objects} == {k.kind for k in WATCHED_KINDS if k.parse}
+    policies = {o.obj.api_version for o in resources.objects if o.obj.kind == "AuthorizationPolicy"}
+    assert policies == {"policy.linkerd.io/v1alpha1", "security.istio.io/v1"}
+    assert {o.pos.file for o in resources.objects if o.obj.kind == "AuthorizationPolicy"} == {
+        "k8s:AuthorizationPolicy/shop/p",
+        "k8s:AuthorizationPolicy.security.istio.io/shop/p",
+    }
     assert {"TrafficSplit", "HTTPRouteGroup"} <= {o.obj.kind for o in resources.objects}
     assert not unparsed.get("TrafficSplit") and not unparsed.get("HTTPRouteGroup")
     (route,) = resources.of(HTTPRoute)

@@ -89,6 +89,8 @@ def resolve_parent(
         return _service_parent(ctx, route, ref, ns=ns, pos=pos)
     if ref.group == GW_GROUP and ref.kind == "Gateway":
         return _gateway_parent(ctx, route, ref, ns=ns, pos=pos)
+    if ref.group == "policy.linkerd.io" and ref.kind == "Server":
+        return Ignored()  # an inbound route: the policy adapter's (adapters/policy), not routing's
     ctx.report(
         warning("InvalidKind", f"unsupported parent kind {ref.kind} (group {ref.group!r})", pos)
     )

@@ -27,6 +27,20 @@ from pydantic_core import ErrorDetails
 
 from turnout.engine.config import POLICY_GROUP
 from turnout.engine.diagnostics import Diagnostic, SourcePos, error, info, warning
+from turnout.engine.model.authz import (
+    ISTIO_SECURITY_GROUP,
+    LINKERD_POLICY_GROUP,
+    IstioAuthorizationPolicy,
+    LinkerdAuthorizationPolicy,
+    MeshTLSAuthentication,
+    NetworkAuthentication,
+    PeerAuthentication,
+    RequestAuthentication,
+    Server,
+    ServerAuthorization,
+    ServerV1beta1,
+    ServerV1beta2,
+)
 from turnout.engine.model.base import Resource
 from turnout.engine.model.core import EndpointSlice, Namespace, Secret, Service
 from turnout.engine.model.gateway import (
@@ -76,6 +90,27 @@ KINDS: dict[tuple[str, str], dict[str, type[Resource]]] = {
         "v1alpha4": TrafficSplit,
     },
     (SPECS_GROUP, "HTTPRouteGroup"): {"v1alpha3": HTTPRouteGroup, "v1alpha4": HTTPRouteGroup},
+    (LINKERD_POLICY_GROUP, "Server"): {
+        "v1beta1": ServerV1beta1,
+        "v1beta2": ServerV1beta2,
+        "v1beta3": Server,
+    },
+    (LINKERD_POLICY_GROUP, "ServerAuthorization"): {"v1beta1": ServerAuthorization},
+    (LINKERD_POLICY_GROUP, "AuthorizationPolicy"): {"v1alpha1": LinkerdAuthorizationPolicy},
+    (LINKERD_POLICY_GROUP, "MeshTLSAuthentication"): {"v1alpha1": MeshTLSAuthentication},
+    (LINKERD_POLICY_GROUP, "NetworkAuthentication"): {"v1alpha1": NetworkAuthentication},
+    (ISTIO_SECURITY_GROUP, "AuthorizationPolicy"): {
+        "v1": IstioAuthorizationPolicy,
+        "v1beta1": IstioAuthorizationPolicy,
+    },
+    (ISTIO_SECURITY_GROUP, "PeerAuthentication"): {
+        "v1": PeerAuthentication,
+        "v1beta1": PeerAuthentication,
+    },
+    (ISTIO_SECURITY_GROUP, "RequestAuthentication"): {
+        "v1": RequestAuthentication,
+        "v1beta1": RequestAuthentication,
+    },
 }
 """(group, kind) -> served version -> model."""
 
@@ -90,6 +125,10 @@ OTHER_SERVED_KINDS: dict[str, frozenset[str]] = {
         }
     ),
     SPECS_GROUP: frozenset({"TCPRoute", "UDPRoute"}),
+    LINKERD_POLICY_GROUP: frozenset(
+        {"EgressNetwork", "HTTPLocalRateLimitPolicy", "HTTPRoute", "GRPCRoute"}
+    ),
+    ISTIO_SECURITY_GROUP: frozenset(),
 }
 """Kinds the groups of `KINDS` serve that Turnout does not use (the Gateway API CRDs of
 shared/reference, core v1, SMI specs v1alpha4): skipped as `UnknownKind`. Any other kind in
@@ -210,9 +249,11 @@ def parse_documents(docs: Iterable[Document]) -> tuple[Resources, list[Diagnosti
 def merge_objects(objects: Iterable[Loaded[Resource]], diags: list[Diagnostic]) -> Resources:
     """One object per kind/namespace/name: a later one replaces an earlier one (as a second
     `kubectl apply` would), reported as `DuplicateObject` in `diags`."""
-    by_key: dict[tuple[str, str, str], Loaded[Resource]] = {}
+    by_key: dict[tuple[str, str, str, str], Loaded[Resource]] = {}
     for loaded in objects:
-        key = (loaded.obj.kind, loaded.obj.metadata.namespace or "", loaded.obj.name)
+        # The group keeps Linkerd's and Istio's AuthorizationPolicy apart.
+        group = split_api_version(loaded.obj.api_version)[0]
+        key = (loaded.obj.kind, loaded.obj.metadata.namespace or "", loaded.obj.name, group)
         if key in by_key:
             first = by_key[key].pos
             msg = f"{key[0]} {key[1]}/{key[2]} is defined again; this one replaces {first}"

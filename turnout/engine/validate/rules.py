@@ -6,7 +6,8 @@ Resources --for each Loaded--> RULES[type(obj)](loaded, channel) --> [Diagnostic
 
 One explicit table maps each model class to its rule function (no registration at import
 time). A kind with no entry (Service, EndpointSlice, our policy CRDs) has no CEL rules to
-restate. Every diagnostic is an error; the list is sorted and free of duplicates.
+restate; the authorization kinds' rules are `validate.authz`. Every diagnostic is an
+error; the list is sorted and free of duplicates.
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ from collections.abc import Callable
 from functools import partial
 
 from turnout.engine.diagnostics import Diagnostic, sorted_diagnostics
+from turnout.engine.model.authz import (
+    IstioAuthorizationPolicy,
+    LinkerdAuthorizationPolicy,
+    MeshTLSAuthentication,
+    NetworkAuthentication,
+    Server,
+    ServerAuthorization,
+    ServerV1beta1,
+    ServerV1beta2,
+)
 from turnout.engine.model.base import Resource
 from turnout.engine.model.gateway import (
     Gateway,
@@ -29,6 +40,14 @@ from turnout.engine.model.gateway import (
 from turnout.engine.model.grpcroute import GRPCRoute
 from turnout.engine.model.httproute import HTTPRoute
 from turnout.engine.model.kinds import Loaded, Resources
+from turnout.engine.validate.authz import (
+    validate_istio_authorizationpolicy,
+    validate_linkerd_authorizationpolicy,
+    validate_meshtlsauthentication,
+    validate_networkauthentication,
+    validate_server,
+    validate_serverauthorization,
+)
 from turnout.engine.validate.common import Channel
 from turnout.engine.validate.gateway import (
     validate_gateway,
@@ -65,6 +84,14 @@ RULES: dict[type[Resource], Rule] = {
     Gateway: partial(_plain, validate_gateway),
     GatewayClass: partial(_plain, validate_gatewayclass),
     ReferenceGrant: partial(_plain, validate_referencegrant),
+    ServerV1beta1: partial(_plain, validate_server),
+    ServerV1beta2: partial(_plain, validate_server),
+    Server: partial(_plain, validate_server),
+    ServerAuthorization: partial(_plain, validate_serverauthorization),
+    LinkerdAuthorizationPolicy: partial(_plain, validate_linkerd_authorizationpolicy),
+    MeshTLSAuthentication: partial(_plain, validate_meshtlsauthentication),
+    NetworkAuthentication: partial(_plain, validate_networkauthentication),
+    IstioAuthorizationPolicy: partial(_plain, validate_istio_authorizationpolicy),
 }
 """Model class -> its built-in rules."""
 

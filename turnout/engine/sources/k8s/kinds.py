@@ -32,6 +32,8 @@ Raw = dict[str, Any]
 """A JSON object as the API server sends it (narrowed only by `engine.model`)."""
 
 GW = "gateway.networking.k8s.io"
+LINKERD = "policy.linkerd.io"
+ISTIO = "security.istio.io"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +50,14 @@ class KindSpec:
     """False: kept raw for an adapter (SMI), not run through `parse_document`."""
     field_selector: str | None = None
     """Sent with every list and watch (Secrets: only `kubernetes.io/tls` ones are read)."""
+    qualified: bool = False
+    """True: `key` names the group too (Linkerd and Istio both have an AuthorizationPolicy)."""
+
+    @property
+    def key(self) -> str:
+        """The watched collection's name: the kind, or ``Kind.group`` when `qualified`; the
+        source's per-kind state and file positions (``k8s:<key>/<ns>/<name>``) use it."""
+        return f"{self.kind}.{self.group}" if self.qualified else self.kind
 
     @property
     def api_version(self) -> str:
@@ -103,6 +113,44 @@ WATCHED_KINDS: tuple[KindSpec, ...] = (
         version="v1alpha4",
         plural="httproutegroups",
     ),
+    # Authorization policy (docs/policy.md): Linkerd's kinds at their storage versions, and
+    # Istio's security.istio.io/v1. Clusters without these CRDs report KindNotInstalled.
+    KindSpec(kind="Server", group=LINKERD, version="v1beta3", plural="servers"),
+    KindSpec(
+        kind="ServerAuthorization",
+        group=LINKERD,
+        version="v1beta1",
+        plural="serverauthorizations",
+    ),
+    KindSpec(
+        kind="AuthorizationPolicy",
+        group=LINKERD,
+        version="v1alpha1",
+        plural="authorizationpolicies",
+    ),
+    KindSpec(
+        kind="MeshTLSAuthentication",
+        group=LINKERD,
+        version="v1alpha1",
+        plural="meshtlsauthentications",
+    ),
+    KindSpec(
+        kind="NetworkAuthentication",
+        group=LINKERD,
+        version="v1alpha1",
+        plural="networkauthentications",
+    ),
+    KindSpec(
+        kind="AuthorizationPolicy",
+        group=ISTIO,
+        version="v1",
+        plural="authorizationpolicies",
+        qualified=True,
+    ),
+    KindSpec(kind="PeerAuthentication", group=ISTIO, version="v1", plural="peerauthentications"),
+    KindSpec(
+        kind="RequestAuthentication", group=ISTIO, version="v1", plural="requestauthentications"
+    ),
 )
 """Every kind the compiler (or the SMI adapter) reads, at the version we list it."""
 
@@ -125,7 +173,7 @@ def parse_object(
     """One raw object as the model reads it, positioned at ``k8s:<Kind>/<ns>/<name>``."""
     ns, name = object_key(raw)
     where = f"{ns}/{name}" if spec.namespaced else name
-    doc = Document(pos=SourcePos(f"k8s:{spec.kind}/{where}", 0), raw=raw)
+    doc = Document(pos=SourcePos(f"k8s:{spec.key}/{where}", 0), raw=raw)
     loaded, diags = parse_document(doc)
     return loaded, tuple(diags)
 

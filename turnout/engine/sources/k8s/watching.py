@@ -136,7 +136,7 @@ class KubernetesSource:
         self._on_snapshot = on_snapshot
         self._settings = settings
         self._sleep = sleep
-        self._states = {k.kind: _KindState(k) for k in kinds}
+        self._states = {k.key: _KindState(k) for k in kinds}
         self._dirty = asyncio.Event()
         self._synced = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -154,7 +154,7 @@ class KubernetesSource:
     async def start(self) -> None:
         """Start one watch task per kind and the publisher; returns at once."""
         for state in self._states.values():
-            self._spawn(self._run_kind(state), f"k8s-watch-{state.spec.kind}")
+            self._spawn(self._run_kind(state), f"k8s-watch-{state.spec.key}")
         self._spawn(self._publish(), "k8s-snapshots")
 
     async def stop(self) -> None:
@@ -167,7 +167,8 @@ class KubernetesSource:
         self._api.close()
 
     def resource_version(self, kind: str) -> str | None:
-        """The last resourceVersion seen for `kind` (from a list, an event or a bookmark)."""
+        """The last resourceVersion seen for `kind` (a `KindSpec.key`: from a list, an event
+        or a bookmark)."""
         return self._states[kind].resource_version
 
     async def write_route_status(self, statuses: Sequence[ir.RouteStatus]) -> list[StatusWrite]:
@@ -373,7 +374,7 @@ class KubernetesSource:
             spec = state.spec
             if state.missing:
                 msg = f"{spec.kind} ({spec.api_version}) is not installed in the cluster"
-                diags.append(info("KindNotInstalled", msg, SourcePos(f"k8s:{spec.kind}", 0)))
+                diags.append(info("KindNotInstalled", msg, SourcePos(f"k8s:{spec.key}", 0)))
             entries = [state.objects[k] for k in sorted(state.objects)]
             if not spec.parse:
                 unparsed[spec.kind] = tuple(e.raw for e in entries)

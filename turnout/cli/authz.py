@@ -1,0 +1,78 @@
+"""`mesh routes explain --from-identity/--from-ip`: would the destination authorize the call?
+
+```
+Via(Service ns/name:port) --the Service's selector and targetPort--> Workload, port
+   compile_policy(resources) -> PolicyTable --decide--> Decision (allowed, decided_by, reason)
+```
+
+Offline only (`-f`): it needs the Services and the policy objects. The inbound route is not
+matched yet, so Linkerd's route-level authorizations are not consulted (the server-level
+ones are, and Istio's rules see the request's method, path, host and headers).
+"""
+
+from __future__ import annotations
+
+from turnout.cli.offline import Request, Via
+from turnout.engine.model import Resources, Service
+
+
+def authorization_data(
+    via: Via,
+    request: Request,
+    resources: Resources,
+    *,
+    identity: str | None,
+    ip: str,
+) -> dict[str, object]:
+    """The decision as plain data (``skipped`` with why, when there is nothing to decide)."""
+    from turnout.adapters.policy import compile_policy
+    from turnout.engine import authorization as authz
+
+    if via.kind != "Service":
+        return {"skipped": "authorization is decided at a Service's workloads, not a Gateway"}
+    svc = next(
+        (
+            s.obj
+            for s in resources.of(Service)
+            if s.obj.namespace == via.namespace and s.obj.name == via.name
+        ),
+        None,
+    )
+    if svc is None or not svc.spec.selector:
+        return {"skipped": f"Service {via.namespace}/{via.name} selects no workload"}
+    port = next((p for p in svc.spec.ports if p.port == via.port), None)
+    target = port.target_port if port is not None else None
+    workload_port = target if isinstance(target, int) else via.port
+    info, _ = request.info()
+    decision = authz.decide(
+        compile_policy(resources).table,
+        workload=authz.Workload(
+            namespace=via.namespace, labels=tuple(sorted(svc.spec.selector.items()))
+        ),
+        port=workload_port,
+        client=authz.Client(identity=identity, ip=ip, tls=identity is not None),
+        request=authz.Request(
+            method=info.method,
+            path=info.path,
+            host=info.authority,
+            headers=tuple((k.lower(), v) for k, v in request.headers),
+        ),
+    )
+    out: dict[str, object] = {
+        "allowed": decision.allowed,
+        "server": decision.server,
+        "port": workload_port,
+        "reason": decision.reason,
+    }
+    if decision.decided_by:
+        out["decided_by"] = decision.decided_by
+    if decision.audited:
+        out["audited"] = list(decision.audited)
+    return out
+
+
+def authorization_text(data: dict[str, object]) -> str:
+    if "skipped" in data:
+        return f"authorization: not decided ({data['skipped']})\n"
+    verdict = "allowed" if data["allowed"] else "DENIED"
+    return f"authorization: {verdict} at {data['server']} (port {data['port']}): {data['reason']}\n"
