@@ -319,6 +319,23 @@ def _security_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     dir_flag(q)
     q.set_defaults(run="security:run_identity_status")
 
+    q = isub.add_parser(
+        "agent", help="keep a workload's certificate in files (proxyless gRPC, file_watcher)"
+    )
+    q.add_argument(
+        "--identity",
+        required=True,
+        metavar="NAME",
+        help="<sa>.<ns>.serviceaccount.identity.<domain>",
+    )
+    q.add_argument("--identity-token-file", required=True, metavar="FILE", help="join or SA token")
+    q.add_argument(
+        "--addr", required=True, type=host_port, metavar="HOST:PORT", help="the identity service"
+    )
+    q.add_argument("--out", required=True, metavar="DIR", help="where cert.pem, key.pem, ca.pem go")
+    q.add_argument("--once", action="store_true", help="one certificate, then exit")
+    q.set_defaults(run="security:run_identity_agent")
+
 
 def _demo_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run the sample app on the mesh and watch live route stats")

@@ -181,3 +181,27 @@ def run_identity_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
     for line in soon:
         print(f"× {line}", file=out)
     return EXIT_FAILED if soon else EXIT_OK
+
+
+def run_identity_agent(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`mesh identity agent`: the workload's certificate as files (`proxy/identity/agent.py`)."""
+    from turnout.proxy.identity.agent import CA_FILE, CERT_FILE, KEY_FILE, Agent, run_agent
+    from turnout.proxy.identity.client import CertifyError
+
+    token = Path(args.identity_token_file)
+    if not token.is_file():
+        raise UsageError(f"--identity-token-file {token}: no such file")
+    try:
+        agent = Agent(args.identity, target=args.addr, token_file=token, out=Path(args.out))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    files = ", ".join(str(Path(args.out) / f) for f in (CERT_FILE, KEY_FILE, CA_FILE))
+    print(f"identity agent {args.identity}: {files}", file=out)
+    out.flush()
+    try:
+        run_agent(agent, once=args.once)
+    except CertifyError as exc:
+        raise CommandError(f"identity agent: {exc}") from None
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
