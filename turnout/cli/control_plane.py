@@ -45,7 +45,11 @@ T = TypeVar("T")
 
 def run_bootstrap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     config = bootstrap_config(
-        xds=args.xds, namespace=args.namespace, workload=args.workload, node_id=args.node_id
+        xds=args.xds,
+        namespace=args.namespace,
+        workload=args.workload,
+        node_id=args.node_id,
+        certs=str(Path(args.certs).absolute()) if args.certs else None,
     )
     out.write(dump_json(config))
     return EXIT_OK

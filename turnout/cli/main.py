@@ -181,6 +181,12 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
         "--workload", required=True, type=workload, metavar="KIND/NAME", help="deployment/NAME"
     )
     p.add_argument("--node-id", metavar="ID", help="node id (default grpc~NS~KIND/NAME)")
+    p.add_argument(
+        "--certs",
+        metavar="DIR",
+        help="add a file_watcher certificate provider for the files `mesh identity agent"
+        " --out DIR` keeps (gRFC A29)",
+    )
     p.set_defaults(run="control_plane:run_bootstrap")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import ssl
 import stat
 from pathlib import Path
@@ -156,3 +157,23 @@ def test_the_command_writes_once_and_refuses_bad_input_in_one_line(tmp_path: Pat
             stderr=err,
         )
         assert code == 2 and want in err.getvalue(), err.getvalue()
+
+
+def test_bootstrap_certs_names_the_files_the_agent_keeps(tmp_path: Path) -> None:
+    async def agent_files() -> Path:
+        async with identity_service(tmp_path) as ca:
+            out = tmp_path / "certs"
+            await Agent(WEB, target=ca.target, token_file=ca.token_file("web"), out=out).once()
+            return out
+
+    out = asyncio.run(agent_files())
+    buf = io.StringIO()
+    argv = ["bootstrap", "--xds", "127.0.0.1:18000", "-n", "shop", "--workload", "deployment/web"]
+    assert main([*argv, "--certs", str(out)], stdout=buf) == 0
+    provider = json.loads(buf.getvalue())["certificate_providers"]["turnout"]
+    assert provider["plugin_name"] == "file_watcher"
+    files = provider["config"]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_cert_chain(files["certificate_file"], files["private_key_file"])
+    ctx.load_verify_locations(files["ca_certificate_file"])
+    assert files["refresh_interval"] == "60s"
