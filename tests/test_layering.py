@@ -18,6 +18,11 @@ PROTOBUF = ("envoy", "google.protobuf", "xds", "udpa")
 
 RULES: list[tuple[str, tuple[str, ...], str]] = [
     (
+        "turnout.wire",
+        ("turnout.engine", "turnout.proxy", "turnout.cli", *THIRD_PARTY_IO),
+        "shared wire formats are message definitions only",
+    ),
+    (
         "turnout.engine.ir",
         ("turnout", "pydantic", "yaml", *THIRD_PARTY_IO, *PROTOBUF),
         "the IR is stdlib-only frozen data",
@@ -71,7 +76,7 @@ ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
     ),
     (
         PROTOBUF,
-        ("turnout.engine.xds", "turnout.engine.server", "turnout.proxy"),
+        ("turnout.engine.xds", "turnout.engine.server", "turnout.proxy", "turnout.wire"),
         "only xds, the server and the proxy's xDS client touch protobuf",
     ),
 ]

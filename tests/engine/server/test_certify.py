@@ -33,12 +33,8 @@ from turnout.engine.identity.service import IdentityService
 from turnout.engine.identity.store import AuthorityFiles, load_material
 from turnout.engine.identity.tokens import JoinTokenVerifier, issue_join_token
 from turnout.engine.server import AdsServer, ServerSettings
-from turnout.engine.server.certify import (
-    METHOD,
-    CertifyRequest,
-    CertifyResponse,
-    certify_handler,
-)
+from turnout.engine.server.certify import certify_handler
+from turnout.wire.certify import METHOD, CertifyRequest, CertifyResponse
 
 ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 10.0

@@ -25,63 +25,12 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 
 from turnout.engine.identity.errors import CertifyRefused
 from turnout.engine.identity.service import IdentityService
+from turnout.wire.certify import SERVICE, CertifyRequest, CertifyResponse
 
 log = logging.getLogger(__name__)
-
-PACKAGE = "io.linkerd.proxy.identity"
-SERVICE = f"{PACKAGE}.Identity"
-METHOD = f"/{SERVICE}/Certify"
-
-_F = descriptor_pb2.FieldDescriptorProto
-
-
-def _file() -> descriptor_pb2.FileDescriptorProto:
-    f = descriptor_pb2.FileDescriptorProto(
-        name="turnout/identity.proto",
-        package=PACKAGE,
-        syntax="proto3",
-        dependency=["google/protobuf/timestamp.proto"],
-    )
-    req = f.message_type.add(name="CertifyRequest")
-    req.field.add(name="identity", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
-    req.field.add(name="token", number=2, type=_F.TYPE_BYTES, label=_F.LABEL_OPTIONAL)
-    req.field.add(
-        name="certificate_signing_request", number=3, type=_F.TYPE_BYTES, label=_F.LABEL_OPTIONAL
-    )
-    resp = f.message_type.add(name="CertifyResponse")
-    resp.field.add(name="leaf_certificate", number=1, type=_F.TYPE_BYTES, label=_F.LABEL_OPTIONAL)
-    resp.field.add(
-        name="intermediate_certificates", number=2, type=_F.TYPE_BYTES, label=_F.LABEL_REPEATED
-    )
-    resp.field.add(
-        name="valid_until",
-        number=3,
-        type=_F.TYPE_MESSAGE,
-        type_name=".google.protobuf.Timestamp",
-        label=_F.LABEL_OPTIONAL,
-    )
-    resp.field.add(name="trust_anchors", number=4, type=_F.TYPE_BYTES, label=_F.LABEL_OPTIONAL)
-    return f
-
-
-def _messages() -> tuple[Any, Any]:
-    pool = descriptor_pool.DescriptorPool()
-    ts = descriptor_pb2.FileDescriptorProto()
-    timestamp_pb2.DESCRIPTOR.CopyToProto(ts)
-    pool.Add(ts)
-    pool.Add(_file())
-    return (
-        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.CertifyRequest")),
-        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.CertifyResponse")),
-    )
-
-
-CertifyRequest, CertifyResponse = _messages()
-"""The message classes (protobuf `Message` subclasses; clients use them too)."""
 
 
 def certify_handler(service: IdentityService) -> grpc.GenericRpcHandler:

@@ -23,7 +23,6 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from turnout.proxy.identity.messages import METHOD, CertifyRequest, CertifyResponse
 from turnout.proxy.identity.state import (
     MAX_REFRESH_S,
     MIN_REFRESH_S,
@@ -31,6 +30,7 @@ from turnout.proxy.identity.state import (
     Issued,
     refresh_in,
 )
+from turnout.wire.certify import METHOD, CertifyRequest, CertifyResponse
 
 log = logging.getLogger(__name__)
 

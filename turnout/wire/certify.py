@@ -1,7 +1,7 @@
-"""The Certify messages, rebuilt on the proxy side (the proxy never imports the engine).
+"""The Certify messages, shared by the identity service (`engine/server/certify.py`) and
+the proxy's identity client (`proxy/identity/client.py`), which may not import each other.
 
-Same wire format as `turnout/engine/server/certify.py` and Linkerd's
-`io.linkerd.proxy.identity.Identity` (`linkerd2-proxy-api: proto/identity.proto`), plus
+The wire format of Linkerd's `io.linkerd.proxy.identity.Identity` (`linkerd2-proxy-api: proto/identity.proto`), plus
 Turnout's field 4 (docs/identity.md "Certify"):
 
 ```
@@ -21,7 +21,8 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 
 PACKAGE = "io.linkerd.proxy.identity"
-METHOD = f"/{PACKAGE}.Identity/Certify"
+SERVICE = f"{PACKAGE}.Identity"
+METHOD = f"/{SERVICE}/Certify"
 
 _F = descriptor_pb2.FieldDescriptorProto
 _OPT, _REP = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
@@ -29,7 +30,7 @@ _OPT, _REP = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
 
 def _file() -> descriptor_pb2.FileDescriptorProto:
     f = descriptor_pb2.FileDescriptorProto(
-        name="turnout/proxy/identity.proto",
+        name="turnout/identity.proto",
         package=PACKAGE,
         syntax="proto3",
         dependency=["google/protobuf/timestamp.proto"],
