@@ -102,6 +102,10 @@ def _header_value(text: str) -> str:
 
 UNKNOWN_HOST = Answer(404, "unknown destination", detail="the Host header names no Service")
 """(The 404s of a known host, `table.NO_ROUTE` and `table.NO_LISTENER`, are direct responses.)"""
+UNKNOWN_ADDRESS = Answer(
+    404, "unknown destination", detail="no Service or endpoint has the address sent to"
+)
+"""A mesh request to an address (`--service-listeners`, an IP Host) the table does not know."""
 MISDIRECTED = Answer(
     421, "misdirected request", detail="the Host header is not a hostname of the TLS listener"
 )

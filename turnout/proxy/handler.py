@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from turnout.proxy.actions import Decision
-from turnout.proxy.answers import MISDIRECTED, UNKNOWN_HOST, Answer
+from turnout.proxy.answers import MISDIRECTED, UNKNOWN_ADDRESS, UNKNOWN_HOST, Answer
 from turnout.proxy.call import NO_DECISION, Call
 from turnout.proxy.context import Direction, ProxyState
 from turnout.proxy.destinations import address_of
@@ -127,7 +127,8 @@ class Handler:
                 decision = listener  # a pass-through to the endpoint the client named
             ex = Exchange(self.telemetry, "outbound", req, decision, start, authority=authority)
             if decision is None:
-                self._answer(ex, writer, UNKNOWN_HOST)
+                by_address = self.address is not None or address_of(req.host) is not None
+                self._answer(ex, writer, UNKNOWN_ADDRESS if by_address else UNKNOWN_HOST)
                 return None
         if req.upgrade is not None:
             return UpgradeCall(self, req, writer, ex, decision, state, None).run()

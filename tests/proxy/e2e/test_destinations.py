@@ -16,7 +16,6 @@ import pytest
 from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import Mesh, bounded, service_yaml, start_mesh
-from turnout.proxy.table import RuntimeTable
 
 PORT = 18080
 A_IP, B_IP, C_IP = "127.0.0.21", "127.0.0.22", "127.0.0.23"
@@ -46,10 +45,6 @@ def manifests(a: Backend, b: Backend, *, c: Backend | None = None, with_b: bool 
     return "\n---\n".join(docs)
 
 
-def compile_table(lab: Lab, text: str) -> RuntimeTable:
-    return lab.compile({}, text)
-
-
 async def fetch(url: str, host: str) -> tuple[int, str, dict[str, object]]:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
@@ -76,7 +71,7 @@ def seen_header(echo: dict[str, object], name: str) -> str | None:
 @bounded(30)
 async def test_an_ip_host_names_the_service_at_that_address_or_passes_through(lab: Lab) -> None:
     a, b = await lab.backend("a"), await lab.backend("b")
-    mesh = await start_mesh(compile_table(lab, manifests(a, b)))
+    mesh = await start_mesh(lab.compile({}, manifests(a, b)))
     lab.meshes.append(mesh)
     out = f"http://127.0.0.1:{mesh.outbound}"
     # the Service at that address, its routes deciding
@@ -91,8 +86,13 @@ async def test_an_ip_host_names_the_service_at_that_address_or_passes_through(la
     assert (status, backend, seen_header(echo, "x-route")) == (200, "a", None)
     # an address no Service and no endpoint has; a Service IP on another port
     for host in ("127.0.0.99:18080", f"{A_IP}:9999", A_IP):
-        status, _, _ = await fetch(f"{out}/echo", host)
-        assert status == 404, host
+        status, _, body = await mesh.get(host, "/echo")
+        assert (status, body) == (
+            404,
+            b"unknown destination: no Service or endpoint has the address sent to\n",
+        ), host
+    status, _, body = await mesh.get("nothing.shop", "/echo")
+    assert (status, body) == (404, b"unknown destination: no such Service port in the table\n")
     # names still work as before
     status, backend, _ = await fetch(f"{out}/echo", f"web-b.shop:{PORT}")
     assert (status, backend) == (200, "b")
@@ -109,7 +109,7 @@ async def _until_ready(mesh: Mesh) -> None:
 @bounded(40)
 async def test_service_listeners_take_the_destination_from_the_socket(lab: Lab) -> None:
     a, b, c = await lab.backend("a"), await lab.backend("b"), await lab.backend("c")
-    mesh = await start_mesh(compile_table(lab, manifests(a, b)), service_listeners=True)
+    mesh = await start_mesh(lab.compile({}, manifests(a, b)), service_listeners=True)
     lab.meshes.append(mesh)
     assert mesh.proxy.services is not None
     assert mesh.proxy.services.bound() == [(A_IP, PORT), (B_IP, PORT)]
@@ -121,7 +121,7 @@ async def test_service_listeners_take_the_destination_from_the_socket(lab: Lab) 
     status, backend, _ = await fetch(f"http://{B_IP}:{PORT}/echo", f"web-a.shop:{PORT}")
     assert (status, backend) == (200, "b")
     # a new table: web-b's address goes away, web-c's comes
-    mesh.apply(compile_table(lab, manifests(a, b, c=c, with_b=False)), "v2")
+    mesh.apply(lab.compile({}, manifests(a, b, c=c, with_b=False)), "v2")
     await _until_ready(mesh)
     assert mesh.proxy.services.bound() == [(A_IP, PORT), (C_IP, PORT)]
     status, backend, _ = await fetch(f"http://{C_IP}:{PORT}/echo", "web-a.shop")
@@ -136,7 +136,7 @@ async def test_an_address_that_cannot_be_bound_leaves_the_others_serving(
 ) -> None:
     a, b = await lab.backend("a"), await lab.backend("b")
     text = manifests(a, b).replace(B_IP, "192.0.2.1")  # TEST-NET-1: not an address of this host
-    mesh = await start_mesh(compile_table(lab, text), service_listeners=True)
+    mesh = await start_mesh(lab.compile({}, text), service_listeners=True)
     lab.meshes.append(mesh)
     assert mesh.proxy.ready
     assert mesh.proxy.services is not None and mesh.proxy.services.bound() == [(A_IP, PORT)]
