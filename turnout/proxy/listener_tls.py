@@ -19,6 +19,7 @@ the other chains serve, as the Gateway API wants of a listener with a bad certif
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
@@ -118,7 +119,7 @@ def _inline(source: Any, where: str, field: str) -> bytes:
     raise TableError(where, field, f"only inline_bytes or inline_string, got {kind or 'nothing'}")
 
 
-def _load(pairs: tuple[Pair, ...], where: str, name: str) -> Any:
+def _load(pairs: tuple[Pair, ...], where: str, name: str) -> ssl.SSLContext | None:
     if not pairs:
         log.warning("tls listener without certificates refuses handshakes %s chain=%s", where, name)
         return None
