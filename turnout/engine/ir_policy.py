@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from turnout.engine.ir import SourceRef
+from turnout.engine.ir import Match, SourceRef
 
 DefaultPolicy = Literal[
     "all-unauthenticated",
@@ -185,6 +185,10 @@ class InboundRoute:
     """``httproute/<ns>/<name>`` (also what a decision is asked for)."""
     source: SourceRef
     authorizations: tuple[Authorization, ...] = ()
+    matches: tuple[Match, ...] = ()
+    """The route's rule matches (any one selects the route; () = every request), in the
+    route's rule order; a GRPCRoute's method matches are rendered as path matches
+    (``/<service>/<method>``, exact or prefix)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,10 +255,82 @@ class NamespaceDefault:
     source: SourceRef
 
 
+MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
+"""Istio's PeerAuthentication modes; `UNSET` is kept as None (inherit from the parent scope)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerAuthn:
+    """An Istio PeerAuthentication: the inbound mTLS mode of the workloads it selects.
+
+    Precedence (Istio's): a policy with a selector beats its namespace's policy (no
+    selector), which beats the mesh-wide one (root namespace, no selector); among equals the
+    oldest (then `namespace/name`) wins. `mode` None (UNSET) inherits the next scope's mode;
+    nothing anywhere means PERMISSIVE. `port_modes` (only with a selector) override the mode
+    for those container ports."""
+
+    name: str
+    """``istio/peerauthentication/<ns>/<name>``."""
+    source: SourceRef
+    namespace: str | None
+    """None: mesh-wide (the policy lives in the root namespace)."""
+    selector: WorkloadSelector | None
+    mode: MtlsMode | None = None
+    port_modes: tuple[tuple[int, MtlsMode | None], ...] = ()
+    """(port, mode) in port order; a None mode inherits the workload-level mode."""
+    created: str = ""
+    """`metadata.creationTimestamp` as written (RFC 3339), "" when absent: the tie-break."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtLocation:
+    """Where a token is read: a header (with an exact prefix, e.g. ``Bearer ``) or a query
+    parameter."""
+
+    header: str | None = None
+    """Lower-cased header name."""
+    prefix: str = ""
+    param: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtRule:
+    """One `jwtRules[]` entry of a RequestAuthentication."""
+
+    issuer: str
+    audiences: tuple[str, ...] = ()
+    jwks_uri: str | None = None
+    jwks: str | None = None
+    """Inline JWKS JSON."""
+    locations: tuple[JwtLocation, ...] = ()
+    """() = the defaults: ``Authorization: Bearer`` then ``?access_token``."""
+    output_payload_to_header: str | None = None
+    output_claim_to_headers: tuple[tuple[str, str], ...] = ()
+    """(header lower-cased, claim) pairs."""
+    forward_original_token: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestAuthn:
+    """An Istio RequestAuthentication: the JWT rules of the workloads it selects. Every
+    RequestAuthentication that selects a workload (mesh-wide, its namespace's, its own)
+    applies: their rules are combined."""
+
+    name: str
+    """``istio/requestauthentication/<ns>/<name>``."""
+    source: SourceRef
+    namespace: str | None
+    """None: mesh-wide (root namespace)."""
+    selector: WorkloadSelector | None
+    rules: tuple[JwtRule, ...] = ()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PolicyTable:
     servers: tuple[InboundServer, ...] = ()
     workload_policies: tuple[WorkloadPolicy, ...] = ()
+    peer_authentications: tuple[PeerAuthn, ...] = ()
+    request_authentications: tuple[RequestAuthn, ...] = ()
     namespace_defaults: tuple[NamespaceDefault, ...] = ()
     cluster_default: DefaultPolicy = "all-unauthenticated"
     cluster_networks: tuple[Network, ...] = ()
