@@ -35,6 +35,7 @@ from turnout.proxy.process import (
     SourceSpec,
     TableSource,
     parse_gateway,
+    parse_ports,
 )
 from turnout.proxy.runner import Listening
 from turnout.proxy.workers import run_proxy
@@ -125,6 +126,8 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             workers=args.workers,
             service_listeners=args.service_listeners,
             identity=identity,
+            labels=tuple(args.label),
+            opaque_ports=parse_ports(args.opaque_ports),
             upstream_read_timeout_ms=(
                 DEFAULT_UPSTREAM_READ_TIMEOUT_MS
                 if args.upstream_read_timeout is None
@@ -159,6 +162,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             cluster=args.namespace,
             namespace=args.namespace,
             workload=args.workload,
+            labels=tuple(args.label),
         )
         spec = SourceSpec(xds=args.xds, node=node)
     source = spec.source()

@@ -81,8 +81,9 @@ class Req:
     """Lower-cased names, the first value of each."""
     principal: str | None = None
     """The JWT's ``<iss>/<sub>``."""
-    claims: Mapping[str, str] = field(default_factory=dict)
-    """Flattened claims (nested keys joined with ``.``), as strings."""
+    claims: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    """Flattened claims (nested keys joined with ``.``): strings, or a list claim's strings
+    (a match on any one of them holds, as Istio's)."""
 
 
 def split_identity(identity: str) -> tuple[str, str, str] | None:
@@ -303,17 +304,25 @@ class Condition:
         elif req is None:
             return http_only
         else:
-            value = _request_attribute(self.key, req)
+            found = _request_attribute(self.key, req)
+            if isinstance(found, tuple):
+                ok = self.values is None or any(self.values(v) for v in found)
+                return ok and not (
+                    self.not_values is not None and any(self.not_values(v) for v in found)
+                )
+            value = found
         if self.values is not None and not self.values(value):
             return False
         return not (self.not_values is not None and self.not_values(value))
 
 
-def _request_attribute(key: str, req: Req) -> str | None:
+def _request_attribute(key: str, req: Req) -> str | tuple[str, ...] | None:
     if key.startswith("request.headers["):
         return req.headers.get(key.removeprefix("request.headers[").removesuffix("]").lower())
     if key == "request.auth.principal":
         return req.principal
+    if key.startswith("request.auth.") and not req.claims:
+        return None
     if key == "request.auth.audiences":
         return req.claims.get("aud")
     if key == "request.auth.presenter":

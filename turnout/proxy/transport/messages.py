@@ -123,6 +123,7 @@ class ConnectionInfo:
     connection lives; read them in `on_connection_close` for the final values."""
 
     __slots__ = (
+        "authz",
         "bytes_read",
         "bytes_written",
         "client_id",
@@ -156,6 +157,8 @@ class ConnectionInfo:
         (`MeshTls`), or the upstream one was originated with it."""
         self.client_id = ""
         """Inbound mesh TLS: the client certificate's identity ("": none, or plaintext)."""
+        self.authz: object = None
+        """Inbound authorization's per-connection state (`inbound_guard.py`); None: none yet."""
 
     def __repr__(self) -> str:
         return (
@@ -334,6 +337,7 @@ class IncomingRequest:
         "authority",
         "body",
         "client_id",
+        "conn",
         "host",
         "keep_alive",
         "local",
@@ -393,6 +397,8 @@ class IncomingRequest:
         self.client_id = ""
         """Received over mesh TLS from a client whose certificate names this identity; the
         transport has then also put it in `l5d-client-id` (and dropped any the client sent)."""
+        self.conn: ConnectionInfo | None = None
+        """The connection it arrived on (inbound listeners)."""
         self._headers: Headers | None = None
 
     @property
@@ -497,6 +503,29 @@ class MeshTls(Protocol):
 
     def peer_identity(self, ssl_object: object) -> str:
         """The verified client identity of a handshake's ``ssl_object`` ("": none)."""
+        ...
+
+
+class PortGate(Protocol):
+    """What an inbound port with detection asks of its policy per accepted connection
+    (`detect.serve_detecting`; `inbound_guard.InboundGuard` is one)."""
+
+    @property
+    def mode(self) -> Literal["STRICT", "PERMISSIVE", "DISABLE"]:
+        """STRICT: plaintext is refused; DISABLE: no detection, plaintext only."""
+        ...
+
+    @property
+    def opaque(self) -> bool:
+        """Forward the connection's bytes to the app as they are (no detection, no HTTP)."""
+        ...
+
+    def connection_allowed(self, conn: ConnectionInfo) -> bool:
+        """An opaque connection's authorization (False: it is closed)."""
+        ...
+
+    def plaintext_refused(self, conn: ConnectionInfo) -> None:
+        """STRICT closed a plaintext connection (for the metrics)."""
         ...
 
 

@@ -336,6 +336,7 @@ class HttpServerProtocol(DownstreamConnection):
             upgrade,
         )
         request.tls = self.chain
+        request.conn = self.info
         if self._client_id:
             headers.append((CLIENT_ID_HEADER, self._client_id))
             request.client_id = self.info.client_id  # type: ignore[union-attr]
