@@ -9,6 +9,7 @@ Resources (parsed, validated) --compile_policy--> PolicyResult(table, diagnostic
    security.istio.io AuthorizationPolicy (+ Services for targetRefs) --istio.py--> workload_policies
    security.istio.io PeerAuthentication                            --authn.py--> peer_authentications
    security.istio.io RequestAuthentication (+ Services)            --authn.py--> request_authentications
+   Service ports of server-first protocols not marked opaque       --opaque.py--> warnings
 ```
 
 A team can bring either dialect (or both): the decision (`engine.authorization`) reads one
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from turnout.adapters.policy.authn import peer_authentications, request_authentications
 from turnout.adapters.policy.istio import istio_policies
 from turnout.adapters.policy.linkerd import linkerd_servers, namespace_defaults
+from turnout.adapters.policy.opaque import server_first_warnings
 from turnout.engine.config import (
     DEFAULT_CLUSTER_NETWORKS,
     DEFAULT_INBOUND_POLICY,
@@ -63,4 +65,5 @@ def compile_policy(
         cluster_default=cluster_default,
         cluster_networks=networks,
     )
+    server_first_warnings(resources, diags)
     return PolicyResult(table=table, diagnostics=tuple(sorted_diagnostics(diags)))
