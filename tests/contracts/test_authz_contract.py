@@ -29,7 +29,9 @@ def compiled(case: str) -> tuple[PolicyTable, PolicyResources]:
     _, result = compile_policy_files([GOLDEN / "policy" / f"{case}.in.yaml"])
     wire = policy_resources(result.table).to_dict()
     served: dict[str, tuple[str, Any]] = {}
-    for item in [*wire["servers"], *wire["workload_policies"], wire["defaults"]]:  # type: ignore[misc]
+    items = [*wire["servers"], *wire["workload_policies"], wire["defaults"]]  # type: ignore[misc]
+    items += [*wire.get("peer_authentications", []), *wire.get("request_authentications", [])]  # type: ignore[misc]
+    for item in items:
         served[item["name"]] = (item["type_url"], item["value"])
     return result.table, PolicyResources.of(served)
 

@@ -34,7 +34,7 @@ from multidict import CIMultiDict
 
 from tests.proxy.e2e.backends import Backend, RawBackend
 from turnout.cli.offline import offline_runtime
-from turnout.proxy.process import Address, OnTable, OnPolicy, ProxyConfig
+from turnout.proxy.process import Address, OnPolicy, OnTable, ProxyConfig
 from turnout.proxy.runner import Proxy, start_proxy, stop_proxy
 from turnout.proxy.table import RuntimeTable
 
