@@ -458,7 +458,7 @@ def peer_mode(table: PolicyTable, namespace: str, labels: Mapping[str, str], por
             levels[1].append(pa)
         elif pa.namespace is None and pa.selector is None:
             levels[2].append(pa)
-    chosen = [min(lv, key=lambda p: (p.created, p.name)) if lv else None for lv in levels]
+    chosen = [min(lv, key=lambda p: (p.created or "~", p.name)) if lv else None for lv in levels]
     if chosen[0] is not None:
         for p, mode in chosen[0].port_modes:
             if p == port and mode is not None:
