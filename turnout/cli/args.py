@@ -125,6 +125,14 @@ def workload(text: str) -> str:
     return text
 
 
+def label(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` (a pod label, ``app=web``) as a pair."""
+    key, eq, value = text.partition("=")
+    if not key or not eq or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"want KEY=VALUE (app=web), got {text!r}")
+    return key, value
+
+
 def add_namespace(
     p: argparse.ArgumentParser, *, help: str, default: str | None = "default"
 ) -> None:

@@ -122,6 +122,11 @@ class StreamState:
     namespace: str | None = None
     """Node metadata `namespace`: which consumer view this stream gets; None = producer only."""
     workload: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Node metadata `labels`: the workload's pod labels (which policies select a proxyless
+    gRPC server, `mesh bootstrap --label`)."""
+    warned: set[str] = field(default_factory=set)
+    """Server Listeners whose warning this stream has logged."""
     types: dict[str, _TypeState] = field(
         default_factory=lambda: {url: _TypeState(url) for url in SEND_ORDER}
     )
@@ -176,6 +181,14 @@ class StreamState:
         self.namespace = ns if isinstance(ns, str) and ns else None
         workload = meta.get("workload")
         self.workload = workload if isinstance(workload, str) else ""
+        labels = meta.get("labels")
+        if isinstance(labels, dict):
+            self.labels = {str(k): str(v) for k, v in labels.items()}
+
+    def subscribed_names(self, type_url: str) -> frozenset[str]:
+        """Names this stream subscribed to by name for `type_url` (none for a wildcard)."""
+        t = self.types.get(type_url)
+        return frozenset() if t is None or t.names is None else t.names
 
     # ---- responses
 
