@@ -42,7 +42,19 @@ def test_bootstrap_prints_the_grpc_xds_bootstrap() -> None:
             "cluster": "web",
             "metadata": {"namespace": "shop", "workload": "deployment/web"},
         },
+        "server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
     }
+
+
+def test_bootstrap_labels_are_node_metadata() -> None:
+    out = io.StringIO()
+    argv = ["bootstrap", "--xds", "10.0.0.1:18000", "--workload", "deployment/web"]
+    assert main([*argv, "--label", "app=web", "--label", "tier=a=b"], stdout=out) == 0
+    meta = json.loads(out.getvalue())["node"]["metadata"]
+    assert meta["labels"] == {"app": "web", "tier": "a=b"}
+    err = io.StringIO()
+    assert main([*argv, "--label", "app"], stdout=io.StringIO(), stderr=err) == 2
+    assert "want KEY=VALUE" in err.getvalue()
 
 
 def get(url: str) -> tuple[int, str]:
