@@ -13,7 +13,7 @@ resource is an `xds.type.v3.TypedStruct` whose `type_url` names the Turnout type
 tagged with ``type``, `None` and empty tuples left out (absent means the IR default). A Struct
 carries numbers as doubles, so a reader turns `port`/`ports` back into ints. The proxy's
 xDS client decodes these and implements `docs/policy.md` "The decision"; grpcio servers will
-get gRFC A41 RBAC instead (later work). Not served yet: the ADS server does not carry this type.
+get gRFC A41 RBAC instead (`grpc_rbac.py`). Not served yet: the ADS server does not carry this type.
 """
 
 from __future__ import annotations
