@@ -239,10 +239,10 @@ async def echo_server(m: Mesh) -> AsyncIterator[Path]:
 
 
 @asynccontextmanager
-async def client(m: Mesh, sa: str) -> AsyncIterator[ProxylessClient]:
+async def client(m: Mesh, sa: str, *, xds_creds: bool = True) -> AsyncIterator[ProxylessClient]:
     certs = await m.certs(sa)
     bootstrap = m.bootstrap(sa, certs, {"app": sa})
-    args = ["tests.engine.server.grpc_client", TARGET, "--xds-creds"]
+    args = ["tests.engine.server.grpc_client", TARGET, *(["--xds-creds"] if xds_creds else [])]
     async with subprocess(f"client-{sa}", args, bootstrap, m.tmp) as proc:
         yield ProxylessClient(proc)
 
@@ -265,6 +265,18 @@ async def test_rbac_denies_an_identity_the_policy_does_not_allow(tmp_path: Path)
         async with client(m, "rogue") as rogue:
             calls = await rogue.call(3, timeout_s=TIMEOUT_S, wait_for_ready=True)
         assert [s for _, s, _ in calls] == ["PERMISSION_DENIED"] * 3
+
+
+async def test_strict_refuses_a_plaintext_client(tmp_path: Path) -> None:
+    """Without xDS credentials a client ignores the Cluster's TLS and sends plaintext: the
+    STRICT server's handshake fails, the call never reaches RBAC."""
+    async with mesh(tmp_path) as m, echo_server(m):
+        async with client(m, "web") as web:  # the same client with xDS credentials: served
+            [(_, status, _)] = await web.call(1, timeout_s=TIMEOUT_S, wait_for_ready=True)
+            assert status == "OK"
+        async with client(m, "web", xds_creds=False) as plain:
+            [(_, status, _)] = await plain.call(1, timeout_s=5.0, wait_for_ready=False)
+        assert status == "UNAVAILABLE", status
 
 
 def _served_serial(port: int, certs: Path) -> int:
