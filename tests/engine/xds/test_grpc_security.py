@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from turnout.engine.ir import SourceRef
 from turnout.engine.ir_policy import (
     Authorization,
+    Condition,
     ExactIdentity,
     IdentitySuffix,
     Network,
@@ -211,3 +212,20 @@ def test_a_deny_rule_on_jwt_fails_closed_and_an_allow_rule_never_matches() -> No
     assert as_dict(deny.policies["d"])["principals"] == [{"any": True}]
     assert as_dict(allow.policies["a"])["principals"] == [{"not_id": {"any": True}}]
     assert set(allow.policies) == {"a"}  # an Istio ALLOW policy replaces the default's
+
+
+def test_a_condition_on_a_grpc_header_fails_closed_instead_of_a_nack() -> None:
+    cond = Condition(key="request.headers[grpc-timeout]", values=(StringMatch(kind="present"),))
+    authz = Authorization(name="a", source=SRC, conditions=(cond,))
+    policy = WorkloadPolicy(
+        name="p",
+        source=SRC,
+        namespace="shop",
+        selector=None,
+        action="ALLOW",
+        authorizations=(authz,),
+    )
+    table = PolicyTable(workload_policies=(policy,))
+    [allow] = (rbac_of(f) for f in rbac_filters(table, namespace="shop", labels={}, port=1))
+    assert "grpc-timeout" not in str(as_dict(allow))
+    assert as_dict(allow.policies["a"])["principals"] == [{"not_id": {"any": True}}]

@@ -18,7 +18,8 @@ after both. Identities become what gRPC checks (A41: URI SANs first): the SPIFFE
 see what a proxy sees after HTTP parsing in its own terms: a JWT (`request_principals`,
 ``request.auth.*``) never matches in an ALLOW rule and always matches in a DENY rule (fail
 closed both ways; `docs/jwt.md` has the interceptor that checks tokens in the server process).
-A `:method` is always POST and `:authority` is the channel's target, as A41 says.
+A `:method` is always POST and `:authority` is the channel's target, as A41 says; a
+condition on a ``grpc-*`` header or ``:scheme`` (which gRPC would NACK) fails closed too.
 """
 
 from __future__ import annotations
@@ -311,7 +312,10 @@ def _condition_parts(cond: Condition, *, deny: bool) -> tuple[Principal | None, 
     elif key == "source.namespace":
         to_id = _namespace
     elif key.startswith("request.headers["):
-        to_id = _header_principal(key.removeprefix("request.headers[").removesuffix("]").lower())
+        name = key.removeprefix("request.headers[").removesuffix("]").lower()
+        if name.startswith("grpc-") or name == ":scheme":  # A41: such a matcher is a NACK
+            return (Principal(any=True) if deny else _NEVER), None
+        to_id = _header_principal(name)
     else:  # request.auth.*: a JWT gRPC never sees
         return (Principal(any=True) if deny else _NEVER), None
     return _principal_part(
