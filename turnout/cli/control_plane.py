@@ -50,6 +50,8 @@ def run_bootstrap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         workload=args.workload,
         node_id=args.node_id,
         certs=str(Path(args.certs).absolute()) if args.certs else None,
+        labels=dict(args.label or ()),
+        refresh_interval_s=args.cert_refresh_interval,
     )
     out.write(dump_json(config))
     return EXIT_OK

@@ -188,6 +188,21 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
         help="add a file_watcher certificate provider for the files `mesh identity agent"
         " --out DIR` keeps (gRFC A29)",
     )
+    p.add_argument(
+        "--cert-refresh-interval",
+        type=positive_int,
+        default=60,
+        metavar="SECONDS",
+        help="how often gRPC re-reads the --certs files (default 60)",
+    )
+    p.add_argument(
+        "--label",
+        action="append",
+        type=label,
+        metavar="KEY=VALUE",
+        help="a pod label of the workload (repeatable): which policies select a proxyless"
+        " gRPC server (grpc.server(xds=True))",
+    )
     p.set_defaults(run="control_plane:run_bootstrap")
 
 

@@ -64,7 +64,7 @@ def test_explain_decides_authorization_at_the_services_target_port() -> None:
     code, out, err = explain("--from-identity", INGRESS)
     assert code == 0, err
     assert (
-        "authorization: allowed at server/emojivoto/web-http (port 8080): "
+        "authorization: allowed at server/emojivoto/web-http (port 8080, mTLS PERMISSIVE): "
         "allowed by serverauthorization/emojivoto/web-ingress"
     ) in out
 
@@ -76,6 +76,7 @@ def test_explain_says_when_the_destination_denies() -> None:
     assert data["authorization"] == {
         "allowed": False,
         "port": 8080,
+        "mtls": "PERMISSIVE",
         "reason": "no authorization on server/emojivoto/web-http allows the client",
         "server": "server/emojivoto/web-http",
     }
@@ -98,7 +99,7 @@ def test_explain_names_a_failed_closed_policy(tmp_path: Path) -> None:
         "routes", "explain", "-f", str(f), "--via", "service/shop/web:80",
         "--url", "http://web.shop/", "--from-identity", "x.shop.serviceaccount.identity.cluster.local",
     )  # fmt: skip
-    assert "authorization: DENIED at server/shop/web-http (port 8080)" in out
+    assert "authorization: DENIED at server/shop/web-http (port 8080, mTLS PERMISSIVE)" in out
     assert "failed closed: authorizationpolicy/shop/web-from-ingress" in out
 
 

@@ -1,5 +1,7 @@
 """A proxyless grpcio client, run as a subprocess: `python -m tests.engine.server.grpc_client
-xds:///NAME.NS.svc.cluster.local:PORT` with `GRPC_XDS_BOOTSTRAP_CONFIG` set.
+xds:///NAME.NS.svc.cluster.local:PORT [--xds-creds]` with `GRPC_XDS_BOOTSTRAP_CONFIG` set.
+`--xds-creds` uses `grpc.xds_channel_credentials` (gRFC A29: mTLS when the Cluster says so,
+plaintext otherwise) instead of an insecure channel.
 
 grpcio reads the bootstrap once per process, so each test runs its own client process. It
 reads one JSON command per stdin line and answers one JSON line per command:
@@ -19,12 +21,17 @@ import sys
 import time
 
 import grpc
+import grpc.experimental
 
 METHOD = "/test.Echo/Who"
 
 
 def main() -> None:
-    channel = grpc.insecure_channel(sys.argv[1])
+    if "--xds-creds" in sys.argv[2:]:
+        creds = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
+        channel = grpc.secure_channel(sys.argv[1], creds)
+    else:
+        channel = grpc.insecure_channel(sys.argv[1])
     who = channel.unary_unary(METHOD)  # no serializers: requests and responses are bytes
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -40,7 +47,7 @@ def main() -> None:
                 )
                 result = [body.decode(), "OK"]
             except grpc.RpcError as exc:
-                result = [None, exc.code().name]
+                result = [exc.details() if cmd.get("details") else None, exc.code().name]
             calls.append([*result, int((time.monotonic() - started) * 1000)])
         print(json.dumps({"calls": calls}), flush=True)
     channel.close()

@@ -42,7 +42,23 @@ def test_bootstrap_prints_the_grpc_xds_bootstrap() -> None:
             "cluster": "web",
             "metadata": {"namespace": "shop", "workload": "deployment/web"},
         },
+        "server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
     }
+
+
+def test_bootstrap_labels_are_node_metadata() -> None:
+    out = io.StringIO()
+    argv = ["bootstrap", "--xds", "10.0.0.1:18000", "--workload", "deployment/web"]
+    labels = ["--label", "app=web", "--label", "app.kubernetes.io/tier=front"]
+    assert main([*argv, *labels], stdout=out) == 0
+    meta = json.loads(out.getvalue())["node"]["metadata"]
+    assert meta["labels"] == {"app": "web", "app.kubernetes.io/tier": "front"}
+    err = io.StringIO()
+    assert main([*argv, "--label", "app"], stdout=io.StringIO(), stderr=err) == 2
+    assert "want KEY=VALUE" in err.getvalue()
+    err = io.StringIO()
+    assert main([*argv, "--label", "tier=a=b"], stdout=io.StringIO(), stderr=err) == 2
+    assert "not a label value: 'a=b'" in err.getvalue()
 
 
 def get(url: str) -> tuple[int, str]:

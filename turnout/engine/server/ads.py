@@ -50,8 +50,15 @@ from turnout.engine.ir import RouteTable
 from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.metrics import Counter, Family, Gauge
 from turnout.engine.server.settings import ServerSettings
-from turnout.engine.server.snapshots import Snapshot, Translator, default_translator
+from turnout.engine.server.snapshots import (
+    Snapshot,
+    Translator,
+    View,
+    default_translator,
+    with_server_listeners,
+)
 from turnout.engine.server.streams import Nack, StreamState, kind_of
+from turnout.engine.xds import LISTENER_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +351,8 @@ class AdsServer:
             snapshot = self._current
             if snapshot is not None and stream.state.node_id:
                 view = await snapshot.view(stream.state.namespace)
+                if view is not None:
+                    view = self._with_servers(snapshot, view, stream.state)
                 for response in [] if view is None else stream.state.due(snapshot, view):
                     try:
                         async with asyncio.timeout(timeout_s):
@@ -366,6 +375,18 @@ class AdsServer:
                     )
             if not reader.done():
                 await stream.wakeup.wait()  # set by requests, publish() and the reader's end
+
+    def _with_servers(self, snapshot: Snapshot, view: View, state: StreamState) -> View:
+        """The view plus the server Listeners a grpcio xDS server on this stream asked for;
+        a PERMISSIVE port's warning is logged once per stream and listener."""
+        servers = snapshot.server_listeners(
+            state.subscribed_names(LISTENER_TYPE), namespace=state.namespace, labels=state.labels
+        )
+        for name, server in servers.items():
+            if server.warning and name not in state.warned:
+                state.warned.add(name)
+                log.warning("%s node=%s listener=%s", server.warning, state.node_id, name)
+        return with_server_listeners(view, servers)
 
     async def _read_loop(
         self, context: grpc.aio.ServicerContext[Any, Any], stream: _Stream

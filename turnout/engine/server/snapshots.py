@@ -17,6 +17,12 @@ newer snapshot replaces it and the last stream lets go, its views go with it. A 
 fails to translate (a bug, never the user's YAML: compile already judged that) is logged once
 and is `None`; streams keep what they were sent.
 
+The Listeners grpcio xDS servers ask for (``grpc/server?xds.resource.listening_address=IP:PORT``,
+docs/proxyless.md) depend on the node (namespace and labels), not only on its namespace, so
+they are not in a view: `server_listeners` builds them from the snapshot's policy table for
+the names one stream asked for, cached per (name, namespace, labels), and the stream merges
+them into its view (`with_server_listeners`).
+
 Deliberately not here: which resources one stream gets and when (`streams.py`).
 """
 
@@ -32,8 +38,16 @@ from google.protobuf import any_pb2
 from turnout.engine.ir import RouteTable
 from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.memory import release_memory
-from turnout.engine.xds import XdsResources, translate
+from turnout.engine.xds import LISTENER_TYPE, XdsResources, translate
+from turnout.engine.xds.grpc_security import (
+    SERVER_LISTENER_PREFIX,
+    grpc_server_listener,
+    listening_address,
+    mtls_mode,
+    permissive_warning,
+)
 from turnout.engine.xds.policy import POLICY_TYPE_URL, policy_resources
+from turnout.engine.xds.wire import pack
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +78,14 @@ class Snapshot:
     """1, 2, ... per published table (0 is never published)."""
     table: RouteTable
     policy: PolicyTable | None = None
-    """The authorization policy served with it; None = none (no policy resources)."""
+    """The authorization policy served with it (our proxies: the policy resources;
+    proxyless gRPC servers: A41 RBAC in their Listener); None = none."""
     translator: Translator = default_translator
     _views: dict[str | None, asyncio.Task[View | None]] = field(default_factory=dict)
     _policy_view: dict[str, any_pb2.Any] | None = None
+    _servers: dict[tuple[str, str, tuple[tuple[str, str], ...]], ServerListener] = field(
+        default_factory=dict
+    )
 
     @property
     def version_info(self) -> str:
@@ -97,6 +115,24 @@ class Snapshot:
         view[POLICY_TYPE_URL] = self.policy_view()
         return view
 
+    def server_listeners(
+        self, names: frozenset[str], *, namespace: str | None, labels: Mapping[str, str]
+    ) -> dict[str, ServerListener]:
+        """The server Listeners among `names` for a node in `namespace` with `labels`."""
+        ns = namespace or "default"
+        key_labels = tuple(sorted(labels.items()))
+        out = {}
+        for name in sorted(n for n in names if n.startswith(SERVER_LISTENER_PREFIX)):
+            key = (name, ns, key_labels)
+            found = self._servers.get(key)
+            if found is None:
+                found = build_server_listener(self.policy or PolicyTable(), name, ns, labels)
+                if found is None:
+                    continue
+                self._servers[key] = found
+            out[name] = found
+        return out
+
     async def _translate(self, namespace: str | None) -> View | None:
         try:
             return await asyncio.to_thread(self._build, namespace)
@@ -108,3 +144,35 @@ class Snapshot:
                 exc_info=True,
             )
             return None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerListener:
+    packed: any_pb2.Any
+    warning: str | None
+    """Why the port is served as it is when that is probably not what was meant."""
+
+
+def build_server_listener(
+    policy: PolicyTable, name: str, namespace: str, labels: Mapping[str, str]
+) -> ServerListener | None:
+    address = listening_address(name)
+    if address is None:
+        return None
+    decision = mtls_mode(policy, namespace=namespace, labels=labels, port=address[1])
+    listener = grpc_server_listener(
+        policy, name=name, namespace=namespace, labels=labels, mode=decision.mode
+    )
+    if listener is None:
+        return None
+    warning = permissive_warning(decision, namespace=namespace, port=address[1])
+    return ServerListener(packed=pack(listener), warning=warning)
+
+
+def with_server_listeners(view: View, servers: Mapping[str, ServerListener]) -> View:
+    """`view` plus these server Listeners (a new mapping: views are shared by streams)."""
+    if not servers:
+        return view
+    listeners = dict(view.get(LISTENER_TYPE, {}))
+    listeners.update({name: s.packed for name, s in servers.items()})
+    return {**view, LISTENER_TYPE: listeners}

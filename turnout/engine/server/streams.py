@@ -132,8 +132,10 @@ class StreamState:
     """Node metadata `namespace`: which consumer view this stream gets; None = producer only."""
     workload: str = ""
     labels: dict[str, str] = field(default_factory=dict)
-    """Node metadata `labels` (the workload's pod labels, string values only); recorded for
-    status, no view depends on them yet."""
+    """Node metadata `labels`: the workload's pod labels (which policies select a proxyless
+    gRPC server, `mesh bootstrap --label`)."""
+    warned: set[str] = field(default_factory=set)
+    """Server Listeners whose warning this stream has logged."""
     types: dict[str, _TypeState] = field(
         default_factory=lambda: {url: _TypeState(url) for url in SEND_ORDER}
     )
@@ -191,6 +193,11 @@ class StreamState:
         labels = meta.get("labels")
         if isinstance(labels, dict):
             self.labels = {str(k): v for k, v in sorted(labels.items()) if isinstance(v, str)}
+
+    def subscribed_names(self, type_url: str) -> frozenset[str]:
+        """Names this stream subscribed to by name for `type_url` (none for a wildcard)."""
+        t = self.types.get(type_url)
+        return frozenset() if t is None or t.names is None else t.names
 
     # ---- responses
 

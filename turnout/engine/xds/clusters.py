@@ -13,8 +13,15 @@ Envoy's retry budget is concurrency-based (percent of active requests, minimum c
 retries), so the exact GEP-3388 budget (percent, window, minimum rate) also travels in
 `metadata.filter_metadata["turnout"]["retryBudget"]` for our proxy.
 
+A cluster whose endpoints all carry an identity (meshed) also gets `transport_socket`
+`envoy.transport_sockets.tls` with an `UpstreamTlsContext` for proxyless gRPC clients (gRFC
+A29, `grpc_security.upstream_tls_socket`): certificates from the bootstrap's `turnout`
+provider, the endpoints' SPIFFE URIs as the SANs to match. gRPC has no
+`transport_socket_matches`, so a cluster mixing meshed and plain endpoints stays plaintext.
+Our proxy ignores it: it verifies each endpoint's own `turnout.identity` (docs/mtls.md).
+
 It deliberately does not resolve endpoints (the compiler copied them from EndpointSlices) and
-adds no health checking, outlier detection or TLS.
+adds no health checking or outlier detection.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
 from turnout.engine import ir
+from turnout.engine.xds.grpc_security import upstream_tls_socket
 from turnout.engine.xds.wire import (
     HTTP_PROTOCOL_OPTIONS,
     INVALID_CLUSTER,
@@ -74,6 +82,11 @@ def cluster_from(cluster: ir.Cluster) -> cluster_pb2.Cluster:
             )
         )
         out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(pack(options))
+    identities = [e.identity for e in cluster.endpoints]
+    if identities and all(identities):
+        socket = upstream_tls_socket(i for i in identities if i is not None)
+        if socket is not None:
+            out.transport_socket.CopyFrom(socket)
     out.metadata.CopyFrom(
         metadata_from(
             {

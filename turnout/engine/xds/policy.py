@@ -15,7 +15,7 @@ resource is an `xds.type.v3.TypedStruct` whose `type_url` names the Turnout type
 tagged with ``type``, `None` and empty tuples left out (absent means the IR default). A Struct
 carries numbers as doubles, so a reader turns `port`/`ports` back into ints. The proxy's
 xDS client decodes these and implements `docs/policy.md` "The decision"; grpcio servers will
-get gRFC A41 RBAC instead (later work). Every value carries its resource name as `name` (a
+get gRFC A41 RBAC instead (`grpc_rbac.py`). Every value carries its resource name as `name` (a
 SotW response holds bare `Any`s). The ADS server serves them all under `POLICY_TYPE_URL`
 (`engine.server`; wildcard only, the same set to every node).
 """
