@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -13,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from turnout.proxy.grpc_authn import JwtInterceptor, claims, principal
+from turnout.proxy.grpc_authn import JwtInterceptor, SyncJwtInterceptor, claims, principal
 from turnout.proxy.jwt_authn import Authenticator, JwtRule
 
 ISSUER = "https://issuer.example"
@@ -108,3 +109,47 @@ async def test_optional_tokens_and_istio_statuses(channel: grpc.aio.Channel) -> 
         grpc.StatusCode.PERMISSION_DENIED,
         "Audiences in Jwt are not allowed",
     )
+
+
+def sync_whoami(request: bytes, context: grpc.ServicerContext) -> bytes:
+    return f"{principal()} team={claims().get('team')}".encode()
+
+
+def sync_count(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    for i in range(3):
+        yield f"{i} {principal()}".encode()
+
+
+def test_the_sync_interceptor_checks_tokens_on_a_synchronous_server() -> None:
+    """`grpc.server` (what `xds=True` needs) with `SyncJwtInterceptor`: same statuses."""
+    rule = JwtRule(issuer=ISSUER, audiences=("emoji",), jwks=json.dumps({"keys": [JWK]}))
+    interceptor = SyncJwtInterceptor([rule], require=True)
+    handlers = grpc.method_handlers_generic_handler(
+        "demo.Who",
+        {
+            "Am": grpc.unary_unary_rpc_method_handler(sync_whoami, identity, identity),
+            "Count": grpc.unary_stream_rpc_method_handler(sync_count, identity, identity),
+        },
+    )
+    server = grpc.server(ThreadPoolExecutor(max_workers=4), interceptors=[interceptor])
+    server.add_generic_rpc_handlers((handlers,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            am = ch.unary_unary("/demo.Who/Am")
+            good = [("authorization", f"Bearer {token(team='a')}")]
+            assert am(b"", metadata=good, timeout=5) == f"{ISSUER}/alice team=a".encode()
+            replies = list(ch.unary_stream("/demo.Who/Count")(b"", metadata=good, timeout=5))
+            assert replies == [f"{i} {ISSUER}/alice".encode() for i in range(3)]
+            for metadata, code in (
+                ([], grpc.StatusCode.UNAUTHENTICATED),
+                ([("authorization", f"Bearer {token(exp=1)}")], grpc.StatusCode.UNAUTHENTICATED),
+                ([("authorization", f"Bearer {token(aud='x')}")], grpc.StatusCode.UNAUTHENTICATED),
+            ):
+                with pytest.raises(grpc.RpcError) as err:
+                    am(b"", metadata=metadata, timeout=5)
+                assert err.value.code() == code, metadata
+    finally:
+        server.stop(0).wait(5)
+        interceptor.close()
