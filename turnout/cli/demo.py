@@ -214,8 +214,10 @@ async def _security_line(demo: Demo) -> str:
     return (
         f"security: vote-bot ({identity_of(VOTE_BOT_SA)}) reaches web over mTLS, the only"
         f" caller examples/emojivoto/mesh/50-authorization.yaml allows; a plaintext GET /"
-        f" to web-v1's inbound port just got {status} {why}"
-    ).rstrip()
+        f" to web-v1's inbound port just got {status} {why}".rstrip()
+        + "; web calls emoji and"
+        " voting with mTLS too (proxyless: STRICT xDS servers, A41 RBAC lets only web vote)"
+    )
 
 
 def try_next(demo: Demo, live_args: list[str]) -> str:

@@ -65,6 +65,8 @@ SLICE_SERVICES = ("web-v1", "web-v2", "emoji", "voting", "voting-v2")
 """Services whose EndpointSlice gets this run's port."""
 DOMAIN = "cluster.local"
 WEB_SA = ServiceAccount(namespace=catalog.NAMESPACE, name="web")
+EMOJI_SA = ServiceAccount(namespace=catalog.NAMESPACE, name="emoji")
+VOTING_SA = ServiceAccount(namespace=catalog.NAMESPACE, name="voting")
 VOTE_BOT_SA = ServiceAccount(namespace="loadgen", name="vote-bot")
 
 
@@ -222,7 +224,7 @@ class Demo:
         (self.workdir / "logs").mkdir()
         now = dt.datetime.now(dt.UTC)
         material = init_store(self.identity_dir, IdentitySettings(domain=DOMAIN), now=now)
-        for sa in (WEB_SA, VOTE_BOT_SA):
+        for sa in (WEB_SA, EMOJI_SA, VOTING_SA, VOTE_BOT_SA):
             token = issue_join_token(material.token_key, sa, now=now, ttl=dt.timedelta(days=1))
             self.token_file(sa).write_text(token + "\n", encoding="utf-8")
 
@@ -232,6 +234,24 @@ class Demo:
     def identity_flags(self, sa: ServiceAccount) -> list[str]:
         """`mesh proxy` as `sa`: mTLS with a certificate from `mesh serve`'s identity service."""
         return ["--identity", identity_of(sa), "--identity-token-file", str(self.token_file(sa))]
+
+    def grpc_security(
+        self, name: str, sa: ServiceAccount, labels: dict[str, str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """A proxyless workload's identity flags (its in-process agent) and the bootstrap
+        env naming the files that agent keeps (gRFC A29's file_watcher provider)."""
+        certs = self.workdir / "certs" / name
+        xds = f"{HOST}:{self.ports.xds}"
+        boot = bootstrap_config(
+            xds=xds,
+            namespace=sa.namespace,
+            workload=f"deployment/{name}",
+            certs=str(certs),
+            labels=labels,
+            refresh_interval_s=5,
+        )
+        flags = [*self.identity_flags(sa), "--identity-addr", xds, "--certs", str(certs)]
+        return flags, {"GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(boot)}
 
     async def spawn(
         self, name: str, argv: Sequence[str], env: dict[str, str] | None = None
@@ -262,24 +282,42 @@ class Demo:
             [*mesh, "serve", "--dir", str(self.manifests), "--xds", xds,
              "--admin", f"{HOST}:{p.serve_admin}", "--identity-dir", str(self.identity_dir)],
         )  # fmt: skip
-        services = [
-            await self.spawn("emoji", [*py, "turnout.demo.services", "emoji",
-                                       "--port", str(p.slices["emoji"])]),
-            await self.spawn("voting-v1", [*py, "turnout.demo.services", "voting",
-                                           "--port", str(p.slices["voting"]), "--version", "v1"]),
-            await self.spawn("voting-v2", [*py, "turnout.demo.services", "voting",
-                                           "--port", str(p.slices["voting-v2"]), "--version", "v2"]),
-        ]  # fmt: skip
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+            # the identity service must answer before the workloads ask it for certificates
+            await self.wait_http(session, serve, f"http://{HOST}:{p.serve_admin}/ready", deadline)
+        services = []
+        for name, svc, sa, labels, extra in (
+            ("emoji", "emoji", EMOJI_SA, {"app": "emoji"}, []),
+            (
+                "voting-v1",
+                "voting",
+                VOTING_SA,
+                {"app": "voting", "version": "v1"},
+                ["--version", "v1"],
+            ),
+            (
+                "voting-v2",
+                "voting-v2",
+                VOTING_SA,
+                {"app": "voting", "version": "v2"},
+                ["--version", "v2"],
+            ),
+        ):
+            flags, env = self.grpc_security(name, sa, labels)
+            services.append(await self.spawn(
+                name,
+                [*py, "turnout.demo.services", svc.split("-")[0], "--port", str(p.slices[svc]), *extra, *flags],
+                env=env,
+            ))  # fmt: skip
         webs: list[tuple[Child, Child, str]] = []
         for v in ("v1", "v2"):
-            boot = bootstrap_config(
-                xds=xds, namespace=catalog.NAMESPACE, workload=f"deployment/web-{v}"
-            )
+            flags, env = self.grpc_security(f"web-{v}", WEB_SA, {"app": "web", "version": v})
             app = await self.spawn(
                 f"web-{v}",
                 [*py, "turnout.demo.web", "--port", str(p.web_app[v]),
-                 "--admin-port", str(p.web_admin[v]), "--version", v, "--xds", xds],
-                env={"GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(boot)},
+                 "--admin-port", str(p.web_admin[v]), "--version", v, "--xds", xds, *flags],
+                env=env,
             )  # fmt: skip
             inbound = await self.spawn(
                 f"proxy-web-{v}",
@@ -297,9 +335,7 @@ class Demo:
              "--outbound", f"{HOST}:{p.outbound}", "--admin", f"{HOST}:{p.outbound_admin}",
              *self.identity_flags(VOTE_BOT_SA)],
         )  # fmt: skip
-        deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
-            await self.wait_http(session, serve, f"http://{HOST}:{p.serve_admin}/ready", deadline)
             for child, svc in zip(services, ("emoji", "voting", "voting-v2"), strict=True):
                 await self.wait_tcp(child, p.slices[svc], deadline)
             for app, inbound, v in webs:

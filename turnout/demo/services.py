@@ -3,7 +3,12 @@
 ```
 python -m turnout.demo.services emoji  --port N
 python -m turnout.demo.services voting --port N --version v1
+   [--identity NAME --identity-token-file F --identity-addr HOST:PORT --certs DIR]
 ```
+With `--identity` the service is a proxyless xDS server (`grpc.server(xds=True)`, xDS server
+credentials): an in-process identity agent keeps its certificate in DIR (the files the
+bootstrap's `file_watcher` provider reads, `GRPC_XDS_BOOTSTRAP_CONFIG`), and the control
+plane's Listener decides mTLS (the PeerAuthentication mode) and RBAC (the policies).
 ``/emojivoto.v1.EmojiService/ListAll`` answers every emoji, ``FindByShortcode`` one.
 ``/emojivoto.v1.VotingService/Vote<Name>`` counts a vote (``VoteDoughnut`` always fails with
 UNKNOWN), ``Results`` answers the tally of this instance, ``version`` included.
@@ -14,21 +19,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
+import threading
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
-import grpc.aio
 
 from turnout.demo import catalog
-from turnout.demo.lifecycle import setup_logging, stop_event
+from turnout.demo.lifecycle import setup_logging
 
 log = logging.getLogger(__name__)
 
 Context = Any
-"""``grpc.aio.ServicerContext`` (grpc has no type stubs here)."""
-Method = Callable[[bytes, Context], Awaitable[bytes]]
+"""``grpc.ServicerContext`` (grpc has no type stubs here)."""
+Method = Callable[[bytes, Context], bytes]
 
 
 def emoji_handlers() -> dict[str, Method]:
@@ -36,16 +45,17 @@ def emoji_handlers() -> dict[str, Method]:
         [{"shortcode": e.shortcode, "unicode": e.unicode} for e in catalog.EMOJI]
     )
 
-    async def list_all(request: bytes, context: Context) -> bytes:
+    def list_all(request: bytes, context: Context) -> bytes:
         return everything
 
-    async def find(request: bytes, context: Context) -> bytes:
+    def find(request: bytes, context: Context) -> bytes:
         data = catalog.decode(request)
         code = data.get("shortcode", "") if isinstance(data, dict) else ""
         e = catalog.BY_SHORTCODE.get(str(code))
         if e is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no emoji {code!r}")
-        assert e is not None
+            context.set_code(grpc.StatusCode.NOT_FOUND)
+            context.set_details(f"no emoji {code!r}")
+            return b""
         return catalog.encode({"shortcode": e.shortcode, "unicode": e.unicode})
 
     return {"ListAll": list_all, "FindByShortcode": find}
@@ -55,15 +65,19 @@ def voting_handlers(version: str) -> dict[str, Method]:
     tally: Counter[str] = Counter()
 
     def vote(shortcode: str) -> Method:
-        async def handler(request: bytes, context: Context) -> bytes:
+        def handler(request: bytes, context: Context) -> bytes:
             if shortcode == catalog.FAILING_VOTE:
-                await context.abort(grpc.StatusCode.UNKNOWN, f"ERROR: {shortcode} is sold out")
+                # set_code, not abort: grpcio 1.85's xDS server (its RBAC filter stack)
+                # fails a core check when a handler raises out of a call
+                context.set_code(grpc.StatusCode.UNKNOWN)
+                context.set_details(f"ERROR: {shortcode} is sold out")
+                return b""
             tally[shortcode] += 1
             return catalog.encode({})
 
         return handler
 
-    async def results(request: bytes, context: Context) -> bytes:
+    def results(request: bytes, context: Context) -> bytes:
         return catalog.encode({"version": version, "votes": dict(tally.most_common())})
 
     methods: dict[str, Method] = {
@@ -73,20 +87,44 @@ def voting_handlers(version: str) -> dict[str, Method]:
     return methods
 
 
-async def serve(service: str, methods: dict[str, Method], *, host: str, port: int) -> None:
+def serve(
+    service: str, methods: dict[str, Method], *, host: str, port: int, xds: bool = False
+) -> None:
+    """Serve until SIGTERM/SIGINT; `xds`: as a proxyless xDS server (see the docstring)."""
     handlers: dict[str, Any] = {
         name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in methods.items()
     }
-    server = grpc.aio.server()
+    server = grpc.server(ThreadPoolExecutor(max_workers=16), xds=xds)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
-    bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    log.info("serving %s on %s:%d", service, host, bound)
-    stop = stop_event()
-    try:
-        await stop.wait()
-    finally:
-        await server.stop(grace=0.5)
+    if xds:
+        creds = grpc.xds_server_credentials(grpc.insecure_server_credentials())
+        bound = server.add_secure_port(f"{host}:{port}", creds)
+    else:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    server.start()
+    log.info("serving %s on %s:%d xds=%s", service, host, bound, xds)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop(grace=0.5).wait(2)
+
+
+def start_agent(args: argparse.Namespace, *, timeout_s: float = 20.0) -> None:
+    """The identity agent on a thread of its own; returns once the first certificate is
+    written (the xDS server's certificate provider reads the files at start)."""
+    from turnout.proxy.identity.agent import CERT_FILE, Agent
+
+    out = Path(args.certs)
+    agent = Agent(
+        args.identity, target=args.identity_addr, token_file=Path(args.identity_token_file), out=out
+    )
+    threading.Thread(target=lambda: asyncio.run(agent.run()), name="identity", daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    while not (out / CERT_FILE).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no certificate from {args.identity_addr} in {timeout_s:.0f}s")
+        time.sleep(0.05)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,13 +133,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--version", default="v1")
+    p.add_argument("--identity", help="serve as a proxyless xDS server with this identity")
+    p.add_argument("--identity-token-file")
+    p.add_argument("--identity-addr")
+    p.add_argument("--certs", help="where the identity agent keeps the certificate files")
     args = p.parse_args(argv)
     setup_logging(f"{args.service}-{args.version}")
+    xds = args.identity is not None
+    if xds:
+        start_agent(args)
     if args.service == "emoji":
-        asyncio.run(serve(catalog.EMOJI_SERVICE, emoji_handlers(), host=args.host, port=args.port))
+        serve(catalog.EMOJI_SERVICE, emoji_handlers(), host=args.host, port=args.port, xds=xds)
     else:
         methods = voting_handlers(args.version)
-        asyncio.run(serve(catalog.VOTING_SERVICE, methods, host=args.host, port=args.port))
+        serve(catalog.VOTING_SERVICE, methods, host=args.host, port=args.port, xds=xds)
     return 0
 
 

@@ -30,10 +30,12 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
+import grpc.experimental
 from aiohttp import web
 
 from turnout.demo import catalog
@@ -77,11 +79,21 @@ class GrpcClient:
     """Proxyless calls to one Service, each one counted in `metrics`."""
 
     def __init__(
-        self, name: str, *, metrics: ProxyMetrics, resolver: RouteResolver, namespace: str
+        self,
+        name: str,
+        *,
+        metrics: ProxyMetrics,
+        resolver: RouteResolver,
+        namespace: str,
+        mtls: bool = False,
     ) -> None:
         self.target = service_target(name, namespace, catalog.GRPC_PORT)
         self.authority = self.target.removeprefix("xds:///")
-        self.channel: Any = grpc.aio.insecure_channel(self.target)
+        if mtls:  # xDS security (gRFC A29): mTLS where the cluster says so, else plaintext
+            creds = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
+            self.channel: Any = grpc.aio.secure_channel(self.target, creds)
+        else:
+            self.channel = grpc.aio.insecure_channel(self.target)
         self.metrics = metrics
         self.resolver = resolver
 
@@ -195,8 +207,12 @@ async def run(args: argparse.Namespace) -> None:
     )
     xds = XdsClient(args.xds, node=node, on_table=resolver.on_table)
     xds.start()
-    emoji = GrpcClient("emoji", metrics=metrics, resolver=resolver, namespace=ns)
-    voting = GrpcClient("voting", metrics=metrics, resolver=resolver, namespace=ns)
+    agent_task = None
+    if args.identity:
+        agent_task = await start_agent(args)
+    mtls = agent_task is not None
+    emoji = GrpcClient("emoji", metrics=metrics, resolver=resolver, namespace=ns, mtls=mtls)
+    voting = GrpcClient("voting", metrics=metrics, resolver=resolver, namespace=ns, mtls=mtls)
     front = Web(version=args.version, emoji=emoji, voting=voting)
     admin = await start_admin(
         args.host, args.admin_port, metrics=metrics, tap=TapHub(), ready=lambda: True
@@ -214,6 +230,23 @@ async def run(args: argparse.Namespace) -> None:
             await emoji.close()
             await voting.close()
         await xds.stop()
+        if agent_task is not None:
+            agent_task.cancel()
+
+
+async def start_agent(args: argparse.Namespace) -> asyncio.Task[None]:
+    """The identity agent on this loop; returns once the first certificate is written (the
+    gRPC certificate provider reads the files when the first channel needs them)."""
+    from turnout.proxy.identity.agent import Agent
+
+    agent = Agent(
+        args.identity,
+        target=args.identity_addr,
+        token_file=Path(args.identity_token_file),
+        out=Path(args.certs),
+    )
+    await agent.once()
+    return asyncio.get_running_loop().create_task(agent.run(), name="identity agent")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--admin-port", type=int, required=True)
     p.add_argument("--version", default="v1")
     p.add_argument("--xds", required=True, metavar="HOST:PORT")
+    p.add_argument("--identity", help="call emoji and voting with mTLS (xDS security) as this")
+    p.add_argument("--identity-token-file")
+    p.add_argument("--identity-addr")
+    p.add_argument("--certs", help="where the identity agent keeps the certificate files")
     args = p.parse_args(argv)
     setup_logging(f"web-{args.version}")
     asyncio.run(run(args))
