@@ -67,8 +67,8 @@ def voting_handlers(version: str) -> dict[str, Method]:
     def vote(shortcode: str) -> Method:
         def handler(request: bytes, context: Context) -> bytes:
             if shortcode == catalog.FAILING_VOTE:
-                # set_code, not abort: grpcio 1.85's xDS server (its RBAC filter stack)
-                # fails a core check when a handler raises out of a call
+                # set_code, not abort: under grpcio 1.85 a grpc.server(xds=True) process
+                # dies on a core check (pipe.h "has_value()") once handlers abort calls
                 context.set_code(grpc.StatusCode.UNKNOWN)
                 context.set_details(f"ERROR: {shortcode} is sold out")
                 return b""
