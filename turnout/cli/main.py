@@ -256,6 +256,12 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="HOST:PORT",
         help="the identity service (default: the --xds address)",
     )
+    p.add_argument(
+        "--require-mtls",
+        action="store_true",
+        help="outbound fails closed: a request whose endpoint has no identity is answered 502"
+        " and nothing is sent to it (needs --identity)",
+    )
     p.set_defaults(run="data_plane:run_proxy_command")
 
     p = sub.add_parser("tap", help="stream a proxy's live requests (Linkerd's tap lines)")

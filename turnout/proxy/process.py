@@ -151,6 +151,9 @@ class ProxyConfig:
     identity: IdentityConfig | None = None
     """Mesh TLS (docs/mtls.md): the inbound port detects TLS, upstream endpoints with an
     expected identity are reached over mTLS. None: plaintext only, as before."""
+    require_mtls: bool = False
+    """``--require-mtls``: outbound, a request whose endpoint has no identity is answered
+    502 and nothing is sent to it (`outbound_tls.py`); needs `identity`."""
     upstream_read_timeout_ms: int | None = DEFAULT_UPSTREAM_READ_TIMEOUT_MS
     """The upstream pool's `read_timeout_ms` (`config.DEFAULT_UPSTREAM_READ_TIMEOUT_MS`):
     longest upstream silence on an exchange without a deadline; None: wait forever."""
