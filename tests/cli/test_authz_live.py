@@ -13,12 +13,14 @@ import pytest
 
 from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.harness import _ReadySource, bounded
+from turnout.cli.live import plaintext_lines
 from turnout.cli.live_authz import authz_table, tls_table, view_data
 from turnout.cli.main import main
 from turnout.proxy.process import Address, ProxyConfig
 from turnout.proxy.runner import start_proxy, stop_proxy
 from turnout.proxy.table import RuntimeTable
 from turnout.viz.authz import Target, inbound_view
+from turnout.viz.stats import Scrape
 
 WEB = "web.shop.serviceaccount.identity.cluster.local"
 W = 'direction="inbound",namespace="shop",deployment="api"'
@@ -88,6 +90,14 @@ def test_rows_follow_the_allow_and_deny_counters_and_the_request_metrics() -> No
         "plaintext": True,
         "rps": 4.0,
     }
+
+
+def test_routes_live_counts_plaintext_per_inbound_port_of_every_workload() -> None:
+    before = [Scrape("a", 0.0, exposition(10, 2, 0, 10, 0))]
+    after = [Scrape("a", 10.0, exposition(30, 12, 40, 28, 2)), Scrape("b", 10.0, error="down")]
+    after[0] = Scrape("a", 10.0, after[0].text.replace("} 999", "} 1009"))
+    # every workload's series count here: the other one's 10 plaintext requests too
+    assert plaintext_lines(before, after) == "inbound port 8080: 5.0rps plaintext of 7.0rps\n"
 
 
 def test_a_default_server_prints_as_default_policy_and_a_reset_counter_counts_whole() -> None:

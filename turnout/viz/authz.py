@@ -168,12 +168,14 @@ def _tls_key(labels: Labels) -> TlsKey:
     )
 
 
-def _samples(text: str, target: Target) -> dict[SeriesId, Sample]:
+def _samples(text: str, target: Target | None) -> dict[SeriesId, Sample]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s
         for s in parse_text(text)
-        if s.name in _FAMILIES and s.labels.get("direction") == "inbound" and target.matches(s.labels)
-    }  # fmt: skip
+        if s.name in _FAMILIES
+        and s.labels.get("direction") == "inbound"
+        and (target is None or target.matches(s.labels))
+    }
 
 
 def _deltas(
@@ -184,8 +186,9 @@ def _deltas(
         yield s, (s.value if prev is None or s.value < prev.value else s.value - prev.value)
 
 
-def inbound_view(before: str, after: str, *, seconds: float, target: Target) -> InboundView:
-    """One proxy's inbound numbers between two scrapes `seconds` apart."""
+def inbound_view(before: str, after: str, *, seconds: float, target: Target | None) -> InboundView:
+    """One proxy's inbound numbers between two scrapes `seconds` apart (`target` None:
+    every workload's series)."""
     view = InboundView()
     new = _samples(after, target)
     view.seen = bool(new)
@@ -250,7 +253,7 @@ def combine(views: Sequence[InboundView]) -> InboundView:
 
 
 def view_of_scrapes(
-    before: Sequence[Scrape], after: Sequence[Scrape], target: Target
+    before: Sequence[Scrape], after: Sequence[Scrape], target: Target | None
 ) -> InboundView:
     """`inbound_view` of every target scraped successfully both times, combined; one error
     per target that was not (or whose exposition did not parse)."""
