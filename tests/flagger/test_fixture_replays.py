@@ -493,7 +493,7 @@ async def test_directory_source_replay_reaches_every_step(name: str, tmp_path: P
     seq = sequence(name)
     tables: list[ir.RouteTable] = []
 
-    def publish(table: ir.RouteTable) -> int:
+    def publish(table: ir.RouteTable, policy: object = None) -> int:
         tables.append(table)
         return len(tables)
 

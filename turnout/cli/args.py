@@ -125,6 +125,22 @@ def workload(text: str) -> str:
     return text
 
 
+_LABEL_KEY = re.compile(
+    r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
+
+def label(text: str) -> tuple[str, str]:
+    """``KEY=VALUE``: a Kubernetes label (the key may have a ``prefix/``)."""
+    key, eq, value = text.partition("=")
+    if not eq or not key or len(value) > 63 or not _LABEL_KEY.fullmatch(key):
+        raise argparse.ArgumentTypeError(f"want KEY=VALUE (app=web), got {text!r}")
+    if value and not _LABEL_VALUE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"not a label value: {value!r}")
+    return key, value
+
+
 def add_namespace(
     p: argparse.ArgumentParser, *, help: str, default: str | None = "default"
 ) -> None:

@@ -35,6 +35,7 @@ from turnout.proxy.process import (
     SourceSpec,
     TableSource,
     parse_gateway,
+    parse_ports,
 )
 from turnout.proxy.runner import Listening
 from turnout.proxy.workers import run_proxy
@@ -128,6 +129,8 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             service_listeners=args.service_listeners,
             identity=identity,
             require_mtls=args.require_mtls,
+            labels=tuple(args.label),
+            opaque_ports=parse_ports(args.opaque_ports),
             upstream_read_timeout_ms=(
                 DEFAULT_UPSTREAM_READ_TIMEOUT_MS
                 if args.upstream_read_timeout is None
@@ -162,6 +165,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             cluster=args.namespace,
             namespace=args.namespace,
             workload=args.workload,
+            labels=tuple(args.label),
         )
         spec = SourceSpec(xds=args.xds, node=node)
     source = spec.source()

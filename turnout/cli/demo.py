@@ -27,12 +27,22 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
+import aiohttp
+
 from turnout.cli import live, served, views
 from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_FAILED, EXIT_OK
 from turnout.demo import canary
 from turnout.demo.lifecycle import DemoError, started_unless_stopped
-from turnout.demo.orchestrate import EXAMPLES, HOST, Demo, mesh_command
+from turnout.demo.orchestrate import (
+    EXAMPLES,
+    HOST,
+    VOTE_BOT_SA,
+    WEB_HOST,
+    Demo,
+    identity_of,
+    mesh_command,
+)
 from turnout.viz import stats
 
 DEMO_MANIFESTS = "emojivoto"
@@ -140,6 +150,7 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"ready in {time.monotonic() - started:.1f}s: vote-bot sends {args.rps:g} rps to "
             f"web through its outbound proxy; web calls emoji and voting proxyless (xds:///)"
         )
+        say(await _security_line(demo))
         deadline = None if args.duration is None else time.monotonic() + args.duration
         prev = await stats.scrape_all([*urls, *demo.inbound_urls.values()])
         first = True
@@ -189,6 +200,22 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         pids = " ".join(f"{name}={pid}" for name, pid, _ in results)
         say(f"stopped {len(results)} process(es): {pids}")
     return code
+
+
+async def _security_line(demo: Demo) -> str:
+    """What mesh TLS and the authorization policy do, shown with one plaintext request."""
+    port = demo.ports.slices["web-v1"]
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session,
+        session.get(f"http://{HOST}:{port}/", headers={"host": WEB_HOST}) as resp,
+    ):
+        why = resp.headers.get("l5d-proxy-error", "")
+        status = resp.status
+    return (
+        f"security: vote-bot ({identity_of(VOTE_BOT_SA)}) reaches web over mTLS, the only"
+        f" caller examples/emojivoto/mesh/50-authorization.yaml allows; a plaintext GET /"
+        f" to web-v1's inbound port just got {status} {why}"
+    ).rstrip()
 
 
 def try_next(demo: Demo, live_args: list[str]) -> str:

@@ -34,6 +34,7 @@ from turnout.cli.args import (
     add_namespace,
     duration_ms,
     host_port,
+    label,
     non_negative_int,
     positive_duration_ms,
     positive_float,
@@ -206,6 +207,21 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="the workload this proxy fronts (metrics labels), e.g. deployment/web",
     )
     p.add_argument("--pod", default="", help="pod name for the metrics' pod label")
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        type=label,
+        metavar="KEY=VALUE",
+        help="a label of the workload (repeatable): what Server and policy selectors match",
+    )
+    p.add_argument(
+        "--opaque-ports",
+        default="",
+        metavar="PORTS",
+        help="app ports proxied as TCP without protocol detection (config.linkerd.io/"
+        "opaque-ports: 3306,4000-4100)",
+    )
     p.add_argument(
         "--outbound", type=host_port, metavar="HOST:PORT", help="where the app sends its requests"
     )

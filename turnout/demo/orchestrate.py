@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -41,6 +42,10 @@ import yaml
 
 from turnout.demo import catalog
 from turnout.demo.lifecycle import DemoError
+from turnout.engine.identity.names import ServiceAccount
+from turnout.engine.identity.settings import IdentitySettings
+from turnout.engine.identity.store import init_store
+from turnout.engine.identity.tokens import issue_join_token
 from turnout.engine.model.limits import BadYAML, load_yaml, read_manifest
 from turnout.engine.server import bootstrap_config
 
@@ -58,6 +63,13 @@ ROUTE_FILE = Path("mesh") / "30-web-route.yaml"
 WEB_HOST = f"web.{catalog.NAMESPACE}"
 SLICE_SERVICES = ("web-v1", "web-v2", "emoji", "voting", "voting-v2")
 """Services whose EndpointSlice gets this run's port."""
+DOMAIN = "cluster.local"
+WEB_SA = ServiceAccount(namespace=catalog.NAMESPACE, name="web")
+VOTE_BOT_SA = ServiceAccount(namespace="loadgen", name="vote-bot")
+
+
+def identity_of(sa: ServiceAccount) -> str:
+    return f"{sa.name}.{sa.namespace}.serviceaccount.identity.{DOMAIN}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +212,26 @@ class Demo:
     def pids(self) -> dict[str, int]:
         return {c.name: c.pid for c in self.children if c.pid is not None}
 
+    @property
+    def identity_dir(self) -> Path:
+        return self.workdir / "identity"
+
     def prepare(self) -> None:
         shutil.copytree(self.examples, self.manifests)
         rewrite_endpoints(self.manifests / ENDPOINTS_FILE, self.ports.slices)
         (self.workdir / "logs").mkdir()
+        now = dt.datetime.now(dt.UTC)
+        material = init_store(self.identity_dir, IdentitySettings(domain=DOMAIN), now=now)
+        for sa in (WEB_SA, VOTE_BOT_SA):
+            token = issue_join_token(material.token_key, sa, now=now, ttl=dt.timedelta(days=1))
+            self.token_file(sa).write_text(token + "\n", encoding="utf-8")
+
+    def token_file(self, sa: ServiceAccount) -> Path:
+        return self.workdir / f"{sa.namespace}-{sa.name}.token"
+
+    def identity_flags(self, sa: ServiceAccount) -> list[str]:
+        """`mesh proxy` as `sa`: mTLS with a certificate from `mesh serve`'s identity service."""
+        return ["--identity", identity_of(sa), "--identity-token-file", str(self.token_file(sa))]
 
     async def spawn(
         self, name: str, argv: Sequence[str], env: dict[str, str] | None = None
@@ -232,7 +260,7 @@ class Demo:
         serve = await self.spawn(
             "serve",
             [*mesh, "serve", "--dir", str(self.manifests), "--xds", xds,
-             "--admin", f"{HOST}:{p.serve_admin}"],
+             "--admin", f"{HOST}:{p.serve_admin}", "--identity-dir", str(self.identity_dir)],
         )  # fmt: skip
         services = [
             await self.spawn("emoji", [*py, "turnout.demo.services", "emoji",
@@ -258,14 +286,16 @@ class Demo:
                 [*mesh, "proxy", "--xds", xds, "--namespace", catalog.NAMESPACE,
                  "--workload", f"deployment/web-{v}", "--pod", f"web-{v}",
                  "--inbound", f"{HOST}:{p.slices[f'web-{v}']}", "--app", f"{HOST}:{p.web_app[v]}",
-                 "--admin", f"{HOST}:{p.inbound_admin[v]}"],
+                 "--admin", f"{HOST}:{p.inbound_admin[v]}", "--label", "app=web",
+                 *self.identity_flags(WEB_SA)],
             )  # fmt: skip
             webs.append((app, inbound, v))
         outbound = await self.spawn(
             "proxy-vote-bot",
             [*mesh, "proxy", "--xds", xds, "--namespace", "loadgen",
              "--workload", "deployment/vote-bot", "--pod", "vote-bot",
-             "--outbound", f"{HOST}:{p.outbound}", "--admin", f"{HOST}:{p.outbound_admin}"],
+             "--outbound", f"{HOST}:{p.outbound}", "--admin", f"{HOST}:{p.outbound_admin}",
+             *self.identity_flags(VOTE_BOT_SA)],
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:

@@ -100,3 +100,20 @@ DEFAULT_ISTIO_ROOT_NAMESPACE = "istio-system"
 
 DEFAULT_POLICY_ANNOTATION = "config.linkerd.io/default-inbound-policy"
 """The Namespace annotation that overrides the cluster default policy for its workloads."""
+
+OPAQUE_PORTS_ANNOTATION = "config.linkerd.io/opaque-ports"
+"""Service or Namespace annotation: ports (``25,3306,4000-4100``) that carry no HTTP, so the
+proxy skips protocol detection."""
+
+SERVER_FIRST_PORTS: dict[int, str] = {
+    25: "SMTP",
+    587: "SMTP submission",
+    3306: "MySQL",
+    4444: "Galera",
+    5432: "PostgreSQL",
+    6379: "Redis",
+    9300: "Elasticsearch",
+    11211: "Memcached",
+}
+"""Linkerd's default opaque ports: protocols where the server speaks first, so a proxy
+waiting for the client's first bytes (protocol detection) stalls until its timeout."""

@@ -188,7 +188,8 @@ class InboundRoute:
     matches: tuple[Match, ...] = ()
     """The route's rule matches (any one selects the route; () = every request), in the
     route's rule order; a GRPCRoute's method matches are rendered as path matches
-    (``/<service>/<method>``, exact or prefix)."""
+    (``/<service>/<method>`` exact, ``/<service>`` prefix, or a regex for a method-only or
+    RegularExpression match)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -279,7 +280,8 @@ class PeerAuthn:
     port_modes: tuple[tuple[int, MtlsMode | None], ...] = ()
     """(port, mode) in port order; a None mode inherits the workload-level mode."""
     created: str = ""
-    """`metadata.creationTimestamp` as written (RFC 3339), "" when absent: the tie-break."""
+    """`metadata.creationTimestamp` in UTC (``2024-01-02T03:04:05Z``, so strings compare in
+    time order), "" when absent (counts as newest): the tie-break."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,7 +4,8 @@
 compile_files     validate_paths (load, parse, built-in schema and CEL rules, our crds/ and
                   --crds) -> drop invalid objects -> smi_to_routes -> compile_table
 compile_snapshot  parsed objects (the Kubernetes source) -> built-in rules -> drop invalid
-                  -> smi_to_routes -> compile_table; each dropped object is `Rejected`
+                  -> smi_to_routes -> compile_table (+ compile_policy, what the control plane
+                  serves with the table); each dropped object is `Rejected`
 IncrementalCompiler  a watched directory, per file: unchanged files keep their validated
                   objects; a file with errors is `Rejected` and keeps its last good version
                   (or is left out if it never was good); every other file is compiled
@@ -126,7 +127,10 @@ def compile_snapshot(
             documents=(), resources=kept, diagnostics=tuple(sorted_diagnostics(findings))
         )
         return CompiledInputs(
-            inputs=inputs, result=compile_table(kept), rejected=rejected_by_file(diags)
+            inputs=inputs,
+            result=compile_table(kept),
+            rejected=rejected_by_file(diags),
+            policy=compile_policy(kept),
         )
 
 
@@ -170,10 +174,16 @@ class CompiledInputs:
     """Inputs held back from this compile, by file; their errors are here, not in
     `inputs.diagnostics`. Only the control plane's compiles reject (`compile_files` leaves
     invalid objects out and reports them in the diagnostics)."""
+    policy: PolicyResult | None = None
+    """The authorization policy of the same objects (the control plane's compiles, which
+    serve it); None = not compiled (`compile_files`)."""
 
     @property
     def diagnostics(self) -> tuple[Diagnostic, ...]:
-        return tuple(sorted_diagnostics([*self.inputs.diagnostics, *self.result.diagnostics]))
+        policy = () if self.policy is None else self.policy.diagnostics
+        return tuple(
+            sorted_diagnostics([*self.inputs.diagnostics, *self.result.diagnostics, *policy])
+        )
 
 
 def compile_files(
@@ -282,7 +292,11 @@ class IncrementalCompiler:
                 del chosen[file]
                 rejected[file] = self._hold_back(file, (*own, *errors), chosen)
         self._good = chosen
-        return dataclasses.replace(compiled, rejected=tuple(rejected[f] for f in sorted(rejected)))
+        return dataclasses.replace(
+            compiled,
+            rejected=tuple(rejected[f] for f in sorted(rejected)),
+            policy=compile_policy(compiled.inputs.resources),
+        )
 
     def _read(self, file: str) -> _FileEntry | Rejected:
         """The file's entry, from the cache when its bytes did not change."""

@@ -8,7 +8,7 @@ ControlPlane.apply(snapshot)      one at a time, in the order they come
    asyncio.to_thread(snapshot.compile) ─ raises ─> log, keep serving the last good table,
         │ CompiledInputs(result, diagnostics, rejected)      status.error, a rejected change
         v
-   publish(table) -> version         (AdsServer.publish: an equal table is not a new version)
+   publish(table, policy) -> version (AdsServer.publish: equal tables are not a new version)
    snapshot.write_status(result)     (Kubernetes: route and Gateway status; a directory: none)
    status: PlaneStatus               what /debug/diagnostics and `mesh routes` show
    metrics: PlaneMetrics             versions, changes, rejected changes, compile seconds
@@ -37,6 +37,7 @@ from turnout.engine.compile import CompileResult
 from turnout.engine.diagnostics import Diagnostic, Severity
 from turnout.engine.errors import MeshError
 from turnout.engine.ir import RouteTable
+from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.memory import release_memory
 from turnout.engine.metrics import Counter, Family, Gauge, Histogram
 from turnout.engine.model import Resources
@@ -44,8 +45,9 @@ from turnout.engine.pipeline import CompiledInputs, Rejected, compile_snapshot
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[RouteTable], int]
-"""Hands a table to the xDS server; returns the version it got (`AdsServer.publish`)."""
+Publish = Callable[[RouteTable, PolicyTable | None], int]
+"""Hands a table and its authorization policy to the xDS server; returns the version they
+got (`AdsServer.publish`)."""
 
 WriteStatus = Callable[[CompileResult], Awaitable[object]]
 
@@ -94,6 +96,8 @@ class PlaneStatus:
     """Version `publish` gave the table being served; None = no table yet."""
     result: CompileResult | None = None
     """The compile being served; None = none yet."""
+    policy: PolicyTable | None = None
+    """The authorization policy being served with it; None = none yet."""
     diagnostics: tuple[Diagnostic, ...] = ()
     """Diagnostics of the last change's compiled inputs (warnings, infos); () if it failed."""
     rejected: tuple[Rejected, ...] = ()
@@ -197,7 +201,8 @@ class ControlPlane:
             self.metrics.compile_seconds.observe(time.monotonic() - started)
         elapsed_ms = int((time.monotonic() - started) * 1000)
         _log_findings(compiled.diagnostics, compiled.rejected)
-        version = self._publish(compiled.result.table)
+        policy = None if compiled.policy is None else compiled.policy.table
+        version = self._publish(compiled.result.table, policy)
         full = not compiled.rejected
         if not full:
             self.metrics.rejected.inc()
@@ -205,6 +210,7 @@ class ControlPlane:
             changes=prev.changes + 1,
             version=version,
             result=compiled.result,
+            policy=policy,
             diagnostics=compiled.diagnostics,
             rejected=compiled.rejected,
             last_good_version=version if full else prev.last_good_version,
@@ -238,6 +244,7 @@ class ControlPlane:
             changes=prev.changes + 1,
             version=prev.version,
             result=prev.result,
+            policy=prev.policy,
             error=error,
             last_good_version=prev.last_good_version,
             changed_at=self._clock(),

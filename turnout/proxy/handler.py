@@ -44,6 +44,7 @@ from turnout.proxy.destinations import address_of
 from turnout.proxy.errors import UpstreamError
 from turnout.proxy.families import UNKNOWN_AUTHORITY
 from turnout.proxy.hosts import listener_for_host
+from turnout.proxy.inbound_guard import InboundGuard
 from turnout.proxy.paths import Refusal, normalize_request
 from turnout.proxy.telemetry import Exchange, Telemetry
 from turnout.proxy.transport.client import UpstreamPool
@@ -80,6 +81,8 @@ class Handler:
     Service listener the Host header names, as a mesh proxy does."""
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.monotonic
+    guard: InboundGuard | None = None
+    """Inbound: the port's authorization (`inbound_guard.py`); None: none."""
     address: tuple[str, int] | None = None
     """Outbound, mesh: this listener is bound to a Service's address (`--service-listeners`):
     that Service is every request's destination, whatever the Host (`destinations.py`)."""
@@ -109,6 +112,13 @@ class Handler:
             if refusal is not None:
                 self._refuse(ex, writer, refusal)
                 return None
+            guard = self.guard
+            if guard is not None:
+                if guard.authn is not None:
+                    return self._authenticated(guard, req, writer, ex, state)
+                if (denied := guard.admit(req)) is not None:
+                    self._answer(ex, writer, denied)
+                    return None
             decision = NO_DECISION
         else:
             seen = self._hosts.get(req.host)
@@ -146,11 +156,30 @@ class Handler:
         call.begin()
         return None
 
+    async def _authenticated(
+        self,
+        guard: InboundGuard,
+        req: IncomingRequest,
+        writer: ResponseWriter,
+        ex: Exchange,
+        state: ProxyState,
+    ) -> None:
+        """Inbound with JWT rules: authenticate (the key set may be fetched), authorize,
+        then on to the app as any request."""
+        denied = await guard.admit_authenticated(req)
+        if denied is not None:
+            self._answer(ex, writer, denied)
+            return
+        if req.upgrade is not None:
+            await UpgradeCall(self, req, writer, ex, NO_DECISION, state, None).run()
+            return
+        await Call(self, req, writer, ex, NO_DECISION, state, None).run_with_body()
+
     # ----------------------------------------------------------------------- helpers
 
     @staticmethod
     def _answer(ex: Exchange, writer: ResponseWriter, answer: Answer) -> None:
-        ex.finish(answer.status)
+        ex.finish(answer.status, grpc_status=answer.grpc_status)
         writer.send(answer.status, answer.headers, answer.body)
         writer.complete()
 

@@ -177,7 +177,9 @@ class KeySet:
         found = self.keys.get(kid)
         if found is not None or self.uri is None:
             return found
-        if self.clock() - self._last_try >= self.cooldown_s:
+        if self._fetching is not None:  # a fetch is on its way (the first one, say): wait
+            await asyncio.shield(self._fetching)
+        elif self.clock() - self._last_try >= self.cooldown_s:
             await self.fetch()
         return self.keys.get(kid)
 

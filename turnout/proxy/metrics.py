@@ -50,6 +50,7 @@ from turnout.proxy.families import (
     observe,
     tls_labels,
 )
+from turnout.proxy.inbound_guard import AuthzFamilies
 from turnout.proxy.registry import PlainTally, join_labels, process_lines
 from turnout.proxy.transport.messages import TLS_DISABLED, TlsStatus
 
@@ -114,6 +115,8 @@ class ProxyMetrics:
             (k, v) for k, v in (("namespace", namespace), (workload_kind, workload_name), ("pod", pod)) if v
         )  # fmt: skip
         self._workload_labels = join_labels(self._workload)
+        self.authz = AuthzFamilies()
+        """Inbound authorization's counters (`inbound_guard.py` counts into them)."""
         self.inbound_authority = inbound_authority
         """Inbound series carry ``authority`` (the Host as sent: unbounded, Linkerd's
         "unsafe" setting)."""
@@ -125,6 +128,11 @@ class ProxyMetrics:
         self._tcp: dict[tuple[object, ...], TcpKey] = {}
         self.tallies: dict[tuple[object, ...], PlainTally] = {}
         """`plain_tally`'s by their caller's key; the request path reads it directly."""
+
+    @property
+    def workload_pairs(self) -> tuple[tuple[str, str], ...]:
+        """``namespace``, ``<workload_kind>``, ``pod``: the labels every series carries."""
+        return self._workload
 
     def _base(self, direction: Direction, *pairs: tuple[str, str]) -> str:
         return join_labels((("direction", direction), *self._workload, *pairs))
@@ -485,7 +493,7 @@ class ProxyMetrics:
         series sorted by their labels. Families without series are left out."""
         self.fold()
         out: list[str] = []
-        for fam in self._fams.all():
+        for fam in (*self._fams.all(), *self.authz.all()):
             if fam.series:
                 fam.render(out)
         out.append(process_lines(self._workload_labels, self.start_time))

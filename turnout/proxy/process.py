@@ -31,12 +31,15 @@ from turnout.proxy.config import DEFAULT_UPSTREAM_READ_TIMEOUT_MS
 from turnout.proxy.table import RuntimeTable
 
 if TYPE_CHECKING:
+    from turnout.proxy.inbound_policy import PolicyResources
     from turnout.proxy.xds_client import NodeInfo
 
 log = logging.getLogger(__name__)
 
 OnTable = Callable[[RuntimeTable, str], None]
 """`on_table(table, version)`: install a table (`runner.Proxy.apply`)."""
+OnPolicy = Callable[["PolicyResources", str], None]
+"""`on_policy(resources, version)`: install policy resources (`runner.Proxy.apply_policy`)."""
 
 ListenerName = Literal["outbound", "inbound", "admin"]
 """A proxy's listening sockets, named as the ``mesh proxy`` flags that configure them."""
@@ -45,7 +48,7 @@ ListenerName = Literal["outbound", "inbound", "admin"]
 class TableSource(Protocol):
     """Where tables come from; calls `on_table` for every table to apply."""
 
-    async def run(self, on_table: OnTable) -> None: ...
+    async def run(self, on_table: OnTable, on_policy: OnPolicy | None = None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,7 @@ class StaticTable:
     table: RuntimeTable
     version: str = "static"
 
-    async def run(self, on_table: OnTable) -> None:
+    async def run(self, on_table: OnTable, on_policy: OnPolicy | None = None) -> None:
         on_table(self.table, self.version)
         await asyncio.Event().wait()
 
@@ -67,12 +70,12 @@ class XdsSource:
     target: str
     node: NodeInfo
 
-    async def run(self, on_table: OnTable) -> None:
+    async def run(self, on_table: OnTable, on_policy: OnPolicy | None = None) -> None:
         # grpc is imported here, not at module load: a proxy fed from manifests (-f) never
         # loads it (several MB of resident memory per proxy).
         from turnout.proxy.xds_client import XdsClient
 
-        client = XdsClient(self.target, node=self.node, on_table=on_table)
+        client = XdsClient(self.target, node=self.node, on_table=on_table, on_policy=on_policy)
         client.start()
         try:
             await asyncio.Event().wait()
@@ -154,6 +157,10 @@ class ProxyConfig:
     require_mtls: bool = False
     """``--require-mtls``: outbound, a request whose endpoint has no identity is answered
     502 and nothing is sent to it (`outbound_tls.py`); needs `identity`."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """The workload's labels (``--label``): what policy selectors match."""
+    opaque_ports: tuple[tuple[int, int], ...] = ()
+    """``--opaque-ports``: (first, last) ranges of app ports proxied as TCP, no detection."""
     upstream_read_timeout_ms: int | None = DEFAULT_UPSTREAM_READ_TIMEOUT_MS
     """The upstream pool's `read_timeout_ms` (`config.DEFAULT_UPSTREAM_READ_TIMEOUT_MS`):
     longest upstream silence on an exchange without a deadline; None: wait forever."""
@@ -161,6 +168,20 @@ class ProxyConfig:
     def gateway_listener(self) -> str | None:
         """The runtime table's listener name for `gateway` (None: a mesh proxy)."""
         return None if self.gateway is None else f"gateway/{self.gateway}"
+
+
+def parse_ports(text: str) -> tuple[tuple[int, int], ...]:
+    """``3306,4000-4100`` (Linkerd's opaque-ports) -> ((3306, 3306), (4000, 4100))."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"want ports like 3306,4000-4100, got {part!r}")
+        lo, hi = int(first), int(last or first)
+        if not 0 < lo <= hi <= 65535:
+            raise ValueError(f"port range out of 1..65535: {part!r}")
+        out.append((lo, hi))
+    return tuple(out)
 
 
 def parse_gateway(text: str) -> str:

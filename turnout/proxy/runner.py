@@ -35,8 +35,10 @@ from typing import TYPE_CHECKING
 from turnout.proxy.admin import AdminServer, bound_port, start_admin
 from turnout.proxy.balancer import Balancers
 from turnout.proxy.budget import Budgets
-from turnout.proxy.errors import ListenError
+from turnout.proxy.errors import ListenError, TableError
 from turnout.proxy.handler import Handler, ProxyState
+from turnout.proxy.inbound_guard import InboundGuard
+from turnout.proxy.inbound_policy import PolicyResources, Workload
 from turnout.proxy.metrics import ProxyMetrics
 from turnout.proxy.process import Address, ListenerName, ProxyConfig, TableSource
 from turnout.proxy.service_listeners import ServiceListeners
@@ -44,7 +46,7 @@ from turnout.proxy.table import RuntimeTable
 from turnout.proxy.tap import TapHub
 from turnout.proxy.telemetry import Telemetry
 from turnout.proxy.transport.client import UpstreamPool
-from turnout.proxy.transport.detect import DetectingServer, serve_detecting
+from turnout.proxy.transport.detect import DETECT_TIMEOUT_MS, DetectingServer, serve_detecting
 from turnout.proxy.transport.server import serve_http
 from turnout.proxy.transport.tls import TlsSlot
 
@@ -94,6 +96,9 @@ class Proxy:
     """`--identity`: the key, the current leaf and the TLS contexts made from it."""
     identity_client: IdentityClient | None = None
     _identity_task: asyncio.Task[None] | None = None
+    guard: InboundGuard | None = None
+    """The inbound port's policy (`inbound_guard.py`); None without `--inbound`."""
+    policy_version: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -130,6 +135,36 @@ class Proxy:
         )
         self._check_gateway(table)
         self._check_tls(table)
+
+    def apply_policy(self, resources: PolicyResources, version: str) -> None:
+        """New policy resources: resolved for this workload's app port, swapped in for the
+        next request and connection. A policy that cannot be resolved keeps the last one."""
+        guard, config = self.guard, self.config
+        if guard is None or config.app is None:
+            return
+        workload = Workload(namespace=config.namespace, labels=dict(config.labels))
+        try:
+            policy = resources.resolve(workload, config.app.port)
+        except TableError as exc:
+            log.warning("policy rejected, keeping the last one version=%s error=%s", version, exc)
+            return
+        inbound = self.servers[-1] if self.servers else None
+        if policy.opaque and not guard.opaque and not isinstance(inbound, DetectingServer):
+            log.warning(
+                "port %d is opaque by policy but the inbound listener cannot forward TCP"
+                " (start the proxy with --identity or --opaque-ports)",
+                config.app.port,
+            )
+        guard.update(policy)
+        self.policy_version = version
+        log.info(
+            "policy applied version=%s server=%s mode=%s opaque=%s routes=%d",
+            version,
+            policy.server_name,
+            policy.mode,
+            policy.opaque,
+            len(policy.routes),
+        )
 
     def _check_tls(self, table: RuntimeTable) -> None:
         """A Gateway port's HTTPS chains take effect for the next handshake; when the port
@@ -218,6 +253,15 @@ def build_proxy(config: ProxyConfig) -> Proxy:
     )
     pool = UpstreamPool(read_timeout_ms=config.upstream_read_timeout_ms)
     proxy = Proxy(config=config, metrics=metrics, tap=TapHub(), pool=pool)
+    if config.inbound is not None and config.app is not None:
+        base = dict(metrics.workload_pairs)
+        proxy.guard = InboundGuard(
+            base=base,
+            target=(config.app.host, config.app.port),
+            identity=config.identity is not None,
+            families=metrics.authz,
+            opaque=any(lo <= config.app.port <= hi for lo, hi in config.opaque_ports),
+        )
     if config.identity is not None:
         # imported here: cryptography loads only in a proxy with an identity
         from turnout.proxy.identity.material import Material
@@ -269,7 +313,10 @@ async def start_proxy(
         if not bound:  # a ListenError, or cancelled half way: close what was opened
             await _close_listeners(proxy)
     task = asyncio.get_running_loop().create_task(
-        _guard(source.run(proxy.apply), "table source"), name="table source"
+        _guard(
+            source.run(proxy.apply, proxy.apply_policy if proxy.guard else None), "table source"
+        ),
+        name="table source",
     )
     return proxy, task
 
@@ -300,15 +347,21 @@ async def _bind(
     for name, addr, handler in _handlers(proxy):
         server: asyncio.Server | DetectingServer
         with _listen_errors(name, addr):
-            if name == "inbound" and proxy.identity is not None:
-                assert config.identity is not None
+            if name == "inbound" and (proxy.identity is not None or config.opaque_ports):
+                assert config.app is not None
                 server = await serve_detecting(
                     handler,
                     host=addr.host,
                     port=addr.port,
                     mesh=proxy.identity,
                     reuse_port=config.workers > 1,
-                    detect_timeout_ms=config.identity.detect_timeout_ms,
+                    detect_timeout_ms=(
+                        config.identity.detect_timeout_ms
+                        if config.identity is not None
+                        else DETECT_TIMEOUT_MS
+                    ),
+                    gate=proxy.guard,
+                    app=(config.app.host, config.app.port),
                 )
             else:
                 server = await serve_http(
@@ -355,6 +408,7 @@ def _handlers(proxy: Proxy) -> list[tuple[ListenerName, Address, Handler]]:
             direction="inbound",
             namespace=config.namespace,
             app=(config.app.host, config.app.port),
+            guard=proxy.guard,
         )
         listeners.append(("inbound", config.inbound, handler))
     return listeners
@@ -396,6 +450,8 @@ async def stop_proxy(proxy: Proxy, task: asyncio.Task[None]) -> None:
     if proxy.services is not None:
         await proxy.services.close()
     proxy.tap.close()
+    if proxy.guard is not None:
+        await proxy.guard.close()
     await proxy.pool.close()
 
 

@@ -46,11 +46,14 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from turnout.proxy import config
 from turnout.proxy.errors import XdsStreamError
+from turnout.proxy.inbound_policy import PolicyResources
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.xds_resources import Verdict, XdsResources
 
 log = logging.getLogger(__name__)
 
+PolicyCallback = Callable[[PolicyResources, str], None]
+"""`on_policy(resources, version)`: each new set of policy resources (inbound proxies)."""
 TableCallback = Callable[[RuntimeTable, str], None]
 """`on_table(table, version)`: called on the event loop with each new table and the
 `version_info` of the response that completed it. It must not block; an exception it raises
@@ -77,10 +80,14 @@ class NodeInfo:
     """Kubernetes namespace of the workload (`metadata.namespace`); picks the consumer view."""
     workload: str
     """Workload name (`metadata.workload`), for the control plane's logs and status."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """The workload's labels (`metadata.labels`), what policy selectors match."""
 
     def to_proto(self) -> Any:
         node = base_pb2.Node(id=self.id, cluster=self.cluster, user_agent_name="turnout-proxy")
         node.metadata.update({"namespace": self.namespace, "workload": self.workload})
+        if self.labels:
+            node.metadata.update({"labels": dict(self.labels)})
         return node
 
 
@@ -159,6 +166,7 @@ class XdsClient:
         *,
         node: NodeInfo,
         on_table: TableCallback,
+        on_policy: PolicyCallback | None = None,
         settings: XdsSettings | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -168,7 +176,8 @@ class XdsClient:
         self._on_table = on_table
         self._settings = settings or XdsSettings()
         self._rng = rng or random.Random()
-        self._resources = XdsResources()
+        self._on_policy = on_policy
+        self._resources = XdsResources(policy=on_policy is not None)
         self._task: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -393,6 +402,11 @@ class XdsClient:
                 self._timer = asyncio.get_running_loop().call_later(delay, self._dependency_timeout)
         else:
             self._disarm()
+        if verdict.policy is not None and self._on_policy is not None:
+            try:
+                self._on_policy(verdict.policy, self._resources.policy_version or "")
+            except Exception:
+                log.error("on_policy callback failed", exc_info=True)
         if verdict.table is not None:
             version = self._resources.table_version or ""
             log.info("table applied version=%s listeners=%d", version, len(verdict.table.listeners))

@@ -52,11 +52,14 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
+from xds.type.v3 import typed_struct_pb2
 
 from turnout.proxy import config
 from turnout.proxy.errors import TableError
+from turnout.proxy.inbound_policy import DEFAULTS, PolicyResources
 from turnout.proxy.table import RuntimeTable
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,10 @@ _KINDS = {
     LOAD_ASSIGNMENT_TYPE: "ClusterLoadAssignment",
 }
 _WILDCARD = frozenset({LISTENER_TYPE, CLUSTER_TYPE})
+POLICY_TYPE = TYPE_PREFIX + "xds.type.v3.TypedStruct"
+"""Turnout's policy resources (docs/policy.md "Served over xDS"): a wildcard subscription of
+its own, applied apart from the table (a policy update never waits for, or blocks, routes)."""
+DEFAULTS_NAME = "turnout/policy-defaults"
 
 
 def rds_names(listener: Any) -> set[str]:
@@ -143,6 +150,30 @@ def decode(response: Any) -> dict[str, Any]:
     return out
 
 
+def decode_policy(response: Any) -> PolicyResources:
+    """The policy resources of a response, or `TableError` naming the bad one."""
+    where = f'DiscoveryResponse TypedStruct "{response.version_info}"'
+    out: dict[str, tuple[str, Any]] = {}
+    for i, packed in enumerate(response.resources):
+        if packed.type_url != POLICY_TYPE:
+            raise TableError(
+                where, f"resources[{i}].type_url", f"not a TypedStruct: {packed.type_url}"
+            )
+        ts = typed_struct_pb2.TypedStruct()
+        try:
+            packed.Unpack(ts)
+        except DecodeError as exc:
+            raise TableError(where, f"resources[{i}]", f"cannot decode: {exc}") from exc
+        value = json_format.MessageToDict(ts.value)
+        name = value.get("name") or (DEFAULTS_NAME if ts.type_url == DEFAULTS else "")
+        if not name:
+            raise TableError(where, f"resources[{i}].value.name", "missing")
+        if name in out:
+            raise TableError(f'policy "{name}"', "name", "duplicate in one response")
+        out[name] = (ts.type_url, value)
+    return PolicyResources.of(out)
+
+
 @dataclass(slots=True)
 class TypeState:
     type_url: str
@@ -194,6 +225,8 @@ class Verdict:
     """The NACK reason when the update was rejected."""
     waiting: list[str] = field(default_factory=list)
     """Dependencies still missing (what was received waits for them, ACKed)."""
+    policy: PolicyResources | None = None
+    """New policy resources to hand to `on_policy`."""
     acks: int = 0
     nacks: int = 0
 
@@ -201,10 +234,13 @@ class Verdict:
 class XdsResources:
     """Resources, subscriptions and verdicts of the ADS session: pure, no I/O and no clock."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, policy: bool = False) -> None:
         self.types = {
             url: TypeState(url, None if url in _WILDCARD else frozenset()) for url in TYPE_URLS
         }
+        self.policy = TypeState(POLICY_TYPE, None) if policy else None
+        """The policy subscription (inbound proxies); None: not asked for."""
+        self.policy_version: str | None = None
         self.table: RuntimeTable | None = None
         self.table_version: str | None = None
         self.last_version = ""
@@ -218,9 +254,32 @@ class XdsResources:
             t.pending, t.unapplied, t.acked_version = None, None, t.accepted_version or ""
         lds, cds = self.types[LISTENER_TYPE], self.types[CLUSTER_TYPE]
         wildcards = [t.request(version=t.acked_version) for t in (lds, cds)]
+        if self.policy is not None:
+            p = self.policy
+            p.nonce, p.pending, p.acked_version = "", None, self.policy_version or ""
+            wildcards.append(p.request(version=p.acked_version))
         return wildcards + self._resubscribe()
 
+    def on_policy(self, response: Any) -> Verdict:
+        """A policy response: applied at once (or NACKed, the last good policy kept)."""
+        p = self.policy
+        assert p is not None
+        p.nonce = response.nonce
+        try:
+            resources = decode_policy(response)
+        except TableError as exc:
+            error = str(exc)
+            return Verdict(
+                requests=[p.request(version=self.policy_version or "", error=error)],
+                error=error,
+                nacks=1,
+            )
+        self.policy_version = p.acked_version = response.version_info
+        return Verdict(requests=[p.request(version=p.acked_version)], policy=resources, acks=1)
+
     def on_response(self, response: Any) -> Verdict:
+        if self.policy is not None and response.type_url == POLICY_TYPE:
+            return self.on_policy(response)
         t = self.types.get(response.type_url)
         if t is None:
             log.warning("xds response of a type never asked for type_url=%s", response.type_url)

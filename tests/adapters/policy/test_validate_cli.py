@@ -100,3 +100,17 @@ def test_explain_names_a_failed_closed_policy(tmp_path: Path) -> None:
     )  # fmt: skip
     assert "authorization: DENIED at server/shop/web-http (port 8080)" in out
     assert "failed closed: authorizationpolicy/shop/web-from-ingress" in out
+
+
+def test_validate_warns_of_a_server_first_port_not_marked_opaque() -> None:
+    src = GOLDEN / "policy" / "linkerd-server-first-ports.in.yaml"
+    code, out, err = run("validate", "-f", str(src))
+    assert code == 0, err  # a warning: exit 0 unless --strict
+    assert "object(s) valid" in out
+    assert (
+        "[2] spec.ports[2].port: port 3306 is a server-first protocol's port (MySQL); mark it "
+        "opaque (config.linkerd.io/opaque-ports) or clients wait 10 s for protocol detection "
+        "(ServerFirstPortDetected)"
+    ) in err
+    assert str(src.name) in err and "port 5432" not in err and "port 11211" not in err
+    assert run("validate", "--strict", "-f", str(src))[0] != 0

@@ -312,3 +312,24 @@ async def test_a_failed_render_is_answered_500_and_tried_again(
     status, text = await p.get("/debug/table")
     assert status == 200 and "service/shop/web:80" in text
     assert render.calls == [(1, "yaml"), (1, "yaml")]
+
+
+async def test_debug_policy_shows_the_served_policy_and_its_xds_resources(
+    start: Start, tmp_path: Path
+) -> None:
+    server_doc = (
+        "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n"
+        "metadata: {name: web-http, namespace: shop}\n"
+        "spec: {podSelector: {matchLabels: {app: web}}, port: 8080, proxyProtocol: HTTP/1}\n"
+    )
+    (tmp_path / "web.yaml").write_text(manifest(mk_service("web"), server_doc))
+    p = await start()
+    status, text = await p.get("/debug/policy")
+    assert status == 200, text
+    data = json.loads(text)
+    assert data["version"] == 1
+    assert data["type_url"] == "type.googleapis.com/xds.type.v3.TypedStruct"
+    assert [s["name"] for s in data["policy"]["servers"]] == ["server/shop/web-http"]
+    [res] = data["resources"]["servers"]
+    assert res["type_url"] == "turnout.dev/policy.v1alpha1.InboundServer"
+    assert res["value"]["port"] == 8080

@@ -46,7 +46,7 @@ class Published:
         self.tables: list[RouteTable] = []
         self._queue: asyncio.Queue[RouteTable] = asyncio.Queue()
 
-    def __call__(self, table: RouteTable) -> int:
+    def __call__(self, table: RouteTable, policy: object = None) -> int:
         if self.tables and self.tables[-1] == table:
             return len(self.tables)
         self.tables.append(table)

@@ -222,7 +222,7 @@ async def test_a_status_for_an_older_generation_is_stale(fake: FakeApiServer) ->
 
 @contextlib.asynccontextmanager
 async def serving(fake: FakeApiServer) -> AsyncIterator[ControlPlane]:
-    plane = ControlPlane(publish=lambda table: 1)
+    plane = ControlPlane(publish=lambda table, policy: 1)
     api = fake.api_client()
     try:
         source = await start_kubernetes_source(plane, api, settings=SETTINGS)

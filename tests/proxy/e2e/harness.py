@@ -34,7 +34,7 @@ from multidict import CIMultiDict
 
 from tests.proxy.e2e.backends import Backend, RawBackend
 from turnout.cli.offline import offline_runtime
-from turnout.proxy.process import Address, OnTable, ProxyConfig
+from turnout.proxy.process import Address, OnPolicy, OnTable, ProxyConfig
 from turnout.proxy.runner import Proxy, start_proxy, stop_proxy
 from turnout.proxy.table import RuntimeTable
 
@@ -170,7 +170,7 @@ class _ReadySource:
     table: RuntimeTable
     applied: asyncio.Event
 
-    async def run(self, on_table: OnTable) -> None:
+    async def run(self, on_table: OnTable, on_policy: OnPolicy | None = None) -> None:
         on_table(self.table, "v0")
         self.applied.set()
         await asyncio.Event().wait()

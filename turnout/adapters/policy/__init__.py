@@ -7,11 +7,14 @@ Resources (parsed, validated) --compile_policy--> PolicyResult(table, diagnostic
    NetworkAuthentication, HTTPRoute/GRPCRoute with a Server parent  --linkerd.py--> servers
    Namespace config.linkerd.io/default-inbound-policy               --linkerd.py--> namespace_defaults
    security.istio.io AuthorizationPolicy (+ Services for targetRefs) --istio.py--> workload_policies
+   security.istio.io PeerAuthentication                            --authn.py--> peer_authentications
+   security.istio.io RequestAuthentication (+ Services)            --authn.py--> request_authentications
+   Service ports of server-first protocols not marked opaque       --opaque.py--> warnings
 ```
 
 A team can bring either dialect (or both): the decision (`engine.authorization`) reads one
-table. PeerAuthentication and RequestAuthentication are parsed and validated but configure
-the proxy's TLS and JWT checks, not this table. Pure: no I/O, clock or randomness; warnings
+table. PeerAuthentication and RequestAuthentication are carried as data (their mTLS modes and
+JWT rules), which the proxy's TLS and JWT checks apply; `decide` does not read them. Pure: no I/O, clock or randomness; warnings
 (a missing authentication, a policy that reaches nothing) are diagnostics.
 """
 
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from turnout.adapters.policy.authn import peer_authentications, request_authentications
 from turnout.adapters.policy.istio import istio_policies
 from turnout.adapters.policy.linkerd import linkerd_servers, namespace_defaults
+from turnout.adapters.policy.opaque import server_first_warnings
 from turnout.engine.config import (
     DEFAULT_CLUSTER_NETWORKS,
     DEFAULT_INBOUND_POLICY,
@@ -52,8 +57,13 @@ def compile_policy(
     table = PolicyTable(
         servers=linkerd_servers(resources, diags, cluster_networks=networks),
         workload_policies=istio_policies(resources, diags, root_namespace=root_namespace),
+        peer_authentications=peer_authentications(resources, diags, root_namespace=root_namespace),
+        request_authentications=request_authentications(
+            resources, diags, root_namespace=root_namespace
+        ),
         namespace_defaults=namespace_defaults(resources, diags),
         cluster_default=cluster_default,
         cluster_networks=networks,
     )
+    server_first_warnings(resources, diags)
     return PolicyResult(table=table, diagnostics=tuple(sorted_diagnostics(diags)))

@@ -7,7 +7,8 @@ Server (any version)          -> InboundServer(selector, port, protocol, default
                                + AuthorizationPolicies targeting its Namespace
                                + its accessPolicy's default authorization (last)
   routes                       = HTTPRoutes/GRPCRoutes whose parentRef is the Server, each with
-                                 the AuthorizationPolicies targeting that route
+                                 the AuthorizationPolicies targeting that route and its rule
+                                 matches (engine.compile.matches, as for routing)
 AuthorizationPolicy           -> one ALLOW Authorization with one Peer: the AND of its
                                  MeshTLSAuthentication / ServiceAccount (identity) and its
                                  NetworkAuthentication (networks); a missing authentication
@@ -26,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import cast, get_args
 
 from turnout.engine.authorization import default_authorizations, selects
+from turnout.engine.compile.matches import grpc_match, http_match
 from turnout.engine.config import DEFAULT_POLICY_ANNOTATION
 from turnout.engine.diagnostics import Diagnostic, warning
-from turnout.engine.ir import SourceRef
+from turnout.engine.ir import Match, SourceRef
 from turnout.engine.ir_policy import (
     Authorization,
     DefaultPolicy,
@@ -57,6 +59,8 @@ from turnout.engine.model.authz import (
 )
 from turnout.engine.model.authz import Network as ModelNetwork
 from turnout.engine.model.base import LabelSelector
+from turnout.engine.model.grpcroute import GRPCRouteMatch, GRPCRouteRule
+from turnout.engine.model.httproute import HTTPRouteMatch, HTTPRouteRule
 
 ROUTE_GROUPS = ("gateway.networking.k8s.io", LINKERD_POLICY_GROUP)
 DEFAULT_POLICIES: tuple[str, ...] = get_args(DefaultPolicy)
@@ -217,14 +221,46 @@ def _routes_of(
             and p.obj.spec.target_ref.group in ROUTE_GROUPS
             and p.obj.spec.target_ref.name == route.name
         ]
+        name = f"{route.kind.lower()}/{route.namespace}/{route.name}"
+        matches = route_matches(r, name=name)
+        if matches is None:
+            continue
         out.append(
             InboundRoute(
-                name=f"{route.kind.lower()}/{route.namespace}/{route.name}",
+                name=name,
                 source=SourceRef(kind=route.kind, namespace=route.namespace, name=route.name),
                 authorizations=tuple(authz),
+                matches=matches,
             )
         )
     return out
+
+
+def route_matches(
+    loaded: Loaded[HTTPRoute] | Loaded[GRPCRoute], *, name: str
+) -> tuple[Match, ...] | None:
+    """The route's rule matches as the route compiler builds them (``<name>/rule/<i>/match/<k>``;
+    a rule without matches matches every request; a GRPCRoute method becomes a path match).
+    None when none is valid (a bad regex, which the route compiler reports): the route is left
+    out, so its requests are denied rather than every request matching it."""
+    out: list[Match] = []
+    for i, rule in enumerate(loaded.obj.spec.rules):
+        rule_pos = loaded.field(f"spec.rules[{i}]")
+        if isinstance(rule, HTTPRouteRule):
+            for k, m in enumerate(rule.matches or [HTTPRouteMatch()]):
+                got, _ = http_match(
+                    m, name=f"{name}/rule/{i}/match/{k}", pos=rule_pos.child(f"matches[{k}]")
+                )
+                out.extend([got] if got else [])
+        elif isinstance(rule, GRPCRouteRule):
+            for k, gm in enumerate(rule.matches or [GRPCRouteMatch()]):
+                got, _ = grpc_match(
+                    gm, name=f"{name}/rule/{i}/match/{k}", pos=rule_pos.child(f"matches[{k}]")
+                )
+                out.extend([got] if got else [])
+    if not out and loaded.obj.spec.rules:
+        return None
+    return tuple(out)
 
 
 def saz_authorization(saz: ServerAuthorization) -> Authorization:

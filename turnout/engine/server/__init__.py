@@ -1,15 +1,16 @@
 """The control plane's ADS server: published tables in, xDS streams out.
 
 ```
-engine.sources ──publish(table)──> AdsServer ── Snapshot(version, table) ───────────┐
+engine.sources ──publish(table, policy)──> AdsServer ── Snapshot(version, table, policy) ─┐
                                       │            view per client namespace,        │
-                                      │            translated once (snapshots.py)    │
+                                      │            translated once (snapshots.py),   │
+                                      │            + the policy's TypedStructs       │
                                       v                                              v
                  per ADS stream: StreamState (streams.py): subscriptions, nonces, ACK/NACK,
                  only changed types resent ──> DiscoveryResponse ──> proxies, grpcio, Envoy
 bootstrap_config(...) ──> the gRPC xDS bootstrap a proxyless workload points at us with
 admin.py: the control plane's admin port (aiohttp, imported on its own): /ready, /metrics,
-          the served table and the last change's findings (`mesh routes` reads them)
+          the served table and policy, the last change's findings (`mesh routes` reads them)
 renders.py: /debug/table's bodies, rendered once per version on a thread of their own
 ```
 

@@ -11,6 +11,9 @@ GET /debug/table?format=json    {"version", "table", "status"} on one line: `ren
                                 form, which `render.from_data` turns back into the IR
                                 (`mesh routes`); both rendered once per version, off the
                                 loop, and streamed (`renders.py`)
+GET /debug/policy               {"version", "policy", "resources"}: the authorization policy
+                                served with the table, as the IR (`render.to_data`) and as
+                                the xDS resources POLICY_TYPE_URL carries (`to_dict`)
 GET /debug/diagnostics          {"version", "last_good_version", "applied", "error",
                                  "changes", "diagnostics", "rejected": [{file, kept,
                                  diagnostics}]}: what the last change did and why
@@ -32,9 +35,10 @@ import logging
 from aiohttp import web
 
 from turnout.engine.errors import ControlPlaneError
+from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.metrics import render
 from turnout.engine.plane import ControlPlane, PlaneStatus
-from turnout.engine.render import diagnostic_data, dump_json
+from turnout.engine.render import diagnostic_data, dump_json, to_data
 from turnout.engine.server.ads import AdsServer
 from turnout.engine.server.renders import (
     CHUNK_BYTES,
@@ -42,6 +46,7 @@ from turnout.engine.server.renders import (
     Format,
     TableRenders,
 )
+from turnout.engine.xds.policy import POLICY_TYPE_URL, policy_resources
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,16 @@ def diagnostics_data(status: PlaneStatus) -> dict[str, object]:
             }
             for r in status.rejected
         ],
+    }
+
+
+def policy_data(version: int, policy: PolicyTable) -> dict[str, object]:
+    """What `/debug/policy` answers."""
+    return {
+        "version": version,
+        "type_url": POLICY_TYPE_URL,
+        "policy": to_data(policy),
+        "resources": policy_resources(policy).to_dict(),
     }
 
 
@@ -102,6 +117,13 @@ def admin_app(
             return web.Response(status=500, text="the table could not be rendered (logged)\n")
         return await stream(request, body, CONTENT_TYPES[fmt])
 
+    async def policy(request: web.Request) -> web.Response:
+        served, version = server.policy, server.version
+        if served is None:
+            return web.Response(status=404, text="no policy served yet\n")
+        text = await asyncio.to_thread(lambda: dump_json(policy_data(version, served)))
+        return web.Response(text=text, content_type="application/json")
+
     async def diagnostics(request: web.Request) -> web.Response:
         data = diagnostics_data(plane.status)
         return web.Response(text=dump_json(data), content_type="application/json")
@@ -115,6 +137,7 @@ def admin_app(
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/debug/table", table)
+    app.router.add_get("/debug/policy", policy)
     app.router.add_get("/debug/diagnostics", diagnostics)
     return app
 

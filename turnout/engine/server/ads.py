@@ -1,10 +1,10 @@
 """`AdsServer`: the AggregatedDiscoveryService (state of the world, v3) on grpc.aio.
 
 ```
-publish(table) ── equal to the current table? ── yes ──> nothing (same version)
+publish(table, policy) ── both equal to the current ones? ── yes ──> nothing (same version)
                         │ no
                         v
-        current = Snapshot(version + 1, table); wake every stream     (latest value only)
+        current = Snapshot(version + 1, table, policy); wake every stream   (latest value only)
 
 per stream (one grpc handler + one guarded reader task "ads-read <peer>"):
   reader: context.read() ─> StreamState.on_request ─> log ACK/NACK ─> wake the stream
@@ -15,7 +15,11 @@ per stream (one grpc handler + one guarded reader task "ads-read <peer>"):
 A stream reads `current` only when it wakes, so one that is slow (or still waiting for an
 ACK) jumps straight to the newest table: intermediate versions are skipped, never queued
 (`coalesceUpdates` in envoyproxy/gateway). Views are translated once per namespace per
-version (`snapshots.py`); what a stream is sent, ACKed and NACKed is `streams.py`.
+version (`snapshots.py`); what a stream is sent, ACKed and NACKed is `streams.py`. The
+authorization policy (`policy`, a `PolicyTable`) travels in the same snapshot and is served as
+`POLICY_TYPE_URL` (Turnout's TypedStructs, `engine.xds.policy`) to the clients that subscribe
+to it: a policy-only change is a new version, and a client of LDS/RDS/CDS/EDS only is sent
+nothing for it (its resources did not change).
 
 A NACK is logged at warning level once per (node, type, version) with the client's reason,
 and the rejected content is not sent again; the stream waits for a newer table. Responses
@@ -43,6 +47,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from turnout.engine.errors import ControlPlaneError
 from turnout.engine.ir import RouteTable
+from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.metrics import Counter, Family, Gauge
 from turnout.engine.server.settings import ServerSettings
 from turnout.engine.server.snapshots import Snapshot, Translator, default_translator
@@ -63,11 +68,15 @@ class StreamStatus:
     namespace: str | None
     """The consumer view it gets; None = producer routes only."""
     acked: dict[str, str]
-    """LDS/RDS/CDS/EDS -> last ACKed version."""
+    """LDS/RDS/CDS/EDS/POLICY -> last ACKed version."""
     subscriptions: dict[str, tuple[str, ...]]
-    """LDS/RDS/CDS/EDS -> subscribed names (``("*",)`` = wildcard)."""
+    """LDS/RDS/CDS/EDS/POLICY -> subscribed names (``("*",)`` = wildcard)."""
     nacks: tuple[Nack, ...]
     """The last unresolved NACK per type."""
+    workload: str = ""
+    """Node metadata `workload`."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Node metadata `labels` (the workload's labels, as the proxy sent them)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,20 +173,24 @@ class AdsServer:
 
     # ---- tables
 
-    def publish(self, table: RouteTable) -> int:
-        """Make `table` the current one and push it; returns its version. A table equal to
-        the current one is not a new version (nothing is pushed)."""
+    def publish(self, table: RouteTable, policy: PolicyTable | None = None) -> int:
+        """Make `table` (and its authorization `policy`; None = no policy resources) the
+        current one and push it; returns its version. A table and policy equal to the
+        current ones are not a new version (nothing is pushed)."""
         current = self._current
-        if current is not None and current.table == table:
+        if current is not None and current.table == table and current.policy == policy:
             log.debug("table unchanged, not published version=%d", current.version)
             return current.version
         version = 1 if current is None else current.version + 1
-        self._current = Snapshot(version=version, table=table, translator=self._translator)
+        self._current = Snapshot(
+            version=version, table=table, policy=policy, translator=self._translator
+        )
         log.info(
-            "table published version=%d parents=%d clusters=%d streams=%d",
+            "table published version=%d parents=%d clusters=%d policy_servers=%s streams=%d",
             version,
             len(table.parents),
             len(table.clusters),
+            "-" if policy is None else len(policy.servers),
             len(self._streams),
         )
         for stream in self._streams:
@@ -193,6 +206,11 @@ class AdsServer:
     def table(self) -> RouteTable | None:
         return None if self._current is None else self._current.table
 
+    @property
+    def policy(self) -> PolicyTable | None:
+        """The authorization policy being served; None = none."""
+        return None if self._current is None else self._current.policy
+
     def status(self) -> ServerStatus:
         return ServerStatus(
             version=self.version,
@@ -204,6 +222,8 @@ class AdsServer:
                     acked=s.state.acked(),
                     subscriptions=s.state.subscriptions(),
                     nacks=tuple(s.state.nacks()),
+                    workload=s.state.workload,
+                    labels=dict(s.state.labels),
                 )
                 for s in sorted(self._streams, key=lambda s: s.state.peer)
             ),

@@ -1,13 +1,15 @@
 """Published tables and their per-namespace xDS views, translated once per version.
 
 ```
-publish(table) ──(table != current)──> Snapshot(version=n+1, table)
+publish(table, policy) ──(either != current)──> Snapshot(version=n+1, table, policy)
                                           │ view(ns)   first caller per namespace starts
                                           v            one translation, off the loop
                     translate(table, client_namespace=ns) in a thread ─> View
                                           │            every later caller (any stream of
                                           v            that namespace) awaits the same task
                     View: {type_url: {name: Any}}   (wire bytes only)
+                      + POLICY_TYPE_URL: the policy table's resources, packed once per
+                        snapshot and the same in every namespace's view
 ```
 
 A `Snapshot` owns its view cache, so the cache is "per namespace per table version": when a
@@ -28,8 +30,10 @@ from dataclasses import dataclass, field
 from google.protobuf import any_pb2
 
 from turnout.engine.ir import RouteTable
+from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.memory import release_memory
 from turnout.engine.xds import XdsResources, translate
+from turnout.engine.xds.policy import POLICY_TYPE_URL, policy_resources
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,11 @@ class Snapshot:
     version: int
     """1, 2, ... per published table (0 is never published)."""
     table: RouteTable
+    policy: PolicyTable | None = None
+    """The authorization policy served with it; None = none (no policy resources)."""
     translator: Translator = default_translator
     _views: dict[str | None, asyncio.Task[View | None]] = field(default_factory=dict)
+    _policy_view: dict[str, any_pb2.Any] | None = None
 
     @property
     def version_info(self) -> str:
@@ -78,8 +85,17 @@ class Snapshot:
         # Shielded: one stream going away must not cancel a translation others wait for.
         return await asyncio.shield(task)
 
+    def policy_view(self) -> dict[str, any_pb2.Any]:
+        """The policy resources by name, packed (built once; {} without a policy table)."""
+        if self._policy_view is None:
+            policy = self.policy
+            self._policy_view = {} if policy is None else policy_resources(policy).packed()
+        return self._policy_view
+
     def _build(self, namespace: str | None) -> View:
-        return build_view(self.translator(self.table, namespace))
+        view = dict(build_view(self.translator(self.table, namespace)))
+        view[POLICY_TYPE_URL] = self.policy_view()
+        return view
 
     async def _translate(self, namespace: str | None) -> View | None:
         try:

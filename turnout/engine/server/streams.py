@@ -2,8 +2,8 @@
 
 ```
 DiscoveryRequest ─ on_request ─> per type_url `_TypeState`
-   every request              resource_names replace the subscription (empty LDS/CDS =
-                              wildcard, "*" too), whatever its nonce
+   every request              resource_names replace the subscription (empty LDS/CDS/POLICY
+                              = wildcard, "*" too), whatever its nonce
    no nonce                   a (re)subscription: answer it whatever we sent before
    nonce != last sent nonce   stale: not an ACK or NACK of anything (a newer response is on
                               its way). Same names: ignored. New names: the client changed
@@ -19,7 +19,7 @@ DiscoveryRequest ─ on_request ─> per type_url `_TypeState`
                               lacks now)
    nonce == last, either way  the response is no longer in flight
 
-due(snapshot, view) ─> DiscoveryResponses, for each subscribed type in CDS, EDS, LDS, RDS order
+due(snapshot, view) ─> DiscoveryResponses, for each subscribed type in CDS, EDS, LDS, RDS, POLICY order
    (make before break) that
      - has no response in flight (one per type: a slow client only ever gets the newest), and
      - whose resources for this stream's subscription differ from what it was last sent
@@ -50,14 +50,22 @@ from turnout.engine.xds import (
     LOAD_ASSIGNMENT_TYPE,
     ROUTE_CONFIGURATION_TYPE,
 )
+from turnout.engine.xds.policy import POLICY_TYPE_URL
 
 log = logging.getLogger(__name__)
 
-SEND_ORDER = (CLUSTER_TYPE, LOAD_ASSIGNMENT_TYPE, LISTENER_TYPE, ROUTE_CONFIGURATION_TYPE)
+SEND_ORDER = (
+    CLUSTER_TYPE,
+    LOAD_ASSIGNMENT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_CONFIGURATION_TYPE,
+    POLICY_TYPE_URL,
+)
 """Clusters and endpoints before the listeners and routes that point at them (make before
-break, as the xDS spec's "eventual consistency considerations" advise)."""
+break, as the xDS spec's "eventual consistency considerations" advise); the authorization
+policy (Turnout's TypedStructs, only to clients that subscribe to it) last."""
 
-WILDCARD_TYPES = frozenset({LISTENER_TYPE, CLUSTER_TYPE})
+WILDCARD_TYPES = frozenset({LISTENER_TYPE, CLUSTER_TYPE, POLICY_TYPE_URL})
 """Types for which an empty first subscription means "everything" (legacy wildcard)."""
 
 WILDCARD_NAME = "*"
@@ -67,6 +75,7 @@ _KINDS = {
     ROUTE_CONFIGURATION_TYPE: "RDS",
     CLUSTER_TYPE: "CDS",
     LOAD_ASSIGNMENT_TYPE: "EDS",
+    POLICY_TYPE_URL: "POLICY",
 }
 
 
@@ -122,6 +131,9 @@ class StreamState:
     namespace: str | None = None
     """Node metadata `namespace`: which consumer view this stream gets; None = producer only."""
     workload: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Node metadata `labels` (the workload's pod labels, string values only); recorded for
+    status, no view depends on them yet."""
     types: dict[str, _TypeState] = field(
         default_factory=lambda: {url: _TypeState(url) for url in SEND_ORDER}
     )
@@ -176,6 +188,9 @@ class StreamState:
         self.namespace = ns if isinstance(ns, str) and ns else None
         workload = meta.get("workload")
         self.workload = workload if isinstance(workload, str) else ""
+        labels = meta.get("labels")
+        if isinstance(labels, dict):
+            self.labels = {str(k): v for k, v in sorted(labels.items()) if isinstance(v, str)}
 
     # ---- responses
 
@@ -215,7 +230,7 @@ class StreamState:
     # ---- status
 
     def acked(self) -> dict[str, str]:
-        """LDS/RDS/CDS/EDS -> last ACKed version."""
+        """LDS/RDS/CDS/EDS/POLICY -> last ACKed version."""
         return {
             _KINDS[url]: t.acked_version
             for url, t in self.types.items()
@@ -223,7 +238,8 @@ class StreamState:
         }
 
     def subscriptions(self) -> dict[str, tuple[str, ...]]:
-        """LDS/RDS/CDS/EDS -> subscribed names (``("*",)`` = wildcard), subscribed types only."""
+        """LDS/RDS/CDS/EDS/POLICY -> subscribed names (``("*",)`` = wildcard), subscribed
+        types only."""
         return {
             _KINDS[url]: (WILDCARD_NAME,) if t.names is None else tuple(sorted(t.names))
             for url, t in self.types.items()
@@ -235,5 +251,5 @@ class StreamState:
 
 
 def kind_of(type_url: str) -> str:
-    """LDS, RDS, CDS or EDS (the type URL itself for anything else)."""
+    """LDS, RDS, CDS, EDS or POLICY (the type URL itself for anything else)."""
     return _KINDS.get(type_url, type_url)

@@ -29,15 +29,18 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 from typing import Literal
 
 from turnout.proxy.transport.downstream import Listener
 from turnout.proxy.transport.messages import (
     Accept,
     ConnectionHooks,
+    ConnectionInfo,
     Handler,
     Limits,
     MeshTls,
+    PortGate,
 )
 from turnout.proxy.transport.server import HttpServerProtocol
 
@@ -69,12 +72,16 @@ class DetectingServer:
         self,
         sock: socket.socket,
         listener: Listener,
-        mesh: MeshTls,
+        mesh: MeshTls | None,
         detect_timeout_ms: int,
+        gate: PortGate | None = None,
+        app: tuple[str, int] | None = None,
     ) -> None:
         self._sock = sock
         self._listener = listener
         self._mesh = mesh
+        self._gate = gate
+        self._app = app
         self._timeout_s = detect_timeout_ms / 1000
         self._loop = asyncio.get_running_loop()
         self._pending: set[asyncio.Task[None]] = set()
@@ -116,8 +123,16 @@ class DetectingServer:
             task.add_done_callback(self._pending.discard)
 
     async def _serve(self, conn: socket.socket) -> None:
+        gate = self._gate
+        mode = "PERMISSIVE" if gate is None else gate.mode
+        if gate is not None and gate.opaque and self._app is not None:
+            await self._opaque(conn, gate, self._app)
+            return
         try:
-            kind = await self._sniff(conn)
+            if self._mesh is None or mode == "DISABLE":
+                kind: Kind | None = "plain"
+            else:
+                kind = await self._sniff(conn)
         except asyncio.CancelledError:
             conn.close()
             raise
@@ -128,8 +143,14 @@ class DetectingServer:
         if kind is None:
             conn.close()
             return
+        if kind == "plain" and mode == "STRICT" and gate is not None:
+            gate.plaintext_refused(_info(conn))
+            log.debug("plaintext connection refused (STRICT) peer=%s", _peer(conn))
+            _reset(conn)
+            return
         ctx = None
         if kind == "tls":
+            assert self._mesh is not None
             ctx = self._mesh.server_context
             if ctx is None:
                 log.debug("tls connection closed: no identity certificate yet")
@@ -142,6 +163,30 @@ class DetectingServer:
             )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug("inbound %s connection failed: %s", kind, exc)
+            conn.close()
+
+    async def _opaque(self, conn: socket.socket, gate: PortGate, app: tuple[str, int]) -> None:
+        """An opaque port: authorize the connection, then copy bytes both ways, at once (a
+        server-first protocol's greeting is not held back by detection)."""
+        info = _info(conn)
+        if not gate.connection_allowed(info):
+            log.debug("opaque connection refused by policy peer=%s", info.peer)
+            _reset(conn)
+            return
+        loop = self._loop
+        upstream = socket.socket(_family(app[0]), socket.SOCK_STREAM)
+        upstream.setblocking(False)
+        try:
+            await loop.sock_connect(upstream, app)
+        except OSError as exc:
+            log.debug("opaque connection to the app failed: %s", exc)
+            upstream.close()
+            _reset(conn)
+            return
+        try:
+            await asyncio.gather(_pump(loop, conn, upstream), _pump(loop, upstream, conn))
+        finally:
+            upstream.close()
             conn.close()
 
     async def _sniff(self, conn: socket.socket) -> Kind | None:
@@ -187,13 +232,15 @@ async def serve_detecting(
     *,
     host: str,
     port: int,
-    mesh: MeshTls,
+    mesh: MeshTls | None,
     limits: Limits | None = None,
     hooks: ConnectionHooks | None = None,
     accept: Accept | None = None,
     backlog: int = 1024,
     reuse_port: bool = False,
     detect_timeout_ms: int = DETECT_TIMEOUT_MS,
+    gate: PortGate | None = None,
+    app: tuple[str, int] | None = None,
 ) -> DetectingServer:
     """Listen on `host:port` (0: any free port) and serve HTTP/1.1 over mesh TLS or
     plaintext, each connection as its first bytes say (see the module docstring)."""
@@ -203,9 +250,40 @@ async def serve_detecting(
         (host, port), backlog=backlog, reuse_port=reuse_port, family=_family(host)
     )
     sock.setblocking(False)
-    server = DetectingServer(sock, listener, mesh, detect_timeout_ms)
+    server = DetectingServer(sock, listener, mesh, detect_timeout_ms, gate, app)
     log.info("listening host=%s port=%d tls=detect", host, sock.getsockname()[1])
     return server
+
+
+async def _pump(loop: asyncio.AbstractEventLoop, src: socket.socket, dst: socket.socket) -> None:
+    """Copy `src` to `dst` until `src` ends, then half-close `dst`."""
+    try:
+        while data := await loop.sock_recv(src, 65536):
+            await loop.sock_sendall(dst, data)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
+
+
+def _peer(conn: socket.socket) -> tuple[str, int]:
+    try:
+        peer = conn.getpeername()
+        return (peer[0], peer[1])
+    except OSError:
+        return ("", 0)
+
+
+def _info(conn: socket.socket) -> ConnectionInfo:
+    local = conn.getsockname()
+    return ConnectionInfo("inbound", _peer(conn), (local[0], local[1]))
+
+
+def _reset(conn: socket.socket) -> None:
+    """Close with a RST (SO_LINGER 0), as Linkerd refuses a connection."""
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
 
 
 def _family(host: str) -> socket.AddressFamily:

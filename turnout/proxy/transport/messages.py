@@ -139,6 +139,7 @@ class ConnectionInfo:
     connection lives; read them in `on_connection_close` for the final values."""
 
     __slots__ = (
+        "authz",
         "bytes_read",
         "bytes_written",
         "client_id",
@@ -172,6 +173,8 @@ class ConnectionInfo:
         (`MeshTls`), or the upstream one was originated with it."""
         self.client_id = ""
         """Inbound mesh TLS: the client certificate's identity ("": none, or plaintext)."""
+        self.authz: object = None
+        """Inbound authorization's per-connection state (`inbound_guard.py`); None: none yet."""
 
     def __repr__(self) -> str:
         return (
@@ -350,6 +353,7 @@ class IncomingRequest:
         "authority",
         "body",
         "client_id",
+        "conn",
         "host",
         "keep_alive",
         "local",
@@ -417,6 +421,8 @@ class IncomingRequest:
         """Linkerd's ``l5d-require-id``: the identity the outbound proxy must prove the
         endpoint has (mTLS to it, or a 502); the transport takes the header out of the
         request, so it is never forwarded. None: not asked."""
+        self.conn: ConnectionInfo | None = None
+        """The connection it arrived on (inbound listeners)."""
         self._headers: Headers | None = None
 
     @property
@@ -521,6 +527,29 @@ class MeshTls(Protocol):
 
     def peer_identity(self, ssl_object: object) -> str:
         """The verified client identity of a handshake's ``ssl_object`` ("": none)."""
+        ...
+
+
+class PortGate(Protocol):
+    """What an inbound port with detection asks of its policy per accepted connection
+    (`detect.serve_detecting`; `inbound_guard.InboundGuard` is one)."""
+
+    @property
+    def mode(self) -> Literal["STRICT", "PERMISSIVE", "DISABLE"]:
+        """STRICT: plaintext is refused; DISABLE: no detection, plaintext only."""
+        ...
+
+    @property
+    def opaque(self) -> bool:
+        """Forward the connection's bytes to the app as they are (no detection, no HTTP)."""
+        ...
+
+    def connection_allowed(self, conn: ConnectionInfo) -> bool:
+        """An opaque connection's authorization (False: it is closed)."""
+        ...
+
+    def plaintext_refused(self, conn: ConnectionInfo) -> None:
+        """STRICT closed a plaintext connection (for the metrics)."""
         ...
 
 

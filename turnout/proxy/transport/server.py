@@ -354,6 +354,7 @@ class HttpServerProtocol(DownstreamConnection):
         request.peer_tls = self._peer_tls
         if self._require_id is not None:
             request.require_id = self._require_id
+        request.conn = self.info
         if self._client_id:
             headers.append((CLIENT_ID_HEADER, self._client_id))
             request.client_id = self.info.client_id  # type: ignore[union-attr]
