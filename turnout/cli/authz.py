@@ -44,8 +44,19 @@ def authorization_data(
     target = port.target_port if port is not None else None
     workload_port = target if isinstance(target, int) else via.port
     info, _ = request.info()
+    table = compile_policy(resources).table
+    labels = tuple(sorted(svc.spec.selector.items()))
+    mode = authz.peer_mode(table, via.namespace, dict(labels), workload_port)
+    if mode == "STRICT" and identity is None:
+        return {
+            "allowed": False,
+            "server": f"{via.namespace}/{via.name}",
+            "port": workload_port,
+            "mtls": mode,
+            "reason": "mTLS STRICT: a plaintext connection is refused before any request",
+        }
     decision = authz.decide(
-        compile_policy(resources).table,
+        table,
         workload=authz.Workload(
             namespace=via.namespace, labels=tuple(sorted(svc.spec.selector.items()))
         ),
@@ -62,6 +73,7 @@ def authorization_data(
         "allowed": decision.allowed,
         "server": decision.server,
         "port": workload_port,
+        "mtls": mode,
         "reason": decision.reason,
     }
     if decision.decided_by:
@@ -75,4 +87,8 @@ def authorization_text(data: dict[str, object]) -> str:
     if "skipped" in data:
         return f"authorization: not decided ({data['skipped']})\n"
     verdict = "allowed" if data["allowed"] else "DENIED"
-    return f"authorization: {verdict} at {data['server']} (port {data['port']}): {data['reason']}\n"
+    mtls = f", mTLS {data['mtls']}" if "mtls" in data else ""
+    return (
+        f"authorization: {verdict} at {data['server']} (port {data['port']}{mtls}):"
+        f" {data['reason']}\n"
+    )

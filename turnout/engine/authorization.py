@@ -40,6 +40,7 @@ from turnout.engine.ir_policy import (
     Network,
     Operation,
     Peer,
+    PeerAuthn,
     PolicyTable,
     PrincipalMatch,
     StringMatch,
@@ -440,3 +441,29 @@ def _condition(cond: Condition, ctx: _Context, http_only: bool) -> bool:
     if cond.values and not _any(cond.values, value):
         return False
     return not _any(cond.not_values, value)
+
+
+# --------------------------------------------------------------------------- mTLS modes
+
+
+def peer_mode(table: PolicyTable, namespace: str, labels: Mapping[str, str], port: int) -> str:
+    """The inbound mTLS mode of a workload's port (Istio's PeerAuthentication precedence:
+    workload > namespace > mesh, the oldest of a level; a port-level mode first; UNSET
+    inherits; nothing: PERMISSIVE). The proxy resolves the same (`proxy/inbound_policy.py`)."""
+    levels: list[list[PeerAuthn]] = [[], [], []]
+    for pa in table.peer_authentications:
+        if pa.namespace == namespace and pa.selector is not None and selects(pa.selector, labels):
+            levels[0].append(pa)
+        elif pa.namespace == namespace and pa.selector is None:
+            levels[1].append(pa)
+        elif pa.namespace is None and pa.selector is None:
+            levels[2].append(pa)
+    chosen = [min(lv, key=lambda p: (p.created or "~", p.name)) if lv else None for lv in levels]
+    if chosen[0] is not None:
+        for p, mode in chosen[0].port_modes:
+            if p == port and mode is not None:
+                return mode
+    for level in chosen:
+        if level is not None and level.mode is not None:
+            return level.mode
+    return "PERMISSIVE"

@@ -31,6 +31,7 @@ from types import MappingProxyType
 from turnout.adapters.policy import PolicyResult, compile_policy
 from turnout.adapters.smi import smi_to_routes
 from turnout.engine.compile import CompileResult, compile_table
+from turnout.engine.compile.peer_modes import without_disabled_identities
 from turnout.engine.diagnostics import (
     Diagnostic,
     Severity,
@@ -41,6 +42,7 @@ from turnout.engine.diagnostics import (
 )
 from turnout.engine.errors import LimitExceeded, LoadError
 from turnout.engine.model import Document, Loaded, Resource, Resources
+from turnout.engine.model.authz import PeerAuthentication
 from turnout.engine.model.kinds import merge_objects
 from turnout.engine.model.limits import DEFAULT_LIMITS, ManifestLimits, read_manifest_bytes
 from turnout.engine.model.loader import expand_paths
@@ -126,12 +128,22 @@ def compile_snapshot(
         inputs = Inputs(
             documents=(), resources=kept, diagnostics=tuple(sorted_diagnostics(findings))
         )
-        return CompiledInputs(
-            inputs=inputs,
-            result=compile_table(kept),
-            rejected=rejected_by_file(diags),
-            policy=compile_policy(kept),
+        return with_policy(
+            CompiledInputs(
+                inputs=inputs, result=compile_table(kept), rejected=rejected_by_file(diags)
+            ),
+            compile_policy(kept),
         )
+
+
+def with_policy(compiled: CompiledInputs, policy: PolicyResult) -> CompiledInputs:
+    """The control plane's compile with its policy; endpoints of ports whose mTLS mode is
+    DISABLE are served without their identity (`compile/peer_modes.py`)."""
+    result = compiled.result
+    table = without_disabled_identities(result.table, policy.table, compiled.inputs.resources)
+    if table is not result.table:
+        result = dataclasses.replace(result, table=table)
+    return dataclasses.replace(compiled, result=result, policy=policy)
 
 
 def rejected_by_file(diagnostics: Sequence[Diagnostic]) -> tuple[Rejected, ...]:
@@ -195,6 +207,10 @@ def compile_files(
     inputs = load_inputs([str(p) for p in paths], crds=crds, limits=limits)
     with gc_paused():
         result = compile_table(inputs.resources)
+        if any(isinstance(o.obj, PeerAuthentication) for o in inputs.resources.objects):
+            policy = compile_policy(inputs.resources).table
+            table = without_disabled_identities(result.table, policy, inputs.resources)
+            result = dataclasses.replace(result, table=table)
     return CompiledInputs(inputs=inputs, result=result)
 
 
@@ -292,10 +308,9 @@ class IncrementalCompiler:
                 del chosen[file]
                 rejected[file] = self._hold_back(file, (*own, *errors), chosen)
         self._good = chosen
-        return dataclasses.replace(
-            compiled,
-            rejected=tuple(rejected[f] for f in sorted(rejected)),
-            policy=compile_policy(compiled.inputs.resources),
+        return with_policy(
+            dataclasses.replace(compiled, rejected=tuple(rejected[f] for f in sorted(rejected))),
+            compile_policy(compiled.inputs.resources),
         )
 
     def _read(self, file: str) -> _FileEntry | Rejected:

@@ -323,7 +323,7 @@ class PolicyResources:
             elif pns is None and sel is None:
                 levels[2].append(pa)
         chosen = [
-            min(lv, key=lambda p: (p.get("created", ""), p["name"])) if lv else None
+            min(lv, key=lambda p: (p.get("created") or "~", p["name"])) if lv else None
             for lv in levels
         ]
         workload_pa = chosen[0]

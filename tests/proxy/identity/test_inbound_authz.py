@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -300,3 +300,122 @@ async def test_an_opaque_port_forwards_at_once_and_refuses_denied_connections(
         await stop_proxy(proxy, task)
         assert greeter.server is not None
         greeter.server.close()
+
+
+OPEN = f"""
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {{name: api-http, namespace: {NS}}}
+spec:
+  podSelector: {{matchLabels: {{app: api}}}}
+  port: PORT
+  accessPolicy: all-unauthenticated
+"""
+
+
+@bounded(90)
+async def test_permissive_serves_plaintext_and_mtls_on_one_port_split_by_tls(lab: Lab) -> None:
+    lab.apply(OPEN.replace("PORT", str(lab.app.port)), "2")
+
+    async def many(send: Callable[[], Awaitable[int]], n: int) -> list[int]:
+        out: list[int] = []
+        for _ in range(n // 10):
+            out += await asyncio.gather(*(send() for _ in range(10)))
+        return out
+
+    async def plain() -> int:
+        return (await lab.get(lab.inbound))[0]
+
+    async def meshed() -> int:
+        return await lab.via(lab.ingress)
+
+    plain_codes, mtls_codes = await asyncio.gather(many(plain, 500), many(meshed, 500))
+    assert plain_codes == [200] * 500 and mtls_codes == [200] * 500
+    text = await lab.metrics()
+    name = "inbound_http_authz_allow_total"
+    assert (
+        metric(text, name, tls="true", client_id=INGRESS, authz_name="all-unauthenticated") == 500
+    )
+    assert metric(text, name, tls="no_identity", no_tls_reason="no_tls_from_remote") == 500
+
+
+@bounded(60)
+async def test_switching_to_strict_under_load_loses_no_meshed_request(lab: Lab) -> None:
+    results: list[int] = []
+
+    async def load() -> None:
+        for _ in range(40):
+            results.extend(await asyncio.gather(*(lab.via(lab.ingress) for _ in range(5))))
+
+    task = asyncio.create_task(load())
+    while len(results) < 50:
+        await asyncio.sleep(0.01)
+    lab.apply(server_policy(lab.app.port) + STRICT, "2")
+    await task
+    assert results == [200] * 200
+
+
+def peer_authn(mode: str, port_modes: dict[int, str] | None = None) -> str:
+    ports = "".join(f'\n    "{p}": {{mode: {m}}}' for p, m in (port_modes or {}).items())
+    level = f"\n  portLevelMtls:{ports}" if ports else ""
+    return f"""---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: api, namespace: {NS}}}
+spec:
+  selector: {{matchLabels: {{app: api}}}}
+  mtls: {{mode: {mode}}}{level}
+"""
+
+
+def api_service(port: int) -> str:
+    """`service("api", ...)` with the selector the PeerAuthentication is resolved against."""
+    return service("api", port, API).replace(
+        '"spec": {"ports"', '"spec": {"selector": {"app": "api"}, "ports"'
+    )
+
+
+async def plaintext_answer(port: int) -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"GET / HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n")
+    got = b""
+    with contextlib.suppress(ConnectionError):
+        await w.drain()
+        got = await r.read()
+    w.close()
+    with contextlib.suppress(ConnectionError):
+        await w.wait_closed()
+    return got
+
+
+@bounded(60)
+async def test_disable_between_meshed_workloads(lab: Lab) -> None:
+    """DISABLE: the server takes plaintext only, and the control plane serves its endpoints
+    without an identity, so a meshed client sends plaintext too (nothing to fail on)."""
+    policy = OPEN.replace("PORT", str(lab.app.port)) + peer_authn("DISABLE")
+    lab.apply(policy, "2")
+    runtime = table(lab.tmp, [api_service(lab.inbound), policy])
+    assert [ep.identity for ep in runtime.clusters["shop/api:80"].endpoints] == [None]
+    meshed = await client(lab.ca, "web", runtime)
+    try:
+        assert await lab.via(meshed[0]) == 200
+        text = await lab.metrics()
+        assert metric(text, "inbound_http_authz_allow_total", tls="true") == 0
+        assert metric(text, "inbound_http_authz_allow_total", tls="no_identity") == 1
+    finally:
+        await stop_proxy(*meshed)
+    # STRICT for the workload: the identity is served again
+    strict = table(lab.tmp, [api_service(lab.inbound), policy.replace("DISABLE", "STRICT")])
+    assert [ep.identity for ep in strict.clusters["shop/api:80"].endpoints] == [API]
+
+
+@bounded(30)
+async def test_a_port_level_mode_overrides_the_workload_mode(lab: Lab) -> None:
+    base = OPEN.replace("PORT", str(lab.app.port))
+    lab.apply(base + peer_authn("STRICT", {lab.app.port: "PERMISSIVE"}), "2")
+    assert (await plaintext_answer(lab.inbound)).startswith(b"HTTP/1.1 200")
+    lab.apply(base + peer_authn("STRICT", {lab.app.port + 1: "PERMISSIVE"}), "3")
+    assert await plaintext_answer(lab.inbound) == b""  # STRICT: refused
+    lab.apply(base + peer_authn("PERMISSIVE", {lab.app.port: "STRICT"}), "4")
+    assert await plaintext_answer(lab.inbound) == b""
+    assert await lab.via(lab.ingress) == 200
