@@ -39,6 +39,7 @@ def loaded(*argv: str) -> set[str]:
         pytest.param(("proxy", "-f", "x.yaml"), (), id="proxy-f"),
         pytest.param(("proxy", "--xds", "127.0.0.1:1"), ("grpc",), id="proxy-xds"),
         pytest.param(("tap", "--admin", "127.0.0.1:1"), (), id="tap"),
+        pytest.param(("authz", "deploy/web", "--admin", "127.0.0.1:1"), (), id="authz"),
     ],
 )
 def test_a_command_loads_only_what_it_needs(

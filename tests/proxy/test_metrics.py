@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Literal
 
 import pytest
 import yaml
@@ -20,7 +21,9 @@ from tests.proxy.exposition import (
 )
 from turnout.proxy.families import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT, classify
 from turnout.proxy.metrics import ProxyMetrics
+from turnout.proxy.outbound_tls import NOT_PROVIDED, server_tls
 from turnout.proxy.registry import LATENCY_BOUNDS_MS
+from turnout.proxy.transport.messages import NO_TLS_FROM_REMOTE, client_tls
 
 METRIC_QUERIES = REFERENCE / "flagger" / "fixtures" / "common" / "metric-queries.yaml"
 LINKERD_LE = [
@@ -404,6 +407,44 @@ def test_tcp_series_track_open_connections_bytes_and_close_errno() -> None:
     assert value(fams, "tcp_write_bytes_total") == 1010
     assert value(fams, "tcp_close_total", errno="") == 1
     assert value(fams, "tcp_close_total", errno="ECONNRESET") == 1
+
+
+WEB = "web.shop.serviceaccount.identity.cluster.local"
+
+
+@pytest.mark.parametrize(
+    ("direction", "status", "labels"),
+    [
+        ("inbound", client_tls(WEB), f'tls="true",client_id="{WEB}"'),
+        ("inbound", client_tls(""), 'tls="true",client_id=""'),
+        ("inbound", NO_TLS_FROM_REMOTE, 'tls="no_identity",no_tls_reason="no_tls_from_remote"'),
+        ("outbound", server_tls(True, WEB), f'tls="true",server_id="{WEB}"'),
+        (
+            "outbound",
+            NOT_PROVIDED,
+            'tls="no_identity",no_tls_reason="not_provided_by_service_discovery"',
+        ),
+        ("outbound", server_tls(False, WEB), 'tls="disabled"'),
+    ],
+)
+def test_tls_labels_follow_the_address_as_linkerd_orders_them(
+    direction: Literal["inbound", "outbound"], status: tuple[str, str, str], labels: str
+) -> None:
+    m = mk_metrics()
+    key = m.http(direction=direction, authority="web:80", target_addr=("10.1.0.5", 80), tls=status)
+    m.request(key)
+    tk = m.tcp(direction=direction, peer="src", target_addr=("10.1.0.5", 80), tls=status)
+    m.tcp_open(tk)
+    text = m.render()
+    addr = 'target_addr="10.1.0.5:80",target_ip="10.1.0.5",target_port="80"'
+    after = ',dst_namespace=""' if direction == "outbound" else "}"
+    assert "request_total{direction=" in text
+    assert re.search(
+        rf"^request_total\{{.*{addr},{re.escape(labels)}{re.escape(after)}", text, re.M
+    ), text
+    assert re.search(rf'^tcp_open_total\{{.*peer="src",{addr},{re.escape(labels)}', text, re.M), (
+        text
+    )
 
 
 # -- Flagger ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from turnout.proxy.families import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT
 from turnout.proxy.metrics import ProxyMetrics
 from turnout.proxy.tap import TapHub
 from turnout.proxy.telemetry import Exchange, Telemetry
-from turnout.proxy.transport.messages import IncomingRequest, RequestBody
+from turnout.proxy.transport.messages import TLS_DISABLED, IncomingRequest, RequestBody
 
 HOST = "web.shop.svc.cluster.local:80"
 BACKENDS = (
@@ -137,7 +137,7 @@ def through_telemetry(runs: list[Script]) -> str:
         )
         if not s.inbound:
             ex.backend(BACKENDS[s.backend])
-            ex.endpoint(ENDPOINTS[s.endpoint])
+            ex.endpoint(ENDPOINTS[s.endpoint], TLS_DISABLED)
         for tr in s.tries:
             ex.attempt(tr.status, error=tr.error)
         clock.now += s.latency_ms / 1000

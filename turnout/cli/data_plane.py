@@ -111,6 +111,8 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     if args.gateway and args.service_listeners:
         raise UsageError("--service-listeners is a mesh proxy's; a --gateway proxy has none")
     identity = _identity_config(args)
+    if args.require_mtls and identity is None:
+        raise UsageError("--require-mtls needs --identity NAME (mTLS needs this proxy's identity)")
     kind, _, name = args.workload.partition("/")
     try:
         config = ProxyConfig(
@@ -126,6 +128,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             workers=args.workers,
             service_listeners=args.service_listeners,
             identity=identity,
+            require_mtls=args.require_mtls,
             labels=tuple(args.label),
             opaque_ports=parse_ports(args.opaque_ports),
             upstream_read_timeout_ms=(

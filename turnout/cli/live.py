@@ -10,7 +10,9 @@ Columns as `linkerd viz routes` prints them (LINKERD-REFERENCE.md §b): SUCCESS 
 ``%.2f%%``, RPS as ``%.1frps``, LATENCY_Pnn as whole milliseconds (truncated, as Linkerd's
 ``uint64`` conversion does); a route without traffic in the window shows ``-`` in every
 column (``null`` in `live_data`, whose numbers are unformatted). The numbers themselves
-come from `turnout.viz.stats`.
+come from `turnout.viz.stats`. Under the table, one line per inbound port of the scraped
+proxies with traffic: how much of it still arrives in plaintext (the mTLS migration count,
+`mesh authz --tls` has the clients).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from turnout.cli.views import TABLE_COLUMNS, WIDE_COLUMNS, RouteRow, format_table, row_cells
-from turnout.viz.stats import RouteKey, RouteStats, lookup
+from turnout.viz.authz import plaintext_by_port, view_of_scrapes
+from turnout.viz.stats import RouteKey, RouteStats, Scrape, lookup
 
 LIVE_COLUMNS = ("SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99")
 QUANTILES = (0.5, 0.95, 0.99)
@@ -68,3 +71,15 @@ def live_data(
             item[f"latency_ms_p{round(q * 100)}"] = None if st is None else st.quantile(q)
         out.append(item)
     return out
+
+
+def plaintext_lines(before: Sequence[Scrape], after: Sequence[Scrape]) -> str:
+    """``inbound port 8080: 1.0rps plaintext of 3.0rps`` per inbound port with traffic
+    (every scraped proxy's inbound ``request_total`` TLS labels); "" when none."""
+    view = view_of_scrapes(before, after, None)
+    lines = [
+        f"inbound port {port}: {plain:.1f}rps plaintext of {total:.1f}rps\n"
+        for port, (plain, total) in sorted(plaintext_by_port(view.tls.values()).items())
+        if total > 0
+    ]
+    return "".join(lines)

@@ -5,6 +5,7 @@ mesh validate | routes [explain] | test     cli.manifests     manifests in, find
   routes explain --from-identity/--from-ip  cli.authz         + the destination's authorization
 mesh serve | bootstrap                      cli.control_plane the control plane
 mesh proxy | tap                            cli.data_plane    a proxy, a proxy's live requests
+mesh authz [--tls]                          cli.live_authz    inbound authorizations, live
 mesh identity init | rotate | token | status cli.security     the mesh CA's directory
 mesh demo [canary] [--offline]              cli.demo          the sample app on the mesh
 mesh version                                here
@@ -287,6 +288,12 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="HOST:PORT",
         help="the identity service (default: the --xds address)",
     )
+    p.add_argument(
+        "--require-mtls",
+        action="store_true",
+        help="outbound fails closed: a request whose endpoint has no identity is answered 502"
+        " and nothing is sent to it (needs --identity)",
+    )
     p.set_defaults(run="data_plane:run_proxy_command")
 
     p = sub.add_parser("tap", help="stream a proxy's live requests (Linkerd's tap lines)")
@@ -304,6 +311,33 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(run="data_plane:run_tap")
+
+    p = sub.add_parser(
+        "authz", help="a workload's inbound authorizations, live (like linkerd viz authz)"
+    )
+    p.add_argument("target", metavar="KIND/NAME", help="the workload, e.g. deploy/web")
+    add_namespace(p, help="the workload's namespace (default: default)")
+    p.add_argument(
+        "--admin",
+        action="append",
+        default=[],
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="the workload's proxies' admin (or metrics URL); repeatable",
+    )
+    p.add_argument(
+        "--window",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between the two scrapes (default 10)",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="per server port, the clients arriving over mTLS and in plaintext instead",
+    )
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(run="live_authz:run_authz")
 
 
 def _security_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

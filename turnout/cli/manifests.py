@@ -137,7 +137,8 @@ def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print_tables_findings(result, err)
     if args.live:
         urls = [stats.metrics_url(u) for u in args.metrics]
-        got, errors = asyncio.run(stats.live_stats(urls, window=args.window))
+        before, after = asyncio.run(stats.live_scrapes(urls, window=args.window))
+        got, errors = stats.route_stats(before, after)
         for e in errors:
             print(f"warning: cannot scrape {e}", file=err)
         rows = views.route_rows(result.table)
@@ -145,6 +146,7 @@ def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(dump_json(live.live_data(rows, got)))
         else:
             out.write(live.live_table(rows, got, wide=args.output == "wide"))
+            out.write(live.plaintext_lines(before, after))
         if len(errors) == len(urls):
             return EXIT_FAILED
     elif args.output in ("yaml", "json"):

@@ -21,6 +21,9 @@ status  l5d-proxy-error             when
 502     upstream protocol error     malformed response, or the connection broke mid-exchange
 502     upstream tls failed         mesh TLS to the endpoint failed: its certificate is not
                                     the expected identity or not of the trust bundle
+502     endpoint not meshed /       mTLS required (--require-mtls, l5d-require-id) and not
+        endpoint identity mismatch  possible: nothing sent (`outbound_tls.py` makes these)
+        / mesh tls disabled
 502     invalid upstream request    request filters made a head that cannot be sent
 500     unexpected error            a bug of ours (logged)
 400/408 malformed request body /    the client's own body broke (its status; nothing to

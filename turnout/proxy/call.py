@@ -29,8 +29,9 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
+from typing import Literal
 
-from turnout.proxy import answers, cors, faults
+from turnout.proxy import answers, cors, faults, outbound_tls
 from turnout.proxy.actions import Backend, Cors, Decision, DirectResponse, Forward, Redirect
 from turnout.proxy.balancer import Balancer, Slot
 from turnout.proxy.context import CallContext, ProxyState
@@ -303,7 +304,9 @@ class Call(Endings):
             self._answer(self._unavailable())
             return
         self.slot, addr = slot, addr = target
-        self.ex.endpoint(addr)
+        identity = self._endpoint_tls(slot, addr)
+        if identity is False:
+            return
         self.t0 = now
         self.headed = self.discarding = False
         body = self.body
@@ -314,8 +317,37 @@ class Call(Endings):
             body=body if body is not None else self.req.body.chunks(),
             timeout_ms=timeout_ms,
             receiver=self,
-            identity=None if slot is None else slot.endpoint.identity,
+            identity=identity,
         )
+
+    def _endpoint_tls(
+        self, slot: Slot | None, addr: tuple[str, int]
+    ) -> str | Literal[False] | None:
+        """The try's mesh TLS (`outbound_tls.py`): the identity to expect of the endpoint
+        (None: plaintext), or False when the request was answered 502 instead (mTLS
+        required and not possible): the slot is released and nothing is sent."""
+        if slot is None:  # inbound: the local app
+            self.ex.endpoint(addr, self.req.peer_tls)
+            return None
+        identity = slot.endpoint.identity
+        meshed = self.h.pool.mesh is not None
+        require_id = self.req.require_id
+        if require_id is not None or self.h.require_mtls:
+            refused = outbound_tls.refusal(
+                meshed=meshed,
+                identity=identity,
+                require_mtls=self.h.require_mtls,
+                require_id=require_id,
+            )
+            if refused is not None:
+                self.ex.endpoint(addr, outbound_tls.server_tls(meshed, identity))
+                self.slot = None
+                if self.balancer is not None:
+                    self.balancer.release(slot, 0.0, failed=False)
+                self._answer(refused, outbound_tls.REFUSED_ERROR)
+                return False
+        self.ex.endpoint(addr, outbound_tls.server_tls(meshed, identity))
+        return identity if meshed else None
 
     def _try_done(self, *, failed: bool) -> None:
         slot, self.slot = self.slot, None

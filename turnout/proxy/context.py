@@ -58,6 +58,9 @@ class CallContext(Protocol):
     app: tuple[str, int] | None
     """Inbound only: where the local app listens."""
     rng: random.Random
+    require_mtls: bool
+    """Outbound: ``--require-mtls``, a request is never sent to an endpoint without an
+    identity (502, `outbound_tls.py`)."""
 
     @property
     def clock(self) -> Callable[[], float]:

@@ -64,8 +64,11 @@ def addr_labels(addr: tuple[str, int]) -> tuple[tuple[str, str], ...]:
     return (("target_addr", text), ("target_ip", ip), ("target_port", str(port)))
 
 
-def tls_labels(tls: str, no_tls_reason: str) -> tuple[tuple[str, str], ...]:
-    return (("tls", tls), ("no_tls_reason", no_tls_reason)) if no_tls_reason else (("tls", tls),)
+def tls_labels(status: tuple[str, str, str]) -> tuple[tuple[str, str], ...]:
+    """Linkerd's TLS labels of a `transport.messages.TlsStatus`: ``tls`` then, unless it is
+    ``disabled``, ``client_id`` (inbound), ``server_id`` (outbound) or ``no_tls_reason``."""
+    tls, name, value = status
+    return (("tls", tls), (name, value)) if name else (("tls", tls),)
 
 
 def classify(status_code: int | None, grpc_status: int | None, error: str) -> str:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from turnout.proxy import outbound_tls
 from turnout.proxy.actions import Decision
 from turnout.proxy.answers import MISDIRECTED, UNKNOWN_ADDRESS, UNKNOWN_HOST, Answer
 from turnout.proxy.call import NO_DECISION, Call
@@ -85,6 +86,10 @@ class Handler:
     address: tuple[str, int] | None = None
     """Outbound, mesh: this listener is bound to a Service's address (`--service-listeners`):
     that Service is every request's destination, whatever the Host (`destinations.py`)."""
+    require_mtls: bool = False
+    """Outbound: ``--require-mtls`` (`outbound_tls.py`): nothing is sent to an endpoint
+    without an identity, requests (502) and mirrored copies (dropped) alike; a request's
+    ``l5d-require-id`` is honoured whatever this says."""
     _hosts: dict[str, tuple[str | Decision | None, str]] = field(default_factory=dict)
     """Host header -> (listener or pass-through decision, metrics authority); see `_host`."""
     _mirrors: set[asyncio.Task[None]] = field(default_factory=set)
@@ -231,6 +236,13 @@ class Handler:
             ep = balancer.pick() if balancer is not None else None
             if ep is None:
                 continue
+            if (self.require_mtls or req.require_id is not None) and outbound_tls.refusal(
+                meshed=self.pool.mesh is not None,
+                identity=ep.identity,
+                require_mtls=self.require_mtls,
+                require_id=req.require_id,
+            ):
+                continue  # mTLS required and not possible: the copy is not sent
             task = asyncio.get_running_loop().create_task(
                 self._send_mirror(
                     (ep.address, ep.port), req.method, target, headers, body, ep.identity

@@ -52,6 +52,7 @@ from turnout.proxy.families import (
 )
 from turnout.proxy.inbound_guard import AuthzFamilies
 from turnout.proxy.registry import PlainTally, join_labels, process_lines
+from turnout.proxy.transport.messages import TLS_DISABLED, TlsStatus
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class ProxyMetrics:
     combination has been seen; keys may be kept and reused freely)::
 
         key = m.http(direction=, authority=, target_addr=(ip, port), dst_namespace=,
-                     dst_service=, tls="disabled")    # per connection/endpoint, or per request
+                     dst_service=, tls=TLS_DISABLED)  # per connection/endpoint, or per request
         m.request(key)                                 # request headers received
         m.response(key, status_code=, latency_ms=,     # response stream ended (or failed);
                    grpc_status=None, error="")         # latency_ms = time to response headers;
@@ -84,7 +85,7 @@ class ProxyMetrics:
         m.route_status(pk, status_code=, error="")     # per request, at its end; a timeout is
                                                        # status_code=None, error=REQUEST_TIMEOUT
         m.retry(pk) / m.retry_success(pk) / m.retry_limit_exceeded(pk) / m.retry_overflow(pk)
-        tk = m.tcp(direction=, peer="src"|"dst", target_addr=(ip, port))
+        tk = m.tcp(direction=, peer="src"|"dst", target_addr=(ip, port), tls=TLS_DISABLED)
         m.tcp_open(tk) / m.tcp_bytes(tk, read=, write=) / m.tcp_close(tk, ..., errno="")
 
     `telemetry.py` makes one call per event instead, into the same cells: `attempt` (each
@@ -146,23 +147,24 @@ class ProxyMetrics:
         target_addr: tuple[str, int],
         dst_namespace: str = "",
         dst_service: str = "",
-        tls: str = "disabled",
-        no_tls_reason: str = "",
+        tls: TlsStatus = TLS_DISABLED,
     ) -> HttpKey:
         """The key for one endpoint label set; cached, so calling it per request is cheap.
         `target_addr` is the address the request is sent to: inbound, the local address the
-        app serves on; outbound, the endpoint the balancer picked. Inbound, `authority` is
-        dropped (Linkerd's cardinality default) and so are ``dst_*``."""
+        app serves on; outbound, the endpoint the balancer picked. `tls` is the connection's
+        (inbound) or the endpoint's (outbound) mesh TLS status, labeled after the address as
+        Linkerd does. Inbound, `authority` is dropped (Linkerd's cardinality default) and so
+        are ``dst_*``."""
         if direction == "inbound":
             dst_namespace = dst_service = ""
             if not self.inbound_authority:
                 authority = ""
-        ck = (direction, authority, target_addr, dst_namespace, dst_service, tls, no_tls_reason)
+        ck = (direction, authority, target_addr, dst_namespace, dst_service, tls)
         key = self._http.get(ck)
         if key is None:
             pairs: list[tuple[str, str]] = [("authority", authority)] if authority else []
             pairs += addr_labels(target_addr)
-            pairs += tls_labels(tls, no_tls_reason)
+            pairs += tls_labels(tls)
             if direction == "outbound":
                 pairs += (("dst_namespace", dst_namespace), ("dst_service", dst_service))
             f = self._fams
@@ -435,8 +437,7 @@ class ProxyMetrics:
         direction: Direction,
         peer: Peer,
         target_addr: tuple[str, int],
-        tls: str = "disabled",
-        no_tls_reason: str = "",
+        tls: TlsStatus = TLS_DISABLED,
         dst_namespace: str = "",
         dst_service: str = "",
     ) -> TcpKey:
@@ -444,10 +445,10 @@ class ProxyMetrics:
         opened. ``dst_*`` are kept on outbound only."""
         if direction == "inbound":
             dst_namespace = dst_service = ""
-        ck = (direction, peer, target_addr, tls, no_tls_reason, dst_namespace, dst_service)
+        ck = (direction, peer, target_addr, tls, dst_namespace, dst_service)
         key = self._tcp.get(ck)
         if key is None:
-            pairs = [("peer", peer), *addr_labels(target_addr), *tls_labels(tls, no_tls_reason)]
+            pairs = [("peer", peer), *addr_labels(target_addr), *tls_labels(tls)]
             if direction == "outbound":
                 pairs += (("dst_namespace", dst_namespace), ("dst_service", dst_service))
             key = self._tcp[ck] = TcpKey(self._base(direction, *pairs), self._fams)

@@ -154,6 +154,9 @@ class ProxyConfig:
     identity: IdentityConfig | None = None
     """Mesh TLS (docs/mtls.md): the inbound port detects TLS, upstream endpoints with an
     expected identity are reached over mTLS. None: plaintext only, as before."""
+    require_mtls: bool = False
+    """``--require-mtls``: outbound, a request whose endpoint has no identity is answered
+    502 and nothing is sent to it (`outbound_tls.py`); needs `identity`."""
     labels: tuple[tuple[str, str], ...] = ()
     """The workload's labels (``--label``): what policy selectors match."""
     opaque_ports: tuple[tuple[int, int], ...] = ()

@@ -340,6 +340,7 @@ async def _bind(
                 telemetry=telemetry,
                 namespace=config.namespace,
                 address=address,
+                require_mtls=config.require_mtls,
             )
 
         proxy.services = ServiceListeners(service_handler, reuse_port=config.workers > 1)
@@ -395,6 +396,7 @@ def _handlers(proxy: Proxy) -> list[tuple[ListenerName, Address, Handler]]:
             direction="outbound",
             namespace=config.namespace,
             listener=config.gateway_listener(),
+            require_mtls=config.require_mtls,
         )
         listeners.append(("outbound", config.outbound, handler))
     if config.inbound is not None:

@@ -2,7 +2,7 @@
 
 ```
 Handler ── Exchange(telemetry, ...) ──> one per request (the Call reports into it), tap `req`
-   .backend(b) .endpoint(addr)       who serves it (dst labels, target_addr)
+   .backend(b) .endpoint(addr, tls)  who serves it (dst labels, target_addr, tls labels)
    .attempt(status, error=...)       each try: route_actual_*, backend_* (policy families)
    .retry(...) .retry_skipped()      route retry counters
    .retry_success() .retry_limit_exceeded()
@@ -10,6 +10,12 @@ Handler ── Exchange(telemetry, ...) ──> one per request (the Call report
    .finish(status, error=...)        request/response counters, route and policy series, tap `end`
    .abandon()                        the client left: the tries made still count
 ```
+
+TLS labels (``tls``, then ``client_id``, ``server_id`` or ``no_tls_reason``) come from a
+`TlsStatus` made once per connection (inbound: `IncomingRequest.peer_tls`, set by the
+listener at accept) or per endpoint identity (outbound: `outbound_tls.server_tls`, given to
+`endpoint`); the status is one more element of the cache keys, never a string built per
+request. Tap prints it as Linkerd does: ``tls=true`` or the reason (``disabled``).
 
 The ``authority`` an `Exchange` is given is already bounded (the handler's, from the table:
 `RuntimeTable.authority_label`); it, not the Host header, keys every cache here.
@@ -34,7 +40,7 @@ from turnout.proxy.families import REQUEST_TIMEOUT, BackendKey, HttpKey, PolicyR
 from turnout.proxy.metrics import ProxyMetrics
 from turnout.proxy.registry import LATENCY_BOUNDS_MS
 from turnout.proxy.tap import TapEvent, TapHub, tap_id
-from turnout.proxy.transport.messages import IncomingRequest
+from turnout.proxy.transport.messages import TLS_DISABLED, IncomingRequest, TlsStatus
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,12 @@ _NO_DST = ("", "", 0)
 _TAP_BASE = itertools.count(1)
 _COUNTED = -1
 """`Exchange._tried` once the tries are counted one by one (a retry, an error)."""
+
+
+def tap_tls(status: TlsStatus) -> str:
+    """A status as ``linkerd viz tap`` prints it: ``true``, the no-TLS reason, ``disabled``."""
+    tls, name, value = status
+    return value if name == "no_tls_reason" else tls
 
 
 def _addr(addr: tuple[str, int]) -> str:
@@ -92,7 +104,7 @@ class Telemetry:
 
     def http_key(self, ex: Exchange) -> HttpKey:
         ns, svc, _ = dst = ex.dst
-        ck = (ex.direction, ex.authority, ex.target, dst)
+        ck = (ex.direction, ex.authority, ex.target, dst, ex.tls)
         key = self.http_keys.get(ck)
         if key is None:
             if len(self.http_keys) > MAX_CACHED_KEYS:
@@ -103,6 +115,7 @@ class Telemetry:
                 target_addr=ex.target,
                 dst_namespace=ns,
                 dst_service=svc,
+                tls=ex.tls,
             )
         return key
 
@@ -161,6 +174,7 @@ class Exchange:
         "status",
         "tap_id",
         "target",
+        "tls",
     )
 
     def __init__(
@@ -190,6 +204,8 @@ class Exchange:
         if target is None:
             target = request.local if direction == "inbound" else _NO_ADDR
         self.target: tuple[str, int] = target
+        self.tls: TlsStatus = request.peer_tls if direction == "inbound" else TLS_DISABLED
+        """Mesh TLS of the connection (inbound) or of the endpoint tried (`endpoint`)."""
         self.dst = _NO_DST
         """(namespace, service, port) of the backend picked; empty until then."""
         self.head_at: float | None = None
@@ -206,8 +222,8 @@ class Exchange:
             if keys is None:
                 keys = owner.keys_for(direction, authority, decision)
             self._keys = keys
-        if owner.tap.active:
-            self.publish("req")
+        if owner.tap.active and direction == "inbound":
+            self.publish("req")  # outbound: once the endpoint (and its TLS) is known
 
     def backend(self, backend: Backend) -> None:
         self.dst = backend.dst
@@ -234,8 +250,13 @@ class Exchange:
         if tried is not None and tried != _COUNTED and keys is not None:
             self.owner.metrics.attempt(keys.route, self._backend_key(), status_code=tried, error="")
 
-    def endpoint(self, addr: tuple[str, int]) -> None:
+    def endpoint(self, addr: tuple[str, int], tls: TlsStatus) -> None:
+        """The try goes to `addr`, with `tls` (`outbound_tls.server_tls`; inbound, the
+        connection's own)."""
         self.target = addr
+        self.tls = tls
+        if not self.tap_id and self.owner.tap.active:
+            self.publish("req")
 
     def retry(self, *, status: int | None, error: Exception | None) -> None:
         pk = self._policy_key()
@@ -264,6 +285,8 @@ class Exchange:
         self.head_at = self.owner.clock()
         self.status = status
         if self.owner.tap.active:
+            if not self.tap_id:
+                self.publish("req")
             self.publish("rsp")
 
     def finish(
@@ -288,7 +311,7 @@ class Exchange:
             and (keys is None or self._tried == status)
         ):
             # the plain path: answered by the first (only) try, or not routed (inbound)
-            ck = (self.direction, self.authority, keys, self.target, self.dst, status)
+            ck = (self.direction, self.authority, keys, self.target, self.dst, self.tls, status)
             tally = owner.tallies.get(ck)
             if tally is None:
                 tally = owner.metrics.plain_tally(
@@ -328,6 +351,8 @@ class Exchange:
     def _publish_end(
         self, status: int | None, now: float, bytes_sent: int, grpc_status: int | None, error: str
     ) -> None:
+        if not self.tap_id:
+            self.publish("req")  # answered before any endpoint was tried
         if self.head_at is None:
             self.status = status
             self.head_at = now
@@ -381,7 +406,7 @@ class Exchange:
                 direction=self.direction,
                 src=_addr(req.peer),
                 dst=_addr(self.target),
-                tls="disabled",
+                tls=tap_tls(self.tls),
                 method=req.method,
                 authority=req.host,
                 path=req.target,

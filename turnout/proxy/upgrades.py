@@ -50,7 +50,9 @@ class UpgradeCall(Call):
         slot, addr = target
         balancer = self.balancer
         h, ex = self.h, self.ex
-        ex.endpoint(addr)
+        identity = self._endpoint_tls(slot, addr)
+        if identity is False:
+            return
         upgrade = self.req.upgrade
         assert upgrade is not None
         t0 = h.clock()
@@ -63,7 +65,7 @@ class UpgradeCall(Call):
                 headers=forward_headers(self.req.headers, self.req.host),
                 upgrade=upgrade,
                 timeout_ms=try_timeout(self.decision.per_try_timeout_ms, self.deadline, t0),
-                identity=None if slot is None else slot.endpoint.identity,
+                identity=identity,
             )
             failed = False
         except UpstreamError as exc:

@@ -375,7 +375,14 @@ async def live_stats(
     urls: Sequence[str], *, window: float, timeout: float = 2.0
 ) -> tuple[dict[RouteKey, RouteStats], list[str]]:
     """Scrape every URL, wait `window` seconds, scrape again: stats and scrape errors."""
+    before, after = await live_scrapes(urls, window=window, timeout=timeout)
+    return route_stats(before, after)
+
+
+async def live_scrapes(
+    urls: Sequence[str], *, window: float, timeout: float = 2.0
+) -> tuple[list[Scrape], list[Scrape]]:
+    """Every URL scraped, then again `window` seconds later."""
     before = await scrape_all(urls, timeout=timeout)
     await asyncio.sleep(window)
-    after = await scrape_all(urls, timeout=timeout)
-    return route_stats(before, after)
+    return before, await scrape_all(urls, timeout=timeout)

@@ -34,6 +34,7 @@ def run(*args: str) -> tuple[int, str]:
             "/nonexistent/t: no such file",
         ),
         (["--identity-addr", "127.0.0.1:1"], "need --identity NAME"),
+        (["--require-mtls"], "--require-mtls needs --identity NAME"),
     ],
 )
 def test_identity_flag_mistakes_are_one_line_and_exit_2(args: list[str], says: str) -> None:

@@ -59,6 +59,22 @@ HOP_BY_HOP = frozenset(
 
 HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 
+TlsStatus = tuple[str, str, str]
+"""A connection's mesh TLS status, as Linkerd labels it (`app/core/src/transport/labels.rs`):
+``(tls, name, value)``, e.g. ``("true", "client_id", "web.shop.serviceaccount...")``,
+``("no_identity", "no_tls_reason", "no_tls_from_remote")`` or ``("disabled", "", "")``. Made
+once per connection (inbound) or endpoint (outbound); a tuple, so equal statuses key the
+metrics caches alike."""
+TLS_DISABLED: TlsStatus = ("disabled", "", "")
+"""This proxy has no identity: mesh TLS is off."""
+NO_TLS_FROM_REMOTE: TlsStatus = ("no_identity", "no_tls_reason", "no_tls_from_remote")
+"""Inbound, on a proxy with an identity: the client sent plaintext."""
+
+
+def client_tls(client_id: str) -> TlsStatus:
+    """Inbound, TLS terminated: the client's identity ("" when it sent no certificate)."""
+    return ("true", "client_id", client_id)
+
 
 class RawHeaders:
     """Response headers as an upstream sent them, undecoded and already checked by the
@@ -344,8 +360,10 @@ class IncomingRequest:
         "method",
         "path",
         "peer",
+        "peer_tls",
         "query",
         "raw_headers",
+        "require_id",
         "target",
         "tls",
         "upgrade",
@@ -397,6 +415,12 @@ class IncomingRequest:
         self.client_id = ""
         """Received over mesh TLS from a client whose certificate names this identity; the
         transport has then also put it in `l5d-client-id` (and dropped any the client sent)."""
+        self.peer_tls = TLS_DISABLED
+        """The connection's mesh TLS status (`TlsStatus`): the metrics and tap labels."""
+        self.require_id: str | None = None
+        """Linkerd's ``l5d-require-id``: the identity the outbound proxy must prove the
+        endpoint has (mTLS to it, or a 502); the transport takes the header out of the
+        request, so it is never forwarded. None: not asked."""
         self.conn: ConnectionInfo | None = None
         """The connection it arrived on (inbound listeners)."""
         self._headers: Headers | None = None

@@ -42,6 +42,8 @@ import httptools
 from turnout.proxy.errors import ClientError
 from turnout.proxy.transport.downstream import DownstreamConnection, Listener
 from turnout.proxy.transport.messages import (
+    NO_TLS_FROM_REMOTE,
+    TLS_DISABLED,
     Accept,
     ConnectionHooks,
     ConnectionInfo,
@@ -50,6 +52,8 @@ from turnout.proxy.transport.messages import (
     Limits,
     RawPairs,
     RequestBody,
+    TlsStatus,
+    client_tls,
     hook_open,
 )
 from turnout.proxy.transport.refusals import (
@@ -72,6 +76,9 @@ _SPECIAL_LENGTHS = frozenset({4, 6, 7, 10, 14, 17})
 _MESH_LENGTHS = _SPECIAL_LENGTHS | {13}
 """And of l5d-client-id, on a mesh TLS listener (where the transport owns that header)."""
 CLIENT_ID_HEADER = b"l5d-client-id"
+REQUIRE_ID_HEADER = b"l5d-require-id"
+"""Linkerd's per-request require-mTLS header (14 bytes, as Content-Length): noted, never
+forwarded (`IncomingRequest.require_id`)."""
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
@@ -99,6 +106,8 @@ class HttpServerProtocol(DownstreamConnection):
         self._plain_head: bytes | None = None  # an h2c upgrade's head, to parse again
         self._special = _SPECIAL_LENGTHS if listener.mesh is None else _MESH_LENGTHS
         self._client_id = b""  # mesh TLS: the verified client identity
+        self._peer_tls: TlsStatus = TLS_DISABLED  # mesh TLS: the labels, once per connection
+        self._require_id: str | None = None
 
     # -- asyncio.Protocol (connection_lost and the writing side: DownstreamConnection) --------
 
@@ -122,10 +131,12 @@ class HttpServerProtocol(DownstreamConnection):
                 return
         elif listener.mesh is not None:
             ssl_object = transport.get_extra_info("ssl_object")
+            self._peer_tls = NO_TLS_FROM_REMOTE
             if ssl_object is not None:
                 info.tls = True
                 info.client_id = listener.mesh.peer_identity(ssl_object)
                 self._client_id = info.client_id.encode("ascii")
+                self._peer_tls = client_tls(info.client_id)
         limit = self.limits.max_connections
         if limit is not None and listener.open > limit:
             log.debug("connection over the limit closed peer=%s limit=%d", self.peer, limit)
@@ -223,6 +234,7 @@ class HttpServerProtocol(DownstreamConnection):
             self._url = url
             self._headers = []
             self._host = self._content_length = self._upgrade = self._coding = None
+            self._require_id = None
             self._expect = self._connection = False
             self._head_size = len(url)
             self._head_raw = 0
@@ -264,6 +276,9 @@ class HttpServerProtocol(DownstreamConnection):
                 self._connection = True
             elif lname == CLIENT_ID_HEADER:
                 return  # only on a mesh listener: the client's own is never believed
+            elif lname == REQUIRE_ID_HEADER:
+                self._require_id = value.decode("latin-1").strip()
+                return
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -336,6 +351,9 @@ class HttpServerProtocol(DownstreamConnection):
             upgrade,
         )
         request.tls = self.chain
+        request.peer_tls = self._peer_tls
+        if self._require_id is not None:
+            request.require_id = self._require_id
         request.conn = self.info
         if self._client_id:
             headers.append((CLIENT_ID_HEADER, self._client_id))
