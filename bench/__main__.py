@@ -14,6 +14,7 @@ BENCHMARKS = (
     "bench.manifests",
     "bench.resubscribe",
     "bench.identity",
+    "bench.mtls",
 )
 
 

@@ -37,6 +37,15 @@ def test_init_creates_the_ca_and_says_how_to_serve_it(tmp_path: Path) -> None:
     assert f"--identity-dir {d}" in out
     m = load_material(Path(d))
     assert (m.settings.domain, m.settings.leaf_lifetime_ms) == ("mesh.example", 5_400_000)
+    assert m.settings.clock_skew_ms == 20_000
+
+
+def test_init_takes_a_clock_skew_and_zero_means_none(tmp_path: Path) -> None:
+    d = str(tmp_path / "id")
+    code, _, err = mesh("identity", "init", "--dir", d, "--lifetime", "60s", "--clock-skew", "0")
+    assert (code, err) == (0, "")
+    m = load_material(Path(d))
+    assert (m.settings.leaf_lifetime_ms, m.settings.clock_skew_ms) == (60_000, 0)
 
 
 @pytest.mark.parametrize(

@@ -144,7 +144,8 @@ class InProcessPlane:
 @dataclass
 class ServeProcess:
     """`mesh serve --dir DIR --xds 127.0.0.1:PORT --admin 127.0.0.1:0` as a real process,
-    killed with SIGKILL; `env` and `preexec` (e.g. a memory limit) for the child."""
+    killed with SIGKILL; `env` and `preexec` (e.g. a memory limit) for the child, `extra`
+    arguments (e.g. `--identity-dir CA`)."""
 
     directory: Path
     log: Path
@@ -153,12 +154,14 @@ class ServeProcess:
     """The admin port it bound (read from its output)."""
     env: Mapping[str, str] | None = None
     preexec: Callable[[], None] | None = None
+    extra: tuple[str, ...] = ()
     proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> ServeProcess:
         code = "import sys; from turnout.cli.main import main; sys.exit(main(sys.argv[1:]))"
         argv = ["-v", "serve", "--dir", str(self.directory), "--xds", f"127.0.0.1:{self.port}"]
         argv += ["--admin", "127.0.0.1:0"]  # not the default port: a local `mesh serve` has it
+        argv += self.extra
         with self.log.open("ab") as stderr:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,

@@ -46,6 +46,7 @@ from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files, add_max_file
 from turnout.engine.config import DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS
 from turnout.engine.errors import LoadError
 from turnout.engine.identity.settings import (
+    DEFAULT_CLOCK_SKEW_MS,
     DEFAULT_JOIN_TOKEN_TTL_MS,
     DEFAULT_LEAF_LIFETIME_MS,
     DEFAULT_TRUST_DOMAIN,
@@ -358,6 +359,13 @@ def _security_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=DEFAULT_LEAF_LIFETIME_MS,
         metavar="DURATION",
         help="validity of issued leaves, e.g. 24h, 90m (default 24h)",
+    )
+    q.add_argument(
+        "--clock-skew",
+        type=duration_ms,
+        default=DEFAULT_CLOCK_SKEW_MS,
+        metavar="DURATION",
+        help="allowance added to both ends of a leaf's validity (default 20s; 0 for none)",
     )
     q.set_defaults(run="security:run_identity_init")
 

@@ -2,7 +2,7 @@
 
 ```
 mesh identity init --dir DIR [--domain D] [--lifetime 24h]   store.init_store   anchor, issuer,
-                                                                                bundle, token key
+                   [--clock-skew 20s]                                          bundle, token key
 mesh identity rotate --dir DIR --issuer                       store.rotate_issuer
                                --anchor                       store.rotate_anchor    (step 1)
                                --drop-old-anchor              store.drop_old_anchor  (step 3)
@@ -62,7 +62,9 @@ def run_identity_init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         domain = check_domain(args.domain)
     except ValueError as exc:
         raise UsageError(f"--domain: {exc}") from None
-    settings = IdentitySettings(domain=domain, leaf_lifetime_ms=args.lifetime)
+    settings = IdentitySettings(
+        domain=domain, leaf_lifetime_ms=args.lifetime, clock_skew_ms=args.clock_skew
+    )
     m = _run(lambda: init_store(Path(args.dir), settings, now=utc_now()))
     print(
         f"identity initialised in {args.dir}: trust domain {domain},"
