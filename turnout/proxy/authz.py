@@ -50,6 +50,8 @@ class Caller:
     namespace: str | None = None
     principal: str | None = None
     """Istio's ``<domain>/ns/<ns>/sa/<sa>``."""
+    account: str | None = None
+    """``<ns>/<sa>``."""
 
     @classmethod
     def of(cls, ip: str, *, tls: bool, identity: str | None) -> Caller:
@@ -67,6 +69,7 @@ class Caller:
             address=address,
             namespace=parts[1] if parts else None,
             principal=f"{parts[2]}/ns/{parts[1]}/sa/{parts[0]}" if parts else None,
+            account=f"{parts[1]}/{parts[0]}" if parts else None,
         )
 
 
@@ -361,6 +364,7 @@ class Rule:
         "exact_identity",
         "failed",
         "http",
+        "keys",
         "labels",
         "name",
         "operations",
@@ -380,6 +384,10 @@ class Rule:
             or any(o.fields for o in self.operations)
             or any(c.http for c in self.conditions)
         )
+        self.keys = _identity_keys(d)
+        """("id", identity) / ("pr", principal) / ("sa", "ns/sa") values one of which the
+        client must have;
+        None: any client may match."""
         self.exact_identity = _only_exact_identity(d)
         """The one identity this rule allows and nothing else asked of the client (the
         shape of a ServerAuthorization / MeshTLSAuthentication naming one account)."""
@@ -391,6 +399,28 @@ class Rule:
         if self.operations and not any(o(port, req, http_only) for o in self.operations):
             return False
         return all(cond(c, port, req, http_only) for cond in self.conditions)
+
+
+def _identity_keys(d: Data) -> frozenset[tuple[str, str]] | None:
+    """The exact identities or principals (one of which) every peer of the rule needs."""
+    peers = d.get("peers", ())
+    if not peers:
+        return None
+    keys: set[tuple[str, str]] = set()
+    for peer in peers:
+        ids = peer.get("identities", ())
+        if not ids:
+            return None
+        for m in ids:
+            if m.get("type") == "ExactIdentity":
+                keys.add(("id", str(m["value"])))
+            elif m.get("type") == "ServiceAccountIdentity" and m.get("name"):
+                keys.add(("sa", f"{m['namespace']}/{m['name']}"))
+            elif m.get("type") == "PrincipalMatch" and m["match"].get("kind") == "exact":
+                keys.add(("pr", str(m["match"].get("value", ""))))
+            else:
+                return None
+    return frozenset(keys)
 
 
 def _only_exact_identity(d: Data) -> str | None:
@@ -418,24 +448,47 @@ class Verdict:
 
 
 class Candidates:
-    """ALLOW rules in decision order, with the exact-identity ones indexed."""
+    """ALLOW rules in decision order, indexed by the client identity they need.
 
-    __slots__ = ("by_identity", "failed", "ordered", "rules")
+    A rule that asks only for one exact identity (a ServerAuthorization naming one account)
+    is answered by a dict lookup; a rule that needs the identity or the Istio principal to
+    be one of a few exact values (and more: paths, methods) is only tested for such a
+    client; the rest are scanned. The first matching rule in decision order wins, as if
+    every rule were tested in turn."""
+
+    __slots__ = ("by_identity", "failed", "keyed", "ordered", "rules")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
-        self.rules = tuple((i, r) for i, r in enumerate(rules) if not r.failed)
+        self.ordered = tuple(rules)
         self.failed = tuple(r for r in rules if r.failed)
         self.by_identity: dict[str, int] = {}
-        for i, r in self.rules:
+        keyed: dict[tuple[str, str], list[tuple[int, Rule]]] = {}
+        scan: list[tuple[int, Rule]] = []
+        for i, r in enumerate(rules):
+            if r.failed:
+                continue
             if r.exact_identity is not None:
                 self.by_identity.setdefault(r.exact_identity, i)
-        if self.by_identity:  # the indexed ones are found by lookup, not by the scan
-            self.rules = tuple((i, r) for i, r in self.rules if r.exact_identity is None)
-        self.ordered = tuple(rules)
+            elif r.keys is not None:
+                for key in r.keys:
+                    keyed.setdefault(key, []).append((i, r))
+            else:
+                scan.append((i, r))
+        self.keyed = {k: tuple(v) for k, v in keyed.items()}
+        self.rules = tuple(scan)
 
     def first(self, c: Caller, port: int, req: Req | None) -> Rule | None:
         hit = self.by_identity.get(c.identity, -1) if c.identity else -1
-        for i, r in self.rules:
+        found = self.rules
+        if self.keyed and c.identity is not None:
+            extra = (
+                *self.keyed.get(("id", c.identity), ()),
+                *self.keyed.get(("pr", c.principal or ""), ()),
+                *self.keyed.get(("sa", c.account or ""), ()),
+            )
+            if extra:
+                found = tuple(sorted({*found, *extra}, key=lambda pair: pair[0]))
+        for i, r in found:
             if hit >= 0 and i > hit:
                 break
             if r.matches(c, port, req):
