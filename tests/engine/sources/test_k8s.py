@@ -95,8 +95,20 @@ def every_kind(ns: str = "shop") -> list[dict[str, Any]]:
                 "labels": {"kubernetes.io/service-name": "web"},
             },
             "addressType": "IPv4",
-            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}],
+            "endpoints": [
+                {
+                    "addresses": ["10.0.0.1"],
+                    "conditions": {"ready": True},
+                    "targetRef": {"kind": "Pod", "name": "web-1", "namespace": ns},
+                }
+            ],
             "ports": [{"name": "http", "port": 8080}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": ns, "labels": {"app": "web"}},
+            "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "w"}]},
         },
         mk_route(ns, "web", {"web": 90, "web-canary": 10}),
         {

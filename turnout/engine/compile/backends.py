@@ -15,7 +15,9 @@ from turnout.engine import ir
 from turnout.engine.compile.context import Ctx
 from turnout.engine.config import INVALID_BACKEND_STATUS
 from turnout.engine.diagnostics import SourcePos, warning
+from turnout.engine.identity.settings import DEFAULT_TRUST_DOMAIN
 from turnout.engine.model.base import BackendObjectReference
+from turnout.engine.model.core import ObjectReference
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 
@@ -46,6 +48,17 @@ def grant_allows(ctx: Ctx, *, route: RouteRef, to_ns: str, to_kind: str, to_name
     return False
 
 
+def pod_identity(ctx: Ctx, ns: str, ref: ObjectReference | None) -> str | None:
+    """The identity of the Pod an endpoint names, from its service account (what its proxy
+    gets a certificate for, Linkerd's destination rule): None when the Pod is unknown."""
+    if ref is None or ref.kind != "Pod" or not ref.name:
+        return None
+    account = ctx.index.accounts.get((ref.namespace or ns, ref.name))
+    if account is None:
+        return None
+    return f"{account}.{ref.namespace or ns}.serviceaccount.identity.{DEFAULT_TRUST_DOMAIN}"
+
+
 def endpoints_of(
     ctx: Ctx, ns: str, service: str, port_name: str | None, port: int
 ) -> tuple[tuple[ir.Endpoint, ...], bool]:
@@ -57,11 +70,12 @@ def endpoints_of(
     found: set[ir.Endpoint] = set()
     for loaded in slices:
         sl = loaded.obj
-        identity = sl.metadata.annotations.get(ir.IDENTITY_ANNOTATION) or None
+        annotated = sl.metadata.annotations.get(ir.IDENTITY_ANNOTATION) or None
         ports = [p.port for p in sl.ports if p.port is not None and (p.name or None) == port_name]
         if not ports and len(sl.ports) == 1 and sl.ports[0].port is not None:
             ports = [sl.ports[0].port]
         for ep in sl.endpoints:
+            identity = annotated or pod_identity(ctx, ns, ep.target_ref)
             ready = ep.conditions.ready is not False
             for addr in ep.addresses:
                 for p in ports:

@@ -21,6 +21,7 @@ from turnout.engine.model import (
     HTTPRoute,
     Loaded,
     Namespace,
+    Pod,
     ReferenceGrant,
     Resources,
     Secret,
@@ -40,6 +41,8 @@ class Index:
     classes: dict[str, Loaded[GatewayClass]] = field(default_factory=dict)
     grants: dict[str, list[Loaded[ReferenceGrant]]] = field(default_factory=dict)
     slices: dict[tuple[str, str], list[Loaded[EndpointSlice]]] = field(default_factory=dict)
+    accounts: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(namespace, pod name) -> the pod's service account."""
     faults: dict[tuple[str, str], Loaded[FaultInjection]] = field(default_factory=dict)
     policies: dict[tuple[str, str], Loaded[XBackendTrafficPolicy]] = field(default_factory=dict)
     routes: list[Loaded[HTTPRoute] | Loaded[GRPCRoute]] = field(default_factory=list)
@@ -74,6 +77,8 @@ def build_index(resources: Resources) -> Index:
             idx.secrets[key] = loaded  # type: ignore[assignment]
         elif isinstance(obj, Namespace):
             idx.namespaces[obj.name] = loaded  # type: ignore[assignment]
+        elif isinstance(obj, Pod):
+            idx.accounts[key] = obj.spec.service_account_name
         elif isinstance(obj, Gateway):
             idx.gateways[key] = loaded  # type: ignore[assignment]
         elif isinstance(obj, GatewayClass):

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from turnout.engine.model.base import ParentReference, Resource
-from turnout.engine.model.core import EndpointSlice, Namespace, Secret, Service
+from turnout.engine.model.core import EndpointSlice, Namespace, Pod, Secret, Service
 from turnout.engine.model.gateway import Gateway, GatewayClass, ReferenceGrant
 from turnout.engine.model.grpcroute import GRPCRoute
 from turnout.engine.model.httproute import HTTPRoute
@@ -26,6 +26,7 @@ __all__ = [
     "Loaded",
     "Namespace",
     "ParentReference",
+    "Pod",
     "ReferenceGrant",
     "Resource",
     "Resources",

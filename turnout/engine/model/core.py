@@ -57,11 +57,32 @@ class EndpointConditions(LooseModel):
     terminating: Bool | None = None
 
 
+class ObjectReference(LooseModel):
+    kind: Str | None = None
+    name: Str | None = None
+    namespace: Str | None = None
+
+
 class SliceEndpoint(LooseModel):
     addresses: list[Str] = Field(min_length=1)
     conditions: EndpointConditions = Field(default_factory=EndpointConditions)
     zone: Str | None = None
     node_name: Str | None = None
+    target_ref: ObjectReference | None = None
+    """The Pod behind the endpoint (set by the EndpointSlice controller): its service
+    account is the endpoint's mesh identity."""
+
+
+class PodSpec(LooseModel):
+    service_account_name: Str = "default"
+
+
+class Pod(Resource):
+    """Only what the mesh needs of a Pod: its service account (the identity its proxy
+    proves, which clients expect of its endpoints)."""
+
+    kind: Literal["Pod"] = "Pod"
+    spec: PodSpec = Field(default_factory=PodSpec)
 
 
 class EndpointPort(LooseModel):

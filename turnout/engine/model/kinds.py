@@ -42,7 +42,7 @@ from turnout.engine.model.authz import (
     ServerV1beta2,
 )
 from turnout.engine.model.base import Resource
-from turnout.engine.model.core import EndpointSlice, Namespace, Secret, Service
+from turnout.engine.model.core import EndpointSlice, Namespace, Pod, Secret, Service
 from turnout.engine.model.gateway import (
     Gateway,
     GatewayClass,
@@ -81,6 +81,7 @@ KINDS: dict[tuple[str, str], dict[str, type[Resource]]] = {
     ("", "Namespace"): {"v1": Namespace},
     ("", "Service"): {"v1": Service},
     ("", "Secret"): {"v1": Secret},
+    ("", "Pod"): {"v1": Pod},
     ("discovery.k8s.io", "EndpointSlice"): {"v1": EndpointSlice},
     (POLICY_GROUP, "FaultInjection"): {"v1alpha1": FaultInjection},
     (SPLIT_GROUP, "TrafficSplit"): {

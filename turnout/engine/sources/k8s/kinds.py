@@ -90,6 +90,8 @@ WATCHED_KINDS: tuple[KindSpec, ...] = (
     ),
     KindSpec(kind="EndpointSlice", group="discovery.k8s.io", version="v1", plural="endpointslices"),
     KindSpec(kind="Namespace", group="", version="v1", plural="namespaces", namespaced=False),
+    # Pods: only their service account matters (the identity of the endpoints they back)
+    KindSpec(kind="Pod", group="", version="v1", plural="pods"),
     KindSpec(
         kind="FaultInjection", group=POLICY_GROUP, version="v1alpha1", plural="faultinjections"
     ),
