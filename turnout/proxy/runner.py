@@ -44,7 +44,7 @@ from turnout.proxy.process import Address, ListenerName, ProxyConfig, TableSourc
 from turnout.proxy.service_listeners import ServiceListeners
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.tap import TapHub
-from turnout.proxy.telemetry import Telemetry
+from turnout.proxy.telemetry import TcpHooks, Telemetry
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.detect import DETECT_TIMEOUT_MS, DetectingServer, serve_detecting
 from turnout.proxy.transport.server import serve_http
@@ -362,10 +362,15 @@ async def _bind(
                     ),
                     gate=proxy.guard,
                     app=(config.app.host, config.app.port),
+                    hooks=TcpHooks(proxy.metrics, "inbound"),
                 )
             else:
                 server = await serve_http(
-                    handler, host=addr.host, port=addr.port, reuse_port=config.workers > 1
+                    handler,
+                    host=addr.host,
+                    port=addr.port,
+                    reuse_port=config.workers > 1,
+                    hooks=TcpHooks(proxy.metrics, name if name == "inbound" else "outbound"),
                 )
         proxy.handlers.append(handler)
         proxy.servers.append(server)

@@ -28,6 +28,7 @@ request together; `abandon()` (the client left) still counts what was tried.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import time
@@ -36,11 +37,24 @@ from collections.abc import Callable
 from typing import Literal
 
 from turnout.proxy.actions import Backend, Decision
-from turnout.proxy.families import REQUEST_TIMEOUT, BackendKey, HttpKey, PolicyRouteKey, RouteKey
+from turnout.proxy.families import (
+    REQUEST_TIMEOUT,
+    BackendKey,
+    Direction,
+    HttpKey,
+    PolicyRouteKey,
+    RouteKey,
+    TcpKey,
+)
 from turnout.proxy.metrics import ProxyMetrics
 from turnout.proxy.registry import LATENCY_BOUNDS_MS
 from turnout.proxy.tap import TapEvent, TapHub, tap_id
-from turnout.proxy.transport.messages import TLS_DISABLED, IncomingRequest, TlsStatus
+from turnout.proxy.transport.messages import (
+    TLS_DISABLED,
+    ConnectionInfo,
+    IncomingRequest,
+    TlsStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -419,3 +433,32 @@ class Exchange:
                 reset_error=reset,
             )
         )
+
+
+class TcpHooks:
+    """Linkerd's ``tcp_*`` families for a listener's accepted connections (``peer="src"``),
+    labelled by the connection's TLS (`ConnectionInfo.tls_status`): a `ConnectionHooks`
+    for `serve_http` / `serve_detecting`. Once per connection, nothing per request."""
+
+    __slots__ = ("direction", "metrics")
+
+    def __init__(self, metrics: ProxyMetrics, direction: Direction) -> None:
+        self.metrics = metrics
+        self.direction: Direction = direction
+
+    def on_connection_open(self, conn: ConnectionInfo) -> None:
+        key = self.metrics.tcp(
+            direction=self.direction, peer="src", target_addr=conn.local, tls=conn.tls_status
+        )
+        conn.metrics = key
+        self.metrics.tcp_open(key)
+
+    def on_connection_close(self, conn: ConnectionInfo, error: BaseException | None) -> None:
+        key = conn.metrics
+        if not isinstance(key, TcpKey):
+            return
+        code = getattr(error, "errno", None)
+        name = errno.errorcode.get(code, "") if isinstance(code, int) else ""
+        if error is not None and not name:
+            name = "ECONNRESET" if isinstance(error, ConnectionResetError) else "EIO"
+        self.metrics.tcp_close(key, read=conn.bytes_read, write=conn.bytes_written, errno=name)

@@ -288,6 +288,14 @@ async def test_an_opaque_port_forwards_at_once_and_refuses_denied_connections(
     try:
         port = proxy.port_of(proxy.servers[0])
         assert await greeting(port) == b"220 greeter ready\r\n250 HELO x\r\n"
+        async with asyncio.timeout(5):  # the proxy sees the close a moment after the client
+            while metric(text := proxy.metrics.render(), "tcp_close_total") < 1:
+                await asyncio.sleep(0.01)
+        assert metric(text, "tcp_open_total", direction="inbound", peer="src") == 1
+        assert metric(text, "tcp_read_bytes_total", direction="inbound") == len(b"HELO x\r\n")
+        assert metric(text, "tcp_write_bytes_total", direction="inbound") == len(
+            b"220 greeter ready\r\n250 HELO x\r\n"
+        )
         # a Server on the port that only the ingress may call: plaintext is refused
         proxy.apply_policy(served_policy(tmp_path, server_policy(app_port, protocol="opaque")), "1")  # type: ignore[arg-type]
         before = greeter.accepted
@@ -337,6 +345,10 @@ async def test_permissive_serves_plaintext_and_mtls_on_one_port_split_by_tls(lab
         metric(text, name, tls="true", client_id=INGRESS, authz_name="all-unauthenticated") == 500
     )
     assert metric(text, name, tls="no_identity", no_tls_reason="no_tls_from_remote") == 500
+    # the connections, labelled the same way (Linkerd's tcp_* families)
+    tcp = "tcp_open_total"
+    assert metric(text, tcp, direction="inbound", peer="src", tls="true", client_id=INGRESS) >= 1
+    assert metric(text, tcp, direction="inbound", peer="src", tls="no_identity") >= 1
 
 
 @bounded(60)

@@ -41,6 +41,8 @@ from turnout.proxy.transport.messages import (
     Limits,
     MeshTls,
     PortGate,
+    hook_close,
+    hook_open,
 )
 from turnout.proxy.transport.server import HttpServerProtocol
 
@@ -50,6 +52,8 @@ DETECT_TIMEOUT_MS = 10_000
 _PARTIAL_WAIT_S = 0.005
 
 Kind = Literal["tls", "plain"]
+OPAQUE_PLAINTEXT = ("no_identity", "no_tls_reason", "no_tls_from_remote")
+"""An opaque port's connection as the metrics label it: forwarded, not terminated."""
 
 
 def is_client_hello(head: bytes) -> bool:
@@ -169,10 +173,12 @@ class DetectingServer:
         """An opaque port: authorize the connection, then copy bytes both ways, at once (a
         server-first protocol's greeting is not held back by detection)."""
         info = _info(conn)
+        info.tls_status = OPAQUE_PLAINTEXT
         if not gate.connection_allowed(info):
             log.debug("opaque connection refused by policy peer=%s", info.peer)
             _reset(conn)
             return
+        hooks = self._listener.hooks
         loop = self._loop
         upstream = socket.socket(_family(app[0]), socket.SOCK_STREAM)
         upstream.setblocking(False)
@@ -183,11 +189,16 @@ class DetectingServer:
             upstream.close()
             _reset(conn)
             return
+        hook_open(hooks, info)
         try:
-            await asyncio.gather(_pump(loop, conn, upstream), _pump(loop, upstream, conn))
+            read, written = await asyncio.gather(
+                _pump(loop, conn, upstream), _pump(loop, upstream, conn)
+            )
+            info.bytes_read, info.bytes_written = read, written
         finally:
             upstream.close()
             conn.close()
+            hook_close(hooks, info, None)
 
     async def _sniff(self, conn: socket.socket) -> Kind | None:
         """TLS, plaintext, or None: the client closed before sending a byte."""
@@ -255,15 +266,18 @@ async def serve_detecting(
     return server
 
 
-async def _pump(loop: asyncio.AbstractEventLoop, src: socket.socket, dst: socket.socket) -> None:
-    """Copy `src` to `dst` until `src` ends, then half-close `dst`."""
+async def _pump(loop: asyncio.AbstractEventLoop, src: socket.socket, dst: socket.socket) -> int:
+    """Copy `src` to `dst` until `src` ends, then half-close `dst`; the bytes copied."""
+    total = 0
     try:
         while data := await loop.sock_recv(src, 65536):
             await loop.sock_sendall(dst, data)
+            total += len(data)
     except OSError:
         pass
     with contextlib.suppress(OSError):
         dst.shutdown(socket.SHUT_WR)
+    return total
 
 
 def _peer(conn: socket.socket) -> tuple[str, int]:

@@ -145,10 +145,12 @@ class ConnectionInfo:
         "client_id",
         "direction",
         "local",
+        "metrics",
         "opened_at",
         "peer",
         "requests",
         "tls",
+        "tls_status",
     )
 
     def __init__(
@@ -175,6 +177,10 @@ class ConnectionInfo:
         """Inbound mesh TLS: the client certificate's identity ("": none, or plaintext)."""
         self.authz: object = None
         """Inbound authorization's per-connection state (`inbound_guard.py`); None: none yet."""
+        self.tls_status: TlsStatus = TLS_DISABLED
+        """Linkerd's TLS labels of the connection (set before `on_connection_open`)."""
+        self.metrics: object = None
+        """The metrics' per-connection key (`telemetry.TcpHooks`)."""
 
     def __repr__(self) -> str:
         return (

@@ -121,12 +121,12 @@ class HttpServerProtocol(DownstreamConnection):
         listener = self.listener
         listener.open += 1
         self._counted = True
-        hook_open(listener.hooks, info)
         if listener.tls is not None:
             # the handshake is over (`ssl=` of create_server): which listener did SNI choose?
             self.chain = listener.tls.session(transport.get_extra_info("ssl_object"))
             if self.chain is None:
                 log.debug("tls connection without a chosen listener closed peer=%s", self.peer)
+                hook_open(listener.hooks, info)  # every close is paired with an open
                 transport.abort()
                 return
         elif listener.mesh is not None:
@@ -137,6 +137,8 @@ class HttpServerProtocol(DownstreamConnection):
                 info.client_id = listener.mesh.peer_identity(ssl_object)
                 self._client_id = info.client_id.encode("ascii")
                 self._peer_tls = client_tls(info.client_id)
+        info.tls_status = self._peer_tls
+        hook_open(listener.hooks, info)  # after TLS: the metrics label the connection by it
         limit = self.limits.max_connections
         if limit is not None and listener.open > limit:
             log.debug("connection over the limit closed peer=%s limit=%d", self.peer, limit)
