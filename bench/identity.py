@@ -33,7 +33,8 @@ from turnout.engine.identity.settings import IdentitySettings
 from turnout.engine.identity.store import AuthorityFiles, init_store
 from turnout.engine.identity.tokens import JoinTokenVerifier, issue_join_token
 from turnout.engine.server import AdsServer
-from turnout.engine.server.certify import METHOD, CertifyRequest, CertifyResponse, certify_handler
+from turnout.engine.server.certify import certify_handler
+from turnout.wire.certify import METHOD, CertifyRequest, CertifyResponse
 
 N = 2_000
 GRPC_N = 500
