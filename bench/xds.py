@@ -42,6 +42,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from bench.synth import route, service
 from turnout.engine.ir import RouteTable
+from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.pipeline import CompiledInputs, IncrementalCompiler
 from turnout.engine.plane import ControlPlane
 from turnout.engine.server import AdsServer, ServerSettings
@@ -198,9 +199,9 @@ async def push_latency(mode: str, debounce_ms: int) -> None:
 
     server = AdsServer(settings=ServerSettings(stop_grace_ms=0))
 
-    def publish(table: RouteTable) -> int:
+    def publish(table: RouteTable, policy: PolicyTable | None = None) -> int:
         timeline.published = time.perf_counter()
-        version = server.publish(table)
+        version = server.publish(table, policy)
         timeline.versions.put_nowait(version)
         return version
 
@@ -311,9 +312,9 @@ async def recompile() -> None:
     server = AdsServer()
     publish_ms: list[float] = []
 
-    def publish(table: RouteTable) -> int:
+    def publish(table: RouteTable, policy: PolicyTable | None = None) -> int:
         timeline.published = time.perf_counter()
-        version = server.publish(table)
+        version = server.publish(table, policy)
         publish_ms.append((time.perf_counter() - timeline.published) * 1000)
         timeline.versions.put_nowait(version)
         return version
