@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-HEAVY = ("pydantic", "jsonschema", "celpy", "grpc", "kubernetes", "yaml")
+HEAVY = ("pydantic", "jsonschema", "celpy", "grpc", "kubernetes", "yaml", "jwt", "cryptography")
+"""`jwt` and `cryptography`: a proxy loads them only for JWT rules or `--identity`."""
 
 PROBE = """
 import json, sys

@@ -25,19 +25,11 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from turnout.proxy.answers import Answer
 from turnout.proxy.authz import AuthzLabels, Caller, Req, Verdict
 from turnout.proxy.inbound_policy import InboundRoute, Mode, PortPolicy
-from turnout.proxy.jwt_authn import (
-    Authenticated,
-    Authenticator,
-    JwtRule,
-    KeySet,
-    Rejected,
-    TokenLocation,
-)
 from turnout.proxy.registry import Cell, Family, join_labels
 from turnout.proxy.transport.messages import ConnectionInfo, IncomingRequest
 
@@ -45,6 +37,9 @@ FORBIDDEN = Answer(403, "unauthorized request on route")
 FORBIDDEN_GRPC = Answer(200, "unauthorized request on route", grpc_status=7)
 NO_ROUTE = Answer(404, "no route found for request")
 NO_ROUTE_GRPC = Answer(200, "no route found for request", grpc_status=12)
+
+if TYPE_CHECKING:  # jwt_authn loads PyJWT, cryptography and aiohttp: only when a port has JWT rules
+    from turnout.proxy.jwt_authn import Authenticated, Authenticator, JwtRule, KeySet
 
 DEFAULT_ROUTE = ("", "default", "default")
 log = logging.getLogger(__name__)
@@ -127,7 +122,7 @@ class InboundGuard:
     def update(self, policy: PortPolicy) -> None:
         self.policy = policy
         self.generation += 1
-        rules = tuple(jwt_rule(r) for r in policy.jwt_rules)
+        rules = tuple(jwt_rule(r) for r in policy.jwt_rules) if policy.jwt_rules else ()
         if rules != self._rules:
             self._rules = rules
             self.authn = self._authenticator(rules) if rules else None
@@ -135,6 +130,8 @@ class InboundGuard:
     def _authenticator(self, rules: tuple[JwtRule, ...]) -> Authenticator:
         """The rules with their key sets; a JWKS kept from the last policy keeps its keys
         (no refetch for an unrelated policy change)."""
+        from turnout.proxy.jwt_authn import Authenticator, KeySet
+
         wanted = {(r.issuer, r.jwks_uri, r.jwks): r for r in rules}
         for key in set(self._keysets) - set(wanted):
             task = asyncio.get_running_loop().create_task(self._keysets.pop(key).close())
@@ -184,6 +181,8 @@ class InboundGuard:
         """`admit` after the port's JWT rules: a missing token passes (without a request
         principal), a bad one is answered 401 (gRPC 16) with `WWW-Authenticate`; a valid
         one's output headers replace any the client sent."""
+        from turnout.proxy.jwt_authn import Authenticated, Rejected
+
         assert self.authn is not None
         outcome = await self.authn.authenticate(req.headers, req.query)
         if isinstance(outcome, Rejected):
@@ -193,7 +192,8 @@ class InboundGuard:
             return self.admit(req, outcome.principal, outcome.claims)
         return self.admit(req)
 
-    def _rejected(self, r: Rejected, grpc: bool) -> Answer:
+    def _rejected(self, r: Any, grpc: bool) -> Answer:
+        """The answer for a `jwt_authn.Rejected`, built once per (status, reason)."""
         key = (r.status, r.reason, r.www_authenticate, grpc)
         answer = self._rejections.get(key)
         if answer is None:
@@ -345,6 +345,8 @@ def _rewrite(req: IncomingRequest, ok: Authenticated) -> None:
 
 def jwt_rule(d: Mapping[str, Any]) -> JwtRule:
     """A served `JwtRule` (docs/policy.md) as the authenticator's."""
+    from turnout.proxy.jwt_authn import JwtRule, TokenLocation
+
     return JwtRule(
         issuer=d["issuer"],
         audiences=tuple(d.get("audiences", ())),
