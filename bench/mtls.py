@@ -187,6 +187,16 @@ def p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
 
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM what the bench started, last first; SIGKILL what does not stop in 5 s."""
+    for proc in reversed(procs):
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def wait_ready(admin: int, proc: subprocess.Popen[bytes]) -> None:
     for _ in range(300):
         if proc.poll() is not None:
@@ -244,12 +254,7 @@ def wire_figures(tmp: Path) -> None:
             f" (goal <= {GOAL_ADDED_P99_MS:g} ms: {verdict(added <= GOAL_ADDED_P99_MS)})"
         )
     finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
 
 
 def policies_yaml(n: int) -> str:
@@ -383,12 +388,7 @@ def opaque_figures() -> None:
             f" goal < {GOAL_GREETING_MS:g} ms: {verdict(worst < GOAL_GREETING_MS)})"
         )
     finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from turnout.viz.stats import ParseError, RouteStats, Sample, Scrape, merge, parse_text
+from turnout.viz.stats import RouteStats, Sample, Scrape, merge, parse_text, per_target
 
 ALLOW = "inbound_http_authz_allow_total"
 DENY = "inbound_http_authz_deny_total"
@@ -257,19 +257,11 @@ def view_of_scrapes(
 ) -> InboundView:
     """`inbound_view` of every target scraped successfully both times, combined; one error
     per target that was not (or whose exposition did not parse)."""
-    first = {s.url: s for s in before}
-    views: list[InboundView] = []
-    errors: list[str] = []
-    for s in after:
-        b = first.get(s.url)
-        failed = s.error or (b.error if b is not None else "not scraped before")
-        if failed or b is None:
-            errors.append(f"{s.url}: {failed}")
-            continue
-        try:
-            views.append(inbound_view(b.text, s.text, seconds=s.at - b.at, target=target))
-        except ParseError as exc:
-            errors.append(f"{s.url}: {exc}")
+    views, errors = per_target(
+        before,
+        after,
+        lambda b, s: inbound_view(b.text, s.text, seconds=s.at - b.at, target=target),
+    )
     out = combine(views)
     out.errors = errors
     return out

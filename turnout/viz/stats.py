@@ -309,8 +309,22 @@ def route_stats(
 ) -> tuple[dict[RouteKey, RouteStats], list[str]]:
     """Stats over every target scraped successfully both times, and one error message per
     target that was not (or whose exposition did not parse)."""
+    parts, errors = per_target(
+        before, after, lambda b, s: route_deltas(b.text, s.text, seconds=s.at - b.at)
+    )
+    return merge(parts), errors
+
+
+R = TypeVar("R")
+
+
+def per_target(
+    before: Sequence[Scrape], after: Sequence[Scrape], fn: Callable[[Scrape, Scrape], R]
+) -> tuple[list[R], list[str]]:
+    """`fn(before, after)` of every target scraped successfully both times, and one error
+    per target that was not (or whose exposition did not parse: `ParseError`)."""
     first = {s.url: s for s in before}
-    parts: list[dict[RouteKey, RouteStats]] = []
+    out: list[R] = []
     errors: list[str] = []
     for s in after:
         b = first.get(s.url)
@@ -319,10 +333,10 @@ def route_stats(
             errors.append(f"{s.url}: {failed}")
             continue
         try:
-            parts.append(route_deltas(b.text, s.text, seconds=s.at - b.at))
+            out.append(fn(b, s))
         except ParseError as exc:
             errors.append(f"{s.url}: {exc}")
-    return merge(parts), errors
+    return out, errors
 
 
 def lookup(stats: Mapping[RouteKey, RouteStats], *, parent: str, rule: str) -> RouteStats | None:
