@@ -336,11 +336,9 @@ def _rewrite(req: IncomingRequest, ok: Authenticated) -> None:
     """The token's output headers in, the client's copies (and the token) out."""
     drop = {h.encode("latin-1") for h in ok.remove_headers}
     drop |= {h.lower().encode("latin-1") for h, _ in ok.set_headers}
-    raw = req.raw_headers
-    kept = [(n, v) for n, v in raw if n.lower() not in drop]
+    kept = [(n, v) for n, v in req.raw_headers if n.lower() not in drop]
     kept += [(h.encode("latin-1"), v.encode("latin-1")) for h, v in ok.set_headers]
-    raw[:] = kept
-    req._headers = None  # decoded again from the raw pairs
+    req.replace_headers(kept)
 
 
 def jwt_rule(d: Mapping[str, Any]) -> JwtRule:

@@ -442,6 +442,12 @@ class IncomingRequest:
             ]
         return headers
 
+    def replace_headers(self, raw: RawPairs) -> None:
+        """Forward `raw` instead of what was received (the JWT filter's output headers);
+        `headers` decodes them again on next use."""
+        self.raw_headers[:] = raw
+        self._headers = None
+
     def __repr__(self) -> str:
         return f"IncomingRequest({self.method} {self.target!r} host={self.host!r})"
 
