@@ -447,6 +447,10 @@ class Verdict:
     audited: tuple[str, ...] = ()
 
 
+def _position(pair: tuple[int, Rule]) -> int:
+    return pair[0]
+
+
 class Candidates:
     """ALLOW rules in decision order, indexed by the client identity they need.
 
@@ -474,20 +478,24 @@ class Candidates:
                     keyed.setdefault(key, []).append((i, r))
             else:
                 scan.append((i, r))
-        self.keyed = {k: tuple(v) for k, v in keyed.items()}
         self.rules = tuple(scan)
+        # each key's rules merged with the scanned ones once, in decision order: a client
+        # that hits one key (the usual case) walks a ready list
+        self.keyed = {k: tuple(sorted((*scan, *v), key=_position)) for k, v in keyed.items()}
 
     def first(self, c: Caller, port: int, req: Req | None) -> Rule | None:
         hit = self.by_identity.get(c.identity, -1) if c.identity else -1
         found = self.rules
         if self.keyed and c.identity is not None:
-            extra = (
-                *self.keyed.get(("id", c.identity), ()),
-                *self.keyed.get(("pr", c.principal or ""), ()),
-                *self.keyed.get(("sa", c.account or ""), ()),
-            )
-            if extra:
-                found = tuple(sorted({*found, *extra}, key=lambda pair: pair[0]))
+            hits = [
+                merged
+                for key in (("id", c.identity), ("pr", c.principal), ("sa", c.account))
+                if (merged := self.keyed.get(key)) is not None  # type: ignore[arg-type]
+            ]
+            if len(hits) == 1:
+                found = hits[0]
+            elif hits:  # rules keyed by two forms of the same identity: merge them
+                found = tuple(sorted({p for h in hits for p in h}, key=_position))
         for i, r in found:
             if hit >= 0 and i > hit:
                 break
