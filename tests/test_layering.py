@@ -64,15 +64,38 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
     ),
     ("turnout.demo", ("turnout.cli",), "only the entry points import the CLI"),
     ("turnout.viz", ("turnout.engine", "turnout.proxy"), "viz reads expositions, nothing more"),
+    (
+        "turnout.cluster.names",
+        ("turnout.engine", "turnout.proxy", *THIRD_PARTY_IO),
+        "the cluster's names are stdlib only (mesh proxy-init imports them in an init container)",
+    ),
+    (
+        "turnout.cluster.capture",
+        ("turnout.engine", "turnout.proxy", *THIRD_PARTY_IO),
+        "mesh proxy-init runs in an init container: iptables and the names, nothing more",
+    ),
+    ("turnout.cluster", ("turnout.cli", "turnout.demo"), "only the entry points import the CLI"),
 ]
 
 ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
-    (("kubernetes",), ("turnout.engine.sources",), "only sources use the kubernetes client"),
+    (
+        ("kubernetes",),
+        ("turnout.engine.sources", "turnout.cluster.install", "turnout.cluster.check"),
+        "only sources use the kubernetes client (and the cluster commands: install validates"
+        " against its models, check asks the API server)",
+    ),
     (
         ("aiohttp",),
-        ("turnout.proxy", "turnout.cli", "turnout.demo", "turnout.engine.server.admin"),
+        (
+            "turnout.proxy",
+            "turnout.cli",
+            "turnout.demo",
+            "turnout.engine.server.admin",
+            "turnout.cluster.inject",
+            "turnout.cluster.check",
+        ),
         "only the proxy speaks HTTP (and the control plane's admin port: /metrics, /ready and "
-        "the served table, what `mesh routes` reads)",
+        "the served table, what `mesh routes` reads; the injector webhook; mesh check's probes)",
     ),
     (
         PROTOBUF,

@@ -8,6 +8,7 @@ mesh proxy | tap                            cli.data_plane    a proxy, a proxy's
 mesh authz [--tls]                          cli.live_authz    inbound authorizations, live
 mesh identity init | rotate | token | status cli.security     the mesh CA's directory
 mesh demo [canary] [--offline]              cli.demo          the sample app on the mesh
+mesh install | inject | proxy-init | check  cli.cluster_*    the cluster (parsers: cli.cluster_args)
 mesh version                                here
 ```
 
@@ -41,6 +42,7 @@ from turnout.cli.args import (
     positive_int,
     workload,
 )
+from turnout.cli.cluster_args import cluster_parsers
 from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files, add_max_file_size
 from turnout.engine.config import DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS
@@ -172,6 +174,35 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="DIR",
         help="serve the identity service (Certify) on the --xds port from this CA directory"
         " (mesh identity init); tokens: join tokens, or TokenReviews with --kubernetes",
+    )
+    p.add_argument(
+        "--injector",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="serve the proxy injector webhook (AdmissionReview v1 over HTTPS, POST /inject)",
+    )
+    p.add_argument(
+        "--injector-cert-dir",
+        metavar="DIR",
+        help="with --injector: the serving certificate, tls.crt and tls.key (read again when"
+        " they change)",
+    )
+    p.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="with --kubernetes: only the holder of a coordination.k8s.io Lease writes status"
+        " (every replica serves xDS)",
+    )
+    p.add_argument(
+        "--lease-namespace",
+        metavar="NS",
+        help="with --leader-elect: the Lease's namespace (default: the pod's, else turnout)",
+    )
+    p.add_argument(
+        "--pod-name",
+        metavar="NAME",
+        help="with --leader-elect: this replica's holder identity (default: $POD_NAME, else"
+        " the host name)",
     )
     p.set_defaults(run="control_plane:run_serve")
 
@@ -457,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_plane_parsers(sub)
     _security_parsers(sub)
     _demo_parsers(sub)
+    cluster_parsers(sub)
     p = sub.add_parser("version", help="print the version of Turnout")
     p.set_defaults(run=None)
     return parser
