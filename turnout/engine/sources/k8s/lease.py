@@ -308,25 +308,31 @@ class LeaderElector:
         self._renewed_at = now
 
     async def release(self) -> bool:
-        """Give the Lease up if we lead (client-go's `release`); True when released."""
+        """Give the Lease up if we lead (client-go's `release`); True when released.
+
+        The Lease is read again first: a renewal cancelled in flight (by `stop()`) may have
+        landed and moved its resourceVersion."""
         if self._lease is None or self.holder != self.identity:
             return False
-        now = self._clock()
-        stamp = micro_time(self._wall())
-        spec = {
-            "holderIdentity": "",
-            "leaseDurationSeconds": 1,
-            "acquireTime": stamp,
-            "renewTime": stamp,
-            "leaseTransitions": int((self._observed or {}).get("leaseTransitions") or 0),
-        }
         self._renewed_at = None  # from here on we do not lead, whatever the answer
-        try:
-            written = await self._api.request("PUT", self._path, body={**self._lease, "spec": spec})
-        except KubernetesApiError as exc:
-            log.warning("lease not released lease=%s: %s", self.lease, exc)
-            return False
-        self._lease = written
-        self._observed, self._observed_at = spec, now
-        log.info("leadership released lease=%s identity=%s", self.lease, self.identity)
-        return True
+        for attempt in range(1, 4):
+            try:
+                lease = await self._api.request("GET", self._path)
+                spec = dict(lease.get("spec") or {})
+                if spec.get("holderIdentity") != self.identity:
+                    return False  # someone else holds it already
+                stamp = micro_time(self._wall())
+                spec.update(
+                    holderIdentity="", leaseDurationSeconds=1, acquireTime=stamp, renewTime=stamp
+                )
+                written = await self._api.request("PUT", self._path, body={**lease, "spec": spec})
+            except KubernetesApiError as exc:
+                log.warning(
+                    "lease not released lease=%s attempt #%d/3: %s", self.lease, attempt, exc
+                )
+                continue
+            self._lease = written
+            self._observed, self._observed_at = spec, self._clock()
+            log.info("leadership released lease=%s identity=%s", self.lease, self.identity)
+            return True
+        return False
