@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import signal
 import sys
@@ -228,3 +229,32 @@ async def test_sigterm_releases_the_lease_and_the_other_replica_takes_over_at_on
         fake.apply(mk_route("shop", "web", {"web": 50, "web-canary": 50}))  # generation 2
         await until(lambda: observed(fake) == 2, "generation 2 written by b")
     assert {c.token for c in status_writes(fake) if c.at > took_over} == {"b"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        pytest.param(
+            ["--dir", "."], "--leader-elect: needs --kubernetes (the Lease is on the API server)",
+            id="without-kubernetes",
+        ),
+        pytest.param(
+            ["--kubernetes", "--lease-duration", "2", "--lease-renew-deadline", "2"],
+            "--leader-elect: the renew deadline must be shorter than the lease duration",
+            id="renew-deadline-too-long",
+        ),
+        pytest.param(
+            ["--kubernetes", "--lease-retry-period", "9"],
+            "--leader-elect: the renew deadline must be longer than 1.2 x the retry period",
+            id="retry-period-too-long",
+        ),
+    ],
+)  # fmt: skip
+def test_leader_election_flags_that_cannot_work_are_one_line_and_exit_2(
+    flags: list[str], message: str
+) -> None:
+    from turnout.cli.main import main
+
+    err = io.StringIO()
+    assert main(["serve", "--leader-elect", *flags], stdout=io.StringIO(), stderr=err) == 2
+    assert err.getvalue().strip().splitlines()[-1].endswith(message)
