@@ -204,6 +204,27 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
         help="with --leader-elect: this replica's holder identity (default: $POD_NAME, else"
         " the host name)",
     )
+    p.add_argument(
+        "--lease-duration",
+        type=int,
+        default=15,
+        metavar="SECONDS",
+        help="with --leader-elect: how long a silent leader's Lease holds (default 15)",
+    )
+    p.add_argument(
+        "--lease-renew-deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --leader-elect: a leader that cannot renew this long stops (default 10)",
+    )
+    p.add_argument(
+        "--lease-retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="with --leader-elect: between tries to acquire or renew (default 2)",
+    )
     p.set_defaults(run="control_plane:run_serve")
 
     p = sub.add_parser("bootstrap", help="print the gRPC xDS bootstrap JSON of a workload")
