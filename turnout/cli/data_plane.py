@@ -108,8 +108,8 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         raise UsageError("--inbound HOST:PORT and --app HOST:PORT go together")
     if args.inbound and not args.app and not args.transparent:
         raise UsageError(
-            "--inbound HOST:PORT needs --app HOST:PORT (or --transparent: the app at"
-            " 127.0.0.1 on each connection's original port)"
+            "--inbound HOST:PORT and --app HOST:PORT go together (or --transparent: the"
+            " app at 127.0.0.1 on each connection's original port)"
         )
     if args.transparent and args.gateway:
         raise UsageError("--transparent is a mesh proxy's; a --gateway proxy is addressed")
