@@ -16,6 +16,9 @@ from __future__ import annotations
 import argparse
 from typing import TypeAlias
 
+from turnout.cli.args import positive_int
+from turnout.cluster import names
+
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
@@ -29,6 +32,83 @@ def inject_parsers(sub: Sub) -> None:
 
 def proxy_init_parsers(sub: Sub) -> None:
     """`mesh proxy-init`."""
+    p = sub.add_parser(
+        "proxy-init",
+        help="write the iptables rules that send the pod's TCP through its proxy (init container)",
+    )
+    p.add_argument(
+        "--inbound-port",
+        type=_port,
+        default=names.PROXY_INBOUND_PORT,
+        metavar="PORT",
+        help=f"where inbound TCP goes: the proxy's --inbound (default {names.PROXY_INBOUND_PORT})",
+    )
+    p.add_argument(
+        "--outbound-port",
+        type=_port,
+        default=names.PROXY_OUTBOUND_PORT,
+        metavar="PORT",
+        help="where outbound TCP goes: the proxy's --outbound"
+        f" (default {names.PROXY_OUTBOUND_PORT})",
+    )
+    p.add_argument(
+        "--proxy-uid",
+        type=_id,
+        default=names.PROXY_UID,
+        metavar="UID",
+        help=f"the proxy's user: its own traffic is not captured (default {names.PROXY_UID})",
+    )
+    p.add_argument(
+        "--proxy-gid", type=_id, metavar="GID", help="also let this group's traffic through"
+    )
+    p.add_argument(
+        "--admin-port",
+        type=_port,
+        default=names.PROXY_ADMIN_PORT,
+        metavar="PORT",
+        help=f"the proxy's admin, never captured inbound (default {names.PROXY_ADMIN_PORT})",
+    )
+    p.add_argument(
+        "--skip-inbound-ports",
+        default="",
+        metavar="PORTS",
+        help="inbound ports that bypass the proxy, e.g. 25,4000-4100",
+    )
+    p.add_argument(
+        "--skip-outbound-ports",
+        default="",
+        metavar="PORTS",
+        help="outbound ports that bypass the proxy (53, DNS, always does)",
+    )
+    p.add_argument(
+        "--skip-subnets",
+        default="",
+        metavar="CIDRS",
+        help="inbound from and outbound to these networks bypass the proxy, e.g. 10.0.0.0/8",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the rules (iptables-save format) only"
+    )
+    p.add_argument(
+        "--iptables",
+        choices=("iptables", "iptables-legacy", "iptables-nft"),
+        default="iptables",
+        help="the iptables of the node's backend (default: iptables, the system's choice)",
+    )
+    p.set_defaults(run="cluster_capture:run_proxy_init")
+
+
+def _port(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port, 1..65535, got {value}")
+    return value
+
+
+def _id(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a numeric id, got {text!r}")
+    return int(text)
 
 
 def check_parsers(sub: Sub) -> None:

@@ -317,6 +317,19 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         " client connects to is its destination Service (not with --gateway)",
     )
     p.add_argument(
+        "--transparent",
+        action="store_true",
+        help="take the connections `mesh proxy-init`'s iptables rules redirect: outbound routes"
+        " by each one's original destination (SO_ORIGINAL_DST), inbound forwards to"
+        " 127.0.0.1:<original port> (--app not needed); docs/capture.md",
+    )
+    p.add_argument(
+        "--refuse-unknown",
+        action="store_true",
+        help="with --transparent: reset outbound connections to addresses the table does not"
+        " know (default: forward them untouched)",
+    )
+    p.add_argument(
         "--upstream-read-timeout",
         type=duration_ms,
         metavar="DURATION",
