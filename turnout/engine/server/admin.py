@@ -17,6 +17,9 @@ GET /debug/policy               {"version", "policy", "resources"}: the authoriz
 GET /debug/diagnostics          {"version", "last_good_version", "applied", "error",
                                  "changes", "diagnostics", "rejected": [{file, kept,
                                  diagnostics}]}: what the last change did and why
+GET /debug/proxies              {"version", "proxies": [{node_id, peer, namespace, workload,
+                                 acked, sent, sync, nacks}]}: each ADS stream against the
+                                 current table, per type (`mesh check --proxy`)
 ```
 
 `start_admin` binds the port and names it when it cannot (`ControlPlaneError`). Everything
@@ -39,13 +42,14 @@ from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.metrics import render
 from turnout.engine.plane import ControlPlane, PlaneStatus
 from turnout.engine.render import diagnostic_data, dump_json, to_data
-from turnout.engine.server.ads import AdsServer
+from turnout.engine.server.ads import AdsServer, ServerStatus
 from turnout.engine.server.renders import (
     CHUNK_BYTES,
     SEND_TIMEOUT_MS,
     Format,
     TableRenders,
 )
+from turnout.engine.server.streams import kind_of
 from turnout.engine.xds.policy import POLICY_TYPE_URL, policy_resources
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,30 @@ def policy_data(version: int, policy: PolicyTable) -> dict[str, object]:
         "type_url": POLICY_TYPE_URL,
         "policy": to_data(policy),
         "resources": policy_resources(policy).to_dict(),
+    }
+
+
+def proxies_data(status: ServerStatus) -> dict[str, object]:
+    """What `/debug/proxies` answers: every open stream that said who it is."""
+    return {
+        "version": status.version,
+        "proxies": [
+            {
+                "node_id": s.node_id,
+                "peer": s.peer,
+                "namespace": s.namespace,
+                "workload": s.workload,
+                "acked": s.acked,
+                "sent": s.sent,
+                "sync": s.sync,
+                "nacks": [
+                    {"type": kind_of(n.type_url), "version": n.version, "reason": n.reason}
+                    for n in s.nacks
+                ],
+            }
+            for s in status.streams
+            if s.node_id
+        ],
     }
 
 
@@ -128,6 +156,11 @@ def admin_app(
         data = diagnostics_data(plane.status)
         return web.Response(text=dump_json(data), content_type="application/json")
 
+    async def proxies(request: web.Request) -> web.Response:
+        return web.Response(
+            text=dump_json(proxies_data(server.status())), content_type="application/json"
+        )
+
     async def stop_renders(app: web.Application) -> None:
         tables.close()
 
@@ -139,6 +172,7 @@ def admin_app(
     app.router.add_get("/debug/table", table)
     app.router.add_get("/debug/policy", policy)
     app.router.add_get("/debug/diagnostics", diagnostics)
+    app.router.add_get("/debug/proxies", proxies)
     return app
 
 
