@@ -104,7 +104,9 @@ def mk_pod(
             "labels": labels or {"app": name.rsplit("-", 1)[0]},
             "annotations": annotations
             if annotations is not None
-            else ({names.INJECTED_ANNOTATION: "test"} if names.PROXY_CONTAINER in containers else {}),
+            else (
+                {names.INJECTED_ANNOTATION: "test"} if names.PROXY_CONTAINER in containers else {}
+            ),
         },
         "spec": {"containers": [{"name": c, "image": "x"} for c in containers]},
         "status": {
@@ -125,7 +127,9 @@ def mk_crd(spec: KindSpec, *, versions: tuple[str, ...] | None = None) -> dict[s
             "group": spec.group,
             "names": {"kind": spec.kind, "plural": spec.plural},
             "scope": "Namespaced" if spec.namespaced else "Cluster",
-            "versions": [{"name": v, "served": True, "storage": i == 0} for i, v in enumerate(served)],
+            "versions": [
+                {"name": v, "served": True, "storage": i == 0} for i, v in enumerate(served)
+            ],
         },
     }
 
@@ -141,7 +145,12 @@ def mk_secret(name: str, files: dict[str, bytes], *, type_: str = "Opaque") -> d
 
 
 def mk_webhook(ca_pem: bytes) -> dict[str, Any]:
-    service = {"namespace": NS, "name": names.INJECTOR_SERVICE, "path": names.INJECTOR_PATH, "port": 443}
+    service = {
+        "namespace": NS,
+        "name": names.INJECTOR_SERVICE,
+        "path": names.INJECTOR_PATH,
+        "port": 443,
+    }
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
@@ -168,9 +177,17 @@ def mk_http_route(name: str, *, generation_seen: int | None = 1) -> dict[str, An
         "spec": {"parentRefs": [ref], "rules": [{"backendRefs": [{"name": name, "port": 80}]}]},
     }
     if generation_seen is not None:
-        cond = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
-                "observedGeneration": generation_seen, "lastTransitionTime": "2024-01-01T00:00:00Z"}
-        route["status"] = {"parents": [{"parentRef": ref, "controllerName": CONTROLLER_NAME, "conditions": [cond]}]}
+        cond = {
+            "type": "Accepted",
+            "status": "True",
+            "reason": "Accepted",
+            "message": "",
+            "observedGeneration": generation_seen,
+            "lastTransitionTime": "2024-01-01T00:00:00Z",
+        }
+        route["status"] = {
+            "parents": [{"parentRef": ref, "controllerName": CONTROLLER_NAME, "conditions": [cond]}]
+        }
     return route
 
 
@@ -222,8 +239,12 @@ class Switch:
                 for r in vh.routes:
                     r.match.safe_regex.regex = "/(["
             rcs.append(rc)
-        return XdsResources(listeners=res.listeners, route_configs=tuple(rcs),
-                            clusters=res.clusters, load_assignments=res.load_assignments)
+        return XdsResources(
+            listeners=res.listeners,
+            route_configs=tuple(rcs),
+            clusters=res.clusters,
+            load_assignments=res.load_assignments,
+        )
 
 
 @dataclass
@@ -244,7 +265,9 @@ class Cluster:
 
     def client(self, pod: str, *, workload: str = "deployment/web") -> XdsClient:
         """A real ADS client that names itself as `mesh proxy -n shop --workload W --pod POD`."""
-        node = NodeInfo(id=f"{APP_NS}/{workload}/{pod}", cluster=APP_NS, namespace=APP_NS, workload=workload)
+        node = NodeInfo(
+            id=f"{APP_NS}/{workload}/{pod}", cluster=APP_NS, namespace=APP_NS, workload=workload
+        )
         client = XdsClient(self.xds, node=node, on_table=Tables(), settings=FAST)
         client.start()
         self.clients.append(client)
@@ -264,7 +287,11 @@ class Cluster:
 
     def synced(self, pod: str) -> bool:
         for s in self.server.status().streams:
-            if s.node_id.endswith(f"/{pod}") and s.sync and all(v in ("SYNCED", "IGNORED") for v in s.sync.values()):
+            if (
+                s.node_id.endswith(f"/{pod}")
+                and s.sync
+                and all(v in ("SYNCED", "IGNORED") for v in s.sync.values())
+            ):
                 return True
         return False
 
@@ -298,7 +325,9 @@ async def start_injector(cert_pem: bytes, key_pem: bytes, tmp: Path) -> tuple[we
     return runner, int(runner.addresses[0][1])
 
 
-def install(c: Cluster, identity: dict[str, bytes], injector_cert: bytes, injector_key: bytes) -> None:
+def install(
+    c: Cluster, identity: dict[str, bytes], injector_cert: bytes, injector_key: bytes
+) -> None:
     """What `mesh install --crds` and `mesh install` create, with the controller running."""
     fake = c.fake
     for ns in (mk_namespace(NS), mk_namespace(APP_NS, **{names.INJECT_ANNOTATION: "enabled"})):
@@ -307,9 +336,23 @@ def install(c: Cluster, identity: dict[str, bytes], injector_cert: bytes, inject
         if spec.group in REQUIRED_GROUPS:
             fake.apply(mk_crd(spec))
     fake.apply(mk_deployment())
-    fake.apply(mk_pod(f"{names.CONTROLLER}-0", ns=NS, labels=CONTROLLER_LABELS, containers=(names.CONTROLLER,), annotations={}))
+    fake.apply(
+        mk_pod(
+            f"{names.CONTROLLER}-0",
+            ns=NS,
+            labels=CONTROLLER_LABELS,
+            containers=(names.CONTROLLER,),
+            annotations={},
+        )
+    )
     fake.apply(mk_secret(names.IDENTITY_SECRET, identity))
-    fake.apply(mk_secret(names.INJECTOR_TLS_SECRET, {"tls.crt": injector_cert, "tls.key": injector_key}, type_="kubernetes.io/tls"))
+    fake.apply(
+        mk_secret(
+            names.INJECTOR_TLS_SECRET,
+            {"tls.crt": injector_cert, "tls.key": injector_key},
+            type_="kubernetes.io/tls",
+        )
+    )
     fake.apply(mk_webhook(c.ca.ca_pem))
     fake.apply(mk_http_route("web"))
     admin = f"http://{c.admin}"
@@ -342,15 +385,19 @@ async def running_cluster(tmp: Path) -> AsyncIterator[Cluster]:
         (tmp / "injector").mkdir()
         inj_runner, inj_port = await start_injector(cert, key, tmp / "injector")
         stack.push_async_callback(inj_runner.cleanup)
-        c = Cluster(fake=fake, kubeconfig=write_kubeconfig(tmp / "kubeconfig", fake.url),
-                    directory=tmp / "manifests", server=server, admin=f"127.0.0.1:{port}",
-                    switch=switch, ca=ca, injector=f"127.0.0.1:{inj_port}")
+        c = Cluster(
+            fake=fake,
+            kubeconfig=write_kubeconfig(tmp / "kubeconfig", fake.url),
+            directory=tmp / "manifests",
+            server=server,
+            admin=f"127.0.0.1:{port}",
+            switch=switch,
+            ca=ca,
+            injector=f"127.0.0.1:{inj_port}",
+        )
         install(c, identity_files(tmp / "identity"), cert, key)
         try:
             yield c
         finally:
             for client in c.clients:
                 await client.stop()
-
-
-

@@ -151,6 +151,13 @@ class ClusterApi:
         return bool(status.get("allowed")), str(status.get("reason") or "")
 
 
+def answer(status: int, body: str) -> str:
+    """A failed probe in one line: ``503 no endpoints available ...`` (the message of an API
+    server `Status` body, else the body's start), or only the reason when nothing answered."""
+    text = _text(body)
+    return text if status == 0 else f"{status} {text}".rstrip()
+
+
 def service_proxy(namespace: str, name: str, port: int, path: str, *, https: bool = False) -> str:
     """The API server's proxy path of `path` on a Service's port."""
     scheme = "https:" if https else ""

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from turnout.cluster import names
-from turnout.cluster.check.api import ApiError, ClusterApi, Raw, service_proxy
+from turnout.cluster.check.api import ApiError, ClusterApi, Raw, answer, service_proxy
 from turnout.cluster.check.pre import CRD_PATH, GATEWAY_API_HINT
 from turnout.cluster.check.probe import http_get
 from turnout.cluster.check.results import Category, Check, Report, either, failed, ok
@@ -109,7 +109,7 @@ async def admin_ready(api: ClusterApi, namespace: str, control_plane: str | None
             status, body = await api.proxy_get(path)
         except ApiError as exc:
             status, body = exc.status, str(exc)
-    error = "" if status == 200 else f"{where}: {status or 'no answer'} {body.strip()[:160]}"
+    error = "" if status == 200 else f"{where}: {answer(status, body)}"
     hint = (
         "the controller answers 503 until its first table compiled: its log and"
         " /debug/diagnostics say what it is waiting for (a watch failing, no permission)"

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from turnout.cluster import names
-from turnout.cluster.check.api import ApiError, ClusterApi, Raw, pod_proxy
+from turnout.cluster.check.api import ApiError, ClusterApi, Raw, answer, pod_proxy
 from turnout.cluster.check.control_plane import controller_pods, pod_ready
 from turnout.cluster.check.probe import http_get
 from turnout.cluster.check.results import Report, either, failed, ok
@@ -102,9 +102,7 @@ async def replicas(api: ClusterApi, cp_namespace: str, control_plane: str | None
             except ApiError as exc:
                 status, body = exc.status, str(exc)
         if status != 200:
-            rep.error = (
-                f"{name}: /debug/proxies answered {status or 'nothing'} {body.strip()[:120]}"
-            )
+            rep.error = f"{name}: /debug/proxies: {answer(status, body)}"
         else:
             try:
                 data = json.loads(body)

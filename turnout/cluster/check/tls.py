@@ -30,7 +30,7 @@ from typing import Any
 from cryptography import x509
 
 from turnout.cluster import names
-from turnout.cluster.check.api import ApiError, ClusterApi, service_proxy
+from turnout.cluster.check.api import ApiError, ClusterApi, answer, service_proxy
 from turnout.cluster.check.probe import http_get
 from turnout.cluster.check.results import Category, Check, Report, either, failed, ok, warned
 from turnout.engine.identity.certs import load_certs_pem, signed_by
@@ -221,7 +221,7 @@ async def _reachable(
             )
         except ApiError as exc:
             status, body = exc.status, str(exc)
-    error = "" if status == 200 else f"{where}: {status or 'no answer'} {body.strip()[:200]}"
+    error = "" if status == 200 else f"{where}: {answer(status, body)}"
     hint = (
         "pods are created without a proxy while the API server cannot call the injector"
         " (failurePolicy Ignore) or not at all (Fail): is the controller running with"
