@@ -33,6 +33,7 @@ from turnout.cli.output import EXIT_FAILED, EXIT_OK
 from turnout.engine.identity.certs import fingerprint, signed_by
 from turnout.engine.identity.clock import utc_now
 from turnout.engine.identity.errors import StoreError
+from turnout.engine.identity.health import CaCerts, expiring
 from turnout.engine.identity.names import check_domain, check_service_account, identity_name
 from turnout.engine.identity.settings import IdentitySettings
 from turnout.engine.identity.store import (
@@ -45,9 +46,6 @@ from turnout.engine.identity.store import (
     rotate_issuer,
 )
 from turnout.engine.identity.tokens import issue_join_token
-
-EXPIRY_WARNING = dt.timedelta(days=60)
-"""`status` flags a certificate that expires sooner (linkerd check's "at least 60 days")."""
 
 
 def _describe(label: str, cert: x509.Certificate) -> str:
@@ -175,11 +173,8 @@ def run_identity_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         step = 2 if signer is not None and fingerprint(signer) == fingerprint(m.anchor) else 1
         nxt = "--drop-old-anchor" if step == 2 else "--issuer"
         print(f"anchor rotation: step {step} of 3 done; next: rotate {nxt}", file=out)
-    soon = [
-        f"{label} expires {c.not_valid_after_utc.isoformat()} (within 60 days)"
-        for label, c in (("issuer", m.issuer), *(("anchor", a) for a in m.bundle))
-        if c.not_valid_after_utc - now < EXPIRY_WARNING
-    ]
+    # The same 60-day rule as `mesh check`'s identity checks (`engine.identity.health`).
+    soon = expiring(CaCerts(anchors=m.bundle, issuer=m.issuer), now=now)
     for line in soon:
         print(f"× {line}", file=out)
     return EXIT_FAILED if soon else EXIT_OK

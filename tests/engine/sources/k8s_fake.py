@@ -40,6 +40,9 @@ app on 127.0.0.1, port 0 (`FakeApiServer.api_client()` builds an `ApiClient` who
   (`before()`, e.g. a concurrent writer causing a 409), a request log (`requests`; `calls`
   adds each request's bearer token, answer status and monotonic time), `hold_watches()`.
 
+`k8s_fake_cluster.ClusterFakeApiServer` (a subclass, for the cluster commands) adds
+``/version``, SelfSubjectAccessReviews and the API server's service and pod proxy.
+
 Not reproduced: authentication, admission and schema validation, label/field selectors,
 server-side apply, pagination, watch-list streaming, watch from resourceVersion "0".
 """

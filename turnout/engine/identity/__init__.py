@@ -7,6 +7,7 @@ csr.py        the checks a CSR must pass (one DNS SAN = identity, CN, P-256, no 
 authority.py  Authority: issuer + trust bundle in memory; issue() -> Leaf (Linkerd's template)
 store.py      the identity directory: init, rotate (issuer, anchor in 3 steps), AuthorityFiles
 tokens.py     TokenVerifier (the seam), join tokens (HS256 JWT) of the embedded mode
+health.py     the CA's checks (validity, 60 days, issuer signed by an anchor): status, check
 service.py    IdentityService.certify: the checks in order, then the leaf
 errors.py     IdentityError tree (StoreError; CertifyRefused with its gRPC code name)
 settings.py   DEFAULT_* and IdentitySettings (config.json); clock.py: the Clock seam

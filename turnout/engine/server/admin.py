@@ -19,6 +19,9 @@ GET /debug/diagnostics          {"version", "last_good_version", "applied", "err
                                  diagnostics}]}: what the last change did and why; with
                                  leader election also "leader": {lease, identity, leading,
                                  holder, transitions} (and the gauge turnout_leader)
+GET /debug/proxies              {"version", "proxies": [{node_id, peer, namespace, workload,
+                                 acked, sent, sync, nacks}]}: each ADS stream against the
+                                 current table, per type (`mesh check --proxy`)
 ```
 
 `start_admin` binds the port and names it when it cannot (`ControlPlaneError`). Everything
@@ -43,13 +46,14 @@ from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.metrics import Gauge, render
 from turnout.engine.plane import ControlPlane, PlaneStatus
 from turnout.engine.render import diagnostic_data, dump_json, to_data
-from turnout.engine.server.ads import AdsServer
+from turnout.engine.server.ads import AdsServer, ServerStatus
 from turnout.engine.server.renders import (
     CHUNK_BYTES,
     SEND_TIMEOUT_MS,
     Format,
     TableRenders,
 )
+from turnout.engine.server.streams import kind_of
 from turnout.engine.xds.policy import POLICY_TYPE_URL, policy_resources
 
 log = logging.getLogger(__name__)
@@ -102,6 +106,30 @@ def leader_gauge(leadership: Leadership) -> Gauge:
         "1 while this replica holds the leader Lease and writes status, else 0.",
         samples={(): int(leadership.leading)},
     )
+
+
+def proxies_data(status: ServerStatus) -> dict[str, object]:
+    """What `/debug/proxies` answers: every open stream that said who it is."""
+    return {
+        "version": status.version,
+        "proxies": [
+            {
+                "node_id": s.node_id,
+                "peer": s.peer,
+                "namespace": s.namespace,
+                "workload": s.workload,
+                "acked": s.acked,
+                "sent": s.sent,
+                "sync": s.sync,
+                "nacks": [
+                    {"type": kind_of(n.type_url), "version": n.version, "reason": n.reason}
+                    for n in s.nacks
+                ],
+            }
+            for s in status.streams
+            if s.node_id
+        ],
+    }
 
 
 CONTENT_TYPES: dict[Format, str] = {"yaml": "application/yaml", "json": "application/json"}
@@ -158,6 +186,11 @@ def admin_app(
             data["leader"] = dict(leadership.describe())
         return web.Response(text=dump_json(data), content_type="application/json")
 
+    async def proxies(request: web.Request) -> web.Response:
+        return web.Response(
+            text=dump_json(proxies_data(server.status())), content_type="application/json"
+        )
+
     async def stop_renders(app: web.Application) -> None:
         tables.close()
 
@@ -169,6 +202,7 @@ def admin_app(
     app.router.add_get("/debug/table", table)
     app.router.add_get("/debug/policy", policy)
     app.router.add_get("/debug/diagnostics", diagnostics)
+    app.router.add_get("/debug/proxies", proxies)
     return app
 
 

@@ -57,7 +57,7 @@ from turnout.engine.server.snapshots import (
     default_translator,
     with_server_listeners,
 )
-from turnout.engine.server.streams import Nack, StreamState, kind_of
+from turnout.engine.server.streams import Nack, StreamState, SyncState, kind_of
 from turnout.engine.xds import LISTENER_TYPE
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,10 @@ class StreamStatus:
     """Node metadata `workload`."""
     labels: dict[str, str] = field(default_factory=dict)
     """Node metadata `labels` (the workload's labels, as the proxy sent them)."""
+    sent: dict[str, str] = field(default_factory=dict)
+    """LDS/RDS/CDS/EDS/POLICY -> version of the last response sent."""
+    sync: dict[str, SyncState] = field(default_factory=dict)
+    """LDS/RDS/CDS/EDS/POLICY -> SYNCED/STALE/NOT SENT/IGNORED against the current table."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,6 +235,8 @@ class AdsServer:
                     nacks=tuple(s.state.nacks()),
                     workload=s.state.workload,
                     labels=dict(s.state.labels),
+                    sent=s.state.sent(),
+                    sync=s.state.sync(str(self.version)),
                 )
                 for s in sorted(self._streams, key=lambda s: s.state.peer)
             ),

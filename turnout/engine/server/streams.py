@@ -31,6 +31,11 @@ due(snapshot, view) ─> DiscoveryResponses, for each subscribed type in CDS, ED
 Each response carries the snapshot's version and a fresh nonce. A NACK does not clear what
 was sent, which is what stops a resend loop: NACKed content is due again only with a newer
 table, so at most once per table version.
+
+`sync(version)` says, per type, whether the client runs what the server would send it now
+(istioctl proxy-status's words): SYNCED (the last response was ACKed and the stream has
+looked at the current table), STALE (a response in flight, NACKed, or a newer table not yet
+looked at), NOT SENT (subscribed, nothing answered yet), IGNORED (never subscribed).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
@@ -90,6 +95,9 @@ class Nack:
     """`error_detail.message` (truncated)."""
 
 
+SyncState = Literal["SYNCED", "STALE", "NOT SENT", "IGNORED"]
+"""Where one type of a stream stands against the current table (`StreamState.sync`)."""
+
 MAX_REASON_CHARS = 1_000
 """NACK reasons longer than this are cut in logs and status (foreign text)."""
 
@@ -136,6 +144,8 @@ class StreamState:
     gRPC server, `mesh bootstrap --label`)."""
     warned: set[str] = field(default_factory=set)
     """Server Listeners whose warning this stream has logged."""
+    seen_version: str = ""
+    """The table version `due` last looked at ("" = none yet)."""
     types: dict[str, _TypeState] = field(
         default_factory=lambda: {url: _TypeState(url) for url in SEND_ORDER}
     )
@@ -204,6 +214,7 @@ class StreamState:
     def due(self, snapshot: Snapshot, view: View) -> list[Any]:
         """The responses this stream needs now (and marks them sent)."""
         out = []
+        self.seen_version = snapshot.version_info
         for url in SEND_ORDER:
             t = self.types[url]
             if not t.subscribed or t.in_flight:
@@ -252,6 +263,33 @@ class StreamState:
             for url, t in self.types.items()
             if t.subscribed
         }
+
+    def sent(self) -> dict[str, str]:
+        """LDS/RDS/CDS/EDS/POLICY -> version of the last response sent."""
+        return {_KINDS[url]: t.sent_version for url, t in self.types.items() if t.sent_version}
+
+    def sync(self, version: str) -> dict[str, SyncState]:
+        """LDS/RDS/CDS/EDS/POLICY -> where the type stands against table `version` (the
+        module docstring). A type whose content the newest table left unchanged is SYNCED at
+        an older ACKed version: nothing of it is sent again."""
+        out: dict[str, SyncState] = {}
+        for url, t in self.types.items():
+            state: SyncState
+            if not t.subscribed:
+                state = "IGNORED"
+            elif t.sent is None:
+                state = "NOT SENT"
+            elif (
+                t.in_flight
+                or t.nack is not None
+                or t.acked_version != t.sent_version
+                or self.seen_version != version
+            ):
+                state = "STALE"
+            else:
+                state = "SYNCED"
+            out[_KINDS[url]] = state
+        return out
 
     def nacks(self) -> list[Nack]:
         return [t.nack for t in self.types.values() if t.nack is not None]
