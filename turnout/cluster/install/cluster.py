@@ -30,7 +30,11 @@ TIMEOUT_S = (3.0, 10.0)
 def list_crds(*, kubeconfig: str | None = None, context: str | None = None) -> dict[str, Raw]:
     """The cluster's CRDs by name."""
     try:
-        api = api_client_from_environment(kubeconfig=kubeconfig, context=context)
+        # a kubeconfig named on the command line wins over the pod's service account
+        in_cluster = False if kubeconfig or context else None
+        api = api_client_from_environment(
+            kubeconfig=kubeconfig, context=context, in_cluster=in_cluster
+        )
     except SourceError as exc:
         raise ClusterUnavailable(str(exc).splitlines()[0]) from None
     try:
