@@ -7,9 +7,10 @@ import io
 from pathlib import Path
 
 import pytest
+import yaml
 
 from turnout.cli.main import main
-from turnout.cluster.install.values import Values, build_values
+from turnout.cluster.install.values import Values, build_values, flat_defaults
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -78,3 +79,10 @@ def test_a_missing_values_file_and_an_empty_one(tmp_path: Path) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing\n")
     assert build_values(files=(str(empty),)) == Values()
+
+
+def test_docs_list_every_key_with_its_default() -> None:
+    table = (Path(__file__).resolve().parents[2] / "docs" / "cluster.md").read_text()
+    for key, default in flat_defaults():
+        shown = yaml.safe_dump(default).removesuffix("\n...\n").strip()
+        assert f"| `{key}` | `{shown}` |" in table, key

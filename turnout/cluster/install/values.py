@@ -264,3 +264,18 @@ def build_values(
     for assignment in sets:
         values = set_value(values, assignment)
     return values
+
+
+def flat_defaults(values: object = None, prefix: str = "") -> list[tuple[str, object]]:
+    """Every leaf key (dotted, camelCase) with its value in `values` (default: `Values()`),
+    in field order: what docs/cluster.md's table lists."""
+    obj = Values() if values is None else values
+    out: list[tuple[str, object]] = []
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        key = prefix + _camel(f.name)
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out += flat_defaults(value, key + ".")
+        else:
+            out.append((key, value))
+    return out
