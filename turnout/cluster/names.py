@@ -76,3 +76,5 @@ PROXY_UID = 2102
 # The projected service account token's audience: engine.identity.settings.TOKEN_AUDIENCE.
 IDENTITY_TOKEN_PATH = "/var/run/secrets/turnout/identity/token"
 NEVER_INJECTED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+PROXY_IMAGE_ENV = "TURNOUT_PROXY_IMAGE"
+"""Env of the controller's pod: the image the injector writes into pods (default `IMAGE`)."""
