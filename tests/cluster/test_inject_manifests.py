@@ -76,9 +76,9 @@ def run(*argv: str) -> tuple[int, str, str]:
 def pod_of(doc: Obj) -> Obj:
     if doc["kind"] == "Pod":
         return doc
-    if doc["kind"] == "CronJob":
-        return doc["spec"]["jobTemplate"]["spec"]["template"]
-    return doc["spec"]["template"]
+    spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    pod: Obj = spec["template"]
+    return pod
 
 
 KINDS = ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"]
