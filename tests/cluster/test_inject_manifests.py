@@ -170,6 +170,38 @@ def test_the_sidecar_is_the_agreed_command_line(tmp_path: Path) -> None:
     assert pod["metadata"]["annotations"][names.INJECTED_ANNOTATION]
 
 
+def test_a_native_sidecar_is_an_init_container_that_holds_the_app_back(tmp_path: Path) -> None:
+    doc = mk_workload(
+        "Job",
+        annotations={names.PROXY_NATIVE_SIDECAR: "true"},
+        initContainers=[{"name": "migrate"}],
+    )
+    src = write(tmp_path, doc)
+    code, out, _ = run("inject", "--manual", str(src))
+    assert code == 0
+    pod = pod_of(next(yaml.safe_load_all(out)))
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["app"]
+    inits = pod["spec"]["initContainers"]
+    assert [c["name"] for c in inits] == ["migrate", names.INIT_CONTAINER, names.PROXY_CONTAINER]
+    assert inits[2]["restartPolicy"] == "Always"
+    assert inits[2]["startupProbe"]["httpGet"] == {"path": "/ready", "port": 4191}
+    assert "kubectl.kubernetes.io/default-container" not in pod["metadata"]["annotations"]
+    (tmp_path / "once.yaml").write_text(out)
+    assert run("inject", "--manual", str(tmp_path / "once.yaml"))[1] == out
+    _, back, _ = run("uninject", str(tmp_path / "once.yaml"))
+    assert next(yaml.safe_load_all(back)) == doc
+
+
+def test_the_default_container_is_the_app_and_a_users_choice_stays(tmp_path: Path) -> None:
+    doc = mk_workload("Deployment")
+    pod = pod_of(next(yaml.safe_load_all(run("inject", "--manual", str(write(tmp_path, doc)))[1])))
+    assert pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "app"
+    chosen = {"kubectl.kubernetes.io/default-container": "sidecar"}
+    doc = mk_workload("Deployment", annotations=chosen)
+    pod = pod_of(next(yaml.safe_load_all(run("inject", "--manual", str(write(tmp_path, doc)))[1])))
+    assert pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "sidecar"
+
+
 def test_bad_config_annotations_are_warned_about_and_the_defaults_stay(tmp_path: Path) -> None:
     annotations = {names.PROXY_CPU_REQUEST: "lots", names.OPAQUE_PORTS: "70000"}
     doc = mk_workload("Deployment", annotations=annotations)

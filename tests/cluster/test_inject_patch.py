@@ -68,7 +68,10 @@ def test_a_pod_inherits_its_namespaces_config_annotations_and_overrides_them() -
     injected = apply_patch(pod, review(pod, ns))
     args = injected["spec"]["containers"][0]["args"]
     assert args[args.index("--opaque-ports") + 1] == "3306"
-    assert injected["metadata"]["annotations"] == {names.INJECTED_ANNOTATION: "0.1.0"}
+    assert injected["metadata"]["annotations"] == {
+        "kubectl.kubernetes.io/default-container": "a",  # kubectl logs: the app, not the proxy
+        names.INJECTED_ANNOTATION: "0.1.0",
+    }
     pod["metadata"]["annotations"] = {names.OPAQUE_PORTS: "5432"}
     args = apply_patch(pod, review(pod, ns))["spec"]["containers"][0]["args"]
     assert args[args.index("--opaque-ports") + 1] == "5432"

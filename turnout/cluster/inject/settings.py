@@ -9,9 +9,11 @@ the injected pod, so it is dropped with a warning and the default stays.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from turnout.cluster import names
 from turnout.engine.identity.settings import DEFAULT_TRUST_DOMAIN
@@ -61,6 +63,8 @@ class ProxyConfig:
     """``3306,4000-4100``; "" = none."""
     skip_inbound_ports: str = ""
     skip_outbound_ports: str = ""
+    native_sidecar: bool = False
+    """The proxy is a native sidecar (an init container that keeps running)."""
 
 
 _QUANTITY = re.compile(r"(\d+(\.\d+)?|\.\d+)([eE][-+]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?")
@@ -89,7 +93,7 @@ def proxy_config(
 ) -> tuple[ProxyConfig, list[str]]:
     """The pod's proxy config from its (merged) annotations, and a warning per bad value."""
     warnings: list[str] = []
-    values: dict[str, str | None] = {}
+    values: dict[str, Any] = {}
 
     def take(key: str, field: str, ok: bool, want: str) -> None:
         if ok:
@@ -115,6 +119,12 @@ def proxy_config(
     if names.PROXY_LOG_LEVEL in annotations:
         ok = annotations[names.PROXY_LOG_LEVEL].strip() in LOG_LEVELS
         take(names.PROXY_LOG_LEVEL, "log_level", ok, " | ".join(LOG_LEVELS))
+    native = annotations.get(names.PROXY_NATIVE_SIDECAR)
+    if native is not None and native.strip() not in ("true", "false"):
+        warnings.append(
+            f"{names.PROXY_NATIVE_SIDECAR}: want true | false, got {native!r} (ignored)"
+        )
+        native = None
     for key, field in (
         (names.OPAQUE_PORTS, "opaque_ports"),
         (names.SKIP_INBOUND_PORTS, "skip_inbound_ports"),
@@ -130,4 +140,5 @@ def proxy_config(
             else:
                 values[field] = ports
     image = values.pop("image", None) or settings.image
-    return ProxyConfig(image=image, **values), warnings  # type: ignore[arg-type]
+    config = ProxyConfig(image=image, native_sidecar=(native or "").strip() == "true")
+    return dataclasses.replace(config, **values), warnings

@@ -4,10 +4,11 @@
 inject_pod(pod, workload, settings, namespace_annotations)
    annotations (namespace's config.turnout.dev/*, the pod's on top) -> ProxyConfig
    spec.containers[0]      turnout-proxy: mesh proxy --xds ... --transparent (PROXY_UID)
+                           (native sidecar: spec.initContainers[-], restartPolicy: Always)
    spec.initContainers[-]  turnout-init:  mesh proxy-init ... (NET_ADMIN, NET_RAW, uid 0)
    spec.volumes[-]         the projected token (audience identity.turnout.dev), the
                            init container's xtables lock (an emptyDir on /run)
-   metadata.annotations    turnout.dev/injected: <version>
+   metadata.annotations    turnout.dev/injected: <version>, kubectl's default-container
 uninject_pod(pod)          all of that removed again (and turnout.dev/inject: enabled)
 ```
 
@@ -44,6 +45,7 @@ XTABLES_VOLUME = "turnout-proxy-init-xtables-lock"
 """iptables takes its lock in /run; the init container's root filesystem is read-only."""
 OUR_VOLUMES = frozenset({TOKEN_VOLUME, XTABLES_VOLUME})
 TEMPLATE_HASH = "pod-template-hash"
+DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 THIRD_PARTY_SIDECARS = frozenset({"istio-proxy", "linkerd-proxy", "envoy", "envoy-sidecar"})
 """Another mesh's proxy: a pod with one of these containers is not injected."""
 _OWNER_KINDS = {
@@ -63,7 +65,11 @@ def containers(spec: Mapping[str, Any], key: str = "containers") -> list[Obj]:
 
 
 def is_injected(spec: Mapping[str, Any]) -> bool:
-    return any(c.get("name") == names.PROXY_CONTAINER for c in containers(spec))
+    """The pod has the proxy (a container, or a native sidecar among the init containers)."""
+    return any(
+        c.get("name") == names.PROXY_CONTAINER
+        for c in (*containers(spec), *containers(spec, "initContainers"))
+    )
 
 
 def third_party_sidecar(spec: Mapping[str, Any]) -> str | None:
@@ -116,12 +122,27 @@ def inject_pod(
     proxy = proxy_container(
         config, settings=settings, workload=workload, account=str(account), labels=labels
     )
-    spec["containers"] = [proxy, *(spec.get("containers") or [])]
-    spec["initContainers"] = [*(spec.get("initContainers") or []), init_container(config)]
+    apps = containers(spec)
+    inits = [*(spec.get("initContainers") or []), init_container(config)]
+    if config.native_sidecar:
+        # After turnout-init: the kubelet starts the app once the startup probe passed.
+        proxy["restartPolicy"] = "Always"
+        proxy["startupProbe"] = {
+            "httpGet": {"path": "/ready", "port": names.PROXY_ADMIN_PORT},
+            "periodSeconds": 1,
+            "failureThreshold": 120,
+        }
+        spec["initContainers"] = [*inits, proxy]
+    else:
+        spec["containers"] = [proxy, *(spec.get("containers") or [])]
+        spec["initContainers"] = inits
     spec["volumes"] = [*(spec.get("volumes") or []), *pod_volumes()]
     annotations = meta.get("annotations")
     if not isinstance(annotations, dict):
         annotations = meta["annotations"] = {}
+    if not config.native_sidecar and apps and apps[0].get("name"):
+        # kubectl logs / exec go to the app, not to the proxy listed first (as Linkerd does)
+        annotations.setdefault(DEFAULT_CONTAINER, apps[0]["name"])
     annotations[names.INJECTED_ANNOTATION] = turnout.__version__
     return out, warnings
 
@@ -135,12 +156,20 @@ def uninject_pod(pod: Mapping[str, Any]) -> tuple[Obj, bool]:
     if isinstance(spec, dict):
         for key, ours in (
             ("containers", {names.PROXY_CONTAINER}),
-            ("initContainers", {names.INIT_CONTAINER}),
+            ("initContainers", {names.INIT_CONTAINER, names.PROXY_CONTAINER}),
             ("volumes", OUR_VOLUMES),
         ):
             changed |= _drop_named(spec, key, ours)
     meta = out.get("metadata")
     if isinstance(meta, dict):
+        annotations = meta.get("annotations") or {}
+        apps = containers(spec) if isinstance(spec, dict) else []
+        if (
+            names.INJECTED_ANNOTATION in annotations
+            and apps
+            and annotations.get(DEFAULT_CONTAINER) == apps[0].get("name")
+        ):
+            del annotations[DEFAULT_CONTAINER]
         changed |= drop_annotations(meta)
     return out, changed
 
