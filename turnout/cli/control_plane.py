@@ -11,6 +11,7 @@ mesh serve --kubernetes --leader-elect   + LeaderElector on the Lease turnout-co
                                 (--lease-namespace, else $POD_NAMESPACE, else turnout; as
                                 --pod-name, else $POD_NAME, else the host name): every
                                 replica serves xDS, only the holder writes status
+mesh serve --injector H:P  + the injector webhook (cli.cluster_inject.start_injector)
 mesh bootstrap             bootstrap_config(xds, namespace, workload) ─> JSON on stdout
 ```
 
@@ -32,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from turnout.cli.cluster_inject import start_injector
 from turnout.cli.errors import UsageError
 from turnout.cli.output import EXIT_OK
 from turnout.cluster import names
@@ -73,6 +75,8 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.identity_dir is not None:
         _check_identity_dir(Path(args.identity_dir))
     _lease_settings(args)  # its flags are checked before anything listens
+    if args.injector is not None and args.injector_cert_dir is None:
+        raise UsageError("--injector needs --injector-cert-dir (tls.crt, tls.key)")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args, xds=xds, admin=admin, out=out))
     return EXIT_OK
@@ -144,14 +148,22 @@ async def _kubernetes_client(args: argparse.Namespace) -> Any:
 
 async def _start_source(
     args: argparse.Namespace, plane: ControlPlane, api: Any, elector: Any
-) -> tuple[str, Stop]:
-    """The source `args` name, started: what `serve` says it serves, and how to stop it."""
+) -> tuple[str, Stop, Any]:
+    """The source `args` name, started: what `serve` says it serves, how to stop it, and
+    where the injector reads namespaces' annotations (`cluster.inject.namespaces`)."""
     if args.kubernetes:
         from turnout.engine.sources.k8s import start_kubernetes_source
 
         k8s = await start_kubernetes_source(plane, api, leader=elector)
+        namespaces = None
+        if args.injector is not None:
+            from turnout.cluster.inject.namespaces import snapshot_namespaces
+
+            namespaces = snapshot_namespaces(
+                lambda: None if k8s.latest is None else k8s.latest.resources
+            )
         if elector is None:
-            return "the Kubernetes API", k8s.stop
+            return "the Kubernetes API", k8s.stop, namespaces
         await elector.start()
 
         async def stop() -> None:
@@ -159,7 +171,7 @@ async def _start_source(
             await elector.stop()
 
         what = f"the Kubernetes API, leader election on lease {elector.lease} as {elector.identity}"
-        return what, stop
+        return what, stop, namespaces
     limits = ManifestLimits(max_file_bytes=args.max_file_size)
     source = DirectorySource(
         Path(args.dir), plane=plane, compiler=IncrementalCompiler(limits=limits)
@@ -168,7 +180,12 @@ async def _start_source(
         await source.start()
     except MeshError as exc:
         raise UsageError(f"--dir: {exc}") from None
-    return str(source.directory), source.stop
+    namespaces = None
+    if args.injector is not None:
+        from turnout.cluster.inject.namespaces import directory_namespaces
+
+        namespaces = directory_namespaces(source.directory, limits=limits)
+    return str(source.directory), source.stop, namespaces
 
 
 async def _identity(args: argparse.Namespace, api: Any) -> tuple[list[Any], str, Stop | None]:
@@ -222,6 +239,7 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
         loop.add_signal_handler(sig, stop.set)
     runner = None
     stop_source: Stop | None = None
+    stop_injector: Stop | None = None
     try:
         port = await _bind("--xds", server.start(xds.host, xds.port))
         print(f"xds listening on {xds.host}:{port}", file=out)
@@ -230,7 +248,8 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
         app = admin_app(plane, server, leadership=elector)
         runner, admin_port = await _bind("--admin", start_admin(app, admin.host, admin.port))
         print(f"admin listening on {admin.host}:{admin_port}", file=out)
-        what, stop_source = await _start_source(args, plane, api, elector)
+        what, stop_source, namespaces = await _start_source(args, plane, api, elector)
+        stop_injector = await start_injector(args, namespaces, out)
         rejected = len(plane.status.rejected)
         more = f" rejected={rejected}" if rejected else ""
         print(f"serving {what} version={server.version}{more}", file=out)
@@ -240,6 +259,8 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if stop_injector is not None:
+            await stop_injector()
         if stop_source is not None:
             await stop_source()
         if runner is not None:
