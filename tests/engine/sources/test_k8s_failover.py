@@ -190,7 +190,7 @@ async def test_sigkill_of_the_leader_fails_over_within_the_lease_and_loses_no_up
         )
         # Worst case: b saw a's last renewal one jittered retry late, and notices the expiry
         # one jittered retry late; the slack is the processes' scheduling on a busy machine.
-        assert D - RETRY <= takeover <= D + 2 * (1 + JITTER) * RETRY + 0.5, takeover
+        assert D - RETRY - 0.1 <= takeover <= D + 2 * (1 + JITTER) * RETRY + 0.5, takeover
         assert status - takeover < 1.0
         assert observed(fake, "GRPCRoute", "rpc") == 1
         assert (await asyncio.to_thread(leader_of, b))["leading"]
