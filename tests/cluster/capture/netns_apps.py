@@ -5,6 +5,7 @@ python netns_apps.py serve NAME=HOST:PORT ...   HTTP servers answering "NAME" (o
 python netns_apps.py get URL [N]                 N plain http.client GETs, one connection each:
                                                  {"bodies": {"v1": 30, ...}, "errors": [...]}
 python netns_apps.py wait URL [SECONDS]          until URL answers 200 (exit 1 on timeout)
+python netns_apps.py fetch URL                    print the body (a proxy's /metrics)
 ```
 
 Standard library only, an unmodified client: whatever the proxy does, iptables made it happen.
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 
 def serve(specs: list[str]) -> None:
@@ -90,6 +92,9 @@ if __name__ == "__main__":
     verb, *rest = sys.argv[1:]
     if verb == "serve":
         serve(rest)
+    elif verb == "fetch":
+        with urllib.request.urlopen(rest[0], timeout=5) as resp:
+            sys.stdout.write(resp.read().decode())
     elif verb == "get":
         get(rest[0], int(rest[1]) if len(rest) > 1 else 1)
     else:
