@@ -109,7 +109,8 @@ def review_response(
     namespace = str(request.get("namespace") or (pod.get("metadata") or {}).get("namespace") or "")
     workload = workload_of(pod)
     decision = should_inject(pod, namespace, namespace_annotations)
-    log.info(
+    log.log(
+        logging.INFO if decision.inject else logging.DEBUG,
         "admission review uid=%s namespace=%s workload=%s inject=%s reason=%s",
         request["uid"], namespace, workload, decision.inject, decision.reason,
     )  # fmt: skip
