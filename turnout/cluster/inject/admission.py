@@ -103,6 +103,8 @@ def review_response(
     pod = request.get("object")
     if kind.get("kind") != "Pod" or request.get("operation") != "CREATE":
         return out
+    if request.get("subResource"):  # pods/ephemeralcontainers and the like: not a new pod
+        return out
     if not isinstance(pod, Mapping):
         response["warnings"] = ["turnout injector: request.object is not a Pod; not injected"]
         return out
