@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster.k8s_fields import unknown_fields
 from turnout.cli.main import main
 from turnout.cluster import names
 from turnout.cluster.inject.sidecar import workload_of
@@ -200,6 +201,21 @@ def test_the_default_container_is_the_app_and_a_users_choice_stays(tmp_path: Pat
     doc = mk_workload("Deployment", annotations=chosen)
     pod = pod_of(next(yaml.safe_load_all(run("inject", "--manual", str(write(tmp_path, doc)))[1])))
     assert pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "sidecar"
+
+
+@pytest.mark.parametrize("native", ["false", "true"])
+@pytest.mark.parametrize("kind", ["Deployment", "CronJob", "Pod"])
+def test_every_field_written_is_one_the_kubernetes_api_has(
+    kind: str, native: str, tmp_path: Path
+) -> None:
+    annotations = {names.PROXY_NATIVE_SIDECAR: native, names.PROXY_CPU_LIMIT: "1"}
+    doc = mk_workload(kind, annotations=annotations)
+    _, out, _ = run("inject", "--manual", str(write(tmp_path, doc)))
+    injected = next(yaml.safe_load_all(out))
+    model = {"Deployment": "V1Deployment", "CronJob": "V1CronJob", "Pod": "V1Pod"}[kind]
+    assert unknown_fields(injected, model) == []
+    misspelt = {"spec": {"containers": [{"securityContext": {"runAsUsr": 1}}]}}
+    assert unknown_fields(misspelt, "V1Pod") == ["spec.containers[0].securityContext.runAsUsr"]
 
 
 def test_bad_config_annotations_are_warned_about_and_the_defaults_stay(tmp_path: Path) -> None:

@@ -45,13 +45,16 @@ def test_insertions_are_adds_at_their_final_index() -> None:
     ]
 
 
-def review(pod: dict[str, Any], namespace_annotations: dict[str, str] | None) -> list[Any]:
+def review(
+    pod: dict[str, Any], namespace_annotations: dict[str, str] | None, **more: str
+) -> list[Any]:
     request = {
         "uid": "u1",
         "kind": {"kind": "Pod"},
         "operation": "CREATE",
         "namespace": "shop",
         "object": pod,
+        **more,
     }
     answer = review_response(
         {"apiVersion": "admission.k8s.io/v1", "request": request},
@@ -75,3 +78,4 @@ def test_a_pod_inherits_its_namespaces_config_annotations_and_overrides_them() -
     pod["metadata"]["annotations"] = {names.OPAQUE_PORTS: "5432"}
     args = apply_patch(pod, review(pod, ns))["spec"]["containers"][0]["args"]
     assert args[args.index("--opaque-ports") + 1] == "5432"
+    assert review(pod, ns, subResource="ephemeralcontainers") == []

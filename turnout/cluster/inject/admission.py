@@ -103,13 +103,16 @@ def review_response(
     pod = request.get("object")
     if kind.get("kind") != "Pod" or request.get("operation") != "CREATE":
         return out
+    if request.get("subResource"):  # pods/ephemeralcontainers and the like: not a new pod
+        return out
     if not isinstance(pod, Mapping):
         response["warnings"] = ["turnout injector: request.object is not a Pod; not injected"]
         return out
     namespace = str(request.get("namespace") or (pod.get("metadata") or {}).get("namespace") or "")
     workload = workload_of(pod)
     decision = should_inject(pod, namespace, namespace_annotations)
-    log.info(
+    log.log(
+        logging.INFO if decision.inject else logging.DEBUG,
         "admission review uid=%s namespace=%s workload=%s inject=%s reason=%s",
         request["uid"], namespace, workload, decision.inject, decision.reason,
     )  # fmt: skip
