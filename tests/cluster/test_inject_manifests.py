@@ -415,10 +415,7 @@ def test_a_pods_workload_is_named_like_linkerd_does(meta: Obj, want: str) -> Non
 
 
 def test_the_sidecars_command_lines_parse_as_mesh_commands(tmp_path: Path) -> None:
-    """The injected args are what `mesh proxy` and `mesh proxy-init` accept. `--transparent`
-    and `mesh proxy-init` come with the capture work: until the parser has them, the rest of
-    the command line is still checked."""
-    from turnout.cli.errors import UsageError
+    """The injected args are what `mesh proxy` and `mesh proxy-init` accept."""
     from turnout.cli.main import build_parser
 
     annotations = {names.OPAQUE_PORTS: "3306", names.SKIP_OUTBOUND_PORTS: "5432"}
@@ -426,18 +423,15 @@ def test_the_sidecars_command_lines_parse_as_mesh_commands(tmp_path: Path) -> No
     _, out, _ = run("inject", "--manual", str(write(tmp_path, doc)))
     pod = pod_of(next(yaml.safe_load_all(out)))
     parser = build_parser()
-    for container in (pod["spec"]["containers"][0], pod["spec"]["initContainers"][0]):
-        # what the kubelet does with $(VAR) in args
-        argv = [
-            a.replace("$(POD_NAMESPACE)", "shop").replace("$(POD_NAME)", "web-1")
-            for a in container["args"]
-        ]
-        try:
-            parser.parse_args(argv)
-        except UsageError as exc:
-            if "invalid choice: 'proxy-init'" in str(exc):
-                continue
-            if "unrecognized arguments: --transparent;" not in str(exc):
-                raise
-            args = parser.parse_args([a for a in argv if a != "--transparent"])
-            assert args.namespace == "shop" and args.workload == "deployment/web"
+    proxy, init = pod["spec"]["containers"][0], pod["spec"]["initContainers"][0]
+    # what the kubelet does with $(VAR) in args
+    argv = [
+        a.replace("$(POD_NAMESPACE)", "shop").replace("$(POD_NAME)", "web-1") for a in proxy["args"]
+    ]
+    args = parser.parse_args(argv)
+    assert args.command == "proxy" and args.transparent
+    assert args.namespace == "shop" and args.workload == "deployment/web"
+    assert args.pod == "web-1" and args.opaque_ports
+    init_args = parser.parse_args(init["args"])
+    assert init_args.command == "proxy-init"
+    assert init_args.proxy_uid == names.PROXY_UID
