@@ -143,3 +143,16 @@ def test_crds_print_as_yaml_or_one_json_list(output: str) -> None:
     if output == "json":
         doc = yaml.safe_load(out)
         assert doc["kind"] == "List" and len(doc["items"]) == len(list(OWN_CRDS.glob("*.yaml")))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["install", "--skip-existing"],
+        ["install", "--ignore-cluster"],
+        ["install", "--crds", "--identity-dir", "ca"],
+    ],
+)
+def test_flags_of_the_other_mode_are_usage_errors(argv: list[str]) -> None:
+    code, out, err = run(*argv)
+    assert (code, out) == (2, "") and err.startswith("error: --") and err.count("\n") == 1
