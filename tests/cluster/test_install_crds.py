@@ -104,7 +104,20 @@ async def test_gateway_api_crds_at_the_watched_versions_are_confirmed(tmp_path: 
         code, _, err = await install_crds(fake, tmp_path)
     assert code == 0
     assert err.count("note: ✔") == len(gateway_api_kinds()) and "×" not in err
-    assert STANDARD_INSTALL not in err
+    assert "standard-install" not in err and "experimental-install" not in err
+
+
+async def test_only_the_experimental_kind_missing_names_only_the_experimental_channel(
+    tmp_path: Path,
+) -> None:
+    async with FakeApiServer([CRD]) as fake:
+        for k in gateway_api_kinds():
+            if k.group == "gateway.networking.k8s.io":
+                fake.apply(crd(f"{k.plural}.{k.group}", k.version))
+        code, _, err = await install_crds(fake, tmp_path)
+    assert code == 0 and err.count("×") == 1
+    assert "× xbackendtrafficpolicies.gateway.networking.x-k8s.io is not installed" in err
+    assert "experimental-install.yaml" in err and STANDARD_INSTALL not in err
 
 
 async def test_missing_or_old_gateway_api_crds_are_named_with_the_way_to_get_them(
