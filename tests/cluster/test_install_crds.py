@@ -74,6 +74,14 @@ def test_without_a_cluster_stdout_is_our_crds_and_stderr_says_how_to_get_gateway
     shipped = {yaml.safe_load(p.read_text())["metadata"]["name"] for p in OWN_CRDS.glob("*.yaml")}
     assert {o["metadata"]["name"] for o in objs} == shipped
     assert all(o["metadata"]["labels"][names.PART_OF_LABEL] == "turnout" for o in objs)
+    sources = {
+        d["metadata"]["name"]: d
+        for p in OWN_CRDS.glob("*.yaml")
+        for d in [yaml.safe_load(p.read_text())]
+    }
+    for o in objs:
+        labels = o["metadata"].pop("labels")
+        assert o == sources[o["metadata"]["name"]] and labels == {names.PART_OF_LABEL: "turnout"}
     assert not any(o["spec"]["group"] == "gateway.networking.k8s.io" for o in objs)
     assert "were not checked (--ignore-cluster)" in err
     assert all(f"{k.kind} {k.version}" in err for k in gateway_api_kinds())
