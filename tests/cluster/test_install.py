@@ -323,3 +323,15 @@ def test_output_is_the_same_for_the_same_inputs_in_yaml_and_json(tmp_path: Path)
     assert docs("install", "--crds", "--ignore-cluster") == docs(
         "install", "--crds", "--ignore-cluster"
     )
+
+
+def test_mesh_serve_parses_the_deployments_command_line(installed: list[Obj]) -> None:
+    from turnout.cli.main import build_parser
+
+    (c,) = by_kind(installed, "Deployment")["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(c["args"])
+    assert args.kubernetes and args.leader_elect and args.run == "control_plane:run_serve"
+    assert (args.identity_dir, args.injector_cert_dir) == (
+        names.IDENTITY_DIR,
+        names.INJECTOR_CERT_DIR,
+    )

@@ -74,6 +74,14 @@ def test_without_a_cluster_stdout_is_our_crds_and_stderr_says_how_to_get_gateway
     shipped = {yaml.safe_load(p.read_text())["metadata"]["name"] for p in OWN_CRDS.glob("*.yaml")}
     assert {o["metadata"]["name"] for o in objs} == shipped
     assert all(o["metadata"]["labels"][names.PART_OF_LABEL] == "turnout" for o in objs)
+    sources = {
+        d["metadata"]["name"]: d
+        for p in OWN_CRDS.glob("*.yaml")
+        for d in [yaml.safe_load(p.read_text())]
+    }
+    for o in objs:
+        labels = o["metadata"].pop("labels")
+        assert o == sources[o["metadata"]["name"]] and labels == {names.PART_OF_LABEL: "turnout"}
     assert not any(o["spec"]["group"] == "gateway.networking.k8s.io" for o in objs)
     assert "were not checked (--ignore-cluster)" in err
     assert all(f"{k.kind} {k.version}" in err for k in gateway_api_kinds())
@@ -104,7 +112,20 @@ async def test_gateway_api_crds_at_the_watched_versions_are_confirmed(tmp_path: 
         code, _, err = await install_crds(fake, tmp_path)
     assert code == 0
     assert err.count("note: ✔") == len(gateway_api_kinds()) and "×" not in err
-    assert STANDARD_INSTALL not in err
+    assert "standard-install" not in err and "experimental-install" not in err
+
+
+async def test_only_the_experimental_kind_missing_names_only_the_experimental_channel(
+    tmp_path: Path,
+) -> None:
+    async with FakeApiServer([CRD]) as fake:
+        for k in gateway_api_kinds():
+            if k.group == "gateway.networking.k8s.io":
+                fake.apply(crd(f"{k.plural}.{k.group}", k.version))
+        code, _, err = await install_crds(fake, tmp_path)
+    assert code == 0 and err.count("×") == 1
+    assert "× xbackendtrafficpolicies.gateway.networking.x-k8s.io is not installed" in err
+    assert "experimental-install.yaml" in err and STANDARD_INSTALL not in err
 
 
 async def test_missing_or_old_gateway_api_crds_are_named_with_the_way_to_get_them(
@@ -143,3 +164,16 @@ def test_crds_print_as_yaml_or_one_json_list(output: str) -> None:
     if output == "json":
         doc = yaml.safe_load(out)
         assert doc["kind"] == "List" and len(doc["items"]) == len(list(OWN_CRDS.glob("*.yaml")))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["install", "--skip-existing"],
+        ["install", "--ignore-cluster"],
+        ["install", "--crds", "--identity-dir", "ca"],
+    ],
+)
+def test_flags_of_the_other_mode_are_usage_errors(argv: list[str]) -> None:
+    code, out, err = run(*argv)
+    assert (code, out) == (2, "") and err.startswith("error: --") and err.count("\n") == 1

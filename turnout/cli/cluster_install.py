@@ -84,6 +84,11 @@ def _control_plane(args: argparse.Namespace, v: values.Values, err: TextIO) -> l
 
 
 def run_install(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if not args.crds and (args.skip_existing or args.ignore_cluster):
+        flag = "--skip-existing" if args.skip_existing else "--ignore-cluster"
+        raise UsageError(f"{flag} goes with --crds (mesh install asks no cluster otherwise)")
+    if args.crds and args.identity_dir:
+        raise UsageError("--identity-dir is for the control plane, not --crds")
     try:
         v = _values(args)
         objs = (

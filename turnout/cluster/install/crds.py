@@ -79,13 +79,14 @@ def served_versions(crd: Mapping[str, Any]) -> list[str]:
     return [str(v.get("name")) for v in versions if v.get("served")]
 
 
-def _how_to_get() -> list[str]:
-    return [
-        f"note: get the Gateway API CRDs (standard channel, {GATEWAY_API_RELEASE} or newer):"
-        f" kubectl apply --server-side -f {STANDARD_INSTALL}",
-        "note: XBackendTrafficPolicy (retry budgets) is in the experimental channel:"
-        f" kubectl apply --server-side -f {EXPERIMENTAL_INSTALL}",
-    ]
+STANDARD_HINT = (
+    f"note: get the Gateway API CRDs (standard channel, {GATEWAY_API_RELEASE} or newer):"
+    f" kubectl apply --server-side -f {STANDARD_INSTALL}"
+)
+EXPERIMENTAL_HINT = (
+    "note: XBackendTrafficPolicy (retry budgets) is in the experimental channel:"
+    f" kubectl apply --server-side -f {EXPERIMENTAL_INSTALL}"
+)
 
 
 def gateway_api_notes(cluster: Mapping[str, Raw] | None, why_not: str = "") -> list[str]:
@@ -97,9 +98,11 @@ def gateway_api_notes(cluster: Mapping[str, Raw] | None, why_not: str = "") -> l
         return [
             f"note: the Gateway API CRDs were not checked ({why_not or 'no cluster'});"
             f" Turnout watches {watched}",
-            *_how_to_get(),
+            STANDARD_HINT,
+            EXPERIMENTAL_HINT,
         ]
-    lines, missing = [], False
+    lines: list[str] = []
+    hints: dict[str, None] = {}
     for spec in kinds:
         optional = spec.group == EXPERIMENTAL_GROUP
         crd = cluster.get(crd_name(spec))
@@ -107,13 +110,11 @@ def gateway_api_notes(cluster: Mapping[str, Raw] | None, why_not: str = "") -> l
         if spec.version in served:
             lines.append(f"note: ✔ {crd_name(spec)} serves {spec.version}")
             continue
-        missing = missing or not optional
         found = f"serves {', '.join(served) or 'no version'}" if crd else "is not installed"
         tail = " (optional: retry budgets)" if optional else ""
         lines.append(f"note: × {crd_name(spec)} {found}, Turnout watches {spec.version}{tail}")
-    if missing or any(crd_name(k) not in cluster for k in kinds):
-        lines += _how_to_get()
-    return lines
+        hints[EXPERIMENTAL_HINT if optional else STANDARD_HINT] = None
+    return lines + sorted(hints, key=(STANDARD_HINT, EXPERIMENTAL_HINT).index)
 
 
 def foreign_crds(cluster: Mapping[str, Raw]) -> list[str]:

@@ -18,7 +18,8 @@ API server adds on top (defaults, admission, value formats the models keep as st
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Mapping
 from typing import Any
 
 # Recent kubernetes releases ship py.typed, older ones do not: accept both.
@@ -43,13 +44,11 @@ MODELS: Mapping[tuple[str, str], str] = {
 }
 """The kinds `mesh install` renders and the model each is checked as."""
 
-_API: list[Any] = []
 
-
+@functools.cache
 def _client() -> Any:
-    if not _API:
-        _API.append(ApiClient())
-    return _API[0]
+    """One ApiClient for every check: only its (de)serializers are used, never a request."""
+    return ApiClient()
 
 
 def describe(obj: Mapping[str, Any]) -> str:
@@ -104,10 +103,3 @@ def check_object(obj: Mapping[str, Any]) -> None:
             f"{what}: {where}: not a field of {model}, or not of its type (the model"
             " dropped or changed it)"
         )
-
-
-def check_all(objs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Each object of `objs`, checked (the first invalid one raises)."""
-    for obj in objs:
-        check_object(obj)
-        yield obj
