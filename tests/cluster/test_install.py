@@ -148,10 +148,9 @@ def test_the_deployment_runs_the_agreed_command_line_as_a_restricted_pod(
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["image"] == names.IMAGE and c["args"] == SERVE
-    assert {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]} == {
-        "POD_NAME": "metadata.name",
-        "POD_NAMESPACE": "metadata.namespace",
-    }
+    from_pod = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"][:2]}
+    assert from_pod == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    assert c["env"][2:] == [{"name": names.PROXY_IMAGE_ENV, "value": names.IMAGE}]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"grpc-xds": 8086, "admin": 9990, "injector": 8443}
     assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "admin"}
@@ -323,6 +322,15 @@ def test_output_is_the_same_for_the_same_inputs_in_yaml_and_json(tmp_path: Path)
     assert docs("install", "--crds", "--ignore-cluster") == docs(
         "install", "--crds", "--ignore-cluster"
     )
+
+
+def test_another_image_reaches_the_injector_too() -> None:
+    dep = by_kind(
+        docs("install", "--image", "registry.local/turnout:dev"), "Deployment", names.CONTROLLER
+    )
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "registry.local/turnout:dev"
+    assert {"name": names.PROXY_IMAGE_ENV, "value": "registry.local/turnout:dev"} in c["env"]
 
 
 def test_mesh_serve_parses_the_deployments_command_line(installed: list[Obj]) -> None:

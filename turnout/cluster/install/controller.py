@@ -134,6 +134,8 @@ def _container(values: Values) -> Raw:
         "env": [
             _env_from_pod("POD_NAME", "metadata.name"),
             _env_from_pod("POD_NAMESPACE", "metadata.namespace"),
+            # the injector writes the same image into the pods' sidecars
+            {"name": names.PROXY_IMAGE_ENV, "value": values.image},
         ],
         "ports": [
             {"name": "grpc-xds", "containerPort": names.XDS_PORT, "protocol": "TCP"},
