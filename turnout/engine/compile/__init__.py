@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from turnout.engine import ir
-from turnout.engine.compile.context import Ctx
+from turnout.engine.compile.backends import report_fqdn_slices
+from turnout.engine.compile.context import DEFAULT_COMPILE_OPTIONS, CompileOptions, Ctx
 from turnout.engine.compile.index import build_index
 from turnout.engine.compile.table import build_table
 from turnout.engine.diagnostics import Diagnostic, sorted_diagnostics
@@ -28,9 +29,12 @@ class CompileResult:
     """`status` of every Gateway Turnout serves (its class ours or not among the inputs)."""
 
 
-def compile_table(resources: Resources) -> CompileResult:
-    ctx = Ctx(index=build_index(resources))
+def compile_table(
+    resources: Resources, *, options: CompileOptions = DEFAULT_COMPILE_OPTIONS
+) -> CompileResult:
+    ctx = Ctx(index=build_index(resources), options=options)
     table, statuses, gateway_statuses = build_table(ctx)
+    report_fqdn_slices(ctx)
     return CompileResult(
         table=table,
         statuses=tuple(statuses),
@@ -39,4 +43,4 @@ def compile_table(resources: Resources) -> CompileResult:
     )
 
 
-__all__ = ["CompileResult", "compile_table"]
+__all__ = ["DEFAULT_COMPILE_OPTIONS", "CompileOptions", "CompileResult", "compile_table"]

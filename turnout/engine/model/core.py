@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue
 
@@ -13,6 +13,7 @@ from turnout.engine.model.base import (
     Bool,
     Int32,
     LooseModel,
+    NullAsEmpty,
     PortNumber,
     Resource,
     Str,
@@ -95,8 +96,9 @@ class EndpointPort(LooseModel):
 class EndpointSlice(Resource):
     kind: Literal["EndpointSlice"] = "EndpointSlice"
     address_type: Literal["IPv4", "IPv6", "FQDN"]
-    endpoints: list[SliceEndpoint] = Field(default_factory=list)
-    ports: list[EndpointPort] = Field(default_factory=list)
+    # The server sends `"endpoints": null` for a Service scaled to 0 (and `ports` likewise).
+    endpoints: Annotated[list[SliceEndpoint], NullAsEmpty] = Field(default_factory=list)
+    ports: Annotated[list[EndpointPort], NullAsEmpty] = Field(default_factory=list)
 
     @property
     def service_name(self) -> str | None:

@@ -156,6 +156,17 @@ WATCHED_KINDS: tuple[KindSpec, ...] = (
 )
 """Every kind the compiler (or the SMI adapter) reads, at the version we list it."""
 
+CRD_KIND = KindSpec(
+    kind="CustomResourceDefinition",
+    group="apiextensions.k8s.io",
+    version="v1",
+    plural="customresourcedefinitions",
+    namespaced=False,
+    parse=False,
+)
+"""Watched for the source's own sake (not published): a CRD installed after start-up wakes
+the kind it serves at once, instead of at its next `missing_kind_retry_s` poll."""
+
 ROUTE_KINDS = {k.kind: k for k in WATCHED_KINDS if k.kind in ("HTTPRoute", "GRPCRoute")}
 GATEWAY_KIND = next(k for k in WATCHED_KINDS if k.kind == "Gateway")
 GATEWAY_CLASS_KIND = next(k for k in WATCHED_KINDS if k.kind == "GatewayClass")
@@ -194,3 +205,35 @@ def status_only_change(spec: KindSpec, old: Raw, new: Raw) -> bool:
         return {**{k: v for k, v in raw.items() if k != "status"}, "metadata": meta}
 
     return content(old) == content(new)
+
+
+def crd_summary(raw: Raw) -> Raw:
+    """What the source keeps of a CRD: its collection and served versions (a CRD's schema
+    can be hundreds of kilobytes; none of it matters here)."""
+    spec = raw.get("spec") or {}
+    meta = raw.get("metadata") or {}
+    versions = [
+        {"name": v.get("name"), "served": v.get("served", True)}
+        for v in spec.get("versions") or ()
+        if isinstance(v, dict)
+    ]
+    return {
+        **{k: raw[k] for k in ("apiVersion", "kind") if k in raw},
+        "metadata": {k: meta[k] for k in ("name", "resourceVersion") if k in meta},
+        "spec": {
+            "group": spec.get("group"),
+            "names": {"plural": (spec.get("names") or {}).get("plural")},
+            "versions": versions,
+        },
+    }
+
+
+def crd_serves(raw: Raw, spec: KindSpec) -> bool:
+    """True when CRD `raw` serves `spec`'s collection at `spec`'s version."""
+    crd = raw.get("spec") or {}
+    if crd.get("group") != spec.group or (crd.get("names") or {}).get("plural") != spec.plural:
+        return False
+    return any(
+        v.get("name") == spec.version and v.get("served", True) is not False
+        for v in crd.get("versions") or ()
+    )
