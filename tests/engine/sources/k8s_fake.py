@@ -143,6 +143,8 @@ class FakeApiServer:
         """The ClusterRole rules every request is checked against (`enforce`); None: all."""
         self.user = rules.CONTROLLER_USER
         self.startup: rules.Startup | None = None
+        self.refusals: list[tuple[str, str, int]] = []
+        """(method, path, status) of every request `k8s_fake_rules.refuse` answered."""
         self.objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
         """(group, kind) -> (namespace, name) -> stored object (with apiVersion and kind)."""
         self.revision = 1
@@ -200,8 +202,9 @@ class FakeApiServer:
         self.user = user
 
     def start_up(self, *, unavailable_s: float, initializing_s: float) -> None:
-        """Answer 503 for `unavailable_s`, then 429 for `initializing_s` (a server starting)."""
-        self.startup = rules.Startup.lasting(unavailable_s, initializing_s)
+        """From the next request on, answer 503 for `unavailable_s`, then 429 for
+        `initializing_s` (a server starting)."""
+        self.startup = rules.Startup(unavailable_s, initializing_s)
 
     def apply(self, obj: Obj) -> Obj:
         """Create or update (like `kubectl apply`, but `status`, if given, is stored too);

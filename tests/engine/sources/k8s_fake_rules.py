@@ -82,25 +82,26 @@ def status_body(code: int, reason: str, message: str, details: Obj | None = None
 
 @dataclass(slots=True)
 class Startup:
-    """Deadlines (time.monotonic) until which requests get 503, then 429."""
+    """503 for `unavailable_s`, then 429 for `initializing_s`, counted from the first
+    request that comes (the server starts when its first client is there, so a slow
+    client start-up still sees both)."""
 
-    unavailable_until: float
-    initializing_until: float
-
-    @classmethod
-    def lasting(cls, unavailable_s: float, initializing_s: float) -> Startup:
-        now = time.monotonic()
-        return cls(now + unavailable_s, now + unavailable_s + initializing_s)
+    unavailable_s: float
+    initializing_s: float
+    began: float | None = None
+    """time.monotonic() of the first request; None until then."""
 
 
 def _starting(startup: Startup | None) -> web.Response | None:
     if startup is None:
         return None
     now = time.monotonic()
-    if now < startup.unavailable_until:
+    if startup.began is None:
+        startup.began = now
+    if now < startup.began + startup.unavailable_s:
         body = status_body(503, "ServiceUnavailable", NOT_INSTALLED)
         return web.json_response(body, status=503)
-    if now < startup.initializing_until:
+    if now < startup.began + startup.unavailable_s + startup.initializing_s:
         body = status_body(429, "TooManyRequests", INITIALIZING, {"retryAfterSeconds": 1})
         return web.json_response(body, status=429, headers={"Retry-After": "1"})
     return None
@@ -180,7 +181,10 @@ def _forbidden(
 
 def refuse(server: FakeApiServer, request: web.Request) -> web.Response | None:
     """The answer a real server gives before it even looks at the object, if any."""
-    return _starting(server.startup) or _forbidden(server.rbac, server.user, request)
+    resp = _starting(server.startup) or _forbidden(server.rbac, server.user, request)
+    if resp is not None:
+        server.refusals.append((request.method, request.path, resp.status))
+    return resp
 
 
 # --------------------------------------------------------------------------- admission

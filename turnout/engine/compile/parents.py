@@ -109,9 +109,7 @@ def _service_parent(
     producer = ns == route.obj.namespace
     svc = ctx.index.services.get((ns, ref.name))
     if svc is None and ctx.options.complete_inputs:
-        msg = f"parent Service {ns}/{ref.name} does not exist"
-        ctx.report(warning("ParentNotFound", msg, pos))
-        return Rejected("NoMatchingParent", msg)
+        return Rejected("NoMatchingParent", f"parent Service {ns}/{ref.name} does not exist")
     if svc is None:
         if ref.port is None:
             msg = f"parent Service {ns}/{ref.name} not found among the inputs and no port given"
