@@ -80,6 +80,28 @@ def test_mesh_validate_accepts_a_slice_as_kubectl_get_prints_it(tmp_path: Path) 
     assert main(["validate", "-f", str(path)], stdout=out, stderr=err) == 0, err.getvalue()
 
 
+async def test_pods_as_a_cluster_serves_them_are_accepted_and_their_status_churn_is_quiet(
+    fake: FakeApiServer,
+) -> None:
+    """A real cluster's Pods carry a status that changes all the time; only a Pod's
+    service account matters, so a status change must not recompile the cluster."""
+    pod = next(o for o in every_kind(NS) if o["kind"] == "Pod")
+    fake.apply(pod)
+    async with running(fake) as (source, snaps):
+        resources, diags = await snaps.next()
+        assert [o.obj.kind for o in resources.objects] == ["Pod"]
+        assert [d for d in diags if d.file.startswith("k8s:Pod")] == []
+        path = "/api/v1/pods"
+        for phase in ("Pending", "Running", "Succeeded"):
+            fake.apply(pod | {"status": {"phase": phase}})
+        await asyncio.sleep(0.3)  # the MODIFIED events arrive; no snapshot may follow
+        assert snaps.queue.empty()
+        assert fake.count("GET", path, watch=True) == 1
+        fake.apply(pod | {"spec": {**pod["spec"], "serviceAccountName": "other"}})
+        await snaps.next()
+    assert source.latest is not None
+
+
 # --------------------------------------------------------------------------- outages
 
 

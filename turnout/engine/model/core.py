@@ -84,6 +84,9 @@ class Pod(Resource):
 
     kind: Literal["Pod"] = "Pod"
     spec: PodSpec = Field(default_factory=PodSpec)
+    status: dict[str, JsonValue] | None = None
+    """Not read (a Pod's readiness reaches the mesh through its EndpointSlices); accepted
+    so that `kubectl get pod -o yaml` validates."""
 
 
 class EndpointPort(LooseModel):
@@ -113,6 +116,7 @@ class Secret(Resource):
 
     kind: Literal["Secret"] = "Secret"
     type: Str = "Opaque"
+    immutable: Bool | None = None
     data: dict[str, str] = Field(default_factory=dict)
     """Base64 values, as the API server serves them."""
     string_data: dict[str, str] = Field(default_factory=dict, alias="stringData")

@@ -75,10 +75,10 @@ from turnout.engine.sources.k8s.kinds import (
     KindSpec,
     Raw,
     crd_serves,
-    crd_summary,
     object_key,
     parse_object,
     status_only_change,
+    summary,
 )
 from turnout.engine.sources.k8s.status import StatusWrite, StatusWriter
 
@@ -398,7 +398,7 @@ class KubernetesSource:
         raw = {**raw, "apiVersion": state.spec.api_version, "kind": state.spec.kind}
         if not isinstance(raw.get("metadata"), dict):
             raw["metadata"] = {}
-        return _Entry(crd_summary(raw) if state is self._crds else raw)
+        return _Entry(summary(state.spec, raw))
 
     def _mark_synced(self, state: _KindState) -> None:
         state.synced = True
