@@ -1,7 +1,9 @@
 """The compiler: a pure function from a `Resources` snapshot to IR, route and Gateway status, and diagnostics.
 
-`compile_table(resources)` does no I/O and uses no clock or randomness; the same snapshot
-always gives an equal `CompileResult`. Loading, schema/CEL validation and dropping invalid
+`compile_table(resources, options=...)` does no I/O and uses no clock or randomness; the same
+snapshot (and options) always gives an equal `CompileResult`. `CompileOptions` says what the
+inputs are: with `complete_inputs` (the Kubernetes source) they are the whole cluster, so
+what is not among them does not exist. Loading, schema/CEL validation and dropping invalid
 objects happen before it (`turnout.engine.pipeline`); semantic findings (a backend, parent
 or grant not among the inputs) come out of it as warnings.
 """
