@@ -115,7 +115,7 @@ async def test_a_starting_api_server_is_probed_until_it_answers_then_changes_arr
     fake.apply(mk_route(NS, "web", {"web": 1}))
     fake.start_up(unavailable_s=0.8, initializing_s=0.3)
     sleep = ScaledSleep()  # 1/100: 0.8 s of 503s is 80 s of the source's backoff
-    settings = dataclasses.replace(SETTINGS, backoff_max_s=4.0)
+    settings = dataclasses.replace(SETTINGS, backoff_max_s=2.0)
     async with running(fake, sleep=sleep, settings=settings) as (_, snaps):
         resources, _ = await snaps.next(lambda r: bool(r.objects), timeout=5)
         assert weights(resources, "web") == [1]

@@ -70,7 +70,7 @@ class KubernetesSettings:
     """Tries of one request (or watch reopen) on transient failures; then the kind relists,
     still backing off (it never stops probing)."""
     backoff_base_s: float = 0.5
-    backoff_max_s: float = 4.0
+    backoff_max_s: float = 2.0
     """Cap of every backoff wait (before jitter; a server's `Retry-After` may ask for more):
     a recovering API server is probed at least this often, so a change made right after
     it is back arrives within seconds (Flagger's deadline is 5 s), never after a blind

@@ -223,7 +223,10 @@ class KubernetesSource:
                     continue
                 failures += 1
                 delay = self._api.delay(failures, exc.retry_after)
-                log.warning(
+                # attempts #2, #3, #5, #9, ...: a long outage is not a line every 2 s per kind
+                level = logging.WARNING if failures & (failures - 1) == 0 else logging.DEBUG
+                log.log(
+                    level,
                     "kind unavailable kind=%s: %s; relisting attempt #%d in %.2fs",
                     spec.kind,
                     exc,
