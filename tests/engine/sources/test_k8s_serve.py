@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.engine.sources.k8s_fake import FakeApiServer
-from tests.engine.sources.test_k8s import SERVED, every_kind
+from tests.engine.sources.test_k8s import SERVED, every_kind, mk_route
 from turnout.engine.sources.k8s.rbac import controller_rules
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -96,6 +96,18 @@ async def test_serve_kubernetes_answers_on_its_admin_port_with_only_the_controll
             async with asyncio.timeout(10):  # status written back, through the enforced role
                 while not fake.get(SERVED["HTTPRoute"], "shop", "web").get("status"):
                     await asyncio.sleep(0.05)
+            # An outage; a change made right after the server is back arrives within
+            # Flagger's 5 s deadline (default settings: probed at least every 2.4 s).
+            fake.start_up(unavailable_s=1.0, initializing_s=0.0)
+            fake.close_watches()
+            await asyncio.sleep(1.1)
+            fake.apply(mk_route("shop", "web", {"web": 50, "web-canary": 50}))
+            loop = asyncio.get_running_loop()
+            back = loop.time()
+            async with asyncio.timeout(5):
+                while "weight: 50" not in (await asyncio.to_thread(get, admin + "/debug/table"))[1]:
+                    await asyncio.sleep(0.05)
+            assert loop.time() - back < 5.0  # measured: 0.8 s
             proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(10):
                 assert await proc.wait() == 0
