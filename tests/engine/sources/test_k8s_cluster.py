@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.config import ConfigException
 
 from tests.engine.sources.k8s_fake import CRD, FakeApiServer
 from tests.engine.sources.k8s_fake_rules import FakeInvalid, Target, crd_object, forbidden_message
@@ -21,6 +22,7 @@ from tests.engine.sources.test_k8s import (
     SERVED,
     SETTINGS,
     ScaledSleep,
+    Snapshots,
     every_kind,
     mk_route,
     mk_service,
@@ -30,7 +32,7 @@ from tests.engine.sources.test_k8s import (
 from turnout.cli.main import main
 from turnout.engine.model import EndpointSlice
 from turnout.engine.plane import ControlPlane
-from turnout.engine.sources.k8s import start_kubernetes_source
+from turnout.engine.sources.k8s import KubernetesSource, start_kubernetes_source
 from turnout.engine.sources.k8s.rbac import controller_rules
 
 NS = "shop"
@@ -133,6 +135,30 @@ async def test_a_starting_api_server_is_probed_until_it_answers_then_changes_arr
     assert len(sleep.waits) > 2 * SETTINGS.attempts  # it kept probing past its attempts
     cap = settings.backoff_max_s * (1 + settings.jitter)
     assert max(sleep.waits) <= cap  # Retry-After 1 is under the cap; no 30 s cooldown
+
+
+async def test_credentials_that_fail_to_refresh_are_retried_not_fatal(fake: FakeApiServer) -> None:
+    """An exec plugin or the in-cluster token file refreshed per request may fail once; the
+    kind must list when it works again (a crashed kind task never let /ready turn true)."""
+    fake.apply(mk_route(NS, "web", {"web": 1}))
+    api = fake.api_client()
+    calls = {"n": 0}
+
+    def refresh(cfg: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 5:
+            raise ConfigException("exec: executable aws failed with exit code 1")
+
+    api.configuration.api_key = {"authorization": "Bearer token"}
+    api.configuration.refresh_api_key_hook = refresh
+    snaps = Snapshots()
+    source = KubernetesSource(api, on_snapshot=snaps, settings=SETTINGS, sleep=ScaledSleep())
+    try:
+        async with source:
+            resources, _ = await snaps.next(lambda r: bool(r.objects))
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+    assert weights(resources, "web") == [1]
 
 
 # --------------------------------------------------------------------------- CRDs

@@ -131,6 +131,10 @@ def _mapped_errors(what: str) -> Iterator[None]:
         raise _api_error(what, int(exc.status or 0), exc.body, exc.headers) from exc
     except (urllib3.exceptions.HTTPError, OSError, json.JSONDecodeError) as exc:
         raise KubernetesApiError(f"{what}: {type(exc).__name__}: {exc}", status=0) from exc
+    except k8s_config.ConfigException as exc:
+        # Credentials refreshed per request (an exec plugin, the in-cluster token file)
+        # that failed this time: retried like no answer.
+        raise KubernetesApiError(f"{what}: credentials: {exc}", status=0) from exc
 
 
 def _api_error(

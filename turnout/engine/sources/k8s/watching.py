@@ -234,6 +234,12 @@ class KubernetesSource:
                     delay,
                 )
                 await self._sleep(delay)
+            except Exception as exc:  # a bug or an answer nobody expected: keep the kind alive
+                self._mark_synced(state)
+                if state.failed != repr(exc):
+                    state.failed = repr(exc)
+                    log.exception("kind failed kind=%s; trying again", spec.kind)
+                await self._sleep(self._settings.denied_retry_s)
 
     async def _denied(self, state: _KindState, exc: KubernetesApiError) -> None:
         """401/403 (or another error retrying cannot fix): one error per distinct message,
