@@ -296,7 +296,7 @@ class KubernetesSource:
             return
         for other in self._states.values():
             if other.missing and crd_serves(raw, other.spec):
-                log.info("crd appeared kind=%s crd=%s", other.spec.kind, name_of(raw))
+                log.info("crd appeared kind=%s crd=%s", other.spec.kind, object_key(raw)[1])
                 other.wake.set()
 
     async def _list(self, state: _KindState) -> None:
@@ -479,10 +479,6 @@ class KubernetesSource:
         )
 
     # ---------------------------------------------------------------- status write-back
-
-
-def name_of(raw: Raw) -> str:
-    return str((raw.get("metadata") or {}).get("name") or "")
 
 
 async def _guard(coro: Awaitable[None], name: str) -> None:
