@@ -30,7 +30,12 @@ from types import MappingProxyType
 
 from turnout.adapters.policy import PolicyResult, compile_policy
 from turnout.adapters.smi import smi_to_routes
-from turnout.engine.compile import CompileResult, compile_table
+from turnout.engine.compile import (
+    DEFAULT_COMPILE_OPTIONS,
+    CompileOptions,
+    CompileResult,
+    compile_table,
+)
 from turnout.engine.compile.peer_modes import without_disabled_identities
 from turnout.engine.diagnostics import (
     Diagnostic,
@@ -116,7 +121,10 @@ def drop_invalid(resources: Resources, diagnostics: Sequence[Diagnostic]) -> Res
 
 
 def compile_snapshot(
-    resources: Resources, diagnostics: Sequence[Diagnostic] = ()
+    resources: Resources,
+    diagnostics: Sequence[Diagnostic] = (),
+    *,
+    options: CompileOptions = DEFAULT_COMPILE_OPTIONS,
 ) -> CompiledInputs:
     """Compile objects that are already parsed (the Kubernetes source's snapshots): the
     built-in rules run again, objects with errors are left out (each one `Rejected`), the
@@ -130,7 +138,9 @@ def compile_snapshot(
         )
         return with_policy(
             CompiledInputs(
-                inputs=inputs, result=compile_table(kept), rejected=rejected_by_file(diags)
+                inputs=inputs,
+                result=compile_table(kept, options=options),
+                rejected=rejected_by_file(diags),
             ),
             compile_policy(kept),
         )

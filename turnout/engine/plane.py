@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from turnout.engine.compile import CompileResult
+from turnout.engine.compile import DEFAULT_COMPILE_OPTIONS, CompileOptions, CompileResult
 from turnout.engine.diagnostics import Diagnostic, Severity
 from turnout.engine.errors import MeshError
 from turnout.engine.ir import RouteTable
@@ -77,9 +77,11 @@ class ResourceSnapshot:
     diagnostics: tuple[Diagnostic, ...] = ()
     origin: str = "kubernetes"
     writer: WriteStatus | None = None
+    options: CompileOptions = DEFAULT_COMPILE_OPTIONS
+    """How to compile (the Kubernetes source: `complete_inputs`, the cluster is all there is)."""
 
     def compile(self) -> CompiledInputs:
-        return compile_snapshot(self.resources, self.diagnostics)
+        return compile_snapshot(self.resources, self.diagnostics, options=self.options)
 
     async def write_status(self, result: CompileResult) -> None:
         if self.writer is not None:
@@ -170,6 +172,8 @@ class ControlPlane:
         self._lock = asyncio.Lock()
         self._status = PlaneStatus()
         self.metrics = PlaneMetrics()
+        self._logged: frozenset[str] = frozenset()
+        """The findings the last change logged: a change logs only the new ones."""
 
     @property
     def status(self) -> PlaneStatus:
@@ -200,7 +204,7 @@ class ControlPlane:
         finally:
             self.metrics.compile_seconds.observe(time.monotonic() - started)
         elapsed_ms = int((time.monotonic() - started) * 1000)
-        _log_findings(compiled.diagnostics, compiled.rejected)
+        self._logged = _log_findings(compiled.diagnostics, compiled.rejected, self._logged)
         policy = None if compiled.policy is None else compiled.policy.table
         version = self._publish(compiled.result.table, policy)
         full = not compiled.rejected
@@ -260,13 +264,21 @@ def _compile(snapshot: Snapshot) -> CompiledInputs:
         release_memory()
 
 
-def _log_findings(diagnostics: Sequence[Diagnostic], rejected: Sequence[Rejected]) -> None:
-    """Warnings once per change, each `file[doc] path: message (Reason)`."""
+def _log_findings(
+    diagnostics: Sequence[Diagnostic], rejected: Sequence[Rejected], before: frozenset[str]
+) -> frozenset[str]:
+    """Each warning (`file[doc] path: message (Reason)`) when it appears or changes, not
+    again while it holds: a Kubernetes snapshot holds every object's findings, and one
+    object's change must not log all the others' again. Returns what this change found."""
+    lines: list[str] = []
     for d in diagnostics:
         if d.severity is not Severity.INFO:
-            log.warning("manifest %s: %s", d.severity.value, d)
+            lines.append(f"manifest {d.severity.value}: {d}")
     for r in rejected:
         kept = "keeping its last good version" if r.kept else "left out"
-        log.warning("input rejected, %s file=%s errors=%d", kept, r.file, len(r.diagnostics))
-        for d in r.diagnostics:
-            log.warning("manifest %s: %s", d.severity.value, d)
+        lines.append(f"input rejected, {kept} file={r.file} errors={len(r.diagnostics)}")
+        lines.extend(f"manifest {d.severity.value}: {d}" for d in r.diagnostics)
+    for line in lines:
+        if line not in before:
+            log.warning("%s", line)
+    return frozenset(lines)

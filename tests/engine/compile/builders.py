@@ -10,7 +10,12 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 
-from turnout.engine.compile import CompileResult, compile_table
+from turnout.engine.compile import (
+    DEFAULT_COMPILE_OPTIONS,
+    CompileOptions,
+    CompileResult,
+    compile_table,
+)
 from turnout.engine.config import CONTROLLER_NAME
 from turnout.engine.diagnostics import SourcePos
 from turnout.engine.model import Document, parse_documents
@@ -156,7 +161,9 @@ def redirect(**fields: object) -> Raw:
     return {"type": "RequestRedirect", "requestRedirect": dict(fields)}
 
 
-def compile_objects(*objects: Raw) -> CompileResult:
+def compile_objects(
+    *objects: Raw, options: CompileOptions = DEFAULT_COMPILE_OPTIONS
+) -> CompileResult:
     """Parse `objects` as documents of one file and compile them; schema errors fail the test."""
     docs = [
         Document(pos=SourcePos(file="test.yaml", doc_index=i), raw=obj)
@@ -164,7 +171,7 @@ def compile_objects(*objects: Raw) -> CompileResult:
     ]
     resources, diags = parse_documents(docs)
     assert not diags, [str(d) for d in diags]
-    return compile_table(resources)
+    return compile_table(resources, options=options)
 
 
 def mk_tls_secret(ns: str, name: str, chain_pem: bytes, key_pem: bytes) -> Raw:

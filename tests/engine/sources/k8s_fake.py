@@ -39,12 +39,16 @@ app on 127.0.0.1, port 0 (`FakeApiServer.api_client()` builds an `ApiClient` who
 - Injected failures (`fail()`: e.g. 429 with `Retry-After`), hooks that run before a request
   (`before()`, e.g. a concurrent writer causing a 409), a request log (`requests`; `calls`
   adds each request's bearer token, answer status and monotonic time), `hold_watches()`.
+- From `k8s_fake_rules.py`: the start-up 503/429 (`start_up()`), RBAC (`enforce(rules)`: 403
+  Forbidden with the authorizer's message), EndpointSlice admission (loopback addresses
+  refused with 422, empty `endpoints`/`ports` served as null) and the CRD registry (applying
+  a CustomResourceDefinition serves its kind, deleting it removes the kind).
 
 `k8s_fake_cluster.ClusterFakeApiServer` (a subclass, for the cluster commands) adds
 ``/version``, SelfSubjectAccessReviews and the API server's service and pod proxy.
 
-Not reproduced: authentication, admission and schema validation, label/field selectors,
-server-side apply, pagination, watch-list streaming, watch from resourceVersion "0".
+Not reproduced: authentication, schema validation, label selectors, server-side apply,
+pagination, watch-list streaming, watch from resourceVersion "0".
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ from typing import Any
 
 from aiohttp import web
 from kubernetes import client as k8s_client
+
+from tests.engine.sources import k8s_fake_rules as rules
+from turnout.engine.sources.k8s.rbac import Rule
 
 Obj = dict[str, Any]
 
@@ -94,6 +101,12 @@ class ServedKind:
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
+
+
+CRD = ServedKind(
+    rules.CRD_GROUP, "v1", "customresourcedefinitions", "CustomResourceDefinition", False
+)
+"""Always served: `apply()` of a CRD object installs the kind it defines."""
 
 
 @dataclass(slots=True, eq=False)
@@ -150,8 +163,14 @@ class FakeApiServer:
         self.status_defaults = dict(status_defaults or {})
         """kind -> the `status` an object created without one gets (a CRD's default)."""
         self.served: dict[tuple[str, str, str], ServedKind] = {
-            (k.group, k.version, k.plural): k for k in kinds
+            (k.group, k.version, k.plural): k for k in (*kinds, CRD)
         }
+        self.rbac: tuple[Rule, ...] | None = None
+        """The ClusterRole rules every request is checked against (`enforce`); None: all."""
+        self.user = rules.CONTROLLER_USER
+        self.startup: rules.Startup | None = None
+        self.refusals: list[tuple[str, str, int]] = []
+        """(method, path, status) of every request `k8s_fake_rules.refuse` answered."""
         self.objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
         """(group, kind) -> (namespace, name) -> stored object (with apiVersion and kind)."""
         self.revision = 1
@@ -204,9 +223,22 @@ class FakeApiServer:
     def uninstall(self, kind: ServedKind) -> None:
         self.served.pop((kind.group, kind.version, kind.plural), None)
 
+    def enforce(self, rbac: Iterable[Rule] | None, *, user: str = rules.CONTROLLER_USER) -> None:
+        """Check every request against these ClusterRole rules (None: allow everything)."""
+        self.rbac = None if rbac is None else tuple(rbac)
+        self.user = user
+
+    def start_up(self, *, unavailable_s: float, initializing_s: float) -> None:
+        """From the next request on, answer 503 for `unavailable_s`, then 429 for
+        `initializing_s` (a server starting)."""
+        self.startup = rules.Startup(unavailable_s, initializing_s)
+
     def apply(self, obj: Obj) -> Obj:
-        """Create or update (like `kubectl apply`, but `status`, if given, is stored too)."""
+        """Create or update (like `kubectl apply`, but `status`, if given, is stored too);
+        an object the real server refuses raises `FakeInvalid` (422)."""
         kind = self._kind_of(obj)
+        obj = copy.deepcopy(obj)
+        rules.admit(kind, obj)
         meta = obj.setdefault("metadata", {})
         if kind.namespaced:
             meta.setdefault("namespace", "default")
@@ -232,7 +264,16 @@ class FakeApiServer:
             if "status" not in new and "status" in old:
                 new["status"] = old["status"]
         self._commit(kind, new, "ADDED" if old is None else "MODIFIED")
+        if kind is CRD:
+            for group, version, plural, name, namespaced in rules.crd_kinds(new):
+                self.install(ServedKind(group, version, plural, name, namespaced))
         return copy.deepcopy(new)
+
+    def end_watches(self, kind: ServedKind) -> None:
+        """End every open watch of `kind` (its CRD was deleted)."""
+        for w in list(self._watchers):
+            if w.kind == kind:
+                w.queue.put_nowait(None)
 
     def delete(self, kind: ServedKind, namespace: str, name: str) -> None:
         store = self.objects.get((kind.group, kind.kind), {})
@@ -240,6 +281,8 @@ class FakeApiServer:
         self.revision += 1
         obj["metadata"]["resourceVersion"] = str(self.revision)
         self._emit(kind, "DELETED", obj)
+        if kind is CRD:
+            rules.crd_removed(self, obj)
 
     def get(self, kind: ServedKind, namespace: str, name: str) -> Obj:
         store = self.objects[(kind.group, kind.kind)]
@@ -345,6 +388,9 @@ class FakeApiServer:
             if hook.times > 0 and hook.method == request.method and hook.path in request.path:
                 hook.times -= 1
                 hook.fn()
+        refused = rules.refuse(self, request)
+        if refused is not None:
+            return refused
         for f in self._failures:
             if f.times > 0 and f.method == request.method and f.path in request.path:
                 f.times -= 1

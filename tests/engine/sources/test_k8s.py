@@ -109,6 +109,7 @@ def every_kind(ns: str = "shop") -> list[dict[str, Any]]:
             "kind": "Pod",
             "metadata": {"name": "web-1", "namespace": ns, "labels": {"app": "web"}},
             "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "w"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1"},  # a real Pod always has one
         },
         mk_route(ns, "web", {"web": 90, "web-canary": 10}),
         {

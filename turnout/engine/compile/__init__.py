@@ -1,7 +1,9 @@
 """The compiler: a pure function from a `Resources` snapshot to IR, route and Gateway status, and diagnostics.
 
-`compile_table(resources)` does no I/O and uses no clock or randomness; the same snapshot
-always gives an equal `CompileResult`. Loading, schema/CEL validation and dropping invalid
+`compile_table(resources, options=...)` does no I/O and uses no clock or randomness; the same
+snapshot (and options) always gives an equal `CompileResult`. `CompileOptions` says what the
+inputs are: with `complete_inputs` (the Kubernetes source) they are the whole cluster, so
+what is not among them does not exist. Loading, schema/CEL validation and dropping invalid
 objects happen before it (`turnout.engine.pipeline`); semantic findings (a backend, parent
 or grant not among the inputs) come out of it as warnings.
 """
@@ -11,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from turnout.engine import ir
-from turnout.engine.compile.context import Ctx
+from turnout.engine.compile.backends import report_fqdn_slices
+from turnout.engine.compile.context import DEFAULT_COMPILE_OPTIONS, CompileOptions, Ctx
 from turnout.engine.compile.index import build_index
 from turnout.engine.compile.table import build_table
 from turnout.engine.diagnostics import Diagnostic, sorted_diagnostics
@@ -28,9 +31,12 @@ class CompileResult:
     """`status` of every Gateway Turnout serves (its class ours or not among the inputs)."""
 
 
-def compile_table(resources: Resources) -> CompileResult:
-    ctx = Ctx(index=build_index(resources))
+def compile_table(
+    resources: Resources, *, options: CompileOptions = DEFAULT_COMPILE_OPTIONS
+) -> CompileResult:
+    ctx = Ctx(index=build_index(resources), options=options)
     table, statuses, gateway_statuses = build_table(ctx)
+    report_fqdn_slices(ctx)
     return CompileResult(
         table=table,
         statuses=tuple(statuses),
@@ -39,4 +45,4 @@ def compile_table(resources: Resources) -> CompileResult:
     )
 
 
-__all__ = ["CompileResult", "compile_table"]
+__all__ = ["DEFAULT_COMPILE_OPTIONS", "CompileOptions", "CompileResult", "compile_table"]

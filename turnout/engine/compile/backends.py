@@ -70,6 +70,8 @@ def endpoints_of(
     found: set[ir.Endpoint] = set()
     for loaded in slices:
         sl = loaded.obj
+        if sl.address_type == "FQDN":
+            continue  # not socket addresses (see report_fqdn_slices)
         annotated = sl.metadata.annotations.get(ir.IDENTITY_ANNOTATION) or None
         ports = [p.port for p in sl.ports if p.port is not None and (p.name or None) == port_name]
         if not ports and len(sl.ports) == 1 and sl.ports[0].port is not None:
@@ -86,6 +88,27 @@ def endpoints_of(
                     )
     ordered = sorted(found, key=lambda e: (e.zone or "", e.address, e.port))
     return tuple(ordered), True
+
+
+def report_fqdn_slices(ctx: Ctx) -> None:
+    """One `UnsupportedAddressType` warning per EndpointSlice of `addressType: FQDN`.
+
+    Its addresses are host names, not socket addresses: EDS carries IPs only (Envoy and
+    grpcio's xDS client both refuse a host name there), so the slice's endpoints are not
+    served, as kube-proxy, Linkerd and Istio leave FQDN slices alone. The Service keeps its
+    other (IPv4/IPv6) slices; with none, it has no endpoints (503). A Service meant to
+    reach a host name is an `ExternalName` Service or a backend outside the mesh."""
+    for slices in ctx.index.slices.values():
+        for loaded in slices:
+            sl = loaded.obj
+            if sl.address_type != "FQDN":
+                continue
+            msg = (
+                f"EndpointSlice {sl.namespace}/{sl.name} has addressType FQDN: its "
+                f"{sum(len(e.addresses) for e in sl.endpoints)} host name address(es) are "
+                "not served (EDS carries IP addresses only)"
+            )
+            ctx.report(warning("UnsupportedAddressType", msg, loaded.pos.child("addressType")))
 
 
 def check_ready(

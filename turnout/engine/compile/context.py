@@ -17,9 +17,25 @@ class ClusterUse:
     """Referenced by a GRPCRoute: the upstream speaks HTTP/2."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompileOptions:
+    """What the compiler may assume about its inputs (still a pure function of them)."""
+
+    complete_inputs: bool = False
+    """True: the inputs are everything there is (the Kubernetes source: the whole cluster),
+    so a parent Service that is not among them does not exist, and the route's entry for
+    it is `Accepted=False` with reason `NoMatchingParent`, Linkerd's answer. False (a
+    manifests directory, `mesh routes -f`): the Service may be applied elsewhere; the route
+    attaches to the port its parentRef names, with a `ParentNotFound` warning."""
+
+
+DEFAULT_COMPILE_OPTIONS = CompileOptions()
+
+
 @dataclass(slots=True)
 class Ctx:
     index: Index
+    options: CompileOptions = DEFAULT_COMPILE_OPTIONS
     diags: list[Diagnostic] = field(default_factory=list)
     clusters: dict[str, ClusterUse] = field(default_factory=dict)
 

@@ -6,7 +6,8 @@ Mesh (GAMMA, §9): a Service parent attaches to the port named by `port` (number
 Gateway (§5): the listener must match `sectionName`/`port`, speak HTTP(S), admit the route's
 kind and namespace (`allowedRoutes`), and share a hostname with the route; otherwise the
 parent is rejected with the spec's reason. A parent that does not exist, or whose Gateway is
-another controller's, gets no status entry.
+another controller's, gets no status entry; except a parent Service when the inputs are the
+whole cluster (`CompileOptions.complete_inputs`): it gets `Accepted=False, NoMatchingParent`.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def _service_parent(
 ) -> Outcome:
     producer = ns == route.obj.namespace
     svc = ctx.index.services.get((ns, ref.name))
+    if svc is None and ctx.options.complete_inputs:
+        return Rejected("NoMatchingParent", f"parent Service {ns}/{ref.name} does not exist")
     if svc is None:
         if ref.port is None:
             msg = f"parent Service {ns}/{ref.name} not found among the inputs and no port given"

@@ -95,6 +95,16 @@ def _timestamp(value: object) -> object:
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
 
 
+def _null_as_empty(value: object) -> object:
+    return [] if value is None else value
+
+
+NullAsEmpty = BeforeValidator(_null_as_empty)
+"""For a list the API server serializes as `null` when it is empty (a Go nil slice with no
+`omitempty`: an EndpointSlice's `endpoints` and `ports` when its Service has no pods):
+`Annotated[list[X], NullAsEmpty]` reads it as `[]`, as `kubectl get -o yaml` prints it."""
+
+
 class ObjectMeta(LooseModel):
     name: Str | None = None
     generate_name: Str | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue
 
@@ -13,6 +13,7 @@ from turnout.engine.model.base import (
     Bool,
     Int32,
     LooseModel,
+    NullAsEmpty,
     PortNumber,
     Resource,
     Str,
@@ -83,6 +84,9 @@ class Pod(Resource):
 
     kind: Literal["Pod"] = "Pod"
     spec: PodSpec = Field(default_factory=PodSpec)
+    status: dict[str, JsonValue] | None = None
+    """Not read (a Pod's readiness reaches the mesh through its EndpointSlices); accepted
+    so that `kubectl get pod -o yaml` validates."""
 
 
 class EndpointPort(LooseModel):
@@ -95,8 +99,9 @@ class EndpointPort(LooseModel):
 class EndpointSlice(Resource):
     kind: Literal["EndpointSlice"] = "EndpointSlice"
     address_type: Literal["IPv4", "IPv6", "FQDN"]
-    endpoints: list[SliceEndpoint] = Field(default_factory=list)
-    ports: list[EndpointPort] = Field(default_factory=list)
+    # The server sends `"endpoints": null` for a Service scaled to 0 (and `ports` likewise).
+    endpoints: Annotated[list[SliceEndpoint], NullAsEmpty] = Field(default_factory=list)
+    ports: Annotated[list[EndpointPort], NullAsEmpty] = Field(default_factory=list)
 
     @property
     def service_name(self) -> str | None:
@@ -111,6 +116,7 @@ class Secret(Resource):
 
     kind: Literal["Secret"] = "Secret"
     type: Str = "Opaque"
+    immutable: Bool | None = None
     data: dict[str, str] = Field(default_factory=dict)
     """Base64 values, as the API server serves them."""
     string_data: dict[str, str] = Field(default_factory=dict, alias="stringData")

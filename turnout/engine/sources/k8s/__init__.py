@@ -2,10 +2,12 @@
 route and Gateway status back.
 
 ```
-kinds.py     KindSpec, WATCHED_KINDS: what is listed and watched; raw object -> model object
+kinds.py     KindSpec, WATCHED_KINDS (+ CRD_KIND): what is listed and watched; raw object
+             (a Pod or CRD kept as a summary) -> model object
 api.py       KubernetesApi: the kubernetes client on its own threads, retries, backoff,
              KubernetesApiError (the only place kubernetes and urllib3 errors are caught)
-watching.py  KubernetesSource: LIST -> WATCH(rv) -> 410 relist; debounced snapshots
+watching.py  KubernetesSource: LIST -> WATCH(rv) -> 410 relist, capped backoff that never
+             gives up, CRD watch waking missing kinds; debounced snapshots
              ──on_snapshot(resources, diagnostics)──> start_kubernetes_source's callback
              ──ResourceSnapshot──> engine.plane.ControlPlane (compile, publish, status)
 status.py    StatusWriter: our status.parents entries merged into each route, our Gateways'

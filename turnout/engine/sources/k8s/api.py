@@ -67,17 +67,24 @@ class KubernetesSettings:
     inactivity_timeout_s: float = 330.0
     """No line (event or bookmark) for this long: the watch is dead; reopen it."""
     attempts: int = 5
-    """Tries of one request (or watch reopen) on transient failures before a cooldown."""
+    """Tries of one request (or watch reopen) on transient failures; then the kind relists,
+    still backing off (it never stops probing)."""
     backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_max_s: float = 2.0
+    """Cap of every backoff wait (before jitter; a server's `Retry-After` may ask for more):
+    a recovering API server is probed at least this often, so a change made right after
+    it is back arrives within seconds (Flagger's deadline is 5 s), never after a blind
+    fixed sleep."""
     jitter: float = 0.2
     """Each wait is multiplied by uniform(1, 1 + jitter): never shorter than asked."""
     retry_after_max_s: float = 300.0
     """Cap on a server's `Retry-After`."""
-    cooldown_s: float = 30.0
-    """Wait before relisting a kind whose attempts are exhausted or that got 401/403."""
+    denied_retry_s: float = 30.0
+    """Wait before listing again a kind that got 401/403 (or another non-transient error):
+    a permission granted later is picked up, the audit log is not flooded."""
     missing_kind_retry_s: float = 60.0
-    """Wait between LISTs of a kind whose CRD is not installed (404)."""
+    """Wait between LISTs of a kind whose CRD is not installed (404), a fallback only: the
+    CustomResourceDefinition watch wakes the kind as soon as its CRD appears."""
     page_size: int = 500
     """LIST `limit`; pages are followed with `continue`."""
     status_attempts: int = 5
@@ -127,6 +134,10 @@ def _mapped_errors(what: str) -> Iterator[None]:
         raise _api_error(what, int(exc.status or 0), exc.body, exc.headers) from exc
     except (urllib3.exceptions.HTTPError, OSError, json.JSONDecodeError) as exc:
         raise KubernetesApiError(f"{what}: {type(exc).__name__}: {exc}", status=0) from exc
+    except k8s_config.ConfigException as exc:
+        # Credentials refreshed per request (an exec plugin, the in-cluster token file)
+        # that failed this time: retried like no answer.
+        raise KubernetesApiError(f"{what}: credentials: {exc}", status=0) from exc
 
 
 def _api_error(

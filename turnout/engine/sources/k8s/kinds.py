@@ -156,11 +156,26 @@ WATCHED_KINDS: tuple[KindSpec, ...] = (
 )
 """Every kind the compiler (or the SMI adapter) reads, at the version we list it."""
 
+CRD_KIND = KindSpec(
+    kind="CustomResourceDefinition",
+    group="apiextensions.k8s.io",
+    version="v1",
+    plural="customresourcedefinitions",
+    namespaced=False,
+    parse=False,
+)
+"""Watched for the source's own sake (not published): a CRD installed after start-up wakes
+the kind it serves at once, instead of at its next `missing_kind_retry_s` poll."""
+
 ROUTE_KINDS = {k.kind: k for k in WATCHED_KINDS if k.kind in ("HTTPRoute", "GRPCRoute")}
 GATEWAY_KIND = next(k for k in WATCHED_KINDS if k.kind == "Gateway")
 GATEWAY_CLASS_KIND = next(k for k in WATCHED_KINDS if k.kind == "GatewayClass")
 STATUS_KINDS = frozenset({*ROUTE_KINDS, GATEWAY_KIND.kind})
-"""Kinds whose status Turnout writes: a change only there publishes no snapshot."""
+"""Kinds whose status Turnout writes (the ClusterRole's status rules)."""
+STATUS_UNREAD = STATUS_KINDS | {"GatewayClass", "Service", "Namespace", "Pod"}
+"""Kinds whose status the compiler never reads: a change only there publishes no snapshot
+(our own status write comes back on the watch; a real cluster's Pods change status all
+the time, and recompiling the cluster for each would starve the loop)."""
 
 
 def object_key(raw: Mapping[str, Any]) -> tuple[str, str]:
@@ -184,9 +199,9 @@ _VOLATILE_META = ("resourceVersion", "managedFields")
 
 
 def status_only_change(spec: KindSpec, old: Raw, new: Raw) -> bool:
-    """True when a route or Gateway changed only in status (and bookkeeping): nothing to
-    recompile."""
-    if spec.kind not in STATUS_KINDS:
+    """True when an object of a `STATUS_UNREAD` kind changed only in status (and
+    bookkeeping): nothing to recompile."""
+    if spec.kind not in STATUS_UNREAD:
         return False
 
     def content(raw: Raw) -> Raw:
@@ -194,3 +209,56 @@ def status_only_change(spec: KindSpec, old: Raw, new: Raw) -> bool:
         return {**{k: v for k, v in raw.items() if k != "status"}, "metadata": meta}
 
     return content(old) == content(new)
+
+
+def summary(spec: KindSpec, raw: Raw) -> Raw:
+    """What the source keeps of an object: all of it, but for CRDs (`crd_summary`) and
+    Pods, of which only the service account matters (a cluster's Pods are most of its
+    objects, and their specs are large)."""
+    if spec.kind == CRD_KIND.kind and spec.group == CRD_KIND.group:
+        return crd_summary(raw)
+    if spec.kind != "Pod" or spec.group:
+        return raw
+    meta = raw.get("metadata") or {}
+    pod_spec = raw.get("spec") or {}
+    kept = ("name", "namespace", "labels", "resourceVersion", "uid", "generation")
+    out: Raw = {
+        "apiVersion": raw.get("apiVersion"),
+        "kind": raw.get("kind"),
+        "metadata": {k: meta[k] for k in kept if k in meta},
+    }
+    if "serviceAccountName" in pod_spec:
+        out["spec"] = {"serviceAccountName": pod_spec["serviceAccountName"]}
+    return out
+
+
+def crd_summary(raw: Raw) -> Raw:
+    """What the source keeps of a CRD: its collection and served versions (a CRD's schema
+    can be hundreds of kilobytes; none of it matters here)."""
+    spec = raw.get("spec") or {}
+    meta = raw.get("metadata") or {}
+    versions = [
+        {"name": v.get("name"), "served": v.get("served", True)}
+        for v in spec.get("versions") or ()
+        if isinstance(v, dict)
+    ]
+    return {
+        **{k: raw[k] for k in ("apiVersion", "kind") if k in raw},
+        "metadata": {k: meta[k] for k in ("name", "resourceVersion") if k in meta},
+        "spec": {
+            "group": spec.get("group"),
+            "names": {"plural": (spec.get("names") or {}).get("plural")},
+            "versions": versions,
+        },
+    }
+
+
+def crd_serves(raw: Raw, spec: KindSpec) -> bool:
+    """True when CRD `raw` serves `spec`'s collection at `spec`'s version."""
+    crd = raw.get("spec") or {}
+    if crd.get("group") != spec.group or (crd.get("names") or {}).get("plural") != spec.plural:
+        return False
+    return any(
+        v.get("name") == spec.version and v.get("served", True) is not False
+        for v in crd.get("versions") or ()
+    )

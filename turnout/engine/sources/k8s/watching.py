@@ -11,13 +11,19 @@ One guarded task per kind (``k8s-watch-<Kind>``) runs this state machine; a publ
        │ │                                         │  │ └─ stream ended (timeoutSeconds): WATCH(rv)
        │ │                                         │  └─── transient (0/429/5xx, inactivity):
        │ │                                         │       backoff "attempt #n/N", WATCH(rv)
-       │ │   COOLDOWN <── attempts exhausted, 401/403/other ──┘ (store kept, last known)
+       │ │   BACKOFF <── attempts exhausted: capped, jittered, growing; LIST again (store kept)
+       │ │   DENIED  <── 401/403/other: logged once per message; LIST again after denied_retry_s
        │ └──────┘
-       └─ 404 ──> MISSING (CRD not installed: logged once, store emptied, LIST again slowly)
+       └─ 404 ──> MISSING (CRD not installed: logged once, store emptied) ──> LIST again when
+                  the CustomResourceDefinition watch sees its CRD (or after missing_kind_retry_s)
 ```
 
-Every request is retried on transient failures (`api.py`). A watch has a server-side `timeoutSeconds` and a client-side inactivity timeout that every line
-(event or bookmark) pushes back.
+Every request is retried on transient failures (`api.py`); a kind whose tries are used up
+keeps probing with the same capped backoff (`backoff_max_s`), so it is back within seconds
+of the API server. A watch has a server-side `timeoutSeconds` and a client-side inactivity
+timeout that every line (event or bookmark) pushes back. CustomResourceDefinitions are
+listed and watched by the same loop (``k8s-watch-CustomResourceDefinition``), kept only as
+summaries and never published: a CRD that appears wakes the MISSING kind it serves.
 
 Snapshots::
 
@@ -49,7 +55,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from turnout.engine import ir
-from turnout.engine.compile import CompileResult
+from turnout.engine.compile import CompileOptions, CompileResult
 from turnout.engine.config import CONTROLLER_NAME
 from turnout.engine.diagnostics import Diagnostic, SourcePos, info, sorted_diagnostics
 from turnout.engine.model import Loaded, Resource, Resources
@@ -64,19 +70,25 @@ from turnout.engine.sources.k8s.api import (
     WatchExpired,
 )
 from turnout.engine.sources.k8s.kinds import (
+    CRD_KIND,
     GATEWAY_KIND,
     ROUTE_KINDS,
     WATCHED_KINDS,
     KindSpec,
     Raw,
+    crd_serves,
     object_key,
     parse_object,
     status_only_change,
+    summary,
 )
 from turnout.engine.sources.k8s.lease import LeaderElector
 from turnout.engine.sources.k8s.status import StatusSync, StatusWrite, StatusWriter
 
 log = logging.getLogger(__name__)
+
+CLUSTER_COMPILE = CompileOptions(complete_inputs=True)
+"""The source's snapshots are the whole cluster: a parent Service not in them does not exist."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +118,10 @@ class _KindState:
     resource_version: str | None = None
     synced: bool = False
     missing: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when this kind's CRD appears: a MISSING kind lists again at once."""
+    failed: str | None = None
+    """The last non-transient error logged (each distinct one is logged once)."""
 
 
 class KubernetesSource:
@@ -154,6 +170,7 @@ class KubernetesSource:
         self._settings = settings
         self._sleep = sleep
         self._states = {k.key: _KindState(k) for k in kinds}
+        self._crds = _KindState(CRD_KIND)
         self._dirty = asyncio.Event()
         self._synced = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -170,7 +187,7 @@ class KubernetesSource:
 
     async def start(self) -> None:
         """Start one watch task per kind and the publisher; returns at once."""
-        for state in self._states.values():
+        for state in (*self._states.values(), self._crds):
             self._spawn(self._run_kind(state), f"k8s-watch-{state.spec.key}")
         self._spawn(self._publish(), "k8s-snapshots")
         self._spawn(self.status.run(), "k8s-status")
@@ -211,9 +228,11 @@ class KubernetesSource:
 
     async def _run_kind(self, state: _KindState) -> None:
         spec = state.spec
+        failures = 0
         while True:
             try:
                 await self._list(state)
+                failures = 0
                 await self._watch(state)
             except WatchExpired:
                 log.info(
@@ -223,32 +242,91 @@ class KubernetesSource:
                 if exc.status == 404:
                     await self._missing(state)
                     continue
-                log.error(
-                    "kind failed kind=%s: %s; relisting in %.0fs",
+                self._mark_synced(state)  # the others are published, this kind as last known
+                if not exc.transient:
+                    await self._denied(state, exc)
+                    continue
+                failures += 1
+                delay = self._api.delay(failures, exc.retry_after)
+                # attempts #2, #3, #5, #9, ...: a long outage is not a line every 2 s per kind
+                level = logging.WARNING if failures & (failures - 1) == 0 else logging.DEBUG
+                log.log(
+                    level,
+                    "kind unavailable kind=%s: %s; relisting attempt #%d in %.2fs",
                     spec.kind,
                     exc,
-                    self._settings.cooldown_s,
+                    failures + 1,
+                    delay,
                 )
+                await self._sleep(delay)
+            except Exception as exc:  # a bug or an answer nobody expected: keep the kind alive
                 self._mark_synced(state)
-                await self._sleep(self._settings.cooldown_s)
+                if state.failed != repr(exc):
+                    state.failed = repr(exc)
+                    log.exception("kind failed kind=%s; trying again", spec.kind)
+                await self._sleep(self._settings.denied_retry_s)
+
+    async def _denied(self, state: _KindState, exc: KubernetesApiError) -> None:
+        """401/403 (or another error retrying cannot fix): one error per distinct message,
+        naming what is missing; the kind keeps its last known objects and tries again."""
+        spec = state.spec
+        if state.failed != exc.message:
+            state.failed = exc.message
+            need = ""
+            if exc.status == 403:
+                group = spec.group or '""'
+                need = f" (the ClusterRole needs get, list, watch on {spec.plural} in {group})"
+            log.error(
+                "kind failed kind=%s: %s%s; trying again every %.0fs",
+                spec.kind,
+                exc,
+                need,
+                self._settings.denied_retry_s,
+            )
+        await self._sleep(self._settings.denied_retry_s)
 
     async def _missing(self, state: _KindState) -> None:
         if not state.missing:
             log.warning(
-                "kind not installed kind=%s api=%s; retrying every %.0fs",
+                "kind not installed kind=%s api=%s; listing again when its CRD appears",
                 state.spec.kind,
                 state.spec.api_version,
-                self._settings.missing_kind_retry_s,
             )
         state.missing = True
         if state.objects:
             state.objects = {}
-            self._dirty.set()
+            self._changed(state)
         self._mark_synced(state)
-        await self._sleep(self._settings.missing_kind_retry_s)
+        await self._pause(state, self._settings.missing_kind_retry_s)
+
+    async def _pause(self, state: _KindState, seconds: float) -> None:
+        """Sleep `seconds`, or less when the kind is woken (its CRD appeared)."""
+        if state.wake.is_set():
+            return
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        woken = asyncio.ensure_future(state.wake.wait())
+        try:
+            await asyncio.wait((sleeping, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (sleeping, woken):
+                fut.cancel()
+            await asyncio.gather(sleeping, woken, return_exceptions=True)
+
+    def _changed(self, state: _KindState, raw: Raw | None = None) -> None:
+        """A kind's store changed: publish; a CRD that appeared: wake the kind it serves."""
+        if state is not self._crds:
+            self._dirty.set()
+            return
+        if raw is None:
+            return
+        for other in self._states.values():
+            if other.missing and crd_serves(raw, other.spec):
+                log.info("crd appeared kind=%s crd=%s", other.spec.kind, object_key(raw)[1])
+                other.wake.set()
 
     async def _list(self, state: _KindState) -> None:
         spec = state.spec
+        state.wake.clear()  # a CRD seen from now on wakes the next MISSING pause
         items: dict[tuple[str, str], _Entry] = {}
         token = ""
         while True:
@@ -273,12 +351,18 @@ class KubernetesSource:
         if state.missing:
             log.info("kind installed kind=%s api=%s", spec.kind, spec.api_version)
             state.missing = False
+        if state.failed is not None:
+            log.info("kind listed again kind=%s", spec.kind)
+            state.failed = None
         state.resource_version = str(meta.get("resourceVersion") or "") or None
         old = {k: e.raw["metadata"].get("resourceVersion") for k, e in state.objects.items()}
         new = {k: e.raw["metadata"].get("resourceVersion") for k, e in items.items()}
         if old != new:
             state.objects = items
-            self._dirty.set()
+            self._changed(state)
+        if state is self._crds:
+            for entry in items.values():
+                self._changed(state, entry.raw)
         log.info("listed kind=%s objects=%d rv=%s", spec.kind, len(items), state.resource_version)
         self._mark_synced(state)
 
@@ -333,10 +417,10 @@ class KubernetesSource:
             old = state.objects.get(key)
             state.objects[key] = entry
             if old is None or not status_only_change(state.spec, old.raw, entry.raw):
-                self._dirty.set()
+                self._changed(state, entry.raw)
         elif kind == "DELETED":
             if state.objects.pop(object_key(obj), None) is not None:
-                self._dirty.set()
+                self._changed(state)
         elif kind != "BOOKMARK":
             log.debug("unknown watch event type=%s kind=%s", kind, state.spec.kind)
         if rv:
@@ -346,8 +430,9 @@ class KubernetesSource:
     def _entry(self, state: _KindState, raw: Raw) -> _Entry:
         # LIST items carry no apiVersion/kind; every parser needs them.
         raw = {**raw, "apiVersion": state.spec.api_version, "kind": state.spec.kind}
-        raw.setdefault("metadata", {})
-        return _Entry(raw)
+        if not isinstance(raw.get("metadata"), dict):
+            raw["metadata"] = {}
+        return _Entry(summary(state.spec, raw))
 
     def _mark_synced(self, state: _KindState) -> None:
         state.synced = True
@@ -452,7 +537,10 @@ async def start_kubernetes_source(
 
     async def on_snapshot(resources: Resources, diagnostics: Sequence[Diagnostic]) -> None:
         snapshot = ResourceSnapshot(
-            resources=resources, diagnostics=tuple(diagnostics), writer=write_status
+            resources=resources,
+            diagnostics=tuple(diagnostics),
+            writer=write_status,
+            options=CLUSTER_COMPILE,
         )
         await plane.apply(snapshot)
 
