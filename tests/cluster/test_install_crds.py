@@ -54,8 +54,12 @@ def crd(name: str, *versions: str, labels: dict[str, str] | None = None) -> Obj:
         "metadata": {"name": name, "labels": labels or {}},
         "spec": {
             "group": group,
-            "names": {"plural": plural},
-            "versions": [{"name": v, "served": True, "storage": False} for v in versions],
+            # what the API server requires of every CRD: its kind, a scope, one storage version
+            "names": {"plural": plural, "kind": plural.capitalize().rstrip("s")},
+            "scope": "Namespaced",
+            "versions": [
+                {"name": v, "served": True, "storage": i == 0} for i, v in enumerate(versions)
+            ],
         },
     }
 
