@@ -77,7 +77,9 @@ class ClusterFakeApiServer(FakeApiServer):
         """Proxy requests for `name:port` (a Service, or a Pod) to `url` (``http://h:p``)."""
         self.backends[(namespace, resource, name, str(port))] = url.rstrip("/")
 
-    def unforward(self, namespace: str, name: str, port: int, *, resource: str = "services") -> None:
+    def unforward(
+        self, namespace: str, name: str, port: int, *, resource: str = "services"
+    ) -> None:
         self.backends.pop((namespace, resource, name, str(port)), None)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -128,11 +130,13 @@ class ClusterFakeApiServer(FakeApiServer):
         query = f"?{request.query_string}" if request.query_string else ""
         timeout = aiohttp.ClientTimeout(total=10)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.get(f"{base}{rest}{query}", ssl=False) as resp:
-                    body = await resp.read()
-                    ctype = resp.headers.get("Content-Type", "text/plain")
-                    return web.Response(status=resp.status, body=body, headers={"Content-Type": ctype})
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(f"{base}{rest}{query}", ssl=False) as resp,
+            ):
+                body = await resp.read()
+                ctype = resp.headers.get("Content-Type", "text/plain")
+                return web.Response(status=resp.status, body=body, headers={"Content-Type": ctype})
         except (aiohttp.ClientError, TimeoutError) as exc:
             msg = f"error trying to reach service: {exc}"
             return web.json_response(_status(503, "ServiceUnavailable", msg), status=503)
