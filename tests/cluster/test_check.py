@@ -197,6 +197,14 @@ async def test_the_status_lease_must_have_a_live_holder(tmp_path: Path) -> None:
             f"lease/{names.LEASE} held by {names.CONTROLLER}-0 was not renewed since"
         )
 
+        # a request the user may not make: a × in the category that needed it, and no more
+        c.fake.fail("GET", f"/apis/apps/v1/namespaces/{NS}/deployments", status=403)
+        got = await failing(c, "can read what this category checks")
+        assert got[1].startswith(f"GET /apis/apps/v1/namespaces/{NS}/deployments/")
+        assert "injected 403" in got[1] and "kubectl auth can-i" in got[2]
+        code, out = await c.check("-o", "short")
+        assert code == 1 and out.startswith("turnout-status\n")  # only the stale Lease is left
+
 
 @bounded(40)
 async def test_the_identity_issuer_expiring_expired_or_from_another_anchor(tmp_path: Path) -> None:
