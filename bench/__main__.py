@@ -15,6 +15,7 @@ BENCHMARKS = (
     "bench.resubscribe",
     "bench.identity",
     "bench.mtls",
+    "bench.k8s",
 )
 
 

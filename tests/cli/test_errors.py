@@ -218,6 +218,16 @@ PROXY = [
         id="inbound-without-app",
     ),
     pytest.param(
+        ("proxy", "-f", EX, "--outbound", "127.0.0.1:0", "--refuse-unknown"),
+        "--refuse-unknown needs --transparent",
+        id="refuse-unknown-without-transparent",
+    ),
+    pytest.param(
+        ("proxy", "-f", EX, "--gateway", "public", "--outbound", ":0", "--transparent"),
+        "--transparent is a mesh proxy's",
+        id="transparent-gateway",
+    ),
+    pytest.param(
         ("proxy", "-f", EX, "--gateway", "public", "--outbound", "127.0.0.1:0"),
         "want NAMESPACE/NAME[:PORT] for --gateway, got 'public'",
         id="gateway-form",

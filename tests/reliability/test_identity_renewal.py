@@ -1,12 +1,14 @@
-"""Acceptance: leaves of 60 s are renewed five times under steady traffic, no request fails.
+"""Acceptance: leaves are renewed five times under steady traffic, no request fails.
 
-`mesh identity init --lifetime 60s --clock-skew 0`: a proxy renews after 70% of the
-validity left, every ~42 s, so the sixth leaf is installed ~210 s after the first. The
-client sends 10 requests a second (2,000 in all, bursts included) through
+`mesh identity init --lifetime 20s --clock-skew 0` in the suite: a proxy renews after 70%
+of the validity left, every ~14 s, so the sixth leaf is installed ~70 s after the first
+(~1.5 min of wall time). The issue's full figure, 60 s leaves and 2,000 requests (~3.5 min),
+is ``TURNOUT_RENEWAL_LIFETIME=60s TURNOUT_RENEWAL_REQUESTS=2000 pytest THIS_FILE``. The
+client sends 10 requests a second (bursts included) through
 client proxy -> mTLS -> server proxy -> app while that happens; every answer must be a
 200 whose echo carries the verified `l5d-client-id`. New handshakes (one per burst) use the
 leaf of the moment, and at the end a fresh handshake to the inbound port is served the
-newest leaf. The proxies are the same processes throughout (~3.5 min of wall time).
+newest leaf. The proxies are the same processes throughout.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from tests.reliability.mesh_lab import PacedLoad, mesh_lab
 
 pytestmark = pytest.mark.slow
 
-LIFETIME = os.environ.get("TURNOUT_RENEWAL_LIFETIME", "60s")
-"""A shorter one (e.g. 15s, with fewer REQUESTS) to try the harness quickly."""
-REQUESTS = int(os.environ.get("TURNOUT_RENEWAL_REQUESTS", "2000"))
+LIFETIME = os.environ.get("TURNOUT_RENEWAL_LIFETIME", "20s")
+REQUESTS = int(os.environ.get("TURNOUT_RENEWAL_REQUESTS", "600"))
 LEAVES = 6
 """The first leaf and five renewals, on each proxy."""
 

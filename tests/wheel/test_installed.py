@@ -277,3 +277,24 @@ def test_proxy_terminates_tls_on_an_https_gateway_port(wheel_venv: Path, tmp_pat
             while chunk := tls.recv(65536):
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 421 "), answer[:200]
+
+
+def test_install_renders_the_control_plane_and_the_packaged_crds(
+    wheel_venv: Path, tmp_path: Path
+) -> None:
+    """`mesh install` and `mesh install --crds` read only what the wheel ships (the CRDs are
+    package data), and stdout is nothing but the manifest."""
+    import yaml
+
+    got = mesh(wheel_venv, "install", "--ha", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(got.stdout)]
+    assert kinds[0] == "Namespace" and kinds[-1] == "MutatingWebhookConfiguration"
+    assert {"Deployment", "PodDisruptionBudget", "ClusterRole", "Secret"} <= set(kinds)
+    got = mesh(wheel_venv, "install", "--crds", "--ignore-cluster", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    crds = [d["metadata"]["name"] for d in yaml.safe_load_all(got.stdout)]
+    assert len(crds) == len(list((ROOT / "crds").glob("*.yaml")))
+    assert "standard-install.yaml" in got.stderr
+    got = mesh(wheel_venv, "uninstall", "--ha", cwd=tmp_path)
+    assert got.returncode == 0 and len(list(yaml.safe_load_all(got.stdout))) == len(kinds)

@@ -7,6 +7,11 @@ mesh serve --kubernetes    KubernetesSource ─┴─> engine.plane.ControlPlane
                                                  /debug/table /debug/diagnostics
 mesh serve --identity-dir DIR   + IdentityService (Certify) on the --xds port; tokens are
                                 join tokens, or TokenReviews with --kubernetes
+mesh serve --kubernetes --leader-elect   + LeaderElector on the Lease turnout-controller
+                                (--lease-namespace, else $POD_NAMESPACE, else turnout; as
+                                --pod-name, else $POD_NAME, else the host name): every
+                                replica serves xDS, only the holder writes status
+mesh serve --injector H:P  + the injector webhook (cli.cluster_inject.start_injector)
 mesh bootstrap             bootstrap_config(xds, namespace, workload) ─> JSON on stdout
 ```
 
@@ -21,13 +26,17 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from turnout.cli.cluster_inject import start_injector
 from turnout.cli.errors import UsageError
 from turnout.cli.output import EXIT_OK
+from turnout.cluster import names
 from turnout.engine.errors import ControlPlaneError, MeshError
 from turnout.engine.model.limits import ManifestLimits
 from turnout.engine.pipeline import IncrementalCompiler
@@ -65,6 +74,9 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"--dir: not a directory: {args.dir}")
     if args.identity_dir is not None:
         _check_identity_dir(Path(args.identity_dir))
+    _lease_settings(args)  # its flags are checked before anything listens
+    if args.injector is not None and args.injector_cert_dir is None:
+        raise UsageError("--injector needs --injector-cert-dir (tls.crt, tls.key)")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args, xds=xds, admin=admin, out=out))
     return EXIT_OK
@@ -79,6 +91,29 @@ def _check_identity_dir(directory: Path) -> None:
         load_material(directory)
     except StoreError as exc:
         raise UsageError(f"--identity-dir: {exc}") from None
+
+
+def _lease_settings(args: argparse.Namespace) -> Any:
+    """The `LeaseSettings` of `--leader-elect` (None without it); bad flags: UsageError."""
+    if not getattr(args, "leader_elect", False):
+        return None
+    if not args.kubernetes:
+        raise UsageError("--leader-elect: needs --kubernetes (the Lease is on the API server)")
+    # Imported here for start-up cost: it loads the kubernetes client.
+    from turnout.engine.sources.k8s.lease import LeaseSettings
+
+    settings = LeaseSettings(
+        namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE") or names.NAMESPACE,
+        name=names.LEASE,
+        identity=args.pod_name or os.environ.get("POD_NAME") or socket.gethostname(),
+        lease_duration_s=args.lease_duration,
+        renew_deadline_s=args.lease_renew_deadline,
+        retry_period_s=args.lease_retry_period,
+    )
+    problem = settings.check()
+    if problem is not None:
+        raise UsageError(f"--leader-elect: {problem}")
+    return settings
 
 
 def _address(flag: str, text: str) -> Address:
@@ -112,14 +147,31 @@ async def _kubernetes_client(args: argparse.Namespace) -> Any:
 
 
 async def _start_source(
-    args: argparse.Namespace, plane: ControlPlane, api: Any
-) -> tuple[str, Stop]:
-    """The source `args` name, started: what `serve` says it serves, and how to stop it."""
+    args: argparse.Namespace, plane: ControlPlane, api: Any, elector: Any
+) -> tuple[str, Stop, Any]:
+    """The source `args` name, started: what `serve` says it serves, how to stop it, and
+    where the injector reads namespaces' annotations (`cluster.inject.namespaces`)."""
     if args.kubernetes:
         from turnout.engine.sources.k8s import start_kubernetes_source
 
-        k8s = await start_kubernetes_source(plane, api)
-        return "the Kubernetes API", k8s.stop
+        k8s = await start_kubernetes_source(plane, api, leader=elector)
+        namespaces = None
+        if args.injector is not None:
+            from turnout.cluster.inject.namespaces import snapshot_namespaces
+
+            namespaces = snapshot_namespaces(
+                lambda: None if k8s.latest is None else k8s.latest.resources
+            )
+        if elector is None:
+            return "the Kubernetes API", k8s.stop, namespaces
+        await elector.start()
+
+        async def stop() -> None:
+            await k8s.stop()  # no status write after this: then the Lease is released
+            await elector.stop()
+
+        what = f"the Kubernetes API, leader election on lease {elector.lease} as {elector.identity}"
+        return what, stop, namespaces
     limits = ManifestLimits(max_file_bytes=args.max_file_size)
     source = DirectorySource(
         Path(args.dir), plane=plane, compiler=IncrementalCompiler(limits=limits)
@@ -128,7 +180,12 @@ async def _start_source(
         await source.start()
     except MeshError as exc:
         raise UsageError(f"--dir: {exc}") from None
-    return str(source.directory), source.stop
+    namespaces = None
+    if args.injector is not None:
+        from turnout.cluster.inject.namespaces import directory_namespaces
+
+        namespaces = directory_namespaces(source.directory, limits=limits)
+    return str(source.directory), source.stop, namespaces
 
 
 async def _identity(args: argparse.Namespace, api: Any) -> tuple[list[Any], str, Stop | None]:
@@ -171,21 +228,28 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
     handlers, identity, stop_identity = await _identity(args, api)
     server = AdsServer(handlers=handlers)
     plane = ControlPlane(publish=server.publish)
+    elector = None
+    if (lease := _lease_settings(args)) is not None:
+        from turnout.engine.sources.k8s.lease import LeaderElector
+
+        elector = LeaderElector(api, lease)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runner = None
     stop_source: Stop | None = None
+    stop_injector: Stop | None = None
     try:
         port = await _bind("--xds", server.start(xds.host, xds.port))
         print(f"xds listening on {xds.host}:{port}", file=out)
         if identity:
             print(identity, file=out)
-        app = admin_app(plane, server)
+        app = admin_app(plane, server, leadership=elector)
         runner, admin_port = await _bind("--admin", start_admin(app, admin.host, admin.port))
         print(f"admin listening on {admin.host}:{admin_port}", file=out)
-        what, stop_source = await _start_source(args, plane, api)
+        what, stop_source, namespaces = await _start_source(args, plane, api, elector)
+        stop_injector = await start_injector(args, namespaces, out)
         rejected = len(plane.status.rejected)
         more = f" rejected={rejected}" if rejected else ""
         print(f"serving {what} version={server.version}{more}", file=out)
@@ -195,6 +259,8 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if stop_injector is not None:
+            await stop_injector()
         if stop_source is not None:
             await stop_source()
         if runner is not None:

@@ -104,8 +104,17 @@ def _identity_config(args: argparse.Namespace) -> IdentityConfig | None:
 def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if bool(args.files) == bool(args.xds):
         raise UsageError("give exactly one of -f MANIFESTS and --xds HOST:PORT")
-    if bool(args.inbound) != bool(args.app):
+    if args.app and not args.inbound:
         raise UsageError("--inbound HOST:PORT and --app HOST:PORT go together")
+    if args.inbound and not args.app and not args.transparent:
+        raise UsageError(
+            "--inbound HOST:PORT and --app HOST:PORT go together (or --transparent: the"
+            " app at 127.0.0.1 on each connection's original port)"
+        )
+    if args.transparent and args.gateway:
+        raise UsageError("--transparent is a mesh proxy's; a --gateway proxy is addressed")
+    if args.refuse_unknown and not args.transparent:
+        raise UsageError("--refuse-unknown needs --transparent")
     if args.gateway and not args.outbound:
         raise UsageError("--gateway serves the Gateway's listener on --outbound HOST:PORT: give it")
     if args.gateway and args.service_listeners:
@@ -127,6 +136,8 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             gateway=parse_gateway(args.gateway) if args.gateway else None,
             workers=args.workers,
             service_listeners=args.service_listeners,
+            transparent=args.transparent,
+            refuse_unknown=args.refuse_unknown,
             identity=identity,
             require_mtls=args.require_mtls,
             labels=tuple(args.label),
@@ -170,11 +181,14 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         spec = SourceSpec(xds=args.xds, node=node)
     source = spec.source()
 
+    app = args.app or ("127.0.0.1:<original port>" if args.transparent else "-")
+
     def started(bound: Listening) -> None:  # after binding: the ports `:0` became
         print(
             f"proxy {args.namespace}/{args.workload}: outbound {bound.outbound or '-'}"
             f"{f' (gateway {config.gateway})' if config.gateway else ''}, "
-            f"inbound {bound.inbound or '-'} -> {args.app or '-'}, admin {bound.admin or '-'}",
+            f"inbound {bound.inbound or '-'} -> {app}, admin {bound.admin or '-'}"
+            f"{', transparent' if args.transparent else ''}",
             file=out,
         )
         out.flush()

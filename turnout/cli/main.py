@@ -204,6 +204,27 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
         help="with --leader-elect: this replica's holder identity (default: $POD_NAME, else"
         " the host name)",
     )
+    p.add_argument(
+        "--lease-duration",
+        type=int,
+        default=15,
+        metavar="SECONDS",
+        help="with --leader-elect: how long a silent leader's Lease holds (default 15)",
+    )
+    p.add_argument(
+        "--lease-renew-deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --leader-elect: a leader that cannot renew this long stops (default 10)",
+    )
+    p.add_argument(
+        "--lease-retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="with --leader-elect: between tries to acquire or renew (default 2)",
+    )
     p.set_defaults(run="control_plane:run_serve")
 
     p = sub.add_parser("bootstrap", help="print the gRPC xDS bootstrap JSON of a workload")
@@ -294,6 +315,19 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         action="store_true",
         help="also listen on each Service's cluster IP and port of the table: the address a"
         " client connects to is its destination Service (not with --gateway)",
+    )
+    p.add_argument(
+        "--transparent",
+        action="store_true",
+        help="take the connections `mesh proxy-init`'s iptables rules redirect: outbound routes"
+        " by each one's original destination (SO_ORIGINAL_DST), inbound forwards to"
+        " 127.0.0.1:<original port> (--app not needed); docs/capture.md",
+    )
+    p.add_argument(
+        "--refuse-unknown",
+        action="store_true",
+        help="with --transparent: reset outbound connections to addresses the table does not"
+        " know (default: forward them untouched)",
     )
     p.add_argument(
         "--upstream-read-timeout",

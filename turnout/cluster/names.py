@@ -62,6 +62,9 @@ PROXY_CPU_LIMIT = ANNOTATION_PREFIX + "proxy-cpu-limit"
 PROXY_MEMORY_LIMIT = ANNOTATION_PREFIX + "proxy-memory-limit"
 PROXY_IMAGE = ANNOTATION_PREFIX + "proxy-image"
 PROXY_LOG_LEVEL = ANNOTATION_PREFIX + "proxy-log-level"
+PROXY_NATIVE_SIDECAR = ANNOTATION_PREFIX + "proxy-native-sidecar"
+"""``"true"``: the proxy is an init container with ``restartPolicy: Always`` (Kubernetes 1.29+
+native sidecar) whose startup probe holds the app back until the proxy is ready."""
 
 PROXY_CONTAINER = "turnout-proxy"
 INIT_CONTAINER = "turnout-init"
@@ -76,3 +79,5 @@ PROXY_UID = 2102
 # The projected service account token's audience: engine.identity.settings.TOKEN_AUDIENCE.
 IDENTITY_TOKEN_PATH = "/var/run/secrets/turnout/identity/token"
 NEVER_INJECTED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+PROXY_IMAGE_ENV = "TURNOUT_PROXY_IMAGE"
+"""Env of the controller's pod: the image the injector writes into pods (default `IMAGE`)."""

@@ -279,9 +279,7 @@ class Call(Endings):
         ends): its slot and address (None: no ready endpoint, a 503); inbound, no slot and
         the local app's address."""
         if self.backend is None:
-            app = self.h.app
-            assert app is not None
-            return None, app
+            return None, self.ex.target  # the app (with --transparent: this connection's)
         balancer = self.balancer
         slot = balancer.acquire() if balancer is not None else None
         return None if slot is None else (slot, slot.addr)

@@ -61,6 +61,9 @@ MAX_MIRRORS_IN_FLIGHT = 64
 MIRROR_TIMEOUT_MS = 10_000
 """A mirrored copy gives up after this long."""
 
+LOCAL_APP_HOST = "127.0.0.1"
+"""``--transparent`` inbound: where the app listens (on the port the client connected to)."""
+
 MAX_REMEMBERED_HOSTS = 4096
 """Host headers whose listener and label a handler remembers (then it starts over)."""
 
@@ -90,14 +93,25 @@ class Handler:
     """Outbound: ``--require-mtls`` (`outbound_tls.py`): nothing is sent to an endpoint
     without an identity, requests (502) and mirrored copies (dropped) alike; a request's
     ``l5d-require-id`` is honoured whatever this says."""
+    transparent: bool = False
+    """``--transparent``: outbound, a redirected connection's original destination is the
+    request's destination address (`destinations.py`), whatever the Host."""
+    guards: Callable[[int], InboundGuard] | None = None
+    """Inbound, ``--transparent``: the guard of an app port (`runner.Proxy.guard_for`); the
+    app is 127.0.0.1 at the connection's original port (`app`: when not redirected)."""
     _hosts: dict[str, tuple[str | Decision | None, str]] = field(default_factory=dict)
     """Host header -> (listener or pass-through decision, metrics authority); see `_host`."""
+    _addresses: dict[tuple[str, int], tuple[str | Decision | None, str]] = field(
+        default_factory=dict
+    )
+    """``--transparent``: original destination -> the same; see `_address`."""
     _mirrors: set[asyncio.Task[None]] = field(default_factory=set)
 
     def swap(self, state: ProxyState) -> None:
         """Atomic: requests already running keep the state they read."""
         self.state = state
         self._hosts.clear()  # the metrics labels of hosts depend on the table
+        self._addresses.clear()
 
     def __call__(self, req: IncomingRequest, writer: ResponseWriter) -> Awaitable[None] | None:
         """Callback mode (returns None) for a request without a body; a coroutine that reads
@@ -107,12 +121,14 @@ class Handler:
         refusal = normalize_request(req)  # before anything reads the path
         decision: Decision | None
         if self.direction == "inbound":
-            assert self.app is not None
-            ex = Exchange(self.telemetry, "inbound", req, None, start, self.app, authority=req.host)
+            app, guard = self.app, self.guard
+            if self.guards is not None:
+                app, guard = self._inbound_target(req)
+            assert app is not None
+            ex = Exchange(self.telemetry, "inbound", req, None, start, app, authority=req.host)
             if refusal is not None:
                 self._refuse(ex, writer, refusal)
                 return None
-            guard = self.guard
             if guard is not None:
                 if guard.authn is not None:
                     return self._authenticated(guard, req, writer, ex, state)
@@ -121,9 +137,16 @@ class Handler:
                     return None
             decision = NO_DECISION
         else:
-            seen = self._hosts.get(req.host)
-            if seen is None:
-                seen = self._host(req.host, state)
+            conn = req.conn if self.transparent else None
+            dst = None if conn is None else conn.original_dst
+            if dst is not None:
+                seen = self._addresses.get(dst)
+                if seen is None:
+                    seen = self._address(dst, state)
+            else:
+                seen = self._hosts.get(req.host)
+                if seen is None:
+                    seen = self._host(req.host, state)
             listener, authority = seen
             if refusal is not None:
                 ex = Exchange(self.telemetry, "outbound", req, None, start, authority=authority)
@@ -142,7 +165,9 @@ class Handler:
                 decision = listener  # a pass-through to the endpoint the client named
             ex = Exchange(self.telemetry, "outbound", req, decision, start, authority=authority)
             if decision is None:
-                by_address = self.address is not None or address_of(req.host) is not None
+                by_address = (
+                    dst is not None or self.address is not None or address_of(req.host) is not None
+                )
                 self._answer(ex, writer, UNKNOWN_ADDRESS if by_address else UNKNOWN_HOST)
                 return None
         if req.upgrade is not None:
@@ -183,6 +208,37 @@ class Handler:
         writer.send(answer.status, answer.headers, answer.body)
         writer.complete()
 
+    def _inbound_target(
+        self, req: IncomingRequest
+    ) -> tuple[tuple[str, int] | None, InboundGuard | None]:
+        """``--transparent`` inbound: the app (127.0.0.1 at the port the client connected
+        to; `app` when the connection was not redirected) and that port's guard."""
+        conn = req.conn
+        dst = None if conn is None else conn.original_dst
+        app = self.app if dst is None else (LOCAL_APP_HOST, dst[1])
+        if app is None or self.guards is None:
+            return app, None
+        return app, self.guards(app[1])
+
+    def _address(
+        self, address: tuple[str, int], state: ProxyState
+    ) -> tuple[str | Decision | None, str]:
+        """`_host` for a transparent connection's original destination."""
+        dest, label = self._by_address(address, state)
+        if len(self._addresses) >= MAX_REMEMBERED_HOSTS:
+            self._addresses.clear()
+        seen = self._addresses[address] = (dest, label)
+        return seen
+
+    @staticmethod
+    def _by_address(
+        address: tuple[str, int], state: ProxyState
+    ) -> tuple[str | Decision | None, str]:
+        dest = state.table.destinations.lookup(address)
+        if dest is None:
+            return None, UNKNOWN_AUTHORITY
+        return dest, dest if isinstance(dest, str) else f"{address[0]}:{address[1]}"
+
     def _host(self, host: str, state: ProxyState) -> tuple[str | Decision | None, str]:
         """(listener or pass-through, metrics authority) for a Host header, remembered until
         the table changes: the authority is the table's domain the Host matched, the
@@ -193,11 +249,7 @@ class Handler:
         if self.listener is None:
             address = self.address or (address_of(host) if host else None)
         if address is not None:
-            dest = table.destinations.lookup(address)
-            if dest is None:
-                label = UNKNOWN_AUTHORITY
-            else:
-                label = dest if isinstance(dest, str) else f"{address[0]}:{address[1]}"
+            dest, label = self._by_address(address, state)
         else:
             if self.listener is not None:
                 dest = self.listener

@@ -161,6 +161,13 @@ class ProxyConfig:
     """The workload's labels (``--label``): what policy selectors match."""
     opaque_ports: tuple[tuple[int, int], ...] = ()
     """``--opaque-ports``: (first, last) ranges of app ports proxied as TCP, no detection."""
+    transparent: bool = False
+    """``--transparent`` (docs/capture.md): the listeners take connections iptables
+    redirected (`mesh proxy-init`): outbound routes by each one's original destination,
+    inbound forwards to 127.0.0.1 at its original port."""
+    refuse_unknown: bool = False
+    """With `transparent`: an outbound connection to an address the table does not know is
+    refused (reset) instead of forwarded untouched."""
     upstream_read_timeout_ms: int | None = DEFAULT_UPSTREAM_READ_TIMEOUT_MS
     """The upstream pool's `read_timeout_ms` (`config.DEFAULT_UPSTREAM_READ_TIMEOUT_MS`):
     longest upstream silence on an exchange without a deadline; None: wait forever."""

@@ -6,6 +6,7 @@ TableSource (static table | ADS client) ──on_table──> Proxy.apply(table,
 serve_http(outbound) ─┐  --gateway on an HTTPS port: TLS (SNI chains from each table)
 serve_http(inbound) ──┼─ shared UpstreamPool, ProxyMetrics, TapHub
 ServiceListeners ─────┤  --service-listeners: a socket per Service address of each table
+serve_transparent ────┤  --transparent: outbound and inbound by original destination
 start_admin(admin) ───┘   /metrics /ready (a table applied) /live /tap
 start_proxy(config, source) -> (Proxy, source task)   every port bound, or ListenError
 proxy.listening() -> Listening: the addresses actually bound (what port 0 became)
@@ -45,6 +46,7 @@ from turnout.proxy.service_listeners import ServiceListeners
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.tap import TapHub
 from turnout.proxy.telemetry import TcpHooks, Telemetry
+from turnout.proxy.transparent import new_guard, serve_transparent
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.detect import DETECT_TIMEOUT_MS, DetectingServer, serve_detecting
 from turnout.proxy.transport.server import serve_http
@@ -98,7 +100,11 @@ class Proxy:
     _identity_task: asyncio.Task[None] | None = None
     guard: InboundGuard | None = None
     """The inbound port's policy (`inbound_guard.py`); None without `--inbound`."""
+    guards: dict[int, InboundGuard] = field(default_factory=dict)
+    """``--transparent``: one guard per app port, made at the port's first connection."""
     policy_version: str | None = None
+    _policy: PolicyResources | None = None
+    """The last policy resources (a guard made later resolves them at once)."""
 
     @property
     def ready(self) -> bool:
@@ -137,34 +143,63 @@ class Proxy:
         self._check_tls(table)
 
     def apply_policy(self, resources: PolicyResources, version: str) -> None:
-        """New policy resources: resolved for this workload's app port, swapped in for the
-        next request and connection. A policy that cannot be resolved keeps the last one."""
-        guard, config = self.guard, self.config
-        if guard is None or config.app is None:
+        """New policy resources: resolved for this workload's app port (each one seen, with
+        ``--transparent``), swapped in for the next request and connection. A policy that
+        cannot be resolved keeps the last one."""
+        self._policy = resources
+        config = self.config
+        if config.transparent:
+            ports = list(self.guards.items())
+        elif self.guard is not None and config.app is not None:
+            ports = [(config.app.port, self.guard)]
+        else:
             return
+        if all([self._resolve(guard, port, resources, version) for port, guard in ports]):
+            self.policy_version = version
+
+    def guard_for(self, port: int) -> InboundGuard:
+        """``--transparent``: the guard of app port `port` (made, and given the last policy,
+        at the port's first connection)."""
+        guard = self.guards.get(port)
+        if guard is None:
+            guard = self.guards[port] = new_guard(self.config, self.metrics, port)
+            if self._policy is not None:
+                self._resolve(guard, port, self._policy, self.policy_version or "")
+        return guard
+
+    def _resolve(
+        self, guard: InboundGuard, port: int, resources: PolicyResources, version: str
+    ) -> bool:
+        config = self.config
         workload = Workload(namespace=config.namespace, labels=dict(config.labels))
         try:
-            policy = resources.resolve(workload, config.app.port)
+            policy = resources.resolve(workload, port)
         except TableError as exc:
-            log.warning("policy rejected, keeping the last one version=%s error=%s", version, exc)
-            return
+            log.warning(
+                "policy rejected, keeping the last one version=%s port=%d error=%s",
+                version,
+                port,
+                exc,
+            )
+            return False
         inbound = self.servers[-1] if self.servers else None
         if policy.opaque and not guard.opaque and not isinstance(inbound, DetectingServer):
             log.warning(
                 "port %d is opaque by policy but the inbound listener cannot forward TCP"
                 " (start the proxy with --identity or --opaque-ports)",
-                config.app.port,
+                port,
             )
         guard.update(policy)
-        self.policy_version = version
         log.info(
-            "policy applied version=%s server=%s mode=%s opaque=%s routes=%d",
+            "policy applied version=%s port=%d server=%s mode=%s opaque=%s routes=%d",
             version,
+            port,
             policy.server_name,
             policy.mode,
             policy.opaque,
             len(policy.routes),
         )
+        return True
 
     def _check_tls(self, table: RuntimeTable) -> None:
         """A Gateway port's HTTPS chains take effect for the next handshake; when the port
@@ -253,15 +288,8 @@ def build_proxy(config: ProxyConfig) -> Proxy:
     )
     pool = UpstreamPool(read_timeout_ms=config.upstream_read_timeout_ms)
     proxy = Proxy(config=config, metrics=metrics, tap=TapHub(), pool=pool)
-    if config.inbound is not None and config.app is not None:
-        base = dict(metrics.workload_pairs)
-        proxy.guard = InboundGuard(
-            base=base,
-            target=(config.app.host, config.app.port),
-            identity=config.identity is not None,
-            families=metrics.authz,
-            opaque=any(lo <= config.app.port <= hi for lo, hi in config.opaque_ports),
-        )
+    if config.inbound is not None and config.app is not None and not config.transparent:
+        proxy.guard = new_guard(config, metrics, config.app.port, host=config.app.host)
     if config.identity is not None:
         # imported here: cryptography loads only in a proxy with an identity
         from turnout.proxy.identity.material import Material
@@ -300,7 +328,7 @@ async def start_proxy(
     A port that cannot be bound raises `ListenError` (the ports bound before it are closed
     again). `peers` gives the other workers' metrics texts for /metrics, `peers_ready` their
     readiness."""
-    if config.inbound is not None and config.app is None:
+    if config.inbound is not None and config.app is None and not config.transparent:
         raise ValueError("--inbound needs --app HOST:PORT")
     proxy = build_proxy(config)
     if proxy.identity is not None:
@@ -314,7 +342,13 @@ async def start_proxy(
             await _close_listeners(proxy)
     task = asyncio.get_running_loop().create_task(
         _guard(
-            source.run(proxy.apply, proxy.apply_policy if proxy.guard else None), "table source"
+            source.run(
+                proxy.apply,
+                proxy.apply_policy
+                if proxy.guard or (config.transparent and config.inbound)
+                else None,
+            ),
+            "table source",
         ),
         name="table source",
     )
@@ -347,7 +381,17 @@ async def _bind(
     for name, addr, handler in _handlers(proxy):
         server: asyncio.Server | DetectingServer
         with _listen_errors(name, addr):
-            if name == "inbound" and (proxy.identity is not None or config.opaque_ports):
+            if config.transparent:
+                server = await serve_transparent(
+                    name,
+                    addr,
+                    handler,
+                    config=config,
+                    guard_for=proxy.guard_for,
+                    hooks=TcpHooks(proxy.metrics, name if name == "inbound" else "outbound"),
+                    mesh=proxy.identity,
+                )
+            elif name == "inbound" and (proxy.identity is not None or config.opaque_ports):
                 assert config.app is not None
                 server = await serve_detecting(
                     handler,
@@ -402,18 +446,19 @@ def _handlers(proxy: Proxy) -> list[tuple[ListenerName, Address, Handler]]:
             namespace=config.namespace,
             listener=config.gateway_listener(),
             require_mtls=config.require_mtls,
+            transparent=config.transparent,
         )
         listeners.append(("outbound", config.outbound, handler))
     if config.inbound is not None:
-        assert config.app is not None
         handler = Handler(
             state=empty,
             pool=proxy.pool,
             telemetry=telemetry,
             direction="inbound",
             namespace=config.namespace,
-            app=(config.app.host, config.app.port),
+            app=None if config.app is None else (config.app.host, config.app.port),
             guard=proxy.guard,
+            guards=proxy.guard_for if config.transparent else None,
         )
         listeners.append(("inbound", config.inbound, handler))
     return listeners

@@ -447,8 +447,10 @@ class TcpHooks:
         self.direction: Direction = direction
 
     def on_connection_open(self, conn: ConnectionInfo) -> None:
+        # --transparent: the address the client connected to, as Linkerd labels it
+        target = conn.original_dst or conn.local
         key = self.metrics.tcp(
-            direction=self.direction, peer="src", target_addr=conn.local, tls=conn.tls_status
+            direction=self.direction, peer="src", target_addr=target, tls=conn.tls_status
         )
         conn.metrics = key
         self.metrics.tcp_open(key)

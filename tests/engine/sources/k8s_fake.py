@@ -32,8 +32,13 @@ app on 127.0.0.1, port 0 (`FakeApiServer.api_client()` builds an `ApiClient` who
   own, `https://kubernetes.default.svc.cluster.local`, when none is asked), and for an unknown
   token or no common audience `authenticated: false` with `status.error`, as kube-apiserver's
   token authenticators answer.
+- Create (POST to a collection: 201, 409 AlreadyExists) and update (PUT of an object:
+  everything but `status` replaced, 409 Conflict on a stale `metadata.resourceVersion`, none
+  given = unconditional, as for Leases) of any served kind; `LEASES` is
+  `coordination.k8s.io/v1 leases` for leader election.
 - Injected failures (`fail()`: e.g. 429 with `Retry-After`), hooks that run before a request
-  (`before()`, e.g. a concurrent writer causing a 409), a request log, `hold_watches()`.
+  (`before()`, e.g. a concurrent writer causing a 409), a request log (`requests`; `calls`
+  adds each request's bearer token, answer status and monotonic time), `hold_watches()`.
 
 `k8s_fake_cluster.ClusterFakeApiServer` (a subclass, for the cluster commands) adds
 ``/version``, SelfSubjectAccessReviews and the API server's service and pod proxy.
@@ -47,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -61,6 +67,20 @@ Obj = dict[str, Any]
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
 """The API server's own audience: what a token review without audiences checks against."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request as `FakeApiServer.calls` logs it."""
+
+    method: str
+    path: str
+    token: str
+    """The bearer token sent ("" for none): which client it was."""
+    status: int
+    """The HTTP status answered."""
+    at: float
+    """`time.monotonic()` when the answer was ready."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +122,9 @@ class _Hook:
     times: int
 
 
+LEASES = ServedKind("coordination.k8s.io", "v1", "leases", "Lease")
+
+
 def _status(code: int, reason: str, message: str) -> Obj:
     return {
         "kind": "Status",
@@ -136,6 +159,7 @@ class FakeApiServer:
         self.compacted = 1
         """Watches from a resourceVersion below this get 410 Gone."""
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.calls: list[Call] = []
         self._watchers: set[_Watcher] = set()
         self._failures: list[_Failure] = []
         self._hooks: list[_Hook] = []
@@ -149,7 +173,7 @@ class FakeApiServer:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> FakeApiServer:
-        app = web.Application()
+        app = web.Application(middlewares=[self._log_call])
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -340,6 +364,8 @@ class FakeApiServer:
             )
         kind, namespace, name, sub = route
         if name is None:
+            if request.method == "POST":
+                return await self._create(request, kind, namespace)
             if request.method != "GET":
                 return web.json_response(_status(405, "MethodNotAllowed", "no"), status=405)
             fields = _field_selector(query.get("fieldSelector"))
@@ -449,6 +475,69 @@ class FakeApiServer:
         body = {**review, "metadata": {"creationTimestamp": None}, "status": status}
         return web.json_response(body, status=201)
 
+    @web.middleware
+    async def _log_call(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        resp: web.StreamResponse = await handler(request)
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip()
+        self.calls.append(Call(request.method, request.path, token, resp.status, time.monotonic()))
+        return resp
+
+    def _conflict(self, kind: ServedKind, name: str) -> web.Response:
+        msg = (
+            f'Operation cannot be fulfilled on {kind.plural} "{name}": the object has been '
+            "modified; please apply your changes to the latest version and try again"
+        )
+        return web.json_response(_status(409, "Conflict", msg), status=409)
+
+    async def _create(
+        self, request: web.Request, kind: ServedKind, namespace: str | None
+    ) -> web.Response:
+        """POST to a collection: the object as given (status too), its metadata filled in."""
+        body = await request.json()
+        meta = body.setdefault("metadata", {})
+        name = str(meta.get("name") or "")
+        if not name or (kind.namespaced and not namespace):
+            msg = "metadata.name: Required value" if not name else "namespace required"
+            return web.json_response(_status(422, "Invalid", msg), status=422)
+        if kind.namespaced:
+            meta["namespace"] = namespace
+        store = self.objects.get((kind.group, kind.kind), {})
+        if (meta.get("namespace", ""), name) in store:
+            msg = f'{kind.plural} "{name}" already exists'
+            return web.json_response(_status(409, "AlreadyExists", msg), status=409)
+        body.update(apiVersion=kind.api_version, kind=kind.kind)
+        meta.update(generation=1, uid=str(uuid.uuid4()), creationTimestamp=_now())
+        meta.pop("resourceVersion", None)
+        self._commit(kind, body, "ADDED")
+        return web.json_response(body, status=201)
+
+    async def _update(self, request: web.Request, kind: ServedKind, current: Obj) -> web.Response:
+        """PUT of an object: all but status and the server's metadata from the body."""
+        body = await request.json()
+        meta, cmeta = body.setdefault("metadata", {}), current["metadata"]
+        if meta.get("name", cmeta["name"]) != cmeta["name"]:
+            msg = "metadata.name: the name of the object does not match the name on the URL"
+            return web.json_response(_status(400, "BadRequest", msg), status=400)
+        want = meta.get("resourceVersion")
+        if want is not None and want != cmeta["resourceVersion"]:
+            return self._conflict(kind, cmeta["name"])
+        new = {**body, "apiVersion": kind.api_version, "kind": kind.kind}
+        for k in ("name", "namespace", "uid", "creationTimestamp", "generation"):
+            if k in cmeta:
+                meta[k] = cmeta[k]
+        if _spec_of(new) != _spec_of(current):
+            meta["generation"] = cmeta.get("generation", 1) + 1
+        new.pop("status", None)
+        if "status" in current:
+            new["status"] = current["status"]
+        if new == current:
+            return web.json_response(current)
+        self._commit(kind, new, "MODIFIED")
+        return web.json_response(new)
+
     async def _object(
         self, request: web.Request, kind: ServedKind, namespace: str, name: str, sub: str | None
     ) -> web.Response:
@@ -460,6 +549,8 @@ class FakeApiServer:
             return web.json_response(_status(404, "NotFound", msg), status=404)
         if request.method == "GET":
             return web.json_response(current)
+        if sub is None and request.method == "PUT":
+            return await self._update(request, kind, current)
         if sub != "status" or request.method not in ("PUT", "PATCH"):
             return web.json_response(_status(405, "MethodNotAllowed", "not faked"), status=405)
         body = await request.json()
@@ -517,6 +608,10 @@ def _fields_match(fields: dict[str, str] | None, obj: Obj) -> bool:
     have = {"type": obj.get("type", ""), "metadata.name": meta.get("name", "")}
     have["metadata.namespace"] = meta.get("namespace", "")
     return all(have[k] == v for k, v in fields.items())
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _spec_of(obj: Obj) -> Obj:

@@ -258,12 +258,14 @@ async def start_mesh(
     inbound_app: tuple[str, int] | None = None,
     gateway: str | None = None,
     service_listeners: bool = False,
+    transparent: bool = False,
 ) -> Mesh:
     """Start a proxy serving `table` (as the data plane of `gateway`, ``NS/NAME:PORT``,
     when given); returns once the table is applied."""
     config = ProxyConfig(
         gateway=gateway,
         service_listeners=service_listeners,
+        transparent=transparent,
         namespace=NS,
         workload_name="client",
         outbound=Address(host="127.0.0.1", port=0),

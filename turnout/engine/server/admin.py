@@ -16,7 +16,9 @@ GET /debug/policy               {"version", "policy", "resources"}: the authoriz
                                 the xDS resources POLICY_TYPE_URL carries (`to_dict`)
 GET /debug/diagnostics          {"version", "last_good_version", "applied", "error",
                                  "changes", "diagnostics", "rejected": [{file, kept,
-                                 diagnostics}]}: what the last change did and why
+                                 diagnostics}]}: what the last change did and why; with
+                                 leader election also "leader": {lease, identity, leading,
+                                 holder, transitions} (and the gauge turnout_leader)
 GET /debug/proxies              {"version", "proxies": [{node_id, peer, namespace, workload,
                                  acked, sent, sync, nacks}]}: each ADS stream against the
                                  current table, per type (`mesh check --proxy`)
@@ -34,12 +36,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from collections.abc import Mapping
+from typing import Protocol
 
 from aiohttp import web
 
 from turnout.engine.errors import ControlPlaneError
 from turnout.engine.ir_policy import PolicyTable
-from turnout.engine.metrics import render
+from turnout.engine.metrics import Gauge, render
 from turnout.engine.plane import ControlPlane, PlaneStatus
 from turnout.engine.render import diagnostic_data, dump_json, to_data
 from turnout.engine.server.ads import AdsServer, ServerStatus
@@ -87,6 +91,23 @@ def policy_data(version: int, policy: PolicyTable) -> dict[str, object]:
     }
 
 
+class Leadership(Protocol):
+    """Who writes status among the replicas (`engine.sources.k8s.lease.LeaderElector`)."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    def describe(self) -> Mapping[str, object]: ...
+
+
+def leader_gauge(leadership: Leadership) -> Gauge:
+    return Gauge(
+        "turnout_leader",
+        "1 while this replica holds the leader Lease and writes status, else 0.",
+        samples={(): int(leadership.leading)},
+    )
+
+
 def proxies_data(status: ServerStatus) -> dict[str, object]:
     """What `/debug/proxies` answers: every open stream that said who it is."""
     return {
@@ -115,10 +136,15 @@ CONTENT_TYPES: dict[Format, str] = {"yaml": "application/yaml", "json": "applica
 
 
 def admin_app(
-    plane: ControlPlane, server: AdsServer, *, renders: TableRenders | None = None
+    plane: ControlPlane,
+    server: AdsServer,
+    *,
+    renders: TableRenders | None = None,
+    leadership: Leadership | None = None,
 ) -> web.Application:
     """The admin routes; `renders`: where `/debug/table` bodies come from (the test seam for
-    a slow or counted render; default `TableRenders()`, stopped with the app)."""
+    a slow or counted render; default `TableRenders()`, stopped with the app);
+    `leadership`: the leader election, shown in `/metrics` and `/debug/diagnostics`."""
     tables = renders if renders is not None else TableRenders()
 
     async def live(request: web.Request) -> web.Response:
@@ -131,6 +157,8 @@ def admin_app(
 
     async def metrics(request: web.Request) -> web.Response:
         families = [*plane.metrics.families(plane.status), *server.metric_families()]
+        if leadership is not None:
+            families.append(leader_gauge(leadership))
         resp = web.Response(text=render(families))
         resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return resp
@@ -154,6 +182,8 @@ def admin_app(
 
     async def diagnostics(request: web.Request) -> web.Response:
         data = diagnostics_data(plane.status)
+        if leadership is not None:
+            data["leader"] = dict(leadership.describe())
         return web.Response(text=dump_json(data), content_type="application/json")
 
     async def proxies(request: web.Request) -> web.Response:

@@ -21,6 +21,11 @@ Works the same on asyncio's loop and on uvloop (tests/proxy/transport/test_detec
 The rule is Linkerd's first bytes (§1.6) without its SNI step: any ClientHello is
 terminated with this proxy's identity (no opaque TLS pass-through yet). The timeout is
 Linkerd's default, 10 s: a server-first protocol waits that long, then plaintext.
+
+``--transparent`` (`place`): before detection, each accepted socket's original destination
+is read (`original_dst.py`) and `place` says what the connection is: HTTP with that
+destination (and, inbound, the app port's gate and address), bytes forwarded untouched to
+an address (outbound: a destination the table does not know), or refused (None: reset).
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ import contextlib
 import logging
 import socket
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
+from turnout.proxy.config import DEFAULT_CONNECT_TIMEOUT_MS
 from turnout.proxy.transport.downstream import Listener
 from turnout.proxy.transport.messages import (
     Accept,
@@ -44,6 +52,7 @@ from turnout.proxy.transport.messages import (
     hook_close,
     hook_open,
 )
+from turnout.proxy.transport.original_dst import original_dst
 from turnout.proxy.transport.server import HttpServerProtocol
 
 log = logging.getLogger(__name__)
@@ -54,6 +63,24 @@ _PARTIAL_WAIT_S = 0.005
 Kind = Literal["tls", "plain"]
 OPAQUE_PLAINTEXT = ("no_identity", "no_tls_reason", "no_tls_from_remote")
 """An opaque port's connection as the metrics label it: forwarded, not terminated."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What a transparent listener does with one accepted connection (`Place`)."""
+
+    original_dst: tuple[str, int] | None
+    """Where the client connected (None: to this listener itself, not redirected)."""
+    gate: PortGate | None = None
+    """Inbound: the app port's policy (None: none)."""
+    app: tuple[str, int] | None = None
+    """Inbound: the app the connection's requests (or opaque bytes) go to."""
+    forward: tuple[str, int] | None = None
+    """Forward the bytes untouched to this address: no detection, no HTTP."""
+
+
+Place = Callable[[tuple[str, int] | None], Placement | None]
+"""The original destination (None: not redirected) -> its placement; None: refused."""
 
 
 def is_client_hello(head: bytes) -> bool:
@@ -80,8 +107,10 @@ class DetectingServer:
         detect_timeout_ms: int,
         gate: PortGate | None = None,
         app: tuple[str, int] | None = None,
+        place: Place | None = None,
     ) -> None:
         self._sock = sock
+        self._place = place
         self._listener = listener
         self._mesh = mesh
         self._gate = gate
@@ -127,10 +156,23 @@ class DetectingServer:
             task.add_done_callback(self._pending.discard)
 
     async def _serve(self, conn: socket.socket) -> None:
-        gate = self._gate
+        gate, app, dst = self._gate, self._app, None
+        if self._place is not None:
+            dst = original_dst(conn)
+            placed = self._place(dst)
+            if placed is None:
+                log.debug("connection refused original_dst=%s peer=%s", dst, _peer(conn))
+                _reset(conn)
+                return
+            if placed.forward is not None:
+                info = _info(conn)
+                info.original_dst = dst
+                await self._forward(conn, info, placed.forward)
+                return
+            gate, app = placed.gate, placed.app
         mode = "PERMISSIVE" if gate is None else gate.mode
-        if gate is not None and gate.opaque and self._app is not None:
-            await self._opaque(conn, gate, self._app)
+        if gate is not None and gate.opaque and app is not None:
+            await self._opaque(conn, gate, app)
             return
         try:
             if self._mesh is None or mode == "DISABLE":
@@ -161,9 +203,16 @@ class DetectingServer:
                 conn.close()
                 return
         timeout = None if ctx is None else self._listener.limits.header_timeout_ms / 1000
+        factory = self._factory
+        if dst is not None:
+            listener = self._listener
+
+            def factory() -> HttpServerProtocol:
+                return HttpServerProtocol(listener, dst)
+
         try:
             await self._loop.connect_accepted_socket(
-                self._factory, conn, ssl=ctx, ssl_handshake_timeout=timeout
+                factory, conn, ssl=ctx, ssl_handshake_timeout=timeout
             )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug("inbound %s connection failed: %s", kind, exc)
@@ -178,14 +227,22 @@ class DetectingServer:
             log.debug("opaque connection refused by policy peer=%s", info.peer)
             _reset(conn)
             return
+        await self._forward(conn, info, app)
+
+    async def _forward(
+        self, conn: socket.socket, info: ConnectionInfo, target: tuple[str, int]
+    ) -> None:
+        """Connect to `target`, then copy bytes both ways until both ends are done (a
+        failed connect resets the client, as Linkerd does)."""
         hooks = self._listener.hooks
         loop = self._loop
-        upstream = socket.socket(_family(app[0]), socket.SOCK_STREAM)
+        upstream = socket.socket(_family(target[0]), socket.SOCK_STREAM)
         upstream.setblocking(False)
         try:
-            await loop.sock_connect(upstream, app)
-        except OSError as exc:
-            log.debug("opaque connection to the app failed: %s", exc)
+            async with asyncio.timeout(DEFAULT_CONNECT_TIMEOUT_MS / 1000):
+                await loop.sock_connect(upstream, target)
+        except (OSError, TimeoutError) as exc:
+            log.debug("tcp forward to %s:%d failed: %s", *target, exc)
             upstream.close()
             _reset(conn)
             return
@@ -252,6 +309,7 @@ async def serve_detecting(
     detect_timeout_ms: int = DETECT_TIMEOUT_MS,
     gate: PortGate | None = None,
     app: tuple[str, int] | None = None,
+    place: Place | None = None,
 ) -> DetectingServer:
     """Listen on `host:port` (0: any free port) and serve HTTP/1.1 over mesh TLS or
     plaintext, each connection as its first bytes say (see the module docstring)."""
@@ -261,7 +319,7 @@ async def serve_detecting(
         (host, port), backlog=backlog, reuse_port=reuse_port, family=_family(host)
     )
     sock.setblocking(False)
-    server = DetectingServer(sock, listener, mesh, detect_timeout_ms, gate, app)
+    server = DetectingServer(sock, listener, mesh, detect_timeout_ms, gate, app, place)
     log.info("listening host=%s port=%d tls=detect", host, sock.getsockname()[1])
     return server
 

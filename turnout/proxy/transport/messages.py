@@ -147,6 +147,7 @@ class ConnectionInfo:
         "local",
         "metrics",
         "opened_at",
+        "original_dst",
         "peer",
         "requests",
         "tls",
@@ -181,6 +182,9 @@ class ConnectionInfo:
         """Linkerd's TLS labels of the connection (set before `on_connection_open`)."""
         self.metrics: object = None
         """The metrics' per-connection key (`telemetry.TcpHooks`)."""
+        self.original_dst: Address | None = None
+        """``--transparent``: where the client connected before iptables redirected it
+        (`original_dst.py`), read once at accept; None: not redirected, or not asked."""
 
     def __repr__(self) -> str:
         return (

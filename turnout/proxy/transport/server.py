@@ -85,8 +85,9 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PAT
 class HttpServerProtocol(DownstreamConnection):
     """One client connection (see the module docstring)."""
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener, original_dst: tuple[str, int] | None = None) -> None:
         super().__init__(listener)
+        self._original_dst = original_dst
         self.parser = httptools.HttpRequestParser(self)
         # the head being parsed
         self._url = b""
@@ -118,6 +119,7 @@ class HttpServerProtocol(DownstreamConnection):
         local = transport.get_extra_info("sockname") or ("", 0)
         self.peer, self.local = (peer[0], peer[1]), (local[0], local[1])
         self.info = info = ConnectionInfo("inbound", self.peer, self.local)
+        info.original_dst = self._original_dst
         listener = self.listener
         listener.open += 1
         self._counted = True

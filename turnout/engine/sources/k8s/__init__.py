@@ -9,7 +9,10 @@ watching.py  KubernetesSource: LIST -> WATCH(rv) -> 410 relist; debounced snapsh
              ──on_snapshot(resources, diagnostics)──> start_kubernetes_source's callback
              ──ResourceSnapshot──> engine.plane.ControlPlane (compile, publish, status)
 status.py    StatusWriter: our status.parents entries merged into each route, our Gateways'
-             status (listeners, attachedRoutes, conditions) (GET, PUT, 409)
+             status (listeners, attachedRoutes, conditions) (GET, PUT, 409); StatusSync:
+             what the last compile wants, kept written (retries, periodic resync)
+lease.py     LeaderElector: client-go leader election on a coordination.k8s.io/v1 Lease;
+             only its holder's StatusSync writes (`mesh serve --leader-elect`)
 tokenreview.py  TokenReviewVerifier: a service account token -> its account, for the
              identity service (`mesh serve --kubernetes --identity-dir`)
 ```

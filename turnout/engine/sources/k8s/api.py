@@ -84,6 +84,9 @@ class KubernetesSettings:
     """GET+PUT rounds of one route status on 409 Conflict."""
     status_concurrency: int = 8
     """Route statuses written at the same time."""
+    status_resync_s: float = 60.0
+    """Every desired route and Gateway status is compared with the watched copy this often
+    and written where they differ; a failed write is retried sooner, with the backoff."""
 
 
 DEFAULT_KUBERNETES_SETTINGS = KubernetesSettings()

@@ -17,21 +17,39 @@ write_route_status / write_gateway_status ── at most `status_concurrency` at
   "written"
 ```
 
+`StatusSync` keeps the API server at what the last compile wants, on one guarded task:
+
+```
+want(result) ──> desired := its statuses ──wake──> round: every desired object, read from the server
+resync()     ──(on becoming leader)──────────────> the same full round, at once
+"failed" (403, 5xx and timeouts after api.py's retries, 409s exhausted) ──> retry only those,
+             capped jittered backoff (attempt #n), until written, unchanged, stale or missing
+every status_resync_s ──> compare each desired status with the watched copy (no request);
+             only a difference (someone else's write, a lost update) is read and written
+leading() False ──> nothing is written (a replica that is not the Lease holder, lease.py)
+```
+
+Idle, the resync sends nothing and writes nothing: an unchanged status is never PUT.
+
 Deliberately not here: what the status says (the compiler decides; the control plane passes
-only HTTPRoute and GRPCRoute statuses) and how requests are retried (`api.py`).
+only HTTPRoute and GRPCRoute statuses), how requests are retried (`api.py`) and who leads
+(`lease.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from turnout.engine import ir
+from turnout.engine.compile import CompileResult
 from turnout.engine.sources.k8s.api import KubernetesApi, KubernetesApiError, KubernetesSettings
 from turnout.engine.sources.k8s.kinds import (
     GATEWAY_CLASS_KIND,
@@ -48,9 +66,14 @@ log = logging.getLogger(__name__)
 class StatusWrite:
     route: ir.SourceRef
     """The object written: a route, or a Gateway."""
-    outcome: Literal["written", "unchanged", "stale", "missing", "not-ours", "failed"]
+    outcome: Literal["written", "unchanged", "stale", "missing", "not-ours", "not-leader", "failed"]
     """`stale`: the object changed since the compile (a newer snapshot is coming);
-    `not-ours`: a Gateway whose GatewayClass is another controller's, or not found."""
+    `not-ours`: a Gateway whose GatewayClass is another controller's, or not found;
+    `not-leader`: leadership was lost before the write (nothing was sent)."""
+
+
+Cache = Callable[[ir.SourceRef], "Raw | None"]
+"""The watched copy of an object (route or Gateway), None when not (yet) seen."""
 
 
 class StatusWriter:
@@ -64,23 +87,35 @@ class StatusWriter:
         settings: KubernetesSettings,
         controller: str,
         clock: Callable[[], datetime],
+        cache: Cache | None = None,
+        may_write: Callable[[], bool] = lambda: True,
     ) -> None:
         self._api = api
         self._settings = settings
         self._controller = controller
         self._clock = clock
+        self._cache = cache
+        self._may_write = may_write
 
-    async def write_route_status(self, statuses: Sequence[ir.RouteStatus]) -> list[StatusWrite]:
-        """Write Turnout's `status.parents` entries of each route (see module docstring)."""
-        return await self._write_all([(st.route, self._route_job(st)) for st in statuses])
+    async def write_route_status(
+        self, statuses: Sequence[ir.RouteStatus], *, cached: bool = False
+    ) -> list[StatusWrite]:
+        """Write Turnout's `status.parents` entries of each route (see module docstring).
+        `cached`: an object whose watched copy already says what we want is "unchanged"
+        without a request."""
+        jobs = [(st.route, self._route_job(st)) for st in statuses]
+        return await self._write_all(jobs, cached=cached)
 
-    async def write_gateway_status(self, statuses: Sequence[ir.GatewayStatus]) -> list[StatusWrite]:
+    async def write_gateway_status(
+        self, statuses: Sequence[ir.GatewayStatus], *, cached: bool = False
+    ) -> list[StatusWrite]:
         """Write the `status` of each Gateway whose GatewayClass is `controller`'s (the
         class is read from the API server: a Gateway of another class is "not-ours")."""
-        return await self._write_all([(st.gateway, self._gateway_job(st)) for st in statuses])
+        jobs = [(st.gateway, self._gateway_job(st)) for st in statuses]
+        return await self._write_all(jobs, cached=cached)
 
     async def _write_all(
-        self, jobs: Sequence[tuple[ir.SourceRef, _Job | None]]
+        self, jobs: Sequence[tuple[ir.SourceRef, _Job | None]], *, cached: bool = False
     ) -> list[StatusWrite]:
         gate = asyncio.Semaphore(self._settings.status_concurrency)
 
@@ -93,6 +128,11 @@ class StatusWriter:
                     ref.name,
                 )
                 return StatusWrite(route=ref, outcome="failed")
+            if cached and self._cache is not None:
+                seen = self._cache(ref)
+                now = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+                if seen is not None and job.merge(seen, now) is None:
+                    return StatusWrite(route=ref, outcome="unchanged")
             async with gate:
                 return await self._write_status(ref, job)
 
@@ -157,6 +197,9 @@ class StatusWriter:
                     return StatusWrite(route=ref, outcome="unchanged")
                 body = copy.deepcopy(obj)
                 body["status"] = status
+                if not self._may_write():
+                    log.info("status not written object=%s: not the leader", what)
+                    return StatusWrite(route=ref, outcome="not-leader")
                 try:
                     await self._api.request("PUT", f"{job.path}/status", body=body)
                 except KubernetesApiError as exc:
@@ -177,6 +220,105 @@ class StatusWriter:
                 return StatusWrite(route=ref, outcome="missing")
             log.error("status not written object=%s: %s", what, exc)
         return StatusWrite(route=ref, outcome="failed")
+
+
+class StatusSync:
+    """Keeps route and Gateway status at what the last compile wants (see the module
+    docstring); `run()` is its task, `want()` and `resync()` wake it.
+
+    `delay(attempt)` is the jittered, capped wait before retry round `attempt` (the API's
+    backoff); `leading()` says whether this replica may write (always, without election)."""
+
+    def __init__(
+        self,
+        writer: StatusWriter,
+        *,
+        settings: KubernetesSettings,
+        delay: Callable[[int], float],
+        leading: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._writer = writer
+        self._settings = settings
+        self._delay = delay
+        self._leading = leading
+        self._clock = clock
+        self._routes: tuple[ir.RouteStatus, ...] = ()
+        self._gateways: tuple[ir.GatewayStatus, ...] = ()
+        self._wake = asyncio.Event()
+        self._full = False
+        """The next round writes every desired object (a new compile, a new leader)."""
+        self._failed: set[ir.SourceRef] = set()
+        self._attempt = 0
+        self._retry_at = 0.0
+        self.rounds = 0
+        """Rounds run (full, retry or resync), for tests and logs."""
+
+    @property
+    def pending(self) -> frozenset[ir.SourceRef]:
+        """Objects whose last write failed and waits for a retry."""
+        return frozenset(self._failed)
+
+    def want(self, result: CompileResult) -> None:
+        """The statuses of `result` are what the API server should hold; written at once."""
+        # SMI TrafficSplits have no status subresource; only routes and Gateways get status.
+        self._routes = tuple(s for s in result.statuses if s.route.kind in ROUTE_KINDS)
+        self._gateways = tuple(result.gateway_statuses)
+        self.resync()
+
+    def resync(self) -> None:
+        """Write every desired status again, read from the server (a new leader's first act)."""
+        self._full = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        resync_at = self._clock() + self._settings.status_resync_s
+        while True:
+            due = resync_at if not self._failed else min(resync_at, self._retry_at)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, due - self._clock())):
+                    await self._wake.wait()
+            self._wake.clear()
+            now = self._clock()
+            resync = now >= resync_at
+            if resync:
+                resync_at = now + self._settings.status_resync_s
+            retry = bool(self._failed) and now >= self._retry_at
+            if not (self._full or resync or retry):
+                continue
+            if not self._leading():
+                self._failed.clear()  # a new leader starts with a full round (resync())
+                continue
+            full, self._full = self._full, False
+            if full or resync:
+                await self._round(None, cached=not full)
+            else:
+                await self._round(set(self._failed), cached=False)
+
+    async def _round(self, only: set[ir.SourceRef] | None, *, cached: bool) -> None:
+        """Write the desired statuses (`only` those refs, when given); failed ones retried."""
+        routes = [s for s in self._routes if only is None or s.route in only]
+        gateways = [s for s in self._gateways if only is None or s.gateway in only]
+        self.rounds += 1
+        done = await self._writer.write_route_status(routes, cached=cached)
+        done += await self._writer.write_gateway_status(gateways, cached=cached)
+        failed = {w.route for w in done if w.outcome == "failed"}
+        if only is None:
+            self._failed = failed
+        else:
+            self._failed = (self._failed - only) | failed
+        if not self._failed:
+            self._attempt = 0
+            return
+        self._attempt += 1
+        wait = self._delay(self._attempt)
+        self._retry_at = self._clock() + wait
+        log.warning(
+            "status writes failed objects=%d; retrying attempt #%d in %.2fs",
+            len(self._failed),
+            self._attempt + 1,
+            wait,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,8 @@ or a Gateway (our own write-back, or another controller's) does not publish a sn
 would only feed the write-back loop. SMI kinds are kept raw (`Snapshot.unparsed`) for the SMI adapter.
 
 Deliberately not here: requests and retries (`api.py`), what is watched (`kinds.py`), status
-write-back (`status.py`, reached through `write_route_status`), and compiling (the control
+write-back (`status.py`: `self.status`, a `StatusSync`, gets each compile's statuses), who
+leads (`lease.py`), and compiling (the control
 plane, `engine.plane`, takes each snapshot from `on_snapshot`).
 """
 
@@ -63,6 +64,7 @@ from turnout.engine.sources.k8s.api import (
     WatchExpired,
 )
 from turnout.engine.sources.k8s.kinds import (
+    GATEWAY_KIND,
     ROUTE_KINDS,
     WATCHED_KINDS,
     KindSpec,
@@ -71,7 +73,8 @@ from turnout.engine.sources.k8s.kinds import (
     parse_object,
     status_only_change,
 )
-from turnout.engine.sources.k8s.status import StatusWrite, StatusWriter
+from turnout.engine.sources.k8s.lease import LeaderElector
+from turnout.engine.sources.k8s.status import StatusSync, StatusWrite, StatusWriter
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,8 @@ class KubernetesSource:
     one pointed at a fake server). `on_snapshot(resources, diagnostics)` may be sync or
     async; the latest snapshot, with the raw SMI objects, is also `self.latest`. `sleep` and
     `rng` are the seams for backoff waits. Use ``async with`` or `start()`/`stop()`.
+    `self.status` (a `StatusSync`, task ``k8s-status``) keeps the compiled statuses written,
+    only while `leading()` (the Lease holder, with `--leader-elect`).
     """
 
     def __init__(
@@ -125,13 +130,25 @@ class KubernetesSource:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         workers = len(kinds) + settings.status_concurrency + 2
         self._api = KubernetesApi(
             api_client, settings=settings, pool_size=workers, sleep=sleep, rng=rng
         )
         self._status = StatusWriter(
-            self._api, settings=settings, controller=controller_name, clock=clock
+            self._api,
+            settings=settings,
+            controller=controller_name,
+            clock=clock,
+            cache=self._cached,
+            may_write=leading,
+        )
+        self.status = StatusSync(
+            self._status,
+            settings=settings,
+            delay=lambda attempt: self._api.delay(attempt, None),
+            leading=leading,
         )
         self._on_snapshot = on_snapshot
         self._settings = settings
@@ -156,6 +173,7 @@ class KubernetesSource:
         for state in self._states.values():
             self._spawn(self._run_kind(state), f"k8s-watch-{state.spec.key}")
         self._spawn(self._publish(), "k8s-snapshots")
+        self._spawn(self.status.run(), "k8s-status")
 
     async def stop(self) -> None:
         """Cancel every task and wait for it; then release the threads (the source, and
@@ -178,6 +196,13 @@ class KubernetesSource:
     async def write_gateway_status(self, statuses: Sequence[ir.GatewayStatus]) -> list[StatusWrite]:
         """Write the `status` of each Gateway of our GatewayClass (`status.py`)."""
         return await self._status.write_gateway_status(statuses)
+
+    def _cached(self, ref: ir.SourceRef) -> Raw | None:
+        """The watched copy of a route or Gateway (status included)."""
+        spec = GATEWAY_KIND if ref.kind == GATEWAY_KIND.kind else ROUTE_KINDS.get(ref.kind)
+        state = None if spec is None else self._states.get(spec.key)
+        entry = None if state is None else state.objects.get((ref.namespace, ref.name))
+        return None if entry is None else entry.raw
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         self._tasks.append(asyncio.create_task(_guard(coro, name), name=name))
@@ -413,16 +438,17 @@ async def start_kubernetes_source(
     api_client: Any,
     *,
     settings: KubernetesSettings = DEFAULT_KUBERNETES_SETTINGS,
+    leader: LeaderElector | None = None,
 ) -> KubernetesSource:
     """A started source whose every snapshot goes to `plane`, route and Gateway status
-    coming back to the API server through the same source."""
+    coming back to the API server through the same source (`source.status`): with a
+    `leader`, only while it leads, and in full each time it becomes the leader. The caller
+    starts and stops `leader` (after this source, so the release follows the last write)."""
     source: KubernetesSource | None = None
 
     async def write_status(result: CompileResult) -> None:
         assert source is not None
-        # SMI TrafficSplits have no status subresource; only routes and Gateways get status.
-        await source.write_route_status([s for s in result.statuses if s.route.kind in ROUTE_KINDS])
-        await source.write_gateway_status(result.gateway_statuses)
+        source.status.want(result)
 
     async def on_snapshot(resources: Resources, diagnostics: Sequence[Diagnostic]) -> None:
         snapshot = ResourceSnapshot(
@@ -430,6 +456,13 @@ async def start_kubernetes_source(
         )
         await plane.apply(snapshot)
 
-    source = KubernetesSource(api_client, on_snapshot=on_snapshot, settings=settings)
+    def leading() -> bool:
+        return leader is None or leader.leading
+
+    source = KubernetesSource(
+        api_client, on_snapshot=on_snapshot, settings=settings, leading=leading
+    )
+    if leader is not None:
+        leader.on_elected(source.status.resync)
     await source.start()
     return source

@@ -1,0 +1,121 @@
+"""`mesh proxy --transparent`: the listeners of a pod whose TCP iptables redirects to them.
+
+```
+app ─ connect(10.96.0.10:80) ─ nat OUTPUT REDIRECT ─► outbound 127.0.0.1:4140
+   accept ─ original_dst(sock) once ─► outbound_place:
+      a Service address or an endpoint of the table ─► HTTP; every request's destination
+          is that address (`destinations.py`: the Service's routes, Host choosing only
+          among them; an endpoint: passed through untouched)
+      not redirected (a client of 127.0.0.1:4140 itself) ─► HTTP by Host, as without it
+      unknown ─► the bytes forwarded to the original destination (`--refuse-unknown`: reset)
+client ─ connect(pod:8080) ─ nat PREROUTING REDIRECT ─► inbound 0.0.0.0:4143
+   accept ─ original_dst ─► inbound_place: app 127.0.0.1:8080 with port 8080's guard
+      (policy, TLS detection, opaque ports and metrics as `--app` has them); not
+      redirected: `--app`, if given; the proxy's own ports: refused (no loop)
+```
+
+Both listeners are `serve_detecting` servers (an accept loop that can look at a socket
+before any protocol runs); outbound never sniffs TLS. Nothing here runs per request: the
+original destination is read at accept and kept on the connection (`ConnectionInfo`).
+Not here: the rules themselves (`mesh proxy-init`, `turnout.cluster.capture`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from turnout.proxy.handler import LOCAL_APP_HOST, Handler
+from turnout.proxy.inbound_guard import InboundGuard
+from turnout.proxy.metrics import ProxyMetrics
+from turnout.proxy.process import Address, ListenerName, ProxyConfig
+from turnout.proxy.transport.detect import (
+    DETECT_TIMEOUT_MS,
+    DetectingServer,
+    Place,
+    Placement,
+    serve_detecting,
+)
+from turnout.proxy.transport.messages import ConnectionHooks, MeshTls
+
+log = logging.getLogger(__name__)
+
+NOT_REDIRECTED = Placement(None)
+
+
+def new_guard(
+    config: ProxyConfig, metrics: ProxyMetrics, port: int, *, host: str = LOCAL_APP_HOST
+) -> InboundGuard:
+    """The inbound guard of the app at `host`:`port` (``--app``'s, or one per port here)."""
+    return InboundGuard(
+        base=dict(metrics.workload_pairs),
+        target=(host, port),
+        identity=config.identity is not None,
+        families=metrics.authz,
+        opaque=any(lo <= port <= hi for lo, hi in config.opaque_ports),
+    )
+
+
+def outbound_place(handler: Handler, *, refuse_unknown: bool) -> Place:
+    """HTTP for the addresses the handler's current table knows, else forwarded (or
+    refused)."""
+
+    def place(dst: tuple[str, int] | None) -> Placement | None:
+        if dst is None:
+            return NOT_REDIRECTED
+        if handler.state.table.destinations.lookup(dst) is not None:
+            return Placement(dst)
+        if refuse_unknown:
+            return None
+        log.debug("unknown destination forwarded address=%s:%d", *dst)
+        return Placement(dst, forward=dst)
+
+    return place
+
+
+def inbound_place(config: ProxyConfig, guard_for: Callable[[int], InboundGuard]) -> Place:
+    """127.0.0.1 at the original port, with that port's guard (see the module docstring)."""
+    own = {a.port for a in (config.inbound, config.outbound, config.admin) if a is not None}
+
+    def place(dst: tuple[str, int] | None) -> Placement | None:
+        if dst is not None:
+            if dst[1] in own:
+                return None  # a client reaching the proxy's own ports through capture
+            app = (LOCAL_APP_HOST, dst[1])
+        elif config.app is not None:
+            app = (config.app.host, config.app.port)
+        else:
+            return None
+        return Placement(dst, gate=guard_for(app[1]), app=app)
+
+    return place
+
+
+async def serve_transparent(
+    name: ListenerName,
+    addr: Address,
+    handler: Handler,
+    *,
+    config: ProxyConfig,
+    guard_for: Callable[[int], InboundGuard],
+    hooks: ConnectionHooks,
+    mesh: MeshTls | None,
+) -> DetectingServer:
+    """The outbound or inbound listener of a transparent proxy."""
+    if name == "outbound":
+        place = outbound_place(handler, refuse_unknown=config.refuse_unknown)
+        mesh = None  # the app's own TLS is the app's: never terminated outbound
+    else:
+        place = inbound_place(config, guard_for)
+    return await serve_detecting(
+        handler,
+        host=addr.host,
+        port=addr.port,
+        mesh=mesh,
+        reuse_port=config.workers > 1,
+        detect_timeout_ms=(
+            config.identity.detect_timeout_ms if config.identity is not None else DETECT_TIMEOUT_MS
+        ),
+        hooks=hooks,
+        place=place,
+    )
