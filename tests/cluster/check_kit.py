@@ -218,6 +218,24 @@ class Switch:
 
 
 @dataclass
+class Leader:
+    """The control plane's leader election as its admin port shows it (`admin.Leadership`):
+    the test says whether this replica leads."""
+
+    leading: bool = True
+
+    def describe(self) -> dict[str, object]:
+        holder = f"{names.CONTROLLER}-0" if self.leading else f"{names.CONTROLLER}-gone"
+        return {
+            "lease": f"{NS}/{names.LEASE}",
+            "identity": f"{names.CONTROLLER}-0",
+            "leading": self.leading,
+            "holder": holder,
+            "transitions": 0,
+        }
+
+
+@dataclass
 class Cluster:
     fake: ClusterFakeApiServer
     kubeconfig: Path
@@ -225,6 +243,7 @@ class Cluster:
     server: AdsServer
     admin: str
     switch: Switch
+    leader: Leader
     cert: ServingCert
     """The injector's CA and serving certificate, as `mesh install` made them."""
     injector: str = ""
@@ -357,7 +376,9 @@ async def running_cluster(tmp: Path) -> AsyncIterator[Cluster]:
         await source.start()
         stack.push_async_callback(source.stop)
         await source.wait_watching(timeout_ms=int(TIMEOUT_S * 1000))
-        runner, port = await start_admin(admin_app(plane, server), "127.0.0.1", 0)
+        leader = Leader()
+        app = admin_app(plane, server, leadership=leader)
+        runner, port = await start_admin(app, "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)
         cert = serving_cert_for(Values(), now=dt.datetime.now(dt.UTC))
         injector = await start_injector(cert, tmp / "injector")
@@ -369,6 +390,7 @@ async def running_cluster(tmp: Path) -> AsyncIterator[Cluster]:
             server=server,
             admin=f"127.0.0.1:{port}",
             switch=switch,
+            leader=leader,
             cert=cert,
             injector=f"127.0.0.1:{injector.port}",
         )

@@ -163,7 +163,9 @@ async def test_each_broken_control_plane_piece_is_a_cross_with_its_explanation(
 
 
 @bounded(40)
-async def test_the_status_lease_must_have_a_live_holder(tmp_path: Path) -> None:
+async def test_the_status_lease_must_have_a_live_holder_and_one_replica_lead(
+    tmp_path: Path,
+) -> None:
     async with running_cluster(tmp_path) as c:
         now = dt.datetime.now(dt.UTC)
         lease: dict[str, Any] = {
@@ -187,6 +189,11 @@ async def test_the_status_lease_must_have_a_live_holder(tmp_path: Path) -> None:
         assert got[1].startswith(
             f"lease/{names.LEASE} held by {names.CONTROLLER}-0 was not renewed since"
         )
+
+        c.leader.leading = False  # the replica lost the Lease (and nobody else has it)
+        got = await failing(c, "a control plane replica leads status writing")
+        assert got[1] == f"no replica leads (of {names.CONTROLLER}-0)"
+        c.leader.leading = True
 
         # a request the user may not make: a × in the category that needed it, and no more
         c.fake.fail("GET", f"/apis/apps/v1/namespaces/{NS}/deployments", status=403)

@@ -21,11 +21,12 @@ certificates (`tls.py`) and the data plane (`proxies.py`).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from turnout.cluster import names
-from turnout.cluster.check.api import ApiError, ClusterApi, Raw, answer, service_proxy
+from turnout.cluster.check.api import ApiError, ClusterApi, Raw, answer, pod_proxy, service_proxy
 from turnout.cluster.check.pre import CRD_PATH, GATEWAY_API_HINT
 from turnout.cluster.check.probe import http_get
 from turnout.cluster.check.results import Category, Check, Report, either, failed, ok
@@ -69,6 +70,26 @@ async def controller_pods(api: ClusterApi, namespace: str) -> tuple[Raw | None, 
     query = [("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(match.items())))]
     pods = (await api.get(f"/api/v1/namespaces/{namespace}/pods", query)).get("items") or []
     return deploy, selected(pods, match)
+
+
+async def admin_gets(
+    api: ClusterApi, namespace: str, control_plane: str | None, path: str
+) -> list[tuple[str, int, str]]:
+    """(replica, status, body) of `path` on every controller replica's admin port: each pod
+    through the API server's pod proxy (replicas number their own versions, and only one
+    leads), or the one `--control-plane` names."""
+    if control_plane:
+        return [(control_plane, *await http_get(f"http://{control_plane}{path}"))]
+    _, pods = await controller_pods(api, namespace)
+    out = []
+    for p in pods:
+        name = str((p.get("metadata") or {}).get("name"))
+        try:
+            status, body = await api.proxy_get(pod_proxy(namespace, name, names.ADMIN_PORT, path))
+        except ApiError as exc:
+            status, body = exc.status, str(exc)
+        out.append((name, status, body))
+    return out
 
 
 def _pods_check(deploy: Raw | None, pods: list[Raw], namespace: str) -> Check:
@@ -215,7 +236,12 @@ def stale_routes(routes: Sequence[Raw], kind: str) -> list[str]:
 
 
 async def status_writing(
-    report: Report, api: ClusterApi, *, namespace: str, now: dt.datetime
+    report: Report,
+    api: ClusterApi,
+    *,
+    namespace: str,
+    now: dt.datetime,
+    control_plane: str | None = None,
 ) -> None:
     cat = report.category("turnout-status")
     problems: list[str] = []
@@ -233,11 +259,43 @@ async def status_writing(
         " and with --leader-elect only the Lease holder writes"
     )
     cat.checks.append(either("route status is up to date", "\n".join(problems), hint))
+    leader = await _leader_check(api, namespace, control_plane)
+    if leader is not None:
+        cat.checks.append(leader)
     lease = await api.get_or_none(
         f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{names.LEASE}"
     )
     if lease is not None:
         cat.checks.append(_lease_check(lease, now))
+
+
+async def _leader_check(api: ClusterApi, namespace: str, control_plane: str | None) -> Check | None:
+    """Exactly one replica says it leads (`/debug/diagnostics` "leader", with
+    --leader-elect); None when no replica elects a leader."""
+    electing, leading, silent = [], [], []
+    for name, status, body in await admin_gets(api, namespace, control_plane, "/debug/diagnostics"):
+        try:
+            leader = json.loads(body).get("leader") if status == 200 else None
+        except (ValueError, AttributeError):
+            leader = None
+        if status != 200:
+            silent.append(f"{name}: /debug/diagnostics: {answer(status, body)}")
+        elif isinstance(leader, dict):
+            electing.append(name)
+            if leader.get("leading"):
+                leading.append(name)
+    if not electing:
+        return None
+    error = "\n".join(silent)
+    if not leading:
+        error = "\n".join([*silent, f"no replica leads (of {', '.join(electing)})"])
+    elif len(leading) > 1:
+        error = f"more than one replica says it leads: {', '.join(leading)}"
+    hint = (
+        "only the leader writes status: the replicas' /debug/diagnostics leader entries and"
+        " logs say who holds the Lease and why no one renews it"
+    )
+    return either("a control plane replica leads status writing", error, hint)
 
 
 def _lease_check(lease: Raw, now: dt.datetime) -> Check:

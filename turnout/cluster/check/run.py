@@ -122,7 +122,10 @@ async def _categories(report: Report, api: ClusterApi, o: CheckOptions, now: dt.
         tls.webhook(report, api, namespace=o.cp_namespace, injector_url=o.injector_url, now=now),
     )
     await _guarded(
-        report, control_plane.status_writing(report, api, namespace=o.cp_namespace, now=now)
+        report,
+        control_plane.status_writing(
+            report, api, namespace=o.cp_namespace, now=now, control_plane=o.control_plane
+        ),
     )
 
 
