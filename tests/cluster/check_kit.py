@@ -1,17 +1,18 @@
 """What the `mesh check` tests share: a fake API server holding what `mesh install` creates, a
-real control plane (as `mesh serve` runs it, in process) behind the API server's proxy, a
-real HTTPS injector `/ready`, and `mesh check` run as the command line runs it.
+real control plane (as `mesh serve` runs it, in process) and the real injector webhook behind
+the API server's proxy, and `mesh check` run as the command line runs it.
 
 ```
 mesh check (a thread: its own loop) ──kubeconfig──> ClusterFakeApiServer ──proxy──> admin :N
-                                                        │ objects: mk_*          /ready
-                                                        │                        /debug/proxies
-                                                        └──proxy──> injector (HTTPS) /ready
+                                                     │ objects: mesh install's      /ready
+                                                     │ install_objects + own_crds   /debug/proxies
+                                                     └──proxy──> InjectorWebhook (HTTPS) /ready
 AdsServer <──ADS── XdsClient / `mesh proxy --pod web-1` (real clients, node ids as mesh proxy sends)
 ```
 
-The objects are built by hand with small builders (`mk_pod`, `mk_crd`, ...), as `mesh install`
-would render them (its renderer is another part of issue 14).
+The control plane's objects are what `mesh install` renders (`install_objects`, with a
+status a running cluster would add); the Gateway API CRDs (not ours to ship), the workload
+pods and the routes are built by small builders (`mk_crd`, `mk_pod`, `mk_http_route`).
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ import contextlib
 import copy
 import datetime as dt
 import io
-import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,7 +38,12 @@ from tests.engine.server.ads_kit import FAST, Tables, split
 from tests.engine.sources.k8s_fake_cluster import ClusterFakeApiServer
 from turnout.cli.main import main
 from turnout.cluster import names
-from turnout.cluster.check.control_plane import CRD_KINDS, REQUIRED_GROUPS
+from turnout.cluster.check.control_plane import STANDARD_GATEWAY_KINDS
+from turnout.cluster.inject.webhook import InjectorWebhook
+from turnout.cluster.install.crds import own_crds
+from turnout.cluster.install.render import install_objects
+from turnout.cluster.install.values import Values
+from turnout.cluster.install.webhook import ServingCert, serving_cert_for
 from turnout.engine.config import CONTROLLER_NAME
 from turnout.engine.identity.settings import IdentitySettings
 from turnout.engine.identity.store import init_store
@@ -57,7 +61,6 @@ NS = names.NAMESPACE
 APP_NS = "shop"
 FAST_DIR = DirectorySettings(debounce_ms=20, watch_tick_ms=100, stop_timeout_ms=2_000)
 INJECTOR_DNS = f"{names.INJECTOR_SERVICE}.{NS}.svc"
-CONTROLLER_LABELS = {"app.kubernetes.io/name": names.CONTROLLER}
 
 
 # ---------------------------------------------------------------- objects, as install makes them
@@ -72,16 +75,6 @@ def mk_namespace(name: str, **annotations: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {"name": name, "annotations": dict(annotations)},
-    }
-
-
-def mk_deployment(*, replicas: int = 1, ready: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": names.CONTROLLER, "namespace": NS},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": CONTROLLER_LABELS}},
-        "status": {"replicas": replicas, "readyReplicas": ready},
     }
 
 
@@ -141,29 +134,6 @@ def mk_secret(name: str, files: dict[str, bytes], *, type_: str = "Opaque") -> d
         "metadata": {"name": name, "namespace": NS},
         "type": type_,
         "data": {k: b64(v) for k, v in files.items()},
-    }
-
-
-def mk_webhook(ca_pem: bytes) -> dict[str, Any]:
-    service = {
-        "namespace": NS,
-        "name": names.INJECTOR_SERVICE,
-        "path": names.INJECTOR_PATH,
-        "port": 443,
-    }
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": names.WEBHOOK_CONFIGURATION},
-        "webhooks": [
-            {
-                "name": "inject.turnout.dev",
-                "clientConfig": {"service": service, "caBundle": b64(ca_pem)},
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Ignore",
-            }
-        ],
     }
 
 
@@ -248,6 +218,24 @@ class Switch:
 
 
 @dataclass
+class Leader:
+    """The control plane's leader election as its admin port shows it (`admin.Leadership`):
+    the test says whether this replica leads."""
+
+    leading: bool = True
+
+    def describe(self) -> dict[str, object]:
+        holder = f"{names.CONTROLLER}-0" if self.leading else f"{names.CONTROLLER}-gone"
+        return {
+            "lease": f"{NS}/{names.LEASE}",
+            "identity": f"{names.CONTROLLER}-0",
+            "leading": self.leading,
+            "holder": holder,
+            "transitions": 0,
+        }
+
+
+@dataclass
 class Cluster:
     fake: ClusterFakeApiServer
     kubeconfig: Path
@@ -255,8 +243,12 @@ class Cluster:
     server: AdsServer
     admin: str
     switch: Switch
-    ca: Authority
+    leader: Leader
+    cert: ServingCert
+    """The injector's CA and serving certificate, as `mesh install` made them."""
     injector: str = ""
+    deployment: dict[str, Any] = field(default_factory=dict)
+    """The controller Deployment `mesh install` rendered (without status)."""
     clients: list[XdsClient] = field(default_factory=list)
 
     @property
@@ -306,54 +298,60 @@ def write_kubeconfig(path: Path, url: str) -> Path:
     return path
 
 
-async def start_injector(cert_pem: bytes, key_pem: bytes, tmp: Path) -> tuple[web.AppRunner, int]:
-    """An HTTPS server answering GET /ready 200 with this certificate (the injector's port)."""
-    (tmp / "tls.crt").write_bytes(cert_pem)
-    (tmp / "tls.key").write_bytes(key_pem)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(tmp / "tls.crt", tmp / "tls.key")
-
-    async def ready(request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    app = web.Application()
-    app.router.add_get("/ready", ready)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    return runner, int(runner.addresses[0][1])
+async def start_injector(cert: ServingCert, tmp: Path) -> InjectorWebhook:
+    """The real injector webhook (`mesh serve --injector`) serving `cert`, as mounted from
+    the turnout-injector-tls Secret at --injector-cert-dir."""
+    tmp.mkdir(exist_ok=True)
+    (tmp / "tls.crt").write_bytes(cert.tls_crt)
+    (tmp / "tls.key").write_bytes(cert.tls_key)
+    injector = InjectorWebhook(tmp)
+    await injector.start("127.0.0.1", 0)
+    return injector
 
 
-def install(
-    c: Cluster, identity: dict[str, bytes], injector_cert: bytes, injector_key: bytes
-) -> None:
-    """What `mesh install --crds` and `mesh install` create, with the controller running."""
+def controller_pod(deployment: dict[str, Any], *, ready: bool = True) -> dict[str, Any]:
+    """The pod the controller Deployment runs (its template), Running and Ready."""
+    template = deployment["spec"]["template"]
+    pod = mk_pod(
+        f"{names.CONTROLLER}-0",
+        ns=NS,
+        labels=dict(template["metadata"]["labels"]),
+        containers=tuple(c["name"] for c in template["spec"]["containers"]),
+        ready=ready,
+        annotations=dict(template["metadata"].get("annotations") or {}),
+    )
+    pod["spec"] = copy.deepcopy(template["spec"])
+    return pod
+
+
+def with_status(deployment: dict[str, Any], *, ready: int) -> dict[str, Any]:
+    out = copy.deepcopy(deployment)
+    want = out["spec"]["replicas"]
+    out["status"] = {"replicas": want, "readyReplicas": ready, "availableReplicas": ready}
+    return out
+
+
+def with_ca_bundle(c: Cluster, ca_pem: bytes) -> None:
+    """The installed webhook configuration, with another caBundle."""
+    kind = next(k for k in c.fake.served.values() if k.kind == "MutatingWebhookConfiguration")
+    mwc = c.fake.get(kind, "", names.WEBHOOK_CONFIGURATION)
+    mwc["webhooks"][0]["clientConfig"]["caBundle"] = b64(ca_pem)
+    c.fake.apply(mwc)
+
+
+def install(c: Cluster, identity: dict[str, bytes]) -> None:
+    """What `mesh install --crds` and `mesh install` print, applied (their own renderer, the
+    Gateway API CRDs Turnout does not ship by hand), with the controller running."""
     fake = c.fake
-    for ns in (mk_namespace(NS), mk_namespace(APP_NS, **{names.INJECT_ANNOTATION: "enabled"})):
-        fake.apply(ns)
-    for spec in CRD_KINDS:
-        if spec.group in REQUIRED_GROUPS:
-            fake.apply(mk_crd(spec))
-    fake.apply(mk_deployment())
-    fake.apply(
-        mk_pod(
-            f"{names.CONTROLLER}-0",
-            ns=NS,
-            labels=CONTROLLER_LABELS,
-            containers=(names.CONTROLLER,),
-            annotations={},
-        )
-    )
-    fake.apply(mk_secret(names.IDENTITY_SECRET, identity))
-    fake.apply(
-        mk_secret(
-            names.INJECTOR_TLS_SECRET,
-            {"tls.crt": injector_cert, "tls.key": injector_key},
-            type_="kubernetes.io/tls",
-        )
-    )
-    fake.apply(mk_webhook(c.ca.ca_pem))
+    for crd in [*own_crds(), *(mk_crd(k) for k in STANDARD_GATEWAY_KINDS)]:
+        fake.apply(crd)
+    for obj in install_objects(Values(), identity=identity, cert=c.cert):
+        if obj["kind"] == "Deployment":
+            c.deployment = obj
+            obj = with_status(obj, ready=1)
+        fake.apply(obj)
+    fake.apply(controller_pod(c.deployment))
+    fake.apply(mk_namespace(APP_NS, **{names.INJECT_ANNOTATION: "enabled"}))
     fake.apply(mk_http_route("web"))
     admin = f"http://{c.admin}"
     fake.forward(NS, names.ADMIN_SERVICE, names.ADMIN_PORT, admin)
@@ -378,13 +376,13 @@ async def running_cluster(tmp: Path) -> AsyncIterator[Cluster]:
         await source.start()
         stack.push_async_callback(source.stop)
         await source.wait_watching(timeout_ms=int(TIMEOUT_S * 1000))
-        runner, port = await start_admin(admin_app(plane, server), "127.0.0.1", 0)
+        leader = Leader()
+        app = admin_app(plane, server, leadership=leader)
+        runner, port = await start_admin(app, "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)
-        ca = Authority("turnout injector CA")
-        cert, key = serving_leaf(ca, INJECTOR_DNS)
-        (tmp / "injector").mkdir()
-        inj_runner, inj_port = await start_injector(cert, key, tmp / "injector")
-        stack.push_async_callback(inj_runner.cleanup)
+        cert = serving_cert_for(Values(), now=dt.datetime.now(dt.UTC))
+        injector = await start_injector(cert, tmp / "injector")
+        stack.push_async_callback(injector.stop)
         c = Cluster(
             fake=fake,
             kubeconfig=write_kubeconfig(tmp / "kubeconfig", fake.url),
@@ -392,10 +390,11 @@ async def running_cluster(tmp: Path) -> AsyncIterator[Cluster]:
             server=server,
             admin=f"127.0.0.1:{port}",
             switch=switch,
-            ca=ca,
-            injector=f"127.0.0.1:{inj_port}",
+            leader=leader,
+            cert=cert,
+            injector=f"127.0.0.1:{injector.port}",
         )
-        install(c, identity_files(tmp / "identity"), cert, key)
+        install(c, identity_files(tmp / "identity"))
         try:
             yield c
         finally:

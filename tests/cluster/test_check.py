@@ -7,26 +7,27 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.certs import Authority
 from tests.cluster.check_kit import (
     APP_NS,
-    CONTROLLER_LABELS,
     INJECTOR_DNS,
     NS,
     Cluster,
+    controller_pod,
     identity_files,
     mk_crd,
-    mk_deployment,
     mk_http_route,
-    mk_pod,
     mk_secret,
-    mk_webhook,
     running_cluster,
     serving_leaf,
+    with_ca_bundle,
+    with_status,
 )
 from tests.proxy.e2e.harness import bounded
 from turnout.cluster import names
+from turnout.cluster.install.crds import own_crds
 from turnout.engine.config import POLICY_GROUP
 from turnout.engine.sources.k8s.kinds import ROUTE_KINDS, WATCHED_KINDS
 
@@ -105,39 +106,29 @@ async def test_each_broken_control_plane_piece_is_a_cross_with_its_explanation(
         got = await failing(c, "Turnout CustomResourceDefinitions exist")
         assert got[1] == f"{FAULT_INJECTION.plural}.{POLICY_GROUP} not found"
         assert "mesh install --crds" in got[2]
-        fake.apply(mk_crd(FAULT_INJECTION))
+        fake.apply(next(crd for crd in own_crds() if crd["spec"]["group"] == POLICY_GROUP))
 
         fake.apply(mk_crd(HTTP_ROUTE, versions=("v1beta1",)))  # an old Gateway API release
         got = await failing(c, "Gateway API CustomResourceDefinitions exist")
         assert got[1] == "httproutes.gateway.networking.k8s.io does not serve v1 (serves v1beta1)"
         fake.apply(mk_crd(HTTP_ROUTE))
-
-        fake.apply(mk_deployment(ready=0))
-        fake.apply(
-            mk_pod(
-                f"{names.CONTROLLER}-0",
-                ns=NS,
-                labels=CONTROLLER_LABELS,
-                containers=(names.CONTROLLER,),
-                ready=False,
-                annotations={},
-            )
+        servers = next(k for k in WATCHED_KINDS if k.kind == "Server")  # Linkerd's, before v1beta3
+        fake.apply(mk_crd(servers, versions=("v1beta1", "v1beta2")))
+        got = await failing(c, "CustomResourceDefinitions serve the versions Turnout watches")
+        assert (
+            got[1] == "servers.policy.linkerd.io does not serve v1beta3 (serves v1beta1, v1beta2)"
         )
+        fake.apply(mk_crd(servers))
+
+        fake.apply(with_status(c.deployment, ready=0))
+        fake.apply(controller_pod(c.deployment, ready=False))
         got = await failing(c, "control plane pods are ready")
         assert got[1:3] == [
             f"deployment/{names.CONTROLLER} in namespace {NS}: 0/1 replicas ready",
             f"pod/{names.CONTROLLER}-0 is not ready (phase Running)",
         ]
-        fake.apply(mk_deployment())
-        fake.apply(
-            mk_pod(
-                f"{names.CONTROLLER}-0",
-                ns=NS,
-                labels=CONTROLLER_LABELS,
-                containers=(names.CONTROLLER,),
-                annotations={},
-            )
-        )
+        fake.apply(with_status(c.deployment, ready=1))
+        fake.apply(controller_pod(c.deployment))
 
         fake.unforward(NS, names.ADMIN_SERVICE, names.ADMIN_PORT)  # no endpoints behind the Service
         got = await failing(c, "control plane is serving a table")
@@ -172,10 +163,12 @@ async def test_each_broken_control_plane_piece_is_a_cross_with_its_explanation(
 
 
 @bounded(40)
-async def test_the_status_lease_must_have_a_live_holder(tmp_path: Path) -> None:
+async def test_the_status_lease_must_have_a_live_holder_and_one_replica_lead(
+    tmp_path: Path,
+) -> None:
     async with running_cluster(tmp_path) as c:
         now = dt.datetime.now(dt.UTC)
-        lease = {
+        lease: dict[str, Any] = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {"name": names.LEASE, "namespace": NS},
@@ -196,6 +189,19 @@ async def test_the_status_lease_must_have_a_live_holder(tmp_path: Path) -> None:
         assert got[1].startswith(
             f"lease/{names.LEASE} held by {names.CONTROLLER}-0 was not renewed since"
         )
+
+        c.leader.leading = False  # the replica lost the Lease (and nobody else has it)
+        got = await failing(c, "a control plane replica leads status writing")
+        assert got[1] == f"no replica leads (of {names.CONTROLLER}-0)"
+        c.leader.leading = True
+
+        # a request the user may not make: a × in the category that needed it, and no more
+        c.fake.fail("GET", f"/apis/apps/v1/namespaces/{NS}/deployments", status=403)
+        got = await failing(c, "can read what this category checks")
+        assert got[1].startswith(f"GET /apis/apps/v1/namespaces/{NS}/deployments/")
+        assert "injected 403" in got[1] and "kubectl auth can-i" in got[2]
+        code, out = await c.check("-o", "short")
+        assert code == 1 and out.startswith("turnout-status\n")  # only the stale Lease is left
 
 
 @bounded(40)
@@ -257,12 +263,12 @@ async def test_the_injector_certificate_must_be_the_ca_bundles_and_the_injector_
         got = await failing(c, "injector webhook has valid cert")
         assert "is not signed by the webhook's caBundle" in got[1]
 
-        c.fake.apply(mk_webhook(stranger.ca_pem))  # the caBundle no longer names what is served
+        with_ca_bundle(c, stranger.ca_pem)  # the caBundle no longer names what is served
         got = await failing(
             c, "injector webhook is reachable", "--injector-url", f"https://{c.injector}"
         )
         assert got[1].startswith(f"https://{c.injector}/ready: certificate not trusted")
-        c.fake.apply(mk_webhook(c.ca.ca_pem))
+        with_ca_bundle(c, c.cert.ca_crt)
 
         c.fake.unforward(NS, names.INJECTOR_SERVICE, 443)
         got = await failing(c, "injector webhook is reachable")

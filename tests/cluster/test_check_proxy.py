@@ -8,11 +8,14 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.check_kit import APP_NS, Cluster, mk_pod, running_cluster
 from tests.engine.server.ads_kit import split
 from tests.proxy.e2e.harness import bounded
 from turnout.cluster import names
+from turnout.cluster.inject.settings import DEFAULT_INJECT_SETTINGS
+from turnout.cluster.inject.sidecar import inject_pod
 
 PROXY = ("--proxy", "-n", APP_NS)
 
@@ -142,3 +145,36 @@ async def test_wait_retries_until_a_late_proxy_is_synced(tmp_path: Path) -> None
         c.client("web-2")
         code, out = await checking
         assert code == 0, out
+
+
+def injected(name: str, *, native: bool) -> dict[str, Any]:
+    """A pod as the injector writes it (`inject_pod`), then Running with every container
+    Ready, as the kubelet reports it."""
+    notes = {names.PROXY_NATIVE_SIDECAR: "true"} if native else {}
+    pod = mk_pod(name, containers=("app",), annotations=notes)
+    pod, _ = inject_pod(pod, workload="deployment/web", settings=DEFAULT_INJECT_SETTINGS)
+    spec = pod["spec"]
+    pod["status"]["containerStatuses"] = [
+        {"name": c["name"], "ready": True} for c in spec["containers"]
+    ]
+    pod["status"]["initContainerStatuses"] = [
+        {"name": c["name"], "ready": c.get("restartPolicy") == "Always"}
+        for c in spec["initContainers"]
+    ]
+    return pod
+
+
+@bounded(40)
+async def test_pods_the_injector_wrote_are_meshed_with_or_without_a_native_sidecar(
+    tmp_path: Path,
+) -> None:
+    async with running_cluster(tmp_path) as c:
+        for name, native in (("web-3", False), ("web-4", True)):
+            c.fake.apply(injected(name, native=native))
+            c.client(name)
+        await c.until(lambda: c.synced("web-3") and c.synced("web-4"))
+        code, out = await c.check(*PROXY, "-o", "json")
+        assert code == 0, out
+        rows = {r["pod"]: r for r in json.loads(out)["proxies"]}
+        assert set(rows) == {"web-3", "web-4"}
+        assert all(r["proxy"] and r["ready"] and r["connected"] for r in rows.values())

@@ -47,7 +47,11 @@ def run_check_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     options = _options(args)
 
     def make_client() -> Any:
-        return api_client_from_environment(kubeconfig=args.kubeconfig, context=args.context)
+        # A kubeconfig or context on the command line wins over the pod's service account.
+        named = bool(args.kubeconfig or args.context)
+        return api_client_from_environment(
+            kubeconfig=args.kubeconfig, context=args.context, in_cluster=False if named else None
+        )
 
     report = asyncio.run(check_until(options, make_client, wait_s=args.wait / 1000))
     if args.output == "json":

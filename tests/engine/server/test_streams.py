@@ -208,3 +208,30 @@ def test_a_view_keeps_wire_bytes_only_and_equal_tables_pack_equal(tmp_path: Path
     _, changed = snap(tmp_path, 3, v2=20)
     assert changed[ROUTE_CONFIGURATION_TYPE] != view[ROUTE_CONFIGURATION_TYPE]
     assert changed[LISTENER_TYPE] == view[LISTENER_TYPE]
+
+
+def test_sync_says_per_type_whether_the_client_runs_the_current_table(tmp_path: Path) -> None:
+    """istioctl proxy-status's words: IGNORED (never asked), NOT SENT, STALE (in flight,
+    NACKed, or a newer table not looked at yet), SYNCED (ACKed what the current table says)."""
+    s = StreamState(peer="p")
+    s.on_request(req(LISTENER_TYPE))
+    assert s.sync("1") == {
+        "LDS": "NOT SENT",
+        "RDS": "IGNORED",
+        "CDS": "IGNORED",
+        "EDS": "IGNORED",
+        "POLICY": "IGNORED",
+    }
+    one, view = snap(tmp_path, 1)
+    [lds] = s.due(one, view)
+    assert s.sync("1")["LDS"] == "STALE"  # in flight
+    s.on_request(req(LISTENER_TYPE, nonce=lds.nonce, version="1"))
+    assert s.sync("1")["LDS"] == "SYNCED"
+    assert s.sync("2")["LDS"] == "STALE"  # the server has a newer table this stream has not seen
+    two, view2 = snap(tmp_path, 2, v2=20)  # a route change: no listener changes
+    assert s.due(two, view2) == []
+    assert s.sync("2")["LDS"] == "SYNCED" and s.acked() == {"LDS": "1"}
+    s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB))
+    [rds] = s.due(two, view2)
+    s.on_request(req(ROUTE_CONFIGURATION_TYPE, WEB, nonce=rds.nonce, error="bad regex"))
+    assert s.sync("2")["RDS"] == "STALE" and s.sent()["RDS"] == "2"

@@ -15,9 +15,9 @@
   that refuses the connection 503 ("error trying to reach service").
 
 `CLUSTER_KINDS` serves what `mesh install` creates and `mesh check` reads as ordinary kinds
-(Namespaces, Pods, Services, Secrets, Deployments, CRDs, MutatingWebhookConfigurations,
-Leases, the route kinds). Nothing here edits the base class: `_handle` is overridden and
-falls through to it.
+(Namespaces, Pods, Services, Secrets, ServiceAccounts, Deployments, PodDisruptionBudgets,
+ClusterRoles and their bindings, CRDs, MutatingWebhookConfigurations, Leases, the route
+kinds). Nothing here edits the base class: `_handle` is overridden and falls through to it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,15 @@ CLUSTER_KINDS = (
     ServedKind("", "v1", "secrets", "Secret"),
     ServedKind("", "v1", "serviceaccounts", "ServiceAccount"),
     ServedKind("apps", "v1", "deployments", "Deployment"),
+    ServedKind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    ServedKind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
+    ServedKind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        namespaced=False,
+    ),
     ServedKind(
         "apiextensions.k8s.io",
         "v1",
@@ -70,6 +79,10 @@ class ClusterFakeApiServer(FakeApiServer):
         """What SelfSubjectAccessReviews allow; None = everything."""
         self.backends: dict[tuple[str, str, str, str], str] = {}
         """(namespace, "services" | "pods", name, port) -> base URL the proxy forwards to."""
+
+    async def __aenter__(self) -> ClusterFakeApiServer:
+        await super().__aenter__()
+        return self
 
     def forward(
         self, namespace: str, name: str, port: int, url: str, *, resource: str = "services"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
@@ -36,11 +37,18 @@ SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 
 
 class ApiError(Exception):
-    """The API server answered with an error status, or not at all (`status` 0)."""
+    """The API server answered with an error status, or not at all (`status` 0).
 
-    def __init__(self, message: str, *, status: int) -> None:
+    Outside the `MeshError` tree on purpose: none leaves `turnout.cluster.check`, each one
+    becomes a × line of the report."""
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
         super().__init__(message)
+        self.message = message
         self.status = status
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return functools.partial(type(self), status=self.status), (self.message,)
 
 
 @contextlib.contextmanager

@@ -21,23 +21,25 @@ certificates (`tls.py`) and the data plane (`proxies.py`).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from turnout.cluster import names
-from turnout.cluster.check.api import ApiError, ClusterApi, Raw, answer, service_proxy
+from turnout.cluster.check.api import ApiError, ClusterApi, Raw, answer, pod_proxy, service_proxy
 from turnout.cluster.check.pre import CRD_PATH, GATEWAY_API_HINT
 from turnout.cluster.check.probe import http_get
 from turnout.cluster.check.results import Category, Check, Report, either, failed, ok
-from turnout.engine.config import CONTROLLER_NAME, POLICY_GROUP
+from turnout.cluster.install.crds import crd_name, own_crds, served_versions
+from turnout.engine.config import CONTROLLER_NAME
 from turnout.engine.sources.k8s.kinds import GW, ROUTE_KINDS, WATCHED_KINDS, KindSpec
 
 BUILT_IN_GROUPS = frozenset({"", "discovery.k8s.io"})
 """Watched kinds that are not CRDs."""
 
 CRD_KINDS = tuple(k for k in WATCHED_KINDS if k.group not in BUILT_IN_GROUPS)
-REQUIRED_GROUPS = {POLICY_GROUP: "Turnout", GW: "Gateway API"}
-"""Groups whose CRDs must exist (the others are optional: SMI, Linkerd's, Istio's)."""
+STANDARD_GATEWAY_KINDS = tuple(k for k in WATCHED_KINDS if k.group == GW)
+"""Required: Turnout routes with them (the experimental XBackendTrafficPolicy is optional)."""
 
 INSTALL_HINT = "mesh install --crds | kubectl apply -f - installs Turnout's CRDs"
 
@@ -68,6 +70,26 @@ async def controller_pods(api: ClusterApi, namespace: str) -> tuple[Raw | None, 
     query = [("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(match.items())))]
     pods = (await api.get(f"/api/v1/namespaces/{namespace}/pods", query)).get("items") or []
     return deploy, selected(pods, match)
+
+
+async def admin_gets(
+    api: ClusterApi, namespace: str, control_plane: str | None, path: str
+) -> list[tuple[str, int, str]]:
+    """(replica, status, body) of `path` on every controller replica's admin port: each pod
+    through the API server's pod proxy (replicas number their own versions, and only one
+    leads), or the one `--control-plane` names."""
+    if control_plane:
+        return [(control_plane, *await http_get(f"http://{control_plane}{path}"))]
+    _, pods = await controller_pods(api, namespace)
+    out = []
+    for p in pods:
+        name = str((p.get("metadata") or {}).get("name"))
+        try:
+            status, body = await api.proxy_get(pod_proxy(namespace, name, names.ADMIN_PORT, path))
+        except ApiError as exc:
+            status, body = exc.status, str(exc)
+        out.append((name, status, body))
+    return out
 
 
 def _pods_check(deploy: Raw | None, pods: list[Raw], namespace: str) -> Check:
@@ -136,39 +158,46 @@ async def existence(
     return True
 
 
-async def _crd_problem(api: ClusterApi, spec: KindSpec) -> tuple[str, bool]:
-    """("" | what is wrong, missing entirely)."""
-    name = f"{spec.plural}.{spec.group}"
-    crd = await api.get_or_none(f"{CRD_PATH}/{name}")
-    if crd is None:
-        return f"{name} not found", True
-    versions = {
-        str(v.get("name")): bool(v.get("served"))
-        for v in (crd.get("spec") or {}).get("versions") or []
-    }
-    if not versions.get(spec.version):
-        served = ", ".join(sorted(v for v, on in versions.items() if on)) or "none"
-        return f"{name} does not serve {spec.version} (serves {served})", False
-    return "", False
+async def _crds(api: ClusterApi, wanted: Iterable[str]) -> dict[str, Raw | None]:
+    """Each named CRD, None when it is not installed."""
+    return {name: await api.get_or_none(f"{CRD_PATH}/{name}") for name in dict.fromkeys(wanted)}
+
+
+def _not_serving(spec: KindSpec, crd: Raw) -> str:
+    served = served_versions(crd)
+    if spec.version in served:
+        return ""
+    return f"{crd_name(spec)} does not serve {spec.version} (serves {', '.join(served) or 'none'})"
 
 
 async def crds(report: Report, api: ClusterApi) -> None:
+    """What `mesh install --crds` ships and the Gateway API kinds must exist; every watched
+    kind whose CRD exists must be served at the version Turnout lists it at."""
     cat = report.category("turnout-crds")
-    required: dict[str, list[str]] = {g: [] for g in REQUIRED_GROUPS}
-    versions: list[str] = []
-    for spec in CRD_KINDS:
-        problem, missing = await _crd_problem(api, spec)
-        if not problem:
-            continue
-        if spec.group in required:
-            required[spec.group].append(problem)
-        elif not missing:
-            versions.append(problem)
-    for group, label in REQUIRED_GROUPS.items():
-        hint = INSTALL_HINT if group == POLICY_GROUP else GATEWAY_API_HINT
-        cat.checks.append(
-            either(f"{label} CustomResourceDefinitions exist", "\n".join(required[group]), hint)
+    ours = [str(c["metadata"]["name"]) for c in own_crds()]
+    found = await _crds(api, [*ours, *(crd_name(k) for k in CRD_KINDS)])
+    missing = [f"{n} not found" for n in ours if found[n] is None]
+    cat.checks.append(
+        either("Turnout CustomResourceDefinitions exist", "\n".join(missing), INSTALL_HINT)
+    )
+    gateway = []
+    for spec in STANDARD_GATEWAY_KINDS:
+        crd = found[crd_name(spec)]
+        gateway.append(f"{crd_name(spec)} not found" if crd is None else _not_serving(spec, crd))
+    cat.checks.append(
+        either(
+            "Gateway API CustomResourceDefinitions exist",
+            "\n".join(g for g in gateway if g),
+            GATEWAY_API_HINT,
         )
+    )
+    versions = [
+        problem
+        for spec in CRD_KINDS
+        if spec.group != GW
+        and (crd := found[crd_name(spec)]) is not None
+        and (problem := _not_serving(spec, crd))
+    ]
     hint = (
         "Turnout lists these kinds at the versions named; a CRD without that version hides"
         " every object of the kind from it: install a release of the CRD that serves it"
@@ -207,7 +236,12 @@ def stale_routes(routes: Sequence[Raw], kind: str) -> list[str]:
 
 
 async def status_writing(
-    report: Report, api: ClusterApi, *, namespace: str, now: dt.datetime
+    report: Report,
+    api: ClusterApi,
+    *,
+    namespace: str,
+    now: dt.datetime,
+    control_plane: str | None = None,
 ) -> None:
     cat = report.category("turnout-status")
     problems: list[str] = []
@@ -225,11 +259,43 @@ async def status_writing(
         " and with --leader-elect only the Lease holder writes"
     )
     cat.checks.append(either("route status is up to date", "\n".join(problems), hint))
+    leader = await _leader_check(api, namespace, control_plane)
+    if leader is not None:
+        cat.checks.append(leader)
     lease = await api.get_or_none(
         f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{names.LEASE}"
     )
     if lease is not None:
         cat.checks.append(_lease_check(lease, now))
+
+
+async def _leader_check(api: ClusterApi, namespace: str, control_plane: str | None) -> Check | None:
+    """Exactly one replica says it leads (`/debug/diagnostics` "leader", with
+    --leader-elect); None when no replica elects a leader."""
+    electing, leading, silent = [], [], []
+    for name, status, body in await admin_gets(api, namespace, control_plane, "/debug/diagnostics"):
+        try:
+            leader = json.loads(body).get("leader") if status == 200 else None
+        except (ValueError, AttributeError):
+            leader = None
+        if status != 200:
+            silent.append(f"{name}: /debug/diagnostics: {answer(status, body)}")
+        elif isinstance(leader, dict):
+            electing.append(name)
+            if leader.get("leading"):
+                leading.append(name)
+    if not electing:
+        return None
+    error = "\n".join(silent)
+    if not leading:
+        error = "\n".join([*silent, f"no replica leads (of {', '.join(electing)})"])
+    elif len(leading) > 1:
+        error = f"more than one replica says it leads: {', '.join(leading)}"
+    hint = (
+        "only the leader writes status: the replicas' /debug/diagnostics leader entries and"
+        " logs say who holds the Lease and why no one renews it"
+    )
+    return either("a control plane replica leads status writing", error, hint)
 
 
 def _lease_check(lease: Raw, now: dt.datetime) -> Check:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from turnout.cluster.check.api import ApiError, ClusterApi
 from turnout.cluster.check.results import Report, either, failed, ok, warned
+from turnout.cluster.install.crds import GATEWAY_API_RELEASE
 from turnout.engine.sources.k8s.kinds import GW, WATCHED_KINDS
 
 MIN_KUBERNETES = (1, 29)
@@ -66,8 +67,8 @@ GATEWAY_API_KINDS = tuple(k for k in WATCHED_KINDS if k.group == GW)
 
 GATEWAY_API_HINT = (
     "Turnout routes with the Gateway API kinds but does not ship them: apply the standard"
-    " channel of a Gateway API release (v1.1 or later, its standard-install.yaml) before"
-    " mesh install --crds"
+    f" channel of Gateway API {GATEWAY_API_RELEASE} or newer (its standard-install.yaml);"
+    " mesh install --crds prints the command"
 )
 
 

@@ -27,9 +27,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from turnout.cluster import names
-from turnout.cluster.check.api import ApiError, ClusterApi, Raw, answer, pod_proxy
-from turnout.cluster.check.control_plane import controller_pods, pod_ready
-from turnout.cluster.check.probe import http_get
+from turnout.cluster.check.api import ClusterApi, Raw, answer
+from turnout.cluster.check.control_plane import admin_gets, pod_ready
 from turnout.cluster.check.results import Report, either, failed, ok
 
 TYPES = ("CDS", "LDS", "EDS", "RDS", "POLICY")
@@ -81,26 +80,9 @@ def pod_of(node_id: str, namespace: str) -> str | None:
 
 async def replicas(api: ClusterApi, cp_namespace: str, control_plane: str | None) -> list[Replica]:
     """Every replica's `/debug/proxies` (a replica that does not answer keeps its error)."""
-    targets: list[tuple[str, str | None]] = []
-    if control_plane:
-        targets.append((control_plane, None))
-    else:
-        _, pods = await controller_pods(api, cp_namespace)
-        for p in pods:
-            name = str((p.get("metadata") or {}).get("name"))
-            targets.append(
-                (name, pod_proxy(cp_namespace, name, names.ADMIN_PORT, "/debug/proxies"))
-            )
     out = []
-    for name, path in targets:
+    for name, status, body in await admin_gets(api, cp_namespace, control_plane, "/debug/proxies"):
         rep = Replica(name)
-        if path is None:
-            status, body = await http_get(f"http://{name}/debug/proxies")
-        else:
-            try:
-                status, body = await api.proxy_get(path)
-            except ApiError as exc:
-                status, body = exc.status, str(exc)
         if status != 200:
             rep.error = f"{name}: /debug/proxies: {answer(status, body)}"
         else:

@@ -16,7 +16,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -66,45 +66,67 @@ async def run_check(
             return report
         if not report.success:
             return report
-        when = now or dt.datetime.now(dt.UTC)
-        try:
-            await _categories(report, api, options, when)
-        except ApiError as exc:  # a request no category expected to fail
-            report.category("kubernetes-api").checks.append(
-                failed(
-                    "can query the Kubernetes API",
-                    str(exc),
-                    "the API server stopped answering mid-check",
-                )
-            )
+        await _categories(report, api, options, now or dt.datetime.now(dt.UTC))
         return report
     finally:
         if api is not None:
             api.close()
 
 
+READ_HINT = (
+    "mesh check only reads: run it as a user who may get and list what this category looks at"
+    " (kubectl auth can-i get ... says which is missing)"
+)
+
+
+async def _guarded(report: Report, step: Awaitable[object]) -> object:
+    """Run one category; a request it did not expect to fail (403 on a list, the server gone
+    mid-check) becomes a × in that category instead of ending the run."""
+    try:
+        return await step
+    except ApiError as exc:
+        target = report.categories[-1] if report.categories else report.category("kubernetes-api")
+        target.checks.append(failed("can read what this category checks", str(exc), READ_HINT))
+        return None
+
+
 async def _categories(report: Report, api: ClusterApi, o: CheckOptions, now: dt.datetime) -> None:
     if o.mode == "pre":
-        await pre.pre_setup(report, api, namespace=o.cp_namespace)
-        await pre.gateway_api(report, api)
+        await _guarded(report, pre.pre_setup(report, api, namespace=o.cp_namespace))
+        await _guarded(report, pre.gateway_api(report, api))
         return
-    if not await control_plane.existence(
-        report, api, namespace=o.cp_namespace, control_plane=o.control_plane
-    ):
+    there = await _guarded(
+        report,
+        control_plane.existence(
+            report, api, namespace=o.cp_namespace, control_plane=o.control_plane
+        ),
+    )
+    if not there:
         return
     if o.mode == "proxy":
-        await proxies.data_plane(
+        await _guarded(
             report,
-            api,
-            namespace=o.namespace,
-            cp_namespace=o.cp_namespace,
-            control_plane=o.control_plane,
+            proxies.data_plane(
+                report,
+                api,
+                namespace=o.namespace,
+                cp_namespace=o.cp_namespace,
+                control_plane=o.control_plane,
+            ),
         )
         return
-    await control_plane.crds(report, api)
-    await tls.identity(report, api, namespace=o.cp_namespace, now=now)
-    await tls.webhook(report, api, namespace=o.cp_namespace, injector_url=o.injector_url, now=now)
-    await control_plane.status_writing(report, api, namespace=o.cp_namespace, now=now)
+    await _guarded(report, control_plane.crds(report, api))
+    await _guarded(report, tls.identity(report, api, namespace=o.cp_namespace, now=now))
+    await _guarded(
+        report,
+        tls.webhook(report, api, namespace=o.cp_namespace, injector_url=o.injector_url, now=now),
+    )
+    await _guarded(
+        report,
+        control_plane.status_writing(
+            report, api, namespace=o.cp_namespace, now=now, control_plane=o.control_plane
+        ),
+    )
 
 
 async def check_until(
