@@ -37,7 +37,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from turnout.proxy.config import DEFAULT_CONNECT_TIMEOUT_MS
 from turnout.proxy.transport.downstream import Listener
@@ -77,10 +77,59 @@ class Placement:
     """Inbound: the app the connection's requests (or opaque bytes) go to."""
     forward: tuple[str, int] | None = None
     """Forward the bytes untouched to this address: no detection, no HTTP."""
+    upstream: Upstream | None = None
+    """Outbound, a known destination: where its bytes go when they are forwarded (an
+    endpoint its balancer chooses): at once, or after `detect` found no HTTP/1."""
+    detect: bool = False
+    """Outbound: peek at the first bytes (`first_bytes`); HTTP/1 is served as HTTP."""
+
+
+class Upstream(Protocol):
+    """A known destination's endpoints, for its TCP-forwarded connections (one per
+    connection: `transparent.BalancedUpstream`)."""
+
+    destination: tuple[str, str]
+    """The Service's namespace and name, for the metrics ("" for an endpoint)."""
+
+    def acquire(self) -> tuple[str, int] | None:
+        """The endpoint to connect to; None: none (the client is reset)."""
+
+    def release(self, connect_ms: float, *, failed: bool) -> None:
+        """The connect to the acquired endpoint took `connect_ms` (`failed`: it failed)."""
 
 
 Place = Callable[[tuple[str, int] | None], Placement | None]
 """The original destination (None: not redirected) -> its placement; None: refused."""
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n"
+"""The first 16 bytes of HTTP/2 with prior knowledge (RFC 9113 §3.4): gRPC's h2c."""
+FIRST_BYTES = len(H2_PREFACE)
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+Protocol1 = Literal["http1", "h2", "tls", "other"]
+
+
+def first_bytes(head: bytes) -> Protocol1 | None:
+    """What a client's first (up to `FIRST_BYTES`) bytes are; None: too few to tell yet.
+
+    ``http1``: a method token then a space (a request line); ``h2``: the HTTP/2 preface;
+    ``tls``: a handshake record (``16 03``, the app's own TLS); ``other``: anything else."""
+    if not head:
+        return None
+    if head[0] == 0x16:
+        return None if len(head) < 2 else "tls" if head[1] == 0x03 else "other"
+    if H2_PREFACE.startswith(head) and len(head) < FIRST_BYTES:
+        return None
+    if head.startswith(H2_PREFACE):
+        return "h2"
+    space = head.find(b" ")
+    method = head if space < 0 else head[:space]
+    if not all(b in _TOKEN for b in method):
+        return "other"
+    if space > 0:
+        return "http1"
+    return None if len(head) < FIRST_BYTES else "other"
 
 
 def is_client_hello(head: bytes) -> bool:
@@ -169,6 +218,9 @@ class DetectingServer:
                 info.original_dst = dst
                 await self._forward(conn, info, placed.forward)
                 return
+            if placed.upstream is not None and not (placed.detect and await self._http1(conn)):
+                await self._forward_upstream(conn, dst, placed.upstream)
+                return
             gate, app = placed.gate, placed.app
         mode = "PERMISSIVE" if gate is None else gate.mode
         if gate is not None and gate.opaque and app is not None:
@@ -229,15 +281,66 @@ class DetectingServer:
             return
         await self._forward(conn, info, app)
 
+    async def _http1(self, conn: socket.socket) -> bool:
+        """Outbound detection: the first bytes are an HTTP/1 request line. Anything else
+        (HTTP/2, TLS, another protocol, silence for the detect timeout) is not."""
+        try:
+            found = await self._first_bytes(conn)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except OSError as exc:  # reset while peeking
+            log.debug("outbound connection failed before detection: %s", exc)
+            found = "other"
+        log.debug("outbound protocol detected protocol=%s peer=%s", found, _peer(conn))
+        return found == "http1"
+
+    async def _first_bytes(self, conn: socket.socket) -> Protocol1 | None:
+        deadline = self._loop.time() + self._timeout_s
+        while True:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0 or not await self._readable(conn, remaining):
+                return "other"  # a silent client (server-first): forwarded
+            try:
+                head = conn.recv(FIRST_BYTES, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            if not head:
+                return None  # closed before a byte: forwarding half-closes upstream too
+            found = first_bytes(head)
+            if found is not None:
+                return found
+            await asyncio.sleep(_PARTIAL_WAIT_S)  # a request line in pieces: the rest
+
+    async def _forward_upstream(
+        self, conn: socket.socket, dst: tuple[str, int] | None, upstream: Upstream
+    ) -> None:
+        """Forward to an endpoint `upstream` chooses, labelled with its destination."""
+        target = upstream.acquire()
+        if target is None:
+            log.debug("tcp forward refused: no endpoint original_dst=%s", dst)
+            _reset(conn)
+            return
+        info = _info(conn)
+        info.original_dst = dst
+        info.destination = upstream.destination
+        await self._forward(conn, info, target, upstream)
+
     async def _forward(
-        self, conn: socket.socket, info: ConnectionInfo, target: tuple[str, int]
+        self,
+        conn: socket.socket,
+        info: ConnectionInfo,
+        target: tuple[str, int],
+        chosen: Upstream | None = None,
     ) -> None:
         """Connect to `target`, then copy bytes both ways until both ends are done (a
-        failed connect resets the client, as Linkerd does)."""
+        failed connect resets the client, as Linkerd does); `chosen`: told how the connect
+        went (the balancer's load and backoff)."""
         hooks = self._listener.hooks
         loop = self._loop
         upstream = socket.socket(_family(target[0]), socket.SOCK_STREAM)
         upstream.setblocking(False)
+        started = loop.time()
         try:
             async with asyncio.timeout(DEFAULT_CONNECT_TIMEOUT_MS / 1000):
                 await loop.sock_connect(upstream, target)
@@ -245,7 +348,11 @@ class DetectingServer:
             log.debug("tcp forward to %s:%d failed: %s", *target, exc)
             upstream.close()
             _reset(conn)
+            if chosen is not None:
+                chosen.release((loop.time() - started) * 1000, failed=True)
             return
+        if chosen is not None:
+            chosen.release((loop.time() - started) * 1000, failed=False)
         hook_open(hooks, info)
         try:
             read, written = await asyncio.gather(
