@@ -4,6 +4,9 @@
 Listener metadata turnout.addresses + port ─┐
                                             ├─► Destinations.services  (ip, port) -> listener
 ClusterLoadAssignment endpoints ────────────┴─► Destinations.endpoints (ip, port) -> pass-through
+Listener metadata turnout.opaque ────────────► Destinations.tcp (ip, port) -> TcpTarget:
+                                               where --transparent forwards non-HTTP/1
+                                               bytes (opaque: at once, no detection)
 lookup(ip, port) ─► a Service listener name: that Service's routes decide (any Host)
                  ─► a pass-through Decision: forwarded to that endpoint untouched (no routes,
                     no retries, no filters: the client chose the pod, as Linkerd does)
@@ -19,8 +22,8 @@ A pass-through goes to a cluster of its own, ``passthrough/IP:PORT`` with that o
 so the balancer, the connection pool and the metrics treat it as any other backend; the
 metrics' route is Linkerd's synthesized default (``route_kind="default"``).
 
-Deliberately not here: transparent capture (`SO_ORIGINAL_DST` comes with the cluster work),
-and choosing among a Service's routes (the table's).
+Deliberately not here: transparent capture (`transparent.py` reads `SO_ORIGINAL_DST` and
+uses `tcp`), and choosing among a Service's routes (the table's).
 """
 
 from __future__ import annotations

@@ -2,10 +2,15 @@
 
 ```
 app ─ connect(10.96.0.10:80) ─ nat OUTPUT REDIRECT ─► outbound 127.0.0.1:4140
-   accept ─ original_dst(sock) once ─► outbound_place:
-      a Service address or an endpoint of the table ─► HTTP; every request's destination
-          is that address (`destinations.py`: the Service's routes, Host choosing only
-          among them; an endpoint: passed through untouched)
+   accept ─ original_dst(sock) once ─► outbound_place, by the table's TcpTarget:
+      a Service address or an endpoint of the table
+          opaque (turnout.opaque, --opaque-ports) ─► TCP at once to an endpoint the
+              balancer chooses (BalancedUpstream; nothing read: server-first works)
+          else peek the first bytes (detect.first_bytes, up to the detect timeout)
+              HTTP/1 request line ─► HTTP; every request's destination is that address
+                  (`destinations.py`: the Service's routes, Host choosing only among
+                  them; an endpoint: passed through untouched)
+              h2 preface, TLS record, other, silence ─► TCP to a balanced endpoint
       not redirected (a client of 127.0.0.1:4140 itself) ─► HTTP by Host, as without it
       unknown ─► the bytes forwarded to the original destination (`--refuse-unknown`: reset)
 client ─ connect(pod:8080) ─ nat PREROUTING REDIRECT ─► inbound 0.0.0.0:4143
@@ -15,8 +20,10 @@ client ─ connect(pod:8080) ─ nat PREROUTING REDIRECT ─► inbound 0.0.0.0:
 ```
 
 Both listeners are `serve_detecting` servers (an accept loop that can look at a socket
-before any protocol runs); outbound never sniffs TLS. Nothing here runs per request: the
-original destination is read at accept and kept on the connection (`ConnectionInfo`).
+before any protocol runs); outbound never terminates TLS. Nothing here runs per request:
+the original destination is read and placed at accept and kept on the connection
+(`ConnectionInfo`). Forwarded TCP is plaintext, even to a meshed endpoint (no opaque mTLS
+transport yet; `--require-mtls` resets it instead; docs/capture.md).
 Not here: the rules themselves (`mesh proxy-init`, `turnout.cluster.capture`).
 """
 

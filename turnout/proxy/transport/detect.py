@@ -25,7 +25,10 @@ Linkerd's default, 10 s: a server-first protocol waits that long, then plaintext
 ``--transparent`` (`place`): before detection, each accepted socket's original destination
 is read (`original_dst.py`) and `place` says what the connection is: HTTP with that
 destination (and, inbound, the app port's gate and address), bytes forwarded untouched to
-an address (outbound: a destination the table does not know), or refused (None: reset).
+an address (outbound: a destination the table does not know), bytes forwarded to an
+endpoint an `Upstream` chooses (outbound, a known destination: at once when opaque, else
+when `first_bytes` are not an HTTP/1 request line: the HTTP/2 preface, TLS, anything else,
+or silence for the detect timeout), or refused (None: reset).
 """
 
 from __future__ import annotations
