@@ -3,9 +3,12 @@ by peeking at each connection's first bytes.
 
 ```
 listening socket ─ loop.sock_accept ─► socket ─ readable (add_reader) ─ recv(6, MSG_PEEK)
-   ├─ 16 03 0x .. .. 01 (a TLS record holding a ClientHello) ─► connect_accepted_socket(
-   │      HttpServerProtocol, ssl=mesh.server_context)   the handshake, then HTTP/1.1;
-   │      the connection reads its client's identity (`MeshTls.peer_identity`)
+   ├─ 16 03 0x .. .. 01 (a TLS record holding a ClientHello), its SNI peeked too:
+   │   ├─ no SNI, or this proxy's identity ─► connect_accepted_socket(HttpServerProtocol,
+   │   │      ssl=mesh.server_context)   the handshake, then HTTP/1.1; the connection
+   │   │      reads its client's identity (`MeshTls.peer_identity`)
+   │   └─ another name (the app's own TLS) ─► forwarded untouched to the app, as an opaque
+   │          port's bytes (tls="opaque",sni=NAME; STRICT: refused)
    ├─ anything else, or nothing within detect_timeout_ms ─► connect_accepted_socket(
    │      HttpServerProtocol) plaintext, as an unmeshed client sends
    └─ end of stream before a byte ─► closed
@@ -18,9 +21,10 @@ layer. Peeking leaves the bytes in the kernel, and the context is chosen per acc
 socket, so a renewed certificate or a new trust bundle is used by the next handshake.
 Works the same on asyncio's loop and on uvloop (tests/proxy/transport/test_detect.py).
 
-The rule is Linkerd's first bytes (§1.6) without its SNI step: any ClientHello is
-terminated with this proxy's identity (no opaque TLS pass-through yet). The timeout is
-Linkerd's default, 10 s: a server-first protocol waits that long, then plaintext.
+The rule is Linkerd's first bytes (§1.6) with its SNI step: mesh clients send the server's
+identity as SNI (`transport/client.py`), so a ClientHello naming anything else is the app's
+own TLS, passed through. The timeout is Linkerd's default, 10 s: a server-first protocol
+waits that long, then plaintext.
 
 ``--transparent`` (`place`): before detection, each accepted socket's original destination
 is read (`original_dst.py`) and `place` says what the connection is: HTTP with that
@@ -52,6 +56,7 @@ from turnout.proxy.transport.messages import (
     Limits,
     MeshTls,
     PortGate,
+    TlsStatus,
     hook_close,
     hook_open,
 )
@@ -63,8 +68,10 @@ log = logging.getLogger(__name__)
 DETECT_TIMEOUT_MS = 10_000
 _PARTIAL_WAIT_S = 0.005
 
-Kind = Literal["tls", "plain"]
-OPAQUE_PLAINTEXT = ("no_identity", "no_tls_reason", "no_tls_from_remote")
+Kind = Literal["tls", "plain", "foreign"]
+"""``foreign``: a ClientHello whose SNI is not this proxy's identity (the app's own TLS)."""
+_MAX_RECORD = 5 + 16_384
+OPAQUE_PLAINTEXT: TlsStatus = ("no_identity", "no_tls_reason", "no_tls_from_remote")
 """An opaque port's connection as the metrics label it: forwarded, not terminated."""
 
 
@@ -144,6 +151,29 @@ def is_client_hello(head: bytes) -> bool:
         and 1 <= head[2] <= 4
         and head[5] == 0x01
     )
+
+
+def client_hello_sni(record: bytes) -> str | None:
+    """The server name a ClientHello asks for (its ``server_name`` extension), read from
+    its first record; None: none, or not within the bytes given."""
+    try:
+        i = 5 + 4 + 2 + 32  # record header, handshake header, version, random
+        i += 1 + record[i]  # session id
+        i += 2 + int.from_bytes(record[i : i + 2])  # cipher suites
+        i += 1 + record[i]  # compression methods
+        end = min(len(record), i + 2 + int.from_bytes(record[i : i + 2]))
+        i += 2
+        while i + 4 <= end:
+            kind, size = int.from_bytes(record[i : i + 2]), int.from_bytes(record[i + 2 : i + 4])
+            i += 4
+            if kind == 0 and record[i + 2] == 0:  # server_name, first entry a host_name
+                length = int.from_bytes(record[i + 3 : i + 5])
+                name = record[i + 5 : i + 5 + length]
+                return name.decode("ascii") if len(name) == length else None
+            i += size
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return None
 
 
 class DetectingServer:
@@ -244,7 +274,12 @@ class DetectingServer:
         if kind is None:
             conn.close()
             return
-        if kind == "plain" and mode == "STRICT" and gate is not None:
+        if kind == "foreign":
+            if app is not None:
+                await self._foreign_tls(conn, gate, app)
+                return
+            kind = "tls"  # no app to pass it to: terminated, as before SNI was read
+        if kind != "tls" and mode == "STRICT" and gate is not None:
             gate.plaintext_refused(_info(conn))
             log.debug("plaintext connection refused (STRICT) peer=%s", _peer(conn))
             _reset(conn)
@@ -273,11 +308,39 @@ class DetectingServer:
             log.debug("inbound %s connection failed: %s", kind, exc)
             conn.close()
 
-    async def _opaque(self, conn: socket.socket, gate: PortGate, app: tuple[str, int]) -> None:
+    async def _foreign_tls(
+        self, conn: socket.socket, gate: PortGate | None, app: tuple[str, int]
+    ) -> None:
+        """The app's own TLS (another SNI): forwarded to the app untouched, as an opaque
+        port's bytes are, labelled ``tls="opaque",sni=NAME`` (STRICT refuses it: no mesh
+        identity)."""
+        try:
+            sni = client_hello_sni(conn.recv(_MAX_RECORD, socket.MSG_PEEK)) or ""
+        except OSError:
+            sni = ""
+        status: TlsStatus = ("opaque", "sni", sni)
+        if gate is None:
+            info = _info(conn)
+            info.tls_status = status
+            await self._forward(conn, info, app)
+        elif gate.mode == "STRICT":
+            gate.plaintext_refused(_info(conn))
+            log.debug("tls of another server name refused (STRICT) peer=%s", _peer(conn))
+            _reset(conn)
+        else:
+            await self._opaque(conn, gate, app, status)
+
+    async def _opaque(
+        self,
+        conn: socket.socket,
+        gate: PortGate,
+        app: tuple[str, int],
+        status: TlsStatus = OPAQUE_PLAINTEXT,
+    ) -> None:
         """An opaque port: authorize the connection, then copy bytes both ways, at once (a
         server-first protocol's greeting is not held back by detection)."""
         info = _info(conn)
-        info.tls_status = OPAQUE_PLAINTEXT
+        info.tls_status = status
         if not gate.connection_allowed(info):
             log.debug("opaque connection refused by policy peer=%s", info.peer)
             _reset(conn)
@@ -383,8 +446,27 @@ class DetectingServer:
             if head[0] != 0x16:
                 return "plain"
             if len(head) >= 6:
-                return "tls" if is_client_hello(head) else "plain"
+                return (
+                    await self._tls_kind(conn, head, deadline) if is_client_hello(head) else "plain"
+                )
             await asyncio.sleep(_PARTIAL_WAIT_S)  # a record header in pieces: the rest
+
+    async def _tls_kind(self, conn: socket.socket, head: bytes, deadline: float) -> Kind:
+        """Mesh TLS (``tls``), unless the ClientHello names a server other than this proxy's
+        identity: the app's own TLS (``foreign``), passed through as Linkerd does."""
+        want = min(_MAX_RECORD, 5 + int.from_bytes(head[3:5]))
+        record = head
+        while len(record) < want and self._loop.time() < deadline:
+            await asyncio.sleep(_PARTIAL_WAIT_S)  # the rest of the first record
+            try:
+                record = conn.recv(want, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            if not record:
+                break
+        sni = client_hello_sni(record)
+        mine = self._mesh.identity if self._mesh is not None else None
+        return "foreign" if sni is not None and mine and sni != mine else "tls"
 
     async def _readable(self, conn: socket.socket, timeout_s: float) -> bool:
         fut: asyncio.Future[None] = self._loop.create_future()

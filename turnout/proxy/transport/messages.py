@@ -549,6 +549,12 @@ class MeshTls(Protocol):
         """The verified client identity of a handshake's ``ssl_object`` ("": none)."""
         ...
 
+    @property
+    def identity(self) -> str:
+        """This proxy's identity: the SNI mesh clients send (another SNI is the app's own
+        TLS, passed through: `detect.py`)."""
+        ...
+
 
 class PortGate(Protocol):
     """What an inbound port with detection asks of its policy per accepted connection
