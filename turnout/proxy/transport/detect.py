@@ -48,6 +48,14 @@ from typing import Literal, Protocol
 
 from turnout.proxy.config import DEFAULT_CONNECT_TIMEOUT_MS
 from turnout.proxy.transport.downstream import Listener
+from turnout.proxy.transport.first_bytes import (
+    FIRST_BYTES,
+    MAX_RECORD,
+    Detected,
+    client_hello_sni,
+    first_bytes,
+    is_client_hello,
+)
 from turnout.proxy.transport.messages import (
     Accept,
     ConnectionHooks,
@@ -70,7 +78,6 @@ _PARTIAL_WAIT_S = 0.005
 
 Kind = Literal["tls", "plain", "foreign"]
 """``foreign``: a ClientHello whose SNI is not this proxy's identity (the app's own TLS)."""
-_MAX_RECORD = 5 + 16_384
 OPAQUE_PLAINTEXT: TlsStatus = ("no_identity", "no_tls_reason", "no_tls_from_remote")
 """An opaque port's connection as the metrics label it: forwarded, not terminated."""
 
@@ -110,70 +117,6 @@ class Upstream(Protocol):
 
 Place = Callable[[tuple[str, int] | None], Placement | None]
 """The original destination (None: not redirected) -> its placement; None: refused."""
-
-
-H2_PREFACE = b"PRI * HTTP/2.0\r\n"
-"""The first 16 bytes of HTTP/2 with prior knowledge (RFC 9113 §3.4): gRPC's h2c."""
-FIRST_BYTES = len(H2_PREFACE)
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-Protocol1 = Literal["http1", "h2", "tls", "other"]
-
-
-def first_bytes(head: bytes) -> Protocol1 | None:
-    """What a client's first (up to `FIRST_BYTES`) bytes are; None: too few to tell yet.
-
-    ``http1``: a method token then a space (a request line); ``h2``: the HTTP/2 preface;
-    ``tls``: a handshake record (``16 03``, the app's own TLS); ``other``: anything else."""
-    if not head:
-        return None
-    if head[0] == 0x16:
-        return None if len(head) < 2 else "tls" if head[1] == 0x03 else "other"
-    if H2_PREFACE.startswith(head) and len(head) < FIRST_BYTES:
-        return None
-    if head.startswith(H2_PREFACE):
-        return "h2"
-    space = head.find(b" ")
-    method = head if space < 0 else head[:space]
-    if not all(b in _TOKEN for b in method):
-        return "other"
-    if space > 0:
-        return "http1"
-    return None if len(head) < FIRST_BYTES else "other"
-
-
-def is_client_hello(head: bytes) -> bool:
-    """The first 6 bytes are a TLS handshake record (version 3.1-3.4) with a ClientHello."""
-    return (
-        len(head) >= 6
-        and head[0] == 0x16
-        and head[1] == 0x03
-        and 1 <= head[2] <= 4
-        and head[5] == 0x01
-    )
-
-
-def client_hello_sni(record: bytes) -> str | None:
-    """The server name a ClientHello asks for (its ``server_name`` extension), read from
-    its first record; None: none, or not within the bytes given."""
-    try:
-        i = 5 + 4 + 2 + 32  # record header, handshake header, version, random
-        i += 1 + record[i]  # session id
-        i += 2 + int.from_bytes(record[i : i + 2])  # cipher suites
-        i += 1 + record[i]  # compression methods
-        end = min(len(record), i + 2 + int.from_bytes(record[i : i + 2]))
-        i += 2
-        while i + 4 <= end:
-            kind, size = int.from_bytes(record[i : i + 2]), int.from_bytes(record[i + 2 : i + 4])
-            i += 4
-            if kind == 0 and record[i + 2] == 0:  # server_name, first entry a host_name
-                length = int.from_bytes(record[i + 3 : i + 5])
-                name = record[i + 5 : i + 5 + length]
-                return name.decode("ascii") if len(name) == length else None
-            i += size
-    except (IndexError, UnicodeDecodeError):
-        return None
-    return None
 
 
 class DetectingServer:
@@ -315,7 +258,7 @@ class DetectingServer:
         port's bytes are, labelled ``tls="opaque",sni=NAME`` (STRICT refuses it: no mesh
         identity)."""
         try:
-            sni = client_hello_sni(conn.recv(_MAX_RECORD, socket.MSG_PEEK)) or ""
+            sni = client_hello_sni(conn.recv(MAX_RECORD, socket.MSG_PEEK)) or ""
         except OSError:
             sni = ""
         status: TlsStatus = ("opaque", "sni", sni)
@@ -361,7 +304,7 @@ class DetectingServer:
         log.debug("outbound protocol detected protocol=%s peer=%s", found, _peer(conn))
         return found == "http1"
 
-    async def _first_bytes(self, conn: socket.socket) -> Protocol1 | None:
+    async def _first_bytes(self, conn: socket.socket) -> Detected | None:
         deadline = self._loop.time() + self._timeout_s
         while True:
             remaining = deadline - self._loop.time()
@@ -454,7 +397,7 @@ class DetectingServer:
     async def _tls_kind(self, conn: socket.socket, head: bytes, deadline: float) -> Kind:
         """Mesh TLS (``tls``), unless the ClientHello names a server other than this proxy's
         identity: the app's own TLS (``foreign``), passed through as Linkerd does."""
-        want = min(_MAX_RECORD, 5 + int.from_bytes(head[3:5]))
+        want = min(MAX_RECORD, 5 + int.from_bytes(head[3:5]))
         record = head
         while len(record) < want and self._loop.time() < deadline:
             await asyncio.sleep(_PARTIAL_WAIT_S)  # the rest of the first record
