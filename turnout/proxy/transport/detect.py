@@ -194,9 +194,14 @@ class DetectingServer:
                 info.original_dst = dst
                 await self._forward(conn, info, placed.forward)
                 return
-            if placed.upstream is not None and not (placed.detect and await self._http1(conn)):
-                await self._forward_upstream(conn, dst, placed.upstream)
-                return
+            if placed.upstream is not None:
+                http1 = await self._http1(conn) if placed.detect else False
+                if http1 is None:
+                    conn.close()  # closed before a byte
+                    return
+                if not http1:
+                    await self._forward_upstream(conn, dst, placed.upstream)
+                    return
             gate, app = placed.gate, placed.app
         mode = "PERMISSIVE" if gate is None else gate.mode
         if gate is not None and gate.opaque and app is not None:
@@ -290,9 +295,10 @@ class DetectingServer:
             return
         await self._forward(conn, info, app)
 
-    async def _http1(self, conn: socket.socket) -> bool:
+    async def _http1(self, conn: socket.socket) -> bool | None:
         """Outbound detection: the first bytes are an HTTP/1 request line. Anything else
-        (HTTP/2, TLS, another protocol, silence for the detect timeout) is not."""
+        (HTTP/2, TLS, another protocol, silence for the detect timeout) is not; None: the
+        client closed before a byte."""
         try:
             found = await self._first_bytes(conn)
         except asyncio.CancelledError:
@@ -302,7 +308,7 @@ class DetectingServer:
             log.debug("outbound connection failed before detection: %s", exc)
             found = "other"
         log.debug("outbound protocol detected protocol=%s peer=%s", found, _peer(conn))
-        return found == "http1"
+        return None if found is None else found == "http1"
 
     async def _first_bytes(self, conn: socket.socket) -> Detected | None:
         deadline = self._loop.time() + self._timeout_s
@@ -315,7 +321,7 @@ class DetectingServer:
             except BlockingIOError:
                 continue
             if not head:
-                return None  # closed before a byte: forwarding half-closes upstream too
+                return None  # closed before a byte
             found = first_bytes(head)
             if found is not None:
                 return found
@@ -398,15 +404,11 @@ class DetectingServer:
         """Mesh TLS (``tls``), unless the ClientHello names a server other than this proxy's
         identity: the app's own TLS (``foreign``), passed through as Linkerd does."""
         want = min(MAX_RECORD, 5 + int.from_bytes(head[3:5]))
-        record = head
-        while len(record) < want and self._loop.time() < deadline:
+        record = conn.recv(want, socket.MSG_PEEK)  # readable: `head` is there
+        while 0 < len(record) < want and self._loop.time() < deadline:
             await asyncio.sleep(_PARTIAL_WAIT_S)  # the rest of the first record
-            try:
+            with contextlib.suppress(BlockingIOError):
                 record = conn.recv(want, socket.MSG_PEEK)
-            except BlockingIOError:
-                continue
-            if not record:
-                break
         sni = client_hello_sni(record)
         mine = self._mesh.identity if self._mesh is not None else None
         return "foreign" if sni is not None and mine and sni != mine else "tls"
