@@ -18,6 +18,7 @@ import pytest
 from tests.certs import Authority
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import NS, bounded, metric, start_mesh
+from turnout.proxy.transparent import outbound_place
 from turnout.proxy.transport import detect
 from turnout.proxy.transport.detect import first_bytes
 
@@ -190,6 +191,17 @@ async def test_known_destinations_that_are_not_http1_are_forwarded_to_an_endpoin
             assert metric(text, "tcp_open_total", **labels, target_addr=f"{ip}:{port}") == 1
             assert metric(text, "tcp_close_total", **labels) == 1
         assert metric(text, "tcp_read_bytes_total", dst_service="db") == len(b"select 1\n")
+        # --opaque-ports makes a port opaque for every known destination; --require-mtls
+        # refuses plaintext TCP to an endpoint
+        handler = mesh.proxy.handlers[0]
+        place = outbound_place(handler, refuse_unknown=False, opaque_ports=((7000, 7000),))
+        raw_placed, web_placed = place(RAW), place(WEB)
+        assert raw_placed is not None and raw_placed.upstream is not None
+        assert not raw_placed.detect
+        assert web_placed is not None and web_placed.detect
+        strict = outbound_place(handler, refuse_unknown=False, require_mtls=True)(DB)
+        assert strict is not None and strict.upstream is not None
+        assert strict.upstream.acquire() is None
     finally:
         await g.stop(None)
         for s in (db, raw, tls):
