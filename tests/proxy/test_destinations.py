@@ -9,7 +9,14 @@ from google.protobuf import struct_pb2
 
 from turnout.proxy.actions import Forward
 from turnout.proxy.clusters import ClusterInfo, Endpoint
-from turnout.proxy.destinations import address_of, build_destinations, service_addresses
+from turnout.proxy.destinations import (
+    TcpTarget,
+    address_of,
+    build_destinations,
+    service_addresses,
+    service_of,
+    service_opaque,
+)
 from turnout.proxy.errors import TableError
 
 
@@ -80,3 +87,21 @@ def test_endpoints_pass_through_unless_a_service_has_the_address() -> None:
 )
 def test_ip_literal_hosts(host: str, want: tuple[str, int] | None) -> None:
     assert address_of(host) == want
+
+
+def test_tcp_targets_of_services_and_of_an_opaque_services_pods() -> None:
+    assert service_opaque(listener({"addresses": ["10.0.0.1"], "port": 80})) is None
+    assert service_opaque(listener({"opaque": "shop/pay:8080"})) == "shop/pay:8080"
+    with pytest.raises(TableError) as err:
+        service_opaque(listener({"opaque": 1}))
+    assert err.value.field == "metadata.turnout.opaque"
+    assert service_of("pay.shop.svc.cluster.local:8080") == ("shop", "pay", 8080)
+    assert service_of("gateway/shop/web") is None
+    ep = Endpoint(address="10.1.0.5", port=8080, healthy=True)
+    clusters = {"shop/pay:8080": ClusterInfo(name="shop/pay:8080", endpoints=(ep,))}
+    pay = TcpTarget(cluster="shop/pay:8080", opaque=True, namespace="shop", service="pay")
+    dests, _ = build_destinations([("pay", ("10.96.0.10", 8080))], clusters, {"pay": pay})
+    assert dests.tcp[("10.96.0.10", 8080)] is pay
+    assert dests.tcp[("10.1.0.5", 8080)] == TcpTarget(
+        cluster="passthrough/10.1.0.5:8080", opaque=True
+    )

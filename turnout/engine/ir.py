@@ -390,6 +390,11 @@ class ServiceParent:
     """The Service's cluster IPs (`clusterIP`, then the rest of `clusterIPs`): a client that
     connects to one of them at `port` is sending to this parent; empty for a headless
     Service or one whose manifest has none yet."""
+    opaque_cluster: str | None = None
+    """The port is marked opaque (``config.linkerd.io/opaque-ports`` on the Service or its
+    Namespace): a transparent client proxy forwards its bytes untouched, no detection, no
+    routes, to an endpoint of this cluster, the Service's own ``NS/NAME:PORT``
+    (docs/capture.md). None: not opaque."""
 
 
 REDACTED = {"redact": True}

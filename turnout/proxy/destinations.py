@@ -4,6 +4,9 @@
 Listener metadata turnout.addresses + port ─┐
                                             ├─► Destinations.services  (ip, port) -> listener
 ClusterLoadAssignment endpoints ────────────┴─► Destinations.endpoints (ip, port) -> pass-through
+Listener metadata turnout.opaque ────────────► Destinations.tcp (ip, port) -> TcpTarget:
+                                               where --transparent forwards non-HTTP/1
+                                               bytes (opaque: at once, no detection)
 lookup(ip, port) ─► a Service listener name: that Service's routes decide (any Host)
                  ─► a pass-through Decision: forwarded to that endpoint untouched (no routes,
                     no retries, no filters: the client chose the pod, as Linkerd does)
@@ -19,8 +22,8 @@ A pass-through goes to a cluster of its own, ``passthrough/IP:PORT`` with that o
 so the balancer, the connection pool and the metrics treat it as any other backend; the
 metrics' route is Linkerd's synthesized default (``route_kind="default"``).
 
-Deliberately not here: transparent capture (`SO_ORIGINAL_DST` comes with the cluster work),
-and choosing among a Service's routes (the table's).
+Deliberately not here: transparent capture (`transparent.py` reads `SO_ORIGINAL_DST` and
+uses `tcp`), and choosing among a Service's routes (the table's).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from turnout.proxy.actions import Backend, Decision, Forward, RouteRef
@@ -46,11 +49,28 @@ Address = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
+class TcpTarget:
+    """Where ``--transparent`` forwards a known destination's bytes when they are not HTTP/1
+    (or at once, `opaque`): an endpoint of `cluster`, chosen by its balancer."""
+
+    cluster: str
+    """The Service's opaque or own cluster (else its first route's first backend), or an
+    endpoint's ``passthrough/IP:PORT``."""
+    opaque: bool
+    """Marked opaque (listener metadata ``turnout.opaque``): forwarded without reading."""
+    namespace: str = ""
+    """The Service (metrics' ``dst_namespace``/``dst_service``); "" for an endpoint."""
+    service: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Destinations:
     services: Mapping[Address, str]
     """A Service's cluster IP and port -> its listener name."""
     endpoints: Mapping[Address, Decision]
     """An endpoint's address -> the decision that forwards to it untouched."""
+    tcp: Mapping[Address, TcpTarget] = field(default_factory=dict)
+    """Every address of `services` and `endpoints` that has somewhere to forward TCP."""
 
     def lookup(self, address: Address) -> str | Decision | None:
         """A Service listener, a pass-through decision, or None (see module docstring)."""
@@ -89,10 +109,37 @@ def service_addresses(lst: Any) -> list[Address]:
     return out
 
 
+def service_opaque(lst: Any) -> str | None:
+    """The cluster an opaque Service listener forwards to (metadata ``turnout.opaque``);
+    None: not opaque (docs/xds.md "Destinations")."""
+    meta = lst.metadata.filter_metadata.get(METADATA_NAMESPACE)
+    value = None if meta is None else meta.fields.get("opaque")
+    if value is None:
+        return None
+    if value.WhichOneof("kind") != "string_value" or not value.string_value:
+        raise TableError(
+            f'Listener "{lst.name}"', f"metadata.{METADATA_NAMESPACE}.opaque", "want a cluster name"
+        )
+    return str(value.string_value)
+
+
+def service_of(listener: str) -> tuple[str, str, int] | None:
+    """``web.shop.svc.cluster.local:80`` -> ("shop", "web", 80); None for another name."""
+    host, _, port = listener.rpartition(":")
+    parts = host.split(".")
+    if len(parts) < 3 or parts[2] != "svc" or not port.isdigit():
+        return None
+    return parts[1], parts[0], int(port)
+
+
 def build_destinations(
-    services: Iterable[tuple[str, Address]], clusters: Mapping[str, ClusterInfo]
+    services: Iterable[tuple[str, Address]],
+    clusters: Mapping[str, ClusterInfo],
+    tcp: Mapping[str, TcpTarget] | None = None,
 ) -> tuple[Destinations, dict[str, ClusterInfo]]:
-    """The table's destinations, and the pass-through clusters they forward to."""
+    """The table's destinations, and the pass-through clusters they forward to; `tcp`: each
+    Service listener's TCP target."""
+    tcp = tcp or {}
     by_address: dict[Address, str] = {}
     for listener, address in services:
         other = by_address.setdefault(address, listener)
@@ -103,6 +150,14 @@ def build_destinations(
                 other,
                 listener,
             )
+    targets = {a: tcp[name] for a, name in by_address.items() if name in tcp}
+    opaque_clusters = {t.cluster for t in tcp.values() if t.opaque}
+    opaque_eps = {
+        (ep.address, ep.port)
+        for name in opaque_clusters
+        if (c := clusters.get(name)) is not None
+        for ep in c.endpoints
+    }
     endpoints: dict[Address, Decision] = {}
     extra: dict[str, ClusterInfo] = {}
     for info in clusters.values():
@@ -117,7 +172,9 @@ def build_destinations(
             extra[name] = ClusterInfo(
                 name=name, http2=info.http2, endpoints=(one,), endpoints_known=True
             )
-    return Destinations(by_address, endpoints), extra
+            # an opaque Service's pod, connected to directly, is opaque too
+            targets[key] = TcpTarget(cluster=name, opaque=key in opaque_eps)
+    return Destinations(by_address, endpoints, targets), extra
 
 
 def address_of(host: str) -> Address | None:

@@ -24,7 +24,7 @@ Not here: endpoint picking and health (the balancer), retries, timeouts and faul
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,14 +37,18 @@ from turnout.proxy.config import (
     FAULT_FILTER,
     HCM_FILTER,
     INVALID_CLUSTER,
+    METADATA_NAMESPACE,
     NO_ROUTE_STATUS,
     ROUTER_FILTER,
 )
 from turnout.proxy.destinations import (
     NO_DESTINATIONS,
     Destinations,
+    TcpTarget,
     build_destinations,
     service_addresses,
+    service_of,
+    service_opaque,
 )
 from turnout.proxy.errors import ShadowedRouteError, TableError
 from turnout.proxy.explain import Explanation, explain_routes
@@ -100,6 +104,35 @@ class ListenerTable:
     hosts: HostIndex[VirtualHostTable]
     tls: Terminator | None = None
     """A Gateway port's HTTPS listeners (`listener_tls.py`); None: plain HTTP."""
+
+
+def _tcp_target(
+    lst: Any, vhosts: tuple[VirtualHostTable, ...], clusters: Mapping[str, ClusterInfo]
+) -> TcpTarget:
+    """Where ``--transparent`` forwards a Service address's non-HTTP bytes: the opaque
+    cluster, else the Service's own cluster, else its first route's first backend."""
+    ns, svc, port = service_of(lst.name) or ("", lst.name, 0)
+    opaque = service_opaque(lst)
+    if opaque is not None:
+        if opaque not in clusters:
+            raise TableError(
+                f'Listener "{lst.name}"',
+                f"metadata.{METADATA_NAMESPACE}.opaque",
+                f'Cluster "{opaque}" not found',
+            )
+        return TcpTarget(cluster=opaque, opaque=True, namespace=ns, service=svc)
+    own = f"{ns}/{svc}:{port}"
+    if own not in clusters:
+        own = next(_first_backends(vhosts), "")
+    return TcpTarget(cluster=own, opaque=False, namespace=ns, service=svc)
+
+
+def _first_backends(vhosts: tuple[VirtualHostTable, ...]) -> Iterator[str]:
+    for vh in vhosts:
+        for route in vh.index.routes:
+            action = route.decision.action
+            if isinstance(action, Forward):
+                yield from (b.cluster for b in action.backends if b.invalid is None)
 
 
 def _route_config(rc: Any) -> tuple[VirtualHostTable, ...]:
@@ -279,6 +312,7 @@ class RuntimeTable:
             _check_clusters(rc.name, rcs[rc.name], cluster_infos)
         tables: dict[str, ListenerTable] = {}
         addresses: list[tuple[str, tuple[str, int]]] = []
+        tcp: dict[str, TcpTarget] = {}
         for lst in listeners:
             if lst.name in tables:
                 raise TableError(f'Listener "{lst.name}"', "name", "duplicate")
@@ -295,7 +329,10 @@ class RuntimeTable:
             hosts = HostIndex.build((d, vh) for vh in rcs[rc_name] for d in vh.domains)
             if lst.HasField("api_listener"):
                 tls = None
-                addresses.extend((lst.name, a) for a in service_addresses(lst))
+                found = service_addresses(lst)
+                addresses.extend((lst.name, a) for a in found)
+                if found:
+                    tcp[lst.name] = _tcp_target(lst, rcs[rc_name], cluster_infos)
             else:
                 tls = terminator_from_listener(lst)
             tables[lst.name] = ListenerTable(
@@ -308,7 +345,7 @@ class RuntimeTable:
             sum(len(vh.index.routes) for vhs in rcs.values() for vh in vhs),
             len(cluster_infos),
         )
-        destinations, passthrough = build_destinations(addresses, cluster_infos)
+        destinations, passthrough = build_destinations(addresses, cluster_infos, tcp)
         return cls(
             listeners=tables,
             route_configs=rcs,

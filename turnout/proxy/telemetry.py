@@ -449,8 +449,14 @@ class TcpHooks:
     def on_connection_open(self, conn: ConnectionInfo) -> None:
         # --transparent: the address the client connected to, as Linkerd labels it
         target = conn.original_dst or conn.local
+        ns, svc = conn.destination or ("", "")
         key = self.metrics.tcp(
-            direction=self.direction, peer="src", target_addr=target, tls=conn.tls_status
+            direction=self.direction,
+            peer="src",
+            target_addr=target,
+            tls=conn.tls_status,
+            dst_namespace=ns,
+            dst_service=svc,
         )
         conn.metrics = key
         self.metrics.tcp_open(key)

@@ -2,10 +2,15 @@
 
 ```
 app ─ connect(10.96.0.10:80) ─ nat OUTPUT REDIRECT ─► outbound 127.0.0.1:4140
-   accept ─ original_dst(sock) once ─► outbound_place:
-      a Service address or an endpoint of the table ─► HTTP; every request's destination
-          is that address (`destinations.py`: the Service's routes, Host choosing only
-          among them; an endpoint: passed through untouched)
+   accept ─ original_dst(sock) once ─► outbound_place, by the table's TcpTarget:
+      a Service address or an endpoint of the table
+          opaque (turnout.opaque, --opaque-ports) ─► TCP at once to an endpoint the
+              balancer chooses (BalancedUpstream; nothing read: server-first works)
+          else peek the first bytes (detect.first_bytes, up to the detect timeout)
+              HTTP/1 request line ─► HTTP; every request's destination is that address
+                  (`destinations.py`: the Service's routes, Host choosing only among
+                  them; an endpoint: passed through untouched)
+              h2 preface, TLS record, other, silence ─► TCP to a balanced endpoint
       not redirected (a client of 127.0.0.1:4140 itself) ─► HTTP by Host, as without it
       unknown ─► the bytes forwarded to the original destination (`--refuse-unknown`: reset)
 client ─ connect(pod:8080) ─ nat PREROUTING REDIRECT ─► inbound 0.0.0.0:4143
@@ -15,8 +20,10 @@ client ─ connect(pod:8080) ─ nat PREROUTING REDIRECT ─► inbound 0.0.0.0:
 ```
 
 Both listeners are `serve_detecting` servers (an accept loop that can look at a socket
-before any protocol runs); outbound never sniffs TLS. Nothing here runs per request: the
-original destination is read at accept and kept on the connection (`ConnectionInfo`).
+before any protocol runs); outbound never terminates TLS. Nothing here runs per request:
+the original destination is read and placed at accept and kept on the connection
+(`ConnectionInfo`). Forwarded TCP is plaintext, even to a meshed endpoint (no opaque mTLS
+transport yet; `--require-mtls` resets it instead; docs/capture.md).
 Not here: the rules themselves (`mesh proxy-init`, `turnout.cluster.capture`).
 """
 
@@ -25,6 +32,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from turnout.proxy.balancer import Balancer, Slot
+from turnout.proxy.destinations import TcpTarget
 from turnout.proxy.handler import LOCAL_APP_HOST, Handler
 from turnout.proxy.inbound_guard import InboundGuard
 from turnout.proxy.metrics import ProxyMetrics
@@ -56,14 +65,59 @@ def new_guard(
     )
 
 
-def outbound_place(handler: Handler, *, refuse_unknown: bool) -> Place:
-    """HTTP for the addresses the handler's current table knows, else forwarded (or
-    refused)."""
+class BalancedUpstream:
+    """One forwarded connection's endpoint, chosen by the balancer of its `TcpTarget`'s
+    cluster (pending while connecting, the connect time as its latency)."""
+
+    __slots__ = ("_balancer", "_slot", "destination", "require_mtls")
+
+    def __init__(self, target: TcpTarget, balancer: Balancer | None, *, require_mtls: bool):
+        self._balancer = balancer
+        self._slot: Slot | None = None
+        self.destination = (target.namespace, target.service)
+        self.require_mtls = require_mtls
+
+    def acquire(self) -> tuple[str, int] | None:
+        if self._balancer is None:
+            return None
+        slot = self._slot = self._balancer.acquire()
+        if slot is None:
+            return None
+        if self.require_mtls:  # forwarded TCP is plaintext (docs/capture.md): fail closed
+            self._balancer.release(slot, 0.0, failed=False)
+            log.debug("tcp forward refused: --require-mtls and forwarded TCP is plaintext")
+            return None
+        ep = slot.endpoint
+        return ep.address, ep.port
+
+    def release(self, connect_ms: float, *, failed: bool) -> None:
+        if self._balancer is not None and self._slot is not None:
+            self._balancer.release(self._slot, connect_ms, failed=failed)
+
+
+def outbound_place(
+    handler: Handler,
+    *,
+    refuse_unknown: bool,
+    opaque_ports: tuple[tuple[int, int], ...] = (),
+    require_mtls: bool = False,
+) -> Place:
+    """A known destination: forwarded at once when opaque (its Service's mark, or
+    `opaque_ports`), else detected (HTTP/1: HTTP; anything else: forwarded to one of its
+    endpoints). An unknown one: forwarded untouched (or refused)."""
 
     def place(dst: tuple[str, int] | None) -> Placement | None:
         if dst is None:
             return NOT_REDIRECTED
-        if handler.state.table.destinations.lookup(dst) is not None:
+        state = handler.state
+        target = state.table.destinations.tcp.get(dst)
+        if target is not None:
+            upstream = BalancedUpstream(
+                target, state.balancers.get(target.cluster), require_mtls=require_mtls
+            )
+            opaque = target.opaque or any(lo <= dst[1] <= hi for lo, hi in opaque_ports)
+            return Placement(dst, upstream=upstream, detect=not opaque)
+        if state.table.destinations.lookup(dst) is not None:
             return Placement(dst)
         if refuse_unknown:
             return None
@@ -103,7 +157,12 @@ async def serve_transparent(
 ) -> DetectingServer:
     """The outbound or inbound listener of a transparent proxy."""
     if name == "outbound":
-        place = outbound_place(handler, refuse_unknown=config.refuse_unknown)
+        place = outbound_place(
+            handler,
+            refuse_unknown=config.refuse_unknown,
+            opaque_ports=config.opaque_ports,
+            require_mtls=config.require_mtls,
+        )
         mesh = None  # the app's own TLS is the app's: never terminated outbound
     else:
         place = inbound_place(config, guard_for)

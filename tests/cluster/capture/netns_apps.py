@@ -1,7 +1,10 @@
 """The processes of the capture test, run inside its network namespaces (`ip netns exec`).
 
 ```
-python netns_apps.py serve NAME=HOST:PORT ...   HTTP servers answering "NAME" (one thread each)
+python netns_apps.py serve NAME=HOST:PORT ...   HTTP servers answering "NAME" (one thread each);
+                                                 greet:NAME=HOST:PORT: a TCP server that
+                                                 speaks first, "NAME\n", then closes
+python netns_apps.py greeted HOST PORT           connect, print the first line it is sent
 python netns_apps.py get URL [N]                 N plain http.client GETs, one connection each:
                                                  {"bodies": {"v1": 30, ...}, "errors": [...]}
 python netns_apps.py wait URL [SECONDS]          until URL answers 200 (exit 1 on timeout)
@@ -16,6 +19,8 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import socket
+import socketserver
 import sys
 import threading
 import time
@@ -23,11 +28,37 @@ import urllib.parse
 import urllib.request
 
 
+class Greeter(socketserver.ThreadingTCPServer):
+    """A server-first protocol (as MySQL's greeting): writes its name on accept."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, name: str, where: tuple[str, int]) -> None:
+        greeting = f"{name}\n".encode()
+
+        class Greet(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.sendall(greeting)
+
+        super().__init__(where, Greet)
+
+
+def greeted(host: str, port: int) -> None:
+    with socket.create_connection((host, port), timeout=3) as sock:
+        print(json.dumps({"greeting": sock.makefile("rb").readline().decode()}))
+
+
 def serve(specs: list[str]) -> None:
-    servers = []
+    servers: list[socketserver.TCPServer] = []
     for spec in specs:
         name, _, where = spec.partition("=")
         host, _, port = where.rpartition(":")
+        if name.startswith("greet:"):
+            greeter = Greeter(name.removeprefix("greet:"), (host, int(port)))
+            servers.append(greeter)
+            threading.Thread(target=greeter.serve_forever, daemon=True).start()
+            continue
 
         class Answer(http.server.BaseHTTPRequestHandler):
             me = name
@@ -95,6 +126,8 @@ if __name__ == "__main__":
     elif verb == "fetch":
         with urllib.request.urlopen(rest[0], timeout=5) as resp:
             sys.stdout.write(resp.read().decode())
+    elif verb == "greeted":
+        greeted(rest[0], int(rest[1]))
     elif verb == "get":
         get(rest[0], int(rest[1]) if len(rest) > 1 else 1)
     else:

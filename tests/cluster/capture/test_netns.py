@@ -6,7 +6,8 @@ ns "pod" (lo holds the ClusterIPs 10.96.0.1x and the pods 10.0.0.1x; veth 10.0.1
   mesh proxy-init --proxy-uid 0 --skip-outbound-ports 9999 --skip-inbound-ports 7071
   mesh proxy -f manifests --transparent  (root, the uid proxy-init lets through)
   servers: v1 10.0.0.11:8080, v2 10.0.0.12:8080, 10.0.0.11:9999 (skipped),
-           10.0.0.99:9000 (no Service), app 0.0.0.0:7070, app2 0.0.0.0:7071 (skipped)
+           10.0.0.99:9000 (no Service), app 0.0.0.0:7070, app2 0.0.0.0:7071 (skipped),
+           db 10.0.0.13:3306 (speaks first; Service 10.96.0.13:3306 marked opaque)
   client: python http.client as uid 2103 (the app's user): http://10.96.0.10/ etc.
 ns "client" (veth 10.0.1.1) ── http://10.0.1.2:7070/ ──► PREROUTING ─► inbound 4143
 ```
@@ -35,7 +36,10 @@ APPS = Path(__file__).with_name("netns_apps.py")
 PY = sys.executable
 CLIENT_UID = "2103"
 POD_IP, CLIENT_IP = "10.0.1.2", "10.0.1.1"
-LOCAL = ["10.96.0.10", "10.96.0.11", "10.96.0.12", "10.0.0.11", "10.0.0.12", "10.0.0.99"]
+LOCAL = [
+    *("10.96.0.10", "10.96.0.11", "10.96.0.12", "10.96.0.13"),
+    *("10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.99"),
+]
 SKIP_OUT, SKIP_IN = 9999, 7071
 METRICS = "http://127.0.0.1:4191/metrics"
 
@@ -59,8 +63,21 @@ endpoints: [{{addresses: [{endpoint}], conditions: {{ready: true}}}}]""")
     return "\n---\n".join(docs)
 
 
+DB = """apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop, annotations: {config.linkerd.io/opaque-ports: "3306"}}
+spec: {clusterIP: 10.96.0.13, ports: [{name: mysql, port: 3306}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-a, namespace: shop, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+ports: [{name: mysql, port: 3306}]
+endpoints: [{addresses: [10.0.0.13], conditions: {ready: true}}]"""
+
 MANIFESTS = "\n---\n".join(
     [
+        DB,
         service("web", "10.96.0.10", None),
         service("web-v1", "10.96.0.11", "10.0.0.11"),
         service("web-v2", "10.96.0.12", "10.0.0.12"),
@@ -206,6 +223,7 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
             "v2=10.0.0.12:8080",
             f"skip=10.0.0.11:{SKIP_OUT}",
             "outside=10.0.0.99:9000",
+            "greet:db=10.0.0.13:3306",
             "app=0.0.0.0:7070",
             f"app2=0.0.0.0:{SKIP_IN}",
         )
@@ -259,6 +277,16 @@ def test_an_address_the_table_does_not_know_is_forwarded_untouched(pod: Pod) -> 
         r'tcp_open_total\{direction="outbound",[^}]*"10.0.0.99:9000"[^}]*\} 2', metrics
     )
     assert 'authority="10.0.0.99:9000"' not in metrics  # bytes, not requests
+
+
+def test_a_server_first_protocol_behind_an_opaque_service_port_greets_at_once(pod: Pod) -> None:
+    out = pod.exec(PY, str(APPS), "greeted", "10.96.0.13", "3306", uid=CLIENT_UID)
+    assert json.loads(out) == {"greeting": "db\n"}  # within 3 s: no 10 s detection wait
+    assert re.search(
+        r'tcp_open_total\{direction="outbound",[^}]*target_addr="10.96.0.13:3306"[^}]*'
+        r'dst_namespace="shop",dst_service="db"\} 1',
+        pod.metrics(),
+    )
 
 
 def test_skip_ports_bypass_the_proxy(pod: Pod) -> None:

@@ -18,8 +18,13 @@ import uvloop
 from tests.certs import Authority, Leaf
 from tests.proxy.transport.helpers import read_response
 from turnout.proxy.identity.names import peer_identity
-from turnout.proxy.transport.detect import DetectingServer, is_client_hello, serve_detecting
-from turnout.proxy.transport.messages import IncomingRequest, ResponseWriter
+from turnout.proxy.transport.detect import (
+    DetectingServer,
+    client_hello_sni,
+    is_client_hello,
+    serve_detecting,
+)
+from turnout.proxy.transport.messages import ConnectionInfo, IncomingRequest, ResponseWriter
 
 WEB = "web.shop.serviceaccount.identity.cluster.local"
 API = "api.shop.serviceaccount.identity.cluster.local"
@@ -47,6 +52,7 @@ class Mesh:
         ctx.verify_mode = ssl.CERT_OPTIONAL
         self.server_context: ssl.SSLContext | None = ctx
         self.client_context: ssl.SSLContext | None = None
+        self.identity = API
 
     def peer_identity(self, ssl_object: object) -> str:
         return peer_identity(ssl_object)
@@ -172,3 +178,68 @@ def test_without_a_certificate_yet_tls_is_refused_and_plaintext_served() -> None
             await server.wait_closed()
 
     run("asyncio", main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_tls_for_another_server_name_is_the_apps_own_and_passes_through(loop: str) -> None:
+    """Linkerd's SNI rule: a ClientHello naming this proxy's identity is mesh TLS, any other
+    name is the app's own TLS, forwarded untouched to the app (here its own HTTPS)."""
+    ca = Authority()
+
+    async def app_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"app saw " + await reader.read(5))
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        app_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        _load(app_ctx, ca.leaf("app.shop"))
+        app = await asyncio.start_server(app_tls, "127.0.0.1", 0, ssl=app_ctx)
+        app_port = app.sockets[0].getsockname()[1]
+        seen: list[tuple[str, str, str]] = []
+
+        class Hooks:
+            def on_connection_open(self, conn: ConnectionInfo) -> None:
+                seen.append(conn.tls_status)
+
+            def on_connection_close(self, conn: ConnectionInfo, error: object) -> None:
+                pass
+
+        server = await serve_detecting(
+            echo,
+            host="127.0.0.1",
+            port=0,
+            mesh=Mesh(ca),
+            app=("127.0.0.1", app_port),
+            hooks=Hooks(),  # type: ignore[arg-type]
+        )
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_context(ca, None), server_hostname="app.shop"
+            )
+            writer.write(b"hello")
+            assert await reader.read() == b"app saw hello"  # the app's certificate, verified
+            writer.close()
+            assert seen[0] == ("opaque", "sni", "app.shop")  # tls="opaque",sni="app.shop"
+            # the proxy's own identity as the SNI: mesh TLS, terminated and served as HTTP
+            assert (await ask(port, client_context(ca, ca.leaf(WEB))))["client_id"] == WEB
+        finally:
+            server.close()
+            await server.wait_closed()
+            app.close()
+
+    run(loop, main)
+
+
+def test_client_hello_sni_reads_the_server_name_extension() -> None:
+    def hello(name: str | None) -> bytes:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname=name)
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        return outgoing.read()
+
+    assert client_hello_sni(hello("app.shop")) == "app.shop"
+    assert client_hello_sni(hello(None)) is None
+    assert client_hello_sni(hello("app.shop")[:40]) is None  # truncated

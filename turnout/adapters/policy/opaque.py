@@ -20,37 +20,10 @@ from turnout.engine.diagnostics import Diagnostic, warning
 from turnout.engine.model import Loaded, Namespace, Resources, Service
 from turnout.engine.model.authz import ServerV1beta1
 from turnout.engine.model.core import ServicePort
+from turnout.engine.opaque_ports import listed as _listed
 
 DETECT_TIMEOUT_S = 10
 """Linkerd's protocol detection timeout (what a client of an unmarked server-first port waits)."""
-
-
-def parse_ports(text: str) -> tuple[set[int], set[str]]:
-    """``25,3306, 4000-4100,mysql`` -> ({25, 3306, 4000..4100}, {"mysql"}); junk is skipped."""
-    numbers: set[int] = set()
-    names: set[str] = set()
-    for part in (p.strip() for p in text.split(",")):
-        lo, sep, hi = part.partition("-")
-        if sep and lo.isdigit() and hi.isdigit() and int(lo) <= int(hi) <= 65535:
-            numbers.update(range(int(lo), int(hi) + 1))
-        elif part.isdigit():
-            numbers.add(int(part))
-        elif part:
-            names.add(part)
-    return numbers, names
-
-
-def _listed(port: ServicePort, text: str | None) -> bool:
-    if not text:
-        return False
-    numbers, names = parse_ports(text)
-    target = port.target_port
-    return (
-        port.port in numbers
-        or (isinstance(target, int) and target in numbers)
-        or (port.name is not None and port.name in names)
-        or (isinstance(target, str) and target in names)
-    )
 
 
 def _server_opaque(svc: Service, port: ServicePort, servers: list[ServerV1beta1]) -> bool:

@@ -46,9 +46,11 @@ from turnout.engine.config import (
     DEFAULT_BUDGET_PERCENT,
     DEFAULT_MIN_RETRY_COUNT,
     DEFAULT_MIN_RETRY_INTERVAL_MS,
+    OPAQUE_PORTS_ANNOTATION,
 )
 from turnout.engine.diagnostics import warning
 from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded
+from turnout.engine.opaque_ports import service_port_opaque
 
 
 @dataclass(slots=True)
@@ -271,7 +273,20 @@ def _service_parent(ctx: Ctx, v: ServiceViews) -> ir.ServiceParent:
         producer=ir.VirtualHost(name=name, domains=domains, rules=producer_rules),
         consumers=consumers,
         addresses=_cluster_ips(ctx, sp),
+        opaque_cluster=_opaque_cluster(ctx, sp),
     )
+
+
+def _opaque_cluster(ctx: Ctx, sp: ServicePort) -> str | None:
+    """An opaque port's cluster: the Service's own, so its endpoints are discovered."""
+    svc = ctx.index.services.get((sp.namespace, sp.service))
+    if svc is None:
+        return None
+    ns = ctx.index.namespaces.get(sp.namespace)
+    ns_text = None if ns is None else ns.obj.metadata.annotations.get(OPAQUE_PORTS_ANNOTATION)
+    if not service_port_opaque(svc.obj, sp.port, ns_text):
+        return None
+    return ctx.use_cluster(namespace=sp.namespace, service=sp.service, port=sp.port, grpc=False)
 
 
 def _cluster_ips(ctx: Ctx, sp: ServicePort) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ from turnout.engine.xds.wire import (
     HCM_FILTER,
     ROUTER_FILTER,
     TLS_TRANSPORT_SOCKET,
+    StructValue,
     ads_config_source,
     metadata_from,
     pack,
@@ -116,9 +117,10 @@ def service_resources(
     )
     if parent.addresses:
         # where clients connect to send to this Service (docs/xds.md "Destinations")
-        listener.metadata.CopyFrom(
-            metadata_from({"addresses": list(parent.addresses), "port": parent.port})
-        )
+        meta: dict[str, StructValue] = {"addresses": list(parent.addresses), "port": parent.port}
+        if parent.opaque_cluster is not None:
+            meta["opaque"] = parent.opaque_cluster  # bytes forwarded untouched (docs/xds.md)
+        listener.metadata.CopyFrom(metadata_from(meta))
     routes = route_pb2.RouteConfiguration(
         name=route_config_name,
         virtual_hosts=[virtual_host_from(vhost, domains=vhost.domains)],

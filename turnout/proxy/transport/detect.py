@@ -3,9 +3,12 @@ by peeking at each connection's first bytes.
 
 ```
 listening socket ─ loop.sock_accept ─► socket ─ readable (add_reader) ─ recv(6, MSG_PEEK)
-   ├─ 16 03 0x .. .. 01 (a TLS record holding a ClientHello) ─► connect_accepted_socket(
-   │      HttpServerProtocol, ssl=mesh.server_context)   the handshake, then HTTP/1.1;
-   │      the connection reads its client's identity (`MeshTls.peer_identity`)
+   ├─ 16 03 0x .. .. 01 (a TLS record holding a ClientHello), its SNI peeked too:
+   │   ├─ no SNI, or this proxy's identity ─► connect_accepted_socket(HttpServerProtocol,
+   │   │      ssl=mesh.server_context)   the handshake, then HTTP/1.1; the connection
+   │   │      reads its client's identity (`MeshTls.peer_identity`)
+   │   └─ another name (the app's own TLS) ─► forwarded untouched to the app, as an opaque
+   │          port's bytes (tls="opaque",sni=NAME; STRICT: refused)
    ├─ anything else, or nothing within detect_timeout_ms ─► connect_accepted_socket(
    │      HttpServerProtocol) plaintext, as an unmeshed client sends
    └─ end of stream before a byte ─► closed
@@ -18,14 +21,18 @@ layer. Peeking leaves the bytes in the kernel, and the context is chosen per acc
 socket, so a renewed certificate or a new trust bundle is used by the next handshake.
 Works the same on asyncio's loop and on uvloop (tests/proxy/transport/test_detect.py).
 
-The rule is Linkerd's first bytes (§1.6) without its SNI step: any ClientHello is
-terminated with this proxy's identity (no opaque TLS pass-through yet). The timeout is
-Linkerd's default, 10 s: a server-first protocol waits that long, then plaintext.
+The rule is Linkerd's first bytes (§1.6) with its SNI step: mesh clients send the server's
+identity as SNI (`transport/client.py`), so a ClientHello naming anything else is the app's
+own TLS, passed through. The timeout is Linkerd's default, 10 s: a server-first protocol
+waits that long, then plaintext.
 
 ``--transparent`` (`place`): before detection, each accepted socket's original destination
 is read (`original_dst.py`) and `place` says what the connection is: HTTP with that
 destination (and, inbound, the app port's gate and address), bytes forwarded untouched to
-an address (outbound: a destination the table does not know), or refused (None: reset).
+an address (outbound: a destination the table does not know), bytes forwarded to an
+endpoint an `Upstream` chooses (outbound, a known destination: at once when opaque, else
+when `first_bytes` are not an HTTP/1 request line: the HTTP/2 preface, TLS, anything else,
+or silence for the detect timeout), or refused (None: reset).
 """
 
 from __future__ import annotations
@@ -37,10 +44,18 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from turnout.proxy.config import DEFAULT_CONNECT_TIMEOUT_MS
 from turnout.proxy.transport.downstream import Listener
+from turnout.proxy.transport.first_bytes import (
+    FIRST_BYTES,
+    MAX_RECORD,
+    Detected,
+    client_hello_sni,
+    first_bytes,
+    is_client_hello,
+)
 from turnout.proxy.transport.messages import (
     Accept,
     ConnectionHooks,
@@ -49,6 +64,7 @@ from turnout.proxy.transport.messages import (
     Limits,
     MeshTls,
     PortGate,
+    TlsStatus,
     hook_close,
     hook_open,
 )
@@ -60,8 +76,9 @@ log = logging.getLogger(__name__)
 DETECT_TIMEOUT_MS = 10_000
 _PARTIAL_WAIT_S = 0.005
 
-Kind = Literal["tls", "plain"]
-OPAQUE_PLAINTEXT = ("no_identity", "no_tls_reason", "no_tls_from_remote")
+Kind = Literal["tls", "plain", "foreign"]
+"""``foreign``: a ClientHello whose SNI is not this proxy's identity (the app's own TLS)."""
+OPAQUE_PLAINTEXT: TlsStatus = ("no_identity", "no_tls_reason", "no_tls_from_remote")
 """An opaque port's connection as the metrics label it: forwarded, not terminated."""
 
 
@@ -77,21 +94,29 @@ class Placement:
     """Inbound: the app the connection's requests (or opaque bytes) go to."""
     forward: tuple[str, int] | None = None
     """Forward the bytes untouched to this address: no detection, no HTTP."""
+    upstream: Upstream | None = None
+    """Outbound, a known destination: where its bytes go when they are forwarded (an
+    endpoint its balancer chooses): at once, or after `detect` found no HTTP/1."""
+    detect: bool = False
+    """Outbound: peek at the first bytes (`first_bytes`); HTTP/1 is served as HTTP."""
+
+
+class Upstream(Protocol):
+    """A known destination's endpoints, for its TCP-forwarded connections (one per
+    connection: `transparent.BalancedUpstream`)."""
+
+    destination: tuple[str, str]
+    """The Service's namespace and name, for the metrics ("" for an endpoint)."""
+
+    def acquire(self) -> tuple[str, int] | None:
+        """The endpoint to connect to; None: none (the client is reset)."""
+
+    def release(self, connect_ms: float, *, failed: bool) -> None:
+        """The connect to the acquired endpoint took `connect_ms` (`failed`: it failed)."""
 
 
 Place = Callable[[tuple[str, int] | None], Placement | None]
 """The original destination (None: not redirected) -> its placement; None: refused."""
-
-
-def is_client_hello(head: bytes) -> bool:
-    """The first 6 bytes are a TLS handshake record (version 3.1-3.4) with a ClientHello."""
-    return (
-        len(head) >= 6
-        and head[0] == 0x16
-        and head[1] == 0x03
-        and 1 <= head[2] <= 4
-        and head[5] == 0x01
-    )
 
 
 class DetectingServer:
@@ -169,6 +194,14 @@ class DetectingServer:
                 info.original_dst = dst
                 await self._forward(conn, info, placed.forward)
                 return
+            if placed.upstream is not None:
+                http1 = await self._http1(conn) if placed.detect else False
+                if http1 is None:
+                    conn.close()  # closed before a byte
+                    return
+                if not http1:
+                    await self._forward_upstream(conn, dst, placed.upstream)
+                    return
             gate, app = placed.gate, placed.app
         mode = "PERMISSIVE" if gate is None else gate.mode
         if gate is not None and gate.opaque and app is not None:
@@ -189,7 +222,12 @@ class DetectingServer:
         if kind is None:
             conn.close()
             return
-        if kind == "plain" and mode == "STRICT" and gate is not None:
+        if kind == "foreign":
+            if app is not None:
+                await self._foreign_tls(conn, gate, app)
+                return
+            kind = "tls"  # no app to pass it to: terminated, as before SNI was read
+        if kind != "tls" and mode == "STRICT" and gate is not None:
             gate.plaintext_refused(_info(conn))
             log.debug("plaintext connection refused (STRICT) peer=%s", _peer(conn))
             _reset(conn)
@@ -218,26 +256,106 @@ class DetectingServer:
             log.debug("inbound %s connection failed: %s", kind, exc)
             conn.close()
 
-    async def _opaque(self, conn: socket.socket, gate: PortGate, app: tuple[str, int]) -> None:
+    async def _foreign_tls(
+        self, conn: socket.socket, gate: PortGate | None, app: tuple[str, int]
+    ) -> None:
+        """The app's own TLS (another SNI): forwarded to the app untouched, as an opaque
+        port's bytes are, labelled ``tls="opaque",sni=NAME`` (STRICT refuses it: no mesh
+        identity)."""
+        try:
+            sni = client_hello_sni(conn.recv(MAX_RECORD, socket.MSG_PEEK)) or ""
+        except OSError:
+            sni = ""
+        status: TlsStatus = ("opaque", "sni", sni)
+        if gate is None:
+            info = _info(conn)
+            info.tls_status = status
+            await self._forward(conn, info, app)
+        elif gate.mode == "STRICT":
+            gate.plaintext_refused(_info(conn))
+            log.debug("tls of another server name refused (STRICT) peer=%s", _peer(conn))
+            _reset(conn)
+        else:
+            await self._opaque(conn, gate, app, status)
+
+    async def _opaque(
+        self,
+        conn: socket.socket,
+        gate: PortGate,
+        app: tuple[str, int],
+        status: TlsStatus = OPAQUE_PLAINTEXT,
+    ) -> None:
         """An opaque port: authorize the connection, then copy bytes both ways, at once (a
         server-first protocol's greeting is not held back by detection)."""
         info = _info(conn)
-        info.tls_status = OPAQUE_PLAINTEXT
+        info.tls_status = status
         if not gate.connection_allowed(info):
             log.debug("opaque connection refused by policy peer=%s", info.peer)
             _reset(conn)
             return
         await self._forward(conn, info, app)
 
+    async def _http1(self, conn: socket.socket) -> bool | None:
+        """Outbound detection: the first bytes are an HTTP/1 request line. Anything else
+        (HTTP/2, TLS, another protocol, silence for the detect timeout) is not; None: the
+        client closed before a byte."""
+        try:
+            found = await self._first_bytes(conn)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except OSError as exc:  # reset while peeking
+            log.debug("outbound connection failed before detection: %s", exc)
+            found = "other"
+        log.debug("outbound protocol detected protocol=%s peer=%s", found, _peer(conn))
+        return None if found is None else found == "http1"
+
+    async def _first_bytes(self, conn: socket.socket) -> Detected | None:
+        deadline = self._loop.time() + self._timeout_s
+        while True:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0 or not await self._readable(conn, remaining):
+                return "other"  # a silent client (server-first): forwarded
+            try:
+                head = conn.recv(FIRST_BYTES, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            if not head:
+                return None  # closed before a byte
+            found = first_bytes(head)
+            if found is not None:
+                return found
+            await asyncio.sleep(_PARTIAL_WAIT_S)  # a request line in pieces: the rest
+
+    async def _forward_upstream(
+        self, conn: socket.socket, dst: tuple[str, int] | None, upstream: Upstream
+    ) -> None:
+        """Forward to an endpoint `upstream` chooses, labelled with its destination."""
+        target = upstream.acquire()
+        if target is None:
+            log.debug("tcp forward refused: no endpoint original_dst=%s", dst)
+            _reset(conn)
+            return
+        info = _info(conn)
+        info.original_dst = dst
+        info.destination = upstream.destination
+        await self._forward(conn, info, target, upstream)
+
     async def _forward(
-        self, conn: socket.socket, info: ConnectionInfo, target: tuple[str, int]
+        self,
+        conn: socket.socket,
+        info: ConnectionInfo,
+        target: tuple[str, int],
+        chosen: Upstream | None = None,
     ) -> None:
         """Connect to `target`, then copy bytes both ways until both ends are done (a
-        failed connect resets the client, as Linkerd does)."""
+        failed connect resets the client, as Linkerd does); `chosen`: told how the connect
+        went (the balancer's load and backoff)."""
         hooks = self._listener.hooks
         loop = self._loop
         upstream = socket.socket(_family(target[0]), socket.SOCK_STREAM)
         upstream.setblocking(False)
+        started = loop.time()
         try:
             async with asyncio.timeout(DEFAULT_CONNECT_TIMEOUT_MS / 1000):
                 await loop.sock_connect(upstream, target)
@@ -245,7 +363,11 @@ class DetectingServer:
             log.debug("tcp forward to %s:%d failed: %s", *target, exc)
             upstream.close()
             _reset(conn)
+            if chosen is not None:
+                chosen.release((loop.time() - started) * 1000, failed=True)
             return
+        if chosen is not None:
+            chosen.release((loop.time() - started) * 1000, failed=False)
         hook_open(hooks, info)
         try:
             read, written = await asyncio.gather(
@@ -273,8 +395,23 @@ class DetectingServer:
             if head[0] != 0x16:
                 return "plain"
             if len(head) >= 6:
-                return "tls" if is_client_hello(head) else "plain"
+                return (
+                    await self._tls_kind(conn, head, deadline) if is_client_hello(head) else "plain"
+                )
             await asyncio.sleep(_PARTIAL_WAIT_S)  # a record header in pieces: the rest
+
+    async def _tls_kind(self, conn: socket.socket, head: bytes, deadline: float) -> Kind:
+        """Mesh TLS (``tls``), unless the ClientHello names a server other than this proxy's
+        identity: the app's own TLS (``foreign``), passed through as Linkerd does."""
+        want = min(MAX_RECORD, 5 + int.from_bytes(head[3:5]))
+        record = conn.recv(want, socket.MSG_PEEK)  # readable: `head` is there
+        while 0 < len(record) < want and self._loop.time() < deadline:
+            await asyncio.sleep(_PARTIAL_WAIT_S)  # the rest of the first record
+            with contextlib.suppress(BlockingIOError):
+                record = conn.recv(want, socket.MSG_PEEK)
+        sni = client_hello_sni(record)
+        mine = self._mesh.identity if self._mesh is not None else None
+        return "foreign" if sni is not None and mine and sni != mine else "tls"
 
     async def _readable(self, conn: socket.socket, timeout_s: float) -> bool:
         fut: asyncio.Future[None] = self._loop.create_future()

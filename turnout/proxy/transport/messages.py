@@ -143,6 +143,7 @@ class ConnectionInfo:
         "bytes_read",
         "bytes_written",
         "client_id",
+        "destination",
         "direction",
         "local",
         "metrics",
@@ -185,6 +186,9 @@ class ConnectionInfo:
         self.original_dst: Address | None = None
         """``--transparent``: where the client connected before iptables redirected it
         (`original_dst.py`), read once at accept; None: not redirected, or not asked."""
+        self.destination: tuple[str, str] | None = None
+        """``--transparent``, outbound bytes forwarded to a known Service (or endpoint): its
+        namespace and name, the metrics' ``dst_namespace``/``dst_service`` ("" for a pod)."""
 
     def __repr__(self) -> str:
         return (
@@ -543,6 +547,12 @@ class MeshTls(Protocol):
 
     def peer_identity(self, ssl_object: object) -> str:
         """The verified client identity of a handshake's ``ssl_object`` ("": none)."""
+        ...
+
+    @property
+    def identity(self) -> str:
+        """This proxy's identity: the SNI mesh clients send (another SNI is the app's own
+        TLS, passed through: `detect.py`)."""
         ...
 
 
