@@ -126,6 +126,9 @@ class PortPolicy:
         return None
 
     def check(self, caller: Caller, req: Req | None, route: InboundRoute | None) -> Verdict:
+        """The verdict on a call (the guard's, which takes shortcuts and counts it)."""
+        if req is not None and self.probes and self.is_probe(req.method, req.path):
+            return PROBE_VERDICT
         return (route.decider if route is not None else self.decider).check(caller, req)
 
 

@@ -7,9 +7,10 @@ spec.containers[*].{liveness,readiness,startup}Probe
    .httpGet{port (number or a port name), path}       -> --probe PORT:PATH
 ```
 
-The first port of a name wins (the kubelet's rule for a named probe port); a probe whose
-named port no container has, an HTTPS probe, or an exec/tcpSocket/grpc one adds nothing
-(the kubelet's plaintext GET is the only call the proxy must let through unauthenticated).
+A Server's port name is looked up in every app container, the first port of a name winning
+(Linkerd's rule); a probe's named port in its own container's ports (the kubelet's). A
+probe whose named port its container lacks, an HTTPS probe, or an exec/tcpSocket/grpc one
+adds nothing: the kubelet's plaintext GET is the only call the proxy lets through.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def port_names(apps: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return out
 
 
-def probes(apps: Iterable[Mapping[str, Any]], names: Mapping[str, int]) -> list[tuple[int, str]]:
+def probes(apps: Iterable[Mapping[str, Any]]) -> list[tuple[int, str]]:
     """(port, path) of each HTTP probe, in container then kind order, without repeats."""
     out: list[tuple[int, str]] = []
     for c in apps:
+        names = port_names([c])
         for kind in PROBE_KINDS:
             probe = c.get(kind)
             get = probe.get("httpGet") if isinstance(probe, Mapping) else None
@@ -56,6 +58,6 @@ def pod_port_args(apps: Iterable[Mapping[str, Any]]) -> list[str]:
     args: list[str] = []
     for name, number in names.items():
         args += ["--port-name", f"{name}={number}"]
-    for number, path in probes(apps, names):
+    for number, path in probes(apps):
         args += ["--probe", f"{number}:{path}"]
     return args

@@ -115,19 +115,15 @@ class Pod(Resource):
     so that `kubectl get pod -o yaml` validates."""
 
     def port_names(self) -> tuple[tuple[str, int], ...]:
-        """Its containers' named ports, the first of a name winning (as the kubelet)."""
-        out: dict[str, int] = {}
-        for c in self.spec.containers:
-            for p in c.ports:
-                if p.name:
-                    out.setdefault(p.name, p.container_port)
-        return tuple(out.items())
+        """Its containers' named ports, the first of a name winning (as Linkerd's)."""
+        return _port_names(self.spec.containers)
 
     def probes(self) -> tuple[tuple[int, str], ...]:
-        """(port, path) of its containers' HTTP liveness, readiness and startup probes."""
-        names = dict(self.port_names())
+        """(port, path) of its containers' HTTP liveness, readiness and startup probes (a
+        named port is the probe's own container's, as the kubelet resolves it)."""
         out: list[tuple[int, str]] = []
         for c in self.spec.containers:
+            names = dict(_port_names([c]))
             for probe in (c.liveness_probe, c.readiness_probe, c.startup_probe):
                 get = probe.http_get if probe is not None else None
                 if get is None or get.scheme.upper() != "HTTP":
@@ -139,6 +135,15 @@ class Pod(Resource):
                 if item not in out:
                     out.append(item)
         return tuple(out)
+
+
+def _port_names(containers: list[Container]) -> tuple[tuple[str, int], ...]:
+    out: dict[str, int] = {}
+    for c in containers:
+        for p in c.ports:
+            if p.name:
+                out.setdefault(p.name, p.container_port)
+    return tuple(out.items())
 
 
 class EndpointPort(LooseModel):
