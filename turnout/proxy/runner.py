@@ -204,13 +204,14 @@ class Proxy:
             )
         guard.update(policy)
         log.info(
-            "policy applied version=%s port=%d server=%s mode=%s opaque=%s routes=%d",
+            "policy applied version=%s port=%d server=%s mode=%s opaque=%s routes=%d probes=%d",
             version,
             port,
             policy.server_name,
             policy.mode,
             policy.opaque,
             len(policy.routes),
+            len(policy.probes),
         )
         return True
 
