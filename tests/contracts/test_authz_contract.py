@@ -2,7 +2,9 @@
 `decide` does, over the golden policy corpus as the control plane serves it (the xDS
 resources' JSON, numbers as doubles): every workload a Server or policy selects, every port,
 identities the policies name plus strangers, plaintext and TLS without identity, three
-networks, connection-level and HTTP checks."""
+networks, connection-level and HTTP checks; the workloads have container port names for
+every named Server port and kubelet probes (`/ready` on each port), so named ports and
+Linkerd's default probe route are swept too."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from turnout.proxy.authz import Caller, Req
 from turnout.proxy.inbound_policy import PolicyResources
 from turnout.proxy.inbound_policy import Workload as ProxyWorkload
 
+PROBE_PATH = "/ready"
 CASES = sorted(p.name.removesuffix(".in.yaml") for p in (GOLDEN / "policy").glob("*.in.yaml"))
 
 
@@ -46,8 +49,15 @@ def workloads(table: PolicyTable) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+def port_names(table: PolicyTable) -> dict[str, int]:
+    """A number for each named Server port (what the pod's `--port-name` flags say)."""
+    named = sorted({s.port for s in table.servers if isinstance(s.port, str)})
+    return {name: 9100 + i for i, name in enumerate(named)}
+
+
 def ports(table: PolicyTable) -> list[int]:
     found = {s.port for s in table.servers if isinstance(s.port, int)}
+    found.update(port_names(table).values())
     for p in table.workload_policies:
         for a in p.authorizations:
             for op in a.operations:
@@ -88,6 +98,8 @@ REQUESTS = [
     Request(method="DELETE", path="/api/vote", host="web"),
     Request(method="POST", path="/books/7", host="books:7002"),
     Request(method="GET", path="/books", host="books:7002"),
+    Request(method="GET", path=PROBE_PATH, host="10.1.2.3:8080"),
+    Request(method="POST", path=PROBE_PATH, host="10.1.2.3:8080"),
 ]
 
 
@@ -96,13 +108,28 @@ def test_proxy_decides_as_the_engine(case: str) -> None:
     table, served = compiled(case)
     checked = 0
     outcomes: set[bool] = set()
-    for (ns, labels), port in itertools.product(workloads(table), ports(table)):
-        policy = served.resolve(ProxyWorkload(namespace=ns, labels=labels), port)
+    kinds: set[str] = set()
+    named_servers = {s.name.split("/")[-1] for s in table.servers if isinstance(s.port, str)}
+    names, all_ports = port_names(table), ports(table)
+    probes = tuple((p, PROBE_PATH) for p in all_ports)
+    for (ns, labels), port in itertools.product(workloads(table), all_ports):
+        proxy_workload = ProxyWorkload(
+            namespace=ns,
+            labels=labels,
+            port_names=names,
+            probes={p: frozenset({path}) for p, path in probes},
+        )
+        policy = served.resolve(proxy_workload, port)
         for identity, ip in itertools.product(identities(table), ("10.1.2.3", "192.0.2.7")):
             tls = identity is not None
             caller = Caller.of(ip, tls=tls, identity=identity)
             client = Client(identity=identity or None, ip=ip, tls=tls)
-            work = Workload(namespace=ns, labels=tuple(labels.items()))
+            work = Workload(
+                namespace=ns,
+                labels=tuple(labels.items()),
+                port_names=tuple(names.items()),
+                probes=probes,
+            )
             for request in (None, *REQUESTS):
                 if request is None:
                     if policy.routes:
@@ -128,7 +155,15 @@ def test_proxy_decides_as_the_engine(case: str) -> None:
                 where = f"{case}: {ns} {labels} :{port} {identity} {ip} {request} {route}"
                 assert (got.allowed, got.decided_by) == (want.allowed, want.decided_by), where
                 checked += 1
+                if got.decided_by == "default/probe":
+                    kinds.add("probe")
+                if policy.server_name.split("/")[-1] in named_servers:
+                    kinds.add("named")
                 outcomes.add(got.allowed)
     assert checked > 50
+    seen = kinds
+    if any(isinstance(s.port, str) for s in table.servers):
+        assert "named" in seen, "a named Server port must select a workload's port"
+    assert "probe" in seen or all(s.routes or s.opaque for s in table.servers)
     if table.servers or table.workload_policies:
         assert outcomes == {True, False}, "the sweep must see both answers"

@@ -141,6 +141,52 @@ def label(text: str) -> tuple[str, str]:
     return key, value
 
 
+_PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _port_number(text: str, whole: str, want: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"want {want}, got {whole!r} (port 1-65535)")
+    return int(text)
+
+
+def port_name(text: str) -> tuple[str, int]:
+    """``NAME=PORT``: a container port's name (IANA_SVC_NAME, at most 15) and number."""
+    name, eq, port = text.partition("=")
+    if not eq or len(name) > 15 or not _PORT_NAME.fullmatch(name) or name.isdigit():
+        raise argparse.ArgumentTypeError(f"want NAME=PORT (http=8080), got {text!r}")
+    return name, _port_number(port, text, "NAME=PORT (http=8080)")
+
+
+def probe(text: str) -> tuple[int, str]:
+    """``PORT:PATH``: an HTTP probe's port and path (the query, if any, is not matched)."""
+    port, colon, path = text.partition(":")
+    if not colon or not path.startswith("/"):
+        raise argparse.ArgumentTypeError(f"want PORT:PATH (8080:/ready), got {text!r}")
+    return _port_number(port, text, "PORT:PATH (8080:/ready)"), path.split("?", 1)[0]
+
+
+def add_pod_ports(p: argparse.ArgumentParser) -> None:
+    """`mesh proxy`'s ``--port-name`` and ``--probe`` (the injector writes them)."""
+    p.add_argument(
+        "--port-name",
+        action="append",
+        default=[],
+        type=port_name,
+        metavar="NAME=PORT",
+        help="a named container port of the pod (repeatable): a Server's `port: NAME`",
+    )
+    p.add_argument(
+        "--probe",
+        action="append",
+        default=[],
+        type=probe,
+        metavar="PORT:PATH",
+        help="an HTTP probe of the pod (repeatable): any client may GET it while the port's"
+        " Server has no routes, as Linkerd's default probe route",
+    )
+
+
 def add_namespace(
     p: argparse.ArgumentParser, *, help: str, default: str | None = "default"
 ) -> None:

@@ -5,7 +5,9 @@ Via(Service ns/name:port) --the Service's selector and targetPort--> Workload, p
    compile_policy(resources) -> PolicyTable --decide--> Decision (allowed, decided_by, reason)
 ```
 
-Offline only (`-f`): it needs the Services and the policy objects. The inbound route is not
+Offline only (`-f`): it needs the Services and the policy objects. A Pod of the files that
+the Service selects gives the workload's named container ports (a named `targetPort`, a
+Server's `port: http`) and its HTTP probe paths. The inbound route is not
 matched yet, so Linkerd's route-level authorizations are not consulted (the server-level
 ones are, and Istio's rules see the request's method, path, host and headers).
 """
@@ -13,7 +15,7 @@ ones are, and Istio's rules see the request's method, path, host and headers).
 from __future__ import annotations
 
 from turnout.cli.offline import Request, Via
-from turnout.engine.model import Resources, Service
+from turnout.engine.model import Pod, Resources, Service
 
 
 def authorization_data(
@@ -40,12 +42,25 @@ def authorization_data(
     )
     if svc is None or not svc.spec.selector:
         return {"skipped": f"Service {via.namespace}/{via.name} selects no workload"}
+    selector = svc.spec.selector
+    pod = next(
+        (
+            p.obj
+            for p in resources.of(Pod)
+            if p.obj.namespace == via.namespace
+            and all(p.obj.metadata.labels.get(k) == v for k, v in selector.items())
+        ),
+        None,
+    )
+    port_names = pod.port_names() if pod is not None else ()
     port = next((p for p in svc.spec.ports if p.port == via.port), None)
     target = port.target_port if port is not None else None
+    if isinstance(target, str):
+        target = dict(port_names).get(target)
     workload_port = target if isinstance(target, int) else via.port
     info, _ = request.info()
     table = compile_policy(resources).table
-    labels = tuple(sorted(svc.spec.selector.items()))
+    labels = tuple(sorted(selector.items()))
     mode = authz.peer_mode(table, via.namespace, dict(labels), workload_port)
     if mode == "STRICT" and identity is None:
         return {
@@ -58,7 +73,10 @@ def authorization_data(
     decision = authz.decide(
         table,
         workload=authz.Workload(
-            namespace=via.namespace, labels=tuple(sorted(svc.spec.selector.items()))
+            namespace=via.namespace,
+            labels=labels,
+            port_names=port_names,
+            probes=pod.probes() if pod is not None else (),
         ),
         port=workload_port,
         client=authz.Client(identity=identity, ip=ip, tls=identity is not None),

@@ -142,6 +142,8 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             require_mtls=args.require_mtls,
             labels=tuple(args.label),
             opaque_ports=parse_ports(args.opaque_ports),
+            port_names=tuple(args.port_name),
+            probes=tuple(args.probe),
             upstream_read_timeout_ms=(
                 DEFAULT_UPSTREAM_READ_TIMEOUT_MS
                 if args.upstream_read_timeout is None

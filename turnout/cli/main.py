@@ -33,6 +33,7 @@ import turnout
 from turnout.cli.args import (
     MeshParser,
     add_namespace,
+    add_pod_ports,
     duration_ms,
     host_port,
     label,
@@ -283,6 +284,7 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="KEY=VALUE",
         help="a label of the workload (repeatable): what Server and policy selectors match",
     )
+    add_pod_ports(p)
     p.add_argument(
         "--opaque-ports",
         default="",

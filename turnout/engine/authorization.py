@@ -6,6 +6,8 @@ decide(table, workload, port, client, route, request)
                                      built from the namespace/cluster default policy)
                                    + the Istio WorkloadPolicies that select the workload
    decide_server(server, policies, client, route, request):
+     0. probe: a GET of one of the workload's probe paths on a port whose server has no
+        routes (and is not opaque) -> allow, by default/probe (Linkerd's probe route)
      1. route: a server with routes and a route name it lacks -> deny (404: no route)
      2. DENY: any matching DENY authorization (Istio; a failed CUSTOM counts) -> deny
      3. AUDIT: matching AUDIT authorizations are noted, nothing else
@@ -49,6 +51,8 @@ from turnout.engine.ir_policy import (
 )
 
 IDENTITY_INFIX = ".serviceaccount.identity."
+PROBE = "default/probe"
+"""What allows a kubelet probe (Linkerd's default ``probe`` authorization)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +61,9 @@ class Workload:
     labels: tuple[tuple[str, str], ...] = ()
     port_names: tuple[tuple[str, int], ...] = ()
     """Container port names -> numbers (a Server may name its port)."""
+    probes: tuple[tuple[int, str], ...] = ()
+    """(port, path) of the pod's HTTP probes: the kubelet (plaintext, unmeshed) may GET them
+    while the port's server has no routes."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,6 +199,19 @@ def decide(
     request: Request | None = None,
 ) -> Decision:
     server, policies = resolve(table, workload, port)
+    if (
+        request is not None
+        and request.method == "GET"
+        and not server.routes
+        and not server.opaque
+        and (port, request.path.split("?", 1)[0]) in workload.probes
+    ):
+        return Decision(
+            allowed=True,
+            decided_by=PROBE,
+            server=server.name,
+            reason=f"allowed by {PROBE} (a probe path of the pod; {server.name} has no routes)",
+        )
     return decide_server(server, policies, client=client, route=route, request=request)
 
 

@@ -6,6 +6,8 @@ Proxy.apply_policy(resources) ─ resolve(workload, app port) ─► InboundGuar
 accepted connection (detect.py) ─ guard.mode / guard.opaque ─► STRICT closes plaintext,
                                    DISABLE never sniffs, opaque: connection_allowed() then TCP
 request (handler.py) ─ guard.admit(req) ─► None (allowed) | Answer (403 / 404)
+   a GET of one of the port's probe paths (a Server without routes) is allowed first,
+   counted as route/authz ``default/probe`` (Linkerd's); no probes: one set lookup
    the caller (tls, client identity, address) is built once per connection; a verdict that
    reads nothing of the request is kept on the connection until the policy changes
 ```
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from turnout.proxy.answers import Answer
 from turnout.proxy.authz import AuthzLabels, Caller, Req, Verdict
-from turnout.proxy.inbound_policy import InboundRoute, Mode, PortPolicy
+from turnout.proxy.inbound_policy import PROBE_VERDICT, InboundRoute, Mode, PortPolicy
 from turnout.proxy.registry import Cell, Family, join_labels
 from turnout.proxy.transport.messages import ConnectionInfo, IncomingRequest
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # jwt_authn loads PyJWT, cryptography and aiohttp: only when 
     from turnout.proxy.jwt_authn import Authenticated, Authenticator, JwtRule, KeySet
 
 DEFAULT_ROUTE = ("", "default", "default")
+PROBE_ROUTE = ("", "default", "probe")
 log = logging.getLogger(__name__)
 
 
@@ -216,6 +219,10 @@ class InboundGuard:
         if policy is None:
             return None
         conn = self._conn(req.conn, req.peer)
+        if policy.probes and policy.is_probe(req.method, req.path):
+            fam = self._fams.http_allow
+            self._count(fam, conn, policy, None, PROBE_VERDICT.authz, rt=PROBE_ROUTE).v += 1
+            return None
         if conn.cell is not None:  # a per-connection verdict, already counted once
             conn.cell.v += 1
             return None if conn.verdict is None or conn.verdict.allowed else self._deny(req)
@@ -272,8 +279,10 @@ class InboundGuard:
         authz: AuthzLabels | None,
         *,
         tcp: bool = False,
+        rt: tuple[str, str, str] | None = None,
     ) -> Cell:
-        rt = DEFAULT_ROUTE if route is None else (route.group, route.kind, route.name)
+        if rt is None:
+            rt = DEFAULT_ROUTE if route is None else (route.group, route.kind, route.name)
         key = (family.name, conn.tls, policy.server, policy.port, rt, authz, tcp)
         cell = self._cells.get(key)
         if cell is None:

@@ -4,8 +4,11 @@ serves (docs/policy.md "Served over xDS"): resolved for this workload once per u
 ```
 PolicyResources {name: (type_url, value)} ─ resolve(workload, port) ─► PortPolicy
    server        the first Server (name order) of the workload's namespace selecting its
-                 labels and the port; else default/<ns>/<port> from the namespace's or the
+                 labels and the port (a named port through the pod's container ports,
+                 ``--port-name``); else default/<ns>/<port> from the namespace's or the
                  cluster's default policy (its generated authorization)
+   probes        the kubelet's probe paths of the port (``--probe``), while its Server has
+                 no routes: Linkerd's default ``probe`` route, any client may GET them
    istio         AuthorizationPolicies of the namespace or the root namespace selecting it
    mode          PeerAuthentication: workload > namespace > mesh, oldest first; a port-level
                  mode first; UNSET inherits; nothing: PERMISSIVE
@@ -22,10 +25,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from turnout.proxy.authz import Caller, Decider, Req, Rule, Verdict
+from turnout.proxy.authz import AuthzLabels, Caller, Decider, Req, Rule, Verdict
 from turnout.proxy.errors import TableError
 from turnout.proxy.matching import PathCondition, RouteMatcher, ValueCondition
 
@@ -50,10 +53,24 @@ DEFAULT_PEERS: dict[str, dict[str, object] | None] = {
 }
 
 
+PROBE_VERDICT = Verdict(
+    allowed=True,
+    authz=AuthzLabels(group="", kind="default", name="probe"),
+    reason="allowed by default/probe",
+    decided_by="default/probe",
+)
+"""A kubelet probe (Linkerd's ``AuthorizationRef::Default("probe")``: unauthenticated, any
+network)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Workload:
     namespace: str
     labels: Mapping[str, str]
+    port_names: Mapping[str, int] = field(default_factory=dict)
+    """The pod's container port names (``--port-name NAME=PORT``): a Server may name its port."""
+    probes: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    """Port -> the paths of the pod's HTTP probes on it (``--probe PORT:PATH``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +109,12 @@ class PortPolicy:
     constant: Verdict | None = None
     """Every call gets this verdict (e.g. the cluster default, all-unauthenticated): the
     request path counts it and checks nothing."""
+    probes: frozenset[str] = frozenset()
+    """Paths a GET of which is a kubelet probe, allowed as `PROBE_VERDICT` (empty once the
+    Server has routes: probes must then be authorized like any request, as in Linkerd)."""
+
+    def is_probe(self, method: str, path: str) -> bool:
+        return path in self.probes and method == "GET"
 
     def route_for(self, req: Any) -> InboundRoute | None:
         """The route a request takes (Gateway API precedence: the routes' matchers were
@@ -103,6 +126,9 @@ class PortPolicy:
         return None
 
     def check(self, caller: Caller, req: Req | None, route: InboundRoute | None) -> Verdict:
+        """The verdict on a call (the guard's, which takes shortcuts and counts it)."""
+        if req is not None and self.probes and self.is_probe(req.method, req.path):
+            return PROBE_VERDICT
         return (route.decider if route is not None else self.decider).check(caller, req)
 
 
@@ -131,6 +157,11 @@ def _selects(selector: Data | None, labels: Mapping[str, str]) -> bool:
 
 def _port(value: object) -> int | str:
     return int(value) if isinstance(value, float | int) else str(value)
+
+
+def _port_is(wanted: int | str, port: int, names: Mapping[str, int]) -> bool:
+    """A Server's `port` (a number, or a container port name) is `port`."""
+    return wanted == port if isinstance(wanted, int) else names.get(wanted) == port
 
 
 def _default_rules(policy: str, networks: Sequence[Data]) -> list[Rule]:
@@ -216,13 +247,13 @@ class PolicyResources:
             raise TableError("policy", "value", f"cannot read: {exc!r}") from exc
 
     def _resolve(self, workload: Workload, port: int) -> PortPolicy:
-        ns, labels = workload.namespace, workload.labels
+        ns, labels, names = workload.namespace, workload.labels, workload.port_names
         server = next(
             (
                 s
                 for s in self.get(SERVER)
                 if s.get("namespace") == ns
-                and _port(s.get("port")) == port
+                and _port_is(_port(s.get("port")), port, names)
                 and _selects(s.get("selector", {}), labels)
             ),
             None,
@@ -309,6 +340,9 @@ class PolicyResources:
                 for rule in ra.get("rules", ())
             ),
             constant=None if routes else server_decider.constant(),
+            probes=frozenset()
+            if routes or protocol in ("opaque", "TLS")
+            else workload.probes.get(port, frozenset()),
         )
 
     def _mode(self, workload: Workload, port: int) -> Mode:

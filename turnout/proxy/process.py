@@ -161,6 +161,11 @@ class ProxyConfig:
     """The workload's labels (``--label``): what policy selectors match."""
     opaque_ports: tuple[tuple[int, int], ...] = ()
     """``--opaque-ports``: (first, last) ranges of app ports proxied as TCP, no detection."""
+    port_names: tuple[tuple[str, int], ...] = ()
+    """The pod's named container ports (``--port-name NAME=PORT``): a Server's named port."""
+    probes: tuple[tuple[int, str], ...] = ()
+    """The pod's HTTP probes (``--probe PORT:PATH``): GETs any client may make while the
+    port's Server has no routes (Linkerd's default probe route)."""
     transparent: bool = False
     """``--transparent`` (docs/capture.md): the listeners take connections iptables
     redirected (`mesh proxy-init`): outbound routes by each one's original destination,

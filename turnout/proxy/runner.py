@@ -69,6 +69,19 @@ class Listening:
     admin: Address | None = None
 
 
+def policy_workload(config: ProxyConfig) -> Workload:
+    """What policy selects of this proxy's pod: ``--label``, ``--port-name``, ``--probe``."""
+    probes: dict[int, set[str]] = {}
+    for port, path in config.probes:
+        probes.setdefault(port, set()).add(path)
+    return Workload(
+        namespace=config.namespace,
+        labels=dict(config.labels),
+        port_names=dict(config.port_names),
+        probes={port: frozenset(paths) for port, paths in probes.items()},
+    )
+
+
 @dataclass(slots=True)
 class Proxy:
     """The running pieces; `apply` installs a table atomically for new requests."""
@@ -171,7 +184,7 @@ class Proxy:
         self, guard: InboundGuard, port: int, resources: PolicyResources, version: str
     ) -> bool:
         config = self.config
-        workload = Workload(namespace=config.namespace, labels=dict(config.labels))
+        workload = policy_workload(config)
         try:
             policy = resources.resolve(workload, port)
         except TableError as exc:
@@ -191,13 +204,14 @@ class Proxy:
             )
         guard.update(policy)
         log.info(
-            "policy applied version=%s port=%d server=%s mode=%s opaque=%s routes=%d",
+            "policy applied version=%s port=%d server=%s mode=%s opaque=%s routes=%d probes=%d",
             version,
             port,
             policy.server_name,
             policy.mode,
             policy.opaque,
             len(policy.routes),
+            len(policy.probes),
         )
         return True
 

@@ -3,7 +3,8 @@
 ```
 inject_pod(pod, workload, settings, namespace_annotations)
    annotations (namespace's config.turnout.dev/*, the pod's on top) -> ProxyConfig
-   spec.containers[0]      turnout-proxy: mesh proxy --xds ... --transparent (PROXY_UID)
+   spec.containers[0]      turnout-proxy: mesh proxy --xds ... --transparent (PROXY_UID),
+                           --port-name/--probe from the app containers (`pod_ports.py`)
                            (native sidecar: spec.initContainers[-], restartPolicy: Always)
    spec.initContainers[-]  turnout-init:  mesh proxy-init ... (NET_ADMIN, NET_RAW, uid 0)
    spec.volumes[-]         the projected token (audience identity.turnout.dev), the
@@ -25,11 +26,12 @@ from __future__ import annotations
 
 import copy
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import turnout
 from turnout.cluster import names
+from turnout.cluster.inject.pod_ports import pod_port_args
 from turnout.cluster.inject.settings import (
     DEFAULT_TOKEN_EXPIRATION_S,
     InjectSettings,
@@ -119,10 +121,15 @@ def inject_pod(
     config, warnings = proxy_config(merged, settings=settings)
     labels = {k: str(v) for k, v in (meta.get("labels") or {}).items() if k != TEMPLATE_HASH}
     account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-    proxy = proxy_container(
-        config, settings=settings, workload=workload, account=str(account), labels=labels
-    )
     apps = containers(spec)
+    proxy = proxy_container(
+        config,
+        settings=settings,
+        workload=workload,
+        account=str(account),
+        labels=labels,
+        apps=apps,
+    )
     inits = [*(spec.get("initContainers") or []), init_container(config)]
     if config.native_sidecar:
         # After turnout-init: the kubelet starts the app once the startup probe passed.
@@ -222,6 +229,7 @@ def proxy_args(
     workload: str,
     account: str,
     labels: Mapping[str, str],
+    apps: Sequence[Mapping[str, Any]] = (),
 ) -> list[str]:
     """`mesh proxy`'s command line in the pod (``$(VAR)``: the kubelet expands the env)."""
     verbosity = {"info": ["-v"], "debug": ["-vv"]}.get(config.log_level, [])
@@ -245,7 +253,7 @@ def proxy_args(
         args += ["--label", f"{key}={labels[key]}"]
     if config.opaque_ports:
         args += ["--opaque-ports", config.opaque_ports]
-    return args
+    return [*args, *pod_port_args(apps)]
 
 
 def proxy_container(
@@ -255,6 +263,7 @@ def proxy_container(
     workload: str,
     account: str,
     labels: Mapping[str, str],
+    apps: Sequence[Mapping[str, Any]] = (),
 ) -> Obj:
     resources: Obj = {"requests": {"cpu": config.cpu_request, "memory": config.memory_request}}
     limits = {k: v for k, v in (("cpu", config.cpu_limit), ("memory", config.memory_limit)) if v}
@@ -267,7 +276,7 @@ def proxy_container(
         "imagePullPolicy": "IfNotPresent",
         "command": ["mesh"],
         "args": proxy_args(
-            config, settings=settings, workload=workload, account=account, labels=labels
+            config, settings=settings, workload=workload, account=account, labels=labels, apps=apps
         ),
         "env": [_field_env("POD_NAME", "metadata.name"), _field_env("POD_NAMESPACE", "metadata.namespace")],
         "ports": [

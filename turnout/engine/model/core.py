@@ -74,19 +74,76 @@ class SliceEndpoint(LooseModel):
     account is the endpoint's mesh identity."""
 
 
+class ContainerPort(LooseModel):
+    name: Str | None = None
+    container_port: Int32
+
+
+class HttpGetAction(LooseModel):
+    path: Str = "/"
+    port: Int32 | Str
+    scheme: Str = "HTTP"
+
+
+class Probe(LooseModel):
+    http_get: HttpGetAction | None = None
+
+
+class Container(LooseModel):
+    name: Str = ""
+    ports: Annotated[list[ContainerPort], NullAsEmpty] = Field(default_factory=list)
+    liveness_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    startup_probe: Probe | None = None
+
+
 class PodSpec(LooseModel):
     service_account_name: Str = "default"
+    containers: Annotated[list[Container], NullAsEmpty] = Field(default_factory=list)
 
 
 class Pod(Resource):
     """Only what the mesh needs of a Pod: its service account (the identity its proxy
-    proves, which clients expect of its endpoints)."""
+    proves, which clients expect of its endpoints); from manifests (`-f`), its containers'
+    named ports and HTTP probes (what `mesh routes explain` resolves a Server's named port
+    and the kubelet's probe paths with; the Kubernetes source keeps only the account)."""
 
     kind: Literal["Pod"] = "Pod"
     spec: PodSpec = Field(default_factory=PodSpec)
     status: dict[str, JsonValue] | None = None
     """Not read (a Pod's readiness reaches the mesh through its EndpointSlices); accepted
     so that `kubectl get pod -o yaml` validates."""
+
+    def port_names(self) -> tuple[tuple[str, int], ...]:
+        """Its containers' named ports, the first of a name winning (as Linkerd's)."""
+        return _port_names(self.spec.containers)
+
+    def probes(self) -> tuple[tuple[int, str], ...]:
+        """(port, path) of its containers' HTTP liveness, readiness and startup probes (a
+        named port is the probe's own container's, as the kubelet resolves it)."""
+        out: list[tuple[int, str]] = []
+        for c in self.spec.containers:
+            names = dict(_port_names([c]))
+            for probe in (c.liveness_probe, c.readiness_probe, c.startup_probe):
+                get = probe.http_get if probe is not None else None
+                if get is None or get.scheme.upper() != "HTTP":
+                    continue
+                port = get.port if isinstance(get.port, int) else names.get(get.port)
+                if port is None:
+                    continue
+                item = (port, get.path.split("?", 1)[0])
+                if item not in out:
+                    out.append(item)
+        return tuple(out)
+
+
+def _port_names(containers: list[Container]) -> tuple[tuple[str, int], ...]:
+    out: dict[str, int] = {}
+    for c in containers:
+        for p in c.ports:
+            if p.name:
+                out.setdefault(p.name, p.container_port)
+    return tuple(out.items())
 
 
 class EndpointPort(LooseModel):
