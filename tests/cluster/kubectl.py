@@ -2,7 +2,8 @@
 
 Each YAML document (or each item of a ``kind: List``, as `-o json` prints) is applied with
 `FakeApiServer.apply` (create or update, the admission the fake reproduces) or deleted by its
-kind, namespace and name; a document the fake does not serve fails the test, naming it.
+kind, namespace and name (a Namespace with what is in it); a document the fake does not
+serve fails the test, naming it. `ours` lists what is left of Turnout.
 """
 
 from __future__ import annotations
@@ -46,11 +47,31 @@ def apply(fake: FakeApiServer, text: str) -> list[Obj]:
 
 
 def delete(fake: FakeApiServer, text: str) -> int:
-    """`kubectl delete -f -` (without --ignore-not-found: a missing object fails)."""
+    """`kubectl delete -f -` (without --ignore-not-found: a missing object fails). Deleting a
+    Namespace deletes what is in it, as the namespace controller does."""
     n = 0
     for ref in documents(text):
         meta = ref["metadata"]
         kind = served_kind(fake, ref)
         fake.delete(kind, meta.get("namespace", ""), meta["name"])
         n += 1
+        if (kind.group, kind.kind) == ("", "Namespace"):
+            for k in list(fake.served.values()):
+                store = fake.objects.get((k.group, k.kind), {})
+                for ns, name in [key for key in store if k.namespaced and key[0] == meta["name"]]:
+                    fake.delete(k, ns, name)
     return n
+
+
+def ours(fake: FakeApiServer) -> list[tuple[str, str, str]]:
+    """(kind, namespace, name) of every stored object labelled part-of Turnout or in the
+    control plane's namespace, sorted."""
+    from turnout.cluster import names
+
+    found = []
+    for (_group, kind), store in fake.objects.items():
+        for (namespace, name), obj in store.items():
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            if labels.get(names.PART_OF_LABEL) == "turnout" or namespace == names.NAMESPACE:
+                found.append((kind, namespace, name))
+    return sorted(found)

@@ -1,0 +1,503 @@
+"""The seed's walkthrough, end to end, against the fake API server: every part of "Turnout on
+a real cluster" (issue 14) fed only what the part before it printed or wrote.
+
+```
+mesh check --pre ─> mesh install --crds | apply ─> mesh install | apply
+   └─> mesh serve (the Deployment's args; the Secrets as volumes; the ClusterRole enforced)
+   └─> mesh check ─> mesh inject web.yaml ─> AdmissionReview ─> the real webhook (caBundle)
+   └─> mesh proxy (the injected sidecar's args; a token TokenReview accepts)
+   └─> mesh check --proxy ─> an HTTPRoute: the proxy redirects, its status is written
+   └─> mesh uninstall | delete: nothing of ours is left
+```
+
+No kubelet runs here: the test marks the controller's and web's pods Running and Ready,
+mounts their Secret volumes as directories, and runs their containers as local processes
+(`walkthrough_kit`). Gateway API CRDs come from upstream (not ours to ship): `mk_crd`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import io
+import json
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from tests.cluster import kubectl
+from tests.cluster.check_kit import mk_crd
+from tests.cluster.jsonpatch_apply import apply_patch
+from tests.cluster.walkthrough_kit import (
+    ADMIN_TOKEN,
+    MeshFake,
+    Obj,
+    container_env,
+    kubeconfig,
+    local_args,
+    rules_of,
+    running,
+    secret_volume,
+    start_mesh,
+)
+from tests.cluster.webhook_support import Injector
+from tests.engine.sources.k8s_fake import TOKEN_REVIEWS
+from tests.proxy.e2e.harness import bounded
+from turnout.cli.main import main
+from turnout.cluster import names
+from turnout.cluster.check.control_plane import STANDARD_GATEWAY_KINDS
+from turnout.engine.config import CONTROLLER_NAME
+from turnout.engine.identity.settings import TOKEN_AUDIENCE
+
+APP = "emojivoto"
+NS = names.NAMESPACE
+HASH = "5d4f8c7b9"
+STEP_TIMEOUT_S = 10.0
+
+
+async def mesh(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(main, list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def kind_of(fake: MeshFake, api_version: str, kind: str) -> Any:
+    return kubectl.served_kind(fake, {"apiVersion": api_version, "kind": kind, "metadata": {}})
+
+
+def find(objs: list[Obj], kind: str, name: str) -> Obj:
+    (obj,) = [o for o in objs if (o["kind"], o["metadata"]["name"]) == (kind, name)]
+    return obj
+
+
+def pod_of(template: Obj, *, namespace: str, owner: str) -> Obj:
+    """The pod a ReplicaSet of Deployment `owner` sends to admission (no name yet)."""
+    meta = copy.deepcopy(template["metadata"])
+    meta["labels"] = {**meta.get("labels", {}), "pod-template-hash": HASH}
+    meta.update(
+        generateName=f"{owner}-{HASH}-",
+        namespace=namespace,
+        ownerReferences=[
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{owner}-{HASH}",
+             "uid": "rs-uid", "controller": True}
+        ],
+    )  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": copy.deepcopy(template["spec"]),
+    }
+
+
+def scheduled(pod: Obj, name: str) -> Obj:
+    """`pod` as the API server names it and as the kubelet reports it once it runs (there is
+    none here: the test says so)."""
+    pod = copy.deepcopy(pod)
+    pod["metadata"]["name"] = name
+    containers = [c["name"] for c in pod["spec"]["containers"]]
+    pod["status"] = {
+        "phase": "Running",
+        "podIP": "10.0.0.7",
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "containerStatuses": [{"name": c, "ready": True} for c in containers],
+    }
+    return pod
+
+
+def web_manifest() -> str:
+    """emojivoto's web, as its repository ships it (a ServiceAccount, a Deployment, a Service)."""
+    labels = {"app": "web-svc", "version": "v11"}
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": APP, "labels": {"app.kubernetes.io/name": "web"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": "web",
+                    "containers": [
+                        {"name": "web-svc", "image": "buoyantio/emojivoto-web:v11",
+                         "env": [{"name": "WEB_PORT", "value": "8080"}],
+                         "ports": [{"containerPort": 8080, "name": "http"}]}
+                    ],
+                },
+            },
+        },
+    }  # fmt: skip
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web-svc", "namespace": APP},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "10.96.0.20",
+            "selector": {"app": "web-svc"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+        },
+    }
+    sa = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "web", "namespace": APP},
+    }
+    return yaml.safe_dump_all([sa, deploy, svc])
+
+
+def redirect_route(path: str) -> Obj:
+    parent = {"group": "", "kind": "Service", "name": "web-svc", "port": 80}
+    redirect = {
+        "type": "RequestRedirect",
+        "requestRedirect": {
+            "path": {"type": "ReplaceFullPath", "replaceFullPath": path},
+            "statusCode": 302,
+        },
+    }
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web-redirect", "namespace": APP},
+        "spec": {"parentRefs": [parent], "rules": [{"filters": [redirect]}]},
+    }
+
+
+async def until(what: str, cond: Any) -> Any:
+    """Poll `cond` (sync or async) until it returns a truthy value (that value)."""
+    try:
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            while True:
+                got = cond()
+                if asyncio.iscoroutine(got):
+                    got = await got
+                if got:
+                    return got
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting: {what}") from None
+
+
+async def get(url: str, **headers: str) -> tuple[int, str, dict[str, str]]:
+    timeout = aiohttp.ClientTimeout(total=3)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, headers=headers, allow_redirects=False) as resp,
+        ):
+            return resp.status, await resp.text(), dict(resp.headers)
+    except (aiohttp.ClientError, TimeoutError):
+        return 0, "", {}
+
+
+@bounded(40)
+async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    took: dict[str, float] = {}
+    async with MeshFake() as fake:
+        admin = str(kubeconfig(tmp_path / "admin", fake.url, token=ADMIN_TOKEN, user="admin"))
+        for spec in STANDARD_GATEWAY_KINDS:  # kubectl apply -f standard-install.yaml
+            fake.apply(mk_crd(spec))
+
+        # 1. mesh check --pre
+        code, out, err = await mesh("check", "--pre", "--kubeconfig", admin)
+        assert code == 0 and "×" not in out, out + err
+
+        # 2. mesh install --crds | kubectl apply -f -; mesh install | kubectl apply -f -
+        code, crds, err = await mesh("install", "--crds", "--kubeconfig", admin)
+        assert code == 0, err
+        assert "warning" not in err, err
+        applied_crds = kubectl.apply(fake, crds)
+        code, manifest, err = await mesh("install")
+        assert code == 0, err
+        installed = kubectl.apply(fake, manifest)
+        took["install"] = time.monotonic() - t0
+
+        # 3. the controller's pod, as the Deployment describes it
+        deploy = find(installed, "Deployment", names.CONTROLLER)
+        template = deploy["spec"]["template"]
+        pod_spec = template["spec"]
+        (container,) = pod_spec["containers"]
+        controller_pod = scheduled(
+            pod_of(template, namespace=NS, owner=names.CONTROLLER),
+            f"{names.CONTROLLER}-{HASH}-x7k2p",
+        )
+        env = container_env(container, controller_pod)
+        mounts = {}
+        for mount in container["volumeMounts"]:
+            (vol,) = [v for v in pod_spec["volumes"] if v["name"] == mount["name"]]
+            directory = tmp_path / "controller" / mount["name"]
+            if "secret" in vol:
+                secret = find(installed, "Secret", vol["secret"]["secretName"])
+                mounts[mount["mountPath"]] = secret_volume(secret, directory)
+        sa_token = "controller-sa-token"
+        binding = find(installed, "ClusterRoleBinding", names.CONTROLLER)
+        assert (
+            binding["roleRef"]["name"]
+            == find(installed, "ClusterRole", names.CONTROLLER)["metadata"]["name"]
+        )
+        (subject,) = binding["subjects"]
+        assert (subject["kind"], subject["name"]) == (
+            "ServiceAccount",
+            pod_spec["serviceAccountName"],
+        )
+        user = f"system:serviceaccount:{subject['namespace']}:{subject['name']}"
+        fake.enforce_for(
+            sa_token,
+            rules_of(find(installed, "ClusterRole", binding["roleRef"]["name"])),
+            user=user,
+        )
+        sa_config = kubeconfig(
+            tmp_path / "controller" / "kubeconfig", fake.url, token=sa_token, user=user
+        )
+        argv = local_args(container["args"], env=env, mounts=mounts, hosts={})
+        assert argv[:2] == ["serve", "--kubernetes"]
+        serve = await start_mesh(
+            [*argv, "--kubeconfig", str(sa_config)],  # the kubeconfig stands for in-cluster config
+            env=env, ready_prefix="serving", stderr=tmp_path / "serve.log",
+        )  # fmt: skip
+        async with running(serve):
+            xds = serve.line("xds listening on ").split()[-1]
+            admin_addr = serve.line("admin listening on ").split()[-1]
+            injector_addr = serve.line("injector listening on ").split()[3]
+            took["serve"] = time.monotonic() - t0
+            # the kubelet's part: the readiness probe (/ready) passes, the pod is Ready
+            probe = next(
+                c
+                for c in container["ports"]
+                if c["name"] == container["readinessProbe"]["httpGet"]["port"]
+            )
+            assert probe["containerPort"] == names.ADMIN_PORT
+            await until("the controller is ready", lambda: _ready(admin_addr))
+            fake.apply(controller_pod)
+            fake.apply(
+                {
+                    **deploy,
+                    "status": {
+                        "replicas": 1,
+                        "readyReplicas": 1,
+                        "availableReplicas": 1,
+                        "updatedReplicas": 1,
+                    },
+                }
+            )
+            fake.forward(NS, names.ADMIN_SERVICE, names.ADMIN_PORT, f"http://{admin_addr}")
+            fake.forward(
+                NS,
+                controller_pod["metadata"]["name"],
+                names.ADMIN_PORT,
+                f"http://{admin_addr}",
+                resource="pods",
+            )
+            fake.forward(NS, names.INJECTOR_SERVICE, 443, f"https://{injector_addr}")
+            lease_kind = kind_of(fake, "coordination.k8s.io/v1", "Lease")
+            await until(
+                "the Lease is held",
+                lambda: fake.objects.get(("coordination.k8s.io", "Lease"), {}).get(
+                    (NS, names.LEASE)
+                ),
+            )
+            lease = fake.get(lease_kind, NS, names.LEASE)
+            assert lease["spec"]["holderIdentity"] == controller_pod["metadata"]["name"]
+
+            # 4. mesh check: all √
+            code, out, err = await mesh("check", "--kubeconfig", admin)
+            assert code == 0, out + err
+            assert "×" not in out and "‼" not in out, out
+            took["check"] = time.monotonic() - t0
+
+            # 5. mesh inject web.yaml | kubectl apply -f -, and the pod the ReplicaSet creates
+            (tmp_path / "web.yaml").write_text(web_manifest())
+            code, injected, err = await mesh("inject", str(tmp_path / "web.yaml"))
+            assert code == 0, err
+            fake.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP}})
+            web = kubectl.apply(fake, injected)
+            web_deploy = find(web, "Deployment", "web")
+            webhook = find(installed, "MutatingWebhookConfiguration", names.WEBHOOK_CONFIGURATION)
+            ca = base64.b64decode(webhook["webhooks"][0]["clientConfig"]["caBundle"])
+            client = Injector(f"https://{injector_addr}", ca)  # verifies against the caBundle
+            new_pod = pod_of(web_deploy["spec"]["template"], namespace=APP, owner="web")
+            response, patch = await client.review(new_pod)
+            assert patch is not None, response
+            pod = scheduled(apply_patch(new_pod, patch), f"web-{HASH}-q8z4m")
+            fake.apply(pod)
+            (init,) = pod["spec"]["initContainers"]
+            (sidecar,) = [
+                c for c in pod["spec"]["containers"] if c["name"] == names.PROXY_CONTAINER
+            ]
+            assert sidecar["image"] == init["image"] == container["image"], "mesh install's image"
+            code, rules, err = await mesh(*init["args"], "--dry-run")
+            assert code == 0 and "-j REDIRECT" in rules, rules + err
+            took["inject"] = time.monotonic() - t0
+
+            # 6. mesh proxy, as the sidecar runs it
+            (sidecar,) = [
+                c for c in pod["spec"]["containers"] if c["name"] == names.PROXY_CONTAINER
+            ]
+            # the kubelet mounts the projected token; TokenReview accepts it for its audience
+            token_file = sidecar["args"][sidecar["args"].index("--identity-token-file") + 1]
+            (token_mount,) = [
+                m for m in sidecar["volumeMounts"] if token_file.startswith(m["mountPath"] + "/")
+            ]
+            (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == token_mount["name"]]
+            (source,) = volume["projected"]["sources"]
+            assert source["serviceAccountToken"]["audience"] == TOKEN_AUDIENCE
+            token_dir = tmp_path / "web" / "token"
+            token_dir.mkdir(parents=True)
+            token_path = source["serviceAccountToken"]["path"]
+            assert token_file == f"{token_mount['mountPath']}/{token_path}"
+            (token_dir / token_path).write_text("web-sa-token")
+            fake.add_token(
+                "web-sa-token", f"system:serviceaccount:{APP}:web", audiences=[TOKEN_AUDIENCE]
+            )
+            hosts = {
+                f"{names.XDS_SERVICE}.{NS}.svc.cluster.local:{names.XDS_PORT}": xds,
+                f"{names.IDENTITY_SERVICE}.{NS}.svc.cluster.local:{names.XDS_PORT}": xds,
+            }
+            proxy_argv = local_args(
+                sidecar["args"], env=container_env(sidecar, pod),
+                mounts={token_mount["mountPath"]: token_dir}, hosts=hosts,
+            )  # fmt: skip
+            assert proxy_argv[0] == "proxy" and xds in proxy_argv, proxy_argv
+            # no iptables here: the inbound connections are not redirected, so --app says
+            # where they go (what a redirected one to 8080 reaches: 127.0.0.1:8080)
+            app_runner, app_addr = await start_app()
+            proxy = await start_mesh(
+                [*proxy_argv, "--app", app_addr],
+                env={}, ready_prefix="proxy ", stderr=tmp_path / "proxy.log",
+            )  # fmt: skip
+            async with running(proxy):
+                line = proxy.lines[-1]
+                outbound = line.split("outbound ")[1].split(",")[0]
+                proxy_admin = line.split("admin ")[1].split(",")[0]
+                await until("the proxy is ready", lambda: _ready(proxy_admin))
+                took["proxy"] = time.monotonic() - t0
+                # its inbound port presents the identity the controller issued, under the
+                # trust anchor of the turnout-identity Secret mesh install rendered
+                inbound = line.split("inbound ")[1].split(" ")[0]
+                anchor = secret_file(find(installed, "Secret", names.IDENTITY_SECRET), "bundle.pem")
+                identity = proxy_argv[proxy_argv.index("--identity") + 1]
+                assert identity == f"web.{APP}.serviceaccount.identity.cluster.local"
+                body = await until(
+                    "the app over mesh TLS", lambda: over_mesh_tls(inbound, anchor, identity)
+                )
+                assert body == "emojivoto web"
+                reviews = [c for c in fake.calls if c.path == TOKEN_REVIEWS]
+                assert reviews and all((c.token, c.status) == (sa_token, 201) for c in reviews)
+
+                # 7. mesh check --proxy -n emojivoto
+                code, out, err = await mesh(
+                    "check", "--proxy", "-n", APP, "--kubeconfig", admin, "-o", "wide"
+                )
+                assert code == 0, out + err
+                assert "√ data plane proxies are on the current config version" in out, out
+                row = next(r for r in out.splitlines() if r.startswith(pod["metadata"]["name"]))
+                assert row.split()[1:5] == ["SYNCED"] * 4, out
+
+                # 8. an HTTPRoute reaches the proxy; its status is written
+                fake.apply(redirect_route("/moved"))
+                host = "web-svc.emojivoto.svc.cluster.local"
+
+                async def redirected() -> bool:
+                    status, _, headers = await get(f"http://{outbound}/", Host=host)
+                    return status == 302 and headers.get("Location", "").endswith("/moved")
+
+                await until("the route reaches the proxy", redirected)
+                route_kind = kind_of(fake, "gateway.networking.k8s.io/v1", "HTTPRoute")
+
+                def status_seen() -> bool:
+                    route = fake.get(route_kind, APP, "web-redirect")
+                    parents = (route.get("status") or {}).get("parents") or []
+                    ours = [p for p in parents if p.get("controllerName") == CONTROLLER_NAME]
+                    return bool(ours) and all(
+                        c.get("observedGeneration") == route["metadata"]["generation"]
+                        for c in ours[0]["conditions"]
+                    )
+
+                await until("the route's status is written", status_seen)
+                took["route"] = time.monotonic() - t0
+                assert fake.refusals == [], f"the controller was refused: {fake.refusals}"
+                by_sa = {(c.method, c.path) for c in fake.calls if c.token == sa_token}
+                assert (
+                    "PUT",
+                    f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{names.LEASE}",
+                ) in by_sa or any(m == "POST" and p.endswith("/leases") for m, p in by_sa), by_sa
+                status_path = f"/apis/gateway.networking.k8s.io/v1/namespaces/{APP}/httproutes/web-redirect/status"
+                assert any(p == status_path for _, p in by_sa), by_sa
+
+            await app_runner.cleanup()
+
+            # 9. mesh upgrade | kubectl apply -f -: the same anchor and webhook certificate
+            code, upgrade, err = await mesh("upgrade", "--kubeconfig", admin)
+            assert code == 0, err
+            for name in (names.IDENTITY_SECRET, names.INJECTOR_TLS_SECRET):
+                assert (
+                    find(list(kubectl.documents(upgrade)), "Secret", name)["data"]
+                    == find(installed, "Secret", name)["data"]
+                )
+            kubectl.apply(fake, upgrade)
+            code, out, err = await mesh("check", "--kubeconfig", admin)
+            assert code == 0, out + err
+
+        # 10. mesh uninstall | kubectl delete -f - (the Deployment's pods go with it)
+        code, refs, err = await mesh("uninstall")
+        assert code == 0, err
+        kubectl.delete(fake, refs)
+        left = kubectl.ours(fake)
+        assert left == sorted(
+            ("CustomResourceDefinition", "", c["metadata"]["name"]) for c in applied_crds
+        ), left
+        code, refs, err = await mesh("uninstall", "--crds")
+        kubectl.delete(fake, refs)
+        assert kubectl.ours(fake) == []
+        took["uninstall"] = time.monotonic() - t0
+    print(
+        "walkthrough timings (s since start):",
+        json.dumps({k: round(v, 2) for k, v in took.items()}),
+    )
+
+
+def secret_file(secret: Obj, key: str) -> bytes:
+    return base64.b64decode(secret["data"][key])
+
+
+async def over_mesh_tls(address: str, anchor: bytes, name: str) -> str | None:
+    """The body of ``GET /`` sent to `address` over TLS, verified to be `name` under `anchor`
+    (no client certificate: an unmeshed caller); None until it answers 200."""
+    ctx = ssl.create_default_context(cadata=anchor.decode())
+    timeout = aiohttp.ClientTimeout(total=3)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"https://{address}/", ssl=ctx, server_hostname=name) as resp,
+        ):
+            return await resp.text() if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def start_app() -> tuple[web.AppRunner, str]:
+    """emojivoto's web container, as far as the test needs it: one answer on 127.0.0.1."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="emojivoto web")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def _ready(admin: str) -> bool:
+    status, _, _ = await get(f"http://{admin}/ready")
+    return status == 200
