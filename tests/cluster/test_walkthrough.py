@@ -38,9 +38,12 @@ from tests.cluster.walkthrough_kit import (
     ADMIN_TOKEN,
     MeshFake,
     Obj,
+    bound_ports,
     container_env,
+    endpoints,
     kubeconfig,
     local_args,
+    probe_urls,
     rules_of,
     running,
     secret_volume,
@@ -264,39 +267,41 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
             env=env, ready_prefix="serving", stderr=tmp_path / "serve.log",
         )  # fmt: skip
         async with running(serve):
-            xds = serve.line("xds listening on ").split()[-1]
-            admin_addr = serve.line("admin listening on ").split()[-1]
-            injector_addr = serve.line("injector listening on ").split()[3]
+            printed = {
+                flag: serve.line(f"{flag} listening on ").split()[3]
+                for flag in ("xds", "admin", "injector")
+            }
+            ports = bound_ports(container["args"], printed)
             took["serve"] = time.monotonic() - t0
-            # the kubelet's part: the readiness probe (/ready) passes, the pod is Ready
-            probe = next(
-                c
-                for c in container["ports"]
-                if c["name"] == container["readinessProbe"]["httpGet"]["port"]
-            )
-            assert probe["containerPort"] == names.ADMIN_PORT
-            await until("the controller is ready", lambda: _ready(admin_addr))
+            # the kubelet's part: the probes pass, the pod is Ready, the Deployment counts it
+            probes = probe_urls(container, ports)
+            assert set(probes) == {"readinessProbe", "livenessProbe"}, probes
+            for url in probes.values():
+                await until(f"{url} answers 200", lambda url=url: _ok(url))
             fake.apply(controller_pod)
-            fake.apply(
-                {
-                    **deploy,
-                    "status": {
-                        "replicas": 1,
-                        "readyReplicas": 1,
-                        "availableReplicas": 1,
-                        "updatedReplicas": 1,
-                    },
-                }
-            )
-            fake.forward(NS, names.ADMIN_SERVICE, names.ADMIN_PORT, f"http://{admin_addr}")
+            status = {
+                "replicas": 1,
+                "readyReplicas": 1,
+                "availableReplicas": 1,
+                "updatedReplicas": 1,
+            }
+            fake.apply({**deploy, "status": status})
+            # kube-proxy's and the API server proxy's part: the rendered Services' ports
+            services = [o for o in installed if o["kind"] == "Service"]
+            behind = endpoints(services, controller_pod, container, ports)
+            svc_ports = {(name, port): (ns, name, port) for ns, name, port in behind}
+            for (ns, name, port), addr in behind.items():
+                (spec_port,) = [
+                    p
+                    for p in find(installed, "Service", name)["spec"]["ports"]
+                    if p["port"] == port
+                ]
+                scheme = "https" if spec_port["name"] == "https" else "http"
+                fake.forward(ns, name, port, f"{scheme}://{addr}")
+            admin_addr = behind[svc_ports[(names.ADMIN_SERVICE, names.ADMIN_PORT)]]
             fake.forward(
-                NS,
-                controller_pod["metadata"]["name"],
-                names.ADMIN_PORT,
-                f"http://{admin_addr}",
-                resource="pods",
-            )
-            fake.forward(NS, names.INJECTOR_SERVICE, 443, f"https://{injector_addr}")
+                NS, controller_pod["metadata"]["name"], names.ADMIN_PORT, f"http://{admin_addr}", resource="pods"
+            )  # fmt: skip
             lease_kind = kind_of(fake, "coordination.k8s.io/v1", "Lease")
             await until(
                 "the Lease is held",
@@ -322,6 +327,9 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
             web_deploy = find(web, "Deployment", "web")
             webhook = find(installed, "MutatingWebhookConfiguration", names.WEBHOOK_CONFIGURATION)
             ca = base64.b64decode(webhook["webhooks"][0]["clientConfig"]["caBundle"])
+            hook = webhook["webhooks"][0]["clientConfig"]["service"]
+            assert hook["path"] == names.INJECTOR_PATH
+            injector_addr = behind[(hook["namespace"], hook["name"], hook["port"])]
             client = Injector(f"https://{injector_addr}", ca)  # verifies against the caBundle
             new_pod = pod_of(web_deploy["spec"]["template"], namespace=APP, owner="web")
             response, patch = await client.review(new_pod)
@@ -358,9 +366,9 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
                 "web-sa-token", f"system:serviceaccount:{APP}:web", audiences=[TOKEN_AUDIENCE]
             )
             hosts = {
-                f"{names.XDS_SERVICE}.{NS}.svc.cluster.local:{names.XDS_PORT}": xds,
-                f"{names.IDENTITY_SERVICE}.{NS}.svc.cluster.local:{names.XDS_PORT}": xds,
+                f"{name}.{ns}.svc.cluster.local:{port}": a for (ns, name, port), a in behind.items()
             }
+            xds = behind[svc_ports[(names.XDS_SERVICE, names.XDS_PORT)]]
             proxy_argv = local_args(
                 sidecar["args"], env=container_env(sidecar, pod),
                 mounts={token_mount["mountPath"]: token_dir}, hosts=hosts,
@@ -375,13 +383,24 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
             )  # fmt: skip
             async with running(proxy):
                 line = proxy.lines[-1]
-                outbound = line.split("outbound ")[1].split(",")[0]
-                proxy_admin = line.split("admin ")[1].split(",")[0]
-                await until("the proxy is ready", lambda: _ready(proxy_admin))
+                printed = {
+                    "outbound": line.split("outbound ")[1].split(",")[0],
+                    "inbound": line.split("inbound ")[1].split(" ")[0],
+                    "admin": line.split("admin ")[1].split(",")[0],
+                }
+                outbound = printed["outbound"]
+                proxy_ports = bound_ports(sidecar["args"], printed)
+                assert set(proxy_ports) == {
+                    names.PROXY_OUTBOUND_PORT, names.PROXY_INBOUND_PORT, names.PROXY_ADMIN_PORT
+                }  # fmt: skip
+                probes = probe_urls(sidecar, proxy_ports)
+                assert {"readinessProbe", "livenessProbe"} <= set(probes), probes
+                for url in probes.values():
+                    await until(f"the sidecar's {url}", lambda url=url: _ok(url))
                 took["proxy"] = time.monotonic() - t0
                 # its inbound port presents the identity the controller issued, under the
                 # trust anchor of the turnout-identity Secret mesh install rendered
-                inbound = line.split("inbound ")[1].split(" ")[0]
+                inbound = printed["inbound"]
                 anchor = secret_file(find(installed, "Secret", names.IDENTITY_SECRET), "bundle.pem")
                 identity = proxy_argv[proxy_argv.index("--identity") + 1]
                 assert identity == f"web.{APP}.serviceaccount.identity.cluster.local"
@@ -498,6 +517,6 @@ async def start_app() -> tuple[web.AppRunner, str]:
     return runner, f"127.0.0.1:{runner.addresses[0][1]}"
 
 
-async def _ready(admin: str) -> bool:
-    status, _, _ = await get(f"http://{admin}/ready")
+async def _ok(url: str) -> bool:
+    status, _, _ = await get(url)
     return status == 200

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import os
 import re
 import sys
@@ -188,3 +189,49 @@ async def running(process: Process) -> AsyncIterator[Process]:
         yield process
     finally:
         await process.stop()
+
+
+def bound_ports(args: list[str], printed: Mapping[str, str]) -> dict[int, str]:
+    """containerPort -> the local address a process bound for it: the port of each
+    ``--FLAG 0.0.0.0:N`` in the container's `args`, to what the process printed for FLAG."""
+    out = {}
+    for flag, value in itertools.pairwise(args):
+        m = re.fullmatch(r"(?:0\.0\.0\.0|127\.0\.0\.1):(\d+)", value)
+        if flag.startswith("--") and m and flag[2:] in printed:
+            out[int(m[1])] = printed[flag[2:]]
+    return out
+
+
+def container_port(container: Obj, port: int | str) -> int:
+    """A probe's or a Service's targetPort (a number, or a container port's name)."""
+    if isinstance(port, int):
+        return port
+    (named,) = [p for p in container.get("ports") or () if p.get("name") == port]
+    return int(named["containerPort"])
+
+
+def probe_urls(container: Obj, ports: Mapping[int, str]) -> dict[str, str]:
+    """What the kubelet would GET for each of the container's probes."""
+    out = {}
+    for key in ("startupProbe", "readinessProbe", "livenessProbe"):
+        if (get := (container.get(key) or {}).get("httpGet")) is not None:
+            out[key] = f"http://{ports[container_port(container, get['port'])]}{get['path']}"
+    return out
+
+
+def endpoints(
+    services: list[Obj], pod: Obj, container: Obj, ports: Mapping[int, str]
+) -> dict[tuple[str, str, int], str]:
+    """(namespace, Service, port) -> the local address behind it, for each Service whose
+    selector picks `pod` (kube-proxy's part, for one pod)."""
+    labels = pod["metadata"].get("labels") or {}
+    out = {}
+    for svc in services:
+        selector = svc["spec"].get("selector") or {}
+        if not selector or any(labels.get(k) != v for k, v in selector.items()):
+            continue
+        for p in svc["spec"]["ports"]:
+            target = container_port(container, p.get("targetPort", p["port"]))
+            key = (svc["metadata"]["namespace"], svc["metadata"]["name"], int(p["port"]))
+            out[key] = ports[target]
+    return out
