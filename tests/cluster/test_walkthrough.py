@@ -114,22 +114,21 @@ def scheduled(pod: Obj, name: str) -> Obj:
     return pod
 
 
-def web_manifest() -> str:
-    """emojivoto's web, as its repository ships it (a ServiceAccount, a Deployment, a Service)."""
-    labels = {"app": "web-svc", "version": "v11"}
-    deploy = {
+def deployment(name: str, labels: dict[str, str]) -> Obj:
+    """An emojivoto Deployment, as its repository ships it."""
+    return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": APP, "labels": {"app.kubernetes.io/name": "web"}},
+        "metadata": {"name": name, "namespace": APP, "labels": {"app.kubernetes.io/name": name}},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "serviceAccountName": "web",
+                    "serviceAccountName": name,
                     "containers": [
-                        {"name": "web-svc", "image": "buoyantio/emojivoto-web:v11",
+                        {"name": labels["app"], "image": f"buoyantio/emojivoto-{name}:v11",
                          "env": [{"name": "WEB_PORT", "value": "8080"}],
                          "ports": [{"containerPort": 8080, "name": "http"}]}
                     ],
@@ -137,6 +136,11 @@ def web_manifest() -> str:
             },
         },
     }  # fmt: skip
+
+
+def web_manifest() -> str:
+    """emojivoto's namespace and web (a ServiceAccount, a Deployment, a Service)."""
+    deploy = deployment("web", {"app": "web-svc", "version": "v11"})
     svc = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -153,7 +157,8 @@ def web_manifest() -> str:
         "kind": "ServiceAccount",
         "metadata": {"name": "web", "namespace": APP},
     }
-    return yaml.safe_dump_all([sa, deploy, svc])
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP}}
+    return yaml.safe_dump_all([ns, sa, deploy, svc])
 
 
 def redirect_route(path: str) -> Obj:
@@ -322,7 +327,8 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
             (tmp_path / "web.yaml").write_text(web_manifest())
             code, injected, err = await mesh("inject", str(tmp_path / "web.yaml"))
             assert code == 0, err
-            fake.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP}})
+            report = [line for line in err.splitlines() if line]
+            assert report == [f'namespace "{APP}" annotated', 'deployment "web" injected'], err
             web = kubectl.apply(fake, injected)
             web_deploy = find(web, "Deployment", "web")
             webhook = find(installed, "MutatingWebhookConfiguration", names.WEBHOOK_CONFIGURATION)
@@ -336,6 +342,14 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
             assert patch is not None, response
             pod = scheduled(apply_patch(new_pod, patch), f"web-{HASH}-q8z4m")
             fake.apply(pod)
+            # the namespace's annotation reaches the webhook through the controller's watch:
+            # a Deployment applied as it is (kubectl apply -f emoji.yml) is injected too
+            emoji = fake.apply(deployment("emoji", {"app": "emoji-svc"}))
+            emoji_pod = pod_of(emoji["spec"]["template"], namespace=APP, owner="emoji")
+            await until("the namespace is meshed", lambda: _patched(client, emoji_pod))
+            # the control plane's own pods are never injected
+            own = pod_of(template, namespace=NS, owner=names.CONTROLLER)
+            assert (await client.review(own))[1] is None
             (init,) = pod["spec"]["initContainers"]
             (sidecar,) = [
                 c for c in pod["spec"]["containers"] if c["name"] == names.PROXY_CONTAINER
@@ -424,23 +438,27 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
                 fake.apply(redirect_route("/moved"))
                 host = "web-svc.emojivoto.svc.cluster.local"
 
-                async def redirected() -> bool:
+                async def redirected(to: str) -> bool:
                     status, _, headers = await get(f"http://{outbound}/", Host=host)
-                    return status == 302 and headers.get("Location", "").endswith("/moved")
+                    return status == 302 and headers.get("Location", "").endswith(to)
 
-                await until("the route reaches the proxy", redirected)
                 route_kind = kind_of(fake, "gateway.networking.k8s.io/v1", "HTTPRoute")
 
-                def status_seen() -> bool:
+                def status_seen(generation: int) -> bool:
                     route = fake.get(route_kind, APP, "web-redirect")
                     parents = (route.get("status") or {}).get("parents") or []
                     ours = [p for p in parents if p.get("controllerName") == CONTROLLER_NAME]
+                    assert route["metadata"]["generation"] == generation
                     return bool(ours) and all(
-                        c.get("observedGeneration") == route["metadata"]["generation"]
+                        c.get("observedGeneration") == generation and c["status"] == "True"
                         for c in ours[0]["conditions"]
                     )
 
-                await until("the route's status is written", status_seen)
+                await until("the route reaches the proxy", lambda: redirected("/moved"))
+                await until("the route's status is written", lambda: status_seen(1))
+                fake.apply(redirect_route("/moved-again"))  # generation 2
+                await until("the change reaches the proxy", lambda: redirected("/moved-again"))
+                await until("the status follows the generation", lambda: status_seen(2))
                 took["route"] = time.monotonic() - t0
                 assert fake.refusals == [], f"the controller was refused: {fake.refusals}"
                 by_sa = {(c.method, c.path) for c in fake.calls if c.token == sa_token}
@@ -515,6 +533,10 @@ async def start_app() -> tuple[web.AppRunner, str]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, f"127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def _patched(client: Injector, pod: Obj) -> bool:
+    return (await client.review(pod))[1] is not None
 
 
 async def _ok(url: str) -> bool:
