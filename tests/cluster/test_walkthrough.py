@@ -244,7 +244,8 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
             directory = tmp_path / "controller" / mount["name"]
             if "secret" in vol:
                 secret = find(installed, "Secret", vol["secret"]["secretName"])
-                mounts[mount["mountPath"]] = secret_volume(secret, directory)
+                mode = vol["secret"].get("defaultMode", 0o644)
+                mounts[mount["mountPath"]] = secret_volume(secret, directory, mode=mode)
         sa_token = "controller-sa-token"
         binding = find(installed, "ClusterRoleBinding", names.CONTROLLER)
         assert (

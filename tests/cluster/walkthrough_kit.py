@@ -81,12 +81,18 @@ def rules_of(cluster_role: Obj) -> tuple[Rule, ...]:
     )
 
 
-def secret_volume(secret: Obj, directory: Path) -> Path:
-    """The Secret's keys as files in `directory` (a Secret volume's mount)."""
+def secret_volume(secret: Obj, directory: Path, *, mode: int = 0o644) -> Path:
+    """The Secret's keys as the kubelet mounts them in `directory`: the files in a
+    timestamped directory, ``..data`` a symlink to it, each key a symlink through ``..data``
+    (what lets the kubelet swap every key at once), with the volume's `defaultMode`."""
     directory.mkdir(parents=True)
+    data_dir = directory / "..2026_01_01_00_00_00.000000001"
+    data_dir.mkdir()
     for key, value in (secret.get("data") or {}).items():
-        (directory / key).write_bytes(base64.b64decode(value))
-        (directory / key).chmod(0o600)
+        (data_dir / key).write_bytes(base64.b64decode(value))
+        (data_dir / key).chmod(mode)
+        (directory / key).symlink_to(f"..data/{key}")
+    (directory / "..data").symlink_to(data_dir.name)
     return directory
 
 
