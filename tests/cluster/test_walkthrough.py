@@ -7,11 +7,12 @@ mesh check --pre ─> mesh install --crds | apply ─> mesh install | apply
    └─> mesh check ─> mesh inject web.yaml ─> AdmissionReview ─> the real webhook (caBundle)
    └─> mesh proxy (the injected sidecar's args; a token TokenReview accepts)
    └─> mesh check --proxy ─> an HTTPRoute: the proxy redirects, its status is written
-   └─> mesh uninstall | delete: nothing of ours is left
+   └─> mesh upgrade | apply: the same Secrets, mesh check still √
+   └─> mesh uninstall | delete (then --crds): nothing of ours is left
 ```
 
 No kubelet runs here: the test marks the controller's and web's pods Running and Ready,
-mounts their Secret volumes as directories, and runs their containers as local processes
+mounts their Secret volumes as directories (as the kubelet lays them out), and runs their containers as local processes
 (`walkthrough_kit`). Gateway API CRDs come from upstream (not ours to ship): `mk_crd`.
 """
 
@@ -19,20 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import io
 import json
-import ssl
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import yaml
-from aiohttp import web
-
 from tests.cluster import kubectl
 from tests.cluster.check_kit import mk_crd
+from tests.cluster.emojivoto import (
+    APP,
+    HASH,
+    deployment,
+    pod_of,
+    redirect_route,
+    scheduled,
+    web_manifest,
+)
 from tests.cluster.jsonpatch_apply import apply_patch
 from tests.cluster.walkthrough_kit import (
     ADMIN_TOKEN,
@@ -41,13 +45,20 @@ from tests.cluster.walkthrough_kit import (
     bound_ports,
     container_env,
     endpoints,
+    get,
     kubeconfig,
     local_args,
+    ok,
+    over_mesh_tls,
+    patched,
     probe_urls,
     rules_of,
     running,
+    secret_file,
     secret_volume,
+    start_app,
     start_mesh,
+    until,
 )
 from tests.cluster.webhook_support import Injector
 from tests.engine.sources.k8s_fake import TOKEN_REVIEWS
@@ -58,10 +69,7 @@ from turnout.cluster.check.control_plane import STANDARD_GATEWAY_KINDS
 from turnout.engine.config import CONTROLLER_NAME
 from turnout.engine.identity.settings import TOKEN_AUDIENCE
 
-APP = "emojivoto"
 NS = names.NAMESPACE
-HASH = "5d4f8c7b9"
-STEP_TIMEOUT_S = 10.0
 
 
 async def mesh(*argv: str) -> tuple[int, str, str]:
@@ -77,132 +85,6 @@ def kind_of(fake: MeshFake, api_version: str, kind: str) -> Any:
 def find(objs: list[Obj], kind: str, name: str) -> Obj:
     (obj,) = [o for o in objs if (o["kind"], o["metadata"]["name"]) == (kind, name)]
     return obj
-
-
-def pod_of(template: Obj, *, namespace: str, owner: str) -> Obj:
-    """The pod a ReplicaSet of Deployment `owner` sends to admission (no name yet)."""
-    meta = copy.deepcopy(template["metadata"])
-    meta["labels"] = {**meta.get("labels", {}), "pod-template-hash": HASH}
-    meta.update(
-        generateName=f"{owner}-{HASH}-",
-        namespace=namespace,
-        ownerReferences=[
-            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{owner}-{HASH}",
-             "uid": "rs-uid", "controller": True}
-        ],
-    )  # fmt: skip
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": meta,
-        "spec": copy.deepcopy(template["spec"]),
-    }
-
-
-def scheduled(pod: Obj, name: str) -> Obj:
-    """`pod` as the API server names it and as the kubelet reports it once it runs (there is
-    none here: the test says so)."""
-    pod = copy.deepcopy(pod)
-    pod["metadata"]["name"] = name
-    containers = [c["name"] for c in pod["spec"]["containers"]]
-    pod["status"] = {
-        "phase": "Running",
-        "podIP": "10.0.0.7",
-        "conditions": [{"type": "Ready", "status": "True"}],
-        "containerStatuses": [{"name": c, "ready": True} for c in containers],
-    }
-    return pod
-
-
-def deployment(name: str, labels: dict[str, str]) -> Obj:
-    """An emojivoto Deployment, as its repository ships it."""
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": APP, "labels": {"app.kubernetes.io/name": name}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": name,
-                    "containers": [
-                        {"name": labels["app"], "image": f"buoyantio/emojivoto-{name}:v11",
-                         "env": [{"name": "WEB_PORT", "value": "8080"}],
-                         "ports": [{"containerPort": 8080, "name": "http"}]}
-                    ],
-                },
-            },
-        },
-    }  # fmt: skip
-
-
-def web_manifest() -> str:
-    """emojivoto's namespace and web (a ServiceAccount, a Deployment, a Service)."""
-    deploy = deployment("web", {"app": "web-svc", "version": "v11"})
-    svc = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "web-svc", "namespace": APP},
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": "10.96.0.20",
-            "selector": {"app": "web-svc"},
-            "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
-        },
-    }
-    sa = {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": "web", "namespace": APP},
-    }
-    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP}}
-    return yaml.safe_dump_all([ns, sa, deploy, svc])
-
-
-def redirect_route(path: str) -> Obj:
-    parent = {"group": "", "kind": "Service", "name": "web-svc", "port": 80}
-    redirect = {
-        "type": "RequestRedirect",
-        "requestRedirect": {
-            "path": {"type": "ReplaceFullPath", "replaceFullPath": path},
-            "statusCode": 302,
-        },
-    }
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": "web-redirect", "namespace": APP},
-        "spec": {"parentRefs": [parent], "rules": [{"filters": [redirect]}]},
-    }
-
-
-async def until(what: str, cond: Any) -> Any:
-    """Poll `cond` (sync or async) until it returns a truthy value (that value)."""
-    try:
-        async with asyncio.timeout(STEP_TIMEOUT_S):
-            while True:
-                got = cond()
-                if asyncio.iscoroutine(got):
-                    got = await got
-                if got:
-                    return got
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting: {what}") from None
-
-
-async def get(url: str, **headers: str) -> tuple[int, str, dict[str, str]]:
-    timeout = aiohttp.ClientTimeout(total=3)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(url, headers=headers, allow_redirects=False) as resp,
-        ):
-            return resp.status, await resp.text(), dict(resp.headers)
-    except (aiohttp.ClientError, TimeoutError):
-        return 0, "", {}
 
 
 @bounded(40)
@@ -283,7 +165,7 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
             probes = probe_urls(container, ports)
             assert set(probes) == {"readinessProbe", "livenessProbe"}, probes
             for url in probes.values():
-                await until(f"{url} answers 200", lambda url=url: _ok(url))
+                await until(f"{url} answers 200", lambda url=url: ok(url))
             fake.apply(controller_pod)
             status = {
                 "replicas": 1,
@@ -347,7 +229,7 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
             # a Deployment applied as it is (kubectl apply -f emoji.yml) is injected too
             emoji = fake.apply(deployment("emoji", {"app": "emoji-svc"}))
             emoji_pod = pod_of(emoji["spec"]["template"], namespace=APP, owner="emoji")
-            await until("the namespace is meshed", lambda: _patched(client, emoji_pod))
+            await until("the namespace is meshed", lambda: patched(client, emoji_pod))
             # the control plane's own pods are never injected
             own = pod_of(template, namespace=NS, owner=names.CONTROLLER)
             assert (await client.review(own))[1] is None
@@ -411,7 +293,7 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
                 probes = probe_urls(sidecar, proxy_ports)
                 assert {"readinessProbe", "livenessProbe"} <= set(probes), probes
                 for url in probes.values():
-                    await until(f"the sidecar's {url}", lambda url=url: _ok(url))
+                    await until(f"the sidecar's {url}", lambda url=url: ok(url))
                 took["proxy"] = time.monotonic() - t0
                 # its inbound port presents the identity the controller issued, under the
                 # trust anchor of the turnout-identity Secret mesh install rendered
@@ -493,6 +375,7 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
             ("CustomResourceDefinition", "", c["metadata"]["name"]) for c in applied_crds
         ), left
         code, refs, err = await mesh("uninstall", "--crds")
+        assert code == 0, err
         kubectl.delete(fake, refs)
         assert kubectl.ours(fake) == []
         took["uninstall"] = time.monotonic() - t0
@@ -500,46 +383,3 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
         "walkthrough timings (s since start):",
         json.dumps({k: round(v, 2) for k, v in took.items()}),
     )
-
-
-def secret_file(secret: Obj, key: str) -> bytes:
-    return base64.b64decode(secret["data"][key])
-
-
-async def over_mesh_tls(address: str, anchor: bytes, name: str) -> str | None:
-    """The body of ``GET /`` sent to `address` over TLS, verified to be `name` under `anchor`
-    (no client certificate: an unmeshed caller); None until it answers 200."""
-    ctx = ssl.create_default_context(cadata=anchor.decode())
-    timeout = aiohttp.ClientTimeout(total=3)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(f"https://{address}/", ssl=ctx, server_hostname=name) as resp,
-        ):
-            return await resp.text() if resp.status == 200 else None
-    except (aiohttp.ClientError, TimeoutError):
-        return None
-
-
-async def start_app() -> tuple[web.AppRunner, str]:
-    """emojivoto's web container, as far as the test needs it: one answer on 127.0.0.1."""
-
-    async def hello(request: web.Request) -> web.Response:
-        return web.Response(text="emojivoto web")
-
-    app = web.Application()
-    app.router.add_get("/", hello)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"127.0.0.1:{runner.addresses[0][1]}"
-
-
-async def _patched(client: Injector, pod: Obj) -> bool:
-    return (await client.review(pod))[1] is not None
-
-
-async def _ok(url: str) -> bool:
-    status, _, _ = await get(url)
-    return status == 200

@@ -7,7 +7,7 @@ mesh (admin kubeconfig, token ADMIN) ──┐                       (no RBAC: c
 mesh serve --kubernetes (token SA) ────┴─> MeshFake ── SA's requests: the rendered ClusterRole
 ```
 
-There is no kubelet: a test marks pods Running/Ready itself, materialises a pod's Secret
+Also the waits (`until`), plain and mesh TLS GETs, and a stand-in app. There is no kubelet: a test marks pods Running/Ready itself, materialises a pod's Secret
 volumes as directories, and runs each container's args as a local process with the listen
 addresses on 127.0.0.1 (port 0), the Service DNS names on the control plane's real ports
 and `$(VAR)`s expanded from the container's env, as the kubelet would.
@@ -21,14 +21,17 @@ import contextlib
 import itertools
 import os
 import re
+import ssl
 import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
+from tests.cluster.webhook_support import Injector
 from tests.engine.sources.k8s_fake import ServedKind
 from tests.engine.sources.k8s_fake_cluster import CLUSTER_KINDS, ClusterFakeApiServer
 from turnout.cluster import names
@@ -38,6 +41,7 @@ Obj = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "admin-token"
 START_TIMEOUT_S = 15.0
+STEP_TIMEOUT_S = 10.0
 
 
 ENDPOINT_SLICES = ServedKind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
@@ -241,3 +245,73 @@ def endpoints(
             key = (svc["metadata"]["namespace"], svc["metadata"]["name"], int(p["port"]))
             out[key] = ports[target]
     return out
+
+
+async def until(what: str, cond: Any) -> Any:
+    """Poll `cond` (sync or async) until it returns a truthy value (that value)."""
+    try:
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            while True:
+                got = cond()
+                if asyncio.iscoroutine(got):
+                    got = await got
+                if got:
+                    return got
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting: {what}") from None
+
+
+async def get(url: str, **headers: str) -> tuple[int, str, dict[str, str]]:
+    timeout = aiohttp.ClientTimeout(total=3)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, headers=headers, allow_redirects=False) as resp,
+        ):
+            return resp.status, await resp.text(), dict(resp.headers)
+    except (aiohttp.ClientError, TimeoutError):
+        return 0, "", {}
+
+
+def secret_file(secret: Obj, key: str) -> bytes:
+    return base64.b64decode(secret["data"][key])
+
+
+async def over_mesh_tls(address: str, anchor: bytes, name: str) -> str | None:
+    """The body of ``GET /`` sent to `address` over TLS, verified to be `name` under `anchor`
+    (no client certificate: an unmeshed caller); None until it answers 200."""
+    ctx = ssl.create_default_context(cadata=anchor.decode())
+    timeout = aiohttp.ClientTimeout(total=3)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"https://{address}/", ssl=ctx, server_hostname=name) as resp,
+        ):
+            return await resp.text() if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def start_app() -> tuple[web.AppRunner, str]:
+    """emojivoto's web container, as far as the test needs it: one answer on 127.0.0.1."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="emojivoto web")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def patched(client: Injector, pod: Obj) -> bool:
+    return (await client.review(pod))[1] is not None
+
+
+async def ok(url: str) -> bool:
+    status, _, _ = await get(url)
+    return status == 200
