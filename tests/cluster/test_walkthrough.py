@@ -28,6 +28,15 @@ from typing import Any
 
 from tests.cluster import kubectl
 from tests.cluster.check_kit import mk_crd
+from tests.cluster.controller_kit import (
+    SA_TOKEN,
+    controller_account,
+    find,
+    lease_holder,
+    ready_deployment,
+    start_replica,
+    wire_services,
+)
 from tests.cluster.emojivoto import (
     APP,
     HASH,
@@ -41,10 +50,8 @@ from tests.cluster.jsonpatch_apply import apply_patch
 from tests.cluster.walkthrough_kit import (
     ADMIN_TOKEN,
     MeshFake,
-    Obj,
     bound_ports,
     container_env,
-    endpoints,
     get,
     kubeconfig,
     local_args,
@@ -52,10 +59,8 @@ from tests.cluster.walkthrough_kit import (
     over_mesh_tls,
     patched,
     probe_urls,
-    rules_of,
     running,
     secret_file,
-    secret_volume,
     start_app,
     start_mesh,
     until,
@@ -82,11 +87,6 @@ def kind_of(fake: MeshFake, api_version: str, kind: str) -> Any:
     return kubectl.served_kind(fake, {"apiVersion": api_version, "kind": kind, "metadata": {}})
 
 
-def find(objs: list[Obj], kind: str, name: str) -> Obj:
-    (obj,) = [o for o in objs if (o["kind"], o["metadata"]["name"]) == (kind, name)]
-    return obj
-
-
 @bounded(40)
 async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> None:
     t0 = time.monotonic()
@@ -110,95 +110,20 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
         installed = kubectl.apply(fake, manifest)
         took["install"] = time.monotonic() - t0
 
-        # 3. the controller's pod, as the Deployment describes it
-        deploy = find(installed, "Deployment", names.CONTROLLER)
-        template = deploy["spec"]["template"]
-        pod_spec = template["spec"]
-        (container,) = pod_spec["containers"]
-        controller_pod = scheduled(
-            pod_of(template, namespace=NS, owner=names.CONTROLLER),
-            f"{names.CONTROLLER}-{HASH}-x7k2p",
+        # 3. the controller, as the Deployment runs it (its ServiceAccount, its ClusterRole)
+        sa_config = controller_account(fake, installed, tmp_path)
+        replica = await start_replica(
+            fake, installed, tmp_path, suffix=f"{HASH}-x7k2p", sa_config=sa_config
         )
-        env = container_env(container, controller_pod)
-        mounts = {}
-        for mount in container["volumeMounts"]:
-            (vol,) = [v for v in pod_spec["volumes"] if v["name"] == mount["name"]]
-            directory = tmp_path / "controller" / mount["name"]
-            if "secret" in vol:
-                secret = find(installed, "Secret", vol["secret"]["secretName"])
-                mode = vol["secret"].get("defaultMode", 0o644)
-                mounts[mount["mountPath"]] = secret_volume(secret, directory, mode=mode)
-        sa_token = "controller-sa-token"
-        binding = find(installed, "ClusterRoleBinding", names.CONTROLLER)
-        assert (
-            binding["roleRef"]["name"]
-            == find(installed, "ClusterRole", names.CONTROLLER)["metadata"]["name"]
-        )
-        (subject,) = binding["subjects"]
-        assert (subject["kind"], subject["name"]) == (
-            "ServiceAccount",
-            pod_spec["serviceAccountName"],
-        )
-        user = f"system:serviceaccount:{subject['namespace']}:{subject['name']}"
-        fake.enforce_for(
-            sa_token,
-            rules_of(find(installed, "ClusterRole", binding["roleRef"]["name"])),
-            user=user,
-        )
-        sa_config = kubeconfig(
-            tmp_path / "controller" / "kubeconfig", fake.url, token=sa_token, user=user
-        )
-        argv = local_args(container["args"], env=env, mounts=mounts, hosts={})
-        assert argv[:2] == ["serve", "--kubernetes"]
-        serve = await start_mesh(
-            [*argv, "--kubeconfig", str(sa_config)],  # the kubeconfig stands for in-cluster config
-            env=env, ready_prefix="serving", stderr=tmp_path / "serve.log",
-        )  # fmt: skip
-        async with running(serve):
-            printed = {
-                flag: serve.line(f"{flag} listening on ").split()[3]
-                for flag in ("xds", "admin", "injector")
-            }
-            ports = bound_ports(container["args"], printed)
+        async with running(replica.process):
             took["serve"] = time.monotonic() - t0
-            # the kubelet's part: the probes pass, the pod is Ready, the Deployment counts it
-            probes = probe_urls(container, ports)
-            assert set(probes) == {"readinessProbe", "livenessProbe"}, probes
-            for url in probes.values():
-                await until(f"{url} answers 200", lambda url=url: ok(url))
-            fake.apply(controller_pod)
-            status = {
-                "replicas": 1,
-                "readyReplicas": 1,
-                "availableReplicas": 1,
-                "updatedReplicas": 1,
-            }
-            fake.apply({**deploy, "status": status})
-            # kube-proxy's and the API server proxy's part: the rendered Services' ports
-            services = [o for o in installed if o["kind"] == "Service"]
-            behind = endpoints(services, controller_pod, container, ports)
+            container = replica.container
+            template = find(installed, "Deployment", names.CONTROLLER)["spec"]["template"]
+            ready_deployment(fake, installed, 1)
+            behind = wire_services(fake, installed, replica)
             svc_ports = {(name, port): (ns, name, port) for ns, name, port in behind}
-            for (ns, name, port), addr in behind.items():
-                (spec_port,) = [
-                    p
-                    for p in find(installed, "Service", name)["spec"]["ports"]
-                    if p["port"] == port
-                ]
-                scheme = "https" if spec_port["name"] == "https" else "http"
-                fake.forward(ns, name, port, f"{scheme}://{addr}")
-            admin_addr = behind[svc_ports[(names.ADMIN_SERVICE, names.ADMIN_PORT)]]
-            fake.forward(
-                NS, controller_pod["metadata"]["name"], names.ADMIN_PORT, f"http://{admin_addr}", resource="pods"
-            )  # fmt: skip
-            lease_kind = kind_of(fake, "coordination.k8s.io/v1", "Lease")
-            await until(
-                "the Lease is held",
-                lambda: fake.objects.get(("coordination.k8s.io", "Lease"), {}).get(
-                    (NS, names.LEASE)
-                ),
-            )
-            lease = fake.get(lease_kind, NS, names.LEASE)
-            assert lease["spec"]["holderIdentity"] == controller_pod["metadata"]["name"]
+            await until("the Lease is held", lambda: lease_holder(fake))
+            assert lease_holder(fake) == replica.name
 
             # 4. mesh check: all √
             code, out, err = await mesh("check", "--kubeconfig", admin)
@@ -306,7 +231,7 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
                 )
                 assert body == "emojivoto web"
                 reviews = [c for c in fake.calls if c.path == TOKEN_REVIEWS]
-                assert reviews and all((c.token, c.status) == (sa_token, 201) for c in reviews)
+                assert reviews and all((c.token, c.status) == (SA_TOKEN, 201) for c in reviews)
 
                 # 7. mesh check --proxy -n emojivoto
                 code, out, err = await mesh(
@@ -344,7 +269,7 @@ async def test_the_walkthrough_from_check_pre_to_uninstall(tmp_path: Path) -> No
                 await until("the status follows the generation", lambda: status_seen(2))
                 took["route"] = time.monotonic() - t0
                 assert fake.refusals == [], f"the controller was refused: {fake.refusals}"
-                by_sa = {(c.method, c.path) for c in fake.calls if c.token == sa_token}
+                by_sa = {(c.method, c.path) for c in fake.calls if c.token == SA_TOKEN}
                 assert (
                     "PUT",
                     f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{names.LEASE}",
