@@ -247,7 +247,11 @@ def test_the_webhook_trusts_the_ca_of_the_injectors_serving_certificate(
     assert expr["operator"] == "NotIn" and {"turnout", "kube-system"} <= set(expr["values"])
     ca = x509.load_pem_x509_certificate(base64.b64decode(hook["clientConfig"]["caBundle"]))
     tls = by_kind(installed, "Secret", names.INJECTOR_TLS_SECRET)
-    assert tls["type"] == "kubernetes.io/tls" and set(tls["data"]) == {"tls.crt", "tls.key"}
+    assert tls["type"] == "kubernetes.io/tls" and set(tls["data"]) == {
+        "tls.crt",
+        "tls.key",
+        "ca.crt",
+    }
     leaf = x509.load_pem_x509_certificate(secret_files(tls)["tls.crt"])
     leaf.verify_directly_issued_by(ca)
     sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -1,7 +1,7 @@
 """The parsers of the cluster commands (`cli.cluster_*` modules run them).
 
 ```
-mesh install [--crds] | uninstall      install_parsers     cli.cluster_install
+mesh install [--crds] | upgrade | uninstall  install_parsers  cli.cluster_install
 mesh inject | uninject                 inject_parsers      cli.cluster_inject
 mesh proxy-init                        proxy_init_parsers  cli.cluster_capture
 mesh check [--pre] [--proxy]           check_parsers       cli.cluster_check
@@ -73,6 +73,16 @@ def install_parsers(sub: Sub) -> None:
     p.add_argument("--ignore-cluster", action="store_true", help="--crds: do not ask any cluster")
     _values_flags(p)
     p.set_defaults(run="cluster_install:run_install")
+
+    p = sub.add_parser(
+        "upgrade",
+        help="print what mesh install would, with the cluster's trust anchor and injector"
+        " certificate (its Secrets), for kubectl apply -f -",
+    )
+    p.add_argument("--kubeconfig", metavar="FILE", help="the cluster to read the Secrets from")
+    p.add_argument("--context", metavar="NAME", help="kubeconfig context")
+    _values_flags(p)
+    p.set_defaults(run="cluster_install:run_upgrade")
 
     p = sub.add_parser(
         "uninstall",

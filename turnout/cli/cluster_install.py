@@ -4,13 +4,16 @@
 mesh install         values ─> identity (--identity-dir | new) ─> render_install ─> stdout
 mesh install --crds  own_crds [- foreign ones with --skip-existing] ─> stdout
                      list_crds (optional) ─> Gateway API notes ─> stderr
+mesh upgrade         values + the cluster's turnout-identity / turnout-injector-tls Secrets
+                       ─> install_objects ─> stdout (same trust anchor, same caBundle)
 mesh uninstall       the references of what `mesh install` renders (same values) ─> stdout
 mesh uninstall --crds  the references of our CRDs
 ```
 
 stdout is only the manifest (pipe it to ``kubectl apply -f -`` / ``kubectl delete -f -``);
 everything said about it goes to stderr as ``note:`` / ``warning:`` lines. A bad values file
-or key, an unusable ``--identity-dir``, or an object the Kubernetes models refuse is one
+or key, an unusable ``--identity-dir``, a cluster `mesh upgrade` cannot read (or without
+Turnout's Secrets), or an object the Kubernetes models refuse is one
 ``error:`` line, exit 2, and nothing on stdout.
 """
 
@@ -22,6 +25,7 @@ from typing import Any, TextIO
 
 from turnout.cli.errors import CommandError, UsageError
 from turnout.cli.output import EXIT_OK
+from turnout.cluster import names
 from turnout.cluster.install import crds, identity, render, values, webhook
 from turnout.cluster.install.errors import ClusterUnavailable, InstallError
 from turnout.engine.identity.clock import utc_now
@@ -96,6 +100,23 @@ def run_install(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     except InstallError as exc:
         raise CommandError(str(exc)) from None
+    out.write(render.dump(objs, args.output))
+    return EXIT_OK
+
+
+def run_upgrade(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from turnout.cluster.install.upgrade import render_upgrade  # the kubernetes client
+
+    try:
+        v = _values(args)
+        objs = render_upgrade(v, kubeconfig=args.kubeconfig, context=args.context)
+    except InstallError as exc:
+        raise CommandError(str(exc)) from None
+    print(
+        f"note: trust anchor and injector certificate kept from the cluster's Secrets"
+        f" {v.namespace}/{names.IDENTITY_SECRET} and {v.namespace}/{names.INJECTOR_TLS_SECRET}",
+        file=err,
+    )
     out.write(render.dump(objs, args.output))
     return EXIT_OK
 

@@ -13,7 +13,8 @@ except in the control plane's own namespace and the system ones (`names.NEVER_IN
 NAMESPACES`), which its namespaceSelector leaves out by the ``kubernetes.io/metadata.name``
 label every Namespace carries. Whether a pod is injected (``turnout.dev/inject``) is the
 webhook's decision (`cluster.inject`), not a selector's: annotations cannot be selected.
-Every `mesh install` makes a new CA and leaf; the controller reloads the files when the
+Every `mesh install` makes a new CA and leaf (the Secret keeps the CA as ``ca.crt``, so
+`mesh upgrade` can render the same caBundle); the controller reloads the files when the
 Secret changes. Deliberately not here: serving the webhook (`cluster.inject`).
 """
 
@@ -108,7 +109,11 @@ def tls_secret(values: Values, cert: ServingCert) -> Raw:
         "kind": "Secret",
         "metadata": metadata(names.INJECTOR_TLS_SECRET, values.namespace, "injector"),
         "type": "kubernetes.io/tls",
-        "data": {"tls.crt": b64(cert.tls_crt), "tls.key": b64(cert.tls_key)},
+        "data": {
+            "tls.crt": b64(cert.tls_crt),
+            "tls.key": b64(cert.tls_key),
+            "ca.crt": b64(cert.ca_crt),  # what `mesh upgrade` puts back in the caBundle
+        },
     }
 
 
