@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SETTLE_AFTER_S = 0.5
+"""How long the tables must stay put before the heap is settled (`Proxy._settle_later`)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listening:
@@ -111,6 +114,8 @@ class Proxy:
     """`--identity`: the key, the current leaf and the TLS contexts made from it."""
     identity_client: IdentityClient | None = None
     _identity_task: asyncio.Task[None] | None = None
+    _settle: asyncio.TimerHandle | None = None
+    """The pending `settle_heap` after the last table swap (a burst of swaps settles once)."""
     guard: InboundGuard | None = None
     """The inbound port's policy (`inbound_guard.py`); None without `--inbound`."""
     guards: dict[int, InboundGuard] = field(default_factory=dict)
@@ -144,7 +149,7 @@ class Proxy:
             h.swap(state)
         if self.services is not None:
             self.services.update(state)
-        settle_heap()
+        self._settle_later()
         self.version = version
         log.info(
             "table applied version=%s listeners=%d clusters=%d",
@@ -154,6 +159,18 @@ class Proxy:
         )
         self._check_gateway(table)
         self._check_tls(table)
+
+    def _settle_later(self) -> None:
+        """`settle_heap` once the swaps stop for `SETTLE_AFTER_S`: a full collection walks
+        the whole heap, so a rollout's burst of tables pays for it once, not per table."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # applied outside a loop (tests, tools): settle now
+            settle_heap()
+            return
+        if self._settle is not None:
+            self._settle.cancel()
+        self._settle = loop.call_later(SETTLE_AFTER_S, settle_heap)
 
     def apply_policy(self, resources: PolicyResources, version: str) -> None:
         """New policy resources: resolved for this workload's app port (each one seen, with
@@ -504,6 +521,8 @@ def _reason(exc: OSError) -> str:
 
 
 async def stop_proxy(proxy: Proxy, task: asyncio.Task[None]) -> None:
+    if proxy._settle is not None:
+        proxy._settle.cancel()
     for t in (task, proxy._rebinder, proxy._identity_task):
         if t is None:
             continue

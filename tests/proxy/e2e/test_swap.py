@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import Counter
+
+import pytest
 
 from tests.proxy.e2e.conftest import Lab
 from tests.proxy.e2e.harness import bounded
 from tests.proxy.e2e.manifests import split
+from turnout.proxy import runner
 
 
 @bounded(20)
@@ -83,3 +87,35 @@ async def test_a_request_finishes_on_its_table_when_a_swap_removes_its_backend(l
     assert (status, headers.get("x-backend")) == (200, "v1")
     status, headers, _ = await mesh.get("web", "/echo")
     assert (status, headers.get("x-backend")) == (200, "v2")
+
+
+@bounded(10)
+async def test_a_burst_of_swaps_settles_the_heap_once_after_the_last(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full collection walks the whole heap: twenty swaps in a row pay for one, after
+    the tables stop changing, and the old tables' objects are collected then."""
+    settled: list[str | None] = []
+    real = runner.settle_heap
+
+    def counting() -> None:
+        real()
+        settled.append(mesh.proxy.version)
+
+    monkeypatch.setattr(runner, "settle_heap", counting)
+    monkeypatch.setattr(runner, "SETTLE_AFTER_S", 0.2)
+    v1, v2 = await lab.backend("v1"), await lab.backend("v2")
+    services = {"web": [], "web-v1": [v1], "web-v2": [v2]}
+    tables = [lab.compile(services, split({"web-v1": 100 - i, "web-v2": i})) for i in (0, 100)]
+    mesh = await lab.mesh(services, split({"web-v1": 100, "web-v2": 0}))
+    await asyncio.sleep(0.3)
+    settled.clear()
+    for i in range(20):
+        mesh.apply(tables[i % 2], f"burst-{i}")
+        await asyncio.sleep(0.02)
+        assert settled == [], f"settled during the burst, after swap {i}"
+    status, headers, _ = await mesh.get("web", "/echo")
+    assert (status, headers.get("x-backend")) == (200, "v2")  # the last table serves at once
+    await asyncio.sleep(0.4)
+    assert settled == ["burst-19"]
+    assert gc.get_freeze_count() > 0  # what is left of the tables is out of the collector's walk
