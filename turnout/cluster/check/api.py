@@ -28,6 +28,8 @@ from typing import Any, cast
 import urllib3
 from kubernetes import client as k8s_client  # type: ignore[import-untyped, unused-ignore]
 
+from turnout.engine.sources.k8s.api import raw_call
+
 Raw = dict[str, Any]
 
 TEXT_MAX = 200
@@ -84,21 +86,11 @@ class ClusterApi:
     def _send(
         self, method: str, path: str, query: Sequence[tuple[str, str]], body: Raw | None
     ) -> tuple[int, bytes]:
-        headers = {"Accept": "application/json, */*"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
         with _mapped(f"{method} {path}"):
-            m, url, hdrs, payload, _ = self._api.param_serialize(
-                method=method,
-                resource_path=path,
-                query_params=list(query),
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            resp = self._api.call_api(
-                m, url, header_params=hdrs, body=payload, _request_timeout=self._timeout_s
-            ).response
+            resp = raw_call(
+                self._api, method, path, query, body,
+                timeout=self._timeout_s, accept="application/json, */*",
+            )  # fmt: skip
             return int(resp.status), bytes(resp.data)
 
     async def _call(

@@ -238,6 +238,32 @@ class WatchStream:
             self._resp.release_conn()
 
 
+def raw_call(
+    api: Any,
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]],
+    body: Any,
+    *,
+    timeout: float | tuple[float, float],
+    accept: str = "application/json",
+) -> Any:
+    """One request through a kubernetes `ApiClient` (its auth, TLS and host), JSON in and
+    out; blocks; the urllib3 response, unread errors raised as the client raises them."""
+    headers = {"Accept": accept}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    m, url, hdrs, payload, _ = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=list(query),
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    return api.call_api(m, url, header_params=hdrs, body=payload, _request_timeout=timeout).response
+
+
 class _Http:
     """The raw HTTP of the kubernetes `ApiClient` (auth, TLS, host); every method blocks."""
 
@@ -254,21 +280,8 @@ class _Http:
         body: Raw | None,
         read: float,
     ) -> Any:
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        m, url, hdrs, payload, _ = self._api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=list(query),
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
         timeout = (self._settings.connect_timeout_s, read)
-        return self._api.call_api(
-            m, url, header_params=hdrs, body=payload, _request_timeout=timeout
-        ).response
+        return raw_call(self._api, method, path, query, body, timeout=timeout)
 
     def request(
         self, method: str, path: str, query: Sequence[tuple[str, str]] = (), body: Raw | None = None
