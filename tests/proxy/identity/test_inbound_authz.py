@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -127,13 +128,19 @@ async def client(ca: Ca, sa: str, runtime: RuntimeTable) -> tuple[Proxy, asyncio
     )
 
 
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+@contextlib.asynccontextmanager
+async def open_lab(
+    tmp_path: Path,
+    policy: Callable[[int], str],
+    server: Callable[[int], dict[str, Any]] = lambda _: {},
+) -> AsyncIterator[Lab]:
+    """The seed's three proxies (ingress and web call api's inbound port), `policy(app
+    port)` applied as version 1; `server(app port)`: more of the api proxy's `ProxyConfig`."""
     async with identity_service(tmp_path) as ca:
         app = await Backend("api").start()
         procs: list[tuple[Proxy, asyncio.Task[None]]] = []
         try:
-            server = await run_proxy(
+            proxy = await run_proxy(
                 ProxyConfig(
                     namespace=NS,
                     workload_name="api",
@@ -144,22 +151,29 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
                     identity=IdentityConfig(
                         name=API, token_file=str(ca.token_file("api")), addr=ca.target
                     ),
+                    **server(app.port),
                 ),
                 RuntimeTable.from_xds((), ()),
             )
-            procs.append(server)
-            port = server[0].port_of(server[0].servers[0])
+            procs.append(proxy)
+            port = proxy[0].port_of(proxy[0].servers[0])
             runtime = table(tmp_path, [service("api", port, API)])
             procs.append(await client(ca, "ingress", runtime))
             procs.append(await client(ca, "web", runtime))
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-                lab = Lab(tmp_path, ca, app, server[0], procs[1][0], procs[2][0], session)
-                lab.apply(server_policy(app.port), "1")
+                lab = Lab(tmp_path, ca, app, proxy[0], procs[1][0], procs[2][0], session)
+                lab.apply(policy(app.port), "1")
                 yield lab
         finally:
-            for proxy, task in reversed(procs):
-                await stop_proxy(proxy, task)
+            for p, task in reversed(procs):
+                await stop_proxy(p, task)
             await app.stop()
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+    async with open_lab(tmp_path, server_policy) as lab:
+        yield lab
 
 
 @bounded(60)

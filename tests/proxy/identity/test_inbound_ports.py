@@ -6,21 +6,15 @@ HTTPRoute on the Server takes that away until a policy authorizes the probe."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.harness import bounded, metric
-from tests.proxy.identity.kit import API, WEB, identity_service
-from tests.proxy.identity.test_inbound_authz import ANY, INGRESS, NS, Lab, client
-from tests.proxy.identity.test_mtls_e2e import run_proxy, service, table
-from turnout.proxy.process import Address, IdentityConfig, ProxyConfig
-from turnout.proxy.runner import Proxy, stop_proxy
-from turnout.proxy.table import RuntimeTable
+from tests.proxy.identity.kit import WEB
+from tests.proxy.identity.test_inbound_authz import INGRESS, NS, Lab, open_lab
 
 NAMED_SERVER = f"""
 apiVersion: policy.linkerd.io/v1beta3
@@ -79,39 +73,15 @@ spec:
 async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     """The seed's three proxies; the server's pod names its app port ``http`` and probes
     ``/ready`` on it."""
-    async with identity_service(tmp_path) as ca:
-        app = await Backend("api").start()
-        procs: list[tuple[Proxy, asyncio.Task[None]]] = []
-        try:
-            server = await run_proxy(
-                ProxyConfig(
-                    namespace=NS,
-                    workload_name="api",
-                    inbound=ANY,
-                    app=Address(host="127.0.0.1", port=app.port),
-                    admin=ANY,
-                    labels=(("app", "api"),),
-                    port_names=(("admin", 9990), ("http", app.port)),
-                    probes=((app.port, "/ready"), (9990, "/live")),
-                    identity=IdentityConfig(
-                        name=API, token_file=str(ca.token_file("api")), addr=ca.target
-                    ),
-                ),
-                RuntimeTable.from_xds((), ()),
-            )
-            procs.append(server)
-            port = server[0].port_of(server[0].servers[0])
-            runtime = table(tmp_path, [service("api", port, API)])
-            procs.append(await client(ca, "ingress", runtime))
-            procs.append(await client(ca, "web", runtime))
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-                lab = Lab(tmp_path, ca, app, server[0], procs[1][0], procs[2][0], session)
-                lab.apply(NAMED_SERVER, "1")
-                yield lab
-        finally:
-            for proxy, task in reversed(procs):
-                await stop_proxy(proxy, task)
-            await app.stop()
+
+    def ports(app_port: int) -> dict[str, Any]:
+        return {
+            "port_names": (("admin", 9990), ("http", app_port)),
+            "probes": ((app_port, "/ready"), (9990, "/live")),
+        }
+
+    async with open_lab(tmp_path, lambda _: NAMED_SERVER, ports) as lab:
+        yield lab
 
 
 async def plain(lab: Lab, path: str, method: str = "GET") -> int:
