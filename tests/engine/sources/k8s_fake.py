@@ -138,16 +138,7 @@ class _Hook:
 LEASES = ServedKind("coordination.k8s.io", "v1", "leases", "Lease")
 
 
-def _status(code: int, reason: str, message: str) -> Obj:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
+_status = rules.status_body
 
 
 class FakeApiServer:
