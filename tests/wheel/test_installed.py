@@ -298,3 +298,85 @@ def test_install_renders_the_control_plane_and_the_packaged_crds(
     assert "standard-install.yaml" in got.stderr
     got = mesh(wheel_venv, "uninstall", "--ha", cwd=tmp_path)
     assert got.returncode == 0 and len(list(yaml.safe_load_all(got.stdout))) == len(kinds)
+
+
+WEB_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: emojivoto}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      serviceAccountName: web
+      containers:
+      - name: web
+        image: web:1
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /ready, port: http}}
+"""
+
+
+def test_inject_uninject_and_proxy_init_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
+    """`kubectl get deploy -o yaml | mesh inject - | kubectl apply -f -` as the wheel runs
+    it: the webhook's annotation, or (``--manual``) the sidecar and init container,
+    idempotent, `uninject` gives back the input; `mesh proxy-init --dry-run` prints the
+    iptables-restore rules without touching any."""
+    import yaml
+
+    src = tmp_path / "web.yaml"
+    src.write_text(WEB_DEPLOYMENT)
+    marked = mesh(wheel_venv, "inject", str(src), cwd=tmp_path)
+    assert marked.returncode == 0, marked.stderr
+    template = yaml.safe_load(marked.stdout)["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"turnout.dev/inject": "enabled"}
+    injected = mesh(wheel_venv, "inject", "--manual", str(src), cwd=tmp_path)
+    assert injected.returncode == 0, injected.stderr
+    assert 'deployment "web" injected' in injected.stderr
+    pod = yaml.safe_load(injected.stdout)["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["turnout-proxy", "web"]  # proxy first
+    assert [c["name"] for c in pod["initContainers"]] == ["turnout-init"]
+    assert "--port-name" in pod["containers"][0]["args"]
+    (tmp_path / "injected.yaml").write_text(injected.stdout)
+    again = mesh(wheel_venv, "inject", "--manual", "injected.yaml", cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout == injected.stdout
+    back = mesh(wheel_venv, "uninject", "injected.yaml", cwd=tmp_path)
+    assert back.returncode == 0, back.stderr
+    assert yaml.safe_load(back.stdout) == yaml.safe_load(WEB_DEPLOYMENT)
+    rules = mesh(
+        wheel_venv, "proxy-init", "--dry-run", "--skip-outbound-ports", "443", cwd=tmp_path
+    )
+    assert rules.returncode == 0, rules.stderr
+    lines = rules.stdout.splitlines()
+    assert lines[0] == "*nat" and lines[-1] == "COMMIT"
+    assert any("--dports 53,443 " in line and "RETURN" in line for line in lines)  # DNS too
+
+
+async def test_check_pre_from_the_wheel_against_an_api_server(
+    wheel_venv: Path, tmp_path: Path
+) -> None:
+    """`mesh check --pre` of the wheel against the fake API server (tests/engine/sources/
+    k8s_fake_cluster.py; no real one runs here): the kubernetes client, the access reviews
+    and the Gateway API CRD lookups all work from the installed package."""
+    import asyncio
+
+    from tests.cluster.check_kit import mk_crd, write_kubeconfig
+    from tests.engine.sources.k8s_fake_cluster import ClusterFakeApiServer
+    from turnout.cluster.check.pre import GATEWAY_API_KINDS
+
+    async with ClusterFakeApiServer() as api:
+        for spec in GATEWAY_API_KINDS:
+            api.apply(mk_crd(spec))
+        kc = write_kubeconfig(tmp_path / "kc", api.url)
+        proc = await asyncio.create_subprocess_exec(
+            str(wheel_venv / "bin" / "mesh"), "check", "--pre", "--kubeconfig", str(kc),
+            cwd=tmp_path, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
+    text = out.decode()
+    assert proc.returncode == 0, text + err.decode()
+    assert "√ can query the Kubernetes API" in text
+    assert "√ Gateway API CRDs are installed" in text
+    assert "Status check results are √" in text
