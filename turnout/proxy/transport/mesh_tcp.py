@@ -80,34 +80,31 @@ async def forward_tls(
     is counted as a connection closed with EPROTO."""
     assert target.tls is not None
     relay = Relay(loop)
+    upstream = socket.socket(_family(target.address[0]), socket.SOCK_STREAM)
+    upstream.setblocking(False)
+    handshake = False
     try:
         async with asyncio.timeout(DEFAULT_CONNECT_TIMEOUT_MS / 1000):
-            upstream = socket.socket(_family(target.address[0]), socket.SOCK_STREAM)
-            upstream.setblocking(False)
-            try:
-                await loop.sock_connect(upstream, target.address)
-            except BaseException:
-                upstream.close()
-                raise
-            try:
-                await loop.create_connection(
-                    lambda: relay.upstream,
-                    sock=upstream,
-                    ssl=target.tls,
-                    server_hostname=target.server_id,
-                    ssl_handshake_timeout=DEFAULT_CONNECT_TIMEOUT_MS / 1000,
-                )
-            except ssl.SSLError as exc:
-                upstream.close()
-                connected(True)
-                _handshake_failed(conn, info, target, hooks, exc)
-                return
+            await loop.sock_connect(upstream, target.address)
+            handshake = True
+            await loop.create_connection(
+                lambda: relay.upstream,
+                sock=upstream,
+                ssl=target.tls,
+                server_hostname=target.server_id,
+                ssl_handshake_timeout=DEFAULT_CONNECT_TIMEOUT_MS / 1000,
+            )
     except (OSError, TimeoutError) as exc:
-        log.debug("tcp forward to %s:%d failed: %s", *target.address, exc)
+        upstream.close()  # create_connection closed its transport; the socket object too
         connected(True)
-        _reset_socket(conn)
+        if handshake:  # a certificate not naming `server_id`, a ClientHello reset, a timeout
+            _handshake_failed(conn, info, target, hooks, exc)
+        else:
+            log.debug("tcp forward to %s:%d failed: %s", *target.address, exc)
+            _reset_socket(conn)
         return
     except asyncio.CancelledError:
+        upstream.close()
         conn.close()
         raise
     connected(False)
@@ -131,9 +128,16 @@ def _handshake_failed(
     info: ConnectionInfo,
     target: ForwardTo,
     hooks: ConnectionHooks | None,
-    exc: ssl.SSLError,
+    exc: OSError,
 ) -> None:
-    reason = exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else exc.reason
+    """Reset the client and count the connection as closed with EPROTO (opened first, so
+    its labels, the server's identity among them, are in tcp_open_total too)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message
+    elif isinstance(exc, ssl.SSLError):
+        reason = exc.reason
+    else:
+        reason = repr(exc)
     log.info(
         "tcp forward refused: tls to %s at %s:%d failed: %s",
         target.server_id,
