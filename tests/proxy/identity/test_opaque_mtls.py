@@ -30,6 +30,7 @@ ANY = Address(host="127.0.0.1", port=0)
 GRPC = ("127.0.0.51", 50051)  # unmarked: detected as HTTP/2, forwarded
 MYSQL = ("127.0.0.52", 3306)  # opaque: the Service's annotation
 WRONG = ("127.0.0.53", 3306)  # opaque, its endpoint said to be DB's identity
+DETECT_MS = 300  # the server proxies' detect timeout: a silent client is plaintext after it
 GREETING = b"5.7.0-mysql greeting\n"
 SECRET = b"turnout-secret-payload"
 
@@ -85,6 +86,19 @@ kind: PeerAuthentication
 metadata: {{name: strict, namespace: {NS}}}
 spec:
   mtls: {{mode: STRICT}}
+"""
+
+
+def open_policy(port: int) -> str:
+    """PERMISSIVE (no PeerAuthentication), and any client, meshed or not, may connect."""
+    return f"""
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {{name: app, namespace: {NS}}}
+spec:
+  podSelector: {{matchLabels: {{app: api}}}}
+  port: {port}
+  accessPolicy: all-unauthenticated
 """
 
 
@@ -174,7 +188,12 @@ def server_config(ca: Ca, app_port: int, *, opaque: bool) -> ProxyConfig:
         admin=ANY,
         labels=(("app", "api"),),
         opaque_ports=((app_port, app_port),) if opaque else (),
-        identity=IdentityConfig(name=API, token_file=str(ca.token_file("api")), addr=ca.target),
+        identity=IdentityConfig(
+            name=API,
+            token_file=str(ca.token_file("api")),
+            addr=ca.target,
+            detect_timeout_ms=DETECT_MS,
+        ),
     )
 
 
@@ -326,3 +345,37 @@ async def test_a_server_of_another_identity_is_reset_before_any_byte(
     assert metric(text, "tcp_open_total", dst_service="wrong", tls="true", server_id=DB) == 1
     assert lab.greeter.accepted == accepted
     assert metric(lab.db_side.metrics.render(), "tcp_open_total", direction="inbound") == 0
+
+
+@bounded(20)
+async def test_an_unmeshed_client_of_an_opaque_port_is_plaintext_once_the_detect_timeout_passes(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """An opaque port of a proxy with an identity still peeks for mesh TLS (a meshed client's
+    ClientHello comes at once): a silent client, a server-first protocol's, is plaintext once
+    the detect timeout passes, then reset (STRICT) or forwarded (PERMISSIVE)."""
+    loop = asyncio.get_running_loop()
+    inbound = lab.db_side.port_of(lab.db_side.servers[0])
+    accepted = lab.greeter.accepted
+    # STRICT (the lab's policy): reset, counted, nothing reaches the app
+    reader, writer = await asyncio.open_connection("127.0.0.1", inbound)
+    with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+        await asyncio.wait_for(reader.readexactly(1), 5)
+    writer.close()
+    await until(None, lab.db_side, "inbound_tcp_authz_deny_total", 1)
+    assert lab.greeter.accepted == accepted
+    # PERMISSIVE: the greeting, after the detect timeout, then bytes both ways, in plaintext
+    db_port = lab.db_side.config.app.port  # type: ignore[union-attr]
+    lab.db_side.apply_policy(served_policy(tmp_path, open_policy(db_port), "2"), "2")  # type: ignore[arg-type]
+    started = loop.time()
+    reader, writer = await asyncio.open_connection("127.0.0.1", inbound)
+    assert await asyncio.wait_for(reader.readline(), 5) == GREETING
+    assert loop.time() - started >= DETECT_MS / 1000
+    writer.write(b"select 1\n")
+    assert await reader.readline() == b"echo select 1\n"
+    writer.close()
+    plain = {"direction": "inbound", "tls": "no_identity", "no_tls_reason": "no_tls_from_remote"}
+    text = await until(None, lab.db_side, "tcp_close_total", 1, **plain)
+    assert metric(text, "tcp_read_bytes_total", **plain) == len(b"select 1\n")
+    assert metric(text, "tcp_open_total", direction="inbound", tls="true") == 0
+    assert lab.greeter.accepted == accepted + 1
