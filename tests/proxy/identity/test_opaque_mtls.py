@@ -30,14 +30,19 @@ ANY = Address(host="127.0.0.1", port=0)
 GRPC = ("127.0.0.51", 50051)  # unmarked: detected as HTTP/2, forwarded
 MYSQL = ("127.0.0.52", 3306)  # opaque: the Service's annotation
 WRONG = ("127.0.0.53", 3306)  # opaque, its endpoint said to be DB's identity
+PLAIN = ("127.0.0.54", 3306)  # opaque, its endpoint (the app itself) not meshed
 DETECT_MS = 300  # the server proxies' detect timeout: a silent client is plaintext after it
 GREETING = b"5.7.0-mysql greeting\n"
 SECRET = b"turnout-secret-payload"
 
 
-def service(name: str, vip: tuple[str, int], port: int, identity: str, *, opaque: bool) -> str:
-    """A Service at `vip` whose one endpoint is 127.0.0.1:`port`, meshed as `identity`."""
+def service(
+    name: str, vip: tuple[str, int], port: int, identity: str | None, *, opaque: bool
+) -> str:
+    """A Service at `vip` whose one endpoint is 127.0.0.1:`port`, meshed as `identity`
+    (None: not meshed)."""
     ann = {"config.linkerd.io/opaque-ports": str(vip[1])} if opaque else {}
+    meshed = {"identity.turnout.dev/name": identity} if identity is not None else {}
     docs = [
         {
             "apiVersion": "v1",
@@ -52,7 +57,7 @@ def service(name: str, vip: tuple[str, int], port: int, identity: str, *, opaque
                 "name": f"{name}-a",
                 "namespace": NS,
                 "labels": {"kubernetes.io/service-name": name},
-                "annotations": {"identity.turnout.dev/name": identity},
+                "annotations": meshed,
             },
             "addressType": "IPv4",
             "ports": [{"name": "tcp", "port": port}],
@@ -240,6 +245,7 @@ async def lab(tmp_path: Path, redirect: type[Redirect]) -> AsyncIterator[Lab]:
                     service("grpc", GRPC, await wire.start(), API, opaque=False),
                     service("mysql", MYSQL, db_inbound, API, opaque=True),
                     service("wrong", WRONG, db_inbound, DB, opaque=True),
+                    service("plain", PLAIN, db_port, None, opaque=True),
                 ],
             )
             client = await run_proxy(
@@ -249,6 +255,7 @@ async def lab(tmp_path: Path, redirect: type[Redirect]) -> AsyncIterator[Lab]:
                     outbound=ANY,
                     admin=ANY,
                     transparent=True,
+                    require_mtls=True,  # meshed endpoints only
                     identity=IdentityConfig(
                         name=WEB, token_file=str(ca.token_file("web")), addr=ca.target
                     ),
@@ -379,3 +386,21 @@ async def test_an_unmeshed_client_of_an_opaque_port_is_plaintext_once_the_detect
     assert metric(text, "tcp_read_bytes_total", **plain) == len(b"select 1\n")
     assert metric(text, "tcp_open_total", direction="inbound", tls="true") == 0
     assert lab.greeter.accepted == accepted + 1
+
+
+@bounded(20)
+async def test_require_mtls_resets_forwarded_tcp_to_an_unmeshed_endpoint_before_a_connect(
+    lab: Lab, redirect: type[Redirect]
+) -> None:
+    """The client proxy runs with ``--require-mtls``: the tests above show its meshed
+    endpoints are reached over mTLS; an endpoint without an identity is never connected."""
+    redirect.to = PLAIN
+    accepted = lab.greeter.accepted
+    reader, writer = await asyncio.open_connection("127.0.0.1", lab.outbound)
+    with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+        await asyncio.wait_for(reader.readexactly(1), 5)
+    writer.close()
+    await asyncio.sleep(0.1)  # a connect the proxy made would have been accepted by now
+    assert lab.greeter.accepted == accepted
+    text = lab.client.metrics.render()
+    assert metric(text, "tcp_open_total", dst_service="plain") == 0
