@@ -37,6 +37,7 @@ from turnout.proxy.destinations import TcpTarget
 from turnout.proxy.handler import LOCAL_APP_HOST, Handler
 from turnout.proxy.inbound_guard import InboundGuard
 from turnout.proxy.metrics import ProxyMetrics
+from turnout.proxy.outbound_tls import server_tls
 from turnout.proxy.process import Address, ListenerName, ProxyConfig
 from turnout.proxy.transport.detect import (
     DETECT_TIMEOUT_MS,
@@ -45,6 +46,7 @@ from turnout.proxy.transport.detect import (
     Placement,
     serve_detecting,
 )
+from turnout.proxy.transport.mesh_tcp import ForwardTo
 from turnout.proxy.transport.messages import ConnectionHooks, MeshTls
 
 log = logging.getLogger(__name__)
@@ -67,28 +69,46 @@ def new_guard(
 
 class BalancedUpstream:
     """One forwarded connection's endpoint, chosen by the balancer of its `TcpTarget`'s
-    cluster (pending while connecting, the connect time as its latency)."""
+    cluster (pending while connecting, the connect time as its latency): over mesh TLS to
+    the endpoint's identity when it has one and the proxy has one (`mesh`), with the
+    client context the HTTP path uses; else plaintext (``--require-mtls``: refused)."""
 
-    __slots__ = ("_balancer", "_slot", "destination", "require_mtls")
+    __slots__ = ("_balancer", "_mesh", "_slot", "destination", "require_mtls")
 
-    def __init__(self, target: TcpTarget, balancer: Balancer | None, *, require_mtls: bool):
+    def __init__(
+        self,
+        target: TcpTarget,
+        balancer: Balancer | None,
+        *,
+        require_mtls: bool,
+        mesh: MeshTls | None = None,
+    ):
         self._balancer = balancer
+        self._mesh = mesh
         self._slot: Slot | None = None
         self.destination = (target.namespace, target.service)
         self.require_mtls = require_mtls
 
-    def acquire(self) -> tuple[str, int] | None:
+    def acquire(self) -> ForwardTo | None:
         if self._balancer is None:
             return None
         slot = self._slot = self._balancer.acquire()
         if slot is None:
             return None
-        if self.require_mtls:  # forwarded TCP is plaintext (docs/capture.md): fail closed
-            self._balancer.release(slot, 0.0, failed=False)
-            log.debug("tcp forward refused: --require-mtls and forwarded TCP is plaintext")
-            return None
         ep = slot.endpoint
-        return ep.address, ep.port
+        status = server_tls(self._mesh is not None, ep.identity)
+        if ep.identity is not None and self._mesh is not None:
+            ctx = self._mesh.client_context
+            if ctx is not None:
+                return ForwardTo((ep.address, ep.port), ctx, ep.identity, status)
+            log.debug("tcp forward refused: no identity certificate yet")
+        elif not self.require_mtls:
+            return ForwardTo((ep.address, ep.port), status=status)
+        else:
+            log.debug("tcp forward refused: --require-mtls and the endpoint is not meshed")
+        self._balancer.release(slot, 0.0, failed=False)
+        self._slot = None
+        return None
 
     def release(self, connect_ms: float, *, failed: bool) -> None:
         if self._balancer is not None and self._slot is not None:
@@ -101,10 +121,12 @@ def outbound_place(
     refuse_unknown: bool,
     opaque_ports: tuple[tuple[int, int], ...] = (),
     require_mtls: bool = False,
+    mesh: MeshTls | None = None,
 ) -> Place:
     """A known destination: forwarded at once when opaque (its Service's mark, or
     `opaque_ports`), else detected (HTTP/1: HTTP; anything else: forwarded to one of its
-    endpoints). An unknown one: forwarded untouched (or refused)."""
+    endpoints, over mesh TLS to a meshed one when `mesh` is the proxy's identity). An
+    unknown one: forwarded untouched (or refused)."""
 
     def place(dst: tuple[str, int] | None) -> Placement | None:
         if dst is None:
@@ -113,7 +135,10 @@ def outbound_place(
         target = state.table.destinations.tcp.get(dst)
         if target is not None:
             upstream = BalancedUpstream(
-                target, state.balancers.get(target.cluster), require_mtls=require_mtls
+                target,
+                state.balancers.get(target.cluster),
+                require_mtls=require_mtls,
+                mesh=mesh,
             )
             opaque = target.opaque or any(lo <= dst[1] <= hi for lo, hi in opaque_ports)
             return Placement(dst, upstream=upstream, detect=not opaque)
@@ -162,6 +187,7 @@ async def serve_transparent(
             refuse_unknown=config.refuse_unknown,
             opaque_ports=config.opaque_ports,
             require_mtls=config.require_mtls,
+            mesh=mesh,  # mesh TLS originated to meshed endpoints
         )
         mesh = None  # the app's own TLS is the app's: never terminated outbound
     else:

@@ -56,6 +56,7 @@ from turnout.proxy.transport.first_bytes import (
     first_bytes,
     is_client_hello,
 )
+from turnout.proxy.transport.mesh_tcp import ForwardTo, MeshSplit, forward_tls
 from turnout.proxy.transport.messages import (
     Accept,
     ConnectionHooks,
@@ -108,8 +109,9 @@ class Upstream(Protocol):
     destination: tuple[str, str]
     """The Service's namespace and name, for the metrics ("" for an endpoint)."""
 
-    def acquire(self) -> tuple[str, int] | None:
-        """The endpoint to connect to; None: none (the client is reset)."""
+    def acquire(self) -> ForwardTo | None:
+        """The endpoint to connect to (over mesh TLS when it has an identity); None: none,
+        or refused (the client is reset)."""
 
     def release(self, connect_ms: float, *, failed: bool) -> None:
         """The connect to the acquired endpoint took `connect_ms` (`failed`: it failed)."""
@@ -204,7 +206,9 @@ class DetectingServer:
                     return
             gate, app = placed.gate, placed.app
         mode = "PERMISSIVE" if gate is None else gate.mode
-        if gate is not None and gate.opaque and app is not None:
+        opaque = gate is not None and gate.opaque and app is not None
+        if opaque and (self._mesh is None or mode == "DISABLE"):
+            assert gate is not None and app is not None
             await self._opaque(conn, gate, app)
             return
         try:
@@ -232,6 +236,10 @@ class DetectingServer:
             log.debug("plaintext connection refused (STRICT) peer=%s", _peer(conn))
             _reset(conn)
             return
+        if kind != "tls" and opaque:
+            assert gate is not None and app is not None
+            await self._opaque(conn, gate, app)
+            return
         ctx = None
         if kind == "tls":
             assert self._mesh is not None
@@ -241,13 +249,15 @@ class DetectingServer:
                 conn.close()
                 return
         timeout = None if ctx is None else self._listener.limits.header_timeout_ms / 1000
-        factory = self._factory
+        factory: Callable[[], asyncio.Protocol] = self._factory
         if dst is not None:
             listener = self._listener
 
             def factory() -> HttpServerProtocol:
                 return HttpServerProtocol(listener, dst)
 
+        if ctx is not None and app is not None:
+            factory = self._split(factory, gate, app, dst, opaque)
         try:
             await self._loop.connect_accepted_socket(
                 factory, conn, ssl=ctx, ssl_handshake_timeout=timeout
@@ -255,6 +265,34 @@ class DetectingServer:
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug("inbound %s connection failed: %s", kind, exc)
             conn.close()
+
+    def _split(
+        self,
+        http: Callable[[], asyncio.Protocol],
+        gate: PortGate | None,
+        app: tuple[str, int],
+        dst: tuple[str, int] | None,
+        opaque: bool,
+    ) -> Callable[[], asyncio.Protocol]:
+        """Mesh TLS with an app behind: HTTP/1 inside is served, anything else (or an
+        opaque port's bytes) forwarded to the app as TCP (`mesh_tcp.MeshSplit`)."""
+        mesh = self._mesh
+        assert mesh is not None
+
+        def split() -> asyncio.Protocol:
+            return MeshSplit(
+                mesh=mesh,
+                gate=gate,
+                app=app,
+                opaque=opaque,
+                timeout_s=self._timeout_s,
+                http=http,
+                hooks=self._listener.hooks,
+                original_dst=dst,
+                tasks=self._pending,
+            )
+
+        return split
 
     async def _foreign_tls(
         self, conn: socket.socket, gate: PortGate | None, app: tuple[str, int]
@@ -330,7 +368,8 @@ class DetectingServer:
     async def _forward_upstream(
         self, conn: socket.socket, dst: tuple[str, int] | None, upstream: Upstream
     ) -> None:
-        """Forward to an endpoint `upstream` chooses, labelled with its destination."""
+        """Forward to an endpoint `upstream` chooses (over mesh TLS when it has an
+        identity: `mesh_tcp.forward_tls`), labelled with its destination."""
         target = upstream.acquire()
         if target is None:
             log.debug("tcp forward refused: no endpoint original_dst=%s", dst)
@@ -339,7 +378,17 @@ class DetectingServer:
         info = _info(conn)
         info.original_dst = dst
         info.destination = upstream.destination
-        await self._forward(conn, info, target, upstream)
+        if target.status is not None:
+            info.tls_status = target.status
+        if target.tls is None:
+            await self._forward(conn, info, target.address, upstream)
+            return
+        started = self._loop.time()
+
+        def connected(failed: bool) -> None:
+            upstream.release((self._loop.time() - started) * 1000, failed=failed)
+
+        await forward_tls(self._loop, conn, info, target, self._listener.hooks, connected)
 
     async def _forward(
         self,
