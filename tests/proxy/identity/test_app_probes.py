@@ -8,15 +8,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from tests.proxy.e2e.harness import bounded
-from tests.proxy.identity.test_inbound_authz import STRICT, Lab, open_lab, server_policy
+from tests.proxy.e2e.backends import Backend
+from tests.proxy.e2e.harness import bounded, dead_port, start_cli_proxy, wait_admin_ready
+from tests.proxy.identity.kit import API, identity_service
+from tests.proxy.identity.test_inbound_authz import NS, STRICT, Lab, open_lab, server_policy
+from tests.proxy.identity.test_mtls_e2e import service
 from turnout.cli.main import build_parser, main
 from turnout.proxy.app_probes import AppProbe, parse_app_probes
 
@@ -152,3 +157,51 @@ def test_a_bad_app_probes_flag_is_one_line_and_exit_2(value: str, says: str) -> 
         )
     assert code == 2
     assert says in err.getvalue() and err.getvalue().count("\n") == 1
+
+
+@pytest.mark.slow
+@bounded(60)
+async def test_a_mesh_proxy_process_answers_the_rewritten_probes(tmp_path: Path) -> None:
+    """`mesh proxy` as a process, `--app-probes` as the injector writes it (JSON): the app
+    reached over loopback, its status answered, 503 once it is stopped."""
+    async with identity_service(tmp_path) as ca:
+        app = await Backend("api").start()
+        inbound, admin = dead_port(), dead_port()
+        manifests = tmp_path / "mesh.yaml"
+        manifests.write_text(service("api", inbound, API))
+        probes = {
+            "api/readyz": {
+                "port": app.port,
+                "path": "/ready",
+                "scheme": "HTTP",
+                "timeoutSeconds": 1,
+            },
+            "api/livez": {"port": app.port, "path": "/status/500", "scheme": "HTTP"},
+        }
+        proc = await start_cli_proxy(
+            "-f", str(manifests), "--namespace", NS, "--workload", "deployment/api",
+            "--label", "app=api", "--identity-addr", ca.target,
+            "--inbound", f"127.0.0.1:{inbound}", "--app", f"127.0.0.1:{app.port}",
+            "--admin", f"127.0.0.1:{admin}",
+            "--identity", API, "--identity-token-file", str(ca.token_file("api")),
+            "--app-probes", json.dumps(probes),
+        )  # fmt: skip
+        try:
+            await wait_admin_ready(admin)
+            async with aiohttp.ClientSession() as session:
+
+                async def get(path: str) -> int:
+                    async with session.get(f"http://127.0.0.1:{admin}{path}") as resp:
+                        return resp.status
+
+                assert await get("/app-health/api/readyz") == 200
+                assert await get("/app-health/api/livez") == 500
+                assert app.hits["/ready"] == 1
+                await app.stop()
+                assert await get("/app-health/api/readyz") == 503
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+            _, err = await proc.communicate()
+            await app.stop()
+        assert b"Traceback" not in err, err.decode()
