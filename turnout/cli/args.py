@@ -25,9 +25,12 @@ import argparse
 import math
 import re
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from turnout.cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from turnout.proxy.app_probes import AppProbe
 
 EXIT_CODES_HELP = """\
 exit codes (every command):
@@ -166,8 +169,19 @@ def probe(text: str) -> tuple[int, str]:
     return _port_number(port, text, "PORT:PATH (8080:/ready)"), path.split("?", 1)[0]
 
 
+def app_probes(text: str) -> tuple[tuple[str, AppProbe], ...]:
+    """``--app-probes``' JSON object of ``CONTAINER/KIND``: original httpGet probe."""
+    from turnout.proxy.app_probes import parse_app_probes  # asyncio: only when given
+
+    try:
+        return parse_app_probes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--app-probes: {exc}") from None
+
+
 def add_pod_ports(p: argparse.ArgumentParser) -> None:
-    """`mesh proxy`'s ``--port-name`` and ``--probe`` (the injector writes them)."""
+    """`mesh proxy`'s ``--port-name``, ``--probe`` and ``--app-probes`` (the injector
+    writes them)."""
     p.add_argument(
         "--port-name",
         action="append",
@@ -184,6 +198,15 @@ def add_pod_ports(p: argparse.ArgumentParser) -> None:
         metavar="PORT:PATH",
         help="an HTTP probe of the pod (repeatable): any client may GET it while the port's"
         " Server has no routes, as Linkerd's default probe route",
+    )
+    p.add_argument(
+        "--app-probes",
+        default=(),
+        type=app_probes,
+        metavar="JSON",
+        help='the app containers\' rewritten probes ({"web/readyz": {"port": 8080, "path":'
+        ' "/ready", ...}}): the admin port\'s GET /app-health/web/readyz makes the original'
+        " probe against the app and answers its status",
     )
 
 

@@ -144,6 +144,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             opaque_ports=parse_ports(args.opaque_ports),
             port_names=tuple(args.port_name),
             probes=tuple(args.probe),
+            app_probes=args.app_probes,
             upstream_read_timeout_ms=(
                 DEFAULT_UPSTREAM_READ_TIMEOUT_MS
                 if args.upstream_read_timeout is None

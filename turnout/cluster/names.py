@@ -65,6 +65,15 @@ PROXY_LOG_LEVEL = ANNOTATION_PREFIX + "proxy-log-level"
 PROXY_NATIVE_SIDECAR = ANNOTATION_PREFIX + "proxy-native-sidecar"
 """``"true"``: the proxy is an init container with ``restartPolicy: Always`` (Kubernetes 1.29+
 native sidecar) whose startup probe holds the app back until the proxy is ready."""
+REWRITE_APP_PROBES = ANNOTATION_PREFIX + "rewrite-app-probes"
+"""``"false"``: the app containers' httpGet probes are left on the app ports (Istio's
+``sidecar.istio.io/rewriteAppHTTPProbers: "false"``); by default they go to the proxy's
+admin port, ``/app-health/<container>/<livez|readyz|startupz>``."""
+APP_PROBES_ANNOTATION = "turnout.dev/app-probes"
+"""What the injector sets on a pod whose probes it rewrote: the original ``httpGet`` of each
+(JSON, ``{container: {livenessProbe: httpGet}}``), so `mesh uninject` puts them back."""
+APP_HEALTH_PATH = "/app-health"
+"""The admin path prefix of a rewritten probe (`mesh proxy --app-probes`)."""
 
 PROXY_CONTAINER = "turnout-proxy"
 INIT_CONTAINER = "turnout-init"

@@ -8,6 +8,9 @@
       GET /ready    200 "ready" | 503 "not ready"       from ready()
       GET /tap      newline-delimited events from TapHub, until `limit` events, the client
                     leaving or shutdown
+      GET /app-health/<container>/<livez|readyz|startupz>
+                    the app's status for that original probe (`app_probes.py`), 503 when
+                    the app is unreachable or late; an unknown one 404
 
 It runs on the proxy's own HTTP transport (`transport.server.serve_http`), so the proxy
 process does not load a second HTTP stack for four endpoints. ``/tap`` query: ``method``,
@@ -34,6 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, Literal
 from urllib.parse import parse_qsl
 
+from turnout.proxy.app_probes import APP_HEALTH_PREFIX, AppProbe, run_probe
 from turnout.proxy.metrics import ProxyMetrics
 from turnout.proxy.registry import merge_metrics
 from turnout.proxy.tap import (
@@ -72,8 +76,11 @@ class AdminServer:
         tap: TapHub,
         ready: Callable[[], bool],
         peers: Callable[[], Awaitable[list[str]]] | None = None,
+        app_probes: Mapping[str, AppProbe] | None = None,
     ) -> None:
         self.metrics = metrics
+        self.app_probes = dict(app_probes or {})
+        """``container/kind`` -> the original probe ``/app-health/container/kind`` makes."""
         self.peers = peers
         """Other workers' /metrics texts, merged into ours (`mesh proxy --workers`)."""
         self.tap = tap
@@ -118,6 +125,11 @@ class AdminServer:
                 await writer.respond(503, _TEXT, b"not ready\n")
         elif req.path == "/tap":
             await self._tap(req, writer)
+        elif req.path.startswith(APP_HEALTH_PREFIX) and (
+            probe := self.app_probes.get(req.path.removeprefix(APP_HEALTH_PREFIX))
+        ):
+            status, why = await run_probe(probe)
+            await writer.respond(status, _TEXT, f"{why}\n".encode())
         else:
             await writer.respond(404, _TEXT, b"not found\n")
 
@@ -152,10 +164,11 @@ async def start_admin(
     tap: TapHub,
     ready: Callable[[], bool],
     peers: Callable[[], Awaitable[list[str]]] | None = None,
+    app_probes: Mapping[str, AppProbe] | None = None,
 ) -> AdminServer:
     """Serve the admin endpoints on `host`:`port` (0 = any free port, see `bound_port`).
     Stop with ``await admin.cleanup()``; open tap streams end at once."""
-    admin = AdminServer(metrics=metrics, tap=tap, ready=ready, peers=peers)
+    admin = AdminServer(metrics=metrics, tap=tap, ready=ready, peers=peers, app_probes=app_probes)
     admin.server = await serve_http(admin, host=host, port=port)
     log.info("admin listening addr=%s:%d", host, bound_port(admin))
     return admin

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from turnout.proxy.app_probes import AppProbe
 from turnout.proxy.config import DEFAULT_UPSTREAM_READ_TIMEOUT_MS
 from turnout.proxy.table import RuntimeTable
 
@@ -166,6 +167,10 @@ class ProxyConfig:
     probes: tuple[tuple[int, str], ...] = ()
     """The pod's HTTP probes (``--probe PORT:PATH``): GETs any client may make while the
     port's Server has no routes (Linkerd's default probe route)."""
+    app_probes: tuple[tuple[str, AppProbe], ...] = ()
+    """The app containers' original httpGet probes (``--app-probes``), keyed
+    ``CONTAINER/livez|readyz|startupz``: the admin port's ``/app-health/<key>`` makes them
+    against the app (`app_probes.py`), so a STRICT app port never meets the kubelet."""
     transparent: bool = False
     """``--transparent`` (docs/capture.md): the listeners take connections iptables
     redirected (`mesh proxy-init`): outbound routes by each one's original destination,

@@ -458,6 +458,7 @@ async def _bind(
                 tap=proxy.tap,
                 ready=lambda: proxy.ready and (peers_ready is None or peers_ready()),
                 peers=peers,
+                app_probes=dict(config.app_probes),
             )
 
 

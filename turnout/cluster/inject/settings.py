@@ -65,6 +65,9 @@ class ProxyConfig:
     skip_outbound_ports: str = ""
     native_sidecar: bool = False
     """The proxy is a native sidecar (an init container that keeps running)."""
+    rewrite_app_probes: bool = True
+    """The app containers' httpGet probes go to the proxy's admin port (``false``: left on
+    the app ports, where PeerAuthentication STRICT resets the kubelet's plaintext GETs)."""
 
 
 _QUANTITY = re.compile(r"(\d+(\.\d+)?|\.\d+)([eE][-+]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?")
@@ -125,6 +128,10 @@ def proxy_config(
             f"{names.PROXY_NATIVE_SIDECAR}: want true | false, got {native!r} (ignored)"
         )
         native = None
+    rewrite = annotations.get(names.REWRITE_APP_PROBES)
+    if rewrite is not None and rewrite.strip() not in ("true", "false"):
+        warnings.append(f"{names.REWRITE_APP_PROBES}: want true | false, got {rewrite!r} (ignored)")
+        rewrite = None
     for key, field in (
         (names.OPAQUE_PORTS, "opaque_ports"),
         (names.SKIP_INBOUND_PORTS, "skip_inbound_ports"),
@@ -140,5 +147,9 @@ def proxy_config(
             else:
                 values[field] = ports
     image = values.pop("image", None) or settings.image
-    config = ProxyConfig(image=image, native_sidecar=(native or "").strip() == "true")
+    config = ProxyConfig(
+        image=image,
+        native_sidecar=(native or "").strip() == "true",
+        rewrite_app_probes=(rewrite or "").strip() != "false",
+    )
     return dataclasses.replace(config, **values), warnings

@@ -4,13 +4,17 @@
 inject_pod(pod, workload, settings, namespace_annotations)
    annotations (namespace's config.turnout.dev/*, the pod's on top) -> ProxyConfig
    spec.containers[0]      turnout-proxy: mesh proxy --xds ... --transparent (PROXY_UID),
-                           --port-name/--probe from the app containers (`pod_ports.py`)
+                           --port-name/--probe from the app containers (`pod_ports.py`),
+                           --app-probes: their httpGet probes, now on the admin port's
+                           /app-health/<container>/<kind> (turnout.dev/app-probes keeps the
+                           originals; config.turnout.dev/rewrite-app-probes: "false" = off)
                            (native sidecar: spec.initContainers[-], restartPolicy: Always)
    spec.initContainers[-]  turnout-init:  mesh proxy-init ... (NET_ADMIN, NET_RAW, uid 0)
    spec.volumes[-]         the projected token (audience identity.turnout.dev), the
                            init container's xtables lock (an emptyDir on /run)
    metadata.annotations    turnout.dev/injected: <version>, kubectl's default-container
-uninject_pod(pod)          all of that removed again (and turnout.dev/inject: enabled)
+uninject_pod(pod)          all of that removed again (and turnout.dev/inject: enabled),
+                           the original probes put back
 ```
 
 `mesh inject --manual` and the webhook both call `inject_pod`; the webhook sends the
@@ -31,7 +35,7 @@ from typing import Any
 
 import turnout
 from turnout.cluster import names
-from turnout.cluster.inject.pod_ports import pod_port_args
+from turnout.cluster.inject.pod_ports import encode, pod_port_args, restore_probes, rewrite_probes
 from turnout.cluster.inject.settings import (
     DEFAULT_TOKEN_EXPIRATION_S,
     InjectSettings,
@@ -130,6 +134,15 @@ def inject_pod(
         labels=labels,
         apps=apps,
     )
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = meta["annotations"] = {}
+    if config.rewrite_app_probes:
+        # after proxy_container: --probe still names the app ports' own probe paths
+        app_probes, originals = rewrite_probes(apps)
+        if app_probes:
+            proxy["args"] += ["--app-probes", encode(app_probes)]
+            annotations[names.APP_PROBES_ANNOTATION] = encode(originals)
     inits = [*(spec.get("initContainers") or []), init_container(config)]
     if config.native_sidecar:
         # After turnout-init: the kubelet starts the app once the startup probe passed.
@@ -144,9 +157,6 @@ def inject_pod(
         spec["containers"] = [proxy, *(spec.get("containers") or [])]
         spec["initContainers"] = inits
     spec["volumes"] = [*(spec.get("volumes") or []), *pod_volumes()]
-    annotations = meta.get("annotations")
-    if not isinstance(annotations, dict):
-        annotations = meta["annotations"] = {}
     if not config.native_sidecar and apps and apps[0].get("name"):
         # kubectl logs / exec go to the app, not to the proxy listed first (as Linkerd does)
         annotations.setdefault(DEFAULT_CONTAINER, apps[0]["name"])
@@ -171,6 +181,10 @@ def uninject_pod(pod: Mapping[str, Any]) -> tuple[Obj, bool]:
     if isinstance(meta, dict):
         annotations = meta.get("annotations") or {}
         apps = containers(spec) if isinstance(spec, dict) else []
+        originals = annotations.pop(names.APP_PROBES_ANNOTATION, None)
+        if isinstance(originals, str):
+            restore_probes(apps, originals)
+            changed = True
         if (
             names.INJECTED_ANNOTATION in annotations
             and apps
