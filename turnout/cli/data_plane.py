@@ -1,8 +1,8 @@
 """`mesh proxy` and `mesh tap`: run a proxy, stream a proxy's live requests.
 
 ```
-mesh proxy -f FILES   spawn child: compile_for_proxy(files) ─> serialized xDS ─┐
-mesh proxy --xds ADDR ─────────────────────────────────── XdsClient ───────────┴─> run_proxy
+mesh proxy -f FILES   spawn child: compile_for_proxy(files) ─> serialized xDS, policy ─┐
+mesh proxy --xds ADDR ─────────────────────────────────── XdsClient ───────────────────┴─> run_proxy
 mesh tap --admin ADDR GET /tap?... ─> one line per request (Linkerd's tap format)
 ```
 
@@ -19,7 +19,7 @@ import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import uvloop
 
@@ -40,25 +40,33 @@ from turnout.proxy.process import (
 from turnout.proxy.runner import Listening
 from turnout.proxy.workers import run_proxy
 
+PolicyItems = tuple[tuple[str, str, dict[str, Any]], ...]
+"""Policy resources as (xDS name, type URL, value): `SourceSpec.policy`."""
+
 
 def compile_for_proxy(
     files: Sequence[str],
     namespace: str,
     gateway: str | None,
     max_file_bytes: int,
-) -> tuple[list[bytes], list[str], bool]:
+) -> tuple[list[bytes], PolicyItems, list[str], bool]:
     """Run in a child process by `mesh proxy -f`: compile and translate the manifests and
     return the serialized xDS resources (listeners, route configs, clusters, assignments, in
-    that order, as `type_url\\0bytes`), the diagnostics as text, and whether any is an error.
+    that order, as `type_url\\0bytes`), the policy resources the control plane would serve
+    for them, the diagnostics as text, and whether any is an error.
     Input with no object, or a `gateway` (``NS/NAME:PORT``) the manifests have no listener
     for, raises `UsageError` (it pickles back to the parent like the engine's `LoadError`)."""
     # Imported here, in the child only: the proxy process never imports the engine.
+    from turnout.adapters.policy import compile_policy
     from turnout.cli.output import compile_manifests
     from turnout.engine.diagnostics import Severity, has_errors
     from turnout.engine.xds import translate
+    from turnout.engine.xds.policy import policy_resources
 
     compiled = compile_manifests(files, verb="proxy", max_file_bytes=max_file_bytes)
-    diags = [d for d in compiled.diagnostics if d.severity is not Severity.INFO]
+    policy = compile_policy(compiled.inputs.resources)
+    found = [*compiled.diagnostics, *policy.diagnostics]
+    diags = [d for d in found if d.severity is not Severity.INFO]
     table = compiled.result.table
     if gateway is not None and not has_errors(diags) and table.parent(f"gateway/{gateway}") is None:
         known = [
@@ -76,7 +84,8 @@ def compile_for_proxy(
         )
         for msg in group
     ]
-    return blobs, [str(d) for d in diags], has_errors(diags)
+    items = policy_resources(policy.table).plain()
+    return blobs, items, [str(d) for d in diags], has_errors(diags)
 
 
 def _identity_config(args: argparse.Namespace) -> IdentityConfig | None:
@@ -157,7 +166,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     if args.files:
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            blobs, diag_lines, failed = pool.submit(
+            blobs, policy, diag_lines, failed = pool.submit(
                 compile_for_proxy,
                 args.files,
                 args.namespace,
@@ -169,7 +178,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         if failed:
             print("error: the manifests do not load cleanly; the proxy did not start", file=err)
             return EXIT_UNLOADABLE
-        spec = SourceSpec(blobs=tuple(blobs))
+        spec = SourceSpec(blobs=tuple(blobs), policy=policy)
     else:
         # Imported here for memory: grpc (about 10 MB resident) loads only with --xds.
         from turnout.proxy.xds_client import NodeInfo

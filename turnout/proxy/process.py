@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from turnout.proxy.app_probes import AppProbe
 from turnout.proxy.config import DEFAULT_UPSTREAM_READ_TIMEOUT_MS
@@ -58,9 +58,13 @@ class StaticTable:
 
     table: RuntimeTable
     version: str = "static"
+    policy: PolicyResources | None = None
+    """The same manifests' authorization policy (what the control plane would serve)."""
 
     async def run(self, on_table: OnTable, on_policy: OnPolicy | None = None) -> None:
         on_table(self.table, self.version)
+        if on_policy is not None and self.policy is not None:
+            on_policy(self.policy, self.version)
         await asyncio.Event().wait()
 
 
@@ -90,6 +94,8 @@ class SourceSpec:
 
     blobs: tuple[bytes, ...] = ()
     """Serialized xDS resources (`RuntimeTable.from_serialized`), for ``-f``."""
+    policy: tuple[tuple[str, str, dict[str, Any]], ...] = ()
+    """The policy resources as (name, type URL, value), for ``-f``."""
     xds: str | None = None
     """ADS target, for ``--xds``."""
     node: NodeInfo | None = None
@@ -99,7 +105,12 @@ class SourceSpec:
         if self.xds is not None:
             assert self.node is not None
             return XdsSource(target=self.xds, node=self.node)
-        return StaticTable(RuntimeTable.from_serialized(list(self.blobs)))
+        policy = None
+        if self.policy:
+            from turnout.proxy.inbound_policy import PolicyResources
+
+            policy = PolicyResources.of({n: (t, v) for n, t, v in self.policy})
+        return StaticTable(RuntimeTable.from_serialized(list(self.blobs)), policy=policy)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -162,13 +162,17 @@ def test_a_bad_app_probes_flag_is_one_line_and_exit_2(value: str, says: str) -> 
 @pytest.mark.slow
 @bounded(60)
 async def test_a_mesh_proxy_process_answers_the_rewritten_probes(tmp_path: Path) -> None:
-    """`mesh proxy` as a process, `--app-probes` as the injector writes it (JSON): the app
-    reached over loopback, its status answered, 503 once it is stopped."""
+    """`mesh proxy -f` as a process, STRICT in its manifests (``-f`` enforces the policy
+    the control plane would serve), `--app-probes` as the injector writes it (JSON): a
+    plaintext GET of the app port is reset, the probes reach the app over loopback and
+    answer its status, 503 once it is stopped."""
     async with identity_service(tmp_path) as ca:
         app = await Backend("api").start()
         inbound, admin = dead_port(), dead_port()
         manifests = tmp_path / "mesh.yaml"
-        manifests.write_text(service("api", inbound, API))
+        manifests.write_text(
+            service("api", inbound, API) + "\n---\n" + server_policy(app.port) + STRICT
+        )
         probes = {
             "api/readyz": {
                 "port": app.port,
@@ -188,6 +192,8 @@ async def test_a_mesh_proxy_process_answers_the_rewritten_probes(tmp_path: Path)
         )  # fmt: skip
         try:
             await wait_admin_ready(admin)
+            assert await plaintext_is_reset(inbound)
+            assert app.total == 0
             async with aiohttp.ClientSession() as session:
 
                 async def get(path: str) -> int:

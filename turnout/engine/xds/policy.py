@@ -65,6 +65,14 @@ class PolicyResources:
             DEFAULTS_NAME: self.defaults,
         }
 
+    def plain(self) -> tuple[tuple[str, str, dict[str, Any]], ...]:
+        """`by_name` as (name, type URL, value as JSON would carry it): what a proxy's
+        `PolicyResources.of` reads without the wire (``mesh proxy -f``)."""
+        return tuple(
+            (name, ts.type_url, json_format.MessageToDict(ts.value))
+            for name, ts in self.by_name().items()
+        )
+
     def packed(self) -> dict[str, any_pb2.Any]:
         """`by_name` with each resource packed as ADS sends it (deterministic bytes)."""
         return {name: pack(r) for name, r in self.by_name().items()}
