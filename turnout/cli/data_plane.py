@@ -189,6 +189,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             namespace=args.namespace,
             workload=args.workload,
             labels=tuple(args.label),
+            pod=args.pod or "",
         )
         spec = SourceSpec(xds=args.xds, node=node)
     source = spec.source()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from turnout.proxy.app_probes import AppProbe
@@ -86,6 +86,16 @@ class XdsSource:
             await asyncio.Event().wait()
         finally:
             await client.stop()
+
+
+def reporting_admin(source: TableSource, admin: Address | None) -> TableSource:
+    """`source`, with `admin` (the admin port as bound) in its xDS node's `metadata.admin`
+    when it is an `XdsSource` whose node reports none yet: the control plane learns where
+    this proxy's /metrics is. A node that already names an admin (a ``--workers`` child,
+    whose metrics the parent's admin port serves) keeps it; other sources are unchanged."""
+    if not isinstance(source, XdsSource) or admin is None or source.node.admin is not None:
+        return source
+    return replace(source, node=replace(source.node, admin=str(admin)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

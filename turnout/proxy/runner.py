@@ -41,7 +41,13 @@ from turnout.proxy.handler import Handler, ProxyState
 from turnout.proxy.inbound_guard import InboundGuard
 from turnout.proxy.inbound_policy import PolicyResources, Workload
 from turnout.proxy.metrics import ProxyMetrics
-from turnout.proxy.process import Address, ListenerName, ProxyConfig, TableSource
+from turnout.proxy.process import (
+    Address,
+    ListenerName,
+    ProxyConfig,
+    TableSource,
+    reporting_admin,
+)
 from turnout.proxy.service_listeners import ServiceListeners
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.tap import TapHub
@@ -371,6 +377,7 @@ async def start_proxy(
     finally:
         if not bound:  # a ListenError, or cancelled half way: close what was opened
             await _close_listeners(proxy)
+    source = reporting_admin(source, proxy.listening().admin)
     task = asyncio.get_running_loop().create_task(
         _guard(
             source.run(

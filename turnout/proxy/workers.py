@@ -75,7 +75,7 @@ async def run_proxy(
         try:
             listening = proxy.listening()
             if workers is not None:
-                await workers.start(_child_config(config, listening))
+                await workers.start(_child_config(config, listening), admin=listening.admin)
             if on_listening is not None:
                 on_listening(listening)
             started = loop.time()
@@ -132,16 +132,21 @@ class Workers:
         self.started = False
         """Every child reported its admin port (before that, `ready` is False)."""
 
-    async def start(self, config: ProxyConfig) -> None:
+    async def start(self, config: ProxyConfig, *, admin: Address | None = None) -> None:
         """Spawn the children with `config`; returns once each has reported its admin port.
-        A child that cannot bind raises its `ListenError`, one that dies or says nothing
-        in time `WorkerError` (`stop` then ends the others)."""
+        `admin`: the parent's admin port, which each child's xDS node reports as its own
+        (`metadata.admin`: the parent's /metrics includes the children's). A child that
+        cannot bind raises its `ListenError`, one that dies or says nothing in time
+        `WorkerError` (`stop` then ends the others)."""
         ctx = multiprocessing.get_context("spawn")
         for i in range(1, self.count):
             mine, theirs = ctx.Pipe()
             spec = self.spec
             if spec.node is not None:  # one ADS stream per worker, each its own node id
-                spec = replace(spec, node=replace(spec.node, id=f"{spec.node.id}/worker-{i}"))
+                node = replace(spec.node, id=f"{spec.node.id}/worker-{i}")
+                if admin is not None:
+                    node = replace(node, admin=str(admin))
+                spec = replace(spec, node=node)
             process = ctx.Process(
                 target=_child_main,
                 args=(config, spec, theirs),

@@ -82,12 +82,22 @@ class NodeInfo:
     """Workload name (`metadata.workload`), for the control plane's logs and status."""
     labels: tuple[tuple[str, str], ...] = ()
     """The workload's labels (`metadata.labels`), what policy selectors match."""
+    pod: str = ""
+    """The pod name (`metadata.pod`); "" = not known, not sent."""
+    admin: str | None = None
+    """``HOST:PORT`` of the proxy's admin port as bound (`metadata.admin`), where the control
+    plane points Prometheus; None = not sent (no admin port). `process.reporting_admin` fills
+    it in once the port is bound, so ``--admin :0`` reports the port it became."""
 
     def to_proto(self) -> Any:
         node = base_pb2.Node(id=self.id, cluster=self.cluster, user_agent_name="turnout-proxy")
         node.metadata.update({"namespace": self.namespace, "workload": self.workload})
         if self.labels:
             node.metadata.update({"labels": dict(self.labels)})
+        if self.pod:
+            node.metadata.update({"pod": self.pod})
+        if self.admin is not None:
+            node.metadata.update({"admin": self.admin})
         return node
 
 

@@ -20,8 +20,9 @@ GET /debug/diagnostics          {"version", "last_good_version", "applied", "err
                                  leader election also "leader": {lease, identity, leading,
                                  holder, transitions} (and the gauge turnout_leader)
 GET /debug/proxies              {"version", "proxies": [{node_id, peer, namespace, workload,
-                                 acked, sent, sync, nacks}]}: each ADS stream against the
-                                 current table, per type (`mesh check --proxy`)
+                                 pod, admin, acked, sent, sync, nacks}]}: each ADS stream
+                                 against the current table, per type (`mesh check
+                                 --proxy`); admin: the proxy's admin HOST:PORT ("" = none)
 ```
 
 `start_admin` binds the port and names it when it cannot (`ControlPlaneError`). Everything
@@ -118,6 +119,8 @@ def proxies_data(status: ServerStatus) -> dict[str, object]:
                 "peer": s.peer,
                 "namespace": s.namespace,
                 "workload": s.workload,
+                "pod": s.pod,
+                "admin": s.admin,
                 "acked": s.acked,
                 "sent": s.sent,
                 "sync": s.sync,

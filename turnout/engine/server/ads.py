@@ -82,6 +82,10 @@ class StreamStatus:
     """The last unresolved NACK per type."""
     workload: str = ""
     """Node metadata `workload`."""
+    pod: str = ""
+    """Node metadata `pod` ("" = not sent)."""
+    admin: str = ""
+    """Node metadata `admin`: the proxy's admin ``HOST:PORT`` ("" = not sent)."""
     labels: dict[str, str] = field(default_factory=dict)
     """Node metadata `labels` (the workload's labels, as the proxy sent them)."""
     sent: dict[str, str] = field(default_factory=dict)
@@ -234,6 +238,8 @@ class AdsServer:
                     subscriptions=s.state.subscriptions(),
                     nacks=tuple(s.state.nacks()),
                     workload=s.state.workload,
+                    pod=s.state.pod,
+                    admin=s.state.admin,
                     labels=dict(s.state.labels),
                     sent=s.state.sent(),
                     sync=s.state.sync(str(self.version)),
@@ -413,11 +419,12 @@ class AdsServer:
         verdict = state.on_request(req)
         if not known and state.node_id:
             log.info(
-                "ads client identified peer=%s node=%s namespace=%s workload=%s",
+                "ads client identified peer=%s node=%s namespace=%s workload=%s admin=%s",
                 state.peer,
                 state.node_id,
                 state.namespace,
                 state.workload,
+                state.admin or "-",
             )
         log.debug(
             "ads request peer=%s type=%s version=%s nonce=%s names=%d verdict=%s",

@@ -139,6 +139,11 @@ class StreamState:
     namespace: str | None = None
     """Node metadata `namespace`: which consumer view this stream gets; None = producer only."""
     workload: str = ""
+    pod: str = ""
+    """Node metadata `pod` ("" = not sent)."""
+    admin: str = ""
+    """Node metadata `admin`: ``HOST:PORT`` of the proxy's admin port, where its /metrics
+    is ("" = not sent, e.g. a proxyless client)."""
     labels: dict[str, str] = field(default_factory=dict)
     """Node metadata `labels`: the workload's pod labels (which policies select a proxyless
     gRPC server, `mesh bootstrap --label`)."""
@@ -200,6 +205,9 @@ class StreamState:
         self.namespace = ns if isinstance(ns, str) and ns else None
         workload = meta.get("workload")
         self.workload = workload if isinstance(workload, str) else ""
+        pod, admin = meta.get("pod"), meta.get("admin")
+        self.pod = pod if isinstance(pod, str) else ""
+        self.admin = admin if isinstance(admin, str) else ""
         labels = meta.get("labels")
         if isinstance(labels, dict):
             self.labels = {str(k): v for k, v in sorted(labels.items()) if isinstance(v, str)}
