@@ -91,11 +91,13 @@ ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
             "turnout.cli",
             "turnout.demo",
             "turnout.engine.server.admin",
+            "turnout.engine.server.prometheus",
             "turnout.cluster.inject",
             "turnout.cluster.check",
         ),
         "only the proxy speaks HTTP (and the control plane's admin port: /metrics, /ready and "
-        "the served table, what `mesh routes` reads; the injector webhook; mesh check's probes)",
+        "the served table, what `mesh routes` reads; the readiness probe of the Prometheus it"
+        " starts; the injector webhook; mesh check's probes)",
     ),
     (
         PROTOBUF,

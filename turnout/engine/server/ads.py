@@ -37,7 +37,7 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +183,9 @@ class AdsServer:
         self._nacks = 0
         self._nacks_logged: set[tuple[str, str, str]] = set()
         self.metrics = AdsMetrics()
+        self.on_streams_changed: Callable[[], None] | None = None
+        """Called when a stream identifies itself or an identified stream closes: what
+        `status()` lists changed (the Prometheus targets file, `targets.py`)."""
         self.port = 0
         """Bound port after `start` (useful with port 0)."""
 
@@ -340,6 +343,8 @@ class AdsServer:
             await self._write_loop(context, stream, reader)
         finally:
             self._streams.discard(stream)
+            if stream.state.node_id:
+                self._streams_changed()
             if handler is not None:
                 self._handlers.discard(handler)
             reader.cancel()
@@ -413,6 +418,13 @@ class AdsServer:
         finally:
             stream.wakeup.set()
 
+    def _streams_changed(self) -> None:
+        if self.on_streams_changed is not None:
+            try:
+                self.on_streams_changed()
+            except Exception:  # a listener's bug must not end a stream
+                log.exception("on_streams_changed failed")
+
     def _on_request(self, stream: _Stream, req: Any) -> None:
         state = stream.state
         known = bool(state.node_id)
@@ -426,6 +438,7 @@ class AdsServer:
                 state.workload,
                 state.admin or "-",
             )
+            self._streams_changed()
         log.debug(
             "ads request peer=%s type=%s version=%s nonce=%s names=%d verdict=%s",
             state.peer,
