@@ -12,6 +12,9 @@ mesh serve --kubernetes --leader-elect   + LeaderElector on the Lease turnout-co
                                 --pod-name, else $POD_NAME, else the host name): every
                                 replica serves xDS, only the holder writes status
 mesh serve --injector H:P  + the injector webhook (cli.cluster_inject.start_injector)
+mesh serve --prometheus-sd FILE   + TargetsFile: FILE lists the proxies' admin ports (file_sd)
+mesh serve --prometheus [H:P]     + a `prometheus` child scraping them and the admin port,
+                                config and TSDB in a temp dir removed when it stops
 mesh bootstrap             bootstrap_config(xds, namespace, workload) ─> JSON on stdout
 ```
 
@@ -27,8 +30,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -77,6 +82,10 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _lease_settings(args)  # its flags are checked before anything listens
     if args.injector is not None and args.injector_cert_dir is None:
         raise UsageError("--injector needs --injector-cert-dir (tls.crt, tls.key)")
+    if args.prometheus is not None:
+        _address("--prometheus", args.prometheus)
+    if args.prometheus_sd is not None and not Path(args.prometheus_sd).parent.is_dir():
+        raise UsageError(f"--prometheus-sd: not a directory: {Path(args.prometheus_sd).parent}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args, xds=xds, admin=admin, out=out))
     return EXIT_OK
@@ -240,6 +249,7 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
     runner = None
     stop_source: Stop | None = None
     stop_injector: Stop | None = None
+    stop_prometheus: Stop | None = None
     try:
         port = await _bind("--xds", server.start(xds.host, xds.port))
         print(f"xds listening on {xds.host}:{port}", file=out)
@@ -248,6 +258,9 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
         app = admin_app(plane, server, leadership=elector)
         runner, admin_port = await _bind("--admin", start_admin(app, admin.host, admin.port))
         print(f"admin listening on {admin.host}:{admin_port}", file=out)
+        stop_prometheus = await _start_prometheus(
+            args, server, control_plane=_reachable(admin.host, admin_port), out=out
+        )
         what, stop_source, namespaces = await _start_source(args, plane, api, elector)
         stop_injector = await start_injector(args, namespaces, out)
         rejected = len(plane.status.rejected)
@@ -263,8 +276,83 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
             await stop_injector()
         if stop_source is not None:
             await stop_source()
+        if stop_prometheus is not None:
+            await stop_prometheus()
         if runner is not None:
             await runner.cleanup()
         await server.stop()
         if stop_identity is not None:
             await stop_identity()
+
+
+def _reachable(host: str, port: int) -> str:
+    """``HOST:PORT`` to connect to a port bound on `host` (an unspecified host: loopback)."""
+    if host in ("", "0.0.0.0"):
+        return f"127.0.0.1:{port}"
+    if host in ("::", "[::]"):
+        return f"[::1]:{port}"
+    return f"{host}:{port}"
+
+
+def _free_port(host: str) -> int:
+    """A port free on `host` now (bound, then released), for ``--prometheus HOST:0``:
+    Prometheus reports no port it picked itself."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host.strip("[]"), 0))
+        return int(s.getsockname()[1])
+
+
+async def _start_prometheus(
+    args: argparse.Namespace, server: AdsServer, *, control_plane: str, out: TextIO
+) -> Stop | None:
+    """`--prometheus-sd` and `--prometheus`: the targets file following `server`'s streams
+    and the Prometheus scraping it; how to stop both (None: neither flag)."""
+    if args.prometheus_sd is None and args.prometheus is None:
+        return None
+    from turnout.engine.server.prometheus import PrometheusSettings, start_prometheus
+    from turnout.engine.server.targets import TargetsFile
+
+    workdir = None
+    if args.prometheus is not None:
+        workdir = Path(tempfile.mkdtemp(prefix="turnout-prometheus-"))
+    flag = "--prometheus-sd" if args.prometheus_sd is not None else "--prometheus"
+    path = Path(args.prometheus_sd) if args.prometheus_sd is not None else None
+    targets = TargetsFile(path or (workdir or Path()) / "targets.json", server.status)
+    server.on_streams_changed = targets.changed
+
+    async def stop() -> None:
+        server.on_streams_changed = None
+        if prometheus is not None:
+            await prometheus.stop()
+        await targets.stop()
+        if workdir is not None:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    prometheus = None
+    try:
+        try:
+            await targets.start()
+        except OSError as exc:
+            raise UsageError(
+                f"{flag}: cannot write {targets.path}: {exc.strerror or exc}"
+            ) from None
+        print(f"prometheus targets in {targets.path}", file=out)
+        if workdir is not None:
+            listen = _address("--prometheus", args.prometheus)
+            if listen.port == 0:
+                listen = Address(host=listen.host, port=_free_port(listen.host))
+            settings = PrometheusSettings(listen=str(listen))
+            try:
+                prometheus = await start_prometheus(
+                    workdir,
+                    targets_file=targets.path,
+                    control_plane=control_plane,
+                    settings=settings,
+                )
+            except ControlPlaneError as exc:
+                raise UsageError(f"--prometheus: {exc}") from None
+            print(f"prometheus listening on {prometheus.url} pid={prometheus.pid}", file=out)
+    except BaseException:
+        await stop()
+        raise
+    return stop

@@ -46,7 +46,11 @@ from turnout.cli.args import (
 from turnout.cli.cluster_args import cluster_parsers
 from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files, add_max_file_size
-from turnout.engine.config import DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS
+from turnout.engine.config import (
+    DEFAULT_ADMIN_ADDRESS,
+    DEFAULT_PROMETHEUS_ADDRESS,
+    DEFAULT_XDS_ADDRESS,
+)
 from turnout.engine.errors import LoadError
 from turnout.engine.identity.settings import (
     DEFAULT_CLOCK_SKEW_MS,
@@ -169,6 +173,21 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="HOST:PORT",
         help="/ready /live /metrics /debug/table /debug/diagnostics, what `mesh routes` reads"
         f" (default {DEFAULT_ADMIN_ADDRESS})",
+    )
+    p.add_argument(
+        "--prometheus-sd",
+        metavar="FILE",
+        help="keep FILE a Prometheus file_sd target list of the connected proxies' admin"
+        " ports (labels namespace, workload, pod), rewritten when they connect or leave",
+    )
+    p.add_argument(
+        "--prometheus",
+        nargs="?",
+        const=DEFAULT_PROMETHEUS_ADDRESS,
+        metavar="HOST:PORT",
+        help="start `prometheus` listening there (default"
+        f" {DEFAULT_PROMETHEUS_ADDRESS}; :0 = a free port), scraping the proxies and this"
+        " admin port; stopped with the control plane",
     )
     p.add_argument(
         "--identity-dir",

@@ -63,6 +63,9 @@ DEFAULT_ADMIN_ADDRESS = "127.0.0.1:18001"
 """`mesh serve --admin` (/ready, /metrics, /debug/...), and where `mesh routes` finds the
 local control plane when no `-f` is given (`--control-plane`)."""
 
+DEFAULT_PROMETHEUS_ADDRESS = "127.0.0.1:9090"
+"""Where `mesh serve --prometheus` (given no address) has its Prometheus listen."""
+
 MAX_DOCUMENT_BYTES = 3 * 1024 * 1024
 """Largest YAML document (one object, or one `kind: List`) a manifest may hold: the API
 server's request limit (3 MiB), so what loads here could also be applied to a cluster."""

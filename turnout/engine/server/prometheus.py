@@ -31,12 +31,11 @@ from pathlib import Path
 
 import aiohttp
 
+from turnout.engine.config import DEFAULT_PROMETHEUS_ADDRESS
 from turnout.engine.errors import ControlPlaneError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROMETHEUS_ADDRESS = "127.0.0.1:9090"
-"""Where `mesh serve --prometheus` (no value) has Prometheus listen."""
 DEFAULT_SCRAPE_INTERVAL_MS = 2_000
 DEFAULT_START_TIMEOUT_MS = 30_000
 """How long Prometheus gets to answer /-/ready (it replays its WAL and loads the config)."""
