@@ -24,7 +24,7 @@ its parent, derived from ``dst`` (the request's authority, a Service name in any
 forms) and the series' ``namespace``, and by ``rt_route`` (the IR rule name the proxy
 matched). Pure functions but `scrape` and `live_stats`, which only fetch text (stdlib
 `urllib` in a thread, with a timeout). Formatting the numbers is the CLI's (`cli/live.py`).
-`ParseError` is this package's only exception (an exposition that does not parse).
+`ParseError` is its only exception (an exposition that does not parse; `prom.py` has its own).
 """
 
 from __future__ import annotations
