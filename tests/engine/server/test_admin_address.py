@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -18,7 +19,7 @@ import pytest
 from google.protobuf import json_format
 
 from tests.engine.server.ads_kit import TIMEOUT_S
-from tests.proxy.e2e.harness import bounded
+from tests.proxy.e2e.harness import bounded, dead_port, start_cli_proxy
 from turnout.engine.plane import ControlPlane
 from turnout.engine.server import AdsServer
 from turnout.engine.server.admin import admin_app, start_admin
@@ -88,6 +89,30 @@ async def test_debug_proxies_shows_the_admin_address_a_real_proxy_bound(
             await stop_proxy(proxy, task)
         while await proxies(session, plane_admin):  # the stream is gone with the proxy
             await asyncio.sleep(0.02)
+
+
+@bounded(45)
+async def test_every_worker_of_a_mesh_proxy_process_reports_the_parent_admin_port(
+    server: AdsServer, plane_admin: str
+) -> None:
+    admin = f"127.0.0.1:{dead_port()}"
+    proc = await start_cli_proxy(
+        *("--xds", f"127.0.0.1:{server.port}", "--workers", "2", "--pod", "web-7f9c"),
+        *("--namespace", "shop", "--workload", "deployment/web"),
+        *("--outbound", f"127.0.0.1:{dead_port()}", "--admin", admin),
+    )
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as session:
+            while len(seen := await proxies(session, plane_admin)) < 2:
+                assert proc.returncode is None, "mesh proxy exited"
+                await asyncio.sleep(0.05)
+        ids = sorted(str(p["node_id"]) for p in seen)
+        assert ids == ["shop/deployment/web/web-7f9c", "shop/deployment/web/web-7f9c/worker-1"]
+        assert [p["admin"] for p in seen] == [admin, admin]  # the child's own port is internal
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert proc.returncode == 0, err.decode()
 
 
 def test_the_node_metadata_carries_admin_and_pod_only_when_known() -> None:
