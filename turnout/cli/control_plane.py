@@ -314,10 +314,13 @@ async def _start_prometheus(
 
     workdir = None
     if args.prometheus is not None:
-        workdir = Path(tempfile.mkdtemp(prefix="turnout-prometheus-"))
-    flag = "--prometheus-sd" if args.prometheus_sd is not None else "--prometheus"
-    path = Path(args.prometheus_sd) if args.prometheus_sd is not None else None
-    targets = TargetsFile(path or (workdir or Path()) / "targets.json", server.status)
+        workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="turnout-prometheus-"))
+    if args.prometheus_sd is not None:
+        flag, path = "--prometheus-sd", Path(args.prometheus_sd)
+    else:
+        assert workdir is not None
+        flag, path = "--prometheus", workdir / "targets.json"
+    targets = TargetsFile(path, server.status)
     server.on_streams_changed = targets.changed
 
     async def stop() -> None:

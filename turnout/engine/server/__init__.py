@@ -12,6 +12,8 @@ bootstrap_config(...) ──> the gRPC xDS bootstrap a proxyless workload points
 admin.py: the control plane's admin port (aiohttp, imported on its own): /ready, /metrics,
           the served table and policy, the last change's findings (`mesh routes` reads them)
 renders.py: /debug/table's bodies, rendered once per version on a thread of their own
+targets.py: the Prometheus file_sd list of the proxies' admin ports (node metadata.admin)
+prometheus.py: `mesh serve --prometheus`'s child `prometheus` scraping that list
 ```
 
 Only this package (with `engine.xds` and the proxy's client) touches protobuf and grpc in the
