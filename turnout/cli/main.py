@@ -9,6 +9,7 @@ mesh authz [--tls]                          cli.live_authz    inbound authorizat
 mesh identity init | rotate | token | status cli.security     the mesh CA's directory
 mesh demo [canary] [--offline]              cli.demo          the sample app on the mesh
 mesh install | inject | proxy-init | check  cli.cluster_*    the cluster (parsers: cli.cluster_args)
+mesh stat | edges | top | diagnostics | dashboard  cli.viz_*   what the mesh does (parsers: cli.viz_args)
 mesh version                                here
 ```
 
@@ -46,6 +47,7 @@ from turnout.cli.args import (
 from turnout.cli.cluster_args import cluster_parsers
 from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files, add_max_file_size
+from turnout.cli.viz_args import viz_parsers
 from turnout.engine.config import (
     DEFAULT_ADMIN_ADDRESS,
     DEFAULT_PROMETHEUS_ADDRESS,
@@ -544,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     _security_parsers(sub)
     _demo_parsers(sub)
     cluster_parsers(sub)
+    viz_parsers(sub)
     p = sub.add_parser("version", help="print the version of Turnout")
     p.set_defaults(run=None)
     return parser
