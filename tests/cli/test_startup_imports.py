@@ -11,8 +11,19 @@ import sys
 
 import pytest
 
-HEAVY = ("pydantic", "jsonschema", "celpy", "grpc", "kubernetes", "yaml", "jwt", "cryptography")
-"""`jwt` and `cryptography`: a proxy loads them only for JWT rules or `--identity`."""
+HEAVY = (
+    "pydantic",
+    "jsonschema",
+    "celpy",
+    "grpc",
+    "kubernetes",
+    "yaml",
+    "jwt",
+    "cryptography",
+    "opentelemetry",
+)
+"""`jwt` and `cryptography`: a proxy loads them only for JWT rules or `--identity`;
+`opentelemetry` only with `--trace-otlp` (docs/tracing.md)."""
 
 PROBE = """
 import json, sys

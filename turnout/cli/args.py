@@ -76,6 +76,18 @@ positive_int = _checked(int, lambda v: v >= 1, ">= 1")
 non_negative_int = _checked(int, lambda v: v >= 0, ">= 0")
 """``--max-rps``, ``--limit``: a whole number >= 0 (0: no limit)."""
 
+
+def sample_per_million(text: str) -> int:
+    """``--trace-sample``: a rate 0..1 (``0.25``) as parts per million (250000)."""
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a rate 0..1 (0.25), got {text!r}") from None
+    if not (math.isfinite(rate) and 0 <= rate <= 1):
+        raise argparse.ArgumentTypeError(f"must be a rate 0..1, got {text}")
+    return round(rate * 1_000_000)
+
+
 _BYTE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
 _BYTE_UNITS |= {"ki": 1024, "mi": 1024**2, "gi": 1024**3}
 

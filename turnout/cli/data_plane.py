@@ -34,6 +34,7 @@ from turnout.proxy.process import (
     ProxyConfig,
     SourceSpec,
     TableSource,
+    TraceConfig,
     parse_gateway,
     parse_ports,
 )
@@ -110,6 +111,16 @@ def _identity_config(args: argparse.Namespace) -> IdentityConfig | None:
     return IdentityConfig(name=args.identity, token_file=str(token), addr=str(Address.parse(addr)))
 
 
+def _trace_config(args: argparse.Namespace, service: str) -> TraceConfig | None:
+    """``--trace-otlp`` and ``--trace-sample``; the workload's name is the service name."""
+    if args.trace_otlp is None:
+        return None
+    rate = 1_000_000 if args.trace_sample is None else args.trace_sample
+    return TraceConfig(
+        otlp=str(Address.parse(args.trace_otlp)), sample_per_million=rate, service_name=service
+    )
+
+
 def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if bool(args.files) == bool(args.xds):
         raise UsageError("give exactly one of -f MANIFESTS and --xds HOST:PORT")
@@ -129,6 +140,8 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     if args.gateway and args.service_listeners:
         raise UsageError("--service-listeners is a mesh proxy's; a --gateway proxy has none")
     identity = _identity_config(args)
+    if args.trace_sample is not None and args.trace_otlp is None:
+        raise UsageError("--trace-sample needs --trace-otlp HOST:PORT (where the spans go)")
     if args.require_mtls and identity is None:
         raise UsageError("--require-mtls needs --identity NAME (mTLS needs this proxy's identity)")
     kind, _, name = args.workload.partition("/")
@@ -159,6 +172,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
                 if args.upstream_read_timeout is None
                 else args.upstream_read_timeout or None
             ),
+            trace=_trace_config(args, name or kind),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc

@@ -42,6 +42,7 @@ from turnout.cli.args import (
     positive_duration_ms,
     positive_float,
     positive_int,
+    sample_per_million,
     workload,
 )
 from turnout.cli.cluster_args import cluster_parsers
@@ -358,6 +359,20 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="DURATION",
         help="longest upstream silence on a request whose route sets no timeout, then 504"
         " (default 60s; 0: wait forever)",
+    )
+    p.add_argument(
+        "--trace-otlp",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="export an OpenTelemetry span per request to this OTLP/gRPC collector (plaintext,"
+        " e.g. :4317) and continue W3C traceparent / B3 traces; docs/tracing.md",
+    )
+    p.add_argument(
+        "--trace-sample",
+        type=sample_per_million,
+        metavar="RATE",
+        help="with --trace-otlp: the share 0..1 of new traces recorded (default 1); an"
+        " incoming trace's sampled flag is honoured",
     )
     p.add_argument(
         "--identity",

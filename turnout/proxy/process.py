@@ -156,6 +156,22 @@ class IdentityConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TraceConfig:
+    """``--trace-otlp``: where this proxy exports its spans and how many traces it starts.
+
+    Present only when tracing is on; with None in `ProxyConfig.trace` the proxy imports no
+    OpenTelemetry module and the request path does no trace work (docs/tracing.md)."""
+
+    otlp: str
+    """The OTLP/gRPC collector, ``HOST:PORT`` (plaintext; a collector's port 4317)."""
+    sample_per_million: int = 1_000_000
+    """``--trace-sample``: the share of new traces recorded, per million (an int, as every
+    ratio in the proxy). Parent-based: an incoming trace context's sampled flag wins."""
+    service_name: str = ""
+    """The ``service.name`` resource attribute: the workload's name (``--workload``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProxyConfig:
     namespace: str = "default"
     workload_kind: str = "deployment"
@@ -202,6 +218,8 @@ class ProxyConfig:
     upstream_read_timeout_ms: int | None = DEFAULT_UPSTREAM_READ_TIMEOUT_MS
     """The upstream pool's `read_timeout_ms` (`config.DEFAULT_UPSTREAM_READ_TIMEOUT_MS`):
     longest upstream silence on an exchange without a deadline; None: wait forever."""
+    trace: TraceConfig | None = None
+    """``--trace-otlp`` and ``--trace-sample`` (docs/tracing.md); None: tracing off."""
 
     def gateway_listener(self) -> str | None:
         """The runtime table's listener name for `gateway` (None: a mesh proxy)."""

@@ -1,0 +1,74 @@
+"""`mesh proxy --trace-otlp` and `--trace-sample`: what reaches `ProxyConfig.trace`, and
+each mistake as one line naming the flag (exit 2)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from turnout.cli import data_plane
+from turnout.cli.main import main
+from turnout.proxy.process import ProxyConfig, TraceConfig
+
+
+def run(*args: str) -> tuple[int, str]:
+    err = io.StringIO()
+    code = main(
+        ["proxy", "--xds", "127.0.0.1:1", "--outbound", ":0", *args],
+        stdout=io.StringIO(),
+        stderr=err,
+    )
+    return code, err.getvalue()
+
+
+@pytest.fixture
+def configs(monkeypatch: pytest.MonkeyPatch) -> list[ProxyConfig]:
+    """The `ProxyConfig` each `mesh proxy` run would start with (the proxy is not started)."""
+    seen: list[ProxyConfig] = []
+
+    async def started(config: ProxyConfig, *_: Any, **__: Any) -> None:
+        seen.append(config)
+
+    monkeypatch.setattr(data_plane, "run_proxy", started)
+    return seen
+
+
+def test_without_trace_otlp_tracing_is_off(configs: list[ProxyConfig]) -> None:
+    assert run("--workload", "deployment/web")[0] == 0
+    assert configs[0].trace is None
+
+
+def test_trace_otlp_names_the_collector_the_rate_and_the_workload(
+    configs: list[ProxyConfig],
+) -> None:
+    code, err = run(
+        "--workload", "deployment/web", "--trace-otlp", ":4317", "--trace-sample", "0.25"
+    )
+    assert code == 0, err
+    assert configs[0].trace == TraceConfig(
+        otlp="127.0.0.1:4317", sample_per_million=250_000, service_name="web"
+    )
+
+
+def test_the_rate_defaults_to_every_trace(configs: list[ProxyConfig]) -> None:
+    assert run("--trace-otlp", "collector:4317")[0] == 0
+    trace = configs[0].trace
+    assert trace is not None and trace.sample_per_million == 1_000_000
+    assert trace.otlp == "collector:4317"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--trace-sample", "0.5"], "--trace-sample needs --trace-otlp"),
+        (["--trace-otlp", ":4317", "--trace-sample", "1.5"], "--trace-sample"),
+        (["--trace-otlp", ":4317", "--trace-sample", "half"], "--trace-sample"),
+        (["--trace-otlp", "collector"], "--trace-otlp"),
+    ],
+)
+def test_trace_flag_mistakes_are_one_line_and_exit_2(args: list[str], says: str) -> None:
+    code, err = run(*args)
+    assert code == 2
+    assert says in err and err.count("\n") == 1, err
