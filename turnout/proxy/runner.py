@@ -61,6 +61,7 @@ from turnout.proxy.transport.tls import TlsSlot
 if TYPE_CHECKING:
     from turnout.proxy.identity.client import IdentityClient
     from turnout.proxy.identity.state import IdentityState
+    from turnout.proxy.tracing import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ class Proxy:
     """``--transparent``: one guard per app port, made at the port's first connection."""
     policy_version: str | None = None
     _policy: PolicyResources | None = None
+    tracer: Tracer | None = None
+    """``--trace-otlp``: the spans' exporter (`tracing.py`); None: tracing off."""
     """The last policy resources (a guard made later resolves them at once)."""
 
     @property
@@ -325,6 +328,11 @@ def build_proxy(config: ProxyConfig) -> Proxy:
     )
     pool = UpstreamPool(read_timeout_ms=config.upstream_read_timeout_ms)
     proxy = Proxy(config=config, metrics=metrics, tap=TapHub(), pool=pool)
+    if config.trace is not None:
+        # imported here: the OpenTelemetry SDK loads only in a proxy with --trace-otlp
+        from turnout.proxy.tracing import Tracer
+
+        proxy.tracer = Tracer(config)
     if config.inbound is not None and config.app is not None and not config.transparent:
         proxy.guard = new_guard(config, metrics, config.app.port, host=config.app.host)
     if config.identity is not None:
@@ -402,7 +410,7 @@ async def _bind(
     """Open the outbound, inbound and admin sockets, in that order, into `proxy`."""
     config = proxy.config
     if config.service_listeners:
-        telemetry = Telemetry(proxy.metrics, proxy.tap)
+        telemetry = Telemetry(proxy.metrics, proxy.tap, tracer=proxy.tracer)
         empty = _empty_state(proxy)
 
         def service_handler(address: tuple[str, int]) -> Handler:
@@ -474,7 +482,7 @@ def _handlers(proxy: Proxy) -> list[tuple[ListenerName, Address, Handler]]:
     table until the source's first one)."""
     config = proxy.config
     empty = _empty_state(proxy)
-    telemetry = Telemetry(proxy.metrics, proxy.tap)
+    telemetry = Telemetry(proxy.metrics, proxy.tap, tracer=proxy.tracer)
     listeners: list[tuple[ListenerName, Address, Handler]] = []
     if config.outbound is not None:
         handler = Handler(
@@ -544,6 +552,8 @@ async def stop_proxy(proxy: Proxy, task: asyncio.Task[None]) -> None:
     if proxy.guard is not None:
         await proxy.guard.close()
     await proxy.pool.close()
+    if proxy.tracer is not None:
+        await asyncio.to_thread(proxy.tracer.shutdown)  # flushes: not on the event loop
 
 
 async def _close_listeners(proxy: Proxy) -> None:

@@ -34,7 +34,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from turnout.proxy.actions import Backend, Decision
 from turnout.proxy.families import (
@@ -55,6 +55,9 @@ from turnout.proxy.transport.messages import (
     IncomingRequest,
     TlsStatus,
 )
+
+if TYPE_CHECKING:
+    from turnout.proxy.tracing import RequestSpan, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +105,22 @@ class Telemetry:
         "route_keys",
         "tallies",
         "tap",
+        "tracer",
     )
 
     def __init__(
-        self, metrics: ProxyMetrics, tap: TapHub, *, clock: Callable[[], float] = time.monotonic
+        self,
+        metrics: ProxyMetrics,
+        tap: TapHub,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        tracer: Tracer | None = None,
     ) -> None:
         self.metrics = metrics
         self.tap = tap
         self.clock = clock
+        self.tracer = tracer
+        """``--trace-otlp`` (`tracing.py`): a span per exchange; None: tracing off."""
         # Label keys by what determines them, so a request costs dictionary hits only.
         self.http_keys: dict[tuple[object, ...], HttpKey] = {}
         self.route_keys: dict[tuple[str, str, str, str], _RouteKeys] = {}
@@ -184,6 +195,7 @@ class Exchange:
         "head_at",
         "owner",
         "request",
+        "span",
         "start",
         "status",
         "tap_id",
@@ -225,6 +237,8 @@ class Exchange:
         self.head_at: float | None = None
         self.status: int | None = None
         self.tap_id = ""
+        tracer = owner.tracer
+        self.span: RequestSpan | None = None if tracer is None else tracer.start(request, direction)
         self._done = False
         self._keys: _RouteKeys | None = None
         self._tried: int | None = None
@@ -241,6 +255,8 @@ class Exchange:
 
     def backend(self, backend: Backend) -> None:
         self.dst = backend.dst
+        if self.span is not None:
+            self.span.backend(backend)
 
     def attempt(self, status: int | None, *, error: str = "") -> None:
         """One try sent to the backend (the first and every retry) and its outcome."""
@@ -255,8 +271,11 @@ class Exchange:
 
     def abandon(self) -> None:
         """The request ends without an answer of ours (the client left): what was tried
-        still counts."""
+        still counts; the span ends as an error (``error.type`` ``client_left``)."""
         self._count_tried()
+        span, self.span = self.span, None
+        if span is not None:
+            span.end(self, None, "client_left")
 
     def _count_tried(self) -> None:
         tried, self._tried = self._tried, _COUNTED
@@ -273,6 +292,8 @@ class Exchange:
             self.publish("req")
 
     def retry(self, *, status: int | None, error: Exception | None) -> None:
+        if self.span is not None:
+            self.span.retries += 1
         pk = self._policy_key()
         if pk is not None:
             self.owner.metrics.retry(pk)
@@ -314,6 +335,8 @@ class Exchange:
         if self._done:
             return
         self._done = True
+        if self.span is not None:
+            self.span.end(self, status, error)
         owner = self.owner
         now = owner.clock()
         head = self.head_at if self.head_at is not None else now

@@ -47,7 +47,8 @@ class TraceContext:
     sampled: bool | None
     """The caller's decision; None: B3 without one (the proxy's sampler decides)."""
     b3: B3Form = ""
-    """The B3 form the request carried ("" when it carried traceparent, or nothing)."""
+    """The B3 form the request carried, also beside a ``traceparent`` that won: the form
+    `propagate` writes back ("": none, only ``traceparent`` goes on)."""
 
 
 def extract(headers: RawPairs) -> TraceContext | None:
@@ -66,7 +67,8 @@ def extract(headers: RawPairs) -> TraceContext | None:
         elif lower in _B3_MULTI:
             multi[lower] = value
     if traceparent is not None and (ctx := _from_traceparent(traceparent.strip().lower())):
-        return ctx
+        form: B3Form = "single" if single is not None else "multi" if multi else ""
+        return ctx if not form else TraceContext(ctx.trace_id, ctx.span_id, ctx.sampled, form)
     if single is not None and (ctx := _from_b3_single(single.strip().lower())):
         return ctx
     if multi:

@@ -41,11 +41,11 @@ def test_a_later_version_is_read_as_version_00() -> None:
     assert got == TraceContext(TRACE, SPAN, True)
 
 
-def test_traceparent_wins_over_b3() -> None:
+def test_traceparent_wins_over_b3_whose_form_is_kept() -> None:
     got = extract(
         [(b"b3", b"%s-%s-0" % (TRACE, MINE)), (b"traceparent", b"00-%s-%s-01" % (TRACE, SPAN))]
     )
-    assert got == TraceContext(TRACE, SPAN, True)
+    assert got == TraceContext(TRACE, SPAN, True, "single")
 
 
 def test_single_b3_with_a_64_bit_trace_id_is_widened() -> None:
