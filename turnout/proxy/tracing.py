@@ -46,6 +46,11 @@ EXPORT_DELAY_MS = 1000
 """How long finished spans wait in the queue before a batch goes out (the SDK's default
 is 5 s; a second keeps traces fresh at the same batch size)."""
 
+EXPORT_TIMEOUT_S = 5
+"""One export's deadline, retries included (the SDK's default is 10 s): a collector that is
+down costs the exporter's thread this long per batch, and a stopping proxy at most this per
+batch still queued (the SDK stops flushing after 30 s in all)."""
+
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _KIND = {"inbound": SpanKind.SERVER, "outbound": SpanKind.CLIENT}
@@ -66,7 +71,9 @@ class Tracer:
         self.provider = TracerProvider(
             resource=Resource.create(resource), sampler=ParentBased(root=self.ratio)
         )
-        exporter = OTLPSpanExporter(endpoint=f"http://{trace.otlp}", insecure=True)
+        exporter = OTLPSpanExporter(
+            endpoint=f"http://{trace.otlp}", insecure=True, timeout=EXPORT_TIMEOUT_S
+        )
         self.provider.add_span_processor(
             BatchSpanProcessor(exporter, schedule_delay_millis=EXPORT_DELAY_MS)
         )
