@@ -4,6 +4,9 @@ each mistake as one line naming the flag (exit 2)."""
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -72,3 +75,25 @@ def test_trace_flag_mistakes_are_one_line_and_exit_2(args: list[str], says: str)
     code, err = run(*args)
     assert code == 2
     assert says in err and err.count("\n") == 1, err
+
+
+BUILD = """
+import json, sys
+from turnout.proxy.process import Address, ProxyConfig, TraceConfig
+from turnout.proxy.runner import build_proxy
+trace = TraceConfig(otlp="127.0.0.1:4317", service_name="web") if sys.argv[1] == "on" else None
+proxy = build_proxy(ProxyConfig(outbound=Address(host="127.0.0.1", port=0), trace=trace))
+print(json.dumps([sorted(m.split(".")[0] for m in sys.modules), proxy.tracer is not None]))
+"""
+
+
+@pytest.mark.parametrize(("trace", "loaded"), [("off", False), ("on", True)])
+def test_a_built_proxy_loads_opentelemetry_only_with_tracing(trace: str, loaded: bool) -> None:
+    """Past the command line too: building the proxy itself (`runner.build_proxy`) imports
+    the SDK only for `ProxyConfig.trace`; "on" shows the check can see it."""
+    got = subprocess.run(
+        [sys.executable, "-c", BUILD, trace], capture_output=True, text=True, timeout=60, check=True
+    )
+    modules, has_tracer = json.loads(got.stdout)
+    assert ("opentelemetry" in modules) is loaded
+    assert has_tracer is loaded
