@@ -98,10 +98,11 @@ class Chain:
 
 
 @asynccontextmanager
-async def chain(tmp_path: Path, *, sample_per_million: int) -> AsyncIterator[Chain]:
+async def chain(tmp_path: Path, *, sample_per_million: int, rule: str = "") -> AsyncIterator[Chain]:
     """Receiver, app, the server proxy (inbound, workload ``api``) and the client proxy
-    (outbound, workload ``client``, Service ``web`` = the server proxy's inbound port).
-    Leaving stops the proxies (their spans flushed) before the receiver."""
+    (outbound, workload ``client``, Service ``web`` = the server proxy's inbound port; `rule`:
+    more of its route's rule, YAML). Leaving stops the proxies (their spans flushed) before
+    the receiver."""
     receiver = Receiver()
     server = grpc.aio.server()
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
@@ -125,7 +126,7 @@ async def chain(tmp_path: Path, *, sample_per_million: int) -> AsyncIterator[Cha
         )
         procs.append(await start_proxy(api, StaticTable(RuntimeTable.from_xds((), ()))))
         inbound = procs[0][0].port_of(procs[0][0].servers[0])
-        table = compile_runtime(tmp_path, {"web": [inbound]}, route_to("web"))
+        table = compile_runtime(tmp_path, {"web": [inbound]}, route_to("web", options=rule))
         client = ProxyConfig(
             namespace=NS, workload_name="client", outbound=ANY, trace=trace("client")
         )
@@ -169,6 +170,19 @@ async def test_the_server_proxys_span_is_the_child_of_the_client_proxys(tmp_path
     assert [c.status for c in client] == [ok, error]
     traceparents = lab.app_saw("traceparent")
     assert traceparents == [f"00-{s.trace_id}-{s.span_id}-01" for s in server]
+
+
+@bounded(60)
+async def test_each_retry_is_a_child_of_the_one_client_span(tmp_path: Path) -> None:
+    retry = "retry: {codes: [503], attempts: 2, backoff: 1ms}"
+    async with chain(tmp_path, sample_per_million=1_000_000, rule=retry) as lab:
+        assert await lab.get("/status/503") == 503
+    (client,) = lab.receiver.of("client")
+    server = lab.receiver.of("api")
+    assert client.attributes["turnout.retries"] == 2
+    assert len(server) == 3
+    assert {s.parent_id for s in server} == {client.span_id}
+    assert client.status == trace_pb2.Status.STATUS_CODE_ERROR
 
 
 @bounded(60)
