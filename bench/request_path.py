@@ -245,7 +245,7 @@ async def main_async(n: int) -> None:
     print(f"  ours/bare: {cost / base:.2f}x")
     # Tracing on: every request sampled, the spans queued for a collector that is not
     # there (the export thread fails and drops them; only the request path is timed).
-    logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
+    logging.getLogger("turnout.proxy.otlp").setLevel(logging.CRITICAL)
     traced = ours(n, TraceConfig(otlp=f"127.0.0.1:{DEAD_PORT}", service_name="client"))
     unsampled = ours(
         n, TraceConfig(otlp=f"127.0.0.1:{DEAD_PORT}", sample_per_million=0, service_name="client")

@@ -104,6 +104,12 @@ ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
         ("turnout.engine.xds", "turnout.engine.server", "turnout.proxy", "turnout.wire"),
         "only xds, the server and the proxy's xDS client touch protobuf",
     ),
+    (
+        ("opentelemetry",),
+        ("turnout.proxy.tracing",),
+        "only --trace-otlp's tracer uses the OpenTelemetry SDK (resource, sampler bound), and"
+        " never opentelemetry.proto: xds-protos ships an older copy (docs/tracing.md)",
+    ),
 ]
 
 

@@ -364,8 +364,9 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--trace-otlp",
         type=host_port,
         metavar="HOST:PORT",
-        help="export an OpenTelemetry span per request to this OTLP/gRPC collector (plaintext,"
-        " e.g. :4317) and continue W3C traceparent / B3 traces; docs/tracing.md",
+        help="export an OpenTelemetry span per request to this collector's OTLP/HTTP port"
+        " (JSON to /v1/traces, plaintext, e.g. :4318) and continue W3C traceparent / B3"
+        " traces; docs/tracing.md",
     )
     p.add_argument(
         "--trace-sample",

@@ -163,7 +163,8 @@ class TraceConfig:
     OpenTelemetry module and the request path does no trace work (docs/tracing.md)."""
 
     otlp: str
-    """The OTLP/gRPC collector, ``HOST:PORT`` (plaintext; a collector's port 4317)."""
+    """The collector's OTLP/HTTP ``HOST:PORT`` (plaintext; a collector's port 4318): the
+    spans go there as JSON, ``POST /v1/traces``."""
     sample_per_million: int = 1_000_000
     """``--trace-sample``: the share of new traces recorded, per million (an int, as every
     ratio in the proxy). Parent-based: an incoming trace context's sampled flag wins."""

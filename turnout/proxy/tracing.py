@@ -1,39 +1,43 @@
-"""``--trace-otlp``: one OpenTelemetry span per request per proxy, exported over OTLP/gRPC
-(docs/tracing.md).
+"""``--trace-otlp``: one OpenTelemetry span per sampled request per proxy, exported over
+OTLP/HTTP as JSON (docs/tracing.md).
 
 ```
-Exchange(...) ──Tracer.start(req)──> RequestSpan: parent from traceparent / B3, the forwarded
-                                      headers rewritten to name this span (trace_context.py)
+Exchange(...) ──Tracer.start(req)──> sampled? decided first, from the incoming traceparent / B3
+                 │                   or the rate; the forwarded headers name this proxy's span
+                 │                   (trace_context.py) either way
+                 ├─ not sampled ───> None: nothing more per request
+                 └─ sampled ──────> RequestSpan (ids, start time)
 Exchange.backend / .retry ─────────> cluster, retries
-Exchange.finish ──RequestSpan.end──> attributes, ERROR on 5xx ──BatchSpanProcessor──> collector
+Exchange.finish ──RequestSpan.end──> one tuple ──otlp.SpanExporter──> thread: JSON, POST
 ```
 
-Imported only by a proxy whose `ProxyConfig.trace` is set (`runner.build_proxy`): the
-OpenTelemetry SDK and grpc load nowhere else, and a proxy without tracing pays one ``is
-None`` per request. The processor queues finished spans and a thread of the SDK exports
-them, so the event loop never waits for the collector; a collector that is down loses
-spans, never requests.
+Imported only by a proxy whose `ProxyConfig.trace` is set (`runner.build_proxy`): a proxy
+without tracing pays one ``is None`` per request. The OpenTelemetry SDK gives the resource
+(``service.name`` and the rest, ``OTEL_RESOURCE_ATTRIBUTES`` honoured) and the ratio
+sampler's bound, once at start; per request the proxy builds no SDK object: a sampled
+request's span is a slotted object here and one tuple in the exporter's queue, a request
+that is not sampled gets its ids and headers only. The export thread encodes and sends, so
+the event loop never waits for the collector; a collector that is down loses spans, never
+requests.
 """
 
 from __future__ import annotations
 
+import time
+from random import getrandbits
 from typing import TYPE_CHECKING, Literal
 
-from opentelemetry import trace as trace_api
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-)
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
+from turnout.proxy.otlp import (
+    SPAN_KIND_CLIENT,
+    SPAN_KIND_SERVER,
+    SpanExporter,
+    json_str,
+    span_json,
+)
+from turnout.proxy.process import Address
 from turnout.proxy.trace_context import extract, propagate
 
 if TYPE_CHECKING:
@@ -42,90 +46,134 @@ if TYPE_CHECKING:
     from turnout.proxy.telemetry import Exchange
     from turnout.proxy.transport.messages import IncomingRequest
 
-EXPORT_DELAY_MS = 1000
+EXPORT_DELAY_S = 1.0
 """How long finished spans wait in the queue before a batch goes out (the SDK's default
 is 5 s; a second keeps traces fresh at the same batch size)."""
 
-EXPORT_TIMEOUT_S = 5
-"""One export's deadline, retries included (the SDK's default is 10 s): a collector that is
-down costs the exporter's thread this long per batch, and a stopping proxy at most this per
-batch still queued (the SDK stops flushing after 30 s in all)."""
+EXPORT_TIMEOUT_S = 5.0
+"""One export's socket deadline: a collector that hangs costs the exporter's thread this
+long per batch, and a stopping proxy at most this per batch still queued."""
 
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_KIND = {"inbound": SpanKind.SERVER, "outbound": SpanKind.CLIENT}
+SCOPE = "turnout.proxy"
+_LOW_64 = (1 << 64) - 1
+_KIND = {"inbound": SPAN_KIND_SERVER, "outbound": SPAN_KIND_CLIENT}
+
+Record = tuple[
+    bytes,  # trace id (32 hex digits)
+    bytes,  # span id (16 hex digits)
+    bytes | None,  # parent span id: the caller's (None: this span started the trace)
+    int,  # kind
+    int,  # start, ns since the epoch
+    int,  # end
+    str,  # method
+    str,  # host
+    str,  # path
+    str,  # direction
+    int,  # retries
+    int | None,  # status answered
+    str,  # route ("" when none matched)
+    str,  # route rule
+    str,  # backend cluster
+    str,  # error: the transport's reason, "" when none
+]
+"""A finished span as the event loop leaves it: plain values, encoded by the thread."""
 
 
 class Tracer:
-    """The proxy's spans: one `TracerProvider` (resource: the workload), its sampler and its
-    OTLP exporter."""
+    """The proxy's sampler (decided per request before anything is built) and its spans'
+    exporter."""
 
     def __init__(self, config: ProxyConfig) -> None:
         trace = config.trace
         assert trace is not None
-        resource = {"service.name": trace.service_name, "k8s.namespace.name": config.namespace}
+        attrs = {"service.name": trace.service_name, "k8s.namespace.name": config.namespace}
         if config.pod:
-            resource["k8s.pod.name"] = config.pod
-        self.ratio = TraceIdRatioBased(trace.sample_per_million / 1_000_000)
-        """New traces' sampler; also decides for a B3 context that carries no decision."""
-        self.provider = TracerProvider(
-            resource=Resource.create(resource), sampler=ParentBased(root=self.ratio)
+            attrs["k8s.pod.name"] = config.pod
+        resource = Resource.create(attrs).attributes
+        self.bound = TraceIdRatioBased.get_bound_for_rate(trace.sample_per_million / 1_000_000)
+        """The SDK's ratio sampler: a new trace (or a B3 one without a decision) is sampled
+        when its id's low 64 bits are below this (0: never; 2**64: always)."""
+        collector = Address.parse(trace.otlp)
+        self.exporter: SpanExporter[Record] = SpanExporter(
+            collector.host,
+            collector.port,
+            resource={k: v for k, v in resource.items() if isinstance(v, str | int)},
+            scope=SCOPE,
+            encode=_encode,
+            delay_s=EXPORT_DELAY_S,
+            timeout_s=EXPORT_TIMEOUT_S,
         )
-        exporter = OTLPSpanExporter(
-            endpoint=f"http://{trace.otlp}", insecure=True, timeout=EXPORT_TIMEOUT_S
-        )
-        self.provider.add_span_processor(
-            BatchSpanProcessor(exporter, schedule_delay_millis=EXPORT_DELAY_MS)
-        )
-        self.tracer = self.provider.get_tracer("turnout.proxy")
 
-    def start(self, req: IncomingRequest, direction: Literal["inbound", "outbound"]) -> RequestSpan:
-        """The request's span, child of the trace context it carries (if any); the request's
-        headers now carry this span as the upstream's parent, sampled or not."""
-        incoming = extract(req.raw_headers)
-        context = None
-        if incoming is not None:
-            trace_id = int(incoming.trace_id, 16)
-            sampled = incoming.sampled
-            if sampled is None:
-                result = self.ratio.should_sample(None, trace_id, "")
-                sampled = result.decision is Decision.RECORD_AND_SAMPLE
-            parent = SpanContext(
-                trace_id,
-                int(incoming.span_id, 16),
-                is_remote=True,
-                trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
+    def start(
+        self, req: IncomingRequest, direction: Literal["inbound", "outbound"]
+    ) -> RequestSpan | None:
+        """Decide whether the request is sampled (its trace context's flag, else the
+        rate), give it this proxy's span id in the headers it forwards, and return the
+        span to fill in, or None when it is not sampled."""
+        headers = req.raw_headers
+        incoming = extract(headers)
+        span_id = b"%016x" % (getrandbits(64) or 1)
+        if incoming is None:
+            number = getrandbits(128) or 1
+            trace_id = b"%032x" % number
+            sampled = number & _LOW_64 < self.bound
+            req.replace_headers(
+                propagate(headers, trace_id=trace_id, span_id=span_id, sampled=sampled)
             )
-            context = trace_api.set_span_in_context(NonRecordingSpan(parent))
-        span = self.tracer.start_span(
-            f"{req.method} {req.host}", context=context, kind=_KIND[direction]
-        )
-        own = span.get_span_context()
-        req.replace_headers(
-            propagate(
-                req.raw_headers,
-                trace_id=b"%032x" % own.trace_id,
-                span_id=b"%016x" % own.span_id,
-                sampled=own.trace_flags.sampled,
-                b3="" if incoming is None else incoming.b3,
-                parent_id=None if incoming is None else incoming.span_id,
+            parent = None
+        else:
+            trace_id = incoming.trace_id
+            said = incoming.sampled
+            sampled = int(trace_id[16:], 16) < self.bound if said is None else said
+            parent = incoming.span_id
+            req.replace_headers(
+                propagate(
+                    headers,
+                    trace_id=trace_id,
+                    span_id=span_id,
+                    sampled=sampled,
+                    b3=incoming.b3,
+                    parent_id=parent,
+                )
             )
-        )
-        return RequestSpan(span, direction)
+        if not sampled:
+            return None
+        return RequestSpan(self.exporter, trace_id, span_id, parent, _KIND[direction], direction)
 
     def shutdown(self) -> None:
-        """Export what is queued, then stop the exporter's thread (the proxy is stopping)."""
-        self.provider.shutdown()
+        """Export what is queued, then stop the exporter's thread (the proxy is stopping;
+        blocking: not on the event loop)."""
+        self.exporter.shutdown()
 
 
 class RequestSpan:
-    """One request's span while it runs: what `Exchange` learns on the way, set at the end."""
+    """One sampled request's span while it runs: what `Exchange` learns on the way."""
 
-    __slots__ = ("cluster", "direction", "retries", "span")
+    __slots__ = (
+        "cluster",
+        "direction",
+        "exporter",
+        "kind",
+        "parent_id",
+        "retries",
+        "span_id",
+        "start_ns",
+        "trace_id",
+    )
 
-    def __init__(self, span: trace_api.Span, direction: str) -> None:
-        self.span = span
-        self.direction = direction
+    def __init__(
+        self,
+        exporter: SpanExporter[Record],
+        trace_id: bytes,
+        span_id: bytes,
+        parent_id: bytes | None,
+        kind: int,
+        direction: str,
+    ) -> None:
+        self.exporter = exporter
+        self.trace_id, self.span_id, self.parent_id = trace_id, span_id, parent_id
+        self.kind, self.direction = kind, direction
+        self.start_ns = time.time_ns()
         self.cluster = ""
         self.retries = 0
 
@@ -133,29 +181,72 @@ class RequestSpan:
         self.cluster = backend.cluster
 
     def end(self, ex: Exchange, status: int | None, error: str) -> None:
-        """Attributes from the finished exchange; status ERROR on a 5xx, or on an exchange
-        that ended without one (`error`: the transport's reason)."""
-        span = self.span
-        if not span.is_recording():
-            span.end()
-            return
-        req = ex.request
-        span.set_attribute("http.request.method", req.method)
-        span.set_attribute("url.path", req.path)
-        span.set_attribute("server.address", req.host)
-        span.set_attribute("turnout.direction", self.direction)
-        span.set_attribute("turnout.retries", self.retries)
-        if status is not None:
-            span.set_attribute("http.response.status_code", status)
-        decision = ex.decision
-        if decision is not None and decision.route is not None:
-            span.set_attribute("turnout.route", decision.route.source)
-            span.set_attribute("turnout.route.rule", decision.route.rule)
-        if self.cluster:
-            span.set_attribute("turnout.backend", self.cluster)
-        if error:
-            span.set_attribute("error.type", error)
-            span.set_status(Status(StatusCode.ERROR, error))
-        elif status is None or status >= 500:
-            span.set_status(Status(StatusCode.ERROR))
-        span.end()
+        """The finished exchange into the exporter's queue (`error`: the transport's
+        reason when it ended without an answer)."""
+        req, decision = ex.request, ex.decision
+        route = decision.route if decision is not None else None
+        self.exporter.add(
+            (
+                self.trace_id,
+                self.span_id,
+                self.parent_id,
+                self.kind,
+                self.start_ns,
+                time.time_ns(),
+                req.method,
+                req.host,
+                req.path,
+                self.direction,
+                self.retries,
+                status,
+                "" if route is None else route.source,
+                "" if route is None else route.rule,
+                self.cluster,
+                error,
+            )
+        )
+
+
+_ATTRS = (
+    '[{"key":"http.request.method","value":{"stringValue":%s}},'
+    '{"key":"url.path","value":{"stringValue":%s}},'
+    '{"key":"server.address","value":{"stringValue":%s}},'
+    '{"key":"turnout.direction","value":{"stringValue":"%s"}},'
+    '{"key":"turnout.retries","value":{"intValue":"%d"}}'
+)
+_STATUS = ',{"key":"http.response.status_code","value":{"intValue":"%d"}}'
+_ROUTE = (
+    ',{"key":"turnout.route","value":{"stringValue":%s}},'
+    '{"key":"turnout.route.rule","value":{"stringValue":%s}}'
+)
+_BACKEND = ',{"key":"turnout.backend","value":{"stringValue":%s}}'
+_ERROR = ',{"key":"error.type","value":{"stringValue":%s}}'
+
+
+def _encode(r: Record) -> str:
+    """The OTLP span of a record: attributes named as OpenTelemetry's HTTP conventions and
+    ``turnout.*`` (written out here: the thread encodes every span, so this is its cost);
+    status ERROR on a 5xx, or on an exchange that ended without an answer."""
+    (trace_id, span_id, parent, kind, start, end, method, host, path) = r[:9]
+    direction, retries, status, route, rule, cluster, error = r[9:]
+    attrs = _ATTRS % (json_str(method), json_str(path), json_str(host), direction, retries)
+    if status is not None:
+        attrs += _STATUS % status
+    if route:
+        attrs += _ROUTE % (json_str(route), json_str(rule))
+    if cluster:
+        attrs += _BACKEND % json_str(cluster)
+    if error:
+        attrs += _ERROR % json_str(error)
+    failed = error if error else "" if status is None or status >= 500 else None
+    return span_json(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_id=parent,
+        name=f"{method} {host}",
+        kind=kind,
+        start_ns=start,
+        end_ns=end,
+        attributes=attrs + "]",
+        error=failed,
+    )

@@ -47,27 +47,27 @@ def test_trace_otlp_names_the_collector_the_rate_and_the_workload(
     configs: list[ProxyConfig],
 ) -> None:
     code, err = run(
-        "--workload", "deployment/web", "--trace-otlp", ":4317", "--trace-sample", "0.25"
+        "--workload", "deployment/web", "--trace-otlp", ":4318", "--trace-sample", "0.25"
     )
     assert code == 0, err
     assert configs[0].trace == TraceConfig(
-        otlp="127.0.0.1:4317", sample_per_million=250_000, service_name="web"
+        otlp="127.0.0.1:4318", sample_per_million=250_000, service_name="web"
     )
 
 
 def test_the_rate_defaults_to_every_trace(configs: list[ProxyConfig]) -> None:
-    assert run("--trace-otlp", "collector:4317")[0] == 0
+    assert run("--trace-otlp", "collector:4318")[0] == 0
     trace = configs[0].trace
     assert trace is not None and trace.sample_per_million == 1_000_000
-    assert trace.otlp == "collector:4317"
+    assert trace.otlp == "collector:4318"
 
 
 @pytest.mark.parametrize(
     ("args", "says"),
     [
         (["--trace-sample", "0.5"], "--trace-sample needs --trace-otlp"),
-        (["--trace-otlp", ":4317", "--trace-sample", "1.5"], "--trace-sample"),
-        (["--trace-otlp", ":4317", "--trace-sample", "half"], "--trace-sample"),
+        (["--trace-otlp", ":4318", "--trace-sample", "1.5"], "--trace-sample"),
+        (["--trace-otlp", ":4318", "--trace-sample", "half"], "--trace-sample"),
         (["--trace-otlp", "collector"], "--trace-otlp"),
     ],
 )
@@ -81,7 +81,7 @@ BUILD = """
 import json, sys
 from turnout.proxy.process import Address, ProxyConfig, TraceConfig
 from turnout.proxy.runner import build_proxy
-trace = TraceConfig(otlp="127.0.0.1:4317", service_name="web") if sys.argv[1] == "on" else None
+trace = TraceConfig(otlp="127.0.0.1:4318", service_name="web") if sys.argv[1] == "on" else None
 proxy = build_proxy(ProxyConfig(outbound=Address(host="127.0.0.1", port=0), trace=trace))
 print(json.dumps([sorted(m.split(".")[0] for m in sys.modules), proxy.tracer is not None]))
 """

@@ -1,7 +1,7 @@
 """Two real proxies in one trace: a client's outbound proxy calls the server's inbound proxy,
-which calls the app; both export their spans over OTLP/gRPC to a receiver in the test.
+which calls the app; both export their spans over OTLP/HTTP (JSON) to a receiver in the test.
 
-The proxies are stopped before the spans are read: stopping flushes the batch processor, so
+The proxies are stopped before the spans are read: stopping flushes the exporter's queue, so
 the test waits for no timer."""
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.trace.v1 import trace_pb2
+from aiohttp import web
 
 from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.harness import NS, bounded, compile_runtime, route_to
@@ -26,6 +24,9 @@ from turnout.proxy.table import RuntimeTable
 ANY = Address(host="127.0.0.1", port=0)
 CALLER = b"4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = b"00f067aa0ba902b7"
+SPAN_KIND_SERVER, SPAN_KIND_CLIENT = 2, 3
+"""OTLP's `Span.SpanKind` numbers (OTLP/JSON writes enums as numbers)."""
+STATUS_UNSET, STATUS_ERROR = 0, 2
 
 
 @dataclass
@@ -40,37 +41,43 @@ class Span:
 
 
 @dataclass
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP/gRPC trace collector: keeps every span it is sent."""
+class Receiver:
+    """An OTLP/HTTP trace collector (``POST /v1/traces``, JSON): keeps every span it is sent."""
 
     spans: list[Span] = field(default_factory=list)
+    requests: int = 0
 
-    async def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        for rs in request.resource_spans:
-            resource = {a.key: a.value.string_value for a in rs.resource.attributes}
-            for ss in rs.scope_spans:
-                for s in ss.spans:
+    async def export(self, request: web.Request) -> web.Response:
+        assert request.content_type == "application/json"
+        body = await request.json()
+        self.requests += 1
+        for rs in body["resourceSpans"]:
+            resource = {a["key"]: _value(a["value"]) for a in rs["resource"]["attributes"]}
+            for ss in rs["scopeSpans"]:
+                assert ss["scope"]["name"] == "turnout.proxy"
+                for s in ss["spans"]:
+                    assert int(s["endTimeUnixNano"]) >= int(s["startTimeUnixNano"]) > 0
                     self.spans.append(
                         Span(
                             service=resource["service.name"],
-                            trace_id=s.trace_id.hex(),
-                            span_id=s.span_id.hex(),
-                            parent_id=s.parent_span_id.hex(),
-                            kind=s.kind,
-                            status=s.status.code,
-                            attributes={a.key: _value(a.value) for a in s.attributes},
+                            trace_id=s["traceId"],
+                            span_id=s["spanId"],
+                            parent_id=s.get("parentSpanId", ""),
+                            kind=s["kind"],
+                            status=s.get("status", {}).get("code", STATUS_UNSET),
+                            attributes={a["key"]: _value(a["value"]) for a in s["attributes"]},
                         )
                     )
-        return trace_service_pb2.ExportTraceServiceResponse()
+        return web.json_response({})
 
     def of(self, service: str) -> list[Span]:
         return [s for s in self.spans if s.service == service]
 
 
-def _value(v: Any) -> Any:
-    return getattr(v, v.WhichOneof("value"))
+def _value(v: dict[str, Any]) -> Any:
+    """An OTLP/JSON ``AnyValue``: ``intValue`` is a string (64-bit), as the spec writes it."""
+    ((kind, value),) = v.items()
+    return int(value) if kind == "intValue" else value
 
 
 @dataclass
@@ -104,10 +111,13 @@ async def chain(tmp_path: Path, *, sample_per_million: int, rule: str = "") -> A
     more of its route's rule, YAML). Leaving stops the proxies (their spans flushed) before
     the receiver."""
     receiver = Receiver()
-    server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
-    otlp = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    collector = web.Application()
+    collector.router.add_post("/v1/traces", receiver.export)
+    runner = web.AppRunner(collector)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    otlp = runner.addresses[0][1]
     app = await Backend("api").start()
     procs = []
     try:
@@ -142,7 +152,7 @@ async def chain(tmp_path: Path, *, sample_per_million: int, rule: str = "") -> A
         for proxy, task in reversed(procs):
             await stop_proxy(proxy, task)
         await app.stop()
-        await server.stop(None)
+        await runner.cleanup()
 
 
 @bounded(60)
@@ -156,8 +166,8 @@ async def test_the_server_proxys_span_is_the_child_of_the_client_proxys(tmp_path
         assert s.trace_id == c.trace_id
         assert s.parent_id == c.span_id
         assert c.parent_id == ""  # no trace came in: the client proxy started it
-        assert c.kind == trace_pb2.Span.SPAN_KIND_CLIENT
-        assert s.kind == trace_pb2.Span.SPAN_KIND_SERVER
+        assert c.kind == SPAN_KIND_CLIENT
+        assert s.kind == SPAN_KIND_SERVER
         assert c.attributes["http.request.method"] == "GET"
         assert c.attributes["http.response.status_code"] == status
         assert s.attributes["http.response.status_code"] == status
@@ -165,8 +175,8 @@ async def test_the_server_proxys_span_is_the_child_of_the_client_proxys(tmp_path
         assert c.attributes["turnout.route.rule"].startswith("httproute/shop/web/rule/0")
         assert c.attributes["turnout.backend"]
         assert c.attributes["turnout.retries"] == 0
-    ok = trace_pb2.Status.STATUS_CODE_UNSET
-    error = trace_pb2.Status.STATUS_CODE_ERROR
+    ok = STATUS_UNSET
+    error = STATUS_ERROR
     assert [c.status for c in client] == [ok, error]
     traceparents = lab.app_saw("traceparent")
     assert traceparents == [f"00-{s.trace_id}-{s.span_id}-01" for s in server]
@@ -182,7 +192,7 @@ async def test_each_retry_is_a_child_of_the_one_client_span(tmp_path: Path) -> N
     assert client.attributes["turnout.retries"] == 2
     assert len(server) == 3
     assert {s.parent_id for s in server} == {client.span_id}
-    assert client.status == trace_pb2.Status.STATUS_CODE_ERROR
+    assert client.status == STATUS_ERROR
 
 
 @bounded(60)
