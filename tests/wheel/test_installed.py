@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import re
 import shutil
 import socket
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -380,3 +382,76 @@ async def test_check_pre_from_the_wheel_against_an_api_server(
     assert "√ can query the Kubernetes API" in text
     assert "√ Gateway API CRDs are installed" in text
     assert "Status check results are √" in text
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """OTLP/HTTP's ``POST /v1/traces`` (JSON): keeps each body on the server."""
+
+    server: _CollectorServer
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.server.bodies.append((self.path, self.headers["content-type"], json.loads(body)))
+        self.server.received.set()
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _CollectorServer(http.server.ThreadingHTTPServer):
+    bodies: list[tuple[str, str, Any]]
+    received: threading.Event
+
+
+class _SeesTraceparent(_Backend):
+    def do_GET(self) -> None:
+        self.server.traceparents.append(self.headers.get("traceparent", ""))  # type: ignore[attr-defined]
+        super().do_GET()
+
+
+def test_proxy_exports_its_span_over_otlp_http(wheel_venv: Path, tmp_path: Path) -> None:
+    """`--trace-otlp` from the wheel alone (no opentelemetry-proto; xds-protos' older copy
+    of it is never imported): the span reaches a collector, child of the caller's span, and
+    the backend's traceparent names it."""
+    collector = _CollectorServer(("127.0.0.1", 0), _Collector)
+    collector.bodies, collector.received = [], threading.Event()
+    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SeesTraceparent)
+    backend.traceparents = []  # type: ignore[attr-defined]
+    for server in (collector, backend):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    trace_id, caller = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    try:
+        routes = tmp_path / "routes.yaml"
+        routes.write_text(ROUTED.format(port=backend.server_address[1]))
+        outbound, admin = free_port(), free_port()
+        argv = [str(wheel_venv / "bin" / "mesh"), "proxy", "-f", str(routes)]
+        argv += ["--namespace", "shop", "--outbound", f"127.0.0.1:{outbound}"]
+        argv += ["--admin", f"127.0.0.1:{admin}", "--workload", "deployment/client"]
+        argv += ["--trace-otlp", f"127.0.0.1:{collector.server_address[1]}"]
+        until = time.monotonic() + TIMEOUT_S
+        with running(argv, cwd=tmp_path, log=tmp_path / "proxy.log") as proc:
+            status, _ = poll(f"http://127.0.0.1:{admin}/ready", until=until)
+            assert status == 200, (tmp_path / "proxy.log").read_text()
+            headers = {"Host": "web.shop", "traceparent": f"00-{trace_id}-{caller}-01"}
+            request = urllib.request.Request(f"http://127.0.0.1:{outbound}/hi", headers=headers)
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                assert resp.status == 200
+            assert proc.poll() is None
+        # stopping (SIGTERM) flushes the queued span
+        assert collector.received.wait(TIMEOUT_S), (tmp_path / "proxy.log").read_text()
+    finally:
+        for server in (collector, backend):
+            server.shutdown()
+            server.server_close()
+    ((path, content_type, body),) = collector.bodies
+    assert (path, content_type) == ("/v1/traces", "application/json")
+    (resource_spans,) = body["resourceSpans"]
+    resource = {a["key"]: a["value"] for a in resource_spans["resource"]["attributes"]}
+    assert resource["service.name"] == {"stringValue": "client"}
+    ((span,),) = [s["spans"] for s in resource_spans["scopeSpans"]]
+    assert (span["traceId"], span["parentSpanId"]) == (trace_id, caller)
+    assert backend.traceparents == [f"00-{trace_id}-{span['spanId']}-01"]  # type: ignore[attr-defined]
