@@ -99,7 +99,7 @@ class Tracer:
             collector.port,
             resource={k: v for k, v in resource.items() if isinstance(v, str | int)},
             scope=SCOPE,
-            encode=_encode,
+            encode=_Encoder(),
             delay_s=EXPORT_DELAY_S,
             timeout_s=EXPORT_TIMEOUT_S,
         )
@@ -223,12 +223,45 @@ _BACKEND = ',{"key":"turnout.backend","value":{"stringValue":%s}}'
 _ERROR = ',{"key":"error.type","value":{"stringValue":%s}}'
 
 
-def _encode(r: Record) -> str:
-    """The OTLP span of a record: attributes named as OpenTelemetry's HTTP conventions and
-    ``turnout.*`` (written out here: the thread encodes every span, so this is its cost);
-    status ERROR on a 5xx, or on an exchange that ended without an answer."""
-    (trace_id, span_id, parent, kind, start, end, method, host, path) = r[:9]
-    direction, retries, status, route, rule, cluster, error = r[9:]
+_CACHED = 1024
+"""Distinct request shapes whose encoded attributes `_Encoder` keeps (then it starts over)."""
+
+
+class _Encoder:
+    """Records into OTLP spans, on the export thread only. Most requests repeat a shape
+    (method, host, path, route, backend, status...): its attributes are encoded once."""
+
+    __slots__ = ("shapes",)
+
+    def __init__(self) -> None:
+        self.shapes: dict[tuple[object, ...], tuple[str, str, str | None]] = {}
+
+    def __call__(self, r: Record) -> str:
+        shape = r[6:]
+        known = self.shapes.get(shape)
+        if known is None:
+            if len(self.shapes) >= _CACHED:
+                self.shapes.clear()
+            known = self.shapes[shape] = _attributes(r)
+        attrs, name, failed = known
+        return span_json(
+            trace_id=r[0],
+            span_id=r[1],
+            parent_id=r[2],
+            name=name,
+            kind=r[3],
+            start_ns=r[4],
+            end_ns=r[5],
+            attributes=attrs,
+            error=failed,
+        )
+
+
+def _attributes(r: Record) -> tuple[str, str, str | None]:
+    """A record's attributes (JSON), span name and status (None: unset, else ERROR's
+    message): attributes named as OpenTelemetry's HTTP conventions and ``turnout.*``;
+    ERROR on a 5xx, or on an exchange that ended without an answer."""
+    method, host, path, direction, retries, status, route, rule, cluster, error = r[6:]
     attrs = _ATTRS % (json_str(method), json_str(path), json_str(host), direction, retries)
     if status is not None:
         attrs += _STATUS % status
@@ -239,14 +272,4 @@ def _encode(r: Record) -> str:
     if error:
         attrs += _ERROR % json_str(error)
     failed = error if error else "" if status is None or status >= 500 else None
-    return span_json(
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_id=parent,
-        name=f"{method} {host}",
-        kind=kind,
-        start_ns=start,
-        end_ns=end,
-        attributes=attrs + "]",
-        error=failed,
-    )
+    return attrs + "]", f"{method} {host}", failed
