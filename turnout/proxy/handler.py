@@ -125,7 +125,9 @@ class Handler:
             if self.guards is not None:
                 app, guard = self._inbound_target(req)
             assert app is not None
-            ex = Exchange(self.telemetry, "inbound", req, None, start, app, authority=req.host)
+            ex = self.telemetry.exchange(
+                self.telemetry, "inbound", req, None, start, app, authority=req.host
+            )
             if refusal is not None:
                 self._refuse(ex, writer, refusal)
                 return None
@@ -149,12 +151,16 @@ class Handler:
                     seen = self._host(req.host, state)
             listener, authority = seen
             if refusal is not None:
-                ex = Exchange(self.telemetry, "outbound", req, None, start, authority=authority)
+                ex = self.telemetry.exchange(
+                    self.telemetry, "outbound", req, None, start, authority=authority
+                )
                 self._refuse(ex, writer, refusal)
                 return None
             tls = req.tls
             if tls is not None and not tls.allows(req.host):
-                ex = Exchange(self.telemetry, "outbound", req, None, start, authority=authority)
+                ex = self.telemetry.exchange(
+                    self.telemetry, "outbound", req, None, start, authority=authority
+                )
                 self._answer(ex, writer, MISDIRECTED)
                 return None
             if listener is None:
@@ -163,7 +169,9 @@ class Handler:
                 decision = state.table.decide(req, listener=listener)
             else:
                 decision = listener  # a pass-through to the endpoint the client named
-            ex = Exchange(self.telemetry, "outbound", req, decision, start, authority=authority)
+            ex = self.telemetry.exchange(
+                self.telemetry, "outbound", req, decision, start, authority=authority
+            )
             if decision is None:
                 by_address = (
                     dst is not None or self.address is not None or address_of(req.host) is not None

@@ -57,7 +57,7 @@ from turnout.proxy.transport.messages import (
 )
 
 if TYPE_CHECKING:
-    from turnout.proxy.tracing import RequestSpan, Tracer
+    from turnout.proxy.tracing import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class Telemetry:
 
     __slots__ = (
         "clock",
+        "exchange",
         "http_keys",
         "inbound_authority",
         "metrics",
@@ -120,7 +121,10 @@ class Telemetry:
         self.tap = tap
         self.clock = clock
         self.tracer = tracer
-        """``--trace-otlp`` (`tracing.py`): a span per exchange; None: tracing off."""
+        """``--trace-otlp`` (`tracing.py`); None: tracing off."""
+        self.exchange: type[Exchange] = Exchange if tracer is None else tracer.exchange
+        """What the handler makes per request: `Exchange`, or with tracing its subclass that
+        also keeps the span (`tracing.TracedExchange`), so tracing off costs no test."""
         # Label keys by what determines them, so a request costs dictionary hits only.
         self.http_keys: dict[tuple[object, ...], HttpKey] = {}
         self.route_keys: dict[tuple[str, str, str, str], _RouteKeys] = {}
@@ -195,7 +199,6 @@ class Exchange:
         "head_at",
         "owner",
         "request",
-        "span",
         "start",
         "status",
         "tap_id",
@@ -237,8 +240,6 @@ class Exchange:
         self.head_at: float | None = None
         self.status: int | None = None
         self.tap_id = ""
-        tracer = owner.tracer
-        self.span: RequestSpan | None = None if tracer is None else tracer.start(request, direction)
         self._done = False
         self._keys: _RouteKeys | None = None
         self._tried: int | None = None
@@ -255,8 +256,6 @@ class Exchange:
 
     def backend(self, backend: Backend) -> None:
         self.dst = backend.dst
-        if self.span is not None:
-            self.span.backend(backend)
 
     def attempt(self, status: int | None, *, error: str = "") -> None:
         """One try sent to the backend (the first and every retry) and its outcome."""
@@ -271,11 +270,8 @@ class Exchange:
 
     def abandon(self) -> None:
         """The request ends without an answer of ours (the client left): what was tried
-        still counts; the span ends as an error (``error.type`` ``client_left``)."""
+        still counts."""
         self._count_tried()
-        span, self.span = self.span, None
-        if span is not None:
-            span.end(self, None, "client_left")
 
     def _count_tried(self) -> None:
         tried, self._tried = self._tried, _COUNTED
@@ -292,8 +288,6 @@ class Exchange:
             self.publish("req")
 
     def retry(self, *, status: int | None, error: Exception | None) -> None:
-        if self.span is not None:
-            self.span.retries += 1
         pk = self._policy_key()
         if pk is not None:
             self.owner.metrics.retry(pk)
@@ -335,8 +329,6 @@ class Exchange:
         if self._done:
             return
         self._done = True
-        if self.span is not None:
-            self.span.end(self, status, error)
         owner = self.owner
         now = owner.clock()
         head = self.head_at if self.head_at is not None else now

@@ -2,17 +2,18 @@
 OTLP/HTTP as JSON (docs/tracing.md).
 
 ```
-Exchange(...) ──Tracer.start(req)──> sampled? decided first, from the incoming traceparent / B3
-                 │                   or the rate; the forwarded headers name this proxy's span
-                 │                   (trace_context.py) either way
-                 ├─ not sampled ───> None: nothing more per request
-                 └─ sampled ──────> RequestSpan (ids, start time)
-Exchange.backend / .retry ─────────> cluster, retries
-Exchange.finish ──RequestSpan.end──> one tuple ──otlp.SpanExporter──> thread: JSON, POST
+TracedExchange(...) ──Tracer.start(req)──> sampled? decided first, from the incoming
+  │  (Telemetry.exchange                   traceparent / B3 or the rate; the forwarded
+  │   with tracing on)                     headers name this proxy's span either way
+  │                      ├─ not sampled ─> span None: nothing more per request
+  │                      └─ sampled ─────> RequestSpan (ids, start time)
+  ├─ .backend / .retry ───────────────────> cluster, retries
+  └─ .finish ──RequestSpan.end──> one tuple ──otlp.SpanExporter──> thread: JSON, POST
 ```
 
 Imported only by a proxy whose `ProxyConfig.trace` is set (`runner.build_proxy`): a proxy
-without tracing pays one ``is None`` per request. The OpenTelemetry SDK gives the resource
+without tracing makes plain `Exchange`s (`Telemetry.exchange`), which know no span: no test
+per request. The OpenTelemetry SDK gives the resource
 (``service.name`` and the rest, ``OTEL_RESOURCE_ATTRIBUTES`` honoured) and the ratio
 sampler's bound, once at start; per request the proxy builds no SDK object: a sampled
 request's span is a slotted object here and one tuple in the exporter's queue, a request
@@ -38,12 +39,12 @@ from turnout.proxy.otlp import (
     span_json,
 )
 from turnout.proxy.process import Address
+from turnout.proxy.telemetry import Exchange, Telemetry
 from turnout.proxy.trace_context import extract, propagate
 
 if TYPE_CHECKING:
-    from turnout.proxy.actions import Backend
+    from turnout.proxy.actions import Backend, Decision
     from turnout.proxy.process import ProxyConfig
-    from turnout.proxy.telemetry import Exchange
     from turnout.proxy.transport.messages import IncomingRequest
 
 EXPORT_DELAY_S = 1.0
@@ -79,9 +80,64 @@ Record = tuple[
 """A finished span as the event loop leaves it: plain values, encoded by the thread."""
 
 
+class TracedExchange(Exchange):
+    """`Exchange` with the request's span: what `Telemetry.exchange` makes with tracing on
+    (so a proxy without it has no span to test for). The span is None when not sampled."""
+
+    __slots__ = ("span",)
+
+    def __init__(
+        self,
+        owner: Telemetry,
+        direction: Literal["inbound", "outbound"],
+        request: IncomingRequest,
+        decision: Decision | None,
+        start: float,
+        target: tuple[str, int] | None = None,
+        *,
+        authority: str,
+    ) -> None:
+        tracer = owner.tracer
+        assert tracer is not None
+        self.span = tracer.start(request, direction)
+        super().__init__(owner, direction, request, decision, start, target, authority=authority)
+
+    def backend(self, backend: Backend) -> None:
+        super().backend(backend)
+        if self.span is not None:
+            self.span.cluster = backend.cluster
+
+    def retry(self, *, status: int | None, error: Exception | None) -> None:
+        super().retry(status=status, error=error)
+        if self.span is not None:
+            self.span.retries += 1
+
+    def abandon(self) -> None:
+        """The client left: the span ends as an error (``error.type`` ``client_left``)."""
+        super().abandon()
+        span, self.span = self.span, None
+        if span is not None:
+            span.end(self, None, "client_left")
+
+    def finish(
+        self,
+        status: int | None,
+        *,
+        error: str = "",
+        grpc_status: int | None = None,
+        bytes_sent: int = 0,
+    ) -> None:
+        span, self.span = self.span, None
+        if span is not None:
+            span.end(self, status, error)
+        super().finish(status, error=error, grpc_status=grpc_status, bytes_sent=bytes_sent)
+
+
 class Tracer:
     """The proxy's sampler (decided per request before anything is built) and its spans'
     exporter."""
+
+    exchange = TracedExchange
 
     def __init__(self, config: ProxyConfig) -> None:
         trace = config.trace
@@ -176,9 +232,6 @@ class RequestSpan:
         self.start_ns = time.time_ns()
         self.cluster = ""
         self.retries = 0
-
-    def backend(self, backend: Backend) -> None:
-        self.cluster = backend.cluster
 
     def end(self, ex: Exchange, status: int | None, error: str) -> None:
         """The finished exchange into the exporter's queue (`error`: the transport's
