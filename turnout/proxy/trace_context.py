@@ -51,11 +51,24 @@ class TraceContext:
     `propagate` writes back ("": none, only ``traceparent`` goes on)."""
 
 
+NONE: Literal["none"] = "none"
+"""`read`: the request carries no trace header at all (the proxy's span may just be added)."""
+INVALID: Literal["invalid"] = "invalid"
+"""`read`: trace headers, none of them valid (`propagate` drops them)."""
+
+
 def extract(headers: RawPairs) -> TraceContext | None:
     """The request's trace context: a valid ``traceparent`` first (W3C Trace Context, any
     version read as version 00), else single-header ``b3``, else ``x-b3-traceid`` and
     ``x-b3-spanid`` (with ``x-b3-sampled`` or ``x-b3-flags: 1``). None when there is no
     valid one: the proxy's span then starts a trace."""
+    ctx = read(headers)
+    return None if isinstance(ctx, str) else ctx
+
+
+def read(headers: RawPairs) -> TraceContext | Literal["none", "invalid"]:
+    """`extract`, telling apart a request with no trace header (`NONE`) from one whose
+    trace headers are all invalid (`INVALID`)."""
     traceparent = single = None
     multi: dict[bytes, bytes] = {}
     for name, value in headers:
@@ -71,9 +84,16 @@ def extract(headers: RawPairs) -> TraceContext | None:
         return ctx if not form else TraceContext(ctx.trace_id, ctx.span_id, ctx.sampled, form)
     if single is not None and (ctx := _from_b3_single(single.strip().lower())):
         return ctx
-    if multi:
-        return _from_b3_multi(multi)
-    return None
+    if multi and (ctx := _from_b3_multi(multi)):
+        return ctx
+    if traceparent is None and single is None and not multi:
+        return NONE
+    return INVALID
+
+
+def traceparent(trace_id: bytes, span_id: bytes, sampled: bool) -> bytes:
+    """A version 00 ``traceparent`` value."""
+    return b"00-%s-%s-0%s" % (trace_id, span_id, b"1" if sampled else b"0")
 
 
 def _from_traceparent(value: bytes) -> TraceContext | None:
@@ -147,7 +167,7 @@ def propagate(
     came, in order."""
     out = [(n, v) for n, v in headers if n.lower() not in _REPLACED]
     flag = b"1" if sampled else b"0"
-    out.append((b"traceparent", b"00-%s-%s-0%s" % (trace_id, span_id, flag)))
+    out.append((b"traceparent", traceparent(trace_id, span_id, sampled)))
     if b3 == "single":
         single = b"%s-%s-%s" % (trace_id, span_id, flag)
         out.append((b"b3", single if parent_id is None else b"%s-%s" % (single, parent_id)))

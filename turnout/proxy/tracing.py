@@ -40,7 +40,7 @@ from turnout.proxy.otlp import (
 )
 from turnout.proxy.process import Address
 from turnout.proxy.telemetry import Exchange, Telemetry
-from turnout.proxy.trace_context import extract, propagate
+from turnout.proxy.trace_context import NONE, propagate, read, traceparent
 
 if TYPE_CHECKING:
     from turnout.proxy.actions import Backend, Decision
@@ -167,16 +167,19 @@ class Tracer:
         rate), give it this proxy's span id in the headers it forwards, and return the
         span to fill in, or None when it is not sampled."""
         headers = req.raw_headers
-        incoming = extract(headers)
+        incoming = read(headers)
         span_id = b"%016x" % (getrandbits(64) or 1)
-        if incoming is None:
+        parent = None
+        if isinstance(incoming, str):
             number = getrandbits(128) or 1
             trace_id = b"%032x" % number
             sampled = number & _LOW_64 < self.bound
-            req.replace_headers(
-                propagate(headers, trace_id=trace_id, span_id=span_id, sampled=sampled)
-            )
-            parent = None
+            if incoming is NONE:  # the common case: one header more, nothing to take out
+                req.add_header(b"traceparent", traceparent(trace_id, span_id, sampled))
+            else:
+                req.replace_headers(
+                    propagate(headers, trace_id=trace_id, span_id=span_id, sampled=sampled)
+                )
         else:
             trace_id = incoming.trace_id
             said = incoming.sampled

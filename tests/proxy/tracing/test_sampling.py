@@ -116,3 +116,10 @@ def span_record(span: RequestSpan) -> Record:
         "",
         "",
     )
+
+
+def test_an_invalid_traceparent_is_replaced_by_a_new_trace(tracers: dict[int, Tracer]) -> None:
+    req = request((b"traceparent", b"00-%s-%s-01" % (b"0" * 32, CALLER)))
+    assert tracers[0].start(req, "outbound") is None
+    (traceparent,) = sent(req, b"traceparent")
+    assert b"0" * 32 not in traceparent and traceparent.endswith(b"-00")
