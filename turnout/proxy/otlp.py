@@ -16,7 +16,9 @@ numbers, 64-bit integers as strings); every OpenTelemetry collector accepts it o
 
 The event loop's share is one ``deque.append`` per sampled request: records stay plain
 tuples until the thread encodes them. A full queue drops its oldest records and a collector
-that is down or refuses a batch loses that batch (logged once per outage), never a request.
+that is down or refuses a batch loses that batch (logged once per outage; no retries but
+one: a kept-alive connection the collector closed while idle is opened again), never a
+request.
 """
 
 from __future__ import annotations
@@ -175,15 +177,20 @@ class SpanExporter(Generic[R]):
         return batch
 
     def _export(self, batch: list[R]) -> None:
-        body = self._head + ",".join(map(self.encode, batch)) + _TAIL
-        try:
-            status = self._post(body.encode())
-        except (OSError, http.client.HTTPException) as exc:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            self._failed(f"{type(exc).__name__}: {exc}", len(batch))
-            return
+        body = (self._head + ",".join(map(self.encode, batch)) + _TAIL).encode()
+        while True:
+            reused = self._conn is not None
+            try:
+                status = self._post(body)
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                if reused and not isinstance(exc, TimeoutError):
+                    continue  # the collector closed the idle connection: once more, anew
+                self._failed(f"{type(exc).__name__}: {exc}", len(batch))
+                return
         if 200 <= status < 300:
             self.exported += len(batch)
             if self._failing:
