@@ -163,19 +163,25 @@ async def changes_taken(session: aiohttp.ClientSession, lab: Lab) -> int:
         return int((await r.json())["changes"])
 
 
-async def results(prom: str) -> dict[tuple[str, str, str], list[tuple[dict[str, str], float]]]:
-    """Every target's finite values, per combination of real variable values."""
-    out: dict[tuple[str, str, str], list[tuple[dict[str, str], float]]] = {}
+Values = dict[str, str]
+
+
+async def results(
+    prom: str,
+) -> tuple[dict[tuple[str, str, str], list[tuple[Values, float]]], dict[str, list[Values]]]:
+    """Every target's finite values with the variable values that gave them, and each
+    dashboard's combinations of variable values."""
+    out: dict[tuple[str, str, str], list[tuple[Values, float]]] = {}
+    combos = {}
     for name in DASHBOARDS:
         board = dashboard(name)
-        combos = combinations(prom, board)
-        assert combos, f"{name}: a template variable lists nothing"
+        combos[name] = combinations(prom, board)
         for t in targets(board):
             found = out.setdefault((name, t.panel, t.ref), [])
-            for values in combos:
+            for values in combos[name]:
                 got: list[VectorSample] = await instant_query(prom, substitute(t.expr, values))
                 found += [(values, s.value) for s in got if not math.isnan(s.value)]
-    return out
+    return out, combos
 
 
 @pytest.mark.slow
@@ -208,13 +214,27 @@ async def test_every_panel_has_numbers_on_a_mesh_with_traffic(tmp_path: Path) ->
             await until("the second rejection scraped", lambda: _above(prom, rejected, 1))
             denied = 'sum(inbound_http_authz_deny_total{deployment="web-v1"})'
             await until("denials scraped", lambda: _above(prom, denied, 0))
-            # one more scrape of everything, so each rate has its two samples
-            await until("retries rising", lambda: _rising(prom, retries))
-            got = await results(prom)
+            seen = await first(prom, retries)  # one more scrape: every rate has two samples
+            await until("retries rising", lambda: _above(prom, retries, seen))
+            got, combos = await results(prom)
         finally:
             load.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await load
+    assert combos["control-plane"] == [
+        {"job": "turnout-control-plane", "instance": f"{HOST}:{lab.demo.ports.serve_admin}"}
+    ]
+    assert [c["namespace"] for c in combos["namespace"]] == ["emojivoto", "loadgen"]
+    assert [(c["namespace"], c["deployment"]) for c in combos["workload"]] == [
+        ("emojivoto", "web-v1"),
+        ("emojivoto", "web-v2"),
+        ("loadgen", "vote-bot"),
+    ]
+    assert [(c["namespace"], c["route"]) for c in combos["route"]] == [
+        ("emojivoto", "flaky"),
+        ("emojivoto", "voting"),
+        ("emojivoto", "web"),
+    ]
     empty = [k for k, v in got.items() if not v and k not in EXEMPT]
     assert not empty, "no numbers for:\n" + "\n".join(map(str, empty))
     assert not [k for k in EXEMPT if got.get(k)], "exempt but has numbers: drop the exemption"
@@ -226,12 +246,3 @@ async def test_every_panel_has_numbers_on_a_mesh_with_traffic(tmp_path: Path) ->
 
 async def _above(prom: str, promql: str, floor: float) -> bool:
     return (await first(prom, promql)) > floor
-
-
-_last: dict[str, float] = {}
-
-
-async def _rising(prom: str, promql: str) -> bool:
-    now = await first(prom, promql)
-    before = _last.setdefault(promql, now)
-    return now > before
