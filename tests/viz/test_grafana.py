@@ -6,6 +6,7 @@ no overlapping panels, no undefined variables), and every query parses in a real
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,13 @@ def test_each_dashboard_is_a_grafana_model_on_the_prometheus_variable(name: str)
         substitute(t.expr, values)  # KeyError: a $variable the dashboard does not define
     for i, var in enumerate(variables(board)):
         substitute(var.query, {v.name: "x" for v in variables(board)[:i]})  # only earlier ones
+
+
+def test_links_between_dashboards_name_shipped_uids() -> None:
+    uids = {dashboard(n)["uid"] for n in DASHBOARDS}
+    urls = re.findall(r'"url": "/d/([^/"]+)/', "".join(dashboard_text(n) for n in DASHBOARDS))
+    assert urls, "the namespace table links to the workload dashboard"
+    assert set(urls) <= uids, urls
 
 
 @pytest.mark.slow

@@ -102,7 +102,7 @@ def _write_grafana(args: argparse.Namespace, err: TextIO) -> int:
         print(f"note: wrote {path}", file=err)
     print(
         "note: import them in Grafana (Dashboards > New > Import) or point a file provider at"
-        " the directory; each asks for its Prometheus (docs/grafana.md)",
+        " the directory; each has a Prometheus drop-down (docs/grafana.md)",
         file=err,
     )
     return EXIT_OK
