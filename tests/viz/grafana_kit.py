@@ -7,6 +7,7 @@ targets(board)    [Target(panel, ref, expr)]   every panel's (and row's) targets
 variables(board)  [Variable(name, query, regex)]  the query variables, in dashboard order
 combinations(url, board)  every chain of real values (namespace -> deployment -> ...)
 substitute(expr, values)  $var / ${var} -> value; $__rate_interval -> RATE_INTERVAL
+placeholders(board)       "x" for every variable: enough for a parse check
 ```
 """
 
