@@ -60,6 +60,16 @@ def test_the_wheel_is_what_runs(wheel_venv: Path, tmp_path: Path) -> None:
     for data in ("engine/crds", "demo/examples/emojivoto/mesh", "demo/examples/canary/linkerd"):
         folder = where.parent / data
         assert folder.is_dir() and not folder.is_symlink(), folder
+    grafana = sorted(p.name for p in (where.parent / "viz/grafana").glob("*.json"))
+    assert grafana == ["control-plane.json", "namespace.json", "route.json", "workload.json"]
+
+
+def test_grafana_dashboards_come_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
+    got = mesh(wheel_venv, "install", "--grafana-json", str(tmp_path / "g"), cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    for name in ("control-plane", "namespace", "workload", "route"):
+        shipped = (ROOT / "turnout/viz/grafana" / f"{name}.json").read_text()
+        assert (tmp_path / "g" / f"turnout-{name}.json").read_text() == shipped
 
 
 def test_version_and_python_dash_m(wheel_venv: Path, tmp_path: Path) -> None:

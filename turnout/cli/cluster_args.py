@@ -44,6 +44,12 @@ def _values_flags(p: argparse.ArgumentParser) -> None:
         " identity.trustDomain=example.org); repeatable, after -f",
     )
     p.add_argument("--image", metavar="IMAGE", help="the controller image (= --set image=...)")
+    p.add_argument(
+        "--grafana",
+        action="store_true",
+        help="also the Grafana dashboards, as ConfigMaps labelled grafana_dashboard=1 for"
+        " Grafana's sidecar (= --set grafana.dashboards=true; docs/grafana.md)",
+    )
     p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
 
 
@@ -71,6 +77,12 @@ def install_parsers(sub: Sub) -> None:
     p.add_argument("--kubeconfig", metavar="FILE", help="the cluster --crds asks (optional)")
     p.add_argument("--context", metavar="NAME", help="kubeconfig context")
     p.add_argument("--ignore-cluster", action="store_true", help="--crds: do not ask any cluster")
+    p.add_argument(
+        "--grafana-json",
+        metavar="DIR",
+        help="instead: write the Grafana dashboards into DIR as JSON files, for a standalone"
+        " Grafana (import, or file provisioning)",
+    )
     _values_flags(p)
     p.set_defaults(run="cluster_install:run_install")
 

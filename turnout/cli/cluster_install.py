@@ -3,6 +3,7 @@
 ```
 mesh install         values ─> identity (--identity-dir | new) ─> render_install ─> stdout
 mesh install --crds  own_crds [- foreign ones with --skip-existing] ─> stdout
+mesh install --grafana-json DIR   the Grafana dashboards ─> DIR/turnout-*.json (notes: stderr)
                      list_crds (optional) ─> Gateway API notes ─> stderr
 mesh upgrade         values + the cluster's turnout-identity / turnout-injector-tls Secrets
                        ─> install_objects ─> stdout (same trust anchor, same caBundle)
@@ -26,7 +27,7 @@ from typing import Any, TextIO
 from turnout.cli.errors import CommandError, UsageError
 from turnout.cli.output import EXIT_OK
 from turnout.cluster import names
-from turnout.cluster.install import crds, identity, render, values, webhook
+from turnout.cluster.install import crds, grafana, identity, render, values, webhook
 from turnout.cluster.install.errors import ClusterUnavailable, InstallError
 from turnout.engine.identity.clock import utc_now
 
@@ -37,6 +38,8 @@ def _values(args: argparse.Namespace) -> values.Values:
     sets = tuple(args.set or ())
     if getattr(args, "image", None):
         sets += (f"image={args.image}",)
+    if getattr(args, "grafana", False):
+        sets += ("grafana.dashboards=true",)
     return values.build_values(ha=args.ha, files=tuple(args.values or ()), sets=sets)
 
 
@@ -87,7 +90,27 @@ def _control_plane(args: argparse.Namespace, v: values.Values, err: TextIO) -> l
     return render.render_install(v, identity=files, now=utc_now())
 
 
+def _write_grafana(args: argparse.Namespace, err: TextIO) -> int:
+    others = [f for f, on in (("--crds", args.crds), ("--identity-dir", args.identity_dir)) if on]
+    if others:
+        raise UsageError(f"--grafana-json writes the dashboards only, not with {others[0]}")
+    try:
+        paths = grafana.write_dashboards(Path(args.grafana_json))
+    except InstallError as exc:
+        raise CommandError(str(exc)) from None
+    for path in paths:
+        print(f"note: wrote {path}", file=err)
+    print(
+        "note: import them in Grafana (Dashboards > New > Import) or point a file provider at"
+        " the directory; each has a Prometheus drop-down (docs/grafana.md)",
+        file=err,
+    )
+    return EXIT_OK
+
+
 def run_install(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.grafana_json:
+        return _write_grafana(args, err)
     if not args.crds and (args.skip_existing or args.ignore_cluster):
         flag = "--skip-existing" if args.skip_existing else "--ignore-cluster"
         raise UsageError(f"{flag} goes with --crds (mesh install asks no cluster otherwise)")

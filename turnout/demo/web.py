@@ -14,7 +14,8 @@ gRPC reads its xDS bootstrap once per process, from ``GRPC_XDS_BOOTSTRAP_CONFIG`
 orchestrator), and dials ``xds:///NAME.emojivoto.svc.cluster.local:8080``: routes, weights and
 faults of the GRPCRoute apply inside grpcio, with no proxy on the path. So that `mesh routes
 --live` sees those calls too, this process records them as the client side of each call
-(``route_response_total{direction="outbound",dst,rt_route}``, as a sidecar would): the rule a
+(``route_response_total{direction="outbound",dst,rt_route}``, as a sidecar would, and the
+same once more as the ``route_actual_*`` of its one try: grpcio retries nothing here): the rule a
 call matched is found with the proxy's own runtime table, from its own ADS subscription
 (`XdsClient`), by the same matching code the proxy uses. Rule selection is deterministic
 (method and headers), so this names the rule grpcio applied; which backend it picked is not
@@ -107,6 +108,7 @@ class GrpcClient:
             rt_route=self.resolver.rule(self.authority, path),
         )
         self.metrics.route_request(rk)
+        self.metrics.route_actual_request(rk)  # one call is one try: no retries here
         start = time.monotonic()
         code = 0
         try:
@@ -126,6 +128,7 @@ class GrpcClient:
                 latency_ms=(time.monotonic() - start) * 1000,
                 grpc_status=code,
             )
+            self.metrics.route_actual_response(rk, status_code=200, grpc_status=code)
 
     async def close(self) -> None:
         await self.channel.close()

@@ -5,6 +5,7 @@ Values + identity files + serving cert
    └─> install_objects: Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding,
                         Secret identity, Secret injector-tls, Services (xds, identity,
                         admin, injector), Deployment, [PodDisruptionBudget],
+                        [ConfigMaps of the Grafana dashboards (grafana.dashboards)],
                         MutatingWebhookConfiguration (last: the injector exists first)
 own_crds()  ──>  crd_objects
    every object ──schema.check_object──> dump(objs, "yaml" | "json") ──> stdout
@@ -26,7 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
-from turnout.cluster.install import controller, webhook
+from turnout.cluster.install import controller, grafana, webhook
 from turnout.cluster.install.identity import identity_secret
 from turnout.cluster.install.schema import check_object
 from turnout.cluster.install.values import Values
@@ -51,6 +52,7 @@ def install_objects(
     ]
     if values.pod_disruption_budget:
         objs.append(controller.pod_disruption_budget(values))
+    objs += grafana.dashboard_configmaps(values)
     objs.append(webhook.webhook_configuration(values, cert))
     return objs
 

@@ -117,6 +117,16 @@ class InjectorValues:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GrafanaValues:
+    """Turnout's Grafana dashboards as ConfigMaps (`grafana.py`); ``--grafana`` turns them on."""
+
+    dashboards: bool = False
+    """One ConfigMap per dashboard, labelled ``grafana_dashboard: "1"`` for Grafana's sidecar."""
+    namespace: str | None = _checked(None, _dns_label)
+    """Where the ConfigMaps go (Grafana's namespace); None: the control plane's."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Values:
     """Everything `mesh install` renders from; `Values()` is the default install."""
 
@@ -134,6 +144,7 @@ class Values:
     resources: Resources = Resources()
     identity: IdentityValues = IdentityValues()
     injector: InjectorValues = InjectorValues()
+    grafana: GrafanaValues = GrafanaValues()
 
 
 HA_VALUES: Mapping[str, object] = {
