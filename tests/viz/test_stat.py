@@ -62,7 +62,7 @@ def test_stat_json_numbers_agree_with_the_proxies_counters(viz_lab: Lab) -> None
     elapsed = time.monotonic() - t0
     after = {p: inbound_responses(viz_lab, p) for p in ("web-v1", "web-v2")}
     assert code == 0, err
-    assert "no Prometheus: scraping 3 proxies directly over 3s" in err
+    assert "no Prometheus: scraping 5 proxies directly over 3s" in err
     rows = {r["name"]: r for r in json.loads(out)}
     assert set(rows["web-v1"]) == {
         "namespace", "name", "meshed", "success", "rps", "latency_ms_p50", "latency_ms_p95",

@@ -7,7 +7,8 @@ else GET --control-plane /debug/proxies: every "admin" HOST:PORT ─> ScrapeSour
      stderr: "no Prometheus: scraping 3 proxies directly over 10s"
 ```
 
-A control plane that does not answer and no `--prometheus`: `CommandError`, one line (exit
+`mesh routes --live` asks the same way (`live_prometheus`, `prometheus_route_stats`). A
+control plane that does not answer and no `--prometheus`: `CommandError`, one line (exit
 2). The workloads' pods (MESHED) come from `/debug/proxies` too: `running_pods`.
 """
 
@@ -24,7 +25,7 @@ from typing import TextIO
 
 from turnout.cli.errors import CommandError, UsageError
 from turnout.viz.source import PromSource, ScrapeSource, Source
-from turnout.viz.stats import metrics_url
+from turnout.viz.stats import RouteKey, RouteStats, metrics_url, route_stats_of_vectors
 
 DEFAULT_PROM_WINDOW_S = 60.0
 """linkerd viz stat's default `-t 1m`."""
@@ -116,3 +117,34 @@ def open_source(args: argparse.Namespace, err: TextIO) -> tuple[Source, list[Pro
     )
     err.flush()
     return ScrapeSource([metrics_url(a) for a in admins], seconds), found
+
+
+ROUTE_FAMILIES = (
+    ("route_response_total", "classification"),
+    ("route_actual_response_total", "classification"),
+    ("route_response_latency_ms_bucket", "le"),
+)
+
+
+async def prometheus_route_stats(source: PromSource) -> dict[RouteKey, RouteStats]:
+    """`linkerd viz routes`' queries: ``sum(increase(route_response_total{direction=
+    "outbound"}[W])) by (namespace, dst, rt_route, classification)``, the same on
+    ``route_actual_response_total`` and on the latency buckets by ``le``."""
+    got: list[tuple[str, Mapping[str, str], float]] = []
+    for metric, extra in ROUTE_FAMILIES:
+        vector = await source.increase(
+            metric, {"direction": "outbound"}, ["namespace", "dst", "rt_route", extra]
+        )
+        got.extend((metric, s.labels, s.value) for s in vector)
+    return route_stats_of_vectors(got, seconds=source.window_s)
+
+
+def live_prometheus(args: argparse.Namespace, address: str) -> PromSource | list[str]:
+    """`mesh routes --live` without --metrics: the Prometheus to ask (-t/--window; the
+    flag's, else the control plane's), else the metrics URLs of the control plane's proxies."""
+    url = args.prometheus
+    if url is None:
+        url = _get_json(address, "/debug/diagnostics").get("prometheus")
+    if isinstance(url, str) and url:
+        return PromSource(url, args.window)
+    return sorted({metrics_url(p.admin) for p in proxies(address) if p.admin})
