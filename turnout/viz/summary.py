@@ -27,7 +27,7 @@ families, ``direction="outbound"``) make edges like any proxy's.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from turnout.viz.prom import VectorSample
@@ -162,7 +162,18 @@ async def stat_rows(
     return [rows[k] for k in sorted(rows)]
 
 
-async def _tcp(source: Source, where: Mapping[str, str], by: Sequence[str], keys_of, row) -> None:  # type: ignore[no-untyped-def]
+RowKey = tuple[str, str]
+"""(namespace, name) of a stat row."""
+
+
+async def _tcp(
+    source: Source,
+    where: Mapping[str, str],
+    by: Sequence[str],
+    keys_of: Callable[[Mapping[str, str]], set[RowKey]],
+    row: Callable[[RowKey], StatRow],
+) -> None:
+    """TCP_CONN (open connections now) and the byte counters' increase, per row."""
     for s in await source.current("tcp_open_connections", where, by):
         for key in keys_of(s.labels):
             r = row(key)
