@@ -7,7 +7,8 @@ viz_lab (session fixture) ──thread "viz-lab" runs an event loop──> Demo.
    mesh serve --prometheus 127.0.0.1:P, emoji, voting v1/v2, web v1/v2 (proxyless gRPC),
    inbound proxies web-v1/web-v2, outbound proxy vote-bot, vote-bot (20 rps)
    ──wait (bounded) until Prometheus holds >= 2 samples of request_total for each of
-     LAB_PODS (so increase()/rate() over a window have an answer)──> Lab
+     LAB_PODS and scraped each of the 5 targets (+ the web apps) twice (so increase()
+     over a window has an answer)──> Lab
 teardown: Demo.stop() on that loop (SIGTERM by pid, then SIGKILL), the loop closed
 ```
 
@@ -42,6 +43,9 @@ LAB_RPS = 20.0
 START_TIMEOUT_S = 60.0
 """Demo start plus Prometheus' discovery (up to 5 s) and two 2 s scrapes, on a busy machine."""
 READY_QUERY = "min by (pod) (count_over_time(request_total[1m]))"
+LAB_TARGETS = 5
+"""Scrape targets: the three proxies and the two proxyless web apps (their admin ports)."""
+TARGETS_QUERY = 'count(count_over_time(up{job="turnout-proxies"}[1m]) >= 2)'
 
 
 @dataclass
@@ -94,21 +98,25 @@ class Lab:
 
 
 async def wait_for_series(prometheus: str, deadline: float) -> None:
-    """Until each of LAB_PODS has >= 2 request_total samples in Prometheus (bounded)."""
+    """Until each of LAB_PODS has >= 2 request_total samples in Prometheus and each of the
+    LAB_TARGETS was scraped twice (bounded)."""
     got: dict[str, float] = {}
+    targets = 0.0
     last = ""
     while time.monotonic() < deadline:
         try:
-            got = {
-                s.labels.get("pod", ""): s.value
-                for s in await instant_query(prometheus, READY_QUERY)
-            }
+            series = await instant_query(prometheus, READY_QUERY)
+            got = {s.labels.get("pod", ""): s.value for s in series}
+            targets = sum(s.value for s in await instant_query(prometheus, TARGETS_QUERY))
         except QueryError as exc:
             last = str(exc)
-        if all(got.get(pod, 0) >= 2 for pod in LAB_PODS):
+        if all(got.get(pod, 0) >= 2 for pod in LAB_PODS) and targets >= LAB_TARGETS:
             return
         await asyncio.sleep(0.25)
-    raise TimeoutError(f"prometheus {prometheus}: no series for {LAB_PODS} yet: {got} {last}")
+    raise TimeoutError(
+        f"prometheus {prometheus}: no series for {LAB_PODS} yet: {got}, targets scraped"
+        f" twice: {targets:g}/{LAB_TARGETS} {last}"
+    )
 
 
 def start_lab() -> Lab:

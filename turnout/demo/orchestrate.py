@@ -247,7 +247,7 @@ class Demo:
         return ["--identity", identity_of(sa), "--identity-token-file", str(self.token_file(sa))]
 
     def grpc_security(
-        self, name: str, sa: ServiceAccount, labels: dict[str, str]
+        self, name: str, sa: ServiceAccount, labels: dict[str, str], *, admin: str | None = None
     ) -> tuple[list[str], dict[str, str]]:
         """A proxyless workload's identity flags (its in-process agent) and the bootstrap
         env naming the files that agent keeps (gRFC A29's file_watcher provider)."""
@@ -260,6 +260,7 @@ class Demo:
             certs=str(certs),
             labels=labels,
             refresh_interval_s=5,
+            admin=admin,
         )
         flags = [*self.identity_flags(sa), "--identity-addr", xds, "--certs", str(certs)]
         return flags, {"GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(boot)}
@@ -324,7 +325,12 @@ class Demo:
             ))  # fmt: skip
         webs: list[tuple[Child, Child, str]] = []
         for v in ("v1", "v2"):
-            flags, env = self.grpc_security(f"web-{v}", WEB_SA, {"app": "web", "version": v})
+            flags, env = self.grpc_security(
+                f"web-{v}",
+                WEB_SA,
+                {"app": "web", "version": v},
+                admin=f"{HOST}:{p.web_admin[v]}",  # its gRPC calls' metrics, for Prometheus
+            )
             app = await self.spawn(
                 f"web-{v}",
                 [*py, "turnout.demo.web", "--port", str(p.web_app[v]),
