@@ -151,6 +151,7 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"web through its outbound proxy; web calls emoji and voting proxyless (xds:///)"
         )
         say(await _security_line(demo))
+        say(f"dashboard: http://{HOST}:{demo.ports.dashboard}/ (mesh serve --dashboard)")
         deadline = None if args.duration is None else time.monotonic() + args.duration
         prev = await stats.scrape_all([*urls, *demo.inbound_urls.values()])
         first = True

@@ -21,6 +21,9 @@ from typing import TypeAlias
 from turnout.cli.args import add_namespace
 from turnout.engine.config import DEFAULT_ADMIN_ADDRESS
 
+DEFAULT_DASHBOARD_PORT = 50750
+"""`mesh dashboard`'s and `mesh serve --dashboard`'s port: Linkerd's `viz dashboard` one."""
+
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
@@ -54,3 +57,32 @@ def add_scope(p: argparse.ArgumentParser) -> None:
 
 def viz_parsers(sub: Sub) -> None:
     """Register every viz command (one function per family, below)."""
+    dashboard_parsers(sub)
+
+
+def dashboard_parsers(sub: Sub) -> None:
+    """`mesh dashboard`: the web UI, standalone against a running control plane."""
+    p = sub.add_parser(
+        "dashboard",
+        help="serve the web dashboard against a running control plane and print its URL",
+    )
+    add_viz_source(p)
+    p.add_argument(
+        "--address",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address to listen on (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_DASHBOARD_PORT,
+        help=f"the port to listen on; 0 = a free one (default {DEFAULT_DASHBOARD_PORT})",
+    )
+    p.add_argument(
+        "--show",
+        choices=("url", "browser"),
+        default="url",
+        help="url: print the URL (default); browser: also open it in a browser",
+    )
+    p.set_defaults(run="dashboard:run_dashboard")

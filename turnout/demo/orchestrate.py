@@ -87,6 +87,7 @@ class Ports:
     inbound_admin: dict[str, int]
     outbound: int
     outbound_admin: int
+    dashboard: int
 
     @classmethod
     def pick(cls) -> Ports:
@@ -109,6 +110,7 @@ class Ports:
             inbound_admin={"v1": p[11], "v2": p[12]},
             outbound=p[13],
             outbound_admin=p[14],
+            dashboard=p[15],
         )
 
 
@@ -280,7 +282,8 @@ class Demo:
         serve = await self.spawn(
             "serve",
             [*mesh, "serve", "--dir", str(self.manifests), "--xds", xds,
-             "--admin", f"{HOST}:{p.serve_admin}", "--identity-dir", str(self.identity_dir)],
+             "--admin", f"{HOST}:{p.serve_admin}", "--identity-dir", str(self.identity_dir),
+             "--dashboard", f"{HOST}:{p.dashboard}"],
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
