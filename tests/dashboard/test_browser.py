@@ -47,7 +47,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[Demo]:
-    d = Demo(examples=EXAMPLES / DEMO_MANIFESTS, rps=10)
+    d = Demo(examples=EXAMPLES / DEMO_MANIFESTS, rps=20)
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(d.start())
@@ -265,3 +265,23 @@ def test_rejected_view_shows_a_broken_manifest(demo: Demo, browser: Any) -> None
     )
     assert "zz-broken.yaml" in text, text
     shot(browser, "rejected")
+
+
+def test_mesh_dashboard_serves_the_same_views_standalone(demo: Demo, browser: Any) -> None:
+    """`mesh dashboard --control-plane` (no --dashboard on serve needed): its URL on stdout."""
+    cp = f"{HOST}:{demo.ports.serve_admin}"
+    argv = [sys.executable, "-m", "turnout", "dashboard", "--control-plane", cp, "--port", "0"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            m = re.fullmatch(r"dashboard listening on (http://127\.0\.0\.1:\d+/)\n", line)
+            assert m, (line, proc.poll())
+            browser.get(m.group(1) + "routes")
+            row = 'tr[data-route="service/emojivoto/web:80 httproute/emojivoto/web/rule/1"]'
+            got = until("the /api route in the standalone dashboard", lambda: cells(browser, row))
+            assert got[2].startswith("PathPrefix /api"), got
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
