@@ -145,11 +145,16 @@ def test_namespaces_view_shows_the_proxies_numbers_and_failing_in_red(
     row = 'tr[data-workload="emojivoto/deployment/web-v1"]'
     got = until("web-v1's numbers", lambda: (c := cells(browser, row)) and rate(c[4]) and c)
     (want,) = metrics_inbound([demo.inbound_urls["web-v1"]])
-    assert got[2] == "2/2"  # its inbound proxy and the proxyless gRPC client
+    # MESHED: every client the control plane holds streams of for web-v1 (its inbound proxy
+    # and the proxyless gRPC app, whose channels are one client), by pod and admin
+    with urllib.request.urlopen(f"http://{HOST}:{demo.ports.serve_admin}/debug/proxies") as r:
+        streams = json.load(r)["proxies"]
+    n = len({(p["pod"], p["admin"]) for p in streams if p["workload"] == "deployment/web-v1"})
+    assert n >= 2 and got[2] == f"{n}/{n}", (got, streams)
     rps = rate(got[4])
     assert rps is not None and abs(rps - want.rps) <= max(3.0, 0.5 * want.rps), (got, want.rps)
     ns = cells(browser, 'tr[data-namespace="emojivoto"]')
-    assert ns is not None and ns[1] == "5/5", ns
+    assert ns is not None and ns[1] == "5/5", ns  # emoji, voting-v1/v2, web-v1/v2
     # web-v2 answers the doughnut votes 500 (the demo's failing vote): red
     v2 = 'tr[data-workload="emojivoto/deployment/web-v2"]'
     js = (
