@@ -218,6 +218,28 @@ def test_workload_view_follows_traffic_live_without_reloading(demo: Demo, browse
             w.join()
     assert browser.execute_script("return window.__same_page;") == 1  # htmx, not a reload
     assert higher > first + 10
+    # the edges, as `mesh edges` prints them (the command under the table), SECURED included
+    js = (
+        "return Array.from(document.querySelectorAll('table.edges tr[data-edge]'),"
+        " r => Array.from(r.querySelectorAll('td'), td => td.textContent).slice(1).join(' '));"
+    )
+    argv = ["edges", "deploy/web-v1", "-n", "emojivoto"]
+
+    def same_edges() -> list[str] | None:
+        shown = sorted(browser.execute_script(js))
+        cli = subprocess.run(
+            [sys.executable, "-m", "turnout", *argv, "--control-plane",
+             f"{HOST}:{demo.ports.serve_admin}"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        rows = sorted(" ".join(line.split()[:5]) for line in cli.stdout.splitlines()[1:])
+        return shown if shown and shown == rows else None
+
+    if demo.prometheus_url is None:  # no `prometheus` on PATH: the view says where to look
+        assert "runs no Prometheus" in browser.page_source
+    else:
+        edges = until("the edges view to match mesh edges", same_edges)
+        assert any(e.endswith("√") for e in edges), edges
     shot(browser, "workload")
 
 

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from turnout.cli.live import QUANTILES, fmt_latency
 from turnout.dashboard.state import Proxy, Snapshot
-from turnout.viz import stats
+from turnout.viz import stats, summary
 from turnout.viz.stats import RouteStats
 
 FAILING_BELOW = 0.95
@@ -162,6 +162,25 @@ def workload(snap: Snapshot, ns: str, name: str) -> str:
     ]
     admins = [p.admin for p in proxies if p.admin]
     metrics = [a for admin in admins for a in ("--metrics", admin)]
+    outbound = [e for e in snap.edges if (e.src_namespace, e.src) == (ns, short)]
+    inbound_edges = [
+        e
+        for e in snap.edges
+        if e.dst_namespace == ns and (e.dst == short or short.startswith(e.dst + "-"))
+    ]
+    edges_html = (
+        "<h3>Edges</h3>"
+        + table(
+            EDGE_COLUMNS,
+            [edge_row(e, "inbound") for e in inbound_edges]
+            + [edge_row(e, "outbound") for e in outbound],
+            cls="edges",
+        )
+        + command("edges", target, "-n", ns)
+        if snap.prometheus is not None
+        else '<p class="note">edges: the control plane runs no Prometheus (mesh serve'
+        " --prometheus); <code>mesh edges</code> scrapes the proxies over a window</p>"
+    )
     return (
         f"<h2>{escape(ns)} / {escape(name)}</h2>"
         + table(("POD", "ADMIN"), proxy_rows, cls="proxies")
@@ -171,8 +190,20 @@ def workload(snap: Snapshot, ns: str, name: str) -> str:
         + "<h3>Outbound routes</h3>"
         + table(ROUTE_COLUMNS, rows, cls="stat routes")
         + command("routes", "--live", *metrics)
+        + edges_html
         + window_note(snap)
     )
+
+
+EDGE_COLUMNS = ("DIRECTION", "SRC", "DST", "SRC_NS", "DST_NS", "SECURED")
+
+
+def edge_row(e: summary.EdgeRow, direction: str) -> str:
+    """One `mesh edges` row; an edge without mTLS is red (plaintext)."""
+    cls = "" if e.secured == "√" else ' class="plaintext"'
+    cells = (direction, e.src, e.dst, e.src_namespace, e.dst_namespace, e.secured)
+    tds = "".join(_cell(c) for c in cells)
+    return f'<tr{cls} data-edge="{escape(e.src)}>{escape(e.dst)}">{tds}</tr>'
 
 
 def routes(snap: Snapshot) -> str:

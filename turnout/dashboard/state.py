@@ -5,6 +5,7 @@ request ─> Poller.current() ── older than `interval`? ──> poll (one at
              GET /debug/diagnostics  (version, changes)  ── changed? ──> served.read_served:
                                                            table ─> views.route_rows (per version)
              GET /debug/proxies      every proxy: namespace, workload, pod, admin
+             Prometheus (if the control plane started one): summary.edge_rows, `mesh edges`
              GET <admin>/metrics     each proxy (viz.stats.scrape_all) ─> deltas against the
                                      previous poll's scrape: inbound (per workload) and
                                      outbound routes (viz.stats.route_deltas)
@@ -30,12 +31,16 @@ from dataclasses import dataclass, field
 from turnout.cli import served as served_mod
 from turnout.cli import views
 from turnout.cli.errors import CommandError
-from turnout.viz import stats
+from turnout.viz import prom, stats, summary
+from turnout.viz.source import PromSource
 from turnout.viz.stats import RouteKey, RouteStats, Scrape
+from turnout.viz.targets import parse_target
 
 DEFAULT_INTERVAL_S = 2.0
 MAX_WINDOW_S = 30.0
 FETCH_TIMEOUT_S = 2.0
+EDGES_WINDOW_S = 60.0
+"""`mesh edges`' default window (Prometheus, `-t 1m`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +77,9 @@ class Snapshot:
     """Seconds between the two scrapes the numbers come from; None = first scrape."""
     errors: tuple[str, ...]
     """What could not be read this time (the control plane, a proxy)."""
+    edges: tuple[summary.EdgeRow, ...] = ()
+    """`mesh edges deploy -A` over the control plane's Prometheus (none without one)."""
+    prometheus: str | None = None
 
     def routes(self) -> dict[RouteKey, RouteStats]:
         return stats.merge(self.outbound.values())
@@ -114,6 +122,8 @@ class Poller:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     polls: int = 0
     table_reads: int = 0
+    prometheus: str | None = None
+    """The Prometheus the control plane started (`/debug/diagnostics` "prometheus")."""
 
     async def current(self) -> Snapshot:
         if self._snapshot is not None and self.clock() - self._polled_at < self.interval:
@@ -131,6 +141,8 @@ class Poller:
         except (OSError, ValueError) as exc:
             errors.append(f"control plane {self.control_plane}: {exc}")
             return old
+        url = diags.get("prometheus")
+        self.prometheus = url if isinstance(url, str) and url else None
         version, changes = diags.get("version"), diags.get("changes")
         key = (
             version if isinstance(version, int) else None,
@@ -180,6 +192,14 @@ class Poller:
             windows.append(seconds)
         for gone in set(self._scrapes) - set(admins):
             del self._scrapes[gone]
+        edges: tuple[summary.EdgeRow, ...] = ()
+        if self.prometheus is not None:
+            target = parse_target("deploy", namespace="default", all_namespaces=True)
+            try:
+                got = await summary.edge_rows(PromSource(self.prometheus, EDGES_WINDOW_S), target)
+                edges = tuple(got)
+            except prom.QueryError as exc:
+                errors.append(str(exc))
         seq = self._snapshot.seq + 1 if self._snapshot is not None else 1
         return Snapshot(
             seq=seq,
@@ -190,4 +210,6 @@ class Poller:
             outbound=outbound,
             window_s=max(windows) if windows else None,
             errors=tuple(errors),
+            edges=edges,
+            prometheus=self.prometheus,
         )
