@@ -60,6 +60,8 @@ def main() -> None:
         try:
             driver.get(url + "/")
             opened = percent(pid)
+            driver.get(url + VIEWS[1])
+            workload = percent(pid)
             for view in VIEWS:
                 driver.get(url + view)
                 ms = driver.execute_script(
@@ -70,6 +72,7 @@ def main() -> None:
             driver.quit()
         print(f"control plane CPU, dashboard closed: {closed:.1f}% of a core ({WINDOW_S:g}s)")
         print(f"control plane CPU, / open (refresh 2s): {opened:.1f}% of a core ({WINDOW_S:g}s)")
+        print(f"control plane CPU, {VIEWS[1]} open (edges too): {workload:.1f}% of a core")
     finally:
         loop.run_until_complete(demo.stop())
         loop.close()

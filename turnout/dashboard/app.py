@@ -106,6 +106,7 @@ def dashboard_app(control_plane: str, *, interval: float = REFRESH_S) -> web.App
 
     async def workload(request: web.Request) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]
+        poller.want_edges()
         return await view(request, name, lambda s: pages.workload(s, ns, name))
 
     async def routes(request: web.Request) -> web.Response:

@@ -124,6 +124,12 @@ class Poller:
     table_reads: int = 0
     prometheus: str | None = None
     """The Prometheus the control plane started (`/debug/diagnostics` "prometheus")."""
+    _edges_wanted_at: float = -1e9
+
+    def want_edges(self) -> None:
+        """A view shows edges: query them on the polls of the next `MAX_WINDOW_S` seconds
+        (the other views cost no Prometheus query)."""
+        self._edges_wanted_at = self.clock()
 
     async def current(self) -> Snapshot:
         if self._snapshot is not None and self.clock() - self._polled_at < self.interval:
@@ -193,7 +199,7 @@ class Poller:
         for gone in set(self._scrapes) - set(admins):
             del self._scrapes[gone]
         edges: tuple[summary.EdgeRow, ...] = ()
-        if self.prometheus is not None:
+        if self.prometheus is not None and self.clock() - self._edges_wanted_at < MAX_WINDOW_S:
             target = parse_target("deploy", namespace="default", all_namespaces=True)
             try:
                 got = await summary.edge_rows(PromSource(self.prometheus, EDGES_WINDOW_S), target)
