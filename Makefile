@@ -54,14 +54,18 @@ wheel-test: setup
 	$(WHEEL_VENV)/bin/pip install -q --disable-pip-version-check $(WHEEL_DIR)/turnout-*.whl
 	TURNOUT_WHEEL_VENV=$(CURDIR)/$(WHEEL_VENV) $(BIN)/pytest -q -p no:cacheprovider tests/wheel
 
-# Debian's prometheus for tests/flagger (Flagger's PromQL against a real Prometheus) and
-# iptables for tests/cluster/capture (`mesh proxy-init` in network namespaces). Machines run
-# as root; `apt-get update` only when the install fails (fresh machine, empty lists).
+# Debian's prometheus for tests/flagger (Flagger's PromQL against a real Prometheus),
+# iptables for tests/cluster/capture (`mesh proxy-init` in network namespaces), chromium and
+# chromium-driver for tests/dashboard (the dashboard in a headless browser, Selenium).
+# Machines run as root; `apt-get update` only when the install fails (fresh machine, empty lists).
 tools:
 	command -v prometheus >/dev/null 2>&1 || \
 	  ($(APT_INSTALL) prometheus || (apt-get update && $(APT_INSTALL) prometheus))
 	command -v iptables-restore >/dev/null 2>&1 || test -x /usr/sbin/iptables-restore || \
 	  ($(APT_INSTALL) iptables || (apt-get update && $(APT_INSTALL) iptables))
+	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  ($(APT_INSTALL) chromium chromium-driver || \
+	   (apt-get update && $(APT_INSTALL) chromium chromium-driver))
 
 # wrk and nginx for bench/proxy.py (Debian packages; machines run as root). `apt-get update`
 # only when the install fails, e.g. on a fresh machine with empty package lists.

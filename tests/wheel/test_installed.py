@@ -180,6 +180,34 @@ def test_serve_dir_reaches_ready_with_a_table_mesh_routes_reads(
         assert f"control plane {admin}: serving version" in got.stderr
 
 
+def test_serve_dashboard_serves_its_page_and_the_packaged_static_files(
+    wheel_venv: Path, tmp_path: Path
+) -> None:
+    """`mesh serve --dashboard` of the installed wheel: the page, htmx and the stylesheet
+    come from the package data (nothing from a CDN), the routes view reads the table."""
+    manifests = tmp_path / "manifests"
+    shutil.copytree(EMOJIVOTO, manifests)
+    argv = [str(wheel_venv / "bin" / "mesh"), "serve", "--dir", str(manifests)]
+    argv += ["--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--dashboard", "127.0.0.1:0"]
+    log = tmp_path / "serve.log"
+    until = time.monotonic() + TIMEOUT_S
+    with running(argv, cwd=tmp_path, log=log) as proc:
+        url = wait_line(log, r"^dashboard listening on (\S+)$", proc=proc, until=until)
+        admin = wait_line(log, r"^admin listening on (\S+)$", proc=proc, until=until)
+        poll(f"http://{admin}/ready", until=until)
+        status, page = get(url)
+        assert status == 200 and '<script src="/static/htmx.min.js">' in page, page
+        assert "https://" not in page and "//unpkg" not in page
+        status, js = get(url + "static/htmx.min.js")
+        assert status == 200 and "htmx" in js and len(js) > 40_000
+        status, css = get(url + "static/dashboard.css")
+        assert status == 200 and "failing" in css
+        status, licence = get(url + "static/htmx.LICENSE")
+        assert status == 200 and "BSD" in licence
+        status, routes = get(url + "routes")
+        assert status == 200 and "HTTPRoute/emojivoto/web" in routes, routes
+
+
 ROUTED = """\
 apiVersion: v1
 kind: Service

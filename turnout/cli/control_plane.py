@@ -15,6 +15,8 @@ mesh serve --injector H:P  + the injector webhook (cli.cluster_inject.start_inje
 mesh serve --prometheus-sd FILE   + TargetsFile: FILE lists the proxies' admin ports (file_sd)
 mesh serve --prometheus [H:P]     + a `prometheus` child scraping them and the admin port,
                                 config and TSDB in a temp dir removed when it stops
+mesh serve --dashboard [H:P]      + the web dashboard on this loop (cli.dashboard.start),
+                                reading this admin port like `mesh dashboard` does
 mesh bootstrap             bootstrap_config(xds, namespace, workload) ─> JSON on stdout
 ```
 
@@ -84,6 +86,8 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--injector needs --injector-cert-dir (tls.crt, tls.key)")
     if args.prometheus is not None:
         _address("--prometheus", args.prometheus)
+    if args.dashboard is not None:
+        _address("--dashboard", args.dashboard)
     if args.prometheus_sd is not None and not Path(args.prometheus_sd).parent.is_dir():
         raise UsageError(f"--prometheus-sd: not a directory: {Path(args.prometheus_sd).parent}")
     with contextlib.suppress(KeyboardInterrupt):
@@ -250,6 +254,7 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
     stop_source: Stop | None = None
     stop_injector: Stop | None = None
     stop_prometheus: Stop | None = None
+    stop_dashboard: Stop | None = None
     try:
         port = await _bind("--xds", server.start(xds.host, xds.port))
         print(f"xds listening on {xds.host}:{port}", file=out)
@@ -264,6 +269,13 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
         stop_prometheus = await _start_prometheus(
             args, server, control_plane=_reachable(admin.host, admin_port), out=out, url=started
         )
+        if args.dashboard is not None:
+            from turnout.cli import dashboard
+
+            board = _address("--dashboard", args.dashboard)
+            stop_dashboard = await dashboard.start(
+                _reachable(admin.host, admin_port), board.host, board.port, out
+            )
         what, stop_source, namespaces = await _start_source(args, plane, api, elector)
         stop_injector = await start_injector(args, namespaces, out)
         rejected = len(plane.status.rejected)
@@ -279,6 +291,8 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
             await stop_injector()
         if stop_source is not None:
             await stop_source()
+        if stop_dashboard is not None:
+            await stop_dashboard()
         if stop_prometheus is not None:
             await stop_prometheus()
         if runner is not None:

@@ -157,6 +157,7 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             )
         else:
             say("prometheus: none (no `prometheus` on PATH; `make tools` installs Debian's)")
+        say(f"dashboard: http://{HOST}:{demo.ports.dashboard}/ (mesh serve --dashboard)")
         deadline = None if args.duration is None else time.monotonic() + args.duration
         prev = await stats.scrape_all([*urls, *demo.inbound_urls.values()])
         first = True

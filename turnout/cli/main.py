@@ -48,7 +48,7 @@ from turnout.cli.args import (
 from turnout.cli.cluster_args import cluster_parsers
 from turnout.cli.errors import CommandError
 from turnout.cli.output import EXIT_OK, EXIT_UNLOADABLE, add_files, add_max_file_size
-from turnout.cli.viz_args import viz_parsers
+from turnout.cli.viz_args import DEFAULT_DASHBOARD_PORT, viz_parsers
 from turnout.engine.config import (
     DEFAULT_ADMIN_ADDRESS,
     DEFAULT_PROMETHEUS_ADDRESS,
@@ -208,6 +208,14 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
         help="start `prometheus` listening there (default"
         f" {DEFAULT_PROMETHEUS_ADDRESS}; :0 = a free port), scraping the proxies and this"
         " admin port; stopped with the control plane",
+    )
+    p.add_argument(
+        "--dashboard",
+        nargs="?",
+        const=f"127.0.0.1:{DEFAULT_DASHBOARD_PORT}",
+        metavar="HOST:PORT",
+        help="serve the web dashboard there too (default 127.0.0.1:50750, as `mesh"
+        " dashboard`; :0 = a free port)",
     )
     p.add_argument(
         "--identity-dir",

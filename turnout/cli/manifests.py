@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -28,7 +29,14 @@ from typing import TYPE_CHECKING, TextIO
 from turnout.cli import authz, explain, live, served, views
 from turnout.cli import contracts as contracts_mod
 from turnout.cli.errors import CommandError, UsageError
-from turnout.cli.offline import OfflineMesh, Request, parse_via_ref, resolve_via
+from turnout.cli.offline import (
+    OfflineMesh,
+    Request,
+    RequestOutcome,
+    Via,
+    parse_via_ref,
+    resolve_via,
+)
 from turnout.cli.output import (
     EXIT_FAILED,
     EXIT_OK,
@@ -198,23 +206,48 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    ref = parse_via_ref(args.via, namespace=args.namespace)
-    if not _TOKEN.match(args.method):
-        raise UsageError(f"-X/--method must be an HTTP method (a token), got {args.method!r}")
-    request = Request(
-        method=args.method, url=args.url, headers=tuple(parse_header(h) for h in args.headers)
-    )
+def parse_request(method: str, url: str, headers: Sequence[str]) -> Request:
+    """`-X`, `--url` and `-H` as a `Request`; `UsageError` naming the flag that is wrong."""
+    if not _TOKEN.match(method):
+        raise UsageError(f"-X/--method must be an HTTP method (a token), got {method!r}")
+    request = Request(method=method, url=url, headers=tuple(parse_header(h) for h in headers))
     try:
         request.info()
     except ValueError as exc:
         raise UsageError(f"--url: {exc}") from exc
+    return request
+
+
+def explain_request(
+    table: ir.RouteTable,
+    *,
+    via: str,
+    request: Request,
+    namespace: str | None = None,
+    from_namespace: str | None = None,
+    resources: Resources | None = None,
+) -> tuple[Via, RequestOutcome]:
+    """What `mesh routes explain` computes (and the dashboard's explain form): the parent
+    `via` names in `table`, and the request sent through it in process (`OfflineMesh`)."""
+    ref = parse_via_ref(via, namespace=namespace)
+    resolved = resolve_via(ref, table, resources=resources, from_namespace=from_namespace)
+    return resolved, OfflineMesh(table).send(resolved, request)
+
+
+def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    parse_via_ref(args.via, namespace=args.namespace)  # a bad --via before any fetch
+    request = parse_request(args.method, args.url, args.headers)
     tables = load_tables(args, err, verb="explain")
     diags = tables.diagnostics
     print_tables_findings(tables, err, infos=False)
-    table = tables.table
-    via = resolve_via(ref, table, resources=tables.resources, from_namespace=args.from_namespace)
-    outcome = OfflineMesh(table).send(via, request)
+    via, outcome = explain_request(
+        tables.table,
+        via=args.via,
+        request=request,
+        namespace=args.namespace,
+        from_namespace=args.from_namespace,
+        resources=tables.resources,
+    )
     decision: dict[str, object] | None = None
     if args.from_identity is not None or args.from_ip is not None:
         if tables.resources is None:

@@ -21,6 +21,9 @@ from typing import TypeAlias
 from turnout.cli.args import add_namespace
 from turnout.engine.config import DEFAULT_ADMIN_ADDRESS
 
+DEFAULT_DASHBOARD_PORT = 50750
+"""`mesh dashboard`'s and `mesh serve --dashboard`'s port: Linkerd's `viz dashboard` one."""
+
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
@@ -56,6 +59,7 @@ def viz_parsers(sub: Sub) -> None:
     """Register every viz command (one function per family, below)."""
     stat_parsers(sub)
     edges_parsers(sub)
+    dashboard_parsers(sub)
 
 
 def add_viz_output(p: argparse.ArgumentParser) -> None:
@@ -105,3 +109,31 @@ def edges_parsers(sub: Sub) -> None:
     add_viz_output(p)
     add_viz_source(p)
     p.set_defaults(run="viz_stat:run_edges")
+
+
+def dashboard_parsers(sub: Sub) -> None:
+    """`mesh dashboard`: the web UI, standalone against a running control plane."""
+    p = sub.add_parser(
+        "dashboard",
+        help="serve the web dashboard against a running control plane and print its URL",
+    )
+    add_viz_source(p)
+    p.add_argument(
+        "--address",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address to listen on (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_DASHBOARD_PORT,
+        help=f"the port to listen on; 0 = a free one (default {DEFAULT_DASHBOARD_PORT})",
+    )
+    p.add_argument(
+        "--show",
+        choices=("url", "browser"),
+        default="url",
+        help="url: print the URL (default); browser: also open it in a browser",
+    )
+    p.set_defaults(run="dashboard:run_dashboard")

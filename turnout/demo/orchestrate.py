@@ -89,6 +89,7 @@ class Ports:
     outbound_admin: int
     prometheus: int
     """`mesh serve --prometheus`'s listen port (Prometheus' HTTP API)."""
+    dashboard: int
 
     @classmethod
     def pick(cls) -> Ports:
@@ -112,6 +113,7 @@ class Ports:
             outbound=p[13],
             outbound_admin=p[14],
             prometheus=p[15],
+            dashboard=p[16],
         )
 
 
@@ -293,7 +295,8 @@ class Demo:
             "serve",
             [*mesh, "serve", "--dir", str(self.manifests), "--xds", xds,
              "--admin", f"{HOST}:{p.serve_admin}", "--identity-dir", str(self.identity_dir),
-             *(["--prometheus", f"{HOST}:{p.prometheus}"] if self.with_prometheus else [])],
+             *(["--prometheus", f"{HOST}:{p.prometheus}"] if self.with_prometheus else []),
+             "--dashboard", f"{HOST}:{p.dashboard}"],
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
