@@ -92,12 +92,14 @@ ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
             "turnout.demo",
             "turnout.engine.server.admin",
             "turnout.engine.server.prometheus",
+            "turnout.engine.server.tap_fanin",
             "turnout.cluster.inject",
             "turnout.cluster.check",
         ),
         "only the proxy speaks HTTP (and the control plane's admin port: /metrics, /ready and "
         "the served table, what `mesh routes` reads; the readiness probe of the Prometheus it"
-        " starts; the injector webhook; mesh check's probes)",
+        " starts; the tap fan-in, which reads the proxies' admin /tap; the injector webhook; mesh"
+        " check's probes)",
     ),
     (
         PROTOBUF,

@@ -425,6 +425,8 @@ class Exchange:
                 authority=req.host,
                 path=req.target,
                 route=decision.route.rule if decision is not None and decision.route else "",
+                dst_namespace=self.dst[0],
+                dst_service=self.dst[1],
                 status=self.status if kind != "req" else None,
                 latency_us=latency,
                 duration_us=duration,
