@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from tests.certs import Authority
+from tests.support.serving import lines_until_serving
 from turnout.cluster import names
 
 Obj = dict[str, Any]
@@ -117,14 +118,13 @@ async def start_serve(*argv: str) -> tuple[asyncio.subprocess.Process, list[str]
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
     )  # fmt: skip
     assert proc.stdout is not None
-    lines: list[str] = []
-    async with asyncio.timeout(TIMEOUT_S):
-        while not (lines and lines[-1].startswith("serving")):
-            line = (await proc.stdout.readline()).decode()
-            if not line:
-                assert proc.stderr is not None
-                raise AssertionError("mesh serve exited: " + (await proc.stderr.read()).decode())
-            lines.append(line.strip())
+    stderr = proc.stderr
+    assert stderr is not None
+
+    async def why() -> str:
+        return (await stderr.read()).decode()
+
+    lines = await lines_until_serving(proc, timeout_s=TIMEOUT_S, why=why)
     return proc, lines
 
 

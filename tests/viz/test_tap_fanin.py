@@ -262,8 +262,8 @@ def test_diagnostics_proxy_metrics_and_endpoints(mesh: Mesh) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (("tap", "foo/bar"), "error: unknown kind 'foo'"),
-        (("tap", "web"), "error: target must be KIND/NAME"),
+        (("tap", "foo/bar"), "error: unknown target kind 'foo'"),
+        (("tap", "deploy"), "error: target must be KIND/NAME"),
         (("diagnostics", "endpoints", "deploy/web"), "error: target must be svc/NAME"),
     ],
 )

@@ -255,11 +255,14 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
         print(f"xds listening on {xds.host}:{port}", file=out)
         if identity:
             print(identity, file=out)
-        app = admin_app(plane, server, leadership=elector)
+        started: list[str] = []  # the Prometheus URL, once `_start_prometheus` has one
+        app = admin_app(
+            plane, server, leadership=elector, prometheus=lambda: started[0] if started else None
+        )
         runner, admin_port = await _bind("--admin", start_admin(app, admin.host, admin.port))
         print(f"admin listening on {admin.host}:{admin_port}", file=out)
         stop_prometheus = await _start_prometheus(
-            args, server, control_plane=_reachable(admin.host, admin_port), out=out
+            args, server, control_plane=_reachable(admin.host, admin_port), out=out, url=started
         )
         what, stop_source, namespaces = await _start_source(args, plane, api, elector)
         stop_injector = await start_injector(args, namespaces, out)
@@ -303,10 +306,16 @@ def _free_port(host: str) -> int:
 
 
 async def _start_prometheus(
-    args: argparse.Namespace, server: AdsServer, *, control_plane: str, out: TextIO
+    args: argparse.Namespace,
+    server: AdsServer,
+    *,
+    control_plane: str,
+    out: TextIO,
+    url: list[str],
 ) -> Stop | None:
     """`--prometheus-sd` and `--prometheus`: the targets file following `server`'s streams
-    and the Prometheus scraping it; how to stop both (None: neither flag)."""
+    and the Prometheus scraping it (its URL appended to `url`); how to stop both (None:
+    neither flag)."""
     if args.prometheus_sd is None and args.prometheus is None:
         return None
     from turnout.engine.server.prometheus import PrometheusSettings, start_prometheus
@@ -355,6 +364,7 @@ async def _start_prometheus(
             except ControlPlaneError as exc:
                 raise UsageError(f"--prometheus: {exc}") from None
             print(f"prometheus listening on {prometheus.url} pid={prometheus.pid}", file=out)
+            url.append(prometheus.url)
     except BaseException:
         await stop()
         raise

@@ -151,6 +151,12 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"web through its outbound proxy; web calls emoji and voting proxyless (xds:///)"
         )
         say(await _security_line(demo))
+        if demo.prometheus_url is not None:
+            say(
+                f"prometheus: {demo.prometheus_url} (mesh serve --prometheus: every proxy, every 2 s)"
+            )
+        else:
+            say("prometheus: none (no `prometheus` on PATH; `make tools` installs Debian's)")
         deadline = None if args.duration is None else time.monotonic() + args.duration
         prev = await stats.scrape_all([*urls, *demo.inbound_urls.values()])
         first = True

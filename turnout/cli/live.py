@@ -24,6 +24,12 @@ from turnout.viz.authz import plaintext_by_port, view_of_scrapes
 from turnout.viz.stats import RouteKey, RouteStats, Scrape, lookup
 
 LIVE_COLUMNS = ("SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99")
+WIDE_LIVE_COLUMNS = ("EFFECTIVE_SUCCESS", "EFFECTIVE_RPS", "ACTUAL_SUCCESS", "ACTUAL_RPS",
+                     "LATENCY_P50", "LATENCY_P95", "LATENCY_P99")  # fmt: skip
+"""`linkerd viz routes -o wide`: effective = requests as the client sent them, actual =
+every attempt (retries included, ``route_actual_response_total``)."""
+DEFAULT_ROUTE = "[DEFAULT]"
+"""Linkerd's row for traffic that matched no route (``rt_route=""``)."""
 QUANTILES = (0.5, 0.95, 0.99)
 
 
@@ -43,15 +49,38 @@ def stats_cells(st: RouteStats | None) -> list[str]:
     ]
 
 
+def wide_stats_cells(st: RouteStats | None) -> list[str]:
+    """EFFECTIVE_SUCCESS EFFECTIVE_RPS ACTUAL_SUCCESS ACTUAL_RPS LATENCY_P50/P95/P99."""
+    cells = stats_cells(st)
+    actual = None if st is None else st.actual_success_rate
+    if st is None or actual is None:
+        return [*cells[:2], "-", "-", *cells[2:]]
+    return [*cells[:2], f"{actual * 100:.2f}%", f"{st.actual_rps:.1f}rps", *cells[2:]]
+
+
+def default_keys(stats: Mapping[RouteKey, RouteStats]) -> list[RouteKey]:
+    """The keys of traffic that matched no rule, with responses in the window."""
+    return sorted(
+        (k for k, st in stats.items() if k.rule == "" and st.total > 0),
+        key=lambda k: k.parent or "",
+    )
+
+
 def live_table(
     rows: Sequence[RouteRow], stats: Mapping[RouteKey, RouteStats], *, wide: bool = False
 ) -> str:
-    """The `mesh routes` table with the live columns appended to every row."""
-    header = (*(WIDE_COLUMNS if wide else TABLE_COLUMNS), *LIVE_COLUMNS)
+    """The `mesh routes` table with the live columns appended to every row, then a
+    ``[DEFAULT]`` row per parent whose traffic matched no rule."""
+    columns = WIDE_COLUMNS if wide else TABLE_COLUMNS
+    header = (*columns, *(WIDE_LIVE_COLUMNS if wide else LIVE_COLUMNS))
+    numbers = wide_stats_cells if wide else stats_cells
     cells = [
-        [*row_cells(r, wide=wide), *stats_cells(lookup(stats, parent=r.parent, rule=r.rule))]
+        [*row_cells(r, wide=wide), *numbers(lookup(stats, parent=r.parent, rule=r.rule))]
         for r in rows
     ]
+    for key in default_keys(stats):
+        blank = ["-"] * (len(columns) - 2)
+        cells.append([key.parent or "-", DEFAULT_ROUTE, *blank, *numbers(stats[key])])
     return format_table(header, cells)
 
 
@@ -67,6 +96,9 @@ def live_data(
         item: dict[str, object] = {f: getattr(r, f) for f in RouteRow.__dataclass_fields__}
         item["success_rate"] = rate
         item["rps"] = None if st is None or rate is None else st.rps
+        actual = None if st is None else st.actual_success_rate
+        item["actual_success_rate"] = actual
+        item["actual_rps"] = None if st is None or actual is None else st.actual_rps
         for q in QUANTILES:
             item[f"latency_ms_p{round(q * 100)}"] = None if st is None else st.quantile(q)
         out.append(item)

@@ -99,11 +99,19 @@ def _manifest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="with --live: a proxy's metrics URL or admin HOST:PORT; repeatable",
     )
     p.add_argument(
+        "-t",
         "--window",
-        type=float,
+        type=window_seconds,
         default=10.0,
-        metavar="SECONDS",
-        help="with --live: seconds between the two scrapes (default 10)",
+        metavar="DURATION",
+        help="with --live: the window (10, 10s, 1m; default 10s): between the two scrapes, or"
+        " Prometheus' increase() range",
+    )
+    p.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="with --live and no --metrics: query this Prometheus (default: the control"
+        " plane's, else its proxies are scraped directly)",
     )
     p.set_defaults(run="manifests:run_routes")
     rsub = p.add_subparsers(dest="routes_command", metavar="SUBCOMMAND")
@@ -143,6 +151,15 @@ def _manifest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("contracts", nargs="+", metavar="CONTRACT")
     p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     p.set_defaults(run="manifests:run_test")
+
+
+def window_seconds(text: str) -> float:
+    """``10``, ``10s``, ``500ms``, ``1m`` -> seconds (`--window`; argparse reports a bad one)."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * units[unit]
+    return float(text)
 
 
 def add_control_plane(p: argparse.ArgumentParser) -> None:

@@ -42,6 +42,7 @@ from turnout.engine.diagnostics import Diagnostic, Severity, has_errors, sorted_
 from turnout.engine.model import Resources
 from turnout.engine.render import diagnostic_data, dump_json, dump_yaml, result_data
 from turnout.viz import stats
+from turnout.viz.prom import QueryError
 
 if TYPE_CHECKING:
     from turnout.engine.pipeline import CompiledInputs
@@ -124,11 +125,47 @@ def print_tables_findings(tables: Tables, err: TextIO, *, infos: bool = True) ->
     )
 
 
+def live_routes(args: argparse.Namespace, result: Tables, out: TextIO, err: TextIO) -> int:
+    """`--live`: the proxies of --metrics scraped a window apart; without --metrics (the
+    table from a control plane) its Prometheus, else its proxies scraped directly."""
+    from turnout.cli import viz_source  # only --live needs the viz sources
+
+    urls = [stats.metrics_url(u) for u in args.metrics]
+    rows = views.route_rows(result.table)
+    scrapes = None
+    errors: list[str] = []
+    if not urls:
+        found = viz_source.live_prometheus(args, args.control_plane or DEFAULT_ADMIN_ADDRESS)
+        if not isinstance(found, list):
+            try:
+                got = asyncio.run(viz_source.prometheus_route_stats(found))
+            except QueryError as exc:
+                raise CommandError(str(exc)) from None
+        else:
+            urls = found
+            print(f"no Prometheus: scraping {len(urls)} proxies directly over"
+                  f" {args.window:g}s", file=err)  # fmt: skip
+    if urls:
+        scrapes = asyncio.run(stats.live_scrapes(urls, window=args.window))
+        got, errors = stats.route_stats(*scrapes)
+        for e in errors:
+            print(f"warning: cannot scrape {e}", file=err)
+    if args.output == "json":
+        out.write(dump_json(live.live_data(rows, got)))
+    else:
+        out.write(live.live_table(rows, got, wide=args.output == "wide"))
+        if scrapes is not None:
+            out.write(live.plaintext_lines(*scrapes))
+    if urls and len(errors) == len(urls):
+        return EXIT_FAILED
+    return EXIT_FAILED if has_errors(result.diagnostics, strict=args.strict) else EXIT_OK
+
+
 def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.live:
         if args.output not in ("table", "wide", "json"):
             raise UsageError("--live shows -o table, -o wide or -o json")
-        if not args.metrics:
+        if not args.metrics and args.files:
             raise UsageError("--live needs --metrics URL (a proxy's /metrics), repeatable")
         if not (math.isfinite(args.window) and args.window > 0):
             raise UsageError(f"--window must be > 0, got {args.window:g}")
@@ -136,20 +173,8 @@ def run_routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     diags = result.diagnostics
     print_tables_findings(result, err)
     if args.live:
-        urls = [stats.metrics_url(u) for u in args.metrics]
-        before, after = asyncio.run(stats.live_scrapes(urls, window=args.window))
-        got, errors = stats.route_stats(before, after)
-        for e in errors:
-            print(f"warning: cannot scrape {e}", file=err)
-        rows = views.route_rows(result.table)
-        if args.output == "json":
-            out.write(dump_json(live.live_data(rows, got)))
-        else:
-            out.write(live.live_table(rows, got, wide=args.output == "wide"))
-            out.write(live.plaintext_lines(before, after))
-        if len(errors) == len(urls):
-            return EXIT_FAILED
-    elif args.output in ("yaml", "json"):
+        return live_routes(args, result, out, err)
+    if args.output in ("yaml", "json"):
         data = result_data(
             result.table, result.statuses, (), camel=True, gateways=result.gateway_statuses
         )

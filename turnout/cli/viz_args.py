@@ -54,9 +54,60 @@ def add_scope(p: argparse.ArgumentParser) -> None:
 
 def viz_parsers(sub: Sub) -> None:
     """Register every viz command (one function per family, below)."""
+    stat_parsers(sub)
+    edges_parsers(sub)
     tap_parsers(sub)
     top_parsers(sub)
     diagnostics_parsers(sub)
+
+
+def add_viz_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=("table", "wide", "json"), default="table")
+
+
+def add_window(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-t",
+        "--window",
+        metavar="DURATION",
+        help="the window the numbers cover, e.g. 30s, 1m (default 1m from Prometheus; 10s"
+        " when the proxies are scraped directly)",
+    )
+
+
+def stat_parsers(sub: Sub) -> None:
+    """`mesh stat TARGET`: success, RPS, latency and TCP per workload or Service."""
+    p = sub.add_parser(
+        "stat",
+        help="success rate, RPS, latency and connections of workloads or Services",
+        description="Like `linkerd viz stat`: TARGET is deploy/NAME, svc/NAME, ns/NAME,"
+        " po/NAME, sts/NAME, ds/NAME or a bare kind (all of it).",
+    )
+    p.add_argument("target", metavar="TARGET")
+    p.add_argument("--from", dest="from_", metavar="TARGET", help="only calls from this client")
+    p.add_argument("--to", metavar="TARGET", help="the target's outbound calls to this Service")
+    p.add_argument("--from-namespace", metavar="NS", help="the namespace of --from (default -n)")
+    p.add_argument("--to-namespace", metavar="NS", help="the namespace of --to (default -n)")
+    add_scope(p)
+    add_window(p)
+    add_viz_output(p)
+    add_viz_source(p)
+    p.set_defaults(run="viz_stat:run_stat")
+
+
+def edges_parsers(sub: Sub) -> None:
+    """`mesh edges TARGET`: who calls whom, and whether over mTLS."""
+    p = sub.add_parser(
+        "edges",
+        help="the calls between workloads and Services, and whether they are mTLS",
+        description="Like `linkerd viz edges`: SRC DST SRC_NS DST_NS SECURED.",
+    )
+    p.add_argument("target", metavar="TARGET")
+    add_scope(p)
+    add_window(p)
+    add_viz_output(p)
+    add_viz_source(p)
+    p.set_defaults(run="viz_stat:run_edges")
 
 
 def add_tap_filters(p: argparse.ArgumentParser) -> None:

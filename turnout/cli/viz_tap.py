@@ -27,6 +27,7 @@ from typing import TextIO
 from turnout.cli.output import EXIT_FAILED, EXIT_OK, EXIT_UNLOADABLE
 from turnout.engine.workloads import Selection, parse_selection, select_data
 from turnout.viz.tap import tap_line
+from turnout.viz.targets import parse_target
 from turnout.viz.top import Top, render
 
 STREAM_TIMEOUT_S = 300.0
@@ -46,7 +47,10 @@ def _namespace(args: argparse.Namespace) -> str:
 
 
 def _selection(args: argparse.Namespace) -> Selection:
+    """The target, checked by the viz commands' kubectl-style parser (`viz.targets`), as
+    the control plane selects proxies (`engine.workloads`)."""
     try:
+        parse_target(args.target, namespace=_namespace(args) or "default")
         return parse_selection(args.target, _namespace(args))
     except ValueError as exc:
         raise CliError(str(exc)) from None

@@ -3,7 +3,7 @@
 ```
 Demo.start():
   copy examples/emojivoto -> <tmp>/ ; rewrite mesh/20-endpoints.yaml to this run's ports
-  mesh serve --dir <tmp>  ──/ready──┐
+  mesh serve --dir <tmp>  ──/ready──┐  (+ --prometheus H:P: a Prometheus, 2 s scrapes)
   emoji, voting v1, voting v2 (gRPC) ┤  (TCP accept)
   web v1, web v2 (proxyless gRPC)  ──┤  (/ready: both services answered through xDS)
   mesh proxy --inbound (v1, v2)    ──┤  (/ready on admin, then GET /ready through it)
@@ -87,12 +87,14 @@ class Ports:
     inbound_admin: dict[str, int]
     outbound: int
     outbound_admin: int
+    prometheus: int
+    """`mesh serve --prometheus`'s listen port (Prometheus' HTTP API)."""
 
     @classmethod
     def pick(cls) -> Ports:
         socks: list[socket.socket] = []
         try:
-            for _ in range(16):
+            for _ in range(17):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 s.bind((HOST, 0))
                 socks.append(s)
@@ -109,6 +111,7 @@ class Ports:
             inbound_admin={"v1": p[11], "v2": p[12]},
             outbound=p[13],
             outbound_admin=p[14],
+            prometheus=p[15],
         )
 
 
@@ -185,6 +188,8 @@ class Demo:
     ports: Ports = field(default_factory=Ports.pick)
     children: list[Child] = field(default_factory=list)
     keep_workdir: bool = False
+    with_prometheus: bool = field(default_factory=lambda: shutil.which("prometheus") is not None)
+    """Start `mesh serve --prometheus` (default: when a `prometheus` binary is on PATH)."""
 
     @property
     def manifests(self) -> Path:
@@ -202,6 +207,12 @@ class Demo:
             f"http://{HOST}:{p.outbound_admin}/metrics",
             *(f"http://{HOST}:{p.web_admin[v]}/metrics" for v in ("v1", "v2")),
         ]
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """The Prometheus `mesh serve --prometheus` started, scraping every proxy every 2 s
+        (None: `with_prometheus` is off)."""
+        return f"http://{HOST}:{self.ports.prometheus}" if self.with_prometheus else None
 
     @property
     def inbound_urls(self) -> dict[str, str]:
@@ -236,7 +247,7 @@ class Demo:
         return ["--identity", identity_of(sa), "--identity-token-file", str(self.token_file(sa))]
 
     def grpc_security(
-        self, name: str, sa: ServiceAccount, labels: dict[str, str]
+        self, name: str, sa: ServiceAccount, labels: dict[str, str], *, admin: str | None = None
     ) -> tuple[list[str], dict[str, str]]:
         """A proxyless workload's identity flags (its in-process agent) and the bootstrap
         env naming the files that agent keeps (gRFC A29's file_watcher provider)."""
@@ -249,6 +260,7 @@ class Demo:
             certs=str(certs),
             labels=labels,
             refresh_interval_s=5,
+            admin=admin,
         )
         flags = [*self.identity_flags(sa), "--identity-addr", xds, "--certs", str(certs)]
         return flags, {"GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(boot)}
@@ -280,7 +292,8 @@ class Demo:
         serve = await self.spawn(
             "serve",
             [*mesh, "serve", "--dir", str(self.manifests), "--xds", xds,
-             "--admin", f"{HOST}:{p.serve_admin}", "--identity-dir", str(self.identity_dir)],
+             "--admin", f"{HOST}:{p.serve_admin}", "--identity-dir", str(self.identity_dir),
+             *(["--prometheus", f"{HOST}:{p.prometheus}"] if self.with_prometheus else [])],
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
@@ -312,7 +325,12 @@ class Demo:
             ))  # fmt: skip
         webs: list[tuple[Child, Child, str]] = []
         for v in ("v1", "v2"):
-            flags, env = self.grpc_security(f"web-{v}", WEB_SA, {"app": "web", "version": v})
+            flags, env = self.grpc_security(
+                f"web-{v}",
+                WEB_SA,
+                {"app": "web", "version": v},
+                admin=f"{HOST}:{p.web_admin[v]}",  # its gRPC calls' metrics, for Prometheus
+            )
             app = await self.spawn(
                 f"web-{v}",
                 [*py, "turnout.demo.web", "--port", str(p.web_app[v]),

@@ -21,6 +21,12 @@ from dataclasses import dataclass
 from typing import Final
 
 KINDS: Final[Mapping[str, str]] = {
+    "sts": "statefulset",
+    "statefulset": "statefulset",
+    "statefulsets": "statefulset",
+    "ds": "daemonset",
+    "daemonset": "daemonset",
+    "daemonsets": "daemonset",
     "deploy": "deployment",
     "deployment": "deployment",
     "deployments": "deployment",

@@ -40,6 +40,8 @@ from typing import TypeVar
 
 K = TypeVar("K")
 RESPONSES = "route_response_total"
+ACTUAL_RESPONSES = "route_actual_response_total"
+"""Every attempt, retries included (Linkerd's ACTUAL columns)."""
 LATENCY_BUCKETS = "route_response_latency_ms_bucket"
 CLUSTER_SUFFIX = ("svc", "cluster", "local")
 DEFAULT_HTTP_PORT = 80
@@ -187,6 +189,18 @@ class RouteStats:
     rps: float = 0.0
     buckets: dict[float, float] = field(default_factory=dict)
     """Cumulative count delta by upper bound (``+Inf`` included)."""
+    actual_success: float = 0.0
+    """Attempts (retries included, ``route_actual_response_total``) that succeeded."""
+    actual_failure: float = 0.0
+    actual_rps: float = 0.0
+
+    @property
+    def actual_total(self) -> float:
+        return self.actual_success + self.actual_failure
+
+    @property
+    def actual_success_rate(self) -> float | None:
+        return self.actual_success / self.actual_total if self.actual_total > 0 else None
 
     @property
     def total(self) -> float:
@@ -221,7 +235,8 @@ def _route_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], S
     return {
         _series_id(s): s
         for s in parse_text(text)
-        if s.name in (RESPONSES, LATENCY_BUCKETS) and s.labels.get("direction") == "outbound"
+        if s.name in (RESPONSES, ACTUAL_RESPONSES, LATENCY_BUCKETS)
+        and s.labels.get("direction") == "outbound"
     }
 
 
@@ -248,7 +263,12 @@ def _deltas(
         prev = old.get(sid)
         delta = s.value if prev is None or s.value < prev.value else s.value - prev.value
         st = out.setdefault(key(s), RouteStats())
-        if s.name.endswith("response_total"):
+        if s.name == ACTUAL_RESPONSES:
+            if s.labels.get("classification") == "success":
+                st.actual_success += delta
+            else:
+                st.actual_failure += delta
+        elif s.name.endswith("response_total"):
             if s.labels.get("classification") == "success":
                 st.success += delta
             else:
@@ -258,7 +278,21 @@ def _deltas(
             st.buckets[le] = st.buckets.get(le, 0.0) + delta
     for st in out.values():
         st.rps = st.total / seconds if seconds > 0 else 0.0
+        st.actual_rps = st.actual_total / seconds if seconds > 0 else 0.0
     return out
+
+
+def route_stats_of_vectors(
+    samples: Iterable[tuple[str, Mapping[str, str], float]], *, seconds: float
+) -> dict[RouteKey, RouteStats]:
+    """The same stats from increases Prometheus already computed: ``(metric, labels,
+    increase over `seconds`)`` of the route families (``sum(increase(...[W])) by (namespace,
+    dst, rt_route, classification | le)``)."""
+    new = {}
+    for name, labels, value in samples:
+        sample = Sample(name=name, labels=labels, value=value)
+        new[_series_id(sample)] = sample
+    return _deltas({}, new, seconds=seconds, key=_key)
 
 
 def inbound_deltas(before: str, after: str, *, seconds: float) -> RouteStats:
@@ -299,6 +333,9 @@ def merge(parts: Iterable[Mapping[K, RouteStats]]) -> dict[K, RouteStats]:
             acc.success += st.success
             acc.failure += st.failure
             acc.rps += st.rps
+            acc.actual_success += st.actual_success
+            acc.actual_failure += st.actual_failure
+            acc.actual_rps += st.actual_rps
             for le, c in st.buckets.items():
                 acc.buckets[le] = acc.buckets.get(le, 0.0) + c
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 from tests.engine.server.ads_kit import QUIET_S
 from tests.engine.server.ads_raw import RawAds, typed_structs
 from tests.engine.server.builders import manifest, mk_service
+from tests.support.serving import lines_until_serving
 from turnout.adapters.policy import compile_policy
 from turnout.engine.pipeline import compile_files
 from turnout.engine.server import AdsServer
@@ -150,12 +151,7 @@ async def test_mesh_serve_from_a_directory_pushes_a_new_server_authorization(
     )
     assert proc.stdout is not None
     try:
-        lines: list[str] = []
-        async with asyncio.timeout(TIMEOUT_S):
-            while not (lines and lines[-1].startswith("serving")):
-                line = (await proc.stdout.readline()).decode()
-                assert line, "mesh serve exited"
-                lines.append(line.strip())
+        lines = await lines_until_serving(proc, timeout_s=TIMEOUT_S)
         xds = lines[0].rsplit(" ", 1)[1]
         meta = {"namespace": "shop"}
         async with (

@@ -27,6 +27,7 @@ from tests.engine.identity.identity_kit import (
     mk_csr,
     verify,
 )
+from tests.support.serving import lines_until_serving
 from turnout.cli.main import main
 from turnout.engine.identity.names import ServiceAccount
 from turnout.engine.identity.service import IdentityService
@@ -175,12 +176,7 @@ async def test_serve_with_identity_dir_certifies_and_takes_a_rotation_without_re
     )  # fmt: skip
     assert proc.stdout is not None
     try:
-        lines: list[str] = []
-        async with asyncio.timeout(TIMEOUT_S):
-            while not (lines and lines[-1].startswith("serving")):
-                line = (await proc.stdout.readline()).decode()
-                assert line, "mesh serve exited"
-                lines.append(line.strip())
+        lines = await lines_until_serving(proc, timeout_s=TIMEOUT_S)
         xds = lines[0].rsplit(" ", 1)[1]
         assert lines[1].startswith("identity service on the xds port: trust domain cluster.local")
         first = await certify(xds, WEB, token, mk_csr())

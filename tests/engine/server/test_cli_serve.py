@@ -17,6 +17,7 @@ import pytest
 
 from tests.engine.server.ads_kit import FAST, Tables, backends, node
 from tests.engine.server.builders import manifest, mk_route, mk_service, weighted
+from tests.support.serving import lines_until_serving
 from turnout.cli.main import build_parser, main
 from turnout.engine.config import DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS
 from turnout.proxy.xds_client import XdsClient
@@ -87,12 +88,7 @@ async def test_serve_watches_serves_ads_and_admin_and_stops_on_sigterm(tmp_path:
     )
     assert proc.stdout is not None
     try:
-        lines: list[str] = []
-        async with asyncio.timeout(TIMEOUT_S):
-            while not (lines and lines[-1].startswith("serving")):
-                line = (await proc.stdout.readline()).decode()
-                assert line, "mesh serve exited"
-                lines.append(line.strip())
+        lines = await lines_until_serving(proc, timeout_s=TIMEOUT_S)
         xds = lines[0].rsplit(" ", 1)[1]
         admin = "http://" + lines[1].rsplit(" ", 1)[1]
         assert lines[2].endswith("version=1")

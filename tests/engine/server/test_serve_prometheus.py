@@ -19,6 +19,7 @@ import pytest
 
 from tests.engine.server.builders import manifest, mk_service
 from tests.proxy.e2e.harness import bounded
+from tests.support.serving import lines_until_serving
 from turnout.proxy.process import Address, ProxyConfig, XdsSource
 from turnout.proxy.runner import start_proxy, stop_proxy
 from turnout.proxy.xds_client import NodeInfo
@@ -68,12 +69,7 @@ async def test_serve_prometheus_scrapes_a_connected_proxy_and_stops_with_sigterm
     )
     assert proc.stdout is not None
     try:
-        lines: list[str] = []
-        async with asyncio.timeout(TIMEOUT_S):
-            while not (lines and lines[-1].startswith("serving")):
-                line = (await proc.stdout.readline()).decode()
-                assert line, f"mesh serve exited: {lines}"
-                lines.append(line.strip())
+        lines = await lines_until_serving(proc, timeout_s=TIMEOUT_S)
         xds = lines[0].rsplit(" ", 1)[1]
         assert f"prometheus targets in {sd}" in lines
         [started] = [x for x in lines if x.startswith("prometheus listening on ")]

@@ -25,6 +25,7 @@ import pytest
 from tests.engine.sources.k8s_fake import LEASES, Call, FakeApiServer
 from tests.engine.sources.test_k8s import OURS, SERVED, every_kind, mk_route
 from tests.proxy.e2e.harness import bounded
+from tests.support.serving import lines_until_serving
 
 ROOT = Path(__file__).resolve().parents[3]
 D, RENEW, RETRY, JITTER = 2, 1.5, 0.25, 1.2
@@ -100,11 +101,11 @@ async def replicas(
         replica = Replica(name, proc, "")
         started.append(replica)
         assert proc.stdout is not None
-        lines: list[str] = []
-        while not (lines and lines[-1].startswith("serving")):
-            line = (await proc.stdout.readline()).decode()
-            assert line, f"mesh serve {name} exited: {(tmp_path / f'{name}.log').read_text()}"
-            lines.append(line.strip())
+
+        async def why() -> str:
+            return f"{name}: {(tmp_path / f'{name}.log').read_text()}"
+
+        lines = await lines_until_serving(proc, timeout_s=None, why=why)
         assert f"leader election on lease turnout/turnout-controller as {name}" in lines[-1]
         replica.admin = "http://" + lines[1].rsplit(" ", 1)[1]
         return replica

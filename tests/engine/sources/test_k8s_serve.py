@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tests.engine.sources.k8s_fake import FakeApiServer
 from tests.engine.sources.test_k8s import SERVED, every_kind, mk_route
+from tests.support.serving import lines_until_serving
 from turnout.engine.sources.k8s.rbac import controller_rules
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -78,12 +79,12 @@ async def test_serve_kubernetes_answers_on_its_admin_port_with_only_the_controll
         )
         assert proc.stdout is not None and proc.stderr is not None
         try:
-            lines: list[str] = []
-            async with asyncio.timeout(15):
-                while not (lines and lines[-1].startswith("serving")):
-                    line = (await proc.stdout.readline()).decode()
-                    assert line, "mesh serve exited: " + (await proc.stderr.read()).decode()
-                    lines.append(line.strip())
+            stderr = proc.stderr
+
+            async def why() -> str:
+                return (await stderr.read()).decode()
+
+            lines = await lines_until_serving(proc, timeout_s=15, why=why)
             admin = "http://" + lines[1].rsplit(" ", 1)[1]
             assert await asyncio.to_thread(get, admin + "/live") == (200, "ok\n")
             assert (await until(admin + "/ready", 200)).startswith("ok version=")

@@ -18,7 +18,8 @@ GET /debug/diagnostics          {"version", "last_good_version", "applied", "err
                                  "changes", "diagnostics", "rejected": [{file, kept,
                                  diagnostics}]}: what the last change did and why; with
                                  leader election also "leader": {lease, identity, leading,
-                                 holder, transitions} (and the gauge turnout_leader)
+                                 holder, transitions} (and the gauge turnout_leader);
+                                 with `mesh serve --prometheus` also "prometheus": its URL
 GET /debug/proxies              {"version", "proxies": [{node_id, peer, namespace, workload,
                                  pod, admin, acked, sent, sync, nacks}]}: each ADS stream
                                  against the current table, per type (`mesh check
@@ -41,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -149,10 +150,13 @@ def admin_app(
     *,
     renders: TableRenders | None = None,
     leadership: Leadership | None = None,
+    prometheus: Callable[[], str | None] | None = None,
 ) -> web.Application:
     """The admin routes; `renders`: where `/debug/table` bodies come from (the test seam for
     a slow or counted render; default `TableRenders()`, stopped with the app);
-    `leadership`: the leader election, shown in `/metrics` and `/debug/diagnostics`."""
+    `leadership`: the leader election, shown in `/metrics` and `/debug/diagnostics`;
+    `prometheus`: the URL of the Prometheus the control plane started, once it runs (the
+    viz commands ask `/debug/diagnostics` for it)."""
     tables = renders if renders is not None else TableRenders()
 
     async def live(request: web.Request) -> web.Response:
@@ -192,6 +196,8 @@ def admin_app(
         data = diagnostics_data(plane.status)
         if leadership is not None:
             data["leader"] = dict(leadership.describe())
+        if prometheus is not None and (url := prometheus()) is not None:
+            data["prometheus"] = url
         return web.Response(text=dump_json(data), content_type="application/json")
 
     async def proxies(request: web.Request) -> web.Response:

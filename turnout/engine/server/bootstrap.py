@@ -38,14 +38,19 @@ def bootstrap_config(
     certs: str | None = None,
     labels: Mapping[str, str] | None = None,
     refresh_interval_s: int = 60,
+    admin: str | None = None,
 ) -> dict[str, object]:
     """The bootstrap JSON (as data) for `workload` ("deployment/NAME") in `namespace`;
     with `certs`, a `file_watcher` certificate provider reading what `mesh identity agent
-    --out CERTS` writes every `refresh_interval_s`; `labels`, the workload's pod labels."""
+    --out CERTS` writes every `refresh_interval_s`; `labels`, the workload's pod labels;
+    `admin`, the ``HOST:PORT`` serving the workload's /metrics (node metadata ``admin``, as
+    our proxies report theirs: the control plane lists it for Prometheus)."""
     kind, _, name = workload.partition("/")
     metadata: dict[str, object] = {"namespace": namespace, "workload": workload}
     if labels:
         metadata["labels"] = dict(sorted(labels.items()))
+    if admin:
+        metadata["admin"] = admin
     config: dict[str, object] = {
         "xds_servers": [
             {

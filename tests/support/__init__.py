@@ -1,0 +1,1 @@
+"""Helpers shared between test suites (STYLE.md: one shared test kit)."""
