@@ -43,6 +43,7 @@ class App(http.server.BaseHTTPRequestHandler):
 
 @dataclass
 class Mesh:
+    xds: str
     admin: str
     outbound: dict[str, int]
     """pod -> its proxy's outbound port."""
@@ -125,7 +126,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             )
             outbound[pod] = port
         until(lambda: len(proxies(admin)) == 2, "two proxies on the control plane")
-        yield Mesh(admin=admin, outbound=outbound, app_port=app_port)
+        yield Mesh(xds=xds, admin=admin, outbound=outbound, app_port=app_port)
     finally:
         for p in procs:
             p.terminate()
@@ -184,6 +185,50 @@ def test_tap_by_workload_fans_in_both_proxies_with_real_dst(mesh: Mesh) -> None:
     reqs = [e for e in events if e["type"] == "req"]
     assert reqs and all(e["dst"] == f"127.0.0.1:{mesh.app_port}" for e in reqs)
     assert all(e["dst_service"] == "emoji" and e["path"] == "/tapped" for e in reqs)
+
+
+def test_a_proxy_joining_mid_tap_is_fanned_in_and_one_leaving_ends_nothing(mesh: Mesh) -> None:
+    proc = tap(*("deploy/web", "-n", NS, "--control-plane", mesh.admin, "--limit", "6"))
+    until(lambda: call(mesh, "web-a", "/before") == 200, "the tap stream open")
+    port = dead_port()
+    late = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "turnout",
+            "proxy",
+            "--xds",
+            mesh.xds,
+            "--namespace",
+            NS,
+            "--workload",
+            "deployment/web",
+            "--pod",
+            "web-c",
+            "--outbound",
+            f"127.0.0.1:{port}",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        until(lambda: len(proxies(mesh.admin)) == 3, "the third proxy on the control plane")
+        mesh.outbound["web-c"] = port
+        deadline = time.monotonic() + TIMEOUT_S
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "the joining proxy's events never came"
+            call(mesh, "web-c", "/late")
+    finally:
+        mesh.outbound.pop("web-c", None)
+        late.terminate()
+        late.wait(timeout=20)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert ":path=/late" in out
+    until(lambda: len(proxies(mesh.admin)) == 2, "the third proxy gone")
+    assert call(mesh, "web-a", "/after") == 200
 
 
 def test_tap_filters_text_and_wide_lines(mesh: Mesh) -> None:
