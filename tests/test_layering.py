@@ -63,6 +63,12 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
         "the engine is below the proxy, the CLI and the demo",
     ),
     ("turnout.demo", ("turnout.cli",), "only the entry points import the CLI"),
+    (
+        "turnout.grpcmesh",
+        ("turnout.engine", "turnout.cli", "turnout.demo", "turnout.viz", "aiohttp"),
+        "interceptors ride inside an app's grpc: they count into the proxy's metrics and tap"
+        " hub (turnout.proxy), nothing else",
+    ),
     ("turnout.viz", ("turnout.engine", "turnout.proxy"), "viz reads expositions, nothing more"),
     (
         "turnout.cluster.names",
