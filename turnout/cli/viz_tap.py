@@ -193,7 +193,8 @@ def run_proxy_metrics(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         if not proxies:
             raise CliError(f"no proxies for {args.target} in namespace {sel.namespace}", 1)
         for p in proxies:
-            out.write(f"#\n# POD {p['pod'] or '-'} (admin {p['admin']})\n#\n")
+            who = p["pod"] or f"- (proxyless deploy/{p['workload'].rpartition('/')[2]})"
+            out.write(f"#\n# POD {who} (admin {p['admin']})\n#\n")
             text = b"".join(_open(f"http://{p['admin']}/metrics", f"the proxy at {p['admin']}", 30))
             out.write(text.decode("utf-8", errors="replace"))
         return EXIT_OK
@@ -247,14 +248,10 @@ def endpoint_rows(data: object, namespace: str, service: str, port: int) -> list
                     "namespace": c.get("namespace"),
                     "ip": e.get("address"),
                     "port": e.get("port"),
-                    "pod": e.get("pod") or _pod_of(e.get("identity")) or "-",
+                    "pod": e.get("pod") or "-",
                     "service": f"{service}.{c.get('namespace')}:{c.get('port')}",
                     "weight": e.get("weight", 1),
                     "zone": e.get("zone") or "-",
                 }
             )
     return rows
-
-
-def _pod_of(identity: object) -> str:
-    return str(identity).split(".")[0] if identity else ""
