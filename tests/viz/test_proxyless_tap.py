@@ -60,3 +60,41 @@ def test_proxyless_calls_show_in_tap_by_workload_and_in_metrics(viz_lab: Lab) ->
     ][:1]
     assert 'deployment="web-v1"' in line and 'grpc_status="0"' in line
     assert float(line.rsplit(" ", 1)[1]) > 0
+
+
+def test_a_proxyless_server_shows_its_calls_in_tap_and_in_metrics(viz_lab: Lab) -> None:
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "turnout",
+            "tap",
+            "deploy/emoji",
+            "-n",
+            "emojivoto",
+            "--control-plane",
+            viz_lab.control_plane,
+            "--limit",
+            "3",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    req, rsp, end = (json.loads(line) for line in res.stdout.splitlines())
+    assert (req["type"], rsp["type"], end["type"]) == ("req", "rsp", "end")
+    assert req["direction"] == "inbound" and req["path"].startswith("/emojivoto.v1.EmojiService/")
+    assert req["dst"] == f"127.0.0.1:{viz_lab.demo.ports.slices['emoji']}"
+    assert end["grpc_status"] == 0 and req["proxy"]["workload"] == "emoji"
+    admin = viz_lab.demo.ports.service_admin["emoji"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    assert any(
+        x.startswith('response_total{direction="inbound"')
+        and 'deployment="emoji"' in x
+        and 'classification="success"' in x
+        for x in text.splitlines()
+    )

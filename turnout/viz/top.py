@@ -59,7 +59,7 @@ def endpoints(event: Event) -> tuple[str, str]:
     """(source, destination) of a request: the tapped proxy's pod on its own side, the
     backend Service (outbound) or the client's IP (inbound) on the other."""
     proxy = event.get("proxy")
-    pod = str(proxy.get("pod", "")) if isinstance(proxy, Mapping) else ""
+    pod = str(proxy.get("pod") or proxy.get("workload") or "") if isinstance(proxy, Mapping) else ""
     if event.get("direction") == "outbound":
         dst = str(event.get("dst_service") or _host(event.get("dst", "")))
         return pod or _host(event.get("src", "")), dst
