@@ -231,6 +231,24 @@ def test_a_proxy_joining_mid_tap_is_fanned_in_and_one_leaving_ends_nothing(mesh:
     assert call(mesh, "web-a", "/after") == 200
 
 
+def test_a_request_answered_without_an_endpoint_names_the_listener_not_0000(mesh: Mesh) -> None:
+    proc = tap(*("po/web-a", "-n", NS, "--control-plane", mesh.admin, "--limit", "1", "-o", "json"))
+    deadline = time.monotonic() + TIMEOUT_S
+    while proc.poll() is None:
+        assert time.monotonic() < deadline
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{mesh.outbound['web-a']}/nowhere", headers={"host": "nope.example"}
+        )
+        try:
+            urllib.request.urlopen(req, timeout=10).close()
+        except urllib.error.HTTPError as exc:
+            exc.close()
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    [event] = [json.loads(line) for line in out.splitlines()]
+    assert event["path"] == "/nowhere" and event["dst"] == f"127.0.0.1:{mesh.outbound['web-a']}"
+
+
 def test_tap_filters_text_and_wide_lines(mesh: Mesh) -> None:
     proc = tap("deploy/web", "-n", NS, "--control-plane", mesh.admin, "--limit", "3")
     proc2 = tap(

@@ -419,7 +419,9 @@ class Exchange:
                 id=self.tap_id,
                 direction=self.direction,
                 src=_addr(req.peer),
-                dst=_addr(self.target),
+                # no endpoint picked (answered here: no route, no endpoints): the listener's
+                # address the client reached, never 0.0.0.0:0; read only while tapped
+                dst=_addr(self.target if self.target is not _NO_ADDR else req.local),
                 tls=tap_tls(self.tls),
                 method=req.method,
                 authority=req.host,
