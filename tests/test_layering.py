@@ -63,6 +63,12 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
         "the engine is below the proxy, the CLI and the demo",
     ),
     ("turnout.demo", ("turnout.cli",), "only the entry points import the CLI"),
+    (
+        "turnout.grpcmesh",
+        ("turnout.engine", "turnout.cli", "turnout.demo", "turnout.viz", "aiohttp"),
+        "interceptors ride inside an app's grpc: they count into the proxy's metrics and tap"
+        " hub (turnout.proxy), nothing else",
+    ),
     ("turnout.viz", ("turnout.engine", "turnout.proxy"), "viz reads expositions, nothing more"),
     (
         "turnout.cluster.names",
@@ -98,13 +104,15 @@ ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
             "turnout.demo",
             "turnout.engine.server.admin",
             "turnout.engine.server.prometheus",
+            "turnout.engine.server.tap_fanin",
             "turnout.cluster.inject",
             "turnout.cluster.check",
             "turnout.dashboard",
         ),
         "only the proxy speaks HTTP (and the control plane's admin port: /metrics, /ready and "
         "the served table, what `mesh routes` reads; the readiness probe of the Prometheus it"
-        " starts; the injector webhook; mesh check's probes; the dashboard's web server)",
+        " starts; the tap fan-in, which reads the proxies' admin /tap; the injector webhook; mesh"
+        " check's probes; the dashboard's web server)",
     ),
     (
         PROTOBUF,

@@ -69,9 +69,9 @@ USAGE = [
         ("tap", "--admin", "127.0.0.1:1", "--limit", "-3"), "--limit: must be >= 0", id="tap-limit"
     ),
     pytest.param(
-        ("tap", "--admin", "127.0.0.1:1", "-n", "3"),
-        "unrecognized arguments: -n 3",
-        id="tap-n-is-no-longer-limit",
+        ("tap", "--admin", "127.0.0.1:1", "--limit", "x"),
+        "want a number >= 0",
+        id="tap-limit-is-a-number",
     ),
     pytest.param(("tap", "--admin", "nohost"), "want HOST:PORT", id="tap-admin"),
     pytest.param(
@@ -307,11 +307,11 @@ def test_every_help_documents_the_exit_codes(command: list[str]) -> None:
     assert "\n  2  usage or load errors" in proc.stdout
 
 
-def test_tap_limit_is_spelled_out_and_n_is_free() -> None:
+def test_tap_limit_is_spelled_out_and_n_is_the_namespace() -> None:
     help_text = subprocess.run(
         [str(MESH), "tap", "--help"], capture_output=True, text=True, timeout=30
     ).stdout
-    assert "--limit N" in help_text and "-n N" not in help_text
+    assert "--limit N" in help_text and "-n NS, --namespace NS" in help_text
     assert build_parser().parse_args(["tap", "--admin", ":4191", "--limit", "3"]).limit == 3
 
 

@@ -43,8 +43,8 @@ LAB_RPS = 20.0
 START_TIMEOUT_S = 60.0
 """Demo start plus Prometheus' discovery (up to 5 s) and two 2 s scrapes, on a busy machine."""
 READY_QUERY = "min by (pod) (count_over_time(request_total[1m]))"
-LAB_TARGETS = 5
-"""Scrape targets: the three proxies and the two proxyless web apps (their admin ports)."""
+LAB_TARGETS = 8
+"""Scrape targets: the three proxies and the five proxyless apps (their admin ports)."""
 TARGETS_QUERY = 'count(count_over_time(up{job="turnout-proxies"}[1m]) >= 2)'
 
 

@@ -12,9 +12,10 @@ def test_the_demo_mesh_has_a_prometheus_scraping_every_proxy(viz_lab: Lab) -> No
     proxies = viz_lab.debug("/debug/proxies")["proxies"]
     admins = {p["pod"]: p["admin"] for p in proxies if p["admin"] and p["pod"]}
     assert admins == viz_lab.admin, proxies
-    # the proxyless web apps report their metrics port too (their gRPC calls' route_*)
+    # the proxyless apps (web v1/v2 clients, emoji and voting v1/v2 servers) report their
+    # metrics port too (grpcmesh's interceptors' families)
     web_apps = {p["admin"] for p in proxies if p["admin"] and not p["pod"]}
-    assert len(web_apps) == 2, proxies
+    assert len(web_apps) == 5, proxies
     up = viz_lab.query('up{job="turnout-proxies"}')
     scraped = {s.labels["instance"] for s in up if s.value == 1}
     assert scraped == {*viz_lab.admin.values(), *web_apps}, up

@@ -76,7 +76,7 @@ def test_live_routes_read_the_control_planes_prometheus(viz_lab: Lab) -> None:
 def test_live_routes_without_prometheus_scrape_the_proxies_and_say_so(viz_lab: Lab) -> None:
     code, out, err = routes(viz_lab, "--window", "2", "-o", "json", "--prometheus", "")
     assert code == 0, err
-    assert err.endswith("\nno Prometheus: scraping 5 proxies directly over 2s\n"), err
+    assert err.endswith("\nno Prometheus: scraping 8 proxies directly over 2s\n"), err
     rows = {r["rule"]: r for r in json.loads(out)}
     api = rows[WEB_API]
     assert 0 < api["success_rate"] < 1 and api["rps"] > 0

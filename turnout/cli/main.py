@@ -4,7 +4,7 @@
 mesh validate | routes [explain] | test     cli.manifests     manifests in, findings out
   routes explain --from-identity/--from-ip  cli.authz         + the destination's authorization
 mesh serve | bootstrap                      cli.control_plane the control plane
-mesh proxy | tap                            cli.data_plane    a proxy, a proxy's live requests
+mesh proxy                                  cli.data_plane    a proxy
 mesh authz [--tls]                          cli.live_authz    inbound authorizations, live
 mesh identity init | rotate | token | status cli.security     the mesh CA's directory
 mesh demo [canary] [--offline]              cli.demo          the sample app on the mesh
@@ -38,7 +38,6 @@ from turnout.cli.args import (
     duration_ms,
     host_port,
     label,
-    non_negative_int,
     positive_duration_ms,
     positive_float,
     positive_int,
@@ -425,22 +424,6 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         " and nothing is sent to it (needs --identity)",
     )
     p.set_defaults(run="data_plane:run_proxy_command")
-
-    p = sub.add_parser("tap", help="stream a proxy's live requests (Linkerd's tap lines)")
-    p.add_argument(
-        "--admin", required=True, type=host_port, metavar="HOST:PORT", help="the proxy's admin"
-    )
-    p.add_argument("--method", default="", help="only this method")
-    p.add_argument("--authority", default="", help="only this authority")
-    p.add_argument("--path", default="", help="only paths with this prefix")
-    p.add_argument(
-        "--max-rps", type=non_negative_int, default=100, help="requests per second (0 = all)"
-    )
-    p.add_argument(
-        "--limit", type=non_negative_int, default=0, metavar="N", help="stop after N events"
-    )
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    p.set_defaults(run="data_plane:run_tap")
 
     p = sub.add_parser(
         "authz", help="a workload's inbound authorizations, live (like linkerd viz authz)"

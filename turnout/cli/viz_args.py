@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import TypeAlias
 
-from turnout.cli.args import add_namespace
+from turnout.cli.args import add_namespace, host_port, non_negative_int
 from turnout.engine.config import DEFAULT_ADMIN_ADDRESS
 
 DEFAULT_DASHBOARD_PORT = 50750
@@ -60,6 +60,9 @@ def viz_parsers(sub: Sub) -> None:
     stat_parsers(sub)
     edges_parsers(sub)
     dashboard_parsers(sub)
+    tap_parsers(sub)
+    top_parsers(sub)
+    diagnostics_parsers(sub)
 
 
 def add_viz_output(p: argparse.ArgumentParser) -> None:
@@ -137,3 +140,84 @@ def dashboard_parsers(sub: Sub) -> None:
         help="url: print the URL (default); browser: also open it in a browser",
     )
     p.set_defaults(run="dashboard:run_dashboard")
+
+
+def add_tap_filters(p: argparse.ArgumentParser) -> None:
+    """What `mesh tap` and `mesh top` select: a workload (through the control plane) or one
+    proxy (``--admin``), and Linkerd's request filters."""
+    p.add_argument(
+        "target",
+        nargs="?",
+        metavar="KIND/NAME",
+        help="the workload to tap through the control plane: deploy/web, svc/web, po/NAME, ns/NAME",
+    )
+    p.add_argument(
+        "--admin", type=host_port, metavar="HOST:PORT", help="tap one proxy's admin instead"
+    )
+    add_viz_source(p)
+    add_scope(p)
+    p.add_argument("--to", metavar="KIND/NAME", help="only requests to this resource")
+    p.add_argument("--to-namespace", metavar="NS", help="the namespace of --to (default: -n)")
+    p.add_argument("--method", default="", help="only this method")
+    p.add_argument("--authority", default="", help="only this authority")
+    p.add_argument("--path", default="", help="only paths with this prefix")
+    p.add_argument(
+        "--max-rps",
+        type=non_negative_int,
+        default=100,
+        help="requests per second, per proxy (0 = all; default 100)",
+    )
+
+
+def tap_parsers(sub: Sub) -> None:
+    """`mesh tap`: the live requests of a workload's proxies (or one proxy's)."""
+    p = sub.add_parser(
+        "tap", help="stream a workload's live requests (Linkerd's tap lines), or one proxy's"
+    )
+    add_tap_filters(p)
+    p.add_argument(
+        "--limit", type=non_negative_int, default=0, metavar="N", help="stop after N events"
+    )
+    p.add_argument("-o", "--output", choices=("text", "wide", "json"), default="text")
+    p.set_defaults(run="viz_tap:run_tap")
+
+
+def top_parsers(sub: Sub) -> None:
+    """`mesh top`: the live top paths, aggregated from the same tap stream."""
+    p = sub.add_parser("top", help="a workload's live top paths (like linkerd viz top)")
+    add_tap_filters(p)
+    p.add_argument("--routes", action="store_true", help="a Route column instead of Method/Path")
+    p.add_argument("--hide-sources", action="store_true", help="drop the Source column")
+    p.add_argument(
+        "--refresh",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often the table is redrawn (default 1)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop after this long and print the table (0 = until Ctrl-C)",
+    )
+    p.add_argument("--once", action="store_true", help="print one table after --refresh, then stop")
+    p.set_defaults(run="viz_tap:run_top")
+
+
+def diagnostics_parsers(sub: Sub) -> None:
+    """`mesh diagnostics proxy-metrics|endpoints`: what a proxy holds and sees."""
+    p = sub.add_parser("diagnostics", help="what the proxies hold and the control plane serves")
+    dsub = p.add_subparsers(dest="diagnostic", required=True, metavar="DIAGNOSTIC")
+    q = dsub.add_parser("proxy-metrics", help="the raw /metrics of a workload's proxies")
+    q.add_argument("target", metavar="KIND/NAME", help="deploy/web, po/NAME, ns/NAME")
+    add_viz_source(q)
+    add_scope(q)
+    q.set_defaults(run="viz_tap:run_proxy_metrics")
+    q = dsub.add_parser("endpoints", help="the endpoints the control plane serves for a Service")
+    q.add_argument("target", metavar="svc/NAME[:PORT]", help="the Service, e.g. svc/web")
+    add_viz_source(q)
+    add_scope(q)
+    q.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    q.set_defaults(run="viz_tap:run_endpoints")

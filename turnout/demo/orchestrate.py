@@ -90,12 +90,14 @@ class Ports:
     prometheus: int
     """`mesh serve --prometheus`'s listen port (Prometheus' HTTP API)."""
     dashboard: int
+    service_admin: dict[str, int]
+    """emoji, voting-v1, voting-v2 -> their admin port (/metrics, /tap: grpcmesh.server)."""
 
     @classmethod
     def pick(cls) -> Ports:
         socks: list[socket.socket] = []
         try:
-            for _ in range(17):
+            for _ in range(20):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 s.bind((HOST, 0))
                 socks.append(s)
@@ -114,6 +116,7 @@ class Ports:
             outbound_admin=p[14],
             prometheus=p[15],
             dashboard=p[16],
+            service_admin=dict(zip(("emoji", "voting-v1", "voting-v2"), p[17:20], strict=True)),
         )
 
 
@@ -320,10 +323,12 @@ class Demo:
                 ["--version", "v2"],
             ),
         ):
-            flags, env = self.grpc_security(name, sa, labels)
+            admin = p.service_admin[name]
+            flags, env = self.grpc_security(name, sa, labels, admin=f"{HOST}:{admin}")
             services.append(await self.spawn(
                 name,
-                [*py, "turnout.demo.services", svc.split("-")[0], "--port", str(p.slices[svc]), *extra, *flags],
+                [*py, "turnout.demo.services", svc.split("-")[0], "--port", str(p.slices[svc]), *extra,
+                 "--admin-port", str(admin), "--workload", name, *flags],
                 env=env,
             ))  # fmt: skip
         webs: list[tuple[Child, Child, str]] = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import threading
 import time
@@ -32,6 +33,8 @@ import grpc
 
 from turnout.demo import catalog
 from turnout.demo.lifecycle import setup_logging
+from turnout.grpcmesh.server import MeshAdmin, MeshServerInterceptor
+from turnout.proxy.metrics import ProxyMetrics
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +91,23 @@ def voting_handlers(version: str) -> dict[str, Method]:
 
 
 def serve(
-    service: str, methods: dict[str, Method], *, host: str, port: int, xds: bool = False
+    service: str,
+    methods: dict[str, Method],
+    *,
+    host: str,
+    port: int,
+    xds: bool = False,
+    admin: MeshAdmin | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT; `xds`: as a proxyless xDS server (see the docstring)."""
+    """Serve until SIGTERM/SIGINT; `xds`: as a proxyless xDS server (see the docstring);
+    `admin`: count every call in its metrics and tap (`grpcmesh.server`)."""
     handlers: dict[str, Any] = {
         name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in methods.items()
     }
-    server = grpc.server(ThreadPoolExecutor(max_workers=16), xds=xds)
+    interceptors = (
+        [MeshServerInterceptor(admin, local=(host, port), mtls=xds)] if admin is not None else []
+    )
+    server = grpc.server(ThreadPoolExecutor(max_workers=16), xds=xds, interceptors=interceptors)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     if xds:
         creds = grpc.xds_server_credentials(grpc.insecure_server_credentials())
@@ -133,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--version", default="v1")
+    p.add_argument(
+        "--admin-port", type=int, default=0, help="serve /metrics and /tap here (0 = none)"
+    )
+    p.add_argument("--workload", default="", help="the Deployment's name, for the metrics")
     p.add_argument("--identity", help="serve as a proxyless xDS server with this identity")
     p.add_argument("--identity-token-file")
     p.add_argument("--identity-addr")
@@ -142,11 +159,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     xds = args.identity is not None
     if xds:
         start_agent(args)
+    admin = None
+    if args.admin_port:
+        name = args.workload or args.service
+        metrics = ProxyMetrics(
+            namespace=catalog.NAMESPACE, workload_name=name, pod=f"{name}-{os.getpid()}"
+        )
+        admin = MeshAdmin(metrics, args.host, args.admin_port)
     if args.service == "emoji":
-        serve(catalog.EMOJI_SERVICE, emoji_handlers(), host=args.host, port=args.port, xds=xds)
+        serve(
+            catalog.EMOJI_SERVICE,
+            emoji_handlers(),
+            host=args.host,
+            port=args.port,
+            xds=xds,
+            admin=admin,
+        )
     else:
         methods = voting_handlers(args.version)
-        serve(catalog.VOTING_SERVICE, methods, host=args.host, port=args.port, xds=xds)
+        serve(catalog.VOTING_SERVICE, methods, host=args.host, port=args.port, xds=xds, admin=admin)
     return 0
 
 

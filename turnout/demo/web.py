@@ -7,7 +7,8 @@ GET /api/list           emoji ListAll
 GET /api/vote?choice=X  voting Vote<X> (500 when the vote fails: doughnut)
 GET /api/leaderboard    voting Results
 GET /ready              200 once both gRPC services answered through xDS
-admin :M  /metrics      route_* series of the gRPC calls (Linkerd format), /ready, /live
+admin :M  /metrics      request_total/response_total/response_latency_ms (outbound, per
+                        Service: `grpcmesh.client`) and route_* of the gRPC calls, /tap, /ready
 ```
 
 gRPC reads its xDS bootstrap once per process, from ``GRPC_XDS_BOOTSTRAP_CONFIG`` (set by the
@@ -42,6 +43,7 @@ from aiohttp import web
 from turnout.demo import catalog
 from turnout.demo.lifecycle import setup_logging, stop_event
 from turnout.engine.server import service_target
+from turnout.grpcmesh.client import MeshClientInterceptor
 from turnout.proxy.admin import start_admin
 from turnout.proxy.hosts import listener_for_host
 from turnout.proxy.metrics import ProxyMetrics
@@ -87,14 +89,25 @@ class GrpcClient:
         resolver: RouteResolver,
         namespace: str,
         mtls: bool = False,
+        tap: TapHub | None = None,
+        pod: str = "",
     ) -> None:
         self.target = service_target(name, namespace, catalog.GRPC_PORT)
         self.authority = self.target.removeprefix("xds:///")
+        mesh = MeshClientInterceptor(
+            metrics,
+            tap if tap is not None else TapHub(),
+            authority=self.authority,
+            dst_namespace=namespace,
+            dst_service=name,
+            mtls=mtls,
+            src=pod,
+        )
         if mtls:  # xDS security (gRFC A29): mTLS where the cluster says so, else plaintext
             creds = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
-            self.channel: Any = grpc.aio.secure_channel(self.target, creds)
+            self.channel: Any = grpc.aio.secure_channel(self.target, creds, interceptors=[mesh])
         else:
-            self.channel = grpc.aio.insecure_channel(self.target)
+            self.channel = grpc.aio.insecure_channel(self.target, interceptors=[mesh])
         self.metrics = metrics
         self.resolver = resolver
 
@@ -201,9 +214,9 @@ class Web:
 async def run(args: argparse.Namespace) -> None:
     ns = catalog.NAMESPACE
     name = f"web-{args.version}"
-    metrics = ProxyMetrics(
-        namespace=ns, workload_kind="deployment", workload_name=name, pod=f"{name}-{os.getpid()}"
-    )
+    pod = f"{name}-{os.getpid()}"
+    metrics = ProxyMetrics(namespace=ns, workload_kind="deployment", workload_name=name, pod=pod)
+    tap = TapHub()
     resolver = RouteResolver(namespace=ns)
     node = NodeInfo(
         id=f"{ns}/deployment/{name}/routes", cluster=ns, namespace=ns, workload=f"deployment/{name}"
@@ -214,11 +227,13 @@ async def run(args: argparse.Namespace) -> None:
     if args.identity:
         agent_task = await start_agent(args)
     mtls = agent_task is not None
-    emoji = GrpcClient("emoji", metrics=metrics, resolver=resolver, namespace=ns, mtls=mtls)
-    voting = GrpcClient("voting", metrics=metrics, resolver=resolver, namespace=ns, mtls=mtls)
+    emoji, voting = (
+        GrpcClient(n, metrics=metrics, resolver=resolver, namespace=ns, mtls=mtls, tap=tap, pod=pod)
+        for n in ("emoji", "voting")
+    )
     front = Web(version=args.version, emoji=emoji, voting=voting)
     admin = await start_admin(
-        args.host, args.admin_port, metrics=metrics, tap=TapHub(), ready=lambda: True
+        args.host, args.admin_port, metrics=metrics, tap=tap, ready=lambda: True
     )
     runner = web.AppRunner(front.app(), access_log=None)
     await runner.setup()

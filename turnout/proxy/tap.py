@@ -81,6 +81,10 @@ class TapEvent:
     path: str
     route: str = ""
     """IR name of the matched rule; "" when none matched."""
+    dst_namespace: str = ""
+    """Namespace of the backend Service picked (outbound); "" when none."""
+    dst_service: str = ""
+    """Name of the backend Service picked (outbound); "" when none."""
     status: int | None = None
     """HTTP status; None on ``req``."""
     latency_us: int | None = None
@@ -134,6 +138,8 @@ def tap_json(event: TapEvent) -> dict[str, object]:
     }
     if e.route:
         out["route"] = e.route
+    if e.dst_service:
+        out["dst_namespace"], out["dst_service"] = e.dst_namespace, e.dst_service
     optional: tuple[tuple[str, int | None], ...] = (
         ("status", e.status),
         ("latency_us", e.latency_us),

@@ -434,12 +434,16 @@ class Exchange:
                 id=self.tap_id,
                 direction=self.direction,
                 src=_addr(req.peer),
-                dst=_addr(self.target),
+                # no endpoint picked (answered here: no route, no endpoints): the listener's
+                # address the client reached, never 0.0.0.0:0; read only while tapped
+                dst=_addr(self.target if self.target is not _NO_ADDR else req.local),
                 tls=tap_tls(self.tls),
                 method=req.method,
                 authority=req.host,
                 path=req.target,
                 route=decision.route.rule if decision is not None and decision.route else "",
+                dst_namespace=self.dst[0],
+                dst_service=self.dst[1],
                 status=self.status if kind != "req" else None,
                 latency_us=latency,
                 duration_us=duration,

@@ -24,6 +24,10 @@ GET /debug/proxies              {"version", "proxies": [{node_id, peer, namespac
                                  pod, admin, acked, sent, sync, nacks}]}: each ADS stream
                                  against the current table, per type (`mesh check
                                  --proxy`); admin: the proxy's admin HOST:PORT ("" = none)
+GET /tap?target=deploy/web&namespace=NS&to=&method=&path=&authority=&max_rps=&limit=
+                                NDJSON: the tap events of that workload's proxies, each
+                                with "proxy": {namespace, workload, pod, admin}
+                                (`tap_fanin`: `mesh tap TARGET`, `mesh top`)
 ```
 
 `start_admin` binds the port and names it when it cannot (`ControlPlaneError`). Everything
@@ -56,6 +60,7 @@ from turnout.engine.server.renders import (
     TableRenders,
 )
 from turnout.engine.server.streams import kind_of
+from turnout.engine.server.tap_fanin import tap_handler
 from turnout.engine.xds.policy import POLICY_TYPE_URL, policy_resources
 
 log = logging.getLogger(__name__)
@@ -200,6 +205,9 @@ def admin_app(
             text=dump_json(proxies_data(server.status())), content_type="application/json"
         )
 
+    async def tap(request: web.Request) -> web.StreamResponse:
+        return await tap_handler(request, server)
+
     async def stop_renders(app: web.Application) -> None:
         tables.close()
 
@@ -212,6 +220,7 @@ def admin_app(
     app.router.add_get("/debug/policy", policy)
     app.router.add_get("/debug/diagnostics", diagnostics)
     app.router.add_get("/debug/proxies", proxies)
+    app.router.add_get("/tap", tap)
     return app
 
 
