@@ -173,6 +173,11 @@ WORKLOADS = [
     {"namespace": ns, "deployment": d}
     for ns, d in (("emojivoto", "web-v1"), ("emojivoto", "web-v2"), ("loadgen", "vote-bot"))
 ]
+LAB_WORKLOADS = [
+    {"namespace": "emojivoto", "deployment": d} for d in ("emoji", "voting-v1", "voting-v2")
+] + WORKLOADS
+"""The shared lab's Prometheus also scrapes the proxyless gRPC servers (grpcmesh's admin
+port, on their xDS node metadata)."""
 
 
 async def results(
@@ -291,7 +296,7 @@ async def test_every_panel_has_numbers_on_the_shared_demo_mesh(viz_lab: VizLab) 
     assert combos == {
         "control-plane": [{"job": "turnout-control-plane", "instance": viz_lab.control_plane}],
         "namespace": [{"namespace": "emojivoto"}, {"namespace": "loadgen"}],
-        "workload": WORKLOADS,
+        "workload": LAB_WORKLOADS,
         # voting: the proxyless web apps' gRPC calls (they report their metrics port)
         "route": [
             {"namespace": "emojivoto", "route": "voting"},
