@@ -4,6 +4,8 @@ time to first render (`python -m bench.dashboard`; needs chromium + chromium-dri
 ```
 Demo (mesh serve --dashboard) ─> /proc/<serve pid>/stat utime+stime over WINDOW_S:
    1. no page open      2. headless Chromium on / (htmx refresh every 2 s)
+   3. the workload view (edges + live tap and top: the fan-in runs in the same process)
+   4. the page left (about:blank): the tap subscription ends after dashboard.tap.IDLE_S
    then each view once: performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd
 ```
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from turnout.cli.demo import DEMO_MANIFESTS
+from turnout.dashboard.tap import IDLE_S
 from turnout.demo.orchestrate import EXAMPLES, HOST, Demo
 
 WINDOW_S = 30.0
@@ -62,6 +65,9 @@ def main() -> None:
             opened = percent(pid)
             driver.get(url + VIEWS[1])
             workload = percent(pid)
+            driver.get("about:blank")
+            time.sleep(IDLE_S + 1)  # the subscription's idle timeout, then measure
+            left = percent(pid)
             for view in VIEWS:
                 driver.get(url + view)
                 ms = driver.execute_script(
@@ -72,7 +78,8 @@ def main() -> None:
             driver.quit()
         print(f"control plane CPU, dashboard closed: {closed:.1f}% of a core ({WINDOW_S:g}s)")
         print(f"control plane CPU, / open (refresh 2s): {opened:.1f}% of a core ({WINDOW_S:g}s)")
-        print(f"control plane CPU, {VIEWS[1]} open (edges too): {workload:.1f}% of a core")
+        print(f"control plane CPU, {VIEWS[1]} open (edges, tap, top): {workload:.1f}% of a core")
+        print(f"control plane CPU, the page left: {left:.1f}% of a core")
     finally:
         loop.run_until_complete(demo.stop())
         loop.close()

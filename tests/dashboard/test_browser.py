@@ -312,3 +312,71 @@ def test_mesh_dashboard_serves_the_same_views_standalone(demo: Demo, browser: An
             proc.terminate()
             _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
+
+
+TAP_JS = (
+    "return Array.from(document.querySelectorAll(arguments[0]),"
+    " r => Array.from(r.querySelectorAll('td'), td => td.textContent));"
+)
+
+
+def _mesh_tap(cp: str, argv: list[str], out: list[str]) -> None:
+    cli = subprocess.run(
+        [sys.executable, "-m", "turnout", *argv, "--limit", "60", "--control-plane", cp],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    out.extend(cli.stdout.splitlines() or [f"exit {cli.returncode}: {cli.stderr}"])
+
+
+def _cli_requests(lines: list[str]) -> set[tuple[str, str, str]]:
+    """(direction, authority, path) of `mesh tap`'s req lines."""
+    got = set()
+    for line in lines:
+        f = dict(w.split("=", 1) for w in line.split()[1:] if "=" in w)
+        if line.startswith("req ") and ":path" in f:
+            direction = "inbound" if f["proxy"] == "in" else "outbound"
+            got.add((direction, f[":authority"], f[":path"]))
+    return got
+
+
+def test_workload_view_taps_live_requests_and_top_counts_grow(demo: Demo, browser: Any) -> None:
+    """The live tap table and top (the control plane's fan-in, `mesh tap`'s stream)."""
+    open_view(browser, base(demo) + "/workloads/emojivoto/deployment/web-v1", "workload-tap")
+    rows = until("tap rows", lambda: (r := browser.execute_script(TAP_JS, "tr[data-tap]")) and r)
+    argv = ["tap", "deploy/web-v1", "-n", "emojivoto"]
+    cli_lines: list[str] = []
+    cp = f"{HOST}:{demo.ports.serve_admin}"
+    reader = threading.Thread(target=_mesh_tap, args=(cp, argv, cli_lines))
+    reader.start()
+    shown: set[tuple[str, str, str]] = set()
+
+    def top_count() -> int:
+        for r in browser.execute_script(TAP_JS, "tr[data-tap]"):
+            shown.add((r[0], r[5], r[6]))  # direction, authority, path
+        return sum(int(r[4]) for r in browser.execute_script(TAP_JS, "tr[data-top]"))
+
+    first = until("top's counts", top_count)
+    until("top's counts to grow", lambda: top_count() > first)
+    reader.join(timeout=30)
+    cli = _cli_requests(cli_lines)
+    assert cli, cli_lines
+    # the demo's real traffic: vote-bot -> web (inbound), web -> emoji/voting gRPC (outbound)
+    for direction, authority, path in shown:
+        assert direction in ("inbound", "outbound"), shown
+        assert authority.split(".")[0] in ("web", "emoji", "voting"), shown
+        assert path == "/" or path.startswith(("/api/", "/emojivoto.v1.")), shown
+    # what `mesh tap` printed for the same workload: the same (direction, authority) set,
+    # and rows in common
+    until(
+        "the tap table to show mesh tap's authorities",
+        lambda: top_count() and {(d, a) for d, a, _ in cli} <= {(d, a) for d, a, _ in shown},
+        timeout=10,
+    )
+    assert shown & cli, (shown, cli)
+    cmds = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#tap .cmd code'), c => c.dataset.command);"
+    )
+    assert cmds == ["mesh tap deploy/web-v1 -n emojivoto", "mesh top deploy/web-v1 -n emojivoto"]
+    assert rows and len(browser.execute_script(TAP_JS, "tr[data-tap]")) <= 25
+    browser.execute_script("document.getElementById('tap').scrollIntoView();")
+    shot(browser, "workload-tap")

@@ -5,6 +5,8 @@ GET /                        namespaces + workloads  ┐ a full page (layout.htm
 GET /workloads/NS/KIND/NAME  one workload            │ the fragment alone when htmx asks
 GET /routes                  routes + explain form   │ (HX-Request), every REFRESH_S, cached
 GET /rejected                rejected changes        ┘ per (path, snapshot seq)
+GET /tap/NS/KIND/NAME        the workload view's live tap table + top (htmx, every 1 s):
+                             tap.Taps, one control plane tap subscription per open view
 GET /routes/explain?via=&method=&url=&headers=     manifests.explain_request (`mesh routes
                                                    explain`'s code), cached per table version
 GET /static/htmx.min.js | dashboard.css | htmx.LICENSE    package data, long-cached
@@ -31,6 +33,7 @@ from turnout.cli.errors import CommandError
 from turnout.cli.manifests import explain_request, parse_request
 from turnout.dashboard import pages
 from turnout.dashboard.state import DEFAULT_INTERVAL_S, Poller, Snapshot, Tables
+from turnout.dashboard.tap import Taps
 
 PACKAGE = Path(str(resources.files("turnout.dashboard")))
 STATIC = PACKAGE / "static"
@@ -39,6 +42,7 @@ EXPLAIN_CACHE = 256
 NAV = (("/", "Namespaces"), ("/routes", "Routes"), ("/rejected", "Rejected changes"))
 
 POLLER = web.AppKey("poller", Poller)
+TAPS = web.AppKey("taps", Taps)
 
 
 class DashboardError(Exception):
@@ -63,6 +67,7 @@ def dashboard_app(control_plane: str, *, interval: float = REFRESH_S) -> web.App
     app = web.Application()
     poller = Poller(control_plane=control_plane, interval=interval)
     app[POLLER] = poller
+    taps = app[TAPS] = Taps(control_plane=control_plane)
     renders = Renders()
     layout = _layout()
 
@@ -107,7 +112,26 @@ def dashboard_app(control_plane: str, *, interval: float = REFRESH_S) -> web.App
     async def workload(request: web.Request) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]
         poller.want_edges()
-        return await view(request, name, lambda s: pages.workload(s, ns, name))
+        return await view(
+            request, name, lambda s: pages.workload(s, ns, name), extra=pages.tap_panel(ns, name)
+        )
+
+    async def tap(request: web.Request) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        target = pages.tap_target(name)
+        sub = taps.get(ns, target)
+        html = pages.tap_view(
+            sub.newest(),
+            sub.top.rows(),
+            ns=ns,
+            target=target,
+            events=sub.events,
+            error=sub.error,
+        )
+        return web.Response(text=html, content_type="text/html")
+
+    async def close_taps(_: web.Application) -> None:
+        await taps.close()
 
     async def routes(request: web.Request) -> web.Response:
         snap = await poller.current()
@@ -136,6 +160,8 @@ def dashboard_app(control_plane: str, *, interval: float = REFRESH_S) -> web.App
     app.router.add_get("/routes", routes)
     app.router.add_get("/routes/explain", explain)
     app.router.add_get("/rejected", rejected)
+    app.router.add_get("/tap/{ns}/{name:.+}", tap)
+    app.on_cleanup.append(close_taps)
     app.router.add_static("/static", STATIC, append_version=False)
     return app
 

@@ -7,6 +7,7 @@ workload(snap, ns, w)   /workloads/NS/KIND/N  its proxies, inbound numbers, outb
 routes(snap)            /routes               the served table with live columns + explain form
 explained(text)         /routes/explain       `mesh routes explain`'s text for the form's request
 rejected(snap)          /rejected             what the control plane held back, and why
+tap_view(…)             /tap/NS/KIND/N        the workload's live tap table and top
 ```
 
 Each view ends with the `mesh` command that prints the same data (`command`). A row whose
@@ -23,7 +24,7 @@ from urllib.parse import quote
 
 from turnout.cli.live import QUANTILES, fmt_latency
 from turnout.dashboard.state import Proxy, Snapshot
-from turnout.viz import stats, summary
+from turnout.viz import stats, summary, tap, top
 from turnout.viz.stats import RouteStats
 
 FAILING_BELOW = 0.95
@@ -141,8 +142,8 @@ ROUTE_COLUMNS = ("PARENT", "ROUTE", "MATCH", "BACKENDS", *STAT_COLUMNS[1:])
 
 def workload(snap: Snapshot, ns: str, name: str) -> str:
     proxies = _by_workload(snap).get((ns, name), [])
-    kind, _, short = name.partition("/")
-    target = f"{'deploy' if kind == 'deployment' else kind}/{short}" if short else name
+    short = name.partition("/")[2]
+    target = tap_target(name)
     proxy_rows = [
         f"<tr><td>{escape(p.pod)}</td><td>{escape(p.admin or '(proxyless)')}</td></tr>"
         for p in proxies
@@ -268,3 +269,84 @@ def rejected(snap: Snapshot, control_plane: str) -> str:
         + body
         + command("routes", "--control-plane", control_plane)
     )
+
+
+TAP_COLUMNS = ("DIRECTION", "SRC", "DST", "TLS", "METHOD", "AUTHORITY", "PATH", "STATUS", "LATENCY")
+TOP_COLUMNS = ("SOURCE", "DESTINATION", "METHOD", "PATH", "COUNT", "BEST", "WORST", "LAST")
+TOP_SHOWN = 20
+
+
+def _tap_row(e: Mapping[str, object]) -> str:
+    status = e.get("status")
+    latency = e.get("latency_us")
+    failing = (isinstance(status, int) and status >= 500) or bool(e.get("reset_error"))
+    grpc = e.get("grpc_status")
+    shown = "-" if status is None else str(status)
+    if isinstance(grpc, int) and grpc:
+        shown += f" grpc {tap.grpc_name(grpc)}"
+        failing = True
+    cells = (
+        str(e.get("direction", "")),
+        str(e.get("src", "")),
+        str(e.get("dst", "")),
+        str(e.get("tls", "")),
+        str(e.get("method", "")),
+        str(e.get("authority", "")),
+        str(e.get("path", "")),
+        shown,
+        top.latency(latency) if isinstance(latency, int) else "-",
+    )
+    cls = ' class="failing"' if failing else ""
+    return f"<tr{cls} data-tap>{''.join(_cell(c) for c in cells)}</tr>"
+
+
+def _top_row(r: top.Row) -> str:
+    cells = [r.source, r.destination, r.method, r.path, str(r.count)]
+    cells += [top.latency(r.best_us), top.latency(r.worst_us), top.latency(r.last_us)]
+    failing = r.success_rate < FAILING_BELOW
+    rate = _cell(f"{r.success_rate * 100:.2f}%", "failing" if failing else "")
+    cls = ' class="failing"' if failing else ""
+    return f"<tr{cls} data-top>{''.join(_cell(c) for c in cells)}{rate}</tr>"
+
+
+def tap_panel(ns: str, name: str) -> str:
+    """The workload view's live tap part (outside the 2 s refresh: its own, faster poll)."""
+    href = "/tap" + workload_href(ns, name)[len("/workloads") :]
+    return (
+        f'<div id="tap" hx-get="{escape(href)}" hx-trigger="load, every 1s"'
+        ' hx-swap="innerHTML"><p class="note">starting tap…</p></div>'
+    )
+
+
+def tap_view(
+    sub_rows: Sequence[Mapping[str, object]],
+    top_rows: Sequence[top.Row],
+    *,
+    ns: str,
+    target: str,
+    events: int,
+    error: str,
+) -> str:
+    """The live tap table (newest first) and top, each with its `mesh` command."""
+    note = (
+        f'<p class="error">tap: {escape(error)}</p>'
+        if error
+        else f'<p class="note">{events} tap events since this view opened</p>'
+    )
+    return (
+        "<h3>Live tap</h3>"
+        + table(TAP_COLUMNS, [_tap_row(e) for e in sub_rows], cls="tap")
+        + command("tap", target, "-n", ns)
+        + "<h3>Top</h3>"
+        + table(
+            (*TOP_COLUMNS, "SUCCESS RATE"), [_top_row(r) for r in top_rows[:TOP_SHOWN]], cls="top"
+        )
+        + command("top", target, "-n", ns)
+        + note
+    )
+
+
+def tap_target(name: str) -> str:
+    """``deployment/web-v1`` → ``deploy/web-v1`` (what the commands take)."""
+    kind, _, short = name.partition("/")
+    return f"{'deploy' if kind == 'deployment' else kind}/{short}" if short else name

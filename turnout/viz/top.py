@@ -127,6 +127,10 @@ class Top:
         row.count += 1
         row.successes += ok
 
+    def __len__(self) -> int:
+        """Distinct rows so far."""
+        return len(self._rows)
+
     def rows(self) -> list[Row]:
         """Most requested first; ties by source, destination, path."""
         return sorted(
