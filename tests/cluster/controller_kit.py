@@ -105,6 +105,8 @@ async def start_replica(
         flag: process.line(f"{flag} listening on ").split()[3]
         for flag in ("xds", "admin", "injector")
     }
+    dashboard = process.line("dashboard listening on ").split()[3]  # http://H:P/
+    printed["dashboard"] = dashboard.removeprefix("http://").rstrip("/")
     replica = Replica(process, pod, container, bound_ports(container["args"], printed))
     probes = probe_urls(container, replica.ports)
     assert set(probes) == {"readinessProbe", "livenessProbe"}, probes

@@ -42,8 +42,10 @@ SERVE = [
     "--injector-cert-dir",
     "/var/run/turnout/injector",
     "--leader-elect",
+    "--dashboard",
+    "0.0.0.0:50750",
 ]
-"""The controller's command line, as COMMON.md agreed it."""
+"""The controller's command line, as COMMON.md agreed it (and the dashboard, viz.dashboard)."""
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -152,7 +154,7 @@ def test_the_deployment_runs_the_agreed_command_line_as_a_restricted_pod(
     assert from_pod == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     assert c["env"][2:] == [{"name": names.PROXY_IMAGE_ENV, "value": names.IMAGE}]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"grpc-xds": 8086, "admin": 9990, "injector": 8443}
+    assert ports == {"grpc-xds": 8086, "admin": 9990, "injector": 8443, "dashboard": 50750}
     assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "admin"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/live", "port": "admin"}
     assert set(c["resources"]["requests"]) == {"cpu", "memory"}
@@ -180,7 +182,23 @@ def test_services_reach_the_controller_pods_on_the_agreed_ports(installed: list[
         names.IDENTITY_SERVICE: (8086, 8086),
         names.ADMIN_SERVICE: (9990, 9990),
         names.INJECTOR_SERVICE: (443, 8443),
+        names.DASHBOARD_SERVICE: (50750, 50750),
     }
+
+
+def test_viz_values_name_the_clusters_prometheus_or_drop_the_dashboard() -> None:
+    url = "http://prometheus.monitoring:9090"
+    (c,) = by_kind(docs("install", "--set", f"viz.prometheusUrl={url}"), "Deployment")["spec"][
+        "template"
+    ]["spec"]["containers"]
+    assert c["args"] == [*SERVE, "--prometheus-url", url]
+    off = docs("install", "--set", "viz.dashboard=false")
+    (c,) = by_kind(off, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == SERVE[:-2]
+    assert "dashboard" not in {p["name"] for p in c["ports"]}
+    assert names.DASHBOARD_SERVICE not in {o["metadata"]["name"] for o in off}
+    code, _, err = run("install", "--set", "viz.prometheusUrl=prometheus:9090")
+    assert code == 2 and "viz.prometheusUrl" in err and "http(s) URL" in err
 
 
 def test_ha_runs_three_replicas_one_per_node_with_a_disruption_budget(ha: list[Obj]) -> None:

@@ -9,6 +9,9 @@ mesh proxy -n shop --workload deployment/web --inbound ... --app <app> ──ADS
 client ─> proxy inbound ─> app            mesh stat|tap|top|diagnostics --control-plane <admin>
 ```
 
+`--prometheus-url` names the cluster's Prometheus (here a dead port): `mesh stat` without
+`--prometheus` asks it, and says so in one line when it is not there.
+
 The proxy's traffic is inbound (the fake refuses loopback endpoint addresses, as a real API
 server does, so nothing outbound could reach a local app); the endpoints shown are the
 EndpointSlice's.
@@ -40,6 +43,8 @@ from turnout.engine.sources.k8s.rbac import controller_rules
 
 pytestmark = pytest.mark.slow
 POLICY_GROUPS = ("policy.linkerd.io", "security.istio.io")
+NO_PROMETHEUS = f"http://127.0.0.1:{dead_port()}"
+"""What `--prometheus-url` names: the cluster's Prometheus, here one that is not there."""
 
 
 class App(http.server.BaseHTTPRequestHandler):
@@ -94,7 +99,7 @@ async def cluster(tmp_path: Path, app_port: int) -> AsyncIterator[Cluster]:
         config = kubeconfig(tmp_path / "kubeconfig", fake.url)
         serve = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "turnout", "serve", "--kubernetes", "--kubeconfig", str(config),
-            "--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+            "--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--prometheus-url", NO_PROMETHEUS,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         procs = [serve]
@@ -172,6 +177,8 @@ async def test_stat_tap_top_and_diagnostics_read_a_kubernetes_control_plane(
             endpoints = await asyncio.to_thread(
                 mesh, "diagnostics", "endpoints", "svc/web", "-n", "shop", *cp
             )
+            # Without --prometheus, stat asks the Prometheus the control plane names.
+            advertised = await asyncio.to_thread(mesh, "stat", "deploy/web", "-n", "shop", *cp)
 
     assert tapped.returncode == 0, tapped.stderr
     events = [json.loads(line) for line in tapped.stdout.splitlines()]
@@ -198,3 +205,7 @@ async def test_stat_tap_top_and_diagnostics_read_a_kubernetes_control_plane(
     [header, ep] = endpoints.stdout.splitlines()
     assert header.split()[:3] == ["NAMESPACE", "IP", "PORT"]
     assert ep.split()[:3] == ["shop", "10.0.0.1", "8080"]  # the EndpointSlice's, as served
+
+    assert advertised.returncode == 2
+    assert advertised.stderr.startswith(f"error: prometheus {NO_PROMETHEUS}"), advertised.stderr
+    assert len(advertised.stderr.splitlines()) == 1

@@ -15,6 +15,7 @@ mesh serve --injector H:P  + the injector webhook (cli.cluster_inject.start_inje
 mesh serve --prometheus-sd FILE   + TargetsFile: FILE lists the proxies' admin ports (file_sd)
 mesh serve --prometheus [H:P]     + a `prometheus` child scraping them and the admin port,
                                 config and TSDB in a temp dir removed when it stops
+mesh serve --prometheus-url URL  + names a Prometheus that already scrapes them (the cluster's)
 mesh serve --dashboard [H:P]      + the web dashboard on this loop (cli.dashboard.start),
                                 reading this admin port like `mesh dashboard` does
 mesh bootstrap             bootstrap_config(xds, namespace, workload) ─> JSON on stdout
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -86,6 +88,13 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--injector needs --injector-cert-dir (tls.crt, tls.key)")
     if args.prometheus is not None:
         _address("--prometheus", args.prometheus)
+    if args.prometheus_url is not None:
+        if args.prometheus is not None:
+            raise UsageError(
+                "--prometheus-url names a Prometheus; --prometheus starts one: not both"
+            )
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", args.prometheus_url):
+            raise UsageError(f"--prometheus-url: not an http(s) URL: {args.prometheus_url!r}")
     if args.dashboard is not None:
         _address("--dashboard", args.dashboard)
     if args.prometheus_sd is not None and not Path(args.prometheus_sd).parent.is_dir():
@@ -260,7 +269,8 @@ async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out:
         print(f"xds listening on {xds.host}:{port}", file=out)
         if identity:
             print(identity, file=out)
-        started: list[str] = []  # the Prometheus URL, once `_start_prometheus` has one
+        # the Prometheus URL: --prometheus-url's, or once `_start_prometheus` has one
+        started: list[str] = [args.prometheus_url.rstrip("/")] if args.prometheus_url else []
         app = admin_app(
             plane, server, leadership=elector, prometheus=lambda: started[0] if started else None
         )

@@ -209,6 +209,13 @@ def _control_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
         " admin port; stopped with the control plane",
     )
     p.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="a Prometheus that already scrapes the proxies (the cluster's): named in"
+        " /debug/diagnostics, so the viz commands and the dashboard query it (not with"
+        " --prometheus)",
+    )
+    p.add_argument(
         "--dashboard",
         nargs="?",
         const=f"127.0.0.1:{DEFAULT_DASHBOARD_PORT}",

@@ -31,6 +31,9 @@ IDENTITY_SERVICE = "turnout-identity"
 ADMIN_SERVICE = "turnout-admin"
 ADMIN_PORT = 9990
 """The control plane's admin: /ready /live /metrics /debug/*."""
+DASHBOARD_SERVICE = "turnout-dashboard"
+DASHBOARD_PORT = 50750
+"""The web dashboard (`mesh serve --dashboard`); reach it with `kubectl port-forward`."""
 INJECTOR_SERVICE = "turnout-injector"
 INJECTOR_PORT = 8443
 """The webhook's HTTPS port in the controller pod (the Service exposes it on 443)."""

@@ -6,7 +6,8 @@ ServiceAccount ──ClusterRoleBinding──> ClusterRole turnout-controller = 
 Deployment turnout-controller (mesh serve --kubernetes ... --leader-elect)
    ├── :8086 xDS + identity <── Service turnout-xds, Service turnout-identity
    ├── :9990 admin          <── Service turnout-admin       (/ready, /live probes)
-   └── :8443 injector       <── Service turnout-injector:443
+   ├── :8443 injector       <── Service turnout-injector:443
+   └── :50750 dashboard     <── Service turnout-dashboard     (viz.dashboard; port-forward)
 PodDisruptionBudget (maxUnavailable 1)                       with podDisruptionBudget
 ```
 
@@ -31,8 +32,13 @@ COMPONENT = "controller"
 RBAC = "rbac.authorization.k8s.io/v1"
 
 
-def serve_args() -> list[str]:
+def serve_args(values: Values) -> list[str]:
     """`mesh serve` as every controller replica runs it (the image's entrypoint is `mesh`)."""
+    viz = []
+    if values.viz.dashboard:
+        viz += ["--dashboard", f"0.0.0.0:{names.DASHBOARD_PORT}"]
+    if values.viz.prometheus_url is not None:
+        viz += ["--prometheus-url", values.viz.prometheus_url]
     return [
         "serve",
         "--kubernetes",
@@ -47,6 +53,7 @@ def serve_args() -> list[str]:
         "--injector-cert-dir",
         names.INJECTOR_CERT_DIR,
         "--leader-elect",
+        *viz,
     ]
 
 
@@ -130,7 +137,7 @@ def _container(values: Values) -> Raw:
         "name": COMPONENT,
         "image": values.image,
         "imagePullPolicy": values.image_pull_policy,
-        "args": serve_args(),
+        "args": serve_args(values),
         "env": [
             _env_from_pod("POD_NAME", "metadata.name"),
             _env_from_pod("POD_NAMESPACE", "metadata.namespace"),
@@ -141,6 +148,11 @@ def _container(values: Values) -> Raw:
             {"name": "grpc-xds", "containerPort": names.XDS_PORT, "protocol": "TCP"},
             {"name": "admin", "containerPort": names.ADMIN_PORT, "protocol": "TCP"},
             {"name": "injector", "containerPort": names.INJECTOR_PORT, "protocol": "TCP"},
+            *(
+                [{"name": "dashboard", "containerPort": names.DASHBOARD_PORT, "protocol": "TCP"}]
+                if values.viz.dashboard
+                else []
+            ),
         ],
         "readinessProbe": _probe("/ready", period=5, failures=3),
         "livenessProbe": {**_probe("/live", period=10, failures=3), "initialDelaySeconds": 10},
@@ -234,7 +246,14 @@ def service(values: Values, name: str, *, port: int, target: int, port_name: str
 
 
 def services(values: Values) -> list[Raw]:
-    """xDS and identity (one port, two names), admin, and the injector on 443."""
+    """xDS and identity (one port, two names), admin, the injector on 443, the dashboard."""
+    dashboard = service(
+        values,
+        names.DASHBOARD_SERVICE,
+        port=names.DASHBOARD_PORT,
+        target=names.DASHBOARD_PORT,
+        port_name="http",
+    )
     return [
         service(
             values, names.XDS_SERVICE, port=names.XDS_PORT, target=names.XDS_PORT, port_name="grpc"
@@ -256,4 +275,5 @@ def services(values: Values) -> list[Raw]:
         service(
             values, names.INJECTOR_SERVICE, port=443, target=names.INJECTOR_PORT, port_name="https"
         ),
+        *([dashboard] if values.viz.dashboard else []),
     ]

@@ -126,6 +126,22 @@ class GrafanaValues:
     """Where the ConfigMaps go (Grafana's namespace); None: the control plane's."""
 
 
+def _http_url(v: object) -> str | None:
+    ok = re.fullmatch(r"https?://[^\s/]+(/\S*)?", str(v))
+    return None if ok else "is not an http(s) URL (http://prometheus.monitoring:9090)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VizValues:
+    """What the viz commands and the dashboard read in the cluster (docs/viz.md)."""
+
+    dashboard: bool = True
+    """`mesh serve --dashboard` on :50750 and Service turnout-dashboard (port-forward to it)."""
+    prometheus_url: str | None = _checked(None, _http_url)
+    """The cluster's Prometheus (`mesh serve --prometheus-url`): `mesh stat`, `edges`,
+    `routes --live` and the dashboard query it; None: they scrape the proxies directly."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Values:
     """Everything `mesh install` renders from; `Values()` is the default install."""
@@ -145,6 +161,7 @@ class Values:
     identity: IdentityValues = IdentityValues()
     injector: InjectorValues = InjectorValues()
     grafana: GrafanaValues = GrafanaValues()
+    viz: VizValues = VizValues()
 
 
 HA_VALUES: Mapping[str, object] = {
