@@ -59,6 +59,7 @@ from turnout.engine.server.snapshots import (
 )
 from turnout.engine.server.streams import Nack, StreamState, SyncState, kind_of
 from turnout.engine.xds import LISTENER_TYPE
+from turnout.engine.xds.cache import ResourceCache
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ class AdsServer:
         self._handlers_extra = tuple(handlers)
         """More services on the same port (the identity service, `certify.py`)."""
         self._translator = translator
+        self._cache = ResourceCache()
+        """Packed resources by parent and cluster, across snapshots (`engine.xds.cache`)."""
         self._current: Snapshot | None = None
         self._streams: set[_Stream] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -200,8 +203,16 @@ class AdsServer:
             log.debug("table unchanged, not published version=%d", current.version)
             return current.version
         version = 1 if current is None else current.version + 1
+        if current is not None:
+            current.previous = None  # keep one snapshot back, not the chain
+        self._cache.prune(table)
         self._current = Snapshot(
-            version=version, table=table, policy=policy, translator=self._translator
+            version=version,
+            table=table,
+            policy=policy,
+            translator=self._translator,
+            cache=self._cache,
+            previous=current,
         )
         log.info(
             "table published version=%d parents=%d clusters=%d policy_servers=%s streams=%d",

@@ -10,7 +10,15 @@ publish(table, policy) ──(either != current)──> Snapshot(version=n+1, ta
                     View: {type_url: {name: Any}}   (wire bytes only)
                       + POLICY_TYPE_URL: the policy table's resources, packed once per
                         snapshot and the same in every namespace's view
+                      + versions {type_url: {name: blake2b-64 hex}} (delta streams)
 ```
+
+The default translator goes through the server's `ResourceCache` (`engine.xds.cache`): a
+parent or cluster equal to one of the previous table is not translated again, and a client
+namespace that no parent has consumer routes for shares the producer view (one build, the
+same objects). `changes(ns)` is what differs from the previous snapshot's view of the same
+namespace, once per namespace, so a delta stream that had the previous view looks at the
+changed names only.
 
 A `Snapshot` owns its view cache, so the cache is "per namespace per table version": when a
 newer snapshot replaces it and the last stream lets go, its views go with it. A view that
@@ -39,6 +47,7 @@ from turnout.engine.ir import RouteTable
 from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.memory import release_memory
 from turnout.engine.xds import LISTENER_TYPE, XdsResources, translate
+from turnout.engine.xds.cache import ResourceCache, consumer_namespaces, translate_view, version_of
 from turnout.engine.xds.grpc_security import (
     SERVER_LISTENER_PREFIX,
     grpc_server_listener,
@@ -64,10 +73,26 @@ def default_translator(table: RouteTable, namespace: str | None) -> XdsResources
     return translate(table, client_namespace=namespace)
 
 
+Versions = Mapping[str, Mapping[str, str]]
+"""type_url -> resource name -> version (`engine.xds.cache.version_of` of its bytes)."""
+
+
 def build_view(resources: XdsResources) -> View:
     view = resources.packed()
     release_memory()  # the translated messages go with `resources` (see engine.memory)
     return view
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """One namespace's view of a snapshot and the version of each of its resources."""
+
+    view: View
+    versions: Versions
+
+
+def _versions(view: View) -> dict[str, dict[str, str]]:
+    return {url: {n: version_of(a) for n, a in named.items()} for url, named in view.items()}
 
 
 @dataclass(slots=True, eq=False)
@@ -81,8 +106,16 @@ class Snapshot:
     """The authorization policy served with it (our proxies: the policy resources;
     proxyless gRPC servers: A41 RBAC in their Listener); None = none."""
     translator: Translator = default_translator
-    _views: dict[str | None, asyncio.Task[View | None]] = field(default_factory=dict)
+    cache: ResourceCache | None = None
+    """Packed resources shared with earlier snapshots (default translator only)."""
+    previous: Snapshot | None = None
+    """The snapshot this one replaced (its views are what `changes` compares against); the
+    server drops the link once this one is replaced in turn, so only one is kept."""
+    _views: dict[str | None, asyncio.Task[Built | None]] = field(default_factory=dict)
+    _changes: dict[str | None, dict[str, frozenset[str]] | None] = field(default_factory=dict)
+    _consumer_ns: frozenset[str] | None = None
     _policy_view: dict[str, any_pb2.Any] | None = None
+    _policy_versions: dict[str, str] | None = None
     _servers: dict[tuple[str, str, tuple[tuple[str, str], ...]], ServerListener] = field(
         default_factory=dict
     )
@@ -94,14 +127,51 @@ class Snapshot:
 
     async def view(self, namespace: str | None) -> View | None:
         """The view of a client in `namespace` (None = no namespace: producer routes only)."""
-        task = self._views.get(namespace)
+        built = await self.built(namespace)
+        return None if built is None else built.view
+
+    def view_key(self, namespace: str | None) -> str | None:
+        """The namespace whose view a client in `namespace` gets: None (the producer view)
+        when no parent has consumer routes for it."""
+        if self.translator is not default_translator or self.cache is None:
+            return namespace
+        if self._consumer_ns is None:
+            self._consumer_ns = consumer_namespaces(self.table)
+        return namespace if namespace in self._consumer_ns else None
+
+    async def built(self, namespace: str | None) -> Built | None:
+        """The view of `namespace` and its versions; None when translation failed."""
+        key = self.view_key(namespace)
+        task = self._views.get(key)
         if task is None:
             task = asyncio.create_task(
-                self._translate(namespace), name=f"ads-translate v{self.version} ns={namespace}"
+                self._translate(key), name=f"ads-translate v{self.version} ns={key}"
             )
-            self._views[namespace] = task
+            self._views[key] = task
         # Shielded: one stream going away must not cancel a translation others wait for.
         return await asyncio.shield(task)
+
+    def changes(self, namespace: str | None) -> dict[str, frozenset[str]] | None:
+        """type_url -> names added, changed or removed since the previous snapshot's view of
+        `namespace`; None when that is not known (no previous snapshot, or it never built
+        that view). Call once this snapshot's view of `namespace` is built."""
+        key = self.view_key(namespace)
+        if key in self._changes:
+            return self._changes[key]
+        out = None
+        prev = self.previous
+        mine = self._views.get(key)
+        if prev is not None and mine is not None and mine.done():
+            theirs = prev._views.get(prev.view_key(namespace))
+            new = mine.result()
+            old = theirs.result() if theirs is not None and theirs.done() else None
+            if new is not None and old is not None:
+                out = {
+                    url: _diff(old.versions.get(url, {}), new.versions.get(url, {}))
+                    for url in new.versions.keys() | old.versions.keys()
+                }
+        self._changes[key] = out
+        return out
 
     def policy_view(self) -> dict[str, any_pb2.Any]:
         """The policy resources by name, packed (built once; {} without a policy table)."""
@@ -110,10 +180,29 @@ class Snapshot:
             self._policy_view = {} if policy is None else policy_resources(policy).packed()
         return self._policy_view
 
-    def _build(self, namespace: str | None) -> View:
-        view = dict(build_view(self.translator(self.table, namespace)))
+    def policy_versions(self) -> dict[str, str]:
+        if self._policy_versions is None:
+            self._policy_versions = {n: version_of(a) for n, a in self.policy_view().items()}
+        return self._policy_versions
+
+    def _build(self, namespace: str | None) -> Built:
+        if self.translator is default_translator and self.cache is not None:
+            misses = self.cache.stats.misses
+            packed = translate_view(self.table, namespace, self.cache)
+            view: dict[str, Mapping[str, any_pb2.Any]] = {
+                url: {n: p.any for n, p in named.items()} for url, named in packed.items()
+            }
+            versions: dict[str, Mapping[str, str]] = {
+                url: {n: p.version for n, p in named.items()} for url, named in packed.items()
+            }
+            if self.cache.stats.misses - misses > 100:
+                release_memory()
+        else:
+            view = dict(build_view(self.translator(self.table, namespace)))
+            versions = dict(_versions(view))
         view[POLICY_TYPE_URL] = self.policy_view()
-        return view
+        versions[POLICY_TYPE_URL] = self.policy_versions()
+        return Built(view=view, versions=versions)
 
     def server_listeners(
         self, names: frozenset[str], *, namespace: str | None, labels: Mapping[str, str]
@@ -133,7 +222,7 @@ class Snapshot:
             out[name] = found
         return out
 
-    async def _translate(self, namespace: str | None) -> View | None:
+    async def _translate(self, namespace: str | None) -> Built | None:
         try:
             return await asyncio.to_thread(self._build, namespace)
         except Exception:
@@ -146,11 +235,23 @@ class Snapshot:
             return None
 
 
+def _diff(old: Mapping[str, str], new: Mapping[str, str]) -> frozenset[str]:
+    if old is new:
+        return frozenset()
+    changed = {n for n, v in new.items() if old.get(n) != v}
+    changed.update(n for n in old if n not in new)
+    return frozenset(changed)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerListener:
     packed: any_pb2.Any
     warning: str | None
     """Why the port is served as it is when that is probably not what was meant."""
+
+    @property
+    def version(self) -> str:
+        return version_of(self.packed)
 
 
 def build_server_listener(
