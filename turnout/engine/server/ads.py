@@ -26,9 +26,11 @@ and the rejected content is not sent again; the stream waits for a newer table. 
 sent, ACKs and NACKs are counted by type URL where they happen (`AdsMetrics`); connected
 clients by node are counted when scraped.
 
-Other services can share the port (`handlers`: `mesh serve --identity-dir` adds the identity
-service, `certify.py`). Deliberately not here: delta xDS (`DeltaAggregatedResources` answers UNIMPLEMENTED), TLS,
-resource TTLs, and where tables come from (`engine.sources`).
+`DeltaAggregatedResources` (incremental xDS, our proxy's default) runs the same loops with a
+`DeltaStreamState` (`delta_streams.py`): only resources whose version changed, and the names
+that went away, are sent. Other services can share the port (`handlers`: `mesh serve
+--identity-dir` adds the identity service, `certify.py`). Deliberately not here: TLS, resource
+TTLs, and where tables come from (`engine.sources`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from turnout.engine.errors import ControlPlaneError
 from turnout.engine.ir import RouteTable
 from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.metrics import Counter, Family, Gauge
+from turnout.engine.server.delta_streams import DeltaStreamState
 from turnout.engine.server.settings import ServerSettings
 from turnout.engine.server.snapshots import (
     Snapshot,
@@ -142,8 +145,10 @@ class AdsMetrics:
 
 
 class _Stream:
-    def __init__(self, peer: str) -> None:
-        self.state = StreamState(peer=peer)
+    def __init__(self, peer: str, *, delta: bool = False) -> None:
+        self.state: StreamState | DeltaStreamState = (
+            DeltaStreamState(peer=peer) if delta else StreamState(peer=peer)
+        )
         self.wakeup = asyncio.Event()
 
 
@@ -340,8 +345,11 @@ class AdsServer:
 
     # ---- one stream
 
-    async def serve_stream(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        stream = _Stream(context.peer())
+    async def serve_stream(
+        self, context: grpc.aio.ServicerContext[Any, Any], *, delta: bool = False
+    ) -> None:
+        """One ADS stream, state of the world or (`delta`) incremental, until it ends."""
+        stream = _Stream(context.peer(), delta=delta)
         self._streams.add(stream)
         handler = asyncio.current_task()
         if handler is not None:
@@ -361,9 +369,10 @@ class AdsServer:
             reader.cancel()
             await asyncio.wait({reader}, timeout=self._settings.stop_timeout_ms / 1000)
             log.info(
-                "ads stream closed peer=%s node=%s acked=%s",
+                "ads stream closed peer=%s node=%s delta=%s acked=%s",
                 stream.state.peer,
                 stream.state.node_id,
+                delta,
                 stream.state.acked(),
             )
 
@@ -378,10 +387,7 @@ class AdsServer:
             stream.wakeup.clear()
             snapshot = self._current
             if snapshot is not None and stream.state.node_id:
-                view = await snapshot.view(stream.state.namespace)
-                if view is not None:
-                    view = self._with_servers(snapshot, view, stream.state)
-                for response in [] if view is None else stream.state.due(snapshot, view):
+                for response in await self._responses(snapshot, stream.state):
                     try:
                         async with asyncio.timeout(timeout_s):
                             await context.write(response)
@@ -397,12 +403,23 @@ class AdsServer:
                         "ads response sent peer=%s type=%s version=%s nonce=%s resources=%d",
                         stream.state.peer,
                         kind_of(response.type_url),
-                        response.version_info,
+                        snapshot.version_info,
                         response.nonce,
                         len(response.resources),
                     )
             if not reader.done():
                 await stream.wakeup.wait()  # set by requests, publish() and the reader's end
+
+    async def _responses(
+        self, snapshot: Snapshot, state: StreamState | DeltaStreamState
+    ) -> list[Any]:
+        if isinstance(state, DeltaStreamState):
+            built = await snapshot.built(state.namespace)
+            return [] if built is None else state.due(snapshot, built)
+        view = await snapshot.view(state.namespace)
+        if view is None:
+            return []
+        return state.due(snapshot, self._with_servers(snapshot, view, state))
 
     def _with_servers(self, snapshot: Snapshot, view: View, state: StreamState) -> View:
         """The view plus the server Listeners a grpcio xDS server on this stream asked for;
@@ -438,6 +455,11 @@ class AdsServer:
 
     def _on_request(self, stream: _Stream, req: Any) -> None:
         state = stream.state
+        names = (
+            len(req.resource_names)
+            if isinstance(state, StreamState)
+            else len(req.resource_names_subscribe) + len(req.resource_names_unsubscribe)
+        )
         known = bool(state.node_id)
         verdict = state.on_request(req)
         if not known and state.node_id:
@@ -451,12 +473,11 @@ class AdsServer:
             )
             self._streams_changed()
         log.debug(
-            "ads request peer=%s type=%s version=%s nonce=%s names=%d verdict=%s",
+            "ads request peer=%s type=%s nonce=%s names=%d verdict=%s",
             state.peer,
             kind_of(req.type_url),
-            req.version_info,
             req.response_nonce,
-            len(req.resource_names),
+            names,
             verdict.kind,
         )
         if verdict.kind == "ack":
@@ -498,7 +519,7 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     async def DeltaAggregatedResources(
         self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not served")
+        await self._server.serve_stream(context, delta=True)
 
 
 Server = AdsServer

@@ -199,18 +199,7 @@ class StreamState:
         return RequestVerdict("update")
 
     def _identify(self, node: Any) -> None:
-        self.node_id = str(node.id)
-        meta = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
-        ns = meta.get("namespace")
-        self.namespace = ns if isinstance(ns, str) and ns else None
-        workload = meta.get("workload")
-        self.workload = workload if isinstance(workload, str) else ""
-        pod, admin = meta.get("pod"), meta.get("admin")
-        self.pod = pod if isinstance(pod, str) else ""
-        self.admin = admin if isinstance(admin, str) else ""
-        labels = meta.get("labels")
-        if isinstance(labels, dict):
-            self.labels = {str(k): v for k, v in sorted(labels.items()) if isinstance(v, str)}
+        identify(self, node)
 
     def subscribed_names(self, type_url: str) -> frozenset[str]:
         """Names this stream subscribed to by name for `type_url` (none for a wildcard)."""
@@ -301,6 +290,22 @@ class StreamState:
 
     def nacks(self) -> list[Nack]:
         return [t.nack for t in self.types.values() if t.nack is not None]
+
+
+def identify(state: Any, node: Any) -> None:
+    """Fill a stream state's node fields (`StreamState`, `DeltaStreamState`) from `node`."""
+    state.node_id = str(node.id)
+    meta = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    ns = meta.get("namespace")
+    state.namespace = ns if isinstance(ns, str) and ns else None
+    workload = meta.get("workload")
+    state.workload = workload if isinstance(workload, str) else ""
+    pod, admin = meta.get("pod"), meta.get("admin")
+    state.pod = pod if isinstance(pod, str) else ""
+    state.admin = admin if isinstance(admin, str) else ""
+    labels = meta.get("labels")
+    if isinstance(labels, dict):
+        state.labels = {str(k): v for k, v in sorted(labels.items()) if isinstance(v, str)}
 
 
 def kind_of(type_url: str) -> str:
