@@ -197,6 +197,8 @@ DEFAULT_XDS_KEEPALIVE_TIMEOUT_MS = 20_000
 DEFAULT_XDS_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest DiscoveryResponse accepted (gRPC's default of 4 MiB is too small for big meshes)."""
 
+DEFAULT_XDS_DELTA = True
+"""Our proxy speaks delta (incremental) xDS: a change sends only the resources it touched."""
 DEFAULT_XDS_STOP_TIMEOUT_MS = 5_000
 """Deadline for closing the channel when the client stops or a stream ends."""
 

@@ -135,6 +135,10 @@ def _first_backends(vhosts: tuple[VirtualHostTable, ...]) -> Iterator[str]:
                 yield from (b.cluster for b in action.backends if b.invalid is None)
 
 
+RouteMemo = dict[int, tuple[Any, tuple[VirtualHostTable, ...]]]
+"""id(RouteConfiguration message) -> (the message, its compiled virtual hosts)."""
+
+
 def _route_config(rc: Any) -> tuple[VirtualHostTable, ...]:
     where = f'RouteConfiguration "{rc.name}"'
     for name in (
@@ -301,14 +305,22 @@ class RuntimeTable:
         *,
         clusters: Iterable[Any] = (),
         load_assignments: Iterable[Any] = (),
+        memo: RouteMemo | None = None,
     ) -> RuntimeTable:
-        """Compile protobuf resources (docs/xds.md) or raise `TableError`."""
+        """Compile protobuf resources (docs/xds.md) or raise `TableError`. With `memo`, a
+        RouteConfiguration message that is the same object as in the last successful build
+        with that memo keeps its compiled virtual hosts (a delta client keeps the messages
+        of unchanged resources), and the memo then holds this build's."""
         cluster_infos = clusters_from_xds(clusters, load_assignments)
         rcs: dict[str, tuple[VirtualHostTable, ...]] = {}
+        kept: RouteMemo = {}
         for rc in route_configs:
             if rc.name in rcs:
                 raise TableError(f'RouteConfiguration "{rc.name}"', "name", "duplicate")
-            rcs[rc.name] = _route_config(rc)
+            memoed = None if memo is None else memo.get(id(rc))
+            compiled = memoed[1] if memoed is not None and memoed[0] is rc else _route_config(rc)
+            rcs[rc.name] = compiled
+            kept[id(rc)] = (rc, compiled)
             _check_clusters(rc.name, rcs[rc.name], cluster_infos)
         tables: dict[str, ListenerTable] = {}
         addresses: list[tuple[str, tuple[str, int]]] = []
@@ -346,6 +358,9 @@ class RuntimeTable:
             len(cluster_infos),
         )
         destinations, passthrough = build_destinations(addresses, cluster_infos, tcp)
+        if memo is not None:
+            memo.clear()
+            memo.update(kept)
         return cls(
             listeners=tables,
             route_configs=rcs,

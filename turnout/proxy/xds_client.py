@@ -48,6 +48,7 @@ from turnout.proxy import config
 from turnout.proxy.errors import XdsStreamError
 from turnout.proxy.inbound_policy import PolicyResources
 from turnout.proxy.table import RuntimeTable
+from turnout.proxy.xds_delta import DeltaXdsResources
 from turnout.proxy.xds_resources import Verdict, XdsResources
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ class XdsSettings:
     keepalive_timeout_ms: int = config.DEFAULT_XDS_KEEPALIVE_TIMEOUT_MS
     stop_timeout_ms: int = config.DEFAULT_XDS_STOP_TIMEOUT_MS
     max_message_bytes: int = config.DEFAULT_XDS_MAX_MESSAGE_BYTES
+    delta: bool = config.DEFAULT_XDS_DELTA
+    """Incremental xDS (`DeltaAggregatedResources`, only changed resources are sent); a
+    server that answers UNIMPLEMENTED is spoken to in state of the world from then on."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,7 +191,12 @@ class XdsClient:
         self._settings = settings or XdsSettings()
         self._rng = rng or random.Random()
         self._on_policy = on_policy
-        self._resources = XdsResources(policy=on_policy is not None)
+        self._delta = self._settings.delta
+        self._resources: XdsResources = (
+            DeltaXdsResources(policy=on_policy is not None)
+            if self._delta
+            else XdsResources(policy=on_policy is not None)
+        )
         self._task: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -286,6 +295,9 @@ class XdsClient:
                 await self._session()
             except XdsStreamError as exc:
                 self._last_error = str(exc)
+                if self._delta and " UNIMPLEMENTED " in f" {exc} " and not self._healthy:
+                    self._fall_back_to_sotw()
+                    continue
             except Exception as exc:  # a bug in a session: log it, reconnect, keep the table
                 log.error("xds session failed target=%s", self.target, exc_info=True)
                 self._last_error = f"internal error: {exc!r}"
@@ -304,6 +316,18 @@ class XdsClient:
             )
             await asyncio.sleep(delay)
 
+    def _fall_back_to_sotw(self) -> None:
+        """The server has no delta xDS: state of the world from now on (what was applied
+        is kept; the next stream's first requests carry its versions)."""
+        log.warning(
+            "xds server does not serve delta xDS, using state of the world target=%s", self.target
+        )
+        old = self._resources
+        new = XdsResources(policy=old.policy is not None)
+        new.types, new.policy, new.table = old.types, old.policy, old.table
+        new.table_version, new.policy_version = old.table_version, old.policy_version
+        self._resources, self._delta = new, False
+
     async def _session(self) -> None:
         """One channel and one stream, until it breaks (always raises)."""
         s = self._settings
@@ -320,12 +344,21 @@ class XdsClient:
         channel = grpc.aio.insecure_channel(self.target, options=options)
         try:
             stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-            call = stub.StreamAggregatedResources(wait_for_ready=False)
+            call = (
+                stub.DeltaAggregatedResources(wait_for_ready=False)
+                if self._delta
+                else stub.StreamAggregatedResources(wait_for_ready=False)
+            )
             outbox: asyncio.Queue[Any] = asyncio.Queue()
             self._outbox = outbox
             for request in self._resources.start_stream():
                 outbox.put_nowait(request)
-            log.info("xds stream opening target=%s node=%s", self.target, self._node.id)
+            log.info(
+                "xds stream opening target=%s node=%s delta=%s",
+                self.target,
+                self._node.id,
+                self._delta,
+            )
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._write_loop(call, outbox), name=f"xds-write {self.target}")
@@ -358,11 +391,9 @@ class XdsClient:
                 async with asyncio.timeout(timeout_ms / 1000):
                     await call.write(request)
             log.debug(
-                "xds request sent type_url=%s version=%s nonce=%s names=%d nack=%s",
+                "xds request sent type_url=%s nonce=%s nack=%s",
                 request.type_url,
-                request.version_info,
                 request.response_nonce,
-                len(request.resource_names),
                 request.HasField("error_detail"),
             )
 
@@ -380,9 +411,8 @@ class XdsClient:
                 self._healthy, self._attempt, self._state = True, 0, XdsState.STREAMING
                 log.info("xds stream established target=%s", self.target)
             log.debug(
-                "xds response type_url=%s version=%s nonce=%s resources=%d",
+                "xds response type_url=%s nonce=%s resources=%d",
                 response.type_url,
-                response.version_info,
                 response.nonce,
                 len(response.resources),
             )

@@ -60,7 +60,7 @@ from xds.type.v3 import typed_struct_pb2
 from turnout.proxy import config
 from turnout.proxy.errors import TableError
 from turnout.proxy.inbound_policy import DEFAULTS, PolicyResources
-from turnout.proxy.table import RuntimeTable
+from turnout.proxy.table import RouteMemo, RuntimeTable
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,9 @@ class XdsResources:
         self.table_version: str | None = None
         self.last_version = ""
         """Version of the latest response, the one `on_table` reports."""
+        self.memo: RouteMemo = {}
+        """Compiled RouteConfigurations of the last table, by message (`from_xds`): a
+        RouteConfiguration whose message was not replaced is not compiled again."""
 
     def start_stream(self) -> list[Any]:
         """Forget what an old stream left pending; the first requests of a new stream carry
@@ -370,7 +373,9 @@ class XdsResources:
             return Verdict(requests=requests, acks=len(requests))
         lds, rds, cds, eds = (self.types[url].candidate.values() for url in TYPE_URLS)
         try:
-            table = RuntimeTable.from_xds(lds, rds, clusters=cds, load_assignments=eds)
+            table = RuntimeTable.from_xds(
+                lds, rds, clusters=cds, load_assignments=eds, memo=self.memo
+            )
         except TableError as exc:
             return self._reject(str(exc))
         except Exception as exc:  # a bug in from_xds must not end the stream: NACK, keep serving
