@@ -15,6 +15,9 @@ t4 is when the server's stream status shows all 100 RDS ACKs of the new version 
 ms). Each of ~20 changes flips a route's weights. Printed: p50/p99 of t4 - t0 and of its parts:
 watch (t1 - t0: watchfiles' debounce and notification), compile (t2 - t1), push (t4 - t3).
 
+Part 3 (`bench/xds_delta.py`): delta xDS, one route changed among 10,000 -> 1,000 delta
+clients (routes spread over 1,000 Services) and -> 100 (all on one Service).
+
 Part 2: 10,000 HTTPRoutes in 100 files; the directory source's full load (compile + publish)
 versus the reload after one route changed. The source recompiles the whole directory on any
 change (no incremental compile), so the ratio is expected near 1.
@@ -41,6 +44,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from bench.synth import route, service
+from bench.xds_delta import main as delta_main
 from turnout.engine.ir import RouteTable
 from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.pipeline import CompiledInputs, IncrementalCompiler
@@ -365,6 +369,7 @@ def main() -> None:
     asyncio.run(push_latency("raw", 20))
     asyncio.run(push_latency("client", 20))
     asyncio.run(recompile())
+    delta_main()
 
 
 if __name__ == "__main__":

@@ -209,6 +209,10 @@ class DeltaStreamState:
                     continue
                 names: Iterable[str] = self._scope(t, served) if t.fresh_all else set(t.fresh)
                 complete = False
+            elif t.synced == version and not t.fresh_all:
+                if not t.fresh:
+                    continue  # it has this snapshot's view already
+                names, complete = set(t.fresh), True
             else:
                 if not looked:
                     changes, looked = snapshot.changes(self.namespace), True
