@@ -227,6 +227,7 @@ async def fan_out(layout: str, clients: int, processes: int, changes: int = CHAN
     published: dict[str, float] = {}
     all_received: list[float] = []
     written: list[float] = []
+    cpu_ms: list[float] = []
     view_ms: list[float] = []
     received = Received()
     readers = []
@@ -243,7 +244,7 @@ async def fan_out(layout: str, clients: int, processes: int, changes: int = CHAN
         connect_s = time.perf_counter() - connect
         for i in range(changes):
             await asyncio.sleep(0.3)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             version = server.publish(b if i % 2 == 0 else a)
             published[str(version)] = t0
             current = server._current
@@ -254,6 +255,7 @@ async def fan_out(layout: str, clients: int, processes: int, changes: int = CHAN
                 await received.wait(str(version), clients)
             all_received.append((time.perf_counter() - t0) * 1000)
             written.append((writes[-1] - t0) * 1000)
+            cpu_ms.append((time.process_time() - c0) * 1000)
         records = list(received.records)
         for proc in procs:
             assert proc.stdin is not None
@@ -282,7 +284,8 @@ async def fan_out(layout: str, clients: int, processes: int, changes: int = CHAN
     print(
         f"      publish -> received p50 {pct(delivery, 50):7.1f} ms  p99 {pct(delivery, 99):7.1f} ms"
         f"  ({verdict});  last client {pct(all_received, 99):7.1f} ms;"
-        f" last write (server) p50 {pct(written, 50):6.1f} ms;"
+        f" last write (server) p50 {pct(written, 50):6.1f} ms, server process CPU"
+        f" {pct(cpu_ms, 50):6.1f} ms;"
         f" of which publish + view built p50 {pct(view_ms, 50):6.1f} ms"
     )
     print(

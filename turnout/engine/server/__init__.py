@@ -8,6 +8,8 @@ engine.sources ──publish(table, policy)──> AdsServer ── Snapshot(ver
                                       v                                              v
                  per ADS stream: StreamState (streams.py): subscriptions, nonces, ACK/NACK,
                  only changed types resent ──> DiscoveryResponse ──> proxies, grpcio, Envoy
+                 per delta stream: DeltaStreamState (delta_streams.py): only changed
+                 resources, by version ──> DeltaDiscoveryResponse ──> our proxies
 bootstrap_config(...) ──> the gRPC xDS bootstrap a proxyless workload points at us with
 admin.py: the control plane's admin port (aiohttp, imported on its own): /ready, /metrics,
           the served table and policy, the last change's findings (`mesh routes` reads them)

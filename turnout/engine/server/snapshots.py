@@ -148,6 +148,8 @@ class Snapshot:
                 self._translate(key), name=f"ads-translate v{self.version} ns={key}"
             )
             self._views[key] = task
+        if task.done():  # the common case: 1,000 streams wake for one built view
+            return task.result()
         # Shielded: one stream going away must not cancel a translation others wait for.
         return await asyncio.shield(task)
 

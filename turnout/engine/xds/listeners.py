@@ -106,6 +106,18 @@ def service_resources(
 ) -> tuple[listener_pb2.Listener, route_pb2.RouteConfiguration]:
     """The api_listener named after the authority (the `xds:///` target) and its routes."""
     route_config_name, vhost = view_of(parent, client_namespace)
+    listener = service_listener(parent, route_config_name=route_config_name, vhost=vhost)
+    routes = route_pb2.RouteConfiguration(
+        name=route_config_name,
+        virtual_hosts=[virtual_host_from(vhost, domains=vhost.domains)],
+    )
+    return listener, routes
+
+
+def service_listener(
+    parent: ir.ServiceParent, *, route_config_name: str, vhost: ir.VirtualHost
+) -> listener_pb2.Listener:
+    """The api_listener of `parent` pointing at `route_config_name` (`vhost`: its routes)."""
     hcm = http_connection_manager(
         listener_name=parent.authority,
         route_config_name=route_config_name,
@@ -121,17 +133,21 @@ def service_resources(
         if parent.opaque_cluster is not None:
             meta["opaque"] = parent.opaque_cluster  # bytes forwarded untouched (docs/xds.md)
         listener.metadata.CopyFrom(metadata_from(meta))
-    routes = route_pb2.RouteConfiguration(
-        name=route_config_name,
-        virtual_hosts=[virtual_host_from(vhost, domains=vhost.domains)],
-    )
-    return listener, routes
+    return listener
 
 
 def gateway_resources(
     parent: ir.GatewayParent,
 ) -> tuple[listener_pb2.Listener, route_pb2.RouteConfiguration]:
     """A listener bound to `0.0.0.0:PORT` whose one filter chain is the HCM."""
+    routes = route_pb2.RouteConfiguration(
+        name=parent.name,
+        virtual_hosts=[virtual_host_from(v, domains=v.domains) for v in parent.vhosts],
+    )
+    return gateway_listener(parent), routes
+
+
+def gateway_listener(parent: ir.GatewayParent) -> listener_pb2.Listener:
     hcm = http_connection_manager(
         listener_name=parent.name, route_config_name=parent.name, cors=uses_cors(parent.vhosts)
     )
@@ -150,11 +166,7 @@ def gateway_resources(
         ),
         filter_chains=chains,
     )
-    routes = route_pb2.RouteConfiguration(
-        name=parent.name,
-        virtual_hosts=[virtual_host_from(v, domains=v.domains) for v in parent.vhosts],
-    )
-    return listener, routes
+    return listener
 
 
 def _most_specific_first(listeners: list[ir.Listener]) -> list[ir.Listener]:
