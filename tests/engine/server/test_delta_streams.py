@@ -196,7 +196,7 @@ async def test_subscribe_while_in_flight_is_answered_at_once(tables: Tables) -> 
     assert s.on_request(req(RDS, API)).kind == "update"  # before the ACK of r1
     [r2] = s.due(*snap)
     assert sent([r2]) == {"RouteConfiguration": ([API], [])} and r2.nonce != r1.nonce
-    ack_all(s, [r2, r1])
+    ack_all(s, [r1, r2])
     assert s.due(*snap) == []
     assert s.sync("1")["RDS"] == "SYNCED"
 
@@ -219,3 +219,16 @@ async def test_stale_nonce_is_neither_ack_nor_nack(tables: Tables) -> None:
     assert s.due(*snap) == []  # r1 still in flight
     ack_all(s, [r1])
     assert s.acked() == {"RDS": "1"}
+
+
+async def test_a_response_never_answered_does_not_block_the_stream(tables: Tables) -> None:
+    s = stream(req(RDS, WEB))
+    snap = await tables.publish()
+    s.due(*snap)  # never answered
+    s.on_request(req(RDS, API))
+    [r2] = s.due(*snap)
+    ack_all(s, [r2])
+    [again] = s.due(*snap)  # what r1 carried is sent again
+    assert sent([again]) == {"RouteConfiguration": ([WEB], [])}
+    ack_all(s, [again])
+    assert sent(s.due(*await tables.publish(v2=30))) == {"RouteConfiguration": ([WEB], [])}

@@ -126,6 +126,11 @@ class DeltaStreamState:
         sent = t.in_flight.pop(nonce, None)
         if sent is None:
             return RequestVerdict("stale" if kind == "update" else "stale-update")
+        # Older responses the client answered nothing for are not waited for any longer:
+        # what they carried is not known, so the next look sends it again if still due.
+        for older in [n for n in t.in_flight if int(n) < int(nonce)]:
+            del t.in_flight[older]
+            t.synced = None
         if req.HasField("error_detail"):
             t.synced = None
             if t.rejected_for != sent.system_version:
