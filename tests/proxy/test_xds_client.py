@@ -52,6 +52,7 @@ FAST = XdsSettings(
     idle_timeout_ms=10_000,
     dependency_timeout_ms=5_000,
     stop_timeout_ms=2_000,
+    delta=False,  # FakeAds speaks state of the world (test_delta_falls_back_to_sotw: delta)
 )
 
 SERVICE = """\
@@ -179,6 +180,18 @@ def acked(ads: FakeAds, version: str) -> set[str]:
     return {r.type_url for r in ads.requests if is_ack(r) and r.version_info == version}
 
 
+async def test_delta_falls_back_to_sotw_on_unimplemented(
+    ads: FakeAds, tables: Tables, v1: Snapshot, caplog: pytest.LogCaptureFixture
+) -> None:
+    ads.set_snapshot("1", v1)
+    settings = dataclasses.replace(FAST, delta=True)
+    async with asyncio.timeout(TIMEOUT_S), mk_client(ads, tables, settings) as client:
+        _, version = await tables.next()
+        assert version == "1" and client.status.attempt == 0
+    assert "does not serve delta xDS, using state of the world" in caplog.text
+    assert ads.streams_opened == 1  # the delta call never reached the SotW handler
+
+
 async def test_initial_sync_builds_a_table_that_decides_requests(
     ads: FakeAds, tables: Tables, v1: Snapshot
 ) -> None:
@@ -278,7 +291,9 @@ async def test_bad_update_is_nacked_and_the_last_good_table_keeps_deciding(
 async def test_listener_naming_a_missing_route_config_is_nacked_after_the_dependency_timeout(
     ads: FakeAds, tables: Tables, v1: Snapshot
 ) -> None:
-    settings = XdsSettings(backoff_base_ms=20, backoff_max_ms=200, dependency_timeout_ms=200)
+    settings = XdsSettings(
+        backoff_base_ms=20, backoff_max_ms=200, dependency_timeout_ms=200, delta=False
+    )
     ads.set_snapshot("1", v1)
     async with asyncio.timeout(TIMEOUT_S), mk_client(ads, tables, settings) as client:
         good, _ = await tables.next()
@@ -427,7 +442,7 @@ def test_backoff_is_exponential_capped_and_jittered(attempt: int, low: float, hi
 async def test_a_silent_stream_is_reopened_by_the_idle_watchdog(
     ads: FakeAds, tables: Tables, v1: Snapshot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = XdsSettings(backoff_base_ms=20, backoff_max_ms=40, idle_timeout_ms=150)
+    settings = XdsSettings(backoff_base_ms=20, backoff_max_ms=40, idle_timeout_ms=150, delta=False)
     ads.hold(*TYPE_URLS)  # the server accepts the stream and never answers
     ads.set_snapshot("1", v1)
     async with asyncio.timeout(TIMEOUT_S), mk_client(ads, tables, settings) as client:
