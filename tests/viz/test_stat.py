@@ -144,3 +144,21 @@ def test_an_unreachable_prometheus_or_control_plane_is_one_error_line(viz_lab: L
     code = main(["edges", "deploy", "--control-plane", dead], stdout=out_, stderr=err_)
     assert code == 2 and err_.getvalue().startswith(f"error: control plane {dead}: cannot read")
     assert err_.getvalue().count("\n") == 1
+
+
+def test_stat_to_a_service_counts_only_the_calls_to_it(viz_lab: Lab) -> None:
+    """web-v1's proxyless calls, split by destination: voting has the demo's failing
+    VoteDoughnut, emoji fails nothing."""
+    rows = {}
+    for svc in ("voting", "emoji"):
+        code, out, err = mesh(viz_lab, "stat", "deploy/web-v1", "-n", "emojivoto", "-t", "6s",
+                              "--to", f"svc/{svc}", "-o", "json")  # fmt: skip
+        assert code == 0, err
+        [rows[svc]] = json.loads(out)
+    assert rows["voting"]["name"] == rows["emoji"]["name"] == "web-v1"
+    assert rows["voting"]["rps"] > 0 and rows["emoji"]["rps"] > 0, rows
+    assert rows["voting"]["success"] < 1.0 == rows["emoji"]["success"], rows
+    code, out, _ = mesh(viz_lab, "stat", "deploy/web-v1", "-n", "emojivoto", "-t", "6s",
+                        "--to", "svc/nowhere", "-o", "json")  # fmt: skip
+    [nowhere] = json.loads(out)
+    assert code == 0 and nowhere["name"] == "web-v1" and nowhere["rps"] is None, out  # `-`

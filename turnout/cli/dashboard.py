@@ -34,12 +34,14 @@ async def start(
     control_plane: str, host: str, port: int, out: TextIO
 ) -> Callable[[], Awaitable[None]]:
     """Bind the dashboard, print its URL; returns its stop."""
-    from turnout.dashboard.app import DashboardError, dashboard_app, start_dashboard
+    from turnout.dashboard.app import dashboard_app
+    from turnout.engine.errors import ControlPlaneError
+    from turnout.engine.server.admin import start_admin
 
     try:
-        runner, bound = await start_dashboard(dashboard_app(control_plane), host, port)
-    except DashboardError as exc:
-        raise UsageError(str(exc)) from None
+        runner, bound = await start_admin(dashboard_app(control_plane), host, port)
+    except ControlPlaneError as exc:
+        raise UsageError(f"--dashboard: {exc}") from None
     print(f"dashboard listening on {url_of(host, bound)}", file=out)
     out.flush()
     return runner.cleanup

@@ -14,12 +14,12 @@ GET /static/htmx.min.js | dashboard.css | htmx.LICENSE    package data, long-cac
 
 `dashboard_app(control_plane)` is what `mesh serve --dashboard` adds to the control plane's
 loop and what `mesh dashboard` serves on its own; both read the control plane over its
-admin port (`state.Poller`), so they show the same thing. `start_dashboard` binds.
+admin port (`state.Poller`), so they show the same thing. `cli.dashboard.start` binds it with the
+control plane's own `start_admin`.
 """
 
 from __future__ import annotations
 
-import errno
 from collections import OrderedDict
 from collections.abc import Callable
 from importlib import resources
@@ -43,10 +43,6 @@ NAV = (("/", "Namespaces"), ("/routes", "Routes"), ("/rejected", "Rejected chang
 
 POLLER = web.AppKey("poller", Poller)
 TAPS = web.AppKey("taps", Taps)
-
-
-class DashboardError(Exception):
-    """The dashboard's port cannot be bound."""
 
 
 class Renders:
@@ -180,16 +176,3 @@ def _explain(
     except (CommandError, ValueError) as exc:
         return pages.explain_error(str(exc))
     return pages.explained(explain_mod.outcome_text(outcome), argv)
-
-
-async def start_dashboard(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `app` on `host:port` (0 = a free port): the runner and the bound port."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
-        await runner.cleanup()
-        why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise DashboardError(f"--dashboard: cannot listen on {host}:{port}: {why or exc}") from exc
-    return runner, int(runner.addresses[0][1])

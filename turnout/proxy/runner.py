@@ -129,9 +129,9 @@ class Proxy:
     """``--transparent``: one guard per app port, made at the port's first connection."""
     policy_version: str | None = None
     _policy: PolicyResources | None = None
+    """The last policy resources (a guard made later resolves them at once)."""
     tracer: Tracer | None = None
     """``--trace-otlp``: the spans' exporter (`tracing.py`); None: tracing off."""
-    """The last policy resources (a guard made later resolves them at once)."""
 
     @property
     def ready(self) -> bool:

@@ -117,6 +117,12 @@ def test_bad_prometheus_flags_and_no_binary_are_one_line_naming_the_flag(tmp_pat
         (["--prometheus", "nowhere"], None, "error: --prometheus: want HOST:PORT, got 'nowhere'"),
         (["--prometheus-sd", str(tmp_path / "no" / "t.json")], None, "error: --prometheus-sd:"),
         (["--prometheus", "127.0.0.1:0"], str(tmp_path), no_binary),  # PATH without it
+        (["--prometheus-url", "prom:9090"], None, "error: --prometheus-url: not an http(s) URL"),
+        (
+            ["--prometheus-url", "http://prom:9090", "--prometheus", "127.0.0.1:0"],
+            None,
+            "error: --prometheus-url names a Prometheus; --prometheus starts one: not both",
+        ),
     ]:
         argv = ["serve", "--dir", str(tmp_path), "--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
         done = subprocess.run(

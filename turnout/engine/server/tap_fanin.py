@@ -88,7 +88,9 @@ class FanIn:
             log.info("tap: proxy left admin=%s", admin)
             self.pumps.pop(admin).cancel()
         for admin, stream in wanted.items():
-            if admin not in self.pumps:
+            # a pump whose stream ended (the proxy restarted on the same address before a
+            # refresh saw it leave, or refused) is opened again while the proxy is listed
+            if (task := self.pumps.get(admin)) is None or task.done():
                 log.info("tap: proxy joined admin=%s pod=%s", admin, stream.pod)
                 self.pumps[admin] = asyncio.create_task(self.pump(stream))
 
