@@ -28,10 +28,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
-from turnout.proxy import answers, cors, faults, outbound_tls
+from turnout.proxy import answers, cors, faults, h2_call, outbound_tls
 from turnout.proxy.actions import Backend, Cors, Decision, DirectResponse, Forward, Redirect
 from turnout.proxy.balancer import Balancer, Slot
 from turnout.proxy.context import CallContext, ProxyState
@@ -50,11 +50,18 @@ from turnout.proxy.filters import (
 )
 from turnout.proxy.retries import MAX_RETRY_BODY_BYTES, admit_retry, backoff_s, try_timeout
 from turnout.proxy.telemetry import Exchange
-from turnout.proxy.transport.heads import encode_forward_head, encode_request_head, request_framing
+from turnout.proxy.transport.heads import (
+    encode_forward_head,
+    encode_request_head,
+    h2_request_headers,
+    raw_pairs,
+    request_framing,
+)
 from turnout.proxy.transport.messages import (
     Headers,
     IncomingRequest,
     RawHeaders,
+    RawPairs,
     ResponseWriter,
     UpstreamHandle,
 )
@@ -84,11 +91,16 @@ class Call(Endings):
         "discarding",
         "ex",
         "finish",
+        "grpc",
+        "grpc_status",
         "h",
+        "h2",
+        "h2_headers",
         "handle",
         "head",
         "headed",
         "method",
+        "replay",
         "req",
         "resp_headers",
         "sent",
@@ -98,6 +110,7 @@ class Call(Endings):
         "t0",
         "target",
         "timer",
+        "trailers",
         "writer",
     )
 
@@ -142,12 +155,27 @@ class Call(Endings):
         self.resp_headers: Headers | RawHeaders = []
         self.buffered: list[bytes] | None = None
         self.sent = 0
+        self.grpc = False
+        """A gRPC request (content-type application/grpc*): HTTP/2 upstream, gRPC answers."""
+        self.h2 = False
+        """This call's upstream speaks HTTP/2 (decided once, in `_prepare`)."""
+        self.h2_headers: RawPairs = []
+        self.replay: h2_call.Replay | None = None
+        """HTTP/2 or gRPC downstream: the body relayed as it comes (`h2_call.Replay`)."""
+        self.grpc_status: int | None = None
+        self.trailers: RawPairs | None = None
 
     # -- the async entry ---------------------------------------------------------------------
 
     async def run_with_body(self) -> None:
-        """A request with a body: read it (up to the retry cap), then run as usual."""
-        self.body = await self.req.body.read(MAX_RETRY_BODY_BYTES)
+        """A request with a body: read it (up to the retry cap), then run as usual; a gRPC
+        or HTTP/2 one starts at once, its body relayed as it comes (streaming RPCs)."""
+        req = self.req
+        self.grpc = h2_call.is_grpc(req.raw_headers)
+        if self.grpc or req.version == "2":
+            self.replay = h2_call.Replay(req.body.chunks(), MAX_RETRY_BODY_BYTES)
+        else:
+            self.body = await req.body.read(MAX_RETRY_BODY_BYTES)
         await self._run_async(self.begin)
 
     async def _run_async(self, begin: Callable[[], None]) -> None:
@@ -186,6 +214,11 @@ class Call(Endings):
         decision, h, req = self.decision, self.h, self.req
         if self.h.direction == "inbound":
             self.deadline = None
+            if self.grpc:
+                self.h2 = True
+                self._grpc_deadline(None)
+                self.h2_headers = self._h2_headers(req.raw_headers, req.host)
+                return bool(self.h2_headers)
             self.head = encode_forward_head(
                 req.method,
                 req.target,
@@ -210,13 +243,24 @@ class Call(Endings):
             self._answer_action(backend.local)
             return False
         state = self.state
+        self.h2 = self.grpc or (bool(state.http2) and backend.cluster in state.http2)
         if decision.rewrites or backend.rewrites:
             upstream = apply_request_filters(decision, req, backend)
             self.method, self.target = upstream.method, upstream.path_and_query
             headers: Headers | tuple[tuple[str, str], ...] = upstream.headers
             host = upstream.authority
-            self.head = self._encode(self.method, self.target, headers, host)
-            if not self.head:
+            if self.h2:
+                self.h2_headers = self._h2_headers(raw_pairs(headers), host)
+                if not self.h2_headers:
+                    return False
+            else:
+                self.head = self._encode(self.method, self.target, headers, host)
+                if not self.head:
+                    return False
+        elif self.h2:
+            host = req.host
+            self.h2_headers = self._h2_headers(req.raw_headers, host)
+            if not self.h2_headers:
                 return False
         else:  # no request filter: the request goes on as it came (the common case)
             host = req.host
@@ -235,8 +279,34 @@ class Call(Endings):
         if budget is not None:
             budget.deposit()
         timeout = decision.request_timeout_ms
-        self.deadline = None if timeout is None else self.ex.start + timeout / 1000
+        if self.grpc:
+            self._grpc_deadline(timeout)
+        else:
+            self.deadline = None if timeout is None else self.ex.start + timeout / 1000
         return True
+
+    def _grpc_deadline(self, route_ms: int | None) -> None:
+        """A gRPC call's deadline: its `grpc-timeout` caps the route's request timeout."""
+        timeout = h2_call.timeout_ms(self.req.raw_headers)
+        if timeout is None or (route_ms is not None and route_ms < timeout):
+            timeout = route_ms
+        self.deadline = None if timeout is None else self.ex.start + timeout / 1000
+
+    def _h2_headers(self, headers: RawPairs, host: str) -> RawPairs:
+        """The HTTP/2 request headers of the try ([] when not sendable: answered 502)."""
+        body = self.body
+        try:
+            return h2_request_headers(
+                self.method,
+                self.target,
+                host,
+                headers,
+                content_length=None if body is None or self.method == "GET" else len(body),
+            )
+        except ValueError as exc:
+            log.debug("request head not sendable after filters error=%s", exc)
+            self._answer(answers.INVALID_UPSTREAM_REQUEST, UpstreamProtocolError.__name__)
+            return []
 
     def _cors(self, policy: Cors) -> bool:
         """A preflight is answered here (True); an actual request notes its CORS headers."""
@@ -308,15 +378,34 @@ class Call(Endings):
         self.t0 = now
         self.headed = self.discarding = False
         body = self.body
+        if self.h2:
+            self.grpc_status = self.trailers = None
+            if body is None and self.attempt and self.replay is not None:
+                body = self.body = self.replay.body()
+            self.handle = h.pool.h2.send(
+                addr,
+                method=self.method,
+                headers=self.h2_headers,
+                body=body if body is not None else self._streamed(),
+                timeout_ms=timeout_ms,
+                receiver=self,
+                identity=identity,
+            )
+            return
         self.handle = h.pool.send(
             addr,
             method=self.method,
             head=self.head,
-            body=body if body is not None else self.req.body.chunks(),
+            body=body if body is not None else self._streamed(),
             timeout_ms=timeout_ms,
             receiver=self,
             identity=identity,
         )
+
+    def _streamed(self) -> AsyncIterator[bytes]:
+        """The body that is not buffered: relayed as it comes, once."""
+        replay = self.replay
+        return replay if replay is not None else self.req.body.chunks()
 
     def _endpoint_tls(
         self, slot: Slot | None, addr: tuple[str, int]
@@ -352,7 +441,9 @@ class Call(Endings):
         if slot is not None and self.balancer is not None:
             self.balancer.release(slot, (self.h.clock() - self.t0) * 1000, failed=failed)
 
-    def _should_retry(self, status: int | None, error: BaseException | None) -> bool:
+    def _should_retry(
+        self, status: int | None, error: BaseException | None, grpc_status: int | None = None
+    ) -> bool:
         """Counts the outcome of a retriable try; True: try again (after a backoff)."""
         retry = self.decision.retry
         if retry is None:
@@ -363,15 +454,23 @@ class Call(Endings):
             self.ex,
             per_try_timeout_ms=self.decision.per_try_timeout_ms,
             attempt=self.attempt,
-            replayable=self.body is not None,
+            replayable=self._replayable(),
             budgets=self.state.budgets,
             cluster=backend.cluster if backend is not None else None,
             status=status,
             error=error,
+            grpc_status=grpc_status,
         ):
             return False
         self.attempt += 1
         return True
+
+    def _replayable(self) -> bool:
+        """The body can be sent again: buffered, or (HTTP/2) all of it in the replay copy."""
+        if self.body is not None:
+            return True
+        replay = self.replay
+        return self.h2 and replay is not None and replay.body() is not None
 
     def _backoff(self) -> None:
         retry = self.decision.retry
@@ -400,10 +499,14 @@ class Call(Endings):
             ex = self.ex
             ex.attempt(status)
             decision = self.decision
-            if decision.retry is not None and self._should_retry(status, None):
+            grpc_status = h2_call.status_of_lines(headers.lines) if self.grpc else None
+            if decision.retry is not None and self._should_retry(status, None, grpc_status):
                 self.discarding = True  # read the rest, so the connection stays pooled
                 return
+            if self.replay is not None:
+                self.replay.stop()  # the first response byte: no retry any more
             self.status = status
+            self.grpc_status = grpc_status
             backend = self.backend
             if (
                 decision.filters_response
@@ -414,7 +517,9 @@ class Call(Endings):
             else:
                 self.resp_headers = headers  # the writer leaves hop-by-hop headers out
             ex.response_head(status)
-            if content_length is not None and content_length <= SMALL_BODY_BYTES:
+            if grpc_status is not None or (
+                not self.grpc and content_length is not None and content_length <= SMALL_BODY_BYTES
+            ):  # small, or trailers-only: one write (HEADERS with END_STREAM on HTTP/2)
                 self.buffered = []
             else:
                 self.writer.begin(status, self.resp_headers, content_length=content_length)
@@ -454,12 +559,23 @@ class Call(Endings):
                 body = buffered[0] if len(buffered) == 1 else b"".join(buffered)
                 self.sent = len(body)
                 self.writer.send(self.status, self.resp_headers, body)
+            elif self.trailers is not None:
+                self.writer.close_body(self.trailers)
             else:
                 self.writer.close_body()
-            self.ex.finish(self.status, bytes_sent=self.sent)
+            self.ex.finish(self.status, bytes_sent=self.sent, grpc_status=self.grpc_status)
             self._done()
         except Exception as exc:
             self._crash(exc)
+
+    def on_trailers(self, trailers: RawPairs) -> None:
+        """HTTP/2 upstreams only: the response's trailers, forwarded at `on_end` (gRPC:
+        their grpc-status is the call's outcome)."""
+        if self.cancelled or self.discarding:
+            return
+        self.trailers = trailers
+        if self.grpc:
+            self.grpc_status = h2_call.status_of_pairs(trailers)
 
     def on_error(self, error: BaseException) -> None:
         self.handle = None

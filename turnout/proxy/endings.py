@@ -23,6 +23,7 @@ from turnout.proxy.balancer import Balancer
 from turnout.proxy.errors import ClientError, UpstreamTimeout
 from turnout.proxy.families import REQUEST_TIMEOUT
 from turnout.proxy.filters import apply_response_filters
+from turnout.proxy.h2_call import for_grpc
 from turnout.proxy.telemetry import Exchange
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
@@ -51,6 +52,7 @@ class Endings:
     balancer: Balancer | None
     deadline: float | None
     t0: float
+    grpc: bool
 
     def _done(self) -> None:
         finish, self.finish = self.finish, nothing
@@ -82,7 +84,9 @@ class Endings:
 
     def _answer(self, answer: Answer, error: str = "") -> None:
         """End the request with one of the proxy's own answers; `error` is the metrics'
-        error label ("" for none)."""
+        error label ("" for none); a gRPC call gets its gRPC form (`h2_call.for_grpc`)."""
+        if self.grpc:
+            answer = for_grpc(answer)
         headers: Headers = answer.headers
         if self._filters_response():
             headers = list(

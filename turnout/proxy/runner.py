@@ -153,7 +153,10 @@ class Proxy:
         budgets = {n: g for n in table.clusters if (g := self.budgets.get(n)) is not None}
         # plain dicts, never changed after this: a mapping proxy's get() costs a request
         # twice as much
-        state = ProxyState(table=table, balancers=balancers, budgets=budgets, version=version)
+        http2 = frozenset(n for n, c in table.clusters.items() if c.http2)
+        state = ProxyState(
+            table=table, balancers=balancers, budgets=budgets, version=version, http2=http2
+        )
         for h in self.handlers:
             h.swap(state)
         if self.services is not None:

@@ -296,6 +296,10 @@ class ResponseReceiver(Protocol):
         """`UpstreamConnectError`, `UpstreamTimeout`, `UpstreamProtocolError`, or the
         exception of a failing iterator request body."""
 
+    # Optional, not part of the Protocol (the HTTP/1 pool never calls it): a receiver with
+    # `on_trailers(self, trailers: RawPairs) -> None` gets an HTTP/2 response's trailers
+    # (`h2_client.H2Pool`) between its last `on_body` and `on_end`.
+
 
 class RequestBody:
     """The body of an `IncomingRequest`, streamed from the client connection.
@@ -517,8 +521,10 @@ class ResponseWriter(Protocol):
         """`write()` without waiting; False: the client's buffer is full (see `on_writable`).
         Raises `ClientError(499)` when the client is gone."""
 
-    def close_body(self) -> None:
-        """`end()` (it never waits)."""
+    def close_body(self, trailers: RawPairs | None = None) -> None:
+        """`end()` (it never waits). `trailers` (lowercase names, free of CR and LF): an
+        HTTP/2 upstream's, sent after the body (HTTP/2: HEADERS with END_STREAM; HTTP/1.1:
+        chunked trailers, only to a client that sent `TE: trailers`, else dropped)."""
 
     def complete(self) -> None:
         """Callback mode: the handler is done with this request (a response not started is

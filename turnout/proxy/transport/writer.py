@@ -35,10 +35,12 @@ from turnout.proxy.errors import ClientError
 from turnout.proxy.transport.heads import CONTINUE, NO_BODY_STATUS, STATUS_BYTES, status_line
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
+    HOP_BY_HOP_BYTES,
     Address,
     Headers,
     IncomingRequest,
     RawHeaders,
+    RawPairs,
     UpstreamTunnel,
 )
 from turnout.proxy.transport.streams import BodyStream, WriteFlow
@@ -211,14 +213,20 @@ class ExchangeWriter:
     async def end(self) -> None:
         self.close_body()
 
-    def close_body(self) -> None:
+    def close_body(self, trailers: RawPairs | None = None) -> None:
         if not self.started:
             raise RuntimeError("end() needs start() first")
         if self.finished:
             return
         self.finished = True
         if self.chunked and not self.conn.closed:
-            self.conn.write(b"0\r\n\r\n")
+            if trailers and _accepts_trailers(self.request.raw_headers):
+                lines = [
+                    b"%s: %s\r\n" % pair for pair in trailers if pair[0] not in HOP_BY_HOP_BYTES
+                ]
+                self.conn.write(b"".join((b"0\r\n", *lines, b"\r\n")))
+            else:
+                self.conn.write(b"0\r\n\r\n")
         elif self.remaining:
             # Fewer bytes than announced: the client would wait forever; only a reset tells it.
             log.debug("response shorter than its content-length, aborting peer=%s", self.conn.peer)
@@ -330,3 +338,8 @@ class ExchangeWriter:
         """The handler started reading the body: tell the client to send it (RFC 9110 §10.1.1)."""
         if not self.started and not self.conn.closed:
             self.conn.write(CONTINUE)
+
+
+def _accepts_trailers(headers: RawPairs) -> bool:
+    """The client sent `TE: trailers` (RFC 9110 §10.1.4): it can take chunked trailers."""
+    return any(n.lower() == b"te" and b"trailers" in v.lower() for n, v in headers)
