@@ -8,6 +8,7 @@ connection; per path:
   allows (more than the proxy's windows: it must acknowledge as it relays);
 - ``/bidi``: the response head at once, then every request DATA chunk sent back as it comes
   (a bidi stream: nothing waits for END_STREAM);
+- ``/hang``: never answered;
 - ``/refused``: the first request RST_STREAM(REFUSED_STREAM), then as ``/echo``;
 - ``/goaway``: the first request answered with GOAWAY(last_stream_id = before it) and a
   close, then as ``/echo``.
@@ -94,6 +95,8 @@ class _Conn(asyncio.Protocol):
         path = head[b":path"].decode()
         if path == "/bidi":
             self.h2.end_stream(sid)
+            return
+        if path == "/hang":
             return
         if path.startswith("/big/"):
             self.h2.send_headers(sid, [(b":status", b"200"), (b"x-backend", b"h2")])
