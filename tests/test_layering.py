@@ -120,6 +120,12 @@ ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
         "only xds, the server and the proxy's xDS client touch protobuf",
     ),
     (
+        ("h2",),
+        ("turnout.proxy.transport",),
+        "HTTP/2 framing is the transport's: the request path sees IncomingRequest,"
+        " ResponseWriter and ResponseReceiver whatever the protocol (docs/http2.md)",
+    ),
+    (
         ("opentelemetry",),
         ("turnout.proxy.tracing",),
         "only --trace-otlp's tracer uses the OpenTelemetry SDK (resource, sampler bound), and"

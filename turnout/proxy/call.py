@@ -16,7 +16,9 @@ The common request (no body, no upgrade) never creates a task or awaits: a `Call
 `ResponseReceiver` of its upstream exchange and answers through the writer's synchronous
 calls, so a request costs a handful of callbacks and objects, not a coroutine chain. A
 request with a body is read first (up to `MAX_RETRY_BODY_BYTES`, else streamed and never
-retried) by `run_with_body`. A `Call` reads the `ProxyState` its request started with,
+retried) by `run_with_body`; a gRPC or HTTP/2 one starts at once, its body relayed as it
+comes, and goes to the `H2Pool` when its cluster speaks HTTP/2 or it is gRPC (`h2_parts.py`:
+headers, grpc-timeout, trailers). A `Call` reads the `ProxyState` its request started with,
 never a newer one.
 
 Not here: choosing the listener and the decision (`handler.py`), whether and when to retry
@@ -28,14 +30,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Literal
 
 from turnout.proxy import answers, cors, faults, h2_call, outbound_tls
-from turnout.proxy.actions import Backend, Cors, Decision, DirectResponse, Forward, Redirect
+from turnout.proxy.actions import Backend, Cors, Decision, DirectResponse, Forward
 from turnout.proxy.balancer import Balancer, Slot
 from turnout.proxy.context import CallContext, ProxyState
-from turnout.proxy.endings import Endings, nothing
+from turnout.proxy.endings import nothing
 from turnout.proxy.errors import (
     UpstreamError,
     UpstreamProtocolError,
@@ -44,16 +46,14 @@ from turnout.proxy.errors import (
 from turnout.proxy.families import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT
 from turnout.proxy.filters import (
     apply_request_filters,
-    apply_response_filters,
     forward_headers,
-    redirect_location,
 )
+from turnout.proxy.h2_parts import H2Call
 from turnout.proxy.retries import MAX_RETRY_BODY_BYTES, admit_retry, backoff_s, try_timeout
 from turnout.proxy.telemetry import Exchange
 from turnout.proxy.transport.heads import (
     encode_forward_head,
     encode_request_head,
-    h2_request_headers,
     raw_pairs,
     request_framing,
 )
@@ -61,7 +61,6 @@ from turnout.proxy.transport.messages import (
     Headers,
     IncomingRequest,
     RawHeaders,
-    RawPairs,
     ResponseWriter,
     UpstreamHandle,
 )
@@ -73,7 +72,7 @@ SMALL_BODY_BYTES = 64 * 1024
 """Responses up to this size (with a Content-Length) are read whole and written in one go."""
 
 
-class Call(Endings):
+class Call(H2Call):
     """One request after its decision, driven by callbacks: timers (fault delay, retry
     backoff) and the upstream exchange (`ResponseReceiver`). `finish` is called once at the
     end (the writer's `complete()` in callback mode)."""
@@ -91,16 +90,11 @@ class Call(Endings):
         "discarding",
         "ex",
         "finish",
-        "grpc",
-        "grpc_status",
         "h",
-        "h2",
-        "h2_headers",
         "handle",
         "head",
         "headed",
         "method",
-        "replay",
         "req",
         "resp_headers",
         "sent",
@@ -110,7 +104,6 @@ class Call(Endings):
         "t0",
         "target",
         "timer",
-        "trailers",
         "writer",
     )
 
@@ -124,6 +117,7 @@ class Call(Endings):
         state: ProxyState,
         backend: Backend | None,
     ) -> None:
+        super().__init__()
         self.h = h
         self.req = req
         self.writer = writer
@@ -155,15 +149,6 @@ class Call(Endings):
         self.resp_headers: Headers | RawHeaders = []
         self.buffered: list[bytes] | None = None
         self.sent = 0
-        self.grpc = False
-        """A gRPC request (content-type application/grpc*): HTTP/2 upstream, gRPC answers."""
-        self.h2 = False
-        """This call's upstream speaks HTTP/2 (decided once, in `_prepare`)."""
-        self.h2_headers: RawPairs = []
-        self.replay: h2_call.Replay | None = None
-        """HTTP/2 or gRPC downstream: the body relayed as it comes (`h2_call.Replay`)."""
-        self.grpc_status: int | None = None
-        self.trailers: RawPairs | None = None
 
     # -- the async entry ---------------------------------------------------------------------
 
@@ -285,29 +270,6 @@ class Call(Endings):
             self.deadline = None if timeout is None else self.ex.start + timeout / 1000
         return True
 
-    def _grpc_deadline(self, route_ms: int | None) -> None:
-        """A gRPC call's deadline: its `grpc-timeout` caps the route's request timeout."""
-        timeout = h2_call.timeout_ms(self.req.raw_headers)
-        if timeout is None or (route_ms is not None and route_ms < timeout):
-            timeout = route_ms
-        self.deadline = None if timeout is None else self.ex.start + timeout / 1000
-
-    def _h2_headers(self, headers: RawPairs, host: str) -> RawPairs:
-        """The HTTP/2 request headers of the try ([] when not sendable: answered 502)."""
-        body = self.body
-        try:
-            return h2_request_headers(
-                self.method,
-                self.target,
-                host,
-                headers,
-                content_length=None if body is None or self.method == "GET" else len(body),
-            )
-        except ValueError as exc:
-            log.debug("request head not sendable after filters error=%s", exc)
-            self._answer(answers.INVALID_UPSTREAM_REQUEST, UpstreamProtocolError.__name__)
-            return []
-
     def _cors(self, policy: Cors) -> bool:
         """A preflight is answered here (True); an actual request notes its CORS headers."""
         answer, self.cors_extra = cors.for_request(policy, self.req.method, self.req.raw_headers)
@@ -318,20 +280,6 @@ class Call(Endings):
             self.writer.send(200, answer, b"")
         self._done()
         return True
-
-    def _answer_action(self, action: Redirect | DirectResponse | Forward) -> None:
-        """No upstream: the route's (or picked backend's) redirect or direct response."""
-        if isinstance(action, DirectResponse):
-            self._answer(action.answer)
-            return
-        assert isinstance(action, Redirect)
-        decision = self.decision
-        scheme = "http" if self.req.tls is None else "https"
-        location = redirect_location(decision, self.req, scheme, self.backend)
-        extra = apply_response_filters(decision, self.backend, action.status, ())
-        self.ex.finish(action.status)
-        self.writer.send(action.status, [("location", location), *extra], b"")
-        self._done()
 
     def _encode(
         self, method: str, target: str, headers: Headers | tuple[tuple[str, str], ...], host: str
@@ -379,18 +327,7 @@ class Call(Endings):
         self.headed = self.discarding = False
         body = self.body
         if self.h2:
-            self.grpc_status = self.trailers = None
-            if body is None and self.attempt and self.replay is not None:
-                body = self.body = self.replay.body()
-            self.handle = h.pool.h2.send(
-                addr,
-                method=self.method,
-                headers=self.h2_headers,
-                body=body if body is not None else self._streamed(),
-                timeout_ms=timeout_ms,
-                receiver=self,
-                identity=identity,
-            )
+            self.handle = self._send_h2(addr, timeout_ms, identity)
             return
         self.handle = h.pool.send(
             addr,
@@ -401,11 +338,6 @@ class Call(Endings):
             receiver=self,
             identity=identity,
         )
-
-    def _streamed(self) -> AsyncIterator[bytes]:
-        """The body that is not buffered: relayed as it comes, once."""
-        replay = self.replay
-        return replay if replay is not None else self.req.body.chunks()
 
     def _endpoint_tls(
         self, slot: Slot | None, addr: tuple[str, int]
@@ -464,13 +396,6 @@ class Call(Endings):
             return False
         self.attempt += 1
         return True
-
-    def _replayable(self) -> bool:
-        """The body can be sent again: buffered, or (HTTP/2) all of it in the replay copy."""
-        if self.body is not None:
-            return True
-        replay = self.replay
-        return self.h2 and replay is not None and replay.body() is not None
 
     def _backoff(self) -> None:
         retry = self.decision.retry
@@ -567,15 +492,6 @@ class Call(Endings):
             self._done()
         except Exception as exc:
             self._crash(exc)
-
-    def on_trailers(self, trailers: RawPairs) -> None:
-        """HTTP/2 upstreams only: the response's trailers, forwarded at `on_end` (gRPC:
-        their grpc-status is the call's outcome)."""
-        if self.cancelled or self.discarding:
-            return
-        self.trailers = trailers
-        if self.grpc:
-            self.grpc_status = h2_call.status_of_pairs(trailers)
 
     def on_error(self, error: BaseException) -> None:
         self.handle = None
