@@ -24,11 +24,17 @@ from dataclasses import dataclass, field
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import DataReceived, RequestReceived, StreamEnded, WindowUpdated
+from h2.events import (
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    WindowUpdated,
+)
 
 
 def pattern(n: int) -> bytes:
-    return bytes(i % 251 for i in range(n))
+    return (bytes(range(251)) * (n // 251 + 1))[:n]
 
 
 class _Conn(asyncio.Protocol):
@@ -39,6 +45,7 @@ class _Conn(asyncio.Protocol):
         self.heads: dict[int, dict[bytes, bytes]] = {}
         self.bodies: dict[int, bytearray] = {}
         self.pending: dict[int, bytes] = {}
+        self.offsets: dict[int, int] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -67,7 +74,7 @@ class _Conn(asyncio.Protocol):
                         self.bodies[ev.stream_id] += ev.data or b""
             elif isinstance(ev, StreamEnded) and ev.stream_id in self.bodies:
                 self.on_end(ev.stream_id)
-            elif isinstance(ev, WindowUpdated):
+            elif isinstance(ev, WindowUpdated | RemoteSettingsChanged):  # windows grew
                 for sid in list(self.pending):
                     self.send_pending(sid)
         self.flush()
@@ -119,18 +126,20 @@ class _Conn(asyncio.Protocol):
         self.h2.send_headers(sid, [(b"x-trailer", b"done")], end_stream=True)
 
     def send_pending(self, sid: int) -> None:
-        data = self.pending[sid]
-        while data:
+        data, at = self.pending[sid], self.offsets.get(sid, 0)
+        while at < len(data):
             window = self.h2.local_flow_control_window(sid)
             if window <= 0:
                 break
-            n = min(window, 16384, len(data))
-            self.h2.send_data(sid, data[:n], end_stream=n == len(data))
-            data = data[n:]
-        if data:
-            self.pending[sid] = data
+            n = min(window, 16384, len(data) - at)
+            self.h2.send_data(sid, data[at : at + n], end_stream=at + n == len(data))
+            self.backend.sent += n
+            at += n
+        if at < len(data):
+            self.offsets[sid] = at
         else:
             del self.pending[sid]
+            self.offsets.pop(sid, None)
 
 
 @dataclass
@@ -138,6 +147,8 @@ class H2Backend:
     port: int = 0
     hits: Counter[str] = field(default_factory=Counter)
     connections: int = 0
+    sent: int = 0
+    """``/big`` body bytes sent so far (as the client's windows allowed)."""
     open: list[asyncio.Transport] = field(default_factory=list)
     server: asyncio.Server | None = None
 

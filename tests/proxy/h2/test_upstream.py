@@ -130,3 +130,31 @@ async def test_refused_stream_and_goaway_are_sent_again_as_not_processed(
     assert h2b.hits["/goaway"] == 2
     assert h2b.connections == 2  # the drained connection is not used again
     assert json  # (imported for the grpc tests below)
+
+
+@bounded(20)
+async def test_a_client_not_reading_pauses_its_stream_only_and_memory_stays_bounded(
+    mesh: Mesh, h2b: H2Backend
+) -> None:
+    """The proxy stops acknowledging the slow client's stream: the upstream is held at
+    that stream's window, while another stream on the same connection goes on."""
+    n = 32 * 1024 * 1024
+    reader, writer = await asyncio.open_connection("127.0.0.1", mesh.outbound)
+    writer.write(f"GET /big/{n} HTTP/1.1\r\nHost: web\r\n\r\n".encode())
+    await writer.drain()
+    await reader.read(1024)  # the head and a little body; then nothing is read
+    sent = -1
+    while sent != h2b.sent:  # until the upstream is held (no more window)
+        sent = h2b.sent
+        await asyncio.sleep(0.2)
+    assert sent < 16 * 1024 * 1024  # socket buffers plus one stream window, not 32 MiB
+    status, _, body = await mesh.get("web", "/echo", method="POST", data=b"meanwhile")
+    assert (status, body) == (200, b"meanwhile")
+    assert h2b.connections == 1  # the same connection: only the slow stream is paused
+    got = 1024
+    while got < n:
+        chunk = await reader.read(1 << 20)
+        assert chunk
+        got += len(chunk)
+    assert h2b.sent == n
+    writer.close()

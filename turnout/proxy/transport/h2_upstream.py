@@ -244,10 +244,11 @@ class H2ClientConnection(asyncio.Protocol):
         self.info = ConnectionInfo("outbound", self.endpoint, local)
         hook_open(self.pool.hooks, self.info)
         h2 = self.h2
-        h2.local_settings.update(
+        h2.initiate_connection()
+        # after the preface: h2 sends its acknowledged settings there, not pending ones
+        h2.update_settings(
             {SettingCodes.ENABLE_PUSH: 0, SettingCodes.INITIAL_WINDOW_SIZE: H2_STREAM_WINDOW}
         )
-        h2.initiate_connection()
         h2.increment_flow_control_window(H2_CONNECTION_WINDOW - 65_535)
         queued, self.queued = self.queued, []
         for stream in queued:
