@@ -54,13 +54,11 @@ from h2.settings import SettingCodes, Settings
 
 from turnout.proxy.errors import ClientError, UpstreamError
 from turnout.proxy.transport.downstream import Listener
+from turnout.proxy.transport.h2_request import AckedBody, request_from_headers
 from turnout.proxy.transport.h2_stream import H2StreamWriter
 from turnout.proxy.transport.heads import error_cause
 from turnout.proxy.transport.messages import (
     ConnectionInfo,
-    IncomingRequest,
-    RawPairs,
-    RequestBody,
     hook_close,
 )
 from turnout.proxy.transport.streams import BodyStream
@@ -76,8 +74,6 @@ CONTROL_FRAMES_PER_S = 100
 _HPACK_FACTOR = 4
 """The decoder refuses a header list over this many times `max_header_bytes` (an HPACK bomb:
 the connection ends); up to that, a stream over the limit is answered 431."""
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-_PSEUDO = frozenset({b":method", b":path", b":authority", b":scheme"})
 
 
 class _Settings(Settings):
@@ -139,6 +135,8 @@ class H2ServerConnection(asyncio.Protocol):
         self._own_priority: object = None  # the PriorityUpdated of the HEADERS just read
         self._idle_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
+        self._stalled: set[H2StreamWriter] = set()
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._draining = False
         self._empty = BodyStream(self.loop, high_water=1, pause=_nothing, resume=_nothing)
         self._empty.feed_eof()
@@ -186,7 +184,7 @@ class H2ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        for timer in (self._idle_timer, self._send_timer):
+        for timer in (self._idle_timer, self._send_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
         err = ClientError(499, "client disconnected")
@@ -223,73 +221,23 @@ class H2ServerConnection(asyncio.Protocol):
         if len(self.streams) >= self.limits.h2_max_concurrent_streams:
             log.debug("stream over the limit refused peer=%s stream=%d", self.peer, sid)
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self._control(event)  # refused streams cost no handler, but are not free
             return
         self._opened += 1
         ended = event.stream_ended is not None
-        stream = self._empty if ended else _AckedStream(self, sid)
-        request, grpc, too_big = self._incoming(event, stream)
+        stream = self._empty if ended else AckedBody(self, sid)
+        request, grpc, refusal = request_from_headers(event.headers, stream, self.info, self.limits)
         writer = H2StreamWriter(self, sid, request, stream, grpc=grpc)
         writer.remote_done = ended
         self.streams[sid] = writer
         self.info.requests += 1
         self._cancel_idle()
-        if too_big:
-            log.debug("request headers over the limits peer=%s stream=%d", self.peer, sid)
-            self.answer_error(writer, 431)
+        if refusal is not None:
+            log.debug("request refused peer=%s stream=%d status=%d", self.peer, sid, refusal)
+            self.answer_error(writer, refusal)
             writer.complete()
             return
         self._start(writer)
-
-    def _incoming(
-        self, event: RequestReceived, stream: BodyStream
-    ) -> tuple[IncomingRequest, bool, bool]:
-        """The stream's request: pseudo-headers out, `:authority` as the Host; whether it
-        is gRPC, and whether its headers are over the listener's limits."""
-        method = target = b""
-        host: bytes | None = None
-        raw: RawPairs = []
-        size = 0
-        grpc = False
-        for name, value in event.headers or ():
-            size += len(name) + len(value)
-            if name[0] == 58:  # b":"
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    target = value
-                elif name == b":authority":
-                    host = value
-                continue
-            if name == b"host":
-                if host is None:
-                    host = value
-                continue
-            if name == b"content-type" and value.startswith(b"application/grpc"):
-                grpc = True
-            raw.append((name, value))
-        limits = self.limits
-        too_big = size > limits.max_header_bytes or len(raw) > limits.max_header_count
-        text = target.decode("latin-1")
-        path, _, query = text.partition("?")
-        length = next((v for n, v in raw if n == b"content-length"), None)
-        body = RequestBody(stream, int(length) if length and length.isdigit() else None)
-        request = IncomingRequest(
-            _METHODS.get(method) or method.decode("latin-1"),
-            text,
-            path,
-            query,
-            raw,
-            "" if host is None else host.decode("latin-1"),
-            "2",
-            True,
-            body,
-            self.info.peer,
-            self.info.local,
-            None,
-        )
-        request.peer_tls = self.info.tls_status
-        request.conn = self.info
-        return request, grpc, too_big
 
     def _data(self, event: DataReceived) -> None:
         sid = event.stream_id
@@ -298,7 +246,7 @@ class H2ServerConnection(asyncio.Protocol):
         flow = event.flow_controlled_length or 0
         writer = self.streams.get(sid)
         stream = None if writer is None else writer.stream
-        if type(stream) is _AckedStream and stream.take(data):
+        if type(stream) is AckedBody and stream.take(data):
             if flow > len(data):
                 self._ack(sid, flow - len(data))  # padding
         else:
@@ -378,6 +326,7 @@ class H2ServerConnection(asyncio.Protocol):
             writer.complete()
             return
         if answer is not None:
+            writer.answer = answer
             writer.task = self.loop.create_task(self._run(writer, answer))
 
     def _failed(self, writer: H2StreamWriter, exc: Exception) -> None:
@@ -452,6 +401,39 @@ class H2ServerConnection(asyncio.Protocol):
         else:
             self._arm_idle()
 
+    def stalled(self, stream: H2StreamWriter, *, progressed: bool) -> None:
+        if progressed or not stream.stalled_at:
+            stream.stalled_at = self.loop.time()
+        self._stalled.add(stream)
+        ms = self.limits.send_timeout_ms
+        if ms is not None and self._stall_timer is None and not self.closed:
+            self._stall_timer = self.loop.call_later(ms / 1000, self._on_stall_timeout)
+
+    def _on_stall_timeout(self) -> None:
+        """Reset the streams whose client has given no window for `send_timeout_ms` (a
+        client that never reads must not hold its upstream exchange forever)."""
+        self._stall_timer = None
+        ms = self.limits.send_timeout_ms
+        if self.closed or ms is None:
+            return
+        now, timeout = self.loop.time(), ms / 1000
+        for stream in list(self._stalled):
+            if stream.closed or not stream.pending:
+                self._stalled.discard(stream)
+                stream.stalled_at = 0.0
+            elif now - stream.stalled_at >= timeout:
+                log.debug(
+                    "stream without window reset peer=%s stream=%d", self.peer, stream.stream_id
+                )
+                self._stalled.discard(stream)
+                stream.reset(ErrorCodes.CANCEL)
+                self.streams.pop(stream.stream_id, None)
+                stream.gone(ClientError(408, "client gave no window to the response"))
+                self._after_stream()
+        if self._stalled:
+            due = min(s.stalled_at for s in self._stalled) + timeout
+            self._stall_timer = self.loop.call_at(max(due, now + 0.001), self._on_stall_timeout)
+
     def ack(self, stream_id: int, size: int) -> None:
         """`size` body bytes of the stream were read: the client may send as many more."""
         if size and not self.closed:
@@ -515,66 +497,6 @@ class H2ServerConnection(asyncio.Protocol):
             log.debug("client too slow to read the response, aborting peer=%s", self.peer)
             self.closed = True
             self.transport.abort()
-
-
-class _AckedStream(BodyStream):
-    """A request body whose DATA is acknowledged (WINDOW_UPDATE) as the handler reads it,
-    so a slow reader fills the client's window (`Limits.h2_initial_window`), not our memory."""
-
-    __slots__ = ("_conn", "_reread", "_sid")
-
-    def __init__(self, conn: H2ServerConnection, stream_id: int) -> None:
-        limits = conn.limits
-        timeout = limits.body_timeout_ms
-        super().__init__(
-            conn.loop,
-            high_water=1 << 62,  # never pauses the transport: the window bounds it
-            pause=_nothing,
-            resume=_nothing,
-            timeout_s=None if timeout is None else timeout / 1000,
-            timeout_error=_body_timeout,
-        )
-        self._conn = conn
-        self._sid = stream_id
-        self._reread = 0  # bytes put back (`unread`): acknowledged once already
-
-    async def read_chunk(self) -> bytes:
-        data = await super().read_chunk()
-        if data:
-            size, again = len(data), min(len(data), self._reread)
-            self._reread -= again
-            self._conn.ack(self._sid, size - again)
-        return data
-
-    def take(self, data: bytes) -> bool:
-        """`feed`; False when nobody will read it (acknowledge it at once then)."""
-        if self.discarding or self._exc is not None or self.at_eof:
-            return False
-        self.feed(data)
-        return True
-
-    def unread(self, data: bytes) -> None:
-        super().unread(data)
-        self._reread += len(data)
-
-    def discard(self) -> None:
-        self._give_back()
-        super().discard()
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.at_eof:
-            self._give_back()
-        super().fail(exc)
-
-    def _give_back(self) -> None:
-        """What is buffered will never be read: its bytes go back to the connection's
-        window (the stream's own no longer matters)."""
-        left, self._reread = self.buffered - self._reread, 0
-        self._conn.ack(self._sid, left)
-
-
-def _body_timeout() -> ClientError:
-    return ClientError(408, "request body timed out")
 
 
 def _nothing() -> None:

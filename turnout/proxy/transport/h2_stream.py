@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from h2.connection import H2Connection
@@ -71,6 +71,10 @@ class StreamConnection(Protocol):
     def stream_done(self, stream: H2StreamWriter) -> None:
         """The stream is over for the handler and on the wire (it may still be reset)."""
 
+    def stalled(self, stream: H2StreamWriter, *, progressed: bool) -> None:
+        """`stream` has DATA waiting for the client's window (`progressed`: it sent some
+        first): it has `Limits.send_timeout_ms` to get window, or it is reset."""
+
     def answer_error(self, stream: H2StreamWriter, status: int) -> None:
         """Answer `status` in the transport's words, or reset a half-sent response."""
 
@@ -79,6 +83,7 @@ class H2StreamWriter:
     """One stream: its request and its `ResponseWriter` (see the module docstring)."""
 
     __slots__ = (
+        "answer",
         "closed",
         "completed",
         "conn",
@@ -92,6 +97,7 @@ class H2StreamWriter:
         "pending",
         "remote_done",
         "request",
+        "stalled_at",
         "started",
         "stream",
         "stream_id",
@@ -118,6 +124,8 @@ class H2StreamWriter:
         """The request is gRPC (`content-type: application/grpc...`)."""
         self.head = request.method == "HEAD"
         self.task: asyncio.Task[None] | None = None
+        self.answer: Awaitable[None] | None = None
+        """The handler's awaitable that `task` runs (async handlers)."""
         self.started = False
         self.finished = False
         """The response is whole: END_STREAM queued (maybe behind `pending`) or reset."""
@@ -132,6 +140,8 @@ class H2StreamWriter:
         self.end_pending = False
         self.trailers: RawPairs | None = None
         self.want_writable = False
+        self.stalled_at = 0.0
+        """Loop time since which `pending` has waited for the client's window (0: not)."""
         self.waiter: asyncio.Future[None] | None = None
         self.on_cancel: Callable[[], None] | None = None
         """Callback mode: called once if the client resets the stream (or leaves) first."""
@@ -246,11 +256,14 @@ class H2StreamWriter:
             return
         h2, sid, pending = self.conn.h2, self.stream_id, self.pending
         self.conn.want_flush()
+        sent = False
         try:
             while pending:
                 room = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size)
                 if room <= 0:
+                    self.conn.stalled(self, progressed=sent)
                     return
+                sent = True
                 chunk = pending[0]
                 if len(chunk) > room:
                     h2.send_data(sid, chunk[:room])
@@ -304,8 +317,12 @@ class H2StreamWriter:
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
-        if self.task is not None:
-            self.task.cancel()
+        task = self.task
+        if task is not None:
+            task.cancel()
+            close = getattr(self.answer, "close", None)
+            if close is not None:  # a task cancelled before it ran never awaited it
+                task.add_done_callback(lambda _: close())
         elif self.on_cancel is not None and not self.completed:
             on_cancel, self.on_cancel = self.on_cancel, None
             on_cancel()
