@@ -55,6 +55,7 @@ from turnout.proxy.telemetry import TcpHooks, Telemetry
 from turnout.proxy.transparent import new_guard, serve_transparent
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.detect import DETECT_TIMEOUT_MS, DetectingServer, serve_detecting
+from turnout.proxy.transport.h2_server import take_over
 from turnout.proxy.transport.server import serve_http
 from turnout.proxy.transport.tls import TlsSlot
 
@@ -278,6 +279,7 @@ class Proxy:
                     port=0,
                     sock=dup,
                     tls=self.tls if on else None,
+                    http2=take_over,
                 )
             except BaseException:
                 dup.close()
@@ -464,6 +466,7 @@ async def _bind(
                     port=addr.port,
                     reuse_port=config.workers > 1,
                     hooks=TcpHooks(proxy.metrics, name if name == "inbound" else "outbound"),
+                    http2=take_over,
                 )
         proxy.handlers.append(handler)
         proxy.servers.append(server)

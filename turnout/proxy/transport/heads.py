@@ -206,12 +206,18 @@ _CAUSES = {
 """The `l5d-proxy-error` of the transport's own answers (other statuses: their phrase)."""
 
 
-def error_response(status: int) -> bytes:
-    """A whole answer the transport makes itself, then close: its cause in
-    `l5d-proxy-error` and as a text body, like the proxy's answers (`proxy/answers.py`)."""
+def error_cause(status: int) -> str:
+    """The `l5d-proxy-error` of the transport's own answer `status` (HTTP/1 and HTTP/2)."""
     cause = _CAUSES.get(status)
     if cause is None:
         cause = HTTPStatus(status).phrase.lower() if status in STATUS_LINES else "error"
+    return cause
+
+
+def error_response(status: int) -> bytes:
+    """A whole answer the transport makes itself, then close: its cause in
+    `l5d-proxy-error` and as a text body, like the proxy's answers (`proxy/answers.py`)."""
+    cause = error_cause(status)
     body = f"{cause}\n".encode()
     return (
         f"{status_line(status)}content-type: text/plain; charset=utf-8\r\n"

@@ -277,6 +277,9 @@ class PooledConnection(asyncio.Protocol):
             pass
         elif self._keep_alive and transport is not None and not transport.is_closing():
             self.reused = True
+            # a slow client's receiver may have paused reading on the last chunk: the next
+            # exchange must read its response
+            transport.resume_reading()
             self.pool._put_idle(self)
         else:
             self.close()

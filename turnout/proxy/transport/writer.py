@@ -220,11 +220,9 @@ class ExchangeWriter:
             return
         self.finished = True
         if self.chunked and not self.conn.closed:
-            if trailers and _accepts_trailers(self.request.raw_headers):
-                lines = [
-                    b"%s: %s\r\n" % pair for pair in trailers if pair[0] not in HOP_BY_HOP_BYTES
-                ]
-                self.conn.write(b"".join((b"0\r\n", *lines, b"\r\n")))
+            if trailers and self._takes_trailers():
+                lines = [b"%s: %s\r\n" % (n, v) for n, v in trailers if n not in HOP_BY_HOP_BYTES]
+                self.conn.write(b"0\r\n" + b"".join(lines) + b"\r\n")
             else:
                 self.conn.write(b"0\r\n\r\n")
         elif self.remaining:
@@ -327,6 +325,12 @@ class ExchangeWriter:
             return "connection: keep-alive\r\n"
         return ""
 
+    def _takes_trailers(self) -> bool:
+        """The client asked for trailers (`TE: trailers`, RFC 9110 §10.1.4)."""
+        return any(
+            n.lower() == b"te" and b"trailers" in v.lower() for n, v in self.request.raw_headers
+        )
+
     async def _drain(self) -> None:
         try:
             await self.conn.flow.drain()
@@ -338,8 +342,3 @@ class ExchangeWriter:
         """The handler started reading the body: tell the client to send it (RFC 9110 §10.1.1)."""
         if not self.started and not self.conn.closed:
             self.conn.write(CONTINUE)
-
-
-def _accepts_trailers(headers: RawPairs) -> bool:
-    """The client sent `TE: trailers` (RFC 9110 §10.1.4): it can take chunked trailers."""
-    return any(n.lower() == b"te" and b"trailers" in v.lower() for n, v in headers)

@@ -1,0 +1,167 @@
+"""HTTP/2 limits (D8 of docs/plan-http2.md) against a raw `h2` client: the stream limit
+(REFUSED_STREAM, the connection lives on), header lists over the limit (431 on that stream),
+rapid reset (CVE-2023-44487) and control-frame floods (GOAWAY(ENHANCE_YOUR_CALM) while
+another connection is served), idle connections, and broken frames (GOAWAY(PROTOCOL_ERROR))."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from h2.errors import ErrorCodes
+
+from tests.proxy.transport.helpers import CountingHooks, connect, running
+from tests.support.h2client import H2Client
+from turnout.proxy.transport import IncomingRequest, Limits, ResponseWriter
+from turnout.proxy.transport.h2_server import RAPID_RESET_MIN_STREAMS, take_over
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+class Held:
+    """A handler that answers /hold only when released, everything else at once."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.holding = 0
+        self.calls = 0
+
+    async def __call__(self, req: IncomingRequest, writer: ResponseWriter) -> None:
+        self.calls += 1
+        if req.path == "/hold":
+            self.holding += 1
+            try:
+                await self.release.wait()
+            finally:
+                self.holding -= 1
+        await writer.respond(200, [], b"ok")
+
+
+async def test_the_stream_over_the_limit_is_refused_and_the_others_are_served() -> None:
+    held = Held()
+    async with running(held, http2=take_over) as addr:
+        client = await H2Client.open(addr)
+        try:
+            sids = [client.start("GET", "/hold") for _ in range(100)]
+            await until(lambda: held.holding == 100)
+            limit = client.conn.remote_settings  # the client itself would refuse a 101st
+            limit.max_concurrent_streams = 1000
+            limit.acknowledge()
+            extra = client.start("GET", "/hold")
+            refused = client.responses[extra]
+            await asyncio.wait_for(refused.done.wait(), 5)
+            assert refused.reset == ErrorCodes.REFUSED_STREAM and refused.status == 0
+            held.release.set()
+            done = [client.responses[s] for s in sids]
+            await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in done)), 10)
+            assert {r.status for r in done} == {200}
+            again = await client.request("GET", "/now")  # a slot is free again
+            assert again.status == 200
+        finally:
+            await client.close()
+    assert held.calls == 101
+
+
+async def test_a_header_list_over_the_limit_is_answered_431_on_its_stream() -> None:
+    held = Held()
+    async with running(held, http2=take_over, limits=Limits(max_header_bytes=4096)) as addr:
+        client = await H2Client.open(addr)
+        try:
+            big = await client.request("GET", "/x", headers=[(b"x-big", b"v" * 5000)])
+            many = await client.request(
+                "GET", "/x", headers=[(b"x-%d" % i, b"1") for i in range(101)]
+            )
+            fine = await client.request("GET", "/x", headers=[(b"x-small", b"v" * 100)])
+        finally:
+            await client.close()
+    assert big.status == 431 and big.header(b"l5d-proxy-error") == b"request header too large"
+    assert many.status == 431
+    assert fine.status == 200 and held.calls == 1  # the refused ones never reached it
+
+
+async def test_rapid_reset_gets_goaway_while_another_connection_is_served() -> None:
+    held = Held()
+    hooks = CountingHooks()
+    async with running(held, http2=take_over, hooks=hooks) as addr:
+        calm = await H2Client.open(addr)
+        attacker = await H2Client.open(addr)
+        try:
+            for _ in range(100):  # 10,000 HEADERS + RST_STREAM, 100 per write
+                if attacker.eof.is_set():
+                    break
+                for _ in range(100):
+                    sid = attacker.conn.get_next_available_stream_id()
+                    attacker.start("GET", "/hold")
+                    attacker.conn.reset_stream(sid)
+                attacker.flush()
+                await attacker.writer.drain()
+            await asyncio.wait_for(attacker.wait_closed(), 10)
+            resp = await calm.request("GET", "/calm")
+        finally:
+            await attacker.close()
+            await calm.close()
+    assert attacker.goaway is not None
+    assert attacker.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert resp.status == 200
+    assert held.calls <= 2 * RAPID_RESET_MIN_STREAMS + 2  # not 10,000 handlers
+    assert held.holding == 0  # every reset stream's handler was cancelled
+
+
+async def test_a_ping_flood_gets_goaway() -> None:
+    async with running(Held(), http2=take_over) as addr:
+        client = await H2Client.open(addr)
+        try:
+            for i in range(3000):
+                if client.eof.is_set():
+                    break
+                client.conn.ping(b"%08d" % i)
+                if i % 100 == 99:
+                    client.flush()
+                    await client.writer.drain()
+            client.flush()
+            await asyncio.wait_for(client.wait_closed(), 10)
+        finally:
+            await client.close()
+    assert client.goaway is not None
+    assert client.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+async def test_an_idle_connection_gets_goaway_and_is_closed() -> None:
+    hooks = CountingHooks()
+    async with running(
+        Held(), http2=take_over, hooks=hooks, limits=Limits(keepalive_timeout_ms=200)
+    ) as addr:
+        client = await H2Client.open(addr)
+        try:
+            assert (await client.request("GET", "/x")).status == 200
+            await asyncio.wait_for(client.wait_closed(), 5)
+        finally:
+            await client.close()
+        await until(lambda: len(hooks.closed) == 1)
+    assert client.goaway is not None and client.goaway.error_code == ErrorCodes.NO_ERROR
+    assert hooks.opened[0].requests == 1
+
+
+async def test_broken_frames_get_goaway_protocol_error_and_one_close() -> None:
+    hooks = CountingHooks()
+    async with running(Held(), http2=take_over, hooks=hooks) as addr:
+        async with connect(addr) as (reader, writer):
+            # a DATA frame on stream 0 is a connection error (RFC 9113 §6.1)
+            writer.write(
+                PREFACE
+                + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+                + b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x"
+            )
+            reply = await asyncio.wait_for(reader.read(-1), 5)
+        await until(lambda: len(hooks.closed) == 1)
+    goaway = reply.find(b"\x07\x00\x00\x00\x00\x00")  # type GOAWAY, no flags, stream 0
+    assert goaway > 0, reply
+    code = int.from_bytes(reply[goaway + 10 : goaway + 14], "big")
+    assert code == ErrorCodes.PROTOCOL_ERROR
+    assert len(hooks.opened) == 1
