@@ -2,11 +2,12 @@
 gRPC tests, plus the gRPC message framing an HTTP/1.1 test client needs.
 
 Methods of ``test.Echo`` (request and response are raw bytes):
-- ``Unary``: the request back; the metadata key ``x-backend`` names the server;
+- ``Unary``: the request back; the metadata key ``x-backend`` names the server, the
+  trailer ``x-seen-client`` is the request's ``x-client`` metadata;
 - ``NotFound``: NOT_FOUND before any message (a trailers-only response);
 - ``Flaky``: UNAVAILABLE (trailers-only) for the first N calls of a request body ``N:key``,
   then the request back;
-- ``ServerStream``: the request back N times (request ``N``), then INTERNAL after them
+- ``ServerStream``: (trailer ``x-served-by``) ``m0``.. N times (request ``N``), then INTERNAL after them
   when the request ends in ``!`` (a status in the trailers, after DATA);
 - ``ClientStream``: the concatenated request messages;
 - ``Bidi``: every request message back as it comes.
@@ -56,6 +57,8 @@ class GrpcServer:
         def unary(req: bytes, ctx: grpc.ServicerContext) -> bytes:
             count("Unary")
             ctx.send_initial_metadata((("x-backend", self.name),))
+            seen = dict(ctx.invocation_metadata()).get("x-client", "-")
+            ctx.set_trailing_metadata((("x-seen-client", str(seen)),))
             return req
 
         def not_found(req: bytes, ctx: grpc.ServicerContext) -> bytes:
@@ -75,6 +78,7 @@ class GrpcServer:
 
         def server_stream(req: bytes, ctx: grpc.ServicerContext) -> Iterator[bytes]:
             count("ServerStream")
+            ctx.set_trailing_metadata((("x-served-by", self.name),))
             for i in range(int(req.rstrip(b"!"))):
                 yield b"m%d" % i
             if req.endswith(b"!"):
