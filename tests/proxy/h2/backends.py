@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -48,8 +49,7 @@ class _Conn(asyncio.Protocol):
         self.offsets: dict[int, int] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop: alike only
         self.backend.connections += 1
         self.backend.open.append(transport)
         self.h2.initiate_connection()

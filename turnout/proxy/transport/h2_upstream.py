@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -237,8 +237,8 @@ class H2ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        self.transport = transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("sockname")
         local = (sock[0], sock[1]) if sock else ("", 0)
         self.info = ConnectionInfo("outbound", self.endpoint, local)
