@@ -39,6 +39,7 @@ from turnout.proxy.balancer import Balancer, Slot
 from turnout.proxy.context import CallContext, ProxyState
 from turnout.proxy.endings import nothing
 from turnout.proxy.errors import (
+    ClientError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -550,10 +551,13 @@ class Call(H2Call):
         self._try_done(failed=False)
         self.cancelled = True
         self.ex.finish(500, error=type(exc).__name__)
-        if self.writer.started:
-            self.writer.abort()
-        else:
-            self.writer.send(500, answers.UNEXPECTED.headers, answers.UNEXPECTED.body)
+        try:
+            if self.writer.started:
+                self.writer.abort()
+            else:
+                self.writer.send(500, answers.UNEXPECTED.headers, answers.UNEXPECTED.body)
+        except ClientError:
+            pass  # the client is gone too
         self._done()
 
 

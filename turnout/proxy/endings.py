@@ -113,7 +113,10 @@ class Endings:
             headers = [*headers, *self.cors_extra]
         self.ex.finish(answer.status, error=error, grpc_status=answer.grpc_status)
         if not self.writer.started:
-            self.writer.send(answer.status, headers, answer.body)
+            try:  # noqa: SIM105 (no context manager object per answer)
+                self.writer.send(answer.status, headers, answer.body)
+            except ClientError:  # the client left (an HTTP/2 reset) before its cancel ran
+                pass
         self._done()
 
     def _filters_response(self) -> bool:
