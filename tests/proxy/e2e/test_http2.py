@@ -79,3 +79,36 @@ async def test_inbound_serves_h2_clients_in_front_of_an_http1_app(lab: Lab) -> N
         await client.close()
     text = await mesh.metrics()
     assert metric(text, "response_total", direction="inbound", status_code="200") == 1
+
+
+async def curl(*args: str) -> list[str]:
+    """One curl transfer over HTTP/2 prior knowledge (one per process: curl 7.88.1 breaks
+    reusing a prior-knowledge connection, curl/curl#10634); its output lines."""
+    proc = await asyncio.create_subprocess_exec(
+        "curl",
+        "-sS",
+        "--http2-prior-knowledge",
+        "-w",
+        "\\n%{http_version} %{http_code} %{size_download}\\n",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    return out.decode().splitlines()
+
+
+@bounded(20)
+async def test_curl_speaks_http2_through_the_proxy_to_an_http1_backend(lab: Lab) -> None:
+    # curl's HTTP/2 is nghttp2: an implementation independent of the `h2` we serve with
+    v1, v2 = await lab.backend("v1"), await lab.backend("v2")
+    mesh = await lab.mesh({"web": [], "web-v1": [v1], "web-v2": [v2]}, SMOKE_ROUTE)
+    base = f"http://127.0.0.1:{mesh.outbound}"
+    posted = await curl("-H", "Host: web.shop", "--data-binary", "hello h2", f"{base}/v2/echo")
+    echo = json.loads(posted[0])
+    assert echo["backend"] == "v2" and echo["body"] == "hello h2"
+    assert echo["host"] == "web.shop" and echo["method"] == "POST"
+    assert posted[1].startswith("2 200 ")
+    big = await curl("-H", "Host: web", "-o", "/dev/null", f"{base}/big/300000")
+    assert big == ["", "2 200 300000"]
