@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as ssl_
 from dataclasses import dataclass, field
 
 from h2.config import H2Configuration
@@ -64,8 +65,18 @@ class H2Client:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, addr: Address, *, auto_ack: bool = True) -> H2Client:
-        reader, writer = await asyncio.open_connection(*addr)
+    async def open(
+        cls,
+        addr: Address,
+        *,
+        auto_ack: bool = True,
+        ssl: ssl_.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> H2Client:
+        """Connect (over TLS with `ssl`: offer ALPN h2 in it) and send the preface."""
+        reader, writer = await asyncio.open_connection(
+            *addr, ssl=ssl, server_hostname=server_hostname
+        )
         client = cls(reader, writer, auto_ack=auto_ack)
         client.conn.initiate_connection()
         client.flush()

@@ -458,6 +458,7 @@ async def _bind(
                     gate=proxy.guard,
                     app=(config.app.host, config.app.port),
                     hooks=TcpHooks(proxy.metrics, "inbound"),
+                    http2=take_over,
                 )
             else:
                 server = await serve_http(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 
 from tests.proxy.e2e.backends import _pattern
 from tests.proxy.e2e.conftest import Lab
@@ -79,3 +80,67 @@ async def test_inbound_serves_h2_clients_in_front_of_an_http1_app(lab: Lab) -> N
         await client.close()
     text = await mesh.metrics()
     assert metric(text, "response_total", direction="inbound", status_code="200") == 1
+
+
+async def curl(*args: str) -> list[str]:
+    """One curl transfer over HTTP/2 prior knowledge (one per process: curl 7.88.1 breaks
+    reusing a prior-knowledge connection, curl/curl#10634); its output lines."""
+    proc = await asyncio.create_subprocess_exec(
+        "curl",
+        "-sS",
+        "--http2-prior-knowledge",
+        "-w",
+        "\\n%{http_version} %{http_code} %{size_download}\\n",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    return out.decode().splitlines()
+
+
+@bounded(20)
+async def test_curl_speaks_http2_through_the_proxy_to_an_http1_backend(lab: Lab) -> None:
+    # curl's HTTP/2 is nghttp2: an implementation independent of the `h2` we serve with
+    v1, v2 = await lab.backend("v1"), await lab.backend("v2")
+    mesh = await lab.mesh({"web": [], "web-v1": [v1], "web-v2": [v2]}, SMOKE_ROUTE)
+    base = f"http://127.0.0.1:{mesh.outbound}"
+    posted = await curl("-H", "Host: web.shop", "--data-binary", "hello h2", f"{base}/v2/echo")
+    echo = json.loads(posted[0])
+    assert echo["backend"] == "v2" and echo["body"] == "hello h2"
+    assert echo["host"] == "web.shop" and echo["method"] == "POST"
+    assert posted[1].startswith("2 200 ")
+    big = await curl("-H", "Host: web", "-o", "/dev/null", f"{base}/big/300000")
+    assert big == ["", "2 200 300000"]
+
+
+GRPC_CALL = """
+import sys, grpc
+options = [("grpc.default_authority", "web.shop")]
+with grpc.insecure_channel(sys.argv[1], options=options) as channel:
+    try:
+        channel.unary_unary("/pkg.Svc/Get")(b"\\x08\\x01", timeout=5)
+    except grpc.RpcError as exc:
+        print(exc.code().name, exc.details())
+"""
+
+
+@bounded(20)
+async def test_a_grpcio_client_reads_the_proxy_answer_as_a_grpc_status(lab: Lab) -> None:
+    # grpcio's HTTP/2 (C-core) is a third client; in a process of its own, whose exit closes
+    # its connection (a channel closed in-process keeps its socket past the test)
+    mesh = await lab.mesh({"web": [], "web-v1": []}, SMOKE_ROUTE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        GRPC_CALL,
+        f"127.0.0.1:{mesh.outbound}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    assert out.decode().strip() == "UNAVAILABLE no ready endpoints"
+    while not metric(await mesh.metrics(), "tcp_close_total", peer="src"):
+        await asyncio.sleep(0.01)

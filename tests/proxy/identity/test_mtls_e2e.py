@@ -17,6 +17,7 @@ import pytest
 from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.harness import _ReadySource, bounded, metric
 from tests.proxy.identity.kit import API, WEB, Ca, identity_service
+from tests.support.h2client import H2Client
 from turnout.cli.offline import offline_runtime
 from turnout.proxy.process import Address, IdentityConfig, ProxyConfig
 from turnout.proxy.runner import Proxy, start_proxy, stop_proxy
@@ -204,3 +205,23 @@ async def test_identity_metrics_are_exposed(lab: Lab) -> None:
         text = await resp.text()
     assert metric(text, "identity_cert_refresh_count") == 1
     assert metric(text, "identity_cert_expiration_timestamp_seconds") > 0
+
+
+@bounded(30)
+async def test_an_h2_client_choosing_alpn_h2_is_served_http2_over_mesh_tls(lab: Lab) -> None:
+    # a meshed client's HTTP/2 (ALPN h2): the inbound serves it per request, not as TCP
+    identity = lab.client.identity
+    assert identity is not None and identity.h2_client_context is not None
+    client = await H2Client.open(
+        ("127.0.0.1", lab.inbound), ssl=identity.h2_client_context, server_hostname=API
+    )
+    try:
+        selected = client.writer.get_extra_info("ssl_object").selected_alpn_protocol()
+        forged = [(b"l5d-client-id", b"root.kube-system.serviceaccount.identity.cluster.local")]
+        resp = await client.request("GET", "/h2", authority="api.shop:80", headers=forged)
+    finally:
+        await client.close()
+    assert selected == "h2"
+    echo = json.loads(resp.body)
+    assert resp.status == 200 and echo["path"] == "/h2"
+    assert echo["headers"]["l5d-client-id"] == WEB  # the verified identity, not the forged one

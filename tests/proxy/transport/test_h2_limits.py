@@ -165,3 +165,30 @@ async def test_broken_frames_get_goaway_protocol_error_and_one_close() -> None:
     code = int.from_bytes(reply[goaway + 10 : goaway + 14], "big")
     assert code == ErrorCodes.PROTOCOL_ERROR
     assert len(hooks.opened) == 1
+
+
+async def test_a_stream_the_client_gives_no_window_is_reset_after_the_send_timeout() -> None:
+    cancelled: list[int] = []
+
+    async def endless(req: IncomingRequest, writer: ResponseWriter) -> None:
+        await writer.start(200, [])
+        try:
+            while True:
+                await writer.write(b"z" * 16_384)  # waits once the window is used up
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+
+    limits = Limits(send_timeout_ms=200)
+    async with running(endless, http2=take_over, limits=limits) as addr:  # type: ignore[arg-type]
+        client = await H2Client.open(addr, auto_ack=False)
+        try:
+            sid = client.start("GET", "/endless")
+            resp = client.responses[sid]
+            await asyncio.wait_for(resp.done.wait(), 5)
+            other = await client.request("GET", "/endless-too")  # the connection lives on
+        finally:
+            await client.close()
+    assert resp.reset == ErrorCodes.CANCEL and len(resp.body) == 65_535
+    assert other.reset == ErrorCodes.CANCEL  # (no window left on the connection either)
+    assert cancelled == [1, 1]

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from turnout.proxy.config import DEFAULT_CONNECT_TIMEOUT_MS
-from turnout.proxy.transport.downstream import Listener
+from turnout.proxy.transport.downstream import Http2Takeover, Listener
 from turnout.proxy.transport.first_bytes import (
     FIRST_BYTES,
     MAX_RECORD,
@@ -496,11 +496,13 @@ async def serve_detecting(
     gate: PortGate | None = None,
     app: tuple[str, int] | None = None,
     place: Place | None = None,
+    http2: Http2Takeover | None = None,
 ) -> DetectingServer:
     """Listen on `host:port` (0: any free port) and serve HTTP/1.1 over mesh TLS or
-    plaintext, each connection as its first bytes say (see the module docstring)."""
+    plaintext, each connection as its first bytes say (see the module docstring); `http2`
+    serves plaintext connections opening with the HTTP/2 preface (`serve_http`'s)."""
     limits = limits or Limits()
-    listener = Listener(handler, limits, hooks, accept, mesh=mesh)
+    listener = Listener(handler, limits, hooks, accept, mesh=mesh, http2=http2)
     sock = socket.create_server(
         (host, port), backlog=backlog, reuse_port=reuse_port, family=_family(host)
     )

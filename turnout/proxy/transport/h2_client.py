@@ -203,7 +203,11 @@ class H2Pool:
     def _tls_context(self, endpoint: Address, identity: str | None) -> ssl.SSLContext | None:
         if identity is None or self.mesh is None:
             return None
-        ctx = self.mesh.client_context
+        # ALPN h2 (`IdentityState.h2_client_context`): the inbound proxy serves it per
+        # request; a MeshTls without one offers http/1.1 and the preface is relayed as bytes
+        ctx: ssl.SSLContext | None = getattr(self.mesh, "h2_client_context", None)
+        if ctx is None:
+            ctx = self.mesh.client_context
         if ctx is None:
             raise UpstreamTlsError(endpoint, f"tls to {identity}: no identity certificate yet")
         return ctx

@@ -27,6 +27,7 @@ from turnout.proxy.transport.messages import (
     RawPairs,
     RequestBody,
 )
+from turnout.proxy.transport.server import CLIENT_ID_HEADER, REQUIRE_ID_HEADER
 from turnout.proxy.transport.streams import BodyStream
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -47,15 +48,20 @@ def request_from_headers(
     stream: BodyStream,
     info: ConnectionInfo,
     limits: Limits,
+    *,
+    mesh: bool = False,
 ) -> tuple[IncomingRequest, bool, int | None]:
     """The stream's request: pseudo-headers out, `:authority` as the Host; whether it
     is gRPC; and the status to refuse it with (None: none): 431 when its headers are over
-    the listener's limits, 400 for CONNECT (no tunnels over HTTP/2, as over HTTP/1)."""
+    the listener's limits, 400 for CONNECT (no tunnels over HTTP/2, as over HTTP/1). On a
+    `mesh` TLS listener, `l5d-client-id` is the verified client identity (the client's own
+    is dropped), as for HTTP/1; `l5d-require-id` is noted and never forwarded."""
     method = target = b""
     host: bytes | None = None
     raw: RawPairs = []
     size = 0
     grpc = False
+    require_id: str | None = None
     for name, value in headers:
         size += len(name) + len(value)
         if name[0] == 58:  # b":"
@@ -72,6 +78,11 @@ def request_from_headers(
             continue
         if name == b"content-type" and value.startswith(b"application/grpc"):
             grpc = True
+        elif name == REQUIRE_ID_HEADER:
+            require_id = value.decode("latin-1").strip()
+            continue
+        elif name == CLIENT_ID_HEADER and mesh:
+            continue  # the client's own is never believed (`server.HttpServerProtocol`)
         raw.append((name, value))
     refusal = None
     if size > limits.max_header_bytes or len(raw) > limits.max_header_count:
@@ -98,6 +109,10 @@ def request_from_headers(
     )
     request.peer_tls = info.tls_status
     request.conn = info
+    request.require_id = require_id
+    if mesh and info.client_id:
+        raw.append((CLIENT_ID_HEADER, info.client_id.encode("ascii")))
+        request.client_id = info.client_id
     return request, grpc, refusal
 
 

@@ -226,7 +226,9 @@ class H2ServerConnection(asyncio.Protocol):
         self._opened += 1
         ended = event.stream_ended is not None
         stream = self._empty if ended else AckedBody(self, sid)
-        request, grpc, refusal = request_from_headers(event.headers, stream, self.info, self.limits)
+        request, grpc, refusal = request_from_headers(
+            event.headers, stream, self.info, self.limits, mesh=self.listener.mesh is not None
+        )
         writer = H2StreamWriter(self, sid, request, stream, grpc=grpc)
         writer.remote_done = ended
         self.streams[sid] = writer

@@ -161,7 +161,7 @@ class H2StreamWriter:
             status = 200
         no_body = self.head or status in NO_BODY_STATUS
         fields = self._fields(status, headers)
-        if not no_body and status != 204:
+        if not no_body and status != 204 and not self.grpc:
             fields.append((b"content-length", b"%d" % len(body)))
         self.started = self.finished = True
         h2 = self.conn.h2
