@@ -28,15 +28,18 @@ DB = "db.shop.serviceaccount.identity.cluster.local"
 ANY = Address(host="127.0.0.1", port=0)
 
 
-def service(name: str, port: int, identity: str | None) -> str:
+def service(name: str, port: int, identity: str | None, app_protocol: str | None = None) -> str:
     """A Service `name`:80 whose one endpoint is 127.0.0.1:`port`, meshed as `identity`."""
     annotations = {"identity.turnout.dev/name": identity} if identity else {}
+    svc_port: dict[str, object] = {"name": "http", "port": 80}
+    if app_protocol is not None:
+        svc_port["appProtocol"] = app_protocol
     docs = [
         {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": name, "namespace": NS},
-            "spec": {"ports": [{"name": "http", "port": 80}]},
+            "spec": {"ports": [svc_port]},
         },
         {
             "apiVersion": "discovery.k8s.io/v1",
@@ -127,6 +130,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
                     service("api", port, API),
                     service("wrong", port, DB),
                     service("bare", port, None),
+                    service("api-h2", port, API, "kubernetes.io/h2c"),
                 ],
             )
             client = await run_proxy(
@@ -225,3 +229,15 @@ async def test_an_h2_client_choosing_alpn_h2_is_served_http2_over_mesh_tls(lab: 
     echo = json.loads(resp.body)
     assert resp.status == 200 and echo["path"] == "/h2"
     assert echo["headers"]["l5d-client-id"] == WEB  # the verified identity, not the forged one
+
+
+@bounded(30)
+async def test_an_h2c_service_behind_a_meshed_proxy_is_reached_over_mtls_with_alpn_h2(
+    lab: Lab,
+) -> None:
+    """Client proxy's H2Pool -> mTLS, ALPN h2 -> the server proxy serves HTTP/2 per request
+    (then HTTP/1.1 to its app): the app sees the verified client identity."""
+    status, echo = await lab.via(lab.client, "api-h2.shop.svc.cluster.local")
+    assert status == 200 and client_id(echo) == WEB
+    assert lab.client.pool.h2.connection_count(("127.0.0.1", lab.inbound), API) == 1
+    assert lab.client.pool.idle_count(("127.0.0.1", lab.inbound), API) == 0  # not HTTP/1
