@@ -32,6 +32,7 @@ from h2.events import (
     StreamEnded,
     WindowUpdated,
 )
+from h2.settings import SettingCodes
 
 
 def pattern(n: int) -> bytes:
@@ -53,6 +54,8 @@ class _Conn(asyncio.Protocol):
         self.backend.connections += 1
         self.backend.open.append(transport)
         self.h2.initiate_connection()
+        if self.backend.max_streams is not None:  # after the preface: h2 sends pending ones so
+            self.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.backend.max_streams})
         self.flush()
 
     def flush(self) -> None:
@@ -150,6 +153,8 @@ class H2Backend:
     sent: int = 0
     """``/big`` body bytes sent so far (as the client's windows allowed)."""
     open: list[asyncio.Transport] = field(default_factory=list)
+    max_streams: int | None = None
+    """SETTINGS_MAX_CONCURRENT_STREAMS to advertise (None: h2's default, 100)."""
     server: asyncio.Server | None = None
 
     async def start(self) -> H2Backend:
