@@ -158,9 +158,9 @@ class Call(H2Call):
         or HTTP/2 one starts at once, its body relayed as it comes (streaming RPCs)."""
         req = self.req
         self.grpc = h2_call.is_grpc(req.raw_headers)
-        if self.grpc or req.version == "2":
+        if (self.grpc or req.version == "2") and not req.body.complete:
             self.replay = h2_call.Replay(req.body.chunks(), MAX_RETRY_BODY_BYTES)
-        else:
+        else:  # a unary call has all arrived by now, mostly: bytes, no relay task
             self.body = await req.body.read(MAX_RETRY_BODY_BYTES)
         await self._run_async(self.begin)
 

@@ -89,7 +89,14 @@ MAX_STREAMS = 100
 PUMP_HIGH_WATER = 64 * 1024
 """A streamed request body is read no further ahead of the upstream's window than this."""
 
-_CONFIG = H2Configuration(client_side=True, header_encoding=None, validate_inbound_headers=True)
+_CONFIG = H2Configuration(
+    client_side=True,
+    header_encoding=None,
+    validate_inbound_headers=True,
+    # what we send is made lower-case and checked already (`heads.h2_request_headers`)
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+)
 
 
 def _error_name(code: int) -> str:
