@@ -155,3 +155,19 @@ async def test_grpcroute_matches_weights_and_a_fault_abort_with_a_grpc_status(
     text = await chain.outbound.metrics()
     denied = {"direction": "outbound", "grpc_status": "7", "classification": "failure"}
     assert metric(text, "response_total", **denied) == 1
+
+    def unknown() -> grpc.RpcError:
+        with grpc.insecure_channel(
+            f"127.0.0.1:{chain.outbound.outbound}",
+            options=[("grpc.default_authority", "nope.elsewhere")],
+        ) as ch:
+            try:
+                ch.unary_unary("/test.Echo/Unary")(b"x", timeout=10)
+            except grpc.RpcError as err:
+                return err
+        raise AssertionError("an unknown authority was answered")
+
+    err = await asyncio.to_thread(unknown)  # the 404 "unknown destination", in gRPC form
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+    text = await chain.outbound.metrics()
+    assert metric(text, "response_total", direction="outbound", grpc_status="12") == 1
