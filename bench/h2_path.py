@@ -18,7 +18,6 @@ test: it checks only that every stream was answered 200.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import sys
 import tempfile
