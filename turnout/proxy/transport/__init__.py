@@ -16,7 +16,7 @@ The modules import each other in one order (tests/test_layering.py holds it): `s
 -> `upstream` -> `upgraded` -> `client` on the other, neither side importing the other. Writes are held until the end
 of the loop's round and sent together (`batch.WriteBatch`). HTTP/2 from clients
 (docs/http2.md) sits above the server side: `server` hands a connection opening with the
-preface to `h2_server.take_over` (`h2_request` -> `h2_stream` -> `h2_server`), whose streams
+preface to `h2_server.take_over` (`h2_request`, `h2_stream` -> `h2_server`), whose streams
 reach the same handler as HTTP/1 requests.
 
 Mesh TLS (docs/mtls.md): `detect.serve_detecting` peeks each inbound connection and serves
