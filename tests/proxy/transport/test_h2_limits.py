@@ -6,10 +6,12 @@ another connection is served), idle connections, and broken frames (GOAWAY(PROTO
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import pytest
 from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError
 from hpack import Decoder, Encoder
 
 from tests.proxy.transport.helpers import CountingHooks, connect, running
@@ -116,15 +118,17 @@ async def test_rapid_reset_gets_goaway_while_another_connection_is_served() -> N
         calm = await H2Client.open(addr)
         attacker = await H2Client.open(addr)
         try:
-            for _ in range(100):  # 10,000 HEADERS + RST_STREAM, 100 per write
-                if attacker.eof.is_set():
-                    break
+            # 10,000 HEADERS + RST_STREAM, 100 per write, until the GOAWAY stops us
+            with contextlib.suppress(ProtocolError, ConnectionError):
                 for _ in range(100):
-                    sid = attacker.conn.get_next_available_stream_id()
-                    attacker.start("GET", "/hold")
-                    attacker.conn.reset_stream(sid)
-                attacker.flush()
-                await attacker.writer.drain()
+                    if attacker.eof.is_set() or attacker.goaway is not None:
+                        break
+                    for _ in range(100):
+                        sid = attacker.conn.get_next_available_stream_id()
+                        attacker.start("GET", "/hold")
+                        attacker.conn.reset_stream(sid)
+                    attacker.flush()
+                    await attacker.writer.drain()
             await asyncio.wait_for(attacker.wait_closed(), 10)
             resp = await calm.request("GET", "/calm")
         finally:
@@ -141,14 +145,15 @@ async def test_a_ping_flood_gets_goaway() -> None:
     async with running(Held(), http2=take_over) as addr:
         client = await H2Client.open(addr)
         try:
-            for i in range(3000):
-                if client.eof.is_set():
-                    break
-                client.conn.ping(b"%08d" % i)
-                if i % 100 == 99:
-                    client.flush()
-                    await client.writer.drain()
-            client.flush()
+            with contextlib.suppress(ProtocolError, ConnectionError):
+                for i in range(3000):
+                    if client.eof.is_set() or client.goaway is not None:
+                        break
+                    client.conn.ping(b"%08d" % i)
+                    if i % 100 == 99:
+                        client.flush()
+                        await client.writer.drain()
+                client.flush()
             await asyncio.wait_for(client.wait_closed(), 10)
         finally:
             await client.close()
