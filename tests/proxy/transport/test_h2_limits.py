@@ -6,9 +6,13 @@ another connection is served), idle connections, and broken frames (GOAWAY(PROTO
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
+import pytest
 from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError
+from hpack import Decoder, Encoder
 
 from tests.proxy.transport.helpers import CountingHooks, connect, running
 from tests.support.h2client import H2Client
@@ -16,6 +20,28 @@ from turnout.proxy.transport import IncomingRequest, Limits, ResponseWriter
 from turnout.proxy.transport.h2_server import RAPID_RESET_MIN_STREAMS, take_over
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+BASE = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a")]
+
+
+def frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+    """A frame as on the wire, whatever it says (a polite client would refuse to send it)."""
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
+
+
+async def read_statuses(reader: asyncio.StreamReader, n: int) -> dict[int, bytes]:
+    """The :status of the first `n` responses, from the frames as they come (HPACK-decoded
+    in order; an `h2` client would refuse responses on streams it did not open)."""
+    decoder = Decoder()
+    seen: dict[int, bytes] = {}
+    async with asyncio.timeout(5):
+        while len(seen) < n:
+            head = await reader.readexactly(9)
+            length, kind = int.from_bytes(head[:3], "big"), head[3]
+            sid = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            payload = await reader.readexactly(length)
+            if kind == 0x1:  # HEADERS (ours: never padded, never with priority)
+                seen[sid] = dict(decoder.decode(payload, raw=True))[b":status"]
+    return seen
 
 
 async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -92,15 +118,17 @@ async def test_rapid_reset_gets_goaway_while_another_connection_is_served() -> N
         calm = await H2Client.open(addr)
         attacker = await H2Client.open(addr)
         try:
-            for _ in range(100):  # 10,000 HEADERS + RST_STREAM, 100 per write
-                if attacker.eof.is_set():
-                    break
+            # 10,000 HEADERS + RST_STREAM, 100 per write, until the GOAWAY stops us
+            with contextlib.suppress(ProtocolError, ConnectionError):
                 for _ in range(100):
-                    sid = attacker.conn.get_next_available_stream_id()
-                    attacker.start("GET", "/hold")
-                    attacker.conn.reset_stream(sid)
-                attacker.flush()
-                await attacker.writer.drain()
+                    if attacker.eof.is_set() or attacker.goaway is not None:
+                        break
+                    for _ in range(100):
+                        sid = attacker.conn.get_next_available_stream_id()
+                        attacker.start("GET", "/hold")
+                        attacker.conn.reset_stream(sid)
+                    attacker.flush()
+                    await attacker.writer.drain()
             await asyncio.wait_for(attacker.wait_closed(), 10)
             resp = await calm.request("GET", "/calm")
         finally:
@@ -117,14 +145,15 @@ async def test_a_ping_flood_gets_goaway() -> None:
     async with running(Held(), http2=take_over) as addr:
         client = await H2Client.open(addr)
         try:
-            for i in range(3000):
-                if client.eof.is_set():
-                    break
-                client.conn.ping(b"%08d" % i)
-                if i % 100 == 99:
-                    client.flush()
-                    await client.writer.drain()
-            client.flush()
+            with contextlib.suppress(ProtocolError, ConnectionError):
+                for i in range(3000):
+                    if client.eof.is_set() or client.goaway is not None:
+                        break
+                    client.conn.ping(b"%08d" % i)
+                    if i % 100 == 99:
+                        client.flush()
+                        await client.writer.drain()
+                client.flush()
             await asyncio.wait_for(client.wait_closed(), 10)
         finally:
             await client.close()
@@ -192,3 +221,49 @@ async def test_a_stream_the_client_gives_no_window_is_reset_after_the_send_timeo
     assert resp.reset == ErrorCodes.CANCEL and len(resp.body) == 65_535
     assert other.reset == ErrorCodes.CANCEL  # (no window left on the connection either)
     assert cancelled == [1, 1]
+
+
+MALFORMED = [
+    pytest.param([(b":method", b"GET"), (b":path", b"/")], id="no-scheme"),
+    pytest.param([(b":method", b"GET"), (b":scheme", b"http")], id="no-path"),
+    pytest.param(
+        [(b":path", b"/"), (b":scheme", b"http"), (b":method", b"GET"), (b":method", b"GET")],
+        id="twice",
+    ),
+    pytest.param(
+        [(b":method", b"GET"), (b"x", b"1"), (b":scheme", b"http"), (b":path", b"/")],
+        id="pseudo-late",
+    ),
+    pytest.param([*BASE, (b"X-Upper", b"1")], id="upper-case-name"),
+    pytest.param([*BASE, (b"x-smuggle", b"a\r\nHost: evil")], id="crlf-in-value"),
+    pytest.param([*BASE, (b"x-nul", b"a\x00b")], id="nul-in-value"),
+    pytest.param([*BASE, (b"x-space", b" padded")], id="leading-space"),
+    pytest.param([*BASE, (b"connection", b"close")], id="connection"),
+    pytest.param([*BASE, (b"transfer-encoding", b"chunked")], id="transfer-encoding"),
+    pytest.param([*BASE, (b"te", b"gzip")], id="te-not-trailers"),
+    pytest.param([*BASE, (b"host", b"other")], id="host-not-authority"),
+    pytest.param([*BASE, (b":status", b"200")], id="response-pseudo"),
+    pytest.param(
+        [*BASE[:3], (b":authority", b"a"), (b":protocol", b"websocket")], id="ext-connect"
+    ),
+]
+
+
+@pytest.mark.parametrize("fields", MALFORMED)
+async def test_a_malformed_request_is_refused_400_and_never_reaches_the_handler(
+    fields: list[tuple[bytes, bytes]],
+) -> None:
+    held = Held()
+    async with running(held, http2=take_over) as addr, connect(addr) as (reader, writer):
+        encoder = Encoder()
+        block = encoder.encode(fields)
+        ok = encoder.encode([*BASE, (b"te", b"trailers"), (b"cookie", b"a=1")])
+        writer.write(
+            PREFACE
+            + frame(0x4, 0, 0, b"")
+            + frame(0x1, 0x5, 1, block)  # HEADERS, END_HEADERS | END_STREAM
+            + frame(0x1, 0x5, 3, ok)
+        )
+        replies = await read_statuses(reader, 2)
+    assert replies == {1: b"400", 3: b"200"}
+    assert held.calls == 1

@@ -2,9 +2,10 @@
 client sent, and its body (`AckedBody`), acknowledged to the client as the handler reads it.
 
 ```
-RequestReceived headers ─► request_from_headers: :method, :path; :authority (else Host) as
-                           the host; the rest as raw_headers (pseudo-headers out); gRPC?
-                           over max_header_bytes / max_header_count? (the server: 431)
+RequestReceived headers ─► request_from_headers, one pass: :method, :path; :authority (else
+                           Host) as the host; the rest as raw_headers (pseudo-headers out,
+                           cookies joined); gRPC? malformed (400)? over max_header_bytes /
+                           max_header_count (431)?
 DataReceived ─► AckedBody.take ─► the handler reads ─► conn.ack(stream, n): WINDOW_UPDATE
     never read (discarded, failed) ─► acknowledged at once, so the connection's window
     does not shrink for good
@@ -16,6 +17,7 @@ Not here: frames and events (`h2_server`), the response (`h2_stream`).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -31,6 +33,15 @@ from turnout.proxy.transport.server import CLIENT_ID_HEADER, REQUIRE_ID_HEADER
 from turnout.proxy.transport.streams import BodyStream
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
+"""A byte no lower-case field name may hold (RFC 9113 §8.2.1: names are lower-case tokens)."""
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+"""NUL, CR, LF anywhere, or whitespace at either end: a malformed value (RFC 9113 §8.2.1);
+what an HTTP/1.1 upstream must never receive (request smuggling)."""
+_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+"""Fields HTTP/2 forbids (RFC 9113 §8.2.2; `te` only as "trailers")."""
 
 
 class Acknowledger(Protocol):
@@ -51,32 +62,55 @@ def request_from_headers(
     *,
     mesh: bool = False,
 ) -> tuple[IncomingRequest, bool, int | None]:
-    """The stream's request: pseudo-headers out, `:authority` as the Host; whether it
-    is gRPC; and the status to refuse it with (None: none): 431 when its headers are over
-    the listener's limits, 400 for CONNECT (no tunnels over HTTP/2, as over HTTP/1). On a
-    `mesh` TLS listener, `l5d-client-id` is the verified client identity (the client's own
-    is dropped), as for HTTP/1; `l5d-require-id` is noted and never forwarded."""
-    method = target = b""
+    """The stream's request: pseudo-headers out, `:authority` as the Host, cookies joined
+    (RFC 9113 §8.2.3); whether it is gRPC; and the status to refuse it with (None: none):
+    431 when its headers are over the listener's limits, 400 when it is malformed (RFC 9113
+    §8.2, §8.3: checked here in one pass, h2's own checks are off) or CONNECT (no tunnels
+    over HTTP/2, as over HTTP/1). On a `mesh` TLS listener, `l5d-client-id` is the verified
+    client identity (the client's own is dropped), as for HTTP/1; `l5d-require-id` is
+    noted and never forwarded."""
+    method = target = scheme = b""
     host: bytes | None = None
+    authority: bytes | None = None
     raw: RawPairs = []
+    cookies: list[bytes] = []
     size = 0
-    grpc = False
+    grpc = malformed = regular = False
+    pseudo: set[bytes] = set()
     require_id: str | None = None
     for name, value in headers:
         size += len(name) + len(value)
-        if name[0] == 58:  # b":"
+        if _BAD_VALUE.search(value) is not None:
+            malformed = True
+        if name[:1] == b":":
+            if regular or name in pseudo:
+                malformed = True  # pseudo-headers come first, each once
+            pseudo.add(name)
             if name == b":method":
                 method = value
             elif name == b":path":
                 target = value
             elif name == b":authority":
-                host = value
+                authority = value
+            elif name == b":scheme":
+                scheme = value
+            else:
+                malformed = True  # :status, :protocol (no extended CONNECT), unknown
+            continue
+        regular = True
+        if not name or _BAD_NAME.search(name) is not None or name in _CONNECTION_SPECIFIC:
+            malformed = True  # upper case, not a token, or a connection-specific field
             continue
         if name == b"host":
-            if host is None:
-                host = value
+            host = value
             continue
-        if name == b"content-type" and value.startswith(b"application/grpc"):
+        if name == b"cookie":
+            cookies.append(value)
+            continue
+        if name == b"te":
+            if value != b"trailers":
+                malformed = True
+        elif name == b"content-type" and value.startswith(b"application/grpc"):
             grpc = True
         elif name == REQUIRE_ID_HEADER:
             require_id = value.decode("latin-1").strip()
@@ -84,10 +118,16 @@ def request_from_headers(
         elif name == CLIENT_ID_HEADER and mesh:
             continue  # the client's own is never believed (`server.HttpServerProtocol`)
         raw.append((name, value))
+    if cookies:
+        raw.append((b"cookie", b"; ".join(cookies)))
+    if authority is not None:
+        if host is not None and host != authority:
+            malformed = True
+        host = authority
     refusal = None
     if size > limits.max_header_bytes or len(raw) > limits.max_header_count:
         refusal = 431
-    elif method == b"CONNECT" or not target:
+    elif malformed or method == b"CONNECT" or not (method and scheme and target):
         refusal = 400
     text = target.decode("latin-1")
     path, _, query = text.partition("?")

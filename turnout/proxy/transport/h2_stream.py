@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -51,6 +52,9 @@ from turnout.proxy.transport.streams import BodyStream
 log = logging.getLogger(__name__)
 
 _STATUS = {code: str(code).encode() for code in range(100, 600)}
+_UNSAFE = re.compile(rb"[\x00\r\n]")
+"""What no header of ours may hold (h2's own outbound checks are off: `h2_server`); headers
+relayed from an upstream (`RawHeaders`) come checked by its parser."""
 
 GRPC_FOR_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 431: 13, 502: 14, 503: 14, 504: 4}
 """A proxy answer's HTTP status -> the gRPC code it is sent as on a gRPC stream: gRPC's
@@ -222,7 +226,8 @@ class H2StreamWriter:
             return
         self.finished = self.end_pending = True
         if trailers:
-            self.trailers = [(n, v) for n, v in trailers if n not in HOP_BY_HOP_BYTES]
+            kept = [(n.lower(), v) for n, v in trailers]
+            self.trailers = [(n, v) for n, v in kept if n not in HOP_BY_HOP_BYTES]
         self.send_pending()
         self.conn.want_flush()
 
@@ -369,7 +374,10 @@ class H2StreamWriter:
             lname = name.lower()
             if lname in HOP_BY_HOP and not (self.head and lname == "content-length"):
                 continue
-            fields.append((lname.encode("latin-1"), value.encode("latin-1")))
+            field = (lname.encode("latin-1"), value.encode("latin-1"))
+            if _UNSAFE.search(field[0]) or _UNSAFE.search(field[1]):
+                raise ValueError("CR, LF or NUL inside a response header")
+            fields.append(field)
         return fields
 
     @staticmethod
