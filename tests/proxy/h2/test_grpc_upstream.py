@@ -26,7 +26,7 @@ spec:
   - matches: [{path: {type: Exact, value: /hang}}]
     timeouts: {request: 5s}
     backendRefs: [{name: web-h2, port: 80}]
-  - retry: {codes: [503], attempts: 2, backoff: 10ms}
+  - retry: {codes: [500, 503], attempts: 2, backoff: 10ms}  # gRPC: internal, unavailable
     backendRefs: [{name: web-grpc, port: 80}]
 """
 
@@ -90,8 +90,11 @@ async def test_grpc_statuses_reach_the_metrics_from_trailers_and_trailers_only(r
     assert (status, messages, headers["x-backend"]) == (200, [b"ping"], "grpc")
     status, headers, _ = await rig.call("NotFound", b"x")  # trailers-only
     assert (status, headers["grpc-status"]) == (200, "5")
+    before = rig.grpc.calls["ServerStream"]
     status, _, messages = await rig.call("ServerStream", b"3!")  # INTERNAL in the trailers
     assert (status, messages) == (200, [b"m0", b"m1", b"m2"])
+    # INTERNAL is a retried status here, but it came after the response started: not retried
+    assert rig.grpc.calls["ServerStream"] - before == 1
     text = await rig.mesh.metrics()
     out = {"direction": "outbound", "status_code": "200"}
     assert metric(text, "response_total", **out, grpc_status="0", classification="success") == 1
