@@ -120,6 +120,19 @@ ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
         "only xds, the server and the proxy's xDS client touch protobuf",
     ),
     (
+        ("h2", "hpack", "hyperframe"),
+        (
+            "turnout.proxy.transport.h2_server",
+            "turnout.proxy.transport.h2_stream",
+            "turnout.proxy.transport.h2_client",
+            "turnout.proxy.transport.h2_upstream",
+        ),
+        "only the HTTP/2 transport speaks HTTP/2 frames: the server side (h2_server, its"
+        " streams in h2_stream) and the upstream side (h2_client, its"
+        " connections in h2_upstream); everything above sees"
+        " IncomingRequest/ResponseWriter as for HTTP/1 (docs/http2.md)",
+    ),
+    (
         ("opentelemetry",),
         ("turnout.proxy.tracing",),
         "only --trace-otlp's tracer uses the OpenTelemetry SDK (resource, sampler bound), and"

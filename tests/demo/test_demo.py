@@ -1,7 +1,10 @@
-"""`mesh demo --duration 8` end to end: real subprocesses on 127.0.0.1, real traffic.
+"""`mesh demo --duration 8 --grpc-via-proxy` end to end: real subprocesses on 127.0.0.1,
+real traffic; web v1 calls emoji and voting proxyless, web v2 through its proxy (HTTP/2 over
+mesh TLS to the STRICT xDS servers), so both paths run in one demo.
 
 Asserts the live table has numbers for the web routes, that the failing vote shows in the
-voting route's success rate, and that every child the demo reported is gone afterwards.
+voting route's success rate, that web v2's proxy is one of the metrics sources, and that
+every child the demo reported is gone afterwards.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def cells(line: str) -> list[str]:
 @pytest.mark.slow
 def test_mesh_demo_runs_shows_live_stats_and_leaves_nothing_behind() -> None:
     proc = subprocess.run(
-        [str(MESH), "demo", "--duration", "8"],
+        [str(MESH), "demo", "--duration", "8", "--grpc-via-proxy"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -44,8 +47,10 @@ def test_mesh_demo_runs_shows_live_stats_and_leaves_nothing_behind() -> None:
             os.kill(pid, 0)
     assert re.search(r"^stopped 10 process\(es\): ", out, re.MULTILINE), out
 
+    assert "web v2 through its proxy" in out, out
     tables = out.split("\n$ mesh routes ")[1:]
     assert tables, out
+    assert tables[0].splitlines()[0].count("--metrics ") == 4, out  # + web v2's proxy
     last = tables[-1].splitlines()
     web = [line for line in last if line.startswith("service/emojivoto/web:80 ")]
     assert len(web) == 3, out

@@ -121,7 +121,8 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(text, file=out)
         out.flush()
 
-    demo = Demo(examples=EXAMPLES / DEMO_MANIFESTS, rps=args.rps)
+    via = bool(getattr(args, "grpc_via_proxy", False))
+    demo = Demo(examples=EXAMPLES / DEMO_MANIFESTS, rps=args.rps, grpc_via_proxy=via)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -148,7 +149,12 @@ async def _live_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             say(f"started {name} pid={pid}")
         say(
             f"ready in {time.monotonic() - started:.1f}s: vote-bot sends {args.rps:g} rps to "
-            f"web through its outbound proxy; web calls emoji and voting proxyless (xds:///)"
+            f"web through its outbound proxy; "
+            + (
+                "web v1 calls emoji and voting proxyless (xds:///), web v2 through its proxy"
+                if via
+                else "web calls emoji and voting proxyless (xds:///)"
+            )
         )
         say(await _security_line(demo))
         if demo.prometheus_url is not None:

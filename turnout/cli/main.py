@@ -562,6 +562,11 @@ def _demo_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--step-seconds", type=positive_float, default=5.0, metavar="S", help="canary: one tick"
     )
     p.add_argument("--provider", choices=("linkerd", "gatewayapi"), default="linkerd")
+    p.add_argument(
+        "--grpc-via-proxy",
+        action="store_true",
+        help="web v2 calls emoji and voting through its proxy (HTTP/2); v1 stays proxyless",
+    )
     p.set_defaults(run="demo:run_demo")
 
 

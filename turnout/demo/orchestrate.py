@@ -5,7 +5,8 @@ Demo.start():
   copy examples/emojivoto -> <tmp>/ ; rewrite mesh/20-endpoints.yaml to this run's ports
   mesh serve --dir <tmp>  ──/ready──┐  (+ --prometheus H:P: a Prometheus, 2 s scrapes)
   emoji, voting v1, voting v2 (gRPC) ┤  (TCP accept)
-  web v1, web v2 (proxyless gRPC)  ──┤  (/ready: both services answered through xDS)
+  web v1, web v2 (proxyless gRPC)  ──┤  (/ready: both services answered through xDS;
+                                     │   --grpc-via-proxy: web v2 through its proxy's outbound)
   mesh proxy --inbound (v1, v2)    ──┤  (/ready on admin, then GET /ready through it)
   mesh proxy --outbound (vote-bot) ──┘  (/ready, then GET / through it to web)
   vote-bot                              (started last: the numbers hold no startup errors)
@@ -92,12 +93,14 @@ class Ports:
     dashboard: int
     service_admin: dict[str, int]
     """emoji, voting-v1, voting-v2 -> their admin port (/metrics, /tap: grpcmesh.server)."""
+    web_outbound: int
+    """``--grpc-via-proxy``: web v2's proxy's outbound listener (its gRPC calls go there)."""
 
     @classmethod
     def pick(cls) -> Ports:
         socks: list[socket.socket] = []
         try:
-            for _ in range(20):
+            for _ in range(21):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 s.bind((HOST, 0))
                 socks.append(s)
@@ -117,6 +120,7 @@ class Ports:
             prometheus=p[15],
             dashboard=p[16],
             service_admin=dict(zip(("emoji", "voting-v1", "voting-v2"), p[17:20], strict=True)),
+            web_outbound=p[20],
         )
 
 
@@ -195,6 +199,9 @@ class Demo:
     keep_workdir: bool = False
     with_prometheus: bool = field(default_factory=lambda: shutil.which("prometheus") is not None)
     """Start `mesh serve --prometheus` (default: when a `prometheus` binary is on PATH)."""
+    grpc_via_proxy: bool = False
+    """web v2 calls emoji and voting through its proxy's outbound listener (HTTP/2 over mesh
+    TLS, the proxy applying the GRPCRoute); web v1 stays proxyless."""
 
     @property
     def manifests(self) -> Path:
@@ -211,6 +218,8 @@ class Demo:
         return [
             f"http://{HOST}:{p.outbound_admin}/metrics",
             *(f"http://{HOST}:{p.web_admin[v]}/metrics" for v in ("v1", "v2")),
+            # web v2's proxy counts its calls when they go through it
+            *([f"http://{HOST}:{p.inbound_admin['v2']}/metrics"] if self.grpc_via_proxy else []),
         ]
 
     @property
@@ -333,6 +342,7 @@ class Demo:
             ))  # fmt: skip
         webs: list[tuple[Child, Child, str]] = []
         for v in ("v1", "v2"):
+            via = self.grpc_via_proxy and v == "v2"
             flags, env = self.grpc_security(
                 f"web-{v}",
                 WEB_SA,
@@ -342,7 +352,8 @@ class Demo:
             app = await self.spawn(
                 f"web-{v}",
                 [*py, "turnout.demo.web", "--port", str(p.web_app[v]),
-                 "--admin-port", str(p.web_admin[v]), "--version", v, "--xds", xds, *flags],
+                 "--admin-port", str(p.web_admin[v]), "--version", v, "--xds", xds, *flags,
+                 *(["--via-proxy", f"{HOST}:{p.web_outbound}"] if via else [])],
                 env=env,
             )  # fmt: skip
             inbound = await self.spawn(
@@ -351,6 +362,7 @@ class Demo:
                  "--workload", f"deployment/web-{v}", "--pod", f"web-{v}",
                  "--inbound", f"{HOST}:{p.slices[f'web-{v}']}", "--app", f"{HOST}:{p.web_app[v]}",
                  "--admin", f"{HOST}:{p.inbound_admin[v]}", "--label", "app=web",
+                 *(["--outbound", f"{HOST}:{p.web_outbound}"] if via else []),
                  *self.identity_flags(WEB_SA)],
             )  # fmt: skip
             webs.append((app, inbound, v))

@@ -27,6 +27,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from turnout.proxy.answers import Answer
+from turnout.proxy.h2_call import GRPC_CODES
 from turnout.proxy.mutations import NO_MUTATION, HeaderMutation, PathRewrite
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,13 @@ class RetryPolicy:
     """Minimum wait before a retry; the proxy grows it exponentially with jitter."""
     backoff_max_ms: int
     """Cap of the wait."""
+    grpc_codes: frozenset[int] = field(init=False, repr=False, compare=False)
+    """Derived: the gRPC status codes `retry_on` names (``unavailable``, ``internal``...),
+    retried on a trailers-only gRPC response (`h2_call.GRPC_CODES`)."""
+
+    def __post_init__(self) -> None:
+        codes = frozenset(GRPC_CODES[n] for n in self.retry_on if n in GRPC_CODES)
+        object.__setattr__(self, "grpc_codes", codes)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,7 +16,9 @@ The common request (no body, no upgrade) never creates a task or awaits: a `Call
 `ResponseReceiver` of its upstream exchange and answers through the writer's synchronous
 calls, so a request costs a handful of callbacks and objects, not a coroutine chain. A
 request with a body is read first (up to `MAX_RETRY_BODY_BYTES`, else streamed and never
-retried) by `run_with_body`. A `Call` reads the `ProxyState` its request started with,
+retried) by `run_with_body`; a gRPC or HTTP/2 one starts at once, its body relayed as it
+comes, and goes to the `H2Pool` when its cluster speaks HTTP/2 or it is gRPC (`h2_parts.py`:
+headers, grpc-timeout, trailers). A `Call` reads the `ProxyState` its request started with,
 never a newer one.
 
 Not here: choosing the listener and the decision (`handler.py`), whether and when to retry
@@ -31,12 +33,13 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
-from turnout.proxy import answers, cors, faults, outbound_tls
-from turnout.proxy.actions import Backend, Cors, Decision, DirectResponse, Forward, Redirect
+from turnout.proxy import answers, cors, faults, h2_call, outbound_tls
+from turnout.proxy.actions import Backend, Cors, Decision, DirectResponse, Forward
 from turnout.proxy.balancer import Balancer, Slot
 from turnout.proxy.context import CallContext, ProxyState
-from turnout.proxy.endings import Endings, nothing
+from turnout.proxy.endings import nothing
 from turnout.proxy.errors import (
+    ClientError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -44,13 +47,17 @@ from turnout.proxy.errors import (
 from turnout.proxy.families import REQUEST_TIMEOUT, RESPONSE_HEADERS_TIMEOUT
 from turnout.proxy.filters import (
     apply_request_filters,
-    apply_response_filters,
     forward_headers,
-    redirect_location,
 )
+from turnout.proxy.h2_parts import H2Call
 from turnout.proxy.retries import MAX_RETRY_BODY_BYTES, admit_retry, backoff_s, try_timeout
 from turnout.proxy.telemetry import Exchange
-from turnout.proxy.transport.heads import encode_forward_head, encode_request_head, request_framing
+from turnout.proxy.transport.heads import (
+    encode_forward_head,
+    encode_request_head,
+    raw_pairs,
+    request_framing,
+)
 from turnout.proxy.transport.messages import (
     Headers,
     IncomingRequest,
@@ -66,7 +73,7 @@ SMALL_BODY_BYTES = 64 * 1024
 """Responses up to this size (with a Content-Length) are read whole and written in one go."""
 
 
-class Call(Endings):
+class Call(H2Call):
     """One request after its decision, driven by callbacks: timers (fault delay, retry
     backoff) and the upstream exchange (`ResponseReceiver`). `finish` is called once at the
     end (the writer's `complete()` in callback mode)."""
@@ -111,6 +118,7 @@ class Call(Endings):
         state: ProxyState,
         backend: Backend | None,
     ) -> None:
+        super().__init__()
         self.h = h
         self.req = req
         self.writer = writer
@@ -146,8 +154,14 @@ class Call(Endings):
     # -- the async entry ---------------------------------------------------------------------
 
     async def run_with_body(self) -> None:
-        """A request with a body: read it (up to the retry cap), then run as usual."""
-        self.body = await self.req.body.read(MAX_RETRY_BODY_BYTES)
+        """A request with a body: read it (up to the retry cap), then run as usual; a gRPC
+        or HTTP/2 one starts at once, its body relayed as it comes (streaming RPCs)."""
+        req = self.req
+        self.grpc = h2_call.is_grpc(req.raw_headers)
+        if (self.grpc or req.version == "2") and not req.body.complete:
+            self.replay = h2_call.Replay(req.body.chunks(), MAX_RETRY_BODY_BYTES)
+        else:  # a unary call has all arrived by now, mostly: bytes, no relay task
+            self.body = await req.body.read(MAX_RETRY_BODY_BYTES)
         await self._run_async(self.begin)
 
     async def _run_async(self, begin: Callable[[], None]) -> None:
@@ -186,6 +200,11 @@ class Call(Endings):
         decision, h, req = self.decision, self.h, self.req
         if self.h.direction == "inbound":
             self.deadline = None
+            if self.grpc:
+                self.h2 = True
+                self._grpc_deadline(None)
+                self.h2_headers = self._h2_headers(req.raw_headers, req.host)
+                return bool(self.h2_headers)
             self.head = encode_forward_head(
                 req.method,
                 req.target,
@@ -210,13 +229,24 @@ class Call(Endings):
             self._answer_action(backend.local)
             return False
         state = self.state
+        self.h2 = self.grpc or (bool(state.http2) and backend.cluster in state.http2)
         if decision.rewrites or backend.rewrites:
             upstream = apply_request_filters(decision, req, backend)
             self.method, self.target = upstream.method, upstream.path_and_query
             headers: Headers | tuple[tuple[str, str], ...] = upstream.headers
             host = upstream.authority
-            self.head = self._encode(self.method, self.target, headers, host)
-            if not self.head:
+            if self.h2:
+                self.h2_headers = self._h2_headers(raw_pairs(headers), host)
+                if not self.h2_headers:
+                    return False
+            else:
+                self.head = self._encode(self.method, self.target, headers, host)
+                if not self.head:
+                    return False
+        elif self.h2:
+            host = req.host
+            self.h2_headers = self._h2_headers(req.raw_headers, host)
+            if not self.h2_headers:
                 return False
         else:  # no request filter: the request goes on as it came (the common case)
             host = req.host
@@ -227,7 +257,7 @@ class Call(Endings):
                 host=host,
                 framing=request_framing(self.method, self.body),
             )
-        if decision.mirrors and self.body is not None:
+        if decision.mirrors and self.body is not None and not self.h2:  # (HTTP/1 copies only)
             mirrored = upstream.headers if decision.rewrites or backend.rewrites else req.headers
             h.mirror(decision, state, req, self.target, forward_headers(mirrored, host), self.body)
         self.balancer = state.balancers.get(backend.cluster)
@@ -235,7 +265,10 @@ class Call(Endings):
         if budget is not None:
             budget.deposit()
         timeout = decision.request_timeout_ms
-        self.deadline = None if timeout is None else self.ex.start + timeout / 1000
+        if self.grpc:
+            self._grpc_deadline(timeout)
+        else:
+            self.deadline = None if timeout is None else self.ex.start + timeout / 1000
         return True
 
     def _cors(self, policy: Cors) -> bool:
@@ -248,20 +281,6 @@ class Call(Endings):
             self.writer.send(200, answer, b"")
         self._done()
         return True
-
-    def _answer_action(self, action: Redirect | DirectResponse | Forward) -> None:
-        """No upstream: the route's (or picked backend's) redirect or direct response."""
-        if isinstance(action, DirectResponse):
-            self._answer(action.answer)
-            return
-        assert isinstance(action, Redirect)
-        decision = self.decision
-        scheme = "http" if self.req.tls is None else "https"
-        location = redirect_location(decision, self.req, scheme, self.backend)
-        extra = apply_response_filters(decision, self.backend, action.status, ())
-        self.ex.finish(action.status)
-        self.writer.send(action.status, [("location", location), *extra], b"")
-        self._done()
 
     def _encode(
         self, method: str, target: str, headers: Headers | tuple[tuple[str, str], ...], host: str
@@ -308,11 +327,14 @@ class Call(Endings):
         self.t0 = now
         self.headed = self.discarding = False
         body = self.body
+        if self.h2:
+            self.handle = self._send_h2(addr, timeout_ms, identity)
+            return
         self.handle = h.pool.send(
             addr,
             method=self.method,
             head=self.head,
-            body=body if body is not None else self.req.body.chunks(),
+            body=body if body is not None else self._streamed(),
             timeout_ms=timeout_ms,
             receiver=self,
             identity=identity,
@@ -352,7 +374,9 @@ class Call(Endings):
         if slot is not None and self.balancer is not None:
             self.balancer.release(slot, (self.h.clock() - self.t0) * 1000, failed=failed)
 
-    def _should_retry(self, status: int | None, error: BaseException | None) -> bool:
+    def _should_retry(
+        self, status: int | None, error: BaseException | None, grpc_status: int | None = None
+    ) -> bool:
         """Counts the outcome of a retriable try; True: try again (after a backoff)."""
         retry = self.decision.retry
         if retry is None:
@@ -363,11 +387,12 @@ class Call(Endings):
             self.ex,
             per_try_timeout_ms=self.decision.per_try_timeout_ms,
             attempt=self.attempt,
-            replayable=self.body is not None,
+            replayable=self._replayable(),
             budgets=self.state.budgets,
             cluster=backend.cluster if backend is not None else None,
             status=status,
             error=error,
+            grpc_status=grpc_status,
         ):
             return False
         self.attempt += 1
@@ -400,10 +425,14 @@ class Call(Endings):
             ex = self.ex
             ex.attempt(status)
             decision = self.decision
-            if decision.retry is not None and self._should_retry(status, None):
+            grpc_status = h2_call.status_of_lines(headers.lines) if self.grpc else None
+            if decision.retry is not None and self._should_retry(status, None, grpc_status):
                 self.discarding = True  # read the rest, so the connection stays pooled
                 return
+            if self.replay is not None:
+                self.replay.stop()  # the first response byte: no retry any more
             self.status = status
+            self.grpc_status = grpc_status
             backend = self.backend
             if (
                 decision.filters_response
@@ -414,7 +443,9 @@ class Call(Endings):
             else:
                 self.resp_headers = headers  # the writer leaves hop-by-hop headers out
             ex.response_head(status)
-            if content_length is not None and content_length <= SMALL_BODY_BYTES:
+            if grpc_status is not None or (
+                not self.grpc and content_length is not None and content_length <= SMALL_BODY_BYTES
+            ):  # small, or trailers-only: one write (HEADERS with END_STREAM on HTTP/2)
                 self.buffered = []
             else:
                 self.writer.begin(status, self.resp_headers, content_length=content_length)
@@ -454,9 +485,11 @@ class Call(Endings):
                 body = buffered[0] if len(buffered) == 1 else b"".join(buffered)
                 self.sent = len(body)
                 self.writer.send(self.status, self.resp_headers, body)
+            elif self.trailers is not None:
+                self.writer.close_body(self.trailers)
             else:
                 self.writer.close_body()
-            self.ex.finish(self.status, bytes_sent=self.sent)
+            self.ex.finish(self.status, bytes_sent=self.sent, grpc_status=self.grpc_status)
             self._done()
         except Exception as exc:
             self._crash(exc)
@@ -518,10 +551,13 @@ class Call(Endings):
         self._try_done(failed=False)
         self.cancelled = True
         self.ex.finish(500, error=type(exc).__name__)
-        if self.writer.started:
-            self.writer.abort()
-        else:
-            self.writer.send(500, answers.UNEXPECTED.headers, answers.UNEXPECTED.body)
+        try:
+            if self.writer.started:
+                self.writer.abort()
+            else:
+                self.writer.send(500, answers.UNEXPECTED.headers, answers.UNEXPECTED.body)
+        except ClientError:
+            pass  # the client is gone too
         self._done()
 
 

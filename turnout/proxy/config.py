@@ -93,6 +93,16 @@ DEFAULT_READ_HIGH_WATER = 256 * 1024
 DEFAULT_MAX_CONNECTIONS: int | None = None
 """Client connections one listener keeps at once; None means no limit."""
 
+DEFAULT_H2_MAX_CONCURRENT_STREAMS = 100
+"""HTTP/2 streams open at once on one client connection (Envoy's hardened value: 100)."""
+
+DEFAULT_H2_INITIAL_WINDOW = 65_535
+"""HTTP/2 per-stream receive window: unread request body bytes one stream may hold."""
+
+DEFAULT_H2_CONNECTION_WINDOW = 1024 * 1024
+"""HTTP/2 receive window of a whole client connection (1 MiB: one slow stream cannot starve
+the others)."""
+
 DEFAULT_CONNECT_TIMEOUT_MS = 1_000
 """TCP connect to an upstream endpoint."""
 

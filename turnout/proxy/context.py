@@ -48,6 +48,9 @@ class ProxyState:
     budgets: ByCluster[Budget]
     """As `balancers`."""
     version: str = ""
+    http2: frozenset[str] = frozenset()
+    """The table's clusters whose upstreams speak HTTP/2 (`ClusterInfo.http2`: appProtocol
+    h2c or grpc)."""
 
 
 class CallContext(Protocol):

@@ -1,6 +1,7 @@
 """How a `Call` ends: the proxy's own answers, a crash, and the response headers it sends.
 
 ```
+_answer_action(action) a redirect or direct response (no upstream)
 _answer(answer)        the proxy's answer: route/backend response filters + CORS, then once
 _answer_error(error)   the answer for an upstream or client error (`answers.for_error`)
 _response_headers(..)  an upstream head as the client gets it (filters, CORS, no hop-by-hop)
@@ -17,16 +18,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from turnout.proxy import answers
-from turnout.proxy.actions import Backend, Decision
+from turnout.proxy.actions import Backend, Decision, DirectResponse, Forward, Redirect
 from turnout.proxy.answers import Answer
 from turnout.proxy.balancer import Balancer
 from turnout.proxy.errors import ClientError, UpstreamTimeout
 from turnout.proxy.families import REQUEST_TIMEOUT
-from turnout.proxy.filters import apply_response_filters
+from turnout.proxy.filters import apply_response_filters, redirect_location
+from turnout.proxy.h2_call import for_grpc
 from turnout.proxy.telemetry import Exchange
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
     Headers,
+    IncomingRequest,
     RawHeaders,
     ResponseWriter,
 )
@@ -51,10 +54,26 @@ class Endings:
     balancer: Balancer | None
     deadline: float | None
     t0: float
+    grpc: bool
+    req: IncomingRequest
 
     def _done(self) -> None:
         finish, self.finish = self.finish, nothing
         finish()
+
+    def _answer_action(self, action: Redirect | DirectResponse | Forward) -> None:
+        """No upstream: the route's (or picked backend's) redirect or direct response."""
+        if isinstance(action, DirectResponse):
+            self._answer(action.answer)
+            return
+        assert isinstance(action, Redirect)
+        decision = self.decision
+        scheme = "http" if self.req.tls is None else "https"
+        location = redirect_location(decision, self.req, scheme, self.backend)
+        extra = apply_response_filters(decision, self.backend, action.status, ())
+        self.ex.finish(action.status)
+        self.writer.send(action.status, [("location", location), *extra], b"")
+        self._done()
 
     def _answer_error(self, error: BaseException) -> None:
         """End with the answer for `error`: the try ended before the response reached the
@@ -82,7 +101,9 @@ class Endings:
 
     def _answer(self, answer: Answer, error: str = "") -> None:
         """End the request with one of the proxy's own answers; `error` is the metrics'
-        error label ("" for none)."""
+        error label ("" for none); a gRPC call gets its gRPC form (`h2_call.for_grpc`)."""
+        if self.grpc:
+            answer = for_grpc(answer)
         headers: Headers = answer.headers
         if self._filters_response():
             headers = list(
@@ -92,7 +113,10 @@ class Endings:
             headers = [*headers, *self.cors_extra]
         self.ex.finish(answer.status, error=error, grpc_status=answer.grpc_status)
         if not self.writer.started:
-            self.writer.send(answer.status, headers, answer.body)
+            try:  # noqa: SIM105 (no context manager object per answer)
+                self.writer.send(answer.status, headers, answer.body)
+            except ClientError:  # the client left (an HTTP/2 reset) before its cancel ran
+                pass
         self._done()
 
     def _filters_response(self) -> bool:

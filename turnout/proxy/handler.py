@@ -43,6 +43,7 @@ from turnout.proxy.context import Direction, ProxyState
 from turnout.proxy.destinations import address_of
 from turnout.proxy.errors import UpstreamError
 from turnout.proxy.families import UNKNOWN_AUTHORITY
+from turnout.proxy.h2_call import for_grpc, is_grpc
 from turnout.proxy.hosts import listener_for_host
 from turnout.proxy.inbound_guard import InboundGuard
 from turnout.proxy.paths import Refusal, normalize_request
@@ -135,7 +136,7 @@ class Handler:
                 if guard.authn is not None:
                     return self._authenticated(guard, req, writer, ex, state)
                 if (denied := guard.admit(req)) is not None:
-                    self._answer(ex, writer, denied)
+                    self._answer(ex, writer, denied, req)
                     return None
             decision = NO_DECISION
         else:
@@ -161,7 +162,7 @@ class Handler:
                 ex = self.telemetry.exchange(
                     self.telemetry, "outbound", req, None, start, authority=authority
                 )
-                self._answer(ex, writer, MISDIRECTED)
+                self._answer(ex, writer, MISDIRECTED, req)
                 return None
             if listener is None:
                 decision = None
@@ -176,7 +177,7 @@ class Handler:
                 by_address = (
                     dst is not None or self.address is not None or address_of(req.host) is not None
                 )
-                self._answer(ex, writer, UNKNOWN_ADDRESS if by_address else UNKNOWN_HOST)
+                self._answer(ex, writer, UNKNOWN_ADDRESS if by_address else UNKNOWN_HOST, req)
                 return None
         if req.upgrade is not None:
             return UpgradeCall(self, req, writer, ex, decision, state, None).run()
@@ -201,7 +202,7 @@ class Handler:
         then on to the app as any request."""
         denied = await guard.admit_authenticated(req)
         if denied is not None:
-            self._answer(ex, writer, denied)
+            self._answer(ex, writer, denied, req)
             return
         if req.upgrade is not None:
             await UpgradeCall(self, req, writer, ex, NO_DECISION, state, None).run()
@@ -211,7 +212,11 @@ class Handler:
     # ----------------------------------------------------------------------- helpers
 
     @staticmethod
-    def _answer(ex: Exchange, writer: ResponseWriter, answer: Answer) -> None:
+    def _answer(
+        ex: Exchange, writer: ResponseWriter, answer: Answer, req: IncomingRequest | None = None
+    ) -> None:
+        if req is not None and req.version == "2" and is_grpc(req.raw_headers):
+            answer = for_grpc(answer)  # counted with its gRPC status, as sent
         ex.finish(answer.status, grpc_status=answer.grpc_status)
         writer.send(answer.status, answer.headers, answer.body)
         writer.complete()

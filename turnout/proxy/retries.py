@@ -38,12 +38,19 @@ MAX_RETRY_BODY_BYTES = 64 * 1024
 
 
 def is_retriable(
-    retry: RetryPolicy, per_try_timeout_ms: int | None, status: int | None, error: object
+    retry: RetryPolicy,
+    per_try_timeout_ms: int | None,
+    status: int | None,
+    error: object,
+    grpc_status: int | None = None,
 ) -> bool:
-    """A response status the policy retries, a connect error (nothing was answered), or a
-    try cut by its own per-try timeout (the request deadline's expiry is not retried)."""
+    """A response status the policy retries, a gRPC status it names (a trailers-only
+    response: the status is known before any body), a connect error (nothing was
+    answered), or a try cut by its own per-try timeout (the request deadline's expiry is
+    not retried)."""
     return (
         (status is not None and status in retry.codes)
+        or (grpc_status is not None and grpc_status in retry.grpc_codes)
         or isinstance(error, UpstreamConnectError)
         or (isinstance(error, UpstreamTimeout) and per_try_timeout_ms is not None)
     )
@@ -60,11 +67,12 @@ def admit_retry(
     cluster: str | None,
     status: int | None,
     error: BaseException | None,
+    grpc_status: int | None = None,
 ) -> bool:
     """Whether try number `attempt` (0 = the first) is followed by another; counts the
     outcome in `ex` either way (a retry, or why there is none). `cluster` is the backend's,
     whose retry budget pays for the retry (None: inbound, no budget)."""
-    if not is_retriable(retry, per_try_timeout_ms, status, error):
+    if not is_retriable(retry, per_try_timeout_ms, status, error, grpc_status):
         if attempt > 0 and status is not None:
             ex.retry_success()
         return False

@@ -55,6 +55,7 @@ from turnout.proxy.telemetry import TcpHooks, Telemetry
 from turnout.proxy.transparent import new_guard, serve_transparent
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.detect import DETECT_TIMEOUT_MS, DetectingServer, serve_detecting
+from turnout.proxy.transport.h2_server import take_over
 from turnout.proxy.transport.server import serve_http
 from turnout.proxy.transport.tls import TlsSlot
 
@@ -153,7 +154,10 @@ class Proxy:
         budgets = {n: g for n in table.clusters if (g := self.budgets.get(n)) is not None}
         # plain dicts, never changed after this: a mapping proxy's get() costs a request
         # twice as much
-        state = ProxyState(table=table, balancers=balancers, budgets=budgets, version=version)
+        http2 = frozenset(n for n, c in table.clusters.items() if c.http2)
+        state = ProxyState(
+            table=table, balancers=balancers, budgets=budgets, version=version, http2=http2
+        )
         for h in self.handlers:
             h.swap(state)
         if self.services is not None:
@@ -275,6 +279,7 @@ class Proxy:
                     port=0,
                     sock=dup,
                     tls=self.tls if on else None,
+                    http2=take_over,
                 )
             except BaseException:
                 dup.close()
@@ -453,6 +458,7 @@ async def _bind(
                     gate=proxy.guard,
                     app=(config.app.host, config.app.port),
                     hooks=TcpHooks(proxy.metrics, "inbound"),
+                    http2=take_over,
                 )
             else:
                 server = await serve_http(
@@ -461,6 +467,7 @@ async def _bind(
                     port=addr.port,
                     reuse_port=config.workers > 1,
                     hooks=TcpHooks(proxy.metrics, name if name == "inbound" else "outbound"),
+                    http2=take_over,
                 )
         proxy.handlers.append(handler)
         proxy.servers.append(server)

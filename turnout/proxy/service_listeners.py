@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from turnout.proxy.context import ProxyState
 from turnout.proxy.handler import Handler
+from turnout.proxy.transport.h2_server import take_over
 from turnout.proxy.transport.server import serve_http
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,11 @@ class ServiceListeners:
                 handler.swap(state)
                 try:
                     server = await serve_http(
-                        handler, host=address[0], port=address[1], reuse_port=self.reuse_port
+                        handler,
+                        host=address[0],
+                        port=address[1],
+                        reuse_port=self.reuse_port,
+                        http2=take_over,
                     )
                 except OSError as exc:
                     self.failed.add(address)

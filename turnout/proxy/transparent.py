@@ -46,6 +46,7 @@ from turnout.proxy.transport.detect import (
     Placement,
     serve_detecting,
 )
+from turnout.proxy.transport.h2_server import take_over
 from turnout.proxy.transport.mesh_tcp import ForwardTo
 from turnout.proxy.transport.messages import ConnectionHooks, MeshTls
 
@@ -203,4 +204,5 @@ async def serve_transparent(
         ),
         hooks=hooks,
         place=place,
+        http2=take_over,  # the preface: served as HTTP/2 (routes, gRPC), not forwarded as TCP
     )

@@ -120,7 +120,6 @@ async def test_an_h2c_upgrade_with_a_body_reaches_the_backend_with_it(lab: Lab) 
             "transfer coding not implemented",
         ),
         (b"GET /echo HTTP/2.0\r\nHost: web\r\n\r\n", 505, "http version not supported"),
-        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "http version not supported"),
     ],
     ids=[
         "two-hosts",
@@ -129,7 +128,6 @@ async def test_an_h2c_upgrade_with_a_body_reaches_the_backend_with_it(lab: Lab) 
         "gzip-chunked",
         "chunked-gzip",
         "http-2.0",
-        "http2-preface",
     ],
 )
 @bounded(10)

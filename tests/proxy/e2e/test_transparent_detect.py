@@ -1,5 +1,6 @@
 """`mesh proxy --transparent` outbound to known destinations that are not HTTP/1: opaque
-Service ports, and protocol detection (HTTP/1, the HTTP/2 preface, TLS, anything else).
+Service ports, and protocol detection (HTTP/1 and the HTTP/2 preface served as HTTP; TLS and
+anything else forwarded as TCP).
 
 Real sockets on 127.0.0.1; what iptables would do is faked by one seam only: each accepted
 connection's original destination is the test's `Redirect.to` (`detect.original_dst`), so
@@ -174,7 +175,8 @@ async def test_known_destinations_that_are_not_http1_are_forwarded_to_an_endpoin
         writer.write(b"secret")
         assert await reader.read() == b"got secret"
         writer.close()
-        # HTTP/2 with prior knowledge (gRPC): forwarded as TCP to the Service's endpoint
+        # HTTP/2 with prior knowledge (gRPC): served as HTTP/2 per request (the Service's
+        # routes, HTTP/2 to its endpoint), not forwarded as TCP
         redirect.to = GRPC
         async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.outbound}") as channel:
             call = channel.unary_unary("/test.Greeter/Hello")
@@ -186,11 +188,14 @@ async def test_known_destinations_that_are_not_http1_are_forwarded_to_an_endpoin
         # tcp_* metrics: the forwarded connections, labelled with their Service
         redirect.to = None
         text = await mesh.metrics()
-        for svc, (ip, port) in (("db", DB), ("raw", RAW), ("tls", TLS), ("grpc", GRPC)):
+        for svc, (ip, port) in (("db", DB), ("raw", RAW), ("tls", TLS)):
             labels = {"direction": "outbound", "peer": "src", "dst_service": svc}
             assert metric(text, "tcp_open_total", **labels, target_addr=f"{ip}:{port}") == 1
             assert metric(text, "tcp_close_total", **labels) == 1
         assert metric(text, "tcp_read_bytes_total", dst_service="db") == len(b"select 1\n")
+        assert metric(text, "tcp_open_total", dst_service="grpc") == 0
+        grpc_ok = {"direction": "outbound", "grpc_status": "0", "classification": "success"}
+        assert metric(text, "response_total", **grpc_ok) == 1
         # --opaque-ports makes a port opaque for every known destination; --require-mtls
         # refuses plaintext TCP to an endpoint
         handler = mesh.proxy.handlers[0]

@@ -17,6 +17,7 @@ import pytest
 from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.harness import _ReadySource, bounded, metric
 from tests.proxy.identity.kit import API, WEB, Ca, identity_service
+from tests.support.h2client import H2Client
 from turnout.cli.offline import offline_runtime
 from turnout.proxy.process import Address, IdentityConfig, ProxyConfig
 from turnout.proxy.runner import Proxy, start_proxy, stop_proxy
@@ -27,15 +28,18 @@ DB = "db.shop.serviceaccount.identity.cluster.local"
 ANY = Address(host="127.0.0.1", port=0)
 
 
-def service(name: str, port: int, identity: str | None) -> str:
+def service(name: str, port: int, identity: str | None, app_protocol: str | None = None) -> str:
     """A Service `name`:80 whose one endpoint is 127.0.0.1:`port`, meshed as `identity`."""
     annotations = {"identity.turnout.dev/name": identity} if identity else {}
+    svc_port: dict[str, object] = {"name": "http", "port": 80}
+    if app_protocol is not None:
+        svc_port["appProtocol"] = app_protocol
     docs = [
         {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": name, "namespace": NS},
-            "spec": {"ports": [{"name": "http", "port": 80}]},
+            "spec": {"ports": [svc_port]},
         },
         {
             "apiVersion": "discovery.k8s.io/v1",
@@ -126,6 +130,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
                     service("api", port, API),
                     service("wrong", port, DB),
                     service("bare", port, None),
+                    service("api-h2", port, API, "kubernetes.io/h2c"),
                 ],
             )
             client = await run_proxy(
@@ -204,3 +209,35 @@ async def test_identity_metrics_are_exposed(lab: Lab) -> None:
         text = await resp.text()
     assert metric(text, "identity_cert_refresh_count") == 1
     assert metric(text, "identity_cert_expiration_timestamp_seconds") > 0
+
+
+@bounded(30)
+async def test_an_h2_client_choosing_alpn_h2_is_served_http2_over_mesh_tls(lab: Lab) -> None:
+    # a meshed client's HTTP/2 (ALPN h2): the inbound serves it per request, not as TCP
+    identity = lab.client.identity
+    assert identity is not None and identity.h2_client_context is not None
+    client = await H2Client.open(
+        ("127.0.0.1", lab.inbound), ssl=identity.h2_client_context, server_hostname=API
+    )
+    try:
+        selected = client.writer.get_extra_info("ssl_object").selected_alpn_protocol()
+        forged = [(b"l5d-client-id", b"root.kube-system.serviceaccount.identity.cluster.local")]
+        resp = await client.request("GET", "/h2", authority="api.shop:80", headers=forged)
+    finally:
+        await client.close()
+    assert selected == "h2"
+    echo = json.loads(resp.body)
+    assert resp.status == 200 and echo["path"] == "/h2"
+    assert echo["headers"]["l5d-client-id"] == WEB  # the verified identity, not the forged one
+
+
+@bounded(30)
+async def test_an_h2c_service_behind_a_meshed_proxy_is_reached_over_mtls_with_alpn_h2(
+    lab: Lab,
+) -> None:
+    """Client proxy's H2Pool -> mTLS, ALPN h2 -> the server proxy serves HTTP/2 per request
+    (then HTTP/1.1 to its app): the app sees the verified client identity."""
+    status, echo = await lab.via(lab.client, "api-h2.shop.svc.cluster.local")
+    assert status == 200 and client_id(echo) == WEB
+    assert lab.client.pool.h2.connection_count(("127.0.0.1", lab.inbound), API) == 1
+    assert lab.client.pool.idle_count(("127.0.0.1", lab.inbound), API) == 0  # not HTTP/1

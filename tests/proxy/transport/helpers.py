@@ -21,6 +21,7 @@ from turnout.proxy.transport import (
     UpstreamPool,
     serve_http,
 )
+from turnout.proxy.transport.downstream import Http2Takeover
 
 Address = tuple[str, int]
 
@@ -176,11 +177,14 @@ async def running(
     *,
     limits: Limits | None = None,
     hooks: CountingHooks | None = None,
+    http2: Http2Takeover | None = None,
 ) -> AsyncIterator[Address]:
-    """Serve `handler`; on exit, wait (bounded) until every accepted connection has closed,
-    so no test leaks a transport into the next one."""
+    """Serve `handler` (HTTP/2 too with `http2`); on exit, wait (bounded) until every
+    accepted connection has closed, so no test leaks a transport into the next one."""
     hooks = hooks or CountingHooks()
-    server = await serve_http(handler, host="127.0.0.1", port=0, limits=limits, hooks=hooks)
+    server = await serve_http(
+        handler, host="127.0.0.1", port=0, limits=limits, hooks=hooks, http2=http2
+    )
     port = server.sockets[0].getsockname()[1]
     try:
         yield ("127.0.0.1", port)

@@ -2,7 +2,8 @@
 
 ```
 Issued (leaf DER, chain DER, bundle PEM, valid_until) ─► install ─► server_context
-                                                                  └► client_context
+                                                                  ├► client_context
+                                                                  └► h2_client_context
 ```
 
 Both contexts are rebuilt on every `install` and replace the old ones in one assignment:
@@ -10,11 +11,13 @@ a handshake that has begun keeps the context it got, the next one takes the new 
 (rotation without a restart; `ssl` cannot remove a CA from a context, so a bundle change
 needs a new one anyway, SECURITY-REFERENCE §5.2).
 
-- Server: TLS 1.3, ALPN http/1.1, the leaf and its chain, client certificates requested
+- Server: TLS 1.3, ALPN h2 and http/1.1 (a client offering h2 is served HTTP/2:
+  `mesh_tcp.MeshSplit`, docs/http2.md), the leaf and its chain, client certificates requested
   (`CERT_OPTIONAL`: a meshed client without one still gets TLS) and verified against the
   bundle.
 - Client: TLS 1.3, the bundle as the only CA, the leaf presented, the server's name
-  checked against the expected identity (`server_hostname=`; `ssl` matches DNS SANs).
+  checked against the expected identity (`server_hostname=`; `ssl` matches DNS SANs);
+  ALPN http/1.1, or h2 for `h2_client_context` (HTTP/2 to a meshed endpoint).
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def _pem(der: bytes) -> bytes:
 class IdentityState:
     """The process's identity: its `Material` and, once a leaf is installed, its contexts."""
 
-    __slots__ = ("client_context", "issued", "material", "server_context")
+    __slots__ = ("client_context", "h2_client_context", "issued", "material", "server_context")
 
     def __init__(self, material: Material) -> None:
         self.material = material
@@ -101,6 +104,8 @@ class IdentityState:
         self.server_context: ssl.SSLContext | None = None
         """None until the first leaf: TLS clients are then refused, plaintext served."""
         self.client_context: ssl.SSLContext | None = None
+        self.h2_client_context: ssl.SSLContext | None = None
+        """As `client_context`, offering ALPN h2 only: for HTTP/2 to a meshed endpoint."""
 
     @property
     def identity(self) -> str:
@@ -117,12 +122,16 @@ class IdentityState:
             self.material.key_pem,
         )
         bundle = issued.bundle_pem.decode("ascii")
-        server = _context(ssl.PROTOCOL_TLS_SERVER, pair, bundle)
+        server = _context(ssl.PROTOCOL_TLS_SERVER, pair, bundle, ["h2", "http/1.1"])
         server.verify_mode = ssl.CERT_OPTIONAL
-        client = _context(ssl.PROTOCOL_TLS_CLIENT, pair, bundle)
+        client = _context(ssl.PROTOCOL_TLS_CLIENT, pair, bundle, ["http/1.1"])
         client.check_hostname = True
         client.verify_mode = ssl.CERT_REQUIRED
+        h2 = _context(ssl.PROTOCOL_TLS_CLIENT, pair, bundle, ["h2"])
+        h2.check_hostname = True
+        h2.verify_mode = ssl.CERT_REQUIRED
         self.server_context, self.client_context, self.issued = server, client, issued
+        self.h2_client_context = h2
         log.info(
             "identity certificate installed identity=%s serial=%d valid_until=%s",
             self.identity,
@@ -131,13 +140,13 @@ class IdentityState:
         )
 
 
-def _context(protocol: int, pair: Pair, bundle: str) -> ssl.SSLContext:
+def _context(protocol: int, pair: Pair, bundle: str, alpn: list[str]) -> ssl.SSLContext:
     ctx = ssl.SSLContext(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.options |= ssl.OP_NO_TICKET
     if protocol == ssl.PROTOCOL_TLS_SERVER:
         ctx.num_tickets = 0
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(alpn)
     load_pair(ctx, pair)
     ctx.load_verify_locations(cadata=bundle)
     return ctx

@@ -1,4 +1,4 @@
-"""The proxy's HTTP/1.1 transport: the listener (`serve_http`) and the upstream connection
+"""The proxy's HTTP transport: the listener (`serve_http`) and the upstream connection
 pool (`UpstreamPool`), both `asyncio.Protocol`s over httptools, plus the messages they hand
 to the request handler (docs/proxy.md is the contract).
 
@@ -14,12 +14,15 @@ The modules import each other in one order (tests/test_layering.py holds it): `s
 (body buffers, write flow), `batch`, `messages` (the values and the `Protocol` seams),
 `heads` (head bytes); then `writer` -> `downstream` -> `server` on one side and `pooled`
 -> `upstream` -> `upgraded` -> `client` on the other, neither side importing the other. Writes are held until the end
-of the loop's round and sent together (`batch.WriteBatch`).
+of the loop's round and sent together (`batch.WriteBatch`). HTTP/2 from clients
+(docs/http2.md) sits above the server side: `server` hands a connection opening with the
+preface to `h2_server.take_over` (`h2_request`, `h2_stream` -> `h2_server`), whose streams
+reach the same handler as HTTP/1 requests.
 
 Mesh TLS (docs/mtls.md): `detect.serve_detecting` peeks each inbound connection and serves
 it over TLS or plaintext; the pool opens TLS to an endpoint sent with an expected identity.
 Nothing here routes, balances, retries or counts metrics: `ConnectionHooks` hand the numbers
-to whoever does. No certificate handling beyond loading contexts, no HTTP/2.
+to whoever does. No certificate handling beyond loading contexts.
 """
 
 from __future__ import annotations

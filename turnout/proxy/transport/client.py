@@ -30,7 +30,7 @@ sends when identity is off.
 
 Deliberately not here: retries, not even of a request a reused connection closed on (the
 handler owns retry policy and budgets), load balancing (the handler picks the endpoint), a limit on busy
-connections, TLS other than mesh TLS, and HTTP/2.
+connections, TLS other than mesh TLS, and HTTP/2 (`h2_client.H2Pool`, the `h2` property).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from turnout.proxy import config
 from turnout.proxy.errors import (
@@ -65,6 +66,9 @@ from turnout.proxy.transport.pooled import OutgoingRequest, PooledConnection, lo
 from turnout.proxy.transport.streams import BodyStream
 from turnout.proxy.transport.upgraded import UpgradedConnection
 from turnout.proxy.transport.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from turnout.proxy.transport.h2_client import H2Pool
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +201,23 @@ class UpstreamPool:
         self._read_sweeper: asyncio.TimerHandle | None = None
         self.mesh: MeshTls | None = None
         """The proxy's identity (`--identity`): what `identity=` exchanges use for mTLS."""
+        self._h2: H2Pool | None = None
+
+    @property
+    def h2(self) -> H2Pool:
+        """The HTTP/2 pool beside this one (`h2_client.H2Pool`), made at its first use: a
+        proxy that never meets an HTTP/2 upstream never loads `h2`."""
+        pool = self._h2
+        if pool is None:
+            from turnout.proxy.transport.h2_client import H2Pool
+
+            pool = self._h2 = H2Pool(
+                connect_timeout_ms=self.connect_timeout_ms,
+                idle_timeout_ms=self.idle_timeout_ms,
+                hooks=self.hooks,
+            )
+        pool.mesh = self.mesh
+        return pool
 
     @property
     def batch(self) -> WriteBatch:
@@ -520,6 +541,8 @@ class UpstreamPool:
             conn.abort()
         for conn in conns:
             await conn.closed_waiter
+        if self._h2 is not None:
+            await self._h2.close()
 
 
 def _tls_reason(exc: ssl.SSLError) -> str:

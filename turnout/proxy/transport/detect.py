@@ -31,8 +31,9 @@ is read (`original_dst.py`) and `place` says what the connection is: HTTP with t
 destination (and, inbound, the app port's gate and address), bytes forwarded untouched to
 an address (outbound: a destination the table does not know), bytes forwarded to an
 endpoint an `Upstream` chooses (outbound, a known destination: at once when opaque, else
-when `first_bytes` are not an HTTP/1 request line: the HTTP/2 preface, TLS, anything else,
-or silence for the detect timeout), or refused (None: reset).
+when `first_bytes` are neither an HTTP/1 request line nor, with `http2`, the HTTP/2
+preface (served as HTTP/2 per request: routes, gRPC): TLS, anything else, or silence for
+the detect timeout), or refused (None: reset).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from turnout.proxy.config import DEFAULT_CONNECT_TIMEOUT_MS
-from turnout.proxy.transport.downstream import Listener
+from turnout.proxy.transport.downstream import Http2Takeover, Listener
 from turnout.proxy.transport.first_bytes import (
     FIRST_BYTES,
     MAX_RECORD,
@@ -334,8 +335,9 @@ class DetectingServer:
         await self._forward(conn, info, app)
 
     async def _http1(self, conn: socket.socket) -> bool | None:
-        """Outbound detection: the first bytes are an HTTP/1 request line. Anything else
-        (HTTP/2, TLS, another protocol, silence for the detect timeout) is not; None: the
+        """Outbound detection: the first bytes are an HTTP/1 request line, or the HTTP/2
+        preface when the listener serves HTTP/2 (`Listener.http2`): served as HTTP. Anything
+        else (TLS, another protocol, silence for the detect timeout) is not; None: the
         client closed before a byte."""
         try:
             found = await self._first_bytes(conn)
@@ -346,7 +348,9 @@ class DetectingServer:
             log.debug("outbound connection failed before detection: %s", exc)
             found = "other"
         log.debug("outbound protocol detected protocol=%s peer=%s", found, _peer(conn))
-        return None if found is None else found == "http1"
+        if found is None:
+            return None
+        return found == "http1" or (found == "h2" and self._listener.http2 is not None)
 
     async def _first_bytes(self, conn: socket.socket) -> Detected | None:
         deadline = self._loop.time() + self._timeout_s
@@ -496,11 +500,13 @@ async def serve_detecting(
     gate: PortGate | None = None,
     app: tuple[str, int] | None = None,
     place: Place | None = None,
+    http2: Http2Takeover | None = None,
 ) -> DetectingServer:
     """Listen on `host:port` (0: any free port) and serve HTTP/1.1 over mesh TLS or
-    plaintext, each connection as its first bytes say (see the module docstring)."""
+    plaintext, each connection as its first bytes say (see the module docstring); `http2`
+    serves plaintext connections opening with the HTTP/2 preface (`serve_http`'s)."""
     limits = limits or Limits()
-    listener = Listener(handler, limits, hooks, accept, mesh=mesh)
+    listener = Listener(handler, limits, hooks, accept, mesh=mesh, http2=http2)
     sock = socket.create_server(
         (host, port), backlog=backlog, reuse_port=reuse_port, family=_family(host)
     )

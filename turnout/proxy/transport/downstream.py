@@ -30,6 +30,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from turnout.proxy.errors import ClientError, UpstreamError
 from turnout.proxy.transport.batch import WriteBatch
@@ -51,10 +52,22 @@ from turnout.proxy.transport.writer import ExchangeWriter
 log = logging.getLogger(__name__)
 
 
+class Http2Takeover(Protocol):
+    """Takes over a connection whose first bytes are the HTTP/2 preface (docs/plan-http2.md,
+    D1): called once, before anything was answered on it, with its transport (still
+    reading), its `ConnectionInfo` and every byte read so far. The connection is already
+    counted (`Listener.open`, `hook_open`): the returned protocol, installed with
+    `transport.set_protocol`, owns its end (`Listener.open -= 1`, then `hook_close`)."""
+
+    def __call__(
+        self, transport: asyncio.Transport, conn: ConnectionInfo, listener: Listener, data: bytes, /
+    ) -> asyncio.Protocol: ...
+
+
 class Listener:
     """What all connections of one `serve_http` share."""
 
-    __slots__ = ("accept", "batch", "handler", "hooks", "limits", "mesh", "open", "tls")
+    __slots__ = ("accept", "batch", "handler", "hooks", "http2", "limits", "mesh", "open", "tls")
 
     def __init__(
         self,
@@ -65,6 +78,7 @@ class Listener:
         loop: asyncio.AbstractEventLoop | None = None,
         tls: TlsSlot | None = None,
         mesh: MeshTls | None = None,
+        http2: Http2Takeover | None = None,
     ) -> None:
         self.batch = WriteBatch(loop or asyncio.get_running_loop())
         """Every connection's writes of one loop round, sent at its end (`batch.py`)."""
@@ -79,6 +93,9 @@ class Listener:
         self.mesh = mesh
         """Mesh TLS (`detect.py`): connections read their client's identity and requests
         carry it in `l5d-client-id` (a client's own is dropped)."""
+        self.http2 = http2
+        """Who serves a connection that opens with the HTTP/2 preface (`Http2Takeover`);
+        None: it is answered 505, as any other version but HTTP/1."""
 
 
 class DownstreamConnection(asyncio.Protocol):

@@ -206,12 +206,18 @@ _CAUSES = {
 """The `l5d-proxy-error` of the transport's own answers (other statuses: their phrase)."""
 
 
-def error_response(status: int) -> bytes:
-    """A whole answer the transport makes itself, then close: its cause in
-    `l5d-proxy-error` and as a text body, like the proxy's answers (`proxy/answers.py`)."""
+def error_cause(status: int) -> str:
+    """The `l5d-proxy-error` of the transport's own answer `status` (HTTP/1 and HTTP/2)."""
     cause = _CAUSES.get(status)
     if cause is None:
         cause = HTTPStatus(status).phrase.lower() if status in STATUS_LINES else "error"
+    return cause
+
+
+def error_response(status: int) -> bytes:
+    """A whole answer the transport makes itself, then close: its cause in
+    `l5d-proxy-error` and as a text body, like the proxy's answers (`proxy/answers.py`)."""
+    cause = error_cause(status)
     body = f"{cause}\n".encode()
     return (
         f"{status_line(status)}content-type: text/plain; charset=utf-8\r\n"
@@ -222,3 +228,52 @@ def error_response(status: int) -> bytes:
 ERRORS = {s: error_response(s) for s in (400, 405, 408, 414, 431, 500, 501, 502, 503, 505)}
 """The transport's answers, made once: its refusals of a request head (400, 408, 414, 431,
 501, 505, `refusals.py`) and a handler's failures (500, 502, or a `ClientError`'s status)."""
+
+
+# -- HTTP/2 requests --------------------------------------------------------------------------
+
+_H2_DROPPED = HOP_BY_HOP_BYTES | {b"host"}
+
+
+def h2_request_headers(
+    method: str,
+    target: str,
+    authority: str,
+    headers: RawPairs,
+    *,
+    scheme: str = "http",
+    content_length: int | None = None,
+) -> RawPairs:
+    """An HTTP/2 request's header list (`h2_client.H2Pool.send`): the pseudo-headers
+    (`:authority` from the Host), then `headers` with lowercase names less the hop-by-hop
+    and framing ones and those a `Connection` header names, `te` kept only as `trailers`
+    (gRPC needs it), and `content-length` when the body is bytes. Raises `ValueError` for
+    a CR, LF or NUL in a value (headers a filter made; the parser refuses them already)."""
+    out: RawPairs = [
+        (b":method", method.encode("latin-1")),
+        (b":scheme", scheme.encode("latin-1")),
+        (b":authority", authority.encode("latin-1")),
+        (b":path", target.encode("latin-1")),
+    ]
+    named: frozenset[bytes] = frozenset()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named |= _connection_options((value,))
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _H2_DROPPED or lname in named:
+            if lname == b"te" and b"trailers" in value.lower():
+                out.append((b"te", b"trailers"))
+            continue
+        out.append((lname, value))
+    if content_length is not None:
+        out.append((b"content-length", str(content_length).encode()))
+    for _, value in out:
+        if b"\r" in value or b"\n" in value or b"\0" in value:
+            raise ValueError("CR, LF or NUL inside a header")
+    return out
+
+
+def raw_pairs(headers: Headers | tuple[tuple[str, str], ...]) -> RawPairs:
+    """Decoded headers (a request filter's output) back to bytes, for `h2_request_headers`."""
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]

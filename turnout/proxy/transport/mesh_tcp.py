@@ -10,7 +10,9 @@ inbound   mesh TLS terminated (`MeshSplit` is the TLS protocol until it decides)
              opaque port ─► TCP at once
              else the decrypted first bytes (up to the detect timeout):
                  an HTTP/1 request line ─► handed to HTTP (`HttpServerProtocol`)
-                 anything else, silence ─► TCP
+                 the HTTP/2 preface after ALPN h2 ─► HTTP too (its HTTP/2 takeover)
+                 anything else, silence ─► TCP (the preface without ALPN h2 too, as
+                 before: gRPC between pods relayed as bytes)
           TCP: the port's connection authorization by the client's identity
           (`PortGate.connection_allowed`; denied: reset, inbound_tcp_authz_deny_total), then
           a connection to the app and a relay (tcp_* with tls="true",client_id)
@@ -173,9 +175,12 @@ class MeshSplit(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._decided = False
         self._tasks = tasks
+        self._h2 = False  # the client chose ALPN h2
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        self._h2 = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
         if self._opaque:
             self._tcp()
         else:
@@ -186,7 +191,7 @@ class MeshSplit(asyncio.Protocol):
         if self._decided:
             return
         found = first_bytes(self._buf[:FIRST_BYTES])
-        if found == "http1":
+        if found == "http1" or (found == "h2" and self._h2):
             self._to_http()
         elif found is not None:
             self._tcp()

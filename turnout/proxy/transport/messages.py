@@ -132,6 +132,14 @@ class Limits:
     max_connections: int | None = config.DEFAULT_MAX_CONNECTIONS
     """Client connections kept at once by one listener; None means no limit. Connections
     over the limit are closed as soon as they are accepted."""
+    h2_max_concurrent_streams: int = config.DEFAULT_H2_MAX_CONCURRENT_STREAMS
+    """HTTP/2: streams one client connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS);
+    a stream over it is refused (RST_STREAM(REFUSED_STREAM), safe to retry)."""
+    h2_initial_window: int = config.DEFAULT_H2_INITIAL_WINDOW
+    """HTTP/2: bytes of request body a client may send on a stream before the handler has
+    read them (SETTINGS_INITIAL_WINDOW_SIZE): the per-stream buffer bound."""
+    h2_connection_window: int = config.DEFAULT_H2_CONNECTION_WINDOW
+    """HTTP/2: the same for all streams of a connection together (its WINDOW_UPDATE)."""
 
 
 class ConnectionInfo:
@@ -295,6 +303,10 @@ class ResponseReceiver(Protocol):
     def on_error(self, error: BaseException, /) -> None:
         """`UpstreamConnectError`, `UpstreamTimeout`, `UpstreamProtocolError`, or the
         exception of a failing iterator request body."""
+
+    # Optional, not part of the Protocol (the HTTP/1 pool never calls it): a receiver with
+    # `on_trailers(self, trailers: RawPairs) -> None` gets an HTTP/2 response's trailers
+    # (`h2_client.H2Pool`) between its last `on_body` and `on_end`.
 
 
 class RequestBody:
@@ -517,8 +529,10 @@ class ResponseWriter(Protocol):
         """`write()` without waiting; False: the client's buffer is full (see `on_writable`).
         Raises `ClientError(499)` when the client is gone."""
 
-    def close_body(self) -> None:
-        """`end()` (it never waits)."""
+    def close_body(self, trailers: RawPairs | None = None) -> None:
+        """`end()` (it never waits). `trailers` (lower-case names) end the body: HTTP/2
+        sends them in a last HEADERS frame (gRPC's grpc-status); HTTP/1.1 in the chunked
+        body's trailer section when the client said `TE: trailers`, else they are dropped."""
 
     def complete(self) -> None:
         """Callback mode: the handler is done with this request (a response not started is

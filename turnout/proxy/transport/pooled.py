@@ -105,6 +105,9 @@ class PooledConnection(asyncio.Protocol):
         self.watched = False
         """The exchange in flight has no deadline: the pool's read sweep times its silences."""
         self.progress = 0
+        self.reading_paused = False
+        """A receiver paused reading (`pause_reading`): resumed before the connection is
+        reused."""
         """Reads, and writes of a request or a piece of its body, so far: a count the read
         sweep compares (cheaper than reading the clock on every read)."""
         self.swept = -1
@@ -216,10 +219,12 @@ class PooledConnection(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self.reading_paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self.reading_paused = False
             self.transport.resume_reading()
 
     async def _send_body(self, body: AsyncIterator[bytes]) -> None:
@@ -277,6 +282,11 @@ class PooledConnection(asyncio.Protocol):
             pass
         elif self._keep_alive and transport is not None and not transport.is_closing():
             self.reused = True
+            if self.reading_paused:
+                # a slow client's receiver paused reading on the last chunk: the next
+                # exchange must read its response
+                self.reading_paused = False
+                transport.resume_reading()
             self.pool._put_idle(self)
         else:
             self.close()

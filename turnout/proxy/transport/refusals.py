@@ -58,6 +58,11 @@ _CODING_AFTER_CHUNKED = "Invalid `Transfer-Encoding` header value"
 _VERSION = re.compile(rb" HTTP/(\d)\.(\d)")
 
 
+def is_http2_preface(error: Exception) -> bool:
+    """llhttp stopped at the HTTP/2 connection preface (`PRI * HTTP/2.0`)."""
+    return str(error) == _H2_PREFACE
+
+
 def check_version(version: str) -> None:
     """Refuse (505) a request that claims a version other than HTTP/1.0 and 1.1 (llhttp
     takes 0.9 and 2.0 too): RFC 9110 §15.6.6, as nginx answers a major version above 1."""

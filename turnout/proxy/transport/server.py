@@ -7,6 +7,8 @@ data_received ─► HttpRequestParser ─► on_url/on_header (head limits: 431
       │              │                  ─► IncomingRequest + ExchangeWriter ─► _start or queued
       │              └─► on_body ─► BodyStream ─► handler reads body (pause_reading above
       │                                            Limits.read_high_water)
+      ├─ the HTTP/2 preface first, with `Listener.http2`: that protocol takes the
+      │  connection over (`_hand_over_http2`; without one: 505)
       ├─ refused (`refusals`): 400, 501, 505; header timeout: 408 (answered after the
       │  requests before it, then close)
       ├─ upgrade request: bytes after its head are held for the tunnel
@@ -40,7 +42,7 @@ from typing import cast
 import httptools
 
 from turnout.proxy.errors import ClientError
-from turnout.proxy.transport.downstream import DownstreamConnection, Listener
+from turnout.proxy.transport.downstream import DownstreamConnection, Http2Takeover, Listener
 from turnout.proxy.transport.messages import (
     NO_TLS_FROM_REMOTE,
     TLS_DISABLED,
@@ -61,6 +63,7 @@ from turnout.proxy.transport.refusals import (
     check_transfer_coding,
     check_version,
     drop_http2_settings,
+    is_http2_preface,
     plain_head,
     status_for,
     without_h2c,
@@ -214,6 +217,17 @@ class HttpServerProtocol(DownstreamConnection):
                 return False
 
     def _on_parse_error(self, exc: httptools.HttpParserError, data: bytes) -> None:
+        info = self.info
+        takeover = self.listener.http2
+        if (
+            takeover is not None
+            and info is not None
+            and info.requests == 0
+            and info.bytes_read == len(data)  # every byte of the connection is in `data`
+            and is_http2_preface(exc)
+        ):
+            self._hand_over_http2(takeover, info, data)
+            return
         status = status_for(
             exc,
             data,
@@ -221,6 +235,23 @@ class HttpServerProtocol(DownstreamConnection):
             version=self.parser.get_http_version(),
         )
         self._on_bad_input(status, exc)
+
+    def _hand_over_http2(self, takeover: Http2Takeover, info: ConnectionInfo, data: bytes) -> None:
+        """The connection opened with the HTTP/2 preface: `takeover`'s protocol serves it
+        from here (the bytes replayed) and owns its end; this one only lets go."""
+        transport = self.transport
+        assert transport is not None
+        self._stopped = self.closed = True
+        self._cancel_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._counted = False  # `Listener.open` and hook_close are the new protocol's now
+        log.debug("http/2 connection handed over peer=%s", self.peer)
+        proto = takeover(transport, info, self.listener, data)
+        transport.set_protocol(proto)
+        if not transport.is_closing():
+            proto.data_received(data)
 
     def eof_received(self) -> bool | None:
         # A client's FIN is taken as a disconnect, as nginx does (`proxy_ignore_client_abort
@@ -428,6 +459,7 @@ async def serve_http(
     backlog: int = 1024,
     reuse_port: bool = False,
     sock: socket.socket | None = None,
+    http2: Http2Takeover | None = None,
 ) -> asyncio.Server:
     """Listen on `host:port` (0: any free port; see `server.sockets`), or on the bound
     `sock`, and serve HTTP/1.1.
@@ -436,13 +468,14 @@ async def serve_http(
     (`tls.py`; each request then carries its listener's chain); `ssl` is a fixed context
     handed to `loop.create_server` as is (one of the two at most). The handshake gets
     `Limits.header_timeout_ms`. `hooks` sees every connection open and close; `accept` is
-    the inbound policy check (see the module docstring). Closing the returned server stops
+    the inbound policy check (see the module docstring). `http2` takes over a connection
+    opening with the HTTP/2 preface (`Http2Takeover`; None: 505). Closing the returned server stops
     accepting; open connections end on their own (keep-alive timeout).
     """
     if ssl is not None and tls is not None:
         raise ValueError("serve_http takes ssl or tls, not both")
     limits = limits or Limits()
-    listener = Listener(handler, limits, hooks, accept, tls=tls)
+    listener = Listener(handler, limits, hooks, accept, tls=tls, http2=http2)
     loop = asyncio.get_running_loop()
     context = tls.context if tls is not None else ssl
     timeout = None if context is None else limits.header_timeout_ms / 1000

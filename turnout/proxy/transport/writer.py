@@ -35,10 +35,12 @@ from turnout.proxy.errors import ClientError
 from turnout.proxy.transport.heads import CONTINUE, NO_BODY_STATUS, STATUS_BYTES, status_line
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
+    HOP_BY_HOP_BYTES,
     Address,
     Headers,
     IncomingRequest,
     RawHeaders,
+    RawPairs,
     UpstreamTunnel,
 )
 from turnout.proxy.transport.streams import BodyStream, WriteFlow
@@ -211,14 +213,18 @@ class ExchangeWriter:
     async def end(self) -> None:
         self.close_body()
 
-    def close_body(self) -> None:
+    def close_body(self, trailers: RawPairs | None = None) -> None:
         if not self.started:
             raise RuntimeError("end() needs start() first")
         if self.finished:
             return
         self.finished = True
         if self.chunked and not self.conn.closed:
-            self.conn.write(b"0\r\n\r\n")
+            if trailers and self._takes_trailers():
+                lines = [b"%s: %s\r\n" % (n, v) for n, v in trailers if n not in HOP_BY_HOP_BYTES]
+                self.conn.write(b"0\r\n" + b"".join(lines) + b"\r\n")
+            else:
+                self.conn.write(b"0\r\n\r\n")
         elif self.remaining:
             # Fewer bytes than announced: the client would wait forever; only a reset tells it.
             log.debug("response shorter than its content-length, aborting peer=%s", self.conn.peer)
@@ -318,6 +324,12 @@ class ExchangeWriter:
         if self.request.version == "1.0":
             return "connection: keep-alive\r\n"
         return ""
+
+    def _takes_trailers(self) -> bool:
+        """The client asked for trailers (`TE: trailers`, RFC 9110 §10.1.4)."""
+        return any(
+            n.lower() == b"te" and b"trailers" in v.lower() for n, v in self.request.raw_headers
+        )
 
     async def _drain(self) -> None:
         try:

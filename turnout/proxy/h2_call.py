@@ -1,0 +1,150 @@
+"""What a `Call` does differently for gRPC and HTTP/2 upstreams (docs/http2.md).
+
+```
+request with a body ─ is_grpc(content-type application/grpc*) or HTTP/2 downstream
+   ─► Replay(body): relayed as it comes (D7), a copy kept up to the retry cap until the
+      first response byte; a retry only when the whole body is in the copy
+   grpc-timeout: 250m ─► timeout_ms(...) = 250: caps the route's request timeout
+response head with grpc-status (trailers-only) ─► status_of(lines) ─► retry on its name
+   (RetryPolicy.grpc_codes) / Exchange.finish(grpc_status=)
+trailers ─► status_of_pairs(trailers) ─► Exchange.finish(grpc_status=)
+the proxy's own answer on a gRPC call ─► for_grpc(answer): HTTP 200, grpc-status (trailers-only)
+```
+
+Everything here runs only for requests that are gRPC or go to an HTTP/2 upstream; an
+HTTP/1.1 request pays one `frozenset` test (its cluster is not HTTP/2) and, with a body,
+one scan of its headers for the content-type.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from turnout.proxy.answers import Answer
+from turnout.proxy.transport.messages import RawPairs
+
+log = logging.getLogger(__name__)
+
+GRPC_CODES = {
+    "ok": 0,
+    "cancelled": 1,
+    "unknown": 2,
+    "invalid-argument": 3,
+    "deadline-exceeded": 4,
+    "not-found": 5,
+    "already-exists": 6,
+    "permission-denied": 7,
+    "resource-exhausted": 8,
+    "failed-precondition": 9,
+    "aborted": 10,
+    "out-of-range": 11,
+    "unimplemented": 12,
+    "internal": 13,
+    "unavailable": 14,
+    "data-loss": 15,
+    "unauthenticated": 16,
+}
+"""Envoy's `retry_on` gRPC names (`x-envoy-retry-grpc-on`) -> status codes."""
+
+_FROM_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 4}
+"""gRPC's HTTP-to-status mapping (doc/http-grpc-status-mapping.md), with a timeout of ours
+(504) as DEADLINE_EXCEEDED, as Envoy and Linkerd answer it; other statuses: UNKNOWN (2)."""
+
+_UNITS = {b"H": 3_600_000.0, b"M": 60_000.0, b"S": 1000.0, b"m": 1.0, b"u": 1e-3, b"n": 1e-6}
+
+
+def is_grpc(headers: RawPairs) -> bool:
+    """The request is gRPC: its content-type is application/grpc (or +proto, ...)."""
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == b"content-type":
+            return value[:16].lower() == b"application/grpc"
+    return False
+
+
+def timeout_ms(headers: RawPairs) -> int | None:
+    """The `grpc-timeout` header (at most 8 digits and a unit) in milliseconds, rounded up
+    (at least 1); None when absent or malformed."""
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == b"grpc-timeout":
+            digits, unit = value[:-1].strip(), value[-1:]
+            if not digits.isdigit() or len(digits) > 8 or unit not in _UNITS:
+                return None
+            ms = int(digits) * _UNITS[unit]
+            return max(1, int(-(-ms // 1)))
+    return None
+
+
+def status_of_pairs(pairs: RawPairs) -> int | None:
+    """`grpc-status` of a header list (trailers); None when absent or not a number."""
+    for name, value in pairs:
+        if name == b"grpc-status":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def status_of_lines(lines: list[bytes]) -> int | None:
+    """`grpc-status` of a response head's `RawHeaders.lines` (a trailers-only response)."""
+    for i in range(0, len(lines), 4):
+        if lines[i].lower() == b"grpc-status":
+            value = lines[i + 2]
+            return int(value) if value.isdigit() else None
+    return None
+
+
+_TWINS: dict[int, Answer] = {}
+
+
+def for_grpc(answer: Answer) -> Answer:
+    """The proxy's `answer` as a gRPC call gets it: HTTP 200, trailers-only, its status
+    mapped to a gRPC code, the cause in grpc-message and l5d-proxy-error (made once per
+    answer)."""
+    if answer.grpc_status is not None:
+        return answer
+    twin = _TWINS.get(id(answer))
+    if twin is None:
+        code = _FROM_HTTP.get(answer.status, 2)
+        twin = _TWINS[id(answer)] = Answer(200, answer.cause, grpc_status=code)
+    return twin
+
+
+class Replay:
+    """A streamed request body, relayed once chunk by chunk, with a copy kept (up to `cap`
+    bytes) until `stop()` (the first response byte): `body()` is the whole body again for
+    a retry, or None when it did not fit or had not all arrived."""
+
+    __slots__ = ("complete", "kept", "size", "source")
+
+    def __init__(self, source: AsyncIterator[bytes], cap: int) -> None:
+        self.source = source
+        self.kept: list[bytes] | None = []
+        self.size = cap
+        """Bytes the copy may still take."""
+        self.complete = False
+
+    def __aiter__(self) -> Replay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self.source.__anext__()
+        except StopAsyncIteration:
+            self.complete = True
+            raise
+        kept = self.kept
+        if kept is not None:
+            self.size -= len(chunk)
+            if self.size < 0:
+                self.kept = None
+            else:
+                kept.append(chunk)
+        return chunk
+
+    def stop(self) -> None:
+        self.kept = None
+
+    def body(self) -> bytes | None:
+        kept = self.kept
+        if not self.complete or kept is None:
+            return None
+        return b"".join(kept)
