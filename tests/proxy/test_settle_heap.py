@@ -1,6 +1,6 @@
 """`runner.settle_heap` after a table swap: a young collection and a freeze, not a full
-pass over the heap on the event loop (40-100 ms for 2,000 routes), unless the frozen
-objects have grown `FULL_SETTLE_GROWTH` times over since the last full pass."""
+pass over the heap on the event loop (40-100 ms for 2,000 routes), unless the heap has
+grown `FULL_SETTLE_GROWTH` times over since the last full pass."""
 
 from __future__ import annotations
 
@@ -39,12 +39,12 @@ def test_a_settle_collects_the_young_generations_and_freezes() -> None:
     assert gc.get_freeze_count() >= len(table)
 
 
-def test_frozen_objects_grown_past_the_bound_get_a_full_pass(
+def test_a_heap_grown_past_the_bound_gets_a_full_pass(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     runner.settle_heap()
-    monkeypatch.setattr(runner, "_frozen_after_full", [1])  # as if the heap had been tiny
+    monkeypatch.setattr(runner, "_blocks_after_full", [1])  # as if the heap had been tiny
     with generations() as seen:
         runner.settle_heap()
     assert 2 in seen
-    assert runner._frozen_after_full[0] > 1  # the bound starts over from the heap as it is
+    assert runner._blocks_after_full[0] > 1  # the bound starts over from the heap as it is

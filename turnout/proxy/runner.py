@@ -28,6 +28,7 @@ import gc
 import logging
 import os
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -568,11 +569,12 @@ async def _close_listeners(proxy: Proxy) -> None:
 
 
 FULL_SETTLE_GROWTH = 2
-"""`settle_heap` runs a full collection only when the frozen objects have grown this many
-times over since the last one (something the tables dropped is not freed: a cycle)."""
+"""`settle_heap` runs a full collection only when the heap (`sys.getallocatedblocks`) has
+grown this many times over since the last one: something dropped is not being freed (a
+cycle), or the tables have grown that much."""
 
-_frozen_after_full = [0]
-"""`gc.get_freeze_count()` right after the last full collection."""
+_blocks_after_full = [0]
+"""`sys.getallocatedblocks()` right after the last full collection (0: none yet)."""
 
 
 def settle_heap() -> None:
@@ -584,15 +586,16 @@ def settle_heap() -> None:
     the old one is freed by reference counting when the last request on it ends, frozen or
     not: a swap needs only a young collection (the garbage of building the new table, which
     may have cycles) and a freeze, well under a millisecond, not a full pass on the event
-    loop during traffic. The full pass (unfreeze, collect, freeze) runs only when the frozen
-    objects have grown `FULL_SETTLE_GROWTH` times over since the last one: then something
-    the tables dropped is not being freed, and only a full pass can collect it."""
-    frozen = gc.get_freeze_count()
-    if frozen > FULL_SETTLE_GROWTH * max(_frozen_after_full[0], 1) or not _frozen_after_full[0]:
+    loop during traffic. The full pass (unfreeze, collect, freeze) runs at the first settle
+    and then only when the heap has grown `FULL_SETTLE_GROWTH` times over since the last
+    one. (The heap is measured by its allocated blocks, a walk of the allocator's arenas in
+    microseconds; `gc.get_freeze_count()` walks every frozen object, milliseconds.)"""
+    blocks = sys.getallocatedblocks()
+    if not _blocks_after_full[0] or blocks > FULL_SETTLE_GROWTH * _blocks_after_full[0]:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-        _frozen_after_full[0] = gc.get_freeze_count()
+        _blocks_after_full[0] = sys.getallocatedblocks()
         return
     gc.collect(1)
     gc.freeze()
