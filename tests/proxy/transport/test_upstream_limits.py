@@ -182,3 +182,26 @@ async def test_deadlines_share_one_timer_that_a_sooner_deadline_moves_up() -> No
             assert pool._deadline_sweeper is None and not pool._timed
         finally:
             await pool.close()
+
+
+async def test_many_exchanges_waiting_out_their_deadlines_space_the_sweeps_out() -> None:
+    """A sweep walks every exchange with a deadline: with 2,000 in flight, the next one is
+    20 ms away at the soonest, whatever deadline is next (about 1 % of the loop)."""
+
+    class Waiting:  # what the sweep reads of a connection whose exchange has a deadline
+        def __init__(self, due: float) -> None:
+            self.due = due
+
+    pool = UpstreamPool()
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    waiting = [Waiting(now + 1 + i / 1000) for i in range(2000)]
+    pool._timed.update(waiting)  # type: ignore[arg-type]
+    try:
+        pool._deadline_sweep(loop)
+        assert pool._deadline_at >= now + 1  # nothing due yet: the earliest deadline
+        waiting[0].due = loop.time() + 0.0001  # one due almost at once
+        pool._deadline_sweep(loop)
+        assert pool._deadline_at - loop.time() >= 2000 * 0.000_01 * 0.9
+    finally:
+        await pool.close()
