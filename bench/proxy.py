@@ -19,8 +19,10 @@ wrk / pacer ──┬─────┤
    moves nginx by 15 % from one minute to the next) slows both sides of it alike.
 2. Added latency at a fixed moderate rate: Debian's wrk has no ``-R``, so a paced load
    generator (this module with ``--pace``, in its own process: raw keep-alive sockets,
-   asyncio) sends RATE requests/s through each proxy and straight to the backend; added
-   p50/p99 = proxy - direct (goal: our added p99 <= 1 ms). Our proxy times its own
+   asyncio) sends RATE requests/s through each proxy and straight to the backend, the three
+   taking turns within each interval of the same run (a stall of the shared machine hits
+   all three alike, not one run of three); added p50/p99 = proxy - direct (goal: our
+   added p99 <= 1 ms). Our proxy times its own
    pauses (collections, heap settles: `bench.tail`), and the line under its figures says
    how many of the samples at or over p99 overlap one, so a bad run explains itself.
 3. Our proxy's RSS after the load, from /proc/PID/status (goal <= 40 MB).
@@ -417,78 +419,91 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[i]
 
 
-async def _pace(port: int, host: str, rate: int, seconds: float, conns: int) -> dict[str, Any]:
-    """Open loop: one request every 1/rate s on an idle keep-alive connection; latency is
-    from the write of the request to the last byte of the response."""
+async def _pace(
+    ports: Sequence[int], host: str, rate: int, seconds: float, conns: int
+) -> dict[str, dict[str, Any]]:
+    """Open loop: one request every 1/rate s to each of `ports`, interleaved (the ports take
+    turns within each interval, so a stall of the machine hits them alike), each on an idle
+    keep-alive connection of its own `conns`; latency is from the write of the request to
+    the last byte of the response. Results by port."""
     request = f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench-pacer\r\n\r\n".encode()
-    queue: asyncio.Queue[int | None] = asyncio.Queue()
-    latencies: list[int] = []
-    sent_at: list[int] = []
-    late: list[int] = []
-    bad = 0
+    queues: list[asyncio.Queue[int | None]] = [asyncio.Queue() for _ in ports]
+    latencies: list[list[int]] = [[] for _ in ports]
+    sent_at: list[list[int]] = [[] for _ in ports]
+    late: list[list[int]] = [[] for _ in ports]
+    bad = [0 for _ in ports]
 
-    async def connection() -> None:
-        nonlocal bad
-        reader, writer = await asyncio.open_connection(LOCAL, port)
+    async def connection(k: int) -> None:
+        reader, writer = await asyncio.open_connection(LOCAL, ports[k])
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        queue = queues[k]
         try:
             while (due := await queue.get()) is not None:
                 sent = time.perf_counter_ns()
-                late.append(sent - due)
+                late[k].append(sent - due)
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
                 m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.IGNORECASE)
                 if m is None:
                     raise RuntimeError(f"no content-length: {head!r}")
                 await reader.readexactly(int(m.group(1)))
-                latencies.append(time.perf_counter_ns() - sent)
-                sent_at.append(sent)
+                latencies[k].append(time.perf_counter_ns() - sent)
+                sent_at[k].append(sent)
                 if not head.startswith(b"HTTP/1.1 200"):
-                    bad += 1
+                    bad[k] += 1
         finally:
             writer.close()
 
-    workers = [asyncio.create_task(connection()) for _ in range(conns)]
+    workers = [asyncio.create_task(connection(k)) for k in range(len(ports)) for _ in range(conns)]
     await asyncio.sleep(0.2)  # connected
     total = int(rate * seconds)
     interval = 1_000_000_000 // rate
+    step = interval // len(ports)
     start = time.perf_counter_ns()
     for i in range(total):
-        due = start + i * interval
-        delay = due - time.perf_counter_ns()
-        if delay > 0:
-            await asyncio.sleep(delay / 1e9)
-        queue.put_nowait(due)
-    for _ in workers:
-        queue.put_nowait(None)
+        for k, queue in enumerate(queues):
+            due = start + i * interval + k * step
+            delay = due - time.perf_counter_ns()
+            if delay > 0:
+                await asyncio.sleep(delay / 1e9)
+            queue.put_nowait(due)
+    for queue in queues:
+        for _ in range(conns):
+            queue.put_nowait(None)
     await asyncio.wait_for(asyncio.gather(*workers), timeout=30)
-    elapsed = (time.perf_counter_ns() - start) / 1e9
-    lat = sorted(v / 1e6 for v in latencies)
-    lag = sorted(v / 1e6 for v in late)
-    p99_ns = percentile(lat, 99) * 1e6
-    return {
-        "window": [start, time.perf_counter_ns()],
-        "slow": [[s, v] for s, v in zip(sent_at, latencies, strict=True) if v >= p99_ns],
-        "requests": len(lat),
-        "bad": bad,
-        "rate": len(lat) / elapsed,
-        "p50_ms": percentile(lat, 50),
-        "p90_ms": percentile(lat, 90),
-        "p99_ms": percentile(lat, 99),
-        "max_ms": lat[-1] if lat else float("nan"),
-        "lag_p99_ms": percentile(lag, 99),
-    }
+    end = time.perf_counter_ns()
+    elapsed = (end - start) / 1e9
+    results: dict[str, dict[str, Any]] = {}
+    for k, port in enumerate(ports):
+        lat = sorted(v / 1e6 for v in latencies[k])
+        lag = sorted(v / 1e6 for v in late[k])
+        p99_ns = percentile(lat, 99) * 1e6
+        results[str(port)] = {
+            "window": [start, end],
+            "slow": [[s, v] for s, v in zip(sent_at[k], latencies[k], strict=True) if v >= p99_ns],
+            "requests": len(lat),
+            "bad": bad[k],
+            "rate": len(lat) / elapsed,
+            "p50_ms": percentile(lat, 50),
+            "p90_ms": percentile(lat, 90),
+            "p99_ms": percentile(lat, 99),
+            "max_ms": lat[-1] if lat else float("nan"),
+            "lag_p99_ms": percentile(lag, 99),
+        }
+    return results
 
 
-def run_pace(port: int, host: str, *, rate: int, seconds: float, conns: int) -> dict[str, Any]:
+def run_pace(
+    ports: Sequence[int], host: str, *, rate: int, seconds: float, conns: int
+) -> dict[str, dict[str, Any]]:
     """The pacer in a subprocess (so it never shares a process with what it measures)."""
     argv = [
         sys.executable,
         "-m",
         "bench.proxy",
         "--pace",
-        str(port),
+        ",".join(map(str, ports)),
         "--host",
         host,
         "--rate",
@@ -501,7 +516,7 @@ def run_pace(port: int, host: str, *, rate: int, seconds: float, conns: int) -> 
     out = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 60, check=True, cwd=ROOT
     )
-    result: dict[str, Any] = json.loads(out.stdout)
+    result: dict[str, dict[str, Any]] = json.loads(out.stdout)
     return result
 
 
@@ -647,17 +662,23 @@ def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) 
     )
 
     print(
-        f"\n  paced: {opts.rate} req/s for {opts.pace_seconds:g}s on {opts.pace_connections} "
-        "keep-alive connections (latency = write to last byte)"
+        f"\n  paced: {opts.rate} req/s to each of backend, nginx and ours at once (interleaved)"
+        f" for {opts.pace_seconds:g}s, {opts.pace_connections} keep-alive connections each"
+        " (latency = write to last byte)"
+    )
+    for port in targets.values():
+        settle(port, HOST)
+    run_pace(list(targets.values()), HOST, rate=opts.rate, seconds=1, conns=opts.pace_connections)
+    by_port = run_pace(
+        list(targets.values()),
+        HOST,
+        rate=opts.rate,
+        seconds=opts.pace_seconds,
+        conns=opts.pace_connections,
     )
     paced: dict[str, dict[str, Any]] = {}
     for name, port in targets.items():
-        settle(port, HOST)
-        run_pace(port, HOST, rate=opts.rate, seconds=1, conns=opts.pace_connections)
-        p = run_pace(
-            port, HOST, rate=opts.rate, seconds=opts.pace_seconds, conns=opts.pace_connections
-        )
-        paced[name] = p
+        p = paced[name] = by_port[str(port)]
         print(
             f"  {name:8s} {p['rate']:7.0f} req/s   p50 {p['p50_ms']:6.3f} ms   p90 "
             f"{p['p90_ms']:6.3f} ms   p99 {p['p99_ms']:6.3f} ms   max {p['max_ms']:6.2f} ms"
@@ -773,7 +794,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="print the moves against bench/results/proxy.json but keep it as it is",
     )
-    parser.add_argument("--pace", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--pace", metavar="PORT[,PORT...]", help=argparse.SUPPRESS)
     parser.add_argument("--host", default=HOST, help=argparse.SUPPRESS)
     parser.add_argument("--profiled", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--run-mesh", action="store_true", help=argparse.SUPPRESS)
@@ -783,8 +804,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.pace is not None:
         import uvloop
 
+        ports = [int(p) for p in args.pace.split(",")]
         result = uvloop.run(
-            _pace(args.pace, args.host, args.rate, args.pace_seconds, args.pace_connections)
+            _pace(ports, args.host, args.rate, args.pace_seconds, args.pace_connections)
         )
         print(json.dumps(result))
         return
