@@ -288,20 +288,22 @@ def start_nginx(
     return procs.start(name, argv, prefix / "stdout.log", stop_signal=signal.SIGQUIT)
 
 
-def mesh_command(profile: str | None = None, *, in_module: bool = False) -> list[str]:
-    """How to run `mesh`: the venv's script, or this module (under cProfile with `profile`;
-    `in_module`: always, so that `bench.tail` can time its pauses)."""
+def mesh_command(profile: str | None = None, *, timed: bool = False) -> list[str]:
+    """How to run `mesh`: the venv's script, or this module (under cProfile with `profile`);
+    `timed`: through `bench.tail`, which times its pauses."""
     if profile:
         return [sys.executable, "-m", "bench.proxy", "--profiled", profile, "--"]
+    if timed:
+        return [sys.executable, "-m", "bench.tail", "--"]
     mesh = Path(sys.executable).with_name("mesh")
-    if mesh.exists() and not in_module:
+    if mesh.exists():
         return [str(mesh)]
     return [sys.executable, "-m", "bench.proxy", "--run-mesh", "--"]
 
 
-def mesh_argv(files: Path, outbound: int, admin: int, *, in_module: bool = False) -> list[str]:
+def mesh_argv(files: Path, outbound: int, admin: int, *, timed: bool = False) -> list[str]:
     return [
-        *mesh_command(os.environ.get("BENCH_PROFILE"), in_module=in_module),
+        *mesh_command(os.environ.get("BENCH_PROFILE"), timed=timed),
         "proxy",
         "-f",
         str(files),
@@ -320,8 +322,6 @@ def run_mesh(argv: Sequence[str], profile: str | None) -> int:
     """`mesh ARGV` in this process, under cProfile when `profile` names a stats file."""
     from turnout.cli.main import main as mesh_main
 
-    if os.environ.get(tail.ENV):
-        tail.install(os.environ[tail.ENV])
     if profile is None:
         return mesh_main(list(argv))
     import cProfile
@@ -593,7 +593,7 @@ def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) 
     pauses = workdir / "pauses.json"
     ours = procs.start(
         "mesh proxy",
-        mesh_argv(files, port_ours, port_admin, in_module=True),
+        mesh_argv(files, port_ours, port_admin, timed=True),
         workdir / "mesh.log",
         stop_signal=signal.SIGTERM,
         env={tail.ENV: str(pauses)},

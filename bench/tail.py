@@ -3,7 +3,7 @@ heap settles after a table swap), timed inside its own process, matched against 
 pacer's slowest samples.
 
 ```
-mesh proxy (python -m bench.proxy --run-mesh, BENCH_TAIL=FILE)
+mesh proxy (python -m bench.tail -- proxy ..., BENCH_TAIL=FILE)
    gc.callbacks + a timed runner.settle_heap ──► pauses in memory ── SIGUSR1 ──► FILE (JSON)
 pacer ──► its samples at or over p99: (sent_ns, latency_ns) ─┐
                                                             └─► explain(): which pauses
@@ -113,3 +113,23 @@ def describe(found: dict[str, Any]) -> str:
     return (
         f"pauses of ours during the run: {seen}; the {found['slow']} samples >= p99 overlap: {hits}"
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.tail MESH_ARGS...``: `mesh MESH_ARGS` with its pauses timed (into
+    $BENCH_TAIL): an entry of its own, importing next to nothing besides `mesh`, so that
+    the proxy's RSS is what `mesh proxy` alone would show."""
+    import sys
+
+    from turnout.cli.main import main as mesh_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if os.environ.get(ENV):
+        install(os.environ[ENV])
+    return mesh_main(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
