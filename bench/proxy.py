@@ -19,11 +19,17 @@ wrk / pacer ──┬─────┤
    moves nginx by 15 % from one minute to the next) slows both sides of it alike.
 2. Added latency at a fixed moderate rate: Debian's wrk has no ``-R``, so a paced load
    generator (this module with ``--pace``, in its own process: raw keep-alive sockets,
-   asyncio) sends RATE requests/s through each proxy and straight to the backend; added
-   p50/p99 = proxy - direct (goal: our added p99 <= 1 ms).
+   asyncio) sends RATE requests/s through each proxy and straight to the backend, the three
+   taking turns within each interval of the same run (a stall of the shared machine hits
+   all three alike, not one run of three); added p50/p99 = proxy - direct (goal: our
+   added p99 <= 1 ms). Our proxy times its own
+   pauses (collections, heap settles: `bench.tail`), and the line under its figures says
+   how many of the samples at or over p99 overlap one, so a bad run explains itself.
 3. Our proxy's RSS after the load, from /proc/PID/status (goal <= 40 MB).
-4. On top, reported apart: ``mesh proxy --workers 2`` (two processes on the port with
-   SO_REUSEPORT) under the same wrk load, as a ratio of the same nginx figure.
+4. Scaling: ``mesh proxy --workers 2`` (SO_REUSEPORT) and nginx with 2 workers under the
+   same wrk load, each as a ratio of its 1-worker figure, and ours/nginx at 2 workers.
+5. Every figure against the previous run's (``bench/results/proxy.json``, committed;
+   `bench.results`), then stored (``--no-store``: not).
 
 Every process is started here, bounded in time, and stopped by its pid at the end. With
 ``BENCH_PROFILE=FILE`` our proxy runs under cProfile and writes its stats to FILE on exit
@@ -53,6 +59,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Any
+
+from bench import tail
+from bench.results import Figures, report
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -186,11 +196,22 @@ class Processes:
         self.started: list[Started] = []
 
     def start(
-        self, name: str, argv: Sequence[str], log: Path, *, stop_signal: int = signal.SIGTERM
+        self,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        *,
+        stop_signal: int = signal.SIGTERM,
+        env: dict[str, str] | None = None,
     ) -> Started:
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                env=None if env is None else {**os.environ, **env},
             )
         s = Started(name, proc, log, stop_signal)
         self.started.append(s)
@@ -210,7 +231,7 @@ class Processes:
                 s.proc.wait(timeout=5)
 
 
-def tail(path: Path, lines: int = 20) -> str:
+def tail_of(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -233,7 +254,7 @@ def wait_ready(s: Started, port: int, host: str, path: str = "/") -> None:
     last = ""
     while time.monotonic() < deadline:
         if s.proc.poll() is not None:
-            raise RuntimeError(f"{s.name} exited ({s.proc.returncode}):\n{tail(s.log)}")
+            raise RuntimeError(f"{s.name} exited ({s.proc.returncode}):\n{tail_of(s.log)}")
         try:
             status, _ = get(port, host, path)
             if status == 200:
@@ -242,35 +263,47 @@ def wait_ready(s: Started, port: int, host: str, path: str = "/") -> None:
         except OSError as exc:
             last = str(exc)
         time.sleep(0.05)
-    raise RuntimeError(f"{s.name} not ready on :{port} ({last}):\n{tail(s.log)}")
+    raise RuntimeError(f"{s.name} not ready on :{port} ({last}):\n{tail_of(s.log)}")
 
 
 def start_nginx(
-    procs: Processes, nginx: str, name: str, template: str, workdir: Path, **ports: int
+    procs: Processes,
+    nginx: str,
+    name: str,
+    template: str,
+    workdir: Path,
+    *,
+    workers: int = 1,
+    **ports: int,
 ) -> Started:
     prefix = workdir / name
     prefix.mkdir()
     conf = prefix / "nginx.conf"
-    text = Template((HERE / template).read_text()).substitute(prefix=prefix, **ports)
+    text = Template((HERE / template).read_text()).substitute(
+        prefix=prefix, workers=workers, **ports
+    )
     conf.write_text(text)
     argv = [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
     # SIGQUIT: nginx's graceful shutdown; the master stops its worker before exiting.
     return procs.start(name, argv, prefix / "stdout.log", stop_signal=signal.SIGQUIT)
 
 
-def mesh_command(profile: str | None = None) -> list[str]:
-    """How to run `mesh`: the venv's script, or this module (under cProfile with `profile`)."""
+def mesh_command(profile: str | None = None, *, timed: bool = False) -> list[str]:
+    """How to run `mesh`: the venv's script, or this module (under cProfile with `profile`);
+    `timed`: through `bench.tail`, which times its pauses."""
     if profile:
         return [sys.executable, "-m", "bench.proxy", "--profiled", profile, "--"]
+    if timed:
+        return [sys.executable, "-m", "bench.tail", "--"]
     mesh = Path(sys.executable).with_name("mesh")
     if mesh.exists():
         return [str(mesh)]
     return [sys.executable, "-m", "bench.proxy", "--run-mesh", "--"]
 
 
-def mesh_argv(files: Path, outbound: int, admin: int) -> list[str]:
+def mesh_argv(files: Path, outbound: int, admin: int, *, timed: bool = False) -> list[str]:
     return [
-        *mesh_command(os.environ.get("BENCH_PROFILE")),
+        *mesh_command(os.environ.get("BENCH_PROFILE"), timed=timed),
         "proxy",
         "-f",
         str(files),
@@ -386,73 +419,91 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[i]
 
 
-async def _pace(port: int, host: str, rate: int, seconds: float, conns: int) -> dict[str, float]:
-    """Open loop: one request every 1/rate s on an idle keep-alive connection; latency is
-    from the write of the request to the last byte of the response."""
+async def _pace(
+    ports: Sequence[int], host: str, rate: int, seconds: float, conns: int
+) -> dict[str, dict[str, Any]]:
+    """Open loop: one request every 1/rate s to each of `ports`, interleaved (the ports take
+    turns within each interval, so a stall of the machine hits them alike), each on an idle
+    keep-alive connection of its own `conns`; latency is from the write of the request to
+    the last byte of the response. Results by port."""
     request = f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench-pacer\r\n\r\n".encode()
-    queue: asyncio.Queue[int | None] = asyncio.Queue()
-    latencies: list[int] = []
-    late: list[int] = []
-    bad = 0
+    queues: list[asyncio.Queue[int | None]] = [asyncio.Queue() for _ in ports]
+    latencies: list[list[int]] = [[] for _ in ports]
+    sent_at: list[list[int]] = [[] for _ in ports]
+    late: list[list[int]] = [[] for _ in ports]
+    bad = [0 for _ in ports]
 
-    async def connection() -> None:
-        nonlocal bad
-        reader, writer = await asyncio.open_connection(LOCAL, port)
+    async def connection(k: int) -> None:
+        reader, writer = await asyncio.open_connection(LOCAL, ports[k])
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        queue = queues[k]
         try:
             while (due := await queue.get()) is not None:
                 sent = time.perf_counter_ns()
-                late.append(sent - due)
+                late[k].append(sent - due)
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
                 m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.IGNORECASE)
                 if m is None:
                     raise RuntimeError(f"no content-length: {head!r}")
                 await reader.readexactly(int(m.group(1)))
-                latencies.append(time.perf_counter_ns() - sent)
+                latencies[k].append(time.perf_counter_ns() - sent)
+                sent_at[k].append(sent)
                 if not head.startswith(b"HTTP/1.1 200"):
-                    bad += 1
+                    bad[k] += 1
         finally:
             writer.close()
 
-    workers = [asyncio.create_task(connection()) for _ in range(conns)]
+    workers = [asyncio.create_task(connection(k)) for k in range(len(ports)) for _ in range(conns)]
     await asyncio.sleep(0.2)  # connected
     total = int(rate * seconds)
     interval = 1_000_000_000 // rate
+    step = interval // len(ports)
     start = time.perf_counter_ns()
     for i in range(total):
-        due = start + i * interval
-        delay = due - time.perf_counter_ns()
-        if delay > 0:
-            await asyncio.sleep(delay / 1e9)
-        queue.put_nowait(due)
-    for _ in workers:
-        queue.put_nowait(None)
+        for k, queue in enumerate(queues):
+            due = start + i * interval + k * step
+            delay = due - time.perf_counter_ns()
+            if delay > 0:
+                await asyncio.sleep(delay / 1e9)
+            queue.put_nowait(due)
+    for queue in queues:
+        for _ in range(conns):
+            queue.put_nowait(None)
     await asyncio.wait_for(asyncio.gather(*workers), timeout=30)
-    elapsed = (time.perf_counter_ns() - start) / 1e9
-    lat = sorted(v / 1e6 for v in latencies)
-    lag = sorted(v / 1e6 for v in late)
-    return {
-        "requests": len(lat),
-        "bad": bad,
-        "rate": len(lat) / elapsed,
-        "p50_ms": percentile(lat, 50),
-        "p90_ms": percentile(lat, 90),
-        "p99_ms": percentile(lat, 99),
-        "max_ms": lat[-1] if lat else float("nan"),
-        "lag_p99_ms": percentile(lag, 99),
-    }
+    end = time.perf_counter_ns()
+    elapsed = (end - start) / 1e9
+    results: dict[str, dict[str, Any]] = {}
+    for k, port in enumerate(ports):
+        lat = sorted(v / 1e6 for v in latencies[k])
+        lag = sorted(v / 1e6 for v in late[k])
+        p99_ns = percentile(lat, 99) * 1e6
+        results[str(port)] = {
+            "window": [start, end],
+            "slow": [[s, v] for s, v in zip(sent_at[k], latencies[k], strict=True) if v >= p99_ns],
+            "requests": len(lat),
+            "bad": bad[k],
+            "rate": len(lat) / elapsed,
+            "p50_ms": percentile(lat, 50),
+            "p90_ms": percentile(lat, 90),
+            "p99_ms": percentile(lat, 99),
+            "max_ms": lat[-1] if lat else float("nan"),
+            "lag_p99_ms": percentile(lag, 99),
+        }
+    return results
 
 
-def run_pace(port: int, host: str, *, rate: int, seconds: float, conns: int) -> dict[str, float]:
+def run_pace(
+    ports: Sequence[int], host: str, *, rate: int, seconds: float, conns: int
+) -> dict[str, dict[str, Any]]:
     """The pacer in a subprocess (so it never shares a process with what it measures)."""
     argv = [
         sys.executable,
         "-m",
         "bench.proxy",
         "--pace",
-        str(port),
+        ",".join(map(str, ports)),
         "--host",
         host,
         "--rate",
@@ -465,7 +516,7 @@ def run_pace(port: int, host: str, *, rate: int, seconds: float, conns: int) -> 
     out = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 60, check=True, cwd=ROOT
     )
-    result: dict[str, float] = json.loads(out.stdout)
+    result: dict[str, dict[str, Any]] = json.loads(out.stdout)
     return result
 
 
@@ -525,8 +576,10 @@ class Options:
     pace_connections: int
 
 
-def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) -> None:
-    port_v1, port_v2, port_nginx, port_ours, port_admin, port_w, admin_w = free_ports(7)
+def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) -> Figures:
+    """Runs it all; returns the figures `results.report` compares with the stored run."""
+    port_v1, port_v2, port_nginx, port_ours, port_admin, port_w, admin_w, port_n2 = free_ports(8)
+    figures: Figures = {}
     ports = {"port_v1": port_v1, "port_v2": port_v2}
     backend = start_nginx(procs, nginx, "backend", "nginx-backend.conf.tmpl", workdir, **ports)
     wait_ready(backend, port_v1, "backend")
@@ -537,11 +590,13 @@ def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) 
     wait_ready(reference, port_nginx, HOST)
     files = workdir / "mesh.yaml"
     files.write_text(manifests(port_v1, port_v2))
+    pauses = workdir / "pauses.json"
     ours = procs.start(
         "mesh proxy",
-        mesh_argv(files, port_ours, port_admin),
+        mesh_argv(files, port_ours, port_admin, timed=True),
         workdir / "mesh.log",
         stop_signal=signal.SIGTERM,
+        env={tail.ENV: str(pauses)},
     )
     wait_ready(ours, port_admin, "admin", "/ready")
     wait_ready(ours, port_ours, HOST)
@@ -577,7 +632,9 @@ def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) 
                 results[name] = r
         for started in (backend, reference, ours):
             if started.proc.poll() is not None:  # its port would be measured without it
-                raise RuntimeError(f"{started.name} exited during the load:\n{tail(started.log)}")
+                raise RuntimeError(
+                    f"{started.name} exited during the load:\n{tail_of(started.log)}"
+                )
         ratios.append(got["ours"] / got["nginx"])
         print(
             f"    round {turn + 1}: nginx {got['nginx']:9,.0f} req/s   ours "
@@ -605,22 +662,31 @@ def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) 
     )
 
     print(
-        f"\n  paced: {opts.rate} req/s for {opts.pace_seconds:g}s on {opts.pace_connections} "
-        "keep-alive connections (latency = write to last byte)"
+        f"\n  paced: {opts.rate} req/s to each of backend, nginx and ours at once (interleaved)"
+        f" for {opts.pace_seconds:g}s, {opts.pace_connections} keep-alive connections each"
+        " (latency = write to last byte)"
     )
-    paced: dict[str, dict[str, float]] = {}
-    for name, port in targets.items():
+    for port in targets.values():
         settle(port, HOST)
-        run_pace(port, HOST, rate=opts.rate, seconds=1, conns=opts.pace_connections)
-        p = run_pace(
-            port, HOST, rate=opts.rate, seconds=opts.pace_seconds, conns=opts.pace_connections
-        )
-        paced[name] = p
+    run_pace(list(targets.values()), HOST, rate=opts.rate, seconds=1, conns=opts.pace_connections)
+    by_port = run_pace(
+        list(targets.values()),
+        HOST,
+        rate=opts.rate,
+        seconds=opts.pace_seconds,
+        conns=opts.pace_connections,
+    )
+    paced: dict[str, dict[str, Any]] = {}
+    for name, port in targets.items():
+        p = paced[name] = by_port[str(port)]
         print(
             f"  {name:8s} {p['rate']:7.0f} req/s   p50 {p['p50_ms']:6.3f} ms   p90 "
             f"{p['p90_ms']:6.3f} ms   p99 {p['p99_ms']:6.3f} ms   max {p['max_ms']:6.2f} ms"
             f"   non-200 {p['bad']:.0f}   pacer lag p99 {p['lag_p99_ms']:.2f} ms"
         )
+        if name == "ours":
+            found = tail.explain(tail.collect(ours.proc.pid, pauses), p["slow"], p["window"])
+            print(f"           {tail.describe(found)}")
     direct = paced["backend"]
     for name in ("nginx", "ours"):
         add50 = paced[name]["p50_ms"] - direct["p50_ms"]
@@ -637,6 +703,16 @@ def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) 
         )
     n_add99 = paced["nginx"]["p99_ms"] - direct["p99_ms"]
     o_add99 = paced["ours"]["p99_ms"] - direct["p99_ms"]
+    figures["throughput ours/nginx (median)"] = (ratio, "x", "higher")
+    figures["throughput ours"] = (results["ours"].ok_rps, "req/s", "higher")
+    figures["throughput nginx"] = (results["nginx"].ok_rps, "req/s", "higher")
+    figures["paced added p50 ours"] = (
+        (paced["ours"]["p50_ms"] - direct["p50_ms"]) * 1000,
+        "us",
+        "lower",
+    )
+    figures["paced added p99 ours"] = (o_add99 * 1000, "us", "lower")
+    figures["paced added p99 nginx"] = (n_add99 * 1000, "us", "lower")
     if n_add99 > 0 and o_add99 > 0:
         print(f"  ours/nginx added p99: {o_add99 / n_add99:.1f}x")
 
@@ -652,27 +728,54 @@ def bench(opts: Options, wrk: str, nginx: str, workdir: Path, procs: Processes) 
             f"(goal <= {GOAL_RSS_MB:g} MB: {verdict(rss <= GOAL_RSS_MB)});  "
             f"nginx proxy master+worker {nginx_rss:.1f} MB"
         )
+    if rss is not None:
+        figures["rss after load ours"] = (rss, "MB", "lower")
     if ours.proc.poll() is not None:
-        print(f"  mesh proxy exited early ({ours.proc.returncode}):\n{tail(ours.log)}")
+        print(f"  mesh proxy exited early ({ours.proc.returncode}):\n{tail_of(ours.log)}")
 
-    # On top, reported apart (the goal is for one process): workers sharing the port.
+    # On top: N workers sharing the port (SO_REUSEPORT) against nginx with N workers.
     multi = procs.start(
         "mesh proxy --workers",
         [*mesh_argv(files, port_w, admin_w), "--workers", str(WORKERS)],
         workdir / "mesh-workers.log",
         stop_signal=signal.SIGTERM,
     )
+    nginx_n = start_nginx(
+        procs,
+        nginx,
+        "nginx-n",
+        "nginx-proxy.conf.tmpl",
+        workdir,
+        workers=WORKERS,
+        port=port_n2,
+        **ports,
+    )
     wait_ready(multi, admin_w, "admin", "/ready")
     wait_ready(multi, port_w, HOST)
-    run_wrk(wrk, port_w, HOST, seconds=opts.warmup, connections=opts.connections)
-    settle(port_w, HOST)
-    r = run_wrk(wrk, port_w, HOST, seconds=opts.duration, connections=opts.connections)
+    wait_ready(nginx_n, port_n2, HOST)
+    wide: dict[str, WrkResult] = {}
+    for name, port in (("nginx", port_n2), ("ours", port_w)):
+        run_wrk(wrk, port, HOST, seconds=opts.warmup, connections=opts.connections)
+        settle(port, HOST)
+        wide[name] = run_wrk(wrk, port, HOST, seconds=opts.duration, connections=opts.connections)
+    one_n, one_o = results["nginx"].ok_rps, results["ours"].ok_rps
+    wide_n, wide_o = wide["nginx"].ok_rps, wide["ours"].ok_rps
+    print(f"\n  {WORKERS} workers (SO_REUSEPORT for ours), same wrk load:")
+    for name, r in wide.items():
+        one = one_n if name == "nginx" else one_o
+        print(
+            f"  {name:5s} x{WORKERS} {r.rps:10,.0f} req/s   p50 {r.p50_ms:7.3f} ms   p99 "
+            f"{r.p99_ms:7.3f} ms   = {r.ok_rps / one:.2f}x its 1 worker"
+            f"{f'   [{r.errors}]' if r.errors else ''}"
+        )
     print(
-        f"\n  mesh proxy --workers {WORKERS} (SO_REUSEPORT; not the goal's setup):\n"
-        f"  ours x{WORKERS}  {r.rps:10,.0f} req/s   p50 {r.p50_ms:7.3f} ms   p99 {r.p99_ms:7.3f} ms"
-        f"   = {r.ok_rps / results['nginx'].ok_rps:.2f}x nginx with 1 worker"
-        f"{f'   [{r.errors}]' if r.errors else ''}"
+        f"  ours/nginx with {WORKERS} workers each: {wide_o / wide_n:.2f}x "
+        f"(with 1 each: {one_o / one_n:.2f}x, best rounds)"
     )
+    figures[f"throughput ours x{WORKERS}"] = (wide_o, "req/s", "higher")
+    figures[f"ours x{WORKERS}/ours x1"] = (wide_o / one_o, "x", "higher")
+    figures[f"ours x{WORKERS}/nginx x{WORKERS}"] = (wide_o / wide_n, "x", "higher")
+    return figures
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -686,7 +789,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=1000, help="paced requests/s")
     parser.add_argument("--pace-seconds", type=float, default=10.0)
     parser.add_argument("--pace-connections", type=int, default=8)
-    parser.add_argument("--pace", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-store",
+        action="store_true",
+        help="print the moves against bench/results/proxy.json but keep it as it is",
+    )
+    parser.add_argument("--pace", metavar="PORT[,PORT...]", help=argparse.SUPPRESS)
     parser.add_argument("--host", default=HOST, help=argparse.SUPPRESS)
     parser.add_argument("--profiled", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--run-mesh", action="store_true", help=argparse.SUPPRESS)
@@ -696,8 +804,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.pace is not None:
         import uvloop
 
+        ports = [int(p) for p in args.pace.split(",")]
         result = uvloop.run(
-            _pace(args.pace, args.host, args.rate, args.pace_seconds, args.pace_connections)
+            _pace(ports, args.host, args.rate, args.pace_seconds, args.pace_connections)
         )
         print(json.dumps(result))
         return
@@ -729,9 +838,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     procs = Processes()
     with tempfile.TemporaryDirectory(prefix="turnout-bench-") as tmp:
         try:
-            bench(opts, wrk, nginx, Path(tmp), procs)
+            figures = bench(opts, wrk, nginx, Path(tmp), procs)
         finally:
             procs.stop_all()
+    store = not args.no_store and not os.environ.get("BENCH_PROFILE")
+    report("proxy", figures, store=store)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.proxy import HOST, NS, manifests
+from bench.results import Figures, report
 from turnout.cli.offline import offline_runtime
 from turnout.proxy.handler import Handler, ProxyState
 from turnout.proxy.process import ProxyConfig, TraceConfig
@@ -102,12 +103,16 @@ def pooled(pool: UpstreamPool, port: int) -> tuple[UpstreamConnection, MemoryTra
     return conn, transport
 
 
-def ours(n: int, trace: TraceConfig | None = None) -> float:
+def ours(n: int, trace: TraceConfig | None = None, *, route_timeout: bool = False) -> float:
     """Microseconds per request through `Handler` on a 90/10 route (with `trace`: each
-    request also makes its span and rewrites its trace headers; docs/tracing.md)."""
+    request also makes its span and rewrites its trace headers; docs/tracing.md; with
+    `route_timeout`: the rule has ``timeouts.request``, so each try has a deadline)."""
+    text = manifests(PORT_V1, PORT_V2)
+    if route_timeout:
+        text = text.replace("  - backendRefs:", "  - timeouts: {request: 2s}\n    backendRefs:")
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "mesh.yaml"
-        f.write_text(manifests(PORT_V1, PORT_V2))
+        f.write_text(text)
         table, _ = offline_runtime([str(f)], namespace=NS)
     proxy = build_proxy(ProxyConfig(namespace=NS, workload_name="client", trace=trace))
     empty = ProxyState(
@@ -236,13 +241,15 @@ def baseline(n: int) -> float:
     return _run(n, down, down.transport, REQUEST.encode(), {PORT_V1: (up, up_transport)})
 
 
-async def main_async(n: int) -> None:
+async def main_async(n: int, *, store: bool) -> None:
     base = baseline(n)
     cost = ours(n)
+    timed = ours(n, route_timeout=True)
     print(f"== request path: CPU per request in-process (no syscalls), {n:,} requests")
     print(f"  bare forwarder (two parsers, one pooled connection) {base:7.2f} us")
     print(f"  ours (decide, filters, telemetry, balancer, budget)  {cost:7.2f} us")
     print(f"  ours/bare: {cost / base:.2f}x")
+    print(f"  ours, the route with timeouts.request (a deadline)   {timed:7.2f} us")
     # Tracing on: every request sampled, the spans queued for a collector that is not
     # there (the export thread fails and drops them; only the request path is timed).
     logging.getLogger("turnout.proxy.otlp").setLevel(logging.CRITICAL)
@@ -252,13 +259,27 @@ async def main_async(n: int) -> None:
     )
     print(f"  ours, --trace-otlp (every request sampled)          {traced:7.2f} us")
     print(f"  ours, --trace-otlp --trace-sample 0 (propagation)   {unsampled:7.2f} us")
+    figures: Figures = {
+        "ours/bare": (cost / base, "x", "lower"),
+        "ours": (cost, "us", "lower"),
+        "bare": (base, "us", "lower"),
+        "ours with a route timeout/bare": (timed / base, "x", "lower"),
+        "ours traced/bare": (traced / base, "x", "lower"),
+        "ours propagating/bare": (unsampled / base, "x", "lower"),
+    }
+    report("request_path", figures, store=store)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.request_path", description=__doc__)
     parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument(
+        "--no-store",
+        action="store_true",
+        help="print the moves against bench/results/request_path.json but keep it as it is",
+    )
     opts = parser.parse_args(argv)
-    uvloop.run(main_async(opts.requests))
+    uvloop.run(main_async(opts.requests, store=not opts.no_store))
 
 
 if __name__ == "__main__":

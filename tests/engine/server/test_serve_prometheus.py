@@ -6,6 +6,7 @@ port, and SIGTERM stops both and removes Prometheus' temp dir. Bad flags are one
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import pytest
 from tests.engine.server.builders import manifest, mk_service
 from tests.proxy.e2e.harness import bounded
 from tests.support.serving import lines_until_serving
+from turnout.cli.main import main
 from turnout.proxy.process import Address, ProxyConfig, XdsSource
 from turnout.proxy.runner import start_proxy, stop_proxy
 from turnout.proxy.xds_client import NodeInfo
@@ -111,10 +113,23 @@ async def test_serve_prometheus_scrapes_a_connected_proxy_and_stops_with_sigterm
             await proc.wait()
 
 
-def test_bad_prometheus_flags_and_no_binary_are_one_line_naming_the_flag(tmp_path: Path) -> None:
+def test_bad_prometheus_flags_and_no_binary_are_one_line_naming_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first through a real `python -m turnout` process, the rest through the same
+    `main` in this process (a process each cost 2 s of imports)."""
     no_binary = "error: --prometheus: no prometheus executable (make tools installs Debian's)"
+    argv = ["serve", "--dir", str(tmp_path), "--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "turnout", *argv, "--prometheus", "nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "error: --prometheus: want HOST:PORT, got 'nowhere'\n", done.stderr
     for flags, path, message in [
-        (["--prometheus", "nowhere"], None, "error: --prometheus: want HOST:PORT, got 'nowhere'"),
         (["--prometheus-sd", str(tmp_path / "no" / "t.json")], None, "error: --prometheus-sd:"),
         (["--prometheus", "127.0.0.1:0"], str(tmp_path), no_binary),  # PATH without it
         (["--prometheus-url", "prom:9090"], None, "error: --prometheus-url: not an http(s) URL"),
@@ -124,14 +139,10 @@ def test_bad_prometheus_flags_and_no_binary_are_one_line_naming_the_flag(tmp_pat
             "error: --prometheus-url names a Prometheus; --prometheus starts one: not both",
         ),
     ]:
-        argv = ["serve", "--dir", str(tmp_path), "--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
-        done = subprocess.run(
-            [sys.executable, "-m", "turnout", *argv, *flags],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=ROOT,
-            env={**os.environ, "PATH": path or os.environ["PATH"]},
-        )
-        assert done.returncode == 2, done.stderr
-        assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
+        with monkeypatch.context() as env:
+            if path is not None:
+                env.setenv("PATH", path)
+            out, err = io.StringIO(), io.StringIO()
+            assert main([*argv, *flags], stdout=out, stderr=err) == 2, err.getvalue()
+        assert err.getvalue().startswith(message), err.getvalue()
+        assert err.getvalue().count("\n") == 1, err.getvalue()

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from tests.proxy.transport.helpers import Address, CountingHooks, raw_upstream, read_request
-from turnout.proxy.errors import UpstreamProtocolError, UpstreamReadTimeout
+from turnout.proxy.errors import UpstreamProtocolError, UpstreamReadTimeout, UpstreamTimeout
 from turnout.proxy.transport import UpstreamPool
 
 CAP = 16 * 1024
@@ -154,3 +154,54 @@ async def test_an_exchange_with_a_deadline_is_not_cut_by_the_read_timeout() -> N
             assert await get(pool, addr) == (200, b"ok")  # timeout_ms=10_000: its own
         finally:
             await pool.close()
+
+
+async def test_deadlines_share_one_timer_that_a_sooner_deadline_moves_up() -> None:
+    """Exchanges with a deadline are expired by one pool timer, due at the earliest: a
+    shorter deadline sent after a longer one still fails first, none fails before its own
+    deadline, and the timer is gone once no exchange has one."""
+    async with raw_upstream(_never) as (addr, _):
+        pool = UpstreamPool(read_timeout_ms=None)
+        loop = asyncio.get_running_loop()
+
+        async def timed(timeout_ms: int) -> float:
+            start = loop.time()
+            with pytest.raises(UpstreamTimeout):
+                await pool.request(
+                    addr, method="GET", target="/", headers=[], body=b"", timeout_ms=timeout_ms
+                )
+            return loop.time() - start
+
+        try:
+            slow = asyncio.create_task(timed(600))
+            await asyncio.sleep(0.05)
+            fast = asyncio.create_task(timed(100))
+            assert await fast >= 0.1
+            assert not slow.done()  # the sooner deadline was not held up by the later one
+            assert await slow >= 0.6
+            assert pool._deadline_sweeper is None and not pool._timed
+        finally:
+            await pool.close()
+
+
+async def test_many_exchanges_waiting_out_their_deadlines_space_the_sweeps_out() -> None:
+    """A sweep walks every exchange with a deadline: with 2,000 in flight, the next one is
+    20 ms away at the soonest, whatever deadline is next (about 1 % of the loop)."""
+
+    class Waiting:  # what the sweep reads of a connection whose exchange has a deadline
+        def __init__(self, due: float) -> None:
+            self.due = due
+
+    pool = UpstreamPool()
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    waiting = [Waiting(now + 1 + i / 1000) for i in range(2000)]
+    pool._timed.update(waiting)  # type: ignore[arg-type]
+    try:
+        pool._deadline_sweep(loop)
+        assert pool._deadline_at >= now + 1  # nothing due yet: the earliest deadline
+        waiting[0].due = loop.time() + 0.0001  # one due almost at once
+        pool._deadline_sweep(loop)
+        assert pool._deadline_at - loop.time() >= 2000 * 0.000_01 * 0.9
+    finally:
+        await pool.close()

@@ -9,7 +9,8 @@ start(OutgoingRequest, receiver)  (from the pool: an idle connection, or a new o
    the reader ─► _complete (message complete, in a parser callback) ─► _settle once the read
                  is parsed: keep-alive and nothing after it ─► pool._put_idle(self), then
                  receiver.on_end(); else closed, never pooled
-   deadline (_expire) / the pool's read sweep (read_expired) / _fail ─► receiver.on_error
+   the pool's deadline sweep (_expire) / its read sweep (read_expired) / _fail
+      ─► receiver.on_error
 ```
 
 One request is in flight at a time (no pipelining), and the pool never sends a request
@@ -80,6 +81,10 @@ class ConnectionPool(Protocol):
     def _forget(self, conn: PooledConnection) -> None:
         """The connection is closed."""
 
+    def _watch_deadline(self, conn: PooledConnection, due: float) -> None:
+        """An exchange with a deadline (`conn.due`) started: the pool's one deadline sweep
+        calls `conn._expire()` once the loop time passes it and `conn.due` still says so."""
+
 
 class PooledConnection(asyncio.Protocol):
     """One upstream TCP connection as the pool and an exchange see it: `start` a request,
@@ -130,7 +135,9 @@ class PooledConnection(asyncio.Protocol):
         self._settling = False
         """The response completed in the read being parsed: `_settle` follows."""
         self._ended: ResponseReceiver | None = None
-        self._deadline: asyncio.TimerHandle | None = None
+        self.due: float | None = None
+        """Loop time the exchange in flight must be over by (None: no deadline, or over):
+        the pool's deadline sweep reads it (`_watch_deadline`), no timer per request."""
         self._sender: asyncio.Task[None] | None = None
         # after a 101
         self.upgraded = False
@@ -187,8 +194,9 @@ class PooledConnection(asyncio.Protocol):
         self.watched = request.deadline is None
         self.progress += 1
         info.requests += 1
-        if request.deadline is not None:
-            self._deadline = self.loop.call_at(request.deadline, self._expire)
+        due = self.due = request.deadline
+        if due is not None:
+            self.pool._watch_deadline(self, due)
         head, body = request.head, request.body
         if isinstance(body, bytes):
             if not body:
@@ -263,9 +271,7 @@ class PooledConnection(asyncio.Protocol):
         self._request = None
         self.busy = False
         self._settling = True
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self.due = None
 
     def _settle(self) -> None:
         """After the read that completed a response: reuse the connection if we can (not if
@@ -294,7 +300,8 @@ class PooledConnection(asyncio.Protocol):
             receiver.on_end()
 
     def _expire(self) -> None:
-        self._deadline = None
+        """The deadline passed (the pool's deadline sweep)."""
+        self.due = None
         request = self._request
         timeout = "" if request is None else f" within {request.timeout_s:g} s"
         self._fail(UpstreamTimeout(self.endpoint, f"no complete response{timeout}"), None)
@@ -317,9 +324,7 @@ class PooledConnection(asyncio.Protocol):
 
     def _lost_mid_exchange(self, exc: Exception | None) -> None:
         self.busy = False
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self.due = None
         if self._sender is not None:
             self._sender.cancel()
         receiver = self._receiver
