@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from turnout.engine import ir
 from turnout.engine.compile.context import Ctx
+from turnout.engine.compile.where import At, pos_of
 from turnout.engine.config import INVALID_BACKEND_STATUS
-from turnout.engine.diagnostics import SourcePos, warning
+from turnout.engine.diagnostics import warning
 from turnout.engine.identity.settings import DEFAULT_TRUST_DOMAIN
 from turnout.engine.model.base import BackendObjectReference
 from turnout.engine.model.core import ObjectReference
@@ -111,9 +112,7 @@ def report_fqdn_slices(ctx: Ctx) -> None:
             ctx.report(warning("UnsupportedAddressType", msg, loaded.pos.child("addressType")))
 
 
-def check_ready(
-    ctx: Ctx, target: ir.ServiceTarget, *, weight: int, total: int, pos: SourcePos
-) -> None:
+def check_ready(ctx: Ctx, target: ir.ServiceTarget, *, weight: int, total: int, pos: At) -> None:
     """Warn (`NoReadyEndpoints`) when a backend that gets traffic has no ready endpoint.
 
     Only where endpoints are tracked (the inputs hold EndpointSlices, as a cluster's do): a
@@ -135,7 +134,7 @@ def check_ready(
             f"Service {target.namespace}/{target.service} port {target.port} has no ready "
             f"endpoint ({seen}): the requests this backend gets (weight {weight} of {total}) "
             "are answered 503 until its pods are ready",
-            pos,
+            pos_of(pos),
         )
     )
 
@@ -147,7 +146,7 @@ def resolve_backend(
     route: RouteRef,
     needs_grant: bool,
     grpc: bool,
-    pos: SourcePos,
+    pos: At,
 ) -> ir.ServiceTarget | ir.InvalidBackend:
     """Resolve one reference; problems become warnings at `pos` and an `InvalidBackend`."""
     ns = ref.namespace or route.namespace
@@ -156,7 +155,7 @@ def resolve_backend(
         written = f"{ref.kind} {written}"
 
     def invalid(reason: str, message: str) -> ir.InvalidBackend:
-        ctx.report(warning(reason, message, pos))
+        ctx.report(warning(reason, message, pos_of(pos)))
         return ir.InvalidBackend(
             status=INVALID_BACKEND_STATUS, reason=reason, message=message, ref=written
         )

@@ -39,6 +39,7 @@ from turnout.engine.compile.parents import (
     resolve_parent,
 )
 from turnout.engine.compile.rules import compile_rules
+from turnout.engine.compile.where import Where, pos_of
 from turnout.engine.config import (
     CLUSTER_DOMAIN,
     CONTROLLER_NAME,
@@ -141,13 +142,13 @@ def _attach_route(
     source = ir.SourceRef(kind=obj.kind, namespace=obj.namespace, name=obj.name)
     parents: list[ir.ParentStatus] = []
     for k, ref in enumerate(obj.spec.parent_refs):
-        pos = route.field(f"spec.parentRefs[{k}]")
+        pos = Where(route.pos, f"spec.parentRefs[{k}]")
         outcome = resolve_parent(ctx, route, ref, pos=pos)
         if isinstance(outcome, Ignored):
             continue
         key = parent_key(ref, obj.namespace)
         if isinstance(outcome, Rejected):
-            ctx.report(warning(outcome.reason, outcome.message, pos))
+            ctx.report(warning(outcome.reason, outcome.message, pos_of(pos)))
             parents.append(_status(key, gen, accepted=(False, outcome.reason, outcome.message)))
             continue
         unresolved: list[tuple[str, str]] = []
