@@ -193,7 +193,7 @@ def _extension_ref(
         out.unresolved.append(("InvalidKind", msg))
         out.filters.append(ir.ErrorResponse(status=500, message=msg))
         return
-    loaded = ctx.index.faults.get((route.namespace, ref.name))
+    loaded = ctx.index.fault(route.namespace, ref.name)
     if loaded is None:
         msg = f"FaultInjection {route.namespace}/{ref.name} not found; requests get 500"
         ctx.report(warning("BackendNotFound", msg, pos_of(pos.child("extensionRef.name"))))

@@ -110,7 +110,7 @@ def _service_parent(
     pos: At,
 ) -> Outcome:
     producer = ns == route.obj.namespace
-    svc = ctx.index.services.get((ns, ref.name))
+    svc = ctx.index.service(ns, ref.name)
     if svc is None and ctx.options.complete_inputs:
         return Rejected("NoMatchingParent", f"parent Service {ns}/{ref.name} does not exist")
     if svc is None:
@@ -144,7 +144,7 @@ def _gateway_parent(
     ns: str,
     pos: At,
 ) -> Outcome:
-    gw = ctx.index.gateways.get((ns, ref.name))
+    gw = ctx.index.gateway(ns, ref.name)
     if gw is None:
         ctx.report(
             warning(
