@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from turnout.engine import ir
 from turnout.engine.compile.backends import endpoints_of, report_not_ready
 from turnout.engine.compile.conflicts import report_conflicts
-from turnout.engine.compile.context import Ctx
+from turnout.engine.compile.context import ClusterUse, Ctx
 from turnout.engine.compile.durations import duration_ms
 from turnout.engine.compile.gateways import (
     Attachments,
@@ -28,6 +28,7 @@ from turnout.engine.compile.gateways import (
     gateway_status,
 )
 from turnout.engine.compile.hosts import host_specificity, owning_listener
+from turnout.engine.compile.index import Index
 from turnout.engine.compile.parents import (
     ServicePort,
 )
@@ -79,13 +80,9 @@ def service_domains(ns: str, name: str, port: int) -> tuple[str, ...]:
 def build_table(
     ctx: Ctx,
 ) -> tuple[ir.RouteTable, list[ir.RouteStatus], list[ir.GatewayStatus]]:
-    services: dict[tuple[str, str, int], ServiceViews] = {}
-    for (ns, name), svc in sorted(ctx.index.services.items()):
-        for p in svc.obj.spec.ports:
-            if p.protocol == "TCP":
-                services[(ns, name, p.port)] = ServiceViews(ServicePort(ns, name, p.port, p.name))
+    services = {key: ServiceViews(sp) for key, sp in service_ports(ctx.index).items()}
     listeners = evaluate_gateways(ctx)
-    gateways = _gateway_ports(listeners)
+    gateways = gateway_ports(listeners)
     attached = Attachments()
     statuses: list[ir.RouteStatus] = []
     for route, order in zip(ctx.index.routes, ctx.index.orders, strict=True):
@@ -93,8 +90,8 @@ def build_table(
         apply_unit(ctx, unit, services, gateways)
         add_attached(attached, unit)
         statuses.append(unit.status)
-    parents: list[ir.Parent] = [_service_parent(ctx, v) for v in services.values()]
-    parents.extend(_gateway_parent(g) for g in gateways.values())
+    parents: list[ir.Parent] = [service_parent(ctx, v) for v in services.values()]
+    parents.extend(gateway_parent(g) for g in gateways.values())
     parents.sort(key=lambda p: p.name)
     table = ir.RouteTable(parents=tuple(parents), clusters=_clusters(ctx))
     report_conflicts(ctx, table)
@@ -129,7 +126,17 @@ def apply_unit(
     add_cluster_uses(ctx, unit.clusters)
 
 
-def _gateway_ports(
+def service_ports(index: Index) -> dict[tuple[str, str, int], ServicePort]:
+    """Every TCP port of every Service: each is a parent, with or without routes."""
+    out: dict[tuple[str, str, int], ServicePort] = {}
+    for (ns, name), svc in sorted(index.services.items()):
+        for p in svc.obj.spec.ports:
+            if p.protocol == "TCP":
+                out[(ns, name, p.port)] = ServicePort(ns, name, p.port, p.name)
+    return out
+
+
+def gateway_ports(
     gateways: dict[tuple[str, str], list[ListenerState]],
 ) -> dict[tuple[str, str, int], GatewayPort]:
     """The served listeners of each Gateway, grouped by port (`gateways.py` decides which)."""
@@ -146,7 +153,7 @@ def _gateway_ports(
     return out
 
 
-def _service_parent(ctx: Ctx, v: ServiceViews) -> ir.ServiceParent:
+def service_parent(ctx: Ctx, v: ServiceViews) -> ir.ServiceParent:
     sp = v.port
     name = f"service/{sp.namespace}/{sp.service}:{sp.port}"
     domains = service_domains(sp.namespace, sp.service, sp.port)
@@ -216,7 +223,7 @@ def _default_rule(ctx: Ctx, sp: ServicePort, parent_name: str) -> ir.Rule:
     )
 
 
-def _gateway_parent(g: GatewayPort) -> ir.GatewayParent:
+def gateway_parent(g: GatewayPort) -> ir.GatewayParent:
     name = f"gateway/{g.namespace}/{g.gateway}:{g.port}"
     listeners = [(li.name, li.hostname) for li in g.listeners]
     vhosts: list[ir.VirtualHost] = []
@@ -248,34 +255,33 @@ def _owned_rules(entries: list[tuple[str, ir.Rule]], owner: str | None) -> tuple
 
 
 def _clusters(ctx: Ctx) -> tuple[ir.Cluster, ...]:
-    out: list[ir.Cluster] = []
-    for name, use in sorted(ctx.clusters.items()):
-        svc = ctx.index.service(use.namespace, use.service)
-        port_name: str | None = None
-        app_protocol: str | None = None
-        if svc is not None:
-            for p in svc.obj.spec.ports:
-                if p.port == use.port:
-                    port_name, app_protocol = p.name, p.app_protocol
-        protocol: str = "grpc" if use.grpc else "http1"
-        if app_protocol in ("kubernetes.io/h2c", "h2c"):
-            protocol = "h2c"
-        elif app_protocol in ("grpc", "kubernetes.io/grpc"):
-            protocol = "grpc"
-        endpoints, known = endpoints_of(ctx, use.namespace, use.service, port_name, use.port)
-        out.append(
-            ir.Cluster(
-                name=name,
-                namespace=use.namespace,
-                service=use.service,
-                port=use.port,
-                protocol=protocol,  # type: ignore[arg-type]
-                endpoints=endpoints,
-                endpoints_known=known,
-                retry_budget=_budget(ctx, use.namespace, use.service),
-            )
-        )
-    return tuple(out)
+    return tuple(cluster_of(ctx, name, use) for name, use in sorted(ctx.clusters.items()))
+
+
+def cluster_of(ctx: Ctx, name: str, use: ClusterUse) -> ir.Cluster:
+    svc = ctx.index.service(use.namespace, use.service)
+    port_name: str | None = None
+    app_protocol: str | None = None
+    if svc is not None:
+        for p in svc.obj.spec.ports:
+            if p.port == use.port:
+                port_name, app_protocol = p.name, p.app_protocol
+    protocol: str = "grpc" if use.grpc else "http1"
+    if app_protocol in ("kubernetes.io/h2c", "h2c"):
+        protocol = "h2c"
+    elif app_protocol in ("grpc", "kubernetes.io/grpc"):
+        protocol = "grpc"
+    endpoints, known = endpoints_of(ctx, use.namespace, use.service, port_name, use.port)
+    return ir.Cluster(
+        name=name,
+        namespace=use.namespace,
+        service=use.service,
+        port=use.port,
+        protocol=protocol,  # type: ignore[arg-type]
+        endpoints=endpoints,
+        endpoints_known=known,
+        retry_budget=_budget(ctx, use.namespace, use.service),
+    )
 
 
 def _budget(ctx: Ctx, ns: str, service: str) -> ir.RetryBudget:

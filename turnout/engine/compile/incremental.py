@@ -1,0 +1,500 @@
+"""The incremental compiler: `compile_table` again, recompiling only what a change touches.
+
+```
+snapshot --build_index--> values: DepKey -> object      diffed with the last ones -> changed keys
+units:    route -> RouteUnit    recompiled when the route or one of unit.deps changed
+services: Service port -> producer/consumer views, each the units' rules in tie-break order
+          (a sorted list of (route_order, unit)); rebuilt when a unit of it or its own deps
+          (Service, Namespace) changed, else the SAME ir.ServiceParent as before
+clusters: name -> owners (units, parents) -> ir.Cluster, rebuilt when its owners, its Service,
+          slices, pods or policy changed (an EndpointSlice event rebuilds clusters only)
+conflicts per virtual host (cached by the identity of its rules), NoReadyEndpoints per
+Service port, statuses per unit; Gateways, their parents and statuses are redone (few)
+```
+`IncrementalTable.compile(resources)` returns a `CompileResult` equal to
+`compile_table(resources)`, which stays the reference: tests apply random edit sequences and
+compare both after each one, and `verify_every` (``TURNOUT_VERIFY_INCREMENTAL=N``) makes the
+control plane check every Nth result against a full compile and fall back to it (and start
+over) when they differ. Unchanged parents, clusters and tuples are the same objects as in the
+previous result, so table equality and the xDS server's per-parent caches short-circuit on
+identity. Pure in the same sense as `compile_table`: no I/O, no clock; the state is a cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from bisect import bisect_left, insort
+from dataclasses import dataclass, field
+from itertools import chain
+
+from turnout.engine import ir
+from turnout.engine.compile import CompileResult, compile_table
+from turnout.engine.compile.backends import (
+    ReadyCheck,
+    ReadyKey,
+    not_ready_warnings,
+    ready_endpoints,
+    report_fqdn_slices,
+)
+from turnout.engine.compile.conflicts import MatchKey, Shadowed, first_reports, vhost_conflicts
+from turnout.engine.compile.conflicts import views_of as vhosts_of
+from turnout.engine.compile.context import DEFAULT_COMPILE_OPTIONS, ClusterUse, CompileOptions, Ctx
+from turnout.engine.compile.gateways import (
+    Attachments,
+    ListenerState,
+    evaluate_gateways,
+    gateway_status,
+)
+from turnout.engine.compile.index import DepKey, Index, build_index
+from turnout.engine.compile.parents import ServicePort
+from turnout.engine.compile.table import (
+    GatewayPort,
+    ServiceViews,
+    cluster_of,
+    gateway_parent,
+    gateway_ports,
+    service_parent,
+    service_ports,
+)
+from turnout.engine.compile.units import RouteUnit, ServiceKey, UnitKey, compile_unit, unit_key
+from turnout.engine.diagnostics import Diagnostic, sorted_diagnostics
+from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded, Resources
+
+log = logging.getLogger(__name__)
+
+VERIFY_ENV = "TURNOUT_VERIFY_INCREMENTAL"
+"""Check every Nth incremental result against a full compile (0 or unset: never)."""
+
+Owner = tuple[str, str, str, int | str]
+"""Who uses a cluster: ``("unit", kind, ns, name)`` or ``("parent", ns, svc, port)``."""
+
+_MISSING = object()
+
+
+def verify_every_from_env() -> int:
+    text = os.environ.get(VERIFY_ENV, "")
+    return int(text) if text.isdigit() else 0
+
+
+@dataclass(slots=True)
+class _View:
+    """One view of a Service port: each unit's rules, in tie-break order."""
+
+    order: list[tuple[tuple[str, str, str], UnitKey]] = field(default_factory=list)
+    rules: dict[UnitKey, tuple[ir.Rule, ...]] = field(default_factory=dict)
+
+    def put(self, unit: RouteUnit, rules: tuple[ir.Rule, ...]) -> None:
+        if unit.key not in self.rules:
+            insort(self.order, (unit.order, unit.key))
+        self.rules[unit.key] = rules
+
+    def drop(self, unit: RouteUnit) -> None:
+        if self.rules.pop(unit.key, None) is not None:
+            del self.order[bisect_left(self.order, (unit.order, unit.key))]
+
+    def all_rules(self) -> list[ir.Rule]:
+        return list(chain.from_iterable(self.rules[k] for _, k in self.order))
+
+
+@dataclass(slots=True)
+class _ServiceState:
+    touched: dict[UnitKey, ServicePort] = field(default_factory=dict)
+    """Units attached to this port, rules or not (they make it a parent)."""
+    producer: _View = field(default_factory=_View)
+    consumers: dict[str, _View] = field(default_factory=dict)
+    parent: ir.ServiceParent | None = None
+    deps: frozenset[DepKey] = frozenset()
+    uses: tuple[tuple[str, ClusterUse], ...] = ()
+
+
+@dataclass(slots=True)
+class _ClusterState:
+    owners: dict[Owner, ClusterUse] = field(default_factory=dict)
+    cluster: ir.Cluster | None = None
+    deps: frozenset[DepKey] = frozenset()
+
+
+@dataclass(slots=True)
+class IncrementalTable:
+    """`compile_table` with a memory: see the module docstring."""
+
+    options: CompileOptions = DEFAULT_COMPILE_OPTIONS
+    verify_every: int = field(default_factory=verify_every_from_env)
+    compiles: int = 0
+    """Results returned so far (what `verify_every` counts)."""
+    units_compiled: int = 0
+    """Units compiled by the last call (all of them after a reset): for tests and the bench."""
+    _values: dict[DepKey, object] = field(default_factory=dict)
+    _units: dict[UnitKey, RouteUnit] = field(default_factory=dict)
+    _order: list[tuple[tuple[str, str, str], UnitKey]] = field(default_factory=list)
+    _services: dict[ServiceKey, _ServiceState] = field(default_factory=dict)
+    _ports: dict[ServiceKey, ServicePort] = field(default_factory=dict)
+    _clusters: dict[str, _ClusterState] = field(default_factory=dict)
+    _parents: dict[str, ir.Parent] = field(default_factory=dict)
+    _conflicts: dict[str, tuple[tuple[ir.Rule, ...], list[Shadowed]]] = field(default_factory=dict)
+    _keys: dict[int, tuple[ir.Match, MatchKey]] = field(default_factory=dict)
+    _ready: dict[ReadyKey, dict[UnitKey, tuple[ReadyCheck, ...]]] = field(default_factory=dict)
+    _ready_diags: dict[ReadyKey, tuple[list[Diagnostic], frozenset[DepKey]]] = field(
+        default_factory=dict
+    )
+    _tracking: bool = False
+    _last: CompileResult | None = None
+
+    def reset(self) -> None:
+        """Forget everything: the next call compiles every unit."""
+        fresh = IncrementalTable(options=self.options, verify_every=self.verify_every)
+        fresh.compiles = self.compiles
+        for name in self.__slots__:
+            setattr(self, name, getattr(fresh, name))
+
+    def compile(self, resources: Resources) -> CompileResult:
+        index = build_index(resources)
+        keys = [unit_key(r) for r in index.routes]
+        if len(set(keys)) != len(keys):  # two routes with one name: no unit identity
+            self.reset()
+            return compile_table(resources, options=self.options)
+        result = self._compile(index, keys)
+        self.compiles += 1
+        if self.verify_every and self.compiles % self.verify_every == 0:
+            full = compile_table(resources, options=self.options)
+            if full != result:
+                log.error("incremental compile differs from a full compile; using the full one")
+                self.reset()
+                return full
+        return result
+
+    # ------------------------------------------------------------------ one change
+
+    def _compile(self, index: Index, keys: list[UnitKey]) -> CompileResult:
+        gctx = Ctx(index=index, options=self.options)
+        listeners = evaluate_gateways(gctx)
+        gports = gateway_ports(listeners)
+        changed = self._diff(_values(index, gports))
+        if self._tracking != bool(index.slices):  # NoReadyEndpoints is on only with slices
+            self._tracking = bool(index.slices)
+            self._ready_diags.clear()
+        dirty_services: set[ServiceKey] = set()
+        dirty_clusters: set[str] = set()
+        dirty_ready: set[ReadyKey] = set()
+        seen: set[UnitKey] = set()
+        self.units_compiled = 0
+        for route, order, key in zip(index.routes, index.orders, keys, strict=True):
+            seen.add(key)
+            old = self._units.get(key)
+            if old is not None and _same(old.route, route) and old.deps.isdisjoint(changed):
+                continue
+            new = compile_unit(index, self.options, route, gports, order)
+            self.units_compiled += 1
+            self._replace(old, new, dirty_services, dirty_clusters, dirty_ready)
+        for key in [k for k in self._units if k not in seen]:
+            self._replace(self._units[key], None, dirty_services, dirty_clusters, dirty_ready)
+        ports = service_ports(index)
+        dirty_services.update(
+            k for k in ports.keys() | self._ports.keys() if ports.get(k) != self._ports.get(k)
+        )
+        self._ports = ports
+        dirty_services.update(
+            k for k, st in self._services.items() if not st.deps.isdisjoint(changed)
+        )
+        for skey in dirty_services:
+            self._rebuild_service(index, skey, dirty_clusters)
+        gateway_parents = self._gateway_parents(gports)
+        parents = self._assemble_parents(gateway_parents)
+        clusters = self._rebuild_clusters(index, dirty_clusters, changed)
+        table = ir.RouteTable(parents=parents, clusters=clusters)
+        if (
+            self._last is not None
+            and _same_tuple(self._last.table.parents, parents)
+            and (_same_tuple(self._last.table.clusters, clusters))
+        ):
+            table = self._last.table
+        diags = self._findings(index, gctx, table, dirty_ready, changed)
+        result = self._result(index, table, diags, listeners)
+        self._last = result
+        return result
+
+    def _diff(self, values: dict[DepKey, object]) -> set[DepKey]:
+        old = self._values
+        changed = {k for k, v in values.items() if not _same(old.get(k, _MISSING), v)}
+        changed.update(k for k in old if k not in values)
+        self._values = values
+        return changed
+
+    def _replace(
+        self,
+        old: RouteUnit | None,
+        new: RouteUnit | None,
+        dirty_services: set[ServiceKey],
+        dirty_clusters: set[str],
+        dirty_ready: set[ReadyKey],
+    ) -> None:
+        """Take `old`'s contributions out and put `new`'s in."""
+        if old is not None:
+            owner: Owner = ("unit", *old.key)
+            for sr in old.services:
+                st = self._services.get(sr.key)
+                if st is not None:
+                    st.touched.pop(old.key, None)
+                    (
+                        st.producer
+                        if sr.consumer is None
+                        else st.consumers.get(sr.consumer, _View())
+                    ).drop(old)
+                    dirty_services.add(sr.key)
+            for name, _ in old.clusters:
+                self._clusters[name].owners.pop(owner, None)
+                dirty_clusters.add(name)
+            for check in old.ready:
+                rkey = _ready_key(check)
+                self._ready.get(rkey, {}).pop(old.key, None)
+                dirty_ready.add(rkey)
+            del self._order[bisect_left(self._order, (old.order, old.key))]
+            for rule in chain.from_iterable(sr.rules for sr in old.services):
+                for m in rule.matches:
+                    self._keys.pop(id(m), None)
+            del self._units[old.key]
+        if new is None:
+            return
+        owner = ("unit", *new.key)
+        views: dict[tuple[ServiceKey, str | None], list[ir.Rule]] = {}
+        for sr in new.services:
+            st = self._services.setdefault(sr.key, _ServiceState())
+            st.touched.setdefault(new.key, sr.port)
+            views.setdefault((sr.key, sr.consumer), []).extend(sr.rules)
+            dirty_services.add(sr.key)
+        for (skey, consumer), rules in views.items():
+            if not rules:
+                continue
+            st = self._services[skey]
+            view = st.producer if consumer is None else st.consumers.setdefault(consumer, _View())
+            view.put(new, tuple(rules))
+        for name, use in new.clusters:
+            self._clusters.setdefault(name, _ClusterState()).owners[owner] = use
+            dirty_clusters.add(name)
+        grouped: dict[ReadyKey, list[ReadyCheck]] = {}
+        for check in new.ready:
+            grouped.setdefault(_ready_key(check), []).append(check)
+        for rkey, checks in grouped.items():
+            self._ready.setdefault(rkey, {})[new.key] = tuple(checks)
+            dirty_ready.add(rkey)
+        insort(self._order, (new.order, new.key))
+        self._units[new.key] = new
+
+    def _rebuild_service(self, index: Index, skey: ServiceKey, dirty_clusters: set[str]) -> None:
+        st = self._services.setdefault(skey, _ServiceState())
+        port = self._ports.get(skey) or next(iter(st.touched.values()), None)
+        owner: Owner = ("parent", *skey)
+        for name, _ in st.uses:
+            self._clusters[name].owners.pop(owner, None)
+            dirty_clusters.add(name)
+        old = st.parent
+        if old is not None:
+            self._parents.pop(old.name, None)
+        if port is None:  # no Service port and no route attached: not a parent any more
+            del self._services[skey]
+            return
+        views = ServiceViews(port, producer=st.producer.all_rules())
+        views.has_producer_routes = bool(views.producer)
+        views.consumers = {ns: v.all_rules() for ns, v in st.consumers.items() if v.rules}
+        reads: set[DepKey] = set()
+        index.reads = reads
+        pctx = Ctx(index=index, options=self.options)
+        try:
+            parent = service_parent(pctx, views)
+        finally:
+            index.reads = None
+        st.parent = old if old is not None and old == parent else parent
+        st.deps = frozenset(reads)
+        st.uses = tuple(pctx.clusters.items())
+        for name, use in st.uses:
+            self._clusters.setdefault(name, _ClusterState()).owners[owner] = use
+            dirty_clusters.add(name)
+        self._parents[st.parent.name] = st.parent
+
+    def _gateway_parents(self, gports: dict[tuple[str, str, int], GatewayPort]) -> list[ir.Parent]:
+        """Gateway parents from scratch (Gateways are few), each the previous object when
+        equal."""
+        for unit in sorted((u for u in self._units.values() if u.gateways), key=lambda u: u.order):
+            for gr in unit.gateways:
+                gports[gr.key].hosts.setdefault(gr.host, []).extend(
+                    (gr.listener, r) for r in gr.rules
+                )
+        out: list[ir.Parent] = []
+        for g in gports.values():
+            parent = gateway_parent(g)
+            old = self._parents.get(parent.name)
+            out.append(old if old is not None and old == parent else parent)
+        return out
+
+    def _assemble_parents(self, gateway_parents: list[ir.Parent]) -> tuple[ir.Parent, ...]:
+        for name in [n for n, p in self._parents.items() if isinstance(p, ir.GatewayParent)]:
+            del self._parents[name]
+        for p in gateway_parents:
+            self._parents[p.name] = p
+        parents = tuple(self._parents[n] for n in sorted(self._parents))
+        if self._last is not None and _same_tuple(self._last.table.parents, parents):
+            return self._last.table.parents
+        return parents
+
+    def _rebuild_clusters(
+        self, index: Index, dirty: set[str], changed: set[DepKey]
+    ) -> tuple[ir.Cluster, ...]:
+        dirty.update(
+            n for n, c in self._clusters.items() if c.owners and not c.deps.isdisjoint(changed)
+        )
+        for name in dirty:
+            cs = self._clusters.get(name)
+            if cs is None:
+                continue
+            if not cs.owners:
+                del self._clusters[name]
+                continue
+            first = next(iter(cs.owners.values()))
+            use = ClusterUse(
+                first.namespace, first.service, first.port, any(u.grpc for u in cs.owners.values())
+            )
+            reads: set[DepKey] = set()
+            index.reads = reads
+            try:
+                cluster = cluster_of(Ctx(index=index, options=self.options), name, use)
+            finally:
+                index.reads = None
+            cs.cluster = cs.cluster if cs.cluster == cluster else cluster
+            cs.deps = frozenset(reads)
+        clusters = tuple(
+            c for n in sorted(self._clusters) if (c := self._clusters[n].cluster) is not None
+        )
+        if self._last is not None and _same_tuple(self._last.table.clusters, clusters):
+            return self._last.table.clusters
+        return clusters
+
+    # ------------------------------------------------------------------ findings and status
+
+    def _findings(
+        self,
+        index: Index,
+        gctx: Ctx,
+        table: ir.RouteTable,
+        dirty_ready: set[ReadyKey],
+        changed: set[DepKey],
+    ) -> list[Diagnostic]:
+        report_fqdn_slices(gctx)
+        diags = list(gctx.diags)  # evaluate_gateways' and the FQDN slices'
+        units = self._units
+        diags.extend(chain.from_iterable(units[k].diagnostics for _, k in self._order))
+        diags.extend(first_reports(self._vhost_conflicts(table)))
+        if self._tracking:
+            diags.extend(self._not_ready(index, dirty_ready, changed))
+        return diags
+
+    def _vhost_conflicts(self, table: ir.RouteTable) -> list[list[Shadowed]]:
+        out: list[list[Shadowed]] = []
+        fresh: dict[str, tuple[tuple[ir.Rule, ...], list[Shadowed]]] = {}
+        for parent in table.parents:
+            for vhost in vhosts_of(parent):
+                cached = self._conflicts.get(vhost.name)
+                if cached is not None and _same_tuple(cached[0], vhost.rules):
+                    shadowed = cached[1]
+                else:
+                    shadowed = vhost_conflicts(vhost, self._route_of, self._keys)
+                fresh[vhost.name] = (vhost.rules, shadowed)
+                out.append(shadowed)
+        self._conflicts = fresh
+        return out
+
+    def _route_of(self, src: ir.SourceRef) -> Loaded[HTTPRoute] | Loaded[GRPCRoute] | None:
+        unit = self._units.get((src.kind, src.namespace, src.name))
+        return None if unit is None else unit.route
+
+    def _not_ready(
+        self, index: Index, dirty: set[ReadyKey], changed: set[DepKey]
+    ) -> list[Diagnostic]:
+        out: list[Diagnostic] = []
+        for rkey in list(self._ready):
+            units = self._ready[rkey]
+            if not units:
+                del self._ready[rkey]
+                self._ready_diags.pop(rkey, None)
+                continue
+            cached = self._ready_diags.get(rkey)
+            if cached is None or rkey in dirty or not cached[1].isdisjoint(changed):
+                reads: set[DepKey] = set()
+                index.reads = reads
+                try:
+                    ready = ready_endpoints(Ctx(index=index, options=self.options), rkey)
+                finally:
+                    index.reads = None
+                checks = chain.from_iterable(units[k] for _, k in self._order if k in units)
+                cached = (not_ready_warnings(ready, checks), frozenset(reads))
+                self._ready_diags[rkey] = cached
+            out.extend(cached[0])
+        return out
+
+    def _result(
+        self,
+        index: Index,
+        table: ir.RouteTable,
+        diags: list[Diagnostic],
+        listeners: dict[tuple[str, str], list[ListenerState]],
+    ) -> CompileResult:
+        statuses = tuple(st for _, k in self._order if (st := self._units[k].status).parents)
+        attached = Attachments()
+        for unit in self._units.values():
+            for gw, listener, source in unit.attached:
+                attached.add(gw, listener, source)
+        gateway_statuses = tuple(
+            gateway_status(index.gateways[key].obj, states, attached)
+            for key, states in listeners.items()
+        )
+        return CompileResult(
+            table=table,
+            statuses=statuses,
+            gateway_statuses=gateway_statuses,
+            diagnostics=tuple(sorted_diagnostics(diags)),
+        )
+
+
+def _ready_key(check: ReadyCheck) -> ReadyKey:
+    t = check.target
+    return (t.namespace, t.service, t.port)
+
+
+def _same(a: object, b: object) -> bool:
+    return a is b or a == b
+
+
+def _same_tuple(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """Equal, element by element, comparing identity first (what tuple `==` does)."""
+    return a is b or (len(a) == len(b) and a == b)
+
+
+def _values(index: Index, gports: dict[tuple[str, str, int], GatewayPort]) -> dict[DepKey, object]:
+    """Every key a unit, parent or cluster can read, with what it reads there."""
+    out: dict[DepKey, object] = {}
+    for (ns, name), svc in index.services.items():
+        out[("Service", ns, name)] = svc
+    for (ns, name), gw in index.gateways.items():
+        out[("Gateway", ns, name)] = gw
+    for name, ns_obj in index.namespaces.items():
+        out[("Namespace", "", name)] = ns_obj
+    for name, cls in index.classes.items():
+        out[("GatewayClass", "", name)] = cls
+    for ns, grants in index.grants.items():
+        out[("grants", ns, "")] = tuple(grants)
+    for (ns, name), fault in index.faults.items():
+        out[("FaultInjection", ns, name)] = fault
+    for (ns, name), secret in index.secrets.items():
+        out[("Secret", ns, name)] = secret
+    for (ns, name), slices in index.slices.items():
+        out[("slices", ns, name)] = tuple(slices)
+    for (ns, name), account in index.accounts.items():
+        out[("Pod", ns, name)] = account
+    for (ns, name), policy in index.policies.items():
+        out[("policy", ns, name)] = policy
+    served: dict[tuple[str, str], set[int]] = {}
+    for ns, gw_name, port in gports:
+        served.setdefault((ns, gw_name), set()).add(port)
+    for (ns, gw_name), ports in served.items():
+        out[("listeners", ns, gw_name)] = frozenset(ports)
+    return out
