@@ -37,7 +37,13 @@ from turnout.engine.compile.backends import (
     ready_endpoints,
     report_fqdn_slices,
 )
-from turnout.engine.compile.conflicts import MatchKey, Shadowed, first_reports, vhost_conflicts
+from turnout.engine.compile.conflicts import (
+    MatchKey,
+    Shadowed,
+    first_reports,
+    match_key,
+    vhost_conflicts,
+)
 from turnout.engine.compile.conflicts import views_of as vhosts_of
 from turnout.engine.compile.context import DEFAULT_COMPILE_OPTIONS, ClusterUse, CompileOptions, Ctx
 from turnout.engine.compile.gateways import (
@@ -46,7 +52,7 @@ from turnout.engine.compile.gateways import (
     evaluate_gateways,
     gateway_status,
 )
-from turnout.engine.compile.index import DepKey, Index, build_index
+from turnout.engine.compile.index import DepKey, Index, build_index, index_objects
 from turnout.engine.compile.parents import ServicePort
 from turnout.engine.compile.table import (
     GatewayPort,
@@ -59,7 +65,7 @@ from turnout.engine.compile.table import (
 )
 from turnout.engine.compile.units import RouteUnit, ServiceKey, UnitKey, compile_unit, unit_key
 from turnout.engine.diagnostics import Diagnostic, sorted_diagnostics
-from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded, Resources
+from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded, Resource, Resources
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +104,25 @@ class _View:
 
 
 @dataclass(slots=True)
+class _Ordered:
+    """Values kept in tie-break order (`route_order`, then the unit key), by bisection."""
+
+    keys: list[tuple[tuple[str, str, str], UnitKey]] = field(default_factory=list)
+    values: list[object] = field(default_factory=list)
+
+    def put(self, unit: RouteUnit, value: object) -> None:
+        at = bisect_left(self.keys, (unit.order, unit.key))
+        self.keys.insert(at, (unit.order, unit.key))
+        self.values.insert(at, value)
+
+    def drop(self, unit: RouteUnit) -> None:
+        at = bisect_left(self.keys, (unit.order, unit.key))
+        if at < len(self.keys) and self.keys[at] == (unit.order, unit.key):
+            del self.keys[at]
+            del self.values[at]
+
+
+@dataclass(slots=True)
 class _ServiceState:
     touched: dict[UnitKey, ServicePort] = field(default_factory=dict)
     """Units attached to this port, rules or not (they make it a parent)."""
@@ -111,6 +136,18 @@ class _ServiceState:
 @dataclass(slots=True)
 class _ClusterState:
     owners: dict[Owner, ClusterUse] = field(default_factory=dict)
+    grpc: set[Owner] = field(default_factory=set)
+    """Owners that use it for a GRPCRoute (the cluster then speaks HTTP/2)."""
+
+    def add(self, owner: Owner, use: ClusterUse) -> None:
+        self.owners[owner] = use
+        if use.grpc:
+            self.grpc.add(owner)
+
+    def drop(self, owner: Owner) -> None:
+        self.owners.pop(owner, None)
+        self.grpc.discard(owner)
+
     cluster: ir.Cluster | None = None
     deps: frozenset[DepKey] = frozenset()
 
@@ -128,16 +165,32 @@ class IncrementalTable:
     _values: dict[DepKey, object] = field(default_factory=dict)
     _units: dict[UnitKey, RouteUnit] = field(default_factory=dict)
     _order: list[tuple[tuple[str, str, str], UnitKey]] = field(default_factory=list)
+    _statuses: _Ordered = field(default_factory=_Ordered)
+    """Statuses of the units that have any, in route order."""
+    _diags: _Ordered = field(default_factory=_Ordered)
+    """Findings of the units that have any, in route order."""
+    _gateway_units: dict[UnitKey, RouteUnit] = field(default_factory=dict)
     _services: dict[ServiceKey, _ServiceState] = field(default_factory=dict)
     _ports: dict[ServiceKey, ServicePort] = field(default_factory=dict)
     _clusters: dict[str, _ClusterState] = field(default_factory=dict)
     _parents: dict[str, ir.Parent] = field(default_factory=dict)
     _conflicts: dict[str, tuple[tuple[ir.Rule, ...], list[Shadowed]]] = field(default_factory=dict)
     _keys: dict[int, tuple[ir.Match, MatchKey]] = field(default_factory=dict)
+    _hashes: dict[int, tuple[ir.Rule, tuple[int, ...]]] = field(default_factory=dict)
+    """`match_key` hashes of each rule's matches, by the rule's identity."""
+    _live_rules: int = 0
     _ready: dict[ReadyKey, dict[UnitKey, tuple[ReadyCheck, ...]]] = field(default_factory=dict)
     _ready_diags: dict[ReadyKey, tuple[list[Diagnostic], frozenset[DepKey]]] = field(
         default_factory=dict
     )
+    _rdeps: dict[DepKey, set[UnitKey]] = field(default_factory=dict)
+    _ids: dict[int, Loaded[Resource]] = field(default_factory=dict)
+    """The last snapshot's objects by identity (kept alive, so no id is reused)."""
+    _others: dict[int, Loaded[Resource]] = field(default_factory=dict)
+    """Its objects that are not routes: the index is rebuilt from them when one changed."""
+    _index: Index | None = None
+    _seen_index: Index | None = None
+    """The index `_values` and `_ports` were taken from."""
     _tracking: bool = False
     _last: CompileResult | None = None
 
@@ -149,12 +202,10 @@ class IncrementalTable:
             setattr(self, name, getattr(fresh, name))
 
     def compile(self, resources: Resources) -> CompileResult:
-        index = build_index(resources)
-        keys = [unit_key(r) for r in index.routes]
-        if len(set(keys)) != len(keys):  # two routes with one name: no unit identity
+        result = self._incremental(resources)
+        if result is None:  # two routes with one name: no unit identity
             self.reset()
             return compile_table(resources, options=self.options)
-        result = self._compile(index, keys)
         self.compiles += 1
         if self.verify_every and self.compiles % self.verify_every == 0:
             full = compile_table(resources, options=self.options)
@@ -166,37 +217,96 @@ class IncrementalTable:
 
     # ------------------------------------------------------------------ one change
 
-    def _compile(self, index: Index, keys: list[UnitKey]) -> CompileResult:
+    def _incremental(self, resources: Resources) -> CompileResult | None:
+        """The snapshot diffed with the last one by object identity: only the added and
+        removed objects are looked at (a few for one edit), unless many changed or the
+        non-route objects have a duplicate key: then every route is visited (`_scan`)."""
+        objects = resources.objects
+        ids = {id(o): o for o in objects}
+        prev = self._ids
+        added = [o for i, o in ids.items() if i not in prev]
+        removed = [o for i, o in prev.items() if i not in ids]
+        self._ids = ids
+        index = self._index
+        if index is None or len(ids) != len(objects) or len(added) + len(removed) > 64:
+            return self._scan(resources)
+        if any(not _is_route(o) for o in chain(added, removed)):
+            for o in removed:
+                self._others.pop(id(o), None)
+            self._others.update((id(o), o) for o in added if not _is_route(o))
+            index = Index()
+            if not index_objects(index, self._others.values()):
+                return self._scan(resources)
+        dirty: dict[UnitKey, Loaded[HTTPRoute] | Loaded[GRPCRoute] | None] = {}
+        for o in removed:
+            if _is_route(o):
+                dirty[unit_key(o)] = None  # type: ignore[arg-type]
+        for o in added:
+            if _is_route(o):
+                key = unit_key(o)  # type: ignore[arg-type]
+                seen = dirty.get(key, _MISSING)
+                if seen is not None and (seen is not _MISSING or key in self._units):
+                    return self._scan(resources)  # a second route with this name
+                dirty[key] = o  # type: ignore[assignment]
+        self._index = index
+        return self._compile(index, dirty)
+
+    def _scan(self, resources: Resources) -> CompileResult | None:
+        index = build_index(resources)
+        keys = [unit_key(r) for r in index.routes]
+        if len(set(keys)) != len(keys):
+            return None
+        self._others = {id(o): o for o in resources.objects if not _is_route(o)}
+        self._index = index
+        return self._compile(index, dict(zip(keys, index.routes, strict=True)), scan=True)
+
+    def _compile(
+        self,
+        index: Index,
+        dirty: dict[UnitKey, Loaded[HTTPRoute] | Loaded[GRPCRoute] | None],
+        *,
+        scan: bool = False,
+    ) -> CompileResult:
+        """`dirty`: the routes added or changed (None: removed); with `scan`, every route
+        there is (a unit whose route and reads are unchanged is kept)."""
         gctx = Ctx(index=index, options=self.options)
         listeners = evaluate_gateways(gctx)
         gports = gateway_ports(listeners)
-        changed = self._diff(_values(index, gports))
+        same_index = index is self._seen_index  # no object but routes changed
+        changed = set() if same_index else self._diff(_values(index, gports))
         if self._tracking != bool(index.slices):  # NoReadyEndpoints is on only with slices
             self._tracking = bool(index.slices)
             self._ready_diags.clear()
         dirty_services: set[ServiceKey] = set()
         dirty_clusters: set[str] = set()
         dirty_ready: set[ReadyKey] = set()
-        seen: set[UnitKey] = set()
+        if scan:
+            dirty.update((k, None) for k in self._units if k not in dirty)
+        for dep in changed:
+            for key in self._rdeps.get(dep, ()):
+                dirty.setdefault(key, self._units[key].route)
         self.units_compiled = 0
-        for route, order, key in zip(index.routes, index.orders, keys, strict=True):
-            seen.add(key)
+        for key, route in dirty.items():
             old = self._units.get(key)
+            if route is None:
+                if old is not None:
+                    self._replace(old, None, dirty_services, dirty_clusters, dirty_ready)
+                continue
             if old is not None and _same(old.route, route) and old.deps.isdisjoint(changed):
                 continue
-            new = compile_unit(index, self.options, route, gports, order)
+            new = compile_unit(index, self.options, route, gports)
             self.units_compiled += 1
             self._replace(old, new, dirty_services, dirty_clusters, dirty_ready)
-        for key in [k for k in self._units if k not in seen]:
-            self._replace(self._units[key], None, dirty_services, dirty_clusters, dirty_ready)
-        ports = service_ports(index)
-        dirty_services.update(
-            k for k in ports.keys() | self._ports.keys() if ports.get(k) != self._ports.get(k)
-        )
-        self._ports = ports
-        dirty_services.update(
-            k for k, st in self._services.items() if not st.deps.isdisjoint(changed)
-        )
+        if not same_index:
+            ports = service_ports(index)
+            dirty_services.update(
+                k for k in ports.keys() | self._ports.keys() if ports.get(k) != self._ports.get(k)
+            )
+            self._ports = ports
+            dirty_services.update(
+                k for k, st in self._services.items() if not st.deps.isdisjoint(changed)
+            )
+            self._seen_index = index
         for skey in dirty_services:
             self._rebuild_service(index, skey, dirty_clusters)
         gateway_parents = self._gateway_parents(gports)
@@ -243,16 +353,22 @@ class IncrementalTable:
                     ).drop(old)
                     dirty_services.add(sr.key)
             for name, _ in old.clusters:
-                self._clusters[name].owners.pop(owner, None)
+                self._clusters[name].drop(owner)
                 dirty_clusters.add(name)
             for check in old.ready:
                 rkey = _ready_key(check)
                 self._ready.get(rkey, {}).pop(old.key, None)
                 dirty_ready.add(rkey)
             del self._order[bisect_left(self._order, (old.order, old.key))]
+            self._statuses.drop(old)
+            self._diags.drop(old)
+            self._gateway_units.pop(old.key, None)
             for rule in chain.from_iterable(sr.rules for sr in old.services):
+                self._hashes.pop(id(rule), None)
                 for m in rule.matches:
                     self._keys.pop(id(m), None)
+            for dep in old.deps:
+                self._rdeps[dep].discard(old.key)
             del self._units[old.key]
         if new is None:
             return
@@ -270,7 +386,7 @@ class IncrementalTable:
             view = st.producer if consumer is None else st.consumers.setdefault(consumer, _View())
             view.put(new, tuple(rules))
         for name, use in new.clusters:
-            self._clusters.setdefault(name, _ClusterState()).owners[owner] = use
+            self._clusters.setdefault(name, _ClusterState()).add(owner, use)
             dirty_clusters.add(name)
         grouped: dict[ReadyKey, list[ReadyCheck]] = {}
         for check in new.ready:
@@ -279,6 +395,14 @@ class IncrementalTable:
             self._ready.setdefault(rkey, {})[new.key] = tuple(checks)
             dirty_ready.add(rkey)
         insort(self._order, (new.order, new.key))
+        if new.status.parents:
+            self._statuses.put(new, new.status)
+        if new.diagnostics:
+            self._diags.put(new, new.diagnostics)
+        if new.gateways or new.attached:
+            self._gateway_units[new.key] = new
+        for dep in new.deps:
+            self._rdeps.setdefault(dep, set()).add(new.key)
         self._units[new.key] = new
 
     def _rebuild_service(self, index: Index, skey: ServiceKey, dirty_clusters: set[str]) -> None:
@@ -286,7 +410,7 @@ class IncrementalTable:
         port = self._ports.get(skey) or next(iter(st.touched.values()), None)
         owner: Owner = ("parent", *skey)
         for name, _ in st.uses:
-            self._clusters[name].owners.pop(owner, None)
+            self._clusters[name].drop(owner)
             dirty_clusters.add(name)
         old = st.parent
         if old is not None:
@@ -308,14 +432,14 @@ class IncrementalTable:
         st.deps = frozenset(reads)
         st.uses = tuple(pctx.clusters.items())
         for name, use in st.uses:
-            self._clusters.setdefault(name, _ClusterState()).owners[owner] = use
+            self._clusters.setdefault(name, _ClusterState()).add(owner, use)
             dirty_clusters.add(name)
         self._parents[st.parent.name] = st.parent
 
     def _gateway_parents(self, gports: dict[tuple[str, str, int], GatewayPort]) -> list[ir.Parent]:
         """Gateway parents from scratch (Gateways are few), each the previous object when
         equal."""
-        for unit in sorted((u for u in self._units.values() if u.gateways), key=lambda u: u.order):
+        for unit in sorted(self._gateway_units.values(), key=lambda u: u.order):
             for gr in unit.gateways:
                 gports[gr.key].hosts.setdefault(gr.host, []).extend(
                     (gr.listener, r) for r in gr.rules
@@ -351,9 +475,7 @@ class IncrementalTable:
                 del self._clusters[name]
                 continue
             first = next(iter(cs.owners.values()))
-            use = ClusterUse(
-                first.namespace, first.service, first.port, any(u.grpc for u in cs.owners.values())
-            )
+            use = ClusterUse(first.namespace, first.service, first.port, bool(cs.grpc))
             reads: set[DepKey] = set()
             index.reads = reads
             try:
@@ -381,8 +503,7 @@ class IncrementalTable:
     ) -> list[Diagnostic]:
         report_fqdn_slices(gctx)
         diags = list(gctx.diags)  # evaluate_gateways' and the FQDN slices'
-        units = self._units
-        diags.extend(chain.from_iterable(units[k].diagnostics for _, k in self._order))
+        diags.extend(chain.from_iterable(self._diags.values))  # type: ignore[arg-type]
         diags.extend(first_reports(self._vhost_conflicts(table)))
         if self._tracking:
             diags.extend(self._not_ready(index, dirty_ready, changed))
@@ -396,12 +517,34 @@ class IncrementalTable:
                 cached = self._conflicts.get(vhost.name)
                 if cached is not None and _same_tuple(cached[0], vhost.rules):
                     shadowed = cached[1]
+                elif self._unique_matches(vhost):
+                    shadowed = []
                 else:
                     shadowed = vhost_conflicts(vhost, self._route_of, self._keys)
                 fresh[vhost.name] = (vhost.rules, shadowed)
                 out.append(shadowed)
         self._conflicts = fresh
+        if len(self._hashes) > 2 * self._live_rules + 1024:  # rules of rebuilt parents
+            rules = [r for p in table.parents for v in vhosts_of(p) for r in v.rules]
+            live = {id(r) for r in rules}
+            matches = {id(m) for r in rules for m in r.matches}
+            self._hashes = {i: h for i, h in self._hashes.items() if i in live}
+            self._keys = {i: k for i, k in self._keys.items() if i in matches}
+            self._live_rules = len(live)
         return out
+
+    def _unique_matches(self, vhost: ir.VirtualHost) -> bool:
+        """No two matches of `vhost` have one `match_key` hash (then none shadows another):
+        a set of cached ints instead of the ordered walk, for the common case."""
+        hashes = self._hashes
+        per_rule: list[tuple[int, ...]] = []
+        for rule in vhost.rules:
+            cached = hashes.get(id(rule))
+            if cached is None or cached[0] is not rule:
+                cached = hashes[id(rule)] = (rule, tuple(hash(match_key(m)) for m in rule.matches))
+            per_rule.append(cached[1])
+        flat = list(chain.from_iterable(per_rule))
+        return len(set(flat)) == len(flat)
 
     def _route_of(self, src: ir.SourceRef) -> Loaded[HTTPRoute] | Loaded[GRPCRoute] | None:
         unit = self._units.get((src.kind, src.namespace, src.name))
@@ -438,9 +581,9 @@ class IncrementalTable:
         diags: list[Diagnostic],
         listeners: dict[tuple[str, str], list[ListenerState]],
     ) -> CompileResult:
-        statuses = tuple(st for _, k in self._order if (st := self._units[k].status).parents)
+        statuses: tuple[ir.RouteStatus, ...] = tuple(self._statuses.values)  # type: ignore[arg-type]
         attached = Attachments()
-        for unit in self._units.values():
+        for unit in self._gateway_units.values():
             for gw, listener, source in unit.attached:
                 attached.add(gw, listener, source)
         gateway_statuses = tuple(
@@ -453,6 +596,10 @@ class IncrementalTable:
             gateway_statuses=gateway_statuses,
             diagnostics=tuple(sorted_diagnostics(diags)),
         )
+
+
+def _is_route(o: Loaded[Resource]) -> bool:
+    return isinstance(o.obj, HTTPRoute | GRPCRoute)
 
 
 def _ready_key(check: ReadyCheck) -> ReadyKey:

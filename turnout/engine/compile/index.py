@@ -8,6 +8,7 @@ linear in the number of objects. It holds no compiled state and does no I/O.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC
 
@@ -23,6 +24,7 @@ from turnout.engine.model import (
     Namespace,
     Pod,
     ReferenceGrant,
+    Resource,
     Resources,
     Secret,
     Service,
@@ -125,22 +127,39 @@ class Index:
 
 def build_index(resources: Resources) -> Index:
     idx = Index()
+    index_objects(idx, resources.objects)
+    keyed = sorted((route_order(r), i) for i, r in enumerate(idx.routes))
+    idx.routes = [idx.routes[i] for _, i in keyed]
+    idx.orders = [k for k, _ in keyed]
+    return idx
+
+
+def index_objects(idx: Index, objects: Iterable[Loaded[Resource]]) -> bool:
+    """Fill `idx` (routes unsorted); False when two objects had one key (the later one
+    is kept, as the API server keeps the last apply)."""
     slices: defaultdict[tuple[str, str], list[Loaded[EndpointSlice]]] = defaultdict(list)
     grants: defaultdict[str, list[Loaded[ReferenceGrant]]] = defaultdict(list)
-    for loaded in resources.objects:
+    unique = True
+    for loaded in objects:
         obj = loaded.obj
         key = (obj.namespace, obj.name)
         if isinstance(obj, Service):
+            unique &= key not in idx.services
             idx.services[key] = loaded  # type: ignore[assignment]
         elif isinstance(obj, Secret):
+            unique &= key not in idx.secrets
             idx.secrets[key] = loaded  # type: ignore[assignment]
         elif isinstance(obj, Namespace):
+            unique &= obj.name not in idx.namespaces
             idx.namespaces[obj.name] = loaded  # type: ignore[assignment]
         elif isinstance(obj, Pod):
+            unique &= key not in idx.accounts
             idx.accounts[key] = obj.spec.service_account_name
         elif isinstance(obj, Gateway):
+            unique &= key not in idx.gateways
             idx.gateways[key] = loaded  # type: ignore[assignment]
         elif isinstance(obj, GatewayClass):
+            unique &= obj.name not in idx.classes
             idx.classes[obj.name] = loaded  # type: ignore[assignment]
         elif isinstance(obj, ReferenceGrant):
             grants[obj.namespace].append(loaded)  # type: ignore[arg-type]
@@ -149,19 +168,18 @@ def build_index(resources: Resources) -> Index:
             if svc:
                 slices[(obj.namespace, svc)].append(loaded)  # type: ignore[arg-type]
         elif isinstance(obj, FaultInjection):
+            unique &= key not in idx.faults
             idx.faults[key] = loaded  # type: ignore[assignment]
         elif isinstance(obj, XBackendTrafficPolicy):
             for ref in obj.spec.target_refs:
                 if ref.group == "" and ref.kind == "Service":
+                    unique &= (obj.namespace, ref.name) not in idx.policies
                     idx.policies[(obj.namespace, ref.name)] = loaded  # type: ignore[assignment]
         elif isinstance(obj, HTTPRoute | GRPCRoute):
             idx.routes.append(loaded)  # type: ignore[arg-type]
     idx.slices = dict(slices)
     idx.grants = dict(grants)
-    keyed = sorted((route_order(r), i) for i, r in enumerate(idx.routes))
-    idx.routes = [idx.routes[i] for _, i in keyed]
-    idx.orders = [k for k, _ in keyed]
-    return idx
+    return unique
 
 
 _NEWEST = "9999-12-31T23:59:59+00:00"
