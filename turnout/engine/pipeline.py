@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
+import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from turnout.engine.compile import (
     CompileResult,
     compile_table,
 )
+from turnout.engine.compile.incremental import IncrementalTable
 from turnout.engine.compile.peer_modes import without_disabled_identities
 from turnout.engine.diagnostics import (
     Diagnostic,
@@ -46,11 +49,12 @@ from turnout.engine.diagnostics import (
     sorted_diagnostics,
 )
 from turnout.engine.errors import LimitExceeded, LoadError
-from turnout.engine.model import Document, Loaded, Resource, Resources
-from turnout.engine.model.authz import PeerAuthentication
-from turnout.engine.model.kinds import merge_objects
+from turnout.engine.model import Document, GRPCRoute, HTTPRoute, Loaded, Resource, Resources
+from turnout.engine.model.authz import LINKERD_POLICY_GROUP, PeerAuthentication
+from turnout.engine.model.kinds import merge_objects, split_api_version
 from turnout.engine.model.limits import DEFAULT_LIMITS, ManifestLimits, read_manifest_bytes
 from turnout.engine.model.loader import expand_paths
+from turnout.engine.model.smi import AnyTrafficSplit, TrafficSplitRoute
 from turnout.engine.render import diagnostic_data, result_data, to_data
 from turnout.engine.validate import CRDSet, load_crds, validate_paths, validate_resources
 
@@ -111,6 +115,8 @@ def drop_invalid(resources: Resources, diagnostics: Sequence[Diagnostic]) -> Res
         for d in diagnostics
         if d.severity is Severity.ERROR
     }
+    if not bad:
+        return resources
     return Resources(
         tuple(
             o
@@ -244,6 +250,27 @@ def policy_golden_data(inputs: Inputs, result: PolicyResult, *, root: Path) -> d
     }
 
 
+ObjectKey = tuple[str, str, str, str]
+
+
+def object_key(o: Loaded[Resource]) -> ObjectKey:
+    """What `merge_objects` keeps one object per (the group keeps Linkerd's and Istio's
+    AuthorizationPolicy apart)."""
+    obj = o.obj
+    return (obj.kind, obj.metadata.namespace or "", obj.name, split_api_version(obj.api_version)[0])
+
+
+SMI_KINDS = (*AnyTrafficSplit.__args__, TrafficSplitRoute)
+
+
+def policy_reads(o: Loaded[Resource]) -> bool:
+    """Whether `compile_policy` reads `o`: any object but a route without a Server parent."""
+    obj = o.obj
+    if not isinstance(obj, HTTPRoute | GRPCRoute):
+        return True
+    return any(p.group == LINKERD_POLICY_GROUP and p.kind == "Server" for p in obj.spec.parent_refs)
+
+
 @dataclass(slots=True)
 class _FileEntry:
     stamp: bytes
@@ -252,9 +279,34 @@ class _FileEntry:
     resources: tuple[Loaded[Resource], ...]
     """Validated objects, without their raw YAML (`_without_raw`)."""
     diagnostics: tuple[Diagnostic, ...]
+    stat: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """(mtime, ctime, size, inode) when it was read."""
+    settled: bool = False
+    """Its mtime was older than `SETTLE_NS` when read: an edit since must have moved the
+    mtime or ctime, so an equal `stat` proves the bytes unchanged without reading them
+    (git's "racily clean" rule). A file modified just before the read is hashed again."""
+    keys: tuple[ObjectKey, ...] = ()
+    """`object_key` of each of `resources` (merging files is then a dict update)."""
+    smi: bool = False
+    """It holds a TrafficSplit (or a synthesized route): `smi_to_routes` must run."""
+    policy: tuple[Loaded[Resource], ...] = ()
+    """What of it `compile_policy` reads: everything but the routes without a Server
+    parent (the policy adapter reads routes only through a Server parentRef)."""
 
 
 _NO_RAW: Mapping[str, object] = MappingProxyType({})
+
+SETTLE_NS = 2_000_000_000
+"""How old a file's mtime must be for its `stat` alone to vouch for its bytes (coarse
+filesystem timestamps tick at 1 s at worst; 2 s covers one tick plus clock skew)."""
+
+
+def _stat_of(file: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(file)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
 def _without_raw(obj: Loaded[Resource]) -> Loaded[Resource]:
@@ -284,6 +336,11 @@ class IncrementalCompiler:
     _good: dict[str, _FileEntry] = field(default_factory=dict)
     """The last version of each file that was compiled without an error."""
     _crd_set: CRDSet | None = None
+    _table: IncrementalTable = field(default_factory=IncrementalTable)
+    """The compile itself, incremental: only routes whose inputs changed are recompiled
+    (`engine.compile.incremental`; equal to `compile_table` of the same objects)."""
+    _policy: tuple[tuple[Loaded[Resource], ...], PolicyResult] | None = None
+    """The last policy compile and what it read: reused while those objects are the same."""
 
     def __call__(self, paths: Sequence[str | Path]) -> CompiledInputs:
         with gc_paused():
@@ -309,7 +366,7 @@ class IncrementalCompiler:
             if file in self._good and file not in chosen:
                 chosen[file] = self._good[file]
         while True:
-            compiled = _compile_entries(chosen)
+            compiled = _compile_entries(chosen, self._table)
             bad = _compile_errors(compiled, chosen, self._good)
             if not bad:
                 break
@@ -320,26 +377,49 @@ class IncrementalCompiler:
         self._good = chosen
         return with_policy(
             dataclasses.replace(compiled, rejected=tuple(rejected[f] for f in sorted(rejected))),
-            compile_policy(compiled.inputs.resources),
+            self._compile_policy(chosen, compiled.inputs.resources),
         )
 
+    def _compile_policy(self, chosen: dict[str, _FileEntry], resources: Resources) -> PolicyResult:
+        """`compile_policy(resources)`, from the objects it reads, cached while those are
+        the same objects (a route edit then costs no policy compile)."""
+        if any(e.smi for e in chosen.values()):
+            return compile_policy(resources)
+        kept = set(map(id, resources.objects))
+        reads = tuple(o for e in chosen.values() for o in e.policy if id(o) in kept)
+        if self._policy is None or self._policy[0] != reads:
+            self._policy = (reads, compile_policy(Resources(reads)))
+        return self._policy[1]
+
     def _read(self, file: str) -> _FileEntry | Rejected:
-        """The file's entry, from the cache when its bytes did not change."""
+        """The file's entry, from the cache when its bytes did not change (not even read
+        when its `stat` did not change since a settled read)."""
+        entry = self._cache.get(file)
+        stat = _stat_of(file)
+        if entry is not None and entry.settled and stat is not None and entry.stat == stat:
+            return entry
         try:
             data = read_manifest_bytes(file, limits=self.limits)
             stamp = hashlib.blake2b(data, digest_size=16).digest()
-            entry = self._cache.get(file)
+            settled = stat is not None and stat[0] < time.time_ns() - SETTLE_NS
             if entry is not None and entry.stamp == stamp:
+                entry.stat, entry.settled = stat or (0, 0, 0, 0), settled
                 return entry
             report = validate_paths([file], crds=self._crd_set, limits=self.limits)
         except LoadError as exc:
             reason = "LimitExceeded" if isinstance(exc, LimitExceeded) else "FileUnreadable"
             why = error(reason, exc.message, SourcePos(file, exc.doc_index or 0))
             return Rejected(file=file, kept=file in self._good, diagnostics=(why,))
+        objects = tuple(_without_raw(o) for o in report.resources.objects)
         return _FileEntry(
             stamp=stamp,
-            resources=tuple(_without_raw(o) for o in report.resources.objects),
+            resources=objects,
             diagnostics=report.diagnostics,
+            stat=stat or (0, 0, 0, 0),
+            settled=settled,
+            keys=tuple(object_key(o) for o in objects),
+            smi=any(isinstance(o.obj, SMI_KINDS) for o in objects),
+            policy=tuple(o for o in objects if policy_reads(o)),
         )
 
     def _hold_back(
@@ -352,12 +432,27 @@ class IncrementalCompiler:
         return Rejected(file=file, kept=good is not None, diagnostics=errors)
 
 
-def _compile_entries(entries: dict[str, _FileEntry]) -> CompiledInputs:
+def _compile_entries(entries: dict[str, _FileEntry], table: IncrementalTable) -> CompiledInputs:
     diags = [d for e in entries.values() for d in e.diagnostics]
-    merged = merge_objects((o for e in entries.values() for o in e.resources), diags)
-    resources = smi_to_routes(drop_invalid(merged, diags), diags)
+    merged = _merged(entries, diags)
+    resources = drop_invalid(merged, diags)
+    if any(e.smi for e in entries.values()):
+        resources = smi_to_routes(resources, diags)
     inputs = Inputs(documents=(), resources=resources, diagnostics=tuple(sorted_diagnostics(diags)))
-    return CompiledInputs(inputs=inputs, result=compile_table(resources))
+    return CompiledInputs(inputs=inputs, result=table.compile(resources))
+
+
+def _merged(entries: dict[str, _FileEntry], diags: list[Diagnostic]) -> Resources:
+    """`merge_objects` of the entries' objects: a dict update per file with the keys read
+    with it; the same function, for its warnings, only when two objects share a key."""
+    by_key: dict[ObjectKey, Loaded[Resource]] = {}
+    total = 0
+    for e in entries.values():
+        by_key.update(zip(e.keys, e.resources, strict=True))
+        total += len(e.keys)
+    if len(by_key) != total:
+        return merge_objects((o for e in entries.values() for o in e.resources), diags)
+    return Resources(tuple(by_key.values()))
 
 
 def _compile_errors(

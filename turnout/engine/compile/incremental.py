@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from bisect import bisect_left, insort
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -123,6 +124,13 @@ class _Ordered:
 
 
 @dataclass(slots=True)
+class _ReadyState:
+    ready: tuple[bool, int]
+    deps: frozenset[DepKey]
+    per_unit: dict[UnitKey, list[Diagnostic]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class _ServiceState:
     touched: dict[UnitKey, ServicePort] = field(default_factory=dict)
     """Units attached to this port, rules or not (they make it a parent)."""
@@ -180,9 +188,7 @@ class IncrementalTable:
     """`match_key` hashes of each rule's matches, by the rule's identity."""
     _live_rules: int = 0
     _ready: dict[ReadyKey, dict[UnitKey, tuple[ReadyCheck, ...]]] = field(default_factory=dict)
-    _ready_diags: dict[ReadyKey, tuple[list[Diagnostic], frozenset[DepKey]]] = field(
-        default_factory=dict
-    )
+    _ready_diags: dict[ReadyKey, _ReadyState] = field(default_factory=dict)
     _rdeps: dict[DepKey, set[UnitKey]] = field(default_factory=dict)
     _ids: dict[int, Loaded[Resource]] = field(default_factory=dict)
     """The last snapshot's objects by identity (kept alive, so no id is reused)."""
@@ -228,7 +234,8 @@ class IncrementalTable:
         removed = [o for i, o in prev.items() if i not in ids]
         self._ids = ids
         index = self._index
-        if index is None or len(ids) != len(objects) or len(added) + len(removed) > 64:
+        many = len(added) + len(removed) > 64 + len(ids) // 4
+        if index is None or len(ids) != len(objects) or many:
             return self._scan(resources)
         if any(not _is_route(o) for o in chain(added, removed)):
             for o in removed:
@@ -279,7 +286,7 @@ class IncrementalTable:
             self._ready_diags.clear()
         dirty_services: set[ServiceKey] = set()
         dirty_clusters: set[str] = set()
-        dirty_ready: set[ReadyKey] = set()
+        dirty_ready: dict[ReadyKey, set[UnitKey]] = {}
         if scan:
             dirty.update((k, None) for k in self._units if k not in dirty)
         for dep in changed:
@@ -337,7 +344,7 @@ class IncrementalTable:
         new: RouteUnit | None,
         dirty_services: set[ServiceKey],
         dirty_clusters: set[str],
-        dirty_ready: set[ReadyKey],
+        dirty_ready: dict[ReadyKey, set[UnitKey]],
     ) -> None:
         """Take `old`'s contributions out and put `new`'s in."""
         if old is not None:
@@ -358,7 +365,7 @@ class IncrementalTable:
             for check in old.ready:
                 rkey = _ready_key(check)
                 self._ready.get(rkey, {}).pop(old.key, None)
-                dirty_ready.add(rkey)
+                dirty_ready.setdefault(rkey, set()).add(old.key)
             del self._order[bisect_left(self._order, (old.order, old.key))]
             self._statuses.drop(old)
             self._diags.drop(old)
@@ -393,7 +400,7 @@ class IncrementalTable:
             grouped.setdefault(_ready_key(check), []).append(check)
         for rkey, checks in grouped.items():
             self._ready.setdefault(rkey, {})[new.key] = tuple(checks)
-            dirty_ready.add(rkey)
+            dirty_ready.setdefault(rkey, set()).add(new.key)
         insort(self._order, (new.order, new.key))
         if new.status.parents:
             self._statuses.put(new, new.status)
@@ -498,7 +505,7 @@ class IncrementalTable:
         index: Index,
         gctx: Ctx,
         table: ir.RouteTable,
-        dirty_ready: set[ReadyKey],
+        dirty_ready: dict[ReadyKey, set[UnitKey]],
         changed: set[DepKey],
     ) -> list[Diagnostic]:
         report_fqdn_slices(gctx)
@@ -551,8 +558,11 @@ class IncrementalTable:
         return None if unit is None else unit.route
 
     def _not_ready(
-        self, index: Index, dirty: set[ReadyKey], changed: set[DepKey]
+        self, index: Index, dirty: dict[ReadyKey, set[UnitKey]], changed: set[DepKey]
     ) -> list[Diagnostic]:
+        """`NoReadyEndpoints` per Service port: its readiness is re-read when its Service or
+        slices changed; each unit's warnings are redone when that readiness or the unit's
+        checks changed."""
         out: list[Diagnostic] = []
         for rkey in list(self._ready):
             units = self._ready[rkey]
@@ -560,18 +570,26 @@ class IncrementalTable:
                 del self._ready[rkey]
                 self._ready_diags.pop(rkey, None)
                 continue
-            cached = self._ready_diags.get(rkey)
-            if cached is None or rkey in dirty or not cached[1].isdisjoint(changed):
+            st = self._ready_diags.get(rkey)
+            redo: Iterable[UnitKey] = dirty.get(rkey, ())
+            if st is None or not st.deps.isdisjoint(changed):
                 reads: set[DepKey] = set()
                 index.reads = reads
                 try:
                     ready = ready_endpoints(Ctx(index=index, options=self.options), rkey)
                 finally:
                     index.reads = None
-                checks = chain.from_iterable(units[k] for _, k in self._order if k in units)
-                cached = (not_ready_warnings(ready, checks), frozenset(reads))
-                self._ready_diags[rkey] = cached
-            out.extend(cached[0])
+                if st is None or st.ready != ready:
+                    st = _ReadyState(ready=ready, deps=frozenset(reads))
+                    redo = units
+                st.deps = frozenset(reads)
+                self._ready_diags[rkey] = st
+            for key in redo:
+                if key in units:
+                    st.per_unit[key] = not_ready_warnings(st.ready, units[key])
+                else:
+                    st.per_unit.pop(key, None)
+            out.extend(chain.from_iterable(st.per_unit.values()))
         return out
 
     def _result(
