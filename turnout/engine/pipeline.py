@@ -23,7 +23,7 @@ import gc
 import hashlib
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -57,6 +57,7 @@ from turnout.engine.model.loader import expand_paths
 from turnout.engine.model.smi import AnyTrafficSplit, TrafficSplitRoute
 from turnout.engine.render import diagnostic_data, result_data, to_data
 from turnout.engine.validate import CRDSet, load_crds, validate_paths, validate_resources
+from turnout.engine.validate.rules import validate_object
 
 OWN_CRDS = Path(str(resources.files("turnout.engine") / "crds"))
 """Turnout's own CRDs (package data; `crds/` in a clone): their schemas and CEL rules always
@@ -150,6 +151,71 @@ def compile_snapshot(
             ),
             compile_policy(kept),
         )
+
+
+@dataclass(slots=True)
+class SnapshotCompiler:
+    """`compile_snapshot` for one source's stream of snapshots (the Kubernetes source): the
+    same result, with what did not change since the last snapshot reused. An object that is
+    the same object as before keeps its built-in rule findings; the compile is incremental
+    (`IncrementalTable`); the policy is recompiled only when an object it reads changed.
+    Not thread-safe: the control plane compiles one snapshot at a time."""
+
+    options: CompileOptions = DEFAULT_COMPILE_OPTIONS
+    _table: IncrementalTable | None = None
+    _checked: dict[int, tuple[Loaded[Resource], list[Diagnostic]]] = field(default_factory=dict)
+    _policy: PolicyCache = field(default_factory=lambda: PolicyCache())
+
+    def __call__(
+        self, resources: Resources, diagnostics: Sequence[Diagnostic] = ()
+    ) -> CompiledInputs:
+        if self._table is None:
+            self._table = IncrementalTable(options=self.options)
+        with gc_paused():
+            checked: dict[int, tuple[Loaded[Resource], list[Diagnostic]]] = {}
+            found: list[Diagnostic] = []
+            for o in resources.objects:
+                hit = self._checked.get(id(o))
+                if hit is None or hit[0] is not o:
+                    hit = (o, validate_object(o))
+                checked[id(o)] = hit
+                found.extend(hit[1])
+            self._checked = checked
+            diags = [*diagnostics, *sorted_diagnostics(found)]
+            kept = drop_invalid(resources, diags)
+            smi = any(isinstance(o.obj, SMI_KINDS) for o in kept.objects)
+            if smi:
+                kept = smi_to_routes(kept, diags)
+            findings = [d for d in diags if d.severity is not Severity.ERROR]
+            inputs = Inputs(
+                documents=(), resources=kept, diagnostics=tuple(sorted_diagnostics(findings))
+            )
+            policy = compile_policy(kept) if smi else self._policy(kept.objects)
+            return with_policy(
+                CompiledInputs(
+                    inputs=inputs,
+                    result=self._table.compile(kept),
+                    rejected=rejected_by_file(diags),
+                ),
+                policy,
+            )
+
+
+@dataclass(slots=True)
+class PolicyCache:
+    """`compile_policy` of a snapshot, from only what it reads (`policy_reads`), recompiled
+    only when one of those objects is not the same object as last time."""
+
+    _last: tuple[tuple[Loaded[Resource], ...], PolicyResult] | None = None
+
+    def __call__(self, objects: Iterable[Loaded[Resource]]) -> PolicyResult:
+        reads = tuple(o for o in objects if policy_reads(o))
+        return self.of_reads(reads)
+
+    def of_reads(self, reads: tuple[Loaded[Resource], ...]) -> PolicyResult:
+        if self._last is None or self._last[0] != reads:
+            self._last = (reads, compile_policy(Resources(reads)))
+        return self._last[1]
 
 
 def with_policy(compiled: CompiledInputs, policy: PolicyResult) -> CompiledInputs:
@@ -339,8 +405,7 @@ class IncrementalCompiler:
     _table: IncrementalTable = field(default_factory=IncrementalTable)
     """The compile itself, incremental: only routes whose inputs changed are recompiled
     (`engine.compile.incremental`; equal to `compile_table` of the same objects)."""
-    _policy: tuple[tuple[Loaded[Resource], ...], PolicyResult] | None = None
-    """The last policy compile and what it read: reused while those objects are the same."""
+    _policy: PolicyCache = field(default_factory=lambda: PolicyCache())
 
     def __call__(self, paths: Sequence[str | Path]) -> CompiledInputs:
         with gc_paused():
@@ -386,10 +451,9 @@ class IncrementalCompiler:
         if any(e.smi for e in chosen.values()):
             return compile_policy(resources)
         kept = set(map(id, resources.objects))
-        reads = tuple(o for e in chosen.values() for o in e.policy if id(o) in kept)
-        if self._policy is None or self._policy[0] != reads:
-            self._policy = (reads, compile_policy(Resources(reads)))
-        return self._policy[1]
+        return self._policy.of_reads(
+            tuple(o for e in chosen.values() for o in e.policy if id(o) in kept)
+        )
 
     def _read(self, file: str) -> _FileEntry | Rejected:
         """The file's entry, from the cache when its bytes did not change (not even read
