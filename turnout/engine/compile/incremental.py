@@ -53,6 +53,19 @@ from turnout.engine.compile.gateways import (
     evaluate_gateways,
     gateway_status,
 )
+from turnout.engine.compile.incremental_state import (
+    ClusterState,
+    Ordered,
+    Owner,
+    ReadyState,
+    ServiceState,
+    View,
+    dep_values,
+    is_route,
+    ready_key,
+    same,
+    same_tuple,
+)
 from turnout.engine.compile.index import DepKey, Index, build_index, index_objects
 from turnout.engine.compile.parents import ServicePort
 from turnout.engine.compile.table import (
@@ -73,91 +86,12 @@ log = logging.getLogger(__name__)
 VERIFY_ENV = "TURNOUT_VERIFY_INCREMENTAL"
 """Check every Nth incremental result against a full compile (0 or unset: never)."""
 
-Owner = tuple[str, str, str, int | str]
-"""Who uses a cluster: ``("unit", kind, ns, name)`` or ``("parent", ns, svc, port)``."""
-
 _MISSING = object()
 
 
 def verify_every_from_env() -> int:
     text = os.environ.get(VERIFY_ENV, "")
     return int(text) if text.isdigit() else 0
-
-
-@dataclass(slots=True)
-class _View:
-    """One view of a Service port: each unit's rules, in tie-break order."""
-
-    order: list[tuple[tuple[str, str, str], UnitKey]] = field(default_factory=list)
-    rules: dict[UnitKey, tuple[ir.Rule, ...]] = field(default_factory=dict)
-
-    def put(self, unit: RouteUnit, rules: tuple[ir.Rule, ...]) -> None:
-        if unit.key not in self.rules:
-            insort(self.order, (unit.order, unit.key))
-        self.rules[unit.key] = rules
-
-    def drop(self, unit: RouteUnit) -> None:
-        if self.rules.pop(unit.key, None) is not None:
-            del self.order[bisect_left(self.order, (unit.order, unit.key))]
-
-    def all_rules(self) -> list[ir.Rule]:
-        return list(chain.from_iterable(self.rules[k] for _, k in self.order))
-
-
-@dataclass(slots=True)
-class _Ordered:
-    """Values kept in tie-break order (`route_order`, then the unit key), by bisection."""
-
-    keys: list[tuple[tuple[str, str, str], UnitKey]] = field(default_factory=list)
-    values: list[object] = field(default_factory=list)
-
-    def put(self, unit: RouteUnit, value: object) -> None:
-        at = bisect_left(self.keys, (unit.order, unit.key))
-        self.keys.insert(at, (unit.order, unit.key))
-        self.values.insert(at, value)
-
-    def drop(self, unit: RouteUnit) -> None:
-        at = bisect_left(self.keys, (unit.order, unit.key))
-        if at < len(self.keys) and self.keys[at] == (unit.order, unit.key):
-            del self.keys[at]
-            del self.values[at]
-
-
-@dataclass(slots=True)
-class _ReadyState:
-    ready: tuple[bool, int]
-    deps: frozenset[DepKey]
-    per_unit: dict[UnitKey, list[Diagnostic]] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _ServiceState:
-    touched: dict[UnitKey, ServicePort] = field(default_factory=dict)
-    """Units attached to this port, rules or not (they make it a parent)."""
-    producer: _View = field(default_factory=_View)
-    consumers: dict[str, _View] = field(default_factory=dict)
-    parent: ir.ServiceParent | None = None
-    deps: frozenset[DepKey] = frozenset()
-    uses: tuple[tuple[str, ClusterUse], ...] = ()
-
-
-@dataclass(slots=True)
-class _ClusterState:
-    owners: dict[Owner, ClusterUse] = field(default_factory=dict)
-    grpc: set[Owner] = field(default_factory=set)
-    """Owners that use it for a GRPCRoute (the cluster then speaks HTTP/2)."""
-
-    def add(self, owner: Owner, use: ClusterUse) -> None:
-        self.owners[owner] = use
-        if use.grpc:
-            self.grpc.add(owner)
-
-    def drop(self, owner: Owner) -> None:
-        self.owners.pop(owner, None)
-        self.grpc.discard(owner)
-
-    cluster: ir.Cluster | None = None
-    deps: frozenset[DepKey] = frozenset()
 
 
 @dataclass(slots=True)
@@ -173,14 +107,14 @@ class IncrementalTable:
     _values: dict[DepKey, object] = field(default_factory=dict)
     _units: dict[UnitKey, RouteUnit] = field(default_factory=dict)
     _order: list[tuple[tuple[str, str, str], UnitKey]] = field(default_factory=list)
-    _statuses: _Ordered = field(default_factory=_Ordered)
+    _statuses: Ordered = field(default_factory=Ordered)
     """Statuses of the units that have any, in route order."""
-    _diags: _Ordered = field(default_factory=_Ordered)
+    _diags: Ordered = field(default_factory=Ordered)
     """Findings of the units that have any, in route order."""
     _gateway_units: dict[UnitKey, RouteUnit] = field(default_factory=dict)
-    _services: dict[ServiceKey, _ServiceState] = field(default_factory=dict)
+    _services: dict[ServiceKey, ServiceState] = field(default_factory=dict)
     _ports: dict[ServiceKey, ServicePort] = field(default_factory=dict)
-    _clusters: dict[str, _ClusterState] = field(default_factory=dict)
+    _clusters: dict[str, ClusterState] = field(default_factory=dict)
     _parents: dict[str, ir.Parent] = field(default_factory=dict)
     _conflicts: dict[str, tuple[tuple[ir.Rule, ...], list[Shadowed]]] = field(default_factory=dict)
     _keys: dict[int, tuple[ir.Match, MatchKey]] = field(default_factory=dict)
@@ -188,7 +122,7 @@ class IncrementalTable:
     """`match_key` hashes of each rule's matches, by the rule's identity."""
     _live_rules: int = 0
     _ready: dict[ReadyKey, dict[UnitKey, tuple[ReadyCheck, ...]]] = field(default_factory=dict)
-    _ready_diags: dict[ReadyKey, _ReadyState] = field(default_factory=dict)
+    _ready_diags: dict[ReadyKey, ReadyState] = field(default_factory=dict)
     _rdeps: dict[DepKey, set[UnitKey]] = field(default_factory=dict)
     _ids: dict[int, Loaded[Resource]] = field(default_factory=dict)
     """The last snapshot's objects by identity (kept alive, so no id is reused)."""
@@ -237,19 +171,19 @@ class IncrementalTable:
         many = len(added) + len(removed) > 64 + len(ids) // 4
         if index is None or len(ids) != len(objects) or many:
             return self._scan(resources)
-        if any(not _is_route(o) for o in chain(added, removed)):
+        if any(not is_route(o) for o in chain(added, removed)):
             for o in removed:
                 self._others.pop(id(o), None)
-            self._others.update((id(o), o) for o in added if not _is_route(o))
+            self._others.update((id(o), o) for o in added if not is_route(o))
             index = Index()
             if not index_objects(index, self._others.values()):
                 return self._scan(resources)
         dirty: dict[UnitKey, Loaded[HTTPRoute] | Loaded[GRPCRoute] | None] = {}
         for o in removed:
-            if _is_route(o):
+            if is_route(o):
                 dirty[unit_key(o)] = None  # type: ignore[arg-type]
         for o in added:
-            if _is_route(o):
+            if is_route(o):
                 key = unit_key(o)  # type: ignore[arg-type]
                 seen = dirty.get(key, _MISSING)
                 if seen is not None and (seen is not _MISSING or key in self._units):
@@ -263,7 +197,7 @@ class IncrementalTable:
         keys = [unit_key(r) for r in index.routes]
         if len(set(keys)) != len(keys):
             return None
-        self._others = {id(o): o for o in resources.objects if not _is_route(o)}
+        self._others = {id(o): o for o in resources.objects if not is_route(o)}
         self._index = index
         return self._compile(index, dict(zip(keys, index.routes, strict=True)), scan=True)
 
@@ -280,7 +214,7 @@ class IncrementalTable:
         listeners = evaluate_gateways(gctx)
         gports = gateway_ports(listeners)
         same_index = index is self._seen_index  # no object but routes changed
-        changed = set() if same_index else self._diff(_values(index, gports))
+        changed = set() if same_index else self._diff(dep_values(index, gports))
         if self._tracking != bool(index.slices):  # NoReadyEndpoints is on only with slices
             self._tracking = bool(index.slices)
             self._ready_diags.clear()
@@ -299,7 +233,7 @@ class IncrementalTable:
                 if old is not None:
                     self._replace(old, None, dirty_services, dirty_clusters, dirty_ready)
                 continue
-            if old is not None and _same(old.route, route) and old.deps.isdisjoint(changed):
+            if old is not None and same(old.route, route) and old.deps.isdisjoint(changed):
                 continue
             new = compile_unit(index, self.options, route, gports)
             self.units_compiled += 1
@@ -322,8 +256,8 @@ class IncrementalTable:
         table = ir.RouteTable(parents=parents, clusters=clusters)
         if (
             self._last is not None
-            and _same_tuple(self._last.table.parents, parents)
-            and (_same_tuple(self._last.table.clusters, clusters))
+            and same_tuple(self._last.table.parents, parents)
+            and (same_tuple(self._last.table.clusters, clusters))
         ):
             table = self._last.table
         diags = self._findings(index, gctx, table, dirty_ready, changed)
@@ -333,7 +267,7 @@ class IncrementalTable:
 
     def _diff(self, values: dict[DepKey, object]) -> set[DepKey]:
         old = self._values
-        changed = {k for k, v in values.items() if not _same(old.get(k, _MISSING), v)}
+        changed = {k for k, v in values.items() if not same(old.get(k, _MISSING), v)}
         changed.update(k for k in old if k not in values)
         self._values = values
         return changed
@@ -356,14 +290,14 @@ class IncrementalTable:
                     (
                         st.producer
                         if sr.consumer is None
-                        else st.consumers.get(sr.consumer, _View())
+                        else st.consumers.get(sr.consumer, View())
                     ).drop(old)
                     dirty_services.add(sr.key)
             for name, _ in old.clusters:
                 self._clusters[name].drop(owner)
                 dirty_clusters.add(name)
             for check in old.ready:
-                rkey = _ready_key(check)
+                rkey = ready_key(check)
                 self._ready.get(rkey, {}).pop(old.key, None)
                 dirty_ready.setdefault(rkey, set()).add(old.key)
             del self._order[bisect_left(self._order, (old.order, old.key))]
@@ -382,7 +316,7 @@ class IncrementalTable:
         owner = ("unit", *new.key)
         views: dict[tuple[ServiceKey, str | None], list[ir.Rule]] = {}
         for sr in new.services:
-            st = self._services.setdefault(sr.key, _ServiceState())
+            st = self._services.setdefault(sr.key, ServiceState())
             st.touched.setdefault(new.key, sr.port)
             views.setdefault((sr.key, sr.consumer), []).extend(sr.rules)
             dirty_services.add(sr.key)
@@ -390,14 +324,14 @@ class IncrementalTable:
             if not rules:
                 continue
             st = self._services[skey]
-            view = st.producer if consumer is None else st.consumers.setdefault(consumer, _View())
+            view = st.producer if consumer is None else st.consumers.setdefault(consumer, View())
             view.put(new, tuple(rules))
         for name, use in new.clusters:
-            self._clusters.setdefault(name, _ClusterState()).add(owner, use)
+            self._clusters.setdefault(name, ClusterState()).add(owner, use)
             dirty_clusters.add(name)
         grouped: dict[ReadyKey, list[ReadyCheck]] = {}
         for check in new.ready:
-            grouped.setdefault(_ready_key(check), []).append(check)
+            grouped.setdefault(ready_key(check), []).append(check)
         for rkey, checks in grouped.items():
             self._ready.setdefault(rkey, {})[new.key] = tuple(checks)
             dirty_ready.setdefault(rkey, set()).add(new.key)
@@ -413,7 +347,7 @@ class IncrementalTable:
         self._units[new.key] = new
 
     def _rebuild_service(self, index: Index, skey: ServiceKey, dirty_clusters: set[str]) -> None:
-        st = self._services.setdefault(skey, _ServiceState())
+        st = self._services.setdefault(skey, ServiceState())
         port = self._ports.get(skey) or next(iter(st.touched.values()), None)
         owner: Owner = ("parent", *skey)
         for name, _ in st.uses:
@@ -439,7 +373,7 @@ class IncrementalTable:
         st.deps = frozenset(reads)
         st.uses = tuple(pctx.clusters.items())
         for name, use in st.uses:
-            self._clusters.setdefault(name, _ClusterState()).add(owner, use)
+            self._clusters.setdefault(name, ClusterState()).add(owner, use)
             dirty_clusters.add(name)
         self._parents[st.parent.name] = st.parent
 
@@ -464,7 +398,7 @@ class IncrementalTable:
         for p in gateway_parents:
             self._parents[p.name] = p
         parents = tuple(self._parents[n] for n in sorted(self._parents))
-        if self._last is not None and _same_tuple(self._last.table.parents, parents):
+        if self._last is not None and same_tuple(self._last.table.parents, parents):
             return self._last.table.parents
         return parents
 
@@ -494,7 +428,7 @@ class IncrementalTable:
         clusters = tuple(
             c for n in sorted(self._clusters) if (c := self._clusters[n].cluster) is not None
         )
-        if self._last is not None and _same_tuple(self._last.table.clusters, clusters):
+        if self._last is not None and same_tuple(self._last.table.clusters, clusters):
             return self._last.table.clusters
         return clusters
 
@@ -522,7 +456,7 @@ class IncrementalTable:
         for parent in table.parents:
             for vhost in vhosts_of(parent):
                 cached = self._conflicts.get(vhost.name)
-                if cached is not None and _same_tuple(cached[0], vhost.rules):
+                if cached is not None and same_tuple(cached[0], vhost.rules):
                     shadowed = cached[1]
                 elif self._unique_matches(vhost):
                     shadowed = []
@@ -580,7 +514,7 @@ class IncrementalTable:
                 finally:
                     index.reads = None
                 if st is None or st.ready != ready:
-                    st = _ReadyState(ready=ready, deps=frozenset(reads))
+                    st = ReadyState(ready=ready, deps=frozenset(reads))
                     redo = units
                 st.deps = frozenset(reads)
                 self._ready_diags[rkey] = st
@@ -614,52 +548,3 @@ class IncrementalTable:
             gateway_statuses=gateway_statuses,
             diagnostics=tuple(sorted_diagnostics(diags)),
         )
-
-
-def _is_route(o: Loaded[Resource]) -> bool:
-    return isinstance(o.obj, HTTPRoute | GRPCRoute)
-
-
-def _ready_key(check: ReadyCheck) -> ReadyKey:
-    t = check.target
-    return (t.namespace, t.service, t.port)
-
-
-def _same(a: object, b: object) -> bool:
-    return a is b or a == b
-
-
-def _same_tuple(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
-    """Equal, element by element, comparing identity first (what tuple `==` does)."""
-    return a is b or (len(a) == len(b) and a == b)
-
-
-def _values(index: Index, gports: dict[tuple[str, str, int], GatewayPort]) -> dict[DepKey, object]:
-    """Every key a unit, parent or cluster can read, with what it reads there."""
-    out: dict[DepKey, object] = {}
-    for (ns, name), svc in index.services.items():
-        out[("Service", ns, name)] = svc
-    for (ns, name), gw in index.gateways.items():
-        out[("Gateway", ns, name)] = gw
-    for name, ns_obj in index.namespaces.items():
-        out[("Namespace", "", name)] = ns_obj
-    for name, cls in index.classes.items():
-        out[("GatewayClass", "", name)] = cls
-    for ns, grants in index.grants.items():
-        out[("grants", ns, "")] = tuple(grants)
-    for (ns, name), fault in index.faults.items():
-        out[("FaultInjection", ns, name)] = fault
-    for (ns, name), secret in index.secrets.items():
-        out[("Secret", ns, name)] = secret
-    for (ns, name), slices in index.slices.items():
-        out[("slices", ns, name)] = tuple(slices)
-    for (ns, name), account in index.accounts.items():
-        out[("Pod", ns, name)] = account
-    for (ns, name), policy in index.policies.items():
-        out[("policy", ns, name)] = policy
-    served: dict[tuple[str, str], set[int]] = {}
-    for ns, gw_name, port in gports:
-        served.setdefault((ns, gw_name), set()).add(port)
-    for (ns, gw_name), ports in served.items():
-        out[("listeners", ns, gw_name)] = frozenset(ports)
-    return out
