@@ -14,7 +14,7 @@ from turnout.engine import ir
 from turnout.engine.compile.backends import RouteRef, check_ready, resolve_backend
 from turnout.engine.compile.context import Ctx
 from turnout.engine.compile.durations import duration_ms
-from turnout.engine.compile.filters import ParentPort, compile_filters
+from turnout.engine.compile.filters import FilterResult, ParentPort, compile_filters
 from turnout.engine.compile.matches import grpc_match, http_match
 from turnout.engine.compile.where import At, Where, pos_of
 from turnout.engine.config import (
@@ -43,6 +43,10 @@ class RuleIssues:
     """Messages for rules that were dropped."""
 
 
+_NO_FILTERS = FilterResult()
+"""What `compile_filters` gives for no filters (read only)."""
+
+
 def route_ref(loaded: Loaded[HTTPRoute] | Loaded[GRPCRoute]) -> RouteRef:
     obj = loaded.obj
     return RouteRef(kind=obj.kind, namespace=obj.namespace, name=obj.name)
@@ -56,9 +60,10 @@ def compile_rules(
     needs_grant: bool,
 ) -> tuple[list[ir.Rule], RuleIssues]:
     obj = loaded.obj
-    ref = route_ref(loaded)
+    kind, namespace, route_name = obj.kind, obj.namespace, obj.name
+    ref = RouteRef(kind=kind, namespace=namespace, name=route_name)
     grpc = isinstance(obj, GRPCRoute)
-    base = f"{obj.kind.lower()}/{obj.namespace}/{obj.name}"
+    base = f"{kind.lower()}/{namespace}/{route_name}"
     issues = RuleIssues()
     rules: list[ir.Rule] = []
     all_rules: Sequence[HTTPRouteRule | GRPCRouteRule] = obj.spec.rules
@@ -77,18 +82,20 @@ def compile_rules(
             )
             issues.dropped.append(f"Dropped Rule {i}: {msg}")
             continue
-        res = compile_filters(
-            ctx,
-            rule.filters,
-            rule_name=name,
-            route=ref,
-            parent=parent,
-            prefix=prefix,
-            needs_grant=needs_grant,
-            grpc=grpc,
-            pos=pos.child("filters"),
-        )
-        issues.unresolved.extend(res.unresolved)
+        res = _NO_FILTERS
+        if rule.filters:
+            res = compile_filters(
+                ctx,
+                rule.filters,
+                rule_name=name,
+                route=ref,
+                parent=parent,
+                prefix=prefix,
+                needs_grant=needs_grant,
+                grpc=grpc,
+                pos=pos.child("filters"),
+            )
+            issues.unresolved.extend(res.unresolved)
         backends: list[ir.WeightedBackend] = []
         backend_refs: Sequence[HTTPBackendRef | GRPCBackendRef] = rule.backend_refs
         total = sum(b.weight for b in backend_refs)
@@ -101,32 +108,34 @@ def compile_rules(
                 issues.unresolved.append((target.reason, target.message))
             else:
                 check_ready(ctx, target, weight=br.weight, total=total, pos=bpos)
-            bres = compile_filters(
-                ctx,
-                br.filters,
-                rule_name=f"{name}/backend/{j}",
-                route=ref,
-                parent=parent,
-                prefix=prefix,
-                needs_grant=needs_grant,
-                grpc=grpc,
-                pos=bpos.child("filters"),
-                allow_fault=False,
-            )
-            issues.unresolved.extend(bres.unresolved)
-            bres.filters = _backend_filters(ctx, bres.filters, pos=bpos.child("filters"))
+            kept: tuple[ir.Filter, ...] = ()
+            if br.filters:
+                bres = compile_filters(
+                    ctx,
+                    br.filters,
+                    rule_name=f"{name}/backend/{j}",
+                    route=ref,
+                    parent=parent,
+                    prefix=prefix,
+                    needs_grant=needs_grant,
+                    grpc=grpc,
+                    pos=bpos.child("filters"),
+                    allow_fault=False,
+                )
+                issues.unresolved.extend(bres.unresolved)
+                kept = tuple(_backend_filters(ctx, bres.filters, pos=bpos.child("filters")))
             backends.append(
                 ir.WeightedBackend(
                     name=f"{name}/backend/{j}",
                     source=ir.SourceRef(
-                        kind=obj.kind,
-                        namespace=obj.namespace,
-                        name=obj.name,
+                        kind=kind,
+                        namespace=namespace,
+                        name=route_name,
                         section=f"rule/{i}/backend/{j}",
                     ),
                     weight=br.weight,
                     target=target,
-                    filters=tuple(bres.filters),
+                    filters=kept,
                 )
             )
         timeouts, retry = ir.Timeouts(), None
@@ -137,7 +146,7 @@ def compile_rules(
             ir.Rule(
                 name=name,
                 source=ir.SourceRef(
-                    kind=obj.kind, namespace=obj.namespace, name=obj.name, section=f"rule/{i}"
+                    kind=kind, namespace=namespace, name=route_name, section=f"rule/{i}"
                 ),
                 matches=tuple(matches),
                 filters=tuple(res.filters),

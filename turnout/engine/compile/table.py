@@ -32,7 +32,7 @@ from turnout.engine.compile.index import Index
 from turnout.engine.compile.parents import (
     ServicePort,
 )
-from turnout.engine.compile.units import RouteUnit, add_attached, add_cluster_uses, compile_unit
+from turnout.engine.compile.units import RouteUnit, add_attached, compile_unit
 from turnout.engine.config import (
     CLUSTER_DOMAIN,
     DEFAULT_BUDGET_INTERVAL_MS,
@@ -86,7 +86,7 @@ def build_table(
     attached = Attachments()
     statuses: list[ir.RouteStatus] = []
     for route, order in zip(ctx.index.routes, ctx.index.orders, strict=True):
-        unit = compile_unit(ctx.index, ctx.options, route, gateways, order)
+        unit = compile_unit(ctx.index, ctx.options, route, gateways, order, into=ctx)
         apply_unit(ctx, unit, services, gateways)
         add_attached(attached, unit)
         statuses.append(unit.status)
@@ -109,7 +109,7 @@ def apply_unit(
     services: dict[tuple[str, str, int], ServiceViews],
     gateways: dict[tuple[str, str, int], GatewayPort],
 ) -> None:
-    """What `unit` adds: its rules to the views, its findings and cluster uses to `ctx`."""
+    """What `unit` adds to the views (compiled `into=ctx`: its findings are there already)."""
     for sr in unit.services:
         views = services.setdefault(sr.key, ServiceViews(sr.port))
         if not sr.rules:
@@ -121,9 +121,6 @@ def apply_unit(
             views.consumers.setdefault(sr.consumer, []).extend(sr.rules)
     for gr in unit.gateways:
         gateways[gr.key].hosts.setdefault(gr.host, []).extend((gr.listener, r) for r in gr.rules)
-    ctx.diags.extend(unit.diagnostics)
-    ctx.ready.extend(unit.ready)
-    add_cluster_uses(ctx, unit.clusters)
 
 
 def service_ports(index: Index) -> dict[tuple[str, str, int], ServicePort]:

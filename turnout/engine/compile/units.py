@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Container
 from dataclasses import dataclass
+from functools import lru_cache
 
 from turnout.engine import ir
 from turnout.engine.compile.backends import ReadyCheck
@@ -93,9 +94,29 @@ def compile_unit(
     route: Loaded[HTTPRoute] | Loaded[GRPCRoute],
     served: Container[GatewayPortKey],
     order: tuple[str, str, str] | None = None,
+    *,
+    into: Ctx | None = None,
 ) -> RouteUnit:
     """Compile one route alone; `served` = the Gateway ports with a served listener, `order`
-    = `route_order(route)` when the caller has it."""
+    = `route_order(route)` when the caller has it. With `into` (a whole compile), findings,
+    cluster uses and ready checks go straight to that context and nothing is recorded: the
+    unit then holds only its rules and status."""
+    if into is not None:
+        out = _Out()
+        status = _attach_route(into, route, served, out)
+        return RouteUnit(
+            key=unit_key(route),
+            route=route,
+            order=order or route_order(route),
+            status=status,
+            services=tuple(out.services),
+            gateways=tuple(out.gateways),
+            attached=tuple(out.attached),
+            diagnostics=(),
+            clusters=(),
+            ready=(),
+            deps=frozenset(),
+        )
     reads: set[DepKey] = set()
     index.reads = reads
     ctx = Ctx(index=index, options=options)
@@ -117,16 +138,6 @@ def compile_unit(
         ready=tuple(ctx.ready),
         deps=frozenset(reads),
     )
-
-
-def add_cluster_uses(ctx: Ctx, uses: tuple[tuple[str, ClusterUse], ...]) -> None:
-    """`ctx.use_cluster` again for uses recorded in a unit (grpc sticks once set)."""
-    for name, use in uses:
-        have = ctx.clusters.get(name)
-        if have is None:
-            ctx.clusters[name] = ClusterUse(use.namespace, use.service, use.port, use.grpc)
-        elif use.grpc:
-            have.grpc = True
 
 
 @dataclass(slots=True)
@@ -213,6 +224,7 @@ def add_attached(attached: Attachments, unit: RouteUnit) -> None:
         attached.add(gw, listener, source)
 
 
+@lru_cache(maxsize=4096)  # frozen and equal: the same few conditions for thousands of routes
 def _cond(type_: str, ok: bool, reason: str, message: str, gen: int) -> ir.Condition:
     return ir.Condition(
         type=type_,
