@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
+from typing import NamedTuple
 
 from turnout.adapters.policy import PolicyResult, compile_policy
 from turnout.adapters.smi import smi_to_routes
@@ -163,7 +164,7 @@ class SnapshotCompiler:
 
     options: CompileOptions = DEFAULT_COMPILE_OPTIONS
     _table: IncrementalTable | None = None
-    _checked: dict[int, tuple[Loaded[Resource], list[Diagnostic]]] = field(default_factory=dict)
+    _checked: dict[int, _Checked] = field(default_factory=dict)
     _policy: PolicyCache = field(default_factory=lambda: PolicyCache())
 
     def __call__(
@@ -172,25 +173,32 @@ class SnapshotCompiler:
         if self._table is None:
             self._table = IncrementalTable(options=self.options)
         with gc_paused():
-            checked: dict[int, tuple[Loaded[Resource], list[Diagnostic]]] = {}
+            checked: dict[int, _Checked] = {}
             found: list[Diagnostic] = []
+            smi = False
             for o in resources.objects:
                 hit = self._checked.get(id(o))
-                if hit is None or hit[0] is not o:
-                    hit = (o, validate_object(o))
+                if hit is None or hit.obj is not o:
+                    hit = _Checked(
+                        o, validate_object(o), policy_reads(o), isinstance(o.obj, SMI_KINDS)
+                    )
                 checked[id(o)] = hit
-                found.extend(hit[1])
+                found.extend(hit.findings)
+                smi |= hit.smi
             self._checked = checked
             diags = [*diagnostics, *sorted_diagnostics(found)]
             kept = drop_invalid(resources, diags)
-            smi = any(isinstance(o.obj, SMI_KINDS) for o in kept.objects)
             if smi:
                 kept = smi_to_routes(kept, diags)
             findings = [d for d in diags if d.severity is not Severity.ERROR]
             inputs = Inputs(
                 documents=(), resources=kept, diagnostics=tuple(sorted_diagnostics(findings))
             )
-            policy = compile_policy(kept) if smi else self._policy(kept.objects)
+            if smi:
+                policy = compile_policy(kept)
+            else:  # objects dropped as invalid are not read
+                reads = (checked[id(o)] for o in kept.objects)
+                policy = self._policy.of_reads(tuple(c.obj for c in reads if c.policy))
             return with_policy(
                 CompiledInputs(
                     inputs=inputs,
@@ -199,6 +207,16 @@ class SnapshotCompiler:
                 ),
                 policy,
             )
+
+
+class _Checked(NamedTuple):
+    """What `SnapshotCompiler` keeps of an object between snapshots."""
+
+    obj: Loaded[Resource]
+    findings: list[Diagnostic]
+    policy: bool
+    """`policy_reads(obj)`."""
+    smi: bool
 
 
 @dataclass(slots=True)
