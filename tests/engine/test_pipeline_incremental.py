@@ -98,3 +98,13 @@ def test_a_verified_increment_that_differs_falls_back_to_the_full_compile(
         got = inc.compile(resources.resources)
     assert got == compile_table(resources.resources)
     assert "differs from a full compile" in caplog.text
+
+
+def test_the_control_planes_compilers_read_the_verify_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TURNOUT_VERIFY_INCREMENTAL", "3")
+    assert IncrementalCompiler()._table.verify_every == 3
+    compiler = SnapshotCompiler()
+    compiler(Resources(()))
+    assert compiler._table is not None and compiler._table.verify_every == 3

@@ -171,7 +171,9 @@ class SnapshotCompiler:
         self, resources: Resources, diagnostics: Sequence[Diagnostic] = ()
     ) -> CompiledInputs:
         if self._table is None:
-            self._table = IncrementalTable(options=self.options)
+            self._table = IncrementalTable(
+                options=self.options, verify_every=verify_every_from_env()
+            )
         with gc_paused():
             checked: dict[int, _Checked] = {}
             found: list[Diagnostic] = []
@@ -380,6 +382,16 @@ class _FileEntry:
 
 _NO_RAW: Mapping[str, object] = MappingProxyType({})
 
+VERIFY_ENV = "TURNOUT_VERIFY_INCREMENTAL"
+"""Check every Nth incremental compile against a full `compile_table`, serving the full
+one (and starting over) when they differ; 0 or unset: never (docs/compile.md)."""
+
+
+def verify_every_from_env() -> int:
+    text = os.environ.get(VERIFY_ENV, "").strip()
+    return int(text) if text.isdigit() else 0
+
+
 SETTLE_NS = 2_000_000_000
 """How old a file's mtime must be for its `stat` alone to vouch for its bytes (coarse
 filesystem timestamps tick at 1 s at worst; 2 s covers one tick plus clock skew)."""
@@ -420,7 +432,9 @@ class IncrementalCompiler:
     _good: dict[str, _FileEntry] = field(default_factory=dict)
     """The last version of each file that was compiled without an error."""
     _crd_set: CRDSet | None = None
-    _table: IncrementalTable = field(default_factory=IncrementalTable)
+    _table: IncrementalTable = field(
+        default_factory=lambda: IncrementalTable(verify_every=verify_every_from_env())
+    )
     """The compile itself, incremental: only routes whose inputs changed are recompiled
     (`engine.compile.incremental`; equal to `compile_table` of the same objects)."""
     _policy: PolicyCache = field(default_factory=lambda: PolicyCache())

@@ -13,7 +13,8 @@ Service port, statuses per unit; Gateways, their parents and statuses are redone
 ```
 `IncrementalTable.compile(resources)` returns a `CompileResult` equal to
 `compile_table(resources)`, which stays the reference: tests apply random edit sequences and
-compare both after each one, and `verify_every` (``TURNOUT_VERIFY_INCREMENTAL=N``) makes the
+compare both after each one, and `verify_every` (``TURNOUT_VERIFY_INCREMENTAL=N``, read by the
+pipeline) makes the
 control plane check every Nth result against a full compile and fall back to it (and start
 over) when they differ. Unchanged parents, clusters and tuples are the same objects as in the
 previous result, so table equality and the xDS server's per-parent caches short-circuit on
@@ -23,7 +24,6 @@ identity. Pure in the same sense as `compile_table`: no I/O, no clock; the state
 from __future__ import annotations
 
 import logging
-import os
 from bisect import bisect_left, insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -83,15 +83,8 @@ from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded, Resource, Resourc
 
 log = logging.getLogger(__name__)
 
-VERIFY_ENV = "TURNOUT_VERIFY_INCREMENTAL"
-"""Check every Nth incremental result against a full compile (0 or unset: never)."""
 
 _MISSING = object()
-
-
-def verify_every_from_env() -> int:
-    text = os.environ.get(VERIFY_ENV, "")
-    return int(text) if text.isdigit() else 0
 
 
 @dataclass(slots=True)
@@ -99,7 +92,9 @@ class IncrementalTable:
     """`compile_table` with a memory: see the module docstring."""
 
     options: CompileOptions = DEFAULT_COMPILE_OPTIONS
-    verify_every: int = field(default_factory=verify_every_from_env)
+    verify_every: int = 0
+    """Check every Nth result against `compile_table` (0: never); the pipeline sets it from
+    ``TURNOUT_VERIFY_INCREMENTAL``."""
     compiles: int = 0
     """Results returned so far (what `verify_every` counts)."""
     units_compiled: int = 0
