@@ -58,7 +58,7 @@ def stage_times(n: int, services: int = 1) -> dict[str, float]:
     return times
 
 
-def _slice(ready: bool, svc: str = "v1") -> dict[str, object]:
+def _slice(ready: bool, svc: str = "v1", address: str = "10.0.0.1") -> dict[str, object]:
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -69,7 +69,7 @@ def _slice(ready: bool, svc: str = "v1") -> dict[str, object]:
         },
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080}],
-        "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": ready}}],
+        "endpoints": [{"addresses": [address], "conditions": {"ready": ready}}],
     }
 
 
@@ -111,7 +111,7 @@ def one_change(n: int, services: int, runs: int = 7) -> dict[str, float]:
             out, t = timed(lambda: compiler(paths))
             assert compiler._table.units_compiled == 1, compiler._table.units_compiled
             route_times.append(t)
-            slices = [_slice(k % 2 == 0), _slice(True, "v2")]
+            slices = [_slice(True, address=f"10.0.1.{k}"), _slice(True, "v2")]  # a pod replaced
             (root / "slices.yaml").write_text(yaml.safe_dump_all(slices))
             _, t = timed(lambda: compiler(paths))
             assert compiler._table.units_compiled == 0

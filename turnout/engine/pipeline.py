@@ -557,7 +557,8 @@ def _compile_errors(
     """Errors the compile found in files compiled in a new version (a last good version
     compiled without them before), by file."""
     out: dict[str, list[Diagnostic]] = {}
-    for d in compiled.diagnostics:
+    # Unsorted (`compiled.diagnostics` sorts them all): `_hold_back` sorts what it keeps.
+    for d in (*compiled.inputs.diagnostics, *compiled.result.diagnostics):
         f = d.pos.file
         if d.severity is Severity.ERROR and f in chosen and chosen[f] is not good.get(f):
             out.setdefault(f, []).append(d)
