@@ -38,22 +38,33 @@ def pool() -> dict[Key, list[Loaded[Resource]]]:
 
 
 def edits(pool: dict[Key, list[Loaded[Resource]]], seed: int) -> Iterator[Resources]:
+    """Snapshots, each a few edits after the last (now and then a batch of 90, which the
+    incremental compiler answers with a pass over every route), in a shuffled order, and
+    sometimes with an object listed twice or a second object under one key (the later one
+    wins, as in `compile_table`)."""
     rnd = random.Random(seed)
     keys = sorted(pool)
     world: dict[Key, Loaded[Resource]] = {
         k: rnd.choice(pool[k]) for k in keys if rnd.random() < 0.6
     }
     yield Resources(tuple(world.values()))
-    for _ in range(60):
-        key = rnd.choice(keys)
-        what = rnd.random()
-        if key in world and what < 0.3:
-            del world[key]  # gone: what named it must notice
-        elif what < 0.5 and key in world:
-            world[key] = dataclasses.replace(world[key])  # equal, another object
-        else:
-            world[key] = rnd.choice(pool[key])  # added, or another case's version
-        yield Resources(tuple(world.values()))
+    for _ in range(50):
+        for _ in range(rnd.choice([1, 1, 1, 2, 5, 90])):
+            key = rnd.choice(keys)
+            what = rnd.random()
+            if key in world and what < 0.3:
+                del world[key]  # gone: what named it must notice
+            elif what < 0.5 and key in world:
+                world[key] = dataclasses.replace(world[key])  # equal, another object
+            else:
+                world[key] = rnd.choice(pool[key])  # added, or another case's version
+        objects = list(world.values())
+        rnd.shuffle(objects)
+        if objects and rnd.random() < 0.1:
+            objects.append(rnd.choice(objects))
+        if world and rnd.random() < 0.1:
+            objects.append(rnd.choice(pool[rnd.choice(list(world))]))
+        yield Resources(tuple(objects))
 
 
 @pytest.mark.parametrize("complete", [False, True], ids=["manifests", "cluster"])
