@@ -10,7 +10,7 @@ dep_values  every key a unit, parent or cluster can read -> what is there now
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -30,22 +30,30 @@ Owner = tuple[str, str, str, int | str]
 
 @dataclass(slots=True)
 class View:
-    """One view of a Service port: each unit's rules, in tie-break order."""
+    """One view of a Service port: each unit's rules, in tie-break order (`values[i]` are
+    the rules of the unit at `order[i]`, so the view's rules are one C-level chain)."""
 
     order: list[tuple[tuple[str, str, str], UnitKey]] = field(default_factory=list)
+    values: list[tuple[ir.Rule, ...]] = field(default_factory=list)
     rules: dict[UnitKey, tuple[ir.Rule, ...]] = field(default_factory=dict)
 
     def put(self, unit: RouteUnit, rules: tuple[ir.Rule, ...]) -> None:
-        if unit.key not in self.rules:
-            insort(self.order, (unit.order, unit.key))
+        at = bisect_left(self.order, (unit.order, unit.key))
+        if unit.key in self.rules:
+            self.values[at] = rules
+        else:
+            self.order.insert(at, (unit.order, unit.key))
+            self.values.insert(at, rules)
         self.rules[unit.key] = rules
 
     def drop(self, unit: RouteUnit) -> None:
         if self.rules.pop(unit.key, None) is not None:
-            del self.order[bisect_left(self.order, (unit.order, unit.key))]
+            at = bisect_left(self.order, (unit.order, unit.key))
+            del self.order[at]
+            del self.values[at]
 
     def all_rules(self) -> list[ir.Rule]:
-        return list(chain.from_iterable(self.rules[k] for _, k in self.order))
+        return list(chain.from_iterable(self.values))
 
 
 @dataclass(slots=True)
