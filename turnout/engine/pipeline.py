@@ -8,7 +8,10 @@ compile_snapshot  parsed objects (the Kubernetes source) -> built-in rules -> dr
                   serves with the table); each dropped object is `Rejected`
 IncrementalCompiler  a watched directory, per file: unchanged files keep their validated
                   objects; a file with errors is `Rejected` and keeps its last good version
-                  (or is left out if it never was good); every other file is compiled
+                  (or is left out if it never was good); every other file is compiled,
+                  incrementally (`compile.incremental.IncrementalTable`, docs/compile.md)
+SnapshotCompiler  compile_snapshot for the Kubernetes source's stream of snapshots: the
+                  same result, reusing per object what did not change, compiled incrementally
 ```
 `compile_files` is what `mesh validate/routes/explain/test` and the golden tests run: an
 object with an error is left out of the compile, exactly as the API server would have
@@ -415,9 +418,10 @@ def _without_raw(obj: Loaded[Resource]) -> Loaded[Resource]:
 @dataclass(slots=True)
 class IncrementalCompiler:
     """`compile_files` for a watched directory: files whose content did not change
-    keep their parsed and validated objects, so one edited route among 10,000 costs its own
-    file's parse and validation plus the compile of the whole table (which is a pure
-    function of all objects and is always redone).
+    keep their parsed and validated objects (a settled file whose stat did not change is
+    not even read), and the compile is incremental (`IncrementalTable`, equal to
+    `compile_table` of the same objects): one edited route among 10,000 costs its own file's
+    parse and validation plus the recompile of that route and its parent.
 
     A file with an error (its own, or one the compiler finds in it) is `Rejected`, as the
     API server rejects one bad object and accepts the rest: its last good version is
