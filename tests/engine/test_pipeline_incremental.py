@@ -22,8 +22,8 @@ from turnout.engine.pipeline import (
     compile_files,
     compile_snapshot,
     load_inputs,
-    policy_reads,
 )
+from turnout.engine.policy_reads import policy_reads
 
 POLICY_CASES = sorted(GOLDEN.glob("policy/*.in.yaml")) + sorted(GOLDEN.glob("xds-policy/*.in.yaml"))
 

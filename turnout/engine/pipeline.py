@@ -26,7 +26,7 @@ import gc
 import hashlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -53,12 +53,12 @@ from turnout.engine.diagnostics import (
     sorted_diagnostics,
 )
 from turnout.engine.errors import LimitExceeded, LoadError
-from turnout.engine.model import Document, GRPCRoute, HTTPRoute, Loaded, Resource, Resources
-from turnout.engine.model.authz import LINKERD_POLICY_GROUP, PeerAuthentication
+from turnout.engine.model import Document, Loaded, Resource, Resources
+from turnout.engine.model.authz import PeerAuthentication
 from turnout.engine.model.kinds import merge_objects, split_api_version
 from turnout.engine.model.limits import DEFAULT_LIMITS, ManifestLimits, read_manifest_bytes
 from turnout.engine.model.loader import expand_paths
-from turnout.engine.model.smi import AnyTrafficSplit, TrafficSplitRoute
+from turnout.engine.policy_reads import SMI_KINDS, PolicyCache, policy_reads
 from turnout.engine.render import diagnostic_data, result_data, to_data
 from turnout.engine.validate import CRDSet, load_crds, validate_paths, validate_resources
 from turnout.engine.validate.rules import validate_object
@@ -224,23 +224,6 @@ class _Checked(NamedTuple):
     smi: bool
 
 
-@dataclass(slots=True)
-class PolicyCache:
-    """`compile_policy` of a snapshot, from only what it reads (`policy_reads`), recompiled
-    only when one of those objects is not the same object as last time."""
-
-    _last: tuple[tuple[Loaded[Resource], ...], PolicyResult] | None = None
-
-    def __call__(self, objects: Iterable[Loaded[Resource]]) -> PolicyResult:
-        reads = tuple(o for o in objects if policy_reads(o))
-        return self.of_reads(reads)
-
-    def of_reads(self, reads: tuple[Loaded[Resource], ...]) -> PolicyResult:
-        if self._last is None or self._last[0] != reads:
-            self._last = (reads, compile_policy(Resources(reads)))
-        return self._last[1]
-
-
 def with_policy(compiled: CompiledInputs, policy: PolicyResult) -> CompiledInputs:
     """The control plane's compile with its policy; endpoints of ports whose mTLS mode is
     DISABLE are served without their identity (`compile/peer_modes.py`)."""
@@ -347,17 +330,6 @@ def object_key(o: Loaded[Resource]) -> ObjectKey:
     AuthorizationPolicy apart)."""
     obj = o.obj
     return (obj.kind, obj.metadata.namespace or "", obj.name, split_api_version(obj.api_version)[0])
-
-
-SMI_KINDS = (*AnyTrafficSplit.__args__, TrafficSplitRoute)
-
-
-def policy_reads(o: Loaded[Resource]) -> bool:
-    """Whether `compile_policy` reads `o`: any object but a route without a Server parent."""
-    obj = o.obj
-    if not isinstance(obj, HTTPRoute | GRPCRoute):
-        return True
-    return any(p.group == LINKERD_POLICY_GROUP and p.kind == "Server" for p in obj.spec.parent_refs)
 
 
 @dataclass(slots=True)
