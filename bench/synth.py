@@ -1,6 +1,9 @@
-"""Synthetic manifests for benchmarks: N HTTPRoutes on one Service parent."""
+"""Synthetic manifests for benchmarks: N HTTPRoutes on one Service parent, or spread over
+several (`services=1000`: route i on Service ``web{i % 1000}``)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from turnout.engine.diagnostics import SourcePos
 from turnout.engine.model import Document
@@ -42,9 +45,13 @@ def route(ns: str, i: int, *, parent: str = "web") -> dict[str, object]:
     }
 
 
-def documents(n: int, *, ns: str = "bench") -> list[Document]:
-    raws = [service(ns, "web"), service(ns, "v1"), service(ns, "v2")]
-    raws += [route(ns, i) for i in range(n)]
+def documents(
+    n: int, *, ns: str = "bench", services: int = 1, extra: Sequence[dict[str, object]] = ()
+) -> list[Document]:
+    parents = ["web"] if services == 1 else [f"web{k}" for k in range(services)]
+    raws = [*(service(ns, p) for p in parents), service(ns, "v1"), service(ns, "v2")]
+    raws += [route(ns, i, parent=parents[i % len(parents)]) for i in range(n)]
+    raws += extra
     return [
         Document(pos=SourcePos(file="bench.yaml", doc_index=i), raw=raw)
         for i, raw in enumerate(raws)

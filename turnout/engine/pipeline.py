@@ -8,7 +8,10 @@ compile_snapshot  parsed objects (the Kubernetes source) -> built-in rules -> dr
                   serves with the table); each dropped object is `Rejected`
 IncrementalCompiler  a watched directory, per file: unchanged files keep their validated
                   objects; a file with errors is `Rejected` and keeps its last good version
-                  (or is left out if it never was good); every other file is compiled
+                  (or is left out if it never was good); every other file is compiled,
+                  incrementally (`compile.incremental.IncrementalTable`, docs/compile.md)
+SnapshotCompiler  compile_snapshot for the Kubernetes source's stream of snapshots: the
+                  same result, reusing per object what did not change, compiled incrementally
 ```
 `compile_files` is what `mesh validate/routes/explain/test` and the golden tests run: an
 object with an error is left out of the compile, exactly as the API server would have
@@ -21,12 +24,15 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
+import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
+from typing import NamedTuple
 
 from turnout.adapters.policy import PolicyResult, compile_policy
 from turnout.adapters.smi import smi_to_routes
@@ -36,6 +42,7 @@ from turnout.engine.compile import (
     CompileResult,
     compile_table,
 )
+from turnout.engine.compile.incremental import IncrementalTable
 from turnout.engine.compile.peer_modes import without_disabled_identities
 from turnout.engine.diagnostics import (
     Diagnostic,
@@ -48,11 +55,13 @@ from turnout.engine.diagnostics import (
 from turnout.engine.errors import LimitExceeded, LoadError
 from turnout.engine.model import Document, Loaded, Resource, Resources
 from turnout.engine.model.authz import PeerAuthentication
-from turnout.engine.model.kinds import merge_objects
+from turnout.engine.model.kinds import merge_objects, split_api_version
 from turnout.engine.model.limits import DEFAULT_LIMITS, ManifestLimits, read_manifest_bytes
 from turnout.engine.model.loader import expand_paths
+from turnout.engine.policy_reads import SMI_KINDS, PolicyCache, policy_reads
 from turnout.engine.render import diagnostic_data, result_data, to_data
 from turnout.engine.validate import CRDSet, load_crds, validate_paths, validate_resources
+from turnout.engine.validate.rules import validate_object
 
 OWN_CRDS = Path(str(resources.files("turnout.engine") / "crds"))
 """Turnout's own CRDs (package data; `crds/` in a clone): their schemas and CEL rules always
@@ -111,6 +120,8 @@ def drop_invalid(resources: Resources, diagnostics: Sequence[Diagnostic]) -> Res
         for d in diagnostics
         if d.severity is Severity.ERROR
     }
+    if not bad:
+        return resources
     return Resources(
         tuple(
             o
@@ -144,6 +155,73 @@ def compile_snapshot(
             ),
             compile_policy(kept),
         )
+
+
+@dataclass(slots=True)
+class SnapshotCompiler:
+    """`compile_snapshot` for one source's stream of snapshots (the Kubernetes source): the
+    same result, with what did not change since the last snapshot reused. An object that is
+    the same object as before keeps its built-in rule findings; the compile is incremental
+    (`IncrementalTable`); the policy is recompiled only when an object it reads changed.
+    Not thread-safe: the control plane compiles one snapshot at a time."""
+
+    options: CompileOptions = DEFAULT_COMPILE_OPTIONS
+    _table: IncrementalTable | None = None
+    _checked: dict[int, _Checked] = field(default_factory=dict)
+    _policy: PolicyCache = field(default_factory=lambda: PolicyCache())
+
+    def __call__(
+        self, resources: Resources, diagnostics: Sequence[Diagnostic] = ()
+    ) -> CompiledInputs:
+        if self._table is None:
+            self._table = IncrementalTable(
+                options=self.options, verify_every=verify_every_from_env()
+            )
+        with gc_paused():
+            checked: dict[int, _Checked] = {}
+            found: list[Diagnostic] = []
+            smi = False
+            for o in resources.objects:
+                hit = self._checked.get(id(o))
+                if hit is None or hit.obj is not o:
+                    hit = _Checked(
+                        o, validate_object(o), policy_reads(o), isinstance(o.obj, SMI_KINDS)
+                    )
+                checked[id(o)] = hit
+                found.extend(hit.findings)
+                smi |= hit.smi
+            self._checked = checked
+            diags = [*diagnostics, *sorted_diagnostics(found)]
+            kept = drop_invalid(resources, diags)
+            if smi:
+                kept = smi_to_routes(kept, diags)
+            findings = [d for d in diags if d.severity is not Severity.ERROR]
+            inputs = Inputs(
+                documents=(), resources=kept, diagnostics=tuple(sorted_diagnostics(findings))
+            )
+            if smi:
+                policy = compile_policy(kept)
+            else:  # objects dropped as invalid are not read
+                reads = (checked[id(o)] for o in kept.objects)
+                policy = self._policy.of_reads(tuple(c.obj for c in reads if c.policy))
+            return with_policy(
+                CompiledInputs(
+                    inputs=inputs,
+                    result=self._table.compile(kept),
+                    rejected=rejected_by_file(diags),
+                ),
+                policy,
+            )
+
+
+class _Checked(NamedTuple):
+    """What `SnapshotCompiler` keeps of an object between snapshots."""
+
+    obj: Loaded[Resource]
+    findings: list[Diagnostic]
+    policy: bool
+    """`policy_reads(obj)`."""
+    smi: bool
 
 
 def with_policy(compiled: CompiledInputs, policy: PolicyResult) -> CompiledInputs:
@@ -244,6 +322,16 @@ def policy_golden_data(inputs: Inputs, result: PolicyResult, *, root: Path) -> d
     }
 
 
+ObjectKey = tuple[str, str, str, str]
+
+
+def object_key(o: Loaded[Resource]) -> ObjectKey:
+    """What `merge_objects` keeps one object per (the group keeps Linkerd's and Istio's
+    AuthorizationPolicy apart)."""
+    obj = o.obj
+    return (obj.kind, obj.metadata.namespace or "", obj.name, split_api_version(obj.api_version)[0])
+
+
 @dataclass(slots=True)
 class _FileEntry:
     stamp: bytes
@@ -252,9 +340,44 @@ class _FileEntry:
     resources: tuple[Loaded[Resource], ...]
     """Validated objects, without their raw YAML (`_without_raw`)."""
     diagnostics: tuple[Diagnostic, ...]
+    stat: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """(mtime, ctime, size, inode) when it was read."""
+    settled: bool = False
+    """Its mtime was older than `SETTLE_NS` when read: an edit since must have moved the
+    mtime or ctime, so an equal `stat` proves the bytes unchanged without reading them
+    (git's "racily clean" rule). A file modified just before the read is hashed again."""
+    keys: tuple[ObjectKey, ...] = ()
+    """`object_key` of each of `resources` (merging files is then a dict update)."""
+    smi: bool = False
+    """It holds a TrafficSplit (or a synthesized route): `smi_to_routes` must run."""
+    policy: tuple[Loaded[Resource], ...] = ()
+    """What of it `compile_policy` reads: everything but the routes without a Server
+    parent (the policy adapter reads routes only through a Server parentRef)."""
 
 
 _NO_RAW: Mapping[str, object] = MappingProxyType({})
+
+VERIFY_ENV = "TURNOUT_VERIFY_INCREMENTAL"
+"""Check every Nth incremental compile against a full `compile_table`, serving the full
+one (and starting over) when they differ; 0 or unset: never (docs/compile.md)."""
+
+
+def verify_every_from_env() -> int:
+    text = os.environ.get(VERIFY_ENV, "").strip()
+    return int(text) if text.isdigit() else 0
+
+
+SETTLE_NS = 2_000_000_000
+"""How old a file's mtime must be for its `stat` alone to vouch for its bytes (coarse
+filesystem timestamps tick at 1 s at worst; 2 s covers one tick plus clock skew)."""
+
+
+def _stat_of(file: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(file)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
 def _without_raw(obj: Loaded[Resource]) -> Loaded[Resource]:
@@ -267,9 +390,10 @@ def _without_raw(obj: Loaded[Resource]) -> Loaded[Resource]:
 @dataclass(slots=True)
 class IncrementalCompiler:
     """`compile_files` for a watched directory: files whose content did not change
-    keep their parsed and validated objects, so one edited route among 10,000 costs its own
-    file's parse and validation plus the compile of the whole table (which is a pure
-    function of all objects and is always redone).
+    keep their parsed and validated objects (a settled file whose stat did not change is
+    not even read), and the compile is incremental (`IncrementalTable`, equal to
+    `compile_table` of the same objects): one edited route among 10,000 costs its own file's
+    parse and validation plus the recompile of that route and its parent.
 
     A file with an error (its own, or one the compiler finds in it) is `Rejected`, as the
     API server rejects one bad object and accepts the rest: its last good version is
@@ -284,6 +408,12 @@ class IncrementalCompiler:
     _good: dict[str, _FileEntry] = field(default_factory=dict)
     """The last version of each file that was compiled without an error."""
     _crd_set: CRDSet | None = None
+    _table: IncrementalTable = field(
+        default_factory=lambda: IncrementalTable(verify_every=verify_every_from_env())
+    )
+    """The compile itself, incremental: only routes whose inputs changed are recompiled
+    (`engine.compile.incremental`; equal to `compile_table` of the same objects)."""
+    _policy: PolicyCache = field(default_factory=lambda: PolicyCache())
 
     def __call__(self, paths: Sequence[str | Path]) -> CompiledInputs:
         with gc_paused():
@@ -309,7 +439,7 @@ class IncrementalCompiler:
             if file in self._good and file not in chosen:
                 chosen[file] = self._good[file]
         while True:
-            compiled = _compile_entries(chosen)
+            compiled = _compile_entries(chosen, self._table)
             bad = _compile_errors(compiled, chosen, self._good)
             if not bad:
                 break
@@ -320,26 +450,48 @@ class IncrementalCompiler:
         self._good = chosen
         return with_policy(
             dataclasses.replace(compiled, rejected=tuple(rejected[f] for f in sorted(rejected))),
-            compile_policy(compiled.inputs.resources),
+            self._compile_policy(chosen, compiled.inputs.resources),
+        )
+
+    def _compile_policy(self, chosen: dict[str, _FileEntry], resources: Resources) -> PolicyResult:
+        """`compile_policy(resources)`, from the objects it reads, cached while those are
+        the same objects (a route edit then costs no policy compile)."""
+        if any(e.smi for e in chosen.values()):
+            return compile_policy(resources)
+        kept = set(map(id, resources.objects))
+        return self._policy.of_reads(
+            tuple(o for e in chosen.values() for o in e.policy if id(o) in kept)
         )
 
     def _read(self, file: str) -> _FileEntry | Rejected:
-        """The file's entry, from the cache when its bytes did not change."""
+        """The file's entry, from the cache when its bytes did not change (not even read
+        when its `stat` did not change since a settled read)."""
+        entry = self._cache.get(file)
+        stat = _stat_of(file)
+        if entry is not None and entry.settled and stat is not None and entry.stat == stat:
+            return entry
         try:
             data = read_manifest_bytes(file, limits=self.limits)
             stamp = hashlib.blake2b(data, digest_size=16).digest()
-            entry = self._cache.get(file)
+            settled = stat is not None and stat[0] < time.time_ns() - SETTLE_NS
             if entry is not None and entry.stamp == stamp:
+                entry.stat, entry.settled = stat or (0, 0, 0, 0), settled
                 return entry
             report = validate_paths([file], crds=self._crd_set, limits=self.limits)
         except LoadError as exc:
             reason = "LimitExceeded" if isinstance(exc, LimitExceeded) else "FileUnreadable"
             why = error(reason, exc.message, SourcePos(file, exc.doc_index or 0))
             return Rejected(file=file, kept=file in self._good, diagnostics=(why,))
+        objects = tuple(_without_raw(o) for o in report.resources.objects)
         return _FileEntry(
             stamp=stamp,
-            resources=tuple(_without_raw(o) for o in report.resources.objects),
+            resources=objects,
             diagnostics=report.diagnostics,
+            stat=stat or (0, 0, 0, 0),
+            settled=settled,
+            keys=tuple(object_key(o) for o in objects),
+            smi=any(isinstance(o.obj, SMI_KINDS) for o in objects),
+            policy=tuple(o for o in objects if policy_reads(o)),
         )
 
     def _hold_back(
@@ -352,12 +504,27 @@ class IncrementalCompiler:
         return Rejected(file=file, kept=good is not None, diagnostics=errors)
 
 
-def _compile_entries(entries: dict[str, _FileEntry]) -> CompiledInputs:
+def _compile_entries(entries: dict[str, _FileEntry], table: IncrementalTable) -> CompiledInputs:
     diags = [d for e in entries.values() for d in e.diagnostics]
-    merged = merge_objects((o for e in entries.values() for o in e.resources), diags)
-    resources = smi_to_routes(drop_invalid(merged, diags), diags)
+    merged = _merged(entries, diags)
+    resources = drop_invalid(merged, diags)
+    if any(e.smi for e in entries.values()):
+        resources = smi_to_routes(resources, diags)
     inputs = Inputs(documents=(), resources=resources, diagnostics=tuple(sorted_diagnostics(diags)))
-    return CompiledInputs(inputs=inputs, result=compile_table(resources))
+    return CompiledInputs(inputs=inputs, result=table.compile(resources))
+
+
+def _merged(entries: dict[str, _FileEntry], diags: list[Diagnostic]) -> Resources:
+    """`merge_objects` of the entries' objects: a dict update per file with the keys read
+    with it; the same function, for its warnings, only when two objects share a key."""
+    by_key: dict[ObjectKey, Loaded[Resource]] = {}
+    total = 0
+    for e in entries.values():
+        by_key.update(zip(e.keys, e.resources, strict=True))
+        total += len(e.keys)
+    if len(by_key) != total:
+        return merge_objects((o for e in entries.values() for o in e.resources), diags)
+    return Resources(tuple(by_key.values()))
 
 
 def _compile_errors(
@@ -366,7 +533,8 @@ def _compile_errors(
     """Errors the compile found in files compiled in a new version (a last good version
     compiled without them before), by file."""
     out: dict[str, list[Diagnostic]] = {}
-    for d in compiled.diagnostics:
+    # Unsorted (`compiled.diagnostics` sorts them all): `_hold_back` sorts what it keeps.
+    for d in (*compiled.inputs.diagnostics, *compiled.result.diagnostics):
         f = d.pos.file
         if d.severity is Severity.ERROR and f in chosen and chosen[f] is not good.get(f):
             out.setdefault(f, []).append(d)

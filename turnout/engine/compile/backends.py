@@ -9,12 +9,15 @@ keeps its weight: its share of requests answers 500.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from turnout.engine import ir
 from turnout.engine.compile.context import Ctx
+from turnout.engine.compile.where import At, pos_of
 from turnout.engine.config import INVALID_BACKEND_STATUS
-from turnout.engine.diagnostics import SourcePos, warning
+from turnout.engine.diagnostics import Diagnostic, warning
 from turnout.engine.identity.settings import DEFAULT_TRUST_DOMAIN
 from turnout.engine.model.base import BackendObjectReference
 from turnout.engine.model.core import ObjectReference
@@ -33,7 +36,7 @@ class RouteRef:
 
 def grant_allows(ctx: Ctx, *, route: RouteRef, to_ns: str, to_kind: str, to_name: str) -> bool:
     """Some ReferenceGrant in `to_ns` lets `route` reference core `to_kind`/`to_name`."""
-    for loaded in ctx.index.grants.get(to_ns, ()):
+    for loaded in ctx.index.grants_in(to_ns):
         spec = loaded.obj.spec
         ok_from = any(
             f.group == GATEWAY_GROUP and f.kind == route.kind and f.namespace == route.namespace
@@ -53,7 +56,7 @@ def pod_identity(ctx: Ctx, ns: str, ref: ObjectReference | None) -> str | None:
     gets a certificate for, Linkerd's destination rule): None when the Pod is unknown."""
     if ref is None or ref.kind != "Pod" or not ref.name:
         return None
-    account = ctx.index.accounts.get((ref.namespace or ns, ref.name))
+    account = ctx.index.account(ref.namespace or ns, ref.name)
     if account is None:
         return None
     return f"{account}.{ref.namespace or ns}.serviceaccount.identity.{DEFAULT_TRUST_DOMAIN}"
@@ -64,7 +67,7 @@ def endpoints_of(
 ) -> tuple[tuple[ir.Endpoint, ...], bool]:
     """The endpoints of Service port `port` (named `port_name`) from the EndpointSlices, and
     whether any slice of the Service was among the inputs at all (False: unknown)."""
-    slices = ctx.index.slices.get((ns, service))
+    slices = ctx.index.slices_of(ns, service)
     if not slices:
         return (), False
     found: set[ir.Endpoint] = set()
@@ -111,33 +114,72 @@ def report_fqdn_slices(ctx: Ctx) -> None:
             ctx.report(warning("UnsupportedAddressType", msg, loaded.pos.child("addressType")))
 
 
-def check_ready(
-    ctx: Ctx, target: ir.ServiceTarget, *, weight: int, total: int, pos: SourcePos
-) -> None:
-    """Warn (`NoReadyEndpoints`) when a backend that gets traffic has no ready endpoint.
+class ReadyCheck(NamedTuple):
+    """A backend that gets traffic: `report_not_ready` warns when its Service port has no
+    ready endpoint. Recorded while compiling, checked in a pass of its own, so endpoint
+    changes re-run the checks and never the route compile. A NamedTuple, as `SourcePos`:
+    one per backend of every route, and tuples are the cheapest immutable object."""
 
-    Only where endpoints are tracked (the inputs hold EndpointSlices, as a cluster's do): a
-    Service without any slice then has none. A backend of weight 0 (Flagger's idle canary,
-    scaled to zero) gets no requests, so it is not reported."""
-    if weight <= 0 or not ctx.index.slices:
-        return
-    svc = ctx.index.services.get((target.namespace, target.service))
+    target: ir.ServiceTarget
+    weight: int
+    total: int
+    pos: At
+
+
+def check_ready(ctx: Ctx, target: ir.ServiceTarget, *, weight: int, total: int, pos: At) -> None:
+    """Record the check (only backends that get traffic: a backend of weight 0, Flagger's
+    idle canary scaled to zero, gets no requests, so it is not reported)."""
+    if weight > 0:
+        ctx.ready.append(ReadyCheck(target, weight, total, pos))
+
+
+ReadyKey = tuple[str, str, int]
+
+
+def ready_endpoints(ctx: Ctx, key: ReadyKey) -> tuple[bool, int]:
+    """(any endpoint of Service port `key` is ready, how many endpoints it has)."""
+    ns, service, port = key
+    svc = ctx.index.service(ns, service)
     port_name = None
     if svc is not None:
-        port_name = next((p.name for p in svc.obj.spec.ports if p.port == target.port), None)
-    endpoints, _ = endpoints_of(ctx, target.namespace, target.service, port_name, target.port)
-    if any(e.ready for e in endpoints):
-        return
-    seen = f"{len(endpoints)} not ready" if endpoints else "none"
-    ctx.report(
-        warning(
-            "NoReadyEndpoints",
-            f"Service {target.namespace}/{target.service} port {target.port} has no ready "
-            f"endpoint ({seen}): the requests this backend gets (weight {weight} of {total}) "
-            "are answered 503 until its pods are ready",
-            pos,
+        port_name = next((p.name for p in svc.obj.spec.ports if p.port == port), None)
+    endpoints, _ = endpoints_of(ctx, ns, service, port_name, port)
+    return any(e.ready for e in endpoints), len(endpoints)
+
+
+def not_ready_warnings(ready: tuple[bool, int], checks: Iterable[ReadyCheck]) -> list[Diagnostic]:
+    """`NoReadyEndpoints` for each of `checks` (all on one Service port, whose readiness
+    is `ready`)."""
+    ok, count = ready
+    if ok:
+        return []
+    seen = f"{count} not ready" if count else "none"
+    out: list[Diagnostic] = []
+    for c in checks:
+        t = c.target
+        out.append(
+            warning(
+                "NoReadyEndpoints",
+                f"Service {t.namespace}/{t.service} port {t.port} has no ready "
+                f"endpoint ({seen}): the requests this backend gets (weight {c.weight} of "
+                f"{c.total}) are answered 503 until its pods are ready",
+                pos_of(c.pos),
+            )
         )
-    )
+    return out
+
+
+def report_not_ready(ctx: Ctx, checks: Iterable[ReadyCheck]) -> None:
+    """Warn (`NoReadyEndpoints`) for each check whose Service port has no ready endpoint;
+    only where endpoints are tracked (the inputs hold EndpointSlices, as a cluster's do): a
+    Service without any slice then has none."""
+    if not ctx.index.slices:
+        return
+    by_port: dict[ReadyKey, list[ReadyCheck]] = {}
+    for c in checks:
+        by_port.setdefault((c.target.namespace, c.target.service, c.target.port), []).append(c)
+    for key, group in by_port.items():
+        ctx.diags.extend(not_ready_warnings(ready_endpoints(ctx, key), group))
 
 
 def resolve_backend(
@@ -147,7 +189,7 @@ def resolve_backend(
     route: RouteRef,
     needs_grant: bool,
     grpc: bool,
-    pos: SourcePos,
+    pos: At,
 ) -> ir.ServiceTarget | ir.InvalidBackend:
     """Resolve one reference; problems become warnings at `pos` and an `InvalidBackend`."""
     ns = ref.namespace or route.namespace
@@ -156,7 +198,7 @@ def resolve_backend(
         written = f"{ref.kind} {written}"
 
     def invalid(reason: str, message: str) -> ir.InvalidBackend:
-        ctx.report(warning(reason, message, pos))
+        ctx.report(warning(reason, message, pos_of(pos)))
         return ir.InvalidBackend(
             status=INVALID_BACKEND_STATUS, reason=reason, message=message, ref=written
         )
@@ -176,7 +218,7 @@ def resolve_backend(
         )
     if ref.port is None:
         return invalid("BackendNotFound", f"Service {ns}/{ref.name}: port is required")
-    svc = ctx.index.services.get((ns, ref.name))
+    svc = ctx.index.service(ns, ref.name)
     if svc is None:
         return invalid("BackendNotFound", f"Service {ns}/{ref.name} not found among the inputs")
     if svc.obj.spec.ports and all(p.port != ref.port for p in svc.obj.spec.ports):

@@ -66,7 +66,7 @@ def _resolve(
     if ns != gw.namespace and not _granted(ctx, gw, ns, ref.name):
         msg = f"{what} is in another namespace and no ReferenceGrant there allows this Gateway"
         return None, NOT_PERMITTED, msg
-    loaded = ctx.index.secrets.get((ns, ref.name))
+    loaded = ctx.index.secret(ns, ref.name)
     if loaded is None:
         return None, INVALID_REF, f"{what} not found"
     secret = loaded.obj
@@ -87,7 +87,7 @@ def _resolve(
 
 
 def _granted(ctx: Ctx, gw: Gateway, ns: str, name: str) -> bool:
-    for loaded in ctx.index.grants.get(ns, ()):
+    for loaded in ctx.index.grants_in(ns):
         spec = loaded.obj.spec
         ok_from = any(
             f.group == GATEWAY_GROUP and f.kind == "Gateway" and f.namespace == gw.namespace

@@ -9,11 +9,11 @@ losing match, naming the one that wins. Same-route duplicates are reported too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from turnout.engine import ir
 from turnout.engine.compile.context import Ctx
-from turnout.engine.diagnostics import warning
+from turnout.engine.diagnostics import Diagnostic, warning
 from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded
 
 MatchKey = tuple[object, ...]
@@ -34,29 +34,72 @@ def views_of(parent: ir.Parent) -> Iterable[ir.VirtualHost]:
         yield from parent.vhosts
 
 
+RouteOf = Callable[[ir.SourceRef], "Loaded[HTTPRoute] | Loaded[GRPCRoute] | None"]
+Shadowed = tuple[str, Diagnostic | None]
+"""A shadowed match's name, and its warning (None: its route is not among the inputs)."""
+
+
 def report_conflicts(ctx: Ctx, table: ir.RouteTable) -> None:
     """Warn once per shadowed match (a rule compiled for several parents warns once)."""
     routes: dict[tuple[str, str, str], Loaded[HTTPRoute] | Loaded[GRPCRoute]] = {
         (r.obj.kind, r.obj.namespace, r.obj.name): r for r in ctx.index.routes
     }
+
+    def route_of(src: ir.SourceRef) -> Loaded[HTTPRoute] | Loaded[GRPCRoute] | None:
+        return routes.get((src.kind, src.namespace, src.name))
+
+    shadowed = (
+        vhost_conflicts(vhost, route_of) for parent in table.parents for vhost in views_of(parent)
+    )
+    ctx.diags.extend(first_reports(shadowed))
+
+
+def vhost_conflicts(
+    vhost: ir.VirtualHost,
+    route_of: RouteOf,
+    keys: dict[int, tuple[ir.Match, MatchKey]] | None = None,
+) -> list[Shadowed]:
+    """The matches of `vhost` that an identical earlier one shadows, in rule order.
+
+    `keys` caches `match_key` by the match's identity (the incremental compiler keeps one:
+    an unchanged rule is the same object in the next table)."""
+    winners: dict[MatchKey, ir.Match] = {}
+    out: list[Shadowed] = []
+    for rule in vhost.rules:
+        for m in rule.matches:
+            if keys is None:
+                key = match_key(m)
+            else:
+                cached = keys.get(id(m))
+                if cached is None or cached[0] is not m:
+                    cached = keys[id(m)] = (m, match_key(m))
+                key = cached[1]
+            first = winners.setdefault(key, m)
+            if first is m:
+                continue
+            loaded = route_of(rule.source)
+            if loaded is None:
+                out.append((m.name, None))
+                continue
+            rule_i, match_i = m.name.split("/rule/")[1].split("/match/")
+            pos = loaded.field(f"spec.rules[{rule_i}].matches[{match_i}]")
+            msg = (
+                f"never matches on {vhost.name}: {first.name} has the same match and "
+                "wins the tie-break (older route, then namespace/name, then rule order)"
+            )
+            out.append((m.name, warning("ConflictingRoutes", msg, pos)))
+    return out
+
+
+def first_reports(per_vhost: Iterable[list[Shadowed]]) -> list[Diagnostic]:
+    """The warnings of every vhost in order, each shadowed match once."""
     reported: set[str] = set()
-    for parent in table.parents:
-        for vhost in views_of(parent):
-            winners: dict[MatchKey, ir.Match] = {}
-            for rule in vhost.rules:
-                for m in rule.matches:
-                    first = winners.setdefault(match_key(m), m)
-                    if first is m or m.name in reported:
-                        continue
-                    reported.add(m.name)
-                    src = rule.source
-                    loaded = routes.get((src.kind, src.namespace, src.name))
-                    if loaded is None:
-                        continue
-                    rule_i, match_i = m.name.split("/rule/")[1].split("/match/")
-                    pos = loaded.field(f"spec.rules[{rule_i}].matches[{match_i}]")
-                    msg = (
-                        f"never matches on {vhost.name}: {first.name} has the same match and "
-                        "wins the tie-break (older route, then namespace/name, then rule order)"
-                    )
-                    ctx.report(warning("ConflictingRoutes", msg, pos))
+    out: list[Diagnostic] = []
+    for shadowed in per_vhost:
+        for name, diag in shadowed:
+            if name in reported:
+                continue
+            reported.add(name)
+            if diag is not None:
+                out.append(diag)
+    return out

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from turnout.engine.compile.index import Index
 from turnout.engine.diagnostics import Diagnostic
+
+if TYPE_CHECKING:
+    from turnout.engine.compile.backends import ReadyCheck
 
 
 @dataclass(slots=True)
@@ -38,6 +42,8 @@ class Ctx:
     options: CompileOptions = DEFAULT_COMPILE_OPTIONS
     diags: list[Diagnostic] = field(default_factory=list)
     clusters: dict[str, ClusterUse] = field(default_factory=dict)
+    ready: list[ReadyCheck] = field(default_factory=list)
+    """Backends whose readiness `backends.report_not_ready` checks after the routes."""
 
     def report(self, diag: Diagnostic) -> None:
         self.diags.append(diag)

@@ -17,8 +17,9 @@ from turnout.engine import ir
 from turnout.engine.compile.backends import RouteRef, resolve_backend
 from turnout.engine.compile.context import Ctx
 from turnout.engine.compile.durations import duration_ms
+from turnout.engine.compile.where import At, pos_of
 from turnout.engine.config import POLICY_GROUP
-from turnout.engine.diagnostics import SourcePos, warning
+from turnout.engine.diagnostics import warning
 from turnout.engine.model.grpcroute import GRPCRouteFilter
 from turnout.engine.model.httproute import HTTPHeaderFilter, HTTPPathModifier, HTTPRouteFilter
 from turnout.engine.model.policy import FaultInjection
@@ -83,7 +84,7 @@ def compile_filters(
     prefix: str | None,
     needs_grant: bool,
     grpc: bool,
-    pos: SourcePos,
+    pos: At,
     allow_fault: bool = True,
 ) -> FilterResult:
     out = FilterResult()
@@ -139,7 +140,7 @@ def _http_only_filter(
     *,
     parent: ParentPort,
     prefix: str | None,
-    pos: SourcePos,
+    pos: At,
 ) -> None:
     if f.type == "RequestRedirect" and f.request_redirect:
         r = f.request_redirect
@@ -171,7 +172,7 @@ def _http_only_filter(
         )
     elif f.type == "ExternalAuth":
         msg = "ExternalAuth is not supported by Turnout; requests fail closed with 500"
-        ctx.report(warning("UnsupportedValue", msg, pos))
+        ctx.report(warning("UnsupportedValue", msg, pos_of(pos)))
         out.filters.append(ir.ErrorResponse(status=500, message=msg))
 
 
@@ -182,31 +183,31 @@ def _extension_ref(
     *,
     route: RouteRef,
     allow_fault: bool,
-    pos: SourcePos,
+    pos: At,
 ) -> None:
     ref = f.extension_ref
     assert ref is not None
     if ref.group != POLICY_GROUP or ref.kind != "FaultInjection":
         msg = f"ExtensionRef to unsupported {ref.kind} ({ref.group or 'core'}); requests get 500"
-        ctx.report(warning("InvalidKind", msg, pos.child("extensionRef")))
+        ctx.report(warning("InvalidKind", msg, pos_of(pos.child("extensionRef"))))
         out.unresolved.append(("InvalidKind", msg))
         out.filters.append(ir.ErrorResponse(status=500, message=msg))
         return
-    loaded = ctx.index.faults.get((route.namespace, ref.name))
+    loaded = ctx.index.fault(route.namespace, ref.name)
     if loaded is None:
         msg = f"FaultInjection {route.namespace}/{ref.name} not found; requests get 500"
-        ctx.report(warning("BackendNotFound", msg, pos.child("extensionRef.name")))
+        ctx.report(warning("BackendNotFound", msg, pos_of(pos.child("extensionRef.name"))))
         out.unresolved.append(("BackendNotFound", msg))
         out.filters.append(ir.ErrorResponse(status=500, message=msg))
         return
     if not allow_fault:
         msg = "FaultInjection is only supported on rules, not on backendRefs; requests get 500"
-        ctx.report(warning("UnsupportedValue", msg, pos.child("extensionRef")))
+        ctx.report(warning("UnsupportedValue", msg, pos_of(pos.child("extensionRef"))))
         out.filters.append(ir.ErrorResponse(status=500, message=msg))
         return
     if out.fault is not None:
         msg = "a rule may reference one FaultInjection; this one is ignored"
-        ctx.report(warning("IncompatibleFilters", msg, pos.child("extensionRef")))
+        ctx.report(warning("IncompatibleFilters", msg, pos_of(pos.child("extensionRef"))))
         return
     out.fault = fault_from(loaded.obj)
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import re2  # type: ignore[import-untyped, unused-ignore]
 
 from turnout.engine import ir
+from turnout.engine.compile.where import At, pos_of
 from turnout.engine.diagnostics import Diagnostic, SourcePos, error
 from turnout.engine.model.grpcroute import GRPCHeaderMatch, GRPCRouteMatch
 from turnout.engine.model.httproute import HTTPHeaderMatch, HTTPRouteMatch
@@ -48,7 +49,7 @@ def check_regex(pattern: str, pos: SourcePos) -> Diagnostic | None:
 def header_matches(
     headers: Sequence[HTTPHeaderMatch | GRPCHeaderMatch],
     *,
-    pos: SourcePos,
+    pos: At,
     diags: list[Diagnostic],
 ) -> list[ir.HeaderMatch]:
     """Header conditions with lower-cased names; "if the same name appears twice in one match
@@ -61,7 +62,7 @@ def header_matches(
             continue
         seen.add(lname)
         if h.type == "RegularExpression":
-            bad = check_regex(h.value, pos.child(f"headers[{i}].value"))
+            bad = check_regex(h.value, pos_of(pos.child(f"headers[{i}].value")))
             if bad:
                 diags.append(bad)
         out.append(ir.HeaderMatch(name=lname, kind=h.type, value=h.value))
@@ -69,7 +70,7 @@ def header_matches(
 
 
 def http_match(
-    m: HTTPRouteMatch, *, name: str, pos: SourcePos
+    m: HTTPRouteMatch, *, name: str, pos: At
 ) -> tuple[ir.Match | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     path: ir.PathMatch
@@ -78,7 +79,7 @@ def http_match(
     elif m.path.type == "PathPrefix":
         path = ir.PrefixPath(value=normalize_prefix(m.path.value))
     else:
-        bad = check_regex(m.path.value, pos.child("path.value"))
+        bad = check_regex(m.path.value, pos_of(pos.child("path.value")))
         if bad:
             diags.append(bad)
         path = ir.RegexPath(pattern=m.path.value)
@@ -90,7 +91,7 @@ def http_match(
             continue
         qseen.add(q.name)
         if q.type == "RegularExpression":
-            bad = check_regex(q.value, pos.child(f"queryParams[{i}].value"))
+            bad = check_regex(q.value, pos_of(pos.child(f"queryParams[{i}].value")))
             if bad:
                 diags.append(bad)
         query.append(ir.QueryMatch(name=q.name, kind=q.type, value=q.value))
@@ -103,7 +104,7 @@ def http_match(
 
 
 def grpc_match(
-    m: GRPCRouteMatch, *, name: str, pos: SourcePos
+    m: GRPCRouteMatch, *, name: str, pos: At
 ) -> tuple[ir.Match | None, list[Diagnostic]]:
     """GRPCRoute: service+method -> Exact ``/svc/method``; service only -> prefix ``/svc``;
     method only or RegularExpression -> a regex over ``/<service>/<method>`` (each regex part
@@ -126,7 +127,7 @@ def grpc_match(
             method = f"(?:{meth.method})" if meth.method else "[^/]+"
             for part, field in ((meth.service, "service"), (meth.method, "method")):
                 if part:
-                    bad = check_regex(part, pos.child(f"method.{field}"))
+                    bad = check_regex(part, pos_of(pos.child(f"method.{field}")))
                     if bad:
                         diags.append(bad)
             path = ir.RegexPath(pattern=f"/{svc}/{method}")

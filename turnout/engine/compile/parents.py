@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from turnout.engine import ir
 from turnout.engine.compile.context import Ctx
 from turnout.engine.compile.hosts import effective_hostnames
-from turnout.engine.diagnostics import SourcePos, warning
+from turnout.engine.compile.where import At, pos_of
+from turnout.engine.diagnostics import warning
 from turnout.engine.model import Gateway, GRPCRoute, HTTPRoute, Loaded, ParentReference
 from turnout.engine.model.base import LabelSelector
 from turnout.engine.model.gateway import Listener
@@ -81,7 +82,7 @@ def resolve_parent(
     route: Loaded[HTTPRoute] | Loaded[GRPCRoute],
     ref: ParentReference,
     *,
-    pos: SourcePos,
+    pos: At,
 ) -> Outcome:
     ns = ref.namespace or route.obj.namespace
     # Linkerd (and Flagger's Linkerd e2e) write `group: core` for a Service parent; the
@@ -93,7 +94,9 @@ def resolve_parent(
     if ref.group == "policy.linkerd.io" and ref.kind == "Server":
         return Ignored()  # an inbound route: the policy adapter's (adapters/policy), not routing's
     ctx.report(
-        warning("InvalidKind", f"unsupported parent kind {ref.kind} (group {ref.group!r})", pos)
+        warning(
+            "InvalidKind", f"unsupported parent kind {ref.kind} (group {ref.group!r})", pos_of(pos)
+        )
     )
     return Ignored()
 
@@ -104,19 +107,19 @@ def _service_parent(
     ref: ParentReference,
     *,
     ns: str,
-    pos: SourcePos,
+    pos: At,
 ) -> Outcome:
     producer = ns == route.obj.namespace
-    svc = ctx.index.services.get((ns, ref.name))
+    svc = ctx.index.service(ns, ref.name)
     if svc is None and ctx.options.complete_inputs:
         return Rejected("NoMatchingParent", f"parent Service {ns}/{ref.name} does not exist")
     if svc is None:
         if ref.port is None:
             msg = f"parent Service {ns}/{ref.name} not found among the inputs and no port given"
-            ctx.report(warning("ParentNotFound", msg, pos))
+            ctx.report(warning("ParentNotFound", msg, pos_of(pos)))
             return Ignored()
         msg = f"parent Service {ns}/{ref.name} not found among the inputs; assuming port {ref.port}"
-        ctx.report(warning("ParentNotFound", msg, pos))
+        ctx.report(warning("ParentNotFound", msg, pos_of(pos)))
         return ServiceAttachment([ServicePort(ns, ref.name, ref.port, None)], producer)
     # Only TCP ports are HTTP frontends: a route without `port` must not turn a UDP or SCTP
     # port into a parent, and `port`/`sectionName` naming one selects nothing.
@@ -139,12 +142,14 @@ def _gateway_parent(
     ref: ParentReference,
     *,
     ns: str,
-    pos: SourcePos,
+    pos: At,
 ) -> Outcome:
-    gw = ctx.index.gateways.get((ns, ref.name))
+    gw = ctx.index.gateway(ns, ref.name)
     if gw is None:
         ctx.report(
-            warning("ParentNotFound", f"Gateway {ns}/{ref.name} not found among the inputs", pos)
+            warning(
+                "ParentNotFound", f"Gateway {ns}/{ref.name} not found among the inputs", pos_of(pos)
+            )
         )
         return Ignored()
     if ctx.index.gateway_is_ours(gw.obj) is False:

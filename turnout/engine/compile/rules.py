@@ -14,8 +14,9 @@ from turnout.engine import ir
 from turnout.engine.compile.backends import RouteRef, check_ready, resolve_backend
 from turnout.engine.compile.context import Ctx
 from turnout.engine.compile.durations import duration_ms
-from turnout.engine.compile.filters import ParentPort, compile_filters
+from turnout.engine.compile.filters import FilterResult, ParentPort, compile_filters
 from turnout.engine.compile.matches import grpc_match, http_match
+from turnout.engine.compile.where import At, Where, pos_of
 from turnout.engine.config import (
     DEFAULT_BACKEND_REQUEST_TIMEOUT_MS,
     DEFAULT_REQUEST_TIMEOUT_MS,
@@ -23,7 +24,7 @@ from turnout.engine.config import (
     DEFAULT_RETRY_BACKOFF_MS,
     DEFAULT_RETRY_CODES,
 )
-from turnout.engine.diagnostics import SourcePos, error, warning
+from turnout.engine.diagnostics import error, warning
 from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded
 from turnout.engine.model.grpcroute import GRPCBackendRef, GRPCRouteMatch, GRPCRouteRule
 from turnout.engine.model.httproute import (
@@ -42,6 +43,10 @@ class RuleIssues:
     """Messages for rules that were dropped."""
 
 
+_NO_FILTERS = FilterResult()
+"""What `compile_filters` gives for no filters (read only)."""
+
+
 def route_ref(loaded: Loaded[HTTPRoute] | Loaded[GRPCRoute]) -> RouteRef:
     obj = loaded.obj
     return RouteRef(kind=obj.kind, namespace=obj.namespace, name=obj.name)
@@ -55,15 +60,16 @@ def compile_rules(
     needs_grant: bool,
 ) -> tuple[list[ir.Rule], RuleIssues]:
     obj = loaded.obj
-    ref = route_ref(loaded)
+    kind, namespace, route_name = obj.kind, obj.namespace, obj.name
+    ref = RouteRef(kind=kind, namespace=namespace, name=route_name)
     grpc = isinstance(obj, GRPCRoute)
-    base = f"{obj.kind.lower()}/{obj.namespace}/{obj.name}"
+    base = f"{kind.lower()}/{namespace}/{route_name}"
     issues = RuleIssues()
     rules: list[ir.Rule] = []
     all_rules: Sequence[HTTPRouteRule | GRPCRouteRule] = obj.spec.rules
     for i, rule in enumerate(all_rules):
         name = f"{base}/rule/{i}"
-        pos = loaded.field(f"spec.rules[{i}]")
+        pos = Where(loaded.pos, f"spec.rules[{i}]")
         matches = _matches(ctx, rule, name=name, pos=pos)
         if matches is None:
             issues.dropped.append(f"Dropped Rule {i}: a match is invalid")
@@ -71,59 +77,65 @@ def compile_rules(
         prefix = _only_prefix(rule)
         if prefix is None and (where := _backend_prefix_rewrite(rule)) is not None:
             msg = "ReplacePrefixMatch needs the rule's only match to be a PathPrefix"
-            ctx.report(error("UnsupportedValue", f"{msg}; the rule is dropped", pos.child(where)))
+            ctx.report(
+                error("UnsupportedValue", f"{msg}; the rule is dropped", pos_of(pos.child(where)))
+            )
             issues.dropped.append(f"Dropped Rule {i}: {msg}")
             continue
-        res = compile_filters(
-            ctx,
-            rule.filters,
-            rule_name=name,
-            route=ref,
-            parent=parent,
-            prefix=prefix,
-            needs_grant=needs_grant,
-            grpc=grpc,
-            pos=pos.child("filters"),
-        )
-        issues.unresolved.extend(res.unresolved)
+        res = _NO_FILTERS
+        if rule.filters:
+            res = compile_filters(
+                ctx,
+                rule.filters,
+                rule_name=name,
+                route=ref,
+                parent=parent,
+                prefix=prefix,
+                needs_grant=needs_grant,
+                grpc=grpc,
+                pos=pos.child("filters"),
+            )
+            issues.unresolved.extend(res.unresolved)
         backends: list[ir.WeightedBackend] = []
         backend_refs: Sequence[HTTPBackendRef | GRPCBackendRef] = rule.backend_refs
+        total = sum(b.weight for b in backend_refs)
         for j, br in enumerate(backend_refs):
-            bpos = pos.child(f"backendRefs[{j}]")
+            bpos = Where(pos, f"backendRefs[{j}]")
             target = resolve_backend(
                 ctx, br, route=ref, needs_grant=needs_grant, grpc=grpc, pos=bpos
             )
             if isinstance(target, ir.InvalidBackend):
                 issues.unresolved.append((target.reason, target.message))
             else:
-                total = sum(b.weight for b in backend_refs)
                 check_ready(ctx, target, weight=br.weight, total=total, pos=bpos)
-            bres = compile_filters(
-                ctx,
-                br.filters,
-                rule_name=f"{name}/backend/{j}",
-                route=ref,
-                parent=parent,
-                prefix=prefix,
-                needs_grant=needs_grant,
-                grpc=grpc,
-                pos=bpos.child("filters"),
-                allow_fault=False,
-            )
-            issues.unresolved.extend(bres.unresolved)
-            bres.filters = _backend_filters(ctx, bres.filters, pos=bpos.child("filters"))
+            kept: tuple[ir.Filter, ...] = ()
+            if br.filters:
+                bres = compile_filters(
+                    ctx,
+                    br.filters,
+                    rule_name=f"{name}/backend/{j}",
+                    route=ref,
+                    parent=parent,
+                    prefix=prefix,
+                    needs_grant=needs_grant,
+                    grpc=grpc,
+                    pos=bpos.child("filters"),
+                    allow_fault=False,
+                )
+                issues.unresolved.extend(bres.unresolved)
+                kept = tuple(_backend_filters(ctx, bres.filters, pos=bpos.child("filters")))
             backends.append(
                 ir.WeightedBackend(
                     name=f"{name}/backend/{j}",
                     source=ir.SourceRef(
-                        kind=obj.kind,
-                        namespace=obj.namespace,
-                        name=obj.name,
+                        kind=kind,
+                        namespace=namespace,
+                        name=route_name,
                         section=f"rule/{i}/backend/{j}",
                     ),
                     weight=br.weight,
                     target=target,
-                    filters=tuple(bres.filters),
+                    filters=kept,
                 )
             )
         timeouts, retry = ir.Timeouts(), None
@@ -134,7 +146,7 @@ def compile_rules(
             ir.Rule(
                 name=name,
                 source=ir.SourceRef(
-                    kind=obj.kind, namespace=obj.namespace, name=obj.name, section=f"rule/{i}"
+                    kind=kind, namespace=namespace, name=route_name, section=f"rule/{i}"
                 ),
                 matches=tuple(matches),
                 filters=tuple(res.filters),
@@ -163,7 +175,7 @@ _FILTER_TYPES: dict[type, str] = {ir.MirrorFilter: "RequestMirror", ir.CorsFilte
 """The Gateway API filter type of what a backend leaves out, for its diagnostic."""
 
 
-def _backend_filters(ctx: Ctx, filters: list[ir.Filter], *, pos: SourcePos) -> list[ir.Filter]:
+def _backend_filters(ctx: Ctx, filters: list[ir.Filter], *, pos: At) -> list[ir.Filter]:
     """Keep what a backend can apply; report the rest (mirrors, CORS).
 
     Gateway API leaves backendRef-level filters beyond those of `BACKEND_FILTERS`
@@ -177,19 +189,19 @@ def _backend_filters(ctx: Ctx, filters: list[ir.Filter], *, pos: SourcePos) -> l
             continue
         what = _FILTER_TYPES.get(type(f), type(f).__name__)
         msg = f"{what} is not supported on a backendRef (only on the rule); it is ignored"
-        ctx.report(warning("UnsupportedValue", msg, pos))
+        ctx.report(warning("UnsupportedValue", msg, pos_of(pos)))
     return kept
 
 
 def _matches(
-    ctx: Ctx, rule: HTTPRouteRule | GRPCRouteRule, *, name: str, pos: SourcePos
+    ctx: Ctx, rule: HTTPRouteRule | GRPCRouteRule, *, name: str, pos: At
 ) -> list[ir.Match] | None:
     out: list[ir.Match] = []
     raw: list[HTTPRouteMatch] | list[GRPCRouteMatch]
     if isinstance(rule, HTTPRouteRule):
         raw = rule.matches or [HTTPRouteMatch()]
         for k, m in enumerate(raw):
-            got, diags = http_match(m, name=f"{name}/match/{k}", pos=pos.child(f"matches[{k}]"))
+            got, diags = http_match(m, name=f"{name}/match/{k}", pos=Where(pos, f"matches[{k}]"))
             for d in diags:
                 ctx.report(d)
             if got is None:
@@ -198,7 +210,7 @@ def _matches(
     else:
         graw = rule.matches or [GRPCRouteMatch()]
         for k, gm in enumerate(graw):
-            got, diags = grpc_match(gm, name=f"{name}/match/{k}", pos=pos.child(f"matches[{k}]"))
+            got, diags = grpc_match(gm, name=f"{name}/match/{k}", pos=Where(pos, f"matches[{k}]"))
             for d in diags:
                 ctx.report(d)
             if got is None:

@@ -17,11 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from turnout.engine import ir
-from turnout.engine.compile.backends import endpoints_of
+from turnout.engine.compile.backends import endpoints_of, report_not_ready
 from turnout.engine.compile.conflicts import report_conflicts
-from turnout.engine.compile.context import Ctx
+from turnout.engine.compile.context import ClusterUse, Ctx
 from turnout.engine.compile.durations import duration_ms
-from turnout.engine.compile.filters import ParentPort
 from turnout.engine.compile.gateways import (
     Attachments,
     ListenerState,
@@ -29,27 +28,19 @@ from turnout.engine.compile.gateways import (
     gateway_status,
 )
 from turnout.engine.compile.hosts import host_specificity, owning_listener
+from turnout.engine.compile.index import Index
 from turnout.engine.compile.parents import (
-    GatewayAttachment,
-    Ignored,
-    Rejected,
-    ServiceAttachment,
     ServicePort,
-    parent_key,
-    resolve_parent,
 )
-from turnout.engine.compile.rules import compile_rules
+from turnout.engine.compile.units import RouteUnit, add_attached, compile_unit
 from turnout.engine.config import (
     CLUSTER_DOMAIN,
-    CONTROLLER_NAME,
     DEFAULT_BUDGET_INTERVAL_MS,
     DEFAULT_BUDGET_PERCENT,
     DEFAULT_MIN_RETRY_COUNT,
     DEFAULT_MIN_RETRY_INTERVAL_MS,
     OPAQUE_PORTS_ANNOTATION,
 )
-from turnout.engine.diagnostics import warning
-from turnout.engine.model import GRPCRoute, HTTPRoute, Loaded
 from turnout.engine.opaque_ports import service_port_opaque
 
 
@@ -89,22 +80,22 @@ def service_domains(ns: str, name: str, port: int) -> tuple[str, ...]:
 def build_table(
     ctx: Ctx,
 ) -> tuple[ir.RouteTable, list[ir.RouteStatus], list[ir.GatewayStatus]]:
-    services: dict[tuple[str, str, int], ServiceViews] = {}
-    for (ns, name), svc in sorted(ctx.index.services.items()):
-        for p in svc.obj.spec.ports:
-            if p.protocol == "TCP":
-                services[(ns, name, p.port)] = ServiceViews(ServicePort(ns, name, p.port, p.name))
+    services = {key: ServiceViews(sp) for key, sp in service_ports(ctx.index).items()}
     listeners = evaluate_gateways(ctx)
-    gateways = _gateway_ports(listeners)
+    gateways = gateway_ports(listeners)
     attached = Attachments()
-    statuses = [
-        _attach_route(ctx, route, services, gateways, attached) for route in ctx.index.routes
-    ]
-    parents: list[ir.Parent] = [_service_parent(ctx, v) for v in services.values()]
-    parents.extend(_gateway_parent(g) for g in gateways.values())
+    statuses: list[ir.RouteStatus] = []
+    for route, order in zip(ctx.index.routes, ctx.index.orders, strict=True):
+        unit = compile_unit(ctx.index, ctx.options, route, gateways, order, into=ctx)
+        apply_unit(ctx, unit, services, gateways)
+        add_attached(attached, unit)
+        statuses.append(unit.status)
+    parents: list[ir.Parent] = [service_parent(ctx, v) for v in services.values()]
+    parents.extend(gateway_parent(g) for g in gateways.values())
     parents.sort(key=lambda p: p.name)
     table = ir.RouteTable(parents=tuple(parents), clusters=_clusters(ctx))
     report_conflicts(ctx, table)
+    report_not_ready(ctx, ctx.ready)
     gateway_statuses = [
         gateway_status(ctx.index.gateways[key].obj, states, attached)
         for key, states in listeners.items()
@@ -112,7 +103,37 @@ def build_table(
     return table, [s for s in statuses if s.parents], gateway_statuses
 
 
-def _gateway_ports(
+def apply_unit(
+    ctx: Ctx,
+    unit: RouteUnit,
+    services: dict[tuple[str, str, int], ServiceViews],
+    gateways: dict[tuple[str, str, int], GatewayPort],
+) -> None:
+    """What `unit` adds to the views (compiled `into=ctx`: its findings are there already)."""
+    for sr in unit.services:
+        views = services.setdefault(sr.key, ServiceViews(sr.port))
+        if not sr.rules:
+            continue
+        if sr.consumer is None:
+            views.producer.extend(sr.rules)
+            views.has_producer_routes = True
+        else:
+            views.consumers.setdefault(sr.consumer, []).extend(sr.rules)
+    for gr in unit.gateways:
+        gateways[gr.key].hosts.setdefault(gr.host, []).extend((gr.listener, r) for r in gr.rules)
+
+
+def service_ports(index: Index) -> dict[tuple[str, str, int], ServicePort]:
+    """Every TCP port of every Service: each is a parent, with or without routes."""
+    out: dict[tuple[str, str, int], ServicePort] = {}
+    for (ns, name), svc in sorted(index.services.items()):
+        for p in svc.obj.spec.ports:
+            if p.protocol == "TCP":
+                out[(ns, name, p.port)] = ServicePort(ns, name, p.port, p.name)
+    return out
+
+
+def gateway_ports(
     gateways: dict[tuple[str, str], list[ListenerState]],
 ) -> dict[tuple[str, str, int], GatewayPort]:
     """The served listeners of each Gateway, grouped by port (`gateways.py` decides which)."""
@@ -129,129 +150,7 @@ def _gateway_ports(
     return out
 
 
-def _attach_route(
-    ctx: Ctx,
-    route: Loaded[HTTPRoute] | Loaded[GRPCRoute],
-    services: dict[tuple[str, str, int], ServiceViews],
-    gateways: dict[tuple[str, str, int], GatewayPort],
-    attached: Attachments,
-) -> ir.RouteStatus:
-    obj = route.obj
-    gen = obj.generation
-    source = ir.SourceRef(kind=obj.kind, namespace=obj.namespace, name=obj.name)
-    parents: list[ir.ParentStatus] = []
-    for k, ref in enumerate(obj.spec.parent_refs):
-        pos = route.field(f"spec.parentRefs[{k}]")
-        outcome = resolve_parent(ctx, route, ref, pos=pos)
-        if isinstance(outcome, Ignored):
-            continue
-        key = parent_key(ref, obj.namespace)
-        if isinstance(outcome, Rejected):
-            ctx.report(warning(outcome.reason, outcome.message, pos))
-            parents.append(_status(key, gen, accepted=(False, outcome.reason, outcome.message)))
-            continue
-        unresolved: list[tuple[str, str]] = []
-        dropped: list[str] = []
-        compiled_any = False
-        if isinstance(outcome, ServiceAttachment):
-            if obj.spec.hostnames:
-                ctx.report(
-                    warning(
-                        "HostnamesIgnored",
-                        "hostnames have no meaning for a Service parent (GAMMA) and are ignored",
-                        route.field("spec.hostnames"),
-                    )
-                )
-            for sp in outcome.ports:
-                views = services.setdefault((sp.namespace, sp.service, sp.port), ServiceViews(sp))
-                rules, issues = compile_rules(
-                    ctx, route, parent=ParentPort(port=sp.port, scheme="http"), needs_grant=False
-                )
-                unresolved += issues.unresolved
-                dropped += issues.dropped
-                compiled_any = compiled_any or bool(rules)
-                if not rules:
-                    # Not accepted: "a not-accepted parent gets no routing at all" (§10), so
-                    # it must not hide the default rule or the producer routes either.
-                    continue
-                if outcome.producer:
-                    views.producer.extend(rules)
-                    views.has_producer_routes = True
-                else:
-                    views.consumers.setdefault(obj.namespace, []).extend(rules)
-        elif isinstance(outcome, GatewayAttachment):
-            gw = outcome.gateway.obj
-            for la in outcome.listeners:
-                li = la.listener
-                scheme = "https" if li.protocol == "HTTPS" else "http"
-                rules, issues = compile_rules(
-                    ctx, route, parent=ParentPort(port=li.port, scheme=scheme), needs_grant=True
-                )
-                unresolved += issues.unresolved
-                dropped += issues.dropped
-                compiled_any = compiled_any or bool(rules)
-                gp = gateways.get((gw.namespace, gw.name, li.port))
-                if gp is None:
-                    continue  # no listener on this port is served (conflicted, unsupported)
-                for host in la.hostnames:
-                    gp.hosts.setdefault(host, []).extend((li.name, r) for r in rules)
-            if compiled_any:  # attachedRoutes counts accepted routes only (ListenerStatus)
-                for la in outcome.listeners:
-                    attached.add(gw, la.listener.name, source)
-        parents.append(_attached_status(key, gen, compiled_any, unresolved, dropped))
-    return ir.RouteStatus(route=source, generation=gen, parents=tuple(parents))
-
-
-def _cond(type_: str, ok: bool, reason: str, message: str, gen: int) -> ir.Condition:
-    return ir.Condition(
-        type=type_,
-        status="True" if ok else "False",
-        reason=reason,
-        message=message,
-        observed_generation=gen,
-    )
-
-
-def _status(
-    key: ir.ParentRefKey,
-    gen: int,
-    *,
-    accepted: tuple[bool, str, str],
-    resolved: tuple[bool, str, str] = (True, "ResolvedRefs", "all references resolved"),
-    extra: tuple[ir.Condition, ...] = (),
-) -> ir.ParentStatus:
-    conds = (
-        _cond("Accepted", accepted[0], accepted[1], accepted[2], gen),
-        _cond("ResolvedRefs", resolved[0], resolved[1], resolved[2], gen),
-        *extra,
-    )
-    return ir.ParentStatus(parent_ref=key, controller_name=CONTROLLER_NAME, conditions=conds)
-
-
-def _attached_status(
-    key: ir.ParentRefKey,
-    gen: int,
-    compiled_any: bool,
-    unresolved: list[tuple[str, str]],
-    dropped: list[str],
-) -> ir.ParentStatus:
-    if compiled_any:
-        accepted = (True, "Accepted", "route accepted")
-    else:
-        accepted = (False, "UnsupportedValue", "no rule of the route could be compiled")
-    resolved = (True, "ResolvedRefs", "all references resolved")
-    if unresolved:
-        reason, message = unresolved[0]
-        resolved = (False, reason, message)
-    extra: tuple[ir.Condition, ...] = ()
-    if dropped and compiled_any:
-        # Rules are compiled once per port/listener: report each dropped rule once.
-        message = "; ".join(dict.fromkeys(dropped))
-        extra = (_cond("PartiallyInvalid", True, "UnsupportedValue", message, gen),)
-    return _status(key, gen, accepted=accepted, resolved=resolved, extra=extra)
-
-
-def _service_parent(ctx: Ctx, v: ServiceViews) -> ir.ServiceParent:
+def service_parent(ctx: Ctx, v: ServiceViews) -> ir.ServiceParent:
     sp = v.port
     name = f"service/{sp.namespace}/{sp.service}:{sp.port}"
     domains = service_domains(sp.namespace, sp.service, sp.port)
@@ -279,10 +178,10 @@ def _service_parent(ctx: Ctx, v: ServiceViews) -> ir.ServiceParent:
 
 def _opaque_cluster(ctx: Ctx, sp: ServicePort) -> str | None:
     """An opaque port's cluster: the Service's own, so its endpoints are discovered."""
-    svc = ctx.index.services.get((sp.namespace, sp.service))
+    svc = ctx.index.service(sp.namespace, sp.service)
     if svc is None:
         return None
-    ns = ctx.index.namespaces.get(sp.namespace)
+    ns = ctx.index.namespace(sp.namespace)
     ns_text = None if ns is None else ns.obj.metadata.annotations.get(OPAQUE_PORTS_ANNOTATION)
     if not service_port_opaque(svc.obj, sp.port, ns_text):
         return None
@@ -291,7 +190,7 @@ def _opaque_cluster(ctx: Ctx, sp: ServicePort) -> str | None:
 
 def _cluster_ips(ctx: Ctx, sp: ServicePort) -> tuple[str, ...]:
     """The Service's cluster IPs, `clusterIP` first; none for a headless Service."""
-    svc = ctx.index.services.get((sp.namespace, sp.service))
+    svc = ctx.index.service(sp.namespace, sp.service)
     if svc is None:
         return ()
     spec = svc.obj.spec
@@ -321,7 +220,7 @@ def _default_rule(ctx: Ctx, sp: ServicePort, parent_name: str) -> ir.Rule:
     )
 
 
-def _gateway_parent(g: GatewayPort) -> ir.GatewayParent:
+def gateway_parent(g: GatewayPort) -> ir.GatewayParent:
     name = f"gateway/{g.namespace}/{g.gateway}:{g.port}"
     listeners = [(li.name, li.hostname) for li in g.listeners]
     vhosts: list[ir.VirtualHost] = []
@@ -353,39 +252,38 @@ def _owned_rules(entries: list[tuple[str, ir.Rule]], owner: str | None) -> tuple
 
 
 def _clusters(ctx: Ctx) -> tuple[ir.Cluster, ...]:
-    out: list[ir.Cluster] = []
-    for name, use in sorted(ctx.clusters.items()):
-        svc = ctx.index.services.get((use.namespace, use.service))
-        port_name: str | None = None
-        app_protocol: str | None = None
-        if svc is not None:
-            for p in svc.obj.spec.ports:
-                if p.port == use.port:
-                    port_name, app_protocol = p.name, p.app_protocol
-        protocol: str = "grpc" if use.grpc else "http1"
-        if app_protocol in ("kubernetes.io/h2c", "h2c"):
-            protocol = "h2c"
-        elif app_protocol in ("grpc", "kubernetes.io/grpc"):
-            protocol = "grpc"
-        endpoints, known = endpoints_of(ctx, use.namespace, use.service, port_name, use.port)
-        out.append(
-            ir.Cluster(
-                name=name,
-                namespace=use.namespace,
-                service=use.service,
-                port=use.port,
-                protocol=protocol,  # type: ignore[arg-type]
-                endpoints=endpoints,
-                endpoints_known=known,
-                retry_budget=_budget(ctx, use.namespace, use.service),
-            )
-        )
-    return tuple(out)
+    return tuple(cluster_of(ctx, name, use) for name, use in sorted(ctx.clusters.items()))
+
+
+def cluster_of(ctx: Ctx, name: str, use: ClusterUse) -> ir.Cluster:
+    svc = ctx.index.service(use.namespace, use.service)
+    port_name: str | None = None
+    app_protocol: str | None = None
+    if svc is not None:
+        for p in svc.obj.spec.ports:
+            if p.port == use.port:
+                port_name, app_protocol = p.name, p.app_protocol
+    protocol: str = "grpc" if use.grpc else "http1"
+    if app_protocol in ("kubernetes.io/h2c", "h2c"):
+        protocol = "h2c"
+    elif app_protocol in ("grpc", "kubernetes.io/grpc"):
+        protocol = "grpc"
+    endpoints, known = endpoints_of(ctx, use.namespace, use.service, port_name, use.port)
+    return ir.Cluster(
+        name=name,
+        namespace=use.namespace,
+        service=use.service,
+        port=use.port,
+        protocol=protocol,  # type: ignore[arg-type]
+        endpoints=endpoints,
+        endpoints_known=known,
+        retry_budget=_budget(ctx, use.namespace, use.service),
+    )
 
 
 def _budget(ctx: Ctx, ns: str, service: str) -> ir.RetryBudget:
     """GEP-3388 XBackendTrafficPolicy.retryConstraint, else Linkerd's default budget."""
-    loaded = ctx.index.policies.get((ns, service))
+    loaded = ctx.index.policy_for(ns, service)
     rc = loaded.obj.spec.retry_constraint if loaded is not None else None
     if rc is None:
         return ir.RetryBudget(

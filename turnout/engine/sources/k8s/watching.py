@@ -59,7 +59,8 @@ from turnout.engine.compile import CompileOptions, CompileResult
 from turnout.engine.config import CONTROLLER_NAME
 from turnout.engine.diagnostics import Diagnostic, SourcePos, info, sorted_diagnostics
 from turnout.engine.model import Loaded, Resource, Resources
-from turnout.engine.plane import ControlPlane, ResourceSnapshot
+from turnout.engine.pipeline import CompiledInputs, SnapshotCompiler
+from turnout.engine.plane import ControlPlane
 from turnout.engine.sources.k8s.api import (
     DEFAULT_KUBERNETES_SETTINGS,
     TEXT_ERROR_MAX,
@@ -518,6 +519,24 @@ async def _guard(coro: Awaitable[None], name: str) -> None:
         log.error("task exited unexpectedly task=%s", name)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSnapshot:
+    """A `ResourceSnapshot` compiled by the source's `SnapshotCompiler`, which keeps what
+    the previous snapshot compiled (the control plane applies them one at a time)."""
+
+    resources: Resources
+    diagnostics: tuple[Diagnostic, ...]
+    writer: Callable[[CompileResult], Awaitable[None]]
+    compiler: SnapshotCompiler
+    origin: str = "kubernetes"
+
+    def compile(self) -> CompiledInputs:
+        return self.compiler(self.resources, self.diagnostics)
+
+    async def write_status(self, result: CompileResult) -> None:
+        await self.writer(result)
+
+
 async def start_kubernetes_source(
     plane: ControlPlane,
     api_client: Any,
@@ -530,19 +549,21 @@ async def start_kubernetes_source(
     `leader`, only while it leads, and in full each time it becomes the leader. The caller
     starts and stops `leader` (after this source, so the release follows the last write)."""
     source: KubernetesSource | None = None
+    compiler = SnapshotCompiler(options=CLUSTER_COMPILE)  # reuses what the last one compiled
 
     async def write_status(result: CompileResult) -> None:
         assert source is not None
         source.status.want(result)
 
     async def on_snapshot(resources: Resources, diagnostics: Sequence[Diagnostic]) -> None:
-        snapshot = ResourceSnapshot(
-            resources=resources,
-            diagnostics=tuple(diagnostics),
-            writer=write_status,
-            options=CLUSTER_COMPILE,
+        await plane.apply(
+            ClusterSnapshot(
+                resources=resources,
+                diagnostics=tuple(diagnostics),
+                writer=write_status,
+                compiler=compiler,
+            )
         )
-        await plane.apply(snapshot)
 
     def leading() -> bool:
         return leader is None or leader.leading
