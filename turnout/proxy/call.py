@@ -257,7 +257,7 @@ class Call(H2Call):
                 host=host,
                 framing=request_framing(self.method, self.body),
             )
-        if decision.mirrors and self.body is not None and not self.h2:  # (HTTP/1 copies only)
+        if decision.mirrors and self.body is not None:  # (a relayed body is not mirrored)
             mirrored = upstream.headers if decision.rewrites or backend.rewrites else req.headers
             h.mirror(decision, state, req, self.target, forward_headers(mirrored, host), self.body)
         self.balancer = state.balancers.get(backend.cluster)

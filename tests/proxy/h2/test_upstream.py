@@ -158,3 +158,48 @@ async def test_a_client_not_reading_pauses_its_stream_only_and_memory_stays_boun
         got += len(chunk)
     assert h2b.sent == n
     writer.close()
+
+
+@bounded(10)
+async def test_an_h2_upstream_that_never_answers_is_cut_by_the_read_timeout(
+    mesh: Mesh, h2b: H2Backend
+) -> None:
+    """No route timeout: the pool's read timeout (the HTTP/1.1 pool's, 60 s by default)
+    ends the silent stream with a 504 and resets it; the connection stays for others."""
+    mesh.proxy.pool.read_timeout_ms = 300  # read when the HTTP/2 pool is made (first use)
+    status, headers, _ = await mesh.get("web", "/hang")
+    assert (status, headers.getall("l5d-proxy-error")) == (504, ["upstream read timeout"])
+    h2 = mesh.proxy.pool.h2
+    assert [c.streams for c in h2._all] == [{}]  # reset, not left open on the connection
+    status, _, body = await mesh.get("web", "/echo", method="POST", data=b"still")
+    assert (status, body) == (200, b"still")
+    assert h2b.connections == 1
+
+
+MIRROR_OPTIONS = """filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow-h2, port: 80}}"""
+
+
+@bounded(10)
+async def test_a_request_to_an_h2_upstream_is_mirrored_over_http2_to_an_h2c_mirror(
+    tmp_path: Path, h2b: H2Backend
+) -> None:
+    shadow = await H2Backend().start()
+    mesh_file = tmp_path / "mirror.yaml"
+    shadow_svc = service_yaml("shadow-h2", [shadow.port]).replace(
+        '"name": "http", "port": 80}', '"name": "http", "port": 80, "appProtocol": "h2c"}'
+    )
+    routes = route_to("web-h2", options=MIRROR_OPTIONS)
+    mesh_file.write_text(h2_mesh_yaml(h2b.port, routes) + "\n---\n" + shadow_svc)
+    table, _ = offline_runtime([str(mesh_file)], namespace=NS)
+    m = await start_mesh(table)
+    try:
+        status, headers, body = await m.get("web", "/echo", method="POST", data=b"copy me")
+        assert (status, body, headers["x-backend"]) == (200, b"copy me", "h2")
+        while shadow.hits["/echo"] < 1:  # fire and forget: bounded by the test's timeout
+            await asyncio.sleep(0.01)
+        assert h2b.hits["/echo"] == 1
+    finally:
+        await m.close()
+        await shadow.stop()
