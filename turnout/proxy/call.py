@@ -484,7 +484,10 @@ class Call(H2Call):
             if buffered is not None:
                 body = buffered[0] if len(buffered) == 1 else b"".join(buffered)
                 self.sent = len(body)
-                self.writer.send(self.status, self.resp_headers, body)
+                if self.trailers and self._takes_trailers():
+                    self._send_with_trailers(body, self.trailers)
+                else:
+                    self.writer.send(self.status, self.resp_headers, body)
             elif self.trailers is not None:
                 self.writer.close_body(self.trailers)
             else:

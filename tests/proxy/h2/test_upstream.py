@@ -13,6 +13,7 @@ import pytest
 
 from tests.proxy.e2e.harness import Mesh, bounded, route_to, service_yaml, start_mesh
 from tests.proxy.h2.backends import H2Backend, pattern
+from tests.support.h2client import H2Client
 from turnout.cli.offline import offline_runtime
 
 NS = "shop"
@@ -203,3 +204,35 @@ async def test_a_request_to_an_h2_upstream_is_mirrored_over_http2_to_an_h2c_mirr
     finally:
         await m.close()
         await shadow.stop()
+
+
+@bounded(10)
+async def test_trailers_of_a_small_sized_response_reach_clients_that_take_them(
+    mesh: Mesh,
+) -> None:
+    """`/sized` has a content-length (buffered by the proxy) and a trailer: an HTTP/1.1
+    client with `TE: trailers` gets it chunked, one without gets the sized body alone, an
+    HTTP/2 client gets it in a last HEADERS frame."""
+
+    def request(te: bool) -> bytes:
+        extra = b"TE: trailers\r\n" if te else b""
+        return (
+            b"POST /sized HTTP/1.1\r\nHost: web\r\nContent-Length: 2\r\n"
+            + extra
+            + b"Connection: close\r\n\r\nhi"
+        )
+
+    with_te = await mesh.raw(request(True))
+    assert b"transfer-encoding: chunked" in with_te.lower()
+    assert with_te.endswith(b"\r\n2\r\nhi\r\n0\r\nx-trailer: done\r\n\r\n")
+    without = await mesh.raw(request(False))
+    assert b"content-length: 2\r\n" in without.lower()
+    assert without.endswith(b"\r\n\r\nhi")
+    client = await H2Client.open(("127.0.0.1", mesh.outbound))
+    try:
+        resp = await client.request("POST", "/sized", body=b"hi")
+        assert (resp.status, bytes(resp.body)) == (200, b"hi")
+        assert resp.header(b"content-length") == b"2"
+        assert resp.trailers == [(b"x-trailer", b"done")]
+    finally:
+        await client.close()
