@@ -92,7 +92,7 @@ def _max(version: int) -> tls_pb2.DownstreamTlsContext:
 
 def _alpn() -> tls_pb2.DownstreamTlsContext:
     ctx = context()
-    ctx.common_tls_context.alpn_protocols.append("h2")
+    ctx.common_tls_context.alpn_protocols.append("spdy/3.1")
     return ctx
 
 

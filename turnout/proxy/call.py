@@ -257,7 +257,7 @@ class Call(H2Call):
                 host=host,
                 framing=request_framing(self.method, self.body),
             )
-        if decision.mirrors and self.body is not None and not self.h2:  # (HTTP/1 copies only)
+        if decision.mirrors and self.body is not None:  # (a relayed body is not mirrored)
             mirrored = upstream.headers if decision.rewrites or backend.rewrites else req.headers
             h.mirror(decision, state, req, self.target, forward_headers(mirrored, host), self.body)
         self.balancer = state.balancers.get(backend.cluster)
@@ -484,7 +484,10 @@ class Call(H2Call):
             if buffered is not None:
                 body = buffered[0] if len(buffered) == 1 else b"".join(buffered)
                 self.sent = len(body)
-                self.writer.send(self.status, self.resp_headers, body)
+                if self.trailers and self._takes_trailers():
+                    self._send_with_trailers(body, self.trailers)
+                else:
+                    self.writer.send(self.status, self.resp_headers, body)
             elif self.trailers is not None:
                 self.writer.close_body(self.trailers)
             else:

@@ -7,6 +7,8 @@ _prepare ─ self.h2 ─► _h2_headers(...)  (`heads.h2_request_headers`; not s
          ─ self.grpc ─► _grpc_deadline(route timeout)  min(route, grpc-timeout)
 _try ─ self.h2 ─► _send_h2: pool.h2.send(headers, body: bytes, or the Replay as it comes)
 on_trailers ─► kept for on_end (writer.close_body(trailers)); gRPC: their grpc-status
+on_end of a small buffered response with trailers ─► _send_with_trailers when the client
+   takes them (HTTP/2, or `TE: trailers`): head, body, trailers; else sent whole without
 ```
 
 The helpers it uses (gRPC names, `grpc-timeout`, `Replay`) are `h2_call.py`'s; the flow
@@ -23,7 +25,14 @@ from turnout.proxy.context import CallContext
 from turnout.proxy.endings import Endings
 from turnout.proxy.errors import UpstreamProtocolError
 from turnout.proxy.transport.heads import h2_request_headers
-from turnout.proxy.transport.messages import IncomingRequest, RawPairs, UpstreamHandle
+from turnout.proxy.transport.messages import (
+    Headers,
+    IncomingRequest,
+    RawHeaders,
+    RawPairs,
+    ResponseWriter,
+    UpstreamHandle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,9 @@ class H2Call(Endings):
     attempt: int
     cancelled: bool
     discarding: bool
+    writer: ResponseWriter
+    status: int
+    resp_headers: Headers | RawHeaders
 
     def __init__(self) -> None:
         self.grpc = False
@@ -115,3 +127,20 @@ class H2Call(Endings):
         self.trailers = trailers
         if self.grpc:
             self.grpc_status = h2_call.status_of_pairs(trailers)
+
+    def _takes_trailers(self) -> bool:
+        """The client can take response trailers: HTTP/2, or `TE: trailers` (RFC 9110
+        §10.1.4); asked only of a response that has some."""
+        req = self.req
+        return req.version == "2" or any(
+            n.lower() == b"te" and b"trailers" in v.lower() for n, v in req.raw_headers
+        )
+
+    def _send_with_trailers(self, body: bytes, trailers: RawPairs) -> None:
+        """A small buffered response that has trailers: head (HTTP/2: with its length;
+        HTTP/1.1: chunked, so the trailers fit), body, trailers; in one loop round."""
+        writer = self.writer
+        h2 = self.req.version == "2"
+        writer.begin(self.status, self.resp_headers, content_length=len(body) if h2 else None)
+        writer.push(body)
+        writer.close_body(trailers)

@@ -49,6 +49,7 @@ from turnout.proxy.inbound_guard import InboundGuard
 from turnout.proxy.paths import Refusal, normalize_request
 from turnout.proxy.telemetry import Exchange, Telemetry
 from turnout.proxy.transport.client import UpstreamPool
+from turnout.proxy.transport.heads import h2_request_headers, raw_pairs
 from turnout.proxy.transport.messages import Headers, IncomingRequest, ResponseWriter
 from turnout.proxy.upgrades import UpgradeCall
 
@@ -67,6 +68,29 @@ LOCAL_APP_HOST = "127.0.0.1"
 
 MAX_REMEMBERED_HOSTS = 4096
 """Host headers whose listener and label a handler remembers (then it starts over)."""
+
+
+class Drain:
+    """The receiver of a mirrored HTTP/2 exchange: reads it all, keeps nothing."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_head(self, conn: object, status: int, headers: object, length: int | None) -> None:
+        pass
+
+    def on_body(self, chunk: bytes) -> None:
+        pass
+
+    def on_end(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def on_error(self, error: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(error)
 
 
 @dataclass(slots=True)
@@ -308,12 +332,12 @@ class Handler:
                 require_id=req.require_id,
             ):
                 continue  # mTLS required and not possible: the copy is not sent
-            task = asyncio.get_running_loop().create_task(
-                self._send_mirror(
-                    (ep.address, ep.port), req.method, target, headers, body, ep.identity
-                ),
-                name=f"mirror {mirror.cluster}",
-            )
+            addr = (ep.address, ep.port)
+            if mirror.cluster in state.http2 or is_grpc(req.raw_headers):  # as Call._prepare
+                sent = self._send_mirror_h2(addr, req.method, target, headers, body, ep.identity)
+            else:
+                sent = self._send_mirror(addr, req.method, target, headers, body, ep.identity)
+            task = asyncio.get_running_loop().create_task(sent, name=f"mirror {mirror.cluster}")
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
 
@@ -339,6 +363,47 @@ class Handler:
             await resp.read()
         except UpstreamError as exc:
             log.debug("mirror failed endpoint=%s:%d error=%s", ep[0], ep[1], exc)
+
+    async def _send_mirror_h2(
+        self,
+        ep: tuple[str, int],
+        method: str,
+        target: str,
+        headers: Headers,
+        body: bytes,
+        identity: str | None = None,
+    ) -> None:
+        """A copy to an HTTP/2 mirror (its cluster speaks HTTP/2, or the request is gRPC)
+        on the `H2Pool`; its response is read and dropped."""
+        host = headers[0][1] if headers and headers[0][0] == "host" else ""
+        try:
+            pairs = h2_request_headers(
+                method,
+                target,
+                host,
+                raw_pairs(headers[1:] if host else headers),
+                content_length=len(body) if body or method not in ("GET", "HEAD") else None,
+            )
+        except ValueError as exc:
+            log.debug("mirror not sendable over http/2 error=%s", exc)
+            return
+        drain = Drain()
+        stream = self.pool.h2.send(
+            ep,
+            method=method,
+            headers=pairs,
+            body=body,
+            timeout_ms=MIRROR_TIMEOUT_MS,
+            receiver=drain,
+            identity=identity,
+        )
+        try:
+            await drain.done
+        except UpstreamError as exc:
+            log.debug("mirror failed endpoint=%s:%d error=%s", ep[0], ep[1], exc)
+        except asyncio.CancelledError:
+            stream.cancel(drain)
+            raise
 
     async def aclose(self) -> None:
         for task in list(self._mirrors):

@@ -10,7 +10,8 @@ Either every chain has a transport socket (an HTTPS port) or none has (plain HTT
 What Turnout's proxy cannot honour is refused with a `TableError` naming the field, so a
 table never promises what the wire does not do: client certificates, session tickets,
 OCSP, SDS and certificate providers, custom handshakers, a TLS maximum version, cipher,
-curve or signature lists, versions below TLS 1.2, ALPN protocols other than http/1.1, and
+curve or signature lists, versions below TLS 1.2, ALPN protocols other than h2 and
+http/1.1 (offered as the table lists them; `h2` is served by `h2_server`), and
 filter chain matches on anything but `server_names`. A certificate that does not load is
 not an error of the table: that chain refuses its handshakes (with a warning naming it) and
 the other chains serve, as the Gateway API wants of a listener with a bad certificateRef.
@@ -46,6 +47,8 @@ _PARAMS_OK = frozenset({"tls_minimum_protocol_version", "tls_maximum_protocol_ve
 _CERT_OK = frozenset({"certificate_chain", "private_key"})
 _MATCH_OK = frozenset({"server_names", "transport_protocol"})
 _ALPN = ("http/1.1",)
+"""What a chain without `alpn_protocols` offers."""
+_ALPN_OK = frozenset({"h2", "http/1.1"})
 _P = common_pb2.TlsParameters
 
 
@@ -82,15 +85,17 @@ def _chain(chain: Any, where: str, field: str) -> Chain:
     cfield = f"{tfield}.common_tls_context"
     _only(common, _COMMON_OK, where, cfield)
     _check_params(common.tls_params, where, f"{cfield}.tls_params")
-    alpn = tuple(common.alpn_protocols)
-    if alpn and alpn != _ALPN:
-        raise TableError(where, f"{cfield}.alpn_protocols", f"only {list(_ALPN)}, got {list(alpn)}")
+    alpn = tuple(common.alpn_protocols) or _ALPN
+    if not _ALPN_OK.issuperset(alpn) or len(set(alpn)) != len(alpn):
+        raise TableError(
+            where, f"{cfield}.alpn_protocols", f"only h2 and http/1.1, got {list(alpn)}"
+        )
     pairs = tuple(
         _pair(c, where, f"{cfield}.tls_certificates[{k}]")
         for k, c in enumerate(common.tls_certificates)
     )
     name = chain.name or field
-    return Chain(name, list(match.server_names), _load(pairs, where, name))
+    return Chain(name, list(match.server_names), _load(pairs, where, name, alpn))
 
 
 def _check_params(params: Any, where: str, field: str) -> None:
@@ -119,12 +124,14 @@ def _inline(source: Any, where: str, field: str) -> bytes:
     raise TableError(where, field, f"only inline_bytes or inline_string, got {kind or 'nothing'}")
 
 
-def _load(pairs: tuple[Pair, ...], where: str, name: str) -> ssl.SSLContext | None:
+def _load(
+    pairs: tuple[Pair, ...], where: str, name: str, alpn: tuple[str, ...]
+) -> ssl.SSLContext | None:
     if not pairs:
         log.warning("tls listener without certificates refuses handshakes %s chain=%s", where, name)
         return None
     try:
-        return load_context(pairs, _ALPN)
+        return load_context(pairs, alpn)
     except CertificateError as exc:
         log.warning("tls certificate not loaded %s chain=%s: %s", where, name, exc)
         return None

@@ -10,7 +10,7 @@ serve_transparent ────┤  --transparent: outbound and inbound by origin
 start_admin(admin) ───┘   /metrics /ready (a table applied) /live /tap
 start_proxy(config, source) -> (Proxy, source task)   every port bound, or ListenError
 proxy.listening() -> Listening: the addresses actually bound (what port 0 became)
-stop_proxy(proxy, task)                                listeners, handlers, admin, pool
+stop_proxy(proxy, task)           listeners, HTTP/2 drain (GOAWAY), handlers, admin, pool
 ```
 
 The table source is a seam (`process.TableSource`): `mesh proxy -f` compiles manifests in
@@ -56,7 +56,7 @@ from turnout.proxy.telemetry import TcpHooks, Telemetry
 from turnout.proxy.transparent import new_guard, serve_transparent
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.detect import DETECT_TIMEOUT_MS, DetectingServer, serve_detecting
-from turnout.proxy.transport.h2_server import take_over
+from turnout.proxy.transport.h2_drain import H2Connections
 from turnout.proxy.transport.server import serve_http
 from turnout.proxy.transport.tls import TlsSlot
 
@@ -117,6 +117,8 @@ class Proxy:
     """The outbound socket terminates TLS now (`tls_wanted`: the last table says it should)."""
     tls_wanted: bool = False
     _rebinder: asyncio.Task[None] | None = None
+    h2: H2Connections = field(default_factory=H2Connections)
+    """The HTTP/2 client connections of every listener, drained on stop (GOAWAY)."""
     services: ServiceListeners | None = None
     """`--service-listeners`: a socket per Service address of the table."""
     identity: IdentityState | None = None
@@ -280,7 +282,7 @@ class Proxy:
                     port=0,
                     sock=dup,
                     tls=self.tls if on else None,
-                    http2=take_over,
+                    http2=self.h2.take_over,
                 )
             except BaseException:
                 dup.close()
@@ -429,7 +431,9 @@ async def _bind(
                 require_mtls=config.require_mtls,
             )
 
-        proxy.services = ServiceListeners(service_handler, reuse_port=config.workers > 1)
+        proxy.services = ServiceListeners(
+            service_handler, reuse_port=config.workers > 1, http2=proxy.h2.take_over
+        )
     for name, addr, handler in _handlers(proxy):
         server: asyncio.Server | DetectingServer
         with _listen_errors(name, addr):
@@ -442,6 +446,7 @@ async def _bind(
                     guard_for=proxy.guard_for,
                     hooks=TcpHooks(proxy.metrics, name if name == "inbound" else "outbound"),
                     mesh=proxy.identity,
+                    http2=proxy.h2.take_over,
                 )
             elif name == "inbound" and (proxy.identity is not None or config.opaque_ports):
                 assert config.app is not None
@@ -459,7 +464,7 @@ async def _bind(
                     gate=proxy.guard,
                     app=(config.app.host, config.app.port),
                     hooks=TcpHooks(proxy.metrics, "inbound"),
-                    http2=take_over,
+                    http2=proxy.h2.take_over,
                 )
             else:
                 server = await serve_http(
@@ -468,7 +473,7 @@ async def _bind(
                     port=addr.port,
                     reuse_port=config.workers > 1,
                     hooks=TcpHooks(proxy.metrics, name if name == "inbound" else "outbound"),
-                    http2=take_over,
+                    http2=proxy.h2.take_over,
                 )
         proxy.handlers.append(handler)
         proxy.servers.append(server)
@@ -544,6 +549,11 @@ def _reason(exc: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
+SHUTDOWN_GRACE_S = 5.0
+"""How long HTTP/2 streams in flight get to finish after the GOAWAY of a stop (within the
+`--workers` parent's `workers.STOP_TIMEOUT_S`)."""
+
+
 async def stop_proxy(proxy: Proxy, task: asyncio.Task[None]) -> None:
     if proxy._settle is not None:
         proxy._settle.cancel()
@@ -556,6 +566,10 @@ async def stop_proxy(proxy: Proxy, task: asyncio.Task[None]) -> None:
     await _close_listeners(proxy)
     if proxy.services is not None:
         await proxy.services.close()
+    # no new connection now; HTTP/2 ones get a GOAWAY, their streams finish (the pool is open)
+    await proxy.h2.drain(SHUTDOWN_GRACE_S)
+    for h in proxy.handlers:
+        await h.aclose()
     proxy.tap.close()
     if proxy.guard is not None:
         await proxy.guard.close()
@@ -569,8 +583,6 @@ async def _close_listeners(proxy: Proxy) -> None:
         server.close()
     for server in proxy.servers:
         await server.wait_closed()
-    for h in proxy.handlers:
-        await h.aclose()
     if proxy.admin is not None:
         await proxy.admin.cleanup()
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from turnout.proxy.context import ProxyState
 from turnout.proxy.handler import Handler
+from turnout.proxy.transport.downstream import Http2Takeover
 from turnout.proxy.transport.h2_server import take_over
 from turnout.proxy.transport.server import serve_http
 
@@ -39,6 +40,8 @@ class ServiceListeners:
 
     make_handler: Callable[[Address], Handler]
     reuse_port: bool = False
+    http2: Http2Takeover = take_over
+    """Who serves a connection opening with the HTTP/2 preface (the proxy's, drained on stop)."""
     servers: dict[Address, tuple[asyncio.Server, Handler]] = field(default_factory=dict)
     failed: set[Address] = field(default_factory=set)
     """Addresses that could not be bound (tried again once the table drops and re-adds them)."""
@@ -80,7 +83,7 @@ class ServiceListeners:
                         host=address[0],
                         port=address[1],
                         reuse_port=self.reuse_port,
-                        http2=take_over,
+                        http2=self.http2,
                     )
                 except OSError as exc:
                     self.failed.add(address)

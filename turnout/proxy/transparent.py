@@ -46,6 +46,7 @@ from turnout.proxy.transport.detect import (
     Placement,
     serve_detecting,
 )
+from turnout.proxy.transport.downstream import Http2Takeover
 from turnout.proxy.transport.h2_server import take_over
 from turnout.proxy.transport.mesh_tcp import ForwardTo
 from turnout.proxy.transport.messages import ConnectionHooks, MeshTls
@@ -180,8 +181,10 @@ async def serve_transparent(
     guard_for: Callable[[int], InboundGuard],
     hooks: ConnectionHooks,
     mesh: MeshTls | None,
+    http2: Http2Takeover = take_over,
 ) -> DetectingServer:
-    """The outbound or inbound listener of a transparent proxy."""
+    """The outbound or inbound listener of a transparent proxy (`http2`: who serves the
+    HTTP/2 preface)."""
     if name == "outbound":
         place = outbound_place(
             handler,
@@ -204,5 +207,5 @@ async def serve_transparent(
         ),
         hooks=hooks,
         place=place,
-        http2=take_over,  # the preface: served as HTTP/2 (routes, gRPC), not forwarded as TCP
+        http2=http2,  # the preface: served as HTTP/2 (routes, gRPC), not forwarded as TCP
     )

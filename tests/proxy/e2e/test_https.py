@@ -32,6 +32,7 @@ from tests.proxy.e2e.harness import (
     wait_admin_ready,
 )
 from tests.proxy.transport.helpers import read_response
+from tests.support.h2client import H2Client
 from turnout.proxy.table import RuntimeTable
 
 GATEWAY = """
@@ -176,6 +177,32 @@ async def test_sni_chooses_the_listener_and_its_certificate(lab: Lab) -> None:
     for name in ("api.example.com", "a.b.example.com"):
         [(status, headers, _)], serial = await exchange(mesh.outbound, ctx, name, [f"{name}:443"])
         assert (status, headers["x-backend"], serial) == (200, "v2", certs.wild.serial), name
+
+
+@bounded(30)
+async def test_an_h2_client_negotiates_alpn_h2_and_an_http1_client_http1(lab: Lab) -> None:
+    """The listener offers ALPN h2 and http/1.1 (xDS `alpn_protocols`, Envoy Gateway's
+    default): an HTTP/2 client is served HTTP/2 over TLS, an HTTP/1.1 one as before."""
+    certs = Certs()
+    v1, v2 = await lab.backend("v1"), await lab.backend("v2")
+    mesh = await gateway(lab, table(lab, certs, services={"web-v1": [v1], "web-v2": [v2]}))
+    ctx = certs.client()
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    client = await H2Client.open(
+        ("127.0.0.1", mesh.outbound), ssl=ctx, server_hostname="www.example.com"
+    )
+    try:
+        assert client.writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+        resp = await client.request("GET", "/echo", authority="www.example.com")
+        assert (resp.status, resp.header(b"x-backend")) == (200, b"v1")
+    finally:
+        await client.close()
+    ctx1 = certs.client()
+    ctx1.set_alpn_protocols(["http/1.1"])
+    [(status, headers, _)], _ = await exchange(
+        mesh.outbound, ctx1, "api.example.com", ["api.example.com"]
+    )
+    assert (status, headers["x-backend"]) == (200, "v2")
 
 
 @bounded(30)

@@ -8,6 +8,7 @@ connection; per path:
   allows (more than the proxy's windows: it must acknowledge as it relays);
 - ``/bidi``: the response head at once, then every request DATA chunk sent back as it comes
   (a bidi stream: nothing waits for END_STREAM);
+- ``/sized``: as ``/echo`` with a ``content-length`` (a small response the proxy buffers);
 - ``/hang``: never answered;
 - ``/refused``: the first request RST_STREAM(REFUSED_STREAM), then as ``/echo``;
 - ``/goaway``: the first request answered with GOAWAY(last_stream_id = before it) and a
@@ -122,6 +123,7 @@ class _Conn(asyncio.Protocol):
                 (b"x-te", head.get(b"te", b"-")),
                 (b"x-path", head[b":path"]),
                 (b"x-host-header", head.get(b"host", b"-")),
+                *([(b"content-length", b"%d" % len(body))] if path == "/sized" else []),
             ],
         )
         if body:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.proxy.e2e.harness import Mesh, bounded, route_to, service_yaml, start_mesh
 from tests.proxy.h2.backends import H2Backend, pattern
+from tests.support.h2client import H2Client
 from turnout.cli.offline import offline_runtime
 
 NS = "shop"
@@ -158,3 +159,80 @@ async def test_a_client_not_reading_pauses_its_stream_only_and_memory_stays_boun
         got += len(chunk)
     assert h2b.sent == n
     writer.close()
+
+
+@bounded(10)
+async def test_an_h2_upstream_that_never_answers_is_cut_by_the_read_timeout(
+    mesh: Mesh, h2b: H2Backend
+) -> None:
+    """No route timeout: the pool's read timeout (the HTTP/1.1 pool's, 60 s by default)
+    ends the silent stream with a 504 and resets it; the connection stays for others."""
+    mesh.proxy.pool.read_timeout_ms = 300  # read when the HTTP/2 pool is made (first use)
+    status, headers, _ = await mesh.get("web", "/hang")
+    assert (status, headers.getall("l5d-proxy-error")) == (504, ["upstream read timeout"])
+    h2 = mesh.proxy.pool.h2
+    assert [c.streams for c in h2._all] == [{}]  # reset, not left open on the connection
+    status, _, body = await mesh.get("web", "/echo", method="POST", data=b"still")
+    assert (status, body) == (200, b"still")
+    assert h2b.connections == 1
+
+
+MIRROR_OPTIONS = """filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow-h2, port: 80}}"""
+
+
+@bounded(10)
+async def test_a_request_to_an_h2_upstream_is_mirrored_over_http2_to_an_h2c_mirror(
+    tmp_path: Path, h2b: H2Backend
+) -> None:
+    shadow = await H2Backend().start()
+    mesh_file = tmp_path / "mirror.yaml"
+    shadow_svc = service_yaml("shadow-h2", [shadow.port]).replace(
+        '"name": "http", "port": 80}', '"name": "http", "port": 80, "appProtocol": "h2c"}'
+    )
+    routes = route_to("web-h2", options=MIRROR_OPTIONS)
+    mesh_file.write_text(h2_mesh_yaml(h2b.port, routes) + "\n---\n" + shadow_svc)
+    table, _ = offline_runtime([str(mesh_file)], namespace=NS)
+    m = await start_mesh(table)
+    try:
+        status, headers, body = await m.get("web", "/echo", method="POST", data=b"copy me")
+        assert (status, body, headers["x-backend"]) == (200, b"copy me", "h2")
+        while shadow.hits["/echo"] < 1:  # fire and forget: bounded by the test's timeout
+            await asyncio.sleep(0.01)
+        assert h2b.hits["/echo"] == 1
+    finally:
+        await m.close()
+        await shadow.stop()
+
+
+@bounded(10)
+async def test_trailers_of_a_small_sized_response_reach_clients_that_take_them(
+    mesh: Mesh,
+) -> None:
+    """`/sized` has a content-length (buffered by the proxy) and a trailer: an HTTP/1.1
+    client with `TE: trailers` gets it chunked, one without gets the sized body alone, an
+    HTTP/2 client gets it in a last HEADERS frame."""
+
+    def request(te: bool) -> bytes:
+        extra = b"TE: trailers\r\n" if te else b""
+        return (
+            b"POST /sized HTTP/1.1\r\nHost: web\r\nContent-Length: 2\r\n"
+            + extra
+            + b"Connection: close\r\n\r\nhi"
+        )
+
+    with_te = await mesh.raw(request(True))
+    assert b"transfer-encoding: chunked" in with_te.lower()
+    assert with_te.endswith(b"\r\n2\r\nhi\r\n0\r\nx-trailer: done\r\n\r\n")
+    without = await mesh.raw(request(False))
+    assert b"content-length: 2\r\n" in without.lower()
+    assert without.endswith(b"\r\n\r\nhi")
+    client = await H2Client.open(("127.0.0.1", mesh.outbound))
+    try:
+        resp = await client.request("POST", "/sized", body=b"hi")
+        assert (resp.status, bytes(resp.body)) == (200, b"hi")
+        assert resp.header(b"content-length") == b"2"
+        assert resp.trailers == [(b"x-trailer", b"done")]
+    finally:
+        await client.close()

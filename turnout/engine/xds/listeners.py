@@ -192,7 +192,7 @@ def _tls_chain(
             tls_params=common_pb2.TlsParameters(
                 tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2
             ),
-            alpn_protocols=["http/1.1"],
+            alpn_protocols=["h2", "http/1.1"],  # as Envoy Gateway: the proxy serves both
             tls_certificates=[
                 common_pb2.TlsCertificate(
                     certificate_chain=base_pb2.DataSource(inline_bytes=c.chain_pem.encode()),

@@ -232,6 +232,7 @@ class UpstreamPool:
             pool = self._h2 = H2Pool(
                 connect_timeout_ms=self.connect_timeout_ms,
                 idle_timeout_ms=self.idle_timeout_ms,
+                read_timeout_ms=self.read_timeout_ms,
                 hooks=self.hooks,
             )
         pool.mesh = self.mesh

@@ -13,7 +13,9 @@ frames in ─► ResponseReceived: receiver.on_head · DataReceived: on_body (ac
    on_error (REFUSED_STREAM, or above a GOAWAY's last_stream_id: not processed, sent once
    more on another connection when the body is bytes)
 GOAWAY ─► draining: no new stream; closed when its last stream ends · idle connections
-   (no stream) are closed by one sweep timer after idle_timeout_ms
+   (no stream) are closed by one sweep timer after idle_timeout_ms · a stream without a
+   deadline whose upstream is silent for read_timeout_ms: UpstreamReadTimeout (one read
+   sweep per pool, every read_timeout_ms / 4, while any such stream is open)
 ```
 
 What one connection does with its streams (frames, flow control, events) is
@@ -76,12 +78,16 @@ class H2Pool:
         *,
         connect_timeout_ms: int = config.DEFAULT_CONNECT_TIMEOUT_MS,
         idle_timeout_ms: int = config.DEFAULT_POOL_IDLE_TIMEOUT_MS,
+        read_timeout_ms: int | None = config.DEFAULT_UPSTREAM_READ_TIMEOUT_MS,
         max_streams: int = MAX_STREAMS,
         hooks: ConnectionHooks | None = None,
         mesh: MeshTls | None = None,
     ) -> None:
         self.connect_timeout_ms = connect_timeout_ms
         self.idle_timeout_ms = idle_timeout_ms
+        self.read_timeout_ms = read_timeout_ms
+        """Longest silence of the upstream on a stream without a deadline (None: none), as
+        `UpstreamPool.read_timeout_ms`; a stream paused by its receiver is not silent."""
         self.max_streams = max_streams
         self.hooks = hooks
         self.mesh = mesh
@@ -89,6 +95,9 @@ class H2Pool:
         self._all: set[H2ClientConnection] = set()
         self._connecting: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._watched: set[H2Stream] = set()
+        """Streams without a deadline, for the read sweep (done ones leave at its next pass)."""
+        self._read_sweeper: asyncio.TimerHandle | None = None
 
     def connection_count(self, endpoint: Address, identity: str | None = None) -> int:
         """Connections open or opening to `endpoint` and taking streams."""
@@ -122,6 +131,10 @@ class H2Pool:
         stream = H2Stream(key, endpoint, headers, body, receiver, deadline)
         if deadline is not None:
             stream.timer = loop.call_at(deadline, stream.expire)
+        elif self.read_timeout_ms is not None:
+            self._watched.add(stream)
+            if self._read_sweeper is None:
+                self._schedule_read_sweep(loop, self.read_timeout_ms)
         self._dispatch(stream)
         return stream
 
@@ -247,11 +260,39 @@ class H2Pool:
         if waiting:
             self._schedule_sweep(loop)
 
+    def _schedule_read_sweep(self, loop: asyncio.AbstractEventLoop, timeout_ms: int) -> None:
+        # as the HTTP/1.1 pool: 4 quiet sweeps in a row, a silence cut at 1-1.25x the timeout
+        self._read_sweeper = loop.call_later(timeout_ms / 4000, self._read_sweep, loop)
+
+    def _read_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the streams without a deadline whose upstream sent nothing for
+        `read_timeout_ms` (no `progress` over 4 sweeps); again while any is open."""
+        self._read_sweeper = None
+        timeout_ms = self.read_timeout_ms
+        watched = self._watched
+        if timeout_ms is None:
+            watched.clear()
+            return
+        for stream in list(watched):
+            if stream.done:
+                watched.discard(stream)
+            elif stream.paused or stream.progress != stream.swept:
+                stream.swept, stream.quiet = stream.progress, 0
+            elif stream.quiet >= 3:
+                watched.discard(stream)
+                stream.read_expired(timeout_ms)
+            else:
+                stream.quiet += 1
+        if watched:
+            self._schedule_read_sweep(loop, timeout_ms)
+
     async def close(self) -> None:
         """Close every connection and wait until they are closed."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for timer in (self._sweeper, self._read_sweeper):
+            if timer is not None:
+                timer.cancel()
+        self._sweeper = self._read_sweeper = None
+        self._watched.clear()
         for task in list(self._connecting):
             task.cancel()
         conns = list(self._all)

@@ -14,6 +14,9 @@ data_received ─► h2.receive_data ─► events (a ProtocolError: GOAWAY sent
   PING/SETTINGS/PRIORITY/empty DATA ─► the control-frame budget (over it: ENHANCE_YOUR_CALM)
 writes ─► h2's buffer ─► one transport.write per loop round (`want_flush`)
 no stream open for keepalive_timeout_ms ─► GOAWAY(NO_ERROR), close
+drain() (the proxy stopping: `h2_drain.H2Connections`) ─► GOAWAY(NO_ERROR, last_stream_id =
+  the last stream seen): streams open finish, newer ones are refused (REFUSED_STREAM, safe
+  for the client to send again), closed when the last one ends
 ```
 
 Rapid reset (CVE-2023-44487) is Envoy's premature-reset rule: once a connection has opened
@@ -32,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -51,6 +55,7 @@ from h2.events import (
 )
 from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
 
 from turnout.proxy.errors import ClientError, UpstreamError
 from turnout.proxy.transport.downstream import Listener
@@ -95,6 +100,12 @@ def take_over(
 ) -> H2ServerConnection:
     """The `downstream.Http2Takeover` of plaintext listeners: `serve_http(http2=take_over)`."""
     return H2ServerConnection(transport, conn, listener)
+
+
+class Registry(Protocol):
+    """What counts a connection until it closes (`h2_drain.H2Connections`)."""
+
+    def closed(self, conn: H2ServerConnection) -> None: ...
 
 
 class H2ServerConnection(asyncio.Protocol):
@@ -150,6 +161,8 @@ class H2ServerConnection(asyncio.Protocol):
         self._stalled: set[H2StreamWriter] = set()
         self._stall_timer: asyncio.TimerHandle | None = None
         self._draining = False
+        self.registry: Registry | None = None
+        """Who counts this connection for the proxy's drain (`h2_drain.H2Connections`)."""
         self._empty = BodyStream(self.loop, high_water=1, pause=_nothing, resume=_nothing)
         self._empty.feed_eof()
         self._dispatch: dict[type[Event], Callable[[Event], None]] = {
@@ -205,6 +218,8 @@ class H2ServerConnection(asyncio.Protocol):
         for stream in streams:
             stream.gone(err)
         self.listener.open -= 1
+        if self.registry is not None:
+            self.registry.closed(self)
         hook_close(self.listener.hooks, self.info, exc)
 
     def pause_writing(self) -> None:
@@ -315,6 +330,29 @@ class H2ServerConnection(asyncio.Protocol):
         """The client is leaving: finish what runs, accept nothing new."""
         self._draining = True
         if not self.streams:
+            self._close_now()
+
+    def drain(self) -> None:
+        """GOAWAY(NO_ERROR) naming the last stream seen: those finish, newer ones are
+        refused; closed when none is left. (Not h2's `close_connection`: that ends the
+        connection's state machine, and the open streams could answer no more.)"""
+        if self.closed or self._draining:
+            return
+        self._draining = True
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self.h2.highest_inbound_stream_id
+        frame.error_code = ErrorCodes.NO_ERROR
+        self._flush()  # what h2 queued goes first
+        data = frame.serialize()
+        if not self.transport.is_closing():
+            self.transport.write(data)
+            self.info.bytes_written += len(data)
+        if not self.streams:
+            self._close_now()
+
+    def abort(self) -> None:
+        """The drain is over: close now (streams left end as client disconnects)."""
+        if not self.closed:
             self._close_now()
 
     def _priority(self, event: Event) -> None:

@@ -48,6 +48,7 @@ from turnout.proxy.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamReadTimeout,
     UpstreamTimeout,
 )
 from turnout.proxy.transport.messages import (
@@ -124,10 +125,13 @@ class H2Stream:
         "out",
         "out_end",
         "paused",
+        "progress",
         "pump",
+        "quiet",
         "receiver",
         "resent",
         "sid",
+        "swept",
         "timer",
         "unacked",
     )
@@ -164,6 +168,11 @@ class H2Stream:
         self.done = False
         self.resent = False
         self.timer: asyncio.TimerHandle | None = None
+        self.progress = 0
+        """Bumped by every frame of the response and every request chunk sent: what the
+        pool's read sweep (`H2Pool._read_sweep`) watches on a stream without a deadline."""
+        self.swept = 0
+        self.quiet = 0
 
     # -- UpstreamHandle ---------------------------------------------------------------------
 
@@ -209,6 +218,17 @@ class H2Stream:
             return
         conn = self.conn
         self.fail(UpstreamTimeout(self.endpoint, "request deadline expired"))
+        if conn is not None:
+            conn.drop(self, ErrorCodes.CANCEL)
+
+    def read_expired(self, timeout_ms: int) -> None:
+        """The pool's read sweep: the upstream has been silent on this stream for
+        `timeout_ms` (no deadline of its own): `UpstreamReadTimeout`, RST_STREAM(CANCEL)."""
+        if self.done:
+            return
+        conn = self.conn
+        what = "more of the response body" if self.headed else "response head"
+        self.fail(UpstreamReadTimeout(self.endpoint, f"no {what} within {timeout_ms} ms"))
         if conn is not None:
             conn.drop(self, ErrorCodes.CANCEL)
 
@@ -347,6 +367,7 @@ class H2ClientConnection(asyncio.Protocol):
                 if stream.done:
                     return
                 stream.out += chunk
+                stream.progress += 1  # the upstream is not due to answer yet
                 self.send_out(stream)
                 while len(stream.out) > PUMP_HIGH_WATER and not stream.done:
                     stream.drained = self.loop.create_future()
@@ -423,6 +444,7 @@ class H2ClientConnection(asyncio.Protocol):
             return
         status, raw, length = _response_head(event.headers or [])
         stream.headed = True
+        stream.progress += 1
         stream.receiver.on_head(stream, status, raw, length)
 
     def _on_data(self, event: DataReceived) -> None:
@@ -432,6 +454,7 @@ class H2ClientConnection(asyncio.Protocol):
         if stream is None or stream.done:
             self._ack(size, sid)
             return
+        stream.progress += 1
         if event.data:
             stream.receiver.on_body(event.data)
         if stream.paused:

@@ -24,9 +24,11 @@ Certificates are loaded through `ssl`, which reads files only: each pair goes th
 private temporary file (mode 0600, in /dev/shm when there is one, removed at once), and a
 context is cached per set of pairs so a table update that keeps them reuses it.
 
-Deliberately not here: client certificates (mTLS is the identity issue's), session
-tickets and resumption across contexts, HTTP/2 over ALPN, reading xDS (`listener_tls.py`
-in the proxy package).
+Each chain's context offers the ALPN protocols its table gives (`h2`, `http/1.1`); the SNI
+callback switching to it makes its list the one negotiated. Deliberately not here: client
+certificates (mTLS is the identity issue's), session tickets and resumption across
+contexts, serving HTTP/2 (the connection's preface goes to `h2_server`), reading xDS
+(`listener_tls.py` in the proxy package).
 """
 
 from __future__ import annotations
