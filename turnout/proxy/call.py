@@ -31,7 +31,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, cast
 
 from turnout.proxy import answers, cors, faults, h2_call, outbound_tls
 from turnout.proxy.actions import Backend, Cors, Decision, DirectResponse, Forward
@@ -182,6 +182,67 @@ class Call(H2Call):
             self.timer = asyncio.get_running_loop().call_later(delay, self._after_delay)
             return
         self._go()
+
+    def begin_plain(self) -> None:
+        """`begin` for a request without a body: the plain outbound HTTP/1 case
+        (`Decision.plain`, no mesh TLS requirement) in one frame, sharing the handler's clock
+        read; every other case goes the general way (`_prepare`, `_try`)."""
+        decision, h, state, req = self.decision, self.h, self.state, self.req
+        if not decision.plain or state.http2 or h.require_mtls or req.require_id is not None:
+            self.begin()  # (inbound: NO_DECISION, never plain)
+            return
+        try:
+            action = cast(Forward, decision.action)
+            backend = self.backend = action.pick(int(h.rng.random() * action.total))
+            ex = self.ex
+            ex.backend(backend)
+            method = self.method
+            self.head = encode_forward_head(
+                method,
+                self.target,
+                req.raw_headers,
+                host=req.host,
+                framing="" if method == "GET" else request_framing(method, b""),
+            )
+            resolved = state.resolved
+            if resolved is not None:
+                balancer, budget = resolved.get(backend.cluster, _UNRESOLVED)
+            else:
+                balancer = state.balancers.get(backend.cluster)
+                budget = state.budgets.get(backend.cluster)
+            self.balancer = balancer
+            if budget is not None:
+                budget.deposit()
+            now = ex.start  # the handler's clock read, a moment ago
+            timeout_ms: int | None = None
+            timeout = decision.request_timeout_ms
+            if timeout is not None or decision.per_try_timeout_ms is not None:
+                self.deadline = None if timeout is None else now + timeout / 1000
+                timeout_ms = try_timeout(decision.per_try_timeout_ms, self.deadline, now)
+                if timeout_ms is not None and timeout_ms <= 0:
+                    self._answer(answers.REQUEST_TIMEOUT, REQUEST_TIMEOUT)
+                    return
+            slot = balancer.acquire() if balancer is not None else None
+            if slot is None:
+                self._answer(self._unavailable())
+                return
+            self.slot = slot
+            addr = slot.addr
+            meshed = h.pool.mesh is not None
+            identity = slot.endpoint.identity
+            ex.endpoint(addr, outbound_tls.server_tls(meshed, identity))
+            self.t0 = now
+            self.handle = h.pool.send(
+                addr,
+                method=method,
+                head=self.head,
+                body=b"",
+                timeout_ms=timeout_ms,
+                receiver=self,
+                identity=identity if meshed else None,
+            )
+        except Exception as exc:
+            self._crash(exc)
 
     def _after_delay(self) -> None:
         self.timer = None
@@ -419,9 +480,10 @@ class Call(H2Call):
             self.headed = True
             self.handle = conn
             slot = self.slot
+            now = self.h.clock()  # one read for the release and the response head
             if slot is not None and self.balancer is not None:
                 self.slot = None
-                self.balancer.release(slot, (self.h.clock() - self.t0) * 1000, failed=False)
+                self.balancer.release(slot, (now - self.t0) * 1000, failed=False)
             ex = self.ex
             ex.attempt(status)
             decision = self.decision
@@ -442,7 +504,7 @@ class Call(H2Call):
                 self.resp_headers = self._response_headers(status, headers)
             else:
                 self.resp_headers = headers  # the writer leaves hop-by-hop headers out
-            ex.response_head(status)
+            ex.response_head(status, now)
             if grpc_status is not None or (
                 not self.grpc and content_length is not None and content_length <= SMALL_BODY_BYTES
             ):  # small, or trailers-only: one write (HEADERS with END_STREAM on HTTP/2)
@@ -565,6 +627,9 @@ def _resolve(done: asyncio.Future[None]) -> None:
     if not done.done():
         done.set_result(None)
 
+
+_UNRESOLVED: tuple[None, None] = (None, None)
+"""A cluster the state has neither balancer nor budget for (`begin_plain`: a 503)."""
 
 NO_DECISION = Decision(route=None, action=DirectResponse(status=200))
 
