@@ -59,6 +59,7 @@ from turnout.proxy.transport.heads import (
     request_framing,
 )
 from turnout.proxy.transport.messages import (
+    TLS_DISABLED,
     Headers,
     IncomingRequest,
     RawHeaders,
@@ -100,6 +101,7 @@ class Call(H2Call):
         "resp_headers",
         "sent",
         "slot",
+        "small",
         "state",
         "status",
         "t0",
@@ -148,6 +150,9 @@ class Call(H2Call):
         self.discarding = False
         self.status = 0
         self.resp_headers: Headers | RawHeaders = []
+        self.small: bytes | None = None
+        """A small response's body, buffered whole (None: streamed): its one chunk, the
+        common case, with no list; `buffered` holds the chunks once there are more."""
         self.buffered: list[bytes] | None = None
         self.sent = 0
 
@@ -228,9 +233,12 @@ class Call(H2Call):
                 return
             self.slot = slot
             addr = slot.addr
-            meshed = h.pool.mesh is not None
             identity = slot.endpoint.identity
-            ex.endpoint(addr, outbound_tls.server_tls(meshed, identity))
+            if h.pool.mesh is None:
+                meshed, tls = False, TLS_DISABLED
+            else:
+                meshed, tls = True, outbound_tls.server_tls(True, identity)
+            ex.endpoint(addr, tls)
             self.t0 = now
             self.handle = h.pool.send(
                 addr,
@@ -508,7 +516,7 @@ class Call(H2Call):
             if grpc_status is not None or (
                 not self.grpc and content_length is not None and content_length <= SMALL_BODY_BYTES
             ):  # small, or trailers-only: one write (HEADERS with END_STREAM on HTTP/2)
-                self.buffered = []
+                self.small = b""
             else:
                 self.writer.begin(status, self.resp_headers, content_length=content_length)
         except Exception as exc:
@@ -517,9 +525,14 @@ class Call(H2Call):
     def on_body(self, chunk: bytes) -> None:
         if self.cancelled or self.discarding:
             return
-        buffered = self.buffered
-        if buffered is not None:
-            buffered.append(chunk)
+        small = self.small
+        if small is not None:
+            if self.buffered is not None:
+                self.buffered.append(chunk)
+            elif small:
+                self.buffered = [small, chunk]
+            else:
+                self.small = chunk
             return
         try:
             self.sent += len(chunk)
@@ -542,9 +555,9 @@ class Call(H2Call):
             if self.discarding:
                 self._backoff()
                 return
-            buffered = self.buffered
-            if buffered is not None:
-                body = buffered[0] if len(buffered) == 1 else b"".join(buffered)
+            small = self.small
+            if small is not None:
+                body = small if self.buffered is None else b"".join(self.buffered)
                 self.sent = len(body)
                 self.writer.send(self.status, self.resp_headers, body)
             elif self.trailers is not None:
