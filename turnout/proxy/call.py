@@ -30,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from bisect import bisect_right
 from collections.abc import Callable
-from typing import Literal, cast
+from typing import Literal
 
 from turnout.proxy import answers, cors, faults, h2_call, outbound_tls
 from turnout.proxy.actions import Backend, Cors, Decision, DirectResponse, Forward
@@ -133,7 +134,7 @@ class Call(H2Call):
         """The buffered (replayable) request body; None when too big: the request's own
         stream carries it, once, and the request is never retried."""
         self.cancelled = False
-        self.cors_extra: list[tuple[str, str]] = []
+        self.cors_extra: list[tuple[str, str]] = _NO_CORS  # never appended to: replaced
         """CORS headers the response gains (the route's CORS filter, a matching Origin)."""
         self.timer: asyncio.TimerHandle | None = None
         self.handle: UpstreamHandle | None = None
@@ -197,8 +198,11 @@ class Call(H2Call):
             self.begin()  # (inbound: NO_DECISION, never plain)
             return
         try:
-            action = cast(Forward, decision.action)
-            backend = self.backend = action.pick(int(h.rng.random() * action.total))
+            action: Forward = decision.action  # type: ignore[assignment]  # plain: a Forward
+            backend = action.backends[
+                bisect_right(action.cumulative, h.rng.random() * action.total)
+            ]
+            self.backend = backend
             ex = self.ex
             ex.backend(backend)
             method = self.method
@@ -640,6 +644,9 @@ def _resolve(done: asyncio.Future[None]) -> None:
     if not done.done():
         done.set_result(None)
 
+
+_NO_CORS: list[tuple[str, str]] = []
+"""A Call's `cors_extra` until a CORS filter gives it its own (shared: never changed)."""
 
 _UNRESOLVED: tuple[None, None] = (None, None)
 """A cluster the state has neither balancer nor budget for (`begin_plain`: a 503)."""
