@@ -299,6 +299,9 @@ class Decision:
     """Derived: a route-level request filter (headers, host, path) changes the request."""
     filters_response: bool = field(init=False, repr=False, compare=False)
     """Derived: a route-level response header filter applies."""
+    plain: bool = field(init=False, repr=False, compare=False)
+    """Derived: forwarded as it came to any of its backends, no fault, CORS, mirror, retry
+    or filter on the way (`Call.begin_plain`: the request path's short cut)."""
 
     def __post_init__(self) -> None:
         # worked out once per table, so the request path tests one flag
@@ -309,3 +312,18 @@ class Decision:
         )
         object.__setattr__(self, "rewrites", rewrites)
         object.__setattr__(self, "filters_response", bool(self.response_headers))
+        action = self.action
+        plain = (
+            type(action) is Forward
+            and not rewrites
+            and not self.filters_response
+            and not self.mirrors
+            and self.retry is None
+            and self.fault is None
+            and self.cors is None
+            and all(
+                b.local is None and not b.rewrites and not b.filters_response
+                for b in action.backends
+            )
+        )
+        object.__setattr__(self, "plain", plain)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Literal
 
@@ -59,6 +60,7 @@ from turnout.proxy.transport.heads import (
     request_framing,
 )
 from turnout.proxy.transport.messages import (
+    TLS_DISABLED,
     Headers,
     IncomingRequest,
     RawHeaders,
@@ -100,6 +102,7 @@ class Call(H2Call):
         "resp_headers",
         "sent",
         "slot",
+        "small",
         "state",
         "status",
         "t0",
@@ -131,7 +134,7 @@ class Call(H2Call):
         """The buffered (replayable) request body; None when too big: the request's own
         stream carries it, once, and the request is never retried."""
         self.cancelled = False
-        self.cors_extra: list[tuple[str, str]] = []
+        self.cors_extra: list[tuple[str, str]] = _NO_CORS  # never appended to: replaced
         """CORS headers the response gains (the route's CORS filter, a matching Origin)."""
         self.timer: asyncio.TimerHandle | None = None
         self.handle: UpstreamHandle | None = None
@@ -148,6 +151,9 @@ class Call(H2Call):
         self.discarding = False
         self.status = 0
         self.resp_headers: Headers | RawHeaders = []
+        self.small: bytes | None = None
+        """A small response's body, buffered whole (None: streamed): its one chunk, the
+        common case, with no list; `buffered` holds the chunks once there are more."""
         self.buffered: list[bytes] | None = None
         self.sent = 0
 
@@ -182,6 +188,73 @@ class Call(H2Call):
             self.timer = asyncio.get_running_loop().call_later(delay, self._after_delay)
             return
         self._go()
+
+    def begin_plain(self) -> None:
+        """`begin` for a request without a body: the plain outbound HTTP/1 case
+        (`Decision.plain`, no mesh TLS requirement) in one frame, sharing the handler's clock
+        read; every other case goes the general way (`_prepare`, `_try`)."""
+        decision, h, state, req = self.decision, self.h, self.state, self.req
+        if not decision.plain or state.http2 or h.require_mtls or req.require_id is not None:
+            self.begin()  # (inbound: NO_DECISION, never plain)
+            return
+        try:
+            action: Forward = decision.action  # type: ignore[assignment]  # plain: a Forward
+            backend = action.backends[
+                bisect_right(action.cumulative, h.rng.random() * action.total)
+            ]
+            self.backend = backend
+            ex = self.ex
+            ex.backend(backend)
+            method = self.method
+            self.head = encode_forward_head(
+                method,
+                self.target,
+                req.raw_headers,
+                host=req.host,
+                framing="" if method == "GET" else request_framing(method, b""),
+            )
+            resolved = state.resolved
+            if resolved is not None:
+                balancer, budget = resolved.get(backend.cluster, _UNRESOLVED)
+            else:
+                balancer = state.balancers.get(backend.cluster)
+                budget = state.budgets.get(backend.cluster)
+            self.balancer = balancer
+            if budget is not None:
+                budget.deposit()
+            now = ex.start  # the handler's clock read, a moment ago
+            timeout_ms: int | None = None
+            timeout = decision.request_timeout_ms
+            if timeout is not None or decision.per_try_timeout_ms is not None:
+                self.deadline = None if timeout is None else now + timeout / 1000
+                timeout_ms = try_timeout(decision.per_try_timeout_ms, self.deadline, now)
+                if timeout_ms is not None and timeout_ms <= 0:
+                    self._answer(answers.REQUEST_TIMEOUT, REQUEST_TIMEOUT)
+                    return
+            slot = balancer.acquire() if balancer is not None else None
+            if slot is None:
+                self._answer(self._unavailable())
+                return
+            self.slot = slot
+            addr = slot.addr
+            identity = slot.endpoint.identity
+            if h.pool.mesh is None:
+                meshed, tls = False, TLS_DISABLED
+            else:
+                meshed, tls = True, outbound_tls.server_tls(True, identity)
+            ex.endpoint(addr, tls)
+            self.t0 = now
+            self.handle = h.pool.send(
+                addr,
+                method=method,
+                head=self.head,
+                body=b"",
+                timeout_ms=timeout_ms,
+                receiver=self,
+                identity=identity if meshed else None,
+            )
+        except Exception as exc:
+            self._crash(exc)
 
     def _after_delay(self) -> None:
         self.timer = None
@@ -419,9 +492,10 @@ class Call(H2Call):
             self.headed = True
             self.handle = conn
             slot = self.slot
+            now = self.h.clock()  # one read for the release and the response head
             if slot is not None and self.balancer is not None:
                 self.slot = None
-                self.balancer.release(slot, (self.h.clock() - self.t0) * 1000, failed=False)
+                self.balancer.release(slot, (now - self.t0) * 1000, failed=False)
             ex = self.ex
             ex.attempt(status)
             decision = self.decision
@@ -442,11 +516,11 @@ class Call(H2Call):
                 self.resp_headers = self._response_headers(status, headers)
             else:
                 self.resp_headers = headers  # the writer leaves hop-by-hop headers out
-            ex.response_head(status)
+            ex.response_head(status, now)
             if grpc_status is not None or (
                 not self.grpc and content_length is not None and content_length <= SMALL_BODY_BYTES
             ):  # small, or trailers-only: one write (HEADERS with END_STREAM on HTTP/2)
-                self.buffered = []
+                self.small = b""
             else:
                 self.writer.begin(status, self.resp_headers, content_length=content_length)
         except Exception as exc:
@@ -455,9 +529,14 @@ class Call(H2Call):
     def on_body(self, chunk: bytes) -> None:
         if self.cancelled or self.discarding:
             return
-        buffered = self.buffered
-        if buffered is not None:
-            buffered.append(chunk)
+        small = self.small
+        if small is not None:
+            if self.buffered is not None:
+                self.buffered.append(chunk)
+            elif small:
+                self.buffered = [small, chunk]
+            else:
+                self.small = chunk
             return
         try:
             self.sent += len(chunk)
@@ -480,9 +559,9 @@ class Call(H2Call):
             if self.discarding:
                 self._backoff()
                 return
-            buffered = self.buffered
-            if buffered is not None:
-                body = buffered[0] if len(buffered) == 1 else b"".join(buffered)
+            small = self.small
+            if small is not None:
+                body = small if self.buffered is None else b"".join(self.buffered)
                 self.sent = len(body)
                 if self.trailers and self._takes_trailers():
                     self._send_with_trailers(body, self.trailers)
@@ -568,6 +647,12 @@ def _resolve(done: asyncio.Future[None]) -> None:
     if not done.done():
         done.set_result(None)
 
+
+_NO_CORS: list[tuple[str, str]] = []
+"""A Call's `cors_extra` until a CORS filter gives it its own (shared: never changed)."""
+
+_UNRESOLVED: tuple[None, None] = (None, None)
+"""A cluster the state has neither balancer nor budget for (`begin_plain`: a 503)."""
 
 NO_DECISION = Decision(route=None, action=DirectResponse(status=200))
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from turnout.proxy.actions import Decision
@@ -51,6 +51,18 @@ class ProxyState:
     http2: frozenset[str] = frozenset()
     """The table's clusters whose upstreams speak HTTP/2 (`ClusterInfo.http2`: appProtocol
     h2c or grpc)."""
+    resolved: dict[str, tuple[Balancer | None, Budget | None]] | None = field(
+        init=False, repr=False, compare=False
+    )
+    """Derived from snapshot dicts (`runner.Proxy.apply`): cluster -> its balancer and
+    budget, one look-up per request (`Call.begin_plain`); None with the live objects."""
+
+    def __post_init__(self) -> None:
+        balancers, budgets = self.balancers, self.budgets
+        resolved: dict[str, tuple[Balancer | None, Budget | None]] | None = None
+        if isinstance(balancers, dict) and isinstance(budgets, dict):
+            resolved = {c: (balancers.get(c), budgets.get(c)) for c in {*balancers, *budgets}}
+        object.__setattr__(self, "resolved", resolved)
 
 
 class CallContext(Protocol):

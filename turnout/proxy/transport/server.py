@@ -82,6 +82,8 @@ CLIENT_ID_HEADER = b"l5d-client-id"
 REQUIRE_ID_HEADER = b"l5d-require-id"
 """Linkerd's per-request require-mTLS header (14 bytes, as Content-Length): noted, never
 forwarded (`IncomingRequest.require_id`)."""
+_CLOSED_PARSER = httptools.HttpRequestParser(object())
+"""A closed connection's parser: it calls nothing back (`_drop_parser`)."""
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
@@ -114,6 +116,9 @@ class HttpServerProtocol(DownstreamConnection):
         self._require_id: str | None = None
 
     # -- asyncio.Protocol (connection_lost and the writing side: DownstreamConnection) --------
+
+    def _drop_parser(self) -> None:
+        self.parser = _CLOSED_PARSER
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike

@@ -52,9 +52,16 @@ class _BadResponse(Exception):
     purpose: it never leaves this module, which turns it into that error."""
 
 
+_CLOSED_PARSER = httptools.HttpResponseParser(object())
+"""A closed connection's parser: it calls nothing back (`_drop_parser`)."""
+
+
 class UpstreamConnection(PooledConnection):
     """One upstream TCP connection: writes requests, parses responses, one at a time, and
     hands each response to the exchange's `ResponseReceiver`."""
+
+    def _drop_parser(self) -> None:
+        self.parser = _CLOSED_PARSER
 
     def __init__(self, pool: ConnectionPool, endpoint: Address) -> None:
         super().__init__(pool, endpoint)
