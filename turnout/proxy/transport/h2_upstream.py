@@ -249,6 +249,10 @@ class H2ClientConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = self.loop.time()
         self._flush_soon = False
+        self._acks: dict[int, int] = {}
+        """Response bytes per stream read in this `data_received`, acknowledged after its
+        last event: once per stream, and only at the connection's level for a stream that
+        ended meanwhile (a unary response: DATA and trailers in one read)."""
         self.closed_waiter: asyncio.Future[None] = self.loop.create_future()
 
     @property
@@ -296,6 +300,11 @@ class H2ClientConnection(asyncio.Protocol):
             handler = _HANDLERS.get(type(event))
             if handler is not None:
                 handler(self, event)
+        acks = self._acks
+        if acks:
+            for sid, n in acks.items():
+                self._ack(n, sid)
+            acks.clear()
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -451,15 +460,15 @@ class H2ClientConnection(asyncio.Protocol):
         sid = event.stream_id
         size = event.flow_controlled_length or 0
         stream = self.streams.get(sid)
-        if stream is None or stream.done:
-            self._ack(size, sid)
-            return
-        if event.data:
-            stream.receiver.on_body(event.data)
-        if stream.paused:
-            stream.unacked += size
-        else:
-            self._ack(size, sid)
+        if stream is not None and not stream.done:
+            if event.data:
+                stream.receiver.on_body(event.data)
+            if stream.paused:
+                stream.unacked += size
+                return
+        if size:  # acknowledged after the read's last event (`data_received`)
+            acks = self._acks
+            acks[sid] = acks.get(sid, 0) + size
 
     def _on_trailers(self, event: TrailersReceived) -> None:
         stream = self.streams.get(event.stream_id)
