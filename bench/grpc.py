@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def load(port: int, seconds: float, threads: int) -> None:
         json.dumps(
             {
                 "rps": n / elapsed,
+                "calls": n + 20 * threads,  # with the warm-up ones
                 "p50": all_[n // 2] * 1000,
                 "p99": all_[int(n * 0.99)] * 1000,
                 "errors": errors[0],
@@ -145,6 +147,13 @@ def run_load(port: int, seconds: float, threads: int) -> dict[str, float]:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user, system) `pid` has used so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def wait_grpc(port: int, timeout_s: float = 20.0) -> None:
@@ -204,7 +213,12 @@ def bench(seconds: float, rounds: int, threads: int) -> None:
             results: dict[str, list[dict[str, float]]] = {"nginx": [], "ours": []}
             for _ in range(rounds):
                 results["nginx"].append(run_load(port_nginx, seconds, threads))
-                results["ours"].append(run_load(port_ours, seconds, threads))
+                user, system = cpu_s(ours.proc.pid)
+                r = run_load(port_ours, seconds, threads)
+                user2, system2 = cpu_s(ours.proc.pid)
+                r["user_us"] = (user2 - user) / r["calls"] * 1e6
+                r["system_us"] = (system2 - system) / r["calls"] * 1e6
+                results["ours"].append(r)
             rss = rss_mb(ours.proc.pid)
         finally:
             procs.stop_all()
@@ -227,6 +241,9 @@ def report(
     median = statistics.median(ratios)
     shown = ", ".join(f"{r:.2f}" for r in ratios)
     print(f"ours / nginx: {median:.2f}x median of rounds ({shown}); goal >= 0.5x")
+    user = statistics.median(r["user_us"] for r in results["ours"])
+    system = statistics.median(r["system_us"] for r in results["ours"])
+    print(f"our proxy's CPU per call: {user:.0f} us user + {system:.0f} us system (medians)")
     if rss is not None:
         print(f"our proxy's RSS after the load: {rss:.1f} MB")
 

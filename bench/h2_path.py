@@ -121,13 +121,103 @@ def ours_h2(n: int) -> float:
     return best / per_round * 1e6
 
 
+GRPC_REQUEST = [
+    (b":method", b"POST"),
+    (b":scheme", b"http"),
+    (b":authority", HOST.encode()),
+    (b":path", b"/bench.Echo/Unary"),
+    (b"content-type", b"application/grpc"),
+    (b"te", b"trailers"),
+    (b"grpc-timeout", b"10S"),
+    (b"user-agent", b"grpc-python/1.60"),
+]
+GRPC_HEAD = [
+    (b":status", b"200"),
+    (b"content-type", b"application/grpc"),
+    (b"grpc-accept-encoding", b"identity,deflate,gzip"),
+]
+GRPC_TRAILERS = [(b"grpc-status", b"0")]
+GRPC_MESSAGE = b"\x00\x00\x00\x00\x64" + b"x" * 100
+
+
+class _Receiver:
+    """The `Call`'s side of an upstream exchange, doing nothing but counting ends."""
+
+    ended = 0
+
+    def on_head(self, *args: object) -> None: ...
+    def on_body(self, chunk: bytes) -> None: ...
+    def on_trailers(self, pairs: object) -> None: ...
+    def on_error(self, exc: BaseException) -> None:
+        raise RuntimeError(f"upstream stream failed: {exc}")
+
+    def on_end(self) -> None:
+        _Receiver.ended += 1
+
+
+class _Pool:
+    """What an `H2ClientConnection` asks of its pool (`h2_client.H2Pool`)."""
+
+    hooks = None
+    max_streams = 100
+
+    def resend(self, *args: object) -> None: ...
+    def _retire(self, conn: object) -> None: ...
+    def _forget(self, conn: object) -> None: ...
+    def _went_idle(self, conn: object) -> None: ...
+
+
+def upstream_h2(n: int) -> float:
+    """Microseconds per gRPC unary exchange on one `H2ClientConnection` (the upstream side
+    of the proxy): HEADERS+DATA out, the response's HEADERS, DATA and trailers in (made in
+    advance, outside the timing), the receiver called, WINDOW_UPDATEs flushed."""
+    from turnout.proxy.transport.h2_upstream import H2ClientConnection, H2Stream
+
+    per_round = max(1, n // ROUNDS)
+    encoder = Encoder()
+    responses = []
+    for i in range(per_round * ROUNDS):
+        sid = 2 * i + 1
+        responses.append(
+            frame(0x1, 0x4, sid, encoder.encode(GRPC_HEAD))
+            + frame(0x0, 0x0, sid, GRPC_MESSAGE)
+            + frame(0x1, 0x5, sid, encoder.encode(GRPC_TRAILERS))
+        )
+    conn = H2ClientConnection(_Pool(), ("127.0.0.1", 1), ("127.0.0.1", 1))  # type: ignore[arg-type]
+    conn.connection_made(MemoryTransport(("127.0.0.1", 1)))  # type: ignore[arg-type]
+    server = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+    server.initiate_connection()
+    server.increment_flow_control_window(2**31 - 1 - 65_535)
+    conn.data_received(server.data_to_send() + frame(0x4, 0x1, 0, b""))  # SETTINGS, ACK
+    receiver = _Receiver()
+    _Receiver.ended = 0
+    gc.collect()
+    gc.freeze()
+    best = float("inf")
+    it = iter(responses)
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        for _ in range(per_round):
+            stream = H2Stream(conn.key, conn.endpoint, GRPC_REQUEST, GRPC_MESSAGE, receiver, None)  # type: ignore[arg-type]
+            conn.submit(stream)
+            conn._flush()  # what the loop's round end does (`_schedule_flush`)
+            conn.data_received(next(it))
+        best = min(best, time.perf_counter() - t0)
+    gc.unfreeze()
+    if _Receiver.ended != per_round * ROUNDS or conn.streams:
+        raise RuntimeError(f"{_Receiver.ended} exchanges ended, {len(conn.streams)} left")
+    return best / per_round * 1e6
+
+
 async def main_async(n: int) -> None:
     h2 = ours_h2(n)  # first: after the HTTP/1.1 run's garbage, its rounds vary twice as much
+    up = upstream_h2(n)
     h1 = ours(n)
     print(f"== HTTP/2 request path: CPU per request in-process (no syscalls), {n:,} requests")
     print(f"  HTTP/1.1 request (bench.request_path's 'ours')      {h1:7.2f} us")
     print(f"  HTTP/2 stream, same route and upstream             {h2:7.2f} us")
     print(f"  h2/h1: {h2 / h1:.2f}x")
+    print(f"  HTTP/2 upstream exchange (gRPC unary, H2ClientConnection) {up:7.2f} us")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,6 +47,7 @@ from turnout.proxy.h2_call import for_grpc, is_grpc
 from turnout.proxy.hosts import listener_for_host
 from turnout.proxy.inbound_guard import InboundGuard
 from turnout.proxy.paths import Refusal, normalize_request
+from turnout.proxy.retries import MAX_RETRY_BODY_BYTES
 from turnout.proxy.telemetry import Exchange, Telemetry
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.heads import h2_request_headers, raw_pairs
@@ -207,8 +208,15 @@ class Handler:
             return UpgradeCall(self, req, writer, ex, decision, state, None).run()
         call = Call(self, req, writer, ex, decision, state, None)
         if not req.body.exhausted:
-            return call.run_with_body()
-        call.body = b""
+            # an HTTP/2 stream whose body came whole with its HEADERS (a gRPC unary call):
+            # taken now, no task to read it; otherwise read (or relayed) by a task
+            body = req.body.take(MAX_RETRY_BODY_BYTES) if req.version == "2" else None
+            if body is None:
+                return call.run_with_body()
+            call.grpc = is_grpc(req.raw_headers)
+            call.body = body
+        else:
+            call.body = b""
         writer.on_cancel = call.cancel
         call.finish = writer.complete
         call.begin_plain()

@@ -11,6 +11,8 @@ connection; per path:
 - ``/sized``: as ``/echo`` with a ``content-length`` (a small response the proxy buffers);
 - ``/hang``: never answered;
 - ``/refused``: the first request RST_STREAM(REFUSED_STREAM), then as ``/echo``;
+- ``/malformed``: a response head with an upper-case field name (sent as is: this
+  server's own outbound checks are off), which RFC 9113 §8.2.1 calls malformed;
 - ``/goaway``: the first request answered with GOAWAY(last_stream_id = before it) and a
   close, then as ``/echo``.
 `hits` counts streams per path (refused ones too), `connections` the connections accepted.
@@ -43,7 +45,14 @@ def pattern(n: int) -> bytes:
 class _Conn(asyncio.Protocol):
     def __init__(self, backend: H2Backend) -> None:
         self.backend = backend
-        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.h2 = H2Connection(
+            H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                validate_outbound_headers=False,  # `/malformed` sends what h2 would refuse
+                normalize_outbound_headers=False,
+            )
+        )
         self.transport: asyncio.Transport | None = None
         self.heads: dict[int, dict[bytes, bytes]] = {}
         self.bodies: dict[int, bytearray] = {}
@@ -108,6 +117,9 @@ class _Conn(asyncio.Protocol):
             self.h2.end_stream(sid)
             return
         if path == "/hang":
+            return
+        if path == "/malformed":
+            self.h2.send_headers(sid, [(b":status", b"200"), (b"X-Upper", b"v")], end_stream=True)
             return
         if path.startswith("/big/"):
             self.h2.send_headers(sid, [(b":status", b"200"), (b"x-backend", b"h2")])

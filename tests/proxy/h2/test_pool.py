@@ -11,6 +11,7 @@ import pytest
 
 from tests.proxy.e2e.harness import bounded
 from tests.proxy.h2.backends import H2Backend
+from turnout.proxy.errors import UpstreamProtocolError
 from turnout.proxy.transport.h2_client import H2Pool
 from turnout.proxy.transport.heads import h2_request_headers
 from turnout.proxy.transport.messages import RawHeaders, UpstreamHandle
@@ -82,3 +83,19 @@ async def _await(pool: H2Pool, b: H2Backend, path: str) -> tuple[int, bytes]:
     r = Receiver()
     _send(pool, b, path, r)
     return await r.done
+
+
+@bounded(10)
+async def test_a_malformed_response_fails_its_stream_only(backend: H2Backend) -> None:
+    """h2's own header checks are off on upstream connections (`h2_upstream._CONFIG`): ours
+    refuse an upper-case name as a stream error, and the connection serves the next."""
+    pool = H2Pool()
+    try:
+        receiver = Receiver()
+        _send(pool, backend, "/malformed", receiver)
+        with pytest.raises(UpstreamProtocolError, match="malformed response head"):
+            await receiver.done
+        assert await _await(pool, backend, "/echo") == (200, b"x")
+        assert backend.connections == 1
+    finally:
+        await pool.close()

@@ -185,6 +185,14 @@ class AckedBody(BodyStream):
             self._conn.ack(self._sid, size - again)
         return data
 
+    def take_all(self, limit: int) -> bytes | None:
+        data = super().take_all(limit)
+        if data:
+            size, again = len(data), min(len(data), self._reread)
+            self._reread -= again
+            self._conn.ack(self._sid, size - again)
+        return data
+
     def take(self, data: bytes) -> bool:
         """`feed`; False when nobody will read it (acknowledge it at once then)."""
         if self.discarding or self._exc is not None or self.at_eof:

@@ -145,6 +145,8 @@ class H2ServerConnection(asyncio.Protocol):
         if limits.h2_connection_window > 65535:
             h2.increment_flow_control_window(limits.h2_connection_window - 65535)
         self.streams: dict[int, H2StreamWriter] = {}
+        self._starting: list[H2StreamWriter] = []
+        """Streams opened by the read in hand: their handlers start after its last event."""
         self.paused = False
         self.closed = False
         self._replayed = True  # the first bytes were counted by the HTTP/1 protocol
@@ -201,7 +203,16 @@ class H2ServerConnection(asyncio.Protocol):
             if handle is not None:
                 handle(event)
                 if self.closed:
+                    self._starting.clear()
                     return
+        starting = self._starting
+        if starting:
+            # after every event of the read: a unary call's DATA and END_STREAM are in
+            # by now, so its handler takes the body at once (no task: `Handler`)
+            for writer in starting:
+                if not writer.closed and not self.closed:
+                    self._start(writer)
+            starting.clear()
         self.want_flush()
 
     def eof_received(self) -> bool | None:
@@ -266,7 +277,7 @@ class H2ServerConnection(asyncio.Protocol):
             self.answer_error(writer, refusal)
             writer.complete()
             return
-        self._start(writer)
+        self._starting.append(writer)
 
     def _data(self, event: DataReceived) -> None:
         sid = event.stream_id

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, cast
 
@@ -93,11 +94,28 @@ PUMP_HIGH_WATER = 64 * 1024
 _CONFIG = H2Configuration(
     client_side=True,
     header_encoding=None,
-    validate_inbound_headers=True,
-    # what we send is made lower-case and checked already (`heads.h2_request_headers`)
+    # h2's header checks (a chain of generators per block) cost more than the rest of a
+    # stream: what we send is made lower-case and checked already
+    # (`heads.h2_request_headers`); what we receive is checked once, in one pass, by
+    # `_response_head` and `_trailers` (RFC 9113 §8.2, §8.3)
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
     validate_outbound_headers=False,
     normalize_outbound_headers=False,
 )
+_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
+"""A byte no field name may hold (RFC 9113 §8.2.1: lower-case tokens)."""
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+"""NUL, CR, LF, or whitespace at either end: malformed (RFC 9113 §8.2.1), and what an
+HTTP/1.1 client must never receive (response splitting)."""
+_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+"""Fields HTTP/2 forbids (RFC 9113 §8.2.2; `te` only as "trailers")."""
+
+
+class Malformed(Exception):
+    """A response head or trailers RFC 9113 §8.1.1 calls malformed (a stream error)."""
 
 
 def _error_name(code: int) -> str:
@@ -251,6 +269,10 @@ class H2ClientConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = self.loop.time()
         self._flush_soon = False
+        self._acks: dict[int, int] = {}
+        """Response bytes per stream read in this `data_received`, acknowledged after its
+        last event: once per stream, and only at the connection's level for a stream that
+        ended meanwhile (a unary response: DATA and trailers in one read)."""
         self.closed_waiter: asyncio.Future[None] = self.loop.create_future()
 
     @property
@@ -298,6 +320,11 @@ class H2ClientConnection(asyncio.Protocol):
             handler = _HANDLERS.get(type(event))
             if handler is not None:
                 handler(self, event)
+        acks = self._acks
+        if acks:
+            for sid, n in acks.items():
+                self._ack(n, sid)
+            acks.clear()
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -442,7 +469,11 @@ class H2ClientConnection(asyncio.Protocol):
         stream = self.streams.get(event.stream_id)
         if stream is None or stream.done:
             return
-        status, raw, length = _response_head(event.headers or [])
+        try:
+            status, raw, length = _response_head(event.headers or [])
+        except Malformed as exc:
+            self._malformed(stream, f"malformed response head: {exc}")
+            return
         stream.headed = True
         stream.progress += 1
         stream.receiver.on_head(stream, status, raw, length)
@@ -451,21 +482,39 @@ class H2ClientConnection(asyncio.Protocol):
         sid = event.stream_id
         size = event.flow_controlled_length or 0
         stream = self.streams.get(sid)
-        if stream is None or stream.done:
-            self._ack(size, sid)
-            return
-        stream.progress += 1
-        if event.data:
-            stream.receiver.on_body(event.data)
-        if stream.paused:
-            stream.unacked += size
-        else:
-            self._ack(size, sid)
+        if stream is not None and not stream.done:
+            stream.progress += 1
+            if event.data:
+                stream.receiver.on_body(event.data)
+            if stream.paused:
+                stream.unacked += size
+                return
+        if size:  # acknowledged after the read's last event (`data_received`)
+            acks = self._acks
+            acks[sid] = acks.get(sid, 0) + size
 
     def _on_trailers(self, event: TrailersReceived) -> None:
         stream = self.streams.get(event.stream_id)
-        if stream is not None and not stream.done and stream.on_trailers is not None:
-            stream.on_trailers(list(event.headers or []))
+        if stream is None or stream.done:
+            return
+        try:
+            trailers = _trailers(event.headers or [])
+        except Malformed as exc:
+            self._malformed(stream, f"malformed trailers: {exc}")
+            return
+        if stream.on_trailers is not None:
+            stream.on_trailers(trailers)
+
+    def _malformed(self, stream: H2Stream, why: str) -> None:
+        """RST_STREAM(PROTOCOL_ERROR) (RFC 9113 §8.1.1: a stream error, the connection
+        lives on) and the exchange fails as a protocol error."""
+        log.debug("upstream %s endpoint=%s:%d", why, *self.endpoint)
+        self.streams.pop(stream.sid, None)
+        with contextlib.suppress(H2Error):
+            self.h2.reset_stream(stream.sid, ErrorCodes.PROTOCOL_ERROR)
+        self._schedule_flush()
+        stream.fail(UpstreamProtocolError(self.endpoint, why))
+        self._maybe_idle()
 
     def _on_ended(self, event: StreamEnded) -> None:
         stream = self.streams.pop(event.stream_id, None)
@@ -567,20 +616,44 @@ SETTINGS itself)."""
 
 def _response_head(pairs: list[tuple[bytes, bytes]]) -> tuple[int, RawHeaders, int | None]:
     """An h2 response head as the HTTP/1 pool reports one: status, `RawHeaders` (hop-by-hop
-    and framing apart), the content-length when sent."""
+    and framing apart), the content-length when sent; checked in this one pass (h2's own
+    checks are off): `Malformed` for a missing, repeated or bad `:status`, another
+    pseudo-header or one after a regular field, a name that is not a lower-case token, a
+    value with NUL, CR, LF or edge whitespace, a connection-specific field."""
     status = 0
     lines: list[bytes] = []
     hop: RawPairs = []
     length: int | None = None
+    bad_name, bad_value = _BAD_NAME.search, _BAD_VALUE.search
     for name, value in pairs:
         if name[:1] == b":":
-            if name == b":status":
-                status = int(value)
+            if name != b":status" or status or lines or hop:
+                raise Malformed(f"pseudo-header {name!r}")
+            if len(value) != 3 or not value.isdigit():
+                raise Malformed(f":status {value!r}")
+            status = int(value)
             continue
+        if not name or bad_name(name) or bad_value(value):
+            raise Malformed(f"field {name!r}")
         if name in HOP_BY_HOP_BYTES:
+            if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+                raise Malformed(f"connection-specific field {name!r}")
             hop.append((name, value))
             if name == b"content-length" and value.isdigit():
                 length = int(value)
             continue
         lines += (name, b": ", value, b"\r\n")
+    if not status:
+        raise Malformed("no :status")
     return status, RawHeaders(lines, hop), length
+
+
+def _trailers(pairs: list[tuple[bytes, bytes]]) -> RawPairs:
+    """Response trailers, checked in one pass: no pseudo-header (RFC 9113 §8.1), names
+    lower-case tokens, values free of NUL, CR, LF and edge whitespace, no
+    connection-specific field; else `Malformed`."""
+    bad_name, bad_value = _BAD_NAME.search, _BAD_VALUE.search
+    for name, value in pairs:
+        if not name or bad_name(name) or bad_value(value) or name in _CONNECTION_SPECIFIC:
+            raise Malformed(f"field {name!r}")
+    return pairs if type(pairs) is list else list(pairs)

@@ -25,6 +25,7 @@ body still coming: `writer.ExchangeWriter`), and parsing (httptools, in `server`
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from http import HTTPStatus
 
@@ -233,6 +234,7 @@ ERRORS = {s: error_response(s) for s in (400, 405, 408, 414, 431, 500, 501, 502,
 # -- HTTP/2 requests --------------------------------------------------------------------------
 
 _H2_DROPPED = HOP_BY_HOP_BYTES | {b"host"}
+_UNSAFE = re.compile(rb"[\r\n\x00]")
 
 
 def h2_request_headers(
@@ -256,21 +258,23 @@ def h2_request_headers(
         (b":path", target.encode("latin-1")),
     ]
     named: frozenset[bytes] = frozenset()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named |= _connection_options((value,))
-    for name, value in headers:
+    append = out.append
+    for name, value in headers:  # one pass; what a `Connection` header names goes after
         lname = name.lower()
-        if lname in _H2_DROPPED or lname in named:
-            if lname == b"te" and b"trailers" in value.lower():
-                out.append((b"te", b"trailers"))
+        if lname in _H2_DROPPED:
+            if lname == b"te":
+                if b"trailers" in value.lower():
+                    append((b"te", b"trailers"))
+            elif lname == b"connection":
+                named |= _connection_options((value,))
             continue
-        out.append((lname, value))
+        append((lname, value))
+    if named:
+        out = [(n, v) for n, v in out if n not in named or n == b"te"]
     if content_length is not None:
         out.append((b"content-length", str(content_length).encode()))
-    for _, value in out:
-        if b"\r" in value or b"\n" in value or b"\0" in value:
-            raise ValueError("CR, LF or NUL inside a header")
+    if _UNSAFE.search(b"".join([v for _, v in out])) is not None:
+        raise ValueError("CR, LF or NUL inside a header")
     return out
 
 

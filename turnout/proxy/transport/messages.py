@@ -331,6 +331,14 @@ class RequestBody:
             return None
         return await self._stream.read_all(limit)
 
+    def take(self, limit: int) -> bytes | None:
+        """`read(limit)` without waiting: the whole body when it has all arrived and is at
+        most `limit` bytes (an HTTP/2 unary call: HEADERS and DATA in one read); else
+        None and nothing is consumed (`read` or `chunks` then)."""
+        if self.content_length is not None and self.content_length > limit:
+            return None
+        return self._stream.take_all(limit)
+
     def chunks(self) -> AsyncIterator[bytes]:
         """The (rest of the) body, chunk by chunk, once."""
         return _Chunks(self._stream)

@@ -159,6 +159,18 @@ class BodyStream:
             self._unpause()
         return data
 
+    def take_all(self, limit: int) -> bytes | None:
+        """The whole body now, when it has all arrived (and without error) and is at most
+        `limit` bytes: no wait, so no task is needed to read it; else None, nothing taken."""
+        if not self.at_eof or self._exc is not None or self.discarding or self.buffered > limit:
+            return None
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        self._unpause()
+        return data
+
     async def read_all(self, limit: int | None = None) -> bytes | None:
         """The rest of the body joined; None (and nothing consumed) once it exceeds `limit`."""
         parts: list[bytes] = []
