@@ -45,13 +45,14 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from turnout.engine.errors import ControlPlaneError
 from turnout.engine.ir import RouteTable
 from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.metrics import Counter, Family, Gauge
 from turnout.engine.server.delta_streams import DeltaStreamState
+from turnout.engine.server.encoded import serialize
 from turnout.engine.server.settings import ServerSettings
 from turnout.engine.server.snapshots import (
     Snapshot,
@@ -66,6 +67,7 @@ from turnout.engine.xds.cache import ResourceCache
 
 log = logging.getLogger(__name__)
 
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 MAX_NACKS_REMEMBERED = 10_000
 """(node, type, version) NACKs already logged at warning level; the memory is bounded."""
 
@@ -300,7 +302,7 @@ class AdsServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+        _add_ads(_Servicer(self), server)
         if self._handlers_extra:
             server.add_generic_rpc_handlers(self._handlers_extra)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -399,14 +401,15 @@ class AdsServer:
                         )
                         return
                     self.metrics.pushes.inc(response.type_url)
-                    log.debug(
-                        "ads response sent peer=%s type=%s version=%s nonce=%s resources=%d",
-                        stream.state.peer,
-                        kind_of(response.type_url),
-                        snapshot.version_info,
-                        response.nonce,
-                        len(response.resources),
-                    )
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug(
+                            "ads response sent peer=%s type=%s version=%s nonce=%s resources=%d",
+                            stream.state.peer,
+                            kind_of(response.type_url),
+                            snapshot.version_info,
+                            response.nonce,
+                            len(response.resources),
+                        )
             if not reader.done():
                 await stream.wakeup.wait()  # set by requests, publish() and the reader's end
 
@@ -520,6 +523,25 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
         await self._server.serve_stream(context, delta=True)
+
+
+def _add_ads(servicer: _Servicer, server: grpc.aio.Server) -> None:
+    """`add_AggregatedDiscoveryServiceServicer_to_server` with our response serializer:
+    responses may be `Encoded` bytes shared between streams (`encoded.py`)."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=serialize,
+        ),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=serialize,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
+    server.add_registered_method_handlers(ADS_SERVICE, handlers)
 
 
 Server = AdsServer
