@@ -8,6 +8,7 @@ publish(table, policy) ── both equal to the current ones? ── yes ──>
 
 per stream (one grpc handler + one guarded reader task "ads-read <peer>"):
   reader: context.read() ─> StreamState.on_request ─> log ACK/NACK ─> wake the stream
+          (not for a delta ACK that leaves its type synced to the current table)
   writer loop:  clear wakeup ─> snapshot = current ─> view = snapshot.view(namespace)
                 ─> StreamState.due(snapshot, view) ─> context.write (bounded) ─> wait wakeup
 ```
@@ -506,6 +507,14 @@ class AdsServer:
             )
         elif verdict.kind == "unknown":
             log.debug("ads request of a type we do not serve type_url=%s", req.type_url)
+        current = self._current
+        if (
+            verdict.kind == "ack"
+            and current is not None
+            and isinstance(state, DeltaStreamState)
+            and state.settled(req.type_url, current.version_info)
+        ):
+            return  # the ACK of the current table: nothing new is due (one wakeup fewer)
         stream.wakeup.set()
 
 

@@ -296,6 +296,19 @@ class DeltaStreamState:
         t.synced = None
         return response
 
+    def settled(self, type_url: str, version: str) -> bool:
+        """Nothing of `type_url` is due against snapshot `version` and the stream has looked
+        at it: after such an ACK the writer need not wake (types are due independently)."""
+        t = self.types.get(type_url)
+        return (
+            t is not None
+            and self.seen_version == version
+            and t.synced == version
+            and not t.in_flight
+            and not t.fresh
+            and not t.fresh_all
+        )
+
     # ---- status (the same shapes as `StreamState`'s)
 
     def acked(self) -> dict[str, str]:
