@@ -99,6 +99,8 @@ class StreamStatus:
     """LDS/RDS/CDS/EDS/POLICY -> version of the last response sent."""
     sync: dict[str, SyncState] = field(default_factory=dict)
     """LDS/RDS/CDS/EDS/POLICY -> SYNCED/STALE/NOT SENT/IGNORED against the current table."""
+    protocol: str = "sotw"
+    """"delta" (`DeltaAggregatedResources`) or "sotw" (`StreamAggregatedResources`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -265,6 +267,7 @@ class AdsServer:
                     labels=dict(s.state.labels),
                     sent=s.state.sent(),
                     sync=s.state.sync(str(self.version)),
+                    protocol="delta" if isinstance(s.state, DeltaStreamState) else "sotw",
                 )
                 for s in sorted(self._streams, key=lambda s: s.state.peer)
             ),
