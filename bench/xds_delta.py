@@ -20,6 +20,7 @@ bytes each client received per change and their total, and the machine's load.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -38,6 +39,7 @@ from bench.synth import route, service
 from turnout.engine.ir import RouteTable
 from turnout.engine.pipeline import IncrementalCompiler
 from turnout.engine.server import AdsServer, ServerSettings
+from turnout.engine.server.settings import DEFAULT_HEAP_SETTLE_MS
 from turnout.proxy.xds_resources import (
     CLUSTER_TYPE,
     LISTENER_TYPE,
@@ -253,7 +255,9 @@ def synced(server: AdsServer, clients: int) -> bool:
 async def fan_out(layout: str, clients: int, processes: int, changes: int = CHANGES) -> None:
     spread = layout == "spread"
     a, b = tables(spread)
-    server = AdsServer(settings=ServerSettings(stop_grace_ms=0))
+    server = AdsServer(
+        settings=ServerSettings(stop_grace_ms=0, heap_settle_ms=DEFAULT_HEAP_SETTLE_MS)
+    )  # as `mesh serve`
     port = await server.start("127.0.0.1", 0)
     writes: list[float] = []
     server.metrics.pushes = Timed(server.metrics.pushes, writes)  # type: ignore[assignment]
@@ -335,6 +339,7 @@ async def fan_out(layout: str, clients: int, processes: int, changes: int = CHAN
             await proc.wait()
         os.unlink(f.name)
         await server.stop()
+        gc.unfreeze()  # the next layout starts from an unfrozen heap
     before = [r for r in records if r[0] not in published]
     delivery = [(t - published[v]) * 1000 for v, t, _ in records if v in published]
     per_change = sum(n for v, _, n in records if v in published) / changes

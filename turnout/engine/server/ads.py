@@ -5,6 +5,7 @@ publish(table, policy) ── both equal to the current ones? ── yes ──>
                         │ no
                         v
         current = Snapshot(version + 1, table, policy); wake every stream   (latest value only)
+        (heap_settle_ms: gc.freeze now; unfreeze, collect once, freeze, that long after)
 
 per stream (one grpc handler + one guarded reader task "ads-read <peer>"):
   reader: context.read() ─> StreamState.on_request ─> log ACK/NACK ─> wake the stream
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Sequence
@@ -196,6 +198,8 @@ class AdsServer:
         self._nacks = 0
         self._nacks_logged: set[tuple[str, str, str]] = set()
         self.metrics = AdsMetrics()
+        self._settle: asyncio.TimerHandle | None = None
+        """The pending `settle_heap` (`ServerSettings.heap_settle_ms`)."""
         self.on_streams_changed: Callable[[], None] | None = None
         """Called when a stream identifies itself or an identified stream closes: what
         `status()` lists changed (the Prometheus targets file, `targets.py`)."""
@@ -234,7 +238,26 @@ class AdsServer:
         )
         for stream in self._streams:
             stream.wakeup.set()
+        if self._settings.heap_settle_ms:
+            self._freeze_heap()
         return version
+
+    def _freeze_heap(self) -> None:
+        gc.freeze()
+        if self._settle is not None:
+            return  # settles after the first unsettled publish, not pushed back by others
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._settle = loop.call_later(self._settings.heap_settle_ms / 1000, self.settle_heap)
+
+    def settle_heap(self) -> None:
+        """Collect the previous tables' cycles once, then freeze what is left."""
+        self._settle = None
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     @property
     def version(self) -> int:
@@ -327,6 +350,9 @@ class AdsServer:
 
     async def stop(self) -> None:
         """Close every stream and the listening socket (bounded); idempotent."""
+        if self._settle is not None:
+            self._settle.cancel()
+            self._settle = None
         server, self._server = self._server, None
         if server is None:
             return
