@@ -208,6 +208,14 @@ PROXY = [
     pytest.param(("proxy", "-f", EX, "--xds", "127.0.0.1:1"), "exactly one of", id="two-sources"),
     pytest.param(("proxy", "-f", EX, "--workers", "0"), "--workers: must be >= 1", id="workers"),
     pytest.param(
+        ("proxy", "--xds", "127.0.0.1:1", "--xds-protocol", "sow"),
+        "argument --xds-protocol: invalid choice: 'sow'",
+        id="xds-protocol",
+    ),
+    pytest.param(
+        ("proxy", "-f", EX, "--xds-protocol", "sotw"), "--xds-protocol needs --xds", id="xds-pr-f"
+    ),
+    pytest.param(
         ("proxy", "-f", EX, "--outbound", "127.0.0.1:99999"),
         "--outbound: want HOST:PORT",
         id="port",

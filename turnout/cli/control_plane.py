@@ -53,6 +53,7 @@ from turnout.engine.plane import ControlPlane
 from turnout.engine.render import dump_json
 from turnout.engine.server import AdsServer, bootstrap_config
 from turnout.engine.server.admin import admin_app, start_admin
+from turnout.engine.server.settings import DEFAULT_HEAP_SETTLE_MS, ServerSettings
 from turnout.engine.sources import DirectorySource
 from turnout.proxy.process import Address
 
@@ -248,7 +249,9 @@ async def _identity(args: argparse.Namespace, api: Any) -> tuple[list[Any], str,
 async def _serve(args: argparse.Namespace, *, xds: Address, admin: Address, out: TextIO) -> None:
     api = await _kubernetes_client(args) if args.kubernetes else None
     handlers, identity, stop_identity = await _identity(args, api)
-    server = AdsServer(handlers=handlers)
+    server = AdsServer(
+        handlers=handlers, settings=ServerSettings(heap_settle_ms=DEFAULT_HEAP_SETTLE_MS)
+    )
     plane = ControlPlane(publish=server.publish)
     elector = None
     if (lease := _lease_settings(args)) is not None:

@@ -124,6 +124,8 @@ def _trace_config(args: argparse.Namespace, service: str) -> TraceConfig | None:
 def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if bool(args.files) == bool(args.xds):
         raise UsageError("give exactly one of -f MANIFESTS and --xds HOST:PORT")
+    if args.xds_protocol and not args.xds:
+        raise UsageError("--xds-protocol needs --xds HOST:PORT (-f tables are not xDS)")
     if args.app and not args.inbound:
         raise UsageError("--inbound HOST:PORT and --app HOST:PORT go together")
     if args.inbound and not args.app and not args.transparent:
@@ -205,7 +207,7 @@ def run_proxy_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             labels=tuple(args.label),
             pod=args.pod or "",
         )
-        spec = SourceSpec(xds=args.xds, node=node)
+        spec = SourceSpec(xds=args.xds, node=node, xds_delta=args.xds_protocol != "sotw")
     source = spec.source()
 
     app = args.app or ("127.0.0.1:<original port>" if args.transparent else "-")

@@ -320,6 +320,13 @@ def _data_plane_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument(
         "--xds", type=host_port, metavar="HOST:PORT", help="ADS server to take tables from"
     )
+    p.add_argument(
+        "--xds-protocol",
+        choices=("delta", "sotw"),
+        metavar="{delta,sotw}",
+        help="with --xds: incremental xDS (default; state of the world when the server answers"
+        " UNIMPLEMENTED) or state of the world only; docs/xds.md",
+    )
     add_namespace(p, help="namespace of the workload (default: default)")
     p.add_argument(
         "--workload",

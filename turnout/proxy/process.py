@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from turnout.proxy.app_probes import AppProbe
-from turnout.proxy.config import DEFAULT_UPSTREAM_READ_TIMEOUT_MS
+from turnout.proxy.config import DEFAULT_UPSTREAM_READ_TIMEOUT_MS, DEFAULT_XDS_DELTA
 from turnout.proxy.table import RuntimeTable
 
 if TYPE_CHECKING:
@@ -74,13 +74,21 @@ class XdsSource:
 
     target: str
     node: NodeInfo
+    delta: bool = DEFAULT_XDS_DELTA
+    """Incremental xDS first (``--xds-protocol delta``); False: state of the world only."""
 
     async def run(self, on_table: OnTable, on_policy: OnPolicy | None = None) -> None:
         # grpc is imported here, not at module load: a proxy fed from manifests (-f) never
         # loads it (several MB of resident memory per proxy).
-        from turnout.proxy.xds_client import XdsClient
+        from turnout.proxy.xds_client import XdsClient, XdsSettings
 
-        client = XdsClient(self.target, node=self.node, on_table=on_table, on_policy=on_policy)
+        client = XdsClient(
+            self.target,
+            node=self.node,
+            on_table=on_table,
+            on_policy=on_policy,
+            settings=XdsSettings(delta=self.delta),
+        )
         client.start()
         try:
             await asyncio.Event().wait()
@@ -110,11 +118,13 @@ class SourceSpec:
     """ADS target, for ``--xds``."""
     node: NodeInfo | None = None
     """This proxy's xDS node, for ``--xds``; each worker gets its own id from it."""
+    xds_delta: bool = DEFAULT_XDS_DELTA
+    """Delta xDS first, for ``--xds`` (``--xds-protocol``)."""
 
     def source(self) -> TableSource:
         if self.xds is not None:
             assert self.node is not None
-            return XdsSource(target=self.xds, node=self.node)
+            return XdsSource(target=self.xds, node=self.node, delta=self.xds_delta)
         policy = None
         if self.policy:
             from turnout.proxy.inbound_policy import PolicyResources

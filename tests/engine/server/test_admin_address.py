@@ -115,6 +115,34 @@ async def test_every_worker_of_a_mesh_proxy_process_reports_the_parent_admin_por
     assert proc.returncode == 0, err.decode()
 
 
+@bounded(30)
+async def test_mesh_proxy_xds_protocol_sotw_opens_a_state_of_the_world_stream(
+    server: AdsServer, plane_admin: str
+) -> None:
+    """`--xds-protocol sotw` speaks StreamAggregatedResources; the default speaks delta."""
+    procs = [
+        await start_cli_proxy(
+            *("--xds", f"127.0.0.1:{server.port}", "--pod", pod, *protocol),
+            *("--namespace", "shop", "--workload", "deployment/web"),
+            *("--outbound", f"127.0.0.1:{dead_port()}"),
+        )
+        for pod, protocol in (("a", ()), ("b", ("--xds-protocol", "sotw")))
+    ]
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as session:
+            while len(seen := await proxies(session, plane_admin)) < 2:
+                assert all(p.returncode is None for p in procs), "mesh proxy exited"
+                await asyncio.sleep(0.05)
+        by_pod = {p["pod"]: p["protocol"] for p in seen}
+        assert by_pod == {"a": "delta", "b": "sotw"}
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert [p.returncode for p in procs] == [0, 0]
+
+
 def test_the_node_metadata_carries_admin_and_pod_only_when_known() -> None:
     sent = json_format.MessageToDict(mk_node(admin="127.0.0.1:4191").to_proto().metadata)
     assert sent["admin"] == "127.0.0.1:4191" and sent["pod"] == "web-7f9c"

@@ -8,7 +8,9 @@ short "nothing else arrives" checks after a NACK and a no-op publish.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from tests.engine.server.ads_kit import (
     split,
 )
 from tests.engine.server.builders import compile_table, manifest, mk_route, mk_service, weighted
+from turnout.engine.ir import RouteTable
 from turnout.engine.server import AdsServer, ServerSettings
 from turnout.engine.xds import ROUTE_CONFIGURATION_TYPE
 from turnout.proxy.xds_client import XdsClient
@@ -250,3 +253,28 @@ async def test_client_reconnects_and_resyncs_after_a_server_restart(
     finally:
         await client.stop()  # first: a client left reconnecting to nothing stops slowly
         await srv.stop()
+
+
+async def test_heap_settle_freezes_at_publish_and_collects_old_cycles_once() -> None:
+    """`heap_settle_ms`: a publish freezes the heap; the settle collects the cycles that
+    were frozen alive and became garbage, then freezes again."""
+    server = AdsServer(settings=ServerSettings(heap_settle_ms=60_000))
+    try:
+        gc.unfreeze()
+
+        class Node:
+            other: object = None
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        server.publish(RouteTable(parents=(), clusters=()))
+        assert gc.get_freeze_count() > 0 and server._settle is not None
+        del a, b
+        gc.collect()
+        assert gone() is not None  # frozen: the collector does not see the cycle
+        server.settle_heap()
+        assert gone() is None and gc.get_freeze_count() > 0 and server._settle is None
+    finally:
+        await server.stop()
+        gc.unfreeze()

@@ -13,6 +13,7 @@ from google.rpc import status_pb2
 
 from tests.engine.server.builders import compile_table, manifest, mk_route, mk_service, weighted
 from turnout.engine.server.delta_streams import DeltaStreamState
+from turnout.engine.server.encoded import serialize
 from turnout.engine.server.snapshots import Built, Snapshot
 from turnout.engine.xds import (
     CLUSTER_TYPE,
@@ -232,3 +233,41 @@ async def test_a_response_never_answered_does_not_block_the_stream(tables: Table
     assert sent([again]) == {"RouteConfiguration": ([WEB], [])}
     ack_all(s, [again])
     assert sent(s.due(*await tables.publish(v2=30))) == {"RouteConfiguration": ([WEB], [])}
+
+
+async def test_the_body_is_shared_and_parses_to_the_message_serialize_would_give(
+    tables: Tables,
+) -> None:
+    """Two streams due the same names get one body (serialized once) and their own nonce;
+    body + nonce field parses to the `DeltaDiscoveryResponse` built field by field."""
+    first = (req(CDS), req(LDS), req(RDS, WEB, API), req(EDS, "shop/web:80"))
+    a, b = stream(*first), stream(*first)
+    next(b._nonces)  # b's nonces run one ahead of a's
+    snap, built = await tables.publish()
+    ra, rb = a.due(snap, built), b.due(snap, built)
+    for x, y in zip(ra, rb, strict=True):
+        assert x.body is y.body and x.nonce != y.nonce
+        assert y.data != x.data
+    gone = stream(req(RDS, WEB, "nope.shop.svc.cluster.local:80"))
+    [rgone] = gone.due(snap, built)
+    for r in [*ra, *rb, rgone]:
+        view = built.view[r.type_url]
+        names = sorted(n for n in view if n in {res.name for res in r.resources})
+        expected = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info="1",
+            type_url=r.type_url,
+            nonce=r.nonce,
+            removed_resources=r.removed_resources,
+            resources=[
+                discovery_pb2.Resource(
+                    name=n, version=built.versions[r.type_url][n], resource=view[n]
+                )
+                for n in names
+            ],
+        )
+        parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(serialize(r))
+        assert parsed == expected
+        assert parsed.SerializeToString() == expected.SerializeToString()
+        assert sorted(serialize(r)) == sorted(expected.SerializeToString())  # same bytes, moved
+    assert rgone.removed_resources == ("nope.shop.svc.cluster.local:80",)
+    assert serialize(expected) == expected.SerializeToString()  # messages still serialize

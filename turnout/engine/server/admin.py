@@ -21,9 +21,10 @@ GET /debug/diagnostics          {"version", "last_good_version", "applied", "err
                                  holder, transitions} (and the gauge turnout_leader);
                                  with `mesh serve --prometheus` also "prometheus": its URL
 GET /debug/proxies              {"version", "proxies": [{node_id, peer, namespace, workload,
-                                 pod, admin, acked, sent, sync, nacks}]}: each ADS stream
-                                 against the current table, per type (`mesh check
-                                 --proxy`); admin: the proxy's admin HOST:PORT ("" = none)
+                                 pod, admin, acked, sent, sync, nacks, protocol}]}: each ADS
+                                 stream against the current table, per type (`mesh check
+                                 --proxy`); admin: the proxy's admin HOST:PORT ("" = none);
+                                 protocol: "delta" or "sotw"
 GET /tap?target=deploy/web&namespace=NS&to=&method=&path=&authority=&max_rps=&limit=
                                 NDJSON: the tap events of that workload's proxies, each
                                 with "proxy": {namespace, workload, pod, admin}
@@ -130,6 +131,7 @@ def proxies_data(status: ServerStatus) -> dict[str, object]:
                 "acked": s.acked,
                 "sent": s.sent,
                 "sync": s.sync,
+                "protocol": s.protocol,
                 "nacks": [
                     {"type": kind_of(n.type_url), "version": n.version, "reason": n.reason}
                     for n in s.nacks

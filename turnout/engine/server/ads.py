@@ -5,9 +5,11 @@ publish(table, policy) ── both equal to the current ones? ── yes ──>
                         │ no
                         v
         current = Snapshot(version + 1, table, policy); wake every stream   (latest value only)
+        (heap_settle_ms: gc.freeze now; unfreeze, collect once, freeze, that long after)
 
 per stream (one grpc handler + one guarded reader task "ads-read <peer>"):
   reader: context.read() ─> StreamState.on_request ─> log ACK/NACK ─> wake the stream
+          (not for a delta ACK that leaves its type synced to the current table)
   writer loop:  clear wakeup ─> snapshot = current ─> view = snapshot.view(namespace)
                 ─> StreamState.due(snapshot, view) ─> context.write (bounded) ─> wait wakeup
 ```
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Sequence
@@ -45,13 +48,14 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from turnout.engine.errors import ControlPlaneError
 from turnout.engine.ir import RouteTable
 from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.metrics import Counter, Family, Gauge
 from turnout.engine.server.delta_streams import DeltaStreamState
+from turnout.engine.server.encoded import serialize
 from turnout.engine.server.settings import ServerSettings
 from turnout.engine.server.snapshots import (
     Snapshot,
@@ -66,6 +70,7 @@ from turnout.engine.xds.cache import ResourceCache
 
 log = logging.getLogger(__name__)
 
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 MAX_NACKS_REMEMBERED = 10_000
 """(node, type, version) NACKs already logged at warning level; the memory is bounded."""
 
@@ -96,6 +101,8 @@ class StreamStatus:
     """LDS/RDS/CDS/EDS/POLICY -> version of the last response sent."""
     sync: dict[str, SyncState] = field(default_factory=dict)
     """LDS/RDS/CDS/EDS/POLICY -> SYNCED/STALE/NOT SENT/IGNORED against the current table."""
+    protocol: str = "sotw"
+    """"delta" (`DeltaAggregatedResources`) or "sotw" (`StreamAggregatedResources`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,6 +198,8 @@ class AdsServer:
         self._nacks = 0
         self._nacks_logged: set[tuple[str, str, str]] = set()
         self.metrics = AdsMetrics()
+        self._settle: asyncio.TimerHandle | None = None
+        """The pending `settle_heap` (`ServerSettings.heap_settle_ms`)."""
         self.on_streams_changed: Callable[[], None] | None = None
         """Called when a stream identifies itself or an identified stream closes: what
         `status()` lists changed (the Prometheus targets file, `targets.py`)."""
@@ -229,7 +238,26 @@ class AdsServer:
         )
         for stream in self._streams:
             stream.wakeup.set()
+        if self._settings.heap_settle_ms:
+            self._freeze_heap()
         return version
+
+    def _freeze_heap(self) -> None:
+        gc.freeze()
+        if self._settle is not None:
+            return  # settles after the first unsettled publish, not pushed back by others
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._settle = loop.call_later(self._settings.heap_settle_ms / 1000, self.settle_heap)
+
+    def settle_heap(self) -> None:
+        """Collect the previous tables' cycles once, then freeze what is left."""
+        self._settle = None
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     @property
     def version(self) -> int:
@@ -262,6 +290,7 @@ class AdsServer:
                     labels=dict(s.state.labels),
                     sent=s.state.sent(),
                     sync=s.state.sync(str(self.version)),
+                    protocol="delta" if isinstance(s.state, DeltaStreamState) else "sotw",
                 )
                 for s in sorted(self._streams, key=lambda s: s.state.peer)
             ),
@@ -300,7 +329,7 @@ class AdsServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+        _add_ads(_Servicer(self), server)
         if self._handlers_extra:
             server.add_generic_rpc_handlers(self._handlers_extra)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -321,6 +350,9 @@ class AdsServer:
 
     async def stop(self) -> None:
         """Close every stream and the listening socket (bounded); idempotent."""
+        if self._settle is not None:
+            self._settle.cancel()
+            self._settle = None
         server, self._server = self._server, None
         if server is None:
             return
@@ -399,14 +431,15 @@ class AdsServer:
                         )
                         return
                     self.metrics.pushes.inc(response.type_url)
-                    log.debug(
-                        "ads response sent peer=%s type=%s version=%s nonce=%s resources=%d",
-                        stream.state.peer,
-                        kind_of(response.type_url),
-                        snapshot.version_info,
-                        response.nonce,
-                        len(response.resources),
-                    )
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug(
+                            "ads response sent peer=%s type=%s version=%s nonce=%s resources=%d",
+                            stream.state.peer,
+                            kind_of(response.type_url),
+                            snapshot.version_info,
+                            response.nonce,
+                            len(response.resources),
+                        )
             if not reader.done():
                 await stream.wakeup.wait()  # set by requests, publish() and the reader's end
 
@@ -503,6 +536,14 @@ class AdsServer:
             )
         elif verdict.kind == "unknown":
             log.debug("ads request of a type we do not serve type_url=%s", req.type_url)
+        current = self._current
+        if (
+            verdict.kind == "ack"
+            and current is not None
+            and isinstance(state, DeltaStreamState)
+            and state.settled(req.type_url, current.version_info)
+        ):
+            return  # the ACK of the current table: nothing new is due (one wakeup fewer)
         stream.wakeup.set()
 
 
@@ -520,6 +561,25 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
         await self._server.serve_stream(context, delta=True)
+
+
+def _add_ads(servicer: _Servicer, server: grpc.aio.Server) -> None:
+    """`add_AggregatedDiscoveryServiceServicer_to_server` with our response serializer:
+    responses may be `Encoded` bytes shared between streams (`encoded.py`)."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=serialize,
+        ),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=serialize,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
+    server.add_registered_method_handlers(ADS_SERVICE, handlers)
 
 
 Server = AdsServer

@@ -24,7 +24,8 @@ due(snapshot, built) ─> DeltaDiscoveryResponses, per type in CDS, EDS, LDS, RD
   only at `snapshot.changes(ns)`, not at every name
 ```
 
-Versions are `engine.xds.cache` digests of each resource's bytes; `system_version_info` is
+A response is an `Encoded`: the body shared by every stream due the same names of the
+same view (`encoded.py`, serialized once) and this stream's nonce. Versions are `engine.xds.cache` digests of each resource's bytes; `system_version_info` is
 the snapshot's version, for logs and status only. Deliberately not here: server Listeners of
 proxyless gRPC servers (grpcio speaks state of the world, `streams.py`), resource TTLs,
 on-demand aliases.
@@ -37,8 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from envoy.service.discovery.v3 import discovery_pb2
-
+from turnout.engine.server.encoded import Encoded, delta_body
 from turnout.engine.server.snapshots import Built, Snapshot
 from turnout.engine.server.streams import (
     _KINDS,
@@ -196,9 +196,9 @@ class DeltaStreamState:
 
     # ---- responses
 
-    def due(self, snapshot: Snapshot, built: Built) -> list[Any]:
+    def due(self, snapshot: Snapshot, built: Built) -> list[Encoded]:
         """The responses this stream needs now (and marks them in flight)."""
-        out = []
+        out: list[Encoded] = []
         self.seen_version = version = snapshot.version_info
         changes: Mapping[str, frozenset[str]] | None = None
         looked = False
@@ -257,7 +257,7 @@ class DeltaStreamState:
         built: Built,
         version: str,
         complete: bool,
-    ) -> Any | None:
+    ) -> Encoded | None:
         send: dict[str, str] = {}
         removed: list[str] = []
         for name in names:
@@ -273,16 +273,21 @@ class DeltaStreamState:
         if not send and not removed:
             return None
         nonce = str(next(self._nonces))
-        view = built.view[url]
-        response = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=version,
+        body, gone = delta_body(
+            built.bodies,
+            type_url=url,
+            system_version=version,
+            send=send,
+            removed=removed,
+            view=built.view[url],
+        )
+        response = Encoded(
             type_url=url,
             nonce=nonce,
-            removed_resources=sorted(removed),
-            resources=[
-                discovery_pb2.Resource(name=n, version=send[n], resource=view[n])
-                for n in sorted(send)
-            ],
+            body=body,
+            system_version_info=version,
+            resource_count=len(send),
+            removed_resources=gone,
         )
         t.in_flight[nonce] = _Sent(
             versions=send, removed=tuple(removed), system_version=version, complete=complete
@@ -290,6 +295,19 @@ class DeltaStreamState:
         t.sent_version = version
         t.synced = None
         return response
+
+    def settled(self, type_url: str, version: str) -> bool:
+        """Nothing of `type_url` is due against snapshot `version` and the stream has looked
+        at it: after such an ACK the writer need not wake (types are due independently)."""
+        t = self.types.get(type_url)
+        return (
+            t is not None
+            and self.seen_version == version
+            and t.synced == version
+            and not t.in_flight
+            and not t.fresh
+            and not t.fresh_all
+        )
 
     # ---- status (the same shapes as `StreamState`'s)
 

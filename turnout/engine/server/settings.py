@@ -26,6 +26,9 @@ DEFAULT_KEEPALIVE_TIMEOUT_MS = 20_000
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest DiscoveryRequest/Response (a big RouteConfiguration is megabytes)."""
 
+DEFAULT_HEAP_SETTLE_MS = 5_000
+"""`mesh serve`'s `heap_settle_ms`: how long after a publish the heap is collected once."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSettings:
@@ -37,3 +40,9 @@ class ServerSettings:
     keepalive_ms: int = DEFAULT_KEEPALIVE_MS
     keepalive_timeout_ms: int = DEFAULT_KEEPALIVE_TIMEOUT_MS
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    heap_settle_ms: int = 0
+    """0: off. Else a publish freezes the heap (`gc.freeze`: the tables leave the cyclic
+    collector's scans, whose full pass over a 10k-route table pauses every stream ~0.8 s)
+    and, this long after the first publish not yet settled, the heap is unfrozen, collected
+    once (the old tables' cycles) and frozen again. It changes the whole process's GC, so
+    only the process's owner turns it on (`mesh serve`)."""

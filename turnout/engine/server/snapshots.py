@@ -46,6 +46,7 @@ from google.protobuf import any_pb2
 from turnout.engine.ir import RouteTable
 from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.memory import release_memory
+from turnout.engine.server.encoded import BodyKey
 from turnout.engine.xds import LISTENER_TYPE, XdsResources, translate
 from turnout.engine.xds.cache import ResourceCache, consumer_namespaces, translate_view, version_of
 from turnout.engine.xds.grpc_security import (
@@ -89,6 +90,8 @@ class Built:
 
     view: View
     versions: Versions
+    bodies: dict[BodyKey, bytes] = field(default_factory=dict, compare=False, repr=False)
+    """Delta responses serialized for this view, shared by its streams (`encoded.py`)."""
 
 
 def _versions(view: View) -> dict[str, dict[str, str]]:
