@@ -129,6 +129,11 @@ class Forward:
     """Running sums of the weights; the last is `total`."""
     total: int
     """Sum of the weights, > 0."""
+    clusters: frozenset[str] = field(init=False, repr=False, compare=False)
+    """Derived: the backends' clusters (`Call.begin_plain` asks whether one is HTTP/2)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clusters", frozenset(b.cluster for b in self.backends))
 
     @classmethod
     def of(cls, backends: tuple[Backend, ...]) -> Forward:

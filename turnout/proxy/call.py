@@ -194,11 +194,16 @@ class Call(H2Call):
         (`Decision.plain`, no mesh TLS requirement) in one frame, sharing the handler's clock
         read; every other case goes the general way (`_prepare`, `_try`)."""
         decision, h, state, req = self.decision, self.h, self.state, self.req
-        if not decision.plain or state.http2 or h.require_mtls or req.require_id is not None:
-            self.begin()  # (inbound: NO_DECISION, never plain)
+        action: Forward = decision.action  # type: ignore[assignment]  # plain: a Forward
+        if (
+            not decision.plain
+            or h.require_mtls
+            or req.require_id is not None
+            or (state.http2 and not state.http2.isdisjoint(action.clusters))
+        ):
+            self.begin()  # (inbound: NO_DECISION, never plain; HTTP/2 backends: the H2 pool)
             return
         try:
-            action: Forward = decision.action  # type: ignore[assignment]  # plain: a Forward
             backend = action.backends[
                 bisect_right(action.cumulative, h.rng.random() * action.total)
             ]

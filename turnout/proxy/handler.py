@@ -215,8 +215,11 @@ class Handler:
                 return call.run_with_body()
             call.grpc = is_grpc(req.raw_headers)
             call.body = body
-        else:
-            call.body = b""
+            writer.on_cancel = call.cancel
+            call.finish = writer.complete
+            call.begin()  # a body (and maybe gRPC: HTTP/2 upstream) is never the plain path
+            return None
+        call.body = b""
         writer.on_cancel = call.cancel
         call.finish = writer.complete
         call.begin_plain()

@@ -1,9 +1,9 @@
-"""HTTP/2 is not served yet (docs/plan-http2.md): without `serve_http(http2=...)`, a connection opening with the
-prior-knowledge preface (gRPC's h2c) is answered 505 in HTTP/1 and closed. That answer is
-kept on purpose: grpcio reads the HTTP/1 status line and fails the call at once with a
-reason naming it ("Trying to connect an http1.x server (HTTP status 505)"), whereas an HTTP/2
-GOAWAY(HTTP_1_1_REQUIRED) sends its channel to IDLE and the call waits for its deadline
-(measured while spiking the plan's step 1).
+"""A listener without HTTP/2 (`serve_http` without `http2=`; the proxy's own listeners all
+pass it, docs/http2.md): a connection opening with the prior-knowledge preface (gRPC's h2c)
+is answered 505 in HTTP/1 and closed. That answer is kept on purpose: grpcio reads the HTTP/1
+status line and fails the call at once with a reason naming it ("Trying to connect an http1.x
+server (HTTP status 505)"), whereas an HTTP/2 GOAWAY(HTTP_1_1_REQUIRED) sends its channel to
+IDLE and the call waits for its deadline (measured while spiking the design's step 1).
 
 With `http2=`, a connection whose first read is the preface is handed over, bytes and
 accounting, to that protocol: the seam the HTTP/2 server plugs into."""
