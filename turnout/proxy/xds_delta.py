@@ -35,14 +35,11 @@ from turnout.proxy.errors import TableError
 from turnout.proxy.xds_resources import (
     CLUSTER_TYPE,
     LISTENER_TYPE,
-    LOAD_ASSIGNMENT_TYPE,
     POLICY_TYPE,
-    ROUTE_CONFIGURATION_TYPE,
     Verdict,
     XdsResources,
     decode,
     decode_policy,
-    rds_names,
 )
 
 log = logging.getLogger(__name__)
@@ -182,20 +179,8 @@ class DeltaXdsResources(XdsResources):
     # ---- subscriptions and answers (the hooks `settle` calls)
 
     def _resubscribe(self) -> list[Any]:
-        rds, eds = self.types[ROUTE_CONFIGURATION_TYPE], self.types[LOAD_ASSIGNMENT_TYPE]
-        wanted = (
-            (
-                rds,
-                frozenset(
-                    n
-                    for lst in self.types[LISTENER_TYPE].candidate.values()
-                    for n in rds_names(lst)
-                ),
-            ),
-            (eds, frozenset(self.types[CLUSTER_TYPE].candidate)),
-        )
         out = []
-        for t, names in wanted:
+        for t, names in self._wanted():
             if names != t.names:
                 t.names = names
                 t.candidate = {k: v for k, v in t.candidate.items() if k in names}

@@ -312,20 +312,8 @@ class XdsResources:
         """Point RDS at the candidate listeners' route configs and EDS at the candidate
         clusters; a request for each subscription that changed (with that type's latest
         nonce: the newest response we have of it)."""
-        rds, eds = self.types[ROUTE_CONFIGURATION_TYPE], self.types[LOAD_ASSIGNMENT_TYPE]
-        wanted = (
-            (
-                rds,
-                frozenset(
-                    n
-                    for lst in self.types[LISTENER_TYPE].candidate.values()
-                    for n in rds_names(lst)
-                ),
-            ),
-            (eds, frozenset(self.types[CLUSTER_TYPE].candidate)),
-        )
         out = []
-        for t, names in wanted:
+        for t, names in self._wanted():
             if names != t.names:
                 log.debug("xds subscription type_url=%s names=%s", t.type_url, sorted(names))
                 t.names = names
@@ -335,6 +323,17 @@ class XdsResources:
                 t.sent_names = names
                 out.append(t.request(version=t.acked_version))
         return out
+
+    def _wanted(self) -> tuple[tuple[TypeState, frozenset[str]], ...]:
+        """RDS and EDS with the names they should be subscribed to now: the candidate
+        listeners' route configs and the candidate clusters."""
+        rds_names_now = frozenset(
+            n for lst in self.types[LISTENER_TYPE].candidate.values() for n in rds_names(lst)
+        )
+        return (
+            (self.types[ROUTE_CONFIGURATION_TYPE], rds_names_now),
+            (self.types[LOAD_ASSIGNMENT_TYPE], frozenset(self.types[CLUSTER_TYPE].candidate)),
+        )
 
     def waiting(self) -> bool:
         """Some received resources are not applied yet (they wait for their dependencies)."""
