@@ -271,3 +271,24 @@ async def test_the_body_is_shared_and_parses_to_the_message_serialize_would_give
         assert sorted(serialize(r)) == sorted(expected.SerializeToString())  # same bytes, moved
     assert rgone.removed_resources == ("nope.shop.svc.cluster.local:80",)
     assert serialize(expected) == expected.SerializeToString()  # messages still serialize
+
+
+async def test_an_empty_table_is_said_once_to_a_wildcard_subscriber(tmp_path: Path) -> None:
+    # No resources at all (a proxy started before any manifest): without an empty first
+    # answer the client would wait for LDS/CDS forever and never be ready.
+    table = compile_table(tmp_path, manifest(), name="empty.yaml")
+    snap = Snapshot(version=1, table=table, cache=ResourceCache())
+    built = await snap.built(None)
+    assert built is not None
+    s = stream(req(LDS), req(CDS), req(RDS, WEB))
+    out = s.due(snap, built)
+    assert sent(out) == {
+        "Cluster": ([], []),
+        "Listener": ([], []),
+        "RouteConfiguration": ([], [WEB]),
+    }
+    ack_all(s, out)
+    assert s.due(snap, built) == []  # said once
+    # A client that comes back with what it had is not told again that nothing changed.
+    again = stream(req(LDS, initial={"x": "ab"}))
+    assert sent(again.due(snap, built)) == {"Listener": ([], ["x"])}

@@ -18,7 +18,8 @@ due(snapshot, built) ─> DeltaDiscoveryResponses, per type in CDS, EDS, LDS, RD
   resources         names in scope whose version differs from `known` (scope: the explicit
                     names, plus every served name under a wildcard)
   removed_resources known names no longer served; an explicitly subscribed name that does
-                    not exist, once (so a client does not wait for it)
+                    not exist, once (so a client does not wait for it); a wildcard
+                    subscriber that has nothing is answered once even when nothing is served
   one response in flight per type (coalescing: a slow client gets the newest snapshot), plus
   one per subscription change; a stream whose `known` is the previous snapshot's view looks
   only at `snapshot.changes(ns)`, not at every name
@@ -89,6 +90,8 @@ class _DeltaType:
     sent_version: str = ""
     acked_version: str | None = None
     nack: Nack | None = None
+    answered: bool = False
+    """A response of this type was sent on this stream (the first is sent even when empty)."""
 
     def in_scope(self, name: str) -> bool:
         return self.wildcard or name in self.names
@@ -270,8 +273,12 @@ class DeltaStreamState:
                     send[name] = v
             elif (k is None and name in t.names) or (k is not None and k != ABSENT):
                 removed.append(name)  # gone, or subscribed by name and never existed
-        if not send and not removed:
+        if not send and not removed and (t.answered or t.known or not t.wildcard):
+            # Nothing to say; but a wildcard subscriber that has nothing yet is told, once,
+            # that nothing exists (an empty table), or it would wait for a first response
+            # forever (go-control-plane's rule too).
             return None
+        t.answered = True
         nonce = str(next(self._nonces))
         body, gone = delta_body(
             built.bodies,
