@@ -17,11 +17,11 @@ Not here: frames and events (`h2_server`), the response (`h2_stream`).
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterable
 from typing import Protocol
 
 from turnout.proxy.errors import ClientError
+from turnout.proxy.transport.heads import H2_BAD_NAME, H2_BAD_VALUE, H2_CONNECTION_SPECIFIC
 from turnout.proxy.transport.messages import (
     ConnectionInfo,
     IncomingRequest,
@@ -33,15 +33,6 @@ from turnout.proxy.transport.server import CLIENT_ID_HEADER, REQUIRE_ID_HEADER
 from turnout.proxy.transport.streams import BodyStream
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
-"""A byte no lower-case field name may hold (RFC 9113 §8.2.1: names are lower-case tokens)."""
-_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
-"""NUL, CR, LF anywhere, or whitespace at either end: a malformed value (RFC 9113 §8.2.1);
-what an HTTP/1.1 upstream must never receive (request smuggling)."""
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
-"""Fields HTTP/2 forbids (RFC 9113 §8.2.2; `te` only as "trailers")."""
 
 
 class Acknowledger(Protocol):
@@ -80,7 +71,7 @@ def request_from_headers(
     require_id: str | None = None
     for name, value in headers:
         size += len(name) + len(value)
-        if _BAD_VALUE.search(value) is not None:
+        if H2_BAD_VALUE.search(value) is not None:
             malformed = True
         if name[:1] == b":":
             if regular or name in pseudo:
@@ -98,7 +89,7 @@ def request_from_headers(
                 malformed = True  # :status, :protocol (no extended CONNECT), unknown
             continue
         regular = True
-        if not name or _BAD_NAME.search(name) is not None or name in _CONNECTION_SPECIFIC:
+        if not name or H2_BAD_NAME.search(name) is not None or name in H2_CONNECTION_SPECIFIC:
             malformed = True  # upper case, not a token, or a connection-specific field
             continue
         if name == b"host":

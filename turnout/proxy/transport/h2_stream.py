@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -37,7 +36,7 @@ from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
 
 from turnout.proxy.errors import ClientError
-from turnout.proxy.transport.heads import NO_BODY_STATUS
+from turnout.proxy.transport.heads import NO_BODY_STATUS, UNSAFE
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP,
     HOP_BY_HOP_BYTES,
@@ -52,9 +51,6 @@ from turnout.proxy.transport.streams import BodyStream
 log = logging.getLogger(__name__)
 
 _STATUS = {code: str(code).encode() for code in range(100, 600)}
-_UNSAFE = re.compile(rb"[\x00\r\n]")
-"""What no header of ours may hold (h2's own outbound checks are off: `h2_server`); headers
-relayed from an upstream (`RawHeaders`) come checked by its parser."""
 
 GRPC_FOR_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 431: 13, 502: 14, 503: 14, 504: 4}
 """A proxy answer's HTTP status -> the gRPC code it is sent as on a gRPC stream: gRPC's
@@ -375,7 +371,7 @@ class H2StreamWriter:
             if lname in HOP_BY_HOP and not (self.head and lname == "content-length"):
                 continue
             field = (lname.encode("latin-1"), value.encode("latin-1"))
-            if _UNSAFE.search(field[0]) or _UNSAFE.search(field[1]):
+            if UNSAFE.search(field[0]) or UNSAFE.search(field[1]):
                 raise ValueError("CR, LF or NUL inside a response header")
             fields.append(field)
         return fields

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, cast
 
@@ -52,6 +51,7 @@ from turnout.proxy.errors import (
     UpstreamReadTimeout,
     UpstreamTimeout,
 )
+from turnout.proxy.transport.heads import H2_BAD_NAME, H2_BAD_VALUE, H2_CONNECTION_SPECIFIC
 from turnout.proxy.transport.messages import (
     HOP_BY_HOP_BYTES,
     Address,
@@ -103,15 +103,6 @@ _CONFIG = H2Configuration(
     validate_outbound_headers=False,
     normalize_outbound_headers=False,
 )
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
-"""A byte no field name may hold (RFC 9113 §8.2.1: lower-case tokens)."""
-_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
-"""NUL, CR, LF, or whitespace at either end: malformed (RFC 9113 §8.2.1), and what an
-HTTP/1.1 client must never receive (response splitting)."""
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
-"""Fields HTTP/2 forbids (RFC 9113 §8.2.2; `te` only as "trailers")."""
 
 
 class Malformed(Exception):
@@ -624,7 +615,7 @@ def _response_head(pairs: list[tuple[bytes, bytes]]) -> tuple[int, RawHeaders, i
     lines: list[bytes] = []
     hop: RawPairs = []
     length: int | None = None
-    bad_name, bad_value = _BAD_NAME.search, _BAD_VALUE.search
+    bad_name, bad_value = H2_BAD_NAME.search, H2_BAD_VALUE.search
     for name, value in pairs:
         if name[:1] == b":":
             if name != b":status" or status or lines or hop:
@@ -636,7 +627,7 @@ def _response_head(pairs: list[tuple[bytes, bytes]]) -> tuple[int, RawHeaders, i
         if not name or bad_name(name) or bad_value(value):
             raise Malformed(f"field {name!r}")
         if name in HOP_BY_HOP_BYTES:
-            if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+            if name in H2_CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
                 raise Malformed(f"connection-specific field {name!r}")
             hop.append((name, value))
             if name == b"content-length" and value.isdigit():
@@ -652,8 +643,8 @@ def _trailers(pairs: list[tuple[bytes, bytes]]) -> RawPairs:
     """Response trailers, checked in one pass: no pseudo-header (RFC 9113 §8.1), names
     lower-case tokens, values free of NUL, CR, LF and edge whitespace, no
     connection-specific field; else `Malformed`."""
-    bad_name, bad_value = _BAD_NAME.search, _BAD_VALUE.search
+    bad_name, bad_value = H2_BAD_NAME.search, H2_BAD_VALUE.search
     for name, value in pairs:
-        if not name or bad_name(name) or bad_value(value) or name in _CONNECTION_SPECIFIC:
+        if not name or bad_name(name) or bad_value(value) or name in H2_CONNECTION_SPECIFIC:
             raise Malformed(f"field {name!r}")
     return pairs if type(pairs) is list else list(pairs)

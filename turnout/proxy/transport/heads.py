@@ -234,7 +234,17 @@ ERRORS = {s: error_response(s) for s in (400, 405, 408, 414, 431, 500, 501, 502,
 # -- HTTP/2 requests --------------------------------------------------------------------------
 
 _H2_DROPPED = HOP_BY_HOP_BYTES | {b"host"}
-_UNSAFE = re.compile(rb"[\r\n\x00]")
+UNSAFE = re.compile(rb"[\r\n\x00]")
+"""CR, LF or NUL: never in a field sent on (response splitting, request smuggling)."""
+H2_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
+"""A byte no HTTP/2 field name may hold (RFC 9113 §8.2.1: names are lower-case tokens)."""
+H2_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+"""NUL, CR, LF anywhere, or whitespace at either end: a malformed HTTP/2 value (RFC 9113
+§8.2.1), and what an HTTP/1.1 peer must never receive."""
+H2_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+"""Fields HTTP/2 forbids (RFC 9113 §8.2.2; `te` only as "trailers")."""
 
 
 def h2_request_headers(
@@ -273,7 +283,7 @@ def h2_request_headers(
         out = [(n, v) for n, v in out if n not in named or n == b"te"]
     if content_length is not None:
         out.append((b"content-length", str(content_length).encode()))
-    if _UNSAFE.search(b"".join([v for _, v in out])) is not None:
+    if UNSAFE.search(b"".join([v for _, v in out])) is not None:
         raise ValueError("CR, LF or NUL inside a header")
     return out
 
