@@ -110,11 +110,9 @@ class DeltaXdsResources(XdsResources):
     def on_response(self, response: Any) -> Verdict:
         if self.policy is not None and response.type_url == POLICY_TYPE:
             return self._on_policy(response)
-        t = self.types.get(response.type_url)
+        t = self._responding(response)
         if t is None:
-            log.warning("xds response of a type never asked for type_url=%s", response.type_url)
             return Verdict()
-        t.nonce = response.nonce
         try:
             added = self._decode(response)
         except TableError as exc:
@@ -130,12 +128,7 @@ class DeltaXdsResources(XdsResources):
                 undo.setdefault(name, (t.candidate.get(name), versions.get(name)))
                 t.candidate[name], versions[name] = message, version
         self._unanswered.setdefault(t.type_url, []).append(response.nonce)
-        t.pending = t.unapplied = response.system_version_info
-        self.last_version = response.system_version_info
-        requests = self._resubscribe()
-        verdict = self.settle(force=False)
-        verdict.requests[:0] = requests
-        return verdict
+        return self._candidate_changed(t, response.system_version_info)
 
     @staticmethod
     def _decode(response: Any) -> dict[str, tuple[Any, str]]:

@@ -283,11 +283,9 @@ class XdsResources:
     def on_response(self, response: Any) -> Verdict:
         if self.policy is not None and response.type_url == POLICY_TYPE:
             return self.on_policy(response)
-        t = self.types.get(response.type_url)
+        t = self._responding(response)
         if t is None:
-            log.warning("xds response of a type never asked for type_url=%s", response.type_url)
             return Verdict()
-        t.nonce = response.nonce
         try:
             resources = decode(response)
         except TableError as exc:
@@ -301,8 +299,23 @@ class XdsResources:
             t.candidate = resources
         else:
             t.candidate.update((k, v) for k, v in resources.items() if k in t.names)
-        t.pending = t.unapplied = response.version_info
-        self.last_version = response.version_info
+        return self._candidate_changed(t, response.version_info)
+
+    def _responding(self, response: Any) -> TypeState | None:
+        """The state of the type `response` answers (its nonce noted); None, logged, for a
+        type never asked for."""
+        t = self.types.get(response.type_url)
+        if t is None:
+            log.warning("xds response of a type never asked for type_url=%s", response.type_url)
+            return None
+        t.nonce = response.nonce
+        return t
+
+    def _candidate_changed(self, t: TypeState, version: str) -> Verdict:
+        """`t`'s candidate took a response of `version`: resubscribe RDS/EDS to match, then
+        apply what is complete."""
+        t.pending = t.unapplied = version
+        self.last_version = version
         requests = self._resubscribe()
         verdict = self.settle(force=False)
         verdict.requests[:0] = requests
