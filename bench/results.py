@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NO_STORE_ENV = "TURNOUT_BENCH_NO_STORE"
+"""Set (by `python -m bench --no-store`): print the moves, store nothing."""
 NOISE_PCT = 5.0
 """Moves smaller than this are shown as noise (~)."""
 
@@ -78,7 +80,7 @@ def report(name: str, figures: Figures, *, store: bool = True, directory: Path =
     print(f"\n{head} now load {load1:.2f}")
     for line in deltas(figures, previous):
         print(line)
-    if not store:
+    if not store or os.environ.get(NO_STORE_ENV):
         return
     directory.mkdir(parents=True, exist_ok=True)
     data = {
