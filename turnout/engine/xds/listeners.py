@@ -37,7 +37,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from turnout.engine import ir
-from turnout.engine.xds.routes import virtual_host_from
+from turnout.engine.xds.routes import fill_virtual_host
 from turnout.engine.xds.wire import (
     CORS_FILTER,
     FAULT_FILTER,
@@ -107,10 +107,8 @@ def service_resources(
     """The api_listener named after the authority (the `xds:///` target) and its routes."""
     route_config_name, vhost = view_of(parent, client_namespace)
     listener = service_listener(parent, route_config_name=route_config_name, vhost=vhost)
-    routes = route_pb2.RouteConfiguration(
-        name=route_config_name,
-        virtual_hosts=[virtual_host_from(vhost, domains=vhost.domains)],
-    )
+    routes = route_pb2.RouteConfiguration(name=route_config_name)
+    fill_virtual_host(routes.virtual_hosts.add(), vhost, domains=vhost.domains)
     return listener, routes
 
 
@@ -140,10 +138,9 @@ def gateway_resources(
     parent: ir.GatewayParent,
 ) -> tuple[listener_pb2.Listener, route_pb2.RouteConfiguration]:
     """A listener bound to `0.0.0.0:PORT` whose one filter chain is the HCM."""
-    routes = route_pb2.RouteConfiguration(
-        name=parent.name,
-        virtual_hosts=[virtual_host_from(v, domains=v.domains) for v in parent.vhosts],
-    )
+    routes = route_pb2.RouteConfiguration(name=parent.name)
+    for v in parent.vhosts:
+        fill_virtual_host(routes.virtual_hosts.add(), v, domains=v.domains)
     return gateway_listener(parent), routes
 
 

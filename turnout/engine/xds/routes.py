@@ -37,9 +37,10 @@ from turnout.engine.xds.wire import (
     CORS_FILTER,
     FAULT_FILTER,
     INVALID_CLUSTER,
+    METADATA_KEY,
     StructValue,
     duration_from_ms,
-    metadata_from,
+    fill_struct,
     pack,
 )
 
@@ -83,20 +84,32 @@ def flatten_matches(vhost: ir.VirtualHost) -> list[tuple[ir.Rule, ir.Match]]:
 
 
 def virtual_host_from(vhost: ir.VirtualHost, *, domains: tuple[str, ...]) -> rc.VirtualHost:
-    """Routes are built in place from one template per rule (action, metadata, filters),
-    copied per path matcher: a rule's matches share everything but name and match."""
-    out = rc.VirtualHost(name=vhost.name, domains=list(domains))
-    templates: dict[int, rc.Route] = {}
+    out = rc.VirtualHost()
+    fill_virtual_host(out, vhost, domains=domains)
+    return out
+
+
+def fill_virtual_host(
+    out: rc.VirtualHost, vhost: ir.VirtualHost, *, domains: tuple[str, ...]
+) -> None:
+    """Routes are built in place (in `out`, e.g. `route_config.virtual_hosts.add()`: a
+    finished VirtualHost passed to a constructor is copied whole) from one template per
+    rule (action, metadata, filters), copied per path matcher: a rule's matches share
+    everything but name and match."""
+    out.name = vhost.name
+    out.domains.extend(domains)
+    templates: dict[int, bytes] = {}
+    add = out.routes.add
     for rule, match in flatten_matches(vhost):
         template = templates.get(id(rule))
         if template is None:
-            template = templates[id(rule)] = rule_route(rule)
+            # Parsing the template's bytes is cheaper than CopyFrom of the message.
+            template = templates[id(rule)] = rule_route(rule).SerializeToString()
         for path_match in route_matches_from(match):
-            route = out.routes.add()
-            route.CopyFrom(template)
+            route = add()
+            route.MergeFromString(template)
             route.name = match.name
             route.match.CopyFrom(path_match)
-    return out
 
 
 # --------------------------------------------------------------------------- matchers
@@ -116,40 +129,42 @@ def route_matches_from(match: ir.Match) -> list[rc.RouteMatch]:
     the same in one matcher, but proxyless gRPC only understands `prefix`, `path` and
     `safe_regex` and rejects a whole RouteConfiguration holding anything else."""
     path = match.path
+    headers, query = _conditions(match)
     if isinstance(path, ir.PrefixPath) and path.value.rstrip("/"):
         prefix = path.value.rstrip("/")
-        exact, below = _route_match(match), _route_match(match)
-        exact.path = prefix
-        below.prefix = prefix + "/"
-        return [exact, below]
-    out = _route_match(match)
+        return [
+            rc.RouteMatch(path=prefix, headers=headers, query_parameters=query),
+            rc.RouteMatch(prefix=prefix + "/", headers=headers, query_parameters=query),
+        ]
     if isinstance(path, ir.ExactPath):
-        out.path = path.value
-    elif isinstance(path, ir.PrefixPath):
-        out.prefix = "/"
-    else:
-        out.safe_regex.CopyFrom(filters.regex_matcher(path.pattern))
-    return [out]
-
-
-def _route_match(match: ir.Match) -> rc.RouteMatch:
-    """A RouteMatch with the method, header and query conditions (no path specifier yet)."""
-    out = rc.RouteMatch()
-    if match.method is not None:
-        out.headers.append(
-            rc.HeaderMatcher(
-                name=":method", string_match=string_pb2.StringMatcher(exact=match.method)
-            )
+        return [rc.RouteMatch(path=path.value, headers=headers, query_parameters=query)]
+    if isinstance(path, ir.PrefixPath):
+        return [rc.RouteMatch(prefix="/", headers=headers, query_parameters=query)]
+    return [
+        rc.RouteMatch(
+            safe_regex=filters.regex_matcher(path.pattern),
+            headers=headers,
+            query_parameters=query,
         )
-    out.headers.extend(
+    ]
+
+
+def _conditions(
+    match: ir.Match,
+) -> tuple[list[rc.HeaderMatcher], list[rc.QueryParameterMatcher]]:
+    """The method, header and query conditions of a RouteMatch (all but the path)."""
+    headers = [
         rc.HeaderMatcher(name=h.name, string_match=string_matcher(h.kind, h.value))
         for h in match.headers
-    )
-    out.query_parameters.extend(
+    ]
+    if match.method is not None:
+        method = string_pb2.StringMatcher(exact=match.method)
+        headers.insert(0, rc.HeaderMatcher(name=":method", string_match=method))
+    query = [
         rc.QueryParameterMatcher(name=q.name, string_match=string_matcher(q.kind, q.value))
         for q in match.query
-    )
-    return out
+    ]
+    return headers, query
 
 
 # --------------------------------------------------------------------------- routes
@@ -158,7 +173,7 @@ def _route_match(match: ir.Match) -> rc.RouteMatch:
 def rule_route(rule: ir.Rule) -> rc.Route:
     """Everything a rule's routes share: metadata, action, header filters, per-filter config."""
     route = rc.Route()
-    route.metadata.CopyFrom(route_metadata(rule))
+    fill_route_metadata(route.metadata, rule)
     error = next((f for f in rule.filters if isinstance(f, ir.ErrorResponse)), None)
     redirect = next((f for f in rule.filters if isinstance(f, ir.RedirectFilter)), None)
     if error is not None:
@@ -170,7 +185,7 @@ def rule_route(rule: ir.Rule) -> rc.Route:
         # weighted_clusters), so answer like Envoy does for an unusable route.
         route.direct_response.CopyFrom(direct_response(config.NO_BACKEND_STATUS, ""))
     else:
-        route.route.CopyFrom(route_action(rule))
+        fill_route_action(route.route, rule)
     filters.apply_header_filters(route, rule.filters)
     if rule.fault is not None:
         route.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(filters.http_fault(rule.fault)))
@@ -188,6 +203,12 @@ def direct_response(status: int, body: str) -> rc.DirectResponseAction:
 
 
 def route_metadata(rule: ir.Rule) -> base_pb2.Metadata:
+    out = base_pb2.Metadata()
+    fill_route_metadata(out, rule)
+    return out
+
+
+def fill_route_metadata(out: base_pb2.Metadata, rule: ir.Rule) -> None:
     """`filter_metadata["turnout"]`: rule, source, backends, and invalid backends' answers."""
     src = rule.source
     value: dict[str, StructValue] = {
@@ -207,13 +228,19 @@ def route_metadata(rule: ir.Rule) -> base_pb2.Metadata:
     }
     if invalid:
         value["invalid"] = invalid
-    return metadata_from(value)
+    fill_struct(out.filter_metadata[METADATA_KEY], value)
 
 
 def route_action(rule: ir.Rule) -> rc.RouteAction:
-    action = rc.RouteAction(
-        weighted_clusters=rc.WeightedCluster(clusters=[cluster_weight(b) for b in rule.backends]),
-    )
+    out = rc.RouteAction()
+    fill_route_action(out, rule)
+    return out
+
+
+def fill_route_action(action: rc.RouteAction, rule: ir.Rule) -> None:
+    add = action.weighted_clusters.clusters.add
+    for backend in rule.backends:
+        fill_cluster_weight(add(), backend)
     request_ms = rule.timeouts.request_ms
     backend_ms = rule.timeouts.backend_request_ms
     if rule.retry is not None and rule.retry.attempts > 0:
@@ -222,12 +249,14 @@ def route_action(rule: ir.Rule) -> rc.RouteAction:
         # Without retries the only try is the whole exchange: its deadline is the smaller one.
         request_ms = backend_ms if request_ms is None else min(request_ms, backend_ms)
     # Envoy's default route timeout is 15 s; ours is none, which Envoy spells "0s".
-    action.timeout.CopyFrom(duration_from_ms(request_ms or 0))
-    rewrite = next((f for f in rule.filters if isinstance(f, ir.URLRewriteFilter)), None)
-    if rewrite is not None:
-        filters.apply_url_rewrite(action, rewrite)
-    action.request_mirror_policies.extend(filters.mirror_policies(rule.filters))
-    return action
+    ms = max(request_ms or 0, 0)  # duration_from_ms, in place
+    timeout = action.timeout
+    timeout.seconds, timeout.nanos = ms // 1000, (ms % 1000) * 1_000_000
+    if rule.filters:
+        rewrite = next((f for f in rule.filters if isinstance(f, ir.URLRewriteFilter)), None)
+        if rewrite is not None:
+            filters.apply_url_rewrite(action, rewrite)
+        action.request_mirror_policies.extend(filters.mirror_policies(rule.filters))
 
 
 def retry_policy(retry: ir.RetryPolicy, *, per_try_ms: int | None) -> rc.RetryPolicy:
@@ -247,16 +276,24 @@ def retry_policy(retry: ir.RetryPolicy, *, per_try_ms: int | None) -> rc.RetryPo
 
 
 def cluster_weight(backend: ir.WeightedBackend) -> rc.WeightedCluster.ClusterWeight:
+    out = rc.WeightedCluster.ClusterWeight()
+    fill_cluster_weight(out, backend)
+    return out
+
+
+def fill_cluster_weight(out: rc.WeightedCluster.ClusterWeight, backend: ir.WeightedBackend) -> None:
     """One `ClusterWeight`; an invalid backend keeps its weight on `turnout/invalid` and its
     share is aborted with its status by a per-cluster fault config."""
-    out = rc.WeightedCluster.ClusterWeight(weight=wrappers_pb2.UInt32Value(value=backend.weight))
+    out.weight.value = backend.weight
     if isinstance(backend.target, ir.InvalidBackend):
         out.name = INVALID_CLUSTER
         out.typed_per_filter_config[FAULT_FILTER].CopyFrom(
             filters.abort_always(backend.target.status)
         )
-        return out
+        return
     out.name = backend.target.cluster
+    if not backend.filters:
+        return
     filters.apply_header_filters(out, backend.filters)
     for f in backend.filters:
         if isinstance(f, ir.URLRewriteFilter) and f.hostname is not None:
@@ -273,4 +310,3 @@ def cluster_weight(backend: ir.WeightedBackend) -> rc.WeightedCluster.ClusterWei
                 backend.name,
                 type(f).__name__,
             )
-    return out

@@ -87,14 +87,49 @@ StructValue: TypeAlias = str | int | bool | list["StructValue"] | Mapping[str, "
 
 def struct_from(value: Mapping[str, StructValue]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
-    out.update(value)
+    fill_struct(out, value)
     return out
+
+
+def fill_struct(out: struct_pb2.Struct, value: Mapping[str, StructValue]) -> None:
+    """`out.update(value)` without protobuf's pure-Python well-known-type helpers (a route's
+    metadata is built 10,000 times in a full compile): the same fields, the same bytes."""
+    fields = out.fields
+    for key, item in value.items():
+        _fill_value(fields[key], item)
+
+
+def _fill_value(out: struct_pb2.Value, item: StructValue) -> None:
+    kind = type(item)
+    if kind is str:
+        out.string_value = item  # type: ignore[assignment]
+    elif kind is list:
+        list_value = out.list_value
+        list_value.SetInParent()  # an empty list is still a list_value
+        values = list_value.values
+        for element in item:  # type: ignore[union-attr]
+            _fill_value(values.add(), element)
+    elif item is None:
+        out.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(item, bool):
+        out.bool_value = item
+    elif isinstance(item, str):
+        out.string_value = item
+    elif isinstance(item, int | float):
+        out.number_value = item
+    elif isinstance(item, Mapping):
+        out.struct_value.SetInParent()
+        fill_struct(out.struct_value, item)
+    elif isinstance(item, list | tuple):
+        _fill_value(out, list(item))
+    else:
+        raise ValueError(f"unexpected type {kind.__name__} in a Struct")
 
 
 def metadata_from(value: Mapping[str, StructValue]) -> base_pb2.Metadata:
     """`Metadata` whose `filter_metadata["turnout"]` is `value`."""
     meta = base_pb2.Metadata()
-    meta.filter_metadata[METADATA_KEY].CopyFrom(struct_from(value))
+    fill_struct(meta.filter_metadata[METADATA_KEY], value)
     return meta
 
 
