@@ -101,22 +101,34 @@ def validate_httproute(loaded: Loaded[HTTPRoute], *, channel: Channel) -> list[D
 
 def rule_rules(rule: HTTPRouteRule, pos: SourcePos) -> list[Diagnostic]:
     """Rules of one `spec.rules[i]` at `pos`, and of everything below it."""
+    # Positions are built only where a rule can fail: a match whose path breaks no rule and
+    # with fewer than two headers and query params, an empty filter list, cannot.
     out = _redirect_rules(rule, pos)
     for j, match in enumerate(rule.matches):
+        failed = path_match_failures(match.path)
+        if not failed and len(match.headers) < 2 and len(match.query_params) < 2:
+            continue
         mpos = pos.child(f"matches[{j}]")
-        out += path_match_rules(match.path, mpos.child("path"))
+        if failed:
+            ppos = mpos.child("path")
+            out += [rule_error(message, ppos) for message in failed]
         out += unique_names(match.headers, lambda h: h.name, mpos.child("headers"))
         out += unique_names(match.query_params, lambda q: q.name, mpos.child("queryParams"))
-    out += filter_list_rules(rule.filters, pos.child("filters"), members=FILTER_MEMBERS)
+    if rule.filters:
+        out += filter_list_rules(rule.filters, pos.child("filters"), members=FILTER_MEMBERS)
     for k, ref in enumerate(rule.backend_refs):
+        if ref.port is not None and not ref.filters:
+            continue  # backend_port_rule needs no port only; no filters, no filter rules
         bpos = pos.child(f"backendRefs[{k}]")
         out += backend_port_rule(ref, bpos)
-        out += filter_list_rules(ref.filters, bpos.child("filters"), members=FILTER_MEMBERS)
+        if ref.filters:
+            out += filter_list_rules(ref.filters, bpos.child("filters"), members=FILTER_MEMBERS)
     if rule.timeouts is not None:
         out += timeout_rules(rule.timeouts, pos.child("timeouts"))
     if rule.retry is not None:
         out += unique_set(rule.retry.codes, pos.child("retry.codes"))
-    out += session_persistence_rules(rule.session_persistence, pos.child("sessionPersistence"))
+    if rule.session_persistence is not None:
+        out += session_persistence_rules(rule.session_persistence, pos.child("sessionPersistence"))
     return out
 
 
@@ -156,11 +168,16 @@ def _redirect_rules(rule: HTTPRouteRule, pos: SourcePos) -> list[Diagnostic]:
 
 def path_match_rules(path: HTTPPathMatch, pos: SourcePos) -> list[Diagnostic]:
     """The eleven `matches[].path` rules; the value rules apply to Exact and PathPrefix only."""
+    return [rule_error(message, pos) for message in path_match_failures(path)]
+
+
+def path_match_failures(path: HTTPPathMatch) -> list[str]:
+    """The messages of the `matches[].path` rules `path` breaks ([] for most)."""
     if path.type not in ("Exact", "PathPrefix", "RegularExpression"):
-        return [rule_error(PATH_TYPE, pos)]
+        return [PATH_TYPE]
     if path.type == "RegularExpression":
         return []
-    return [rule_error(message, pos) for message, ok in _PATH_RULES if not ok(path.value)]
+    return [message for message, ok in _PATH_RULES if not ok(path.value)]
 
 
 def timeout_rules(t: HTTPRouteTimeouts, pos: SourcePos) -> list[Diagnostic]:
