@@ -193,35 +193,58 @@ def resolve_backend(
 ) -> ir.ServiceTarget | ir.InvalidBackend:
     """Resolve one reference; problems become warnings at `pos` and an `InvalidBackend`."""
     ns = ref.namespace or route.namespace
-    written = f"{ns}/{ref.name}"
-    if ref.group != "" or ref.kind != "Service":
-        written = f"{ref.kind} {written}"
-
-    def invalid(reason: str, message: str) -> ir.InvalidBackend:
-        ctx.report(warning(reason, message, pos_of(pos)))
-        return ir.InvalidBackend(
-            status=INVALID_BACKEND_STATUS, reason=reason, message=message, ref=written
-        )
-
+    name, port = ref.name, ref.port
     if ref.group != "" or ref.kind != "Service":
         group = ref.group or "core"
-        return invalid("InvalidKind", f"unsupported backend kind {ref.kind} (group {group})")
+        return _invalid(
+            ctx,
+            pos,
+            f"{ref.kind} {ns}/{name}",
+            "InvalidKind",
+            f"unsupported backend kind {ref.kind} (group {group})",
+        )
     if (
         needs_grant
         and ns != route.namespace
-        and not grant_allows(ctx, route=route, to_ns=ns, to_kind="Service", to_name=ref.name)
+        and not grant_allows(ctx, route=route, to_ns=ns, to_kind="Service", to_name=name)
     ):
-        return invalid(
+        return _invalid(
+            ctx,
+            pos,
+            f"{ns}/{name}",
             "RefNotPermitted",
             f"{route.kind} {route.namespace}/{route.name} may not reference Service "
-            f"{ns}/{ref.name}: no ReferenceGrant in namespace {ns} allows it",
+            f"{ns}/{name}: no ReferenceGrant in namespace {ns} allows it",
         )
-    if ref.port is None:
-        return invalid("BackendNotFound", f"Service {ns}/{ref.name}: port is required")
-    svc = ctx.index.service(ns, ref.name)
+    if port is None:
+        return _invalid(
+            ctx, pos, f"{ns}/{name}", "BackendNotFound", f"Service {ns}/{name}: port is required"
+        )
+    svc = ctx.index.service(ns, name)
     if svc is None:
-        return invalid("BackendNotFound", f"Service {ns}/{ref.name} not found among the inputs")
-    if svc.obj.spec.ports and all(p.port != ref.port for p in svc.obj.spec.ports):
-        return invalid("BackendNotFound", f"Service {ns}/{ref.name} has no port {ref.port}")
-    cluster = ctx.use_cluster(namespace=ns, service=ref.name, port=ref.port, grpc=grpc)
-    return ir.ServiceTarget(cluster=cluster, namespace=ns, service=ref.name, port=ref.port)
+        return _invalid(
+            ctx,
+            pos,
+            f"{ns}/{name}",
+            "BackendNotFound",
+            f"Service {ns}/{name} not found among the inputs",
+        )
+    ports = svc.obj.spec.ports
+    if ports and all(p.port != port for p in ports):
+        return _invalid(
+            ctx,
+            pos,
+            f"{ns}/{name}",
+            "BackendNotFound",
+            f"Service {ns}/{name} has no port {port}",
+        )
+    cluster = ctx.use_cluster(namespace=ns, service=name, port=port, grpc=grpc)
+    return ir.ServiceTarget(cluster=cluster, namespace=ns, service=name, port=port)
+
+
+def _invalid(ctx: Ctx, pos: At, written: str, reason: str, message: str) -> ir.InvalidBackend:
+    """Report `message` at `pos` as a warning; the backend `written` answers 500."""
+    ctx.report(warning(reason, message, pos_of(pos)))
+    return ir.InvalidBackend(
+        status=INVALID_BACKEND_STATUS, reason=reason, message=message, ref=written
+    )

@@ -83,7 +83,7 @@ def http_match(
         if bad:
             diags.append(bad)
         path = ir.RegexPath(pattern=m.path.value)
-    headers = header_matches(m.headers, pos=pos, diags=diags)
+    headers = header_matches(m.headers, pos=pos, diags=diags) if m.headers else ()
     query: list[ir.QueryMatch] = []
     qseen: set[str] = set()
     for i, q in enumerate(m.query_params):
