@@ -20,6 +20,7 @@ bytes each client received per change and their total, and the machine's load.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
 import json
 import os
@@ -33,8 +34,10 @@ import grpc
 import grpc.aio
 import yaml
 from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from bench.results import Figures, report
 from bench.synth import route, service
 from turnout.engine.ir import RouteTable
 from turnout.engine.pipeline import IncrementalCompiler
@@ -53,6 +56,8 @@ CHANGES = 6
 GOAL_P99_MS = 250.0
 ROOT = Path(__file__).resolve().parents[1]
 MAX_MESSAGE = 64 * 1024 * 1024
+PROFILE_ENV = "TURNOUT_BENCH_PROFILE"
+"""Set to a path: the server's main thread is profiled (cProfile) over the changes."""
 TYPES = (LISTENER_TYPE, CLUSTER_TYPE, ROUTE_CONFIGURATION_TYPE, LOAD_ASSIGNMENT_TYPE)
 
 
@@ -95,7 +100,48 @@ def top_fields(data: bytes, wanted: frozenset[int]) -> dict[int, bytes]:
 RESPONSE_FIELDS = frozenset({1, 4, 5})  # system_version_info, type_url, nonce
 
 
-async def delta_stream(target: str, i: int, versions: dict[str, dict[str, str]]) -> None:
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def ack_bytes(type_url: bytes, nonce: bytes) -> bytes:
+    """A `DeltaDiscoveryRequest` ACK on the wire: type_url (field 2) and response_nonce
+    (field 6), the bytes `SerializeToString` gives for those two fields."""
+    return b"\x12" + _varint(len(type_url)) + type_url + b"\x32" + _varint(len(nonce)) + nonce
+
+
+def request_bytes(request: Any) -> bytes:
+    """The clients' request serializer: ACKs are written as bytes already (`ack_bytes`)."""
+    if isinstance(request, bytes):
+        return request
+    return request.SerializeToString()  # type: ignore[no-any-return]
+
+
+class Receipts:
+    """One client process's receipts: (version, time, bytes) in memory, and one line
+    `done VERSION` on stdout when all of its streams have received VERSION."""
+
+    def __init__(self, streams: int) -> None:
+        self.streams = streams
+        self.records: list[tuple[str, float, int]] = []
+        self.count: dict[str, int] = {}
+
+    def note(self, version: str, t: float, size: int) -> None:
+        self.records.append((version, t, size))
+        n = self.count[version] = self.count.get(version, 0) + 1
+        if n == self.streams:
+            sys.stdout.write(f"done {version}\n")
+            sys.stdout.flush()
+
+
+async def delta_stream(
+    target: str, i: int, versions: dict[str, dict[str, str]], receipts: Receipts
+) -> None:
     options = [
         ("grpc.use_local_subchannel_pool", 1),
         ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -104,9 +150,7 @@ async def delta_stream(target: str, i: int, versions: dict[str, dict[str, str]])
         # Responses stay bytes: a client reads the three fields it ACKs with, so the figure is
         # the server's fan-out and grpc's transport, not 1,000 protobuf parses on 2 cores.
         call = channel.stream_stream(
-            DELTA_METHOD,
-            request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
-            response_deserializer=None,
+            DELTA_METHOD, request_serializer=request_bytes, response_deserializer=None
         )()
         node = base_pb2.Node(id=f"bench-delta-{i}", cluster="bench")
         node.metadata.update({"namespace": NS, "workload": f"deployment/delta-{i}"})
@@ -123,32 +167,25 @@ async def delta_stream(target: str, i: int, versions: dict[str, dict[str, str]])
         while (data := await call.read()) is not grpc.aio.EOF:
             t = time.perf_counter()
             fields = top_fields(data, RESPONSE_FIELDS)
-            print(fields[1].decode(), t, len(data), flush=False)
-            await call.write(
-                discovery_pb2.DeltaDiscoveryRequest(
-                    type_url=fields[4].decode(), response_nonce=fields[5].decode()
-                )
-            )
+            receipts.note(fields[1].decode(), t, len(data))
+            await call.write(ack_bytes(fields[4], fields[5]))
 
 
 async def run_clients(target: str, first: int, count: int, versions_file: str) -> None:
+    """`count` delta streams; on a line on stdin, every receipt as one JSON line, then exit."""
     versions = json.loads(Path(versions_file).read_text())
+    receipts = Receipts(count)
     tasks = [
-        asyncio.create_task(delta_stream(target, i, versions)) for i in range(first, first + count)
+        asyncio.create_task(delta_stream(target, i, versions, receipts))
+        for i in range(first, first + count)
     ]
     print("started", flush=True)
-
-    async def flush() -> None:
-        while True:
-            await asyncio.sleep(0.005)
-            sys.stdout.flush()
-
-    flusher = asyncio.create_task(flush())
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    flusher.cancel()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    sys.stdout.write(json.dumps(receipts.records) + "\n")
+    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- control plane side
@@ -224,23 +261,22 @@ class Timed:
 
 
 class Received:
-    """Every response the client processes report: (version, client time, bytes)."""
+    """The client processes' `done VERSION` lines: how many processes have each version."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[str, float, int]] = []
-        self.clients: dict[str, int] = {}
+        self.processes: dict[str, int] = {}
         self.changed = asyncio.Event()
 
-    async def read(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            version, t, size = line.split()
-            v = version.decode()
-            self.records.append((v, float(t), int(size)))
-            self.clients[v] = self.clients.get(v, 0) + 1
+    async def read(self, stream: asyncio.StreamReader) -> list[tuple[str, float, int]]:
+        """Counts `done` lines until the process's last line: its receipts."""
+        while (line := await stream.readline()).startswith(b"done "):
+            v = line.split()[1].decode()
+            self.processes[v] = self.processes.get(v, 0) + 1
             self.changed.set()
+        return [(v, t, n) for v, t, n in json.loads(line)]
 
     async def wait(self, version: str, count: int) -> None:
-        while self.clients.get(version, 0) < count:
+        while self.processes.get(version, 0) < count:
             self.changed.clear()
             await self.changed.wait()
 
@@ -252,7 +288,15 @@ def synced(server: AdsServer, clients: int) -> bool:
     )
 
 
-async def fan_out(layout: str, clients: int, processes: int, changes: int = CHANGES) -> None:
+def virtual_hosts(view: dict[str, Any]) -> tuple[int, int]:
+    """The largest RouteConfiguration's virtual hosts: how many, and the largest one's bytes
+    (what VHDS, virtual hosts as delta resources, would send at least for a change in it)."""
+    largest = max(view.values(), key=lambda a: a.ByteSize())
+    config = route_pb2.RouteConfiguration.FromString(largest.value)
+    return len(config.virtual_hosts), max(v.ByteSize() for v in config.virtual_hosts)
+
+
+async def fan_out(layout: str, clients: int, processes: int, changes: int = CHANGES) -> Figures:
     spread = layout == "spread"
     a, b = tables(spread)
     server = AdsServer(
@@ -308,6 +352,9 @@ async def fan_out(layout: str, clients: int, processes: int, changes: int = CHAN
         connect_s = time.perf_counter() - connect
         main0, other0 = threads_ms()
         clients0 = sum(cpu_ms(p.pid) for p in procs)
+        profile = cProfile.Profile() if os.environ.get(PROFILE_ENV) else None
+        if profile is not None:
+            profile.enable()
         for i in range(changes):
             await asyncio.sleep(0.3)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -318,18 +365,22 @@ async def fan_out(layout: str, clients: int, processes: int, changes: int = CHAN
             await current.built(NS)
             view_ms.append((time.perf_counter() - t0) * 1000)
             async with asyncio.timeout(120):
-                await received.wait(str(version), clients)
+                await received.wait(str(version), processes)
             all_received.append((time.perf_counter() - t0) * 1000)
             written.append((writes[-1] - t0) * 1000)
             cpu.append((time.process_time() - c0) * 1000)
         main1, other1 = threads_ms()
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(f"{os.environ[PROFILE_ENV]}.{layout}")
         clients_cpu = (sum(cpu_ms(p.pid) for p in procs) - clients0) / changes
         server_main, server_other = (main1 - main0) / changes, (other1 - other0) / changes
-        records = list(received.records)
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write(b"\n")
             await proc.stdin.drain()
+        async with asyncio.timeout(60):
+            records = [r for task in readers for r in await task]
     finally:
         for task in readers:
             task.cancel()
@@ -344,6 +395,7 @@ async def fan_out(layout: str, clients: int, processes: int, changes: int = CHAN
     delivery = [(t - published[v]) * 1000 for v, t, _ in records if v in published]
     per_change = sum(n for v, _, n in records if v in published) / changes
     sotw = sum(a.ByteSize() for a in built.view[ROUTE_CONFIGURATION_TYPE].values())
+    hosts, host_bytes = virtual_hosts(built.view[ROUTE_CONFIGURATION_TYPE])
     load = os.getloadavg()
     verdict = "ok" if pct(delivery, 99) < GOAL_P99_MS else "OVER GOAL"
     print(
@@ -369,12 +421,26 @@ async def fan_out(layout: str, clients: int, processes: int, changes: int = CHAN
         f" per client); state of the world would send {sotw:,} B per client (every"
         f" RouteConfiguration, computed); load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
+    print(
+        f"      the largest RouteConfiguration has {hosts} virtual host(s), the largest"
+        f" {host_bytes:,} B: VHDS (virtual hosts as delta resources) would send at least that"
+    )
+    return {
+        f"{layout} p50": (pct(delivery, 50), "ms", "lower"),
+        f"{layout} p99": (pct(delivery, 99), "ms", "lower"),
+        f"{layout} last client": (pct(all_received, 99), "ms", "lower"),
+        f"{layout} server main CPU/change": (server_main, "ms", "lower"),
+        f"{layout} server grpc CPU/change": (server_other, "ms", "lower"),
+        f"{layout} clients CPU/change": (clients_cpu, "ms", "lower"),
+        f"{layout} bytes/client/change": (per_change / clients, "B", "lower"),
+    }
 
 
 def main() -> None:
     print(f"== delta xds: one route changed among {ROUTES:,} (goal: 1,000 clients, p99 < 250 ms)")
-    asyncio.run(fan_out("spread", 1000, 4))
-    asyncio.run(fan_out("one-parent", 20, 1, changes=3))  # ~9 MB per client per change
+    figures = asyncio.run(fan_out("spread", 1000, 4))
+    figures |= asyncio.run(fan_out("one-parent", 20, 1, changes=3))  # ~9 MB per client
+    report("xds_delta", figures)
 
 
 if __name__ == "__main__":

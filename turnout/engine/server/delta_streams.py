@@ -232,6 +232,12 @@ class DeltaStreamState:
                     and not t.fresh_all
                 ):
                     names = changes.get(url, frozenset()) | t.fresh
+                    if not names and t.answered:
+                        # The fan-out's common case: this type did not change, nothing due
+                        # (what `_response` would conclude, without building its arguments).
+                        if t.nack is None:
+                            t.synced = version
+                        continue
                 else:
                     names = self._scope(t, served)
                 complete = True
