@@ -42,3 +42,24 @@ def test_connection_keywords_name_nothing(connection: bytes) -> None:
     headers = [(b"Connection", connection), (b"Keep-Alive", b"timeout=5"), (b"x-kept", b"3")]
     head = encode_forward_head("GET", "/", headers, host="web", framing=FRAMING)
     assert names(head) == [b"host", b"content-length", b"x-kept"]
+
+
+def test_the_names_the_listener_appends_unread_are_none_it_reads() -> None:
+    """`server.ORDINARY_NAMES` skip the listener's checks (Host, framing, Expect, Upgrade,
+    Connection, the mesh headers): a special name in it would reopen smuggling and
+    duplicate-Host holes, in any of its spellings."""
+    from turnout.proxy.transport import server
+
+    special = {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"expect",
+        b"upgrade",
+        b"connection",
+        server.CLIENT_ID_HEADER,
+        server.REQUIRE_ID_HEADER,
+    }
+    assert server.ORDINARY_NAMES
+    assert not {name.lower() for name in server.ORDINARY_NAMES} & special
+    assert {len(name) for name in special} <= server._MESH_LENGTHS | {14}

@@ -82,6 +82,15 @@ CLIENT_ID_HEADER = b"l5d-client-id"
 REQUIRE_ID_HEADER = b"l5d-require-id"
 """Linkerd's per-request require-mTLS header (14 bytes, as Content-Length): noted, never
 forwarded (`IncomingRequest.require_id`)."""
+ORDINARY_NAMES = frozenset(
+    spelling
+    for name in (b"user-agent", b"accept", b"cookie", b"origin", b"referer")
+    for spelling in (name, name.title())
+)
+"""Common headers whose length is one of the special ones (`User-Agent` and Connection are
+10 bytes, `Accept` and Expect 6) in their usual spellings, exactly: `on_header` appends them
+without lower-casing them and comparing them with each special name. Nothing special is in
+it (a test checks), so a header spelled otherwise only goes the longer way."""
 _CLOSED_PARSER = httptools.HttpRequestParser(object())
 """A closed connection's parser: it calls nothing back (`_drop_parser`)."""
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -294,8 +303,7 @@ class HttpServerProtocol(DownstreamConnection):
         headers = self._headers
         if size > self._max_head or len(headers) >= self._max_count:
             raise Refused(431, "request head over max_header_bytes or max_header_count")
-        n = len(name)
-        if n in self._special:
+        if len(name) in self._special and name not in ORDINARY_NAMES:
             # the headers the transport itself reads, noted as they are parsed
             lname = name.lower()
             if lname == b"host":
