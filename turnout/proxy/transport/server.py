@@ -43,6 +43,7 @@ import httptools
 
 from turnout.proxy.errors import ClientError
 from turnout.proxy.transport.downstream import DownstreamConnection, Http2Takeover, Listener
+from turnout.proxy.transport.heads import ORDINARY_NAMES
 from turnout.proxy.transport.messages import (
     NO_TLS_FROM_REMOTE,
     TLS_DISABLED,
@@ -82,15 +83,6 @@ CLIENT_ID_HEADER = b"l5d-client-id"
 REQUIRE_ID_HEADER = b"l5d-require-id"
 """Linkerd's per-request require-mTLS header (14 bytes, as Content-Length): noted, never
 forwarded (`IncomingRequest.require_id`)."""
-ORDINARY_NAMES = frozenset(
-    spelling
-    for name in (b"user-agent", b"accept", b"cookie", b"origin", b"referer")
-    for spelling in (name, name.title())
-)
-"""Common headers whose length is one of the special ones (`User-Agent` and Connection are
-10 bytes, `Accept` and Expect 6) in their usual spellings, exactly: `on_header` appends them
-without lower-casing them and comparing them with each special name. Nothing special is in
-it (a test checks), so a header spelled otherwise only goes the longer way."""
 _CLOSED_PARSER = httptools.HttpRequestParser(object())
 """A closed connection's parser: it calls nothing back (`_drop_parser`)."""
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -298,12 +290,13 @@ class HttpServerProtocol(DownstreamConnection):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a trailer: dropped
-        size = self._head_size + len(name) + len(value) + 4
+        n = len(name)
+        size = self._head_size + n + len(value) + 4
         self._head_size = size
         headers = self._headers
         if size > self._max_head or len(headers) >= self._max_count:
             raise Refused(431, "request head over max_header_bytes or max_header_count")
-        if len(name) in self._special and name not in ORDINARY_NAMES:
+        if n in self._special and name not in ORDINARY_NAMES:
             # the headers the transport itself reads, noted as they are parsed
             lname = name.lower()
             if lname == b"host":
