@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from turnout.proxy.transport.heads import encode_forward_head, encode_request_head
+from turnout.proxy.transport.messages import HOP_BY_HOP_BYTES
 
 FRAMING = "content-length: 0\r\n"
 
@@ -42,3 +43,28 @@ def test_connection_keywords_name_nothing(connection: bytes) -> None:
     headers = [(b"Connection", connection), (b"Keep-Alive", b"timeout=5"), (b"x-kept", b"3")]
     head = encode_forward_head("GET", "/", headers, host="web", framing=FRAMING)
     assert names(head) == [b"host", b"content-length", b"x-kept"]
+
+
+def test_the_names_passed_on_unread_are_none_the_proxy_reads_or_drops() -> None:
+    """`heads.ORDINARY_NAMES` skip the listener's checks (Host, framing, Expect, Upgrade,
+    Connection, the mesh headers) and the forward head's hop-by-hop filter: a special name
+    in it would reopen smuggling and duplicate-Host holes, in any of its spellings."""
+    from turnout.proxy.transport import heads, server
+
+    read = {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"expect",
+        b"upgrade",
+        b"connection",
+        server.CLIENT_ID_HEADER,
+        server.REQUIRE_ID_HEADER,
+    }
+    assert heads.ORDINARY_NAMES
+    lowered = {name.lower() for name in heads.ORDINARY_NAMES}
+    assert not lowered & (read | HOP_BY_HOP_BYTES)
+    head = encode_forward_head(
+        "GET", "/", [(n, b"v") for n in sorted(heads.ORDINARY_NAMES)], host="a", framing=""
+    )
+    assert sorted(names(head)) == sorted([b"host", *(n.lower() for n in heads.ORDINARY_NAMES)])

@@ -44,6 +44,16 @@ log = logging.getLogger(__name__)
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 _NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"host"}
 _NOT_FORWARDED_LENGTHS = frozenset(len(name) for name in _NOT_FORWARDED)
+ORDINARY_NAMES = frozenset(
+    spelling
+    for name in (b"user-agent", b"accept", b"cookie", b"origin", b"referer")
+    for spelling in (name, name.title())
+)
+"""Common request headers as long as a header the proxy reads or drops (`User-Agent` and
+Connection are 10 bytes, `Accept` and Expect 6), in their usual spellings exactly: the
+listener (`server.on_header`) and `encode_forward_head` pass them on without lower-casing
+them and comparing them with each such name. None of those names is in it (a test checks),
+so a header spelled otherwise only goes the longer way."""
 
 
 def encode_request_head(
@@ -119,7 +129,11 @@ def encode_forward_head(
     parts = [f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n{framing}".encode("latin-1")]
     connection: list[bytes] | None = None
     for name, value in headers:
-        if len(name) in _NOT_FORWARDED_LENGTHS and name.lower() in _NOT_FORWARDED:
+        if (
+            len(name) in _NOT_FORWARDED_LENGTHS
+            and name not in ORDINARY_NAMES
+            and name.lower() in _NOT_FORWARDED
+        ):
             if len(name) == 10 and name.lower() == b"connection":
                 connection = [*(connection or ()), value]
             continue

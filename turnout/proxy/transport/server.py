@@ -43,6 +43,7 @@ import httptools
 
 from turnout.proxy.errors import ClientError
 from turnout.proxy.transport.downstream import DownstreamConnection, Http2Takeover, Listener
+from turnout.proxy.transport.heads import ORDINARY_NAMES
 from turnout.proxy.transport.messages import (
     NO_TLS_FROM_REMOTE,
     TLS_DISABLED,
@@ -289,13 +290,13 @@ class HttpServerProtocol(DownstreamConnection):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a trailer: dropped
-        size = self._head_size + len(name) + len(value) + 4
+        n = len(name)
+        size = self._head_size + n + len(value) + 4
         self._head_size = size
         headers = self._headers
         if size > self._max_head or len(headers) >= self._max_count:
             raise Refused(431, "request head over max_header_bytes or max_header_count")
-        n = len(name)
-        if n in self._special:
+        if n in self._special and name not in ORDINARY_NAMES:
             # the headers the transport itself reads, noted as they are parsed
             lname = name.lower()
             if lname == b"host":
