@@ -59,6 +59,7 @@ from hyperframe.frame import GoAwayFrame
 
 from turnout.proxy.errors import ClientError, UpstreamError
 from turnout.proxy.transport.downstream import Listener
+from turnout.proxy.transport.h2_codec import Connection
 from turnout.proxy.transport.h2_request import AckedBody, request_from_headers
 from turnout.proxy.transport.h2_stream import H2StreamWriter
 from turnout.proxy.transport.heads import error_cause
@@ -118,7 +119,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.limits = limits = listener.limits
         self.loop = asyncio.get_running_loop()
         self.peer = info.peer
-        self.h2 = h2 = H2Connection(
+        h2: H2Connection = Connection(  # h2's, less costs that are no protocol work
             H2Configuration(
                 client_side=False,
                 header_encoding=None,
@@ -131,6 +132,7 @@ class H2ServerConnection(asyncio.Protocol):
                 normalize_outbound_headers=False,
             )
         )
+        self.h2 = h2
         h2.local_settings = _Settings(
             client=False,
             initial_values={
