@@ -11,8 +11,10 @@ grpcio client (its own process: THREADS threads, each a channel making sequentia
 
 Each round runs nginx then ours back to back (a noisy neighbour slows both alike); reported:
 calls/s, p50 and p99 of each target's best round, and ours as a ratio of nginx's judged on
-the median of the rounds' ratios (issue 16's goal: >= 0.5x), plus our proxy's RSS. Every
-process is started here and stopped by its pid at the end.
+the median of the rounds' ratios (issue 16's goal: >= 0.5x), plus our proxy's RSS; then each
+figure against the previous run's (``bench/results/grpc.json``, committed; `bench.results`),
+then stored (``--no-store``: not). Every process is started here and stopped by its pid at
+the end.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from bench.proxy import (
     start_nginx,
     tail,
 )
+from bench.results import Figures
+from bench.results import report as report_moves
 
 AUTHORITY = "web.bench"
 ROUTE = """
@@ -174,7 +178,7 @@ def wait_grpc(port: int, timeout_s: float = 20.0) -> None:
     raise RuntimeError(f"no gRPC answer on :{port}: {last}")
 
 
-def bench(seconds: float, rounds: int, threads: int) -> None:
+def bench(seconds: float, rounds: int, threads: int, *, store: bool = True) -> None:
     nginx = find_tool("nginx")
     if nginx is None:
         print("error: nginx not found (make bench installs it)", file=sys.stderr)
@@ -222,7 +226,7 @@ def bench(seconds: float, rounds: int, threads: int) -> None:
             rss = rss_mb(ours.proc.pid)
         finally:
             procs.stop_all()
-    report(direct, results, rss, threads)
+    report_moves("grpc", report(direct, results, rss, threads), store=store)
 
 
 def report(
@@ -230,7 +234,8 @@ def report(
     results: dict[str, list[dict[str, float]]],
     rss: float | None,
     threads: int,
-) -> None:
+) -> Figures:
+    """Prints the table; returns the figures `results.report` compares with the stored run."""
     print(f"gRPC unary, 100 B, {threads} client threads (sequential calls each), 127.0.0.1")
     print(f"{'target':8s} {'calls/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s}")
     rows = [("direct", direct)]
@@ -246,6 +251,18 @@ def report(
     print(f"our proxy's CPU per call: {user:.0f} us user + {system:.0f} us system (medians)")
     if rss is not None:
         print(f"our proxy's RSS after the load: {rss:.1f} MB")
+    best = dict(rows)
+    figures: Figures = {
+        "ours/nginx (median of rounds)": (median, "x", "higher"),
+        "calls/s ours (best round)": (best["ours"]["rps"], "calls/s", "higher"),
+        "calls/s nginx (best round)": (best["nginx"]["rps"], "calls/s", "higher"),
+        "p99 ours (best round)": (best["ours"]["p99"], "ms", "lower"),
+        "CPU per call, user": (user, "us", "lower"),
+        "CPU per call, system": (system, "us", "lower"),
+    }
+    if rss is not None:
+        figures["RSS after the load"] = (rss, "MB", "lower")
+    return figures
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -253,6 +270,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=4)
+    p.add_argument(
+        "--no-store",
+        action="store_true",
+        help="print the moves against bench/results/grpc.json but keep it as it is",
+    )
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     p.add_argument("--load", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -261,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.load is not None:
         load(int(args.load[0]), float(args.load[1]), int(args.load[2]))
     else:
-        bench(args.seconds, args.rounds, args.threads)
+        bench(args.seconds, args.rounds, args.threads, store=not args.no_store)
 
 
 if __name__ == "__main__":

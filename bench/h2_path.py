@@ -11,8 +11,10 @@ HEADERS(END_STREAM) bytes ─► H2ServerConnection.data_received ─► h2 even
    ─► H2StreamWriter.send ─► h2 HEADERS+DATA ─► flushed once per round (the loop's)
 ```
 
-Printed: microseconds per request of each, and HTTP/2 as a ratio of HTTP/1.1. This is not a
-test: it checks only that every stream was answered 200.
+Printed: microseconds per request of each, and HTTP/2 as a ratio of HTTP/1.1, then each
+figure against the previous run's (``bench/results/h2_path.json``, committed;
+`bench.results`), then stored (``--no-store``: not). This is not a test: it checks only that
+every stream was answered 200.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.proxy import HOST, NS, manifests
 from bench.request_path import PORT_V1, PORT_V2, RESPONSE, ROUNDS, MemoryTransport, ours, pooled
+from bench.results import Figures, report
 from turnout.cli.offline import offline_runtime
 from turnout.proxy.handler import Handler, ProxyState
 from turnout.proxy.process import ProxyConfig
@@ -209,7 +212,7 @@ def upstream_h2(n: int) -> float:
     return best / per_round * 1e6
 
 
-async def main_async(n: int) -> None:
+async def main_async(n: int, *, store: bool = True) -> None:
     h2 = ours_h2(n)  # first: after the HTTP/1.1 run's garbage, its rounds vary twice as much
     up = upstream_h2(n)
     h1 = ours(n)
@@ -218,13 +221,25 @@ async def main_async(n: int) -> None:
     print(f"  HTTP/2 stream, same route and upstream             {h2:7.2f} us")
     print(f"  h2/h1: {h2 / h1:.2f}x")
     print(f"  HTTP/2 upstream exchange (gRPC unary, H2ClientConnection) {up:7.2f} us")
+    figures: Figures = {
+        "HTTP/2 stream": (h2, "us", "lower"),
+        "HTTP/1.1 request": (h1, "us", "lower"),
+        "h2/h1": (h2 / h1, "x", "lower"),
+        "HTTP/2 upstream exchange": (up, "us", "lower"),
+    }
+    report("h2_path", figures, store=store)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.h2_path", description=__doc__)
     parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument(
+        "--no-store",
+        action="store_true",
+        help="print the moves against bench/results/h2_path.json but keep it as it is",
+    )
     opts = parser.parse_args(argv)
-    uvloop.run(main_async(opts.requests))
+    uvloop.run(main_async(opts.requests, store=not opts.no_store))
 
 
 if __name__ == "__main__":

@@ -126,10 +126,11 @@ ONLY_IN: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
             "turnout.proxy.transport.h2_stream",
             "turnout.proxy.transport.h2_client",
             "turnout.proxy.transport.h2_upstream",
+            "turnout.proxy.transport.h2_codec",
         ),
         "only the HTTP/2 transport speaks HTTP/2 frames: the server side (h2_server, its"
         " streams in h2_stream) and the upstream side (h2_client, its"
-        " connections in h2_upstream); everything above sees"
+        " connections in h2_upstream), both on h2_codec's connection; everything above sees"
         " IncomingRequest/ResponseWriter as for HTTP/1 (docs/http2.md)",
     ),
     (

@@ -8,7 +8,14 @@ import pytest
 
 from turnout.proxy import answers
 from turnout.proxy.actions import RetryPolicy
-from turnout.proxy.h2_call import Replay, for_grpc, is_grpc, status_of_lines, timeout_ms
+from turnout.proxy.h2_call import (
+    MIRROR_BUFFER_BYTES,
+    Replay,
+    for_grpc,
+    is_grpc,
+    status_of_lines,
+    timeout_ms,
+)
 from turnout.proxy.transport.heads import h2_request_headers
 
 
@@ -105,3 +112,29 @@ def test_h2_request_headers_pseudo_first_hop_by_hop_dropped_te_trailers_kept() -
     ]
     with pytest.raises(ValueError):
         h2_request_headers("GET", "/", "web", [(b"x-bad", b"a\r\nb")])
+
+
+async def test_a_mirror_copy_gets_the_relayed_body_from_its_start() -> None:
+    replay = Replay(_chunks(b"ab", b"cd", b"ef"), cap=3)
+    assert await replay.__anext__() == b"ab"  # relayed before the tap: from the kept copy
+    copy = replay.tap()
+    assert copy is not None
+    assert [c async for c in replay] == [b"cd", b"ef"]  # over the cap: the retry copy is gone
+    assert [c async for c in copy] == [b"ab", b"cd", b"ef"]
+    assert replay.tap() is None  # nothing kept to start a late copy from
+
+
+async def test_a_mirror_copy_that_falls_behind_is_dropped_never_waited_for() -> None:
+    big = b"x" * (MIRROR_BUFFER_BYTES // 2 + 1)
+    replay = Replay(_chunks(big, big, b"end"), cap=10)
+    copy = replay.tap()
+    assert copy is not None
+    assert [len(c) async for c in replay] == [len(big), len(big), 3]  # the request goes on
+    with pytest.raises(ConnectionResetError):
+        await copy.__anext__()
+    unfinished = Replay(_chunks(b"a"), cap=10)
+    late = unfinished.tap()
+    assert late is not None
+    unfinished.abandon()  # the call ended before its body was relayed whole
+    with pytest.raises(ConnectionResetError):
+        await late.__anext__()

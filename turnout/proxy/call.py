@@ -168,7 +168,11 @@ class Call(H2Call):
             self.replay = h2_call.Replay(req.body.chunks(), MAX_RETRY_BODY_BYTES)
         else:  # a unary call has all arrived by now, mostly: bytes, no relay task
             self.body = await req.body.read(MAX_RETRY_BODY_BYTES)
-        await self._run_async(self.begin)
+        try:
+            await self._run_async(self.begin)
+        finally:
+            if self.replay is not None:
+                self.replay.abandon()  # a body not relayed whole: its mirrors give up
 
     async def _run_async(self, begin: Callable[[], None]) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -335,9 +339,10 @@ class Call(H2Call):
                 host=host,
                 framing=request_framing(self.method, self.body),
             )
-        if decision.mirrors and self.body is not None:  # (a relayed body is not mirrored)
+        body = self.body if self.body is not None else self.replay  # (relayed: as it comes)
+        if decision.mirrors and body is not None:
             mirrored = upstream.headers if decision.rewrites or backend.rewrites else req.headers
-            h.mirror(decision, state, req, self.target, forward_headers(mirrored, host), self.body)
+            h.mirror(decision, state, req, self.target, forward_headers(mirrored, host), body)
         self.balancer = state.balancers.get(backend.cluster)
         budget = state.budgets.get(backend.cluster)
         if budget is not None:

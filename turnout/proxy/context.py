@@ -29,6 +29,7 @@ from turnout.proxy.actions import Decision
 from turnout.proxy.balancer import Balancer
 from turnout.proxy.budget import Budget
 from turnout.proxy.clusters import ByCluster
+from turnout.proxy.h2_call import Replay
 from turnout.proxy.table import RuntimeTable
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.messages import Headers, IncomingRequest
@@ -93,7 +94,8 @@ class CallContext(Protocol):
         req: IncomingRequest,
         target: str,
         headers: Headers,
-        body: bytes,
+        body: bytes | Replay,
     ) -> None:
-        """Send `decision`'s mirrored copies; fire and forget."""
+        """Send `decision`'s mirrored copies (a relayed body's as it is relayed); fire and
+        forget."""
         ...

@@ -4,6 +4,7 @@
 request with a body ─ is_grpc(content-type application/grpc*) or HTTP/2 downstream
    ─► Replay(body): relayed as it comes (D7), a copy kept up to the retry cap until the
       first response byte; a retry only when the whole body is in the copy
+      and fed to each mirror's `MirrorCopy` (bounded: a slow mirror is dropped, never waited)
    grpc-timeout: 250m ─► timeout_ms(...) = 250: caps the route's request timeout
 response head with grpc-status (trailers-only) ─► status_of(lines) ─► retry on its name
    (RetryPolicy.grpc_codes) / Exchange.finish(grpc_status=)
@@ -18,6 +19,7 @@ one scan of its headers for the content-type.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -50,6 +52,10 @@ GRPC_CODES = {
 _FROM_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 4}
 """gRPC's HTTP-to-status mapping (doc/http-grpc-status-mapping.md), with a timeout of ours
 (504) as DEADLINE_EXCEEDED, as Envoy and Linkerd answer it; other statuses: UNKNOWN (2)."""
+
+MIRROR_BUFFER_BYTES = 1 << 20
+"""A mirror's copy of a relayed body holds at most this many bytes its upstream has not
+taken yet; beyond, the copy is dropped (its stream fails): the main request never waits."""
 
 _UNITS = {b"H": 3_600_000.0, b"M": 60_000.0, b"S": 1000.0, b"m": 1.0, b"u": 1e-3, b"n": 1e-6}
 
@@ -108,12 +114,71 @@ def for_grpc(answer: Answer) -> Answer:
     return twin
 
 
+class MirrorCopy:
+    """A mirror's copy of a relayed body (Envoy's request mirror sends the body too): fed
+    by `Replay` as the body is relayed, read by the mirror's upstream stream. Bounded: over
+    `MIRROR_BUFFER_BYTES` not yet taken, the copy is dropped and its reader fails."""
+
+    __slots__ = ("chunks", "ended", "failed", "waiter", "waiting")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.waiting = 0
+        self.ended = False
+        self.failed = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.failed or self.ended:
+            return
+        self.waiting += len(chunk)
+        if self.waiting > MIRROR_BUFFER_BYTES:
+            log.debug("mirror copy dropped: its upstream is slower than the request")
+            self.fail()
+            return
+        self.chunks.append(chunk)
+        self._wake()
+
+    def end(self) -> None:
+        self.ended = True
+        self._wake()
+
+    def fail(self) -> None:
+        """The relayed body failed, or the copy fell too far behind: the mirror gives up."""
+        self.failed = True
+        self.chunks.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> MirrorCopy:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self.chunks:
+            if self.failed:
+                raise ConnectionResetError("the mirrored body was not whole")
+            if self.ended:
+                raise StopAsyncIteration
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        if self.failed:
+            raise ConnectionResetError("the mirrored body was not whole")
+        chunk = self.chunks.pop(0)
+        self.waiting -= len(chunk)
+        return chunk
+
+
 class Replay:
     """A streamed request body, relayed once chunk by chunk, with a copy kept (up to `cap`
     bytes) until `stop()` (the first response byte): `body()` is the whole body again for
-    a retry, or None when it did not fit or had not all arrived."""
+    a retry, or None when it did not fit or had not all arrived. Each chunk also goes to
+    the mirrors' copies (`tap()`)."""
 
-    __slots__ = ("complete", "kept", "size", "source")
+    __slots__ = ("complete", "kept", "size", "source", "taps")
 
     def __init__(self, source: AsyncIterator[bytes], cap: int) -> None:
         self.source = source
@@ -121,6 +186,23 @@ class Replay:
         self.size = cap
         """Bytes the copy may still take."""
         self.complete = False
+        self.taps: list[MirrorCopy] | None = None
+
+    def tap(self) -> MirrorCopy | None:
+        """A mirror's copy of the body from its start: what was relayed already (the kept
+        copy), then each chunk as it is relayed; None when the kept copy is gone."""
+        if self.kept is None:
+            return None
+        copy = MirrorCopy()
+        for chunk in self.kept:
+            copy.feed(chunk)
+        if self.complete:
+            copy.end()
+            return copy
+        if self.taps is None:
+            self.taps = []
+        self.taps.append(copy)
+        return copy
 
     def __aiter__(self) -> Replay:
         return self
@@ -130,6 +212,14 @@ class Replay:
             chunk = await self.source.__anext__()
         except StopAsyncIteration:
             self.complete = True
+            if self.taps is not None:
+                for copy in self.taps:
+                    copy.end()
+            raise
+        except BaseException:
+            if self.taps is not None:
+                for copy in self.taps:
+                    copy.fail()
             raise
         kept = self.kept
         if kept is not None:
@@ -138,7 +228,16 @@ class Replay:
                 self.kept = None
             else:
                 kept.append(chunk)
+        if self.taps is not None:
+            for copy in self.taps:
+                copy.feed(chunk)
         return chunk
+
+    def abandon(self) -> None:
+        """The call is over before the body was relayed whole: the mirrors give up."""
+        if self.taps is not None and not self.complete:
+            for copy in self.taps:
+                copy.fail()
 
     def stop(self) -> None:
         self.kept = None

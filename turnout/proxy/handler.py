@@ -32,7 +32,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from turnout.proxy import outbound_tls
@@ -43,7 +43,7 @@ from turnout.proxy.context import Direction, ProxyState
 from turnout.proxy.destinations import address_of
 from turnout.proxy.errors import UpstreamError
 from turnout.proxy.families import UNKNOWN_AUTHORITY
-from turnout.proxy.h2_call import for_grpc, is_grpc
+from turnout.proxy.h2_call import Replay, for_grpc, is_grpc
 from turnout.proxy.hosts import listener_for_host
 from turnout.proxy.inbound_guard import InboundGuard
 from turnout.proxy.paths import Refusal, normalize_request
@@ -326,9 +326,10 @@ class Handler:
         req: IncomingRequest,
         target: str,
         headers: Headers,
-        body: bytes,
+        body: bytes | Replay,
     ) -> None:
-        """Fire and forget: never awaited, bounded, failures only logged."""
+        """Fire and forget: never awaited, bounded, failures only logged. A relayed body
+        (`Replay`) is mirrored as it is relayed, each copy bounded (`h2_call.MirrorCopy`)."""
         for mirror in decision.mirrors:
             if not self.draw(mirror.per_million) or len(self._mirrors) >= MAX_MIRRORS_IN_FLIGHT:
                 continue
@@ -344,10 +345,13 @@ class Handler:
             ):
                 continue  # mTLS required and not possible: the copy is not sent
             addr = (ep.address, ep.port)
+            copy = body if type(body) is bytes else body.tap()  # type: ignore[union-attr]
+            if copy is None:
+                continue
             if mirror.cluster in state.http2 or is_grpc(req.raw_headers):  # as Call._prepare
-                sent = self._send_mirror_h2(addr, req.method, target, headers, body, ep.identity)
+                sent = self._send_mirror_h2(addr, req.method, target, headers, copy, ep.identity)
             else:
-                sent = self._send_mirror(addr, req.method, target, headers, body, ep.identity)
+                sent = self._send_mirror(addr, req.method, target, headers, copy, ep.identity)
             task = asyncio.get_running_loop().create_task(sent, name=f"mirror {mirror.cluster}")
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
@@ -358,7 +362,7 @@ class Handler:
         method: str,
         target: str,
         headers: Headers,
-        body: bytes,
+        body: bytes | AsyncIterator[bytes],
         identity: str | None = None,
     ) -> None:
         try:
@@ -372,7 +376,7 @@ class Handler:
                 identity=identity,
             )
             await resp.read()
-        except UpstreamError as exc:
+        except (UpstreamError, ConnectionResetError) as exc:  # (a dropped MirrorCopy)
             log.debug("mirror failed endpoint=%s:%d error=%s", ep[0], ep[1], exc)
 
     async def _send_mirror_h2(
@@ -381,7 +385,7 @@ class Handler:
         method: str,
         target: str,
         headers: Headers,
-        body: bytes,
+        body: bytes | AsyncIterator[bytes],
         identity: str | None = None,
     ) -> None:
         """A copy to an HTTP/2 mirror (its cluster speaks HTTP/2, or the request is gRPC)
@@ -393,7 +397,11 @@ class Handler:
                 target,
                 host,
                 raw_pairs(headers[1:] if host else headers),
-                content_length=len(body) if body or method not in ("GET", "HEAD") else None,
+                content_length=None
+                if type(body) is not bytes
+                else len(body)
+                if body or method not in ("GET", "HEAD")
+                else None,
             )
         except ValueError as exc:
             log.debug("mirror not sendable over http/2 error=%s", exc)

@@ -113,6 +113,7 @@ class _Conn(asyncio.Protocol):
     def on_end(self, sid: int) -> None:
         head, body = self.heads.pop(sid), bytes(self.bodies.pop(sid))
         path = head[b":path"].decode()
+        self.backend.received[path] = body
         if path == "/bidi":
             self.h2.end_stream(sid)
             return
@@ -170,6 +171,8 @@ class H2Backend:
     max_streams: int | None = None
     """SETTINGS_MAX_CONCURRENT_STREAMS to advertise (None: h2's default, 100)."""
     server: asyncio.Server | None = None
+    received: dict[str, bytes] = field(default_factory=dict)
+    """The last request body each path got, once its stream ended."""
 
     async def start(self) -> H2Backend:
         loop = asyncio.get_running_loop()

@@ -207,6 +207,43 @@ async def test_a_request_to_an_h2_upstream_is_mirrored_over_http2_to_an_h2c_mirr
 
 
 @bounded(10)
+async def test_a_streamed_http2_body_is_mirrored_as_it_is_relayed(
+    tmp_path: Path, h2b: H2Backend
+) -> None:
+    """An HTTP/2 client's body still arriving when the call starts is relayed, not
+    buffered (`h2_call.Replay`): the mirror gets it whole too, as Envoy's request mirror
+    does, while the main request is answered."""
+    shadow = await H2Backend().start()
+    mesh_file = tmp_path / "mirror.yaml"
+    shadow_svc = service_yaml("shadow-h2", [shadow.port]).replace(
+        '"name": "http", "port": 80}', '"name": "http", "port": 80, "appProtocol": "h2c"}'
+    )
+    routes = route_to("web-h2", options=MIRROR_OPTIONS)
+    mesh_file.write_text(h2_mesh_yaml(h2b.port, routes) + "\n---\n" + shadow_svc)
+    table, _ = offline_runtime([str(mesh_file)], namespace=NS)
+    m = await start_mesh(table)
+    client = await H2Client.open(("127.0.0.1", m.outbound))
+    try:
+        sid = client.start("POST", "/big/5", end=False)
+        client.send(sid, b"first ", end=False)
+        while h2b.hits["/big/5"] < 1:  # the call started on the first piece
+            await asyncio.sleep(0.01)
+        body = pattern(200_000)  # over the stream windows: relayed as the upstream reads
+        await client.send_all(sid, body)
+        resp = client.responses[sid]
+        await resp.done.wait()
+        assert (resp.status, bytes(resp.body)) == (200, pattern(5))
+        assert h2b.received["/big/5"] == b"first " + body
+        while "/big/5" not in shadow.received:  # fire and forget: bounded by the timeout
+            await asyncio.sleep(0.01)
+        assert shadow.received["/big/5"] == b"first " + body
+    finally:
+        await client.close()
+        await m.close()
+        await shadow.stop()
+
+
+@bounded(10)
 async def test_trailers_of_a_small_sized_response_reach_clients_that_take_them(
     mesh: Mesh,
 ) -> None:

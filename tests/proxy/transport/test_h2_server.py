@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from tests.proxy.transport.helpers import CountingHooks, connect, running
 from tests.support.h2client import H2Client
-from turnout.proxy.transport import IncomingRequest, ResponseWriter
+from turnout.proxy.transport import IncomingRequest, ResponseWriter, h2_server
 from turnout.proxy.transport.h2_server import take_over
 
 WINDOW = 65_535  # the default stream and (client) connection windows
@@ -154,3 +156,36 @@ async def test_http1_sends_trailers_only_to_a_client_that_asked_for_them() -> No
     asked, not_asked = replies
     assert asked.endswith(b"4\r\nbody\r\n0\r\ngrpc-status: 0\r\n\r\n"), asked
     assert not_asked.endswith(b"4\r\nbody\r\n0\r\n\r\n"), not_asked
+
+
+async def test_a_stream_idle_for_the_stream_idle_timeout_is_reset_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Envoy's stream_idle_timeout: a stream with no frame either way is reset (CANCEL) and
+    its handler cancelled; a stream that keeps sending is not, on the same connection."""
+    monkeypatch.setattr(h2_server, "STREAM_IDLE_TIMEOUT_S", 0.4)
+    cancelled: list[str] = []
+
+    async def hang(req: IncomingRequest, writer: ResponseWriter) -> None:
+        try:
+            async for _ in req.body.chunks():
+                pass
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(req.target)
+            raise
+
+    async with serving(hang) as addr:  # type: ignore[attr-defined]
+        client = await H2Client.open(addr)
+        try:
+            idle = client.start("GET", "/idle")
+            busy = client.start("POST", "/busy", end=False)
+            async with asyncio.timeout(5):
+                while client.responses[idle].reset is None:
+                    client.send(busy, b"x", end=False)  # a frame a sweep keeps it alive
+                    await asyncio.sleep(0.05)
+            assert client.responses[idle].reset == 8  # CANCEL
+            await until(lambda: cancelled == ["/idle"])
+            assert client.responses[busy].reset is None
+        finally:
+            await client.close()

@@ -14,6 +14,9 @@ data_received ─► h2.receive_data ─► events (a ProtocolError: GOAWAY sent
   PING/SETTINGS/PRIORITY/empty DATA ─► the control-frame budget (over it: ENHANCE_YOUR_CALM)
 writes ─► h2's buffer ─► one transport.write per loop round (`want_flush`)
 no stream open for keepalive_timeout_ms ─► GOAWAY(NO_ERROR), close
+a stream with no frame either way for STREAM_IDLE_TIMEOUT_S ─► RST_STREAM(CANCEL), its call
+  cancelled (Envoy's stream_idle_timeout); one sweep timer per connection, while streams are
+  open, every quarter of it: a frame costs a stream one attribute store
 drain() (the proxy stopping: `h2_drain.H2Connections`) ─► GOAWAY(NO_ERROR, last_stream_id =
   the last stream seen): streams open finish, newer ones are refused (REFUSED_STREAM, safe
   for the client to send again), closed when the last one ends
@@ -59,6 +62,7 @@ from hyperframe.frame import GoAwayFrame
 
 from turnout.proxy.errors import ClientError, UpstreamError
 from turnout.proxy.transport.downstream import Listener
+from turnout.proxy.transport.h2_codec import Connection
 from turnout.proxy.transport.h2_request import AckedBody, request_from_headers
 from turnout.proxy.transport.h2_stream import H2StreamWriter
 from turnout.proxy.transport.heads import error_cause
@@ -76,6 +80,12 @@ CONTROL_FRAME_BURST = 1000
 """Control frames (PING, SETTINGS, PRIORITY, empty DATA, unknown) a client may send at once."""
 CONTROL_FRAMES_PER_S = 100
 """And the rate that budget refills at; a client over it gets GOAWAY(ENHANCE_YOUR_CALM)."""
+STREAM_IDLE_TIMEOUT_S = 300.0
+"""A stream with no frame either way for this long is reset (Envoy's stream_idle_timeout
+default, 5 min)."""
+_IDLE_SWEEPS = 4
+"""Sweeps per STREAM_IDLE_TIMEOUT_S: a stream is reset at the 5th sweep with no frame
+since, so after 4/4 to 5/4 of the timeout idle (never early)."""
 _HPACK_FACTOR = 4
 """The decoder refuses a header list over this many times `max_header_bytes` (an HPACK bomb:
 the connection ends); up to that, a stream over the limit is answered 431."""
@@ -118,7 +128,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.limits = limits = listener.limits
         self.loop = asyncio.get_running_loop()
         self.peer = info.peer
-        self.h2 = h2 = H2Connection(
+        h2: H2Connection = Connection(  # h2's, less costs that are no protocol work
             H2Configuration(
                 client_side=False,
                 header_encoding=None,
@@ -131,6 +141,7 @@ class H2ServerConnection(asyncio.Protocol):
                 normalize_outbound_headers=False,
             )
         )
+        self.h2 = h2
         h2.local_settings = _Settings(
             client=False,
             initial_values={
@@ -162,6 +173,7 @@ class H2ServerConnection(asyncio.Protocol):
         self._send_timer: asyncio.TimerHandle | None = None
         self._stalled: set[H2StreamWriter] = set()
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._sweep_timer: asyncio.TimerHandle | None = None
         self._draining = False
         self.registry: Registry | None = None
         """Who counts this connection for the proxy's drain (`h2_drain.H2Connections`)."""
@@ -220,7 +232,7 @@ class H2ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        for timer in (self._idle_timer, self._send_timer, self._stall_timer):
+        for timer in (self._idle_timer, self._send_timer, self._stall_timer, self._sweep_timer):
             if timer is not None:
                 timer.cancel()
         err = ClientError(499, "client disconnected")
@@ -272,6 +284,10 @@ class H2ServerConnection(asyncio.Protocol):
         self.streams[sid] = writer
         self.info.requests += 1
         self._cancel_idle()
+        if self._sweep_timer is None:
+            self._sweep_timer = self.loop.call_later(
+                STREAM_IDLE_TIMEOUT_S / _IDLE_SWEEPS, self._on_sweep
+            )
         if refusal is not None:
             log.debug("request refused peer=%s stream=%d status=%d", self.peer, sid, refusal)
             self.answer_error(writer, refusal)
@@ -285,7 +301,10 @@ class H2ServerConnection(asyncio.Protocol):
         data = event.data or b""
         flow = event.flow_controlled_length or 0
         writer = self.streams.get(sid)
-        stream = None if writer is None else writer.stream
+        stream = None
+        if writer is not None:
+            writer.idle = 0
+            stream = writer.stream
         if type(stream) is AckedBody and stream.take(data):
             if flow > len(data):
                 self._ack(sid, flow - len(data))  # padding
@@ -496,6 +515,28 @@ class H2ServerConnection(asyncio.Protocol):
         if self._stalled:
             due = min(s.stalled_at for s in self._stalled) + timeout
             self._stall_timer = self.loop.call_at(max(due, now + 0.001), self._on_stall_timeout)
+
+    def _on_sweep(self) -> None:
+        """Every quarter of STREAM_IDLE_TIMEOUT_S while streams are open: reset those that
+        saw no frame either way since 5 sweeps ago (their calls end as client disconnects
+        would)."""
+        self._sweep_timer = None
+        if self.closed or not self.streams:
+            return
+        for writer in list(self.streams.values()):
+            writer.idle += 1
+            if writer.idle > _IDLE_SWEEPS:
+                log.debug("idle stream reset peer=%s stream=%d", self.peer, writer.stream_id)
+                writer.reset(ErrorCodes.CANCEL)
+                self.streams.pop(writer.stream_id, None)
+                writer.gone(ClientError(408, "stream idle"))
+        self.want_flush()
+        if self.streams:
+            self._sweep_timer = self.loop.call_later(
+                STREAM_IDLE_TIMEOUT_S / _IDLE_SWEEPS, self._on_sweep
+            )
+        else:
+            self._after_stream()
 
     def ack(self, stream_id: int, size: int) -> None:
         """`size` body bytes of the stream were read: the client may send as many more."""

@@ -91,6 +91,7 @@ class H2StreamWriter:
         "finished",
         "grpc",
         "head",
+        "idle",
         "no_body",
         "on_cancel",
         "on_writable",
@@ -140,6 +141,9 @@ class H2StreamWriter:
         self.end_pending = False
         self.trailers: RawPairs | None = None
         self.want_writable = False
+        self.idle = 0
+        """Idle sweeps of the connection this stream has seen with no frame either way
+        (`h2_server.STREAM_IDLE_TIMEOUT_S`)."""
         self.stalled_at = 0.0
         """Loop time since which `pending` has waited for the client's window (0: not)."""
         self.waiter: asyncio.Future[None] | None = None
@@ -190,6 +194,7 @@ class H2StreamWriter:
         if content_length is not None and status != 204:
             fields.append((b"content-length", b"%d" % content_length))
         self.started = True
+        self.idle = 0
         self._guard(self.conn.h2.send_headers, self.stream_id, fields, False)
         self.conn.want_flush()
 
@@ -256,6 +261,7 @@ class H2StreamWriter:
         if self.closed:
             return
         h2, sid, pending = self.conn.h2, self.stream_id, self.pending
+        self.idle = 0
         self.conn.want_flush()
         sent = False
         try:
