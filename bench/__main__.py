@@ -21,7 +21,6 @@ BENCHMARKS = (
     "bench.proxy",
     "bench.grpc",
     "bench.xds",
-    "bench.xds_delta",
     "bench.control_plane",
     "bench.manifests",
     "bench.resubscribe",
