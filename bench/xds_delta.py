@@ -6,15 +6,32 @@ compile A (10k routes) and B (route 17's weight changed) ─ publish A ─ view 
       with initial_resource_versions = A's versions (clients that already have A: the
       reconnect a proxy does; nothing is sent at connect)
    ─> publish B, A, B, ... (t0) ─> every stream receives the changed resources (t1, client
-      clock = the same CLOCK_MONOTONIC) and ACKs them ─> all ACKed (t2, server status)
+      clock = the same CLOCK_MONOTONIC) and ACKs them ─> every process: `done VERSION`
 ```
+
+What a client is: a real grpc.aio delta ADS stream on its own channel (its own TCP
+connection), 250 streams per client process, 4 processes. Per response it takes the time
+(t1) as the read completes, reads three top-level fields of the raw bytes
+(system_version_info, type_url, nonce; nothing below them is parsed, no resource is
+decoded or applied) and writes the ACK as bytes (type_url + response_nonce, the bytes
+protobuf would give). Receipts stay in the process's memory; a process prints one line
+`done VERSION` when all its streams have VERSION (the bench waits for every process) and
+hands every receipt over at the end. So the figure is the server's fan-out plus grpc's
+transport on both sides, not what our proxy does with a table (bench.xds part 1 measures
+that). Clients and server share the machine's 2 cores: the CPU per change is printed for
+the server's main thread, grpc's threads in the server process, and the client processes,
+separately (from /proc).
 
 Two layouts: `spread` (10k routes over 1,000 Services, 10 each: one change is one ~9 KB
 RouteConfiguration) and `one-parent` (10k routes on one Service: the changed
-RouteConfiguration is the whole parent, ~9 MB, so it runs with fewer clients; bytes per change
-are not proportional to the change there: that needs per-route resources, docs/xds.md).
-Printed per layout: p50/p99 of t1 - t0 over every (client, change), p99 of t2 - t0, the
-bytes each client received per change and their total, and the machine's load.
+RouteConfiguration is the whole parent, ~9 MB, so it runs with 20 clients; bytes per change
+are not proportional to the change there, and VHDS would not make them so: the parent's
+RouteConfiguration is one virtual host, printed). Printed per layout: p50/p99 of t1 - t0
+over every (client, change), the last client's receipt, the bytes each client received per
+change and their total, and the machine's load; the figures are stored in
+bench/results/xds_delta.json and their moves printed (`bench.results`).
+`TURNOUT_BENCH_PROFILE=PATH` profiles the server's main thread over the changes (cProfile,
+PATH.LAYOUT).
 """
 
 from __future__ import annotations

@@ -442,17 +442,13 @@ class AdsServer:
                     try:
                         await context.write(response)
                     except asyncio.CancelledError:
-                        if not stream.stalled:
-                            raise
-                        task = asyncio.current_task()
-                        if task is not None:
-                            task.uncancel()  # our cancellation (the watchdog's), not grpc's
-                        log.warning(
-                            "ads client not reading, closing its stream peer=%s node=%s",
-                            stream.state.peer,
-                            stream.state.node_id,
-                        )
-                        return
+                        if stream.stalled:
+                            log.warning(
+                                "ads client not reading, closing its stream peer=%s node=%s",
+                                stream.state.peer,
+                                stream.state.node_id,
+                            )
+                        raise
                     stream.writing_since = 0.0
                     self.metrics.pushes.inc(response.type_url)
                     if log.isEnabledFor(logging.DEBUG):

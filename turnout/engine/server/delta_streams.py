@@ -232,7 +232,7 @@ class DeltaStreamState:
                     and not t.fresh_all
                 ):
                     names = changes.get(url, frozenset()) | t.fresh
-                    if not names and t.answered:
+                    if not names and (t.answered or t.known or not t.wildcard):
                         # The fan-out's common case: this type did not change, nothing due
                         # (what `_response` would conclude, without building its arguments).
                         if t.nack is None:
