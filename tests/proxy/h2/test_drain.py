@@ -1,6 +1,8 @@
-"""A stopping proxy drains its HTTP/2 client connections (docs/http2.md): a real grpcio
-client's bidi call in flight gets a GOAWAY and still finishes, an RPC started after it is
-refused, and the stop returns once the stream has ended (not after the grace period)."""
+"""A stopping proxy drains its client connections (docs/http2.md): a real grpcio client's
+bidi call in flight gets a GOAWAY and still finishes, an RPC started after it is refused,
+and the stop returns once the stream has ended (not after the grace period); HTTP/1.1: an
+idle keep-alive connection is closed at once, a request in flight is answered with
+`Connection: close`, then its connection closed."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.harness import bounded, route_to, service_yaml, start_mesh
 from tests.proxy.h2.grpc_server import GrpcServer
 from turnout.cli.offline import offline_runtime
@@ -77,3 +80,57 @@ async def test_a_stop_sends_goaway_lets_the_call_in_flight_finish_and_refuses_ne
         elif not stopping.done():
             await stopping
         server.stop()
+
+
+async def _exchange(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    return head + await reader.readexactly(length)
+
+
+@bounded(15)
+async def test_a_stop_closes_idle_http1_connections_and_ends_busy_ones_after_their_response(
+    tmp_path: Path,
+) -> None:
+    backend = await Backend("a").start()
+    f = tmp_path / "mesh.yaml"
+    f.write_text(
+        "\n---\n".join(
+            [service_yaml("web", []), service_yaml("web-a", [backend.port]), route_to("web-a")]
+        )
+    )
+    table, _ = offline_runtime([str(f)], namespace="shop")
+    mesh = await start_mesh(table)
+    stopping: asyncio.Task[None] | None = None
+    try:
+        idle_r, idle_w = await asyncio.open_connection("127.0.0.1", mesh.outbound)
+        idle_w.write(b"GET /echo HTTP/1.1\r\nHost: web\r\n\r\n")
+        assert b"connection: close" not in (await _exchange(idle_r)).lower()
+        busy_r, busy_w = await asyncio.open_connection("127.0.0.1", mesh.outbound)
+        busy_w.write(b"GET /delay/700 HTTP/1.1\r\nHost: web\r\n\r\n")
+        while backend.hits["/delay/700"] < 1:
+            await asyncio.sleep(0.01)  # the request is in flight
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        stopping = asyncio.create_task(stop_proxy(mesh.proxy, mesh.task))
+        assert await asyncio.wait_for(idle_r.read(), 2) == b""  # closed, not at its timeout
+        answer = await _exchange(busy_r)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"slow a")
+        assert b"connection: close" in answer.lower()
+        assert await asyncio.wait_for(busy_r.read(), 2) == b""
+        await asyncio.wait_for(stopping, SHUTDOWN_GRACE_S)
+        assert loop.time() - t0 < SHUTDOWN_GRACE_S  # ended by the response, not the grace
+        assert not mesh.proxy.h2.http1
+        idle_w.close()
+        busy_w.close()
+    finally:
+        await mesh.session.close()
+        if stopping is None:
+            await stop_proxy(mesh.proxy, mesh.task)
+        elif not stopping.done():
+            await stopping
+        await backend.stop()

@@ -49,11 +49,18 @@ def test_the_decoder_gives_hpacks_headers(seed: int) -> None:
     for i, block in enumerate(_blocks(seed)):
         if i == 50:
             encoder.header_table_size = 512
-        data = encoder.encode(block)
+        data = encoder.encode(block, huffman=i % 2 == 0)  # unhuffmaned: memoryview slices
         got, want = ours.decode(data, raw=True), theirs.decode(data, raw=True)
         assert got == want == [HeaderTuple(n, v) for n, v in block]
         assert all(type(h) is HeaderTuple for h in got)
+        assert all(type(n) is bytes and type(v) is bytes for n, v in got)
         assert ours.header_table.dynamic_entries == theirs.header_table.dynamic_entries
+
+
+def test_a_never_indexed_field_stays_never_indexed() -> None:
+    data = Encoder().encode([NeverIndexedHeaderTuple(b"authorization", b"secret")])
+    (got,) = FastDecoder().decode(data, raw=True)
+    assert type(got) is NeverIndexedHeaderTuple and got == (b"authorization", b"secret")
 
 
 def test_the_decoder_keeps_hpacks_refusals() -> None:

@@ -20,8 +20,9 @@ control. A response that leaves the request body unread closes the connection af
 (as h11 does) rather than reading and discarding the rest.
 
 Not here: bytes in and the request parser (`server.HttpServerProtocol`), what a response
-looks like on the wire (`writer.ExchangeWriter`), what to answer (the handler's), graceful
-drain on shutdown, and an idle timeout inside upgraded tunnels.
+looks like on the wire (`writer.ExchangeWriter`), what to answer (the handler's), and an
+idle timeout inside upgraded tunnels. The drain on shutdown is `h2_drain`'s, which calls
+`drain()` on each connection the listener keeps in `conns`.
 """
 
 from __future__ import annotations
@@ -67,7 +68,18 @@ class Http2Takeover(Protocol):
 class Listener:
     """What all connections of one `serve_http` share."""
 
-    __slots__ = ("accept", "batch", "handler", "hooks", "http2", "limits", "mesh", "open", "tls")
+    __slots__ = (
+        "accept",
+        "batch",
+        "conns",
+        "handler",
+        "hooks",
+        "http2",
+        "limits",
+        "mesh",
+        "open",
+        "tls",
+    )
 
     def __init__(
         self,
@@ -96,6 +108,9 @@ class Listener:
         self.http2 = http2
         """Who serves a connection that opens with the HTTP/2 preface (`Http2Takeover`);
         None: it is answered 505, as any other version but HTTP/1."""
+        self.conns: set[DownstreamConnection] | None = getattr(http2, "http1", None)
+        """The HTTP/1.1 connections open, for the proxy's drain on stop, when the takeover
+        keeps them (`h2_drain.H2Connections`: its `http1`); None: not kept."""
 
 
 class DownstreamConnection(asyncio.Protocol):
@@ -172,10 +187,25 @@ class DownstreamConnection(asyncio.Protocol):
         if self._counted:
             self.listener.open -= 1
             self._counted = False
+        if self.listener.conns is not None:
+            self.listener.conns.discard(self)
         assert self.info is not None
         hook_close(self.listener.hooks, self.info, exc)
         self._due_callback = _nothing
         self._drop_parser()
+
+    def drain(self) -> None:
+        """The proxy is stopping (`h2_drain.H2Connections.drain`): an idle connection closes
+        now; one with requests in flight closes after the last one's response, which says
+        `Connection: close` unless it has started (Envoy's drain does the same)."""
+        if self.closed:
+            return
+        exch = self._queue[-1] if self._queue else self._active
+        if exch is None:
+            log.debug("idle connection closed for the drain peer=%s", self.peer)
+            self.close()
+        else:
+            exch.must_close = True
 
     def _drop_parser(self) -> None:
         """After the close: the parser's callbacks are bound methods of this protocol (a

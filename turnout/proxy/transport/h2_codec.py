@@ -112,8 +112,11 @@ class FastDecoder(Decoder):
                     slot = index - _DYNAMIC_BASE
                     if slot >= len(dynamic):
                         raise InvalidTableIndex(f"Invalid table index {index}")
-                    name, value = dynamic[slot]
-                    header = HeaderTuple(name, value)
+                    name, value = dynamic[slot]  # (a literal's may be memoryview slices)
+                    header = HeaderTuple(
+                        name if type(name) is bytes else bytes(name),
+                        value if type(value) is bytes else bytes(value),
+                    )
                     size += table_entry_size(name, value)
                 consumed = 1
             else:
@@ -121,7 +124,7 @@ class FastDecoder(Decoder):
                 if found is None:
                     at += consumed
                     continue
-                header = HeaderTuple(bytes(found[0]), bytes(found[1]))
+                header = found.__class__(bytes(found[0]), bytes(found[1]))  # (NeverIndexed)
                 size += table_entry_size(header[0], header[1])
             headers.append(header)
             if size > limit:

@@ -132,6 +132,8 @@ class HttpServerProtocol(DownstreamConnection):
         listener = self.listener
         listener.open += 1
         self._counted = True
+        if listener.conns is not None:
+            listener.conns.add(self)  # for the drain on stop (`h2_drain`)
         if listener.tls is not None:
             # the handshake is over (`ssl=` of create_server): which listener did SNI choose?
             self.chain = listener.tls.session(transport.get_extra_info("ssl_object"))
@@ -253,6 +255,8 @@ class HttpServerProtocol(DownstreamConnection):
             self._timer.cancel()
             self._timer = None
         self._counted = False  # `Listener.open` and hook_close are the new protocol's now
+        if self.listener.conns is not None:
+            self.listener.conns.discard(self)  # an HTTP/2 one now, drained as such
         log.debug("http/2 connection handed over peer=%s", self.peer)
         proto = takeover(transport, info, self.listener, data)
         transport.set_protocol(proto)
@@ -476,7 +480,8 @@ async def serve_http(
     `Limits.header_timeout_ms`. `hooks` sees every connection open and close; `accept` is
     the inbound policy check (see the module docstring). `http2` takes over a connection
     opening with the HTTP/2 preface (`Http2Takeover`; None: 505). Closing the returned server stops
-    accepting; open connections end on their own (keep-alive timeout).
+    accepting; open connections end on their own (keep-alive timeout), or are drained by
+    the takeover's keeper (`h2_drain.H2Connections`, HTTP/1.1 ones too).
     """
     if ssl is not None and tls is not None:
         raise ValueError("serve_http takes ssl or tls, not both")
