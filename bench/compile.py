@@ -7,24 +7,29 @@ one change  IncrementalCompiler over a directory (100 route files + Services + a
             one EndpointSlice edited -> the same path, no route recompiled (EDS only)
 ```
 Both layouts: 10k routes on one Service parent, and 10k over 1,000 Services (10 each).
-Figures are CPU seconds (`process_time`) of this process, median of several runs: the
-machine is shared, so wall time says more about the neighbours than about the code.
+Figures are CPU seconds (`process_time`) of this process, median of several runs (each
+stage's median over `--rounds` full runs): the machine is shared, so wall time says more
+about the neighbours than about the code.
 Goals (issue 16 §2): full 10k < 1 s end to end, one change compiled in < 50 ms.
+The figures are stored in ``bench/results/compile.json`` and each run prints how they moved
+against the stored ones (`bench.results`; ``--no-store``: compare only).
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 
+from bench.results import Figures, report
 from bench.synth import documents, route, service
 from turnout.engine.compile import compile_table
 from turnout.engine.model import parse_documents
@@ -36,6 +41,8 @@ T = TypeVar("T")
 NS = "bench"
 FILES = 100
 LAYOUTS = {"one parent": 1, "1,000 Services": 1_000}
+SHORT = {"one parent": "one parent", "1,000 Services": "1k Services"}
+"""Layout -> the prefix of its stored figures."""
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
@@ -125,18 +132,36 @@ def one_change(n: int, services: int, runs: int = 7) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def median_stage_times(n: int, services: int, rounds: int) -> dict[str, float]:
+    """Each stage's median over `rounds` runs (the total: the median of the totals)."""
+    runs = [stage_times(n, services) for _ in range(rounds)]
+    return {stage: statistics.median(r[stage] for r in runs) for stage in runs[0]}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.compile", description=__doc__)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="full compiles of 10k per layout; medians count"
+    )
+    parser.add_argument(
+        "--no-store",
+        action="store_true",
+        help="print the moves against bench/results/compile.json but keep it as it is",
+    )
+    args = parser.parse_args(argv)
     print(f"== compile (CPU seconds of this process; load: {os.getloadavg()[0]:.2f})")
+    figures: Figures = {}
     for layout, services in LAYOUTS.items():
         print(f"-- N HTTPRoutes (2 matches, 2 backends each) on {layout}")
-        small = stage_times(1_000, services)
-        large = stage_times(10_000, services)
+        small = median_stage_times(1_000, services, args.rounds)
+        large = median_stage_times(10_000, services, args.rounds)
         for stage in small:
             ratio = large[stage] / small[stage] if small[stage] else float("nan")
             print(
                 f"  {stage:9s} 1k: {small[stage] * 1000:8.1f} ms   10k: "
                 f"{large[stage] * 1000:8.1f} ms   10k/1k: {ratio:5.1f}x"
             )
+            figures[f"{SHORT[layout]}: 10k {stage}"] = (large[stage] * 1000, "ms", "lower")
         verdict = "ok" if large["total"] < 1.0 else "OVER GOAL"
         print(f"  10k routes end to end: {large['total']:.2f} s (goal < 1 s: {verdict})")
         inc = one_change(10_000, services)
@@ -146,6 +171,10 @@ def main() -> None:
             f"changed {inc['route'] * 1000:.1f} ms (goal < 50 ms: {verdict}), one "
             f"EndpointSlice changed {inc['slice'] * 1000:.1f} ms (no route recompiled)"
         )
+        figures[f"{SHORT[layout]}: directory first"] = (inc["first"] * 1000, "ms", "lower")
+        figures[f"{SHORT[layout]}: one route changed"] = (inc["route"] * 1000, "ms", "lower")
+        figures[f"{SHORT[layout]}: one slice changed"] = (inc["slice"] * 1000, "ms", "lower")
+    report("compile", figures, store=not args.no_store)
 
 
 if __name__ == "__main__":

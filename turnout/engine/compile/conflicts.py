@@ -21,8 +21,8 @@ MatchKey = tuple[object, ...]
 
 def match_key(m: ir.Match) -> MatchKey:
     """Everything that decides whether and how strongly a match matches, order-free."""
-    headers = tuple(sorted((h.name, h.kind, h.value) for h in m.headers))
-    query = tuple(sorted((q.name, q.kind, q.value) for q in m.query))
+    headers = tuple(sorted((h.name, h.kind, h.value) for h in m.headers)) if m.headers else ()
+    query = tuple(sorted((q.name, q.kind, q.value) for q in m.query)) if m.query else ()
     return (m.path, m.method, headers, query)
 
 
