@@ -27,7 +27,9 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import NamedTuple
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -56,11 +58,10 @@ def _framed(tag: bytes, data: bytes) -> bytes:
     return tag + _varint(len(data)) + data
 
 
-Chunk = bytes | memoryview
+Chunk = bytes
 
 
-@dataclass(frozen=True, slots=True)
-class RuleBytes:
+class RuleBytes(NamedTuple):
     matches: tuple[Chunk, ...]
     """Per match of the rule: its framed Route records (one or two path matchers)."""
     uses_invalid: bool
@@ -99,20 +100,13 @@ class RuleSpans:
     size: int
     """The length of the bytes (what `Any.ByteSize` would serialize 9 MB to tell)."""
 
-    def reuse(self, rule: ir.Rule, value: memoryview) -> RuleBytes | None:
-        """`rule`'s records as slices of `value` (the bytes these spans index), or None when
-        they were made from another rule."""
+    def number(self, rule: ir.Rule) -> int | None:
+        """The number of `rule`'s records here, None when they were made from another rule."""
         n = self.numbers.get(rule.name)
         if n is None:
             return None
         old = self.rules[n]
-        if not (old is rule or old == rule):
-            return None
-        at, b = self.first[n], self.bounds
-        return RuleBytes(
-            matches=tuple(value[b[i] : b[i + 1]] for i in range(at, at + 2 * len(rule.matches), 2)),
-            uses_invalid=self.invalid[n],
-        )
+        return n if old is rule or old == rule else None
 
 
 Previous = tuple[any_pb2.Any, RuleSpans]
@@ -125,86 +119,92 @@ def route_configuration(
     """The packed RouteConfiguration `name` with one VirtualHost per vhost, whether a route
     points at the invalid cluster, and its spans; rules equal to those `previous` was made
     from are copied from its bytes."""
-    value = memoryview(previous[0].value) if previous is not None else None
-    made: dict[str, tuple[ir.Rule, RuleBytes]] = {}
-    spans = _SpansBuilder()
+    # Bytes slices, not memoryviews: bytes are not tracked by the cyclic GC, and 10,000
+    # tracked objects per splice would start collections that walk the whole heap.
+    value = previous[0].value if previous is not None else b""
+    old = previous[1] if previous is not None else None
+    rules: dict[str, ir.Rule] = {}  # by name, the rule this splice took (first seen)
+    uses_invalid: dict[str, bool] = {}
+    starts: dict[int, int] = {}  # id(match) -> where its records start (first vhost only)
+    ends: dict[int, int] = {}
     head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
-    out: list[Chunk] = [head]
+    out: list[bytes] = [head]
     pos = len(head)
     invalid = False
     for vhost in vhosts:
-        index = {id(r): _rule(r, made, previous, value) for r in vhost.rules}
+        # per rule: its number in `old` (copied from `value`) or its records translated
+        index = {id(r): _rule(r, rules, uses_invalid, old) for r in vhost.rules}
+        invalid = invalid or any(
+            old.invalid[g] if isinstance(g, int) and old is not None else g.uses_invalid  # type: ignore[union-attr]
+            for g in index.values()
+        )
         match_index = {id(m): i for r in vhost.rules for i, m in enumerate(r.matches)}
         vh = rc.VirtualHost(name=vhost.name, domains=list(vhost.domains))
-        parts: list[Chunk] = [vh.SerializeToString(deterministic=True)]
-        placed: list[tuple[ir.Rule, int, int]] = []  # (rule, match number, offset in vhost)
-        offset = len(parts[0])
-        for rule, match in flatten_matches(vhost):
-            cached = index[id(rule)]
-            chunk = cached.matches[match_index[id(match)]]
-            placed.append((rule, match_index[id(match)], offset))
+        parts = [vh.SerializeToString(deterministic=True)]
+        pairs = flatten_matches(vhost)
+        offsets = [len(parts[0])]
+        first, bounds = (old.first, old.bounds) if old is not None else (None, None)
+        for rule, match in pairs:
+            got = index[id(rule)]
+            if got.__class__ is int:
+                assert first is not None and bounds is not None
+                at = first[got] + 2 * match_index[id(match)]
+                chunk = value[bounds[at] : bounds[at + 1]]
+            else:
+                chunk = got.matches[match_index[id(match)]]  # type: ignore[union-attr]
             parts.append(chunk)
-            offset += len(chunk)
-            invalid = invalid or cached.uses_invalid
-        frame = _CONFIG_VHOSTS + _varint(offset)
+            offsets.append(offsets[-1] + len(chunk))
+        frame = _CONFIG_VHOSTS + _varint(offsets[-1])
         base = pos + len(frame)
-        for rule, i, at in placed:
-            spans.place(rule, index[id(rule)], i, base + at)
+        ids = [id(m) for _, m in pairs]
+        starts = dict(zip(ids, [base + o for o in offsets[:-1]], strict=True)) | starts
+        ends = dict(zip(ids, [base + o for o in offsets[1:]], strict=True)) | ends
         out.append(frame)
         out.extend(parts)
-        pos = base + offset
+        pos = base + offsets[-1]
     packed = any_pb2.Any(type_url=ROUTE_CONFIGURATION_TYPE, value=b"".join(out))
-    return packed, invalid, spans.build(pos)
+    return packed, invalid, _spans(rules, uses_invalid, starts, ends, pos)
 
 
 def _rule(
     rule: ir.Rule,
-    made: dict[str, tuple[ir.Rule, RuleBytes]],
-    previous: Previous | None,
-    value: memoryview | None,
-) -> RuleBytes:
-    """`rule`'s records: made already in this splice (a Gateway's vhosts share rules), or
-    sliced from `previous`, or translated."""
-    found = made.get(rule.name)
-    if found is not None and (found[0] is rule or found[0] == rule):
-        return found[1]
-    reused = None if previous is None or value is None else previous[1].reuse(rule, value)
-    out = reused if reused is not None else rule_bytes(rule)
-    made[rule.name] = (rule, out)
-    return out
+    rules: dict[str, ir.Rule],
+    uses_invalid: dict[str, bool],
+    old: RuleSpans | None,
+) -> int | RuleBytes:
+    """`rule`'s number in `old` when its records can be copied from there, else its records."""
+    n = None if old is None else old.number(rule)
+    if n is not None:
+        assert old is not None
+        if rule.name not in rules:
+            rules[rule.name], uses_invalid[rule.name] = rule, old.invalid[n]
+        return n
+    made = rule_bytes(rule)
+    if rule.name not in rules:
+        rules[rule.name], uses_invalid[rule.name] = rule, made.uses_invalid
+    return made
 
 
-@dataclass(slots=True)
-class _SpansBuilder:
-    numbers: dict[str, int] = field(default_factory=dict)
-    rules: list[ir.Rule] = field(default_factory=list)
-    invalid: list[bool] = field(default_factory=list)
-    starts: list[list[int]] = field(default_factory=list)
-    """Per rule number, per match: its start (-1 until placed); its end is the start plus
-    the length of the rule's records for that match."""
-    made: list[RuleBytes] = field(default_factory=list)
-
-    def place(self, rule: ir.Rule, made: RuleBytes, match: int, at: int) -> None:
-        """Match `match` of `rule` is at `at`: kept for the rule's first occurrence only (a
-        Gateway's vhosts share rules, and their records are the same bytes)."""
-        n = self.numbers.get(rule.name)
-        if n is None:
-            n = self.numbers[rule.name] = len(self.rules)
-            self.rules.append(rule)
-            self.invalid.append(made.uses_invalid)
-            self.made.append(made)
-            self.starts.append([-1] * len(rule.matches))
-        elif self.rules[n] is not rule:
-            return
-        row = self.starts[n]
-        if row[match] < 0:
-            row[match] = at
-
-    def build(self, size: int) -> RuleSpans:
-        first = array("Q")
-        bounds = array("Q")
-        for n, starts in enumerate(self.starts):
-            first.append(len(bounds))
-            for start, chunk in zip(starts, self.made[n].matches, strict=True):
-                bounds.extend((start, start + len(chunk)))
-        return RuleSpans(self.numbers, self.rules, self.invalid, first, bounds, size)
+def _spans(
+    rules: dict[str, ir.Rule],
+    uses_invalid: dict[str, bool],
+    starts: dict[int, int],
+    ends: dict[int, int],
+    size: int,
+) -> RuleSpans:
+    kept = list(rules.values())
+    first = array("Q", accumulate((2 * len(r.matches) for r in kept), initial=0))
+    del first[-1]
+    ids = [id(m) for r in kept for m in r.matches]
+    flat = [0] * (2 * len(ids))  # start, end per match; no tuple per match (GC-tracked)
+    flat[0::2] = map(starts.__getitem__, ids)
+    flat[1::2] = map(ends.__getitem__, ids)
+    bounds = array("Q", flat)
+    return RuleSpans(
+        numbers=dict(zip(rules, range(len(kept)), strict=True)),
+        rules=kept,
+        invalid=list(uses_invalid.values()),
+        first=first,
+        bounds=bounds,
+        size=size,
+    )
