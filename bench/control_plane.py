@@ -14,10 +14,14 @@ The RSS is read from `/proc/<pid>/status` (`VmRSS`) of the `mesh serve` process;
 first `/debug/table` is being answered: its answer must come before the table's body is done
 (the admin port renders off the event loop), so `LDS during /debug/table` is printed beside the
 fetch time it must stay well under.
+
+The figures are stored in `bench/results/control_plane.json` and each run prints how they
+moved against the stored ones (`bench.results`; ``--no-store``: print, keep the file).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import re
 import subprocess
@@ -26,12 +30,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc.aio
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from bench.results import Figures, report
 from bench.xds import BIG, NS, big_files
 from turnout.proxy.xds_resources import LISTENER_TYPE
 
@@ -118,7 +124,14 @@ async def fetch_with_xds(admin: str, xds: str) -> tuple[float, float, int]:
     return (time.perf_counter() - started) * 1000, lds, len(body)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.control_plane", description=__doc__)
+    parser.add_argument(
+        "--no-store",
+        action="store_true",
+        help="print the moves against bench/results/control_plane.json but keep it as it is",
+    )
+    args = parser.parse_args(argv)
     print(f"== control plane: mesh serve --dir with {BIG:,} HTTPRoutes (subprocess)")
     with tempfile.TemporaryDirectory() as tmp:
         manifests = Path(tmp) / "manifests"
@@ -166,6 +179,18 @@ def main() -> None:
     print(f"  RSS with {BIG:,} routes: {worst:.0f} MB (goal <= {GOAL_RSS_MB:.0f} MB: {verdict})")
     blocked = "ok" if lds_ms < first_ms / 2 else "BLOCKED"
     print(f"  LDS answered while /debug/table renders: {blocked}")
+    figures: Figures = {
+        "ready_s": (loaded_s, "s", "lower"),
+        "rss_loaded_mb": (loaded, "MB", "lower"),
+        "lds_first_client_ms": (alone_ms, "ms", "lower"),
+        "rss_one_client_mb": (client, "MB", "lower"),
+        "debug_table_first_ms": (first_ms, "ms", "lower"),
+        "lds_during_debug_table_ms": (lds_ms, "ms", "lower"),
+        "debug_table_again_ms": (again_ms, "ms", "lower"),
+        "debug_table_json_ms": (json_ms, "ms", "lower"),
+        "rss_worst_mb": (worst, "MB", "lower"),
+    }
+    report("control_plane", figures, store=not args.no_store)
 
 
 if __name__ == "__main__":

@@ -134,10 +134,32 @@ def compile_unit(
         gateways=tuple(out.gateways),
         attached=tuple(out.attached),
         diagnostics=tuple(ctx.diags),
-        clusters=tuple(ctx.clusters.items()),
+        clusters=_shared_uses(
+            tuple((n, u.namespace, u.service, u.port, u.grpc) for n, u in ctx.clusters.items())
+        ),
         ready=tuple(ctx.ready),
-        deps=frozenset(reads),
+        deps=_shared_deps(frozenset(reads)),
     )
+
+
+# Thousands of routes read the same few keys and use the same few clusters: equal values are
+# kept once (10,000 routes on one Service: ~8 MB of equal frozensets, tuples and uses).
+@lru_cache(maxsize=4096)
+def _shared_deps(deps: frozenset[DepKey]) -> frozenset[DepKey]:
+    return deps
+
+
+@lru_cache(maxsize=4096)
+def _shared_uses(
+    uses: tuple[tuple[str, str, str, int, bool], ...],
+) -> tuple[tuple[str, ClusterUse], ...]:
+    """A unit's cluster uses; shared, so never mutated once the unit is built."""
+    return tuple((n, ClusterUse(ns, svc, port, grpc)) for n, ns, svc, port, grpc in uses)
+
+
+@lru_cache(maxsize=4096)
+def _service_key(namespace: str, service: str, port: int) -> ServiceKey:
+    return (namespace, service, port)
 
 
 @dataclass(slots=True)
@@ -183,7 +205,7 @@ def _attach_route(
                     )
                 )
             for sp in outcome.ports:
-                skey = (sp.namespace, sp.service, sp.port)
+                skey = _service_key(sp.namespace, sp.service, sp.port)
                 rules, issues = compile_rules(
                     ctx, route, parent=ParentPort(port=sp.port, scheme="http"), needs_grant=False
                 )
