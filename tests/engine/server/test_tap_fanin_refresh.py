@@ -7,7 +7,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.proxy.e2e.harness import bounded
-from turnout.engine.server.ads import StreamStatus
+from turnout.engine.server.ads_status import StreamStatus
 from turnout.engine.server.tap_fanin import FanIn
 
 

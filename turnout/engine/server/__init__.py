@@ -24,7 +24,8 @@ engine; it knows nothing of Kubernetes or where tables come from (`engine.plane`
 
 from __future__ import annotations
 
-from turnout.engine.server.ads import AdsServer, Server, ServerStatus, StreamStatus
+from turnout.engine.server.ads import AdsServer, Server
+from turnout.engine.server.ads_status import ServerStatus, StreamStatus
 from turnout.engine.server.bootstrap import bootstrap_config, service_target
 from turnout.engine.server.settings import ServerSettings
 from turnout.engine.server.snapshots import Translator, default_translator

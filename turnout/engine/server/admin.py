@@ -53,7 +53,8 @@ from turnout.engine.ir_policy import PolicyTable
 from turnout.engine.metrics import Gauge, render
 from turnout.engine.plane import ControlPlane, PlaneStatus
 from turnout.engine.render import diagnostic_data, dump_json, to_data
-from turnout.engine.server.ads import AdsServer, ServerStatus
+from turnout.engine.server.ads import AdsServer
+from turnout.engine.server.ads_status import ServerStatus
 from turnout.engine.server.renders import (
     CHUNK_BYTES,
     SEND_TIMEOUT_MS,

@@ -50,7 +50,6 @@ import gc
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -60,7 +59,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from turnout.engine.errors import ControlPlaneError
 from turnout.engine.ir import RouteTable
 from turnout.engine.ir_policy import PolicyTable
-from turnout.engine.metrics import Counter, Family, Gauge
+from turnout.engine.metrics import Family, Gauge
+from turnout.engine.server.ads_status import AdsMetrics, ServerStatus, StreamStatus
 from turnout.engine.server.delta_streams import DeltaStreamState
 from turnout.engine.server.encoded import serialize
 from turnout.engine.server.settings import ServerSettings
@@ -71,7 +71,7 @@ from turnout.engine.server.snapshots import (
     default_translator,
     with_server_listeners,
 )
-from turnout.engine.server.streams import Nack, StreamState, SyncState, kind_of
+from turnout.engine.server.streams import StreamState, kind_of
 from turnout.engine.xds import LISTENER_TYPE
 from turnout.engine.xds.cache import ResourceCache
 
@@ -80,45 +80,6 @@ log = logging.getLogger(__name__)
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 MAX_NACKS_REMEMBERED = 10_000
 """(node, type, version) NACKs already logged at warning level; the memory is bounded."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamStatus:
-    """One open stream, for `/debug` endpoints and tests."""
-
-    peer: str
-    node_id: str
-    namespace: str | None
-    """The consumer view it gets; None = producer routes only."""
-    acked: dict[str, str]
-    """LDS/RDS/CDS/EDS/POLICY -> last ACKed version."""
-    subscriptions: dict[str, tuple[str, ...]]
-    """LDS/RDS/CDS/EDS/POLICY -> subscribed names (``("*",)`` = wildcard)."""
-    nacks: tuple[Nack, ...]
-    """The last unresolved NACK per type."""
-    workload: str = ""
-    """Node metadata `workload`."""
-    pod: str = ""
-    """Node metadata `pod` ("" = not sent)."""
-    admin: str = ""
-    """Node metadata `admin`: the proxy's admin ``HOST:PORT`` ("" = not sent)."""
-    labels: dict[str, str] = field(default_factory=dict)
-    """Node metadata `labels` (the workload's labels, as the proxy sent them)."""
-    sent: dict[str, str] = field(default_factory=dict)
-    """LDS/RDS/CDS/EDS/POLICY -> version of the last response sent."""
-    sync: dict[str, SyncState] = field(default_factory=dict)
-    """LDS/RDS/CDS/EDS/POLICY -> SYNCED/STALE/NOT SENT/IGNORED against the current table."""
-    protocol: str = "sotw"
-    """"delta" (`DeltaAggregatedResources`) or "sotw" (`StreamAggregatedResources`)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerStatus:
-    version: int
-    """Version of the current table; 0 = nothing published yet."""
-    streams: tuple[StreamStatus, ...]
-    nacks: int
-    """NACKs received since start."""
 
 
 def ensure_free(host: str, port: int) -> None:
@@ -132,30 +93,6 @@ def ensure_free(host: str, port: int) -> None:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(addr)
-
-
-def _by_type(name: str, help_text: str) -> Counter:
-    return Counter(name, help_text, ("type_url",))
-
-
-@dataclass(slots=True)
-class AdsMetrics:
-    """The ADS server's counters, by type URL; one increment per xDS message, none per
-    proxied request."""
-
-    pushes: Counter = field(
-        default_factory=lambda: _by_type(
-            "turnout_xds_pushes_total", "DiscoveryResponses sent to clients."
-        )
-    )
-    acks: Counter = field(
-        default_factory=lambda: _by_type("turnout_xds_acks_total", "Responses clients ACKed.")
-    )
-    nacks: Counter = field(
-        default_factory=lambda: _by_type(
-            "turnout_xds_nacks_total", "Responses clients rejected (NACKed)."
-        )
-    )
 
 
 class _Stream:

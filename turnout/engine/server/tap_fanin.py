@@ -32,7 +32,8 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
-from turnout.engine.server.ads import AdsServer, StreamStatus
+from turnout.engine.server.ads import AdsServer
+from turnout.engine.server.ads_status import StreamStatus
 from turnout.engine.workloads import Selection, parse_selection, workload_name
 
 log = logging.getLogger(__name__)

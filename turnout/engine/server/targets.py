@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from turnout.engine.server.ads import ServerStatus
+from turnout.engine.server.ads_status import ServerStatus
 
 log = logging.getLogger(__name__)
 
