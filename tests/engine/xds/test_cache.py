@@ -13,7 +13,7 @@ from tests.conftest import GOLDEN
 from tests.engine.xds.builders import mk_full_table
 from turnout.engine import ir
 from turnout.engine.pipeline import compile_files
-from turnout.engine.xds import ROUTE_CONFIGURATION_TYPE, splice, translate
+from turnout.engine.xds import ROUTE_CONFIGURATION_TYPE, translate
 from turnout.engine.xds.cache import (
     ResourceCache,
     consumer_namespaces,
@@ -69,36 +69,3 @@ def test_one_changed_parent_is_the_only_miss() -> None:
     differ = [n for n in after[rds] if after[rds][n].version != before[rds][n].version]
     assert differ == [service.authority]
     _check(new, cache)
-
-
-def test_a_changed_rule_among_others_is_spliced_from_the_previous_bytes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    table = mk_full_table()
-    cache = ResourceCache()
-    _check(table, cache)
-    service = max(
-        (p for p in table.parents if isinstance(p, ir.ServiceParent)),
-        key=lambda p: len(p.producer.rules),
-    )
-    rules = service.producer.rules
-    assert len(rules) > 1, "the builder's Service has several rules"
-    changed_rule = dataclasses.replace(rules[0], name=rules[0].name + "-x")
-    changed = dataclasses.replace(
-        service,
-        producer=dataclasses.replace(service.producer, rules=(changed_rule, *rules[1:])),
-    )
-    new = dataclasses.replace(
-        table, parents=tuple(changed if p is service else p for p in table.parents)
-    )
-    made: list[str] = []
-    real = splice.rule_bytes
-    monkeypatch.setattr(splice, "rule_bytes", lambda r: made.append(r.name) or real(r))
-    got = translate_view(new, None, cache)
-    assert made == [changed_rule.name]  # the others are copied from the previous bytes
-    want = translate(new).packed()[ROUTE_CONFIGURATION_TYPE][service.authority]
-    assert got[ROUTE_CONFIGURATION_TYPE][service.authority].any == want
-    _check(new, cache)
-    entry = cache.parent(changed, None)
-    assert changed_rule.name in entry.spans.numbers
-    assert all(r.name in entry.spans.numbers for r in rules[1:])

@@ -196,7 +196,7 @@ class Snapshot:
 
     def _build(self, namespace: str | None) -> Built:
         if self.translator is default_translator and self.cache is not None:
-            misses, size = self.cache.stats.misses, self.cache.stats.packed_bytes
+            misses, size = self.cache.stats.misses, self.cache.routes.packed_bytes
             packed = translate_view(self.table, namespace, self.cache)
             view: dict[str, Mapping[str, any_pb2.Any]] = {
                 url: {n: p.any for n, p in named.items()} for url, named in packed.items()
@@ -206,7 +206,7 @@ class Snapshot:
             }
             if (
                 self.cache.stats.misses - misses > 100
-                or self.cache.stats.packed_bytes - size > RELEASE_AFTER_BYTES
+                or self.cache.routes.packed_bytes - size > RELEASE_AFTER_BYTES
             ):
                 release_memory()
         else:

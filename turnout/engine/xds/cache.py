@@ -5,8 +5,7 @@ RouteTable ─ translate_view(table, ns, cache) ─> PackedView {type_url: {name
   ServiceParent ─ effective view: ns if the parent has a ConsumerView for ns, else None
      key (parent.name, effective ns) ─ stamp (authority, addresses, port, opaque, vhost)
         same stamp as cached (identity first, then ==) ─> the cached Listener + RouteConfiguration
-        else ─> the Listener; the RouteConfiguration spliced from the previous entry's bytes
-                (same key, else the parent's producer view): changed rules are translated
+        else ─> the Listener; the RouteConfiguration spliced from per-rule bytes (splice.py)
   GatewayParent  ─ key (parent.name, None) ─ stamp: the parent itself
   Cluster        ─ key cluster.name ─ stamp: the ir.Cluster itself ─> Cluster + ClusterLoadAssignment
 Packed = (Any, version): version = blake2b-64 hex of Any.value, computed once per resource
@@ -43,7 +42,7 @@ from turnout.engine.xds.resources import (
     LOAD_ASSIGNMENT_TYPE,
     ROUTE_CONFIGURATION_TYPE,
 )
-from turnout.engine.xds.splice import Previous, RuleSpans, route_configuration
+from turnout.engine.xds.splice import RouteBytesCache
 from turnout.engine.xds.wire import INVALID_CLUSTER, pack
 
 log = logging.getLogger(__name__)
@@ -77,11 +76,6 @@ class _ParentEntry:
     listener: tuple[str, Packed]
     route: tuple[str, Packed]
     uses_invalid: bool
-    spans: RuleSpans
-    """Where each rule's records are in `route`'s bytes (the next splice copies them)."""
-
-    def previous(self) -> Previous:
-        return (self.route[1].any, self.spans)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +89,6 @@ class _ClusterEntry:
 class CacheStats:
     hits: int = 0
     misses: int = 0
-    packed_bytes: int = 0
-    """Wire bytes of the RouteConfigurations packed on misses (a big one leaves as much
-    freed heap behind: the caller may give it back, `engine.memory`)."""
 
 
 @dataclass(slots=True)
@@ -108,6 +99,8 @@ class ResourceCache:
     _parents: dict[tuple[str, str | None], _ParentEntry] = field(default_factory=dict)
     _clusters: dict[str, _ClusterEntry] = field(default_factory=dict)
     _invalid: tuple[Packed, Packed] | None = None
+    routes: RouteBytesCache = field(default_factory=RouteBytesCache)
+    """Route bytes per rule: a changed parent re-translates its changed rules only."""
     stats: CacheStats = field(default_factory=CacheStats)
 
     def prune(self, table: ir.RouteTable) -> None:
@@ -115,6 +108,18 @@ class ResourceCache:
         names = {p.name for p in table.parents}
         for key in [k for k in self._parents if k[0] not in names]:
             del self._parents[key]
+        self.routes.forget_except(
+            {
+                r.name
+                for p in table.parents
+                for v in (
+                    (p.producer, *(c.vhost for c in p.consumers))
+                    if isinstance(p, ir.ServiceParent)
+                    else p.vhosts
+                )
+                for r in v.rules
+            }
+        )
         cluster_names = {c.name for c in table.clusters}
         for name in [n for n in self._clusters if n not in cluster_names]:
             del self._clusters[name]
@@ -129,24 +134,19 @@ class ResourceCache:
             self.stats.hits += 1
             return found
         self.stats.misses += 1
-        if found is None and effective is not None:
-            found = self._parents.get((parent.name, None))  # the producer view's rules
-        previous = None if found is None else found.previous()
         if isinstance(parent, ir.ServiceParent):
             rc_name, vhost = listeners.view_of(parent, effective)
             listener = listeners.service_listener(parent, route_config_name=rc_name, vhost=vhost)
-            routes, invalid, spans = route_configuration(rc_name, (vhost,), previous)
+            routes, invalid = self.routes.route_configuration(rc_name, (vhost,))
         else:
             rc_name = parent.name
             listener = listeners.gateway_listener(parent)
-            routes, invalid, spans = route_configuration(rc_name, parent.vhosts, previous)
-        self.stats.packed_bytes += spans.size
+            routes, invalid = self.routes.route_configuration(rc_name, parent.vhosts)
         entry = _ParentEntry(
             stamp=stamp,
             listener=(str(listener.name), packed(listener)),
             route=(rc_name, Packed(routes, version_of(routes))),
             uses_invalid=invalid,
-            spans=spans,
         )
         self._parents[key] = entry
         return entry
