@@ -14,10 +14,12 @@ it is installed (`make tools`), and read back with `turnout.viz`'s parser for th
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import shutil
 import subprocess
 import threading
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,7 @@ from turnout.engine.plane import ControlPlane
 from turnout.engine.render import dump_yaml, from_data, result_data
 from turnout.engine.server import AdsServer, ServerSettings, Translator, default_translator
 from turnout.engine.server.admin import admin_app, start_admin
-from turnout.engine.server.renders import Format, TableRenders, render_table
+from turnout.engine.server.renders import Body, Format, TableRenders, render_table
 from turnout.engine.sources import DirectorySettings, DirectorySource
 from turnout.engine.xds import LISTENER_TYPE, ROUTE_CONFIGURATION_TYPE
 from turnout.proxy.xds_client import XdsClient
@@ -299,6 +301,34 @@ async def test_debug_table_is_rendered_once_per_version_and_format(
         status, text = await p.get("/debug/table")
         assert status == 200 and "weight: 50" in text
     assert render.calls == [(1, "yaml"), (1, "json"), (2, "yaml")]
+
+
+async def test_debug_table_is_kept_gzipped_and_served_plain_to_a_client_without_gzip(
+    start: Start, tmp_path: Path
+) -> None:
+    (tmp_path / "web.yaml").write_text(split(90, 10))
+    p = await start()
+    url = f"http://{p.admin}/debug/table"
+    plain = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=TIMEOUT_S).read())
+    result = p.plane.status.result
+    assert result is not None
+    assert plain.decode() == dump_yaml(result_data(result.table, result.statuses, ()))
+    headers = {"Accept-Encoding": "br;q=1, gzip;q=0.5"}
+    async with p.session.get(url, headers=headers, auto_decompress=False) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        packed = await resp.read()
+    assert gzip.decompress(packed) == plain and len(packed) < len(plain)
+    async with p.session.get(url, headers={"Accept-Encoding": "gzip;q=0"}) as resp:
+        assert "Content-Encoding" not in resp.headers
+        assert await resp.read() == plain
+
+
+def test_a_kept_body_inflates_in_pieces_of_at_most_the_chunk() -> None:
+    text = b"".join(b"route-%d: {weight: %d}\n" % (i, i % 100) for i in range(20_000))
+    body = Body.pack(text)
+    pieces = list(body.pieces(chunk=4096))
+    assert b"".join(pieces) == text and body.size == len(text)
+    assert len(pieces) > 10 and max(map(len, pieces)) <= 4096
 
 
 async def test_a_failed_render_is_answered_500_and_tried_again(

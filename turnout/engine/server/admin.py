@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -58,6 +58,7 @@ from turnout.engine.server.ads_status import ServerStatus
 from turnout.engine.server.renders import (
     CHUNK_BYTES,
     SEND_TIMEOUT_MS,
+    Body,
     Format,
     TableRenders,
 )
@@ -227,20 +228,47 @@ def admin_app(
     return app
 
 
-async def stream(request: web.Request, body: bytes, content_type: str) -> web.StreamResponse:
+def _takes_gzip(request: web.Request) -> bool:
+    """Accept-Encoding names gzip with a weight above 0 (RFC 9110 12.5.3; `*` not counted)."""
+    for item in request.headers.get("Accept-Encoding", "").split(","):
+        coding, *params = (part.strip().lower() for part in item.split(";"))
+        if coding not in ("gzip", "x-gzip"):
+            continue
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
+async def stream(request: web.Request, body: Body, content_type: str) -> web.StreamResponse:
     """`body` in `CHUNK_BYTES` pieces, each sent once the client took the last (aiohttp's
-    drain), so a big body costs no copy per client; a client that takes none for
-    `SEND_TIMEOUT_MS` is cut off."""
+    drain): its kept gzip bytes as they are to a client that accepts gzip (no copy per
+    client), else inflated a piece at a time; a client that takes none for `SEND_TIMEOUT_MS`
+    is cut off."""
     resp = web.StreamResponse()
     resp.content_type = content_type
     resp.charset = "utf-8"
-    resp.content_length = len(body)
+    resp.headers["Vary"] = "Accept-Encoding"
+    if _takes_gzip(request):
+        resp.headers["Content-Encoding"] = "gzip"
+        resp.content_length = len(body.gzip)
+        view = memoryview(body.gzip)
+        pieces: Iterable[bytes | memoryview] = (
+            view[start : start + CHUNK_BYTES] for start in range(0, len(view), CHUNK_BYTES)
+        )
+    else:
+        resp.content_length = body.size
+        pieces = body.pieces()
     await resp.prepare(request)
-    view = memoryview(body)
     try:
-        for start in range(0, len(body), CHUNK_BYTES):
+        for piece in pieces:
             async with asyncio.timeout(SEND_TIMEOUT_MS / 1000):
-                await resp.write(view[start : start + CHUNK_BYTES])
+                await resp.write(piece)
         await resp.write_eof()
     except TimeoutError:
         log.info("admin client too slow, closing peer=%s path=%s", request.remote, request.path)
