@@ -60,6 +60,7 @@ from turnout.engine.ir import RouteTable
 from turnout.engine.pipeline import IncrementalCompiler
 from turnout.engine.server import AdsServer, ServerSettings
 from turnout.engine.server.settings import DEFAULT_HEAP_SETTLE_MS
+from turnout.engine.xds.wire import varint
 from turnout.proxy.xds_resources import (
     CLUSTER_TYPE,
     LISTENER_TYPE,
@@ -117,19 +118,10 @@ def top_fields(data: bytes, wanted: frozenset[int]) -> dict[int, bytes]:
 RESPONSE_FIELDS = frozenset({1, 4, 5})  # system_version_info, type_url, nonce
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def ack_bytes(type_url: bytes, nonce: bytes) -> bytes:
     """A `DeltaDiscoveryRequest` ACK on the wire: type_url (field 2) and response_nonce
     (field 6), the bytes `SerializeToString` gives for those two fields."""
-    return b"\x12" + _varint(len(type_url)) + type_url + b"\x32" + _varint(len(nonce)) + nonce
+    return b"\x12" + varint(len(type_url)) + type_url + b"\x32" + varint(len(nonce)) + nonce
 
 
 def request_bytes(request: Any) -> bytes:

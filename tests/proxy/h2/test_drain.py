@@ -14,10 +14,20 @@ from pathlib import Path
 import grpc
 
 from tests.proxy.e2e.backends import Backend
-from tests.proxy.e2e.harness import bounded, route_to, service_yaml, start_mesh
+from tests.proxy.e2e.harness import Mesh, bounded, route_to, service_yaml, start_mesh
 from tests.proxy.h2.grpc_server import GrpcServer
 from turnout.cli.offline import offline_runtime
 from turnout.proxy.runner import SHUTDOWN_GRACE_S, stop_proxy
+
+
+async def mesh_to(tmp_path: Path, backend: str, port: int) -> Mesh:
+    """A mesh whose Service `web` routes everything to `backend` (one endpoint, `port`)."""
+    f = tmp_path / "mesh.yaml"
+    f.write_text(
+        "\n---\n".join([service_yaml("web", []), service_yaml(backend, [port]), route_to(backend)])
+    )
+    table, _ = offline_runtime([str(f)], namespace="shop")
+    return await start_mesh(table)
 
 
 @bounded(20)
@@ -25,14 +35,7 @@ async def test_a_stop_sends_goaway_lets_the_call_in_flight_finish_and_refuses_ne
     tmp_path: Path,
 ) -> None:
     server = GrpcServer("a").start()
-    f = tmp_path / "mesh.yaml"
-    f.write_text(
-        "\n---\n".join(
-            [service_yaml("web", []), service_yaml("grpc-a", [server.port]), route_to("grpc-a")]
-        )
-    )
-    table, _ = offline_runtime([str(f)], namespace="shop")
-    mesh = await start_mesh(table)
+    mesh = await mesh_to(tmp_path, "grpc-a", server.port)
     channel = grpc.insecure_channel(
         f"127.0.0.1:{mesh.outbound}", options=[("grpc.default_authority", "web")]
     )
@@ -97,14 +100,7 @@ async def test_a_stop_closes_idle_http1_connections_and_ends_busy_ones_after_the
     tmp_path: Path,
 ) -> None:
     backend = await Backend("a").start()
-    f = tmp_path / "mesh.yaml"
-    f.write_text(
-        "\n---\n".join(
-            [service_yaml("web", []), service_yaml("web-a", [backend.port]), route_to("web-a")]
-        )
-    )
-    table, _ = offline_runtime([str(f)], namespace="shop")
-    mesh = await start_mesh(table)
+    mesh = await mesh_to(tmp_path, "web-a", backend.port)
     stopping: asyncio.Task[None] | None = None
     try:
         idle_r, idle_w = await asyncio.open_connection("127.0.0.1", mesh.outbound)

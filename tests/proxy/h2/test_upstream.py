@@ -182,10 +182,8 @@ MIRROR_OPTIONS = """filters:
       requestMirror: {backendRef: {name: shadow-h2, port: 80}}"""
 
 
-@bounded(10)
-async def test_a_request_to_an_h2_upstream_is_mirrored_over_http2_to_an_h2c_mirror(
-    tmp_path: Path, h2b: H2Backend
-) -> None:
+async def mirrored_mesh(tmp_path: Path, h2b: H2Backend) -> tuple[H2Backend, Mesh]:
+    """A mesh whose route to `h2b` mirrors every request to a new h2c backend (returned)."""
     shadow = await H2Backend().start()
     mesh_file = tmp_path / "mirror.yaml"
     shadow_svc = service_yaml("shadow-h2", [shadow.port]).replace(
@@ -194,7 +192,14 @@ async def test_a_request_to_an_h2_upstream_is_mirrored_over_http2_to_an_h2c_mirr
     routes = route_to("web-h2", options=MIRROR_OPTIONS)
     mesh_file.write_text(h2_mesh_yaml(h2b.port, routes) + "\n---\n" + shadow_svc)
     table, _ = offline_runtime([str(mesh_file)], namespace=NS)
-    m = await start_mesh(table)
+    return shadow, await start_mesh(table)
+
+
+@bounded(10)
+async def test_a_request_to_an_h2_upstream_is_mirrored_over_http2_to_an_h2c_mirror(
+    tmp_path: Path, h2b: H2Backend
+) -> None:
+    shadow, m = await mirrored_mesh(tmp_path, h2b)
     try:
         status, headers, body = await m.get("web", "/echo", method="POST", data=b"copy me")
         assert (status, body, headers["x-backend"]) == (200, b"copy me", "h2")
@@ -213,15 +218,7 @@ async def test_a_streamed_http2_body_is_mirrored_as_it_is_relayed(
     """An HTTP/2 client's body still arriving when the call starts is relayed, not
     buffered (`h2_call.Replay`): the mirror gets it whole too, as Envoy's request mirror
     does, while the main request is answered."""
-    shadow = await H2Backend().start()
-    mesh_file = tmp_path / "mirror.yaml"
-    shadow_svc = service_yaml("shadow-h2", [shadow.port]).replace(
-        '"name": "http", "port": 80}', '"name": "http", "port": 80, "appProtocol": "h2c"}'
-    )
-    routes = route_to("web-h2", options=MIRROR_OPTIONS)
-    mesh_file.write_text(h2_mesh_yaml(h2b.port, routes) + "\n---\n" + shadow_svc)
-    table, _ = offline_runtime([str(mesh_file)], namespace=NS)
-    m = await start_mesh(table)
+    shadow, m = await mirrored_mesh(tmp_path, h2b)
     client = await H2Client.open(("127.0.0.1", m.outbound))
     try:
         sid = client.start("POST", "/big/5", end=False)

@@ -26,6 +26,8 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
+from turnout.engine.xds.wire import varint
+
 NONCE_FIELD = 5
 """`nonce`'s field number in both `DiscoveryResponse` and `DeltaDiscoveryResponse`."""
 MAX_BODIES = 256
@@ -34,19 +36,10 @@ MAX_BODIES = 256
 BodyKey = tuple[str, tuple[str, ...], tuple[str, ...]]
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def nonce_field(nonce: str) -> bytes:
     """The encoded `nonce` field (tag 5, length-delimited)."""
     raw = nonce.encode()
-    return bytes((NONCE_FIELD << 3 | 2,)) + _varint(len(raw)) + raw
+    return bytes((NONCE_FIELD << 3 | 2,)) + varint(len(raw)) + raw
 
 
 @dataclass(frozen=True, slots=True)

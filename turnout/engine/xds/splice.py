@@ -31,23 +31,14 @@ from turnout.engine import ir
 from turnout.engine.xds.resources import ROUTE_CONFIGURATION_TYPE
 from turnout.engine.xds.routes import flatten_matches, route_matches_from, rule_route
 from turnout.engine.xds.translator import referenced_clusters
-from turnout.engine.xds.wire import INVALID_CLUSTER
+from turnout.engine.xds.wire import INVALID_CLUSTER, varint
 
 _VHOST_ROUTES = b"\x1a"  # VirtualHost.routes = 3, length-delimited
 _CONFIG_VHOSTS = b"\x12"  # RouteConfiguration.virtual_hosts = 2, length-delimited
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _framed(tag: bytes, data: bytes) -> bytes:
-    return tag + _varint(len(data)) + data
+    return tag + varint(len(data)) + data
 
 
 @dataclass(frozen=True, slots=True)

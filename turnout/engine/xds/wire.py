@@ -136,3 +136,13 @@ def metadata_from(value: Mapping[str, StructValue]) -> base_pb2.Metadata:
 def re2_escape(text: str) -> str:
     """Quote `text` so an RE2 pattern matches it literally."""
     return "".join("\\" + ch if ch in _RE2_SPECIAL else ch for ch in text)
+
+
+def varint(n: int) -> bytes:
+    """`n` (>= 0) as a protobuf base-128 varint, for the modules that write wire bytes."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
