@@ -75,14 +75,27 @@ from turnout.proxy.transport.writer import ExchangeWriter
 
 log = logging.getLogger(__name__)
 
-_SPECIAL_LENGTHS = frozenset({4, 6, 7, 10, 14, 17})
-"""Lengths of Host, Expect, Upgrade, Connection, Content-Length, Transfer-Encoding."""
-_MESH_LENGTHS = _SPECIAL_LENGTHS | {13}
-"""And of l5d-client-id, on a mesh TLS listener (where the transport owns that header)."""
 CLIENT_ID_HEADER = b"l5d-client-id"
 REQUIRE_ID_HEADER = b"l5d-require-id"
-"""Linkerd's per-request require-mTLS header (14 bytes, as Content-Length): noted, never
-forwarded (`IncomingRequest.require_id`)."""
+"""Linkerd's per-request require-mTLS header: noted, never forwarded
+(`IncomingRequest.require_id`)."""
+READ_NAMES = frozenset(
+    {
+        b"host",
+        b"expect",
+        b"upgrade",
+        b"connection",
+        b"content-length",
+        b"transfer-encoding",
+        REQUIRE_ID_HEADER,
+    }
+)
+"""The request headers the listener itself reads (`on_header`), lower-cased."""
+MESH_READ_NAMES = READ_NAMES | {CLIENT_ID_HEADER}
+"""And l5d-client-id, on a mesh TLS listener (where the transport owns that header)."""
+_SPECIAL_LENGTHS = frozenset(map(len, READ_NAMES))
+"""Only a header of one of these lengths is lower-cased and compared (`on_header`)."""
+_MESH_LENGTHS = frozenset(map(len, MESH_READ_NAMES))
 _CLOSED_PARSER = httptools.HttpRequestParser(object())
 """A closed connection's parser: it calls nothing back (`_drop_parser`)."""
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
