@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 
 from turnout.proxy.answers import Answer
@@ -122,7 +123,7 @@ class MirrorCopy:
     __slots__ = ("chunks", "ended", "failed", "waiter", "waiting")
 
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []
+        self.chunks: deque[bytes] = deque()
         self.waiting = 0
         self.ended = False
         self.failed = False
@@ -167,7 +168,7 @@ class MirrorCopy:
             await self.waiter
         if self.failed:
             raise ConnectionResetError("the mirrored body was not whole")
-        chunk = self.chunks.pop(0)
+        chunk = self.chunks.popleft()
         self.waiting -= len(chunk)
         return chunk
 

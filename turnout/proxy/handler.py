@@ -345,7 +345,7 @@ class Handler:
             ):
                 continue  # mTLS required and not possible: the copy is not sent
             addr = (ep.address, ep.port)
-            copy = body if type(body) is bytes else body.tap()  # type: ignore[union-attr]
+            copy = body if isinstance(body, bytes) else body.tap()
             if copy is None:
                 continue
             if mirror.cluster in state.http2 or is_grpc(req.raw_headers):  # as Call._prepare
@@ -397,11 +397,7 @@ class Handler:
                 target,
                 host,
                 raw_pairs(headers[1:] if host else headers),
-                content_length=None
-                if type(body) is not bytes
-                else len(body)
-                if body or method not in ("GET", "HEAD")
-                else None,
+                content_length=_sized(method, body),
             )
         except ValueError as exc:
             log.debug("mirror not sendable over http/2 error=%s", exc)
@@ -430,3 +426,11 @@ class Handler:
         for task in list(self._mirrors):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _sized(method: str, body: bytes | AsyncIterator[bytes]) -> int | None:
+    """A mirror's content-length over HTTP/2: a whole body's length (none for an empty
+    GET/HEAD); None for a relayed body (its length is not known yet)."""
+    if not isinstance(body, bytes) or (not body and method in ("GET", "HEAD")):
+        return None
+    return len(body)

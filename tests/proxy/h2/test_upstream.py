@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.proxy.e2e.backends import Backend
 from tests.proxy.e2e.harness import Mesh, bounded, route_to, service_yaml, start_mesh
 from tests.proxy.h2.backends import H2Backend, pattern
 from tests.support.h2client import H2Client
@@ -185,14 +186,19 @@ MIRROR_OPTIONS = """filters:
 async def mirrored_mesh(tmp_path: Path, h2b: H2Backend) -> tuple[H2Backend, Mesh]:
     """A mesh whose route to `h2b` mirrors every request to a new h2c backend (returned)."""
     shadow = await H2Backend().start()
-    mesh_file = tmp_path / "mirror.yaml"
     shadow_svc = service_yaml("shadow-h2", [shadow.port]).replace(
         '"name": "http", "port": 80}', '"name": "http", "port": 80, "appProtocol": "h2c"}'
     )
+    return shadow, await mirror_to(tmp_path, h2b, shadow_svc)
+
+
+async def mirror_to(tmp_path: Path, h2b: H2Backend, shadow_svc: str) -> Mesh:
+    """A mesh whose route to `h2b` mirrors every request to the Service `shadow_svc`."""
+    mesh_file = tmp_path / "mirror.yaml"
     routes = route_to("web-h2", options=MIRROR_OPTIONS)
     mesh_file.write_text(h2_mesh_yaml(h2b.port, routes) + "\n---\n" + shadow_svc)
     table, _ = offline_runtime([str(mesh_file)], namespace=NS)
-    return shadow, await start_mesh(table)
+    return await start_mesh(table)
 
 
 @bounded(10)
@@ -234,6 +240,38 @@ async def test_a_streamed_http2_body_is_mirrored_as_it_is_relayed(
         while "/big/5" not in shadow.received:  # fire and forget: bounded by the timeout
             await asyncio.sleep(0.01)
         assert shadow.received["/big/5"] == b"first " + body
+    finally:
+        await client.close()
+        await m.close()
+        await shadow.stop()
+
+
+@bounded(10)
+async def test_a_streamed_http2_body_is_mirrored_chunked_to_an_http1_mirror(
+    tmp_path: Path, h2b: H2Backend
+) -> None:
+    """The same relayed body, mirrored to a Service without an HTTP/2 appProtocol: the
+    copy goes over HTTP/1.1 as it is relayed (chunked: its length is not known yet)."""
+    shadow = await Backend("shadow").start()
+    m = await mirror_to(tmp_path, h2b, service_yaml("shadow-h2", [shadow.port]))
+    client = await H2Client.open(("127.0.0.1", m.outbound))
+    try:
+        sid = client.start("POST", "/big/5", end=False)
+        client.send(sid, b"first ", end=False)
+        while h2b.hits["/big/5"] < 1:
+            await asyncio.sleep(0.01)
+        body = pattern(200_000)
+        await client.send_all(sid, body)
+        resp = client.responses[sid]
+        await resp.done.wait()
+        assert (resp.status, bytes(resp.body)) == (200, pattern(5))
+        while not shadow.seen:  # fire and forget: bounded by the test's timeout
+            await asyncio.sleep(0.01)
+        (seen,) = shadow.seen
+        assert seen["path"] == "/big/5"
+        assert seen["body"] == (b"first " + body).decode("latin-1")
+        headers = {k.lower(): v for k, v in dict(seen["headers"]).items()}
+        assert headers.get("transfer-encoding") == "chunked"
     finally:
         await client.close()
         await m.close()
