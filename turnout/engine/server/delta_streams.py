@@ -93,6 +93,13 @@ class _DeltaType:
     answered: bool = False
     """A response of this type was sent on this stream (the first is sent even when empty)."""
 
+    @property
+    def owes_first_answer(self) -> bool:
+        """A wildcard subscriber that has nothing and was never answered: told once, even
+        with nothing to send, that nothing exists (an empty table), or it would wait for a
+        first response forever (go-control-plane's rule too)."""
+        return self.wildcard and not self.answered and not self.known
+
     def in_scope(self, name: str) -> bool:
         return self.wildcard or name in self.names
 
@@ -232,7 +239,7 @@ class DeltaStreamState:
                     and not t.fresh_all
                 ):
                     names = changes.get(url, frozenset()) | t.fresh
-                    if not names and (t.answered or t.known or not t.wildcard):
+                    if not names and not t.owes_first_answer:
                         # The fan-out's common case: this type did not change, nothing due
                         # (what `_response` would conclude, without building its arguments).
                         if t.nack is None:
@@ -279,10 +286,7 @@ class DeltaStreamState:
                     send[name] = v
             elif (k is None and name in t.names) or (k is not None and k != ABSENT):
                 removed.append(name)  # gone, or subscribed by name and never existed
-        if not send and not removed and (t.answered or t.known or not t.wildcard):
-            # Nothing to say; but a wildcard subscriber that has nothing yet is told, once,
-            # that nothing exists (an empty table), or it would wait for a first response
-            # forever (go-control-plane's rule too).
+        if not send and not removed and not t.owes_first_answer:
             return None
         t.answered = True
         nonce = str(next(self._nonces))
