@@ -40,6 +40,7 @@ from turnout.engine.xds.wire import (
     METADATA_KEY,
     StructValue,
     duration_from_ms,
+    fill_duration,
     fill_struct,
     pack,
 )
@@ -81,12 +82,6 @@ def flatten_matches(vhost: ir.VirtualHost) -> list[tuple[ir.Rule, ir.Match]]:
     index, then match index) because `sorted` is stable, also with `reverse=True`."""
     pairs = [(rule, match) for rule in vhost.rules for match in rule.matches]
     return sorted(pairs, key=lambda pair: ir.match_precedence(pair[1]), reverse=True)
-
-
-def virtual_host_from(vhost: ir.VirtualHost, *, domains: tuple[str, ...]) -> rc.VirtualHost:
-    out = rc.VirtualHost()
-    fill_virtual_host(out, vhost, domains=domains)
-    return out
 
 
 def fill_virtual_host(
@@ -202,12 +197,6 @@ def direct_response(status: int, body: str) -> rc.DirectResponseAction:
     return out
 
 
-def route_metadata(rule: ir.Rule) -> base_pb2.Metadata:
-    out = base_pb2.Metadata()
-    fill_route_metadata(out, rule)
-    return out
-
-
 def fill_route_metadata(out: base_pb2.Metadata, rule: ir.Rule) -> None:
     """`filter_metadata["turnout"]`: rule, source, backends, and invalid backends' answers."""
     src = rule.source
@@ -231,12 +220,6 @@ def fill_route_metadata(out: base_pb2.Metadata, rule: ir.Rule) -> None:
     fill_struct(out.filter_metadata[METADATA_KEY], value)
 
 
-def route_action(rule: ir.Rule) -> rc.RouteAction:
-    out = rc.RouteAction()
-    fill_route_action(out, rule)
-    return out
-
-
 def fill_route_action(action: rc.RouteAction, rule: ir.Rule) -> None:
     add = action.weighted_clusters.clusters.add
     for backend in rule.backends:
@@ -249,9 +232,7 @@ def fill_route_action(action: rc.RouteAction, rule: ir.Rule) -> None:
         # Without retries the only try is the whole exchange: its deadline is the smaller one.
         request_ms = backend_ms if request_ms is None else min(request_ms, backend_ms)
     # Envoy's default route timeout is 15 s; ours is none, which Envoy spells "0s".
-    ms = max(request_ms or 0, 0)  # duration_from_ms, in place
-    timeout = action.timeout
-    timeout.seconds, timeout.nanos = ms // 1000, (ms % 1000) * 1_000_000
+    fill_duration(action.timeout, request_ms or 0)
     if rule.filters:
         rewrite = next((f for f in rule.filters if isinstance(f, ir.URLRewriteFilter)), None)
         if rewrite is not None:
@@ -272,12 +253,6 @@ def retry_policy(retry: ir.RetryPolicy, *, per_try_ms: int | None) -> rc.RetryPo
     )
     if per_try_ms is not None:
         out.per_try_timeout.CopyFrom(duration_from_ms(per_try_ms))
-    return out
-
-
-def cluster_weight(backend: ir.WeightedBackend) -> rc.WeightedCluster.ClusterWeight:
-    out = rc.WeightedCluster.ClusterWeight()
-    fill_cluster_weight(out, backend)
     return out
 
 

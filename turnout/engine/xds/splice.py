@@ -3,7 +3,7 @@
 ```
 VirtualHost vhost ─ flatten_matches (precedence order) ─> (rule, match index) ...
    RuleBytes(rule) = per match: b"".join(0x1a + len + Route bytes)   cached by rule name,
-                                 (routes.virtual_host_from's routes)  stamp: the ir.Rule
+                                 (routes.fill_virtual_host's routes)  stamp: the ir.Rule
 VirtualHost bytes   = VirtualHost(name, domains) bytes + the chunks in that order
 RouteConfiguration  = RouteConfiguration(name) bytes + per vhost: 0x12 + len + vhost bytes
 ```

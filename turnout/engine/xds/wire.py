@@ -70,8 +70,15 @@ def ads_config_source() -> config_source_pb2.ConfigSource:
 
 def duration_from_ms(ms: int) -> duration_pb2.Duration:
     """IR milliseconds -> `Duration` (negative values are clamped to 0: never valid in xDS)."""
+    out = duration_pb2.Duration()
+    fill_duration(out, ms)
+    return out
+
+
+def fill_duration(out: duration_pb2.Duration, ms: int) -> None:
+    """`duration_from_ms` into a message field in place (no copy of a built `Duration`)."""
     ms = max(ms, 0)
-    return duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+    out.seconds, out.nanos = ms // 1000, (ms % 1000) * 1_000_000
 
 
 def fraction_per_million(per_million: int) -> percent_pb2.FractionalPercent:
