@@ -166,13 +166,9 @@ def _redirect_rules(rule: HTTPRouteRule, pos: SourcePos) -> list[Diagnostic]:
     return out
 
 
-def path_match_rules(path: HTTPPathMatch, pos: SourcePos) -> list[Diagnostic]:
-    """The eleven `matches[].path` rules; the value rules apply to Exact and PathPrefix only."""
-    return [rule_error(message, pos) for message in path_match_failures(path)]
-
-
 def path_match_failures(path: HTTPPathMatch) -> list[str]:
-    """The messages of the `matches[].path` rules `path` breaks ([] for most)."""
+    """The messages of the eleven `matches[].path` rules `path` breaks ([] for most); the
+    value rules apply to Exact and PathPrefix only."""
     if path.type not in ("Exact", "PathPrefix", "RegularExpression"):
         return [PATH_TYPE]
     if path.type == "RegularExpression":
