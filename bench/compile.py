@@ -29,7 +29,7 @@ from typing import TypeVar
 
 import yaml
 
-from bench.results import Figures, report
+from bench.results import Figures, add_no_store, report
 from bench.synth import documents, route, service
 from turnout.engine.compile import compile_table
 from turnout.engine.model import parse_documents
@@ -143,11 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="full compiles of 10k per layout; medians count"
     )
-    parser.add_argument(
-        "--no-store",
-        action="store_true",
-        help="print the moves against bench/results/compile.json but keep it as it is",
-    )
+    add_no_store(parser, "compile")
     args = parser.parse_args(argv)
     print(f"== compile (CPU seconds of this process; load: {os.getloadavg()[0]:.2f})")
     figures: Figures = {}

@@ -37,7 +37,7 @@ import grpc.aio
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from bench.results import Figures, report
+from bench.results import Figures, add_no_store, report
 from bench.xds import BIG, NS, big_files
 from turnout.proxy.xds_resources import LISTENER_TYPE
 
@@ -126,11 +126,7 @@ async def fetch_with_xds(admin: str, xds: str) -> tuple[float, float, int]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.control_plane", description=__doc__)
-    parser.add_argument(
-        "--no-store",
-        action="store_true",
-        help="print the moves against bench/results/control_plane.json but keep it as it is",
-    )
+    add_no_store(parser, "control_plane")
     args = parser.parse_args(argv)
     print(f"== control plane: mesh serve --dir with {BIG:,} HTTPRoutes (subprocess)")
     with tempfile.TemporaryDirectory() as tmp:

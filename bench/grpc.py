@@ -41,7 +41,7 @@ from bench.proxy import (
     start_nginx,
     tail,
 )
-from bench.results import Figures
+from bench.results import Figures, add_no_store
 from bench.results import report as report_moves
 
 AUTHORITY = "web.bench"
@@ -270,11 +270,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=4)
-    p.add_argument(
-        "--no-store",
-        action="store_true",
-        help="print the moves against bench/results/grpc.json but keep it as it is",
-    )
+    add_no_store(p, "grpc")
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     p.add_argument("--load", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

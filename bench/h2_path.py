@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.proxy import HOST, NS, manifests
 from bench.request_path import PORT_V1, PORT_V2, RESPONSE, ROUNDS, MemoryTransport, ours, pooled
-from bench.results import Figures, report
+from bench.results import Figures, add_no_store, report
 from turnout.cli.offline import offline_runtime
 from turnout.proxy.handler import Handler, ProxyState
 from turnout.proxy.process import ProxyConfig
@@ -233,11 +233,7 @@ async def main_async(n: int, *, store: bool = True) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.h2_path", description=__doc__)
     parser.add_argument("--requests", type=int, default=50_000)
-    parser.add_argument(
-        "--no-store",
-        action="store_true",
-        help="print the moves against bench/results/h2_path.json but keep it as it is",
-    )
+    add_no_store(parser, "h2_path")
     opts = parser.parse_args(argv)
     uvloop.run(main_async(opts.requests, store=not opts.no_store))
 

@@ -62,7 +62,7 @@ from string import Template
 from typing import Any
 
 from bench import tail
-from bench.results import Figures, report
+from bench.results import Figures, add_no_store, report
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -789,11 +789,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=1000, help="paced requests/s")
     parser.add_argument("--pace-seconds", type=float, default=10.0)
     parser.add_argument("--pace-connections", type=int, default=8)
-    parser.add_argument(
-        "--no-store",
-        action="store_true",
-        help="print the moves against bench/results/proxy.json but keep it as it is",
-    )
+    add_no_store(parser, "proxy")
     parser.add_argument("--pace", metavar="PORT[,PORT...]", help=argparse.SUPPRESS)
     parser.add_argument("--host", default=HOST, help=argparse.SUPPRESS)
     parser.add_argument("--profiled", metavar="FILE", help=argparse.SUPPRESS)

@@ -37,7 +37,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.proxy import HOST, NS, manifests
-from bench.results import Figures, report
+from bench.results import Figures, add_no_store, report
 from turnout.cli.offline import offline_runtime
 from turnout.proxy.handler import Handler, ProxyState
 from turnout.proxy.process import ProxyConfig, TraceConfig
@@ -273,11 +273,7 @@ async def main_async(n: int, *, store: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.request_path", description=__doc__)
     parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument(
-        "--no-store",
-        action="store_true",
-        help="print the moves against bench/results/request_path.json but keep it as it is",
-    )
+    add_no_store(parser, "request_path")
     opts = parser.parse_args(argv)
     uvloop.run(main_async(opts.requests, store=not opts.no_store))
 

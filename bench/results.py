@@ -16,6 +16,7 @@ measured, printed next to the deltas.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -68,6 +69,16 @@ def deltas(figures: Figures, previous: dict[str, object] | None) -> list[str]:
             f"{pct:+6.1f} % {word}"
         )
     return lines
+
+
+def add_no_store(parser: argparse.ArgumentParser, name: str) -> None:
+    """The benchmark's `--no-store` flag: print the moves against `name`'s stored figures but
+    keep them (`python -m bench --no-store` says the same through `NO_STORE_ENV`)."""
+    parser.add_argument(
+        "--no-store",
+        action="store_true",
+        help=f"print the moves against bench/results/{name}.json but keep it as it is",
+    )
 
 
 def report(name: str, figures: Figures, *, store: bool = True, directory: Path = RESULTS) -> None:
