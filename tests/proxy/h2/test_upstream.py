@@ -201,6 +201,21 @@ async def mirror_to(tmp_path: Path, h2b: H2Backend, shadow_svc: str) -> Mesh:
     return await start_mesh(table)
 
 
+async def post_streamed(client: H2Client, h2b: H2Backend) -> bytes:
+    """POST /big/5 whose body is still arriving when the call starts (relayed, not
+    buffered: `h2_call.Replay`), answered 200; the body sent."""
+    sid = client.start("POST", "/big/5", end=False)
+    client.send(sid, b"first ", end=False)
+    while h2b.hits["/big/5"] < 1:  # the call started on the first piece
+        await asyncio.sleep(0.01)
+    rest = pattern(200_000)  # over the stream windows: relayed as the upstream reads
+    await client.send_all(sid, rest)
+    resp = client.responses[sid]
+    await resp.done.wait()
+    assert (resp.status, bytes(resp.body)) == (200, pattern(5))
+    return b"first " + rest
+
+
 @bounded(10)
 async def test_a_request_to_an_h2_upstream_is_mirrored_over_http2_to_an_h2c_mirror(
     tmp_path: Path, h2b: H2Backend
@@ -227,19 +242,11 @@ async def test_a_streamed_http2_body_is_mirrored_as_it_is_relayed(
     shadow, m = await mirrored_mesh(tmp_path, h2b)
     client = await H2Client.open(("127.0.0.1", m.outbound))
     try:
-        sid = client.start("POST", "/big/5", end=False)
-        client.send(sid, b"first ", end=False)
-        while h2b.hits["/big/5"] < 1:  # the call started on the first piece
-            await asyncio.sleep(0.01)
-        body = pattern(200_000)  # over the stream windows: relayed as the upstream reads
-        await client.send_all(sid, body)
-        resp = client.responses[sid]
-        await resp.done.wait()
-        assert (resp.status, bytes(resp.body)) == (200, pattern(5))
-        assert h2b.received["/big/5"] == b"first " + body
+        body = await post_streamed(client, h2b)
+        assert h2b.received["/big/5"] == body
         while "/big/5" not in shadow.received:  # fire and forget: bounded by the timeout
             await asyncio.sleep(0.01)
-        assert shadow.received["/big/5"] == b"first " + body
+        assert shadow.received["/big/5"] == body
     finally:
         await client.close()
         await m.close()
@@ -256,20 +263,12 @@ async def test_a_streamed_http2_body_is_mirrored_chunked_to_an_http1_mirror(
     m = await mirror_to(tmp_path, h2b, service_yaml("shadow-h2", [shadow.port]))
     client = await H2Client.open(("127.0.0.1", m.outbound))
     try:
-        sid = client.start("POST", "/big/5", end=False)
-        client.send(sid, b"first ", end=False)
-        while h2b.hits["/big/5"] < 1:
-            await asyncio.sleep(0.01)
-        body = pattern(200_000)
-        await client.send_all(sid, body)
-        resp = client.responses[sid]
-        await resp.done.wait()
-        assert (resp.status, bytes(resp.body)) == (200, pattern(5))
+        body = await post_streamed(client, h2b)
         while not shadow.seen:  # fire and forget: bounded by the test's timeout
             await asyncio.sleep(0.01)
         (seen,) = shadow.seen
         assert seen["path"] == "/big/5"
-        assert seen["body"] == (b"first " + body).decode("latin-1")
+        assert seen["body"] == body.decode("latin-1")
         headers = {k.lower(): v for k, v in dict(seen["headers"]).items()}
         assert headers.get("transfer-encoding") == "chunked"
     finally:
