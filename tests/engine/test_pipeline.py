@@ -30,13 +30,13 @@ def test_only_changed_files_are_validated_again(
 ) -> None:
     shutil.copytree(EXAMPLES, tmp_path / "m")
     seen: list[str] = []
-    real = pipeline.validate_paths
+    real = pipeline.validate_pieces
 
-    def spy(paths, **kw):  # type: ignore[no-untyped-def]
-        seen.extend(paths)
-        return real(paths, **kw)
+    def spy(text, **kw):  # type: ignore[no-untyped-def]
+        seen.append(kw["file"])
+        return real(text, **kw)
 
-    monkeypatch.setattr(pipeline, "validate_paths", spy)
+    monkeypatch.setattr(pipeline, "validate_pieces", spy)
     compiler = IncrementalCompiler()
     compiler([tmp_path / "m"])
     assert len(seen) == len(list((tmp_path / "m").rglob("*.yaml")))

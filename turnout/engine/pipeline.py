@@ -26,12 +26,11 @@ import gc
 import hashlib
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from types import MappingProxyType
 from typing import NamedTuple
 
 from turnout.adapters.policy import PolicyResult, compile_policy
@@ -61,6 +60,7 @@ from turnout.engine.model.loader import expand_paths
 from turnout.engine.policy_reads import SMI_KINDS, PolicyCache, policy_reads
 from turnout.engine.render import diagnostic_data, result_data, to_data
 from turnout.engine.validate import CRDSet, load_crds, validate_paths, validate_resources
+from turnout.engine.validate.pieces import FileReport, Piece, validate_pieces, without_raw
 from turnout.engine.validate.rules import validate_object
 
 OWN_CRDS = Path(str(resources.files("turnout.engine") / "crds"))
@@ -353,9 +353,10 @@ class _FileEntry:
     policy: tuple[Loaded[Resource], ...] = ()
     """What of it `compile_policy` reads: everything but the routes without a Server
     parent (the policy adapter reads routes only through a Server parentRef)."""
+    pieces: tuple[Piece, ...] = ()
+    """Its documents as validated (`validate_pieces`): the next read of an edited version
+    reuses those whose text did not change. Empty for JSON, which is read whole."""
 
-
-_NO_RAW: Mapping[str, object] = MappingProxyType({})
 
 VERIFY_ENV = "TURNOUT_VERIFY_INCREMENTAL"
 """Check every Nth incremental compile against a full `compile_table`, serving the full
@@ -380,20 +381,14 @@ def _stat_of(file: str) -> tuple[int, int, int, int] | None:
     return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
-def _without_raw(obj: Loaded[Resource]) -> Loaded[Resource]:
-    """`obj` without the raw document it was parsed from: validation is done and the compiler
-    reads only the typed object, so a watched directory keeps no parsed YAML (10,000 routes:
-    45 MB of dicts)."""
-    return dataclasses.replace(obj, raw=_NO_RAW)
-
-
 @dataclass(slots=True)
 class IncrementalCompiler:
     """`compile_files` for a watched directory: files whose content did not change
     keep their parsed and validated objects (a settled file whose stat did not change is
     not even read), and the compile is incremental (`IncrementalTable`, equal to
-    `compile_table` of the same objects): one edited route among 10,000 costs its own file's
-    parse and validation plus the recompile of that route and its parent.
+    `compile_table` of the same objects): one edited route among 10,000 costs its own document's
+    read, parse and validation (`validate_pieces`) plus the recompile of that route and its
+    parent.
 
     A file with an error (its own, or one the compiler finds in it) is `Rejected`, as the
     API server rejects one bad object and accepts the rest: its last good version is
@@ -477,22 +472,39 @@ class IncrementalCompiler:
             if entry is not None and entry.stamp == stamp:
                 entry.stat, entry.settled = stat or (0, 0, 0, 0), settled
                 return entry
-            report = validate_paths([file], crds=self._crd_set, limits=self.limits)
+            report = self._validate(file, data, entry.pieces if entry is not None else ())
         except LoadError as exc:
             reason = "LimitExceeded" if isinstance(exc, LimitExceeded) else "FileUnreadable"
             why = error(reason, exc.message, SourcePos(file, exc.doc_index or 0))
             return Rejected(file=file, kept=file in self._good, diagnostics=(why,))
-        objects = tuple(_without_raw(o) for o in report.resources.objects)
+        objects = report.resources.objects
         return _FileEntry(
             stamp=stamp,
             resources=objects,
             diagnostics=report.diagnostics,
+            pieces=report.pieces,
             stat=stat or (0, 0, 0, 0),
             settled=settled,
             keys=tuple(object_key(o) for o in objects),
             smi=any(isinstance(o.obj, SMI_KINDS) for o in objects),
             policy=tuple(o for o in objects if policy_reads(o)),
         )
+
+    def _validate(self, file: str, data: bytes, known: tuple[Piece, ...]) -> FileReport:
+        """`validate_paths([file])` of these bytes, reusing the documents of `known` whose
+        text did not change (`validate_pieces`); JSON is validated whole."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LoadError(f"cannot read: {exc}", file=file) from exc
+        report = validate_pieces(
+            text, file=file, known=known, crds=self._crd_set, limits=self.limits
+        )
+        if report is not None:
+            return report
+        whole = validate_paths([file], crds=self._crd_set, limits=self.limits)
+        objects = tuple(without_raw(o) for o in whole.resources.objects)
+        return FileReport(Resources(objects), whole.diagnostics, ())
 
     def _hold_back(
         self, file: str, diagnostics: Sequence[Diagnostic], chosen: dict[str, _FileEntry]

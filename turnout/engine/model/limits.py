@@ -160,25 +160,54 @@ def read_manifest_bytes(file: str, *, limits: ManifestLimits = DEFAULT_LIMITS) -
 
 
 def load_yaml(
-    text: str, *, file: str, limits: ManifestLimits = DEFAULT_LIMITS
+    text: str,
+    *,
+    file: str,
+    limits: ManifestLimits = DEFAULT_LIMITS,
+    first_index: int = 0,
+    first_line: int = 0,
 ) -> Iterator[object | BadYAML]:
     """Each document's objects (None for an empty one), in order; JSON text too. A `BadYAML`
-    ends the file; a cap exceeded raises `LimitExceeded`."""
-    if text.lstrip().startswith(("{", "[")):
+    ends the file; a cap exceeded raises `LimitExceeded`. `first_index` and `first_line`:
+    where `text` starts in its file, when it is one of `yaml_pieces` read on its own."""
+    if first_index == 0 and _json_like(text):
         obj = _json(text, file=file, limits=limits)
         if obj is not _NOT_JSON:
             yield obj
             return
-    for doc in compose_yaml(text, file=file, limits=limits):
+    pieces = compose_yaml(
+        text, file=file, limits=limits, first_index=first_index, first_line=first_line
+    )
+    for doc in pieces:
         yield doc if isinstance(doc, BadYAML) else doc.construct()
 
 
+def yaml_pieces(text: str) -> list[tuple[str, int]] | None:
+    """The pieces `compose_yaml` composes one at a time, each with the line it starts on:
+    a document each (libyaml's own boundaries), so reading a piece on its own (`load_yaml`
+    with its `first_index` and `first_line`) finds what reading the whole text finds there.
+    None for text that may be JSON, which is read whole."""
+    if _json_like(text):
+        return None
+    out: list[tuple[str, int]] = []
+    line = 0
+    for start, end in _segments(text):
+        out.append((text[start:end], line))
+        line += text.count("\n", start, end)
+    return out
+
+
 def compose_yaml(
-    text: str, *, file: str, limits: ManifestLimits = DEFAULT_LIMITS
+    text: str,
+    *,
+    file: str,
+    limits: ManifestLimits = DEFAULT_LIMITS,
+    first_index: int = 0,
+    first_line: int = 0,
 ) -> Iterator[Composed | BadYAML]:
     """Each document's nodes (see the module docstring); a `BadYAML` ends the file."""
-    index = 0
-    line = 0
+    index = first_index
+    line = first_line
     for start, end in _segments(text):
         size = _text_bytes(text, start, end, limits.max_document_bytes)
         if size > limits.max_document_bytes:
@@ -206,6 +235,10 @@ def compose_yaml(
 
 
 # ---- reading
+
+
+def _json_like(text: str) -> bool:
+    return text.lstrip().startswith(("{", "["))
 
 
 def _segments(text: str) -> Iterator[tuple[int, int]]:

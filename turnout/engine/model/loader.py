@@ -15,7 +15,7 @@ for inputs whose errors also give the line (contract files).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -67,25 +67,56 @@ def read_text(file: str, *, limits: ManifestLimits = DEFAULT_LIMITS) -> str:
     return read_manifest(file, limits=limits)
 
 
+@dataclass(slots=True)
+class TextDocuments:
+    """What one text (a file, or one of its `yaml_pieces`) holds."""
+
+    docs: list[Document] = field(default_factory=list)
+    diags: list[Diagnostic] = field(default_factory=list)
+    count: int = 0
+    """Documents read, empty ones too (the next text's first index is `first_index` + this)."""
+    bad: bool = False
+    """It ended in text that is not YAML: nothing after it in the file is read."""
+
+
 def parse_text(
     text: str, *, file: str, limits: ManifestLimits = DEFAULT_LIMITS
 ) -> tuple[list[Document], list[Diagnostic]]:
     """Split one file's text into documents; bad YAML becomes a diagnostic, a cap exceeded
     raises `LimitExceeded`."""
-    docs: list[Document] = []
-    diags: list[Diagnostic] = []
-    for index, loaded in enumerate(load_yaml(text, file=file, limits=limits)):
+    read = read_documents(text, file=file, limits=limits)
+    return read.docs, read.diags
+
+
+def read_documents(
+    text: str,
+    *,
+    file: str,
+    limits: ManifestLimits = DEFAULT_LIMITS,
+    first_index: int = 0,
+    first_line: int = 0,
+) -> TextDocuments:
+    """`parse_text` of a text that starts at document `first_index`, line `first_line` of
+    `file` (`load_yaml`), with how many documents it held."""
+    out = TextDocuments()
+    loaded_docs = load_yaml(
+        text, file=file, limits=limits, first_index=first_index, first_line=first_line
+    )
+    for index, loaded in enumerate(loaded_docs, first_index):
+        out.count += 1
         pos = SourcePos(file=file, doc_index=index)
         if isinstance(loaded, BadYAML):
-            diags.append(error("InvalidYAML", loaded.message, pos))
+            out.diags.append(error("InvalidYAML", loaded.message, pos))
+            out.bad = True
             continue
         if loaded is None:
             continue
         if not isinstance(loaded, Mapping):
-            diags.append(error("InvalidDocument", "a document must be a mapping (an object)", pos))
+            msg = "a document must be a mapping (an object)"
+            out.diags.append(error("InvalidDocument", msg, pos))
             continue
-        docs.extend(_unlist(loaded, pos, diags))
-    return docs, diags
+        out.docs.extend(_unlist(loaded, pos, out.diags))
+    return out
 
 
 def load_documents(
