@@ -3,9 +3,13 @@ retries and the `turnout` route metadata."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from envoy.config.route.v3 import route_components_pb2 as rc
 from google.protobuf import json_format
 
+from tests.conftest import GOLDEN
 from tests.engine.xds.builders import (
     mk_backend,
     mk_invalid,
@@ -19,7 +23,9 @@ from tests.engine.xds.builders import (
     translate_one,
 )
 from turnout.engine import config, ir
+from turnout.engine.pipeline import compile_files
 from turnout.engine.xds import INVALID_CLUSTER, METADATA_KEY, translate
+from turnout.engine.xds.routes import match_records, route_matches_from, rule_route
 
 # --------------------------------------------------------------------------- matchers
 
@@ -296,3 +302,33 @@ def test_retry_on_lists_grpc_status_names_for_proxyless_clients(
     tokens = retry_on(codes).split(",")
     assert tokens[:3] == RETRY_ON.split(",")
     assert tokens[3:] == grpc_names
+
+
+GOLDEN_CASES = sorted((GOLDEN / "compile").glob("*.in.yaml"))
+
+
+@pytest.mark.parametrize("src", GOLDEN_CASES, ids=lambda p: p.name.removesuffix(".in.yaml"))
+def test_route_records_are_the_routes_serialized_whole(src: Path) -> None:
+    """`match_records` writes match + template + name as bytes: for every rule of every golden
+    case, what building each Route and serializing it (deterministic) gives."""
+    table = compile_files([src]).result.table
+    rules = [r for p in table.parents for v in _vhosts(p) for r in v.rules]
+    for rule in rules:
+        template = rule_route(rule)
+        want = []
+        for match in rule.matches:
+            records = b""
+            for path_match in route_matches_from(match):
+                route = rc.Route()
+                route.CopyFrom(template)
+                route.name = match.name
+                route.match.CopyFrom(path_match)
+                records += rc.VirtualHost(routes=[route]).SerializeToString(deterministic=True)
+            want.append(records)
+        assert match_records(rule, template) == tuple(want), rule.name
+
+
+def _vhosts(parent: ir.ServiceParent | ir.GatewayParent) -> list[ir.VirtualHost]:
+    if isinstance(parent, ir.ServiceParent):
+        return [parent.producer, *(c.vhost for c in parent.consumers)]
+    return list(parent.vhosts)

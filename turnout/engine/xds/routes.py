@@ -5,6 +5,7 @@ Data flow:
 ```
 ir.VirtualHost ─ flatten_matches ─> [(Rule, Match)] in precedence order
                                        │ rule_route(rule): one template per rule, copied per matcher
+                                       │   (match_records: the same Routes as bytes, for splice.py)
                                        ├─ route_matches_from(match)      path/headers/query/method
                                        ├─ action: direct_response (ErrorResponse, no usable weight)
                                        │        | redirect (RedirectFilter)
@@ -42,6 +43,7 @@ from turnout.engine.xds.wire import (
     duration_from_ms,
     fill_duration,
     fill_struct,
+    framed,
     pack,
 )
 
@@ -90,7 +92,8 @@ def fill_virtual_host(
     """Routes are built in place (in `out`, e.g. `route_config.virtual_hosts.add()`: a
     finished VirtualHost passed to a constructor is copied whole) from one template per
     rule (action, metadata, filters), copied per path matcher: a rule's matches share
-    everything but name and match."""
+    everything but name and match. (Parsing `match_records` instead costs ~25 % more
+    instructions here: the messages are wanted, not their bytes.)"""
     out.name = vhost.name
     out.domains.extend(domains)
     templates: dict[int, bytes] = {}
@@ -105,6 +108,34 @@ def fill_virtual_host(
             route.MergeFromString(template)
             route.name = match.name
             route.match.CopyFrom(path_match)
+
+
+_VHOST_ROUTES = b"\x1a"  # VirtualHost.routes = 3, length-delimited
+_ROUTE_MATCH = b"\x0a"  # Route.match = 1
+_ROUTE_NAME = b"\x72"  # Route.name = 14; `rule_route` sets only fields 2-13
+
+
+def match_records(rule: ir.Rule, template: rc.Route) -> tuple[bytes, ...]:
+    """Per match of `rule`: its `VirtualHost.routes` records, one per path matcher.
+
+    Each record is a Route's fields in number order: the match (1), the rule's template
+    (`rule_route`, serialized once per rule: its fields, all between 2 and 13: action, metadata, header changes,
+    per-filter config), then the name (14). That is what deterministic serialization of the
+    whole Route gives (tests/engine/xds/test_routes.py)."""
+    shared = template.SerializeToString(deterministic=True)
+    out = []
+    for match in rule.matches:
+        name = framed(_ROUTE_NAME, match.name.encode()) if match.name else b""
+        out.append(
+            b"".join(
+                framed(
+                    _VHOST_ROUTES,
+                    framed(_ROUTE_MATCH, m.SerializeToString(deterministic=True)) + shared + name,
+                )
+                for m in route_matches_from(match)
+            )
+        )
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- matchers

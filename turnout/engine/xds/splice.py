@@ -29,16 +29,11 @@ from google.protobuf import any_pb2
 
 from turnout.engine import ir
 from turnout.engine.xds.resources import ROUTE_CONFIGURATION_TYPE
-from turnout.engine.xds.routes import flatten_matches, route_matches_from, rule_route
-from turnout.engine.xds.translator import referenced_clusters
-from turnout.engine.xds.wire import INVALID_CLUSTER, varint
+from turnout.engine.xds.routes import flatten_matches, match_records, rule_route
+from turnout.engine.xds.translator import route_clusters
+from turnout.engine.xds.wire import INVALID_CLUSTER, framed
 
-_VHOST_ROUTES = b"\x1a"  # VirtualHost.routes = 3, length-delimited
 _CONFIG_VHOSTS = b"\x12"  # RouteConfiguration.virtual_hosts = 2, length-delimited
-
-
-def _framed(tag: bytes, data: bytes) -> bytes:
-    return tag + varint(len(data)) + data
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +46,8 @@ class RuleBytes:
 
 def rule_bytes(rule: ir.Rule) -> RuleBytes:
     template = rule_route(rule)
-    chunks = []
-    invalid = False
-    for match in rule.matches:
-        parts = []
-        for path_match in route_matches_from(match):
-            route = rc.Route()
-            route.CopyFrom(template)
-            route.name = match.name
-            route.match.CopyFrom(path_match)
-            parts.append(_framed(_VHOST_ROUTES, route.SerializeToString(deterministic=True)))
-        chunks.append(b"".join(parts))
-    if rule.matches:
-        probe = route_pb2.RouteConfiguration(virtual_hosts=[rc.VirtualHost(routes=[template])])
-        invalid = INVALID_CLUSTER in referenced_clusters((probe,))
-    return RuleBytes(rule=rule, matches=tuple(chunks), uses_invalid=invalid)
+    invalid = bool(rule.matches) and INVALID_CLUSTER in route_clusters(template)
+    return RuleBytes(rule=rule, matches=match_records(rule, template), uses_invalid=invalid)
 
 
 @dataclass(slots=True)
@@ -104,7 +86,7 @@ class RouteBytesCache:
                 cached = index[id(rule)]
                 parts.append(cached.matches[match_index[id(match)]])
                 invalid = invalid or cached.uses_invalid
-            out.append(_framed(_CONFIG_VHOSTS, b"".join(parts)))
+            out.append(framed(_CONFIG_VHOSTS, b"".join(parts)))
         value = b"".join(out)
         self.packed_bytes += len(value)
         return any_pb2.Any(type_url=ROUTE_CONFIGURATION_TYPE, value=value), invalid

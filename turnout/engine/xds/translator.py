@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 
 from turnout.engine import ir
 from turnout.engine.xds import clusters, listeners
@@ -66,17 +66,24 @@ def translate(table: ir.RouteTable, *, client_namespace: str | None = None) -> X
 
 def referenced_clusters(route_configs: Iterable[route_pb2.RouteConfiguration]) -> set[str]:
     """Names of every cluster a route forwards to or mirrors to."""
-    names: set[str] = set()
-    for rc in route_configs:
-        for vhost in rc.virtual_hosts:
-            for route in vhost.routes:
-                if not route.HasField("route"):
-                    continue
-                action = route.route
-                if action.cluster:
-                    names.add(action.cluster)
-                names.update(cw.name for cw in action.weighted_clusters.clusters)
-                names.update(m.cluster for m in action.request_mirror_policies)
+    return {
+        name
+        for rc in route_configs
+        for vhost in rc.virtual_hosts
+        for route in vhost.routes
+        for name in route_clusters(route)
+    }
+
+
+def route_clusters(route: route_components_pb2.Route) -> set[str]:
+    """Names of the clusters one route forwards to or mirrors to."""
+    if not route.HasField("route"):
+        return set()
+    action = route.route
+    names = {cw.name for cw in action.weighted_clusters.clusters}
+    names.update(m.cluster for m in action.request_mirror_policies)
+    if action.cluster:
+        names.add(action.cluster)
     return names
 
 

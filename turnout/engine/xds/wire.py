@@ -153,3 +153,8 @@ def varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def framed(tag: bytes, data: bytes) -> bytes:
+    """A length-delimited field: its tag, the length of `data` as a varint, then `data`."""
+    return tag + varint(len(data)) + data
