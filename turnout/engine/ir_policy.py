@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from turnout.engine.ir import Match, SourceRef
+from turnout.engine.ir import Match, SourceRef, store_by_slot
 
 DefaultPolicy = Literal[
     "all-unauthenticated",
@@ -336,3 +336,6 @@ class PolicyTable:
     namespace_defaults: tuple[NamespaceDefault, ...] = ()
     cluster_default: DefaultPolicy = "all-unauthenticated"
     cluster_networks: tuple[Network, ...] = ()
+
+
+store_by_slot(globals())  # the IR's construction (`ir.store_by_slot`)
