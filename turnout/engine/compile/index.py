@@ -142,6 +142,9 @@ def index_objects(idx: Index, objects: Iterable[Loaded[Resource]]) -> bool:
     unique = True
     for loaded in objects:
         obj = loaded.obj
+        if isinstance(obj, HTTPRoute | GRPCRoute):  # most objects: tested first
+            idx.routes.append(loaded)  # type: ignore[arg-type]
+            continue
         key = (obj.namespace, obj.name)
         if isinstance(obj, Service):
             unique &= key not in idx.services
@@ -175,8 +178,6 @@ def index_objects(idx: Index, objects: Iterable[Loaded[Resource]]) -> bool:
                 if ref.group == "" and ref.kind == "Service":
                     unique &= (obj.namespace, ref.name) not in idx.policies
                     idx.policies[(obj.namespace, ref.name)] = loaded  # type: ignore[assignment]
-        elif isinstance(obj, HTTPRoute | GRPCRoute):
-            idx.routes.append(loaded)  # type: ignore[arg-type]
     idx.slices = dict(slices)
     idx.grants = dict(grants)
     return unique
