@@ -10,7 +10,7 @@ publish(table, policy) ──(either != current)──> Snapshot(version=n+1, ta
                     View: {type_url: {name: Any}}   (wire bytes only)
                       + POLICY_TYPE_URL: the policy table's resources, packed once per
                         snapshot and the same in every namespace's view
-                      + versions {type_url: {name: blake2b-64 hex}} (delta streams)
+                      + versions {type_url: {name: SHA-256, 64 bits hex}} (delta streams)
 ```
 
 The default translator goes through the server's `ResourceCache` (`engine.xds.cache`): a

@@ -8,7 +8,7 @@ RouteTable ─ translate_view(table, ns, cache) ─> PackedView {type_url: {name
         else ─> the Listener; the RouteConfiguration spliced from per-rule bytes (splice.py)
   GatewayParent  ─ key (parent.name, None) ─ stamp: the parent itself
   Cluster        ─ key cluster.name ─ stamp: the ir.Cluster itself ─> Cluster + ClusterLoadAssignment
-Packed = (Any, version): version = blake2b-64 hex of Any.value, computed once per resource
+Packed = (Any, version): version = SHA-256 of Any.value, 64 bits hex, computed once per resource
 ```
 
 A view is a walk of the table's parents and clusters with dict lookups: a client namespace
@@ -54,11 +54,13 @@ class Packed:
 
     any: any_pb2.Any
     version: str
-    """blake2b-64 of `any.value`, hex (16 characters)."""
+    """The first 64 bits of SHA-256 of `any.value`, hex (16 characters)."""
 
 
 def version_of(packed: any_pb2.Any) -> str:
-    return hashlib.blake2b(packed.value, digest_size=8).hexdigest()
+    # SHA-256 (with the CPU's SHA instructions) hashes a 9 MB RouteConfiguration in about
+    # half the time blake2b takes here.
+    return hashlib.sha256(packed.value).hexdigest()[:16]
 
 
 def packed(message: Message) -> Packed:
@@ -108,6 +110,7 @@ class ResourceCache:
         names = {p.name for p in table.parents}
         for key in [k for k in self._parents if k[0] not in names]:
             del self._parents[key]
+        configs = {entry.route[0] for entry in self._parents.values()}
         self.routes.forget_except(
             {
                 r.name
@@ -118,7 +121,8 @@ class ResourceCache:
                     else p.vhosts
                 )
                 for r in v.rules
-            }
+            },
+            configs,
         )
         cluster_names = {c.name for c in table.clusters}
         for name in [n for n in self._clusters if n not in cluster_names]:
