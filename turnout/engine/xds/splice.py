@@ -32,6 +32,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -79,7 +80,12 @@ class _Spliced:
 
 
 def _negated(match: ir.Match) -> tuple[int, ...]:
-    return tuple(-n for n in ir.match_precedence(match))
+    return _negate(ir.match_precedence(match))
+
+
+@lru_cache(maxsize=1024)  # a few distinct precedences: 20,000 entries share them
+def _negate(precedence: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(-n for n in precedence)
 
 
 @dataclass(slots=True)
