@@ -148,6 +148,8 @@ def _prefix_rewrite(filters: list[HTTPRouteFilter], member: str) -> int:
 
 
 def _redirect_rules(rule: HTTPRouteRule, pos: SourcePos) -> list[Diagnostic]:
+    if not rule.filters and not any(b.filters for b in rule.backend_refs):
+        return []  # every rule here is about a filter
     out: list[Diagnostic] = []
     if rule.backend_refs and any(f.request_redirect is not None for f in rule.filters):
         out.append(rule_error(REDIRECT_WITH_BACKENDS, pos))
@@ -173,7 +175,13 @@ def path_match_failures(path: HTTPPathMatch) -> list[str]:
         return [PATH_TYPE]
     if path.type == "RegularExpression":
         return []
-    return [message for message, ok in _PATH_RULES if not ok(path.value)]
+    v = path.value
+    # What nearly every path is: each rule's substring is ruled out by a shorter one ("/."
+    # is in "/./", "/../" and both endings; "%2" in "%2f" and "%2F"; PATH_CHARS has no "#").
+    clean = v.startswith("/") and "//" not in v and "/." not in v and "%2" not in v
+    if clean and PATH_CHARS.match(v) is not None:
+        return []
+    return [message for message, ok in _PATH_RULES if not ok(v)]
 
 
 def timeout_rules(t: HTTPRouteTimeouts, pos: SourcePos) -> list[Diagnostic]:
