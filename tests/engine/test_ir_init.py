@@ -54,4 +54,16 @@ def test_unsupported_fields_are_refused_at_import() -> None:
         items: tuple[int, ...] = dataclasses.field(default_factory=tuple)
 
     with pytest.raises(TypeError, match="plain fields"):
-        ir.store_by_slot({"__name__": Bad.__module__, "Bad": Bad})
+        ir.store_by_slot(Bad)
+
+
+def test_positional_fields_stay_positional() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Pair:
+        a: int
+        b: str = "x"
+
+    ir.store_by_slot(Pair)
+    assert Pair(1) == Pair(a=1, b="x") and Pair(1, "y").b == "y"
+    with pytest.raises(TypeError):
+        Pair(1, "y", 3)  # type: ignore[call-arg]

@@ -577,43 +577,55 @@ class GatewayStatus:
 # --------------------------------------------------------------------------- construction
 
 
-def store_by_slot(namespace: Mapping[str, object]) -> None:
-    """Give every IR dataclass defined in `namespace` (a module's globals) an ``__init__``
-    that stores each field through its slot descriptor.
+def store_by_slot(*classes: type) -> None:
+    """Give each of these frozen, slotted dataclasses an ``__init__`` that stores each
+    field through its slot descriptor.
 
     A frozen dataclass's own ``__init__`` stores each field with ``object.__setattr__``;
     the slot's ``__set__`` does the same store for ~12 % fewer instructions of a whole
     compile (10k routes build ~20 IR nodes each). The classes stay what `@dataclass` made
-    them: frozen (assignment after construction raises), slotted, keyword-only, with the
-    same defaults; `dataclasses.replace` goes through this ``__init__`` too. Only plain
-    defaults are supported (the IR has no default factories, InitVars or
-    ``__post_init__``), and anything else raises here, at import."""
+    them: frozen (assignment after construction raises), slotted, with the same defaults
+    and the same positional and keyword-only parameters; `dataclasses.replace` goes
+    through this ``__init__`` too. Only plain defaults are supported (no default factories,
+    InitVars or ``__post_init__``): anything else raises here, at import. The compiler's
+    per-route records use it too (`compile.units`)."""
+    for cls in classes:
+        setattr(cls, "__init__", _slot_init(cls))  # noqa: B010 (a method is replaced)
+
+
+def dataclasses_in(namespace: Mapping[str, object]) -> list[type]:
+    """The dataclasses a module (its globals) defines itself."""
     module = namespace["__name__"]
-    for cls in list(namespace.values()):
-        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module:
-            setattr(cls, "__init__", _slot_init(cls))  # noqa: B010 (a method is replaced)
+    return [
+        cls
+        for cls in namespace.values()
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module
+    ]
 
 
 def _slot_init(cls: type) -> object:
     names: dict[str, object] = {}
-    params, body = [], []
+    positional: list[str] = []
+    keyword: list[str] = []
+    body: list[str] = []
     for f in dataclasses.fields(cls):
-        if f.default_factory is not dataclasses.MISSING or not f.init or not f.kw_only:
+        if f.default_factory is not dataclasses.MISSING or not f.init:
             raise TypeError(f"{cls.__name__}.{f.name}: store_by_slot supports plain fields")
         names[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
-        if f.default is dataclasses.MISSING:
-            params.append(f.name)
-        else:
+        param = f.name
+        if f.default is not dataclasses.MISSING:
             names[f"_default_{f.name}"] = f.default
-            params.append(f"{f.name}=_default_{f.name}")
+            param = f"{f.name}=_default_{f.name}"
+        (keyword if f.kw_only else positional).append(param)
         body.append(f"    _set_{f.name}(self, {f.name})")
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__}: store_by_slot does not call __post_init__")
-    source = f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body or ["    pass"])
+    params = ", ".join(["self", *positional, *(["*", *keyword] if keyword else [])])
+    source = f"def __init__({params}):\n" + "\n".join(body or ["    pass"])
     exec(source, names)  # what `dataclasses` itself does to build an __init__
     init = names["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
     return init
 
 
-store_by_slot(globals())
+store_by_slot(*dataclasses_in(globals()))

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from turnout.engine.ir import Match, SourceRef, store_by_slot
+from turnout.engine.ir import Match, SourceRef, dataclasses_in, store_by_slot
 
 DefaultPolicy = Literal[
     "all-unauthenticated",
@@ -338,4 +338,4 @@ class PolicyTable:
     cluster_networks: tuple[Network, ...] = ()
 
 
-store_by_slot(globals())  # the IR's construction (`ir.store_by_slot`)
+store_by_slot(*dataclasses_in(globals()))  # the IR's construction (`ir.store_by_slot`)

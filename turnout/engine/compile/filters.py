@@ -233,3 +233,6 @@ def fault_from(obj: FaultInjection) -> ir.FaultInjection:
         delay=delay,
         abort=abort,
     )
+
+
+ir.store_by_slot(ParentPort)  # built per route: the IR's faster __init__

@@ -219,3 +219,6 @@ def selector_matches(sel: LabelSelector, labels: dict[str, str]) -> bool:
         if expr.operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
             return False  # the API server rejects other operators; never widen access
     return True
+
+
+ir.store_by_slot(ServicePort, Rejected)  # built per route: the IR's faster __init__

@@ -294,3 +294,6 @@ def _attached_status(
         message = "; ".join(dict.fromkeys(dropped))
         extra = (_cond("PartiallyInvalid", True, "UnsupportedValue", message, gen),)
     return _status(key, gen, accepted=accepted, resolved=resolved, extra=extra)
+
+
+ir.store_by_slot(ServiceRules, GatewayRules, RouteUnit)  # built per route: the IR's faster __init__
