@@ -3,11 +3,14 @@ re-reads only the files that changed."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 import turnout.engine.pipeline as pipeline
 from tests.conftest import ROOT
@@ -69,3 +72,25 @@ def test_a_watched_directory_keeps_no_raw_yaml(tmp_path: Path) -> None:
     assert objects and all(not o.raw for o in objects)
     again = compiler([tmp_path / "m"])  # from the cache: still equal to a full compile
     assert again.result == compile_files([tmp_path / "m"]).result
+
+
+def test_json_and_edited_yaml_files_compile_as_a_full_compile_does(tmp_path: Path) -> None:
+    """JSON is read whole, YAML a document at a time: both give what `compile_files` gives,
+    before and after an edit of one document of a file of several."""
+    shutil.copytree(EXAMPLES, tmp_path / "m")
+    mesh = tmp_path / "m" / "mesh"
+    route = yaml.safe_load((mesh / "30-web-route.yaml").read_text())
+
+    def named(name: str, weight: int) -> dict[str, Any]:
+        copy = json.loads(json.dumps(route))
+        copy["metadata"]["name"] = name
+        copy["spec"]["rules"][0]["backendRefs"][0]["weight"] = weight
+        return copy
+
+    (mesh / "31-web-route.json").write_text(json.dumps(named("web-json", 80)))
+    compiler = IncrementalCompiler()
+    for weight in (90, 70, 60):
+        docs = [named("web-a", 50), named("web-b", weight), named("web-c", 40)]
+        (mesh / "32-more.yaml").write_text(yaml.safe_dump_all(docs))
+        got, want = compiler([tmp_path / "m"]), compile_files([tmp_path / "m"])
+        assert (got.result, got.diagnostics) == (want.result, want.diagnostics), weight
