@@ -208,7 +208,7 @@ def parse_header(text: str) -> tuple[str, str]:
 
 def parse_request(method: str, url: str, headers: Sequence[str]) -> Request:
     """`-X`, `--url` and `-H` as a `Request`; `UsageError` naming the flag that is wrong."""
-    if not _TOKEN.match(method):
+    if not _TOKEN.fullmatch(method):
         raise UsageError(f"-X/--method must be an HTTP method (a token), got {method!r}")
     request = Request(method=method, url=url, headers=tuple(parse_header(h) for h in headers))
     try:

@@ -35,7 +35,7 @@ class K8sModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
-        regex_engine="python-re",
+        regex_engine="rust-regex",
     )
 
 

@@ -154,7 +154,7 @@ def path_modifier_rules(p: HTTPPathModifier, pos: SourcePos) -> list[Diagnostic]
             out.append(rule_error(f"{field} must be specified when type is set to '{kind}'", pos))
         if value is not None and p.type != kind:
             out.append(rule_error(f"type must be '{kind}' when {field} is set", pos))
-        if value and PATH_CHARS.match(value) is None:
+        if value and PATH_CHARS.fullmatch(value) is None:
             out.append(rule_error(PATH_VALUE, pos.child(field)))
     return out
 

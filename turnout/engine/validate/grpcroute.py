@@ -79,9 +79,9 @@ def method_match_rules(m: GRPCMethodMatch, pos: SourcePos) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     if m.service is None and m.method is None:
         out.append(rule_error(SERVICE_OR_METHOD, pos))
-    if m.type == "Exact" and m.service is not None and not _SERVICE.match(m.service):
+    if m.type == "Exact" and m.service is not None and not _SERVICE.fullmatch(m.service):
         out.append(rule_error(SERVICE_CHARS, pos))
-    if m.type == "Exact" and m.method is not None and not _METHOD.match(m.method):
+    if m.type == "Exact" and m.method is not None and not _METHOD.fullmatch(m.method):
         out.append(rule_error(METHOD_CHARS, pos))
     return out
 

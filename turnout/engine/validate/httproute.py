@@ -78,7 +78,7 @@ _PATH_RULES: tuple[tuple[str, Callable[[str], bool]], ...] = (
     (
         f"must only contain valid characters (matching {PATH_CHARS.pattern}) "
         "for types ['Exact', 'PathPrefix']",
-        lambda v: PATH_CHARS.match(v) is not None,
+        lambda v: PATH_CHARS.fullmatch(v) is not None,
     ),
 )
 PATH_TYPE = "type must be one of ['Exact', 'PathPrefix', 'RegularExpression']"
@@ -179,7 +179,7 @@ def path_match_failures(path: HTTPPathMatch) -> list[str]:
     # What nearly every path is: each rule's substring is ruled out by a shorter one ("/."
     # is in "/./", "/../" and both endings; "%2" in "%2f" and "%2F"; PATH_CHARS has no "#").
     clean = v.startswith("/") and "//" not in v and "/." not in v and "%2" not in v
-    if clean and PATH_CHARS.match(v) is not None:
+    if clean and PATH_CHARS.fullmatch(v) is not None:
         return []
     return [message for message, ok in _PATH_RULES if not ok(v)]
 
