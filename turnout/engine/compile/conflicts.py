@@ -41,11 +41,11 @@ Shadowed = tuple[str, Diagnostic | None]
 
 def report_conflicts(ctx: Ctx, table: ir.RouteTable) -> None:
     """Warn once per shadowed match (a rule compiled for several parents warns once)."""
-    routes: dict[tuple[str, str, str], Loaded[HTTPRoute] | Loaded[GRPCRoute]] = {
-        (r.obj.kind, r.obj.namespace, r.obj.name): r for r in ctx.index.routes
-    }
+    routes: dict[tuple[str, str, str], Loaded[HTTPRoute] | Loaded[GRPCRoute]] = {}
 
     def route_of(src: ir.SourceRef) -> Loaded[HTTPRoute] | Loaded[GRPCRoute] | None:
+        if not routes:  # built at the first shadowed match: most tables have none
+            routes.update(((r.obj.kind, r.obj.namespace, r.obj.name), r) for r in ctx.index.routes)
         return routes.get((src.kind, src.namespace, src.name))
 
     shadowed = (

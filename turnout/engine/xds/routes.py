@@ -119,8 +119,8 @@ def match_records(rule: ir.Rule, template: rc.Route) -> tuple[bytes, ...]:
     """Per match of `rule`: its `VirtualHost.routes` records, one per path matcher.
 
     Each record is a Route's fields in number order: the match (1), the rule's template
-    (`rule_route`, serialized once per rule: its fields, all between 2 and 13: action, metadata, header changes,
-    per-filter config), then the name (14). That is what deterministic serialization of the
+    (`rule_route`, serialized once per rule: its fields, all between 2 and 13: action,
+    metadata, header changes, per-filter config), then the name (14). That is what deterministic serialization of the
     whole Route gives (tests/engine/xds/test_routes.py)."""
     shared = template.SerializeToString(deterministic=True)
     out = []
