@@ -3,7 +3,8 @@ httptools (llhttp, in C) and answering in request order.
 
 ```
 connection_made ─► Limits.max_connections, then accept(conn_info) ─► False: closed
-data_received ─► HttpRequestParser ─► on_url/on_header (head limits: 431) ─► on_headers_complete
+data_received ─► HttpRequestParser ─► on_url/on_header ─► on_headers_complete (head caps: 431,
+      │              │                  there or at the end of a read inside the head)
       │              │                  ─► IncomingRequest + ExchangeWriter ─► _start or queued
       │              └─► on_body ─► BodyStream ─► handler reads body (pause_reading above
       │                                            Limits.read_high_water)
@@ -117,9 +118,13 @@ class HttpServerProtocol(DownstreamConnection):
         self._expect = False
         self._connection = False
         self._upgrade: str | None = None
-        self._head_size = 0
+        self._head_size = 0  # the request-target's (the headers': `_check_head`)
         self._head_raw = 0
         self._head_new = False
+        self._read_size = 0  # bytes of the read being parsed
+        self._spanned = 0  # bytes of the reads before it that the head being parsed spans
+        self._dropped = 0  # header fields of the head not kept in `_headers`
+        self._dropped_size = 0
         self._max_head = self.limits.max_header_bytes
         self._max_count = self.limits.max_header_count
         self._no_body = RequestBody(self._empty_stream, None)
@@ -199,6 +204,7 @@ class HttpServerProtocol(DownstreamConnection):
         fresh = self._active is None and self._parsing is None and not self._in_head
         heads = info.requests
         self._head_new = False
+        self._read_size = size = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -209,12 +215,21 @@ class HttpServerProtocol(DownstreamConnection):
             return
         if fresh and info.requests == heads and not self.closed:
             self._arm(self.limits.header_timeout_ms, self._on_header_timeout)
-        if self._in_head and not self._head_new:
+        if self._in_head:
+            self._head_goes_on(size)
+
+    def _head_goes_on(self, size: int) -> None:
+        """A read ended inside a request head: the caps, on what it holds so far."""
+        if not self._head_new:
             # the header being read is buffered inside httptools until it ends: count raw
             # bytes too, so a single endless header cannot grow without bound
-            self._head_raw += len(data)
-            if self._head_raw > self.limits.max_header_bytes:
+            self._head_raw += size
+            if self._head_raw > self._max_head:
                 self._on_bad_input(431, None)
+                return
+        self._spanned += size
+        if self._over_caps():
+            self._on_bad_input(431, None)
 
     def _after_upgrade(self, data: bytes, offset: int) -> bool:
         """llhttp stopped at `offset` after an upgrade request's head: the tunnel's bytes
@@ -295,7 +310,7 @@ class HttpServerProtocol(DownstreamConnection):
             self._require_id = None
             self._expect = self._connection = False
             self._head_size = len(url)
-            self._head_raw = 0
+            self._head_raw = self._spanned = self._dropped = self._dropped_size = 0
             if self._head_size > self._max_head:
                 raise Refused(414, "request target over max_header_bytes")
             return
@@ -307,12 +322,9 @@ class HttpServerProtocol(DownstreamConnection):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a trailer: dropped
+        # the caps (max_header_bytes, max_header_count) are checked once the head is
+        # complete, or when a read ends inside it (`_over_caps`)
         n = len(name)
-        size = self._head_size + n + len(value) + 4
-        self._head_size = size
-        headers = self._headers
-        if size > self._max_head or len(headers) >= self._max_count:
-            raise Refused(431, "request head over max_header_bytes or max_header_count")
         if n in self._special and name not in ORDINARY_NAMES:
             # the headers the transport itself reads, noted as they are parsed
             lname = name.lower()
@@ -333,16 +345,47 @@ class HttpServerProtocol(DownstreamConnection):
             elif lname == b"connection":
                 self._connection = True
             elif lname == CLIENT_ID_HEADER:
+                self._drop(name, value)
                 return  # only on a mesh listener: the client's own is never believed
             elif lname == REQUIRE_ID_HEADER:
                 self._require_id = value.decode("latin-1").strip()
+                self._drop(name, value)
                 return
-        headers.append((name, value))
+        self._headers.append((name, value))
+
+    def _drop(self, name: bytes, value: bytes) -> None:
+        """A header field the head had but `_headers` does not keep: counted for the caps."""
+        self._dropped += 1
+        self._dropped_size += len(name) + len(value) + 4
+
+    def _over_caps(self) -> bool:
+        """The head so far has more than max_header_count fields, or more than
+        max_header_bytes in its request-target and fields (each counted as name, value and
+        4 more bytes); added up only when the reads it spans could hold that many."""
+        headers = self._headers
+        if len(headers) + self._dropped > self._max_count:
+            return True
+        if self._spanned + self._read_size <= self._max_head:
+            return False
+        size = self._head_size + self._dropped_size
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+        return size > self._max_head
+
+    def _check_caps(self) -> None:
+        if self._over_caps():
+            raise Refused(431, "request head over max_header_bytes or max_header_count")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        parser = self.parser
         headers = self._headers
+        if (
+            len(headers) > self._max_count
+            or self._spanned + self._read_size > self._max_head
+            or self._dropped
+        ):
+            self._check_caps()  # (the exact figures: only when they could be over)
+        parser = self.parser
         host = self._host
         if host is None:
             host = ""
