@@ -2,7 +2,8 @@
 
 ```
 Handler ── Exchange(telemetry, ...) ──> one per request (the Call reports into it), tap `req`
-   .backend(b) .endpoint(addr, tls)  who serves it (dst labels, target_addr, tls labels)
+   .backend(b) .endpoint(addr, tls)  who serves it (dst labels, target_addr, tls labels);
+   .routed(b, addr, tls)             both in one
    .attempt(status, error=...)       each try: route_actual_*, backend_* (policy families)
    .retry(...) .retry_skipped()      route retry counters
    .retry_success() .retry_limit_exceeded()
@@ -282,6 +283,15 @@ class Exchange:
     def endpoint(self, addr: tuple[str, int], tls: TlsStatus) -> None:
         """The try goes to `addr`, with `tls` (`outbound_tls.server_tls`; inbound, the
         connection's own)."""
+        self.target = addr
+        self.tls = tls
+        if not self.tap_id and self.owner.tap.active:
+            self.publish("req")
+
+    def routed(self, backend: Backend, addr: tuple[str, int], tls: TlsStatus) -> None:
+        """`backend(backend)` then `endpoint(addr, tls)`, in one call (the plain path's
+        single try)."""
+        self.dst = backend.dst
         self.target = addr
         self.tls = tls
         if not self.tap_id and self.owner.tap.active:

@@ -45,7 +45,7 @@ from turnout.proxy.trace_context import NONE, propagate, read, traceparent
 if TYPE_CHECKING:
     from turnout.proxy.actions import Backend, Decision
     from turnout.proxy.process import ProxyConfig
-    from turnout.proxy.transport.messages import IncomingRequest
+    from turnout.proxy.transport.messages import IncomingRequest, TlsStatus
 
 EXPORT_DELAY_S = 1.0
 """How long finished spans wait in the queue before a batch goes out (the SDK's default
@@ -104,6 +104,11 @@ class TracedExchange(Exchange):
 
     def backend(self, backend: Backend) -> None:
         super().backend(backend)
+        if self.span is not None:
+            self.span.cluster = backend.cluster
+
+    def routed(self, backend: Backend, addr: tuple[str, int], tls: TlsStatus) -> None:
+        super().routed(backend, addr, tls)
         if self.span is not None:
             self.span.cluster = backend.cluster
 
