@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from bisect import bisect_right
 from collections.abc import Callable
 from typing import Literal
 
@@ -60,7 +59,6 @@ from turnout.proxy.transport.heads import (
     request_framing,
 )
 from turnout.proxy.transport.messages import (
-    TLS_DISABLED,
     Headers,
     IncomingRequest,
     RawHeaders,
@@ -199,79 +197,6 @@ class Call(H2Call):
             self.timer = asyncio.get_running_loop().call_later(delay, self._after_delay)
             return
         self._go()
-
-    def begin_plain(self) -> None:
-        """`begin` for a request without a body: the plain outbound HTTP/1 case
-        (`Decision.plain`, no mesh TLS requirement) in one frame, sharing the handler's clock
-        read; every other case goes the general way (`_prepare`, `_try`)."""
-        decision, h, state, req = self.decision, self.h, self.state, self.req
-        action: Forward = decision.action  # type: ignore[assignment]  # plain: a Forward
-        if (
-            not decision.plain
-            or h.require_mtls
-            or req.require_id is not None
-            or (state.http2 and not state.http2.isdisjoint(action.clusters))
-        ):
-            self.begin()  # (inbound: NO_DECISION, never plain; HTTP/2 backends: the H2 pool)
-            return
-        try:
-            backend = action.backends[
-                bisect_right(action.cumulative, h.rng.random() * action.total)
-            ]
-            self.backend = backend
-            ex = self.ex
-            method = self.method
-            self.head = encode_forward_head(
-                method,
-                self.target,
-                req.raw_headers,
-                host=req.host,
-                framing="" if method == "GET" else request_framing(method, b""),
-            )
-            resolved = state.resolved
-            if resolved is not None:
-                balancer, budget = resolved.get(backend.cluster, _UNRESOLVED)
-            else:
-                balancer = state.balancers.get(backend.cluster)
-                budget = state.budgets.get(backend.cluster)
-            self.balancer = balancer
-            if budget is not None:
-                budget.deposit()
-            now = ex.start  # the handler's clock read, a moment ago
-            timeout_ms: int | None = None
-            timeout = decision.request_timeout_ms
-            if timeout is not None or decision.per_try_timeout_ms is not None:
-                self.deadline = None if timeout is None else now + timeout / 1000
-                timeout_ms = try_timeout(decision.per_try_timeout_ms, self.deadline, now)
-                if timeout_ms is not None and timeout_ms <= 0:
-                    ex.backend(backend)
-                    self._answer(answers.REQUEST_TIMEOUT, REQUEST_TIMEOUT)
-                    return
-            slot = balancer.acquire() if balancer is not None else None
-            if slot is None:
-                ex.backend(backend)
-                self._answer(self._unavailable())
-                return
-            self.slot = slot
-            addr = slot.addr
-            identity = slot.endpoint.identity
-            if h.pool.mesh is None:
-                meshed, tls = False, TLS_DISABLED
-            else:
-                meshed, tls = True, outbound_tls.server_tls(True, identity)
-            ex.routed(backend, addr, tls)  # `backend` and `endpoint` in one
-            self.t0 = now
-            self.handle = h.pool.send(
-                addr,
-                method=method,
-                head=self.head,
-                body=b"",
-                timeout_ms=timeout_ms,
-                receiver=self,
-                identity=identity if meshed else None,
-            )
-        except Exception as exc:
-            self._crash(exc)
 
     def _after_delay(self) -> None:
         self.timer = None
@@ -671,9 +596,6 @@ _NO_CORS: list[tuple[str, str]] = []
 
 _NO_H2_HEADERS: RawPairs = []
 """A Call's `h2_headers` until `_prepare` makes them (shared: never changed, only replaced)."""
-
-_UNRESOLVED: tuple[None, None] = (None, None)
-"""A cluster the state has neither balancer nor budget for (`begin_plain`: a 503)."""
 
 NO_DECISION = Decision(route=None, action=DirectResponse(status=200))
 

@@ -48,6 +48,7 @@ from turnout.proxy.hosts import listener_for_host
 from turnout.proxy.inbound_guard import InboundGuard
 from turnout.proxy.index import RouteIndex
 from turnout.proxy.paths import Refusal, normalize_path, normalize_request
+from turnout.proxy.plain_call import PlainCall
 from turnout.proxy.retries import MAX_RETRY_BODY_BYTES
 from turnout.proxy.table import NO_ROUTE
 from turnout.proxy.telemetry import Exchange, Telemetry
@@ -127,9 +128,7 @@ class Handler:
     guards: Callable[[int], InboundGuard] | None = None
     """Inbound, ``--transparent``: the guard of an app port (`runner.Proxy.guard_for`); the
     app is 127.0.0.1 at the connection's original port (`app`: when not redirected)."""
-    _hosts: dict[str, tuple[RouteIndex | str | Decision | None, str]] = field(
-        default_factory=dict
-    )
+    _hosts: dict[str, tuple[RouteIndex | str | Decision | None, str]] = field(default_factory=dict)
     """Host header -> (where its requests are decided, metrics authority); see `_host`."""
     _addresses: dict[tuple[str, int], tuple[str | Decision | None, str]] = field(
         default_factory=dict
@@ -216,6 +215,20 @@ class Handler:
                 return None
         if req.upgrade is not None:
             return UpgradeCall(self, req, writer, ex, decision, state, None).run()
+        if req.body.exhausted:
+            action = decision.action
+            if (
+                decision.plain  # (inbound: NO_DECISION, never plain)
+                and not self.require_mtls
+                and req.require_id is None
+                and not (state.http2 and not state.http2.isdisjoint(action.clusters))  # type: ignore[union-attr]  # plain: a Forward
+            ):
+                plain = PlainCall(self, req, writer, ex, decision, state, None)
+                plain.body = b""
+                writer.on_cancel = plain.cancel
+                plain.finish = writer.complete
+                plain.begin_plain()
+                return None
         call = Call(self, req, writer, ex, decision, state, None)
         if not req.body.exhausted:
             # an HTTP/2 stream whose body came whole with its HEADERS (a gRPC unary call):
@@ -229,10 +242,10 @@ class Handler:
             call.finish = writer.complete
             call.begin()  # a body (and maybe gRPC: HTTP/2 upstream) is never the plain path
             return None
-        call.body = b""
+        call.body = b""  # not plain: mesh TLS asked, an HTTP/2 backend, a fault, a filter...
         writer.on_cancel = call.cancel
         call.finish = writer.complete
-        call.begin_plain()
+        call.begin()
         return None
 
     async def _authenticated(
@@ -297,9 +310,7 @@ class Handler:
             return None, UNKNOWN_AUTHORITY
         return dest, dest if isinstance(dest, str) else f"{address[0]}:{address[1]}"
 
-    def _host(
-        self, host: str, state: ProxyState
-    ) -> tuple[RouteIndex | str | Decision | None, str]:
+    def _host(self, host: str, state: ProxyState) -> tuple[RouteIndex | str | Decision | None, str]:
         """Where the requests for a Host header are decided, and their metrics authority,
         remembered until the table changes: the virtual host's route index (or the decision
         when the listener or the virtual host is missing: `RuntimeTable.router`), a

@@ -8,6 +8,7 @@ Handler ── Exchange(telemetry, ...) ──> one per request (the Call report
    .retry(...) .retry_skipped()      route retry counters
    .retry_success() .retry_limit_exceeded()
    .response_head(status)            response latency (time to headers), tap `rsp`
+   .answered(status, now)            attempt + response_head in one (a try not retried)
    .finish(status, error=...)        request/response counters, route and policy series, tap `end`
    .abandon()                        the client left: the tries made still count
 ```
@@ -323,6 +324,21 @@ class Exchange:
     def response_head(self, status: int, now: float | None = None) -> None:
         """`now`: the caller's clock read of this moment, if it has one."""
         self.head_at = self.owner.clock() if now is None else now
+        self.status = status
+        if self.owner.tap.active:
+            if not self.tap_id:
+                self.publish("req")
+            self.publish("rsp")
+
+    def answered(self, status: int, now: float) -> None:
+        """`attempt(status)` then `response_head(status, now)`, in one call: the answer of
+        a try that is not retried (a plain call's one try)."""
+        if self._keys is not None:
+            if self._tried is None:
+                self._tried = status  # counted at the end, with the request (`finish`)
+            else:
+                self.attempt(status)
+        self.head_at = now
         self.status = status
         if self.owner.tap.active:
             if not self.tap_id:

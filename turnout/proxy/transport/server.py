@@ -466,7 +466,17 @@ class HttpServerProtocol(DownstreamConnection):
         self.info.requests += 1
         self._parsing = exch
         if self._active is None:
-            self._start(exch)
+            # `_start`, inlined: once per request
+            self._active = exch
+            self._due = 0.0
+            try:
+                answer = self.listener.handler(request, exch)
+            except Exception as exc:
+                self._handler_failed(exch, exc)
+                self._done(exch)
+                return
+            if answer is not None:
+                exch.task = self.loop.create_task(self._run(exch, answer))
         else:
             self._queue.append(exch)
             if len(self._queue) >= limits.max_pipelined:
