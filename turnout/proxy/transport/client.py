@@ -298,7 +298,7 @@ class UpstreamPool:
             conn.pooled = False
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 conn.start(request, receiver)
-                if request.deadline is None:
+                if timeout_ms is None and self._read_sweeper is None:  # `_watch_reads`
                     self._watch_reads(loop)
                 return conn
         return self._connect_and_start(endpoint, request, receiver, identity)
