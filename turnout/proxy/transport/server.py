@@ -117,6 +117,7 @@ class HttpServerProtocol(DownstreamConnection):
         self._coding: bytes | None = None  # the Transfer-Encoding value
         self._expect = False
         self._connection = False
+        self._framed = False  # a header the framing depends on was seen (`_framing`)
         self._upgrade: str | None = None
         self._head_size = 0  # the request-target's (the headers': `_check_head`)
         self._head_raw = 0
@@ -308,7 +309,7 @@ class HttpServerProtocol(DownstreamConnection):
             self._headers = []
             self._host = self._content_length = self._upgrade = self._coding = None
             self._require_id = None
-            self._expect = self._connection = False
+            self._expect = self._connection = self._framed = False
             self._head_size = len(url)
             self._head_raw = self._spanned = self._dropped = self._dropped_size = 0
             if self._head_size > self._max_head:
@@ -334,21 +335,26 @@ class HttpServerProtocol(DownstreamConnection):
                 self._host = value.decode("latin-1")
             elif lname == b"content-length":
                 self._content_length = int(value)
+                self._framed = True
             elif lname == b"transfer-encoding":
                 if self._coding is not None:  # nginx: a repeated Transfer-Encoding is a 400
                     raise Refused(400, "more than one Transfer-Encoding header")
                 self._coding = value
+                self._framed = True
             elif lname == b"expect":
                 self._expect = value.lower() == b"100-continue"
+                self._framed = True
             elif lname == b"upgrade":
                 self._upgrade = value.decode("latin-1")
+                self._framed = True
             elif lname == b"connection":
-                self._connection = True
+                self._connection = self._framed = True
             elif lname == CLIENT_ID_HEADER:
                 self._drop(name, value)
                 return  # only on a mesh listener: the client's own is never believed
             elif lname == REQUIRE_ID_HEADER:
                 self._require_id = value.decode("latin-1").strip()
+                self._framed = True  # (not framing: only noted, on the longer way)
                 self._drop(name, value)
                 return
         self._headers.append((name, value))
@@ -386,57 +392,31 @@ class HttpServerProtocol(DownstreamConnection):
         ):
             self._check_caps()  # (the exact figures: only when they could be over)
         parser = self.parser
-        host = self._host
-        if host is None:
-            host = ""
-        content_length = self._content_length
-        coding = self._coding
-        has_body = coding is not None or (content_length is not None and content_length > 0)
-        expect = self._expect
-        upgrade = self._upgrade
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         keep_alive = parser.should_keep_alive()
-        # Only HTTP/1.1 (of the versions llhttp takes: 0.9, 1.0, 1.1, 2.0) keeps the
-        # connection without a Connection header asking so: the request is 1.1, which
-        # spares the parser's costly version string
-        if keep_alive and not self._connection:
+        host = self._host
+        if not self._framed and keep_alive and method != "CONNECT":
+            # the common head: no header the framing depends on, so no body, no upgrade,
+            # and HTTP/1.1 (the one version of those llhttp takes, 0.9, 1.0, 1.1 and 2.0,
+            # that keeps the connection without a Connection header asking so), which
+            # spares the parser's costly version string
+            if host is None:
+                # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host
+                raise Refused(400, "HTTP/1.1 request without a Host header")
             version = "1.1"
-        else:
-            version = parser.get_http_version()
-            check_version(version)
-        if self._host is None and version == "1.1":
-            # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host
-            raise Refused(400, "HTTP/1.1 request without a Host header")
-        if coding is not None:
-            check_transfer_coding(coding, version)
-        if (upgrade is not None or method == "CONNECT") and parser.should_upgrade():
-            if method == "CONNECT":
-                raise ValueError("CONNECT is not supported")  # 400 via the callback error
-            if upgrade is not None and "h2c" in upgrade.lower():
-                upgrade = self._without_h2c(upgrade, raw_method, version)
-                if upgrade is None:
-                    return  # parsed again as a plain request (`_after_upgrade`)
-            has_body = False
-        else:
             upgrade = None
+            body, stream = self._no_body, self._empty_stream
+            expect = False
+        else:
+            framing = self._framing(raw_method, method, keep_alive)
+            if framing is None:
+                return  # parsed again as a plain request (`_after_upgrade`)
+            version, upgrade, body, stream, expect = framing
+            if host is None:
+                host = ""
         target = self._url.decode("latin-1")
         path, _, query = target.partition("?")
-        limits = self.limits
-        if has_body:
-            stream = BodyStream(
-                self.loop,
-                high_water=limits.read_high_water,
-                pause=self._pause_stream,
-                resume=self._resume_stream,
-                timeout_s=None if limits.body_timeout_ms is None else limits.body_timeout_ms / 1000,
-                timeout_error=_body_timeout,
-            )
-            body = RequestBody(stream, content_length)
-        else:
-            body, stream = self._no_body, self._empty_stream
-            if content_length is not None:
-                body = RequestBody(stream, content_length)
         request = IncomingRequest(
             method,
             target,
@@ -460,7 +440,7 @@ class HttpServerProtocol(DownstreamConnection):
             headers.append((CLIENT_ID_HEADER, self._client_id))
             request.client_id = self.info.client_id  # type: ignore[union-attr]
         exch = ExchangeWriter(self, request, stream)
-        if expect and has_body and version == "1.1":
+        if expect:
             stream.on_first_read = exch.send_continue
         assert self.info is not None
         self.info.requests += 1
@@ -479,8 +459,59 @@ class HttpServerProtocol(DownstreamConnection):
                 exch.task = self.loop.create_task(self._run(exch, answer))
         else:
             self._queue.append(exch)
-            if len(self._queue) >= limits.max_pipelined:
+            if len(self._queue) >= self.limits.max_pipelined:
                 self._update_reading()
+
+    def _framing(
+        self, raw_method: bytes, method: str, keep_alive: bool
+    ) -> tuple[str, str | None, RequestBody, BodyStream, bool] | None:
+        """A head with a framing header (Content-Length, Transfer-Encoding, Expect, Upgrade,
+        Connection, l5d-require-id), not kept alive, or CONNECT: its version (checked), its
+        upgrade, its body and stream, and whether to send 100 Continue at the body's first
+        read; None when an h2c upgrade is to be parsed again as a plain request."""
+        parser = self.parser
+        content_length = self._content_length
+        coding = self._coding
+        has_body = coding is not None or (content_length is not None and content_length > 0)
+        upgrade = self._upgrade
+        if keep_alive and not self._connection:
+            version = "1.1"  # see on_headers_complete
+        else:
+            version = parser.get_http_version()
+            check_version(version)
+        if self._host is None and version == "1.1":
+            # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host
+            raise Refused(400, "HTTP/1.1 request without a Host header")
+        if coding is not None:
+            check_transfer_coding(coding, version)
+        if (upgrade is not None or method == "CONNECT") and parser.should_upgrade():
+            if method == "CONNECT":
+                raise ValueError("CONNECT is not supported")  # 400 via the callback error
+            if upgrade is not None and "h2c" in upgrade.lower():
+                upgrade = self._without_h2c(upgrade, raw_method, version)
+                if upgrade is None:
+                    return None
+            has_body = False
+        else:
+            upgrade = None
+        limits = self.limits
+        body: RequestBody
+        if has_body:
+            stream = BodyStream(
+                self.loop,
+                high_water=limits.read_high_water,
+                pause=self._pause_stream,
+                resume=self._resume_stream,
+                timeout_s=None if limits.body_timeout_ms is None else limits.body_timeout_ms / 1000,
+                timeout_error=_body_timeout,
+            )
+            body = RequestBody(stream, content_length)
+        else:
+            body, stream = self._no_body, self._empty_stream
+            if content_length is not None:
+                body = RequestBody(stream, content_length)
+        expect = self._expect and has_body and version == "1.1"
+        return version, upgrade, body, stream, expect
 
     def _without_h2c(self, upgrade: str, method: bytes, version: str) -> str | None:
         """Take `h2c` out of an upgrade request (see `refusals`): the other tokens, or
