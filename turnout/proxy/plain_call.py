@@ -60,8 +60,8 @@ class PlainCall(Call):
                 method,
                 self.target,
                 req.raw_headers,
-                host=req.host,
-                framing="" if method == "GET" else request_framing(method, b""),
+                req.host,
+                "" if method == "GET" else request_framing(method, b""),
             )
             resolved = state.resolved
             if resolved is not None:
@@ -96,14 +96,15 @@ class PlainCall(Call):
                 meshed, tls = True, outbound_tls.server_tls(True, identity)
             ex.routed(backend, addr, tls)  # `backend` and `endpoint` in one
             self.t0 = now
-            self.handle = h.pool.send(
-                addr,
-                method=method,
-                head=self.head,
-                body=b"",
-                timeout_ms=timeout_ms,
-                receiver=self,
-                identity=identity if meshed else None,
+            self.handle = h.pool.send(  # (endpoint, method, head, body, timeout_ms, receiver,
+                addr,  # upgrade, identity)
+                method,
+                self.head,
+                b"",
+                timeout_ms,
+                self,
+                False,
+                identity if meshed else None,
             )
         except Exception as exc:
             self._crash(exc)

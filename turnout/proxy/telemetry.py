@@ -225,35 +225,41 @@ class Exchange:
         the Host matched, or ``unknown``; inbound: the Host, kept only when the metrics
         keep inbound authorities)."""
         self.owner = owner
-        if direction == "inbound" and not owner.inbound_authority:
-            authority = ""
+        inbound = direction == "inbound"
+        if inbound:
+            if not owner.inbound_authority:
+                authority = ""
+            if target is None:
+                target = request.local
+            self.tls: TlsStatus = request.peer_tls
+            """Mesh TLS of the connection (inbound) or of the endpoint tried (`endpoint`)."""
+        else:
+            if target is None:
+                target = _NO_ADDR
+            self.tls = TLS_DISABLED
         self.authority = authority
         self.direction = direction
         self.request = request
         self.decision = decision
         self.start = start
-        if target is None:
-            target = request.local if direction == "inbound" else _NO_ADDR
         self.target: tuple[str, int] = target
-        self.tls: TlsStatus = request.peer_tls if direction == "inbound" else TLS_DISABLED
-        """Mesh TLS of the connection (inbound) or of the endpoint tried (`endpoint`)."""
         self.dst = _NO_DST
         """(namespace, service, port) of the backend picked; empty until then."""
         self.head_at: float | None = None
         self.status: int | None = None
         self.tap_id = ""
         self._done = False
-        self._keys: _RouteKeys | None = None
         self._tried: int | None = None
         """The first try's status while it is the only one and answered: counted with the
         request's end (`finish`); `_COUNTED` once tries are counted one by one."""
-        if decision is not None and decision.route is not None:
-            route = decision.route
+        if decision is not None and (route := decision.route) is not None:
             keys = owner.route_keys.get((direction, authority, route.rule, route.source))
             if keys is None:
                 keys = owner.keys_for(direction, authority, decision)
-            self._keys = keys
-        if owner.tap.active and direction == "inbound":
+            self._keys: _RouteKeys | None = keys
+        else:
+            self._keys = None
+        if inbound and owner.tap.active:
             self.publish("req")  # outbound: once the endpoint (and its TLS) is known
 
     def backend(self, backend: Backend) -> None:
