@@ -139,7 +139,7 @@ class Call(H2Call):
         """The buffered (replayable) request body; None when too big: the request's own
         stream carries it, once, and the request is never retried."""
         self.cancelled = False
-        self.cors_extra: list[tuple[str, str]] = _NO_CORS  # never appended to: replaced
+        self.cors_extra: list[tuple[str, str]] = NO_CORS  # never appended to: replaced
         """CORS headers the response gains (the route's CORS filter, a matching Origin)."""
         self.timer: asyncio.TimerHandle | None = None
         self.handle: UpstreamHandle | None = None
@@ -155,7 +155,7 @@ class Call(H2Call):
         self.headed = False
         self.discarding = False
         self.status = 0
-        self.resp_headers: Headers | RawHeaders = []
+        self.resp_headers: Headers | RawHeaders = _NO_HEADERS
         self.small: bytes | None = None
         """A small response's body, buffered whole (None: streamed): its one chunk, the
         common case, with no list; `buffered` holds the chunks once there are more."""
@@ -591,8 +591,11 @@ def _resolve(done: asyncio.Future[None]) -> None:
         done.set_result(None)
 
 
-_NO_CORS: list[tuple[str, str]] = []
+NO_CORS: list[tuple[str, str]] = []
 """A Call's `cors_extra` until a CORS filter gives it its own (shared: never changed)."""
+
+_NO_HEADERS: Headers = []
+"""A Call's `resp_headers` until it has a response (shared: never changed, only replaced)."""
 
 _NO_H2_HEADERS: RawPairs = []
 """A Call's `h2_headers` until `_prepare` makes them (shared: never changed, only replaced)."""

@@ -223,11 +223,7 @@ class Handler:
                 and req.require_id is None
                 and not (state.http2 and not state.http2.isdisjoint(action.clusters))  # type: ignore[union-attr]  # plain: a Forward
             ):
-                plain = PlainCall(self, req, writer, ex, decision, state, None)
-                plain.body = b""
-                writer.on_cancel = plain.cancel
-                plain.finish = writer.complete
-                plain.begin_plain()
+                PlainCall(self, req, writer, ex, decision, state).begin_plain()
                 return None
         call = Call(self, req, writer, ex, decision, state, None)
         if not req.body.exhausted:

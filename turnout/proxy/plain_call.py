@@ -25,13 +25,21 @@ import logging
 from bisect import bisect_right
 
 from turnout.proxy import answers, outbound_tls
-from turnout.proxy.actions import Forward
-from turnout.proxy.call import SMALL_BODY_BYTES, Call
+from turnout.proxy.actions import Decision, Forward
+from turnout.proxy.call import NO_CORS, SMALL_BODY_BYTES, Call
+from turnout.proxy.context import CallContext, ProxyState
 from turnout.proxy.endings import nothing
 from turnout.proxy.families import REQUEST_TIMEOUT
 from turnout.proxy.retries import try_timeout
+from turnout.proxy.telemetry import Exchange
 from turnout.proxy.transport.heads import encode_forward_head, request_framing
-from turnout.proxy.transport.messages import TLS_DISABLED, RawHeaders, UpstreamHandle
+from turnout.proxy.transport.messages import (
+    TLS_DISABLED,
+    IncomingRequest,
+    RawHeaders,
+    ResponseWriter,
+    UpstreamHandle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,38 @@ class PlainCall(Call):
     `begin`, and the receiver's head and end without retries, filters, CORS or gRPC."""
 
     __slots__ = ()
+
+    def __init__(
+        self,
+        h: CallContext,
+        req: IncomingRequest,
+        writer: ResponseWriter,
+        ex: Exchange,
+        decision: Decision,
+        state: ProxyState,
+    ) -> None:
+        """`Call.__init__` for a plain request without a body, the writer's callbacks wired
+        (callback mode). The slots no plain call reads are left unset: the HTTP/2 and gRPC
+        ones, `attempt` (read only with a retry policy), `body` (only to retry or mirror),
+        and those set before they are read (`head`, `status`, `resp_headers`)."""
+        self.grpc = False
+        self.h = h
+        self.req = req
+        self.writer = writer
+        self.ex = ex
+        self.decision = decision
+        self.state = state
+        self.backend = None
+        self.finish = writer.complete
+        writer.on_cancel = self.cancel
+        self.cancelled = self.headed = self.discarding = False
+        self.cors_extra = NO_CORS
+        self.timer = self.handle = self.balancer = self.slot = None
+        self.deadline = self.small = self.buffered = None
+        self.t0 = 0.0
+        self.method = req.method
+        self.target = req.target
+        self.sent = 0
 
     def begin_plain(self) -> None:
         """`begin` in one frame, sharing the handler's clock read."""
