@@ -170,9 +170,10 @@ class Handler:
                     return None
             decision = NO_DECISION
         else:
-            conn = req.conn if self.transparent else None
-            dst = None if conn is None else conn.original_dst
             seen: tuple[RouteIndex | str | Decision | None, str] | None
+            dst = None
+            if self.transparent and (conn := req.conn) is not None:
+                dst = conn.original_dst
             if dst is not None:
                 seen = self._addresses.get(dst)
                 if seen is None:

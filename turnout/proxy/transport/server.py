@@ -191,21 +191,20 @@ class HttpServerProtocol(DownstreamConnection):
     def data_received(self, data: bytes) -> None:
         info = self.info
         assert info is not None
-        info.bytes_read += len(data)
-        if self._tunnel is not None:
-            self._tunnel.send(data)
-            return
-        if self._upgraded:
-            self._tunnel_buffer.append(data)
-            return
-        if self._stopped:
+        size = len(data)
+        info.bytes_read += size
+        if self._stopped:  # (so is every upgraded connection: `_on_upgrade`)
+            if self._tunnel is not None:
+                self._tunnel.send(data)
+            elif self._upgraded:
+                self._tunnel_buffer.append(data)
             return
         # bytes of a new request: unless its head is complete in them, it has the header
         # timeout to send the rest (from here; a whole head never needs the timer)
         fresh = self._active is None and self._parsing is None and not self._in_head
         heads = info.requests
         self._head_new = False
-        self._read_size = size = len(data)
+        self._read_size = size
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -430,12 +429,12 @@ class HttpServerProtocol(DownstreamConnection):
             self.peer,
             self.local,
             upgrade,
+            self.chain,
+            self._peer_tls,
+            self.info,
         )
-        request.tls = self.chain
-        request.peer_tls = self._peer_tls
         if self._require_id is not None:
             request.require_id = self._require_id
-        request.conn = self.info
         if self._client_id:
             headers.append((CLIENT_ID_HEADER, self._client_id))
             request.client_id = self.info.client_id  # type: ignore[union-attr]
