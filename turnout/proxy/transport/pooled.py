@@ -188,9 +188,9 @@ class PooledConnection(asyncio.Protocol):
 
     def start(self, request: OutgoingRequest, receiver: ResponseReceiver) -> None:
         """Send `request`; the response goes to `receiver`."""
-        transport = self.transport
-        info = self.info
-        assert transport is not None and info is not None
+        # (no asserts on the request path: transport and info are connection_made's)
+        transport: asyncio.Transport = self.transport  # type: ignore[assignment]
+        info: ConnectionInfo = self.info  # type: ignore[assignment]
         self._receiver = receiver
         self._request = request
         self._received = self._headed = self._interim = False

@@ -189,8 +189,7 @@ class HttpServerProtocol(DownstreamConnection):
         self._arm(self.limits.keepalive_timeout_ms, self._on_idle_timeout)
 
     def data_received(self, data: bytes) -> None:
-        info = self.info
-        assert info is not None
+        info: ConnectionInfo = self.info  # type: ignore[assignment]  # connection_made's
         size = len(data)
         info.bytes_read += size
         if self._stopped:  # (so is every upgraded connection: `_on_upgrade`)
@@ -441,8 +440,7 @@ class HttpServerProtocol(DownstreamConnection):
         exch = ExchangeWriter(self, request, stream)
         if expect:
             stream.on_first_read = exch.send_continue
-        assert self.info is not None
-        self.info.requests += 1
+        self.info.requests += 1  # type: ignore[union-attr]  # connection_made's
         self._parsing = exch
         if self._active is None:
             # `_start`, inlined: once per request

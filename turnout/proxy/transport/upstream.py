@@ -94,9 +94,8 @@ class UpstreamConnection(PooledConnection):
     # -- asyncio.Protocol (the rest: the pooled side) ------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        assert self.info is not None
         size = self._read_size = len(data)
-        self.info.bytes_read += size
+        self.info.bytes_read += size  # type: ignore[union-attr]  # connection_made's
         if self.upgraded:
             if self.tunnel_peer is not None:
                 self.tunnel_peer.send(data)
