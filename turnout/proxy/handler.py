@@ -157,7 +157,7 @@ class Handler:
                 app, guard = self._inbound_target(req)
             assert app is not None
             ex = self.telemetry.exchange(
-                self.telemetry, "inbound", req, None, start, app, authority=req.host
+                self.telemetry, "inbound", req, None, start, app, req.host
             )
             if refusal is not None:
                 self._refuse(ex, writer, refusal)
@@ -185,14 +185,14 @@ class Handler:
             target, authority = seen
             if refusal is not None:
                 ex = self.telemetry.exchange(
-                    self.telemetry, "outbound", req, None, start, authority=authority
+                    self.telemetry, "outbound", req, None, start, None, authority
                 )
                 self._refuse(ex, writer, refusal)
                 return None
             tls = req.tls
             if tls is not None and not tls.allows(req.host):
                 ex = self.telemetry.exchange(
-                    self.telemetry, "outbound", req, None, start, authority=authority
+                    self.telemetry, "outbound", req, None, start, None, authority
                 )
                 self._answer(ex, writer, MISDIRECTED, req)
                 return None
@@ -206,7 +206,7 @@ class Handler:
             else:
                 decision = target  # a pass-through, or no listener or virtual host to look in
             ex = self.telemetry.exchange(
-                self.telemetry, "outbound", req, decision, start, authority=authority
+                self.telemetry, "outbound", req, decision, start, None, authority
             )
             if decision is None:
                 by_address = (

@@ -215,12 +215,12 @@ class Exchange:
         request: IncomingRequest,
         decision: Decision | None,
         start: float,
-        target: tuple[str, int] | None = None,
-        *,
+        target: tuple[str, int] | None,
         authority: str,
     ) -> None:
         """`target`: where the request goes, when known from the start (inbound: the app;
-        default: the listener's address inbound, else set by `endpoint`). `authority`: the
+        None: the listener's address inbound, else set by `endpoint`). Positional on the
+        request path: a keyword to a class call costs a dict per request. `authority`: the
         ``authority`` (and route ``dst``) label, bounded by the table (outbound: the domain
         the Host matched, or ``unknown``; inbound: the Host, kept only when the metrics
         keep inbound authorities)."""

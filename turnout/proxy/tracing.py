@@ -93,14 +93,13 @@ class TracedExchange(Exchange):
         request: IncomingRequest,
         decision: Decision | None,
         start: float,
-        target: tuple[str, int] | None = None,
-        *,
+        target: tuple[str, int] | None,
         authority: str,
     ) -> None:
         tracer = owner.tracer
         assert tracer is not None
         self.span = tracer.start(request, direction)
-        super().__init__(owner, direction, request, decision, start, target, authority=authority)
+        super().__init__(owner, direction, request, decision, start, target, authority)
 
     def backend(self, backend: Backend) -> None:
         super().backend(backend)
