@@ -156,9 +156,7 @@ class Handler:
             if self.guards is not None:
                 app, guard = self._inbound_target(req)
             assert app is not None
-            ex = self.telemetry.exchange(
-                self.telemetry, "inbound", req, None, start, app, req.host
-            )
+            ex = self.telemetry.exchange(self.telemetry, "inbound", req, None, start, app, req.host)
             if refusal is not None:
                 self._refuse(ex, writer, refusal)
                 return None

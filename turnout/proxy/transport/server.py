@@ -218,10 +218,9 @@ class HttpServerProtocol(DownstreamConnection):
             self._head_goes_on(size)
 
     def _head_goes_on(self, size: int) -> None:
-        """A read ended inside a request head: the caps, on what it holds so far."""
+        """A read ended inside a request head: the caps, on what it holds so far (and raw
+        bytes: a header is buffered inside httptools until it ends, so count those too)."""
         if not self._head_new:
-            # the header being read is buffered inside httptools until it ends: count raw
-            # bytes too, so a single endless header cannot grow without bound
             self._head_raw += size
             if self._head_raw > self._max_head:
                 self._on_bad_input(431, None)
@@ -321,8 +320,7 @@ class HttpServerProtocol(DownstreamConnection):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a trailer: dropped
-        # the caps (max_header_bytes, max_header_count) are checked once the head is
-        # complete, or when a read ends inside it (`_over_caps`)
+        # (the caps, max_header_bytes and max_header_count: `_over_caps`, at the head's end)
         n = len(name)
         if n in self._special and name not in ORDINARY_NAMES:
             # the headers the transport itself reads, noted as they are parsed
@@ -357,8 +355,7 @@ class HttpServerProtocol(DownstreamConnection):
                 return
         self._headers.append((name, value))
 
-    def _drop(self, name: bytes, value: bytes) -> None:
-        """A header field the head had but `_headers` does not keep: counted for the caps."""
+    def _drop(self, name: bytes, value: bytes) -> None:  # a field not kept: for the caps
         self._dropped += 1
         self._dropped_size += len(name) + len(value) + 4
 
@@ -376,10 +373,6 @@ class HttpServerProtocol(DownstreamConnection):
             size += len(name) + len(value) + 4
         return size > self._max_head
 
-    def _check_caps(self) -> None:
-        if self._over_caps():
-            raise Refused(431, "request head over max_header_bytes or max_header_count")
-
     def on_headers_complete(self) -> None:
         self._in_head = False
         headers = self._headers
@@ -387,18 +380,16 @@ class HttpServerProtocol(DownstreamConnection):
             len(headers) > self._max_count
             or self._spanned + self._read_size > self._max_head
             or self._dropped
-        ):
-            self._check_caps()  # (the exact figures: only when they could be over)
+        ) and self._over_caps():  # (the exact figures: only when they could be over)
+            raise Refused(431, "request head over max_header_bytes or max_header_count")
         parser = self.parser
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         keep_alive = parser.should_keep_alive()
         host = self._host
         if not self._framed and keep_alive and method != "CONNECT":
-            # the common head: no header the framing depends on, so no body, no upgrade,
-            # and HTTP/1.1 (the one version of those llhttp takes, 0.9, 1.0, 1.1 and 2.0,
-            # that keeps the connection without a Connection header asking so), which
-            # spares the parser's costly version string
+            # the common head: no framing header, so no body, no upgrade, and HTTP/1.1 (of
+            # those llhttp takes, the one kept alive without a Connection header asking so)
             if host is None:
                 # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host
                 raise Refused(400, "HTTP/1.1 request without a Host header")
@@ -462,22 +453,20 @@ class HttpServerProtocol(DownstreamConnection):
     def _framing(
         self, raw_method: bytes, method: str, keep_alive: bool
     ) -> tuple[str, str | None, RequestBody, BodyStream, bool] | None:
-        """A head with a framing header (Content-Length, Transfer-Encoding, Expect, Upgrade,
-        Connection, l5d-require-id), not kept alive, or CONNECT: its version (checked), its
-        upgrade, its body and stream, and whether to send 100 Continue at the body's first
-        read; None when an h2c upgrade is to be parsed again as a plain request."""
+        """Any other head (a framing header, not kept alive, CONNECT): its version, upgrade,
+        body, stream and whether to send 100 Continue at the body's first read; None: an
+        h2c upgrade, to be parsed again as a plain request."""
         parser = self.parser
         content_length = self._content_length
         coding = self._coding
         has_body = coding is not None or (content_length is not None and content_length > 0)
         upgrade = self._upgrade
         if keep_alive and not self._connection:
-            version = "1.1"  # see on_headers_complete
+            version = "1.1"  # (spares the parser's costly version string: see the caller)
         else:
             version = parser.get_http_version()
             check_version(version)
-        if self._host is None and version == "1.1":
-            # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host
+        if self._host is None and version == "1.1":  # RFC 9112 §3.2 (on_headers_complete)
             raise Refused(400, "HTTP/1.1 request without a Host header")
         if coding is not None:
             check_transfer_coding(coding, version)
