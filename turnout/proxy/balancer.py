@@ -224,9 +224,15 @@ class Balancer:
     def acquire(self) -> Slot | None:
         """`pick` and `start` in one: the slot to send a try to (`slot.addr`), to give back
         with `release` when the try ends; None if no endpoint is ready."""
-        slot = self._choose()
-        if slot is not None:
-            slot.pending += 1
+        ready = self._ready
+        slot: Slot | None
+        if len(ready) == 1 and not self._tripped:  # one endpoint: no draw (`_choose`)
+            slot = ready[0]
+        else:
+            slot = self._choose()
+            if slot is None:
+                return None
+        slot.pending += 1
         return slot
 
     def _choose(self) -> Slot | None:

@@ -56,7 +56,7 @@ defaults in when a ServiceProfile has none)."""
 class _Window:
     """Counters over a sliding window of `slots` buckets; `total` is their sum."""
 
-    __slots__ = ("buckets", "head", "rate", "tick", "total")
+    __slots__ = ("buckets", "head", "rate", "tick", "total", "until")
 
     def __init__(self, interval_ms: int, slots: int, now: float) -> None:
         self.buckets = [0] * slots
@@ -66,6 +66,8 @@ class _Window:
         """Bucket number (since the clock's epoch) `head` stands for."""
         self.head = self.tick % slots
         self.total = 0
+        self.until = (self.tick + 1) / self.rate
+        """Clock time the `head` bucket ends: `advance` has nothing to do before it."""
 
     def advance(self, now: float) -> None:
         tick = int(now * self.rate)
@@ -86,6 +88,7 @@ class _Window:
                 buckets[head] = 0
         self.tick = tick
         self.head = tick % n
+        self.until = (tick + 1) / self.rate
 
     def add(self) -> None:
         self.buckets[self.head] += 1
@@ -119,7 +122,7 @@ class Budget:
         """Count one original request (never a retry)."""
         requests = self._requests
         now = self._now()
-        if int(now * requests.rate) != requests.tick:
+        if now >= requests.until:  # (a clock that went back: the bucket it was in)
             requests.advance(now)
         requests.buckets[requests.head] += 1  # `add`, inlined: once per request
         requests.total += 1

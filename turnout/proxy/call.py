@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from bisect import bisect_right
 from collections.abc import Callable
 from typing import Literal
 
@@ -60,10 +59,10 @@ from turnout.proxy.transport.heads import (
     request_framing,
 )
 from turnout.proxy.transport.messages import (
-    TLS_DISABLED,
     Headers,
     IncomingRequest,
     RawHeaders,
+    RawPairs,
     ResponseWriter,
     UpstreamHandle,
 )
@@ -121,7 +120,13 @@ class Call(H2Call):
         state: ProxyState,
         backend: Backend | None,
     ) -> None:
-        super().__init__()
+        # `H2Call`'s fields, set here (one frame less per request)
+        self.grpc = False
+        self.h2 = False
+        self.h2_headers = _NO_H2_HEADERS
+        self.replay = None
+        self.grpc_status = None
+        self.trailers = None
         self.h = h
         self.req = req
         self.writer = writer
@@ -134,7 +139,7 @@ class Call(H2Call):
         """The buffered (replayable) request body; None when too big: the request's own
         stream carries it, once, and the request is never retried."""
         self.cancelled = False
-        self.cors_extra: list[tuple[str, str]] = _NO_CORS  # never appended to: replaced
+        self.cors_extra: list[tuple[str, str]] = NO_CORS  # never appended to: replaced
         """CORS headers the response gains (the route's CORS filter, a matching Origin)."""
         self.timer: asyncio.TimerHandle | None = None
         self.handle: UpstreamHandle | None = None
@@ -150,7 +155,7 @@ class Call(H2Call):
         self.headed = False
         self.discarding = False
         self.status = 0
-        self.resp_headers: Headers | RawHeaders = []
+        self.resp_headers: Headers | RawHeaders = _NO_HEADERS
         self.small: bytes | None = None
         """A small response's body, buffered whole (None: streamed): its one chunk, the
         common case, with no list; `buffered` holds the chunks once there are more."""
@@ -192,78 +197,6 @@ class Call(H2Call):
             self.timer = asyncio.get_running_loop().call_later(delay, self._after_delay)
             return
         self._go()
-
-    def begin_plain(self) -> None:
-        """`begin` for a request without a body: the plain outbound HTTP/1 case
-        (`Decision.plain`, no mesh TLS requirement) in one frame, sharing the handler's clock
-        read; every other case goes the general way (`_prepare`, `_try`)."""
-        decision, h, state, req = self.decision, self.h, self.state, self.req
-        action: Forward = decision.action  # type: ignore[assignment]  # plain: a Forward
-        if (
-            not decision.plain
-            or h.require_mtls
-            or req.require_id is not None
-            or (state.http2 and not state.http2.isdisjoint(action.clusters))
-        ):
-            self.begin()  # (inbound: NO_DECISION, never plain; HTTP/2 backends: the H2 pool)
-            return
-        try:
-            backend = action.backends[
-                bisect_right(action.cumulative, h.rng.random() * action.total)
-            ]
-            self.backend = backend
-            ex = self.ex
-            ex.backend(backend)
-            method = self.method
-            self.head = encode_forward_head(
-                method,
-                self.target,
-                req.raw_headers,
-                host=req.host,
-                framing="" if method == "GET" else request_framing(method, b""),
-            )
-            resolved = state.resolved
-            if resolved is not None:
-                balancer, budget = resolved.get(backend.cluster, _UNRESOLVED)
-            else:
-                balancer = state.balancers.get(backend.cluster)
-                budget = state.budgets.get(backend.cluster)
-            self.balancer = balancer
-            if budget is not None:
-                budget.deposit()
-            now = ex.start  # the handler's clock read, a moment ago
-            timeout_ms: int | None = None
-            timeout = decision.request_timeout_ms
-            if timeout is not None or decision.per_try_timeout_ms is not None:
-                self.deadline = None if timeout is None else now + timeout / 1000
-                timeout_ms = try_timeout(decision.per_try_timeout_ms, self.deadline, now)
-                if timeout_ms is not None and timeout_ms <= 0:
-                    self._answer(answers.REQUEST_TIMEOUT, REQUEST_TIMEOUT)
-                    return
-            slot = balancer.acquire() if balancer is not None else None
-            if slot is None:
-                self._answer(self._unavailable())
-                return
-            self.slot = slot
-            addr = slot.addr
-            identity = slot.endpoint.identity
-            if h.pool.mesh is None:
-                meshed, tls = False, TLS_DISABLED
-            else:
-                meshed, tls = True, outbound_tls.server_tls(True, identity)
-            ex.endpoint(addr, tls)
-            self.t0 = now
-            self.handle = h.pool.send(
-                addr,
-                method=method,
-                head=self.head,
-                body=b"",
-                timeout_ms=timeout_ms,
-                receiver=self,
-                identity=identity if meshed else None,
-            )
-        except Exception as exc:
-            self._crash(exc)
 
     def _after_delay(self) -> None:
         self.timer = None
@@ -658,11 +591,14 @@ def _resolve(done: asyncio.Future[None]) -> None:
         done.set_result(None)
 
 
-_NO_CORS: list[tuple[str, str]] = []
+NO_CORS: list[tuple[str, str]] = []
 """A Call's `cors_extra` until a CORS filter gives it its own (shared: never changed)."""
 
-_UNRESOLVED: tuple[None, None] = (None, None)
-"""A cluster the state has neither balancer nor budget for (`begin_plain`: a 503)."""
+_NO_HEADERS: Headers = []
+"""A Call's `resp_headers` until it has a response (shared: never changed, only replaced)."""
+
+_NO_H2_HEADERS: RawPairs = []
+"""A Call's `h2_headers` until `_prepare` makes them (shared: never changed, only replaced)."""
 
 NO_DECISION = Decision(route=None, action=DirectResponse(status=200))
 

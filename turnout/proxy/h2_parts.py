@@ -55,16 +55,16 @@ class H2Call(Endings):
     status: int
     resp_headers: Headers | RawHeaders
 
-    def __init__(self) -> None:
-        self.grpc = False
-        """A gRPC request (content-type application/grpc*): HTTP/2 upstream, gRPC answers."""
-        self.h2 = False
-        """This call's upstream speaks HTTP/2 (decided once, in `_prepare`)."""
-        self.h2_headers: RawPairs = []
-        self.replay: h2_call.Replay | None = None
-        """HTTP/2 or gRPC downstream: the body relayed as it comes (`h2_call.Replay`)."""
-        self.grpc_status: int | None = None
-        self.trailers: RawPairs | None = None
+    # its own slots, which `Call.__init__` sets (no `__init__` here: a frame less per request)
+    grpc: bool
+    """A gRPC request (content-type application/grpc*): HTTP/2 upstream, gRPC answers."""
+    h2: bool
+    """This call's upstream speaks HTTP/2 (decided once, in `_prepare`)."""
+    h2_headers: RawPairs
+    replay: h2_call.Replay | None
+    """HTTP/2 or gRPC downstream: the body relayed as it comes (`h2_call.Replay`)."""
+    grpc_status: int | None
+    trailers: RawPairs | None
 
     def _grpc_deadline(self, route_ms: int | None) -> None:
         """A gRPC call's deadline: its `grpc-timeout` caps the route's request timeout."""

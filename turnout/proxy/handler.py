@@ -46,8 +46,11 @@ from turnout.proxy.families import UNKNOWN_AUTHORITY
 from turnout.proxy.h2_call import Replay, for_grpc, is_grpc
 from turnout.proxy.hosts import listener_for_host
 from turnout.proxy.inbound_guard import InboundGuard
-from turnout.proxy.paths import Refusal, normalize_request
+from turnout.proxy.index import RouteIndex
+from turnout.proxy.paths import Refusal, normalize_path, normalize_request
+from turnout.proxy.plain_call import PlainCall
 from turnout.proxy.retries import MAX_RETRY_BODY_BYTES
+from turnout.proxy.table import NO_ROUTE
 from turnout.proxy.telemetry import Exchange, Telemetry
 from turnout.proxy.transport.client import UpstreamPool
 from turnout.proxy.transport.heads import h2_request_headers, raw_pairs
@@ -125,8 +128,8 @@ class Handler:
     guards: Callable[[int], InboundGuard] | None = None
     """Inbound, ``--transparent``: the guard of an app port (`runner.Proxy.guard_for`); the
     app is 127.0.0.1 at the connection's original port (`app`: when not redirected)."""
-    _hosts: dict[str, tuple[str | Decision | None, str]] = field(default_factory=dict)
-    """Host header -> (listener or pass-through decision, metrics authority); see `_host`."""
+    _hosts: dict[str, tuple[RouteIndex | str | Decision | None, str]] = field(default_factory=dict)
+    """Host header -> (where its requests are decided, metrics authority); see `_host`."""
     _addresses: dict[tuple[str, int], tuple[str | Decision | None, str]] = field(
         default_factory=dict
     )
@@ -144,16 +147,16 @@ class Handler:
         the body, or sets up the tunnel, first otherwise (`serve_http`'s two modes)."""
         start = self.clock()
         state = self.state
-        refusal = normalize_request(req)  # before anything reads the path
+        path = req.path  # normalized before anything reads it (`paths.normalize_request`)
+        normal = normalize_path(path)
+        refusal = None if normal is path else normalize_request(req)
         decision: Decision | None
         if self.direction == "inbound":
             app, guard = self.app, self.guard
             if self.guards is not None:
                 app, guard = self._inbound_target(req)
             assert app is not None
-            ex = self.telemetry.exchange(
-                self.telemetry, "inbound", req, None, start, app, authority=req.host
-            )
+            ex = self.telemetry.exchange(self.telemetry, "inbound", req, None, start, app, req.host)
             if refusal is not None:
                 self._refuse(ex, writer, refusal)
                 return None
@@ -165,8 +168,10 @@ class Handler:
                     return None
             decision = NO_DECISION
         else:
-            conn = req.conn if self.transparent else None
-            dst = None if conn is None else conn.original_dst
+            seen: tuple[RouteIndex | str | Decision | None, str] | None
+            dst = None
+            if self.transparent and (conn := req.conn) is not None:
+                dst = conn.original_dst
             if dst is not None:
                 seen = self._addresses.get(dst)
                 if seen is None:
@@ -175,28 +180,31 @@ class Handler:
                 seen = self._hosts.get(req.host)
                 if seen is None:
                     seen = self._host(req.host, state)
-            listener, authority = seen
+            target, authority = seen
             if refusal is not None:
                 ex = self.telemetry.exchange(
-                    self.telemetry, "outbound", req, None, start, authority=authority
+                    self.telemetry, "outbound", req, None, start, None, authority
                 )
                 self._refuse(ex, writer, refusal)
                 return None
             tls = req.tls
             if tls is not None and not tls.allows(req.host):
                 ex = self.telemetry.exchange(
-                    self.telemetry, "outbound", req, None, start, authority=authority
+                    self.telemetry, "outbound", req, None, start, None, authority
                 )
                 self._answer(ex, writer, MISDIRECTED, req)
                 return None
-            if listener is None:
+            if isinstance(target, RouteIndex):  # the Host's virtual host (`_host`)
+                route = target.lookup(req)
+                decision = NO_ROUTE if route is None else route.decision
+            elif target is None:
                 decision = None
-            elif isinstance(listener, str):
-                decision = state.table.decide(req, listener=listener)
+            elif isinstance(target, str):  # an address's listener: decided by the Host
+                decision = state.table.decide(req, listener=target)
             else:
-                decision = listener  # a pass-through to the endpoint the client named
+                decision = target  # a pass-through, or no listener or virtual host to look in
             ex = self.telemetry.exchange(
-                self.telemetry, "outbound", req, decision, start, authority=authority
+                self.telemetry, "outbound", req, decision, start, None, authority
             )
             if decision is None:
                 by_address = (
@@ -206,6 +214,16 @@ class Handler:
                 return None
         if req.upgrade is not None:
             return UpgradeCall(self, req, writer, ex, decision, state, None).run()
+        if req.body.exhausted:
+            action = decision.action
+            if (
+                decision.plain  # (inbound: NO_DECISION, never plain)
+                and not self.require_mtls
+                and req.require_id is None
+                and not (state.http2 and not state.http2.isdisjoint(action.clusters))  # type: ignore[union-attr]  # plain: a Forward
+            ):
+                PlainCall(self, req, writer, ex, decision, state).begin_plain()
+                return None
         call = Call(self, req, writer, ex, decision, state, None)
         if not req.body.exhausted:
             # an HTTP/2 stream whose body came whole with its HEADERS (a gRPC unary call):
@@ -219,10 +237,10 @@ class Handler:
             call.finish = writer.complete
             call.begin()  # a body (and maybe gRPC: HTTP/2 upstream) is never the plain path
             return None
-        call.body = b""
+        call.body = b""  # not plain: mesh TLS asked, an HTTP/2 backend, a fault, a filter...
         writer.on_cancel = call.cancel
         call.finish = writer.complete
-        call.begin_plain()
+        call.begin()
         return None
 
     async def _authenticated(
@@ -287,12 +305,14 @@ class Handler:
             return None, UNKNOWN_AUTHORITY
         return dest, dest if isinstance(dest, str) else f"{address[0]}:{address[1]}"
 
-    def _host(self, host: str, state: ProxyState) -> tuple[str | Decision | None, str]:
-        """(listener or pass-through, metrics authority) for a Host header, remembered until
-        the table changes: the authority is the table's domain the Host matched, the
+    def _host(self, host: str, state: ProxyState) -> tuple[RouteIndex | str | Decision | None, str]:
+        """Where the requests for a Host header are decided, and their metrics authority,
+        remembered until the table changes: the virtual host's route index (or the decision
+        when the listener or the virtual host is missing: `RuntimeTable.router`), a
+        pass-through, or None (no listener); the authority is the table's domain the Host matched, the
         destination's name when the address chose it, or "unknown"."""
         table = state.table
-        dest: str | Decision | None
+        dest: RouteIndex | str | Decision | None
         address = None
         if self.listener is None:
             address = self.address or (address_of(host) if host else None)
@@ -304,6 +324,8 @@ class Handler:
             else:
                 dest = listener_for_host(host, namespace=self.namespace) if host else None
             label = table.authority_label(host, listener=dest)
+        if isinstance(dest, str):  # decided by the Host: this one, the key
+            dest = table.router(host, listener=dest)
         if len(self._hosts) >= MAX_REMEMBERED_HOSTS:
             self._hosts.clear()
         seen = self._hosts[host] = (dest, label)

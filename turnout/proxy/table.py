@@ -404,6 +404,17 @@ class RuntimeTable:
         route = vh.index.lookup(request)
         return NO_ROUTE if route is None else route.decision
 
+    def router(self, authority: str, *, listener: str) -> RouteIndex | Decision:
+        """What `decide` does for every request for `authority` on `listener` before the
+        route look-up, done once (the handler remembers it per Host): the virtual host's
+        `RouteIndex` (`decide` is then ``index.lookup(request)``, NO_ROUTE when None), or
+        the decision when there is none to look in (NO_LISTENER, NO_ROUTE)."""
+        hosts = self._listeners.get(listener)
+        if hosts is None:
+            return NO_LISTENER
+        vh = hosts.lookup(authority)
+        return NO_ROUTE if vh is None else vh.index
+
     def authority_label(self, authority: str, *, listener: str | None) -> str:
         """The metrics' ``authority`` of requests for `authority` on `listener`: the domain
         its virtual host was chosen by (`HostIndex.domain_for`), or ``unknown`` when the

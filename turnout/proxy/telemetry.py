@@ -2,11 +2,13 @@
 
 ```
 Handler ── Exchange(telemetry, ...) ──> one per request (the Call reports into it), tap `req`
-   .backend(b) .endpoint(addr, tls)  who serves it (dst labels, target_addr, tls labels)
+   .backend(b) .endpoint(addr, tls)  who serves it (dst labels, target_addr, tls labels);
+   .routed(b, addr, tls)             both in one
    .attempt(status, error=...)       each try: route_actual_*, backend_* (policy families)
    .retry(...) .retry_skipped()      route retry counters
    .retry_success() .retry_limit_exceeded()
    .response_head(status)            response latency (time to headers), tap `rsp`
+   .answered(status, now)            attempt + response_head in one (a try not retried)
    .finish(status, error=...)        request/response counters, route and policy series, tap `end`
    .abandon()                        the client left: the tries made still count
 ```
@@ -213,45 +215,51 @@ class Exchange:
         request: IncomingRequest,
         decision: Decision | None,
         start: float,
-        target: tuple[str, int] | None = None,
-        *,
+        target: tuple[str, int] | None,
         authority: str,
     ) -> None:
         """`target`: where the request goes, when known from the start (inbound: the app;
-        default: the listener's address inbound, else set by `endpoint`). `authority`: the
+        None: the listener's address inbound, else set by `endpoint`). Positional on the
+        request path: a keyword to a class call costs a dict per request. `authority`: the
         ``authority`` (and route ``dst``) label, bounded by the table (outbound: the domain
         the Host matched, or ``unknown``; inbound: the Host, kept only when the metrics
         keep inbound authorities)."""
         self.owner = owner
-        if direction == "inbound" and not owner.inbound_authority:
-            authority = ""
+        inbound = direction == "inbound"
+        if inbound:
+            if not owner.inbound_authority:
+                authority = ""
+            if target is None:
+                target = request.local
+            self.tls: TlsStatus = request.peer_tls
+            """Mesh TLS of the connection (inbound) or of the endpoint tried (`endpoint`)."""
+        else:
+            if target is None:
+                target = _NO_ADDR
+            self.tls = TLS_DISABLED
         self.authority = authority
         self.direction = direction
         self.request = request
         self.decision = decision
         self.start = start
-        if target is None:
-            target = request.local if direction == "inbound" else _NO_ADDR
         self.target: tuple[str, int] = target
-        self.tls: TlsStatus = request.peer_tls if direction == "inbound" else TLS_DISABLED
-        """Mesh TLS of the connection (inbound) or of the endpoint tried (`endpoint`)."""
         self.dst = _NO_DST
         """(namespace, service, port) of the backend picked; empty until then."""
         self.head_at: float | None = None
         self.status: int | None = None
         self.tap_id = ""
         self._done = False
-        self._keys: _RouteKeys | None = None
         self._tried: int | None = None
         """The first try's status while it is the only one and answered: counted with the
         request's end (`finish`); `_COUNTED` once tries are counted one by one."""
-        if decision is not None and decision.route is not None:
-            route = decision.route
+        if decision is not None and (route := decision.route) is not None:
             keys = owner.route_keys.get((direction, authority, route.rule, route.source))
             if keys is None:
                 keys = owner.keys_for(direction, authority, decision)
-            self._keys = keys
-        if owner.tap.active and direction == "inbound":
+            self._keys: _RouteKeys | None = keys
+        else:
+            self._keys = None
+        if inbound and owner.tap.active:
             self.publish("req")  # outbound: once the endpoint (and its TLS) is known
 
     def backend(self, backend: Backend) -> None:
@@ -287,6 +295,15 @@ class Exchange:
         if not self.tap_id and self.owner.tap.active:
             self.publish("req")
 
+    def routed(self, backend: Backend, addr: tuple[str, int], tls: TlsStatus) -> None:
+        """`backend(backend)` then `endpoint(addr, tls)`, in one call (the plain path's
+        single try)."""
+        self.dst = backend.dst
+        self.target = addr
+        self.tls = tls
+        if not self.tap_id and self.owner.tap.active:
+            self.publish("req")
+
     def retry(self, *, status: int | None, error: Exception | None) -> None:
         pk = self._policy_key()
         if pk is not None:
@@ -313,6 +330,21 @@ class Exchange:
     def response_head(self, status: int, now: float | None = None) -> None:
         """`now`: the caller's clock read of this moment, if it has one."""
         self.head_at = self.owner.clock() if now is None else now
+        self.status = status
+        if self.owner.tap.active:
+            if not self.tap_id:
+                self.publish("req")
+            self.publish("rsp")
+
+    def answered(self, status: int, now: float) -> None:
+        """`attempt(status)` then `response_head(status, now)`, in one call: the answer of
+        a try that is not retried (a plain call's one try)."""
+        if self._keys is not None:
+            if self._tried is None:
+                self._tried = status  # counted at the end, with the request (`finish`)
+            else:
+                self.attempt(status)
+        self.head_at = now
         self.status = status
         if self.owner.tap.active:
             if not self.tap_id:

@@ -45,7 +45,7 @@ from turnout.proxy.trace_context import NONE, propagate, read, traceparent
 if TYPE_CHECKING:
     from turnout.proxy.actions import Backend, Decision
     from turnout.proxy.process import ProxyConfig
-    from turnout.proxy.transport.messages import IncomingRequest
+    from turnout.proxy.transport.messages import IncomingRequest, TlsStatus
 
 EXPORT_DELAY_S = 1.0
 """How long finished spans wait in the queue before a batch goes out (the SDK's default
@@ -93,17 +93,21 @@ class TracedExchange(Exchange):
         request: IncomingRequest,
         decision: Decision | None,
         start: float,
-        target: tuple[str, int] | None = None,
-        *,
+        target: tuple[str, int] | None,
         authority: str,
     ) -> None:
         tracer = owner.tracer
         assert tracer is not None
         self.span = tracer.start(request, direction)
-        super().__init__(owner, direction, request, decision, start, target, authority=authority)
+        super().__init__(owner, direction, request, decision, start, target, authority)
 
     def backend(self, backend: Backend) -> None:
         super().backend(backend)
+        if self.span is not None:
+            self.span.cluster = backend.cluster
+
+    def routed(self, backend: Backend, addr: tuple[str, int], tls: TlsStatus) -> None:
+        super().routed(backend, addr, tls)
         if self.span is not None:
             self.span.cluster = backend.cluster
 

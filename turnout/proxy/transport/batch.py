@@ -46,6 +46,8 @@ class WriteBatch:
 
     def flush(self) -> None:
         """Send what is held now (before a close, and at the end of each round)."""
+        if not self._pending:
+            return
         pending, self._pending = self._pending, []
         for transport, data in pending:
             if not transport.is_closing():

@@ -261,7 +261,6 @@ class UpstreamPool:
     def send(
         self,
         endpoint: Address,
-        *,
         method: str,
         head: bytes,
         body: bytes | AsyncIterator[bytes],
@@ -276,7 +275,8 @@ class UpstreamPool:
         be answered 101; a 101 to any other is an `UpstreamProtocolError`, the connection
         closed. The returned handle gives the exchange up (`cancel(receiver)`) or pauses
         reading its response. `identity`: the endpoint's expected identity, for mesh TLS
-        (see the module docstring)."""
+        (see the module docstring). Not keyword-only: the request path passes them in order
+        (matching seven keywords costs more than half the call)."""
         loop = self.loop
         if loop is None:
             loop = self.loop = asyncio.get_running_loop()
@@ -298,7 +298,7 @@ class UpstreamPool:
             conn.pooled = False
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 conn.start(request, receiver)
-                if request.deadline is None:
+                if timeout_ms is None and self._read_sweeper is None:  # `_watch_reads`
                     self._watch_reads(loop)
                 return conn
         return self._connect_and_start(endpoint, request, receiver, identity)

@@ -121,11 +121,11 @@ def encode_request_head(
 
 
 def encode_forward_head(
-    method: str, target: str, headers: RawPairs, *, host: str, framing: str
+    method: str, target: str, headers: RawPairs, host: str, framing: str
 ) -> bytes:
     """`encode_request_head` for a request going on as it came: `headers` as the request
     parser gave them (bytes, already free of CR and LF), Host set to `host` (from the
-    parsed request too)."""
+    parsed request too). Not keyword-only: the request path passes them in order."""
     parts = [f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n{framing}".encode("latin-1")]
     connection: list[bytes] | None = None
     for name, value in headers:

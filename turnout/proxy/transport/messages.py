@@ -418,6 +418,9 @@ class IncomingRequest:
         peer: Address,
         local: Address,
         upgrade: str | None,
+        tls: Chain | None = None,
+        peer_tls: TlsStatus = TLS_DISABLED,
+        conn: ConnectionInfo | None = None,
     ) -> None:
         self.method = method
         """Request method, as sent ("GET")."""
@@ -444,18 +447,18 @@ class IncomingRequest:
         """The listener's address."""
         self.upgrade = upgrade
         """The `Upgrade` header value when the request asks for one (`Connection: upgrade`)."""
-        self.tls: Chain | None = None
+        self.tls = tls
         """Received over TLS: the listener its handshake chose (`tls.py`); None: plain."""
         self.client_id = ""
         """Received over mesh TLS from a client whose certificate names this identity; the
         transport has then also put it in `l5d-client-id` (and dropped any the client sent)."""
-        self.peer_tls = TLS_DISABLED
+        self.peer_tls = peer_tls
         """The connection's mesh TLS status (`TlsStatus`): the metrics and tap labels."""
         self.require_id: str | None = None
         """Linkerd's ``l5d-require-id``: the identity the outbound proxy must prove the
         endpoint has (mTLS to it, or a 502); the transport takes the header out of the
         request, so it is never forwarded. None: not asked."""
-        self.conn: ConnectionInfo | None = None
+        self.conn = conn
         """The connection it arrived on (inbound listeners)."""
         self._headers: Headers | None = None
 

@@ -188,19 +188,21 @@ class PooledConnection(asyncio.Protocol):
 
     def start(self, request: OutgoingRequest, receiver: ResponseReceiver) -> None:
         """Send `request`; the response goes to `receiver`."""
-        transport = self.transport
-        info = self.info
-        assert transport is not None and info is not None
+        # (no asserts on the request path: transport and info are connection_made's)
+        transport: asyncio.Transport = self.transport  # type: ignore[assignment]
+        info: ConnectionInfo = self.info  # type: ignore[assignment]
         self._receiver = receiver
         self._request = request
-        self._received = self._headed = self._interim = self._sent = False
+        self._received = self._headed = self._interim = False
         self._head_only = request.method == "HEAD"
         self.busy = True
-        self.watched = request.deadline is None
         self.progress += 1
         info.requests += 1
         due = self.due = request.deadline
-        if due is not None:
+        if due is None:
+            self.watched = True
+        else:
+            self.watched = False
             self.pool._watch_deadline(self, due)
         head, body = request.head, request.body
         if isinstance(body, bytes):
@@ -216,6 +218,7 @@ class PooledConnection(asyncio.Protocol):
                 info.bytes_written += len(head) + len(body)
             self._sent = True
         else:
+            self._sent = False
             transport.write(head)
             info.bytes_written += len(head)
             self._sender = self.loop.create_task(

@@ -3,7 +3,8 @@ httptools (llhttp, in C) and answering in request order.
 
 ```
 connection_made ─► Limits.max_connections, then accept(conn_info) ─► False: closed
-data_received ─► HttpRequestParser ─► on_url/on_header (head limits: 431) ─► on_headers_complete
+data_received ─► HttpRequestParser ─► on_url/on_header ─► on_headers_complete (head caps: 431,
+      │              │                  there or at the end of a read inside the head)
       │              │                  ─► IncomingRequest + ExchangeWriter ─► _start or queued
       │              └─► on_body ─► BodyStream ─► handler reads body (pause_reading above
       │                                            Limits.read_high_water)
@@ -116,10 +117,15 @@ class HttpServerProtocol(DownstreamConnection):
         self._coding: bytes | None = None  # the Transfer-Encoding value
         self._expect = False
         self._connection = False
+        self._framed = False  # a header the framing depends on was seen (`_framing`)
         self._upgrade: str | None = None
-        self._head_size = 0
+        self._head_size = 0  # the request-target's (the headers': `_check_head`)
         self._head_raw = 0
         self._head_new = False
+        self._read_size = 0  # bytes of the read being parsed
+        self._spanned = 0  # bytes of the reads before it that the head being parsed spans
+        self._dropped = 0  # header fields of the head not kept in `_headers`
+        self._dropped_size = 0
         self._max_head = self.limits.max_header_bytes
         self._max_count = self.limits.max_header_count
         self._no_body = RequestBody(self._empty_stream, None)
@@ -183,22 +189,21 @@ class HttpServerProtocol(DownstreamConnection):
         self._arm(self.limits.keepalive_timeout_ms, self._on_idle_timeout)
 
     def data_received(self, data: bytes) -> None:
-        info = self.info
-        assert info is not None
-        info.bytes_read += len(data)
-        if self._tunnel is not None:
-            self._tunnel.send(data)
-            return
-        if self._upgraded:
-            self._tunnel_buffer.append(data)
-            return
-        if self._stopped:
+        info: ConnectionInfo = self.info  # type: ignore[assignment]  # connection_made's
+        size = len(data)
+        info.bytes_read += size
+        if self._stopped:  # (so is every upgraded connection: `_on_upgrade`)
+            if self._tunnel is not None:
+                self._tunnel.send(data)
+            elif self._upgraded:
+                self._tunnel_buffer.append(data)
             return
         # bytes of a new request: unless its head is complete in them, it has the header
         # timeout to send the rest (from here; a whole head never needs the timer)
         fresh = self._active is None and self._parsing is None and not self._in_head
         heads = info.requests
         self._head_new = False
+        self._read_size = size
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -209,12 +214,20 @@ class HttpServerProtocol(DownstreamConnection):
             return
         if fresh and info.requests == heads and not self.closed:
             self._arm(self.limits.header_timeout_ms, self._on_header_timeout)
-        if self._in_head and not self._head_new:
-            # the header being read is buffered inside httptools until it ends: count raw
-            # bytes too, so a single endless header cannot grow without bound
-            self._head_raw += len(data)
-            if self._head_raw > self.limits.max_header_bytes:
+        if self._in_head:
+            self._head_goes_on(size)
+
+    def _head_goes_on(self, size: int) -> None:
+        """A read ended inside a request head: the caps, on what it holds so far (and raw
+        bytes: a header is buffered inside httptools until it ends, so count those too)."""
+        if not self._head_new:
+            self._head_raw += size
+            if self._head_raw > self._max_head:
                 self._on_bad_input(431, None)
+                return
+        self._spanned += size
+        if self._over_caps():
+            self._on_bad_input(431, None)
 
     def _after_upgrade(self, data: bytes, offset: int) -> bool:
         """llhttp stopped at `offset` after an upgrade request's head: the tunnel's bytes
@@ -293,9 +306,9 @@ class HttpServerProtocol(DownstreamConnection):
             self._headers = []
             self._host = self._content_length = self._upgrade = self._coding = None
             self._require_id = None
-            self._expect = self._connection = False
+            self._expect = self._connection = self._framed = False
             self._head_size = len(url)
-            self._head_raw = 0
+            self._head_raw = self._spanned = self._dropped = self._dropped_size = 0
             if self._head_size > self._max_head:
                 raise Refused(414, "request target over max_header_bytes")
             return
@@ -307,12 +320,8 @@ class HttpServerProtocol(DownstreamConnection):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a trailer: dropped
+        # (the caps, max_header_bytes and max_header_count: `_over_caps`, at the head's end)
         n = len(name)
-        size = self._head_size + n + len(value) + 4
-        self._head_size = size
-        headers = self._headers
-        if size > self._max_head or len(headers) >= self._max_count:
-            raise Refused(431, "request head over max_header_bytes or max_header_count")
         if n in self._special and name not in ORDINARY_NAMES:
             # the headers the transport itself reads, noted as they are parsed
             lname = name.lower()
@@ -322,48 +331,142 @@ class HttpServerProtocol(DownstreamConnection):
                 self._host = value.decode("latin-1")
             elif lname == b"content-length":
                 self._content_length = int(value)
+                self._framed = True
             elif lname == b"transfer-encoding":
                 if self._coding is not None:  # nginx: a repeated Transfer-Encoding is a 400
                     raise Refused(400, "more than one Transfer-Encoding header")
                 self._coding = value
+                self._framed = True
             elif lname == b"expect":
                 self._expect = value.lower() == b"100-continue"
+                self._framed = True
             elif lname == b"upgrade":
                 self._upgrade = value.decode("latin-1")
+                self._framed = True
             elif lname == b"connection":
-                self._connection = True
+                self._connection = self._framed = True
             elif lname == CLIENT_ID_HEADER:
+                self._drop(name, value)
                 return  # only on a mesh listener: the client's own is never believed
             elif lname == REQUIRE_ID_HEADER:
                 self._require_id = value.decode("latin-1").strip()
+                self._framed = True  # (not framing: only noted, on the longer way)
+                self._drop(name, value)
                 return
-        headers.append((name, value))
+        self._headers.append((name, value))
+
+    def _drop(self, name: bytes, value: bytes) -> None:  # a field not kept: for the caps
+        self._dropped += 1
+        self._dropped_size += len(name) + len(value) + 4
+
+    def _over_caps(self) -> bool:
+        """The head so far has more than max_header_count fields, or more than
+        max_header_bytes in its request-target and fields (each counted as name, value and
+        4 more bytes); added up only when the reads it spans could hold that many."""
+        headers = self._headers
+        if len(headers) + self._dropped > self._max_count:
+            return True
+        if self._spanned + self._read_size <= self._max_head:
+            return False
+        size = self._head_size + self._dropped_size
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+        return size > self._max_head
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        parser = self.parser
         headers = self._headers
-        host = self._host
-        if host is None:
-            host = ""
-        content_length = self._content_length
-        coding = self._coding
-        has_body = coding is not None or (content_length is not None and content_length > 0)
-        expect = self._expect
-        upgrade = self._upgrade
+        if (
+            len(headers) > self._max_count
+            or self._spanned + self._read_size > self._max_head
+            or self._dropped
+        ) and self._over_caps():  # (the exact figures: only when they could be over)
+            raise Refused(431, "request head over max_header_bytes or max_header_count")
+        parser = self.parser
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         keep_alive = parser.should_keep_alive()
-        # Only HTTP/1.1 (of the versions llhttp takes: 0.9, 1.0, 1.1, 2.0) keeps the
-        # connection without a Connection header asking so: the request is 1.1, which
-        # spares the parser's costly version string
-        if keep_alive and not self._connection:
+        host = self._host
+        if not self._framed and keep_alive and method != "CONNECT":
+            # the common head: no framing header, so no body, no upgrade, and HTTP/1.1 (of
+            # those llhttp takes, the one kept alive without a Connection header asking so)
+            if host is None:
+                # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host
+                raise Refused(400, "HTTP/1.1 request without a Host header")
             version = "1.1"
+            upgrade = None
+            body, stream = self._no_body, self._empty_stream
+            expect = False
+        else:
+            framing = self._framing(raw_method, method, keep_alive)
+            if framing is None:
+                return  # parsed again as a plain request (`_after_upgrade`)
+            version, upgrade, body, stream, expect = framing
+            if host is None:
+                host = ""
+        target = self._url.decode("latin-1")
+        path, _, query = target.partition("?")
+        request = IncomingRequest(
+            method,
+            target,
+            path,
+            query,
+            headers,
+            host,
+            version,
+            keep_alive,
+            body,
+            self.peer,
+            self.local,
+            upgrade,
+            self.chain,
+            self._peer_tls,
+            self.info,
+        )
+        if self._require_id is not None:
+            request.require_id = self._require_id
+        if self._client_id:
+            headers.append((CLIENT_ID_HEADER, self._client_id))
+            request.client_id = self.info.client_id  # type: ignore[union-attr]
+        exch = ExchangeWriter(self, request, stream)
+        if expect:
+            stream.on_first_read = exch.send_continue
+        self.info.requests += 1  # type: ignore[union-attr]  # connection_made's
+        self._parsing = exch
+        if self._active is None:
+            # `_start`, inlined: once per request
+            self._active = exch
+            self._due = 0.0
+            try:
+                answer = self.listener.handler(request, exch)
+            except Exception as exc:
+                self._handler_failed(exch, exc)
+                self._done(exch)
+                return
+            if answer is not None:
+                exch.task = self.loop.create_task(self._run(exch, answer))
+        else:
+            self._queue.append(exch)
+            if len(self._queue) >= self.limits.max_pipelined:
+                self._update_reading()
+
+    def _framing(
+        self, raw_method: bytes, method: str, keep_alive: bool
+    ) -> tuple[str, str | None, RequestBody, BodyStream, bool] | None:
+        """Any other head (a framing header, not kept alive, CONNECT): its version, upgrade,
+        body, stream and whether to send 100 Continue at the body's first read; None: an
+        h2c upgrade, to be parsed again as a plain request."""
+        parser = self.parser
+        content_length = self._content_length
+        coding = self._coding
+        has_body = coding is not None or (content_length is not None and content_length > 0)
+        upgrade = self._upgrade
+        if keep_alive and not self._connection:
+            version = "1.1"  # (spares the parser's costly version string: see the caller)
         else:
             version = parser.get_http_version()
             check_version(version)
-        if self._host is None and version == "1.1":
-            # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host
+        if self._host is None and version == "1.1":  # RFC 9112 §3.2 (on_headers_complete)
             raise Refused(400, "HTTP/1.1 request without a Host header")
         if coding is not None:
             check_transfer_coding(coding, version)
@@ -373,13 +476,12 @@ class HttpServerProtocol(DownstreamConnection):
             if upgrade is not None and "h2c" in upgrade.lower():
                 upgrade = self._without_h2c(upgrade, raw_method, version)
                 if upgrade is None:
-                    return  # parsed again as a plain request (`_after_upgrade`)
+                    return None
             has_body = False
         else:
             upgrade = None
-        target = self._url.decode("latin-1")
-        path, _, query = target.partition("?")
         limits = self.limits
+        body: RequestBody
         if has_body:
             stream = BodyStream(
                 self.loop,
@@ -394,40 +496,8 @@ class HttpServerProtocol(DownstreamConnection):
             body, stream = self._no_body, self._empty_stream
             if content_length is not None:
                 body = RequestBody(stream, content_length)
-        request = IncomingRequest(
-            method,
-            target,
-            path,
-            query,
-            headers,
-            host,
-            version,
-            keep_alive,
-            body,
-            self.peer,
-            self.local,
-            upgrade,
-        )
-        request.tls = self.chain
-        request.peer_tls = self._peer_tls
-        if self._require_id is not None:
-            request.require_id = self._require_id
-        request.conn = self.info
-        if self._client_id:
-            headers.append((CLIENT_ID_HEADER, self._client_id))
-            request.client_id = self.info.client_id  # type: ignore[union-attr]
-        exch = ExchangeWriter(self, request, stream)
-        if expect and has_body and version == "1.1":
-            stream.on_first_read = exch.send_continue
-        assert self.info is not None
-        self.info.requests += 1
-        self._parsing = exch
-        if self._active is None:
-            self._start(exch)
-        else:
-            self._queue.append(exch)
-            if len(self._queue) >= limits.max_pipelined:
-                self._update_reading()
+        expect = self._expect and has_body and version == "1.1"
+        return version, upgrade, body, stream, expect
 
     def _without_h2c(self, upgrade: str, method: bytes, version: str) -> str | None:
         """Take `h2c` out of an upgrade request (see `refusals`): the other tokens, or

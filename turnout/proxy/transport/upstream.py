@@ -94,9 +94,8 @@ class UpstreamConnection(PooledConnection):
     # -- asyncio.Protocol (the rest: the pooled side) ------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        assert self.info is not None
         size = self._read_size = len(data)
-        self.info.bytes_read += size
+        self.info.bytes_read += size  # type: ignore[union-attr]  # connection_made's
         if self.upgraded:
             if self.tunnel_peer is not None:
                 self.tunnel_peer.send(data)
@@ -211,22 +210,29 @@ class UpstreamConnection(PooledConnection):
             raise _BadResponse(_HEAD_TOO_LARGE)
         parser = self.parser
         status = parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            self._interim = True  # 100 Continue, 103 Early Hints: not forwarded
-            return
-        self._interim = False
-        self._keep_alive = parser.should_keep_alive()
-        if status == 101:
-            request = self._request
-            if request is None or not request.upgrade:
-                # no tunnel to splice it to: the connection is neither HTTP nor ours any more
-                raise _BadResponse("101 to a request that asked no upgrade")
-            self.upgraded = True  # feed_data raises HttpParserUpgrade right after this
         head_only = self._head_only
-        no_body = head_only or status in NO_BODY_STATUS or status == 101
-        # HEAD: the announced length (no body follows); 204/304/101: none; else as framed
-        content_length = 0 if no_body and not head_only else self._content_length
-        self._until_eof = not no_body and content_length is None and not self._chunked
+        if status >= 200 and not head_only and status not in NO_BODY_STATUS:
+            # the common answer: a body, as framed
+            self._interim = False
+            self._keep_alive = parser.should_keep_alive()
+            content_length = self._content_length
+            self._until_eof = content_length is None and not self._chunked
+        else:
+            if 100 <= status < 200 and status != 101:
+                self._interim = True  # 100 Continue, 103 Early Hints: not forwarded
+                return
+            self._interim = False
+            self._keep_alive = parser.should_keep_alive()
+            if status == 101:
+                request = self._request
+                if request is None or not request.upgrade:
+                    # no tunnel to splice it to: the connection is neither HTTP nor ours
+                    raise _BadResponse("101 to a request that asked no upgrade")
+                self.upgraded = True  # feed_data raises HttpParserUpgrade right after this
+            no_body = head_only or status in NO_BODY_STATUS or status == 101
+            # HEAD: the announced length (no body follows); 204/304/101: none; else as framed
+            content_length = 0 if no_body and not head_only else self._content_length
+            self._until_eof = not no_body and content_length is None and not self._chunked
         self._headed = True
         receiver = self._receiver
         if receiver is not None:
