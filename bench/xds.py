@@ -25,6 +25,7 @@ change (no incremental compile), so the ratio is expected near 1.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -43,6 +44,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from bench.results import add_no_store
 from bench.synth import route, service
 from bench.xds_delta import main as delta_main
 from turnout.engine.ir import RouteTable
@@ -379,13 +381,16 @@ async def recompile() -> None:
     )
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_no_store(parser, "xds_delta")  # parts 1 and 2 store nothing; part 3 its figures
+    args = parser.parse_args(argv)
     print(f"== xds push: route file change -> {CLIENTS} ADS clients ACKed ({CHANGES} changes)")
     asyncio.run(push_latency("raw", 300))
     asyncio.run(push_latency("raw", 20))
     asyncio.run(push_latency("client", 20))
     asyncio.run(recompile())
-    delta_main()
+    delta_main(["--no-store"] if args.no_store else [])
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ PATH.LAYOUT).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import cProfile
 import gc
@@ -44,6 +45,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from bench.results import Figures, report
+from bench.results import Figures, add_no_store, report
 from bench.synth import route, service
 from turnout.engine.ir import RouteTable
 from turnout.engine.pipeline import IncrementalCompiler
@@ -445,11 +447,14 @@ async def fan_out(layout: str, clients: int, processes: int, changes: int = CHAN
     }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_no_store(parser, "xds_delta")
+    args = parser.parse_args(argv)
     print(f"== delta xds: one route changed among {ROUTES:,} (goal: 1,000 clients, p99 < 250 ms)")
     figures = asyncio.run(fan_out("spread", 1000, 4))
     figures |= asyncio.run(fan_out("one-parent", 20, 1, changes=3))  # ~9 MB per client
-    report("xds_delta", figures)
+    report("xds_delta", figures, store=not args.no_store)
 
 
 if __name__ == "__main__":
