@@ -4,7 +4,8 @@
 read_manifest(file)      the file's size is checked before it is read (stat, then a bounded
       │ text             read, stdin too): over max_file_bytes -> LimitExceeded
       v
-compose_yaml(text)       split at column-0 `---` lines (libyaml's own document boundaries)
+compose_yaml(text)       split at column-0 `---` lines (libyaml's own document boundaries;
+      │                  `yaml_pieces` gives the same pieces, to read one on its own)
       │                  a document over max_document_bytes -> LimitExceeded, never parsed
       │   small document (its indicator count bounds its nodes under max_nodes):
       │        libyaml composes it, then `measure_node` walks it once per distinct node
