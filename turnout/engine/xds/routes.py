@@ -25,6 +25,7 @@ build the RouteConfiguration around the virtual hosts (`listeners.py` does, with
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -155,30 +156,23 @@ def route_matches_from(match: ir.Match) -> list[rc.RouteMatch]:
     the same in one matcher, but proxyless gRPC only understands `prefix`, `path` and
     `safe_regex` and rejects a whole RouteConfiguration holding anything else."""
     path = match.path
-    headers, query = _conditions(match)
+    conditions = _conditions(match) if match.headers or match.query or match.method else {}
     if isinstance(path, ir.PrefixPath) and path.value.rstrip("/"):
         prefix = path.value.rstrip("/")
         return [
-            rc.RouteMatch(path=prefix, headers=headers, query_parameters=query),
-            rc.RouteMatch(prefix=prefix + "/", headers=headers, query_parameters=query),
+            rc.RouteMatch(path=prefix, **conditions),
+            rc.RouteMatch(prefix=prefix + "/", **conditions),
         ]
     if isinstance(path, ir.ExactPath):
-        return [rc.RouteMatch(path=path.value, headers=headers, query_parameters=query)]
+        return [rc.RouteMatch(path=path.value, **conditions)]
     if isinstance(path, ir.PrefixPath):
-        return [rc.RouteMatch(prefix="/", headers=headers, query_parameters=query)]
-    return [
-        rc.RouteMatch(
-            safe_regex=filters.regex_matcher(path.pattern),
-            headers=headers,
-            query_parameters=query,
-        )
-    ]
+        return [rc.RouteMatch(prefix="/", **conditions)]
+    return [rc.RouteMatch(safe_regex=filters.regex_matcher(path.pattern), **conditions)]
 
 
-def _conditions(
-    match: ir.Match,
-) -> tuple[list[rc.HeaderMatcher], list[rc.QueryParameterMatcher]]:
-    """The method, header and query conditions of a RouteMatch (all but the path)."""
+def _conditions(match: ir.Match) -> dict[str, list[Any]]:
+    """The method, header and query conditions of a RouteMatch (all but the path), as its
+    keyword arguments; `route_matches_from` leaves them out for a match with none."""
     headers = [
         rc.HeaderMatcher(name=h.name, string_match=string_matcher(h.kind, h.value))
         for h in match.headers
@@ -190,7 +184,7 @@ def _conditions(
         rc.QueryParameterMatcher(name=q.name, string_match=string_matcher(q.kind, q.value))
         for q in match.query
     ]
-    return headers, query
+    return {"headers": headers, "query_parameters": query}
 
 
 # --------------------------------------------------------------------------- routes
