@@ -254,3 +254,39 @@ async def test_a_client_that_never_reads_a_callback_answer_is_dropped_after_the_
             assert got < requests * len(body)  # cut off: the answers never all came
         finally:
             writer.close()
+
+
+async def test_the_headers_the_listener_drops_count_toward_the_caps() -> None:
+    """l5d-client-id and l5d-require-id are not passed on as headers, but they are header
+    fields of the request: "header fields per request" counts them."""
+    mesh = b"l5d-client-id: a.b\r\nl5d-require-id: c.d\r\n"
+    async with running(ok, limits=Limits(max_header_count=10)) as addr:
+        head = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" + mesh
+        fields = b"".join(b"x-h%d: v\r\n" % i for i in range(7))  # 11 fields in all
+        assert status_of(await raw(addr, head + fields + b"\r\n")) == 431
+        assert status_of(await raw(addr, head + fields[9:] + b"\r\n")) == 200  # 10
+
+
+async def test_the_caps_hold_for_a_head_sent_in_small_pieces() -> None:
+    """The caps are added up at the end of each read inside a head, not per field: a head
+    trickled in pieces, each under the caps, is refused once what it holds is over."""
+    many = b"".join(b"x-h%d: v\r\n" % i for i in range(12))
+    wide = b"".join(b"x-w%d: %s\r\n" % (i, b"v" * 40) for i in range(40))  # ~1.9 KB
+    for limits, fields in (
+        (Limits(max_header_count=10), many),
+        (Limits(max_header_bytes=1024), wide),
+    ):
+        async with running(ok, limits=limits) as addr, connect(addr) as (reader, writer):
+            data = b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n"
+            reply = b""
+            try:
+                for i in range(0, len(data), 30):
+                    writer.write(data[i : i + 30])
+                    await writer.drain()
+                    await asyncio.sleep(0.001)
+                async with asyncio.timeout(3):
+                    reply = await reader.read(-1)
+            except ConnectionResetError:
+                pass  # closed while we still sent: the 431 may be lost
+            assert reply == b"" or status_of(reply) == 431, limits
+            assert reply != b"" or reader.at_eof() or writer.transport.is_closing()
