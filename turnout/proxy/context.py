@@ -56,7 +56,7 @@ class ProxyState:
         init=False, repr=False, compare=False
     )
     """Derived from snapshot dicts (`runner.Proxy.apply`): cluster -> its balancer and
-    budget, one look-up per request (`Call.begin_plain`); None with the live objects."""
+    budget, one look-up per request (`PlainCall.begin_plain`); None with the live objects."""
 
     def __post_init__(self) -> None:
         balancers, budgets = self.balancers, self.budgets
