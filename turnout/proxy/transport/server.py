@@ -350,7 +350,6 @@ class HttpServerProtocol(DownstreamConnection):
                 return  # only on a mesh listener: the client's own is never believed
             elif lname == REQUIRE_ID_HEADER:
                 self._require_id = value.decode("latin-1").strip()
-                self._framed = True  # (not framing: only noted, on the longer way)
                 self._drop(name, value)
                 return
         self._headers.append((name, value))
