@@ -55,7 +55,12 @@ from turnout.engine.errors import LimitExceeded, LoadError
 from turnout.engine.model import Document, Loaded, Resource, Resources
 from turnout.engine.model.authz import PeerAuthentication
 from turnout.engine.model.kinds import merge_objects, split_api_version
-from turnout.engine.model.limits import DEFAULT_LIMITS, ManifestLimits, read_manifest_bytes
+from turnout.engine.model.limits import (
+    DEFAULT_LIMITS,
+    ManifestLimits,
+    manifest_text,
+    read_manifest_bytes,
+)
 from turnout.engine.model.loader import expand_paths
 from turnout.engine.policy_reads import SMI_KINDS, PolicyCache, policy_reads
 from turnout.engine.render import diagnostic_data, result_data, to_data
@@ -493,10 +498,7 @@ class IncrementalCompiler:
     def _validate(self, file: str, data: bytes, known: tuple[Piece, ...]) -> FileReport:
         """`validate_paths([file])` of these bytes, reusing the documents of `known` whose
         text did not change (`validate_pieces`); JSON is validated whole."""
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise LoadError(f"cannot read: {exc}", file=file) from exc
+        text = manifest_text(data, file)
         report = validate_pieces(
             text, file=file, known=known, crds=self._crd_set, limits=self.limits
         )

@@ -137,7 +137,11 @@ def read_manifest(file: str, *, limits: ManifestLimits = DEFAULT_LIMITS) -> str:
         if size > limits.max_file_bytes:
             raise _too_big_file(size, limits.max_file_bytes, file)
         return text
-    data = read_manifest_bytes(file, limits=limits)
+    return manifest_text(read_manifest_bytes(file, limits=limits), file)
+
+
+def manifest_text(data: bytes, file: str) -> str:
+    """A manifest's bytes as text (UTF-8); `LoadError` when they are not."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
